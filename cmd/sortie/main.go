@@ -1,0 +1,94 @@
+// Command sortie runs an infrastructure repository's deployment jobs as a
+// dependency graph. main only wires: run parses the command line and calls
+// the packages that do the work; tests call run in-process.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+// exitError carries an exit code other than 1 (SPEC §3: 2 for bad usage or
+// a config error). Its message has already been printed when msg is "".
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+// usageError is bad usage: exit 2 with the message.
+func usageError(format string, args ...any) error {
+	return &exitError{code: 2, msg: fmt.Sprintf(format, args...)}
+}
+
+// exitCode is a bare exit code whose explanation was already printed.
+func exitCode(code int) error { return &exitError{code: code} }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(code(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+}
+
+// code prints err (if it has something to say) and returns the exit code.
+func code(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.msg != "" {
+			fmt.Fprintln(stderr, "sortie: "+ee.msg)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(stderr, "sortie: "+err.Error())
+	return 1
+}
+
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"validate", "check a config and print a summary", cmdValidate},
+		{"plan", "show which jobs a change would run, in which order", cmdPlan},
+		{"run", "run one buildset of a pipeline and wait for it", cmdRun},
+		{"history", "list past buildsets and their results", cmdHistory},
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stdout)
+		if len(args) == 0 {
+			return exitCode(2)
+		}
+		return nil
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	return usageError("unknown command %q; run sortie --help", args[0])
+}
+
+func usage(w io.Writer) {
+	var b strings.Builder
+	b.WriteString("Sortie runs deployment jobs as a dependency graph, in parallel, safely.\n\nUsage: sortie <command> [flags]\n\nCommands:\n")
+	for _, c := range commands() {
+		fmt.Fprintf(&b, "  %-9s %s\n", c.name, c.summary)
+	}
+	b.WriteString("\nRun sortie <command> --help for a command's flags.\n")
+	io.WriteString(w, b.String())
+}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/config"
+	"github.com/sortie-ci/sortie/internal/graph"
+)
+
+func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("validate", "--config PATH", stderr)
+	path := fs.String("config", "", "config file, or directory of *.yaml files")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path, stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok: %s, %s, %s; bootstrap job %s\n", *path,
+		plural(len(cfg.Jobs), "job", "jobs"), plural(len(cfg.Pipelines), "pipeline", "pipelines"),
+		plural(len(cfg.Semaphores), "semaphore", "semaphores"), cfg.Bootstrap)
+	return nil
+}
+
+func cmdPlan(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("plan", "--config PATH --pipeline NAME [--files F ...] [--format text|json]", stderr)
+	path := fs.String("config", "", "config file, or directory of *.yaml files")
+	pipeline := fs.String("pipeline", "", "pipeline to plan")
+	format := fs.String("format", "text", "output format: text or json")
+	var files filesFlag
+	fs.Var(&files, "files", "changed files (repeat, or separate with commas); none means every job")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *format != "text" && *format != "json" {
+		return usageError("plan: --format must be text or json (got %q)", *format)
+	}
+	if *pipeline == "" {
+		return usageError("plan: --pipeline is required")
+	}
+	cfg, err := loadConfig(*path, stderr)
+	if err != nil {
+		return err
+	}
+	plan, err := planFor(cfg, *pipeline, files.files)
+	if err != nil {
+		if *format == "json" {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			enc.Encode(map[string]string{"error": err.Error()})
+		}
+		return &exitError{code: 2, msg: err.Error()}
+	}
+	if *format == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(plan)
+	}
+	writePlanText(stdout, cfg, plan)
+	return nil
+}
+
+// planFor selects the jobs of a buildset, naming the known pipelines when
+// the one asked for does not exist.
+func planFor(cfg *config.Config, pipeline string, files []string) (*graph.Plan, error) {
+	plan, err := graph.Select(cfg, pipeline, files)
+	var up *graph.UnknownPipelineError
+	if errors.As(err, &up) {
+		return nil, fmt.Errorf("%w; pipelines are: %s", err, strings.Join(cfg.PipelineOrder, ", "))
+	}
+	return plan, err
+}
+
+func writePlanText(w io.Writer, cfg *config.Config, p *graph.Plan) {
+	waves := 0
+	for _, j := range p.Jobs {
+		waves = max(waves, j.Wave+1)
+	}
+	fmt.Fprintf(w, "pipeline %s: %s in %s", p.Pipeline, plural(len(p.Jobs), "job", "jobs"), plural(waves, "wave", "waves"))
+	if n := len(p.NotSelected); n > 0 {
+		fmt.Fprintf(w, ", %d not selected", n)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for wave := 0; wave < waves; wave++ {
+		fmt.Fprintf(tw, "\nwave %d\n", wave)
+		for _, j := range p.Jobs {
+			if j.Wave != wave {
+				continue
+			}
+			deps := "-"
+			if len(j.Dependencies) > 0 {
+				deps = "after " + strings.Join(j.Dependencies, ", ")
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t(%s)\n", j.Name, deps, j.Why)
+		}
+	}
+	tw.Flush()
+	if len(p.NotSelected) > 0 {
+		fmt.Fprintln(w, "\nnot selected")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, n := range p.NotSelected {
+			fmt.Fprintf(tw, "  %s\t(%s)\n", n.Name, notSelectedText(n.Reason))
+		}
+		tw.Flush()
+	}
+	est := "no duration hints"
+	if p.Estimate > 0 {
+		est = "estimated " + p.Estimate.Round(time.Second).String()
+	}
+	fmt.Fprintf(w, "\ncritical path: %s (%s)\n", strings.Join(p.CriticalPath, " -> "), est)
+}
+
+func notSelectedText(reason string) string {
+	switch reason {
+	case graph.NotFiles:
+		return "files: no changed file matches"
+	case graph.NotIrrelevantFiles:
+		return "irrelevant_files: every changed file is irrelevant"
+	}
+	return reason
+}

@@ -1,0 +1,267 @@
+// Package config loads Sortie's YAML configuration (SPEC §1): one file, or a
+// directory of *.yaml files merged in lexical order. Decoding is strict and
+// keeps positions, and every problem is reported at once as an Errors value
+// whose entries name file, line and column, the key path, and what to do.
+package config
+
+import (
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Defaults applied when a key is absent.
+const (
+	DefaultMaxParallel = 8
+	DefaultAttempts    = 3
+	DefaultSSHPort     = 22
+)
+
+// Config is a loaded and validated configuration.
+type Config struct {
+	// Files are the files the config was read from, in merge order.
+	Files []string
+
+	Source  Source
+	Bastion Bastion
+	Limits  Limits
+	Server  Server
+	Webhook Webhooks
+
+	// Semaphores by name.
+	Semaphores map[string]*Semaphore
+	// Jobs by name; JobOrder lists them in definition order.
+	Jobs     map[string]*Job
+	JobOrder []string
+	// Pipelines by name; PipelineOrder lists them in definition order.
+	Pipelines     map[string]*Pipeline
+	PipelineOrder []string
+
+	// Bootstrap is the name of the bootstrap job.
+	Bootstrap string
+}
+
+// Source is the repository that is deployed.
+type Source struct {
+	// URL is a git URL or a local path; a relative local path is resolved
+	// against the directory of the file that set it.
+	URL string
+	// Branch is the branch that is deployed; empty means the repository's HEAD.
+	Branch string
+	Pos    Pos
+}
+
+// Bastion is where jobs run. Host "" or "local" means this machine.
+type Bastion struct {
+	Host         string
+	Port         int
+	User         string
+	IdentityFile string
+	KnownHosts   string
+	// Workdir holds checkouts, stamps and locks. Empty means the default for
+	// the bastion kind (for the local bastion, <state-dir>/bastion).
+	Workdir string
+	Pos     Pos
+}
+
+// Local reports whether builds run on this machine.
+func (b Bastion) Local() bool { return b.Host == "" || b.Host == "local" }
+
+// Limits bound the executor.
+type Limits struct {
+	MaxParallel int
+}
+
+// Server configures `sortie serve` (SPEC §4).
+type Server struct {
+	Listen     string
+	TokensEnv  string
+	PublicRead bool
+}
+
+// Webhooks configures the forges that may send push events.
+type Webhooks struct {
+	GitHubSecretEnv string
+	GiteaSecretEnv  string
+	GitLabTokenEnv  string
+}
+
+// Semaphore bounds how many holders may run at once.
+type Semaphore struct {
+	Name string
+	Max  int
+	Pos  Pos
+}
+
+// Job is one job definition.
+type Job struct {
+	Name string
+	Pos  Pos
+
+	Bootstrap bool
+	Install   []string
+	Playbook  string
+	Run       string
+
+	Dependencies    []Dependency
+	Files           []Matcher
+	IrrelevantFiles []Matcher
+	Semaphores      []Ref
+
+	Timeout      time.Duration // 0: none
+	Attempts     int
+	Env          map[string]string
+	SecretEnv    []string
+	DurationHint time.Duration // 0: none
+}
+
+// Dependency is an edge to another job. A hard dependency pulls its job into
+// a buildset; a soft one only orders it when both are selected.
+type Dependency struct {
+	Name string
+	Soft bool
+	Pos  Pos
+}
+
+// Ref is a reference by name to something defined elsewhere in the config.
+type Ref struct {
+	Name string
+	Pos  Pos
+}
+
+// Matcher is one item of files or irrelevant_files: a regular expression
+// that matches a path at its start (Python's re.match, as in Zuul), or the
+// complement of one when Negate is set.
+type Matcher struct {
+	Regex  string
+	Negate bool
+	Pos    Pos
+	re     *regexp.Regexp
+	// prefix must begin any path the regex matches; when literal is set the
+	// regex is that literal and nothing else. Planning thousands of jobs
+	// against thousands of files tests this before running the regex.
+	prefix  string
+	literal bool
+}
+
+// NewMatcher compiles a matcher. The regex is anchored at the start of the
+// path only: "$" is not implied.
+func NewMatcher(regex string, negate bool) (Matcher, error) {
+	// Compile the user's text alone first: wrapped, an unbalanced ")(" would
+	// close our group and compile into something else.
+	bare, err := regexp.Compile(strings.TrimPrefix(regex, "^"))
+	if err == nil {
+		_, err = regexp.Compile(regex)
+	}
+	if err != nil {
+		return Matcher{}, err
+	}
+	re := regexp.MustCompile(`^(?:` + regex + `)`)
+	m := Matcher{Regex: regex, Negate: negate, re: re}
+	// At the path's start a leading ^ always holds, so dropping it changes
+	// no match there, and lets LiteralPrefix see the literal after it.
+	m.prefix, m.literal = bare.LiteralPrefix()
+	return m, nil
+}
+
+// Match reports whether the path matches.
+func (m Matcher) Match(path string) bool {
+	var hit bool
+	switch {
+	case !strings.HasPrefix(path, m.prefix):
+		hit = false
+	case m.literal:
+		hit = true
+	default:
+		hit = m.re.MatchString(path)
+	}
+	return hit != m.Negate
+}
+
+// Manager names how a pipeline orders its buildsets (SPEC §2.4).
+type Manager string
+
+// Managers.
+const (
+	// ManagerSerial runs one buildset at a time, in arrival order.
+	ManagerSerial Manager = "serial"
+	// ManagerSupercedent keeps one running and at most one waiting; a newer
+	// event replaces the waiting one.
+	ManagerSupercedent Manager = "supercedent"
+	// ManagerIndependent starts every buildset at once.
+	ManagerIndependent Manager = "independent"
+	// ManagerCoalesce is serial, but waiting buildsets merge into one for the
+	// newest commit with the union of their changed files.
+	ManagerCoalesce Manager = "coalesce"
+)
+
+// Precedence orders waiters for a freed semaphore.
+type Precedence string
+
+// Precedences, highest first.
+const (
+	PrecedenceHigh   Precedence = "high"
+	PrecedenceNormal Precedence = "normal"
+	PrecedenceLow    Precedence = "low"
+)
+
+// Rank is larger for higher precedence.
+func (p Precedence) Rank() int {
+	switch p {
+	case PrecedenceHigh:
+		return 2
+	case PrecedenceLow:
+		return 0
+	default:
+		return 1
+	}
+}
+
+// Pipeline turns trigger events into buildsets of its jobs.
+type Pipeline struct {
+	Name       string
+	Pos        Pos
+	Trigger    Trigger
+	Manager    Manager
+	Precedence Precedence
+	// Semaphore is held by the whole buildset while it runs; empty for none.
+	Semaphore Ref
+	// Jobs lists the pipeline's jobs as written; the bootstrap job is part of
+	// every pipeline even when not listed.
+	Jobs []Ref
+}
+
+// Trigger says what starts a pipeline. Several may be set; none means the
+// pipeline runs only when triggered by hand (API or CLI).
+type Trigger struct {
+	// Push, when set, starts the pipeline on a push to Branch (webhook, or
+	// polling every Poll when Poll > 0).
+	Push *PushTrigger
+	// Cron is a 5-field cron expression (or a descriptor such as @hourly).
+	Cron string
+	// Jitter delays each cron start by a random duration up to it.
+	Jitter time.Duration
+}
+
+// PushTrigger starts a pipeline when a branch moves.
+type PushTrigger struct {
+	Branch string
+	Poll   time.Duration
+}
+
+// Job returns the named job, or nil.
+func (c *Config) Job(name string) *Job { return c.Jobs[name] }
+
+// InPipeline reports whether the pipeline runs the named job (the bootstrap
+// job is in every pipeline).
+func (p *Pipeline) InPipeline(c *Config, name string) bool {
+	if name == c.Bootstrap {
+		return true
+	}
+	for _, r := range p.Jobs {
+		if r.Name == name {
+			return true
+		}
+	}
+	return false
+}

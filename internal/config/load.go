@@ -1,0 +1,469 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/robfig/cron/v3"
+	"go.yaml.in/yaml/v3"
+)
+
+// Load reads a config file, or every *.yaml file of a directory merged in
+// lexical order, and validates it. On failure the error is an Errors value
+// listing every problem found, each with its position.
+func Load(path string) (*Config, error) {
+	files, err := configFiles(path)
+	if err != nil {
+		return nil, err
+	}
+	l := newLoader()
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			l.errs.add(Pos{File: f}, "", "cannot read file: "+err.Error(), "", "")
+			continue
+		}
+		l.file(f, data)
+	}
+	return l.finish()
+}
+
+// Parse loads a config from memory, as if read from a file named name.
+func Parse(name string, data []byte) (*Config, error) {
+	l := newLoader()
+	l.file(name, data)
+	return l.finish()
+}
+
+func configFiles(path string) ([]string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, Errors{{Pos: Pos{File: path}, Msg: "cannot read config: " + errors.Unwrap(err).Error(), Hint: "pass --config a YAML file or a directory of *.yaml files"}}
+	}
+	if !st.IsDir() {
+		return []string{path}, nil
+	}
+	files, _ := filepath.Glob(filepath.Join(path, "*.yaml"))
+	sort.Strings(files)
+	if len(files) == 0 {
+		return nil, Errors{{Pos: Pos{File: path}, Msg: "no *.yaml files in directory", Hint: "put the config in files ending with .yaml"}}
+	}
+	return files, nil
+}
+
+type loader struct {
+	errs errs
+	cfg  *Config
+	// where each singleton section was first defined, for merge errors.
+	sections map[string]Pos
+	jobPos   map[string]Pos
+	pipePos  map[string]Pos
+	semPos   map[string]Pos
+}
+
+func newLoader() *loader {
+	return &loader{
+		cfg: &Config{
+			Semaphores: map[string]*Semaphore{},
+			Jobs:       map[string]*Job{},
+			Pipelines:  map[string]*Pipeline{},
+			Limits:     Limits{MaxParallel: DefaultMaxParallel},
+			Bastion:    Bastion{Port: DefaultSSHPort},
+			Server:     Server{PublicRead: true},
+		},
+		sections: map[string]Pos{},
+	}
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+func (l *loader) file(name string, data []byte) {
+	l.cfg.Files = append(l.cfg.Files, name)
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if err.Error() == "EOF" {
+			return // an empty file is an empty config
+		}
+		pos, msg := Pos{File: name, Line: 1, Col: 1}, err.Error()
+		if m := yamlLine.FindStringSubmatch(msg); m != nil {
+			pos.Line, _ = strconv.Atoi(m[1])
+			msg = m[2]
+		} else {
+			msg = strings.TrimPrefix(msg, "yaml: ")
+		}
+		l.errs.add(pos, "", "invalid YAML: "+msg, "", "fix the syntax (indentation, quotes, colons)")
+		return
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		l.errs.add(Pos{File: name, Line: extra.Line, Col: extra.Column}, "", "a second YAML document", "", "keep one document per file, or split it into files of a directory")
+	}
+	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
+		return
+	}
+	d := &decoder{file: name, errs: &l.errs}
+	d.mapping(doc.Content[0], "", map[string]field{
+		"source":     l.once(d, func(v *yaml.Node, p string) { l.source(d, v, p) }),
+		"bastion":    l.once(d, func(v *yaml.Node, p string) { l.bastion(d, v, p) }),
+		"limits":     l.once(d, func(v *yaml.Node, p string) { l.limits(d, v, p) }),
+		"server":     l.once(d, func(v *yaml.Node, p string) { l.server(d, v, p) }),
+		"webhooks":   l.once(d, func(v *yaml.Node, p string) { l.webhooks(d, v, p) }),
+		"semaphores": func(_, v *yaml.Node, p string) { l.semaphores(d, v, p) },
+		"jobs":       func(_, v *yaml.Node, p string) { l.jobs(d, v, p) },
+		"pipelines":  func(_, v *yaml.Node, p string) { l.pipelines(d, v, p) },
+	})
+}
+
+// once wraps the handler of a section that may appear in one file only.
+func (l *loader) once(d *decoder, f func(v *yaml.Node, path string)) field {
+	return func(k, v *yaml.Node, path string) {
+		if first, ok := l.sections[path]; ok {
+			d.errs.add(d.pos(k), path, "section is defined twice, first at "+first.String(), "", "keep it in one file")
+			return
+		}
+		l.sections[path] = d.pos(k)
+		if !isNull(v) {
+			f(v, path)
+		}
+	}
+}
+
+func (l *loader) source(d *decoder, n *yaml.Node, path string) {
+	s := &l.cfg.Source
+	s.Pos = d.pos(n)
+	d.mapping(n, path, map[string]field{
+		"url": func(_, v *yaml.Node, p string) {
+			if u, ok := d.str(v, p); ok {
+				s.URL = resolveLocal(d.file, u)
+			}
+		},
+		"branch": func(_, v *yaml.Node, p string) { s.Branch, _ = d.str(v, p) },
+	})
+}
+
+// resolveLocal makes a relative local path relative to the config file.
+func resolveLocal(file, u string) string {
+	if u == "" || strings.Contains(u, "://") || filepath.IsAbs(u) || strings.HasPrefix(u, "~") {
+		return u
+	}
+	if i := strings.IndexByte(u, ':'); i > 0 && !strings.Contains(u[:i], "/") {
+		return u // scp-like user@host:path
+	}
+	return filepath.Join(filepath.Dir(file), u)
+}
+
+func (l *loader) bastion(d *decoder, n *yaml.Node, path string) {
+	b := &l.cfg.Bastion
+	b.Pos = d.pos(n)
+	d.mapping(n, path, map[string]field{
+		"host": func(_, v *yaml.Node, p string) { b.Host, _ = d.str(v, p) },
+		"port": func(_, v *yaml.Node, p string) {
+			if port, ok := d.int(v, p); ok {
+				if port < 1 || port > 65535 {
+					d.fail(v, p, "must be a port number from 1 to 65535", "")
+				}
+				b.Port = port
+			}
+		},
+		"user":          func(_, v *yaml.Node, p string) { b.User, _ = d.str(v, p) },
+		"identity_file": func(_, v *yaml.Node, p string) { b.IdentityFile, _ = d.str(v, p) },
+		"known_hosts":   func(_, v *yaml.Node, p string) { b.KnownHosts, _ = d.str(v, p) },
+		"workdir":       func(_, v *yaml.Node, p string) { b.Workdir, _ = d.str(v, p) },
+	})
+}
+
+func (l *loader) limits(d *decoder, n *yaml.Node, path string) {
+	d.mapping(n, path, map[string]field{
+		"max_parallel": func(_, v *yaml.Node, p string) {
+			if m, ok := d.int(v, p); ok {
+				if m < 1 {
+					d.fail(v, p, "must be at least 1", "")
+				} else {
+					l.cfg.Limits.MaxParallel = m
+				}
+			}
+		},
+	})
+}
+
+func (l *loader) server(d *decoder, n *yaml.Node, path string) {
+	s := &l.cfg.Server
+	d.mapping(n, path, map[string]field{
+		"listen":     func(_, v *yaml.Node, p string) { s.Listen, _ = d.str(v, p) },
+		"tokens_env": func(_, v *yaml.Node, p string) { s.TokensEnv, _ = d.str(v, p) },
+		"public_read": func(_, v *yaml.Node, p string) {
+			if b, ok := d.bool(v, p); ok {
+				s.PublicRead = b
+			}
+		},
+	})
+}
+
+func (l *loader) webhooks(d *decoder, n *yaml.Node, path string) {
+	w := &l.cfg.Webhook
+	env := func(key string, dst *string) map[string]field {
+		return map[string]field{key: func(_, v *yaml.Node, p string) { *dst, _ = d.str(v, p) }}
+	}
+	d.mapping(n, path, map[string]field{
+		"github": func(_, v *yaml.Node, p string) { d.mapping(v, p, env("secret_env", &w.GitHubSecretEnv)) },
+		"gitea":  func(_, v *yaml.Node, p string) { d.mapping(v, p, env("secret_env", &w.GiteaSecretEnv)) },
+		"gitlab": func(_, v *yaml.Node, p string) { d.mapping(v, p, env("token_env", &w.GitLabTokenEnv)) },
+	})
+}
+
+// dup reports a name defined in two places (possibly two files).
+func dup(d *decoder, k *yaml.Node, path, what string, first Pos) {
+	d.errs.add(d.pos(k), path, fmt.Sprintf("%s %q is defined twice, first at %s", what, k.Value, first), "", "rename or remove one of them")
+}
+
+func (l *loader) semaphores(d *decoder, n *yaml.Node, path string) {
+	if l.semPos == nil {
+		l.semPos = map[string]Pos{}
+	}
+	d.entries(n, path, func(k, v *yaml.Node, p string) {
+		if first, ok := l.semPos[k.Value]; ok && first.File != d.file {
+			dup(d, k, p, "semaphore", first)
+			return
+		}
+		l.semPos[k.Value] = d.pos(k)
+		max, ok := d.int(v, p)
+		if !ok {
+			return
+		}
+		if max < 1 {
+			d.fail(v, p, "semaphore max must be at least 1", "give how many holders may run at once")
+			return
+		}
+		l.cfg.Semaphores[k.Value] = &Semaphore{Name: k.Value, Max: max, Pos: d.pos(k)}
+	})
+}
+
+func (l *loader) jobs(d *decoder, n *yaml.Node, path string) {
+	if l.jobPos == nil {
+		l.jobPos = map[string]Pos{}
+	}
+	d.entries(n, path, func(k, v *yaml.Node, p string) {
+		if first, ok := l.jobPos[k.Value]; ok && first.File != d.file {
+			dup(d, k, p, "job", first)
+			return
+		}
+		l.jobPos[k.Value] = d.pos(k)
+		j := &Job{Name: k.Value, Pos: d.pos(k), Attempts: DefaultAttempts}
+		if !isNull(v) {
+			l.job(d, j, v, p)
+		}
+		l.cfg.Jobs[j.Name] = j
+		l.cfg.JobOrder = append(l.cfg.JobOrder, j.Name)
+	})
+}
+
+func (l *loader) job(d *decoder, j *Job, n *yaml.Node, path string) {
+	d.mapping(n, path, map[string]field{
+		"bootstrap": func(_, v *yaml.Node, p string) { j.Bootstrap, _ = d.bool(v, p) },
+		"install":   func(_, v *yaml.Node, p string) { j.Install, _ = d.strList(v, p) },
+		"playbook":  func(_, v *yaml.Node, p string) { j.Playbook, _ = d.str(v, p) },
+		"run":       func(_, v *yaml.Node, p string) { j.Run, _ = d.str(v, p) },
+		"dependencies": func(_, v *yaml.Node, p string) {
+			j.Dependencies = l.dependencies(d, v, p)
+		},
+		"files":            func(_, v *yaml.Node, p string) { j.Files = l.matchers(d, v, p) },
+		"irrelevant_files": func(_, v *yaml.Node, p string) { j.IrrelevantFiles = l.matchers(d, v, p) },
+		"semaphores":       func(_, v *yaml.Node, p string) { j.Semaphores = d.refList(v, p) },
+		"timeout":          func(_, v *yaml.Node, p string) { j.Timeout, _ = d.duration(v, p) },
+		"duration_hint":    func(_, v *yaml.Node, p string) { j.DurationHint, _ = d.duration(v, p) },
+		"attempts": func(_, v *yaml.Node, p string) {
+			if a, ok := d.int(v, p); ok {
+				if a < 1 {
+					d.fail(v, p, "attempts must be at least 1", "it counts tries in all, the first included")
+				} else {
+					j.Attempts = a
+				}
+			}
+		},
+		"env": func(_, v *yaml.Node, p string) {
+			j.Env = map[string]string{}
+			d.entries(v, p, func(k, val *yaml.Node, p string) {
+				if !validEnvName(k.Value) {
+					d.fail(k, p, "not a valid environment variable name", "use letters, digits and _")
+				}
+				if s, ok := d.str(val, p); ok {
+					j.Env[k.Value] = s
+				}
+			})
+		},
+		"secret_env": func(_, v *yaml.Node, p string) {
+			j.SecretEnv, _ = d.strList(v, p)
+			for i, name := range j.SecretEnv {
+				if !validEnvName(name) {
+					d.fail(resolve(v).Content[i], fmt.Sprintf("%s[%d]", p, i), "not a valid environment variable name", "use letters, digits and _")
+				}
+			}
+		},
+	})
+}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func validEnvName(s string) bool { return envName.MatchString(s) }
+
+func (l *loader) dependencies(d *decoder, n *yaml.Node, path string) []Dependency {
+	n = resolve(n)
+	if n.Kind != yaml.SequenceNode {
+		d.fail(n, path, "must be a list", "list job names, or {name: job, soft: true} items")
+		return nil
+	}
+	var out []Dependency
+	for i, item := range n.Content {
+		item = resolve(item)
+		p := fmt.Sprintf("%s[%d]", path, i)
+		dep := Dependency{Pos: d.pos(item)}
+		if item.Kind == yaml.MappingNode {
+			d.mapping(item, p, map[string]field{
+				"name": func(_, v *yaml.Node, p string) { dep.Name, _ = d.str(v, p) },
+				"soft": func(_, v *yaml.Node, p string) { dep.Soft, _ = d.bool(v, p) },
+			})
+			if dep.Name == "" {
+				d.fail(item, p, "dependency has no name", "add name: <job>")
+				continue
+			}
+		} else if s, ok := d.str(item, p); ok {
+			dep.Name = s
+		} else {
+			continue
+		}
+		out = append(out, dep)
+	}
+	return out
+}
+
+func (l *loader) matchers(d *decoder, n *yaml.Node, path string) []Matcher {
+	n = resolve(n)
+	if n.Kind != yaml.SequenceNode {
+		d.fail(n, path, "must be a list of regexes", "list regexes, or {regex: ..., negate: true} items")
+		return nil
+	}
+	var out []Matcher
+	for i, item := range n.Content {
+		item = resolve(item)
+		p := fmt.Sprintf("%s[%d]", path, i)
+		var (
+			re     string
+			negate bool
+			at     = item
+		)
+		if item.Kind == yaml.MappingNode {
+			d.mapping(item, p, map[string]field{
+				"regex":  func(_, v *yaml.Node, p string) { re, _ = d.str(v, p); at = v },
+				"negate": func(_, v *yaml.Node, p string) { negate, _ = d.bool(v, p) },
+			})
+			if at == item {
+				d.fail(item, p, "matcher has no regex", "add regex: <pattern>")
+				continue
+			}
+		} else if s, ok := d.str(item, p); ok {
+			re = s
+		} else {
+			continue
+		}
+		m, err := NewMatcher(re, negate)
+		if err != nil {
+			d.fail(at, p, "invalid regex: "+strings.TrimPrefix(err.Error(), "error parsing regexp: "), "Sortie uses Go's RE2 syntax: no lookahead or backreferences; use {regex: ..., negate: true} to exclude paths")
+			continue
+		}
+		m.Pos = d.pos(at)
+		out = append(out, m)
+	}
+	return out
+}
+
+var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// ParseCron parses a 5-field cron expression (weekday 0 is Sunday) or a
+// descriptor such as @hourly, as the config accepts it.
+func ParseCron(expr string) (cron.Schedule, error) { return cronParser.Parse(expr) }
+
+func (l *loader) pipelines(d *decoder, n *yaml.Node, path string) {
+	if l.pipePos == nil {
+		l.pipePos = map[string]Pos{}
+	}
+	d.entries(n, path, func(k, v *yaml.Node, p string) {
+		if first, ok := l.pipePos[k.Value]; ok && first.File != d.file {
+			dup(d, k, p, "pipeline", first)
+			return
+		}
+		l.pipePos[k.Value] = d.pos(k)
+		pl := &Pipeline{Name: k.Value, Pos: d.pos(k), Manager: ManagerSerial, Precedence: PrecedenceNormal}
+		if !isNull(v) {
+			l.pipeline(d, pl, v, p)
+		}
+		l.cfg.Pipelines[pl.Name] = pl
+		l.cfg.PipelineOrder = append(l.cfg.PipelineOrder, pl.Name)
+	})
+}
+
+func (l *loader) pipeline(d *decoder, pl *Pipeline, n *yaml.Node, path string) {
+	d.mapping(n, path, map[string]field{
+		"trigger": func(_, v *yaml.Node, p string) { l.trigger(d, &pl.Trigger, v, p) },
+		"manager": func(_, v *yaml.Node, p string) {
+			if s, ok := d.str(v, p); ok {
+				switch m := Manager(s); m {
+				case ManagerSerial, ManagerSupercedent, ManagerIndependent, ManagerCoalesce:
+					pl.Manager = m
+				default:
+					d.fail(v, p, "unknown manager", "use serial, supercedent, independent or coalesce")
+				}
+			}
+		},
+		"precedence": func(_, v *yaml.Node, p string) {
+			if s, ok := d.str(v, p); ok {
+				switch pr := Precedence(s); pr {
+				case PrecedenceHigh, PrecedenceNormal, PrecedenceLow:
+					pl.Precedence = pr
+				default:
+					d.fail(v, p, "unknown precedence", "use high, normal or low")
+				}
+			}
+		},
+		"semaphore": func(_, v *yaml.Node, p string) {
+			if s, ok := d.str(v, p); ok {
+				pl.Semaphore = Ref{Name: s, Pos: d.pos(v)}
+			}
+		},
+		"jobs": func(_, v *yaml.Node, p string) { pl.Jobs = d.refList(v, p) },
+	})
+}
+
+func (l *loader) trigger(d *decoder, t *Trigger, n *yaml.Node, path string) {
+	d.mapping(n, path, map[string]field{
+		"push": func(_, v *yaml.Node, p string) {
+			t.Push = &PushTrigger{}
+			if isNull(v) {
+				return
+			}
+			d.mapping(v, p, map[string]field{
+				"branch": func(_, v *yaml.Node, p string) { t.Push.Branch, _ = d.str(v, p) },
+				"poll":   func(_, v *yaml.Node, p string) { t.Push.Poll, _ = d.duration(v, p) },
+			})
+		},
+		"cron": func(_, v *yaml.Node, p string) {
+			s, ok := d.str(v, p)
+			if !ok {
+				return
+			}
+			if _, err := ParseCron(s); err != nil {
+				d.fail(v, p, "invalid cron expression: "+err.Error(), `use 5 fields "minute hour day-of-month month day-of-week" (0 = Sunday), e.g. "0 * * * *", or @hourly`)
+				return
+			}
+			t.Cron = s
+		},
+		"jitter": func(_, v *yaml.Node, p string) { t.Jitter, _ = d.duration(v, p) },
+	})
+}

@@ -1,0 +1,153 @@
+package config
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// finish checks the references between sections once every file is read.
+func (l *loader) finish() (*Config, error) {
+	c := l.cfg
+	e := &l.errs
+	jobNames := slices.Sorted(maps.Keys(c.Jobs))
+	semNames := slices.Sorted(maps.Keys(c.Semaphores))
+
+	var boots []*Job
+	for _, name := range c.JobOrder {
+		j := c.Jobs[name]
+		if j.Bootstrap {
+			boots = append(boots, j)
+		}
+		switch {
+		case j.Run != "" && j.Playbook != "":
+			e.add(j.Pos, "jobs."+name, "job sets both run and playbook", "", "keep one: playbook runs ansible-playbook, run any shell command")
+		case j.Run == "" && j.Playbook == "" && !(j.Bootstrap && len(j.Install) > 0):
+			hint := "add run: <command> or playbook: <path>"
+			if j.Bootstrap {
+				hint = "add install: [commands], run: <command> or playbook: <path>"
+			}
+			e.add(j.Pos, "jobs."+name, "job has nothing to do", "", hint)
+		}
+		if len(j.Install) > 0 && !j.Bootstrap {
+			e.add(j.Pos, "jobs."+name+".install", "only the bootstrap job may have install", "", "move the commands to the bootstrap job, or use run")
+		}
+		if j.Bootstrap && len(j.Dependencies) > 0 {
+			e.add(j.Dependencies[0].Pos, "jobs."+name+".dependencies", "the bootstrap job cannot have dependencies", "", "it runs first in every buildset; remove its dependencies")
+		}
+		for i, dep := range j.Dependencies {
+			if _, ok := c.Jobs[dep.Name]; !ok {
+				e.add(dep.Pos, fmt.Sprintf("jobs.%s.dependencies[%d]", name, i), "unknown job", strconv.Quote(dep.Name), suggest(dep.Name, jobNames, "jobs"))
+			}
+		}
+		for i, s := range j.Semaphores {
+			if _, ok := c.Semaphores[s.Name]; !ok {
+				e.add(s.Pos, fmt.Sprintf("jobs.%s.semaphores[%d]", name, i), "unknown semaphore", strconv.Quote(s.Name), semHint(s.Name, semNames))
+			}
+		}
+	}
+	switch {
+	case len(boots) == 0 && len(c.Jobs) > 0:
+		first := c.Jobs[c.JobOrder[0]]
+		e.add(first.Pos, "jobs", "no bootstrap job", "", "mark exactly one job with bootstrap: true; it prepares the bastion for every buildset")
+	case len(boots) > 1:
+		for _, j := range boots[1:] {
+			e.add(j.Pos, "jobs."+j.Name+".bootstrap", fmt.Sprintf("several bootstrap jobs: %s is one too (%s)", boots[0].Name, boots[0].Pos), "", "keep bootstrap: true on exactly one job")
+		}
+	}
+	if len(boots) > 0 {
+		c.Bootstrap = boots[0].Name
+	}
+	l.cycles()
+
+	for _, name := range c.PipelineOrder {
+		pl := c.Pipelines[name]
+		seen := map[string]Pos{}
+		for i, r := range pl.Jobs {
+			p := fmt.Sprintf("pipelines.%s.jobs[%d]", name, i)
+			if _, ok := c.Jobs[r.Name]; !ok {
+				e.add(r.Pos, p, "unknown job", strconv.Quote(r.Name), suggest(r.Name, jobNames, "jobs"))
+				continue
+			}
+			if first, ok := seen[r.Name]; ok {
+				e.add(r.Pos, p, fmt.Sprintf("job %q is listed twice, first at %s", r.Name, first), "", "list it once")
+			}
+			seen[r.Name] = r.Pos
+		}
+		if s := pl.Semaphore; s.Name != "" {
+			if _, ok := c.Semaphores[s.Name]; !ok {
+				e.add(s.Pos, "pipelines."+name+".semaphore", "unknown semaphore", strconv.Quote(s.Name), semHint(s.Name, semNames))
+			}
+		}
+	}
+	if len(e.list) > 0 {
+		return nil, e.list.sorted()
+	}
+	return c, nil
+}
+
+func semHint(name string, names []string) string {
+	if len(names) == 0 {
+		return "define it under semaphores: with its max"
+	}
+	return suggest(name, names, "semaphores") + " (or define it under semaphores:)"
+}
+
+// cycles reports each dependency cycle once, as a -> b -> c -> a, at the
+// dependency that closes it.
+func (l *loader) cycles() {
+	c := l.cfg
+	const (
+		white = iota
+		grey
+		black
+	)
+	color := map[string]int{}
+	var stack []string
+	reported := map[string]bool{}
+	var visit func(name string)
+	visit = func(name string) {
+		color[name] = grey
+		stack = append(stack, name)
+		j := c.Jobs[name]
+		for i, dep := range j.Dependencies {
+			if _, ok := c.Jobs[dep.Name]; !ok {
+				continue
+			}
+			switch color[dep.Name] {
+			case white:
+				visit(dep.Name)
+			case grey:
+				start := slices.Index(stack, dep.Name)
+				cycle := append(slices.Clone(stack[start:]), dep.Name)
+				key := canonical(cycle[:len(cycle)-1])
+				if !reported[key] {
+					reported[key] = true
+					l.errs.add(dep.Pos, fmt.Sprintf("jobs.%s.dependencies[%d]", name, i),
+						"dependency cycle: "+strings.Join(cycle, " -> "), "", "remove one of these dependencies")
+				}
+			}
+		}
+		stack = stack[:len(stack)-1]
+		color[name] = black
+	}
+	for _, name := range c.JobOrder {
+		if color[name] == white {
+			visit(name)
+		}
+	}
+}
+
+// canonical names a cycle independently of where it was entered.
+func canonical(cycle []string) string {
+	best := 0
+	for i := range cycle {
+		if cycle[i] < cycle[best] {
+			best = i
+		}
+	}
+	rot := append(slices.Clone(cycle[best:]), cycle[:best]...)
+	return strings.Join(rot, "\x00")
+}

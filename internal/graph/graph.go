@@ -1,0 +1,324 @@
+// Package graph turns a pipeline and a change into the frozen job graph of a
+// buildset (SPEC §2.2): which jobs are selected and why, their effective
+// dependencies, a topological order, waves and the critical path. It is pure:
+// values in, values out, no I/O.
+package graph
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/config"
+)
+
+// Why a job was selected.
+const (
+	WhyBootstrap = "bootstrap" // the bootstrap job, always selected
+	WhyFiles     = "files"     // its file matchers matched the change
+	WhyAll       = "all"       // no file list, or the job has no matchers
+	whyNeededBy  = "needed by "
+)
+
+// Why a job was not selected.
+const (
+	NotFiles           = "files"            // no changed file matched files
+	NotIrrelevantFiles = "irrelevant_files" // every changed file was irrelevant
+)
+
+// Plan is the frozen job graph of one buildset.
+type Plan struct {
+	Pipeline string `json:"pipeline"`
+	// Jobs are the selected jobs in topological order.
+	Jobs        []Job         `json:"jobs"`
+	NotSelected []NotSelected `json:"not_selected"`
+	// CriticalPath is the heaviest dependency chain by Weight.
+	CriticalPath []string `json:"critical_path"`
+	// Bootstrap names the bootstrap job (Jobs[0]).
+	Bootstrap string `json:"-"`
+	// Estimate is the critical path's length from duration hints; zero when
+	// no selected job has a hint.
+	Estimate time.Duration `json:"-"`
+}
+
+// Job is a selected job.
+type Job struct {
+	Name string `json:"name"`
+	// Dependencies are the effective ones: the bootstrap job, every hard
+	// dependency, and the soft ones that are selected.
+	Dependencies []string `json:"dependencies"`
+	// Wave is the length of the longest dependency chain above the job.
+	Wave int `json:"wave"`
+	// Why is WhyBootstrap, WhyFiles, WhyAll or "needed by <job>".
+	Why string `json:"why"`
+}
+
+// NotSelected is a job of the pipeline that the change does not run.
+type NotSelected struct {
+	Name   string `json:"name"`
+	Reason string `json:"reason"`
+}
+
+// MissingDependencyError is a buildset error: a selected job has a hard
+// dependency on a job that the pipeline does not run.
+type MissingDependencyError struct {
+	Job, Dependency, Pipeline string
+}
+
+func (e *MissingDependencyError) Error() string {
+	return fmt.Sprintf("%s needs %s, which pipeline %s does not run", e.Job, e.Dependency, e.Pipeline)
+}
+
+// UnknownPipelineError is returned for a pipeline the config does not define.
+type UnknownPipelineError struct{ Pipeline string }
+
+func (e *UnknownPipelineError) Error() string {
+	return fmt.Sprintf("unknown pipeline %q", e.Pipeline)
+}
+
+// Select computes the plan of a buildset of pipeline for a change. A nil or
+// empty files list (cron, manual, an empty commit) matches every job.
+func Select(cfg *config.Config, pipeline string, files []string) (*Plan, error) {
+	pl, ok := cfg.Pipelines[pipeline]
+	if !ok {
+		return nil, &UnknownPipelineError{Pipeline: pipeline}
+	}
+	// The pipeline's jobs in listed order, the bootstrap job first.
+	order := []string{cfg.Bootstrap}
+	index := map[string]int{cfg.Bootstrap: 0}
+	for _, r := range pl.Jobs {
+		if _, dup := index[r.Name]; !dup {
+			index[r.Name] = len(order)
+			order = append(order, r.Name)
+		}
+	}
+
+	why := map[string]string{}
+	notWhy := map[string]string{}
+	for _, name := range order {
+		j := cfg.Jobs[name]
+		switch {
+		case j.Bootstrap:
+			why[name] = WhyBootstrap
+		case len(files) == 0 || (len(j.Files) == 0 && len(j.IrrelevantFiles) == 0):
+			why[name] = WhyAll
+		case len(j.Files) > 0 && !anyMatch(j.Files, files):
+			notWhy[name] = NotFiles
+		case len(j.IrrelevantFiles) > 0 && allMatch(j.IrrelevantFiles, files):
+			notWhy[name] = NotIrrelevantFiles
+		default:
+			why[name] = WhyFiles
+		}
+	}
+
+	// Pull in hard dependencies transitively, in pipeline order so that
+	// "needed by" names the first job that needed it.
+	queue := slices.Clone(order)
+	for len(queue) > 0 {
+		name := queue[0]
+		queue = queue[1:]
+		if _, sel := why[name]; !sel {
+			continue
+		}
+		for _, dep := range cfg.Jobs[name].Dependencies {
+			if dep.Soft {
+				continue
+			}
+			if _, in := index[dep.Name]; !in {
+				return nil, &MissingDependencyError{Job: name, Dependency: dep.Name, Pipeline: pipeline}
+			}
+			if _, sel := why[dep.Name]; !sel {
+				why[dep.Name] = whyNeededBy + name
+				delete(notWhy, dep.Name)
+				queue = append(queue, dep.Name)
+			}
+		}
+	}
+
+	p := &Plan{Pipeline: pipeline, Bootstrap: cfg.Bootstrap, Jobs: []Job{}, NotSelected: []NotSelected{}}
+	deps := map[string][]string{}
+	for _, name := range order {
+		if _, sel := why[name]; !sel {
+			p.NotSelected = append(p.NotSelected, NotSelected{Name: name, Reason: notWhy[name]})
+			continue
+		}
+		var ds []string
+		if name != cfg.Bootstrap {
+			ds = append(ds, cfg.Bootstrap)
+		}
+		for _, dep := range cfg.Jobs[name].Dependencies {
+			if _, sel := why[dep.Name]; sel && !slices.Contains(ds, dep.Name) {
+				ds = append(ds, dep.Name)
+			}
+		}
+		deps[name] = ds
+	}
+
+	// Waves: longest chain above each job. The config has no cycles, so a
+	// memoised depth-first walk terminates.
+	wave := map[string]int{}
+	var depth func(string) int
+	depth = func(name string) int {
+		if w, ok := wave[name]; ok {
+			return w
+		}
+		w := 0
+		for _, d := range deps[name] {
+			w = max(w, depth(d)+1)
+		}
+		wave[name] = w
+		return w
+	}
+	var selected []string
+	for _, name := range order {
+		if _, sel := why[name]; sel {
+			depth(name)
+			selected = append(selected, name)
+		}
+	}
+	// Sorting by wave, then pipeline order, is a topological order: every
+	// dependency has a smaller wave than its dependent.
+	slices.SortStableFunc(selected, func(a, b string) int {
+		if wave[a] != wave[b] {
+			return wave[a] - wave[b]
+		}
+		return index[a] - index[b]
+	})
+	for _, name := range selected {
+		ds := deps[name]
+		if ds == nil {
+			ds = []string{}
+		}
+		p.Jobs = append(p.Jobs, Job{Name: name, Dependencies: ds, Wave: wave[name], Why: why[name]})
+	}
+	p.CriticalPath, p.Estimate = p.critical(HintWeights(cfg, p))
+	if !hasHints(cfg, p) {
+		p.Estimate = 0
+	}
+	return p, nil
+}
+
+func anyMatch(ms []config.Matcher, files []string) bool {
+	for _, f := range files {
+		for _, m := range ms {
+			if m.Match(f) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func allMatch(ms []config.Matcher, files []string) bool {
+	for _, f := range files {
+		if !anyMatch(ms, []string{f}) {
+			return false
+		}
+	}
+	return true
+}
+
+func hasHints(cfg *config.Config, p *Plan) bool {
+	for _, j := range p.Jobs {
+		if cfg.Jobs[j.Name].DurationHint > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Weight gives a job's expected duration.
+type Weight func(job string) time.Duration
+
+// HintWeights weighs each selected job by its duration_hint. A job without a
+// hint weighs the mean of the hints given, or 1s when there are none (equal
+// weights), so that the critical path stays meaningful with partial hints.
+func HintWeights(cfg *config.Config, p *Plan) Weight {
+	var sum time.Duration
+	n := 0
+	for _, j := range p.Jobs {
+		if h := cfg.Jobs[j.Name].DurationHint; h > 0 {
+			sum += h
+			n++
+		}
+	}
+	def := time.Second
+	if n > 0 {
+		def = sum / time.Duration(n)
+	}
+	return func(job string) time.Duration {
+		if j := cfg.Jobs[job]; j != nil && j.DurationHint > 0 {
+			return j.DurationHint
+		}
+		return def
+	}
+}
+
+// Remaining returns, for every selected job, the weight of the heaviest
+// chain that starts at it and runs down through its dependents, itself
+// included. The scheduler starts the ready job with the largest first.
+func (p *Plan) Remaining(w Weight) map[string]time.Duration {
+	rem := make(map[string]time.Duration, len(p.Jobs))
+	dependents := p.Dependents()
+	for i := len(p.Jobs) - 1; i >= 0; i-- {
+		name := p.Jobs[i].Name
+		var best time.Duration
+		for _, d := range dependents[name] {
+			best = max(best, rem[d])
+		}
+		rem[name] = w(name) + best
+	}
+	return rem
+}
+
+// Dependents maps each selected job to the selected jobs that depend on it,
+// in plan order.
+func (p *Plan) Dependents() map[string][]string {
+	out := map[string][]string{}
+	for _, j := range p.Jobs {
+		for _, d := range j.Dependencies {
+			out[d] = append(out[d], j.Name)
+		}
+	}
+	return out
+}
+
+// critical returns the heaviest chain from a root to a leaf, and its weight.
+func (p *Plan) critical(w Weight) ([]string, time.Duration) {
+	if len(p.Jobs) == 0 {
+		return []string{}, 0
+	}
+	rem := p.Remaining(w)
+	dependents := p.Dependents()
+	start := p.Jobs[0].Name
+	for _, j := range p.Jobs {
+		if len(j.Dependencies) == 0 && rem[j.Name] > rem[start] {
+			start = j.Name
+		}
+	}
+	path := []string{start}
+	for cur := start; ; {
+		next, best := "", time.Duration(-1)
+		for _, d := range dependents[cur] {
+			if rem[d] > best {
+				next, best = d, rem[d]
+			}
+		}
+		if next == "" {
+			break
+		}
+		path = append(path, next)
+		cur = next
+	}
+	return path, rem[start]
+}
+
+// Job returns the selected job of that name, or nil.
+func (p *Plan) Job(name string) *Job {
+	for i := range p.Jobs {
+		if p.Jobs[i].Name == name {
+			return &p.Jobs[i]
+		}
+	}
+	return nil
+}
