@@ -24,6 +24,13 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	// A pipeline whose jobs need a job it does not run cannot make any
+	// buildset that selects them: worth a warning before the first one fails.
+	for _, name := range cfg.PipelineOrder {
+		if _, err := graph.Select(cfg, name, nil); err != nil {
+			fmt.Fprintf(stderr, "warning: pipeline %s (%s): %v; every buildset that selects it will fail with CONFIG_ERROR\n", name, cfg.Pipelines[name].Pos, err)
+		}
+	}
 	fmt.Fprintf(stdout, "%s: ok: %s, %s, %s; bootstrap job %s\n", *path,
 		plural(len(cfg.Jobs), "job", "jobs"), plural(len(cfg.Pipelines), "pipeline", "pipelines"),
 		plural(len(cfg.Semaphores), "semaphore", "semaphores"), cfg.Bootstrap)

@@ -50,7 +50,14 @@ func configFiles(path string) ([]string, error) {
 	if !st.IsDir() {
 		return []string{path}, nil
 	}
-	files, _ := filepath.Glob(filepath.Join(path, "*.yaml"))
+	all, _ := filepath.Glob(filepath.Join(path, "*.yaml"))
+	var files []string
+	for _, f := range all {
+		// Hidden files are editor locks and backups, not config.
+		if !strings.HasPrefix(filepath.Base(f), ".") {
+			files = append(files, f)
+		}
+	}
 	sort.Strings(files)
 	if len(files) == 0 {
 		return nil, Errors{{Pos: Pos{File: path}, Msg: "no *.yaml files in directory", Hint: "put the config in files ending with .yaml"}}
@@ -157,7 +164,11 @@ func resolveLocal(file, u string) string {
 	if i := strings.IndexByte(u, ':'); i > 0 && !strings.Contains(u[:i], "/") {
 		return u // scp-like user@host:path
 	}
-	return filepath.Join(filepath.Dir(file), u)
+	abs, err := filepath.Abs(filepath.Join(filepath.Dir(file), u))
+	if err != nil {
+		return filepath.Join(filepath.Dir(file), u)
+	}
+	return abs
 }
 
 func (l *loader) bastion(d *decoder, n *yaml.Node, path string) {
@@ -240,8 +251,8 @@ func (l *loader) semaphores(d *decoder, n *yaml.Node, path string) {
 		}
 		if max < 1 {
 			d.fail(v, p, "semaphore max must be at least 1", "give how many holders may run at once")
-			return
 		}
+		// Known even when invalid, so its users get no second error.
 		l.cfg.Semaphores[k.Value] = &Semaphore{Name: k.Value, Max: max, Pos: d.pos(k)}
 	})
 }
@@ -256,6 +267,7 @@ func (l *loader) jobs(d *decoder, n *yaml.Node, path string) {
 			return
 		}
 		l.jobPos[k.Value] = d.pos(k)
+		checkName(d, k, p)
 		j := &Job{Name: k.Value, Pos: d.pos(k), Attempts: DefaultAttempts}
 		if !isNull(v) {
 			l.job(d, j, v, p)
@@ -308,6 +320,15 @@ func (l *loader) job(d *decoder, j *Job, n *yaml.Node, path string) {
 			}
 		},
 	})
+}
+
+var safeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// checkName keeps names usable in log paths, holder ids and URLs.
+func checkName(d *decoder, k *yaml.Node, path string) {
+	if !safeName.MatchString(k.Value) {
+		d.fail(k, path, "names may contain only letters, digits, '.', '_' and '-', and start with a letter or digit", "rename it")
+	}
 }
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -400,6 +421,7 @@ func (l *loader) pipelines(d *decoder, n *yaml.Node, path string) {
 			return
 		}
 		l.pipePos[k.Value] = d.pos(k)
+		checkName(d, k, p)
 		pl := &Pipeline{Name: k.Value, Pos: d.pos(k), Manager: ManagerSerial, Precedence: PrecedenceNormal}
 		if !isNull(v) {
 			l.pipeline(d, pl, v, p)

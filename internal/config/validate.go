@@ -37,6 +37,16 @@ func (l *loader) finish() (*Config, error) {
 		if j.Bootstrap && len(j.Dependencies) > 0 {
 			e.add(j.Dependencies[0].Pos, "jobs."+name+".dependencies", "the bootstrap job cannot have dependencies", "", "it runs first in every buildset; remove its dependencies")
 		}
+		for name := range j.Env {
+			if reservedEnv(name) {
+				e.add(j.Pos, "jobs."+j.Name+".env."+name, "Sortie sets this variable itself", "", "rename it; SORTIE_* variables describe the build")
+			}
+		}
+		for _, name := range j.SecretEnv {
+			if reservedEnv(name) {
+				e.add(j.Pos, "jobs."+j.Name+".secret_env", "Sortie sets this variable itself", strconv.Quote(name), "rename it; SORTIE_* variables describe the build")
+			}
+		}
 		for i, dep := range j.Dependencies {
 			if _, ok := c.Jobs[dep.Name]; !ok {
 				e.add(dep.Pos, fmt.Sprintf("jobs.%s.dependencies[%d]", name, i), "unknown job", strconv.Quote(dep.Name), suggest(dep.Name, jobNames, "jobs"))
@@ -52,6 +62,9 @@ func (l *loader) finish() (*Config, error) {
 	case len(boots) == 0 && len(c.Jobs) > 0:
 		first := c.Jobs[c.JobOrder[0]]
 		e.add(first.Pos, "jobs", "no bootstrap job", "", "mark exactly one job with bootstrap: true; it prepares the bastion for every buildset")
+	case len(boots) == 0 && len(c.Pipelines) > 0:
+		first := c.Pipelines[c.PipelineOrder[0]]
+		e.add(first.Pos, "jobs", "pipelines but no jobs", "", "define jobs:, one of them with bootstrap: true")
 	case len(boots) > 1:
 		for _, j := range boots[1:] {
 			e.add(j.Pos, "jobs."+j.Name+".bootstrap", fmt.Sprintf("several bootstrap jobs: %s is one too (%s)", boots[0].Name, boots[0].Pos), "", "keep bootstrap: true on exactly one job")
@@ -87,6 +100,8 @@ func (l *loader) finish() (*Config, error) {
 	}
 	return c, nil
 }
+
+func reservedEnv(name string) bool { return strings.HasPrefix(name, "SORTIE_") }
 
 func semHint(name string, names []string) string {
 	if len(names) == 0 {

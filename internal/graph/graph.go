@@ -83,6 +83,10 @@ func Select(cfg *config.Config, pipeline string, files []string) (*Plan, error) 
 	if !ok {
 		return nil, &UnknownPipelineError{Pipeline: pipeline}
 	}
+	if cfg.Jobs[cfg.Bootstrap] == nil {
+		// config.Load refuses this; a hand-built Config might not.
+		return nil, fmt.Errorf("config has no bootstrap job")
+	}
 	// The pipeline's jobs in listed order, the bootstrap job first.
 	order := []string{cfg.Bootstrap}
 	index := map[string]int{cfg.Bootstrap: 0}
