@@ -1,0 +1,98 @@
+// Package bastion defines where builds run: the Bastion interface that the
+// scheduler's runner drives. Each kind of bastion is a sub-package (local;
+// ssh later), and both behave the same way: one checkout per buildset made
+// atomically from a mirror kept on the bastion, install commands run only
+// when their fingerprint changed, and every build in its own process tree
+// that timeout and cancel end whole.
+package bastion
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Bastion prepares a buildset's source and runs its builds.
+// Implementations are safe for concurrent use.
+type Bastion interface {
+	// Checkout makes <workdir>/src/<buildset> hold commit, fetched
+	// incrementally from repo (a git repository Sortie can read, usually its
+	// own mirror of source.url) into the bastion's mirror, prepared aside and
+	// then renamed into place. An existing checkout of the buildset is
+	// reused. It returns the checkout's path on the bastion. Progress goes to
+	// log. A failure is an *InfraError.
+	Checkout(ctx context.Context, repo, buildset, commit string, log io.Writer) (string, error)
+	// Install runs commands (each with /bin/sh -c, in order, stopping at the
+	// first failure) unless the fingerprint of commands equals the stamp of
+	// the last successful install; installs on one bastion are serialised by
+	// a lock there. It writes "installed" or "already up to date" to log. A
+	// command's non-zero exit is returned as a plain error (a FAILURE of the
+	// bootstrap job); failing to reach the bastion is an *InfraError.
+	Install(ctx context.Context, commands []string, env map[string]string, log io.Writer) (installed bool, err error)
+	// Run runs one attempt of a build and waits for it. The process tree is
+	// ended (TERM, then KILL after spec.Grace) when spec.Timeout passes or
+	// ctx is done. Output (stdout and stderr merged) goes to log as it comes.
+	// A failure to start or reach the bastion is an *InfraError; a command
+	// that ran is described by the Outcome with a nil error.
+	Run(ctx context.Context, spec Spec, log io.Writer) (Outcome, error)
+	// Finish marks the buildset's checkout finished and removes finished
+	// checkouts beyond the newest keep. Checkouts not finished are never
+	// removed.
+	Finish(ctx context.Context, buildset string, keep int) error
+}
+
+// Spec is one build attempt to run.
+type Spec struct {
+	// Command is run with /bin/sh -c.
+	Command string
+	// Dir is the working directory on the bastion (the checkout).
+	Dir string
+	// Env is the whole environment of the process.
+	Env map[string]string
+	// Timeout ends the process tree after it; 0 means none. It counts from
+	// the start of the process.
+	Timeout time.Duration
+	// Grace is the time between TERM and KILL; 0 means DefaultGrace.
+	Grace time.Duration
+}
+
+// DefaultGrace is the time a process tree gets between TERM and KILL.
+const DefaultGrace = 10 * time.Second
+
+// Outcome is how a command that ran ended.
+type Outcome struct {
+	ExitCode int  // -1 when ended by a signal
+	TimedOut bool // ended because Spec.Timeout passed
+	Canceled bool // ended because ctx was done
+}
+
+// InfraError is a failure to reach or prepare the bastion, as opposed to a
+// failure of the job's own command. The scheduler retries it while attempts
+// remain.
+type InfraError struct {
+	Op  string
+	Err error
+}
+
+func (e *InfraError) Error() string { return fmt.Sprintf("bastion: %s: %v", e.Op, e.Err) }
+func (e *InfraError) Unwrap() error { return e.Err }
+
+// IsInfra reports whether err is (or wraps) an *InfraError.
+func IsInfra(err error) bool {
+	var ie *InfraError
+	return errors.As(err, &ie)
+}
+
+// Fingerprint is the stamp of a list of install commands.
+func Fingerprint(commands []string) string {
+	h := sha256.New()
+	for _, c := range commands {
+		h.Write([]byte(c))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}

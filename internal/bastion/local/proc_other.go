@@ -1,0 +1,14 @@
+//go:build !linux
+
+package local
+
+import "errors"
+
+// The local bastion needs to wait for a process without reaping it and to
+// list the members of a process group, which it does the Linux way.
+
+func checkSupported() error { return errors.New("the local bastion needs linux") }
+
+func waitExited(pid int) error { return checkSupported() }
+
+func groupAlive(pgid, leader int) bool { return false }

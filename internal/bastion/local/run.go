@@ -1,0 +1,215 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/bastion"
+)
+
+const (
+	// pollInterval is how often a process group that was told to end is
+	// checked for members still alive.
+	pollInterval = 10 * time.Millisecond
+	// drainDelay is how long output is still read once the process group
+	// is gone. Only a process that left the group (setsid, a daemon) can
+	// still hold the pipe then, and its output is not the build's.
+	drainDelay = 500 * time.Millisecond
+)
+
+// Run runs spec.Command with /bin/sh -c in spec.Dir ("" means the workdir)
+// with exactly spec.Env as its environment, nothing inherited, and stdout
+// and stderr merged into one pipe copied to log.
+//
+// The command leads a process group of its own. When spec.Timeout passes or
+// ctx is done, the group gets SIGTERM, then SIGKILL once spec.Grace has
+// passed with a member still alive. When the command ends by itself, any
+// process it left in its group (a "cmd &") is ended the same way, so a
+// build leaves nothing behind. A process that leaves the group (setsid, a
+// daemon) is out of reach; Run does not wait for it to close its output.
+//
+// A ctx done before the start gives Canceled without running anything.
+func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (bastion.Outcome, error) {
+	if ctx.Err() != nil {
+		return bastion.Outcome{ExitCode: -1, Canceled: true}, nil
+	}
+	env, err := environ(spec.Env)
+	if err != nil {
+		return bastion.Outcome{}, &bastion.InfraError{Op: "run", Err: err}
+	}
+	dir := spec.Dir
+	if dir == "" {
+		dir = b.workdir
+	}
+	grace := spec.Grace
+	if grace <= 0 {
+		grace = bastion.DefaultGrace
+	}
+	p, err := startProcess(spec.Command, dir, env, log)
+	if err != nil {
+		return bastion.Outcome{}, &bastion.InfraError{Op: "run", Err: err}
+	}
+	return p.wait(ctx, spec.Timeout, grace), nil
+}
+
+// environ turns env into a sorted KEY=VALUE list; it is never nil, so that
+// an empty env does not mean "inherit Sortie's".
+func environ(env map[string]string) ([]string, error) {
+	list := make([]string, 0, len(env))
+	for k, v := range env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
+			return nil, fmt.Errorf("bad environment variable %q", k)
+		}
+		list = append(list, k+"="+v)
+	}
+	slices.Sort(list)
+	return list, nil
+}
+
+// process is a command started by startProcess: the leader of its process
+// group, whose output a goroutine copies to the log.
+type process struct {
+	cmd    *exec.Cmd
+	out    *os.File      // the read end of the output pipe
+	exited chan error    // the leader has exited, not yet reaped; buffered
+	copied chan struct{} // the copy goroutine is done; closed
+}
+
+// startProcess starts /bin/sh -c command. It starts two goroutines that
+// wait ends.
+func startProcess(command, dir string, env []string, log io.Writer) (*process, error) {
+	if err := checkSupported(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = io.Discard
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("pipe: %w", err)
+	}
+	// The child gets the write end directly: no copying goroutine of
+	// os/exec, whose Wait would block while a leftover child holds it.
+	cmd := exec.Command("/bin/sh", "-c", command)
+	cmd.Dir = dir
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = pw, pw
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	err = cmd.Start()
+	pw.Close()
+	if err != nil {
+		pr.Close()
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	p := &process{cmd: cmd, out: pr, exited: make(chan error, 1), copied: make(chan struct{})}
+	pid := cmd.Process.Pid
+	go func() { p.exited <- waitExited(pid) }()
+	go p.copy(log)
+	return p, nil
+}
+
+// copy copies the output to log until every holder of the pipe closed it,
+// or wait gives up on them. After a failed log write it keeps reading and
+// drops the output, so that the build is not killed by SIGPIPE because its
+// log could not be written; a logs.Writer keeps the error for its Close.
+func (p *process) copy(log io.Writer) {
+	defer close(p.copied)
+	buf := make([]byte, 32<<10)
+	failed := false
+	for {
+		n, err := p.out.Read(buf)
+		if n > 0 && !failed {
+			_, werr := log.Write(buf[:n])
+			failed = werr != nil
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// wait waits for the process, ends its group as Run describes, reaps it,
+// and stops the goroutines of startProcess.
+func (p *process) wait(ctx context.Context, timeout, grace time.Duration) bastion.Outcome {
+	var out bastion.Outcome
+	var timer <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		timer = t.C
+	}
+	exited := false
+	select {
+	case <-p.exited:
+		exited = true
+	case <-timer:
+		out.TimedOut = true
+	case <-ctx.Done():
+		out.Canceled = true
+	}
+	p.endGroup(exited, grace)
+
+	// The leader has exited and the rest of its group is gone or killed:
+	// reap the leader, which frees its pid and group id.
+	_ = p.cmd.Wait()
+	out.ExitCode = -1
+	if p.cmd.ProcessState != nil {
+		out.ExitCode = p.cmd.ProcessState.ExitCode()
+	}
+
+	if err := p.out.SetReadDeadline(time.Now().Add(drainDelay)); err != nil {
+		p.out.Close()
+	}
+	<-p.copied
+	p.out.Close()
+	return out
+}
+
+// endGroup ends the process group led by the process: SIGTERM to the group,
+// then SIGKILL after grace if a member is still alive. exited says whether
+// the leader has exited already, in which case a group without other
+// members is left alone. It returns once the leader has exited.
+func (p *process) endGroup(exited bool, grace time.Duration) {
+	pgid := p.cmd.Process.Pid
+	if exited && !groupAlive(pgid, pgid) {
+		return
+	}
+	// The leader is alive or a zombie not yet reaped, so pgid is still
+	// this group's.
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	deadline := time.NewTimer(grace)
+	defer deadline.Stop()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for !exited || groupAlive(pgid, pgid) {
+		select {
+		case <-p.exited:
+			exited = true
+		case <-tick.C:
+		case <-deadline.C:
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			if !exited {
+				<-p.exited
+			}
+			return
+		}
+	}
+}
+
+// exitError describes an install command that did not succeed.
+func exitError(o bastion.Outcome) error {
+	switch {
+	case o.ExitCode >= 0:
+		return fmt.Errorf("exit status %d", o.ExitCode)
+	default:
+		return errors.New("killed by a signal")
+	}
+}

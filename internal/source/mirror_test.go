@@ -1,0 +1,320 @@
+package source_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/sortie-ci/sortie/internal/source"
+)
+
+func TestMain(m *testing.M) {
+	// Tests must not depend on the git configuration of whoever runs them.
+	for k, v := range map[string]string{
+		"GIT_CONFIG_GLOBAL":   os.DevNull,
+		"GIT_CONFIG_NOSYSTEM": "1",
+		"GIT_AUTHOR_NAME":     "Sortie Test",
+		"GIT_AUTHOR_EMAIL":    "test@example.org",
+		"GIT_COMMITTER_NAME":  "Sortie Test",
+		"GIT_COMMITTER_EMAIL": "test@example.org",
+	} {
+		os.Setenv(k, v)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// repo is a real git repository to mirror.
+type repo struct {
+	t   *testing.T
+	dir string
+}
+
+func newRepo(t *testing.T) *repo {
+	t.Helper()
+	r := &repo{t: t, dir: filepath.Join(t.TempDir(), "upstream")}
+	r.git("init", "--quiet", "-b", "main", r.dir)
+	return r
+}
+
+func (r *repo) git(args ...string) string {
+	r.t.Helper()
+	cmd := exec.Command("git", args...)
+	if len(args) == 0 || args[0] != "init" {
+		cmd.Dir = r.dir
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// commit writes files (path: content; "" deletes) and commits them.
+func (r *repo) commit(msg string, files map[string]string) string {
+	r.t.Helper()
+	for p, c := range files {
+		full := filepath.Join(r.dir, p)
+		if c == "" {
+			if err := os.Remove(full); err != nil {
+				r.t.Fatal(err)
+			}
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			r.t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	r.git("add", "-A")
+	r.git("commit", "--quiet", "--allow-empty", "-m", msg)
+	return r.git("rev-parse", "HEAD")
+}
+
+func newMirror(t *testing.T, r *repo) *source.Mirror {
+	return &source.Mirror{Dir: filepath.Join(t.TempDir(), "state", "mirror.git"), URL: r.dir}
+}
+
+func resolve(t *testing.T, m *source.Mirror, rev string) string {
+	t.Helper()
+	sha, err := m.Resolve(context.Background(), rev)
+	if err != nil {
+		t.Fatalf("Resolve(%q): %v", rev, err)
+	}
+	return sha
+}
+
+func TestUpdateAndResolve(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := newRepo(t)
+	c1 := r.commit("one", map[string]string{"a": "1"})
+	r.git("tag", "v1")
+	r.git("tag", "-a", "-m", "annotated", "v1a")
+	m := newMirror(t, r)
+	if err := m.Update(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, rev := range []string{"", "HEAD", "main", "refs/heads/main", "v1", "v1a", c1, c1[:10]} {
+		if got := resolve(t, m, rev); got != c1 {
+			t.Errorf("Resolve(%q) = %s, want %s", rev, got, c1)
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Dir(m.Dir))
+	for _, e := range entries {
+		if strings.Contains(e.Name(), ".tmp-") {
+			t.Errorf("temporary %s left behind", e.Name())
+		}
+	}
+
+	// Incremental fetch: new commits, a deleted branch, a force-push.
+	r.git("branch", "feature")
+	if err := m.Update(ctx); err != nil {
+		t.Fatal(err)
+	}
+	resolve(t, m, "feature")
+	c2 := r.commit("two", map[string]string{"b": "2"})
+	r.git("branch", "-D", "feature")
+	if err := m.Update(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := resolve(t, m, "main"); got != c2 {
+		t.Errorf("main after fetch = %s, want %s", got, c2)
+	}
+	if _, err := m.Resolve(ctx, "feature"); !errors.Is(err, source.ErrUnknownRevision) {
+		t.Errorf("deleted branch still resolves: %v", err)
+	}
+	r.git("reset", "--quiet", "--hard", c1)
+	c3 := r.commit("rewritten", map[string]string{"c": "3"})
+	if err := m.Update(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := resolve(t, m, ""); got != c3 {
+		t.Errorf("HEAD after force-push = %s, want %s", got, c3)
+	}
+}
+
+func TestHeadFollowsDefaultBranch(t *testing.T) {
+	t.Parallel()
+	r := newRepo(t)
+	r.commit("one", nil)
+	r.git("checkout", "--quiet", "-b", "trunk")
+	c2 := r.commit("two", nil)
+	m := newMirror(t, r)
+	if err := m.Update(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := resolve(t, m, ""); got != c2 {
+		t.Errorf("Resolve(\"\") = %s, want trunk's %s", got, c2)
+	}
+}
+
+func TestResolveUnknown(t *testing.T) {
+	t.Parallel()
+	r := newRepo(t)
+	r.commit("one", map[string]string{"a": "1"})
+	m := newMirror(t, r)
+	if err := m.Update(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, rev := range []string{"nope", strings.Repeat("ab", 20), "--all", "main:a"} {
+		_, err := m.Resolve(context.Background(), rev)
+		if !errors.Is(err, source.ErrUnknownRevision) {
+			t.Errorf("Resolve(%q) = %v, want ErrUnknownRevision", rev, err)
+		}
+	}
+}
+
+func TestUpdateConcurrent(t *testing.T) {
+	t.Parallel()
+	r := newRepo(t)
+	c1 := r.commit("one", map[string]string{"a": "1"})
+	m := newMirror(t, r)
+	// Two Mirrors on one Dir, as two processes on one state dir would be.
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() {
+			mi := &source.Mirror{Dir: m.Dir, URL: m.URL}
+			errs[i] = mi.Update(context.Background())
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if got := resolve(t, m, "main"); got != c1 {
+		t.Errorf("main = %s, want %s", got, c1)
+	}
+}
+
+func TestUpdateErrors(t *testing.T) {
+	t.Parallel()
+	missing := filepath.Join(t.TempDir(), "no-such-repo")
+	m := &source.Mirror{Dir: filepath.Join(t.TempDir(), "mirror.git"), URL: missing}
+	err := m.Update(context.Background())
+	var ee *exec.ExitError
+	if err == nil || !strings.HasPrefix(err.Error(), "source: clone "+m.Dir+": exit status 128: fatal: ") || !errors.As(err, &ee) {
+		t.Errorf("clone of a missing repo: %v", err)
+	}
+	if _, serr := os.Stat(m.Dir); !os.IsNotExist(serr) {
+		t.Errorf("failed clone left %s: %v", m.Dir, serr)
+	}
+
+	r := newRepo(t)
+	r.commit("one", nil)
+	m.URL = r.dir
+	if err := m.Update(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m.URL = missing
+	err = m.Update(context.Background())
+	if err == nil || !strings.HasPrefix(err.Error(), "source: fetch "+m.Dir+": exit status 128: fatal: ") {
+		t.Errorf("fetch from a missing repo: %v", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	m.URL = r.dir
+	if err := m.Update(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Update with a canceled context: %v", err)
+	}
+}
+
+func TestUpdateWaitsForLock(t *testing.T) {
+	t.Parallel()
+	r := newRepo(t)
+	r.commit("one", nil)
+	m := newMirror(t, r)
+	if err := os.MkdirAll(filepath.Dir(m.Dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Another process holds the lock.
+	holder := exec.Command("flock", m.Dir+".lock", "sh", "-c", "echo locked; read x || true")
+	stdin, err := holder.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Skipf("flock(1): %v", err)
+	}
+	buf := make([]byte, 7)
+	if _, err := stdout.Read(buf); err != nil || string(buf) != "locked\n" {
+		t.Fatalf("holder: %q, %v", buf, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Update(ctx) }()
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "wait for lock") {
+		t.Errorf("Update while locked, then canceled: %v", err)
+	}
+	stdin.Close()
+	if err := holder.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Update(context.Background()); err != nil {
+		t.Errorf("Update after the lock was released: %v", err)
+	}
+}
+
+func TestChangedFiles(t *testing.T) {
+	t.Parallel()
+	r := newRepo(t)
+	root := r.commit("root", map[string]string{"a": "1", "dir/b": "2"})
+	c2 := r.commit("two", map[string]string{"a": "changed", "dir/c": "3"})
+	r.git("mv", "dir/b", "dir/renamed")
+	c3 := r.commit("rename", map[string]string{"with space": "x"})
+	r.git("checkout", "--quiet", "-b", "side", c2)
+	side := r.commit("side", map[string]string{"side": "s"})
+	r.git("checkout", "--quiet", "main")
+	r.git("merge", "--quiet", "--no-ff", "-m", "merge", "side")
+	merge := r.git("rev-parse", "HEAD")
+	empty := r.commit("empty", nil)
+	m := newMirror(t, r)
+	if err := m.Update(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		from, to string
+		want     []string
+	}{
+		{"", root, []string{"a", "dir/b"}},
+		{strings.Repeat("0", 40), root, []string{"a", "dir/b"}},
+		{"", c2, []string{"a", "dir/c"}},
+		{root, c2, []string{"a", "dir/c"}},
+		{c2, c3, []string{"dir/b", "dir/renamed", "with space"}},
+		{root, c3, []string{"a", "dir/b", "dir/c", "dir/renamed", "with space"}},
+		{c3, root, []string{"a", "dir/b", "dir/c", "dir/renamed", "with space"}},
+		{"", merge, []string{"side"}},
+		{"", side, []string{"side"}},
+		{"", empty, []string{}},
+		{merge, "main", []string{}},
+	} {
+		got, err := m.ChangedFiles(context.Background(), tc.from, tc.to)
+		if err != nil {
+			t.Errorf("ChangedFiles(%.7s, %.7s): %v", tc.from, tc.to, err)
+			continue
+		}
+		slices.Sort(got)
+		if got == nil || !slices.Equal(got, tc.want) {
+			t.Errorf("ChangedFiles(%.7s, %.7s) = %q, want %q", tc.from, tc.to, got, tc.want)
+		}
+	}
+	if _, err := m.ChangedFiles(context.Background(), "nope", c2); !errors.Is(err, source.ErrUnknownRevision) {
+		t.Errorf("ChangedFiles from an unknown rev: %v", err)
+	}
+}
