@@ -1,0 +1,247 @@
+// Package scheduler runs one buildset's job graph: a job starts as soon as
+// its dependencies succeeded, within the parallelism limit and while holding
+// its semaphores, the longest remaining critical path first.
+//
+// Core is the pure part: it takes events (a build started, a build ended)
+// and answers what may run next and what must be skipped, with no I/O. Loop
+// owns a Core in one goroutine and applies its answers through the small
+// interfaces this package defines (Runner, Semaphores, Recorder), so tests
+// drive it with recording fakes and production with the store and a bastion.
+package scheduler
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/graph"
+	"github.com/sortie-ci/sortie/internal/store"
+)
+
+// JobState is where a job is within one run of the scheduler.
+type JobState int
+
+const (
+	// Pending: some dependency has not finished.
+	Pending JobState = iota
+	// Ready: every dependency succeeded; waiting for a slot or semaphores.
+	Ready
+	// Running: an attempt is running.
+	Running
+	// Finished: the job has its final result.
+	Finished
+)
+
+type jobState struct {
+	name      string
+	index     int // plan order, the tie-break
+	deps      []string
+	waitingOn int // dependencies not yet succeeded
+	state     JobState
+	result    store.Result
+	reason    string
+}
+
+// Skip is a job that will never run, with why.
+type Skip struct {
+	Job    string
+	Result store.Result // Skipped or Canceled
+	Reason string
+}
+
+// Core is the pure scheduling state of one buildset. It is not safe for
+// concurrent use: one goroutine owns it.
+type Core struct {
+	jobs       map[string]*jobState
+	order      []*jobState
+	dependents map[string][]string
+	remaining  map[string]time.Duration
+	running    int
+	finished   int
+}
+
+// NewCore makes the state for a plan. remaining gives each job's longest
+// remaining critical path (graph.Plan.Remaining); ready jobs with more go
+// first.
+func NewCore(p *graph.Plan, remaining map[string]time.Duration) *Core {
+	c := &Core{jobs: map[string]*jobState{}, dependents: p.Dependents(), remaining: remaining}
+	for i, j := range p.Jobs {
+		js := &jobState{name: j.Name, index: i, deps: j.Dependencies, waitingOn: len(j.Dependencies)}
+		c.jobs[j.Name] = js
+		c.order = append(c.order, js)
+	}
+	// A dependency outside the plan never finishes: the job stays pending,
+	// and Deadlocked reports it rather than the loop hanging.
+	for _, js := range c.order {
+		if js.waitingOn == 0 {
+			js.state = Ready
+		}
+	}
+	return c
+}
+
+// Ready returns the jobs that may start, best first: the longest remaining
+// critical path, then plan order.
+func (c *Core) Ready() []string {
+	var ready []*jobState
+	for _, js := range c.order {
+		if js.state == Ready {
+			ready = append(ready, js)
+		}
+	}
+	slices.SortStableFunc(ready, func(a, b *jobState) int {
+		return cmp.Or(cmp.Compare(c.remaining[b.name], c.remaining[a.name]), cmp.Compare(a.index, b.index))
+	})
+	out := make([]string, len(ready))
+	for i, js := range ready {
+		out[i] = js.name
+	}
+	return out
+}
+
+// Start records that a ready job started.
+func (c *Core) Start(job string) {
+	js := c.jobs[job]
+	if js == nil || js.state != Ready {
+		panic(fmt.Sprintf("scheduler: start of %q in state %d", job, c.state(job)))
+	}
+	js.state = Running
+	c.running++
+}
+
+// Finish records a job's final result and returns the jobs this makes ready
+// and, when it did not succeed, the dependents skipped because of it
+// (transitively, depth first).
+func (c *Core) Finish(job string, result store.Result) (ready []string, skipped []Skip) {
+	js := c.jobs[job]
+	if js == nil || js.state == Finished {
+		panic(fmt.Sprintf("scheduler: finish of %q twice", job))
+	}
+	if js.state == Running {
+		c.running--
+	}
+	js.state, js.result = Finished, result
+	c.finished++
+	if result == store.Success {
+		for _, d := range c.dependents[job] {
+			dj := c.jobs[d]
+			dj.waitingOn--
+			if dj.waitingOn == 0 && dj.state == Pending {
+				dj.state = Ready
+				ready = append(ready, d)
+			}
+		}
+		return ready, nil
+	}
+	return nil, c.skipDependents(job, fmt.Sprintf("dependency %s %s", job, verb(result)))
+}
+
+func verb(r store.Result) string {
+	switch r {
+	case store.Failure:
+		return "failed"
+	case store.Skipped:
+		return "was skipped"
+	case store.TimedOut:
+		return "timed out"
+	case store.Canceled:
+		return "was cancelled"
+	case store.RetryLimit:
+		return "hit its retry limit"
+	}
+	return "ended with " + string(r)
+}
+
+// skipDependents marks every not-yet-started job below job as SKIPPED.
+// The reason names the nearest dependency that did not succeed.
+func (c *Core) skipDependents(job, reason string) []Skip {
+	var out []Skip
+	for _, d := range c.dependents[job] {
+		dj := c.jobs[d]
+		if dj.state == Finished || dj.state == Running {
+			continue
+		}
+		dj.state, dj.result, dj.reason = Finished, store.Skipped, reason
+		c.finished++
+		out = append(out, Skip{Job: d, Result: store.Skipped, Reason: reason})
+		out = append(out, c.skipDependents(d, fmt.Sprintf("dependency %s was skipped", d))...)
+	}
+	return out
+}
+
+// CancelRest finishes every job that has not started as CANCELED and
+// returns them; running jobs are left to finish (or be cancelled) by whoever
+// runs them.
+func (c *Core) CancelRest(reason string) []Skip {
+	var out []Skip
+	for _, js := range c.order {
+		if js.state == Pending || js.state == Ready {
+			js.state, js.result, js.reason = Finished, store.Canceled, reason
+			c.finished++
+			out = append(out, Skip{Job: js.name, Result: store.Canceled, Reason: reason})
+		}
+	}
+	return out
+}
+
+// Running is the number of jobs started and not finished.
+func (c *Core) Running() int { return c.running }
+
+// Done reports whether every job has its final result.
+func (c *Core) Done() bool { return c.finished == len(c.order) }
+
+// Deadlocked reports work left that can never start: nothing ready,
+// nothing running, yet jobs unfinished.
+func (c *Core) Deadlocked() bool {
+	if c.Done() || c.running > 0 {
+		return false
+	}
+	for _, js := range c.order {
+		if js.state == Ready {
+			return false
+		}
+	}
+	return true
+}
+
+// Stuck returns the unfinished jobs and what each waits on, for a deadlock
+// report.
+func (c *Core) Stuck() []string {
+	var out []string
+	for _, js := range c.order {
+		if js.state == Pending {
+			var missing []string
+			for _, d := range js.deps {
+				if dj := c.jobs[d]; dj == nil || dj.state != Finished {
+					missing = append(missing, d)
+				}
+			}
+			out = append(out, fmt.Sprintf("%s waits on %v", js.name, missing))
+		}
+	}
+	return out
+}
+
+func (c *Core) state(job string) JobState {
+	if js := c.jobs[job]; js != nil {
+		return js.state
+	}
+	return -1
+}
+
+// Result is the buildset's result once Done: SUCCESS only if every job
+// succeeded; CANCELED if any was cancelled; else FAILURE.
+func (c *Core) Result() store.Result {
+	res := store.Success
+	for _, js := range c.order {
+		switch js.result {
+		case store.Success:
+		case store.Canceled:
+			return store.Canceled
+		default:
+			res = store.Failure
+		}
+	}
+	return res
+}

@@ -1,0 +1,274 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/graph"
+	"github.com/sortie-ci/sortie/internal/store"
+)
+
+// Outcome is how one attempt ended, as reported by a Runner.
+type Outcome struct {
+	// ExitCode of the job's command; meaningful when Err is nil and neither
+	// TimedOut nor Canceled is set.
+	ExitCode int
+	TimedOut bool
+	Canceled bool
+	// Infra is set when the bastion could not be reached or prepared: the
+	// attempt is retried while attempts remain.
+	Infra error
+	// Err is any other failure to run the job (bad config at run time, a
+	// log that cannot be written): the build is an ERROR, not retried.
+	Err error
+}
+
+// Runner runs one attempt of a job and waits for it. It must return when
+// ctx is done, ending what it started.
+type Runner interface {
+	RunAttempt(ctx context.Context, job string, attempt int) Outcome
+}
+
+// Semaphores grants a job's semaphores all-or-nothing.
+type Semaphores interface {
+	// TryAcquire returns true when every semaphore was granted to holder.
+	// since is when the holder started waiting (for fairness).
+	TryAcquire(ctx context.Context, holder string, sems map[string]int, since time.Time) (bool, error)
+	// Release drops what holder holds or waits for.
+	Release(ctx context.Context, holder string) error
+}
+
+// Recorder persists state changes before they are acted on, and may show
+// them to a user. An error stops the run: state that is not recorded must
+// not be acted on.
+type Recorder interface {
+	AttemptStarted(ctx context.Context, job string, attempt int, at time.Time) error
+	AttemptFinished(ctx context.Context, job string, attempt int, result store.Result, msg string, at time.Time) error
+	BuildFinished(ctx context.Context, job string, result store.Result, reason string, at time.Time) error
+}
+
+// JobSpec is what the loop needs to know of a job beyond the graph.
+type JobSpec struct {
+	Semaphores map[string]int // name -> max
+	Attempts   int            // tries in all; < 1 means 1
+}
+
+// Loop runs one buildset. Its fields are set before Run and not changed.
+type Loop struct {
+	Plan        *graph.Plan
+	Jobs        map[string]JobSpec
+	MaxParallel int
+	// Remaining is each job's longest remaining critical path (ordering).
+	Remaining map[string]time.Duration
+	Buildset  string // holder ids are "<buildset>/<job>"
+
+	Runner     Runner
+	Semaphores Semaphores
+	Recorder   Recorder
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Poll is how often jobs blocked on semaphores held elsewhere are
+	// retried; 0 means 250ms.
+	Poll time.Duration
+}
+
+// ErrCanceled is the cause to cancel a Run's context with for an
+// operator's cancel (as opposed to a shutdown).
+var ErrCanceled = errors.New("buildset cancelled")
+
+type attemptDone struct {
+	job     string
+	attempt int
+	outcome Outcome
+}
+
+// Run schedules every job of the plan and returns the buildset's result
+// when all have finished. When ctx is done, running attempts are cancelled
+// and waited for, jobs not started are CANCELED, and Run returns CANCELED.
+// A deadlock is reported as ERROR with an error saying what is stuck.
+// Run returns a non-nil error only with ERROR.
+func (l *Loop) Run(ctx context.Context) (store.Result, error) {
+	now := l.Now
+	if now == nil {
+		now = time.Now
+	}
+	poll := l.Poll
+	if poll <= 0 {
+		poll = 250 * time.Millisecond
+	}
+	maxPar := max(l.MaxParallel, 1)
+	core := NewCore(l.Plan, l.Remaining)
+
+	// Attempts run under their own context so that a cancel reaches them
+	// with its cause, and so that we always wait for them.
+	runCtx, cancelRuns := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelRuns(nil)
+	done := make(chan attemptDone)
+	inFlight := 0
+	attempts := map[string]int{}
+	waitingSince := map[string]time.Time{}
+	held := map[string]bool{}
+	var fatal error
+	// Recording and releasing must happen even while cancelling.
+	bg := context.WithoutCancel(ctx)
+
+	release := func(job string) {
+		if held[job] || !waitingSince[job].IsZero() {
+			if err := l.Semaphores.Release(bg, l.holder(job)); err != nil && fatal == nil {
+				fatal = fmt.Errorf("release semaphores of %s: %w", job, err)
+			}
+			delete(held, job)
+			delete(waitingSince, job)
+		}
+	}
+	record := func(err error) {
+		if err != nil && fatal == nil {
+			fatal = err
+			cancelRuns(err)
+		}
+	}
+	finishBuild := func(job string, res store.Result, reason string) {
+		release(job)
+		record(l.Recorder.BuildFinished(bg, job, res, reason, now()))
+		_, skipped := core.Finish(job, res)
+		for _, s := range skipped {
+			release(s.Job)
+			record(l.Recorder.BuildFinished(bg, s.Job, s.Result, s.Reason, now()))
+		}
+	}
+	launch := func(job string) {
+		attempts[job]++
+		n := attempts[job]
+		if err := l.Recorder.AttemptStarted(bg, job, n, now()); err != nil {
+			record(err)
+			finishBuild(job, store.Error, "cannot record the attempt: "+err.Error())
+			return
+		}
+		inFlight++
+		go func() {
+			done <- attemptDone{job: job, attempt: n, outcome: l.Runner.RunAttempt(runCtx, job, n)}
+		}()
+	}
+
+	ticker := time.NewTicker(poll)
+	defer ticker.Stop()
+	canceled := false
+	for {
+		// Start what may start: slots permitting, best first; a job whose
+		// semaphores are taken waits without holding up the others.
+		if !canceled && fatal == nil {
+			blocked := false
+			for _, job := range core.Ready() {
+				if core.Running() >= maxPar {
+					break
+				}
+				spec := l.Jobs[job]
+				if len(spec.Semaphores) > 0 && !held[job] {
+					if waitingSince[job].IsZero() {
+						waitingSince[job] = now()
+					}
+					ok, err := l.Semaphores.TryAcquire(bg, l.holder(job), spec.Semaphores, waitingSince[job])
+					if err != nil {
+						record(fmt.Errorf("acquire semaphores of %s: %w", job, err))
+						break
+					}
+					if !ok {
+						blocked = true
+						continue
+					}
+					held[job] = true
+					delete(waitingSince, job)
+				}
+				core.Start(job)
+				launch(job)
+			}
+			if !blocked && fatal == nil && core.Deadlocked() {
+				fatal = fmt.Errorf("deadlock: nothing can run: %s", strings.Join(core.Stuck(), "; "))
+			}
+		}
+		if core.Done() || (inFlight == 0 && (canceled || fatal != nil)) {
+			break
+		}
+		select {
+		case d := <-done:
+			inFlight--
+			l.attemptEnded(core, d, attempts, spec(l.Jobs, d.job), finishBuild, record, launch, canceled || fatal != nil, now)
+		case <-ticker.C:
+		case <-ctx.Done():
+			if !canceled {
+				canceled = true
+				cancelRuns(context.Cause(ctx))
+			}
+			ctx = context.Background() // fire once
+		}
+	}
+
+	switch {
+	case fatal != nil:
+		for _, s := range core.CancelRest("sortie error: " + fatal.Error()) {
+			release(s.Job)
+			l.Recorder.BuildFinished(bg, s.Job, store.Error, s.Reason, now())
+		}
+		return store.Error, fatal
+	case canceled:
+		for _, s := range core.CancelRest("buildset cancelled") {
+			release(s.Job)
+			record(l.Recorder.BuildFinished(bg, s.Job, s.Result, s.Reason, now()))
+		}
+		return store.Canceled, nil
+	}
+	return core.Result(), nil
+}
+
+func spec(jobs map[string]JobSpec, job string) JobSpec {
+	s := jobs[job]
+	if s.Attempts < 1 {
+		s.Attempts = 1
+	}
+	return s
+}
+
+// attemptEnded decides a build's result: the one place where an attempt's
+// outcome becomes SUCCESS, FAILURE, TIMED_OUT, CANCELED, RETRY_LIMIT or
+// ERROR, or a retry.
+func (l *Loop) attemptEnded(core *Core, d attemptDone, attempts map[string]int, spec JobSpec,
+	finishBuild func(string, store.Result, string), record func(error), launch func(string), stopping bool, now func() time.Time) {
+	o := d.outcome
+	var res store.Result
+	var msg string
+	switch {
+	case o.Canceled:
+		res, msg = store.Canceled, "cancelled"
+	case o.TimedOut:
+		res, msg = store.TimedOut, "timed out"
+	case o.Err != nil:
+		res, msg = store.Error, o.Err.Error()
+	case o.Infra != nil:
+		msg = o.Infra.Error()
+		if d.attempt < spec.Attempts && !stopping {
+			record(l.Recorder.AttemptFinished(context.Background(), d.job, d.attempt, store.Retry, msg, now()))
+			launch(d.job) // the slot and semaphores stay held
+			return
+		}
+		res = store.RetryLimit
+		msg = fmt.Sprintf("%s (attempt %d of %d)", msg, d.attempt, spec.Attempts)
+		if stopping && d.attempt < spec.Attempts {
+			res = store.Canceled
+		}
+	case o.ExitCode == 0:
+		res = store.Success
+	default:
+		res, msg = store.Failure, fmt.Sprintf("exit status %d", o.ExitCode)
+	}
+	record(l.Recorder.AttemptFinished(context.Background(), d.job, d.attempt, res, msg, now()))
+	reason := ""
+	if res != store.Success {
+		reason = msg
+	}
+	finishBuild(d.job, res, reason)
+}
+
+func (l *Loop) holder(job string) string { return l.Buildset + "/" + job }

@@ -1,0 +1,147 @@
+// Package semaphore is a process's handle on the semaphores kept in the
+// store: it acquires and releases for the scheduler, and keeps this
+// process's lease alive so that its holders are never taken away while it
+// lives, and are released by the others once it has died.
+package semaphore
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"crypto/rand"
+	"encoding/hex"
+
+	"github.com/sortie-ci/sortie/internal/store"
+)
+
+// DefaultLease is how long holders outlive their process's last renewal.
+const DefaultLease = 30 * time.Second
+
+// Client acquires semaphores as one owner (this process). Start it before
+// acquiring and Stop it when done; Stop does not release holders, so a
+// caller releases its buildsets first.
+type Client struct {
+	Store store.Store
+	// Owner names this process in the store; NewOwner makes one.
+	Owner string
+	// Precedence ranks this client's waiters (config.Precedence.Rank).
+	Precedence int
+	// Lease is the lease length; renewed every Lease/3. 0: DefaultLease.
+	Lease time.Duration
+	// Now is the clock; nil: time.Now.
+	Now func() time.Time
+
+	mu      sync.Mutex
+	cancel  context.CancelFunc
+	stopped chan struct{}
+	err     error
+}
+
+// NewOwner returns an owner id unique to this process: host, pid, random.
+func NewOwner() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	rand.Read(b)
+	return fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(b))
+}
+
+func (c *Client) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c *Client) lease() time.Duration {
+	if c.Lease > 0 {
+		return c.Lease
+	}
+	return DefaultLease
+}
+
+// Start takes the lease and keeps renewing it until Stop. It fails if the
+// first renewal fails.
+func (c *Client) Start(ctx context.Context) error {
+	if err := c.Store.RenewLease(ctx, c.Owner, c.now().Add(c.lease())); err != nil {
+		return fmt.Errorf("semaphore: take lease: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.mu.Lock()
+	c.cancel, c.stopped = cancel, make(chan struct{})
+	c.mu.Unlock()
+	go c.renew(ctx)
+	return nil
+}
+
+func (c *Client) renew(ctx context.Context) {
+	defer close(c.stopped)
+	t := time.NewTicker(c.lease() / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := c.Store.RenewLease(ctx, c.Owner, c.now().Add(c.lease())); err != nil && ctx.Err() == nil {
+				c.mu.Lock()
+				c.err = err
+				c.mu.Unlock()
+			}
+		}
+	}
+}
+
+// Stop ends the renewals and waits for them. It is safe to call twice, and
+// before Start.
+func (c *Client) Stop() {
+	c.mu.Lock()
+	cancel, stopped := c.cancel, c.stopped
+	c.cancel = nil
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-stopped
+	}
+}
+
+// TryAcquire asks for every semaphore of sems for holder, all or nothing.
+// A holder id "<buildset>/<job>" or "<buildset>" ties it to its buildset.
+func (c *Client) TryAcquire(ctx context.Context, holder string, sems map[string]int, since time.Time) (bool, error) {
+	bs, _, _ := strings.Cut(holder, "/")
+	return c.Store.AcquireSemaphores(ctx, store.Acquire{
+		Holder: holder, Buildset: bs, Owner: c.Owner, Semaphores: sems,
+		Precedence: c.Precedence, Since: since, Now: c.now(),
+	})
+}
+
+// Release drops what holder holds or waits for.
+func (c *Client) Release(ctx context.Context, holder string) error {
+	return c.Store.ReleaseSemaphores(ctx, holder)
+}
+
+// Wait acquires sems for holder, retrying every poll until granted or ctx
+// is done; on ctx done it withdraws the request and returns the cause.
+func (c *Client) Wait(ctx context.Context, holder string, sems map[string]int, poll time.Duration) error {
+	since := c.now()
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		ok, err := c.TryAcquire(ctx, holder, sems, since)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			c.Release(context.WithoutCancel(ctx), holder)
+			return context.Cause(ctx)
+		case <-t.C:
+		}
+	}
+}
