@@ -6,7 +6,9 @@ package config
 
 import (
 	"regexp"
+	"regexp/syntax"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -131,37 +133,76 @@ type Ref struct {
 
 // Matcher is one item of files or irrelevant_files: a regular expression
 // that matches a path at its start (Python's re.match, as in Zuul), or the
-// complement of one when Negate is set.
+// complement of one when Negate is set. Matchers are safe for concurrent use.
 type Matcher struct {
 	Regex  string
 	Negate bool
 	Pos    Pos
-	re     *regexp.Regexp
-	// prefix must begin any path the regex matches; when literal is set the
-	// regex is that literal and nothing else. Planning thousands of jobs
-	// against thousands of files tests this before running the regex.
+	// prefix must begin any path the regex matches at its start; when
+	// literal is set the regex is that literal and nothing else. Planning
+	// thousands of jobs against thousands of files tests this first, and
+	// compiles the regex only for a path that passes.
 	prefix  string
 	literal bool
+	re      *lazyRegexp
 }
 
-// NewMatcher compiles a matcher. The regex is anchored at the start of the
-// path only: "$" is not implied.
+type lazyRegexp struct {
+	once sync.Once
+	expr string
+	re   *regexp.Regexp
+}
+
+func (l *lazyRegexp) get() *regexp.Regexp {
+	l.once.Do(func() { l.re = regexp.MustCompile(l.expr) })
+	return l.re
+}
+
+// NewMatcher checks and prepares a matcher. The regex is anchored at the
+// start of the path only: "$" is not implied.
 func NewMatcher(regex string, negate bool) (Matcher, error) {
-	// Compile the user's text alone first: wrapped, an unbalanced ")(" would
-	// close our group and compile into something else.
-	bare, err := regexp.Compile(strings.TrimPrefix(regex, "^"))
-	if err == nil {
-		_, err = regexp.Compile(regex)
-	}
+	// Parsing with the flags regexp.Compile uses gives the same errors, at a
+	// fraction of a compile's cost. The user's text is checked alone: inside
+	// our (?:...) an unbalanced ")(" would close the group and mean
+	// something else.
+	tree, err := syntax.Parse(regex, syntax.Perl)
 	if err != nil {
 		return Matcher{}, err
 	}
-	re := regexp.MustCompile(`^(?:` + regex + `)`)
-	m := Matcher{Regex: regex, Negate: negate, re: re}
-	// At the path's start a leading ^ always holds, so dropping it changes
-	// no match there, and lets LiteralPrefix see the literal after it.
-	m.prefix, m.literal = bare.LiteralPrefix()
+	m := Matcher{Regex: regex, Negate: negate, re: &lazyRegexp{expr: `^(?:` + regex + `)`}}
+	m.prefix, m.literal = literalPrefix(tree)
 	return m, nil
+}
+
+// literalPrefix returns the literal every match at the start of a path
+// begins with, and whether the regex is exactly that literal. A leading ^
+// always holds at the start, so it is skipped.
+func literalPrefix(re *syntax.Regexp) (string, bool) {
+	parts := []*syntax.Regexp{re}
+	if re.Op == syntax.OpConcat {
+		parts = re.Sub
+	}
+	var b strings.Builder
+	for i, p := range parts {
+		switch {
+		case p.Op == syntax.OpBeginText && i == 0:
+		case p.Op == syntax.OpLiteral && p.Flags&syntax.FoldCase == 0:
+			b.WriteString(string(p.Rune))
+		case p.Op == syntax.OpEmptyMatch:
+		default:
+			return b.String(), false
+		}
+	}
+	return b.String(), true
+}
+
+// Prefix is a string that every path the matcher matches starts with
+// (often "", which every path starts with).
+func (m Matcher) Prefix() string {
+	if m.Negate {
+		return ""
+	}
+	return m.prefix
 }
 
 // Match reports whether the path matches.
@@ -173,7 +214,7 @@ func (m Matcher) Match(path string) bool {
 	case m.literal:
 		hit = true
 	default:
-		hit = m.re.MatchString(path)
+		hit = m.re.get().MatchString(path)
 	}
 	return hit != m.Negate
 }

@@ -7,6 +7,7 @@ package graph
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/config"
@@ -99,6 +100,7 @@ func Select(cfg *config.Config, pipeline string, files []string) (*Plan, error) 
 
 	why := map[string]string{}
 	notWhy := map[string]string{}
+	changed := newFileSet(files)
 	for _, name := range order {
 		j := cfg.Jobs[name]
 		switch {
@@ -106,9 +108,9 @@ func Select(cfg *config.Config, pipeline string, files []string) (*Plan, error) 
 			why[name] = WhyBootstrap
 		case len(files) == 0 || (len(j.Files) == 0 && len(j.IrrelevantFiles) == 0):
 			why[name] = WhyAll
-		case len(j.Files) > 0 && !anyMatch(j.Files, files):
+		case len(j.Files) > 0 && !changed.anyMatch(j.Files):
 			notWhy[name] = NotFiles
-		case len(j.IrrelevantFiles) > 0 && allMatch(j.IrrelevantFiles, files):
+		case len(j.IrrelevantFiles) > 0 && changed.allMatch(j.IrrelevantFiles):
 			notWhy[name] = NotIrrelevantFiles
 		default:
 			why[name] = WhyFiles
@@ -202,10 +204,23 @@ func Select(cfg *config.Config, pipeline string, files []string) (*Plan, error) 
 	return p, nil
 }
 
-func anyMatch(ms []config.Matcher, files []string) bool {
-	for _, f := range files {
-		for _, m := range ms {
-			if m.Match(f) {
+// fileSet is the changed files, sorted, so that a matcher with a literal
+// prefix looks only at the files in that prefix's range.
+type fileSet []string
+
+func newFileSet(files []string) fileSet {
+	fs := slices.Clone(files)
+	slices.Sort(fs)
+	return fs
+}
+
+// anyMatch reports whether some file matches some matcher.
+func (fs fileSet) anyMatch(ms []config.Matcher) bool {
+	for _, m := range ms {
+		p := m.Prefix()
+		i, _ := slices.BinarySearch(fs, p)
+		for ; i < len(fs) && strings.HasPrefix(fs[i], p); i++ {
+			if m.Match(fs[i]) {
 				return true
 			}
 		}
@@ -213,9 +228,10 @@ func anyMatch(ms []config.Matcher, files []string) bool {
 	return false
 }
 
-func allMatch(ms []config.Matcher, files []string) bool {
-	for _, f := range files {
-		if !anyMatch(ms, []string{f}) {
+// allMatch reports whether every file matches some matcher.
+func (fs fileSet) allMatch(ms []config.Matcher) bool {
+	for _, f := range fs {
+		if !slices.ContainsFunc(ms, func(m config.Matcher) bool { return m.Match(f) }) {
 			return false
 		}
 	}

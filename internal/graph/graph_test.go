@@ -102,6 +102,35 @@ func TestSelectInvariants(t *testing.T) {
 				}
 			}
 		}
+		// Selection agrees with a brute-force match of every file against
+		// every matcher (the planner only looks at prefix ranges).
+		brute := func(ms []config.Matcher, all bool) bool {
+			for _, f := range files {
+				hit := slices.ContainsFunc(ms, func(m config.Matcher) bool { return m.Match(f) })
+				if hit && !all {
+					return true
+				}
+				if !hit && all {
+					return false
+				}
+			}
+			return all
+		}
+		for _, ns := range p.NotSelected {
+			j := cfg.Jobs[ns.Name]
+			if ns.Reason == graph.NotFiles && brute(j.Files, false) {
+				t.Fatalf("seed %d: %s not selected for files, but a file matches", seed, ns.Name)
+			}
+			if ns.Reason == graph.NotIrrelevantFiles && !brute(j.IrrelevantFiles, true) {
+				t.Fatalf("seed %d: %s not selected as irrelevant, but a file is relevant", seed, ns.Name)
+			}
+		}
+		for _, sj := range p.Jobs {
+			j := cfg.Jobs[sj.Name]
+			if sj.Why == graph.WhyFiles && (!brute(j.Files, false) && len(j.Files) > 0 || len(j.IrrelevantFiles) > 0 && brute(j.IrrelevantFiles, true)) {
+				t.Fatalf("seed %d: %s selected for files, but brute force disagrees", seed, sj.Name)
+			}
+		}
 		if len(p.Jobs)+len(p.NotSelected) != len(cfg.Jobs) {
 			t.Fatalf("seed %d: %d selected + %d not selected != %d jobs", seed, len(p.Jobs), len(p.NotSelected), len(cfg.Jobs))
 		}
