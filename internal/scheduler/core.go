@@ -11,8 +11,8 @@ package scheduler
 
 import (
 	"cmp"
+	"container/heap"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/graph"
@@ -57,6 +57,7 @@ type Core struct {
 	order      []*jobState
 	dependents map[string][]string
 	remaining  map[string]time.Duration
+	ready      readyHeap // jobs in state Ready, best on top
 	running    int
 	finished   int
 }
@@ -66,6 +67,7 @@ type Core struct {
 // first.
 func NewCore(p *graph.Plan, remaining map[string]time.Duration) *Core {
 	c := &Core{jobs: map[string]*jobState{}, dependents: p.Dependents(), remaining: remaining}
+	c.ready.less = c.better
 	for i, j := range p.Jobs {
 		js := &jobState{name: j.Name, index: i, deps: j.Dependencies, waitingOn: len(j.Dependencies)}
 		c.jobs[j.Name] = js
@@ -76,28 +78,33 @@ func NewCore(p *graph.Plan, remaining map[string]time.Duration) *Core {
 	for _, js := range c.order {
 		if js.waitingOn == 0 {
 			js.state = Ready
+			heap.Push(&c.ready, js)
 		}
 	}
 	return c
 }
 
-// Ready returns the jobs that may start, best first: the longest remaining
-// critical path, then plan order.
-func (c *Core) Ready() []string {
-	var ready []*jobState
-	for _, js := range c.order {
-		if js.state == Ready {
-			ready = append(ready, js)
-		}
+// better orders ready jobs: the longest remaining critical path first,
+// then plan order.
+func (c *Core) better(a, b *jobState) bool {
+	return cmp.Or(cmp.Compare(c.remaining[b.name], c.remaining[a.name]), cmp.Compare(a.index, b.index)) < 0
+}
+
+// PopReady takes the best ready job off the ready queue. The caller either
+// Starts it or, when it cannot start yet (its semaphores are taken), hands
+// it back with Requeue.
+func (c *Core) PopReady() (string, bool) {
+	if c.ready.Len() == 0 {
+		return "", false
 	}
-	slices.SortStableFunc(ready, func(a, b *jobState) int {
-		return cmp.Or(cmp.Compare(c.remaining[b.name], c.remaining[a.name]), cmp.Compare(a.index, b.index))
-	})
-	out := make([]string, len(ready))
-	for i, js := range ready {
-		out[i] = js.name
+	return heap.Pop(&c.ready).(*jobState).name, true
+}
+
+// Requeue returns a popped job that could not start to the ready queue.
+func (c *Core) Requeue(job string) {
+	if js := c.jobs[job]; js != nil && js.state == Ready {
+		heap.Push(&c.ready, js)
 	}
-	return out
 }
 
 // Start records that a ready job started.
@@ -129,6 +136,7 @@ func (c *Core) Finish(job string, result store.Result) (ready []string, skipped 
 			dj.waitingOn--
 			if dj.waitingOn == 0 && dj.state == Pending {
 				dj.state = Ready
+				heap.Push(&c.ready, dj)
 				ready = append(ready, d)
 			}
 		}
@@ -182,6 +190,7 @@ func (c *Core) CancelRest(reason string) []Skip {
 			out = append(out, Skip{Job: js.name, Result: store.Canceled, Reason: reason})
 		}
 	}
+	c.ready.items = nil
 	return out
 }
 
@@ -194,15 +203,7 @@ func (c *Core) Done() bool { return c.finished == len(c.order) }
 // Deadlocked reports work left that can never start: nothing ready,
 // nothing running, yet jobs unfinished.
 func (c *Core) Deadlocked() bool {
-	if c.Done() || c.running > 0 {
-		return false
-	}
-	for _, js := range c.order {
-		if js.state == Ready {
-			return false
-		}
-	}
-	return true
+	return !c.Done() && c.running == 0 && c.ready.Len() == 0
 }
 
 // Stuck returns the unfinished jobs and what each waits on, for a deadlock
@@ -244,4 +245,22 @@ func (c *Core) Result() store.Result {
 		}
 	}
 	return res
+}
+
+// readyHeap is a container/heap of ready jobs. A job skipped or cancelled
+// while queued is dropped when popped (its state is no longer Ready).
+type readyHeap struct {
+	items []*jobState
+	less  func(a, b *jobState) bool
+}
+
+func (h *readyHeap) Len() int           { return len(h.items) }
+func (h *readyHeap) Less(i, j int) bool { return h.less(h.items[i], h.items[j]) }
+func (h *readyHeap) Swap(i, j int)      { h.items[i], h.items[j] = h.items[j], h.items[i] }
+func (h *readyHeap) Push(x any)         { h.items = append(h.items, x.(*jobState)) }
+func (h *readyHeap) Pop() any {
+	n := len(h.items) - 1
+	x := h.items[n]
+	h.items = h.items[:n]
+	return x
 }

@@ -160,9 +160,10 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 		// Start what may start: slots permitting, best first; a job whose
 		// semaphores are taken waits without holding up the others.
 		if !canceled && fatal == nil {
-			blocked := false
-			for _, job := range core.Ready() {
-				if core.Running() >= maxPar {
+			var blocked []string
+			for core.Running() < maxPar {
+				job, ok := core.PopReady()
+				if !ok {
 					break
 				}
 				spec := l.Jobs[job]
@@ -172,11 +173,12 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 					}
 					ok, err := l.Semaphores.TryAcquire(bg, l.holder(job), spec.Semaphores, waitingSince[job])
 					if err != nil {
+						blocked = append(blocked, job)
 						record(fmt.Errorf("acquire semaphores of %s: %w", job, err))
 						break
 					}
 					if !ok {
-						blocked = true
+						blocked = append(blocked, job)
 						continue
 					}
 					held[job] = true
@@ -185,7 +187,10 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 				core.Start(job)
 				launch(job)
 			}
-			if !blocked && fatal == nil && core.Deadlocked() {
+			for _, job := range blocked {
+				core.Requeue(job)
+			}
+			if len(blocked) == 0 && fatal == nil && core.Deadlocked() {
 				fatal = fmt.Errorf("deadlock: nothing can run: %s", strings.Join(core.Stuck(), "; "))
 			}
 		}
