@@ -1,0 +1,482 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/store"
+)
+
+const defaultLimit = 50
+
+// CreateBuildset inserts a QUEUED buildset and a WAITING build for each job,
+// in the order given. Of bs it keeps ID, Pipeline, Commit, Files, Plan and
+// CreatedAt (which must be set); state, result, owner and the other times
+// start empty. An existing ID is an ErrConflict.
+func (s *Store) CreateBuildset(ctx context.Context, bs *store.Buildset, jobs []string) error {
+	if bs == nil || bs.ID == "" {
+		return errors.New("sqlite: create buildset: no id")
+	}
+	if bs.CreatedAt.IsZero() {
+		return fmt.Errorf("sqlite: create buildset %s: %w", bs.ID, errZeroTime("CreatedAt"))
+	}
+	var files sql.NullString
+	if bs.Files != nil {
+		b, err := json.Marshal(bs.Files)
+		if err != nil {
+			return fmt.Errorf("sqlite: create buildset %s: %w", bs.ID, err)
+		}
+		files = sql.NullString{String: string(b), Valid: true}
+	}
+	var plan any // a nil []byte would be stored as an empty blob, not NULL
+	if bs.Plan != nil {
+		plan = bs.Plan
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var exists bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM buildsets WHERE id = ?)`, bs.ID).Scan(&exists); err != nil {
+			return err
+		}
+		if exists {
+			return fmt.Errorf("already exists: %w", store.ErrConflict)
+		}
+		_, err := tx.ExecContext(ctx, `
+			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, plan, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			bs.ID, bs.Pipeline, bs.Commit, files, store.BuildsetQueued, plan, nanos(bs.CreatedAt))
+		if err != nil {
+			return err
+		}
+		for i, job := range jobs {
+			_, err := tx.ExecContext(ctx, `
+				INSERT INTO builds (buildset_id, job, seq, state) VALUES (?, ?, ?, ?)`,
+				bs.ID, job, i, store.BuildWaiting)
+			if err != nil {
+				return fmt.Errorf("build %s: %w", job, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: create buildset %s: %w", bs.ID, err)
+	}
+	return nil
+}
+
+const buildsetColumns = `id, pipeline, commit_sha, files, state, result, error, plan, owner, created_at, started_at, finished_at`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanBuildset(row scanner) (*store.Buildset, error) {
+	var (
+		bs                store.Buildset
+		files             sql.NullString
+		created           int64
+		started, finished sql.NullInt64
+		state, result     string
+	)
+	err := row.Scan(&bs.ID, &bs.Pipeline, &bs.Commit, &files, &state, &result, &bs.Error,
+		&bs.Plan, &bs.Owner, &created, &started, &finished)
+	if err != nil {
+		return nil, err
+	}
+	if files.Valid {
+		if err := json.Unmarshal([]byte(files.String), &bs.Files); err != nil {
+			return nil, fmt.Errorf("files: %w", err)
+		}
+		if bs.Files == nil {
+			bs.Files = []string{}
+		}
+	}
+	bs.State = store.BuildsetState(state)
+	bs.Result = store.Result(result)
+	bs.CreatedAt = fromNanos(created)
+	bs.StartedAt = fromNullNanos(started)
+	bs.FinishedAt = fromNullNanos(finished)
+	return &bs, nil
+}
+
+// GetBuildset returns the buildset with the given id, or ErrNotFound.
+func (s *Store) GetBuildset(ctx context.Context, id string) (*store.Buildset, error) {
+	row := s.r.QueryRowContext(ctx, `SELECT `+buildsetColumns+` FROM buildsets WHERE id = ?`, id)
+	bs, err := scanBuildset(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get buildset %s: %w", id, err)
+	}
+	return bs, nil
+}
+
+// ListBuildsets returns the buildsets matching f, newest first (by
+// CreatedAt, then creation order). A Before naming no buildset is an
+// ErrNotFound.
+func (s *Store) ListBuildsets(ctx context.Context, f store.Filter) ([]*store.Buildset, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if f.Pipeline != "" {
+		where = append(where, "pipeline = ?")
+		args = append(args, f.Pipeline)
+	}
+	if f.Result != "" {
+		where = append(where, "result = ?")
+		args = append(args, string(f.Result))
+	}
+	if f.State != "" {
+		where = append(where, "state = ?")
+		args = append(args, string(f.State))
+	}
+	if f.Before != "" {
+		var created, seq int64
+		err := s.r.QueryRowContext(ctx, `SELECT created_at, seq FROM buildsets WHERE id = ?`, f.Before).Scan(&created, &seq)
+		if errors.Is(err, sql.ErrNoRows) {
+			err = fmt.Errorf("before %s: %w", f.Before, store.ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: list buildsets: %w", err)
+		}
+		where = append(where, "(created_at, seq) < (?, ?)")
+		args = append(args, created, seq)
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = defaultLimit
+	}
+	q := `SELECT ` + buildsetColumns + ` FROM buildsets`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	q += ` ORDER BY created_at DESC, seq DESC LIMIT ?`
+	args = append(args, limit)
+
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list buildsets: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.Buildset
+	for rows.Next() {
+		bs, err := scanBuildset(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: list buildsets: %w", err)
+		}
+		out = append(out, bs)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list buildsets: %w", err)
+	}
+	return out, nil
+}
+
+// StartBuildset moves QUEUED -> RUNNING with the given owner, or returns
+// ErrConflict (ErrNotFound for an unknown id).
+func (s *Store) StartBuildset(ctx context.Context, id, owner string, at time.Time) error {
+	err := s.cas(ctx, "buildsets", "id = ?", []any{id},
+		`state = ?, owner = ?, started_at = ?`, []any{store.BuildsetRunning, owner, nullNanos(at)},
+		store.BuildsetQueued)
+	if err != nil {
+		return fmt.Errorf("sqlite: start buildset %s: %w", id, err)
+	}
+	return nil
+}
+
+// FinishBuildset moves QUEUED or RUNNING -> DONE, or returns ErrConflict
+// (ErrNotFound for an unknown id). A zero at leaves FinishedAt nil.
+func (s *Store) FinishBuildset(ctx context.Context, id string, result store.Result, errMsg string, at time.Time) error {
+	if result == "" {
+		return fmt.Errorf("sqlite: finish buildset %s: empty result", id)
+	}
+	err := s.cas(ctx, "buildsets", "id = ?", []any{id},
+		`state = ?, result = ?, error = ?, finished_at = ?`, []any{store.BuildsetDone, result, errMsg, nullNanos(at)},
+		store.BuildsetQueued, store.BuildsetRunning)
+	if err != nil {
+		return fmt.Errorf("sqlite: finish buildset %s: %w", id, err)
+	}
+	return nil
+}
+
+// cas updates the row of table selected by key if its state is one of from.
+// It returns ErrNotFound when there is no such row and ErrConflict when the
+// row is in another state. The table and column names are constants of this
+// package, never input.
+func (s *Store) cas(ctx context.Context, table, key string, keyArgs []any, set string, setArgs []any, from ...any) error {
+	placeholders := strings.TrimSuffix(strings.Repeat("?, ", len(from)), ", ")
+	args := slices.Concat(setArgs, keyArgs, from)
+	res, err := s.w.ExecContext(ctx,
+		`UPDATE `+table+` SET `+set+` WHERE `+key+` AND state IN (`+placeholders+`)`, args...)
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 1 {
+		return nil
+	}
+	// No row changed: tell "missing" from "in another state". Rows are
+	// never deleted, so the answer cannot go stale between the two.
+	var state string
+	err = s.r.QueryRowContext(ctx, `SELECT state FROM `+table+` WHERE `+key, keyArgs...).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("is %s: %w", state, store.ErrConflict)
+}
+
+// Builds returns the builds of a buildset in creation order, or ErrNotFound
+// for an unknown buildset.
+func (s *Store) Builds(ctx context.Context, buildsetID string) ([]*store.Build, error) {
+	rows, err := s.r.QueryContext(ctx, `
+		SELECT buildset_id, job, state, result, attempt, started_at, finished_at, log, reason
+		FROM builds WHERE buildset_id = ? ORDER BY seq`, buildsetID)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: builds of %s: %w", buildsetID, err)
+	}
+	defer rows.Close()
+	var out []*store.Build
+	for rows.Next() {
+		var (
+			b                 store.Build
+			state, result     string
+			started, finished sql.NullInt64
+		)
+		err := rows.Scan(&b.BuildsetID, &b.Job, &state, &result, &b.Attempt, &started, &finished, &b.Log, &b.Reason)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: builds of %s: %w", buildsetID, err)
+		}
+		b.State = store.BuildState(state)
+		b.Result = store.Result(result)
+		b.StartedAt = fromNullNanos(started)
+		b.FinishedAt = fromNullNanos(finished)
+		out = append(out, &b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: builds of %s: %w", buildsetID, err)
+	}
+	if len(out) == 0 {
+		if err := s.buildsetExists(ctx, buildsetID); err != nil {
+			return nil, fmt.Errorf("sqlite: builds of %s: %w", buildsetID, err)
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) buildsetExists(ctx context.Context, id string) error {
+	var exists bool
+	if err := s.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM buildsets WHERE id = ?)`, id).Scan(&exists); err != nil {
+		return err
+	}
+	if !exists {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+// StartAttempt moves the build WAITING or RUNNING (a retry) -> RUNNING, sets
+// its Attempt and Log (and its StartedAt, the first time), and inserts the
+// attempt row. a.Number must be above the build's current attempt, else
+// ErrConflict: two processes cannot both start attempt 2. A DONE build is
+// an ErrConflict, an unknown one ErrNotFound.
+func (s *Store) StartAttempt(ctx context.Context, a *store.Attempt) error {
+	if a == nil {
+		return errors.New("sqlite: start attempt: nil attempt")
+	}
+	if a.Number < 1 {
+		return fmt.Errorf("sqlite: start attempt %s/%s #%d: number must be at least 1", a.BuildsetID, a.Job, a.Number)
+	}
+	if a.StartedAt.IsZero() {
+		return fmt.Errorf("sqlite: start attempt %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, errZeroTime("StartedAt"))
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var (
+			state   string
+			attempt int
+		)
+		err := tx.QueryRowContext(ctx, `SELECT state, attempt FROM builds WHERE buildset_id = ? AND job = ?`,
+			a.BuildsetID, a.Job).Scan(&state, &attempt)
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if store.BuildState(state) == store.BuildDone {
+			return fmt.Errorf("build is %s: %w", state, store.ErrConflict)
+		}
+		if a.Number <= attempt {
+			return fmt.Errorf("build is at attempt %d: %w", attempt, store.ErrConflict)
+		}
+		_, err = tx.ExecContext(ctx, `
+			UPDATE builds SET state = ?, attempt = ?, log = ?, started_at = COALESCE(started_at, ?)
+			WHERE buildset_id = ? AND job = ?`,
+			store.BuildRunning, a.Number, a.Log, nanos(a.StartedAt), a.BuildsetID, a.Job)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `
+			INSERT INTO attempts (buildset_id, job, number, owner, started_at, log)
+			VALUES (?, ?, ?, ?, ?, ?)`,
+			a.BuildsetID, a.Job, a.Number, a.Owner, nanos(a.StartedAt), a.Log)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: start attempt %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, err)
+	}
+	return nil
+}
+
+// FinishAttempt sets the result of a running attempt, or returns
+// ErrConflict if it has one already (ErrNotFound if there is no such
+// attempt). A zero at leaves FinishedAt nil.
+func (s *Store) FinishAttempt(ctx context.Context, buildsetID, job string, number int, result store.Result, errMsg string, at time.Time) error {
+	if result == "" {
+		return fmt.Errorf("sqlite: finish attempt %s/%s #%d: empty result", buildsetID, job, number)
+	}
+	res, err := s.w.ExecContext(ctx, `
+		UPDATE attempts SET result = ?, error = ?, finished_at = ?
+		WHERE buildset_id = ? AND job = ? AND number = ? AND result = ''`,
+		result, errMsg, nullNanos(at), buildsetID, job, number)
+	if err == nil {
+		var n int64
+		n, err = res.RowsAffected()
+		if err == nil && n == 0 {
+			var prev string
+			err = s.r.QueryRowContext(ctx, `SELECT result FROM attempts WHERE buildset_id = ? AND job = ? AND number = ?`,
+				buildsetID, job, number).Scan(&prev)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				err = store.ErrNotFound
+			case err == nil:
+				err = fmt.Errorf("attempt finished %s: %w", prev, store.ErrConflict)
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: finish attempt %s/%s #%d: %w", buildsetID, job, number, err)
+	}
+	return nil
+}
+
+// FinishBuild moves WAITING or RUNNING -> DONE with its result and reason,
+// or returns ErrConflict if it is already DONE (ErrNotFound if unknown). A
+// zero at leaves FinishedAt nil, as a SKIPPED build's times are.
+func (s *Store) FinishBuild(ctx context.Context, buildsetID, job string, result store.Result, reason string, at time.Time) error {
+	if result == "" {
+		return fmt.Errorf("sqlite: finish build %s/%s: empty result", buildsetID, job)
+	}
+	err := s.cas(ctx, "builds", "buildset_id = ? AND job = ?", []any{buildsetID, job},
+		`state = ?, result = ?, reason = ?, finished_at = ?`, []any{store.BuildDone, result, reason, nullNanos(at)},
+		store.BuildWaiting, store.BuildRunning)
+	if err != nil {
+		return fmt.Errorf("sqlite: finish build %s/%s: %w", buildsetID, job, err)
+	}
+	return nil
+}
+
+// Attempts returns a build's attempts by number, or ErrNotFound for an
+// unknown build.
+func (s *Store) Attempts(ctx context.Context, buildsetID, job string) ([]*store.Attempt, error) {
+	rows, err := s.r.QueryContext(ctx, `
+		SELECT buildset_id, job, number, owner, started_at, finished_at, result, log, error
+		FROM attempts WHERE buildset_id = ? AND job = ? ORDER BY number`, buildsetID, job)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: attempts of %s/%s: %w", buildsetID, job, err)
+	}
+	defer rows.Close()
+	var out []*store.Attempt
+	for rows.Next() {
+		var (
+			a        store.Attempt
+			started  int64
+			finished sql.NullInt64
+			result   string
+		)
+		err := rows.Scan(&a.BuildsetID, &a.Job, &a.Number, &a.Owner, &started, &finished, &result, &a.Log, &a.Error)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: attempts of %s/%s: %w", buildsetID, job, err)
+		}
+		a.StartedAt = fromNanos(started)
+		a.FinishedAt = fromNullNanos(finished)
+		a.Result = store.Result(result)
+		out = append(out, &a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: attempts of %s/%s: %w", buildsetID, job, err)
+	}
+	if len(out) == 0 {
+		var exists bool
+		err := s.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM builds WHERE buildset_id = ? AND job = ?)`,
+			buildsetID, job).Scan(&exists)
+		if err == nil && !exists {
+			err = store.ErrNotFound
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: attempts of %s/%s: %w", buildsetID, job, err)
+		}
+	}
+	return out, nil
+}
+
+// durationHistory is how many of a job's latest successful attempts
+// JobDurations takes the median of.
+const durationHistory = 5
+
+// JobDurations returns, for each named job that has history, the median
+// duration of its last 5 successful attempts (by finish time), in any
+// pipeline. With an even count the median is the mean of the middle two.
+func (s *Store) JobDurations(ctx context.Context, jobs []string) (map[string]time.Duration, error) {
+	out := make(map[string]time.Duration, len(jobs))
+	for _, job := range jobs {
+		if _, done := out[job]; done {
+			continue
+		}
+		rows, err := s.r.QueryContext(ctx, `
+			SELECT finished_at - started_at FROM attempts
+			WHERE job = ? AND result = ? AND finished_at IS NOT NULL
+			ORDER BY finished_at DESC, number DESC LIMIT ?`,
+			job, store.Success, durationHistory)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: job durations %s: %w", job, err)
+		}
+		var ds []time.Duration
+		for rows.Next() {
+			var d int64
+			if err := rows.Scan(&d); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sqlite: job durations %s: %w", job, err)
+			}
+			ds = append(ds, time.Duration(d))
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: job durations %s: %w", job, err)
+		}
+		if len(ds) > 0 {
+			out[job] = median(ds)
+		}
+	}
+	return out, nil
+}
+
+func median(ds []time.Duration) time.Duration {
+	slices.Sort(ds)
+	n := len(ds)
+	if n%2 == 1 {
+		return ds[n/2]
+	}
+	return (ds[n/2-1] + ds[n/2]) / 2
+}

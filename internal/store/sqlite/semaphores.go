@@ -1,0 +1,290 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/store"
+)
+
+// AcquireSemaphores grants every semaphore of the request, or none, in one
+// BEGIN IMMEDIATE transaction, so two processes cannot both take the last
+// slot. First it drops the holders and waiters of owners whose lease ended
+// before a.Now. It grants when, for every semaphore, its holders plus its
+// live waiters ranked ahead stay below its max: each waiter ahead keeps a
+// slot, so a request cannot overtake it, yet a max-3 semaphore with one
+// waiter ahead still lets another in. Ahead means higher precedence, then
+// older Since, then (for a full tie) the smaller holder name. Else it
+// records the request as a waiter and returns false.
+//
+// A waiter keeps the rank of its first request: asking again with a newer
+// Since does not lose its place. A zero Since means a.Now. Acquiring again
+// for a holder that already holds is a no-op returning true. A request for
+// no semaphore is granted at once and records nothing.
+func (s *Store) AcquireSemaphores(ctx context.Context, a store.Acquire) (bool, error) {
+	if a.Holder == "" {
+		return false, errors.New("sqlite: acquire: no holder")
+	}
+	if a.Now.IsZero() {
+		return false, fmt.Errorf("sqlite: acquire %s: %w", a.Holder, errZeroTime("Now"))
+	}
+	names := make([]string, 0, len(a.Semaphores))
+	for name, max := range a.Semaphores {
+		if max < 1 {
+			return false, fmt.Errorf("sqlite: acquire %s: semaphore %s: max %d is below 1", a.Holder, name, max)
+		}
+		names = append(names, name)
+	}
+	if len(names) == 0 {
+		return true, nil
+	}
+	slices.Sort(names) // a stable order for the rows and the error messages
+	now := nanos(a.Now)
+	since := a.Since
+	if since.IsZero() {
+		since = a.Now
+	}
+
+	var granted bool
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := dropExpired(ctx, tx, now); err != nil {
+			return err
+		}
+		var holds bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM semaphore_holders WHERE holder = ?)`,
+			a.Holder).Scan(&holds); err != nil {
+			return err
+		}
+		if holds {
+			granted = true
+			return nil
+		}
+
+		precedence, sinceNs := int64(a.Precedence), nanos(since)
+		err := tx.QueryRowContext(ctx, `SELECT precedence, since FROM semaphore_waiters WHERE holder = ? ORDER BY since LIMIT 1`,
+			a.Holder).Scan(&precedence, &sinceNs)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+
+		ok := true
+		for _, name := range names {
+			var held int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM semaphore_holders WHERE semaphore = ?`,
+				name).Scan(&held); err != nil {
+				return err
+			}
+			var ahead int
+			err := tx.QueryRowContext(ctx, `
+				SELECT COUNT(*) FROM semaphore_waiters
+				WHERE semaphore = ?1 AND holder <> ?2 AND (
+					precedence > ?3
+					OR (precedence = ?3 AND since < ?4)
+					OR (precedence = ?3 AND since = ?4 AND holder < ?2))`,
+				name, a.Holder, precedence, sinceNs).Scan(&ahead)
+			if err != nil {
+				return err
+			}
+			if held+ahead >= a.Semaphores[name] {
+				ok = false
+				break
+			}
+		}
+
+		if ok {
+			for _, name := range names {
+				_, err := tx.ExecContext(ctx, `
+					INSERT INTO semaphore_holders (semaphore, holder, buildset, owner, acquired_at)
+					VALUES (?, ?, ?, ?, ?)`,
+					name, a.Holder, a.Buildset, a.Owner, now)
+				if err != nil {
+					return fmt.Errorf("semaphore %s: %w", name, err)
+				}
+			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM semaphore_waiters WHERE holder = ?`, a.Holder); err != nil {
+				return err
+			}
+			granted = true
+			return nil
+		}
+
+		for _, name := range names {
+			_, err := tx.ExecContext(ctx, `
+				INSERT INTO semaphore_waiters (semaphore, holder, buildset, owner, precedence, since)
+				VALUES (?, ?, ?, ?, ?, ?)
+				ON CONFLICT (semaphore, holder) DO NOTHING`,
+				name, a.Holder, a.Buildset, a.Owner, precedence, sinceNs)
+			if err != nil {
+				return fmt.Errorf("semaphore %s: %w", name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("sqlite: acquire %s: %w", a.Holder, err)
+	}
+	return granted, nil
+}
+
+// dropExpired deletes the holders and waiters of owners whose lease ended
+// before now. Owners without a lease row are alive (see the package doc).
+func dropExpired(ctx context.Context, tx *sql.Tx, now int64) error {
+	for _, q := range []string{
+		`DELETE FROM semaphore_holders WHERE owner IN (SELECT owner FROM leases WHERE expires_at < ?)`,
+		`DELETE FROM semaphore_waiters WHERE owner IN (SELECT owner FROM leases WHERE expires_at < ?)`,
+	} {
+		if _, err := tx.ExecContext(ctx, q, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReleaseSemaphores drops the holder's holds and waits. Releasing what is
+// not held is not an error.
+func (s *Store) ReleaseSemaphores(ctx context.Context, holder string) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM semaphore_holders WHERE holder = ?`, holder); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM semaphore_waiters WHERE holder = ?`, holder)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: release %s: %w", holder, err)
+	}
+	return nil
+}
+
+// ReleaseBuildset drops every hold and wait of a buildset: its pipeline
+// semaphore and its builds' semaphores.
+func (s *Store) ReleaseBuildset(ctx context.Context, buildsetID string) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM semaphore_holders WHERE buildset = ?`, buildsetID); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM semaphore_waiters WHERE buildset = ?`, buildsetID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: release buildset %s: %w", buildsetID, err)
+	}
+	return nil
+}
+
+// Holders lists the holders by semaphore, then acquisition time, then
+// holder.
+func (s *Store) Holders(ctx context.Context) ([]store.Holder, error) {
+	rows, err := s.r.QueryContext(ctx, `
+		SELECT semaphore, holder, buildset, owner, acquired_at FROM semaphore_holders
+		ORDER BY semaphore, acquired_at, holder`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: holders: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Holder
+	for rows.Next() {
+		var (
+			h  store.Holder
+			at int64
+		)
+		if err := rows.Scan(&h.Semaphore, &h.Holder, &h.Buildset, &h.Owner, &at); err != nil {
+			return nil, fmt.Errorf("sqlite: holders: %w", err)
+		}
+		h.AcquiredAt = fromNanos(at)
+		out = append(out, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: holders: %w", err)
+	}
+	return out, nil
+}
+
+// Waiters lists the waiters by semaphore, then Since, then holder.
+func (s *Store) Waiters(ctx context.Context) ([]store.Waiter, error) {
+	rows, err := s.r.QueryContext(ctx, `
+		SELECT semaphore, holder, buildset, owner, precedence, since FROM semaphore_waiters
+		ORDER BY semaphore, since, holder`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: waiters: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Waiter
+	for rows.Next() {
+		var (
+			w     store.Waiter
+			since int64
+		)
+		if err := rows.Scan(&w.Semaphore, &w.Holder, &w.Buildset, &w.Owner, &w.Precedence, &since); err != nil {
+			return nil, fmt.Errorf("sqlite: waiters: %w", err)
+		}
+		w.Since = fromNanos(since)
+		out = append(out, w)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: waiters: %w", err)
+	}
+	return out, nil
+}
+
+// RenewLease keeps an owner's holders and waiters alive until until
+// (inclusive). It may also shorten a lease.
+func (s *Store) RenewLease(ctx context.Context, owner string, until time.Time) error {
+	if until.IsZero() {
+		return fmt.Errorf("sqlite: renew lease %s: %w", owner, errZeroTime("until"))
+	}
+	_, err := s.w.ExecContext(ctx, `
+		INSERT INTO leases (owner, expires_at) VALUES (?, ?)
+		ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at`,
+		owner, nanos(until))
+	if err != nil {
+		return fmt.Errorf("sqlite: renew lease %s: %w", owner, err)
+	}
+	return nil
+}
+
+// ExpireLeases drops the holders, waiters and lease rows of owners whose
+// lease ended before now, and returns those owners, sorted. Each expired
+// owner is returned by one call only.
+func (s *Store) ExpireLeases(ctx context.Context, now time.Time) ([]string, error) {
+	if now.IsZero() {
+		return nil, fmt.Errorf("sqlite: expire leases: %w", errZeroTime("now"))
+	}
+	n := nanos(now)
+	var owners []string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT owner FROM leases WHERE expires_at < ? ORDER BY owner`, n)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var o string
+			if err := rows.Scan(&o); err != nil {
+				rows.Close()
+				return err
+			}
+			owners = append(owners, o)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return err
+		}
+		if len(owners) == 0 {
+			return nil
+		}
+		if err := dropExpired(ctx, tx, n); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM leases WHERE expires_at < ?`, n)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: expire leases: %w", err)
+	}
+	return owners, nil
+}

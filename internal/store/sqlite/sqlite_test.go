@@ -1,0 +1,195 @@
+package sqlite_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/sortie-ci/sortie/internal/store"
+	"github.com/sortie-ci/sortie/internal/store/sqlite"
+	"github.com/sortie-ci/sortie/internal/store/storetest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func open(t *testing.T, path string) *sqlite.Store {
+	t.Helper()
+	s, err := sqlite.Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return open(t, filepath.Join(t.TempDir(), "sortie.db"))
+	})
+}
+
+// TestTwoProcesses opens one file twice, as two sortie processes would, and
+// checks that a max-1 semaphore is held by one of them at a time.
+func TestTwoProcesses(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "sortie.db")
+	p1, p2 := open(t, path), open(t, path)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	sem := map[string]int{"infra-prod-deployment": 1}
+	acq := func(s *sqlite.Store, holder string) bool {
+		t.Helper()
+		ok, err := s.AcquireSemaphores(t.Context(), store.Acquire{
+			Holder: holder, Buildset: holder, Owner: holder, Semaphores: sem, Since: now, Now: now,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !acq(p1, "a") {
+		t.Fatal("p1 could not take a free semaphore")
+	}
+	if acq(p2, "b") {
+		t.Fatal("p2 took the semaphore p1 holds")
+	}
+	if err := p1.ReleaseSemaphores(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if !acq(p2, "b") {
+		t.Fatal("p2 could not take the semaphore p1 released")
+	}
+	if err := p2.ReleaseSemaphores(t.Context(), "b"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Both processes contend for it.
+	storetest.Contend(t, []store.Store{p1, p2}, 1)
+}
+
+// TestConcurrentOpen opens a new file from several goroutines at once: every
+// Open succeeds and the schema is made once.
+func TestConcurrentOpen(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "sortie.db")
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		stores []*sqlite.Store
+	)
+	for range 6 {
+		wg.Go(func() {
+			s, err := sqlite.Open(t.Context(), path)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			stores = append(stores, s)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	for _, s := range stores {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestReopen checks that what was written survives closing the store.
+func TestReopen(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "sortie.db")
+	s, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := time.Date(2026, 1, 1, 0, 0, 0, 1, time.UTC)
+	if err := s.CreateBuildset(ctx, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: created}, []string{"base"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, path)
+	bs, err := s.GetBuildset(ctx, "bs1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bs.CreatedAt.Equal(created) {
+		t.Errorf("CreatedAt = %v, want %v", bs.CreatedAt, created)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	t.Parallel()
+	_, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "missing", "sortie.db"))
+	if err == nil {
+		t.Error("Open in a missing directory succeeded")
+	}
+	_, err = sqlite.Open(t.Context(), "")
+	if err == nil {
+		t.Error("Open of an empty path succeeded")
+	}
+}
+
+func TestErrorsWrap(t *testing.T) {
+	t.Parallel()
+	s := open(t, filepath.Join(t.TempDir(), "sortie.db"))
+	_, err := s.GetBuildset(t.Context(), "bs9")
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("got %v, want ErrNotFound", err)
+	}
+	if want := "sqlite: get buildset bs9: not found"; err.Error() != want {
+		t.Errorf("error = %q, want %q", err, want)
+	}
+}
+
+func ExampleOpen() {
+	dir, err := os.MkdirTemp("", "sortie-example")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	s, err := sqlite.Open(ctx, filepath.Join(dir, "sortie.db"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer s.Close()
+
+	now := time.Now()
+	// Renew the owner's lease before acquiring: an owner whose lease
+	// expires loses its semaphores to the next acquirer.
+	if err := s.RenewLease(ctx, "proc-1", now.Add(time.Minute)); err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, holder := range []string{"bs1", "bs2"} {
+		ok, err := s.AcquireSemaphores(ctx, store.Acquire{
+			Holder: holder, Buildset: holder, Owner: "proc-1",
+			Semaphores: map[string]int{"infra-prod-deployment": 1},
+			Since:      now, Now: now,
+		})
+		fmt.Println(holder, ok, err)
+	}
+	// Output:
+	// bs1 true <nil>
+	// bs2 false <nil>
+}

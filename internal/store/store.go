@@ -1,0 +1,225 @@
+// Package store defines what Sortie keeps: buildsets, builds, attempts,
+// semaphore holders and waiters, and job duration history. Implementations
+// live in sub-packages (sqlite; postgres later) and all pass the conformance
+// suite in storetest.
+//
+// Every process that shares one store (two `sortie run` on one state dir,
+// several servers on one database) shares its semaphores: holders and
+// waiters are rows, each owned by a process whose lease must be renewed.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned when a buildset or build does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrConflict is returned when a compare-and-swap transition finds the row
+// in another state than expected (for example finishing a build twice).
+var ErrConflict = errors.New("state conflict")
+
+// BuildsetState is where a buildset is in its life.
+type BuildsetState string
+
+const (
+	// BuildsetQueued: created, waiting for its manager or pipeline semaphore.
+	BuildsetQueued BuildsetState = "QUEUED"
+	// BuildsetRunning: its builds are being scheduled.
+	BuildsetRunning BuildsetState = "RUNNING"
+	// BuildsetDone: finished; Result is set.
+	BuildsetDone BuildsetState = "DONE"
+)
+
+// BuildState is where a build is in its life.
+type BuildState string
+
+const (
+	// BuildWaiting: not started yet (dependencies, slot or semaphore).
+	BuildWaiting BuildState = "WAITING"
+	// BuildRunning: an attempt is running.
+	BuildRunning BuildState = "RUNNING"
+	// BuildDone: finished; Result is set.
+	BuildDone BuildState = "DONE"
+)
+
+// Result is the outcome of a build or buildset (SPEC §2.4).
+type Result string
+
+const (
+	// Success: the job's command exited 0 (for a buildset: every selected job succeeded).
+	Success Result = "SUCCESS"
+	// Failure: the job's own command failed; not retried.
+	Failure Result = "FAILURE"
+	// Skipped: never started because a dependency did not succeed.
+	Skipped Result = "SKIPPED"
+	// TimedOut: the job ran past its timeout and its process tree was ended.
+	TimedOut Result = "TIMED_OUT"
+	// Canceled: an operator or a signal cancelled it.
+	Canceled Result = "CANCELED"
+	// RetryLimit: every attempt failed to reach or prepare the bastion.
+	RetryLimit Result = "RETRY_LIMIT"
+	// Error: Sortie itself could not run it (deadlock, lost build, store failure).
+	Error Result = "ERROR"
+	// ConfigError: the buildset's graph could not be made (SPEC §2.2).
+	ConfigError Result = "CONFIG_ERROR"
+	// Lost: an attempt whose process died; set on attempts only.
+	Lost Result = "LOST"
+	// Retry: an attempt that could not reach or prepare the bastion and was
+	// tried again; set on attempts only.
+	Retry Result = "RETRY"
+)
+
+// Buildset is one run of a pipeline at one commit.
+type Buildset struct {
+	ID       string
+	Pipeline string
+	Commit   string
+	// Files are the changed files; nil when the event had no file list.
+	Files  []string
+	State  BuildsetState
+	Result Result // "" until Done
+	Error  string
+	// Plan is the frozen job graph (graph.Plan as JSON), kept so a buildset
+	// always runs the graph it was created with.
+	Plan []byte
+	// Owner is the process that runs it, "" while queued.
+	Owner      string
+	CreatedAt  time.Time
+	StartedAt  *time.Time
+	FinishedAt *time.Time
+}
+
+// Build is one job of a buildset; its attempts are kept separately.
+type Build struct {
+	BuildsetID string
+	Job        string
+	State      BuildState
+	Result     Result // "" until Done
+	// Attempt is the number of the latest attempt, 0 if it never started.
+	Attempt    int
+	StartedAt  *time.Time // first attempt's start
+	FinishedAt *time.Time
+	Log        string // the latest attempt's log
+	Reason     string // why it was skipped, cancelled or errored
+}
+
+// Attempt is one try at running a build.
+type Attempt struct {
+	BuildsetID string
+	Job        string
+	Number     int // from 1
+	Owner      string
+	StartedAt  time.Time
+	FinishedAt *time.Time
+	Result     Result // "" while running
+	Log        string
+	Error      string
+}
+
+// Filter selects buildsets for ListBuildsets. Zero fields do not filter.
+type Filter struct {
+	Pipeline string
+	Result   Result
+	State    BuildsetState
+	// Before returns only buildsets created strictly before this ID's
+	// buildset (pagination, newest first).
+	Before string
+	Limit  int // 0: 50
+}
+
+// Acquire asks for every semaphore of Semaphores at once for one holder.
+type Acquire struct {
+	// Holder identifies the holder, unique in the store: for a build
+	// "<buildset>/<job>", for a buildset's pipeline semaphore "<buildset>".
+	Holder string
+	// Buildset the holder belongs to, so ReleaseBuildset can free them all.
+	Buildset string
+	// Owner is the process whose lease keeps the holder (and waiter) alive.
+	Owner string
+	// Semaphores maps each name to its max, as the acquirer's config says.
+	Semaphores map[string]int
+	// Precedence ranks waiters: higher first, then the older Since.
+	Precedence int
+	Since      time.Time
+	Now        time.Time
+}
+
+// Holder is a granted Acquire.
+type Holder struct {
+	Semaphore  string
+	Holder     string
+	Buildset   string
+	Owner      string
+	AcquiredAt time.Time
+}
+
+// Waiter is an Acquire that was not granted yet.
+type Waiter struct {
+	Semaphore  string
+	Holder     string
+	Buildset   string
+	Owner      string
+	Precedence int
+	Since      time.Time
+}
+
+// Store is what Sortie keeps. Implementations are safe for concurrent use
+// by several goroutines and several processes sharing the same database.
+type Store interface {
+	// CreateBuildset inserts a QUEUED buildset and a WAITING build for each job.
+	CreateBuildset(ctx context.Context, bs *Buildset, jobs []string) error
+	// GetBuildset returns ErrNotFound for an unknown id.
+	GetBuildset(ctx context.Context, id string) (*Buildset, error)
+	// ListBuildsets returns buildsets newest first.
+	ListBuildsets(ctx context.Context, f Filter) ([]*Buildset, error)
+	// StartBuildset moves QUEUED -> RUNNING with the given owner, or ErrConflict.
+	StartBuildset(ctx context.Context, id, owner string, at time.Time) error
+	// FinishBuildset moves QUEUED or RUNNING -> DONE, or ErrConflict.
+	FinishBuildset(ctx context.Context, id string, result Result, errMsg string, at time.Time) error
+
+	// Builds returns the builds of a buildset in creation order.
+	Builds(ctx context.Context, buildsetID string) ([]*Build, error)
+	// StartAttempt moves the build WAITING or RUNNING (a retry) -> RUNNING,
+	// sets its Attempt and Log, and inserts the attempt row.
+	StartAttempt(ctx context.Context, a *Attempt) error
+	// FinishAttempt sets the result of a running attempt, or ErrConflict.
+	FinishAttempt(ctx context.Context, buildsetID, job string, number int, result Result, errMsg string, at time.Time) error
+	// FinishBuild moves WAITING or RUNNING -> DONE with its result and
+	// reason, or ErrConflict if it is already DONE.
+	FinishBuild(ctx context.Context, buildsetID, job string, result Result, reason string, at time.Time) error
+	// Attempts returns a build's attempts in order.
+	Attempts(ctx context.Context, buildsetID, job string) ([]*Attempt, error)
+
+	// AcquireSemaphores grants every semaphore of the request, or none.
+	// Before deciding it drops holders and waiters whose owner's lease
+	// expired at a.Now. It grants only when every semaphore has room left
+	// once each live waiter ranked ahead (higher precedence, then older
+	// Since) of that semaphore is counted as holding a slot (for a max-1
+	// semaphore: no such waiter); otherwise it records (or keeps, with its
+	// first rank) the request as a waiter and returns false. Acquiring
+	// again for a holder that already holds is a no-op returning true.
+	AcquireSemaphores(ctx context.Context, a Acquire) (bool, error)
+	// ReleaseSemaphores drops the holder's holds and waits. Releasing
+	// what is not held is not an error.
+	ReleaseSemaphores(ctx context.Context, holder string) error
+	// ReleaseBuildset drops every hold and wait of a buildset.
+	ReleaseBuildset(ctx context.Context, buildsetID string) error
+	// Holders and Waiters list the current rows, by semaphore then time.
+	Holders(ctx context.Context) ([]Holder, error)
+	Waiters(ctx context.Context) ([]Waiter, error)
+	// RenewLease keeps an owner's holders and waiters alive until until.
+	RenewLease(ctx context.Context, owner string, until time.Time) error
+	// ExpireLeases drops holders and waiters of owners whose lease ended
+	// before now, and returns the owners expired.
+	ExpireLeases(ctx context.Context, now time.Time) ([]string, error)
+
+	// JobDurations returns, for each named job that has history, the median
+	// duration of its last 5 successful attempts (any pipeline).
+	JobDurations(ctx context.Context, jobs []string) (map[string]time.Duration, error)
+
+	// Close releases the store's resources.
+	Close() error
+}

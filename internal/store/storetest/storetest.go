@@ -1,0 +1,967 @@
+// Package storetest is the conformance suite of store.Store: every
+// implementation runs Run against a fresh database and must pass it whole.
+//
+// Beyond the doc comments of store.Store, the suite pins these choices, so
+// that every implementation makes them alike:
+//   - CreateBuildset with an existing ID is an ErrConflict.
+//   - Builds and Attempts of an unknown buildset or build, and a
+//     Filter.Before naming no buildset, are ErrNotFound.
+//   - StartAttempt with a Number not above the build's Attempt is an
+//     ErrConflict (two processes cannot both start attempt 2).
+//   - A zero time given to StartBuildset, FinishBuildset, FinishAttempt or
+//     FinishBuild leaves that time nil (SKIPPED builds have null times).
+//   - A lease "until T" is alive at T and expired after it.
+//   - An owner that never renewed a lease is alive.
+//   - AcquireSemaphores drops an expired owner's holders and waiters but
+//     leaves the owner for ExpireLeases to report, once.
+//   - A waiter keeps the rank of its first request.
+//   - A waiter ranked ahead keeps one slot of each semaphore it waits for:
+//     a later request is granted only if room remains beyond those slots.
+//   - JobDurations of an even count is the mean of the middle two.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/sortie-ci/sortie/internal/store"
+)
+
+// Run runs the conformance suite. newStore returns a new, empty store for
+// one subtest and closes it when that test ends (t.Cleanup); subtests run
+// in parallel, each on its own store.
+func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"CreateGet", testCreateGet},
+		{"FilesNilVersusEmpty", testFilesNilVersusEmpty},
+		{"CreateDuplicate", testCreateDuplicate},
+		{"GetUnknown", testGetUnknown},
+		{"CreateMakesWaitingBuilds", testCreateMakesWaitingBuilds},
+		{"List", testList},
+		{"ListPages", testListPages},
+		{"ListDefaultLimit", testListDefaultLimit},
+		{"BuildsetTransitions", testBuildsetTransitions},
+		{"BuildTransitions", testBuildTransitions},
+		{"Attempts", testAttempts},
+		{"AttemptConflicts", testAttemptConflicts},
+		{"SemaphoreAllOrNothing", testSemaphoreAllOrNothing},
+		{"SemaphoreMax", testSemaphoreMax},
+		{"SemaphoreReacquire", testSemaphoreReacquire},
+		{"SemaphoreRelease", testSemaphoreRelease},
+		{"SemaphoreReleaseBuildset", testSemaphoreReleaseBuildset},
+		{"FairnessPrecedence", testFairnessPrecedence},
+		{"FairnessSince", testFairnessSince},
+		{"FairnessWaiterReleased", testFairnessWaiterReleased},
+		{"FairnessWaiterKeepsRank", testFairnessWaiterKeepsRank},
+		{"FairnessOtherSemaphore", testFairnessOtherSemaphore},
+		{"FairnessReservesSlots", testFairnessReservesSlots},
+		{"ExpireLeases", testExpireLeases},
+		{"ExpireAtAcquire", testExpireAtAcquire},
+		{"RenewedHolderKept", testRenewedHolderKept},
+		{"NoLeaseIsAlive", testNoLeaseIsAlive},
+		{"JobDurations", testJobDurations},
+		{"SemaphoreConcurrency", testSemaphoreConcurrency},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.fn(t, newStore(t))
+		})
+	}
+}
+
+// t0 is not in UTC and has nanoseconds, so that a store that drops either
+// fails.
+var t0 = time.Date(2026, 3, 14, 15, 9, 26, 535897932, time.FixedZone("CET", 3600))
+
+func at(d time.Duration) time.Time { return t0.Add(d) }
+
+func ptr[T any](v T) *T { return &v }
+
+func wantErr(t *testing.T, what string, err, target error) {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Fatalf("%s: got error %v, want %v", what, err, target)
+	}
+}
+
+func must(t *testing.T, what string, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func create(t *testing.T, s store.Store, bs *store.Buildset, jobs ...string) {
+	t.Helper()
+	must(t, "create buildset "+bs.ID, s.CreateBuildset(t.Context(), bs, jobs))
+}
+
+func get(t *testing.T, s store.Store, id string) *store.Buildset {
+	t.Helper()
+	bs, err := s.GetBuildset(t.Context(), id)
+	must(t, "get buildset "+id, err)
+	return bs
+}
+
+func build(t *testing.T, s store.Store, buildsetID, job string) *store.Build {
+	t.Helper()
+	bs, err := s.Builds(t.Context(), buildsetID)
+	must(t, "builds of "+buildsetID, err)
+	for _, b := range bs {
+		if b.Job == job {
+			return b
+		}
+	}
+	t.Fatalf("builds of %s: no build %s", buildsetID, job)
+	return nil
+}
+
+// checkUTC fails unless every time is in UTC: stores hand back UTC.
+func checkUTC(t *testing.T, what string, ts ...*time.Time) {
+	t.Helper()
+	for _, ts := range ts {
+		if ts != nil && ts.Location() != time.UTC {
+			t.Errorf("%s: time %v is in %v, want UTC", what, ts, ts.Location())
+		}
+	}
+}
+
+func diff(t *testing.T, what string, want, got any, opts ...cmp.Option) {
+	t.Helper()
+	if d := cmp.Diff(want, got, opts...); d != "" {
+		t.Errorf("%s (-want +got):\n%s", what, d)
+	}
+}
+
+func testCreateGet(t *testing.T, s store.Store) {
+	create(t, s, &store.Buildset{
+		ID:        "bs1",
+		Pipeline:  "deploy",
+		Commit:    "0123456789abcdef0123456789abcdef01234567",
+		Files:     []string{"playbooks/base.yaml", "inventory/hosts"},
+		Plan:      []byte(`{"pipeline":"deploy","jobs":[{"name":"base"}]}`),
+		CreatedAt: t0,
+		// Ignored: a new buildset is QUEUED with no owner or result.
+		State: store.BuildsetDone, Result: store.Success, Owner: "someone",
+	}, "bootstrap", "base")
+	got := get(t, s, "bs1")
+	want := &store.Buildset{
+		ID:        "bs1",
+		Pipeline:  "deploy",
+		Commit:    "0123456789abcdef0123456789abcdef01234567",
+		Files:     []string{"playbooks/base.yaml", "inventory/hosts"},
+		State:     store.BuildsetQueued,
+		Plan:      []byte(`{"pipeline":"deploy","jobs":[{"name":"base"}]}`),
+		CreatedAt: t0,
+	}
+	diff(t, "GetBuildset", want, got)
+	checkUTC(t, "CreatedAt", &got.CreatedAt)
+	if got.CreatedAt.Nanosecond() != t0.Nanosecond() {
+		t.Errorf("CreatedAt nanoseconds = %d, want %d", got.CreatedAt.Nanosecond(), t0.Nanosecond())
+	}
+}
+
+func testFilesNilVersusEmpty(t *testing.T, s store.Store) {
+	create(t, s, &store.Buildset{ID: "cron", Pipeline: "hourly", Commit: "c", CreatedAt: t0})
+	create(t, s, &store.Buildset{ID: "empty", Pipeline: "deploy", Commit: "c", Files: []string{}, CreatedAt: at(time.Second)})
+	if got := get(t, s, "cron"); got.Files != nil {
+		t.Errorf("buildset without file list: Files = %#v, want nil", got.Files)
+	}
+	if got := get(t, s, "empty"); got.Files == nil || len(got.Files) != 0 {
+		t.Errorf("buildset with empty file list: Files = %#v, want []string{}", got.Files)
+	}
+	if got := get(t, s, "cron"); got.Plan != nil {
+		t.Errorf("buildset without plan: Plan = %q, want nil", got.Plan)
+	}
+	list, err := s.ListBuildsets(t.Context(), store.Filter{})
+	must(t, "list", err)
+	for _, bs := range list {
+		if (bs.ID == "cron") != (bs.Files == nil) {
+			t.Errorf("ListBuildsets: %s: Files = %#v", bs.ID, bs.Files)
+		}
+	}
+}
+
+func testCreateDuplicate(t *testing.T, s store.Store) {
+	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "bootstrap")
+	err := s.CreateBuildset(t.Context(), &store.Buildset{ID: "bs1", Pipeline: "hourly", Commit: "b", CreatedAt: at(time.Second)}, []string{"x"})
+	wantErr(t, "create duplicate", err, store.ErrConflict)
+	if got := get(t, s, "bs1"); got.Pipeline != "deploy" {
+		t.Errorf("duplicate create changed the buildset: %+v", got)
+	}
+}
+
+func testGetUnknown(t *testing.T, s store.Store) {
+	_, err := s.GetBuildset(t.Context(), "nope")
+	wantErr(t, "get unknown", err, store.ErrNotFound)
+	_, err = s.Builds(t.Context(), "nope")
+	wantErr(t, "builds of unknown", err, store.ErrNotFound)
+	_, err = s.Attempts(t.Context(), "nope", "base")
+	wantErr(t, "attempts of unknown", err, store.ErrNotFound)
+	_, err = s.ListBuildsets(t.Context(), store.Filter{Before: "nope"})
+	wantErr(t, "list before unknown", err, store.ErrNotFound)
+}
+
+func testCreateMakesWaitingBuilds(t *testing.T, s store.Store) {
+	// Not sorted: builds come back in creation order, not by name.
+	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "bootstrap", "zuul", "base", "letsencrypt")
+	got, err := s.Builds(t.Context(), "bs1")
+	must(t, "builds", err)
+	var want []*store.Build
+	for _, job := range []string{"bootstrap", "zuul", "base", "letsencrypt"} {
+		want = append(want, &store.Build{BuildsetID: "bs1", Job: job, State: store.BuildWaiting})
+	}
+	diff(t, "Builds", want, got)
+
+	create(t, s, &store.Buildset{ID: "nojobs", Pipeline: "deploy", Commit: "a", CreatedAt: t0})
+	got, err = s.Builds(t.Context(), "nojobs")
+	must(t, "builds of a buildset without jobs", err)
+	if len(got) != 0 {
+		t.Errorf("builds of a buildset without jobs: %v", got)
+	}
+}
+
+func ids(bss []*store.Buildset) []string {
+	var out []string
+	for _, bs := range bss {
+		out = append(out, bs.ID)
+	}
+	return out
+}
+
+func testList(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	// Created out of time order, and d1/d2 at the same instant: newest
+	// first means by CreatedAt, then by creation.
+	create(t, s, &store.Buildset{ID: "h1", Pipeline: "hourly", Commit: "a", CreatedAt: at(2 * time.Second)})
+	create(t, s, &store.Buildset{ID: "d0", Pipeline: "deploy", Commit: "a", CreatedAt: at(1 * time.Second)})
+	create(t, s, &store.Buildset{ID: "d1", Pipeline: "deploy", Commit: "b", CreatedAt: at(3 * time.Second)})
+	create(t, s, &store.Buildset{ID: "d2", Pipeline: "deploy", Commit: "c", CreatedAt: at(3 * time.Second)})
+	create(t, s, &store.Buildset{ID: "h2", Pipeline: "hourly", Commit: "c", CreatedAt: at(4*time.Second + 1)})
+	must(t, "start d0", s.StartBuildset(ctx, "d0", "p1", at(5*time.Second)))
+	must(t, "finish d0", s.FinishBuildset(ctx, "d0", store.Success, "", at(6*time.Second)))
+	must(t, "start d1", s.StartBuildset(ctx, "d1", "p1", at(5*time.Second)))
+	must(t, "finish d1", s.FinishBuildset(ctx, "d1", store.Failure, "base failed", at(6*time.Second)))
+	must(t, "finish h1", s.FinishBuildset(ctx, "h1", store.Success, "", at(6*time.Second)))
+	must(t, "start h2", s.StartBuildset(ctx, "h2", "p1", at(5*time.Second)))
+
+	for _, tt := range []struct {
+		name string
+		f    store.Filter
+		want []string
+	}{
+		{"all", store.Filter{}, []string{"h2", "d2", "d1", "h1", "d0"}},
+		{"pipeline", store.Filter{Pipeline: "deploy"}, []string{"d2", "d1", "d0"}},
+		{"result", store.Filter{Result: store.Success}, []string{"h1", "d0"}},
+		{"state", store.Filter{State: store.BuildsetQueued}, []string{"d2"}},
+		{"state running", store.Filter{State: store.BuildsetRunning}, []string{"h2"}},
+		{"pipeline and result", store.Filter{Pipeline: "deploy", Result: store.Success}, []string{"d0"}},
+		{"limit", store.Filter{Limit: 2}, []string{"h2", "d2"}},
+		{"before", store.Filter{Before: "d2"}, []string{"d1", "h1", "d0"}},
+		{"before same instant", store.Filter{Before: "d1"}, []string{"h1", "d0"}},
+		{"before and pipeline", store.Filter{Before: "d2", Pipeline: "hourly"}, []string{"h1"}},
+		{"before the oldest", store.Filter{Before: "d0"}, nil},
+		{"no match", store.Filter{Pipeline: "nope"}, nil},
+	} {
+		got, err := s.ListBuildsets(ctx, tt.f)
+		must(t, tt.name, err)
+		diff(t, "ListBuildsets "+tt.name, tt.want, ids(got), cmpopts.EquateEmpty())
+	}
+
+	got, err := s.ListBuildsets(ctx, store.Filter{Pipeline: "deploy", Result: store.Failure})
+	must(t, "list failures", err)
+	want := []*store.Buildset{{
+		ID: "d1", Pipeline: "deploy", Commit: "b", State: store.BuildsetDone, Result: store.Failure,
+		Error: "base failed", Owner: "p1", CreatedAt: at(3 * time.Second),
+		StartedAt: ptr(at(5 * time.Second)), FinishedAt: ptr(at(6 * time.Second)),
+	}}
+	diff(t, "ListBuildsets failures", want, got)
+	for _, bs := range got {
+		checkUTC(t, "ListBuildsets", &bs.CreatedAt, bs.StartedAt, bs.FinishedAt)
+	}
+}
+
+func testListPages(t *testing.T, s store.Store) {
+	var want []string
+	for i := range 7 {
+		id := fmt.Sprintf("bs%d", i)
+		// Pairs share an instant, so paging must not lose or repeat one.
+		create(t, s, &store.Buildset{ID: id, Pipeline: "deploy", Commit: "a", CreatedAt: at(time.Duration(i/2) * time.Second)})
+		want = append([]string{id}, want...)
+	}
+	var got []string
+	f := store.Filter{Limit: 3}
+	for page := 0; ; page++ {
+		if page > 10 {
+			t.Fatalf("paging does not end: %v", got)
+		}
+		bss, err := s.ListBuildsets(t.Context(), f)
+		must(t, "page", err)
+		if len(bss) > 3 {
+			t.Fatalf("page of %d, limit 3", len(bss))
+		}
+		if len(bss) == 0 {
+			break
+		}
+		got = append(got, ids(bss)...)
+		f.Before = bss[len(bss)-1].ID
+	}
+	diff(t, "all pages", want, got)
+}
+
+func testListDefaultLimit(t *testing.T, s store.Store) {
+	for i := range 51 {
+		create(t, s, &store.Buildset{ID: fmt.Sprintf("bs%02d", i), Pipeline: "deploy", Commit: "a", CreatedAt: at(time.Duration(i) * time.Second)})
+	}
+	got, err := s.ListBuildsets(t.Context(), store.Filter{})
+	must(t, "list", err)
+	if len(got) != 50 {
+		t.Fatalf("default limit: got %d buildsets, want 50", len(got))
+	}
+	if got[0].ID != "bs50" || got[49].ID != "bs01" {
+		t.Errorf("default limit: got %s..%s, want bs50..bs01", got[0].ID, got[49].ID)
+	}
+}
+
+func testBuildsetTransitions(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "bootstrap")
+
+	must(t, "start", s.StartBuildset(ctx, "bs1", "proc-1", at(time.Second)))
+	wantErr(t, "start twice", s.StartBuildset(ctx, "bs1", "proc-2", at(2*time.Second)), store.ErrConflict)
+	got := get(t, s, "bs1")
+	if got.State != store.BuildsetRunning || got.Owner != "proc-1" || got.StartedAt == nil || !got.StartedAt.Equal(at(time.Second)) {
+		t.Errorf("after start: %+v", got)
+	}
+	checkUTC(t, "StartedAt", got.StartedAt)
+
+	must(t, "finish", s.FinishBuildset(ctx, "bs1", store.Failure, "letsencrypt failed", at(3*time.Second)))
+	wantErr(t, "finish done", s.FinishBuildset(ctx, "bs1", store.Success, "", at(4*time.Second)), store.ErrConflict)
+	wantErr(t, "start done", s.StartBuildset(ctx, "bs1", "proc-2", at(4*time.Second)), store.ErrConflict)
+	got = get(t, s, "bs1")
+	want := &store.Buildset{
+		ID: "bs1", Pipeline: "deploy", Commit: "a", State: store.BuildsetDone, Result: store.Failure,
+		Error: "letsencrypt failed", Owner: "proc-1", CreatedAt: t0,
+		StartedAt: ptr(at(time.Second)), FinishedAt: ptr(at(3 * time.Second)),
+	}
+	diff(t, "after finish", want, got)
+	checkUTC(t, "FinishedAt", got.FinishedAt)
+
+	// A buildset whose graph cannot be made is finished from QUEUED.
+	create(t, s, &store.Buildset{ID: "bad", Pipeline: "hourly", Commit: "a", CreatedAt: t0})
+	must(t, "finish queued", s.FinishBuildset(ctx, "bad", store.ConfigError, "service-zuul needs base", at(time.Second)))
+	if got := get(t, s, "bad"); got.State != store.BuildsetDone || got.Result != store.ConfigError || got.StartedAt != nil {
+		t.Errorf("finished from QUEUED: %+v", got)
+	}
+
+	wantErr(t, "start unknown", s.StartBuildset(ctx, "nope", "p", t0), store.ErrNotFound)
+	wantErr(t, "finish unknown", s.FinishBuildset(ctx, "nope", store.Success, "", t0), store.ErrNotFound)
+}
+
+func testBuildTransitions(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "bootstrap", "base", "zuul")
+
+	// Skipped without ever starting: null times, a reason.
+	must(t, "skip", s.FinishBuild(ctx, "bs1", "zuul", store.Skipped, "dependency base failed", time.Time{}))
+	diff(t, "skipped build", &store.Build{
+		BuildsetID: "bs1", Job: "zuul", State: store.BuildDone, Result: store.Skipped, Reason: "dependency base failed",
+	}, build(t, s, "bs1", "zuul"))
+	wantErr(t, "finish skipped", s.FinishBuild(ctx, "bs1", "zuul", store.Success, "", at(time.Second)), store.ErrConflict)
+	wantErr(t, "start attempt of done build",
+		s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: "zuul", Number: 1, Owner: "p", StartedAt: at(time.Second)}),
+		store.ErrConflict)
+
+	must(t, "start attempt", s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "p", StartedAt: at(time.Second), Log: "logs/bs1/base/1"}))
+	must(t, "finish attempt", s.FinishAttempt(ctx, "bs1", "base", 1, store.Failure, "exit status 2", at(2*time.Second)))
+	must(t, "finish build", s.FinishBuild(ctx, "bs1", "base", store.Failure, "", at(2*time.Second)))
+	wantErr(t, "finish build twice", s.FinishBuild(ctx, "bs1", "base", store.Failure, "", at(3*time.Second)), store.ErrConflict)
+	got := build(t, s, "bs1", "base")
+	diff(t, "finished build", &store.Build{
+		BuildsetID: "bs1", Job: "base", State: store.BuildDone, Result: store.Failure, Attempt: 1,
+		StartedAt: ptr(at(time.Second)), FinishedAt: ptr(at(2 * time.Second)), Log: "logs/bs1/base/1",
+	}, got)
+	checkUTC(t, "build times", got.StartedAt, got.FinishedAt)
+
+	wantErr(t, "finish unknown build", s.FinishBuild(ctx, "bs1", "nope", store.Success, "", t0), store.ErrNotFound)
+	wantErr(t, "finish build of unknown buildset", s.FinishBuild(ctx, "nope", "base", store.Success, "", t0), store.ErrNotFound)
+}
+
+func testAttempts(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "bootstrap", "base")
+
+	got, err := s.Attempts(ctx, "bs1", "base")
+	must(t, "attempts before any", err)
+	if len(got) != 0 {
+		t.Errorf("attempts before any: %v", got)
+	}
+
+	must(t, "start #1", s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "proc-1", StartedAt: at(time.Second), Log: "log-1"}))
+	diff(t, "build after #1", &store.Build{
+		BuildsetID: "bs1", Job: "base", State: store.BuildRunning, Attempt: 1, StartedAt: ptr(at(time.Second)), Log: "log-1",
+	}, build(t, s, "bs1", "base"))
+	must(t, "finish #1", s.FinishAttempt(ctx, "bs1", "base", 1, store.Lost, "ssh: connection refused", at(2*time.Second)))
+	wantErr(t, "finish #1 twice", s.FinishAttempt(ctx, "bs1", "base", 1, store.Success, "", at(3*time.Second)), store.ErrConflict)
+
+	// A retry while the build is RUNNING.
+	must(t, "start #2", s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 2, Owner: "proc-2", StartedAt: at(3 * time.Second), Log: "log-2"}))
+	diff(t, "build after #2", &store.Build{
+		BuildsetID: "bs1", Job: "base", State: store.BuildRunning, Attempt: 2,
+		StartedAt: ptr(at(time.Second)), // the first attempt's start
+		Log:       "log-2",
+	}, build(t, s, "bs1", "base"))
+
+	got, err = s.Attempts(ctx, "bs1", "base")
+	must(t, "attempts", err)
+	want := []*store.Attempt{
+		{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "proc-1", StartedAt: at(time.Second), FinishedAt: ptr(at(2 * time.Second)),
+			Result: store.Lost, Log: "log-1", Error: "ssh: connection refused"},
+		{BuildsetID: "bs1", Job: "base", Number: 2, Owner: "proc-2", StartedAt: at(3 * time.Second), Log: "log-2"},
+	}
+	diff(t, "Attempts", want, got)
+	for _, a := range got {
+		checkUTC(t, "attempt times", &a.StartedAt, a.FinishedAt)
+	}
+
+	must(t, "finish #2", s.FinishAttempt(ctx, "bs1", "base", 2, store.Success, "", at(4*time.Second)))
+	must(t, "finish build", s.FinishBuild(ctx, "bs1", "base", store.Success, "", at(4*time.Second)))
+	diff(t, "build after success", &store.Build{
+		BuildsetID: "bs1", Job: "base", State: store.BuildDone, Result: store.Success, Attempt: 2,
+		StartedAt: ptr(at(time.Second)), FinishedAt: ptr(at(4 * time.Second)), Log: "log-2",
+	}, build(t, s, "bs1", "base"))
+}
+
+func testAttemptConflicts(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "base")
+	must(t, "start #1", s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "p1", StartedAt: at(time.Second)}))
+	must(t, "start #2", s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 2, Owner: "p1", StartedAt: at(2 * time.Second)}))
+	wantErr(t, "start #2 again",
+		s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 2, Owner: "p2", StartedAt: at(3 * time.Second)}),
+		store.ErrConflict)
+	wantErr(t, "start #1 again",
+		s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "p2", StartedAt: at(3 * time.Second)}),
+		store.ErrConflict)
+	wantErr(t, "start attempt of unknown build",
+		s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: "nope", Number: 1, Owner: "p", StartedAt: t0}),
+		store.ErrNotFound)
+	wantErr(t, "start attempt of unknown buildset",
+		s.StartAttempt(ctx, &store.Attempt{BuildsetID: "nope", Job: "base", Number: 1, Owner: "p", StartedAt: t0}),
+		store.ErrNotFound)
+	wantErr(t, "finish unknown attempt", s.FinishAttempt(ctx, "bs1", "base", 3, store.Success, "", t0), store.ErrNotFound)
+	wantErr(t, "finish attempt of unknown build", s.FinishAttempt(ctx, "bs1", "nope", 1, store.Success, "", t0), store.ErrNotFound)
+	_, err := s.Attempts(ctx, "bs1", "nope")
+	wantErr(t, "attempts of unknown build", err, store.ErrNotFound)
+	got, err := s.Attempts(ctx, "bs1", "base")
+	must(t, "attempts", err)
+	if len(got) != 2 || got[1].Owner != "p1" {
+		t.Errorf("a refused attempt changed the attempts: %+v", got)
+	}
+}
+
+// req makes an Acquire for holder "<buildset>/<job>" of owner "proc".
+func req(buildset, job string, sems map[string]int) store.Acquire {
+	return store.Acquire{
+		Holder:     buildset + "/" + job,
+		Buildset:   buildset,
+		Owner:      "proc",
+		Semaphores: sems,
+		Since:      t0,
+		Now:        t0,
+	}
+}
+
+func acquire(t *testing.T, s store.Store, a store.Acquire, want bool) {
+	t.Helper()
+	got, err := s.AcquireSemaphores(t.Context(), a)
+	must(t, "acquire "+a.Holder, err)
+	if got != want {
+		t.Fatalf("acquire %s %v = %v, want %v", a.Holder, a.Semaphores, got, want)
+	}
+}
+
+func release(t *testing.T, s store.Store, holder string) {
+	t.Helper()
+	must(t, "release "+holder, s.ReleaseSemaphores(t.Context(), holder))
+}
+
+// holding returns "semaphore:holder" for every holder row, sorted.
+func holding(t *testing.T, s store.Store) []string {
+	t.Helper()
+	hs, err := s.Holders(t.Context())
+	must(t, "holders", err)
+	var out []string
+	for _, h := range hs {
+		out = append(out, h.Semaphore+":"+h.Holder)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// waiting returns "semaphore:holder" for every waiter row, sorted.
+func waiting(t *testing.T, s store.Store) []string {
+	t.Helper()
+	ws, err := s.Waiters(t.Context())
+	must(t, "waiters", err)
+	var out []string
+	for _, w := range ws {
+		out = append(out, w.Semaphore+":"+w.Holder)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func testSemaphoreAllOrNothing(t *testing.T, s store.Store) {
+	acquire(t, s, req("bs1", "a", map[string]int{"A": 1}), true)
+	acquire(t, s, req("bs2", "ab", map[string]int{"A": 1, "B": 1}), false)
+	diff(t, "holders while A is full", []string{"A:bs1/a"}, holding(t, s))
+	// B had room, yet nothing of the request is held.
+	acquire(t, s, req("bs3", "b", map[string]int{"B": 2}), true)
+	diff(t, "holders", []string{"A:bs1/a", "B:bs3/b"}, holding(t, s))
+
+	release(t, s, "bs1/a")
+	acquire(t, s, req("bs2", "ab", map[string]int{"A": 1, "B": 2}), true)
+	diff(t, "holders after grant", []string{"A:bs2/ab", "B:bs2/ab", "B:bs3/b"}, holding(t, s))
+	diff(t, "waiters after grant", []string(nil), waiting(t, s), cmpopts.EquateEmpty())
+
+	hs, err := s.Holders(t.Context())
+	must(t, "holders", err)
+	for _, h := range hs {
+		if h.Holder == "bs2/ab" {
+			diff(t, "holder row", store.Holder{Semaphore: h.Semaphore, Holder: "bs2/ab", Buildset: "bs2", Owner: "proc", AcquiredAt: t0}, h)
+			checkUTC(t, "AcquiredAt", &h.AcquiredAt)
+		}
+	}
+}
+
+func testSemaphoreMax(t *testing.T, s store.Store) {
+	for i := range 3 {
+		acquire(t, s, req(fmt.Sprint("bs", i), "j", map[string]int{"S": 3}), true)
+	}
+	acquire(t, s, req("bs3", "j", map[string]int{"S": 3}), false)
+	if got := holding(t, s); len(got) != 3 {
+		t.Errorf("holders = %v, want 3", got)
+	}
+	ws, err := s.Waiters(t.Context())
+	must(t, "waiters", err)
+	diff(t, "waiters", []store.Waiter{{Semaphore: "S", Holder: "bs3/j", Buildset: "bs3", Owner: "proc", Precedence: 0, Since: t0}}, ws)
+	for _, w := range ws {
+		checkUTC(t, "Since", &w.Since)
+	}
+}
+
+func testSemaphoreReacquire(t *testing.T, s store.Store) {
+	acquire(t, s, req("bs1", "j", map[string]int{"S": 1}), true)
+	acquire(t, s, req("bs1", "j", map[string]int{"S": 1}), true)
+	diff(t, "holders", []string{"S:bs1/j"}, holding(t, s))
+	diff(t, "waiters", []string(nil), waiting(t, s), cmpopts.EquateEmpty())
+}
+
+func testSemaphoreRelease(t *testing.T, s store.Store) {
+	acquire(t, s, req("bs1", "j", map[string]int{"S": 1}), true)
+	acquire(t, s, req("bs2", "j", map[string]int{"S": 1}), false)
+	release(t, s, "bs1/j")
+	release(t, s, "bs1/j") // not held: no error
+	release(t, s, "never/held")
+	acquire(t, s, req("bs2", "j", map[string]int{"S": 1}), true)
+	diff(t, "holders", []string{"S:bs2/j"}, holding(t, s))
+	// Releasing a waiter drops its wait.
+	acquire(t, s, req("bs3", "j", map[string]int{"S": 1}), false)
+	release(t, s, "bs3/j")
+	diff(t, "waiters", []string(nil), waiting(t, s), cmpopts.EquateEmpty())
+}
+
+func testSemaphoreReleaseBuildset(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	acquire(t, s, req("bs1", "a", map[string]int{"A": 2}), true)
+	acquire(t, s, req("bs2", "a", map[string]int{"A": 2}), true)
+	acquire(t, s, req("bs2", "b", map[string]int{"B": 1}), true)
+	acquire(t, s, req("bs1", "b", map[string]int{"B": 1}), false)
+	acquire(t, s, req("bs3", "b", map[string]int{"B": 1}), false)
+	// The pipeline semaphore of bs1, held by the buildset itself.
+	acquire(t, s, store.Acquire{Holder: "bs1", Buildset: "bs1", Owner: "proc", Semaphores: map[string]int{"P": 1}, Since: t0, Now: t0}, true)
+
+	must(t, "release buildset", s.ReleaseBuildset(ctx, "bs1"))
+	diff(t, "holders", []string{"A:bs2/a", "B:bs2/b"}, holding(t, s))
+	diff(t, "waiters", []string{"B:bs3/b"}, waiting(t, s))
+	must(t, "release unknown buildset", s.ReleaseBuildset(ctx, "nope"))
+}
+
+func testFairnessPrecedence(t *testing.T, s store.Store) {
+	sem := map[string]int{"S": 1}
+	acquire(t, s, req("bs0", "j", sem), true)
+	low := req("hourly", "j", sem)
+	low.Precedence, low.Since, low.Now = 0, at(1*time.Second), at(1*time.Second)
+	high := req("deploy", "j", sem)
+	high.Precedence, high.Since, high.Now = 2, at(2*time.Second), at(2*time.Second)
+	acquire(t, s, low, false)
+	acquire(t, s, high, false)
+
+	release(t, s, "bs0/j")
+	// Room, but a higher precedence waits: the older low one must not take it.
+	low.Now = at(3 * time.Second)
+	acquire(t, s, low, false)
+	high.Now = at(3 * time.Second)
+	acquire(t, s, high, true)
+	release(t, s, "deploy/j")
+	low.Now = at(4 * time.Second)
+	acquire(t, s, low, true)
+}
+
+func testFairnessSince(t *testing.T, s store.Store) {
+	sem := map[string]int{"S": 1}
+	acquire(t, s, req("bs0", "j", sem), true)
+	old := req("old", "j", sem)
+	old.Precedence, old.Since = 1, at(1*time.Second)
+	young := req("young", "j", sem)
+	young.Precedence, young.Since = 1, at(2*time.Second)
+	acquire(t, s, young, false) // asking first does not rank a waiter
+	acquire(t, s, old, false)
+
+	release(t, s, "bs0/j")
+	acquire(t, s, young, false)
+	acquire(t, s, old, true)
+	release(t, s, "old/j")
+	acquire(t, s, young, true)
+}
+
+func testFairnessWaiterReleased(t *testing.T, s store.Store) {
+	sem := map[string]int{"S": 1}
+	acquire(t, s, req("bs0", "j", sem), true)
+	ahead := req("ahead", "j", sem)
+	ahead.Precedence = 2
+	acquire(t, s, ahead, false)
+	release(t, s, "bs0/j")
+	later := req("later", "j", sem)
+	acquire(t, s, later, false)
+	// The waiter ahead gives up (its buildset was cancelled): no longer blocks.
+	must(t, "release buildset", s.ReleaseBuildset(t.Context(), "ahead"))
+	acquire(t, s, later, true)
+}
+
+func testFairnessWaiterKeepsRank(t *testing.T, s store.Store) {
+	sem := map[string]int{"S": 1}
+	acquire(t, s, req("bs0", "j", sem), true)
+	first := req("first", "j", sem)
+	first.Since = at(1 * time.Second)
+	acquire(t, s, first, false)
+	second := req("second", "j", sem)
+	second.Since = at(2 * time.Second)
+	acquire(t, s, second, false)
+	// first asks again with a newer Since: it keeps its place.
+	first.Since, first.Now = at(3*time.Second), at(3*time.Second)
+	acquire(t, s, first, false)
+	release(t, s, "bs0/j")
+	second.Now = at(4 * time.Second)
+	acquire(t, s, second, false)
+	first.Now = at(4 * time.Second)
+	acquire(t, s, first, true)
+}
+
+func testFairnessOtherSemaphore(t *testing.T, s store.Store) {
+	acquire(t, s, req("bs0", "j", map[string]int{"T": 1}), true)
+	waiter := req("waiter", "j", map[string]int{"T": 1})
+	waiter.Precedence = 5
+	acquire(t, s, waiter, false)
+	// A lower-precedence request for another semaphore is not blocked.
+	acquire(t, s, req("other", "j", map[string]int{"S": 1}), true)
+	diff(t, "waiters", []string{"T:waiter/j"}, waiting(t, s))
+}
+
+func testFairnessReservesSlots(t *testing.T, s store.Store) {
+	acquire(t, s, req("bs0", "a", map[string]int{"A": 1}), true)
+	// first waits for A (full) and B (free, max 2): it keeps a slot of B.
+	first := req("first", "j", map[string]int{"A": 1, "B": 2})
+	first.Precedence = 1
+	acquire(t, s, first, false)
+	acquire(t, s, req("b1", "j", map[string]int{"B": 2}), true)
+	acquire(t, s, req("b2", "j", map[string]int{"B": 2}), false) // the last slot is first's
+	diff(t, "holders", []string{"A:bs0/a", "B:b1/j"}, holding(t, s))
+
+	release(t, s, "bs0/a")
+	acquire(t, s, first, true)
+	diff(t, "holders", []string{"A:first/j", "B:b1/j", "B:first/j"}, holding(t, s))
+	diff(t, "waiters", []string{"B:b2/j"}, waiting(t, s))
+}
+
+// owned makes an Acquire for holder h of owner o.
+func owned(h, o string, sems map[string]int, now time.Time) store.Acquire {
+	return store.Acquire{Holder: h, Buildset: h, Owner: o, Semaphores: sems, Since: now, Now: now}
+}
+
+func testExpireLeases(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	T := at(time.Minute)
+	must(t, "renew dead", s.RenewLease(ctx, "dead", T))
+	must(t, "renew live", s.RenewLease(ctx, "live", T.Add(time.Hour)))
+	sem := map[string]int{"S": 2}
+	acquire(t, s, owned("d1", "dead", sem, t0), true)
+	acquire(t, s, owned("l1", "live", sem, t0), true)
+	acquire(t, s, owned("d2", "dead", sem, t0), false)
+	acquire(t, s, owned("l2", "live", sem, t0), false)
+
+	expired, err := s.ExpireLeases(ctx, T) // alive until T, inclusive
+	must(t, "expire at T", err)
+	diff(t, "expired at T", []string(nil), expired, cmpopts.EquateEmpty())
+	diff(t, "holders at T", []string{"S:d1", "S:l1"}, holding(t, s))
+
+	expired, err = s.ExpireLeases(ctx, T.Add(time.Nanosecond))
+	must(t, "expire after T", err)
+	diff(t, "expired after T", []string{"dead"}, expired)
+	diff(t, "holders after T", []string{"S:l1"}, holding(t, s))
+	diff(t, "waiters after T", []string{"S:l2"}, waiting(t, s))
+
+	expired, err = s.ExpireLeases(ctx, T.Add(time.Second))
+	must(t, "expire again", err)
+	diff(t, "expired again", []string(nil), expired, cmpopts.EquateEmpty())
+}
+
+func testExpireAtAcquire(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	T := at(time.Minute)
+	sem := map[string]int{"S": 1}
+	must(t, "renew", s.RenewLease(ctx, "dead", T))
+	acquire(t, s, owned("d1", "dead", sem, t0), true)
+	must(t, "renew other", s.RenewLease(ctx, "other", T.Add(time.Hour)))
+	// A waiter of the dead owner, ranked ahead of "o1".
+	deadWaiter := owned("d2", "dead", sem, t0)
+	deadWaiter.Precedence = 9
+	acquire(t, s, deadWaiter, false)
+
+	acquire(t, s, owned("o1", "other", sem, T), false) // d1 is alive at T
+	acquire(t, s, owned("o1", "other", sem, T.Add(time.Second)), true)
+	diff(t, "holders", []string{"S:o1"}, holding(t, s))
+	diff(t, "waiters", []string(nil), waiting(t, s), cmpopts.EquateEmpty())
+
+	// The dead owner is still reported once, so its builds can be marked lost.
+	expired, err := s.ExpireLeases(ctx, T.Add(time.Second))
+	must(t, "expire", err)
+	diff(t, "expired", []string{"dead"}, expired)
+}
+
+func testRenewedHolderKept(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	T := at(time.Minute)
+	sem := map[string]int{"S": 1}
+	must(t, "renew", s.RenewLease(ctx, "p1", T))
+	acquire(t, s, owned("h1", "p1", sem, t0), true)
+	must(t, "renew again", s.RenewLease(ctx, "p1", T.Add(time.Hour)))
+
+	later := T.Add(time.Minute)
+	acquire(t, s, owned("h2", "p2", sem, later), false)
+	expired, err := s.ExpireLeases(ctx, later)
+	must(t, "expire", err)
+	diff(t, "expired", []string(nil), expired, cmpopts.EquateEmpty())
+	diff(t, "holders", []string{"S:h1"}, holding(t, s))
+	diff(t, "waiters", []string{"S:h2"}, waiting(t, s))
+}
+
+func testNoLeaseIsAlive(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	sem := map[string]int{"S": 1}
+	acquire(t, s, owned("h1", "unleased", sem, t0), true)
+	far := at(1000 * time.Hour)
+	acquire(t, s, owned("h2", "other", sem, far), false)
+	expired, err := s.ExpireLeases(ctx, far)
+	must(t, "expire", err)
+	diff(t, "expired", []string(nil), expired, cmpopts.EquateEmpty())
+	diff(t, "holders", []string{"S:h1"}, holding(t, s))
+}
+
+func testJobDurations(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	type run struct {
+		job    string
+		dur    time.Duration
+		result store.Result // "" leaves the attempt running
+	}
+	// In finish order. base: the last five successes are 90, 30, 40, 50, 5s.
+	runs := []run{
+		{"base", 10 * time.Second, store.Success},
+		{"base", 20 * time.Second, store.Success},
+		{"base", 90 * time.Second, store.Success},
+		{"base", 1000 * time.Second, store.Failure},
+		{"base", 30 * time.Second, store.Success},
+		{"two", 10 * time.Second, store.Success},
+		{"base", 40 * time.Second, store.Success},
+		{"failing", 7 * time.Second, store.Failure},
+		{"base", 50 * time.Second, store.Success},
+		{"base", 2000 * time.Second, store.TimedOut},
+		{"two", 20 * time.Second, store.Success},
+		{"base", 5 * time.Second, store.Success},
+		{"base", 3000 * time.Second, store.Lost},
+		{"running", 0, ""},
+	}
+	for i, r := range runs {
+		id := fmt.Sprintf("bs%02d", i)
+		pipeline := []string{"deploy", "hourly"}[i%2]
+		create(t, s, &store.Buildset{ID: id, Pipeline: pipeline, Commit: "a", CreatedAt: t0}, r.job)
+		// Each run finishes an hour after the previous one, whatever its
+		// length, so finish order is the order above.
+		end := at(time.Duration(i+1) * time.Hour)
+		must(t, "start "+id, s.StartAttempt(ctx, &store.Attempt{BuildsetID: id, Job: r.job, Number: 1, Owner: "p", StartedAt: end.Add(-r.dur)}))
+		if r.result != "" {
+			must(t, "finish "+id, s.FinishAttempt(ctx, id, r.job, 1, r.result, "", end))
+		}
+	}
+	got, err := s.JobDurations(ctx, []string{"base", "two", "failing", "running", "never"})
+	must(t, "job durations", err)
+	diff(t, "JobDurations", map[string]time.Duration{"base": 40 * time.Second, "two": 15 * time.Second}, got)
+
+	got, err = s.JobDurations(ctx, nil)
+	must(t, "job durations of nothing", err)
+	if len(got) != 0 {
+		t.Errorf("job durations of nothing: %v", got)
+	}
+}
+
+// testSemaphoreConcurrency has goroutines take turns on a max-2 semaphore
+// through one store.
+func testSemaphoreConcurrency(t *testing.T, s store.Store) {
+	Contend(t, []store.Store{s}, 2)
+}
+
+// Contend has 8 goroutines, spread over stores (which may be several
+// handles on one database, as separate processes would have), each take a
+// semaphore of the given max and release it, several times over, and
+// checks through an atomic counter and Holders that no more than max ever
+// hold it at once, and that every request is eventually granted.
+//
+// A refused goroutine does not spin on the store: it waits until another
+// releases, as a scheduler waits for an event. Spinning would measure
+// SQLite's busy handler, which favours the process already writing.
+func Contend(t *testing.T, stores []store.Store, limit int) {
+	t.Helper()
+	const (
+		workers = 8
+		rounds  = 8
+	)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var (
+		inside atomic.Int32
+		since  atomic.Int64 // a fresh Since per request keeps the queue FIFO
+		rel    releases
+		wg     sync.WaitGroup
+	)
+	rel.cond.L = &rel.mu
+	stop := context.AfterFunc(ctx, rel.stop)
+	defer stop()
+	fail := func(format string, args ...any) {
+		t.Errorf(format, args...)
+		cancel()
+	}
+	for w := range workers {
+		s := stores[w%len(stores)]
+		wg.Go(func() {
+			holder := fmt.Sprintf("w%d", w)
+			for range rounds {
+				a := store.Acquire{
+					Holder:     holder,
+					Buildset:   holder,
+					Owner:      fmt.Sprintf("proc%d", w%len(stores)),
+					Semaphores: map[string]int{"S": limit},
+					Since:      t0.Add(time.Duration(since.Add(1))),
+					Now:        t0,
+				}
+				for {
+					gen := rel.current()
+					ok, err := s.AcquireSemaphores(ctx, a)
+					if err != nil {
+						if ctx.Err() == nil {
+							fail("acquire %s: %v", holder, err)
+						}
+						return
+					}
+					if ok {
+						break
+					}
+					if !rel.wait(gen) {
+						return
+					}
+				}
+				if n := inside.Add(1); n > int32(limit) {
+					fail("%d holders inside, max %d", n, limit)
+				}
+				hs, err := s.Holders(ctx)
+				if err != nil {
+					if ctx.Err() == nil {
+						fail("holders: %v", err)
+					}
+					return
+				}
+				if len(hs) > limit {
+					fail("%d holder rows, max %d: %v", len(hs), limit, hs)
+				}
+				inside.Add(-1)
+				err = s.ReleaseSemaphores(ctx, holder)
+				rel.signal()
+				if err != nil {
+					if ctx.Err() == nil {
+						fail("release %s: %v", holder, err)
+					}
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if !t.Failed() {
+		diff(t, "holders at the end", []string(nil), holding(t, stores[0]), cmpopts.EquateEmpty())
+		diff(t, "waiters at the end", []string(nil), waiting(t, stores[0]), cmpopts.EquateEmpty())
+	}
+}
+
+// releases wakes refused workers when another releases. A worker reads
+// the generation before it asks, so a release that happens while it asks
+// is not missed.
+type releases struct {
+	mu      sync.Mutex
+	cond    sync.Cond
+	gen     uint64
+	stopped bool
+}
+
+func (r *releases) current() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gen
+}
+
+func (r *releases) signal() {
+	r.mu.Lock()
+	r.gen++
+	r.mu.Unlock()
+	r.cond.Broadcast()
+}
+
+func (r *releases) stop() {
+	r.mu.Lock()
+	r.stopped = true
+	r.mu.Unlock()
+	r.cond.Broadcast()
+}
+
+// wait waits for a release after gen; false if the run was stopped.
+func (r *releases) wait(gen uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.gen == gen && !r.stopped {
+		r.cond.Wait()
+	}
+	return !r.stopped
+}
