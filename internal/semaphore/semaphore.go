@@ -6,14 +6,13 @@ package semaphore
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"strings"
 	"sync"
 	"time"
-
-	"crypto/rand"
-	"encoding/hex"
 
 	"github.com/sortie-ci/sortie/internal/store"
 )
@@ -129,18 +128,26 @@ func (c *Client) Wait(ctx context.Context, holder string, sems map[string]int, p
 	since := c.now()
 	t := time.NewTicker(poll)
 	defer t.Stop()
+	withdraw := func() error {
+		c.Release(context.WithoutCancel(ctx), holder)
+		return context.Cause(ctx)
+	}
 	for {
 		ok, err := c.TryAcquire(ctx, holder, sems, since)
-		if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			// Also when ctx ended inside TryAcquire: the request may
+			// have been recorded as a waiter, which must not stay.
+			return withdraw()
+		case err != nil:
+			c.Release(context.WithoutCancel(ctx), holder)
 			return err
-		}
-		if ok {
+		case ok:
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			c.Release(context.WithoutCancel(ctx), holder)
-			return context.Cause(ctx)
+			return withdraw()
 		case <-t.C:
 		}
 	}

@@ -1,0 +1,601 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/buildset"
+)
+
+// These tests drive the real sortie binary on real git repositories and
+// real processes, as a user would.
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// sortieBin builds the binary once per test run.
+func sortieBin(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "sortie-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "sortie")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// gitRepo makes a repository with one commit per entry of commits (each a
+// map of file -> content) and returns its path and the commit hashes.
+func gitRepo(t *testing.T, commits ...map[string]string) (string, []string) {
+	t.Helper()
+	dir := t.TempDir()
+	git := func(args ...string) string {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@x", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@x")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	git("init", "-q", "-b", "main")
+	var shas []string
+	for i, files := range commits {
+		for name, content := range files {
+			p := filepath.Join(dir, name)
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		git("add", "-A")
+		git("commit", "-q", "--allow-empty", "-m", fmt.Sprintf("commit %d", i))
+		shas = append(shas, git("rev-parse", "HEAD"))
+	}
+	return dir, shas
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func runSortie(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(sortieBin(t), args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{code, out.String(), errb.String()}
+}
+
+func readReport(t *testing.T, path string) *buildset.Report {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r buildset.Report
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatalf("report: %v\n%s", err, data)
+	}
+	return &r
+}
+
+func writeConfig(t *testing.T, dir, yaml string) string {
+	t.Helper()
+	p := filepath.Join(dir, "sortie.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// gone reports whether a process no longer runs: no such pid, or a zombie
+// waiting for a parent that will never reap it (this sandbox's init).
+func gone(pid int) bool {
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return true
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(stat)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2] == 'Z'
+	}
+	return false
+}
+
+// pidsIn reads one pid per line from the files matching pattern.
+func pidsIn(t *testing.T, pattern string) []int {
+	t.Helper()
+	files, _ := filepath.Glob(pattern)
+	var pids []int
+	for _, f := range files {
+		data, _ := os.ReadFile(f)
+		for _, line := range strings.Fields(string(data)) {
+			if pid, err := strconv.Atoi(line); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+// assertGone fails unless every pid is gone within a few seconds (reaping
+// a killed tree takes a moment).
+func assertGone(t *testing.T, pids []int) {
+	t.Helper()
+	if len(pids) == 0 {
+		t.Fatal("no pids were recorded: the jobs did not run as the test expects")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, pid := range pids {
+		for !gone(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("process %d is still running", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+func TestRunWavesInParallel(t *testing.T) {
+	t.Parallel()
+	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	dir := t.TempDir()
+	// 20 jobs: 1 bootstrap, then 3 layers of 6 wide, then one at the end.
+	var b strings.Builder
+	fmt.Fprintf(&b, "source: {url: %s}\nlimits: {max_parallel: 6}\njobs:\n  boot: {bootstrap: true, install: [\"true\"]}\n", repo)
+	var names []string
+	for layer := range 3 {
+		for i := range 6 {
+			name := fmt.Sprintf("l%d-%d", layer, i)
+			names = append(names, name)
+			fmt.Fprintf(&b, "  %s:\n    run: sleep 0.3\n", name)
+			if layer > 0 {
+				fmt.Fprintf(&b, "    dependencies: [l%d-%d, l%d-%d]\n", layer-1, i, layer-1, (i+1)%6)
+			}
+		}
+	}
+	b.WriteString("  last: {run: \"true\", dependencies: [l2-0, l2-3]}\n")
+	names = append(names, "last")
+	fmt.Fprintf(&b, "pipelines:\n  deploy: {jobs: [%s]}\n", strings.Join(names, ", "))
+	cfg := writeConfig(t, dir, b.String())
+	rep := filepath.Join(dir, "report.json")
+	r := runSortie(t, nil, "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", filepath.Join(dir, "state"), "--report", rep)
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	report := readReport(t, rep)
+	if len(report.Builds) != 20 || report.Result != "SUCCESS" || len(report.Commit) != 40 {
+		t.Fatalf("report: %d builds, %s, commit %q", len(report.Builds), report.Result, report.Commit)
+	}
+	times := map[string][2]time.Time{}
+	for _, bld := range report.Builds {
+		times[bld.Job] = [2]time.Time{*bld.StartedAt.Get(), *bld.FinishedAt.Get()}
+	}
+	// Every job starts after its dependencies finished...
+	for layer := 1; layer < 3; layer++ {
+		for i := range 6 {
+			me := times[fmt.Sprintf("l%d-%d", layer, i)]
+			for _, d := range []string{fmt.Sprintf("l%d-%d", layer-1, i), fmt.Sprintf("l%d-%d", layer-1, (i+1)%6)} {
+				if me[0].Before(times[d][1]) {
+					t.Errorf("l%d-%d started before its dependency %s ended", layer, i, d)
+				}
+			}
+		}
+	}
+	// ...and the jobs of a layer overlap: real parallelism.
+	for layer := range 3 {
+		var latestStart, earliestEnd time.Time
+		for i := range 6 {
+			tm := times[fmt.Sprintf("l%d-%d", layer, i)]
+			if tm[0].After(latestStart) {
+				latestStart = tm[0]
+			}
+			if earliestEnd.IsZero() || tm[1].Before(earliestEnd) {
+				earliestEnd = tm[1]
+			}
+		}
+		if !latestStart.Before(earliestEnd) {
+			t.Errorf("layer %d: no moment when all 6 jobs ran together (last start %v, first end %v)", layer, latestStart, earliestEnd)
+		}
+	}
+	if !strings.Contains(r.stdout, "critical path as run: boot -> l0-") {
+		t.Errorf("no critical path in the summary:\n%s", r.stdout)
+	}
+}
+
+func TestTimeoutLeavesNoProcess(t *testing.T) {
+	t.Parallel()
+	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
+source: {url: %s}
+jobs:
+  boot: {bootstrap: true, install: ["true"]}
+  slow:
+    timeout: 1s
+    run: |
+      sleep 300 & echo $! >> %[2]s/pids
+      (sleep 300 & echo $! >> %[2]s/pids; wait) &
+      echo $$ >> %[2]s/pids
+      wait
+  after: {run: "true", dependencies: [slow]}
+pipelines:
+  deploy: {jobs: [slow, after]}
+`, repo, dir))
+	rep := filepath.Join(dir, "report.json")
+	r := runSortie(t, nil, "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", filepath.Join(dir, "state"), "--report", rep)
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	report := readReport(t, rep)
+	got := map[string]string{}
+	for _, b := range report.Builds {
+		got[b.Job] = b.Result + " " + b.Reason
+	}
+	if got["slow"] != "TIMED_OUT timed out" || got["after"] != "SKIPPED dependency slow timed out" {
+		t.Fatalf("builds: %v", got)
+	}
+	pids := pidsIn(t, filepath.Join(dir, "pids"))
+	if len(pids) != 3 {
+		t.Fatalf("recorded pids %v, want 3", pids)
+	}
+	assertGone(t, pids)
+}
+
+func TestInterruptCancelsAndLeavesNoProcess(t *testing.T) {
+	t.Parallel()
+	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
+source: {url: %s}
+jobs:
+  boot: {bootstrap: true, install: ["true"]}
+  a: {run: 'sleep 300 & echo $! >> %[2]s/pids; echo $$ >> %[2]s/pids; touch %[2]s/a-running; wait'}
+  b: {run: 'sleep 300 & echo $! >> %[2]s/pids; echo $$ >> %[2]s/pids; wait'}
+  c: {run: "true", dependencies: [a]}
+pipelines:
+  deploy: {jobs: [a, b, c]}
+`, repo, dir))
+	rep := filepath.Join(dir, "report.json")
+	cmd := exec.Command(sortieBin(t), "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", filepath.Join(dir, "state"), "--report", rep)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "a-running")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("job a never started:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit: %v, want status 1\n%s", err, out.String())
+	}
+	report := readReport(t, rep)
+	if report.Result != "CANCELED" {
+		t.Fatalf("result %s", report.Result)
+	}
+	for _, b := range report.Builds {
+		want := map[string]string{"boot": "SUCCESS", "a": "CANCELED", "b": "CANCELED", "c": "SKIPPED"}[b.Job]
+		if b.Result != want {
+			t.Errorf("%s: %s (%s), want %s", b.Job, b.Result, b.Reason, want)
+		}
+	}
+	assertGone(t, pidsIn(t, filepath.Join(dir, "pids")))
+}
+
+func TestSharedSemaphoreAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	dir := t.TempDir()
+	lock := filepath.Join(dir, "held")
+	// mkdir is atomic: a second holder at the same time fails its job.
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
+source: {url: %s}
+semaphores: {playbook: 1}
+jobs:
+  boot: {bootstrap: true, install: ["true"]}
+  one: {run: 'mkdir %[2]s && sleep 0.3 && rmdir %[2]s', semaphores: [playbook]}
+  two: {run: 'mkdir %[2]s && sleep 0.3 && rmdir %[2]s', semaphores: [playbook]}
+  three: {run: 'mkdir %[2]s && sleep 0.3 && rmdir %[2]s', semaphores: [playbook]}
+pipelines:
+  deploy: {jobs: [one, two, three]}
+`, repo, lock))
+	state := filepath.Join(dir, "state")
+	var wg sync.WaitGroup
+	results := make([]result, 2)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = runSortie(t, nil, "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", state,
+				"--report", filepath.Join(dir, fmt.Sprintf("r%d.json", i)))
+		}()
+	}
+	wg.Wait()
+	type span struct{ start, end time.Time }
+	var spans []span
+	for i, r := range results {
+		if r.code != 0 {
+			t.Fatalf("run %d: exit %d\n%s\n%s", i, r.code, r.stdout, r.stderr)
+		}
+		for _, b := range readReport(t, filepath.Join(dir, fmt.Sprintf("r%d.json", i))).Builds {
+			if b.Job != "boot" {
+				spans = append(spans, span{*b.StartedAt.Get(), *b.FinishedAt.Get()})
+			}
+		}
+	}
+	if len(spans) != 6 {
+		t.Fatalf("%d spans", len(spans))
+	}
+	for i := range spans {
+		for j := i + 1; j < len(spans); j++ {
+			if spans[i].start.Before(spans[j].end) && spans[j].start.Before(spans[i].end) {
+				t.Fatalf("two holders of a max-1 semaphore overlapped: %v and %v", spans[i], spans[j])
+			}
+		}
+	}
+}
+
+func TestConcurrentBuildsetsSeeTheirOwnCommit(t *testing.T) {
+	t.Parallel()
+	repo, shas := gitRepo(t, map[string]string{"version": "1"}, map[string]string{"version": "2"})
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
+source: {url: %s}
+jobs:
+  boot: {bootstrap: true, install: ["true"]}
+  check:
+    run: |
+      for i in 1 2 3 4 5; do
+        test "$(git -C "$SORTIE_SRC" rev-parse HEAD)" = "$SORTIE_COMMIT" || exit 3
+        echo "$SORTIE_COMMIT $(cat version)" >> %[2]s/seen-$SORTIE_JOB-$SORTIE_BUILDSET
+        sleep 0.1
+      done
+  check2: {run: 'test "$(git rev-parse HEAD)" = "$SORTIE_COMMIT" && test "$(pwd)" = "$SORTIE_SRC"'}
+pipelines:
+  deploy: {jobs: [check, check2]}
+`, repo, dir))
+	state := filepath.Join(dir, "state")
+	var wg sync.WaitGroup
+	for i, sha := range shas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := runSortie(t, nil, "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", state, "--commit", sha[:10],
+				"--report", filepath.Join(dir, fmt.Sprintf("r%d.json", i)))
+			if r.code != 0 {
+				t.Errorf("run at %s: exit %d\n%s%s", sha, r.code, r.stdout, r.stderr)
+			}
+		}()
+	}
+	wg.Wait()
+	for i, sha := range shas {
+		rep := readReport(t, filepath.Join(dir, fmt.Sprintf("r%d.json", i)))
+		if rep.Commit != sha {
+			t.Fatalf("report %d commit %s, want %s", i, rep.Commit, sha)
+		}
+		data, err := os.ReadFile(filepath.Join(dir, "seen-check-"+rep.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := strings.Repeat(fmt.Sprintf("%s %d\n", sha, i+1), 5)
+		if string(data) != want {
+			t.Errorf("buildset at %s saw:\n%s", sha, data)
+		}
+	}
+}
+
+func TestInstallRunsOnlyWhenChanged(t *testing.T) {
+	t.Parallel()
+	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	dir := t.TempDir()
+	counter := filepath.Join(dir, "installs")
+	conf := func(version string) string {
+		return writeConfig(t, dir, fmt.Sprintf(`
+source: {url: %s}
+jobs:
+  boot: {bootstrap: true, install: ["echo %s >> %s"]}
+  a: {run: "true"}
+pipelines:
+  deploy: {jobs: [a]}
+`, repo, version, counter))
+	}
+	state := filepath.Join(dir, "state")
+	run := func(version string) *buildset.Report {
+		rep := filepath.Join(dir, "r.json")
+		r := runSortie(t, nil, "run", "--config", conf(version), "--pipeline", "deploy", "--state-dir", state, "--report", rep)
+		if r.code != 0 {
+			t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		return readReport(t, rep)
+	}
+	bootLog := func(r *buildset.Report) string {
+		data, err := os.ReadFile(r.Builds[0].Log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	first := run("v1")
+	second := run("v1")
+	third := run("v2")
+	data, _ := os.ReadFile(counter)
+	if string(data) != "v1\nv2\n" {
+		t.Fatalf("install ran: %q, want v1 then v2 once each", data)
+	}
+	if !strings.Contains(bootLog(first), "| installed") || !strings.Contains(bootLog(second), "| already up to date") || !strings.Contains(bootLog(third), "| installed") {
+		t.Fatalf("bootstrap logs:\n%s\n%s\n%s", bootLog(first), bootLog(second), bootLog(third))
+	}
+}
+
+func TestSecretsNeverReachLogsOrDatabase(t *testing.T) {
+	t.Parallel()
+	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	dir := t.TempDir()
+	const secret = "hunter2-Zq8vX1-do-not-print"
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
+source: {url: %s}
+jobs:
+  boot: {bootstrap: true, install: ["true"]}
+  leak:
+    secret_env: [DEPLOY_TOKEN]
+    run: |
+      echo "token is $DEPLOY_TOKEN"
+      echo "$DEPLOY_TOKEN" >&2
+      printf 'partial %%s' "$DEPLOY_TOKEN"
+      test "$DEPLOY_TOKEN" = %q
+  other: {run: 'echo "other sees: ${DEPLOY_TOKEN:-nothing}"'}
+pipelines:
+  deploy: {jobs: [leak, other]}
+`, repo, secret))
+	state := filepath.Join(dir, "state")
+	r := runSortie(t, []string{"DEPLOY_TOKEN=" + secret}, "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", state, "--report", filepath.Join(dir, "r.json"))
+	if r.code != 0 {
+		t.Fatalf("exit %d (the job must have received the secret)\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if strings.Contains(r.stdout+r.stderr, secret) {
+		t.Fatal("the secret reached sortie's output")
+	}
+	sawRedacted := false
+	err := filepath.Walk(state, func(path string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(data, []byte(secret)) {
+			t.Errorf("the secret is in %s", path)
+		}
+		if strings.HasSuffix(path, ".log") && bytes.Contains(data, []byte("token is ***")) {
+			sawRedacted = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sawRedacted {
+		t.Error("no log shows the redacted token: the test did not exercise redaction")
+	}
+	// A job that does not name the secret does not get it.
+	rep := readReport(t, filepath.Join(dir, "r.json"))
+	for _, b := range rep.Builds {
+		if b.Job == "other" {
+			data, _ := os.ReadFile(b.Log)
+			if !strings.Contains(string(data), "other sees: nothing") {
+				t.Errorf("other's log:\n%s", data)
+			}
+		}
+	}
+}
+
+func TestConfigErrorReport(t *testing.T) {
+	t.Parallel()
+	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
+source: {url: %s}
+jobs:
+  boot: {bootstrap: true, install: ["true"]}
+  base: {run: "true"}
+  service-zuul: {run: "true", dependencies: [base]}
+pipelines:
+  hourly: {jobs: [service-zuul]}
+`, repo))
+	rep := filepath.Join(dir, "r.json")
+	r := runSortie(t, nil, "run", "--config", cfg, "--pipeline", "hourly", "--state-dir", filepath.Join(dir, "state"), "--report", rep)
+	if r.code != 2 || !strings.Contains(r.stderr, "service-zuul needs base, which pipeline hourly does not run") {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	report := readReport(t, rep)
+	if report.Result != "CONFIG_ERROR" || report.Error != "service-zuul needs base, which pipeline hourly does not run" || len(report.Builds) != 0 {
+		t.Fatalf("report %+v", report)
+	}
+	h := runSortie(t, nil, "history", "--state-dir", filepath.Join(dir, "state"), "--json")
+	if h.code != 0 || !strings.Contains(h.stdout, `"result": "CONFIG_ERROR"`) {
+		t.Fatalf("history: %d\n%s%s", h.code, h.stdout, h.stderr)
+	}
+}
+
+func TestRetriesInfrastructureFailures(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	// A bastion workdir under a plain file cannot be prepared: every
+	// checkout is an infrastructure failure, retried, then RETRY_LIMIT.
+	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	blocker := filepath.Join(dir, "not-a-dir")
+	os.WriteFile(blocker, []byte("x"), 0o644)
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
+source: {url: %s}
+bastion: {workdir: %s/work}
+jobs:
+  boot: {bootstrap: true, install: ["true"], attempts: 2}
+  a: {run: "true"}
+pipelines:
+  deploy: {jobs: [a]}
+`, repo, blocker))
+	rep := filepath.Join(dir, "r.json")
+	r := runSortie(t, nil, "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", filepath.Join(dir, "state"), "--report", rep)
+	if r.code != 1 {
+		t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	report := readReport(t, rep)
+	boot, a := report.Builds[0], report.Builds[1]
+	if boot.Result != "RETRY_LIMIT" || boot.Attempt != 2 || !strings.Contains(boot.Reason, "(attempt 2 of 2)") {
+		t.Fatalf("boot: %+v", boot)
+	}
+	if a.Result != "SKIPPED" || a.StartedAt.Get() != nil {
+		t.Fatalf("a: %+v", a)
+	}
+}

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/bastion/local"
+	"github.com/sortie-ci/sortie/internal/buildset"
+	"github.com/sortie-ci/sortie/internal/config"
+	"github.com/sortie-ci/sortie/internal/graph"
+	"github.com/sortie-ci/sortie/internal/semaphore"
+	"github.com/sortie-ci/sortie/internal/source"
+	"github.com/sortie-ci/sortie/internal/store"
+	"github.com/sortie-ci/sortie/internal/store/sqlite"
+)
+
+const defaultStateDir = ".sortie"
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("run", "--config PATH --pipeline NAME [--commit REV] [--files F ...] [--report FILE] [--max-parallel N] [--state-dir DIR]", stderr)
+	path := fs.String("config", "", "config file, or directory of *.yaml files")
+	pipeline := fs.String("pipeline", "", "pipeline to run")
+	commit := fs.String("commit", "", "commit or ref to deploy (default: the head of source.branch)")
+	report := fs.String("report", "", "write the buildset report (JSON) to this file")
+	maxPar := fs.Int("max-parallel", 0, "builds running at once (default: limits.max_parallel)")
+	stateDir := fs.String("state-dir", defaultStateDir, "where the database, mirror, logs and local bastion live")
+	var files filesFlag
+	fs.Var(&files, "files", "changed files (repeat, or separate with commas); none means every job")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *pipeline == "" {
+		return usageError("run: --pipeline is required")
+	}
+	if *maxPar < 0 {
+		return usageError("run: --max-parallel must be at least 1")
+	}
+	cfg, err := loadConfig(*path, stderr)
+	if err != nil {
+		return err
+	}
+	if _, ok := cfg.Pipelines[*pipeline]; !ok {
+		_, err := planFor(cfg, *pipeline, nil)
+		return usageError("%v", err)
+	}
+	if cfg.Source.URL == "" {
+		return usageError("run: %s: source.url is not set; say which repository to deploy", *path)
+	}
+	if !cfg.Bastion.Local() {
+		return usageError("run: bastion %s: only the local bastion is supported so far; omit bastion or set host: local", cfg.Bastion.Host)
+	}
+
+	env, err := openEnv(ctx, *stateDir, cfg)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	env.runner.MaxParallel = *maxPar
+	env.sems.Precedence = cfg.Pipelines[*pipeline].Precedence.Rank()
+	prog := newProgress(stdout)
+	env.runner.Observer = prog
+
+	var evFiles []string
+	if files.set {
+		evFiles = append([]string{}, files.files...)
+	}
+	bs, err := env.runner.Create(ctx, cfg, buildset.Event{Pipeline: *pipeline, Rev: *commit, Files: evFiles})
+	var missing *graph.MissingDependencyError
+	switch {
+	case errors.As(err, &missing):
+		if werr := writeReport(ctx, env.store, bs.ID, *report); werr != nil {
+			return werr
+		}
+		return &exitError{code: 2, msg: err.Error()}
+	case err != nil:
+		return err
+	}
+
+	prog.Start()
+	result, runErr := env.runner.Run(ctx, cfg, bs)
+	prog.Stop()
+	rep, err := buildset.MakeReport(context.WithoutCancel(ctx), env.store, bs.ID)
+	if err != nil {
+		return err
+	}
+	prog.Summary(rep)
+	if err := writeReport(ctx, env.store, bs.ID, *report); err != nil {
+		return err
+	}
+	if runErr != nil {
+		fmt.Fprintf(stderr, "sortie: buildset %s: %v\n", bs.ID, runErr)
+	}
+	if result != store.Success {
+		return exitCode(1)
+	}
+	return nil
+}
+
+// runEnv is what a command that runs buildsets opens on a state dir.
+type runEnv struct {
+	store  *sqlite.Store
+	sems   *semaphore.Client
+	runner *buildset.Runner
+}
+
+func openEnv(ctx context.Context, stateDir string, cfg *config.Config) (*runEnv, error) {
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	abs, err := filepath.Abs(stateDir)
+	if err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(abs, "sortie.db"))
+	if err != nil {
+		return nil, err
+	}
+	sems := &semaphore.Client{Store: st, Owner: semaphore.NewOwner()}
+	if err := sems.Start(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	workdir := cfg.Bastion.Workdir
+	if workdir == "" {
+		workdir = filepath.Join(abs, "bastion")
+	}
+	return &runEnv{store: st, sems: sems, runner: &buildset.Runner{
+		Store:      st,
+		Bastion:    local.New(workdir),
+		Mirror:     &source.Mirror{Dir: filepath.Join(abs, "mirror.git"), URL: cfg.Source.URL},
+		Semaphores: sems,
+		LogDir:     filepath.Join(abs, "logs"),
+	}}, nil
+}
+
+func (e *runEnv) Close() {
+	e.sems.Stop()
+	e.store.Close()
+}
+
+func writeReport(ctx context.Context, st store.Store, id, path string) error {
+	if path == "" {
+		return nil
+	}
+	rep, err := buildset.MakeReport(context.WithoutCancel(ctx), st, id)
+	if err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return os.Rename(tmp, path)
+}
+
+func cmdHistory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("history", "[--state-dir DIR] [--pipeline NAME] [--limit N] [--json]", stderr)
+	stateDir := fs.String("state-dir", defaultStateDir, "the state dir of the runs")
+	pipeline := fs.String("pipeline", "", "only this pipeline")
+	limit := fs.Int("limit", 20, "how many buildsets, newest first")
+	asJSON := fs.Bool("json", false, "print JSON: {\"buildsets\": [report, ...]}")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	db := filepath.Join(*stateDir, "sortie.db")
+	if _, err := os.Stat(db); err != nil {
+		return usageError("history: no runs in %s (no %s)", *stateDir, db)
+	}
+	st, err := sqlite.Open(ctx, db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	list, err := st.ListBuildsets(ctx, store.Filter{Pipeline: *pipeline, Limit: *limit})
+	if err != nil {
+		return err
+	}
+	reports := []*buildset.Report{}
+	for _, bs := range list {
+		rep, err := buildset.MakeReport(ctx, st, bs.ID)
+		if err != nil {
+			return err
+		}
+		reports = append(reports, rep)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(map[string]any{"buildsets": reports})
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "STARTED\tPIPELINE\tCOMMIT\tRESULT\tDURATION\tBUILDS\tID")
+	for _, r := range reports {
+		started, dur := "-", "-"
+		if s := r.StartedAt.Get(); s != nil {
+			started = s.Local().Format("2006-01-02 15:04:05")
+			if f := r.FinishedAt.Get(); f != nil {
+				dur = f.Sub(*s).Round(10 * time.Millisecond).String()
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.12s\t%s\t%s\t%s\t%s\n", started, r.Pipeline, r.Commit, r.Result, dur, buildCounts(r), r.ID)
+	}
+	return tw.Flush()
+}
+
+// buildCounts summarises builds by result, e.g. "5 SUCCESS, 1 FAILURE".
+func buildCounts(r *buildset.Report) string {
+	counts := map[string]int{}
+	var order []string
+	for _, b := range r.Builds {
+		if counts[b.Result] == 0 {
+			order = append(order, b.Result)
+		}
+		counts[b.Result]++
+	}
+	parts := make([]string, len(order))
+	for i, res := range order {
+		parts[i] = fmt.Sprintf("%d %s", counts[res], res)
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,109 @@
+package buildset
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/graph"
+	"github.com/sortie-ci/sortie/internal/store"
+)
+
+// Report is a buildset as SPEC §3 shows it (`run --report`, the API's
+// buildset resource).
+type Report struct {
+	ID         string        `json:"id"`
+	Pipeline   string        `json:"pipeline"`
+	Commit     string        `json:"commit"`
+	Result     string        `json:"result"`
+	Error      string        `json:"error,omitempty"`
+	StartedAt  Time          `json:"started_at"`
+	FinishedAt Time          `json:"finished_at"`
+	Builds     []BuildReport `json:"builds"`
+}
+
+// BuildReport is one build of a Report.
+type BuildReport struct {
+	Job        string `json:"job"`
+	Result     string `json:"result"`
+	Attempt    int    `json:"attempt"`
+	StartedAt  Time   `json:"started_at"`
+	FinishedAt Time   `json:"finished_at"`
+	Log        string `json:"log"`
+	Reason     string `json:"reason"`
+}
+
+// Time renders RFC 3339 with nine fraction digits in UTC, or null when
+// unset (a build that never started).
+type Time struct{ t *time.Time }
+
+// TimeLayout is RFC 3339 with nanoseconds, never trimmed.
+const TimeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+// MarshalJSON implements json.Marshaler.
+func (t Time) MarshalJSON() ([]byte, error) {
+	if t.t == nil {
+		return []byte("null"), nil
+	}
+	return json.Marshal(t.t.UTC().Format(TimeLayout))
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (t *Time) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		t.t = nil
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return err
+	}
+	t.t = &v
+	return nil
+}
+
+// Get returns the time, or nil.
+func (t Time) Get() *time.Time { return t.t }
+
+// MakeReport reads a buildset and its builds, in the order of its plan.
+func MakeReport(ctx context.Context, st store.Store, id string) (*Report, error) {
+	bs, err := st.GetBuildset(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("report %s: %w", id, err)
+	}
+	builds, err := st.Builds(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("report %s: %w", id, err)
+	}
+	r := &Report{
+		ID: bs.ID, Pipeline: bs.Pipeline, Commit: bs.Commit, Result: string(bs.Result), Error: bs.Error,
+		StartedAt: Time{bs.StartedAt}, FinishedAt: Time{bs.FinishedAt}, Builds: []BuildReport{},
+	}
+	if r.Result == "" {
+		r.Result = string(bs.State) // QUEUED or RUNNING while it is not done
+	}
+	for _, b := range builds {
+		r.Builds = append(r.Builds, BuildReport{
+			Job: b.Job, Result: string(b.Result), Attempt: b.Attempt,
+			StartedAt: Time{b.StartedAt}, FinishedAt: Time{b.FinishedAt}, Log: b.Log, Reason: b.Reason,
+		})
+	}
+	return r, nil
+}
+
+// Plan decodes the graph frozen into a buildset.
+func Plan(bs *store.Buildset) (*graph.Plan, error) {
+	var p graph.Plan
+	if err := json.Unmarshal(bs.Plan, &p); err != nil {
+		return nil, fmt.Errorf("buildset %s: decode its plan: %w", bs.ID, err)
+	}
+	if len(p.Jobs) > 0 {
+		p.Bootstrap = p.Jobs[0].Name
+	}
+	return &p, nil
+}
