@@ -51,7 +51,8 @@ type Spec struct {
 	Command string
 	// Dir is the working directory on the bastion (the checkout).
 	Dir string
-	// Env is the whole environment of the process.
+	// Env is the job's environment: it is added to the bastion's own values
+	// of BaseEnv, which it may override. Nothing else reaches the process.
 	Env map[string]string
 	// Timeout ends the process tree after it; 0 means none. It counts from
 	// the start of the process.
@@ -59,6 +60,12 @@ type Spec struct {
 	// Grace is the time between TERM and KILL; 0 means DefaultGrace.
 	Grace time.Duration
 }
+
+// BaseEnv names the variables a build inherits from the bastion it runs on
+// (the local machine's for the local bastion, the login environment's over
+// SSH): enough to find programs and a home, and nothing that might be a
+// secret of Sortie's.
+var BaseEnv = []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSH_AUTH_SOCK"}
 
 // DefaultGrace is the time a process tree gets between TERM and KILL.
 const DefaultGrace = 10 * time.Second

@@ -51,8 +51,8 @@ type Runner struct {
 	LogDir string
 	// Observer may be nil.
 	Observer Observer
-	// Getenv reads Sortie's own environment (secret_env values, the base
-	// environment of jobs); nil means os.Getenv.
+	// Getenv reads Sortie's own environment for secret_env values; nil
+	// means os.Getenv.
 	Getenv func(string) string
 	// KeepCheckouts finished checkouts stay on the bastion; 0 means
 	// DefaultKeepCheckouts.
@@ -326,10 +326,6 @@ type attempts struct {
 	src string // the checkout, once the bootstrap job made it
 }
 
-// baseEnv is what a job inherits from Sortie's environment: enough to find
-// programs and a home, and nothing that might be a secret.
-var baseEnv = []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSH_AUTH_SOCK"}
-
 func (a *attempts) RunAttempt(ctx context.Context, name string, n int) scheduler.Outcome {
 	job := a.cfg.Jobs[name]
 	log, err := logs.Create(a.r.LogPath(a.bs.ID, name, n), a.secrets)
@@ -338,12 +334,8 @@ func (a *attempts) RunAttempt(ctx context.Context, name string, n int) scheduler
 	}
 	defer log.Close()
 
+	// The bastion adds its own PATH, HOME and the like (bastion.BaseEnv).
 	env := map[string]string{}
-	for _, k := range baseEnv {
-		if v := a.r.getenv(k); v != "" {
-			env[k] = v
-		}
-	}
 	for k, v := range job.Env {
 		env[k] = v
 	}

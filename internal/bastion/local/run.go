@@ -60,14 +60,25 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 	return p.wait(ctx, spec.Timeout, grace), nil
 }
 
-// environ turns env into a sorted KEY=VALUE list; it is never nil, so that
-// an empty env does not mean "inherit Sortie's".
+// environ is the process environment: this machine's values of
+// bastion.BaseEnv, then env over them, as a sorted KEY=VALUE list; never
+// nil, so that exec does not fall back to inheriting Sortie's whole
+// environment.
 func environ(env map[string]string) ([]string, error) {
-	list := make([]string, 0, len(env))
+	all := map[string]string{}
+	for _, k := range bastion.BaseEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			all[k] = v
+		}
+	}
 	for k, v := range env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
 			return nil, fmt.Errorf("bad environment variable %q", k)
 		}
+		all[k] = v
+	}
+	list := make([]string, 0, len(all))
+	for k, v := range all {
 		list = append(list, k+"="+v)
 	}
 	slices.Sort(list)

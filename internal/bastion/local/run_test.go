@@ -68,10 +68,12 @@ func TestRunOutput(t *testing.T) {
 	}
 }
 
+// The environment is this machine's values of bastion.BaseEnv, the job's
+// Env over them, and nothing else of Sortie's.
 func TestRunEnvIsExact(t *testing.T) {
 	t.Parallel()
 	for _, env := range []map[string]string{
-		{"A": "1", "B": "two words", "EMPTY": "", "NL": "x\ny"},
+		{"A": "1", "B": "two words", "EMPTY": "", "NL": "x\ny", "HOME": "/job/home"},
 		{},
 	} {
 		// The shell's own environment, before it adds PWD for its children.
@@ -79,8 +81,17 @@ func TestRunEnvIsExact(t *testing.T) {
 			Command: `/usr/bin/tr '\0' '\n' < /proc/$$/environ`,
 			Env:     env,
 		})
-		var want []string
+		all := map[string]string{}
+		for _, k := range bastion.BaseEnv {
+			if v, ok := os.LookupEnv(k); ok {
+				all[k] = v
+			}
+		}
 		for k, v := range env {
+			all[k] = v
+		}
+		var want []string
+		for k, v := range all {
 			want = append(want, k+"="+v)
 		}
 		slices.Sort(want)
