@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/bastion/local"
+	"github.com/sortie-ci/sortie/internal/bastion/ssh"
 	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/config"
 	"github.com/sortie-ci/sortie/internal/graph"
@@ -54,10 +55,6 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if cfg.Source.URL == "" {
 		return usageError("run: %s: source.url is not set; say which repository to deploy", *path)
 	}
-	if !cfg.Bastion.Local() {
-		return usageError("run: bastion %s: only the local bastion is supported so far; omit bastion or set host: local", cfg.Bastion.Host)
-	}
-
 	env, err := openEnv(ctx, *stateDir, cfg)
 	if err != nil {
 		return err
@@ -106,9 +103,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 // runEnv is what a command that runs buildsets opens on a state dir.
 type runEnv struct {
-	store  *sqlite.Store
-	sems   *semaphore.Client
-	runner *buildset.Runner
+	store   *sqlite.Store
+	sems    *semaphore.Client
+	runner  *buildset.Runner
+	closers []io.Closer
 }
 
 func openEnv(ctx context.Context, stateDir string, cfg *config.Config) (*runEnv, error) {
@@ -128,20 +126,37 @@ func openEnv(ctx context.Context, stateDir string, cfg *config.Config) (*runEnv,
 		st.Close()
 		return nil, err
 	}
-	workdir := cfg.Bastion.Workdir
-	if workdir == "" {
-		workdir = filepath.Join(abs, "bastion")
-	}
-	return &runEnv{store: st, sems: sems, runner: &buildset.Runner{
+	env := &runEnv{store: st, sems: sems, runner: &buildset.Runner{
 		Store:      st,
-		Bastion:    local.New(workdir),
 		Mirror:     &source.Mirror{Dir: filepath.Join(abs, "mirror.git"), URL: cfg.Source.URL},
 		Semaphores: sems,
 		LogDir:     filepath.Join(abs, "logs"),
-	}}, nil
+	}}
+	if b := cfg.Bastion; b.Local() {
+		workdir := b.Workdir
+		if workdir == "" {
+			workdir = filepath.Join(abs, "bastion")
+		}
+		env.runner.Bastion = local.New(workdir)
+	} else {
+		remote, err := ssh.New(ssh.Config{
+			Host: b.Host, Port: b.Port, User: b.User, IdentityFile: b.IdentityFile,
+			KnownHosts: b.KnownHosts, Workdir: b.Workdir, AgentSocket: os.Getenv("SSH_AUTH_SOCK"),
+		})
+		if err != nil {
+			env.Close()
+			return nil, &exitError{code: 2, msg: fmt.Sprintf("bastion %s (%s): %v", b.Host, b.Pos, err)}
+		}
+		env.runner.Bastion = remote
+		env.closers = append(env.closers, remote)
+	}
+	return env, nil
 }
 
 func (e *runEnv) Close() {
+	for _, c := range e.closers {
+		c.Close()
+	}
 	e.sems.Stop()
 	e.store.Close()
 }

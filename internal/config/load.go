@@ -156,6 +156,20 @@ func (l *loader) source(d *decoder, n *yaml.Node, path string) {
 	})
 }
 
+// path reads a local file path, relative to the config file unless it is
+// absolute or starts with ~.
+func (d *decoder) path(n *yaml.Node, path string) string {
+	s, ok := d.str(n, path)
+	if !ok || s == "" || filepath.IsAbs(s) || strings.HasPrefix(s, "~") {
+		return s
+	}
+	abs, err := filepath.Abs(filepath.Join(filepath.Dir(d.file), s))
+	if err != nil {
+		return s
+	}
+	return abs
+}
+
 // resolveLocal makes a relative local path relative to the config file.
 func resolveLocal(file, u string) string {
 	if u == "" || strings.Contains(u, "://") || filepath.IsAbs(u) || strings.HasPrefix(u, "~") {
@@ -185,8 +199,8 @@ func (l *loader) bastion(d *decoder, n *yaml.Node, path string) {
 			}
 		},
 		"user":          func(_, v *yaml.Node, p string) { b.User, _ = d.str(v, p) },
-		"identity_file": func(_, v *yaml.Node, p string) { b.IdentityFile, _ = d.str(v, p) },
-		"known_hosts":   func(_, v *yaml.Node, p string) { b.KnownHosts, _ = d.str(v, p) },
+		"identity_file": func(_, v *yaml.Node, p string) { b.IdentityFile = d.path(v, p) },
+		"known_hosts":   func(_, v *yaml.Node, p string) { b.KnownHosts = d.path(v, p) },
 		"workdir":       func(_, v *yaml.Node, p string) { b.Workdir, _ = d.str(v, p) },
 	})
 }

@@ -1,0 +1,206 @@
+package ssh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/sortie-ci/sortie/internal/bastion"
+)
+
+// The remote side of a build. sshd makes every session's command a session
+// and process group leader of its own (setsid), so the group id is the pid
+// the command writes first. The script arrives on stdin, never in argv (it
+// holds the job's secrets), is made readable only by the user and deletes
+// itself. It runs the job as a child, then ends whatever the job left in
+// the group: sshd closes the channel only once nothing holds its output.
+// When it has to KILL stragglers (itself included) it leaves the job's exit
+// status in a file for Sortie to read.
+
+// others succeeds while a process of group $g lives (not a zombie) other
+// than this shell and its own children (the cat and awk of the check
+// itself). A job's leftovers are never children of this shell, since the
+// job's own shell, their parent, has exited. One pass of awk over
+// /proc/*/stat: dash's read builtin reads a byte per system call. Field 3
+// after the command name is the group, field 2 the parent.
+const othersFunc = `others() {
+  cat /proc/[0-9]*/stat 2>/dev/null | awk -v g="$g" -v me="$$" '
+    { pid = $1; sub(/.*\) /, ""); split($0, f, " ") }
+    f[3] == g && f[1] != "Z" && pid != me && f[2] != me { found = 1 }
+    END { exit !found }'
+}
+`
+
+// endGroup sends TERM to group $g, waits up to $grace tenths of a second
+// while members live, then KILLs the group.
+const endGroupFunc = `end_group() {
+  kill -s TERM -- "-$g" 2>/dev/null
+  n=0
+  while others && [ "$n" -lt "$grace" ]; do sleep 0.1; n=$((n+1)); done
+  others && kill -s KILL -- "-$g" 2>/dev/null
+  return 0
+}
+`
+
+func (b *Bastion) runPaths(id string) (script, pid, rc string) {
+	dir := b.Workdir() + "/run/"
+	return dir + id + ".sh", dir + id + ".pid", dir + id + ".rc"
+}
+
+// launch is the session command: save the script from stdin, record the
+// group id, and run the script with nothing but the base environment.
+func (b *Bastion) launch(id string) string {
+	script, pid, _ := b.runPaths(id)
+	var keep strings.Builder
+	for _, k := range bastion.BaseEnv {
+		fmt.Fprintf(&keep, `${%s+"%s=$%s"} `, k, k, k)
+	}
+	// The run directory was made when the connection was (dial).
+	return fmt.Sprintf(`umask 077 && cat > %s && echo $$ > %s && exec env -i %s/bin/sh %s 2>&1`,
+		q(script), q(pid), keep.String(), q(script))
+}
+
+// buildScript is the script of one build: environment, directory, the job
+// as a child, then the sweep of what it left behind.
+func (b *Bastion) buildScript(id string, spec bastion.Spec, grace time.Duration) string {
+	_, pid, rc := b.runPaths(id)
+	var s strings.Builder
+	s.WriteString("rm -f \"$0\"\n")
+	keys := make([]string, 0, len(spec.Env))
+	for k := range spec.Env {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&s, "export %s=%s\n", k, q(spec.Env[k]))
+	}
+	dir := spec.Dir
+	if dir == "" {
+		dir = b.Workdir()
+	}
+	fmt.Fprintf(&s, "cd %s || { echo \"sortie: cannot enter %s\"; exit 97; }\n", q(dir), strings.ReplaceAll(dir, `"`, ""))
+	fmt.Fprintf(&s, "/bin/sh -c %s </dev/null\nrc=$?\n", q(spec.Command))
+	fmt.Fprintf(&s, "g=$$ grace=%d\n%s%s", tenths(grace), othersFunc, endGroupFunc)
+	// Ignore TERM ourselves while ending the others; if some need KILL,
+	// the KILL ends us too, so leave the status behind first.
+	fmt.Fprintf(&s, "trap '' TERM\nif others; then echo 'sortie: ending the processes the job left behind'; echo $rc > %s; end_group; fi\nrm -f %s\nexit $rc\n", q(rc), q(pid))
+	return s.String()
+}
+
+func tenths(d time.Duration) int { return max(1, int(d/(100*time.Millisecond))) }
+
+// Run runs one attempt of a build in its own session on the bastion.
+func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (bastion.Outcome, error) {
+	if ctx.Err() != nil {
+		return bastion.Outcome{ExitCode: -1, Canceled: true}, nil
+	}
+	grace := spec.Grace
+	if grace <= 0 {
+		grace = bastion.DefaultGrace
+	}
+	c, err := b.connect(ctx)
+	if err != nil {
+		return bastion.Outcome{}, err
+	}
+	id := randomID()
+	sess, err := c.NewSession()
+	if err != nil {
+		return bastion.Outcome{}, b.infra(c, "open session", err)
+	}
+	defer sess.Close()
+	sess.Stdin = strings.NewReader(b.buildScript(id, spec, grace))
+	sess.Stdout, sess.Stderr = log, log
+	if err := sess.Start(b.launch(id)); err != nil {
+		return bastion.Outcome{}, b.infra(c, "start build", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sess.Wait() }()
+
+	var timeout <-chan time.Time
+	if spec.Timeout > 0 {
+		t := time.NewTimer(spec.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var out bastion.Outcome
+	select {
+	case err = <-done:
+	case <-timeout:
+		out.TimedOut = true
+		err = b.end(c, id, grace, done)
+	case <-ctx.Done():
+		out.Canceled = true
+		err = b.end(c, id, grace, done)
+	}
+	if out.TimedOut || out.Canceled {
+		out.ExitCode = -1
+		return out, nil
+	}
+	var ee *gossh.ExitError
+	switch {
+	case err == nil:
+		return out, nil
+	case errors.As(err, &ee) && ee.Signal() == "KILL":
+		// The sweep killed stragglers and itself; the job's status is in
+		// the file it left.
+		_, _, rcPath := b.runPaths(id)
+		s, rerr := output(context.WithoutCancel(ctx), c, "cat "+q(rcPath)+" && rm -f "+q(rcPath), nil)
+		if code, perr := strconv.Atoi(strings.TrimSpace(s)); rerr == nil && perr == nil {
+			out.ExitCode = code
+			return out, nil
+		}
+		out.ExitCode = -1
+		return out, nil
+	case errors.As(err, &ee):
+		out.ExitCode = ee.ExitStatus()
+		if ee.Signal() != "" {
+			out.ExitCode = -1
+		}
+		return out, nil
+	}
+	// No exit status: the connection went away mid-build. The job may still
+	// run there; end it as soon as we are connected again.
+	b.mu.Lock()
+	b.orphans = append(b.orphans, id)
+	b.mu.Unlock()
+	return bastion.Outcome{}, b.infra(c, "build lost its connection", err)
+}
+
+// end ends a running build's process group and waits for its session.
+func (b *Bastion) end(c *gossh.Client, id string, grace time.Duration, done <-chan error) error {
+	if err := b.kill(context.Background(), c, id, grace); err != nil {
+		b.mu.Lock()
+		b.orphans = append(b.orphans, id)
+		b.mu.Unlock()
+		c.Close() // the session cannot end cleanly; do not wait forever
+	}
+	return <-done
+}
+
+// kill ends the process group of a build from another session.
+func (b *Bastion) kill(ctx context.Context, c *gossh.Client, id string, grace time.Duration) error {
+	_, pid, rc := b.runPaths(id)
+	script := fmt.Sprintf("%s%sg=$(cat %s 2>/dev/null) || exit 0\ngrace=%d\nend_group\nrm -f %s %s\n",
+		othersFunc, endGroupFunc, q(pid), tenths(grace), q(pid), q(rc))
+	ctx, cancel := context.WithTimeout(ctx, grace+b.cfg.DialTimeout)
+	defer cancel()
+	_, err := output(ctx, c, "exec /bin/sh -s", strings.NewReader(script))
+	return err
+}
+
+// exitStatus is the remote exit status of a session's error, or -1 when
+// the session ended without one (the connection went away).
+func exitStatus(err error) int {
+	var ee *gossh.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitStatus()
+	}
+	return -1
+}

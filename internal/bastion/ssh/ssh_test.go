@@ -1,0 +1,436 @@
+package ssh_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/sortie-ci/sortie/internal/bastion"
+	"github.com/sortie-ci/sortie/internal/bastion/ssh"
+	"github.com/sortie-ci/sortie/internal/bastion/ssh/sshtest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// syncBuf is a log that tests can read while a build writes to it.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newBastion(t *testing.T, srv *sshtest.Server, knownHosts string) *ssh.Bastion {
+	t.Helper()
+	b, err := ssh.New(ssh.Config{
+		Host: srv.Host, Port: srv.Port, User: srv.User, IdentityFile: srv.IdentityFile,
+		KnownHosts: knownHosts, Workdir: filepath.Join(t.TempDir(), "bastion"),
+		Keepalive: 500 * time.Millisecond, DialTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func run(t *testing.T, b *ssh.Bastion, ctx context.Context, spec bastion.Spec) (bastion.Outcome, string, error) {
+	t.Helper()
+	var log syncBuf
+	o, err := b.Run(ctx, spec, &log)
+	return o, log.String(), err
+}
+
+func TestRunExitCodesOutputAndEnv(t *testing.T) {
+	t.Parallel()
+	srv := sshtest.Start(t)
+	b := newBastion(t, srv, srv.KnownHosts)
+	ctx := context.Background()
+	o, log, err := run(t, b, ctx, bastion.Spec{Command: "echo out; echo err >&2; exit 3"})
+	if err != nil || o.ExitCode != 3 || log != "out\nerr\n" {
+		t.Fatalf("%+v %v %q", o, err, log)
+	}
+	secret := "s3cret value with 'quotes' and $dollars"
+	o, log, err = run(t, b, ctx, bastion.Spec{
+		Command: `printf '%s|%s|%s\n' "$TOKEN" "$SORTIE_JOB" "${SSH_CONNECTION:-unset}"; test -n "$HOME" && test -n "$PATH"`,
+		Env:     map[string]string{"TOKEN": secret, "SORTIE_JOB": "a b"},
+	})
+	if err != nil || o.ExitCode != 0 || log != secret+"|a b|unset\n" {
+		t.Fatalf("%+v %v %q", o, err, log)
+	}
+	// The secret travelled on stdin: no file with it stays behind.
+	out, _ := exec.Command("grep", "-rl", "s3cret", b.Workdir()).CombinedOutput()
+	if len(out) > 0 {
+		t.Fatalf("secret left on the bastion in %s", out)
+	}
+}
+
+func TestUnknownOrChangedHostKeyIsRefused(t *testing.T) {
+	t.Parallel()
+	srv := sshtest.Start(t)
+	marker := filepath.Join(t.TempDir(), "ran")
+	for name, kh := range map[string]string{"changed": srv.WrongKnownHosts(t), "unknown": srv.UnknownKnownHosts(t)} {
+		b := newBastion(t, srv, kh)
+		_, _, err := run(t, b, context.Background(), bastion.Spec{Command: "touch " + marker})
+		if !bastion.IsInfra(err) {
+			t.Fatalf("%s: %v, want an infrastructure error", name, err)
+		}
+		want := map[string]string{"changed": "CHANGED", "unknown": "is not in"}[name]
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want it to say %q", name, err, want)
+		}
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("a command ran on a bastion whose host key was not verified")
+	}
+	if _, err := ssh.New(ssh.Config{Host: "h", User: "u", IdentityFile: srv.IdentityFile}); err == nil || !strings.Contains(err.Error(), "known_hosts is required") {
+		t.Fatalf("no known_hosts: %v", err)
+	}
+}
+
+func pids(t *testing.T, file string) []int {
+	t.Helper()
+	data, _ := os.ReadFile(file)
+	var out []int
+	for _, f := range strings.Fields(string(data)) {
+		if p, err := strconv.Atoi(f); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// gone: no such process, or a zombie nobody will reap in this sandbox.
+func gone(pid int) bool {
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return true
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
+}
+
+func assertGone(t *testing.T, ps []int, n int) {
+	t.Helper()
+	if len(ps) != n {
+		t.Fatalf("recorded pids %v, want %d", ps, n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, p := range ps {
+		for !gone(p) {
+			if time.Now().After(deadline) {
+				t.Fatalf("process %d still runs on the bastion", p)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// tree starts two background sleepers (one ignoring TERM) and a sleep in
+// the foreground, recording every pid.
+func tree(file string) string {
+	return fmt.Sprintf(`sleep 300 & echo $! >> %[1]s
+sh -c 'trap "" TERM; echo $$ >> %[1]s; exec sleep 300' &
+echo $$ >> %[1]s
+touch %[1]s.started
+sleep 300`, file)
+}
+
+func TestTimeoutEndsTheWholeTree(t *testing.T) {
+	t.Parallel()
+	srv := sshtest.Start(t)
+	b := newBastion(t, srv, srv.KnownHosts)
+	file := filepath.Join(t.TempDir(), "pids")
+	start := time.Now()
+	o, _, err := run(t, b, context.Background(), bastion.Spec{Command: tree(file), Timeout: time.Second, Grace: 300 * time.Millisecond})
+	if err != nil || !o.TimedOut {
+		t.Fatalf("%+v %v", o, err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %v to time out a 1s build", d)
+	}
+	assertGone(t, pids(t, file), 3)
+}
+
+func TestCancelEndsTheWholeTree(t *testing.T) {
+	t.Parallel()
+	srv := sshtest.Start(t)
+	b := newBastion(t, srv, srv.KnownHosts)
+	file := filepath.Join(t.TempDir(), "pids")
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for {
+			if _, err := os.Stat(file + ".started"); err == nil {
+				cancel()
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	o, _, err := run(t, b, ctx, bastion.Spec{Command: tree(file), Grace: 300 * time.Millisecond})
+	if err != nil || !o.Canceled {
+		t.Fatalf("%+v %v", o, err)
+	}
+	assertGone(t, pids(t, file), 3)
+}
+
+func TestStragglersOfASuccessfulBuildAreEnded(t *testing.T) {
+	t.Parallel()
+	srv := sshtest.Start(t)
+	b := newBastion(t, srv, srv.KnownHosts)
+	file := filepath.Join(t.TempDir(), "pids")
+	for _, exit := range []int{0, 4} {
+		os.Remove(file)
+		cmd := fmt.Sprintf(`sleep 300 & echo $! >> %[1]s
+sh -c 'trap "" TERM; echo $$ >> %[1]s; exec sleep 300' &
+sleep 0.2; exit %d`, file, exit)
+		o, log, err := run(t, b, context.Background(), bastion.Spec{Command: cmd, Grace: 300 * time.Millisecond})
+		if err != nil || o.ExitCode != exit || o.TimedOut || o.Canceled {
+			t.Fatalf("exit %d: %+v %v", exit, o, err)
+		}
+		if !strings.Contains(log, "sortie: ending the processes the job left behind") {
+			t.Errorf("the sweep did not say what it did: %q", log)
+		}
+		assertGone(t, pids(t, file), 2)
+	}
+}
+
+func TestDroppedConnectionIsAnInfraFailureAndReconnects(t *testing.T) {
+	t.Parallel()
+	srv := sshtest.Start(t)
+	b := newBastion(t, srv, srv.KnownHosts)
+	file := filepath.Join(t.TempDir(), "pids")
+	result := make(chan error, 1)
+	go func() {
+		_, _, err := run(t, b, context.Background(), bastion.Spec{Command: tree(file)})
+		result <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(file + ".started"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the build never started")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	srv.Stop()
+	select {
+	case err := <-result:
+		if !bastion.IsInfra(err) {
+			t.Fatalf("%v, want an infrastructure error", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the build did not notice its connection dropped")
+	}
+	// While the bastion is down, every attempt is an infrastructure failure.
+	if _, _, err := run(t, b, context.Background(), bastion.Spec{Command: "true"}); !bastion.IsInfra(err) {
+		t.Fatalf("bastion down: %v", err)
+	}
+	srv.Restart(t)
+	o, _, err := run(t, b, context.Background(), bastion.Spec{Command: "echo back"})
+	if err != nil || o.ExitCode != 0 {
+		t.Fatalf("after restart: %+v %v", o, err)
+	}
+	// The reconnect ended what the dropped build left running.
+	assertGone(t, pids(t, file), 3)
+}
+
+// gitRepo makes a repository with the given commits and returns it with
+// their hashes.
+func gitRepo(t *testing.T, commits ...map[string]string) (string, []string) {
+	t.Helper()
+	dir := t.TempDir()
+	git := func(args ...string) string {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@x", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@x")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	git("init", "-q", "-b", "main")
+	var shas []string
+	for i, files := range commits {
+		for name, content := range files {
+			os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755)
+			os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644)
+		}
+		git("add", "-A")
+		git("commit", "-q", "--allow-empty", "-m", fmt.Sprint("commit ", i))
+		shas = append(shas, git("rev-parse", "HEAD"))
+	}
+	return dir, shas
+}
+
+func TestCheckoutShipsOnlyWhatTheBastionLacks(t *testing.T) {
+	t.Parallel()
+	srv := sshtest.Start(t)
+	b := newBastion(t, srv, srv.KnownHosts)
+	random := make([]byte, 100_000)
+	rand.Read(random)
+	big := hex.EncodeToString(random) // incompressible: the bundle cannot shrink it
+	repo, shas := gitRepo(t, map[string]string{"big.txt": big, "v": "1"}, map[string]string{"v": "2"})
+	ctx := context.Background()
+	var log syncBuf
+	dir1, err := b.Checkout(ctx, repo, "bs-1", shas[0], &log)
+	if err != nil {
+		t.Fatal(err, log.String())
+	}
+	_, first := b.Shipped()
+	dir2, err := b.Checkout(ctx, repo, "bs-2", shas[1], &log)
+	if err != nil {
+		t.Fatal(err, log.String())
+	}
+	bundles, total := b.Shipped()
+	second := total - first
+	if bundles != 2 || first < 1000 || second*10 > first {
+		t.Fatalf("shipped %d bytes then %d bytes (%d bundles): the second must carry only the new objects", first, second, bundles)
+	}
+	t.Logf("first bundle %d bytes, second %d bytes", first, second)
+	// A third buildset at a commit the bastion has sends nothing.
+	if _, err := b.Checkout(ctx, repo, "bs-3", shas[0], &log); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := b.Shipped(); n != 2 {
+		t.Fatalf("%d bundles after a checkout of a known commit", n)
+	}
+	for i, d := range []string{dir1, dir2} {
+		out, _ := exec.Command("git", "-C", d, "rev-parse", "HEAD").Output()
+		v, _ := os.ReadFile(filepath.Join(d, "v"))
+		if strings.TrimSpace(string(out)) != shas[i] || string(v) != fmt.Sprint(i+1) {
+			t.Errorf("checkout %s: HEAD %s, v %q", d, out, v)
+		}
+	}
+	// Reusing a buildset's checkout works; a different commit is refused.
+	if d, err := b.Checkout(ctx, repo, "bs-1", shas[0], &log); err != nil || d != dir1 {
+		t.Fatalf("reuse: %q %v", d, err)
+	}
+	if _, err := b.Checkout(ctx, repo, "bs-1", shas[1], &log); err == nil {
+		t.Fatal("bs-1 was checked out again at another commit")
+	}
+}
+
+func TestConcurrentCheckoutsAndFinish(t *testing.T) {
+	t.Parallel()
+	srv := sshtest.Start(t)
+	b := newBastion(t, srv, srv.KnownHosts)
+	repo, shas := gitRepo(t, map[string]string{"v": "1"}, map[string]string{"v": "2"}, map[string]string{"v": "3"})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	dirs := make([]string, 6)
+	for i := range dirs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var log syncBuf
+			d, err := b.Checkout(ctx, repo, fmt.Sprint("bs-", i), shas[i%3], &log)
+			if err != nil {
+				t.Errorf("checkout %d: %v\n%s", i, err, log.String())
+			}
+			dirs[i] = d
+		}()
+	}
+	wg.Wait()
+	for i, d := range dirs {
+		v, _ := os.ReadFile(filepath.Join(d, "v"))
+		if string(v) != fmt.Sprint(i%3+1) {
+			t.Errorf("bs-%d sees v=%q", i, v)
+		}
+	}
+	// Finish bs-0..bs-3 keeping 2: the oldest finished go, unfinished stay.
+	for i := range 4 {
+		if err := b.Finish(ctx, fmt.Sprint("bs-", i), 2); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond) // distinct mtimes for "newest"
+	}
+	for i, d := range dirs {
+		_, err := os.Stat(d)
+		if exists, want := err == nil, i >= 2; exists != want {
+			t.Errorf("bs-%d exists=%v, want %v", i, exists, want)
+		}
+	}
+}
+
+func TestInstallOnceAcrossSortieProcesses(t *testing.T) {
+	t.Parallel()
+	srv := sshtest.Start(t)
+	workdir := filepath.Join(t.TempDir(), "shared")
+	counter := filepath.Join(t.TempDir(), "count")
+	// Two bastions on one workdir: two Sortie processes sharing a bastion.
+	mk := func() *ssh.Bastion {
+		b, err := ssh.New(ssh.Config{Host: srv.Host, Port: srv.Port, User: srv.User, IdentityFile: srv.IdentityFile,
+			KnownHosts: srv.KnownHosts, Workdir: workdir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+	bs := []*ssh.Bastion{mk(), mk()}
+	cmds := []string{"sleep 0.3", "echo $MARK >> " + counter}
+	var wg sync.WaitGroup
+	installed := make([]bool, 4)
+	for i := range installed {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var log syncBuf
+			ok, err := bs[i%2].Install(context.Background(), cmds, map[string]string{"MARK": "x"}, &log)
+			if err != nil {
+				t.Errorf("install %d: %v\n%s", i, err, log.String())
+			}
+			installed[i] = ok
+		}()
+	}
+	wg.Wait()
+	data, _ := os.ReadFile(counter)
+	if string(data) != "x\n" {
+		t.Fatalf("install commands ran %q, want once", data)
+	}
+	n := 0
+	for _, ok := range installed {
+		if ok {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d installs said installed, want 1", n)
+	}
+	var log syncBuf
+	if _, err := bs[0].Install(context.Background(), []string{"exit 5"}, nil, &log); err == nil || bastion.IsInfra(err) || !strings.Contains(log.String(), "install failed: exit status 5") {
+		t.Fatalf("failing install: %v\n%s", err, log.String())
+	}
+}
