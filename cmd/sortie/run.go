@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -33,6 +34,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	report := fs.String("report", "", "write the buildset report (JSON) to this file")
 	maxPar := fs.Int("max-parallel", 0, "builds running at once (default: limits.max_parallel)")
 	stateDir := fs.String("state-dir", defaultStateDir, "where the database, mirror, logs and local bastion live")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (pprof) of the run to this file")
 	var files filesFlag
 	fs.Var(&files, "files", "changed files (repeat, or separate with commas); none means every job")
 	if err := parse(fs, args); err != nil {
@@ -47,6 +49,17 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg, err := loadConfig(*path, stderr)
 	if err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return usageError("run: --cpuprofile: %v", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if _, ok := cfg.Pipelines[*pipeline]; !ok {
 		_, err := planFor(cfg, *pipeline, nil)

@@ -47,7 +47,7 @@ type Runner struct {
 	Bastion    bastion.Bastion
 	Mirror     *source.Mirror
 	Semaphores *semaphore.Client
-	// LogDir holds the build logs: <LogDir>/<buildset>/<job>/<attempt>.log.
+	// LogDir holds the build logs: <LogDir>/<buildset>/<job>.<attempt>.log.
 	LogDir string
 	// Observer may be nil.
 	Observer Observer
@@ -266,9 +266,10 @@ func (r *Runner) remaining(ctx context.Context, cfg *config.Config, plan *graph.
 	}), nil
 }
 
-// LogPath is where an attempt's log is written.
+// LogPath is where an attempt's log is written: one directory per
+// buildset, one file per attempt.
 func (r *Runner) LogPath(buildset, job string, attempt int) string {
-	return filepath.Join(r.LogDir, buildset, job, strconv.Itoa(attempt)+".log")
+	return filepath.Join(r.LogDir, buildset, job+"."+strconv.Itoa(attempt)+".log")
 }
 
 // secrets are the values of every secret_env of the config, redacted from
@@ -327,12 +328,18 @@ type attempts struct {
 }
 
 func (a *attempts) RunAttempt(ctx context.Context, name string, n int) scheduler.Outcome {
-	job := a.cfg.Jobs[name]
-	log, err := logs.Create(a.r.LogPath(a.bs.ID, name, n), a.secrets)
-	if err != nil {
+	log := logs.Create(a.r.LogPath(a.bs.ID, name, n), a.secrets)
+	o := a.run(ctx, name, n, log)
+	// A log that could not be written is an error of a build that would
+	// otherwise have passed: its output is lost.
+	if err := log.Close(); err != nil && o == (scheduler.Outcome{}) {
 		return scheduler.Outcome{Err: err}
 	}
-	defer log.Close()
+	return o
+}
+
+func (a *attempts) run(ctx context.Context, name string, n int, log io.Writer) scheduler.Outcome {
+	job := a.cfg.Jobs[name]
 
 	// The bastion adds its own PATH, HOME and the like (bastion.BaseEnv).
 	env := map[string]string{}

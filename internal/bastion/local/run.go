@@ -166,11 +166,22 @@ func (p *process) wait(ctx context.Context, timeout, grace time.Duration) bastio
 	case <-ctx.Done():
 		out.Canceled = true
 	}
-	p.endGroup(exited, grace)
-
-	// The leader has exited and the rest of its group is gone or killed:
-	// reap the leader, which frees its pid and group id.
-	_ = p.cmd.Wait()
+	if exited {
+		// Reap the leader first: then one kill(-pgid, 0) says whether the
+		// job left anything in its group, where scanning /proc after every
+		// build cost more than half of Sortie's CPU on a 10,000-job run.
+		// Members that remain keep the group id from being reused; if
+		// there are none, the id is free, but a pid just freed is not
+		// reissued before the pid space wraps around.
+		_ = p.cmd.Wait()
+		if err := syscall.Kill(-p.cmd.Process.Pid, 0); !errors.Is(err, syscall.ESRCH) {
+			p.endGroup(true, grace)
+		}
+	} else {
+		p.endGroup(false, grace)
+		// The rest of the group is gone or killed: reap the leader.
+		_ = p.cmd.Wait()
+	}
 	out.ExitCode = -1
 	if p.cmd.ProcessState != nil {
 		out.ExitCode = p.cmd.ProcessState.ExitCode()

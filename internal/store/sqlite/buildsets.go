@@ -40,13 +40,13 @@ func (s *Store) CreateBuildset(ctx context.Context, bs *store.Buildset, jobs []s
 	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var exists bool
-		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM buildsets WHERE id = ?)`, bs.ID).Scan(&exists); err != nil {
+		if err := s.txRow(ctx, tx, `SELECT EXISTS (SELECT 1 FROM buildsets WHERE id = ?)`, bs.ID).Scan(&exists); err != nil {
 			return err
 		}
 		if exists {
 			return fmt.Errorf("already exists: %w", store.ErrConflict)
 		}
-		_, err := tx.ExecContext(ctx, `
+		_, err := s.txExec(ctx, tx, `
 			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, plan, created_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`,
 			bs.ID, bs.Pipeline, bs.Commit, files, store.BuildsetQueued, plan, nanos(bs.CreatedAt))
@@ -54,7 +54,7 @@ func (s *Store) CreateBuildset(ctx context.Context, bs *store.Buildset, jobs []s
 			return err
 		}
 		for i, job := range jobs {
-			_, err := tx.ExecContext(ctx, `
+			_, err := s.txExec(ctx, tx, `
 				INSERT INTO builds (buildset_id, job, seq, state) VALUES (?, ?, ?, ?)`,
 				bs.ID, job, i, store.BuildWaiting)
 			if err != nil {
@@ -104,7 +104,7 @@ func scanBuildset(row scanner) (*store.Buildset, error) {
 
 // GetBuildset returns the buildset with the given id, or ErrNotFound.
 func (s *Store) GetBuildset(ctx context.Context, id string) (*store.Buildset, error) {
-	row := s.r.QueryRowContext(ctx, `SELECT `+buildsetColumns+` FROM buildsets WHERE id = ?`, id)
+	row := s.row(ctx, `SELECT `+buildsetColumns+` FROM buildsets WHERE id = ?`, id)
 	bs, err := scanBuildset(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = store.ErrNotFound
@@ -137,7 +137,7 @@ func (s *Store) ListBuildsets(ctx context.Context, f store.Filter) ([]*store.Bui
 	}
 	if f.Before != "" {
 		var created, seq int64
-		err := s.r.QueryRowContext(ctx, `SELECT created_at, seq FROM buildsets WHERE id = ?`, f.Before).Scan(&created, &seq)
+		err := s.row(ctx, `SELECT created_at, seq FROM buildsets WHERE id = ?`, f.Before).Scan(&created, &seq)
 		if errors.Is(err, sql.ErrNoRows) {
 			err = fmt.Errorf("before %s: %w", f.Before, store.ErrNotFound)
 		}
@@ -158,7 +158,7 @@ func (s *Store) ListBuildsets(ctx context.Context, f store.Filter) ([]*store.Bui
 	q += ` ORDER BY created_at DESC, seq DESC LIMIT ?`
 	args = append(args, limit)
 
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	rows, err := s.rows(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list buildsets: %w", err)
 	}
@@ -211,7 +211,7 @@ func (s *Store) FinishBuildset(ctx context.Context, id string, result store.Resu
 func (s *Store) cas(ctx context.Context, table, key string, keyArgs []any, set string, setArgs []any, from ...any) error {
 	placeholders := strings.TrimSuffix(strings.Repeat("?, ", len(from)), ", ")
 	args := slices.Concat(setArgs, keyArgs, from)
-	res, err := s.w.ExecContext(ctx,
+	res, err := s.exec(ctx,
 		`UPDATE `+table+` SET `+set+` WHERE `+key+` AND state IN (`+placeholders+`)`, args...)
 	if err != nil {
 		return err
@@ -226,7 +226,7 @@ func (s *Store) cas(ctx context.Context, table, key string, keyArgs []any, set s
 	// No row changed: tell "missing" from "in another state". Rows are
 	// never deleted, so the answer cannot go stale between the two.
 	var state string
-	err = s.r.QueryRowContext(ctx, `SELECT state FROM `+table+` WHERE `+key, keyArgs...).Scan(&state)
+	err = s.row(ctx, `SELECT state FROM `+table+` WHERE `+key, keyArgs...).Scan(&state)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.ErrNotFound
 	}
@@ -239,7 +239,7 @@ func (s *Store) cas(ctx context.Context, table, key string, keyArgs []any, set s
 // Builds returns the builds of a buildset in creation order, or ErrNotFound
 // for an unknown buildset.
 func (s *Store) Builds(ctx context.Context, buildsetID string) ([]*store.Build, error) {
-	rows, err := s.r.QueryContext(ctx, `
+	rows, err := s.rows(ctx, `
 		SELECT buildset_id, job, state, result, attempt, started_at, finished_at, log, reason
 		FROM builds WHERE buildset_id = ? ORDER BY seq`, buildsetID)
 	if err != nil {
@@ -276,7 +276,7 @@ func (s *Store) Builds(ctx context.Context, buildsetID string) ([]*store.Build, 
 
 func (s *Store) buildsetExists(ctx context.Context, id string) error {
 	var exists bool
-	if err := s.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM buildsets WHERE id = ?)`, id).Scan(&exists); err != nil {
+	if err := s.row(ctx, `SELECT EXISTS (SELECT 1 FROM buildsets WHERE id = ?)`, id).Scan(&exists); err != nil {
 		return err
 	}
 	if !exists {
@@ -305,7 +305,7 @@ func (s *Store) StartAttempt(ctx context.Context, a *store.Attempt) error {
 			state   string
 			attempt int
 		)
-		err := tx.QueryRowContext(ctx, `SELECT state, attempt FROM builds WHERE buildset_id = ? AND job = ?`,
+		err := s.txRow(ctx, tx, `SELECT state, attempt FROM builds WHERE buildset_id = ? AND job = ?`,
 			a.BuildsetID, a.Job).Scan(&state, &attempt)
 		if errors.Is(err, sql.ErrNoRows) {
 			return store.ErrNotFound
@@ -319,14 +319,14 @@ func (s *Store) StartAttempt(ctx context.Context, a *store.Attempt) error {
 		if a.Number <= attempt {
 			return fmt.Errorf("build is at attempt %d: %w", attempt, store.ErrConflict)
 		}
-		_, err = tx.ExecContext(ctx, `
+		_, err = s.txExec(ctx, tx, `
 			UPDATE builds SET state = ?, attempt = ?, log = ?, started_at = COALESCE(started_at, ?)
 			WHERE buildset_id = ? AND job = ?`,
 			store.BuildRunning, a.Number, a.Log, nanos(a.StartedAt), a.BuildsetID, a.Job)
 		if err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `
+		_, err = s.txExec(ctx, tx, `
 			INSERT INTO attempts (buildset_id, job, number, owner, started_at, log)
 			VALUES (?, ?, ?, ?, ?, ?)`,
 			a.BuildsetID, a.Job, a.Number, a.Owner, nanos(a.StartedAt), a.Log)
@@ -345,7 +345,7 @@ func (s *Store) FinishAttempt(ctx context.Context, buildsetID, job string, numbe
 	if result == "" {
 		return fmt.Errorf("sqlite: finish attempt %s/%s #%d: empty result", buildsetID, job, number)
 	}
-	res, err := s.w.ExecContext(ctx, `
+	res, err := s.exec(ctx, `
 		UPDATE attempts SET result = ?, error = ?, finished_at = ?
 		WHERE buildset_id = ? AND job = ? AND number = ? AND result = ''`,
 		result, errMsg, nullNanos(at), buildsetID, job, number)
@@ -354,7 +354,7 @@ func (s *Store) FinishAttempt(ctx context.Context, buildsetID, job string, numbe
 		n, err = res.RowsAffected()
 		if err == nil && n == 0 {
 			var prev string
-			err = s.r.QueryRowContext(ctx, `SELECT result FROM attempts WHERE buildset_id = ? AND job = ? AND number = ?`,
+			err = s.row(ctx, `SELECT result FROM attempts WHERE buildset_id = ? AND job = ? AND number = ?`,
 				buildsetID, job, number).Scan(&prev)
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
@@ -389,7 +389,7 @@ func (s *Store) FinishBuild(ctx context.Context, buildsetID, job string, result 
 // Attempts returns a build's attempts by number, or ErrNotFound for an
 // unknown build.
 func (s *Store) Attempts(ctx context.Context, buildsetID, job string) ([]*store.Attempt, error) {
-	rows, err := s.r.QueryContext(ctx, `
+	rows, err := s.rows(ctx, `
 		SELECT buildset_id, job, number, owner, started_at, finished_at, result, log, error
 		FROM attempts WHERE buildset_id = ? AND job = ? ORDER BY number`, buildsetID, job)
 	if err != nil {
@@ -418,7 +418,7 @@ func (s *Store) Attempts(ctx context.Context, buildsetID, job string) ([]*store.
 	}
 	if len(out) == 0 {
 		var exists bool
-		err := s.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM builds WHERE buildset_id = ? AND job = ?)`,
+		err := s.row(ctx, `SELECT EXISTS (SELECT 1 FROM builds WHERE buildset_id = ? AND job = ?)`,
 			buildsetID, job).Scan(&exists)
 		if err == nil && !exists {
 			err = store.ErrNotFound
@@ -443,7 +443,7 @@ func (s *Store) JobDurations(ctx context.Context, jobs []string) (map[string]tim
 		if _, done := out[job]; done {
 			continue
 		}
-		rows, err := s.r.QueryContext(ctx, `
+		rows, err := s.rows(ctx, `
 			SELECT finished_at - started_at FROM attempts
 			WHERE job = ? AND result = ? AND finished_at IS NOT NULL
 			ORDER BY finished_at DESC, number DESC LIMIT ?`,

@@ -51,11 +51,11 @@ func (s *Store) AcquireSemaphores(ctx context.Context, a store.Acquire) (bool, e
 
 	var granted bool
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := dropExpired(ctx, tx, now); err != nil {
+		if err := s.dropExpired(ctx, tx, now); err != nil {
 			return err
 		}
 		var holds bool
-		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM semaphore_holders WHERE holder = ?)`,
+		if err := s.txRow(ctx, tx, `SELECT EXISTS (SELECT 1 FROM semaphore_holders WHERE holder = ?)`,
 			a.Holder).Scan(&holds); err != nil {
 			return err
 		}
@@ -65,7 +65,7 @@ func (s *Store) AcquireSemaphores(ctx context.Context, a store.Acquire) (bool, e
 		}
 
 		precedence, sinceNs := int64(a.Precedence), nanos(since)
-		err := tx.QueryRowContext(ctx, `SELECT precedence, since FROM semaphore_waiters WHERE holder = ? ORDER BY since LIMIT 1`,
+		err := s.txRow(ctx, tx, `SELECT precedence, since FROM semaphore_waiters WHERE holder = ? ORDER BY since LIMIT 1`,
 			a.Holder).Scan(&precedence, &sinceNs)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
@@ -74,12 +74,12 @@ func (s *Store) AcquireSemaphores(ctx context.Context, a store.Acquire) (bool, e
 		ok := true
 		for _, name := range names {
 			var held int
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM semaphore_holders WHERE semaphore = ?`,
+			if err := s.txRow(ctx, tx, `SELECT COUNT(*) FROM semaphore_holders WHERE semaphore = ?`,
 				name).Scan(&held); err != nil {
 				return err
 			}
 			var ahead int
-			err := tx.QueryRowContext(ctx, `
+			err := s.txRow(ctx, tx, `
 				SELECT COUNT(*) FROM semaphore_waiters
 				WHERE semaphore = ?1 AND holder <> ?2 AND (
 					precedence > ?3
@@ -97,7 +97,7 @@ func (s *Store) AcquireSemaphores(ctx context.Context, a store.Acquire) (bool, e
 
 		if ok {
 			for _, name := range names {
-				_, err := tx.ExecContext(ctx, `
+				_, err := s.txExec(ctx, tx, `
 					INSERT INTO semaphore_holders (semaphore, holder, buildset, owner, acquired_at)
 					VALUES (?, ?, ?, ?, ?)`,
 					name, a.Holder, a.Buildset, a.Owner, now)
@@ -105,7 +105,7 @@ func (s *Store) AcquireSemaphores(ctx context.Context, a store.Acquire) (bool, e
 					return fmt.Errorf("semaphore %s: %w", name, err)
 				}
 			}
-			if _, err := tx.ExecContext(ctx, `DELETE FROM semaphore_waiters WHERE holder = ?`, a.Holder); err != nil {
+			if _, err := s.txExec(ctx, tx, `DELETE FROM semaphore_waiters WHERE holder = ?`, a.Holder); err != nil {
 				return err
 			}
 			granted = true
@@ -113,7 +113,7 @@ func (s *Store) AcquireSemaphores(ctx context.Context, a store.Acquire) (bool, e
 		}
 
 		for _, name := range names {
-			_, err := tx.ExecContext(ctx, `
+			_, err := s.txExec(ctx, tx, `
 				INSERT INTO semaphore_waiters (semaphore, holder, buildset, owner, precedence, since)
 				VALUES (?, ?, ?, ?, ?, ?)
 				ON CONFLICT (semaphore, holder) DO NOTHING`,
@@ -132,12 +132,12 @@ func (s *Store) AcquireSemaphores(ctx context.Context, a store.Acquire) (bool, e
 
 // dropExpired deletes the holders and waiters of owners whose lease ended
 // before now. Owners without a lease row are alive (see the package doc).
-func dropExpired(ctx context.Context, tx *sql.Tx, now int64) error {
+func (s *Store) dropExpired(ctx context.Context, tx *sql.Tx, now int64) error {
 	for _, q := range []string{
 		`DELETE FROM semaphore_holders WHERE owner IN (SELECT owner FROM leases WHERE expires_at < ?)`,
 		`DELETE FROM semaphore_waiters WHERE owner IN (SELECT owner FROM leases WHERE expires_at < ?)`,
 	} {
-		if _, err := tx.ExecContext(ctx, q, now); err != nil {
+		if _, err := s.txExec(ctx, tx, q, now); err != nil {
 			return err
 		}
 	}
@@ -148,10 +148,10 @@ func dropExpired(ctx context.Context, tx *sql.Tx, now int64) error {
 // not held is not an error.
 func (s *Store) ReleaseSemaphores(ctx context.Context, holder string) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM semaphore_holders WHERE holder = ?`, holder); err != nil {
+		if _, err := s.txExec(ctx, tx, `DELETE FROM semaphore_holders WHERE holder = ?`, holder); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM semaphore_waiters WHERE holder = ?`, holder)
+		_, err := s.txExec(ctx, tx, `DELETE FROM semaphore_waiters WHERE holder = ?`, holder)
 		return err
 	})
 	if err != nil {
@@ -164,10 +164,10 @@ func (s *Store) ReleaseSemaphores(ctx context.Context, holder string) error {
 // semaphore and its builds' semaphores.
 func (s *Store) ReleaseBuildset(ctx context.Context, buildsetID string) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM semaphore_holders WHERE buildset = ?`, buildsetID); err != nil {
+		if _, err := s.txExec(ctx, tx, `DELETE FROM semaphore_holders WHERE buildset = ?`, buildsetID); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM semaphore_waiters WHERE buildset = ?`, buildsetID)
+		_, err := s.txExec(ctx, tx, `DELETE FROM semaphore_waiters WHERE buildset = ?`, buildsetID)
 		return err
 	})
 	if err != nil {
@@ -179,7 +179,7 @@ func (s *Store) ReleaseBuildset(ctx context.Context, buildsetID string) error {
 // Holders lists the holders by semaphore, then acquisition time, then
 // holder.
 func (s *Store) Holders(ctx context.Context) ([]store.Holder, error) {
-	rows, err := s.r.QueryContext(ctx, `
+	rows, err := s.rows(ctx, `
 		SELECT semaphore, holder, buildset, owner, acquired_at FROM semaphore_holders
 		ORDER BY semaphore, acquired_at, holder`)
 	if err != nil {
@@ -206,7 +206,7 @@ func (s *Store) Holders(ctx context.Context) ([]store.Holder, error) {
 
 // Waiters lists the waiters by semaphore, then Since, then holder.
 func (s *Store) Waiters(ctx context.Context) ([]store.Waiter, error) {
-	rows, err := s.r.QueryContext(ctx, `
+	rows, err := s.rows(ctx, `
 		SELECT semaphore, holder, buildset, owner, precedence, since FROM semaphore_waiters
 		ORDER BY semaphore, since, holder`)
 	if err != nil {
@@ -237,7 +237,7 @@ func (s *Store) RenewLease(ctx context.Context, owner string, until time.Time) e
 	if until.IsZero() {
 		return fmt.Errorf("sqlite: renew lease %s: %w", owner, errZeroTime("until"))
 	}
-	_, err := s.w.ExecContext(ctx, `
+	_, err := s.exec(ctx, `
 		INSERT INTO leases (owner, expires_at) VALUES (?, ?)
 		ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at`,
 		owner, nanos(until))
@@ -277,10 +277,10 @@ func (s *Store) ExpireLeases(ctx context.Context, now time.Time) ([]string, erro
 		if len(owners) == 0 {
 			return nil
 		}
-		if err := dropExpired(ctx, tx, n); err != nil {
+		if err := s.dropExpired(ctx, tx, n); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `DELETE FROM leases WHERE expires_at < ?`, n)
+		_, err = s.txExec(ctx, tx, `DELETE FROM leases WHERE expires_at < ?`, n)
 		return err
 	})
 	if err != nil {
