@@ -1,17 +1,23 @@
-// Command bench measures Sortie running generated job graphs through the
-// real binary, persisting everything as in production (SQLite state dir,
-// one log file per attempt, local bastion), and prints a Markdown table for
-// docs/benchmarks.md.
+// Command bench runs the same job graphs with Sortie and with the tools a
+// user might otherwise pick (make, ninja, go-task, Dagu), at the same
+// parallelism, alternating runs, and reports medians and Sortie/peer
+// ratios. Sortie persists everything as in production: its SQLite state
+// dir, one log per attempt that writes, the bootstrap's checkout.
 //
-//	go run ./bench [-reps 3] [-only layered|noop]
+//	go run ./bench [-reps 3] [-quick] [-write]
+//
+// -write replaces the generated part of docs/benchmarks.md and writes
+// docs/bench-peers.svg. Peers that are not installed are reported and
+// left out; docs/benchmarks.md says how to install them.
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
-	"math/rand/v2"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,79 +29,70 @@ import (
 )
 
 type workload struct {
-	name     string
-	about    string
+	dag      *dag
 	parallel int
-	config   func(repo string) string
-	// nominal is the lower bound from the jobs' nominal durations (0: n/a):
-	// the per-job cost of starting a process, logging and recording counts
-	// against Sortie here, not in the bound.
-	nominal time.Duration
+	// chart puts it on the SVG (the wide no-op family).
+	chart bool
 }
 
-type report struct {
-	Result     string    `json:"result"`
-	StartedAt  time.Time `json:"started_at"`
-	FinishedAt time.Time `json:"finished_at"`
-	Builds     []struct {
-		Job        string     `json:"job"`
-		Result     string     `json:"result"`
-		StartedAt  *time.Time `json:"started_at"`
-		FinishedAt *time.Time `json:"finished_at"`
-	} `json:"builds"`
+func (w workload) name() string {
+	kind := "no-op"
+	if w.dag.sleep > 0 {
+		kind = fmt.Sprintf("sleep %gs", w.dag.sleep.Seconds())
+	}
+	return fmt.Sprintf("%s %d, %s, parallelism %d", w.dag.family, w.dag.n(), kind, w.parallel)
+}
+
+type sample struct {
+	wall    time.Duration
+	rss     int64
+	failed  string
+	latency []time.Duration // Sortie only: dispatch latencies of one run
+}
+
+type result struct {
+	w       workload
+	samples map[string][]sample
 }
 
 func main() {
-	reps := flag.Int("reps", 3, "repetitions of each workload (medians are reported)")
-	only := flag.String("only", "", "run only this workload")
+	reps := flag.Int("reps", 3, "repetitions of each workload and tool (medians are reported)")
+	quick := flag.Bool("quick", false, "small sizes only (a smoke run)")
+	write := flag.Bool("write", false, "rewrite the generated part of docs/benchmarks.md and docs/bench-peers.svg")
+	timeout := flag.Duration("timeout", 5*time.Minute, "longest one run of one tool may take")
 	flag.Parse()
-	if err := run(*reps, *only); err != nil {
+	if err := run(*reps, *quick, *write, *timeout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-// layered makes L layers of W jobs, each depending on 1-3 random jobs of
-// the layer above.
-func layered(layers, width int, cmd string) func(string) string {
-	return func(repo string) string {
-		r := rand.New(rand.NewPCG(7, 7))
-		var b strings.Builder
-		fmt.Fprintf(&b, "source: {url: %s}\njobs:\n  boot: {bootstrap: true, install: [\"true\"]}\n", repo)
-		var names []string
-		for l := range layers {
-			for w := range width {
-				name := fmt.Sprintf("j%02d-%03d", l, w)
-				names = append(names, name)
-				fmt.Fprintf(&b, "  %s:\n    run: %q\n", name, cmd)
-				if l > 0 {
-					deps := map[int]bool{}
-					for range 1 + r.IntN(3) {
-						deps[r.IntN(width)] = true
-					}
-					b.WriteString("    dependencies: [")
-					first := true
-					for d := range deps {
-						if !first {
-							b.WriteString(", ")
-						}
-						first = false
-						fmt.Fprintf(&b, "j%02d-%03d", l-1, d)
-					}
-					b.WriteString("]\n")
-				}
-			}
-		}
-		fmt.Fprintf(&b, "pipelines:\n  bench: {jobs: [%s]}\n", strings.Join(names, ", "))
-		return b.String()
+func workloads(quick bool) ([]workload, error) {
+	noop, sleep := "/bin/true", "sleep 0.05"
+	real, err := realistic("examples", noop, 0)
+	if err != nil {
+		return nil, err
 	}
+	if quick {
+		return []workload{
+			{wide(100, noop, 0), 2, true},
+			{chain(100, noop, 0), 2, false},
+			{real, 2, false},
+			{layered(100, 10, sleep, 50*time.Millisecond), 16, false},
+		}, nil
+	}
+	return []workload{
+		{wide(100, noop, 0), 2, true},
+		{wide(1000, noop, 0), 2, true},
+		{wide(10_000, noop, 0), 2, true},
+		{layered(1000, 50, noop, 0), 2, false},
+		{chain(1000, noop, 0), 2, false},
+		{real, 2, false},
+		{layered(1000, 50, sleep, 50*time.Millisecond), 16, false},
+	}, nil
 }
 
-func wide(n int, cmd string) func(string) string {
-	return layered(1, n, cmd)
-}
-
-func run(reps int, only string) error {
+func run(reps int, quick, write bool, timeout time.Duration) error {
 	work, err := os.MkdirTemp("", "sortie-bench-")
 	if err != nil {
 		return err
@@ -113,130 +110,299 @@ func run(reps int, only string) error {
 			return fmt.Errorf("git %v: %v\n%s", args, err, out)
 		}
 	}
-	workloads := []workload{
-		{"layered", "1,000 `sleep 0.05` jobs, 20 layers of 50, 1-3 random deps on the layer above, max_parallel 16", 16, layered(20, 50, "sleep 0.05"),
-			max(20*50*time.Millisecond, 1000*50*time.Millisecond/16)},
-		{"noop", "10,000 no-op jobs (`true`), all after the bootstrap, max_parallel 2", 2, wide(10_000, "true"), 0},
-	}
-	fmt.Printf("Machine: %s, %d cores, %s. Repetitions: %d (medians).\n\n", cpuName(), runtime.NumCPU(), runtime.Version(), reps)
-	fmt.Println("| workload | jobs | makespan | bound (measured durations) | makespan / bound | nominal bound | makespan / nominal | wall (process) | peak RSS | per job |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
-	for _, w := range workloads {
-		if only != "" && only != w.name {
+	tools := findTools(bin, repo)
+	var missing []string
+	var present []*tool
+	for _, t := range tools {
+		if t.path == "" {
+			missing = append(missing, fmt.Sprintf("%s (install: `%s`)", t.name, t.install))
 			continue
 		}
-		dir := filepath.Join(work, w.name)
-		os.MkdirAll(dir, 0o755)
-		cfg := filepath.Join(dir, "sortie.yaml")
-		if err := os.WriteFile(cfg, []byte(w.config(repo)), 0o644); err != nil {
+		present = append(present, t)
+	}
+	ws, err := workloads(quick)
+	if err != nil {
+		return err
+	}
+	var results []*result
+	for _, w := range ws {
+		r := &result{w: w, samples: map[string][]sample{}}
+		// Alternate the tools within each repetition, so that a slow
+		// moment of the machine does not fall on one tool only.
+		for rep := range reps {
+			for _, t := range present {
+				dir := filepath.Join(work, fmt.Sprintf("%s-%d-%s-%d", w.dag.family, w.dag.n(), t.name, rep))
+				s := runOnce(t, w, dir, timeout)
+				r.samples[t.name] = append(r.samples[t.name], s)
+				fmt.Fprintf(os.Stderr, "%-45s %-8s rep %d: %v %s\n", w.name(), t.name, rep+1, s.wall.Round(time.Millisecond), s.failed)
+				os.RemoveAll(dir)
+			}
+		}
+		results = append(results, r)
+	}
+	report := render(results, present, missing, reps)
+	fmt.Print(report)
+	if write {
+		if err := replaceGenerated("docs/benchmarks.md", report); err != nil {
 			return err
 		}
-		var makespans, bounds, walls []time.Duration
-		var rss []int64
-		jobs := 0
-		for i := range reps {
-			state := filepath.Join(dir, fmt.Sprintf("state-%d", i))
-			rep := filepath.Join(dir, fmt.Sprintf("report-%d.json", i))
-			cmd := exec.CommandContext(context.Background(), bin, "run", "--config", cfg, "--pipeline", "bench",
-				"--state-dir", state, "--report", rep, "--max-parallel", fmt.Sprint(w.parallel))
-			cmd.Stdout, cmd.Stderr = nil, os.Stderr
-			start := time.Now()
-			if err := cmd.Run(); err != nil {
-				return fmt.Errorf("%s: %v", w.name, err)
-			}
-			walls = append(walls, time.Since(start))
-			rss = append(rss, cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss*1024)
-			r, err := readReport(rep)
-			if err != nil {
-				return err
-			}
-			if r.Result != "SUCCESS" {
-				return fmt.Errorf("%s: buildset %s", w.name, r.Result)
-			}
-			jobs = len(r.Builds)
-			makespans = append(makespans, r.FinishedAt.Sub(r.StartedAt))
-			bounds = append(bounds, lowerBound(r, cfgDeps(w.config(repo)), w.parallel))
-			os.RemoveAll(state)
+		if err := os.WriteFile("docs/bench-peers.svg", []byte(chart(results, present)), 0o644); err != nil {
+			return err
 		}
-		ms, lb, wall := median(makespans), median(bounds), median(walls)
-		nominal, ratio := "n/a", "n/a"
-		if w.nominal > 0 {
-			nominal, ratio = fmt.Sprintf("%.3fs", w.nominal.Seconds()), fmt.Sprintf("%.3f", ms.Seconds()/w.nominal.Seconds())
-		}
-		fmt.Printf("| %s | %d | %.3fs | %.3fs | %.3f | %s | %s | %.3fs | %.1f MiB | %.2f ms |\n", w.name, jobs, ms.Seconds(), lb.Seconds(),
-			ms.Seconds()/lb.Seconds(), nominal, ratio, wall.Seconds(), float64(medianInt(rss))/(1<<20), float64(ms.Microseconds())/1000/float64(jobs))
-		fmt.Fprintf(os.Stderr, "%s: %s\n", w.name, w.about)
 	}
 	return nil
 }
 
-func readReport(path string) (*report, error) {
+func runOnce(t *tool, w workload, dir string, timeout time.Duration) sample {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return sample{failed: err.Error()}
+	}
+	if err := t.write(dir, w.dag, w.parallel); err != nil {
+		return sample{failed: err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := t.command(t.path, dir, w.parallel)
+	cmd.Stdout = io.Discard
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return sample{failed: err.Error()}
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		return sample{failed: "timeout after " + timeout.String()}
+	}
+	s := sample{wall: time.Since(start)}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		s.rss = ru.Maxrss * 1024
+	}
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if len(msg) > 200 {
+			msg = msg[len(msg)-200:]
+		}
+		s.failed = fmt.Sprintf("%v: %s", err, msg)
+	}
+	if t.name == "sortie" && s.failed == "" {
+		s.latency, err = dispatchLatencies(filepath.Join(dir, "report.json"), w.dag)
+		if err != nil {
+			s.failed = err.Error()
+		}
+	}
+	return s
+}
+
+// dispatchLatencies: for each job, its start minus the end of its last
+// dependency, from Sortie's report.
+func dispatchLatencies(path string, d *dag) ([]time.Duration, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	var r report
-	return &r, json.Unmarshal(data, &r)
-}
-
-// cfgDeps extracts each job's dependencies from a generated config.
-func cfgDeps(cfg string) map[string][]string {
-	deps := map[string][]string{}
-	var cur string
-	for _, line := range strings.Split(cfg, "\n") {
-		if strings.HasPrefix(line, "  j") && strings.HasSuffix(line, ":") {
-			cur = strings.TrimSuffix(strings.TrimSpace(line), ":")
-			deps[cur] = []string{"boot"}
-		}
-		if d, ok := strings.CutPrefix(line, "    dependencies: ["); ok {
-			for _, n := range strings.Split(strings.TrimSuffix(d, "]"), ", ") {
-				deps[cur] = append(deps[cur], n)
+	var rep struct {
+		Result string `json:"result"`
+		Builds []struct {
+			Job        string     `json:"job"`
+			StartedAt  *time.Time `json:"started_at"`
+			FinishedAt *time.Time `json:"finished_at"`
+		} `json:"builds"`
+	}
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return nil, err
+	}
+	if rep.Result != "SUCCESS" {
+		return nil, errors.New("buildset " + rep.Result)
+	}
+	start, end := map[string]time.Time{}, map[string]time.Time{}
+	for _, b := range rep.Builds {
+		start[b.Job], end[b.Job] = *b.StartedAt, *b.FinishedAt
+	}
+	var out []time.Duration
+	for _, j := range d.jobs[1:] {
+		var ready time.Time
+		for _, dep := range d.deps[j] {
+			if end[dep].After(ready) {
+				ready = end[dep]
 			}
 		}
+		out = append(out, start[j].Sub(ready))
 	}
-	return deps
+	return out, nil
 }
 
-// lowerBound is max(critical path, total work / parallelism), both from
-// the durations the builds actually took: no scheduler can beat it.
-func lowerBound(r *report, deps map[string][]string, parallel int) time.Duration {
-	dur := map[string]time.Duration{}
-	var total time.Duration
-	for _, b := range r.Builds {
-		d := b.FinishedAt.Sub(*b.StartedAt)
-		dur[b.Job] = d
-		total += d
-	}
-	finish := map[string]time.Duration{}
-	var longest func(string) time.Duration
-	longest = func(j string) time.Duration {
-		if f, ok := finish[j]; ok {
-			return f
+func medianOf(ss []sample, f func(sample) float64) (float64, bool) {
+	var xs []float64
+	for _, s := range ss {
+		if s.failed != "" {
+			return 0, false
 		}
-		var start time.Duration
-		for _, d := range deps[j] {
-			start = max(start, longest(d))
-		}
-		finish[j] = start + dur[j]
-		return finish[j]
+		xs = append(xs, f(s))
 	}
-	var cp time.Duration
-	for j := range dur {
-		cp = max(cp, longest(j))
+	if len(xs) == 0 {
+		return 0, false
 	}
-	return max(cp, total/time.Duration(parallel))
+	slices.Sort(xs)
+	return xs[len(xs)/2], true
 }
 
-func median(ds []time.Duration) time.Duration {
+func wallOf(s sample) float64 { return s.wall.Seconds() }
+func rssOf(s sample) float64  { return float64(s.rss) / (1 << 20) }
+
+func percentile(ds []time.Duration, p float64) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
-	return s[len(s)/2]
+	if len(s) == 0 {
+		return 0
+	}
+	return s[min(len(s)-1, int(float64(len(s))*p))]
 }
 
-func medianInt(xs []int64) int64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
+func render(results []*result, tools []*tool, missing []string, reps int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Generated by `go run ./bench -reps %d -write` on %s: %s, %d cores, %s.\n\n",
+		reps, time.Now().UTC().Format("2006-01-02"), cpuName(), runtime.NumCPU(), runtime.Version())
+	if len(missing) > 0 {
+		fmt.Fprintf(&b, "Not installed, so not measured: %s.\n\n", strings.Join(missing, "; "))
+	}
+	b.WriteString("Wall time of the whole run, median of the repetitions (in parentheses: Sortie's time / the peer's; below 1 means Sortie is faster).\n\n")
+	b.WriteString("| workload |")
+	for _, t := range tools {
+		fmt.Fprintf(&b, " %s |", t.name)
+	}
+	b.WriteString(" bound |\n|---|")
+	for range tools {
+		b.WriteString("---|")
+	}
+	b.WriteString("---|\n")
+	for _, r := range results {
+		fmt.Fprintf(&b, "| %s |", r.w.name())
+		sortie, sok := medianOf(r.samples["sortie"], wallOf)
+		for _, t := range tools {
+			m, ok := medianOf(r.samples[t.name], wallOf)
+			switch {
+			case !ok:
+				fmt.Fprintf(&b, " failed: %s |", firstFailure(r.samples[t.name]))
+			case t.name == "sortie" || !sok:
+				fmt.Fprintf(&b, " %.3fs |", m)
+			default:
+				fmt.Fprintf(&b, " %.3fs (%.2f) |", m, sortie/m)
+			}
+		}
+		if r.w.dag.sleep > 0 {
+			fmt.Fprintf(&b, " %.3fs |\n", r.w.dag.bound(r.w.parallel).Seconds())
+		} else {
+			b.WriteString(" - |\n")
+		}
+	}
+	b.WriteString("\nPeak resident memory of the tool's process (MiB, median):\n\n| workload |")
+	for _, t := range tools {
+		fmt.Fprintf(&b, " %s |", t.name)
+	}
+	b.WriteString("\n|---|")
+	for range tools {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	for _, r := range results {
+		fmt.Fprintf(&b, "| %s |", r.w.name())
+		for _, t := range tools {
+			if m, ok := medianOf(r.samples[t.name], rssOf); ok {
+				fmt.Fprintf(&b, " %.1f |", m)
+			} else {
+				b.WriteString(" - |")
+			}
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\nSortie's dispatch latency (a job's start minus the end of its last dependency, from the report; median over the repetitions of each run's percentile). It includes waiting for a free slot, so it is the scheduler's own latency only where slots are free, as in the chain:\n\n| workload | p50 | p99 |\n|---|---|---|\n")
+	for _, r := range results {
+		var p50, p99 []time.Duration
+		for _, s := range r.samples["sortie"] {
+			if s.failed == "" {
+				p50 = append(p50, percentile(s.latency, 0.50))
+				p99 = append(p99, percentile(s.latency, 0.99))
+			}
+		}
+		if len(p50) > 0 {
+			fmt.Fprintf(&b, "| %s | %.2f ms | %.2f ms |\n", r.w.name(), ms(percentile(p50, 0.5)), ms(percentile(p99, 0.5)))
+		}
+	}
+	b.WriteString("\nTargets (issue 7):\n\n")
+	for _, r := range results {
+		s, ok := medianOf(r.samples["sortie"], wallOf)
+		if !ok {
+			continue
+		}
+		if r.w.dag.family == "wide" && r.w.dag.n() == 10_000 {
+			floor := 0.0
+			for _, peer := range []string{"make", "ninja"} {
+				if m, ok := medianOf(r.samples[peer], wallOf); ok && (floor == 0 || m < floor) {
+					floor = m
+				}
+			}
+			if floor > 0 {
+				fmt.Fprintf(&b, "- 10,000 no-op jobs at parallelism 2: Sortie / faster of make and ninja = **%.2f** (target ≤ 1.15).\n", s/floor)
+			}
+		}
+		if r.w.dag.sleep > 0 {
+			fmt.Fprintf(&b, "- %s: makespan / lower bound = **%.3f** (target ≤ 1.02 for the 1,000-job layered graph at 16).\n", r.w.name(), s/r.w.dag.bound(r.w.parallel).Seconds())
+		}
+		if r.w.dag.family == "wide" {
+			for _, peer := range []string{"go-task", "dagu"} {
+				if m, ok := medianOf(r.samples[peer], wallOf); ok {
+					verdict := "ahead"
+					if s >= m {
+						verdict = "BEHIND"
+					}
+					fmt.Fprintf(&b, "- %s: Sortie vs %s = %.2f (%s; target: ahead at every N).\n", r.w.name(), peer, s/m, verdict)
+				}
+			}
+		}
+		if m, ok := medianOf(r.samples["sortie"], rssOf); ok && r.w.dag.n() >= 10_000 {
+			fmt.Fprintf(&b, "- %s: peak memory %.1f MiB (target < 150 MB).\n", r.w.name(), m)
+		}
+	}
+	return b.String()
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func firstFailure(ss []sample) string {
+	for _, s := range ss {
+		if s.failed != "" {
+			return strings.ReplaceAll(s.failed, "|", "/")
+		}
+	}
+	return ""
+}
+
+const (
+	startMark = "<!-- bench:start (generated by go run ./bench -write; edit above or below) -->"
+	endMark   = "<!-- bench:end -->"
+)
+
+// replaceGenerated puts text between the markers of the file.
+func replaceGenerated(path, text string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s := string(data)
+	i, j := strings.Index(s, startMark), strings.Index(s, endMark)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s: no %q ... %q markers", path, startMark, endMark)
+	}
+	s = s[:i+len(startMark)] + "\n" + text + "\n" + s[j:]
+	return os.WriteFile(path, []byte(s), 0o644)
 }
 
 func cpuName() string {
