@@ -16,6 +16,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("pipelines:\n  p:\n    trigger: {cron: '*/5 * * * *', push: {branch: main, poll: 1m}}\n"))
 	f.Add([]byte("---\na: b\n---\nc: d\n"))
 	f.Add([]byte("jobs: [1, 2]\n"))
+	f.Add([]byte("pipelines:\n  p: {trigger: {cron: 'TZ=UTC'}}\n"))
+	f.Add([]byte("pipelines:\n  p: {trigger: {cron: 'CRON_TZ=Europe/Berlin 0 1 * * *'}}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse("fuzz.yaml", data)
 		if err == nil {

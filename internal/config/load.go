@@ -422,8 +422,22 @@ func (l *loader) matchers(d *decoder, n *yaml.Node, path string) []Matcher {
 var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
 // ParseCron parses a 5-field cron expression (weekday 0 is Sunday) or a
-// descriptor such as @hourly, as the config accepts it.
-func ParseCron(expr string) (cron.Schedule, error) { return cronParser.Parse(expr) }
+// descriptor such as @hourly, as the config accepts it. It never panics:
+// robfig/cron does on a bare "TZ=zone" with no expression after it.
+func ParseCron(expr string) (sched cron.Schedule, err error) {
+	if zone, ok := strings.CutPrefix(expr, "CRON_TZ="); ok && !strings.Contains(zone, " ") {
+		return nil, fmt.Errorf("time zone %q with no schedule after it", zone)
+	}
+	if zone, ok := strings.CutPrefix(expr, "TZ="); ok && !strings.Contains(zone, " ") {
+		return nil, fmt.Errorf("time zone %q with no schedule after it", zone)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			sched, err = nil, fmt.Errorf("cannot parse %q", expr)
+		}
+	}()
+	return cronParser.Parse(expr)
+}
 
 func (l *loader) pipelines(d *decoder, n *yaml.Node, path string) {
 	if l.pipePos == nil {
