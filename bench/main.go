@@ -59,7 +59,7 @@ func main() {
 	reps := flag.Int("reps", 3, "repetitions of each workload and tool (medians are reported)")
 	quick := flag.Bool("quick", false, "small sizes only (a smoke run)")
 	write := flag.Bool("write", false, "rewrite the generated part of docs/benchmarks.md and docs/bench-peers.svg")
-	timeout := flag.Duration("timeout", 5*time.Minute, "longest one run of one tool may take")
+	timeout := flag.Duration("timeout", 2*time.Minute, "longest one run of one tool may take; a tool that times out is not run again on that workload")
 	flag.Parse()
 	if err := run(*reps, *quick, *write, *timeout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -129,11 +129,16 @@ func run(reps int, quick, write bool, timeout time.Duration) error {
 		r := &result{w: w, samples: map[string][]sample{}}
 		// Alternate the tools within each repetition, so that a slow
 		// moment of the machine does not fall on one tool only.
+		timedOut := map[string]bool{}
 		for rep := range reps {
 			for _, t := range present {
+				if timedOut[t.name] {
+					continue // once is enough to know it is too slow here
+				}
 				dir := filepath.Join(work, fmt.Sprintf("%s-%d-%s-%d", w.dag.family, w.dag.n(), t.name, rep))
 				s := runOnce(t, w, dir, timeout)
 				r.samples[t.name] = append(r.samples[t.name], s)
+				timedOut[t.name] = strings.HasPrefix(s.failed, "timeout")
 				fmt.Fprintf(os.Stderr, "%-45s %-8s rep %d: %v %s\n", w.name(), t.name, rep+1, s.wall.Round(time.Millisecond), s.failed)
 				os.RemoveAll(dir)
 			}

@@ -17,12 +17,13 @@ import (
 
 // The remote side of a build. sshd makes every session's command a session
 // and process group leader of its own (setsid), so the group id is the pid
-// the command writes first. The script arrives on stdin, never in argv (it
-// holds the job's secrets), is made readable only by the user and deletes
-// itself. It runs the job as a child, then ends whatever the job left in
-// the group: sshd closes the channel only once nothing holds its output.
-// When it has to KILL stragglers (itself included) it leaves the job's exit
-// status in a file for Sortie to read.
+// the command writes first. The script arrives on stdin and the shell reads
+// it from there (sh -s): it holds the job's secrets and never touches the
+// bastion's disk or a command line. It runs the job as a child with its
+// stdin from /dev/null, then ends whatever the job left in the group: sshd
+// closes the channel only once nothing holds its output. When it has to
+// KILL stragglers (itself included) it leaves the job's exit status in a
+// file for Sortie to read.
 
 // others succeeds while a process of group $g lives (not a zombie) other
 // than this shell and its own children (the cat and awk of the check
@@ -49,30 +50,28 @@ const endGroupFunc = `end_group() {
 }
 `
 
-func (b *Bastion) runPaths(id string) (script, pid, rc string) {
+func (b *Bastion) runPaths(id string) (pid, rc string) {
 	dir := b.Workdir() + "/run/"
-	return dir + id + ".sh", dir + id + ".pid", dir + id + ".rc"
+	return dir + id + ".pid", dir + id + ".rc"
 }
 
-// launch is the session command: save the script from stdin, record the
-// group id, and run the script with nothing but the base environment.
+// launch is the session command: record the group id, then read the script
+// from stdin with nothing but the base environment.
 func (b *Bastion) launch(id string) string {
-	script, pid, _ := b.runPaths(id)
+	pid, _ := b.runPaths(id)
 	var keep strings.Builder
 	for _, k := range bastion.BaseEnv {
 		fmt.Fprintf(&keep, `${%s+"%s=$%s"} `, k, k, k)
 	}
 	// The run directory was made when the connection was (dial).
-	return fmt.Sprintf(`umask 077 && cat > %s && echo $$ > %s && exec env -i %s/bin/sh %s 2>&1`,
-		q(script), q(pid), keep.String(), q(script))
+	return fmt.Sprintf(`echo $$ > %s && exec env -i %s/bin/sh -s 2>&1`, q(pid), keep.String())
 }
 
 // buildScript is the script of one build: environment, directory, the job
 // as a child, then the sweep of what it left behind.
 func (b *Bastion) buildScript(id string, spec bastion.Spec, grace time.Duration) string {
-	_, pid, rc := b.runPaths(id)
+	pid, rc := b.runPaths(id)
 	var s strings.Builder
-	s.WriteString("rm -f \"$0\"\n")
 	keys := make([]string, 0, len(spec.Env))
 	for k := range spec.Env {
 		keys = append(keys, k)
@@ -150,7 +149,7 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 	case errors.As(err, &ee) && ee.Signal() == "KILL":
 		// The sweep killed stragglers and itself; the job's status is in
 		// the file it left.
-		_, _, rcPath := b.runPaths(id)
+		_, rcPath := b.runPaths(id)
 		s, rerr := output(context.WithoutCancel(ctx), c, "cat "+q(rcPath)+" && rm -f "+q(rcPath), nil)
 		if code, perr := strconv.Atoi(strings.TrimSpace(s)); rerr == nil && perr == nil {
 			out.ExitCode = code
@@ -186,7 +185,7 @@ func (b *Bastion) end(c *gossh.Client, id string, grace time.Duration, done <-ch
 
 // kill ends the process group of a build from another session.
 func (b *Bastion) kill(ctx context.Context, c *gossh.Client, id string, grace time.Duration) error {
-	_, pid, rc := b.runPaths(id)
+	pid, rc := b.runPaths(id)
 	script := fmt.Sprintf("%s%sg=$(cat %s 2>/dev/null) || exit 0\ngrace=%d\nend_group\nrm -f %s %s\n",
 		othersFunc, endGroupFunc, q(pid), tenths(grace), q(pid), q(rc))
 	ctx, cancel := context.WithTimeout(ctx, grace+b.cfg.DialTimeout)

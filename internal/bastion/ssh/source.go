@@ -163,7 +163,6 @@ func (b *Bastion) Install(ctx context.Context, commands []string, env map[string
 	w := b.Workdir()
 	fp := bastion.Fingerprint(commands)
 	var s strings.Builder
-	s.WriteString("rm -f \"$0\"\n")
 	keys := make([]string, 0, len(env))
 	for k := range env {
 		keys = append(keys, k)
