@@ -104,15 +104,18 @@ func writeNinja(dir string, d *dag, _ int) error {
 func writeTask(dir string, d *dag, _ int) error {
 	var b strings.Builder
 	// run: once, or a dependency shared by several tasks runs once per
-	// dependent.
+	// dependent. go-task refuses to call one task more than 1,000 times,
+	// even with run: once, so the bootstrap is not every job's dependency
+	// here: "all" runs it first, then the rest, which is the same order.
 	b.WriteString("version: '3'\nrun: once\ntasks:\n")
 	for _, j := range d.jobs {
 		fmt.Fprintf(&b, "  %s:\n    cmds: [%q]\n", j, d.cmd)
-		if deps := d.deps[j]; len(deps) > 0 {
-			fmt.Fprintf(&b, "    deps: [%s]\n", strings.Join(deps, ", "))
+		if deps := d.deps[j]; len(deps) > 1 {
+			fmt.Fprintf(&b, "    deps: [%s]\n", strings.Join(deps[1:], ", "))
 		}
 	}
-	fmt.Fprintf(&b, "  all:\n    deps: [%s]\n", strings.Join(d.jobs[1:], ", "))
+	fmt.Fprintf(&b, "  rest:\n    deps: [%s]\n", strings.Join(d.jobs[1:], ", "))
+	b.WriteString("  all:\n    cmds: [{task: boot}, {task: rest}]\n")
 	return os.WriteFile(filepath.Join(dir, "Taskfile.yml"), []byte(b.String()), 0o644)
 }
 
