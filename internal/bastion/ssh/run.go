@@ -106,6 +106,9 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 	}
 	c, err := b.connect(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return bastion.Outcome{ExitCode: -1, Canceled: true}, nil // nothing started
+		}
 		return bastion.Outcome{}, err
 	}
 	id := randomID()
@@ -115,7 +118,8 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 	}
 	defer sess.Close()
 	sess.Stdin = strings.NewReader(b.buildScript(id, spec, grace))
-	sess.Stdout, sess.Stderr = log, log
+	sink := &drain{w: log}
+	sess.Stdout, sess.Stderr = sink, sink
 	if err := sess.Start(b.launch(id)); err != nil {
 		return bastion.Outcome{}, b.infra(c, "start build", err)
 	}
@@ -133,10 +137,10 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 	case err = <-done:
 	case <-timeout:
 		out.TimedOut = true
-		err = b.end(c, id, grace, done)
+		err = b.end(c, sess, id, grace, done)
 	case <-ctx.Done():
 		out.Canceled = true
-		err = b.end(c, id, grace, done)
+		err = b.end(c, sess, id, grace, done)
 	}
 	if out.TimedOut || out.Canceled {
 		out.ExitCode = -1
@@ -173,25 +177,60 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 }
 
 // end ends a running build's process group and waits for its session.
-func (b *Bastion) end(c *gossh.Client, id string, grace time.Duration, done <-chan error) error {
-	if err := b.kill(context.Background(), c, id, grace); err != nil {
+// A kill that cannot be delivered now (sshd refusing another session,
+// say) is tried again a few times, then left for the next connection; the
+// session is closed rather than waited for forever, and the connection,
+// which other builds share, is left alone.
+func (b *Bastion) end(c *gossh.Client, sess *gossh.Session, id string, grace time.Duration, done <-chan error) error {
+	var err error
+	for try := range 3 {
+		if err = b.kill(context.Background(), c, id, grace); err == nil {
+			break
+		}
+		time.Sleep(time.Duration(try+1) * 200 * time.Millisecond)
+	}
+	if err != nil {
 		b.mu.Lock()
 		b.orphans = append(b.orphans, id)
 		b.mu.Unlock()
-		c.Close() // the session cannot end cleanly; do not wait forever
 	}
-	return <-done
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(grace + 10*time.Second):
+		sess.Close()
+		return <-done
+	}
 }
 
-// kill ends the process group of a build from another session.
+// kill ends the process group of a build from another session. A build
+// cancelled just after it started may not have written its pid file yet:
+// kill waits for it for up to the grace period.
 func (b *Bastion) kill(ctx context.Context, c *gossh.Client, id string, grace time.Duration) error {
 	pid, rc := b.runPaths(id)
-	script := fmt.Sprintf("%s%sg=$(cat %s 2>/dev/null) || exit 0\ngrace=%d\nend_group\nrm -f %s %s\n",
-		othersFunc, endGroupFunc, q(pid), tenths(grace), q(pid), q(rc))
-	ctx, cancel := context.WithTimeout(ctx, grace+b.cfg.DialTimeout)
+	script := fmt.Sprintf("%s%sgrace=%d\nn=0\nwhile [ ! -s %s ] && [ \"$n\" -lt \"$grace\" ]; do sleep 0.1; n=$((n+1)); done\ng=$(cat %s 2>/dev/null) || exit 0\nend_group\nrm -f %s %s\n",
+		othersFunc, endGroupFunc, tenths(grace), q(pid), q(pid), q(pid), q(rc))
+	ctx, cancel := context.WithTimeout(ctx, 3*grace+b.cfg.DialTimeout)
 	defer cancel()
 	_, err := output(ctx, c, "exec /bin/sh -s", strings.NewReader(script))
 	return err
+}
+
+// drain passes output to the log until a write fails, then keeps reading
+// and drops it: the session must be drained or the remote job blocks on a
+// full channel. The log keeps its first error for its Close.
+type drain struct {
+	w      io.Writer
+	failed bool
+}
+
+func (d *drain) Write(p []byte) (int, error) {
+	if !d.failed {
+		if _, err := d.w.Write(p); err != nil {
+			d.failed = true
+		}
+	}
+	return len(p), nil
 }
 
 // exitStatus is the remote exit status of a session's error, or -1 when

@@ -189,7 +189,8 @@ func (b *Bastion) Install(ctx context.Context, commands []string, env map[string
 	defer sess.Close()
 	sess.Stdin = strings.NewReader(s.String())
 	var tail tailWriter
-	sess.Stdout, sess.Stderr = io.MultiWriter(log, &tail), log
+	sink := &drain{w: log}
+	sess.Stdout, sess.Stderr = io.MultiWriter(sink, &tail), sink
 	done := make(chan error, 1)
 	if err := sess.Start(b.launch(id)); err != nil {
 		return false, b.infra(c, "install: start", err)
@@ -198,7 +199,7 @@ func (b *Bastion) Install(ctx context.Context, commands []string, env map[string
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		b.end(c, id, bastion.DefaultGrace, done)
+		b.end(c, sess, id, bastion.DefaultGrace, done)
 		return false, ctx.Err()
 	}
 	if err != nil {

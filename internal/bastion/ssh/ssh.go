@@ -391,7 +391,10 @@ func (e *remoteError) Error() string { return fmt.Sprintf("exit status %d: %s", 
 // forgetting the connection when the failure was the connection's.
 func (b *Bastion) infra(c *gossh.Client, op string, err error) error {
 	var re *remoteError
-	if !errors.As(err, &re) && c != nil {
+	// A refused session (sshd's MaxSessions) says nothing about the
+	// connection, which other builds are using.
+	var refused *gossh.OpenChannelError
+	if !errors.As(err, &re) && !errors.As(err, &refused) && c != nil {
 		c.Close()
 		b.forget(c)
 	}

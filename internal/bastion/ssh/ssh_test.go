@@ -434,3 +434,75 @@ func TestInstallOnceAcrossSortieProcesses(t *testing.T) {
 		t.Fatalf("failing install: %v\n%s", err, log.String())
 	}
 }
+
+// A cancel that comes while the build is still starting (before it wrote
+// its pid file) must still end it.
+func TestCancelRightAfterStart(t *testing.T) {
+	t.Parallel()
+	srv := sshtest.Start(t)
+	b := newBastion(t, srv, srv.KnownHosts)
+	dir := t.TempDir()
+	for i, delay := range []time.Duration{0, time.Millisecond, 3 * time.Millisecond, 10 * time.Millisecond} {
+		file := filepath.Join(dir, fmt.Sprint("pids", i))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan bastion.Outcome, 1)
+		go func() {
+			o, _, _ := run(t, b, ctx, bastion.Spec{Command: fmt.Sprintf("echo $$ >> %s; exec sleep 300", file), Grace: 300 * time.Millisecond})
+			done <- o
+		}()
+		time.Sleep(delay) // the moment of the cancel is what this test varies
+		cancel()
+		select {
+		case o := <-done:
+			if !o.Canceled {
+				t.Fatalf("delay %v: %+v", delay, o)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("delay %v: a cancel right after the start was lost", delay)
+		}
+		for _, p := range pids(t, file) {
+			deadline := time.Now().Add(5 * time.Second)
+			for !gone(p) {
+				if time.Now().After(deadline) {
+					t.Fatalf("delay %v: process %d still runs", delay, p)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
+}
+
+type failingLog struct{ n int }
+
+func (f *failingLog) Write(p []byte) (int, error) {
+	f.n++
+	return 0, errors.New("disk full")
+}
+
+// A log that cannot be written must not stall the build: the session is
+// drained, or the remote job blocks on a full channel forever.
+func TestFailingLogDoesNotHangTheBuild(t *testing.T) {
+	t.Parallel()
+	srv := sshtest.Start(t)
+	b := newBastion(t, srv, srv.KnownHosts)
+	var log failingLog
+	done := make(chan error, 1)
+	go func() {
+		o, err := b.Run(context.Background(), bastion.Spec{Command: "head -c 8000000 /dev/zero; exit 3"}, &log)
+		if err == nil && o.ExitCode != 3 {
+			err = fmt.Errorf("exit %d", o.ExitCode)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a build whose log failed never finished")
+	}
+	if log.n != 1 {
+		t.Errorf("the log was written %d times after failing", log.n)
+	}
+}
