@@ -90,8 +90,27 @@ func (l *loader) finish() (*Config, error) {
 			seen[r.Name] = r.Pos
 		}
 		if s := pl.Semaphore; s.Name != "" {
-			if _, ok := c.Semaphores[s.Name]; !ok {
+			sem, ok := c.Semaphores[s.Name]
+			if !ok {
 				e.add(s.Pos, "pipelines."+name+".semaphore", "unknown semaphore", strconv.Quote(s.Name), semHint(s.Name, semNames))
+			}
+			// The buildset holds its pipeline's semaphore from its first job
+			// to its last: a job that also asks for it, with no second slot,
+			// could never start.
+			if ok && sem.Max == 1 {
+				for _, r := range append([]Ref{{Name: c.Bootstrap}}, pl.Jobs...) {
+					j := c.Jobs[r.Name]
+					if j == nil {
+						continue
+					}
+					for i, js := range j.Semaphores {
+						if js.Name == s.Name {
+							e.add(js.Pos, fmt.Sprintf("jobs.%s.semaphores[%d]", j.Name, i),
+								fmt.Sprintf("pipeline %s holds semaphore %s (max 1) for its whole buildset, so this job could never get it", name, s.Name),
+								"", "remove it from the job: the pipeline's hold already covers the job")
+						}
+					}
+				}
 			}
 		}
 	}
