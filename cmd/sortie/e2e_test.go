@@ -599,3 +599,39 @@ pipelines:
 		t.Fatalf("a: %+v", a)
 	}
 }
+
+// A hung install must not hold the buildset (and its pipeline semaphore)
+// forever: the bootstrap job's timeout covers checkout and install.
+func TestBootstrapTimeoutCoversInstall(t *testing.T) {
+	t.Parallel()
+	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
+source: {url: %s}
+jobs:
+  boot:
+    bootstrap: true
+    timeout: 1s
+    install: ['echo $$ >> %[2]s/pids; exec sleep 300']
+  a: {run: "true"}
+pipelines:
+  deploy: {jobs: [a]}
+`, repo, dir))
+	rep := filepath.Join(dir, "r.json")
+	r := runSortie(t, nil, "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", filepath.Join(dir, "state"), "--report", rep)
+	if r.code != 1 {
+		t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	report := readReport(t, rep)
+	if b := report.Builds[0]; b.Result != "TIMED_OUT" {
+		t.Fatalf("boot: %+v", b)
+	}
+	if a := report.Builds[1]; a.Result != "SKIPPED" || a.Reason != "dependency boot timed out" {
+		t.Fatalf("a: %+v", a)
+	}
+	pids := pidsIn(t, filepath.Join(dir, "pids"))
+	if len(pids) != 1 {
+		t.Fatalf("pids %v", pids)
+	}
+	assertGone(t, pids)
+}

@@ -360,8 +360,24 @@ func (a *attempts) run(ctx context.Context, name string, n int, log io.Writer) s
 	env["SORTIE_COMMIT"] = a.bs.Commit
 	env["SORTIE_ATTEMPT"] = strconv.Itoa(n)
 
+	timeout := job.Timeout
 	if job.Bootstrap {
-		src, err := a.r.Bastion.Checkout(ctx, a.r.Mirror.Dir, a.bs.ID, a.bs.Commit, log)
+		// The timeout counts from the build's start for the bootstrap job
+		// too: a hung install must not hold the pipeline's semaphore
+		// forever.
+		start := time.Now()
+		bctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		if timeout > 0 {
+			bctx, cancel = context.WithTimeoutCause(ctx, timeout, errBootstrapTimeout)
+			defer cancel()
+		}
+		timedOut := func() bool { return ctx.Err() == nil && errors.Is(context.Cause(bctx), errBootstrapTimeout) }
+		src, err := a.r.Bastion.Checkout(bctx, a.r.Mirror.Dir, a.bs.ID, a.bs.Commit, log)
+		if timedOut() {
+			fmt.Fprintf(log, "sortie: timed out after %v preparing the bastion\n", timeout)
+			return scheduler.Outcome{TimedOut: true}
+		}
 		if err != nil {
 			return outcomeOf(ctx, err, log)
 		}
@@ -369,7 +385,12 @@ func (a *attempts) run(ctx context.Context, name string, n int, log io.Writer) s
 		a.src = src
 		a.mu.Unlock()
 		env["SORTIE_SRC"] = src
-		if _, err := a.r.Bastion.Install(ctx, job.Install, env, log); err != nil {
+		_, err = a.r.Bastion.Install(bctx, job.Install, env, log)
+		if timedOut() {
+			fmt.Fprintf(log, "sortie: timed out after %v installing\n", timeout)
+			return scheduler.Outcome{TimedOut: true}
+		}
+		if err != nil {
 			if bastion.IsInfra(err) || ctx.Err() != nil {
 				return outcomeOf(ctx, err, log)
 			}
@@ -379,6 +400,9 @@ func (a *attempts) run(ctx context.Context, name string, n int, log io.Writer) s
 		if job.Run == "" && job.Playbook == "" {
 			return scheduler.Outcome{}
 		}
+		if timeout > 0 {
+			timeout = max(timeout-time.Since(start), time.Millisecond)
+		}
 	}
 	a.mu.Lock()
 	src := a.src
@@ -387,13 +411,15 @@ func (a *attempts) run(ctx context.Context, name string, n int, log io.Writer) s
 		return scheduler.Outcome{Err: errors.New("no checkout: the bootstrap job did not run")}
 	}
 	env["SORTIE_SRC"] = src
-	spec := bastion.Spec{Command: command(job), Dir: src, Env: env, Timeout: job.Timeout, Grace: a.r.Grace}
+	spec := bastion.Spec{Command: command(job), Dir: src, Env: env, Timeout: timeout, Grace: a.r.Grace}
 	o, err := a.r.Bastion.Run(ctx, spec, log)
 	if err != nil {
 		return outcomeOf(ctx, err, log)
 	}
 	return scheduler.Outcome{ExitCode: o.ExitCode, TimedOut: o.TimedOut, Canceled: o.Canceled}
 }
+
+var errBootstrapTimeout = errors.New("bootstrap timed out")
 
 // command is the shell command of a job: run as written, or
 // ansible-playbook on the playbook.

@@ -73,6 +73,28 @@ type Loop struct {
 	// Poll is how often jobs blocked on semaphores held elsewhere are
 	// retried; 0 means 250ms.
 	Poll time.Duration
+	// RetryDelay is the wait before the second attempt after an
+	// infrastructure failure, doubled for each later one up to a minute,
+	// so that a bastion that is rebooting is not given up on in
+	// milliseconds. 0 means DefaultRetryDelay; tests set it small.
+	RetryDelay time.Duration
+}
+
+// DefaultRetryDelay is Loop.RetryDelay's default.
+const DefaultRetryDelay = 2 * time.Second
+
+func (l *Loop) retryDelay(attempt int) time.Duration {
+	d := l.RetryDelay
+	if d <= 0 {
+		d = DefaultRetryDelay
+	}
+	for range attempt - 1 {
+		if d >= time.Minute {
+			break
+		}
+		d *= 2
+	}
+	return min(d, time.Minute)
 }
 
 // ErrCanceled is the cause to cancel a Run's context with for an
@@ -153,6 +175,22 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 		}()
 	}
 
+	// A retry waits off the loop goroutine; the job keeps its slot and
+	// semaphores and counts as in flight meanwhile.
+	retries := make(chan string)
+	retryLater := func(job string, after time.Duration) {
+		inFlight++
+		go func() {
+			t := time.NewTimer(after)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-runCtx.Done():
+			}
+			retries <- job
+		}()
+	}
+
 	ticker := time.NewTicker(poll)
 	defer ticker.Stop()
 	canceled := false
@@ -200,7 +238,14 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 		select {
 		case d := <-done:
 			inFlight--
-			l.attemptEnded(core, d, attempts, spec(l.Jobs, d.job), finishBuild, record, launch, canceled || fatal != nil, now)
+			l.attemptEnded(core, d, attempts, spec(l.Jobs, d.job), finishBuild, record, retryLater, canceled || fatal != nil, now)
+		case job := <-retries:
+			inFlight--
+			if canceled || fatal != nil {
+				finishBuild(job, store.Canceled, "cancelled while waiting to retry")
+			} else {
+				launch(job)
+			}
 		case <-ticker.C:
 		case <-ctx.Done():
 			if !canceled {
@@ -240,7 +285,7 @@ func spec(jobs map[string]JobSpec, job string) JobSpec {
 // outcome becomes SUCCESS, FAILURE, TIMED_OUT, CANCELED, RETRY_LIMIT or
 // ERROR, or a retry.
 func (l *Loop) attemptEnded(core *Core, d attemptDone, attempts map[string]int, spec JobSpec,
-	finishBuild func(string, store.Result, string), record func(error), launch func(string), stopping bool, now func() time.Time) {
+	finishBuild func(string, store.Result, string), record func(error), retryLater func(string, time.Duration), stopping bool, now func() time.Time) {
 	o := d.outcome
 	var res store.Result
 	var msg string
@@ -255,7 +300,7 @@ func (l *Loop) attemptEnded(core *Core, d attemptDone, attempts map[string]int, 
 		msg = o.Infra.Error()
 		if d.attempt < spec.Attempts && !stopping {
 			record(l.Recorder.AttemptFinished(context.Background(), d.job, d.attempt, store.Retry, msg, now()))
-			launch(d.job) // the slot and semaphores stay held
+			retryLater(d.job, l.retryDelay(d.attempt)) // the slot and semaphores stay held
 			return
 		}
 		res = store.RetryLimit

@@ -219,6 +219,9 @@ func (h *harness) start(ctx context.Context, l *scheduler.Loop) <-chan run {
 	l.Runner, l.Semaphores, l.Recorder = h, h, h
 	l.Buildset = "bs"
 	l.Poll = time.Millisecond
+	if l.RetryDelay == 0 {
+		l.RetryDelay = time.Millisecond
+	}
 	if l.Remaining == nil {
 		l.Remaining = map[string]time.Duration{}
 	}
@@ -551,5 +554,50 @@ func TestDeadlockIsReported(t *testing.T) {
 	}
 	if h.results["b"] != store.Error {
 		t.Errorf("b: %s", h.results["b"])
+	}
+}
+
+func TestRetryDelayBacksOff(t *testing.T) {
+	l := &scheduler.Loop{}
+	got := []time.Duration{l.RetryDelay, 0, 0, 0, 0, 0, 0, 0}
+	for i := range got {
+		got[i] = scheduler.RetryDelayForTest(l, i+1)
+	}
+	want := []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, time.Minute, time.Minute, time.Minute}
+	if !slices.Equal(got, want) {
+		t.Fatalf("delays %v, want %v", got, want)
+	}
+}
+
+// A cancel while a job waits to be retried ends it as cancelled at once.
+func TestCancelWhileWaitingToRetry(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	p := plan(t, "a:", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	// An hour: the retry must not come by itself during the test.
+	l := &scheduler.Loop{Plan: p, MaxParallel: 8, Jobs: map[string]scheduler.JobSpec{"a": {Attempts: 3}}, RetryDelay: time.Hour}
+	done := h.start(ctx, l)
+	h.expect("boot#1")
+	h.succeed("boot")
+	h.expect("a#1")
+	h.end("a") <- scheduler.Outcome{Infra: errors.New("connection refused")}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h.mu.Lock()
+		waiting := slices.Contains(h.events, "attempt a#1 RETRY")
+		h.mu.Unlock()
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the failed attempt was never recorded as retried")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	r := wait(t, done)
+	if r.result != store.Canceled || h.results["a"] != store.Canceled || h.reasons["a"] != "cancelled while waiting to retry" {
+		t.Fatalf("%s %v %v", r.result, h.results, h.reasons)
 	}
 }
