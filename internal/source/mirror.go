@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sortie-ci/sortie/internal/flock"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -46,7 +47,7 @@ func (m *Mirror) Update(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Dir(m.Dir), 0o755); err != nil {
 		return fmt.Errorf("source: update %s: %w", m.Dir, err)
 	}
-	lock, err := lockFile(ctx, m.Dir+".lock")
+	lock, err := flock.Lock(ctx, m.Dir+".lock")
 	if err != nil {
 		return fmt.Errorf("source: update %s: %w", m.Dir, err)
 	}

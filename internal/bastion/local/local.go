@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/bastion"
+	"github.com/sortie-ci/sortie/internal/flock"
 )
 
 // tmpMaxAge is the age after which Finish takes a checkout being made for
@@ -110,7 +111,7 @@ func (b *Bastion) checkout(ctx context.Context, repo, buildset, commit string, l
 		return "", fmt.Errorf("checkout %s: %w", commit, err)
 	}
 
-	lock, err := lockFile(ctx, b.path("src.lock"))
+	lock, err := flock.Lock(ctx, b.path("src.lock"))
 	if err != nil {
 		return "", err
 	}
@@ -134,7 +135,7 @@ func (b *Bastion) reuse(ctx context.Context, dst, commit string) (bool, error) {
 	if _, err := os.Lstat(dst); errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
-	lock, err := lockFile(ctx, b.path("src.lock"))
+	lock, err := flock.Lock(ctx, b.path("src.lock"))
 	if err != nil {
 		return false, err
 	}
@@ -163,7 +164,7 @@ func (b *Bastion) reuseLocked(ctx context.Context, dst, commit string) (bool, er
 
 // fetch puts commit in the mirror, under refs/sortie/<buildset>.
 func (b *Bastion) fetch(ctx context.Context, repo, buildset, commit string, log io.Writer) error {
-	lock, err := lockFile(ctx, b.path("mirror.lock"))
+	lock, err := flock.Lock(ctx, b.path("mirror.lock"))
 	if err != nil {
 		return err
 	}
@@ -238,7 +239,7 @@ func (b *Bastion) Install(ctx context.Context, commands []string, env map[string
 	if err := os.MkdirAll(b.workdir, 0o755); err != nil {
 		return false, &bastion.InfraError{Op: "install", Err: err}
 	}
-	lock, err := lockFile(ctx, b.path("install.lock"))
+	lock, err := flock.Lock(ctx, b.path("install.lock"))
 	if err != nil {
 		if ctx.Err() != nil {
 			return false, fmt.Errorf("local: install: %w", err)
@@ -319,7 +320,7 @@ func (b *Bastion) finish(ctx context.Context, buildset string, keep int) error {
 	if _, err := os.Stat(src); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	lock, err := lockFile(ctx, b.path("src.lock"))
+	lock, err := flock.Lock(ctx, b.path("src.lock"))
 	if err != nil {
 		return err
 	}
@@ -412,7 +413,7 @@ func (b *Bastion) dropRefs(ctx context.Context, buildsets []string) error {
 	if _, err := os.Stat(mirror); err != nil || len(buildsets) == 0 {
 		return nil
 	}
-	lock, err := lockFile(ctx, b.path("mirror.lock"))
+	lock, err := flock.Lock(ctx, b.path("mirror.lock"))
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,7 @@
-package local
+// Package flock is an exclusive file lock (flock(2)) that honours a context:
+// processes sharing a state dir or a bastion workdir take it around their
+// mirror, checkouts and installs.
+package flock
 
 import (
 	"context"
@@ -9,15 +12,15 @@ import (
 	"time"
 )
 
-// lockPoll is how often a lock held by someone else is tried again.
-const lockPoll = 20 * time.Millisecond
+// poll is how often a lock held by someone else is tried again.
+const poll = 20 * time.Millisecond
 
-// lockFile takes an exclusive flock on path, creating the file, and waits
+// Lock takes an exclusive flock on path, creating the file, and waits
 // for it until ctx is done. flock(2) cannot be interrupted, so it is tried
 // without blocking at intervals rather than left blocked in a goroutine that
 // would outlive a cancel. The lock is released when the returned file is
 // closed, or when the process dies.
-func lockFile(ctx context.Context, path string) (*os.File, error) {
+func Lock(ctx context.Context, path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
@@ -33,7 +36,7 @@ func lockFile(ctx context.Context, path string) (*os.File, error) {
 			return nil, fmt.Errorf("flock %s: %w", path, err)
 		}
 		if tick == nil {
-			tick = time.NewTicker(lockPoll)
+			tick = time.NewTicker(poll)
 			defer tick.Stop()
 		}
 		select {
