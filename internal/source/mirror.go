@@ -9,11 +9,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/sortie-ci/sortie/internal/flock"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/sortie-ci/sortie/internal/flock"
 )
 
 // refspecs are what a Mirror keeps of the remote: branches and tags, not the
