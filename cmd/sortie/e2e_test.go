@@ -635,3 +635,38 @@ pipelines:
 	}
 	assertGone(t, pids)
 }
+
+// On a terminal, sortie run redraws a live block: one line per running job
+// with its elapsed time, and the counts. script(1) gives it a real pty.
+func TestLiveProgressOnATerminal(t *testing.T) {
+	t.Parallel()
+	scriptCmd, err := exec.LookPath("script")
+	if err != nil {
+		t.Fatal("script (util-linux) is needed to give sortie a terminal")
+	}
+	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
+source: {url: %s}
+jobs:
+  boot: {bootstrap: true, install: ["true"]}
+  slowpoke: {run: "sleep 0.6"}
+pipelines:
+  deploy: {jobs: [slowpoke]}
+`, repo))
+	out := filepath.Join(dir, "tty.out")
+	cmdline := fmt.Sprintf("%s run --config %s --pipeline deploy --state-dir %s", sortieBin(t), cfg, filepath.Join(dir, "state"))
+	if o, err := exec.Command(scriptCmd, "-qec", cmdline, out).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, o)
+	}
+	data, _ := os.ReadFile(out)
+	s := string(data)
+	for _, want := range []string{"▶ slowpoke", "1/2 done, 0 failed, 1 running, 0 waiting", "\x1b[", "critical path as run: boot -> slowpoke"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("terminal output lacks %q:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, "start   slowpoke") {
+		t.Error("the line-per-event form was used on a terminal")
+	}
+}
