@@ -151,6 +151,17 @@ func (r *Runner) Create(ctx context.Context, cfg *config.Config, ev Event) (*sto
 // ctx (with scheduler.ErrCanceled as cause, or any other) to cancel it.
 func (r *Runner) Run(ctx context.Context, cfg *config.Config, bs *store.Buildset) (store.Result, error) {
 	bg := context.WithoutCancel(ctx)
+	// Builds must not go on holding semaphores the store may hand to
+	// others: a lost lease cancels the buildset.
+	ctx, cancelLost := context.WithCancelCause(ctx)
+	defer cancelLost(nil) // also ends the watcher below
+	go func() {
+		select {
+		case <-r.Semaphores.Lost():
+			cancelLost(semaphore.ErrLeaseLost)
+		case <-ctx.Done():
+		}
+	}()
 	plan, err := Plan(bs)
 	if err != nil {
 		r.Store.FinishBuildset(bg, bs.ID, store.Error, err.Error(), r.now())

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -34,10 +35,37 @@ type Client struct {
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
 
-	mu      sync.Mutex
-	cancel  context.CancelFunc
-	stopped chan struct{}
-	err     error
+	mu       sync.Mutex
+	cancel   context.CancelFunc
+	stopped  chan struct{}
+	lost     chan struct{}
+	lostOnce sync.Once
+	err      error
+}
+
+// ErrLeaseLost is the cause given when renewals kept failing until the
+// lease could have run out: other processes may take this one's holders.
+var ErrLeaseLost = errors.New("semaphore lease lost: renewals failed until it could expire")
+
+// Lost is closed once renewals have failed for two thirds of the lease,
+// before other processes may consider it expired. Whoever holds
+// semaphores through this client must stop acting on them then.
+func (c *Client) Lost() <-chan struct{} { return c.lostChan() }
+
+func (c *Client) lostChan() chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lost == nil {
+		c.lost = make(chan struct{})
+	}
+	return c.lost
+}
+
+// Err returns the last renewal error, or nil.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 // NewOwner returns an owner id unique to this process: host, pid, random.
@@ -78,18 +106,32 @@ func (c *Client) Start(ctx context.Context) error {
 
 func (c *Client) renew(ctx context.Context) {
 	defer close(c.stopped)
+	lost := c.lostChan()
 	t := time.NewTicker(c.lease() / 3)
 	defer t.Stop()
+	renewed := c.now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := c.Store.RenewLease(ctx, c.Owner, c.now().Add(c.lease())); err != nil && ctx.Err() == nil {
-				c.mu.Lock()
-				c.err = err
-				c.mu.Unlock()
-			}
+		}
+		// A renewal that hangs is as bad as one that fails: bound it.
+		rctx, cancel := context.WithTimeout(ctx, c.lease()/3)
+		err := c.Store.RenewLease(rctx, c.Owner, c.now().Add(c.lease()))
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		c.mu.Lock()
+		c.err = err
+		c.mu.Unlock()
+		if err == nil {
+			renewed = c.now()
+			continue
+		}
+		if c.now().Sub(renewed) >= 2*c.lease()/3 {
+			c.lostOnce.Do(func() { close(lost) })
 		}
 	}
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/sortie-ci/sortie/internal/semaphore"
+	"github.com/sortie-ci/sortie/internal/store"
 	"github.com/sortie-ci/sortie/internal/store/sqlite"
 )
 
@@ -109,4 +111,38 @@ func TestStopIsSafeBeforeStartAndTwice(t *testing.T) {
 	c := &semaphore.Client{}
 	c.Stop()
 	c.Stop()
+}
+
+// failingRenewals is a store whose lease renewals fail after the first.
+type failingRenewals struct {
+	store.Store
+	calls atomic.Int32
+}
+
+func (f *failingRenewals) RenewLease(ctx context.Context, owner string, until time.Time) error {
+	if f.calls.Add(1) > 1 {
+		return errors.New("database is locked")
+	}
+	return f.Store.RenewLease(ctx, owner, until)
+}
+
+// When renewals keep failing, the client says its lease is lost before
+// the lease could have run out, so its holder stops acting on semaphores
+// that others may now be granted.
+func TestLeaseLostWhenRenewalsFail(t *testing.T) {
+	t.Parallel()
+	st := &failingRenewals{Store: open(t, filepath.Join(t.TempDir(), "sortie.db"))}
+	c := &semaphore.Client{Store: st, Owner: "flaky", Lease: 300 * time.Millisecond}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	select {
+	case <-c.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("renewals failed for 10 s and the lease was never reported lost")
+	}
+	if c.Err() == nil {
+		t.Error("Err() does not say why")
+	}
 }
