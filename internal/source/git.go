@@ -33,9 +33,12 @@ func (e *GitError) Error() string {
 
 func (e *GitError) Unwrap() error { return e.Err }
 
-// git runs git with args in its own process group, killed as a whole when
-// ctx is done, and returns its stdout.
-func git(ctx context.Context, args ...string) ([]byte, error) {
+// Git runs git with args in its own process group, killed as a whole when
+// ctx is done, in Sortie's environment without the variables that would
+// point git elsewhere and without prompts, and returns its stdout. A
+// failure is a *GitError carrying the end of git's stderr. Sortie runs
+// git only through here.
+func Git(ctx context.Context, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, "git", args...)
 	cmd.Env = gitEnv()
 	var stdout, stderr bytes.Buffer

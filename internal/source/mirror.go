@@ -77,7 +77,7 @@ func (m *Mirror) create(ctx context.Context) error {
 		return err
 	}
 	defer os.RemoveAll(tmp) // a no-op once renamed
-	if _, err := git(ctx, "init", "--quiet", "--bare", tmp); err != nil {
+	if _, err := Git(ctx, "init", "--quiet", "--bare", tmp); err != nil {
 		return err
 	}
 	if err := m.fetch(ctx, tmp); err != nil {
@@ -88,10 +88,10 @@ func (m *Mirror) create(ctx context.Context) error {
 
 func (m *Mirror) fetch(ctx context.Context, dir string) error {
 	args := append([]string{"--git-dir", dir, "fetch", "--prune", "--quiet", m.URL}, refspecs...)
-	if _, err := git(ctx, args...); err != nil {
+	if _, err := Git(ctx, args...); err != nil {
 		return err
 	}
-	out, err := git(ctx, "ls-remote", "--symref", m.URL, "HEAD")
+	out, err := Git(ctx, "ls-remote", "--symref", m.URL, "HEAD")
 	if err != nil {
 		return err
 	}
@@ -106,7 +106,7 @@ func (m *Mirror) fetch(ctx context.Context, dir string) error {
 		if !strings.HasPrefix(target, "refs/heads/") {
 			break
 		}
-		if _, err := git(ctx, "--git-dir", dir, "symbolic-ref", "HEAD", target); err != nil {
+		if _, err := Git(ctx, "--git-dir", dir, "symbolic-ref", "HEAD", target); err != nil {
 			return err
 		}
 		break
@@ -133,7 +133,7 @@ func (m *Mirror) resolve(ctx context.Context, rev string) (string, error) {
 	if strings.HasPrefix(rev, "-") {
 		return "", ErrUnknownRevision
 	}
-	out, err := git(ctx, "--git-dir", m.Dir, "rev-parse", "--verify", "--quiet", rev+"^{commit}")
+	out, err := Git(ctx, "--git-dir", m.Dir, "rev-parse", "--verify", "--quiet", rev+"^{commit}")
 	if err != nil {
 		// --verify --quiet exits 1, silently, for a rev that names nothing.
 		if exitCode(err) == 1 {
@@ -184,7 +184,7 @@ func (m *Mirror) changedFiles(ctx context.Context, from, to string) ([]string, e
 		}
 		args = append(args, fromSHA, toSHA)
 	}
-	out, err := git(ctx, args...)
+	out, err := Git(ctx, args...)
 	if err != nil {
 		return nil, err
 	}
