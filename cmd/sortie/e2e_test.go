@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/buildset"
+	"github.com/sortie-ci/sortie/internal/source/sourcetest"
 )
 
 // These tests drive the real sortie binary on real git repositories and
@@ -46,38 +47,6 @@ func sortieBin(t *testing.T) string {
 		t.Fatal(binErr)
 	}
 	return binPath
-}
-
-// gitRepo makes a repository with one commit per entry of commits (each a
-// map of file -> content) and returns its path and the commit hashes.
-func gitRepo(t *testing.T, commits ...map[string]string) (string, []string) {
-	t.Helper()
-	dir := t.TempDir()
-	git := func(args ...string) string {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@x", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@x")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
-	git("init", "-q", "-b", "main")
-	var shas []string
-	for i, files := range commits {
-		for name, content := range files {
-			p := filepath.Join(dir, name)
-			os.MkdirAll(filepath.Dir(p), 0o755)
-			if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		git("add", "-A")
-		git("commit", "-q", "--allow-empty", "-m", fmt.Sprintf("commit %d", i))
-		shas = append(shas, git("rev-parse", "HEAD"))
-	}
-	return dir, shas
 }
 
 type result struct {
@@ -177,7 +146,7 @@ func assertGone(t *testing.T, pids []int) {
 
 func TestRunWavesInParallel(t *testing.T) {
 	t.Parallel()
-	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
 	dir := t.TempDir()
 	// 20 jobs: 1 bootstrap, then 3 layers of 6 wide, then one at the end.
 	var b strings.Builder
@@ -244,7 +213,7 @@ func TestRunWavesInParallel(t *testing.T) {
 
 func TestTimeoutLeavesNoProcess(t *testing.T) {
 	t.Parallel()
-	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
 	dir := t.TempDir()
 	cfg := writeConfig(t, dir, fmt.Sprintf(`
 source: {url: %s}
@@ -283,7 +252,7 @@ pipelines:
 
 func TestInterruptCancelsAndLeavesNoProcess(t *testing.T) {
 	t.Parallel()
-	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
 	dir := t.TempDir()
 	cfg := writeConfig(t, dir, fmt.Sprintf(`
 source: {url: %s}
@@ -334,7 +303,7 @@ pipelines:
 
 func TestSharedSemaphoreAcrossProcesses(t *testing.T) {
 	t.Parallel()
-	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
 	dir := t.TempDir()
 	lock := filepath.Join(dir, "held")
 	// mkdir is atomic: a second holder at the same time fails its job.
@@ -387,7 +356,7 @@ pipelines:
 
 func TestConcurrentBuildsetsSeeTheirOwnCommit(t *testing.T) {
 	t.Parallel()
-	repo, shas := gitRepo(t, map[string]string{"version": "1"}, map[string]string{"version": "2"})
+	repo, shas := sourcetest.Repo(t, map[string]string{"version": "1"}, map[string]string{"version": "2"})
 	dir := t.TempDir()
 	cfg := writeConfig(t, dir, fmt.Sprintf(`
 source: {url: %s}
@@ -436,7 +405,7 @@ pipelines:
 
 func TestInstallRunsOnlyWhenChanged(t *testing.T) {
 	t.Parallel()
-	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
 	dir := t.TempDir()
 	counter := filepath.Join(dir, "installs")
 	conf := func(version string) string {
@@ -479,7 +448,7 @@ pipelines:
 
 func TestSecretsNeverReachLogsOrDatabase(t *testing.T) {
 	t.Parallel()
-	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
 	dir := t.TempDir()
 	const secret = "hunter2-Zq8vX1-do-not-print"
 	cfg := writeConfig(t, dir, fmt.Sprintf(`
@@ -542,7 +511,7 @@ pipelines:
 
 func TestConfigErrorReport(t *testing.T) {
 	t.Parallel()
-	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
 	dir := t.TempDir()
 	cfg := writeConfig(t, dir, fmt.Sprintf(`
 source: {url: %s}
@@ -573,7 +542,7 @@ func TestRetriesInfrastructureFailures(t *testing.T) {
 	dir := t.TempDir()
 	// A bastion workdir under a plain file cannot be prepared: every
 	// checkout is an infrastructure failure, retried, then RETRY_LIMIT.
-	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
 	blocker := filepath.Join(dir, "not-a-dir")
 	os.WriteFile(blocker, []byte("x"), 0o644)
 	cfg := writeConfig(t, dir, fmt.Sprintf(`
@@ -604,7 +573,7 @@ pipelines:
 // forever: the bootstrap job's timeout covers checkout and install.
 func TestBootstrapTimeoutCoversInstall(t *testing.T) {
 	t.Parallel()
-	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
 	dir := t.TempDir()
 	cfg := writeConfig(t, dir, fmt.Sprintf(`
 source: {url: %s}
@@ -644,7 +613,7 @@ func TestLiveProgressOnATerminal(t *testing.T) {
 	if err != nil {
 		t.Fatal("script (util-linux) is needed to give sortie a terminal")
 	}
-	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
 	dir := t.TempDir()
 	cfg := writeConfig(t, dir, fmt.Sprintf(`
 source: {url: %s}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/bastion/ssh/sshtest"
+	"github.com/sortie-ci/sortie/internal/source/sourcetest"
 )
 
 // bastionYAML is the bastion section for a test sshd.
@@ -56,16 +57,9 @@ func TestAnsibleOverSSH(t *testing.T) {
 	}
 	srv := sshtest.Start(t)
 	// A repository holding the example where the config expects it.
-	repo, _ := gitRepo(t, map[string]string{"README": "infra"})
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "infra"})
 	copyTree(t, "../../examples/ansible", filepath.Join(repo, "examples/ansible"))
-	for _, args := range [][]string{{"add", "-A"}, {"commit", "-q", "-m", "playbooks"}} {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = repo
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@x", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@x")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-	}
+	sourcetest.Commit(t, repo, "playbooks")
 	dir := t.TempDir()
 	root := filepath.Join(dir, "managed")
 	remote := filepath.Join(dir, "bastion")
@@ -117,7 +111,7 @@ func TestAnsibleOverSSH(t *testing.T) {
 func TestConcurrentBuildsetsOverSSH(t *testing.T) {
 	t.Parallel()
 	srv := sshtest.Start(t)
-	repo, shas := gitRepo(t, map[string]string{"version": "1"}, map[string]string{"version": "2"})
+	repo, shas := sourcetest.Repo(t, map[string]string{"version": "1"}, map[string]string{"version": "2"})
 	dir := t.TempDir()
 	cfg := writeConfig(t, dir, fmt.Sprintf(`
 source: {url: %s}
@@ -162,7 +156,7 @@ pipelines:
 func TestBastionDownIsRetriedThenRetryLimit(t *testing.T) {
 	t.Parallel()
 	srv := sshtest.Start(t)
-	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
 	dir := t.TempDir()
 	started := filepath.Join(dir, "started")
 	cfg := writeConfig(t, dir, fmt.Sprintf(`
@@ -211,7 +205,7 @@ pipelines:
 func TestWrongHostKeyRunsNothing(t *testing.T) {
 	t.Parallel()
 	srv := sshtest.Start(t)
-	repo, _ := gitRepo(t, map[string]string{"README": "x"})
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
 	dir := t.TempDir()
 	marker := filepath.Join(dir, "ran")
 	b := strings.Replace(bastionYAML(srv, filepath.Join(dir, "bastion")), srv.KnownHosts, srv.WrongKnownHosts(t), 1)

@@ -22,6 +22,7 @@ import (
 	"github.com/sortie-ci/sortie/internal/bastion"
 	"github.com/sortie-ci/sortie/internal/bastion/ssh"
 	"github.com/sortie-ci/sortie/internal/bastion/ssh/sshtest"
+	"github.com/sortie-ci/sortie/internal/source/sourcetest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -265,35 +266,6 @@ func TestDroppedConnectionIsAnInfraFailureAndReconnects(t *testing.T) {
 	assertGone(t, pids(t, file), 3)
 }
 
-// gitRepo makes a repository with the given commits and returns it with
-// their hashes.
-func gitRepo(t *testing.T, commits ...map[string]string) (string, []string) {
-	t.Helper()
-	dir := t.TempDir()
-	git := func(args ...string) string {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@x", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@x")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
-	git("init", "-q", "-b", "main")
-	var shas []string
-	for i, files := range commits {
-		for name, content := range files {
-			os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755)
-			os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644)
-		}
-		git("add", "-A")
-		git("commit", "-q", "--allow-empty", "-m", fmt.Sprint("commit ", i))
-		shas = append(shas, git("rev-parse", "HEAD"))
-	}
-	return dir, shas
-}
-
 func TestCheckoutShipsOnlyWhatTheBastionLacks(t *testing.T) {
 	t.Parallel()
 	srv := sshtest.Start(t)
@@ -301,7 +273,7 @@ func TestCheckoutShipsOnlyWhatTheBastionLacks(t *testing.T) {
 	random := make([]byte, 100_000)
 	rand.Read(random)
 	big := hex.EncodeToString(random) // incompressible: the bundle cannot shrink it
-	repo, shas := gitRepo(t, map[string]string{"big.txt": big, "v": "1"}, map[string]string{"v": "2"})
+	repo, shas := sourcetest.Repo(t, map[string]string{"big.txt": big, "v": "1"}, map[string]string{"v": "2"})
 	ctx := context.Background()
 	var log syncBuf
 	dir1, err := b.Checkout(ctx, repo, "bs-1", shas[0], &log)
@@ -346,7 +318,7 @@ func TestConcurrentCheckoutsAndFinish(t *testing.T) {
 	t.Parallel()
 	srv := sshtest.Start(t)
 	b := newBastion(t, srv, srv.KnownHosts)
-	repo, shas := gitRepo(t, map[string]string{"v": "1"}, map[string]string{"v": "2"}, map[string]string{"v": "3"})
+	repo, shas := sourcetest.Repo(t, map[string]string{"v": "1"}, map[string]string{"v": "2"}, map[string]string{"v": "3"})
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	dirs := make([]string, 6)
