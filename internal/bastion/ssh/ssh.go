@@ -255,7 +255,6 @@ func (b *Bastion) dial(ctx context.Context) (*gossh.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	nc = withQuickAck(nc)
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
 	}
