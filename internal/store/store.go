@@ -1,7 +1,7 @@
 // Package store defines what Sortie keeps: buildsets, builds, attempts,
-// semaphore holders and waiters, and job duration history. Implementations
-// live in sub-packages (sqlite; postgres later) and all pass the conformance
-// suite in storetest.
+// semaphore holders and waiters, job duration history, operators' pauses
+// and the marks of triggers. Implementations live in sub-packages (sqlite;
+// postgres later) and all pass the conformance suite in storetest.
 //
 // Every process that shares one store (two `sortie run` on one state dir,
 // several servers on one database) shares its semaphores: holders and
@@ -25,8 +25,12 @@ var ErrConflict = errors.New("state conflict")
 type BuildsetState string
 
 const (
-	// BuildsetQueued: created, waiting for its manager or pipeline semaphore.
+	// BuildsetQueued: created, waiting for its pipeline's manager to
+	// release it (`sortie run` starts it directly).
 	BuildsetQueued BuildsetState = "QUEUED"
+	// BuildsetAdmitted: released by its pipeline's manager, waiting for its
+	// pipeline semaphore; no build runs yet.
+	BuildsetAdmitted BuildsetState = "ADMITTED"
 	// BuildsetRunning: its builds are being scheduled.
 	BuildsetRunning BuildsetState = "RUNNING"
 	// BuildsetDone: finished; Result is set.
@@ -72,9 +76,15 @@ const (
 	Retry Result = "RETRY"
 )
 
-// Buildset is one run of a pipeline at one commit.
+// Buildset is one run of a pipeline at one commit. Its life is QUEUED ->
+// ADMITTED -> RUNNING -> DONE; QUEUED -> RUNNING (`sortie run`) and
+// QUEUED or ADMITTED -> DONE (an error or a cancel before it ran) are
+// allowed too.
 type Buildset struct {
-	ID       string
+	ID string
+	// Seq is the arrival order, assigned by CreateBuildset: strictly
+	// increasing across the store, whatever CreatedAt says.
+	Seq      int64
 	Pipeline string
 	Commit   string
 	// Files are the changed files; nil when the event had no file list.
@@ -85,7 +95,15 @@ type Buildset struct {
 	// Plan is the frozen job graph (graph.Plan as JSON), kept so a buildset
 	// always runs the graph it was created with.
 	Plan []byte
-	// Owner is the process that runs it, "" while queued.
+	// Spec is an opaque JSON document (the frozen job specs), kept as
+	// given; nil when there is none.
+	Spec []byte
+	// Cause says what made the buildset: "push to main by github",
+	// "cron", "manual"...
+	Cause string
+	// RerunOf is the ID of the buildset this one runs again, or "".
+	RerunOf string
+	// Owner is the process that admits or runs it, "" while queued.
 	Owner      string
 	CreatedAt  time.Time
 	StartedAt  *time.Time
@@ -122,8 +140,10 @@ type Attempt struct {
 // Filter selects buildsets for ListBuildsets. Zero fields do not filter.
 type Filter struct {
 	Pipeline string
-	Result   Result
-	State    BuildsetState
+	// Commit matches the full commit id exactly.
+	Commit string
+	Result Result
+	State  BuildsetState
 	// Before returns only buildsets created strictly before this ID's
 	// buildset (pagination, newest first).
 	Before string
@@ -166,19 +186,38 @@ type Waiter struct {
 	Since      time.Time
 }
 
+// Pause is an operator's pause of one pipeline, or of all when Pipeline is "".
+type Pause struct {
+	Pipeline string
+	By       string
+	Reason   string
+	At       time.Time
+}
+
 // Store is what Sortie keeps. Implementations are safe for concurrent use
 // by several goroutines and several processes sharing the same database.
 type Store interface {
-	// CreateBuildset inserts a QUEUED buildset and a WAITING build for each job.
+	// CreateBuildset inserts a QUEUED buildset and a WAITING build for each
+	// job, and sets bs.Seq.
 	CreateBuildset(ctx context.Context, bs *Buildset, jobs []string) error
 	// GetBuildset returns ErrNotFound for an unknown id.
 	GetBuildset(ctx context.Context, id string) (*Buildset, error)
 	// ListBuildsets returns buildsets newest first.
 	ListBuildsets(ctx context.Context, f Filter) ([]*Buildset, error)
-	// StartBuildset moves QUEUED -> RUNNING with the given owner, or ErrConflict.
+	// ActiveBuildsets returns every buildset not DONE (QUEUED, ADMITTED,
+	// RUNNING), oldest first (by Seq).
+	ActiveBuildsets(ctx context.Context) ([]*Buildset, error)
+	// AdmitBuildset moves QUEUED -> ADMITTED with the given owner, or
+	// ErrConflict.
+	AdmitBuildset(ctx context.Context, id, owner string, at time.Time) error
+	// StartBuildset moves QUEUED or ADMITTED -> RUNNING with the given
+	// owner, or ErrConflict.
 	StartBuildset(ctx context.Context, id, owner string, at time.Time) error
-	// FinishBuildset moves QUEUED or RUNNING -> DONE, or ErrConflict.
+	// FinishBuildset moves QUEUED, ADMITTED or RUNNING -> DONE, or ErrConflict.
 	FinishBuildset(ctx context.Context, id string, result Result, errMsg string, at time.Time) error
+	// SetBuildsetOwner changes the owner of a buildset that is not DONE
+	// (a restarted server adopts its dead predecessor's), or ErrConflict.
+	SetBuildsetOwner(ctx context.Context, id, owner string) error
 
 	// Builds returns the builds of a buildset in creation order.
 	Builds(ctx context.Context, buildsetID string) ([]*Build, error)
@@ -192,6 +231,9 @@ type Store interface {
 	FinishBuild(ctx context.Context, buildsetID, job string, result Result, reason string, at time.Time) error
 	// Attempts returns a build's attempts in order.
 	Attempts(ctx context.Context, buildsetID, job string) ([]*Attempt, error)
+	// RunningAttempts returns the attempts of a buildset that have not
+	// finished, by job then number.
+	RunningAttempts(ctx context.Context, buildsetID string) ([]*Attempt, error)
 
 	// AcquireSemaphores grants every semaphore of the request, or none.
 	// Before deciding it drops holders and waiters whose owner's lease
@@ -215,10 +257,28 @@ type Store interface {
 	// ExpireLeases drops holders and waiters of owners whose lease ended
 	// before now, and returns the owners expired.
 	ExpireLeases(ctx context.Context, now time.Time) ([]string, error)
+	// ReleaseOwner drops every holder and waiter of an owner and its lease,
+	// at once, whatever the lease says (a restarted server knows its
+	// predecessor is dead). Releasing an unknown owner is not an error.
+	ReleaseOwner(ctx context.Context, owner string) error
 
 	// JobDurations returns, for each named job that has history, the median
 	// duration of its last 5 successful attempts (any pipeline).
 	JobDurations(ctx context.Context, jobs []string) (map[string]time.Duration, error)
+
+	// SetPause inserts or replaces the pause of p.Pipeline.
+	SetPause(ctx context.Context, p Pause) error
+	// ClearPause removes the pause of pipeline ("": the pause of all, not
+	// each pipeline's); clearing what is not paused is not an error.
+	ClearPause(ctx context.Context, pipeline string) error
+	// Pauses returns the pauses by Pipeline ("" first).
+	Pauses(ctx context.Context) ([]Pause, error)
+
+	// GetMark returns the value of a trigger's mark (the last cron tick of
+	// a pipeline, the last head polled...), "" when it is unset.
+	GetMark(ctx context.Context, key string) (string, error)
+	// SetMark inserts or replaces a mark.
+	SetMark(ctx context.Context, key, value string) error
 
 	// Close releases the store's resources.
 	Close() error

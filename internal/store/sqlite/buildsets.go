@@ -16,9 +16,10 @@ import (
 const defaultLimit = 50
 
 // CreateBuildset inserts a QUEUED buildset and a WAITING build for each job,
-// in the order given. Of bs it keeps ID, Pipeline, Commit, Files, Plan and
-// CreatedAt (which must be set); state, result, owner and the other times
-// start empty. An existing ID is an ErrConflict.
+// in the order given, and sets bs.Seq. Of bs it keeps ID, Pipeline, Commit,
+// Files, Plan, Spec, Cause, RerunOf and CreatedAt (which must be set); state,
+// result, owner and the other times start empty. An existing ID is an
+// ErrConflict.
 func (s *Store) CreateBuildset(ctx context.Context, bs *store.Buildset, jobs []string) error {
 	if bs == nil || bs.ID == "" {
 		return errors.New("sqlite: create buildset: no id")
@@ -38,6 +39,11 @@ func (s *Store) CreateBuildset(ctx context.Context, bs *store.Buildset, jobs []s
 	if bs.Plan != nil {
 		plan = bs.Plan
 	}
+	var spec any // nil and empty are both NULL
+	if len(bs.Spec) > 0 {
+		spec = bs.Spec
+	}
+	var seq int64
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var exists bool
 		if err := s.txRow(ctx, tx, `SELECT EXISTS (SELECT 1 FROM buildsets WHERE id = ?)`, bs.ID).Scan(&exists); err != nil {
@@ -46,11 +52,15 @@ func (s *Store) CreateBuildset(ctx context.Context, bs *store.Buildset, jobs []s
 		if exists {
 			return fmt.Errorf("already exists: %w", store.ErrConflict)
 		}
-		_, err := s.txExec(ctx, tx, `
-			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, plan, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			bs.ID, bs.Pipeline, bs.Commit, files, store.BuildsetQueued, plan, nanos(bs.CreatedAt))
+		res, err := s.txExec(ctx, tx, `
+			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, plan, spec, cause, rerun_of, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			bs.ID, bs.Pipeline, bs.Commit, files, store.BuildsetQueued, plan, spec, bs.Cause, bs.RerunOf, nanos(bs.CreatedAt))
 		if err != nil {
+			return err
+		}
+		// seq is the table's INTEGER PRIMARY KEY, so the rowid.
+		if seq, err = res.LastInsertId(); err != nil {
 			return err
 		}
 		for i, job := range jobs {
@@ -66,10 +76,11 @@ func (s *Store) CreateBuildset(ctx context.Context, bs *store.Buildset, jobs []s
 	if err != nil {
 		return fmt.Errorf("sqlite: create buildset %s: %w", bs.ID, err)
 	}
+	bs.Seq = seq
 	return nil
 }
 
-const buildsetColumns = `id, pipeline, commit_sha, files, state, result, error, plan, owner, created_at, started_at, finished_at`
+const buildsetColumns = `seq, id, pipeline, commit_sha, files, state, result, error, plan, spec, cause, rerun_of, owner, created_at, started_at, finished_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -81,10 +92,13 @@ func scanBuildset(row scanner) (*store.Buildset, error) {
 		started, finished sql.NullInt64
 		state, result     string
 	)
-	err := row.Scan(&bs.ID, &bs.Pipeline, &bs.Commit, &files, &state, &result, &bs.Error,
-		&bs.Plan, &bs.Owner, &created, &started, &finished)
+	err := row.Scan(&bs.Seq, &bs.ID, &bs.Pipeline, &bs.Commit, &files, &state, &result, &bs.Error,
+		&bs.Plan, &bs.Spec, &bs.Cause, &bs.RerunOf, &bs.Owner, &created, &started, &finished)
 	if err != nil {
 		return nil, err
+	}
+	if len(bs.Spec) == 0 {
+		bs.Spec = nil
 	}
 	if files.Valid {
 		if err := json.Unmarshal([]byte(files.String), &bs.Files); err != nil {
@@ -126,6 +140,10 @@ func (s *Store) ListBuildsets(ctx context.Context, f store.Filter) ([]*store.Bui
 	if f.Pipeline != "" {
 		where = append(where, "pipeline = ?")
 		args = append(args, f.Pipeline)
+	}
+	if f.Commit != "" {
+		where = append(where, "commit_sha = ?")
+		args = append(args, f.Commit)
 	}
 	if f.Result != "" {
 		where = append(where, "result = ?")
@@ -177,27 +195,77 @@ func (s *Store) ListBuildsets(ctx context.Context, f store.Filter) ([]*store.Bui
 	return out, nil
 }
 
-// StartBuildset moves QUEUED -> RUNNING with the given owner, or returns
-// ErrConflict (ErrNotFound for an unknown id).
+// ActiveBuildsets returns every buildset not DONE (QUEUED, ADMITTED,
+// RUNNING), oldest first (by Seq).
+func (s *Store) ActiveBuildsets(ctx context.Context) ([]*store.Buildset, error) {
+	rows, err := s.rows(ctx, `SELECT `+buildsetColumns+` FROM buildsets WHERE state IN (?, ?, ?) ORDER BY seq`,
+		store.BuildsetQueued, store.BuildsetAdmitted, store.BuildsetRunning)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: active buildsets: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.Buildset
+	for rows.Next() {
+		bs, err := scanBuildset(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: active buildsets: %w", err)
+		}
+		out = append(out, bs)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: active buildsets: %w", err)
+	}
+	return out, nil
+}
+
+// AdmitBuildset moves QUEUED -> ADMITTED with the given owner, or returns
+// ErrConflict (ErrNotFound for an unknown id). StartedAt stays nil until
+// StartBuildset.
+func (s *Store) AdmitBuildset(ctx context.Context, id, owner string, at time.Time) error {
+	err := s.cas(ctx, "buildsets", "id = ?", []any{id},
+		`state = ?, owner = ?, admitted_at = ?`, []any{store.BuildsetAdmitted, owner, nullNanos(at)},
+		store.BuildsetQueued)
+	if err != nil {
+		return fmt.Errorf("sqlite: admit buildset %s: %w", id, err)
+	}
+	return nil
+}
+
+// StartBuildset moves QUEUED or ADMITTED -> RUNNING with the given owner, or
+// returns ErrConflict (ErrNotFound for an unknown id).
 func (s *Store) StartBuildset(ctx context.Context, id, owner string, at time.Time) error {
 	err := s.cas(ctx, "buildsets", "id = ?", []any{id},
 		`state = ?, owner = ?, started_at = ?`, []any{store.BuildsetRunning, owner, nullNanos(at)},
-		store.BuildsetQueued)
+		store.BuildsetQueued, store.BuildsetAdmitted)
 	if err != nil {
 		return fmt.Errorf("sqlite: start buildset %s: %w", id, err)
 	}
 	return nil
 }
 
-// FinishBuildset moves QUEUED or RUNNING -> DONE, or returns ErrConflict
-// (ErrNotFound for an unknown id). A zero at leaves FinishedAt nil.
+// SetBuildsetOwner changes the owner of a buildset that is not DONE, or
+// returns ErrConflict (ErrNotFound for an unknown id). Its state and times
+// are left alone.
+func (s *Store) SetBuildsetOwner(ctx context.Context, id, owner string) error {
+	err := s.cas(ctx, "buildsets", "id = ?", []any{id},
+		`owner = ?`, []any{owner},
+		store.BuildsetQueued, store.BuildsetAdmitted, store.BuildsetRunning)
+	if err != nil {
+		return fmt.Errorf("sqlite: set owner of buildset %s: %w", id, err)
+	}
+	return nil
+}
+
+// FinishBuildset moves QUEUED, ADMITTED or RUNNING -> DONE, or returns
+// ErrConflict (ErrNotFound for an unknown id). A zero at leaves FinishedAt
+// nil.
 func (s *Store) FinishBuildset(ctx context.Context, id string, result store.Result, errMsg string, at time.Time) error {
 	if result == "" {
 		return fmt.Errorf("sqlite: finish buildset %s: empty result", id)
 	}
 	err := s.cas(ctx, "buildsets", "id = ?", []any{id},
 		`state = ?, result = ?, error = ?, finished_at = ?`, []any{store.BuildsetDone, result, errMsg, nullNanos(at)},
-		store.BuildsetQueued, store.BuildsetRunning)
+		store.BuildsetQueued, store.BuildsetAdmitted, store.BuildsetRunning)
 	if err != nil {
 		return fmt.Errorf("sqlite: finish buildset %s: %w", id, err)
 	}
@@ -390,30 +458,13 @@ func (s *Store) FinishBuild(ctx context.Context, buildsetID, job string, result 
 // unknown build.
 func (s *Store) Attempts(ctx context.Context, buildsetID, job string) ([]*store.Attempt, error) {
 	rows, err := s.rows(ctx, `
-		SELECT buildset_id, job, number, owner, started_at, finished_at, result, log, error
+		SELECT `+attemptColumns+`
 		FROM attempts WHERE buildset_id = ? AND job = ? ORDER BY number`, buildsetID, job)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: attempts of %s/%s: %w", buildsetID, job, err)
 	}
-	defer rows.Close()
-	var out []*store.Attempt
-	for rows.Next() {
-		var (
-			a        store.Attempt
-			started  int64
-			finished sql.NullInt64
-			result   string
-		)
-		err := rows.Scan(&a.BuildsetID, &a.Job, &a.Number, &a.Owner, &started, &finished, &result, &a.Log, &a.Error)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: attempts of %s/%s: %w", buildsetID, job, err)
-		}
-		a.StartedAt = fromNanos(started)
-		a.FinishedAt = fromNullNanos(finished)
-		a.Result = store.Result(result)
-		out = append(out, &a)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := scanAttempts(rows)
+	if err != nil {
 		return nil, fmt.Errorf("sqlite: attempts of %s/%s: %w", buildsetID, job, err)
 	}
 	if len(out) == 0 {
@@ -425,6 +476,54 @@ func (s *Store) Attempts(ctx context.Context, buildsetID, job string) ([]*store.
 		}
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: attempts of %s/%s: %w", buildsetID, job, err)
+		}
+	}
+	return out, nil
+}
+
+const attemptColumns = `buildset_id, job, number, owner, started_at, finished_at, result, log, error`
+
+// scanAttempts reads rows of attemptColumns and closes rows.
+func scanAttempts(rows *sql.Rows) ([]*store.Attempt, error) {
+	defer rows.Close()
+	var out []*store.Attempt
+	for rows.Next() {
+		var (
+			a        store.Attempt
+			started  int64
+			finished sql.NullInt64
+			result   string
+		)
+		err := rows.Scan(&a.BuildsetID, &a.Job, &a.Number, &a.Owner, &started, &finished, &result, &a.Log, &a.Error)
+		if err != nil {
+			return nil, err
+		}
+		a.StartedAt = fromNanos(started)
+		a.FinishedAt = fromNullNanos(finished)
+		a.Result = store.Result(result)
+		out = append(out, &a)
+	}
+	return out, rows.Err()
+}
+
+// RunningAttempts returns the attempts of a buildset that have not finished
+// (no Result, so no FinishedAt either), by job then number, or ErrNotFound
+// for an unknown buildset. An attempt finished with a zero time has a Result
+// and is not running.
+func (s *Store) RunningAttempts(ctx context.Context, buildsetID string) ([]*store.Attempt, error) {
+	rows, err := s.rows(ctx, `
+		SELECT `+attemptColumns+`
+		FROM attempts WHERE buildset_id = ? AND result = '' ORDER BY job, number`, buildsetID)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: running attempts of %s: %w", buildsetID, err)
+	}
+	out, err := scanAttempts(rows)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: running attempts of %s: %w", buildsetID, err)
+	}
+	if len(out) == 0 {
+		if err := s.buildsetExists(ctx, buildsetID); err != nil {
+			return nil, fmt.Errorf("sqlite: running attempts of %s: %w", buildsetID, err)
 		}
 	}
 	return out, nil

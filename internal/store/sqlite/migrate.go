@@ -3,7 +3,9 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"strconv"
@@ -56,15 +58,35 @@ func migrations() ([]migration, error) {
 // transaction that first checks schema_migrations: concurrent openers
 // serialise on the write lock, and whoever comes second finds the version
 // applied and skips it.
-func migrate(ctx context.Context, db *sql.DB) error {
+//
+// Migrations run on one connection with foreign keys off, as SQLite's way of
+// rebuilding a table needs (dropping a referenced table would otherwise
+// cascade; the pragma is a no-op inside a transaction), and each checks the
+// keys before it commits. The keys are back on before the connection returns
+// to the pool, or the connection is discarded.
+func migrate(ctx context.Context, db *sql.DB) (err error) {
 	ms, err := migrations()
 	if err != nil {
 		return err
 	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `PRAGMA foreign_keys = OFF`); err != nil {
+		return err
+	}
+	defer func() {
+		if _, ferr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA foreign_keys = ON`); ferr != nil {
+			err = errors.Join(err, fmt.Errorf("migrate: foreign keys back on: %w", ferr))
+			conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}()
 	const createTable = `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)`
 	for _, m := range ms {
 		err := func() error {
-			tx, err := db.BeginTx(ctx, nil)
+			tx, err := conn.BeginTx(ctx, nil)
 			if err != nil {
 				return err
 			}
@@ -85,6 +107,9 @@ func migrate(ctx context.Context, db *sql.DB) error {
 			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
 				return err
 			}
+			if err := checkForeignKeys(ctx, tx); err != nil {
+				return err
+			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version) VALUES (?)`, m.version); err != nil {
 				return err
 			}
@@ -95,4 +120,26 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		}
 	}
 	return nil
+}
+
+// checkForeignKeys fails if a row breaks a foreign key, which SQLite does not
+// check while they are off.
+func checkForeignKeys(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `PRAGMA foreign_key_check`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if rows.Next() {
+		var (
+			table, parent string
+			rowid         sql.NullInt64
+			fk            int
+		)
+		if err := rows.Scan(&table, &rowid, &parent, &fk); err != nil {
+			return err
+		}
+		return fmt.Errorf("foreign key check: a row (rowid %v) of %s references no row of %s", rowid.Int64, table, parent)
+	}
+	return rows.Err()
 }

@@ -4,6 +4,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/store"
 )
 
 func TestMigrations(t *testing.T) {
@@ -71,5 +74,110 @@ func TestNewerSchema(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "newer") {
 		t.Errorf("error = %v, want one about a newer schema", err)
+	}
+}
+
+// TestUpgradeFrom1 opens a database of the first schema that holds data:
+// rebuilding buildsets keeps every row and its seq, does not cascade to the
+// builds and attempts, keeps the AUTOINCREMENT counter, and leaves foreign
+// keys on.
+func TestUpgradeFrom1(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "sortie.db")
+	db, err := openDB(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	for _, q := range []string{
+		`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)`,
+		ms[0].sql,
+		`INSERT INTO schema_migrations (version) VALUES (1)`,
+		`INSERT INTO buildsets (id, pipeline, commit_sha, files, state, plan, owner, created_at, started_at)
+			VALUES ('bs1', 'deploy', 'c1', '["a.yaml"]', 'RUNNING', x'7b7d', 'proc', 10, 20)`,
+		`INSERT INTO buildsets (id, pipeline, commit_sha, state, result, created_at, finished_at)
+			VALUES ('bs2', 'hourly', 'c2', 'DONE', 'SUCCESS', 30, 40)`,
+		`INSERT INTO buildsets (id, pipeline, commit_sha, state, created_at) VALUES ('bs3', 'deploy', 'c3', 'QUEUED', 50)`,
+		`INSERT INTO builds (buildset_id, job, seq, state) VALUES ('bs1', 'bootstrap', 0, 'DONE'), ('bs1', 'base', 1, 'RUNNING')`,
+		`INSERT INTO attempts (buildset_id, job, number, owner, started_at) VALUES ('bs1', 'base', 1, 'proc', 25)`,
+		`DELETE FROM buildsets WHERE id = 'bs3'`, // its seq, 3, must not come back
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var versions int
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations`).Scan(&versions); err != nil {
+		t.Fatal(err)
+	}
+	if versions != len(ms) {
+		t.Errorf("schema_migrations has %d rows, want %d", versions, len(ms))
+	}
+
+	bs1, err := s.GetBuildset(ctx, "bs1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bs1.Seq != 1 || bs1.State != store.BuildsetRunning || bs1.Owner != "proc" || string(bs1.Plan) != "{}" ||
+		len(bs1.Files) != 1 || bs1.StartedAt == nil || bs1.StartedAt.UnixNano() != 20 || bs1.Spec != nil || bs1.Cause != "" {
+		t.Errorf("bs1 after upgrade: %+v", bs1)
+	}
+	bs2, err := s.GetBuildset(ctx, "bs2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bs2.Seq != 2 || bs2.Result != store.Success || bs2.FinishedAt == nil {
+		t.Errorf("bs2 after upgrade: %+v", bs2)
+	}
+	builds, err := s.Builds(ctx, "bs1")
+	if err != nil || len(builds) != 2 {
+		t.Errorf("builds of bs1 after upgrade: %v, %v", builds, err)
+	}
+	running, err := s.RunningAttempts(ctx, "bs1")
+	if err != nil || len(running) != 1 {
+		t.Errorf("running attempts of bs1 after upgrade: %v, %v", running, err)
+	}
+
+	bs4 := &store.Buildset{ID: "bs4", Pipeline: "deploy", Commit: "c4", CreatedAt: time.Unix(60, 0)}
+	if err := s.CreateBuildset(ctx, bs4, []string{"base"}); err != nil {
+		t.Fatal(err)
+	}
+	if bs4.Seq != 4 {
+		t.Errorf("Seq of a buildset created after the upgrade = %d, want 4", bs4.Seq)
+	}
+	if err := s.AdmitBuildset(ctx, "bs4", "server", time.Unix(70, 0)); err != nil {
+		t.Errorf("admit after upgrade: %v", err)
+	}
+
+	var fk int
+	if err := s.w.QueryRowContext(ctx, `PRAGMA foreign_keys`).Scan(&fk); err != nil {
+		t.Fatal(err)
+	}
+	if fk != 1 {
+		t.Errorf("foreign_keys = %d after migrating, want 1", fk)
+	}
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO builds (buildset_id, job, seq, state) VALUES ('nope', 'x', 0, 'WAITING')`); err == nil {
+		t.Error("a build of no buildset was inserted: the rebuilt table is not referenced")
+	}
+	var check string
+	if err := s.w.QueryRowContext(ctx, `PRAGMA integrity_check`).Scan(&check); err != nil {
+		t.Fatal(err)
+	}
+	if check != "ok" {
+		t.Errorf("integrity_check: %s", check)
 	}
 }

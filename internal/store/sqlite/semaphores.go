@@ -176,6 +176,30 @@ func (s *Store) ReleaseBuildset(ctx context.Context, buildsetID string) error {
 	return nil
 }
 
+// ReleaseOwner drops every holder and waiter of owner and its lease row, in
+// one transaction, whatever the lease says: a restarted server that holds
+// the state directory's lock knows its predecessor is dead. ExpireLeases
+// will not report the owner afterwards. Releasing an unknown owner is not
+// an error.
+func (s *Store) ReleaseOwner(ctx context.Context, owner string) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		for _, q := range []string{
+			`DELETE FROM semaphore_holders WHERE owner = ?`,
+			`DELETE FROM semaphore_waiters WHERE owner = ?`,
+			`DELETE FROM leases WHERE owner = ?`,
+		} {
+			if _, err := s.txExec(ctx, tx, q, owner); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: release owner %s: %w", owner, err)
+	}
+	return nil
+}
+
 // Holders lists the holders by semaphore, then acquisition time, then
 // holder.
 func (s *Store) Holders(ctx context.Context) ([]store.Holder, error) {

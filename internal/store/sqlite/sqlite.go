@@ -15,7 +15,8 @@
 // and taking a live holder away is the worse mistake (SPEC §2.5).
 // ExpireLeases deletes the lease rows it reports, so each dead owner is
 // reported once; AcquireSemaphores drops an expired owner's holders and
-// waiters but leaves its lease row for ExpireLeases to report.
+// waiters but leaves its lease row for ExpireLeases to report; ReleaseOwner
+// drops an owner's holders, waiters and lease row at once, expired or not.
 package sqlite
 
 import (

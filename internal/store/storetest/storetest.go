@@ -18,6 +18,13 @@
 //   - A waiter ranked ahead keeps one slot of each semaphore it waits for:
 //     a later request is granted only if room remains beyond those slots.
 //   - JobDurations of an even count is the mean of the middle two.
+//   - A Spec given empty comes back nil.
+//   - SetBuildsetOwner leaves a buildset's state and times alone.
+//   - RunningAttempts of an unknown buildset is ErrNotFound; an attempt
+//     finished with a zero time (a Result, no FinishedAt) is not running.
+//   - After ReleaseOwner, ExpireLeases does not report that owner.
+//   - ClearPause("") clears the pause of all pipelines, not each
+//     pipeline's own.
 package storetest
 
 import (
@@ -72,6 +79,16 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"RenewedHolderKept", testRenewedHolderKept},
 		{"NoLeaseIsAlive", testNoLeaseIsAlive},
 		{"JobDurations", testJobDurations},
+		{"Seq", testSeq},
+		{"SpecNilVersusEmpty", testSpecNilVersusEmpty},
+		{"ListByCommit", testListByCommit},
+		{"AdmitTransitions", testAdmitTransitions},
+		{"ActiveBuildsets", testActiveBuildsets},
+		{"SetBuildsetOwner", testSetBuildsetOwner},
+		{"RunningAttempts", testRunningAttempts},
+		{"ReleaseOwner", testReleaseOwner},
+		{"Pauses", testPauses},
+		{"Marks", testMarks},
 		{"SemaphoreConcurrency", testSemaphoreConcurrency},
 	}
 	for _, tt := range tests {
@@ -139,6 +156,9 @@ func checkUTC(t *testing.T, what string, ts ...*time.Time) {
 	}
 }
 
+// ignoreSeq compares buildsets without their Seq, which only has to grow.
+var ignoreSeq = cmpopts.IgnoreFields(store.Buildset{}, "Seq")
+
 func diff(t *testing.T, what string, want, got any, opts ...cmp.Option) {
 	t.Helper()
 	if d := cmp.Diff(want, got, opts...); d != "" {
@@ -147,27 +167,45 @@ func diff(t *testing.T, what string, want, got any, opts ...cmp.Option) {
 }
 
 func testCreateGet(t *testing.T, s store.Store) {
-	create(t, s, &store.Buildset{
+	bs := &store.Buildset{
 		ID:        "bs1",
 		Pipeline:  "deploy",
 		Commit:    "0123456789abcdef0123456789abcdef01234567",
 		Files:     []string{"playbooks/base.yaml", "inventory/hosts"},
 		Plan:      []byte(`{"pipeline":"deploy","jobs":[{"name":"base"}]}`),
+		Spec:      []byte(`{"base":{"run":"make"}}`),
+		Cause:     "push to main by github",
+		RerunOf:   "bs0",
 		CreatedAt: t0,
-		// Ignored: a new buildset is QUEUED with no owner or result.
-		State: store.BuildsetDone, Result: store.Success, Owner: "someone",
-	}, "bootstrap", "base")
+		// Ignored: a new buildset is QUEUED with no owner or result, and
+		// the store assigns Seq.
+		State: store.BuildsetDone, Result: store.Success, Owner: "someone", Seq: -7,
+	}
+	create(t, s, bs, "bootstrap", "base")
+	if bs.Seq <= 0 {
+		t.Errorf("CreateBuildset set Seq = %d, want > 0", bs.Seq)
+	}
 	got := get(t, s, "bs1")
 	want := &store.Buildset{
 		ID:        "bs1",
+		Seq:       bs.Seq,
 		Pipeline:  "deploy",
 		Commit:    "0123456789abcdef0123456789abcdef01234567",
 		Files:     []string{"playbooks/base.yaml", "inventory/hosts"},
 		State:     store.BuildsetQueued,
 		Plan:      []byte(`{"pipeline":"deploy","jobs":[{"name":"base"}]}`),
+		Spec:      []byte(`{"base":{"run":"make"}}`),
+		Cause:     "push to main by github",
+		RerunOf:   "bs0",
 		CreatedAt: t0,
 	}
 	diff(t, "GetBuildset", want, got)
+	list, err := s.ListBuildsets(t.Context(), store.Filter{})
+	must(t, "list", err)
+	diff(t, "ListBuildsets", []*store.Buildset{want}, list)
+	active, err := s.ActiveBuildsets(t.Context())
+	must(t, "active", err)
+	diff(t, "ActiveBuildsets", []*store.Buildset{want}, active)
 	checkUTC(t, "CreatedAt", &got.CreatedAt)
 	if got.CreatedAt.Nanosecond() != t0.Nanosecond() {
 		t.Errorf("CreatedAt nanoseconds = %d, want %d", got.CreatedAt.Nanosecond(), t0.Nanosecond())
@@ -288,7 +326,7 @@ func testList(t *testing.T, s store.Store) {
 		Error: "base failed", Owner: "p1", CreatedAt: at(3 * time.Second),
 		StartedAt: ptr(at(5 * time.Second)), FinishedAt: ptr(at(6 * time.Second)),
 	}}
-	diff(t, "ListBuildsets failures", want, got)
+	diff(t, "ListBuildsets failures", want, got, ignoreSeq)
 	for _, bs := range got {
 		checkUTC(t, "ListBuildsets", &bs.CreatedAt, bs.StartedAt, bs.FinishedAt)
 	}
@@ -357,7 +395,7 @@ func testBuildsetTransitions(t *testing.T, s store.Store) {
 		Error: "letsencrypt failed", Owner: "proc-1", CreatedAt: t0,
 		StartedAt: ptr(at(time.Second)), FinishedAt: ptr(at(3 * time.Second)),
 	}
-	diff(t, "after finish", want, got)
+	diff(t, "after finish", want, got, ignoreSeq)
 	checkUTC(t, "FinishedAt", got.FinishedAt)
 
 	// A buildset whose graph cannot be made is finished from QUEUED.

@@ -1,0 +1,360 @@
+package storetest
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/sortie-ci/sortie/internal/store"
+)
+
+// The tests of what `sortie serve` needs: admission, arrival order, crash
+// recovery, pauses and marks.
+
+func testSeq(t *testing.T, s store.Store) {
+	// CreatedAt goes back in time: Seq follows arrival, not CreatedAt.
+	var seqs []int64
+	for i := range 5 {
+		bs := &store.Buildset{ID: fmt.Sprint("bs", i), Pipeline: "deploy", Commit: "a", CreatedAt: at(time.Duration(-i) * time.Second)}
+		create(t, s, bs)
+		if i > 0 && bs.Seq <= seqs[i-1] {
+			t.Errorf("Seq of %s = %d, not above the previous %d", bs.ID, bs.Seq, seqs[i-1])
+		}
+		seqs = append(seqs, bs.Seq)
+		if got := get(t, s, bs.ID); got.Seq != bs.Seq {
+			t.Errorf("GetBuildset %s: Seq = %d, CreateBuildset set %d", bs.ID, got.Seq, bs.Seq)
+		}
+	}
+	// A refused create does not break the order.
+	dup := &store.Buildset{ID: "bs0", Pipeline: "deploy", Commit: "a", CreatedAt: t0}
+	wantErr(t, "create duplicate", s.CreateBuildset(t.Context(), dup, nil), store.ErrConflict)
+	last := &store.Buildset{ID: "last", Pipeline: "deploy", Commit: "a", CreatedAt: t0}
+	create(t, s, last)
+	if last.Seq <= seqs[len(seqs)-1] {
+		t.Errorf("Seq after a refused create = %d, not above %d", last.Seq, seqs[len(seqs)-1])
+	}
+
+	list, err := s.ListBuildsets(t.Context(), store.Filter{})
+	must(t, "list", err)
+	got := map[string]int64{}
+	for _, bs := range list {
+		got[bs.ID] = bs.Seq
+	}
+	want := map[string]int64{"last": last.Seq}
+	for i, seq := range seqs {
+		want[fmt.Sprint("bs", i)] = seq
+	}
+	diff(t, "ListBuildsets Seq", want, got)
+}
+
+func testSpecNilVersusEmpty(t *testing.T, s store.Store) {
+	create(t, s, &store.Buildset{ID: "nil", Pipeline: "deploy", Commit: "a", CreatedAt: t0})
+	create(t, s, &store.Buildset{ID: "empty", Pipeline: "deploy", Commit: "a", Spec: []byte{}, CreatedAt: t0})
+	create(t, s, &store.Buildset{ID: "set", Pipeline: "deploy", Commit: "a", Spec: []byte(`{}`), CreatedAt: t0})
+	for _, id := range []string{"nil", "empty"} {
+		if got := get(t, s, id); got.Spec != nil {
+			t.Errorf("%s: Spec = %#v, want nil", id, got.Spec)
+		}
+	}
+	if got := get(t, s, "set"); string(got.Spec) != `{}` {
+		t.Errorf("Spec = %q, want {}", got.Spec)
+	}
+	list, err := s.ListBuildsets(t.Context(), store.Filter{})
+	must(t, "list", err)
+	for _, bs := range list {
+		if (bs.ID == "set") != (bs.Spec != nil) {
+			t.Errorf("ListBuildsets: %s: Spec = %#v", bs.ID, bs.Spec)
+		}
+	}
+}
+
+func testListByCommit(t *testing.T, s store.Store) {
+	const (
+		c1 = "0123456789abcdef0123456789abcdef01234567"
+		c2 = "1123456789abcdef0123456789abcdef01234567"
+	)
+	create(t, s, &store.Buildset{ID: "d1", Pipeline: "deploy", Commit: c1, CreatedAt: at(1 * time.Second)})
+	create(t, s, &store.Buildset{ID: "h1", Pipeline: "hourly", Commit: c1, CreatedAt: at(2 * time.Second)})
+	create(t, s, &store.Buildset{ID: "d2", Pipeline: "deploy", Commit: c2, CreatedAt: at(3 * time.Second)})
+	create(t, s, &store.Buildset{ID: "d3", Pipeline: "deploy", Commit: c1, CreatedAt: at(4 * time.Second)})
+	for _, tt := range []struct {
+		name string
+		f    store.Filter
+		want []string
+	}{
+		{"commit", store.Filter{Commit: c1}, []string{"d3", "h1", "d1"}},
+		{"other commit", store.Filter{Commit: c2}, []string{"d2"}},
+		{"commit and pipeline", store.Filter{Commit: c1, Pipeline: "deploy"}, []string{"d3", "d1"}},
+		{"commit and before", store.Filter{Commit: c1, Before: "d3"}, []string{"h1", "d1"}},
+		{"commit and limit", store.Filter{Commit: c1, Limit: 1}, []string{"d3"}},
+		{"prefix is not a match", store.Filter{Commit: c1[:7]}, nil},
+		{"unknown commit", store.Filter{Commit: "f00"}, nil},
+	} {
+		got, err := s.ListBuildsets(t.Context(), tt.f)
+		must(t, tt.name, err)
+		diff(t, "ListBuildsets "+tt.name, tt.want, ids(got), cmpopts.EquateEmpty())
+	}
+}
+
+func testAdmitTransitions(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "bootstrap")
+
+	must(t, "admit", s.AdmitBuildset(ctx, "bs1", "server-1", at(time.Second)))
+	got := get(t, s, "bs1")
+	diff(t, "after admit", &store.Buildset{
+		ID: "bs1", Pipeline: "deploy", Commit: "a", State: store.BuildsetAdmitted, Owner: "server-1", CreatedAt: t0,
+	}, got, ignoreSeq)
+	wantErr(t, "admit twice", s.AdmitBuildset(ctx, "bs1", "server-2", at(2*time.Second)), store.ErrConflict)
+	if got := get(t, s, "bs1"); got.Owner != "server-1" {
+		t.Errorf("a refused admit changed the owner: %+v", got)
+	}
+	list, err := s.ListBuildsets(ctx, store.Filter{State: store.BuildsetAdmitted})
+	must(t, "list admitted", err)
+	diff(t, "ListBuildsets admitted", []string{"bs1"}, ids(list))
+
+	// ADMITTED -> RUNNING, with the starter as owner.
+	must(t, "start admitted", s.StartBuildset(ctx, "bs1", "server-1", at(3*time.Second)))
+	got = get(t, s, "bs1")
+	diff(t, "after start", &store.Buildset{
+		ID: "bs1", Pipeline: "deploy", Commit: "a", State: store.BuildsetRunning, Owner: "server-1", CreatedAt: t0,
+		StartedAt: ptr(at(3 * time.Second)),
+	}, got, ignoreSeq)
+	checkUTC(t, "StartedAt", got.StartedAt)
+	wantErr(t, "admit running", s.AdmitBuildset(ctx, "bs1", "server-1", at(4*time.Second)), store.ErrConflict)
+	wantErr(t, "start running", s.StartBuildset(ctx, "bs1", "server-1", at(4*time.Second)), store.ErrConflict)
+	must(t, "finish", s.FinishBuildset(ctx, "bs1", store.Success, "", at(5*time.Second)))
+	wantErr(t, "admit done", s.AdmitBuildset(ctx, "bs1", "server-1", at(6*time.Second)), store.ErrConflict)
+
+	// ADMITTED -> DONE: cancelled while waiting for its pipeline semaphore.
+	create(t, s, &store.Buildset{ID: "bs2", Pipeline: "deploy", Commit: "a", CreatedAt: t0})
+	must(t, "admit bs2", s.AdmitBuildset(ctx, "bs2", "server-1", at(time.Second)))
+	must(t, "finish admitted", s.FinishBuildset(ctx, "bs2", store.Canceled, "", at(2*time.Second)))
+	diff(t, "finished from ADMITTED", &store.Buildset{
+		ID: "bs2", Pipeline: "deploy", Commit: "a", State: store.BuildsetDone, Result: store.Canceled, Owner: "server-1",
+		CreatedAt: t0, FinishedAt: ptr(at(2 * time.Second)),
+	}, get(t, s, "bs2"), ignoreSeq)
+
+	// QUEUED -> RUNNING stays allowed (`sortie run`).
+	create(t, s, &store.Buildset{ID: "bs3", Pipeline: "deploy", Commit: "a", CreatedAt: t0})
+	must(t, "start queued", s.StartBuildset(ctx, "bs3", "run-1", at(time.Second)))
+
+	wantErr(t, "admit unknown", s.AdmitBuildset(ctx, "nope", "server-1", t0), store.ErrNotFound)
+}
+
+func testActiveBuildsets(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	active := func() []string {
+		t.Helper()
+		bss, err := s.ActiveBuildsets(ctx)
+		must(t, "active buildsets", err)
+		return ids(bss)
+	}
+	diff(t, "active of an empty store", []string(nil), active(), cmpopts.EquateEmpty())
+
+	// Created out of time order: oldest first means by arrival (Seq).
+	for i, id := range []string{"queued", "done", "running", "admitted", "failed", "late"} {
+		create(t, s, &store.Buildset{ID: id, Pipeline: "deploy", Commit: "a", CreatedAt: at(time.Duration(10-i) * time.Second)}, "base")
+	}
+	must(t, "admit", s.AdmitBuildset(ctx, "admitted", "server", at(time.Minute)))
+	must(t, "start running", s.StartBuildset(ctx, "running", "server", at(time.Minute)))
+	must(t, "start done", s.StartBuildset(ctx, "done", "server", at(time.Minute)))
+	must(t, "finish done", s.FinishBuildset(ctx, "done", store.Success, "", at(2*time.Minute)))
+	must(t, "finish failed", s.FinishBuildset(ctx, "failed", store.ConfigError, "cycle", at(2*time.Minute)))
+	diff(t, "active", []string{"queued", "running", "admitted", "late"}, active())
+
+	bss, err := s.ActiveBuildsets(ctx)
+	must(t, "active buildsets", err)
+	for i := 1; i < len(bss); i++ {
+		if bss[i].Seq <= bss[i-1].Seq {
+			t.Errorf("ActiveBuildsets: %s (Seq %d) after %s (Seq %d)", bss[i].ID, bss[i].Seq, bss[i-1].ID, bss[i-1].Seq)
+		}
+	}
+	for _, bs := range bss {
+		if bs.ID == "running" {
+			diff(t, "active running buildset", &store.Buildset{
+				ID: "running", Pipeline: "deploy", Commit: "a", State: store.BuildsetRunning, Owner: "server",
+				CreatedAt: at(8 * time.Second), StartedAt: ptr(at(time.Minute)),
+			}, bs, ignoreSeq)
+			checkUTC(t, "ActiveBuildsets", &bs.CreatedAt, bs.StartedAt)
+		}
+	}
+
+	must(t, "finish running", s.FinishBuildset(ctx, "running", store.Canceled, "", at(3*time.Minute)))
+	diff(t, "active after finish", []string{"queued", "admitted", "late"}, active())
+}
+
+func testSetBuildsetOwner(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, id := range []string{"queued", "admitted", "running", "done"} {
+		create(t, s, &store.Buildset{ID: id, Pipeline: "deploy", Commit: "a", CreatedAt: t0})
+	}
+	must(t, "admit", s.AdmitBuildset(ctx, "admitted", "dead", at(time.Second)))
+	must(t, "start", s.StartBuildset(ctx, "running", "dead", at(time.Second)))
+	must(t, "start done", s.StartBuildset(ctx, "done", "dead", at(time.Second)))
+	must(t, "finish done", s.FinishBuildset(ctx, "done", store.Success, "", at(2*time.Second)))
+
+	for _, id := range []string{"queued", "admitted", "running"} {
+		before := get(t, s, id)
+		must(t, "set owner of "+id, s.SetBuildsetOwner(ctx, id, "heir"))
+		want := *before
+		want.Owner = "heir"
+		diff(t, "after set owner of "+id, &want, get(t, s, id))
+	}
+	wantErr(t, "set owner of done", s.SetBuildsetOwner(ctx, "done", "heir"), store.ErrConflict)
+	if got := get(t, s, "done"); got.Owner != "dead" {
+		t.Errorf("a refused set owner changed it: %+v", got)
+	}
+	wantErr(t, "set owner of unknown", s.SetBuildsetOwner(ctx, "nope", "heir"), store.ErrNotFound)
+
+	// The heir can go on with the adopted buildsets.
+	must(t, "start adopted", s.StartBuildset(ctx, "admitted", "heir", at(3*time.Second)))
+	must(t, "finish adopted", s.FinishBuildset(ctx, "running", store.Error, "lost", at(3*time.Second)))
+}
+
+func testRunningAttempts(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "zuul", "base", "bootstrap", "idle")
+	create(t, s, &store.Buildset{ID: "bs2", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "base")
+
+	got, err := s.RunningAttempts(ctx, "bs1")
+	must(t, "running attempts before any", err)
+	diff(t, "running attempts before any", []*store.Attempt(nil), got, cmpopts.EquateEmpty())
+
+	start := func(id, job string, n int, owner string) {
+		t.Helper()
+		must(t, fmt.Sprintf("start %s/%s #%d", id, job, n),
+			s.StartAttempt(ctx, &store.Attempt{BuildsetID: id, Job: job, Number: n, Owner: owner, StartedAt: at(time.Duration(n) * time.Second), Log: fmt.Sprintf("%s.%d", job, n)}))
+	}
+	start("bs1", "zuul", 1, "p1")
+	start("bs1", "base", 1, "p1")
+	must(t, "finish base #1", s.FinishAttempt(ctx, "bs1", "base", 1, store.Retry, "ssh: refused", at(2*time.Second)))
+	start("bs1", "base", 2, "p1")
+	start("bs1", "bootstrap", 1, "p1")
+	must(t, "finish bootstrap", s.FinishAttempt(ctx, "bs1", "bootstrap", 1, store.Success, "", at(3*time.Second)))
+	start("bs2", "base", 1, "p2") // another buildset's
+
+	got, err = s.RunningAttempts(ctx, "bs1")
+	must(t, "running attempts", err)
+	want := []*store.Attempt{
+		{BuildsetID: "bs1", Job: "base", Number: 2, Owner: "p1", StartedAt: at(2 * time.Second), Log: "base.2"},
+		{BuildsetID: "bs1", Job: "zuul", Number: 1, Owner: "p1", StartedAt: at(1 * time.Second), Log: "zuul.1"},
+	}
+	diff(t, "RunningAttempts", want, got)
+	for _, a := range got {
+		checkUTC(t, "RunningAttempts", &a.StartedAt)
+	}
+
+	// Finished without a time (FinishedAt nil), it has a result: not running.
+	must(t, "finish zuul without a time", s.FinishAttempt(ctx, "bs1", "zuul", 1, store.Lost, "owner died", time.Time{}))
+	got, err = s.RunningAttempts(ctx, "bs1")
+	must(t, "running attempts after lost", err)
+	diff(t, "RunningAttempts after lost", want[:1], got)
+
+	must(t, "finish base #2", s.FinishAttempt(ctx, "bs1", "base", 2, store.Success, "", at(4*time.Second)))
+	got, err = s.RunningAttempts(ctx, "bs1")
+	must(t, "running attempts after all finished", err)
+	diff(t, "RunningAttempts after all finished", []*store.Attempt(nil), got, cmpopts.EquateEmpty())
+
+	_, err = s.RunningAttempts(ctx, "nope")
+	wantErr(t, "running attempts of unknown", err, store.ErrNotFound)
+}
+
+func testReleaseOwner(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	T := at(time.Minute)
+	must(t, "renew dead", s.RenewLease(ctx, "dead", T.Add(time.Hour))) // not expired yet
+	must(t, "renew heir", s.RenewLease(ctx, "heir", T))
+	sem := map[string]int{"S": 1}
+	acquire(t, s, owned("d1", "dead", map[string]int{"S": 1, "T": 2}, t0), true)
+	acquire(t, s, owned("h1", "heir", map[string]int{"T": 2}, t0), true)
+	acquire(t, s, owned("d2", "dead", sem, t0), false)
+	acquire(t, s, owned("h2", "heir", sem, t0), false)
+	acquire(t, s, owned("x1", "unleased", map[string]int{"U": 1}, t0), true)
+
+	must(t, "release dead", s.ReleaseOwner(ctx, "dead"))
+	diff(t, "holders", []string{"T:h1", "U:x1"}, holding(t, s))
+	diff(t, "waiters", []string{"S:h2"}, waiting(t, s))
+	// Its lease row went too: it is not reported expired later.
+	expired, err := s.ExpireLeases(ctx, T.Add(2*time.Hour))
+	must(t, "expire", err)
+	diff(t, "expired", []string{"heir"}, expired)
+
+	// The released owner's holder may ask again, as anyone.
+	acquire(t, s, owned("h2", "heir2", sem, T), true)
+
+	must(t, "release unknown owner", s.ReleaseOwner(ctx, "nobody"))
+	must(t, "release again", s.ReleaseOwner(ctx, "dead"))
+	must(t, "release unleased", s.ReleaseOwner(ctx, "unleased"))
+	diff(t, "holders at the end", []string{"S:h2"}, holding(t, s))
+}
+
+func testPauses(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	pauses := func() []store.Pause {
+		t.Helper()
+		ps, err := s.Pauses(ctx)
+		must(t, "pauses", err)
+		for _, p := range ps {
+			checkUTC(t, "Pause.At", &p.At)
+		}
+		return ps
+	}
+	diff(t, "no pauses", []store.Pause(nil), pauses(), cmpopts.EquateEmpty())
+
+	must(t, "pause hourly", s.SetPause(ctx, store.Pause{Pipeline: "hourly", By: "alice", Reason: "maintenance", At: at(time.Second)}))
+	must(t, "pause all", s.SetPause(ctx, store.Pause{Pipeline: "", By: "bob", Reason: "incident", At: at(2 * time.Second)}))
+	must(t, "pause deploy", s.SetPause(ctx, store.Pause{Pipeline: "deploy", At: at(3 * time.Second)}))
+	diff(t, "pauses", []store.Pause{
+		{Pipeline: "", By: "bob", Reason: "incident", At: at(2 * time.Second)},
+		{Pipeline: "deploy", At: at(3 * time.Second)},
+		{Pipeline: "hourly", By: "alice", Reason: "maintenance", At: at(time.Second)},
+	}, pauses())
+
+	// Pausing again replaces.
+	must(t, "pause hourly again", s.SetPause(ctx, store.Pause{Pipeline: "hourly", By: "carol", Reason: "still", At: at(4 * time.Second)}))
+	// Clearing the pause of all leaves each pipeline's.
+	must(t, "clear all", s.ClearPause(ctx, ""))
+	diff(t, "pauses after clear all", []store.Pause{
+		{Pipeline: "deploy", At: at(3 * time.Second)},
+		{Pipeline: "hourly", By: "carol", Reason: "still", At: at(4 * time.Second)},
+	}, pauses())
+
+	must(t, "clear deploy", s.ClearPause(ctx, "deploy"))
+	must(t, "clear deploy again", s.ClearPause(ctx, "deploy"))
+	must(t, "clear never paused", s.ClearPause(ctx, "nope"))
+	must(t, "clear all again", s.ClearPause(ctx, ""))
+	diff(t, "pauses at the end", []store.Pause{
+		{Pipeline: "hourly", By: "carol", Reason: "still", At: at(4 * time.Second)},
+	}, pauses())
+}
+
+func testMarks(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mark := func(key string) string {
+		t.Helper()
+		v, err := s.GetMark(ctx, key)
+		must(t, "get mark "+key, err)
+		return v
+	}
+	if v := mark("cron/hourly"); v != "" {
+		t.Errorf("unset mark = %q, want empty", v)
+	}
+	must(t, "set", s.SetMark(ctx, "cron/hourly", "2026-03-14T15:00:00Z"))
+	must(t, "set other", s.SetMark(ctx, "poll/deploy", "0123456789abcdef0123456789abcdef01234567"))
+	if v := mark("cron/hourly"); v != "2026-03-14T15:00:00Z" {
+		t.Errorf("mark = %q", v)
+	}
+	must(t, "replace", s.SetMark(ctx, "cron/hourly", "2026-03-14T16:00:00Z"))
+	if v := mark("cron/hourly"); v != "2026-03-14T16:00:00Z" {
+		t.Errorf("replaced mark = %q", v)
+	}
+	if v := mark("poll/deploy"); v != "0123456789abcdef0123456789abcdef01234567" {
+		t.Errorf("other mark = %q", v)
+	}
+	if v := mark("cron/HOURLY"); v != "" {
+		t.Errorf("keys are case-sensitive: cron/HOURLY = %q", v)
+	}
+}
