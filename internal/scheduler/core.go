@@ -7,6 +7,11 @@
 // owns a Core in one goroutine and applies its answers through the small
 // interfaces this package defines (Runner, Semaphores, Recorder), so tests
 // drive it with recording fakes and production with the store and a bastion.
+//
+// A Loop can also resume a buildset that an earlier process started and
+// that was interrupted by its crash (Loop.Resume): recorded results are
+// restored in the Core (Core.Restore), builds that were running are LOST
+// and retried while attempts remain, and no finished build runs again.
 package scheduler
 
 import (
@@ -41,6 +46,7 @@ type jobState struct {
 	state     JobState
 	result    store.Result
 	reason    string
+	queued    int // index in the ready queue; -1 when not on it
 }
 
 // Skip is a job that will never run, with why.
@@ -69,7 +75,7 @@ func NewCore(p *graph.Plan, remaining map[string]time.Duration) *Core {
 	c := &Core{jobs: map[string]*jobState{}, dependents: p.Dependents(), remaining: remaining}
 	c.ready.less = c.better
 	for i, j := range p.Jobs {
-		js := &jobState{name: j.Name, index: i, deps: j.Dependencies, waitingOn: len(j.Dependencies)}
+		js := &jobState{name: j.Name, index: i, deps: j.Dependencies, waitingOn: len(j.Dependencies), queued: -1}
 		c.jobs[j.Name] = js
 		c.order = append(c.order, js)
 	}
@@ -128,6 +134,7 @@ func (c *Core) Finish(job string, result store.Result) (ready []string, skipped 
 	if js.state == Running {
 		c.running--
 	}
+	c.unqueue(js)
 	js.state, js.result = Finished, result
 	c.finished++
 	if result == store.Success {
@@ -143,6 +150,26 @@ func (c *Core) Finish(job string, result store.Result) (ready []string, skipped 
 		return ready, nil
 	}
 	return nil, c.skipDependents(job, fmt.Sprintf("dependency %s %s", job, verb(result)))
+}
+
+// Restore finishes a job that has not started in this Core (Pending or
+// Ready) with the result an earlier, interrupted run recorded for it, when
+// a buildset is resumed (Loop.Resume), and returns what Finish returns.
+// Restoring in plan order (dependencies first) gives the state the earlier
+// run had; a dependent skipped here may already have its own recorded
+// result, and is then not restored again.
+func (c *Core) Restore(job string, result store.Result) (ready []string, skipped []Skip) {
+	if s := c.state(job); s != Pending && s != Ready {
+		panic(fmt.Sprintf("scheduler: restore of %q in state %d", job, s))
+	}
+	return c.Finish(job, result)
+}
+
+// unqueue takes a job off the ready queue if it is on it.
+func (c *Core) unqueue(js *jobState) {
+	if js.queued >= 0 {
+		heap.Remove(&c.ready, js.queued)
+	}
 }
 
 func verb(r store.Result) string {
@@ -170,6 +197,7 @@ func (c *Core) skipDependents(job, reason string) []Skip {
 		if dj.state == Finished || dj.state == Running {
 			continue
 		}
+		c.unqueue(dj)
 		dj.state, dj.result, dj.reason = Finished, store.Skipped, reason
 		c.finished++
 		out = append(out, Skip{Job: d, Result: store.Skipped, Reason: reason})
@@ -189,6 +217,7 @@ func (c *Core) CancelRest(reason string) []Skip {
 			c.finished++
 			out = append(out, Skip{Job: js.name, Result: store.Canceled, Reason: reason})
 		}
+		js.queued = -1
 	}
 	c.ready.items = nil
 	return out
@@ -247,8 +276,8 @@ func (c *Core) Result() store.Result {
 	return res
 }
 
-// readyHeap is a container/heap of ready jobs. A job skipped or cancelled
-// while queued is dropped when popped (its state is no longer Ready).
+// readyHeap is a container/heap of ready jobs. Each job knows its index
+// (jobState.queued), so one finished while queued is taken off at once.
 type readyHeap struct {
 	items []*jobState
 	less  func(a, b *jobState) bool
@@ -256,11 +285,19 @@ type readyHeap struct {
 
 func (h *readyHeap) Len() int           { return len(h.items) }
 func (h *readyHeap) Less(i, j int) bool { return h.less(h.items[i], h.items[j]) }
-func (h *readyHeap) Swap(i, j int)      { h.items[i], h.items[j] = h.items[j], h.items[i] }
-func (h *readyHeap) Push(x any)         { h.items = append(h.items, x.(*jobState)) }
+func (h *readyHeap) Swap(i, j int) {
+	h.items[i], h.items[j] = h.items[j], h.items[i]
+	h.items[i].queued, h.items[j].queued = i, j
+}
+func (h *readyHeap) Push(x any) {
+	js := x.(*jobState)
+	js.queued = len(h.items)
+	h.items = append(h.items, js)
+}
 func (h *readyHeap) Pop() any {
 	n := len(h.items) - 1
 	x := h.items[n]
 	h.items = h.items[:n]
+	x.queued = -1
 	return x
 }

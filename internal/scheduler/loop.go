@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,11 @@ type Outcome struct {
 	// Err is any other failure to run the job (bad config at run time, a
 	// log that cannot be written): the build is an ERROR, not retried.
 	Err error
+	// Lost is set when the process that ran the attempt died, so that the
+	// attempt never ended: the attempt is LOST, and the build is retried
+	// while attempts remain, else an ERROR. The loop sets it itself for the
+	// attempts Resume says were running; a Runner does not.
+	Lost error
 }
 
 // Runner runs one attempt of a job and waits for it. It must return when
@@ -78,7 +84,34 @@ type Loop struct {
 	// so that a bastion that is rebooting is not given up on in
 	// milliseconds. 0 means DefaultRetryDelay; tests set it small.
 	RetryDelay time.Duration
+	// Resume is the state an earlier run of this buildset left in the store,
+	// by job; nil for a fresh buildset. Jobs absent from it start fresh.
+	Resume map[string]Prior
+	// Hold, when set, is asked before attempts start: while it returns
+	// true (an operator paused the pipeline) no attempt starts, retries
+	// included; running ones go on.
+	Hold func() bool
+	// Drain, when closed, stops the run for a shutdown: no attempt starts,
+	// retries waiting are given up, and once no attempt runs Run returns
+	// ErrDrained without recording anything more, leaving the builds that
+	// did not finish for the next process to resume.
+	Drain <-chan struct{}
 }
+
+// Prior is what an earlier, interrupted run left of one build.
+type Prior struct {
+	// Result is the build's final result, "" if it had none.
+	Result store.Result
+	// Attempts is how many attempts it started (0: never started).
+	Attempts int
+	// Running is set when its latest attempt (number Attempts) has no end:
+	// the process that ran it died. The loop records that attempt as LOST
+	// and retries the build if attempts remain, else finishes it ERROR.
+	Running bool
+}
+
+// ErrLost is the Outcome.Lost of an attempt whose process died.
+var ErrLost = errors.New("lost: the sortie process running it stopped")
 
 // DefaultRetryDelay is Loop.RetryDelay's default.
 const DefaultRetryDelay = 2 * time.Second
@@ -96,6 +129,9 @@ func (l *Loop) retryDelay(attempt int) time.Duration {
 	}
 	return min(d, time.Minute)
 }
+
+// ErrDrained is returned by Run when Loop.Drain stopped it.
+var ErrDrained = errors.New("drained for shutdown")
 
 // ErrCanceled is the cause to cancel a Run's context with for an
 // operator's cancel (as opposed to a shutdown).
@@ -161,6 +197,8 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 			record(l.Recorder.BuildFinished(bg, s.Job, s.Result, s.Reason, now()))
 		}
 	}
+	// After a crash, take up the earlier run's state before starting anything.
+	l.resume(bg, core, attempts, finishBuild, record, now)
 	launch := func(job string) {
 		attempts[job]++
 		n := attempts[job]
@@ -178,6 +216,8 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 	// A retry waits off the loop goroutine; the job keeps its slot and
 	// semaphores and counts as in flight meanwhile.
 	retries := make(chan string)
+	retryCtx, cancelRetries := context.WithCancel(context.Background())
+	defer cancelRetries()
 	retryLater := func(job string, after time.Duration) {
 		inFlight++
 		go func() {
@@ -186,6 +226,7 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 			select {
 			case <-t.C:
 			case <-runCtx.Done():
+			case <-retryCtx.Done():
 			}
 			retries <- job
 		}()
@@ -194,10 +235,26 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 	ticker := time.NewTicker(poll)
 	defer ticker.Stop()
 	canceled := false
+	drainCh, draining := l.Drain, false
+	// A drain is looked for before anything starts, not only when the
+	// select below picks it: it may be closed before Run, or at once with
+	// an attempt's end whose dependents would start.
+	drained := func() bool {
+		if !draining && drainCh != nil {
+			select {
+			case <-drainCh:
+				draining, drainCh = true, nil
+				cancelRetries()
+			default:
+			}
+		}
+		return draining
+	}
+	holding := func() bool { return drained() || (l.Hold != nil && l.Hold()) }
 	for {
 		// Start what may start: slots permitting, best first; a job whose
 		// semaphores are taken waits without holding up the others.
-		if !canceled && fatal == nil {
+		if !canceled && fatal == nil && !holding() {
 			var blocked []string
 			for core.Running() < maxPar {
 				job, ok := core.PopReady()
@@ -235,17 +292,27 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 		if core.Done() || (inFlight == 0 && (canceled || fatal != nil)) {
 			break
 		}
+		if draining && inFlight == 0 {
+			return "", ErrDrained
+		}
 		select {
 		case d := <-done:
 			inFlight--
 			l.attemptEnded(core, d, attempts, spec(l.Jobs, d.job), finishBuild, record, retryLater, canceled || fatal != nil, now)
 		case job := <-retries:
 			inFlight--
-			if canceled || fatal != nil {
+			switch {
+			case canceled || fatal != nil:
 				finishBuild(job, store.Canceled, "cancelled while waiting to retry")
-			} else {
+			case drained():
+				release(job) // the next process retries it
+			case holding():
+				retryLater(job, poll)
+			default:
 				launch(job)
 			}
+		case <-drainCh:
+			drained()
 		case <-ticker.C:
 		case <-ctx.Done():
 			if !canceled {
@@ -273,6 +340,53 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 	return core.Result(), nil
 }
 
+// resume takes up what an earlier, interrupted run left (Loop.Resume)
+// before anything starts. Recorded results are restored in plan order and
+// not recorded again; the dependents this skips are recorded unless they
+// have a result of their own. Then an attempt left running is ended as
+// lost (attemptEnded decides what follows), and a build with attempts
+// behind it goes on from the next number. Nothing is held: the semaphores
+// of the dead process were released, so a resumed job acquires its own.
+func (l *Loop) resume(ctx context.Context, core *Core, attempts map[string]int,
+	finishBuild func(string, store.Result, string), record func(error), now func() time.Time) {
+	if len(l.Resume) == 0 {
+		return
+	}
+	for _, j := range l.Plan.Jobs {
+		p := l.Resume[j.Name]
+		if p.Result == "" || core.state(j.Name) == Finished {
+			continue // a dependent skipped by a restored result keeps its own
+		}
+		_, skipped := core.Restore(j.Name, p.Result)
+		for _, s := range skipped {
+			if l.Resume[s.Job].Result == "" {
+				record(l.Recorder.BuildFinished(ctx, s.Job, s.Result, s.Reason, now()))
+			}
+		}
+	}
+	// With a consistent store a job left running is not finished yet; if
+	// it is (skipped above), its attempt is still ended as lost.
+	finishOnce := func(job string, res store.Result, reason string) {
+		if core.state(job) != Finished {
+			finishBuild(job, res, reason)
+		}
+	}
+	// The job never started in this Core: it is queued already, and runs
+	// again when its dependencies, a slot and its semaphores allow.
+	queued := func(string, time.Duration) {}
+	for _, j := range l.Plan.Jobs {
+		p := l.Resume[j.Name]
+		if p.Result != "" || p.Attempts < 1 {
+			continue
+		}
+		attempts[j.Name] = p.Attempts
+		if p.Running {
+			d := attemptDone{job: j.Name, attempt: p.Attempts, outcome: Outcome{Lost: ErrLost}}
+			l.attemptEnded(core, d, attempts, spec(l.Jobs, j.Name), finishOnce, record, queued, false, now)
+		}
+	}
+}
+
 func spec(jobs map[string]JobSpec, job string) JobSpec {
 	s := jobs[job]
 	if s.Attempts < 1 {
@@ -283,12 +397,15 @@ func spec(jobs map[string]JobSpec, job string) JobSpec {
 
 // attemptEnded decides a build's result: the one place where an attempt's
 // outcome becomes SUCCESS, FAILURE, TIMED_OUT, CANCELED, RETRY_LIMIT or
-// ERROR, or a retry.
+// ERROR, or a retry. An attempt lost with its process (Outcome.Lost, on
+// resume) is retried at once while attempts remain, else the build is an
+// ERROR; retryLater is then the resume's, the job being queued already.
 func (l *Loop) attemptEnded(core *Core, d attemptDone, attempts map[string]int, spec JobSpec,
 	finishBuild func(string, store.Result, string), record func(error), retryLater func(string, time.Duration), stopping bool, now func() time.Time) {
 	o := d.outcome
 	var res store.Result
 	var msg string
+	attemptRes := store.Result("") // the attempt's result when not the build's
 	switch {
 	case o.Canceled:
 		res, msg = store.Canceled, "cancelled"
@@ -308,12 +425,24 @@ func (l *Loop) attemptEnded(core *Core, d attemptDone, attempts map[string]int, 
 		if stopping && d.attempt < spec.Attempts {
 			res = store.Canceled
 		}
+	case o.Lost != nil:
+		msg = o.Lost.Error()
+		if d.attempt < spec.Attempts && !stopping {
+			record(l.Recorder.AttemptFinished(context.Background(), d.job, d.attempt, store.Lost, msg, now()))
+			retryLater(d.job, 0) // the process died, not the bastion: no wait
+			return
+		}
+		res, attemptRes = store.Error, store.Lost
+		msg = fmt.Sprintf("%s (attempt %d of %d)", msg, d.attempt, spec.Attempts)
+		if stopping && d.attempt < spec.Attempts {
+			res = store.Canceled
+		}
 	case o.ExitCode == 0:
 		res = store.Success
 	default:
 		res, msg = store.Failure, fmt.Sprintf("exit status %d", o.ExitCode)
 	}
-	record(l.Recorder.AttemptFinished(context.Background(), d.job, d.attempt, res, msg, now()))
+	record(l.Recorder.AttemptFinished(context.Background(), d.job, d.attempt, cmp.Or(attemptRes, res), msg, now()))
 	reason := ""
 	if res != store.Success {
 		reason = msg
