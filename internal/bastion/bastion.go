@@ -43,6 +43,30 @@ type Bastion interface {
 	// checkouts beyond the newest keep. Checkouts not finished are never
 	// removed.
 	Finish(ctx context.Context, buildset string, keep int) error
+	// KillOwner ends (TERM, then KILL after grace) every process tree of a
+	// build that a Sortie process with this owner id started on this bastion
+	// and that is still alive, and waits until they are gone. A restarted server
+	// calls it with its dead predecessor's owner id before it retries the
+	// builds that were lost. An owner with nothing left is not an error.
+	KillOwner(ctx context.Context, owner string, grace time.Duration) error
+}
+
+// CheckOwner rejects an owner id that is not safe as a file name on a
+// bastion (the process groups of an owner's builds are recorded under
+// <workdir>/run/<owner>/): it is 1 to 100 letters, digits and '-', and
+// does not start with '-'. Sortie's own ids are "srv-<uuid>" and
+// "run-<uuid>".
+func CheckOwner(owner string) error {
+	bad := owner == "" || len(owner) > 100 || owner[0] == '-'
+	for _, c := range owner {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			bad = true
+		}
+	}
+	if bad {
+		return fmt.Errorf("bad owner id %q: want letters, digits and '-'", owner)
+	}
+	return nil
 }
 
 // Spec is one build attempt to run.

@@ -10,6 +10,7 @@
 //	src.lock        serialises renames into and removals from src
 //	install.stamp   the fingerprint of the last successful install
 //	install.lock    serialises installs
+//	run/<owner>/    one file per live process group of that owner's builds
 //
 // The locks are flocks, so several Sortie processes may share a work
 // directory.
@@ -43,6 +44,13 @@ const finishedMarker = "sortie-finished"
 // Bastion is the local machine as a bastion. It is safe for concurrent use,
 // and by several processes on one work directory.
 type Bastion struct {
+	// Owner is the id of the Sortie process using the bastion ("srv-<uuid>",
+	// "run-<uuid>"; see bastion.CheckOwner), set before first use. While
+	// it is set, every process group the bastion starts is recorded under
+	// <workdir>/run/<Owner>/ until it is gone, so that another process can
+	// end them with KillOwner once this one has died. "" records nothing.
+	Owner string
+
 	workdir string
 	clock   func() time.Time
 }
@@ -232,6 +240,9 @@ func (b *Bastion) Install(ctx context.Context, commands []string, env map[string
 		fmt.Fprintln(log, "nothing to install: already up to date")
 		return false, nil
 	}
+	if err := b.checkOwner(); err != nil {
+		return false, &bastion.InfraError{Op: "install", Err: err}
+	}
 	envList, err := environ(env)
 	if err != nil {
 		return false, &bastion.InfraError{Op: "install", Err: err}
@@ -260,7 +271,7 @@ func (b *Bastion) Install(ctx context.Context, commands []string, env map[string
 	}
 	for i, c := range commands {
 		fmt.Fprintf(log, "+ %s\n", c)
-		p, err := startProcess(c, b.workdir, envList, log)
+		p, err := startProcess(c, b.workdir, envList, log, b.record)
 		if err != nil {
 			return false, &bastion.InfraError{Op: "install", Err: err}
 		}

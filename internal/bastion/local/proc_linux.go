@@ -5,6 +5,8 @@ import (
 	"errors"
 	"os"
 	"strconv"
+	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -67,5 +69,88 @@ func parseStat(stat []byte) (state byte, pgrp int, ok bool) {
 	}
 	return f[0][0], pg, true
 }
+
+// procStat is what KillOwner needs of a /proc/<pid>/stat line.
+type procStat struct {
+	state byte
+	pgrp  int
+	start uint64 // field 22: clock ticks from boot to the process's start
+}
+
+// dead reports whether the process has ended (a zombie not yet reaped).
+func (s procStat) dead() bool { return s.state == 'Z' || s.state == 'X' }
+
+// parseProcStat parses a /proc/<pid>/stat line; see parseStat.
+func parseProcStat(stat []byte) (procStat, bool) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return procStat{}, false
+	}
+	// f[0] is field 3 (state), so field n is f[n-3].
+	f := bytes.Fields(stat[i+1:])
+	if len(f) < 20 || len(f[0]) != 1 {
+		return procStat{}, false
+	}
+	pg, err := strconv.Atoi(string(f[2]))
+	if err != nil {
+		return procStat{}, false
+	}
+	start, err := strconv.ParseUint(string(f[19]), 10, 64)
+	if err != nil {
+		return procStat{}, false
+	}
+	return procStat{state: f[0][0], pgrp: pg, start: start}, true
+}
+
+// readProcStat reads the stat of process pid, a zombie included.
+func readProcStat(pid int) (procStat, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return procStat{}, err
+	}
+	st, ok := parseProcStat(b)
+	if !ok {
+		return procStat{}, errors.New("cannot parse /proc/" + strconv.Itoa(pid) + "/stat")
+	}
+	return st, nil
+}
+
+// allProcs reads the stat of every process, zombies included, by pid.
+func allProcs() (map[int]procStat, error) {
+	d, err := os.Open("/proc")
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, err
+	}
+	all := make(map[int]procStat, len(names))
+	for _, name := range names {
+		pid, err := strconv.Atoi(name)
+		if err != nil {
+			continue
+		}
+		if st, err := readProcStat(pid); err == nil {
+			all[pid] = st
+		}
+	}
+	return all, nil
+}
+
+// bootID is this boot's random id: a start time means nothing across a
+// reboot, and pids are handed out again from the start.
+var bootID = sync.OnceValues(func() (string, error) {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "", err
+	}
+	id := strings.TrimSpace(string(b))
+	if id == "" || strings.ContainsAny(id, " \t\n") {
+		return "", errors.New("bad boot id " + strconv.Quote(id))
+	}
+	return id, nil
+})
 
 func checkSupported() error { return nil }

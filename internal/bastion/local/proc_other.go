@@ -12,3 +12,17 @@ func checkSupported() error { return errors.New("the local bastion needs linux")
 func waitExited(pid int) error { return checkSupported() }
 
 func groupAlive(pgid, leader int) bool { return false }
+
+type procStat struct {
+	state byte
+	pgrp  int
+	start uint64
+}
+
+func (s procStat) dead() bool { return true }
+
+func readProcStat(pid int) (procStat, error) { return procStat{}, checkSupported() }
+
+func allProcs() (map[int]procStat, error) { return nil, checkSupported() }
+
+func bootID() (string, error) { return "", checkSupported() }

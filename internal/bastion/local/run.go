@@ -35,11 +35,16 @@ const (
 // process it left in its group (a "cmd &") is ended the same way, so a
 // build leaves nothing behind. A process that leaves the group (setsid, a
 // daemon) is out of reach; Run does not wait for it to close its output.
+// While b.Owner is set, the group is recorded for KillOwner until it is
+// gone.
 //
 // A ctx done before the start gives Canceled without running anything.
 func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (bastion.Outcome, error) {
 	if ctx.Err() != nil {
 		return bastion.Outcome{ExitCode: -1, Canceled: true}, nil
+	}
+	if err := b.checkOwner(); err != nil {
+		return bastion.Outcome{}, &bastion.InfraError{Op: "run", Err: err}
 	}
 	env, err := environ(spec.Env)
 	if err != nil {
@@ -53,7 +58,7 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 	if grace <= 0 {
 		grace = bastion.DefaultGrace
 	}
-	p, err := startProcess(spec.Command, dir, env, log)
+	p, err := startProcess(spec.Command, dir, env, log, b.record)
 	if err != nil {
 		return bastion.Outcome{}, &bastion.InfraError{Op: "run", Err: err}
 	}
@@ -88,15 +93,18 @@ func environ(env map[string]string) ([]string, error) {
 // process is a command started by startProcess: the leader of its process
 // group, whose output a goroutine copies to the log.
 type process struct {
-	cmd    *exec.Cmd
-	out    *os.File      // the read end of the output pipe
-	exited chan error    // the leader has exited, not yet reaped; buffered
-	copied chan struct{} // the copy goroutine is done; closed
+	cmd     *exec.Cmd
+	out     *os.File      // the read end of the output pipe
+	exited  chan error    // the leader has exited, not yet reaped; buffered
+	copied  chan struct{} // the copy goroutine is done; closed
+	untrack func()        // removes the group's record once it is gone
 }
 
 // startProcess starts /bin/sh -c command. It starts two goroutines that
-// wait ends.
-func startProcess(command, dir string, env []string, log io.Writer) (*process, error) {
+// wait ends. track, if not nil, records the process group led by the new
+// process and returns what undoes that; a group that cannot be recorded is
+// killed and the start fails.
+func startProcess(command, dir string, env []string, log io.Writer, track func(pgid int) (func(), error)) (*process, error) {
 	if err := checkSupported(); err != nil {
 		return nil, err
 	}
@@ -120,8 +128,21 @@ func startProcess(command, dir string, env []string, log io.Writer) (*process, e
 		pr.Close()
 		return nil, fmt.Errorf("start: %w", err)
 	}
-	p := &process{cmd: cmd, out: pr, exited: make(chan error, 1), copied: make(chan struct{})}
 	pid := cmd.Process.Pid
+	untrack := func() {}
+	if track != nil {
+		// The leader is alive or an unreaped zombie: pid is its group's id.
+		u, err := track(pid)
+		if err != nil {
+			// Out of KillOwner's reach, it must not run at all.
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			_ = cmd.Wait()
+			pr.Close()
+			return nil, fmt.Errorf("record the process group: %w", err)
+		}
+		untrack = u
+	}
+	p := &process{cmd: cmd, out: pr, exited: make(chan error, 1), copied: make(chan struct{}), untrack: untrack}
 	go func() { p.exited <- waitExited(pid) }()
 	go p.copy(log)
 	return p, nil
@@ -182,6 +203,7 @@ func (p *process) wait(ctx context.Context, timeout, grace time.Duration) bastio
 		// The rest of the group is gone or killed: reap the leader.
 		_ = p.cmd.Wait()
 	}
+	p.untrack()
 	out.ExitCode = -1
 	if p.cmd.ProcessState != nil {
 		out.ExitCode = p.cmd.ProcessState.ExitCode()

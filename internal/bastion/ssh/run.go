@@ -50,13 +50,41 @@ const endGroupFunc = `end_group() {
 }
 `
 
+// ours succeeds while group $g is the one a pid file recorded, the leader
+// having started at $st (field 22 of /proc/<pid>/stat), and has a member
+// alive. A process with pid $g but another start time means the pid was
+// handed out again, which the kernel does only once the recorded group is
+// empty; a member that started before the leader cannot descend from it.
+const oursFunc = `ours() {
+  cat /proc/[0-9]*/stat 2>/dev/null | awk -v g="$g" -v st="$st" '
+    { pid = $1; sub(/.*\) /, ""); split($0, f, " ") }
+    pid == g && f[20] != st { bad = 1 }
+    f[3] == g && f[1] != "Z" && f[1] != "X" { if (f[20] + 0 < st + 0) bad = 1; else live = 1 }
+    END { exit bad || !live }'
+}
+`
+
+// runRel is the directory of the pid files, relative to the workdir:
+// run/<owner>, or run without an owner.
+func (b *Bastion) runRel() string {
+	if b.cfg.Owner == "" {
+		return "run"
+	}
+	return "run/" + b.cfg.Owner
+}
+
 func (b *Bastion) runPaths(id string) (pid, rc string) {
-	dir := b.Workdir() + "/run/"
+	dir := b.Workdir() + "/" + b.runRel() + "/"
 	return dir + id + ".pid", dir + id + ".rc"
 }
 
-// launch is the session command: record the group id, then read the script
-// from stdin with nothing but the base environment.
+// launch is the session command: record the group id (the pid of this
+// shell, which execs the wrapper), its start time and the boot id, then
+// read the script from stdin with nothing but the base environment. It
+// runs in the user's login shell (sh, bash or zsh), with builtins only: its
+// stat line's second field, the command name, is one word ("bash"), and
+// read splits the same in all of them, where zsh does not split an
+// unquoted $var.
 func (b *Bastion) launch(id string) string {
 	pid, _ := b.runPaths(id)
 	var keep strings.Builder
@@ -64,7 +92,7 @@ func (b *Bastion) launch(id string) string {
 		fmt.Fprintf(&keep, `${%s+"%s=$%s"} `, k, k, k)
 	}
 	// The run directory was made when the connection was (dial).
-	return fmt.Sprintf(`echo $$ > %s && exec env -i %s/bin/sh -s 2>&1`, q(pid), keep.String())
+	return fmt.Sprintf(`read -r x x x x x x x x x x x x x x x x x x x x x st x < /proc/$$/stat && read -r bt < /proc/sys/kernel/random/boot_id && echo $$ $st $bt > %s && exec env -i %s/bin/sh -s 2>&1`, q(pid), keep.String())
 }
 
 // buildScript is the script of one build: environment, directory, the job
@@ -153,8 +181,9 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 	case errors.As(err, &ee) && ee.Signal() == "KILL":
 		// The sweep killed stragglers and itself; the job's status is in
 		// the file it left.
-		_, rcPath := b.runPaths(id)
-		s, rerr := output(context.WithoutCancel(ctx), c, "cat "+q(rcPath)+" && rm -f "+q(rcPath), nil)
+		// The pid file stayed too.
+		pidPath, rcPath := b.runPaths(id)
+		s, rerr := output(context.WithoutCancel(ctx), c, "cat "+q(rcPath)+" && rm -f "+q(rcPath)+" "+q(pidPath), nil)
 		if code, perr := strconv.Atoi(strings.TrimSpace(s)); rerr == nil && perr == nil {
 			out.ExitCode = code
 			return out, nil
@@ -205,11 +234,20 @@ func (b *Bastion) end(c *gossh.Client, sess *gossh.Session, id string, grace tim
 
 // kill ends the process group of a build from another session. A build
 // cancelled just after it started may not have written its pid file yet:
-// kill waits for it for up to the grace period.
+// kill waits for it for up to the grace period. A group that is gone, or
+// whose id is no longer the build's (a kill left for a reconnection after
+// a reboot of the bastion, say), is left alone.
 func (b *Bastion) kill(ctx context.Context, c *gossh.Client, id string, grace time.Duration) error {
 	pid, rc := b.runPaths(id)
-	script := fmt.Sprintf("%s%sgrace=%d\nn=0\nwhile [ ! -s %s ] && [ \"$n\" -lt \"$grace\" ]; do sleep 0.1; n=$((n+1)); done\ng=$(cat %s 2>/dev/null) || exit 0\nend_group\nrm -f %s %s\n",
-		othersFunc, endGroupFunc, tenths(grace), q(pid), q(pid), q(pid), q(rc))
+	script := fmt.Sprintf(`%s%s%sgrace=%d
+n=0
+while [ ! -s %[5]s ] && [ "$n" -lt "$grace" ]; do sleep 0.1; n=$((n+1)); done
+read -r g st bt 2>/dev/null < %[5]s || exit 0
+case $g in ''|*[!0-9]*|0*|1) exit 0 ;; esac
+read -r boot < /proc/sys/kernel/random/boot_id
+[ "$bt" = "$boot" ] && ours && end_group
+rm -f %[5]s %[6]s
+`, othersFunc, endGroupFunc, oursFunc, tenths(grace), q(pid), q(rc))
 	ctx, cancel := context.WithTimeout(ctx, 3*grace+b.cfg.DialTimeout)
 	defer cancel()
 	_, err := output(ctx, c, "exec /bin/sh -s", strings.NewReader(script))

@@ -162,7 +162,12 @@ func (b *Bastion) Install(ctx context.Context, commands []string, env map[string
 	}
 	w := b.Workdir()
 	fp := bastion.Fingerprint(commands)
+	id := randomID()
+	pid, _ := b.runPaths(id)
 	var s strings.Builder
+	// Nothing sweeps an install's group after it: its pid file goes with
+	// the script.
+	fmt.Fprintf(&s, "trap 'rm -f %s' EXIT\n", strings.ReplaceAll(q(pid), "'", `'\''`))
 	keys := make([]string, 0, len(env))
 	for k := range env {
 		keys = append(keys, k)
@@ -181,7 +186,6 @@ func (b *Bastion) Install(ctx context.Context, commands []string, env map[string
 	}
 	fmt.Fprintf(&s, "echo %s > install.stamp.tmp && mv install.stamp.tmp install.stamp\necho 'installed (%s)'\n", fp, fp[:12])
 
-	id := randomID()
 	sess, err := c.NewSession()
 	if err != nil {
 		return false, b.infra(c, "install: open session", err)

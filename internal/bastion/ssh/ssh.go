@@ -52,6 +52,12 @@ type Config struct {
 	Keepalive time.Duration
 	// DialTimeout bounds connecting and the SSH handshake; 0: 15s.
 	DialTimeout time.Duration
+	// Owner is the id of the Sortie process using the bastion ("srv-<uuid>",
+	// "run-<uuid>"; see bastion.CheckOwner). The pid files of its builds
+	// live in <workdir>/run/<Owner>/, where KillOwner finds them once this
+	// process has died; "" keeps them in <workdir>/run/, out of KillOwner's
+	// reach.
+	Owner string
 }
 
 // Bastion runs builds on a remote host. It is safe for concurrent use;
@@ -92,6 +98,11 @@ func New(cfg Config) (*Bastion, error) {
 	}
 	if cfg.KnownHosts == "" {
 		return nil, errors.New("ssh bastion: known_hosts is required: Sortie always verifies the bastion's host key")
+	}
+	if cfg.Owner != "" {
+		if err := bastion.CheckOwner(cfg.Owner); err != nil {
+			return nil, fmt.Errorf("ssh bastion: %w", err)
+		}
 	}
 	khPath := expandHome(cfg.KnownHosts)
 	check, err := knownhosts.New(khPath)
@@ -268,7 +279,8 @@ func (b *Bastion) dial(ctx context.Context) (*gossh.Client, error) {
 	// Every connection makes sure of the workdir and its run directory
 	// (the bastion may have been cleaned while we were away).
 	w := q(b.cfg.Workdir)
-	out, err := output(ctx, c, fmt.Sprintf("mkdir -p %s/run && chmod 700 %s/run && cd %s && pwd", w, w, w), nil)
+	run := q(b.cfg.Workdir + "/run")
+	out, err := output(ctx, c, fmt.Sprintf("mkdir -p %s && chmod 700 %s && cd %s && pwd", q(b.cfg.Workdir+"/"+b.runRel()), run, w), nil)
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("prepare workdir %s: %w", b.cfg.Workdir, err)

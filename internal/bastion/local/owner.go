@@ -1,0 +1,228 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/bastion"
+)
+
+// The process groups of an owner's builds are recorded one file each in
+// <workdir>/run/<owner>/, named <pgid>-<start> and holding
+// "<pgid> <start> <boot id>\n": the group's id, which is its leader's pid;
+// the leader's start time (field 22 of /proc/<pid>/stat, clock ticks since
+// boot); and the kernel's boot id. The file is written as soon as the
+// leader is started and removed once the group is gone. It is not synced:
+// a crash that loses it takes the processes with it.
+//
+// A record is acted on only if it is this boot's and the group is still
+// provably the recorded one (see ours), so that a reused pid is never
+// signalled. The record is written after the start: a Sortie killed in the
+// microseconds between the two leaves a group KillOwner cannot know of.
+
+// ownerPoll is how often KillOwner checks whether the groups it is ending
+// are gone.
+const ownerPoll = 20 * time.Millisecond
+
+// groupRecord is one recorded process group.
+type groupRecord struct {
+	pgid  int
+	start uint64
+	boot  string
+}
+
+func parseRecord(data []byte) (groupRecord, bool) {
+	f := strings.Fields(string(data))
+	if len(f) != 3 || !strings.HasSuffix(string(data), "\n") {
+		return groupRecord{}, false
+	}
+	pgid, err1 := strconv.Atoi(f[0])
+	start, err2 := strconv.ParseUint(f[1], 10, 64)
+	if err1 != nil || err2 != nil || pgid <= 1 {
+		return groupRecord{}, false
+	}
+	return groupRecord{pgid: pgid, start: start, boot: f[2]}, true
+}
+
+// checkOwner rejects a bad b.Owner; "" is fine.
+func (b *Bastion) checkOwner() error {
+	if b.Owner == "" {
+		return nil
+	}
+	return bastion.CheckOwner(b.Owner)
+}
+
+// record writes the record of the process group that pid leads, a build of
+// b.Owner, and returns what removes it. Without an Owner it records
+// nothing.
+func (b *Bastion) record(pid int) (func(), error) {
+	if b.Owner == "" {
+		return func() {}, nil
+	}
+	st, err := readProcStat(pid)
+	if err != nil {
+		return nil, err
+	}
+	boot, err := bootID()
+	if err != nil {
+		return nil, err
+	}
+	dir := b.path("run", b.Owner)
+	path := filepath.Join(dir, fmt.Sprintf("%d-%d", pid, st.start))
+	data := fmt.Appendf(nil, "%d %d %s\n", pid, st.start, boot)
+	err = writeNew(path, data)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(dir, 0o700); err == nil {
+			err = writeNew(path, data)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return func() { _ = os.Remove(path) }, nil
+}
+
+// writeNew creates path, which must not exist, holding data.
+func writeNew(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// KillOwner ends the process groups recorded under <workdir>/run/<owner>/
+// that are still alive: SIGTERM to each group, SIGKILL to those with a
+// member still alive once grace has passed (0 means bastion.DefaultGrace),
+// and waits until none has. Then it removes the directory. Records of
+// another boot, and of groups that are gone or whose id now belongs to
+// someone else, are dropped without a signal. The owner must be dead (its
+// lease expired): KillOwner refuses b.Owner. If ctx ends first, the
+// records are kept for another try.
+func (b *Bastion) KillOwner(ctx context.Context, owner string, grace time.Duration) error {
+	if err := bastion.CheckOwner(owner); err != nil {
+		return fmt.Errorf("local: kill owner: %w", err)
+	}
+	if owner == b.Owner {
+		return fmt.Errorf("local: kill owner %s: that is this bastion's own owner id", owner)
+	}
+	if grace <= 0 {
+		grace = bastion.DefaultGrace
+	}
+	if err := b.killOwner(ctx, owner, grace); err != nil {
+		return fmt.Errorf("local: kill owner %s: %w", owner, err)
+	}
+	return nil
+}
+
+func (b *Bastion) killOwner(ctx context.Context, owner string, grace time.Duration) error {
+	if err := checkSupported(); err != nil {
+		return err
+	}
+	dir := b.path("run", owner)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	boot, err := bootID()
+	if err != nil {
+		return err
+	}
+	var groups []groupRecord
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return err
+		}
+		// Anything else is of another boot, or cut short by the death of
+		// its writer (see the comment at the top).
+		if r, ok := parseRecord(data); ok && r.boot == boot {
+			groups = append(groups, r)
+		}
+	}
+	if err := endGroups(ctx, groups, grace); err != nil {
+		return err
+	}
+	return os.RemoveAll(dir)
+}
+
+// endGroups ends the groups that are still theirs and alive, TERM then
+// KILL after grace, and returns once none is. Whether a group is the
+// recorded one is checked again before every signal.
+func endGroups(ctx context.Context, groups []groupRecord, grace time.Duration) error {
+	deadline := time.Now().Add(grace)
+	termed := map[int]bool{}
+	tick := time.NewTicker(ownerPoll)
+	defer tick.Stop()
+	for {
+		procs, err := allProcs()
+		if err != nil {
+			return err
+		}
+		var alive []groupRecord
+		for _, g := range groups {
+			if ours(g, procs) {
+				alive = append(alive, g)
+			}
+		}
+		if len(alive) == 0 {
+			return nil
+		}
+		late := time.Now().After(deadline)
+		for _, g := range alive {
+			switch {
+			case late:
+				_ = syscall.Kill(-g.pgid, syscall.SIGKILL)
+			case !termed[g.pgid]:
+				_ = syscall.Kill(-g.pgid, syscall.SIGTERM)
+				termed[g.pgid] = true
+			}
+		}
+		groups = alive
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d process groups still alive: %w", len(alive), context.Cause(ctx))
+		case <-tick.C:
+		}
+	}
+}
+
+// ours reports whether process group r.pgid is still the group r records
+// and has a live member. A process with pid r.pgid but another start time
+// means the pid was handed out again, which the kernel does only once no
+// process is left in the group of that id. A live member that started
+// before the recorded leader cannot descend from it. (A group whose leader
+// is gone while members live is taken as the recorded one: another group
+// of that id would need the pid to be handed out again meanwhile, after a
+// wrap of the pid space.)
+func ours(r groupRecord, procs map[int]procStat) bool {
+	if p, ok := procs[r.pgid]; ok && p.start != r.start {
+		return false
+	}
+	live := false
+	for _, p := range procs {
+		if p.pgrp != r.pgid || p.dead() {
+			continue
+		}
+		if p.start < r.start {
+			return false
+		}
+		live = true
+	}
+	return live
+}
