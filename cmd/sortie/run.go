@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -68,7 +70,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if cfg.Source.URL == "" {
 		return usageError("run: %s: source.url is not set; say which repository to deploy", *path)
 	}
-	env, err := openEnv(ctx, *stateDir, cfg)
+	env, err := openEnv(ctx, *stateDir, cfg, newOwner("run"))
 	if err != nil {
 		return err
 	}
@@ -95,7 +97,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	prog.Start()
-	result, runErr := env.runner.Run(ctx, cfg, bs)
+	result, runErr := env.runner.Run(ctx, bs)
 	prog.Stop()
 	rep, err := buildset.MakeReport(context.WithoutCancel(ctx), env.store, bs.ID)
 	if err != nil {
@@ -122,7 +124,15 @@ type runEnv struct {
 	closers []io.Closer
 }
 
-func openEnv(ctx context.Context, stateDir string, cfg *config.Config) (*runEnv, error) {
+// newOwner names this process in the store and on the bastion:
+// "<kind>-<random hex>" (kind "run" or "srv").
+func newOwner(kind string) string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return kind + "-" + hex.EncodeToString(b)
+}
+
+func openEnv(ctx context.Context, stateDir string, cfg *config.Config, owner string) (*runEnv, error) {
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
@@ -134,7 +144,7 @@ func openEnv(ctx context.Context, stateDir string, cfg *config.Config) (*runEnv,
 	if err != nil {
 		return nil, err
 	}
-	sems := &semaphore.Client{Store: st, Owner: semaphore.NewOwner()}
+	sems := &semaphore.Client{Store: st, Owner: owner}
 	if err := sems.Start(ctx); err != nil {
 		st.Close()
 		return nil, err
@@ -150,11 +160,13 @@ func openEnv(ctx context.Context, stateDir string, cfg *config.Config) (*runEnv,
 		if workdir == "" {
 			workdir = filepath.Join(abs, "bastion")
 		}
-		env.runner.Bastion = local.New(workdir)
+		lb := local.New(workdir)
+		lb.Owner = owner
+		env.runner.Bastion = lb
 	} else {
 		remote, err := ssh.New(ssh.Config{
 			Host: b.Host, Port: b.Port, User: b.User, IdentityFile: b.IdentityFile,
-			KnownHosts: b.KnownHosts, Workdir: b.Workdir, AgentSocket: os.Getenv("SSH_AUTH_SOCK"),
+			KnownHosts: b.KnownHosts, Workdir: b.Workdir, AgentSocket: os.Getenv("SSH_AUTH_SOCK"), Owner: owner,
 		})
 		if err != nil {
 			env.Close()

@@ -89,6 +89,12 @@ type Event struct {
 	Rev string
 	// Files are the changed files; nil when the event has no file list.
 	Files []string
+	// Cause says what made the buildset, for people ("push to main",
+	// "cron", "manual by alice").
+	Cause string
+	// CreatedAt, when set, is the buildset's arrival time (a coalesced
+	// buildset keeps its oldest member's); zero means now.
+	CreatedAt time.Time
 }
 
 // Create resolves the commit and freezes the graph into a QUEUED buildset.
@@ -112,18 +118,94 @@ func (r *Runner) Create(ctx context.Context, cfg *config.Config, ev Event) (*sto
 	if err != nil {
 		return nil, fmt.Errorf("create buildset: %w", err)
 	}
+	created := ev.CreatedAt.UTC()
+	if ev.CreatedAt.IsZero() {
+		created = r.now()
+	}
+	bs := &store.Buildset{
+		Pipeline: ev.Pipeline, Commit: commit, Files: ev.Files, Cause: ev.Cause,
+		State: store.BuildsetQueued, CreatedAt: created,
+	}
+	plan, planErr := graph.Select(cfg, ev.Pipeline, ev.Files)
+	var spec *Spec
+	if planErr == nil {
+		if spec, err = Freeze(cfg, plan); err != nil {
+			return nil, fmt.Errorf("create buildset: %w", err)
+		}
+	}
+	return r.insert(ctx, bs, plan, spec, planErr)
+}
+
+// Rerun makes a QUEUED buildset that runs again, at the same commit and
+// with the same frozen graph and spec, the jobs of a finished buildset that
+// did not succeed, and every job below them; the bootstrap job runs again
+// too (it makes the new buildset's checkout). It returns ErrNothingToRerun
+// when every job succeeded, and an error for a buildset not finished.
+func (r *Runner) Rerun(ctx context.Context, id, cause string) (*store.Buildset, error) {
+	old, err := r.Store.GetBuildset(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("rerun %s: %w", id, err)
+	}
+	if old.State != store.BuildsetDone {
+		return nil, fmt.Errorf("rerun %s: %w", id, ErrNotFinished)
+	}
+	if old.Result == store.ConfigError {
+		return nil, fmt.Errorf("rerun %s: its graph could not be made (%s); trigger the pipeline again", id, old.Error)
+	}
+	plan, err := Plan(old)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := SpecOf(old)
+	if err != nil {
+		return nil, err
+	}
+	builds, err := r.Store.Builds(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("rerun %s: %w", id, err)
+	}
+	again := map[string]bool{}
+	for _, b := range builds {
+		if b.Result != store.Success {
+			again[b.Job] = true
+		}
+	}
+	if len(again) == 0 {
+		return nil, fmt.Errorf("rerun %s: %w", id, ErrNothingToRerun)
+	}
+	sub := plan.Rerun(again)
+	for name := range spec.Jobs {
+		if sub.Job(name) == nil {
+			delete(spec.Jobs, name)
+		}
+	}
+	bs := &store.Buildset{
+		Pipeline: old.Pipeline, Commit: old.Commit, Files: old.Files, RerunOf: old.ID,
+		Cause: cause, State: store.BuildsetQueued, CreatedAt: r.now(),
+	}
+	return r.insert(ctx, bs, sub, spec, nil)
+}
+
+// ErrNothingToRerun: every job of the buildset succeeded.
+var ErrNothingToRerun = errors.New("every job succeeded: nothing to run again")
+
+// ErrNotFinished: the buildset has not finished yet.
+var ErrNotFinished = errors.New("the buildset has not finished")
+
+// insert stores a new buildset with its plan and spec, or, when planErr is
+// set, a buildset DONE with CONFIG_ERROR.
+func (r *Runner) insert(ctx context.Context, bs *store.Buildset, plan *graph.Plan, spec *Spec, planErr error) (*store.Buildset, error) {
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, fmt.Errorf("create buildset: %w", err)
 	}
-	bs := &store.Buildset{
-		ID: id.String(), Pipeline: ev.Pipeline, Commit: commit, Files: ev.Files,
-		State: store.BuildsetQueued, CreatedAt: r.now(),
-	}
-	plan, planErr := graph.Select(cfg, ev.Pipeline, ev.Files)
+	bs.ID = id.String()
 	var jobs []string
 	if planErr == nil {
 		if bs.Plan, err = json.Marshal(plan); err != nil {
+			return nil, fmt.Errorf("create buildset: %w", err)
+		}
+		if bs.Spec, err = json.Marshal(spec); err != nil {
 			return nil, fmt.Errorf("create buildset: %w", err)
 		}
 		for _, j := range plan.Jobs {
@@ -145,11 +227,42 @@ func (r *Runner) Create(ctx context.Context, cfg *config.Config, ev Event) (*sto
 	return bs, nil
 }
 
-// Run runs a QUEUED buildset to its end and returns its result. It waits
-// for the pipeline semaphore first, holds it until the last build ends,
-// and releases every semaphore of the buildset whatever happens. Cancel
-// ctx (with scheduler.ErrCanceled as cause, or any other) to cancel it.
-func (r *Runner) Run(ctx context.Context, cfg *config.Config, bs *store.Buildset) (store.Result, error) {
+// Run runs a buildset to its end and returns its result. A QUEUED or
+// ADMITTED buildset starts fresh; a RUNNING one was started by a process
+// that died, and is resumed from what the store holds (see resume). It
+// waits for the pipeline semaphore first, holds it until the last build
+// ends, and releases every semaphore of the buildset whatever happens.
+// Cancel ctx (with scheduler.ErrCanceled as cause, or any other) to cancel
+// it. The buildset runs its frozen Spec, not the config of the moment.
+func (r *Runner) Run(ctx context.Context, bs *store.Buildset) (store.Result, error) {
+	return r.RunWith(ctx, bs, RunOptions{})
+}
+
+// RunOptions are the server's hooks into a run.
+type RunOptions struct {
+	// Hold, when set and true, starts no new attempt (a pause); running
+	// ones go on.
+	Hold func() bool
+	// Drain, when closed, starts no new attempt and makes RunWith return
+	// ErrDrained once none runs, leaving the buildset RUNNING in the store
+	// for the next process to resume.
+	Drain <-chan struct{}
+	// Builds, when set, is given the handle to cancel one build.
+	Builds func(BuildCanceler)
+}
+
+// BuildCanceler cancels one running build of a buildset.
+type BuildCanceler interface {
+	// CancelBuild ends the job's running attempt; it reports false when the
+	// job has no attempt running.
+	CancelBuild(job string) bool
+}
+
+// ErrDrained is returned by RunWith when RunOptions.Drain stopped it.
+var ErrDrained = scheduler.ErrDrained
+
+// RunWith is Run with the server's options.
+func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions) (store.Result, error) {
 	bg := context.WithoutCancel(ctx)
 	// Builds must not go on holding semaphores the store may hand to
 	// others: a lost lease cancels the buildset.
@@ -164,55 +277,94 @@ func (r *Runner) Run(ctx context.Context, cfg *config.Config, bs *store.Buildset
 	}()
 	plan, err := Plan(bs)
 	if err != nil {
-		r.Store.FinishBuildset(bg, bs.ID, store.Error, err.Error(), r.now())
-		return store.Error, err
+		return r.fail(bg, bs, err)
 	}
+	spec, err := SpecOf(bs)
+	if err != nil {
+		return r.fail(bg, bs, err)
+	}
+	drained := false
 	// Whatever happens below, nothing of this buildset stays held.
-	defer r.Store.ReleaseBuildset(bg, bs.ID)
+	defer func() {
+		if err := r.Store.ReleaseBuildset(bg, bs.ID); err != nil && !drained {
+			fmt.Fprintf(os.Stderr, "sortie: buildset %s: release its semaphores: %v\n", bs.ID, err)
+		}
+	}()
+	sems := r.Semaphores.Ranked(spec.Precedence)
 
-	pl := cfg.Pipelines[bs.Pipeline]
-	if pl != nil && pl.Semaphore.Name != "" {
-		sems := map[string]int{pl.Semaphore.Name: cfg.Semaphores[pl.Semaphore.Name].Max}
-		if err := r.Semaphores.Wait(ctx, bs.ID, sems, r.poll()); err != nil {
-			if ctx.Err() != nil {
+	if sp := spec.Semaphore; sp != nil {
+		wctx := ctx
+		if opt.Drain != nil {
+			var stop context.CancelFunc
+			wctx, stop = context.WithCancel(ctx)
+			defer stop()
+			go func() {
+				select {
+				case <-opt.Drain:
+					stop()
+				case <-wctx.Done():
+				}
+			}()
+		}
+		if err := sems.Wait(wctx, bs.ID, map[string]int{sp.Name: sp.Max}, bs.CreatedAt, r.poll()); err != nil {
+			switch {
+			case ctx.Err() != nil:
+				if bs.State == store.BuildsetRunning {
+					break // a resumed buildset is cancelled by its loop below
+				}
 				return r.cancelQueued(bg, bs, plan)
+			case wctx.Err() != nil:
+				drained = true
+				return "", ErrDrained
+			default:
+				return r.fail(bg, bs, fmt.Errorf("acquire pipeline semaphore %s: %w", sp.Name, err))
 			}
-			return r.fail(bg, bs, fmt.Errorf("acquire pipeline semaphore %s: %w", pl.Semaphore.Name, err))
 		}
 	}
-	if err := r.Store.StartBuildset(bg, bs.ID, r.Semaphores.Owner, r.now()); err != nil {
-		return r.fail(bg, bs, err)
+	var resume map[string]scheduler.Prior
+	if bs.State == store.BuildsetRunning {
+		if resume, err = r.resume(bg, bs); err != nil {
+			return r.fail(bg, bs, err)
+		}
+	} else {
+		if err := r.Store.StartBuildset(bg, bs.ID, r.Semaphores.Owner, r.now()); err != nil {
+			return r.fail(bg, bs, err)
+		}
 	}
 	if r.Observer != nil {
 		r.Observer.BuildsetStarted(bs, plan)
 	}
 
-	specs := map[string]scheduler.JobSpec{}
+	jobs := map[string]scheduler.JobSpec{}
 	for _, j := range plan.Jobs {
-		job := cfg.Jobs[j.Name]
-		if job == nil {
-			return r.fail(bg, bs, fmt.Errorf("job %s of the frozen graph is not in the config", j.Name))
+		js, ok := spec.Jobs[j.Name]
+		if !ok {
+			return r.fail(bg, bs, fmt.Errorf("job %s of the frozen graph has no frozen spec", j.Name))
 		}
-		sems := map[string]int{}
-		for _, s := range job.Semaphores {
-			sems[s.Name] = cfg.Semaphores[s.Name].Max
-		}
-		specs[j.Name] = scheduler.JobSpec{Semaphores: sems, Attempts: job.Attempts}
+		jobs[j.Name] = scheduler.JobSpec{Semaphores: js.Semaphores, Attempts: js.Attempts}
 	}
-	remaining, err := r.remaining(ctx, cfg, plan)
+	remaining, err := r.remaining(ctx, spec, plan)
 	if err != nil {
 		return r.fail(bg, bs, err)
 	}
-	maxPar := cfg.Limits.MaxParallel
+	maxPar := spec.MaxParallel
 	if r.MaxParallel > 0 {
 		maxPar = r.MaxParallel
 	}
-	att := &attempts{r: r, cfg: cfg, bs: bs, secrets: secrets(cfg, r.getenv)}
+	att := &attempts{r: r, spec: spec, bs: bs, secrets: secrets(spec, r.getenv), running: map[string]context.CancelFunc{}}
+	if opt.Builds != nil {
+		opt.Builds(att)
+	}
 	loop := &scheduler.Loop{
-		Plan: plan, Jobs: specs, MaxParallel: maxPar, Remaining: remaining, Buildset: bs.ID,
-		Runner: att, Semaphores: r.Semaphores, Recorder: &recorder{r: r, bs: bs}, Now: r.now, Poll: r.poll(),
+		Plan: plan, Jobs: jobs, MaxParallel: maxPar, Remaining: remaining, Buildset: bs.ID,
+		Runner: att, Semaphores: sems, Recorder: &recorder{r: r, bs: bs}, Now: r.now, Poll: r.poll(),
+		Resume: resume, Hold: opt.Hold, Drain: opt.Drain,
 	}
 	result, runErr := loop.Run(ctx)
+	if errors.Is(runErr, scheduler.ErrDrained) {
+		drained = true
+		return "", ErrDrained
+	}
 	keep := r.KeepCheckouts
 	if keep <= 0 {
 		keep = DefaultKeepCheckouts
@@ -230,6 +382,35 @@ func (r *Runner) Run(ctx context.Context, cfg *config.Config, bs *store.Buildset
 		return store.Error, errors.Join(runErr, err)
 	}
 	return result, runErr
+}
+
+// resume reads what an interrupted run of the buildset left: the result
+// of each finished build, the attempts each started, and which attempt was
+// running when its process died.
+func (r *Runner) resume(ctx context.Context, bs *store.Buildset) (map[string]scheduler.Prior, error) {
+	builds, err := r.Store.Builds(ctx, bs.ID)
+	if err != nil {
+		return nil, fmt.Errorf("resume: %w", err)
+	}
+	running, err := r.Store.RunningAttempts(ctx, bs.ID)
+	if err != nil {
+		return nil, fmt.Errorf("resume: %w", err)
+	}
+	out := map[string]scheduler.Prior{}
+	for _, b := range builds {
+		p := scheduler.Prior{Attempts: b.Attempt}
+		if b.State == store.BuildDone {
+			p.Result = b.Result
+		}
+		out[b.Job] = p
+	}
+	for _, a := range running {
+		if p, ok := out[a.Job]; ok && p.Result == "" && a.Number == p.Attempts {
+			p.Running = true
+			out[a.Job] = p
+		}
+	}
+	return out, nil
 }
 
 func (r *Runner) poll() time.Duration {
@@ -257,9 +438,9 @@ func (r *Runner) cancelQueued(ctx context.Context, bs *store.Buildset, plan *gra
 }
 
 // remaining weighs each job by its history (median of recent successes),
-// else its duration_hint, else equally, and returns the longest remaining
-// path from each.
-func (r *Runner) remaining(ctx context.Context, cfg *config.Config, plan *graph.Plan) (map[string]time.Duration, error) {
+// else its frozen weight (duration_hint), and returns the longest
+// remaining path from each.
+func (r *Runner) remaining(ctx context.Context, spec *Spec, plan *graph.Plan) (map[string]time.Duration, error) {
 	names := make([]string, len(plan.Jobs))
 	for i, j := range plan.Jobs {
 		names[i] = j.Name
@@ -268,12 +449,11 @@ func (r *Runner) remaining(ctx context.Context, cfg *config.Config, plan *graph.
 	if err != nil {
 		return nil, fmt.Errorf("job durations: %w", err)
 	}
-	hint := graph.HintWeights(cfg, plan)
 	return plan.Remaining(func(job string) time.Duration {
 		if d, ok := hist[job]; ok {
 			return d
 		}
-		return hint(job)
+		return spec.Jobs[job].Weight
 	}), nil
 }
 
@@ -285,13 +465,11 @@ func (r *Runner) LogPath(buildset, job string, attempt int) string {
 
 // secrets are the values of every secret_env of the config, redacted from
 // every log.
-func secrets(cfg *config.Config, getenv func(string) string) []string {
+func secrets(spec *Spec, getenv func(string) string) []string {
 	var out []string
-	for _, j := range cfg.Jobs {
-		for _, name := range j.SecretEnv {
-			if v := getenv(name); v != "" {
-				out = append(out, v)
-			}
+	for _, name := range spec.Secrets {
+		if v := getenv(name); v != "" {
+			out = append(out, v)
 		}
 	}
 	return out
@@ -330,15 +508,39 @@ func (rc *recorder) BuildFinished(ctx context.Context, job string, res store.Res
 // attempts runs attempts on the bastion: the scheduler's Runner.
 type attempts struct {
 	r       *Runner
-	cfg     *config.Config
+	spec    *Spec
 	bs      *store.Buildset
 	secrets []string
 
-	mu  sync.Mutex
-	src string // the checkout, once the bootstrap job made it
+	srcMu sync.Mutex
+	src   string // the checkout, once the bootstrap job made it
+
+	mu      sync.Mutex
+	running map[string]context.CancelFunc // by job: ends its running attempt
+}
+
+// CancelBuild implements BuildCanceler.
+func (a *attempts) CancelBuild(job string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cancel, ok := a.running[job]
+	if ok {
+		cancel()
+	}
+	return ok
 }
 
 func (a *attempts) RunAttempt(ctx context.Context, name string, n int) scheduler.Outcome {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a.mu.Lock()
+	a.running[name] = cancel
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.running, name)
+		a.mu.Unlock()
+	}()
 	log := logs.Create(a.r.LogPath(a.bs.ID, name, n), a.secrets)
 	o := a.run(ctx, name, n, log)
 	// A log that could not be written is an error of a build that would
@@ -350,7 +552,7 @@ func (a *attempts) RunAttempt(ctx context.Context, name string, n int) scheduler
 }
 
 func (a *attempts) run(ctx context.Context, name string, n int, log io.Writer) scheduler.Outcome {
-	job := a.cfg.Jobs[name]
+	job := a.spec.Jobs[name]
 
 	// The bastion adds its own PATH, HOME and the like (bastion.BaseEnv).
 	env := map[string]string{}
@@ -392,9 +594,9 @@ func (a *attempts) run(ctx context.Context, name string, n int, log io.Writer) s
 		if err != nil {
 			return outcomeOf(ctx, err, log)
 		}
-		a.mu.Lock()
+		a.srcMu.Lock()
 		a.src = src
-		a.mu.Unlock()
+		a.srcMu.Unlock()
 		env["SORTIE_SRC"] = src
 		_, err = a.r.Bastion.Install(bctx, job.Install, env, log)
 		if timedOut() {
@@ -408,26 +610,44 @@ func (a *attempts) run(ctx context.Context, name string, n int, log io.Writer) s
 			fmt.Fprintf(log, "sortie: install failed: %v\n", err)
 			return scheduler.Outcome{ExitCode: 1}
 		}
-		if job.Run == "" && job.Playbook == "" {
+		if job.Command == "" {
 			return scheduler.Outcome{}
 		}
 		if timeout > 0 {
 			timeout = max(timeout-time.Since(start), time.Millisecond)
 		}
 	}
-	a.mu.Lock()
-	src := a.src
-	a.mu.Unlock()
-	if src == "" {
-		return scheduler.Outcome{Err: errors.New("no checkout: the bootstrap job did not run")}
+	src, err := a.checkout(ctx, log)
+	if err != nil {
+		return outcomeOf(ctx, err, log)
 	}
 	env["SORTIE_SRC"] = src
-	spec := bastion.Spec{Command: command(job), Dir: src, Env: env, Timeout: timeout, Grace: a.r.Grace}
+	spec := bastion.Spec{Command: job.Command, Dir: src, Env: env, Timeout: timeout, Grace: a.r.Grace}
 	o, err := a.r.Bastion.Run(ctx, spec, log)
 	if err != nil {
 		return outcomeOf(ctx, err, log)
 	}
 	return scheduler.Outcome{ExitCode: o.ExitCode, TimedOut: o.TimedOut, Canceled: o.Canceled}
+}
+
+// checkout is the path of the buildset's checkout. The bootstrap job made
+// it; a buildset resumed by another process than the one that ran its
+// bootstrap asks the bastion, which reuses the checkout it has.
+func (a *attempts) checkout(ctx context.Context, log io.Writer) (string, error) {
+	a.srcMu.Lock()
+	defer a.srcMu.Unlock()
+	if a.src != "" {
+		return a.src, nil
+	}
+	if a.bs.State != store.BuildsetRunning {
+		return "", errors.New("no checkout: the bootstrap job did not run")
+	}
+	src, err := a.r.Bastion.Checkout(ctx, a.r.Mirror.Dir, a.bs.ID, a.bs.Commit, log)
+	if err != nil {
+		return "", err
+	}
+	a.src = src
+	return src, nil
 }
 
 var errBootstrapTimeout = errors.New("bootstrap timed out")

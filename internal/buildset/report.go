@@ -107,3 +107,6 @@ func Plan(bs *store.Buildset) (*graph.Plan, error) {
 	}
 	return &p, nil
 }
+
+// TimeOf wraps a time for a report; nil renders as null.
+func TimeOf(t *time.Time) Time { return Time{t} }

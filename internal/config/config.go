@@ -7,6 +7,7 @@ package config
 import (
 	"regexp"
 	"regexp/syntax"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -305,4 +306,14 @@ func (p *Pipeline) InPipeline(c *Config, name string) bool {
 		}
 	}
 	return false
+}
+
+// PipelineNames returns the names of the pipelines, sorted.
+func (c *Config) PipelineNames() []string {
+	names := make([]string, 0, len(c.Pipelines))
+	for name := range c.Pipelines {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
 }

@@ -6,11 +6,8 @@ package semaphore
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -26,7 +23,7 @@ const DefaultLease = 30 * time.Second
 // caller releases its buildsets first.
 type Client struct {
 	Store store.Store
-	// Owner names this process in the store; NewOwner makes one.
+	// Owner names this process in the store ("run-<hex>", "srv-<hex>").
 	Owner string
 	// Precedence ranks this client's waiters (config.Precedence.Rank).
 	Precedence int
@@ -66,14 +63,6 @@ func (c *Client) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.err
-}
-
-// NewOwner returns an owner id unique to this process: host, pid, random.
-func NewOwner() string {
-	host, _ := os.Hostname()
-	b := make([]byte, 4)
-	rand.Read(b)
-	return fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(b))
 }
 
 func (c *Client) now() time.Time {
@@ -149,14 +138,11 @@ func (c *Client) Stop() {
 	}
 }
 
-// TryAcquire asks for every semaphore of sems for holder, all or nothing.
+// TryAcquire asks for every semaphore of sems for holder, all or nothing,
+// at the client's Precedence.
 // A holder id "<buildset>/<job>" or "<buildset>" ties it to its buildset.
 func (c *Client) TryAcquire(ctx context.Context, holder string, sems map[string]int, since time.Time) (bool, error) {
-	bs, _, _ := strings.Cut(holder, "/")
-	return c.Store.AcquireSemaphores(ctx, store.Acquire{
-		Holder: holder, Buildset: bs, Owner: c.Owner, Semaphores: sems,
-		Precedence: c.Precedence, Since: since, Now: c.now(),
-	})
+	return c.Ranked(c.Precedence).TryAcquire(ctx, holder, sems, since)
 }
 
 // Release drops what holder holds or waits for.
@@ -164,10 +150,41 @@ func (c *Client) Release(ctx context.Context, holder string) error {
 	return c.Store.ReleaseSemaphores(ctx, holder)
 }
 
+// Wait acquires sems for holder at the client's Precedence, waiting since
+// now; see Ranked.Wait.
+func (c *Client) Wait(ctx context.Context, holder string, sems map[string]int, poll time.Duration) error {
+	return c.Ranked(c.Precedence).Wait(ctx, holder, sems, c.now(), poll)
+}
+
+// Ranked is a client acquiring at one precedence: a server runs buildsets
+// of pipelines with different precedences through one client.
+type Ranked struct {
+	c          *Client
+	precedence int
+}
+
+// Ranked returns the client acquiring at precedence (config.Precedence.Rank).
+func (c *Client) Ranked(precedence int) Ranked { return Ranked{c: c, precedence: precedence} }
+
+// TryAcquire is Client.TryAcquire at r's precedence.
+func (r Ranked) TryAcquire(ctx context.Context, holder string, sems map[string]int, since time.Time) (bool, error) {
+	bs, _, _ := strings.Cut(holder, "/")
+	return r.c.Store.AcquireSemaphores(ctx, store.Acquire{
+		Holder: holder, Buildset: bs, Owner: r.c.Owner, Semaphores: sems,
+		Precedence: r.precedence, Since: since, Now: r.c.now(),
+	})
+}
+
+// Release drops what holder holds or waits for.
+func (r Ranked) Release(ctx context.Context, holder string) error { return r.c.Release(ctx, holder) }
+
 // Wait acquires sems for holder, retrying every poll until granted or ctx
 // is done; on ctx done it withdraws the request and returns the cause.
-func (c *Client) Wait(ctx context.Context, holder string, sems map[string]int, poll time.Duration) error {
-	since := c.now()
+// since ranks the request among waiters of the same precedence (older
+// first): a buildset passes its creation time, so that it keeps its place
+// in the arrival order however long its manager held it back.
+func (r Ranked) Wait(ctx context.Context, holder string, sems map[string]int, since time.Time, poll time.Duration) error {
+	c := r.c
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	withdraw := func() error {
@@ -175,7 +192,7 @@ func (c *Client) Wait(ctx context.Context, holder string, sems map[string]int, p
 		return context.Cause(ctx)
 	}
 	for {
-		ok, err := c.TryAcquire(ctx, holder, sems, since)
+		ok, err := r.TryAcquire(ctx, holder, sems, since)
 		switch {
 		case ctx.Err() != nil:
 			// Also when ctx ended inside TryAcquire: the request may
