@@ -1,0 +1,638 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sortie-ci/sortie/internal/buildset"
+	"github.com/sortie-ci/sortie/internal/graph"
+	"github.com/sortie-ci/sortie/internal/store"
+	"github.com/sortie-ci/sortie/internal/trigger/webhook"
+)
+
+// maxBody bounds the JSON bodies of API calls.
+const maxBody = 1 << 20
+
+// Handler is the server's HTTP API (docs/api.md).
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !s.ready.Load() {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	mux.Handle("GET /metrics", s.reading(promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}).ServeHTTP))
+
+	mux.HandleFunc("GET /api/v1/status", s.reading(s.getStatus))
+	mux.HandleFunc("GET /api/v1/config", s.reading(s.getConfig))
+	mux.HandleFunc("GET /api/v1/pipelines", s.reading(s.getPipelines))
+	mux.HandleFunc("GET /api/v1/semaphores", s.reading(s.getSemaphores))
+	mux.HandleFunc("GET /api/v1/buildsets", s.reading(s.listBuildsets))
+	mux.HandleFunc("GET /api/v1/buildsets/{id}", s.reading(s.getBuildset))
+	mux.HandleFunc("GET /api/v1/buildsets/{id}/builds/{job}", s.reading(s.getBuild))
+	mux.HandleFunc("GET /api/v1/buildsets/{id}/builds/{job}/log", s.reading(s.getLog))
+
+	mux.HandleFunc("POST /api/v1/pipelines/{name}/trigger", s.mutating(s.postTrigger))
+	mux.HandleFunc("POST /api/v1/buildsets/{id}/cancel", s.mutating(s.postCancel))
+	mux.HandleFunc("POST /api/v1/buildsets/{id}/rerun", s.mutating(s.postRerun))
+	mux.HandleFunc("POST /api/v1/buildsets/{id}/builds/{job}/cancel", s.mutating(s.postCancelBuild))
+	mux.HandleFunc("POST /api/v1/pause", s.mutating(s.postPause))
+	mux.HandleFunc("POST /api/v1/resume", s.mutating(s.postResume))
+	mux.HandleFunc("POST /api/v1/reload", s.mutating(s.postReload))
+
+	mux.HandleFunc("POST /webhooks/{forge}", s.postWebhook)
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// storeError maps store errors to HTTP codes.
+func storeError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, store.ErrConflict):
+		writeError(w, http.StatusConflict, err.Error())
+	default:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+// decode reads an optional JSON body into v.
+func decode(r *http.Request, v any) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		return err
+	}
+	if len(body) > maxBody {
+		return errors.New("body too large")
+	}
+	if len(body) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytesReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("bad JSON body: %w", err)
+	}
+	return nil
+}
+
+// BuildsetJSON is the API's buildset: the report of SPEC §3 with what the
+// server knows besides.
+type BuildsetJSON struct {
+	*buildset.Report
+	State     string        `json:"state"`
+	Cause     string        `json:"cause"`
+	RerunOf   string        `json:"rerun_of,omitempty"`
+	Files     []string      `json:"files"`
+	CreatedAt buildset.Time `json:"created_at"`
+	// Plan is the frozen graph (plan --format json's shape); only on the
+	// buildset's own resource.
+	Plan *graph.Plan `json:"plan,omitempty"`
+}
+
+func logURL(id, job string, attempt int) string {
+	return fmt.Sprintf("/api/v1/buildsets/%s/builds/%s/log?attempt=%d", url.PathEscape(id), url.PathEscape(job), attempt)
+}
+
+func (s *Server) buildsetJSON(r *http.Request, bs *store.Buildset, withPlan bool) (*BuildsetJSON, error) {
+	rep, err := buildset.MakeReport(r.Context(), s.st, bs.ID)
+	if err != nil {
+		return nil, err
+	}
+	for i := range rep.Builds {
+		b := &rep.Builds[i]
+		if b.Attempt > 0 {
+			b.Log = logURL(bs.ID, b.Job, b.Attempt)
+		}
+	}
+	created := bs.CreatedAt
+	out := &BuildsetJSON{Report: rep, State: string(bs.State), Cause: bs.Cause, RerunOf: bs.RerunOf, Files: bs.Files, CreatedAt: buildset.TimeOf(&created)}
+	if withPlan && bs.Result != store.ConfigError {
+		if p, err := buildset.Plan(bs); err == nil {
+			out.Plan = p
+		}
+	}
+	return out, nil
+}
+
+func (s *Server) listBuildsets(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := store.Filter{
+		Pipeline: q.Get("pipeline"), Result: store.Result(q.Get("result")), State: store.BuildsetState(q.Get("state")),
+		Commit: q.Get("commit"), Before: q.Get("before"), Limit: 50,
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 500 {
+			writeError(w, http.StatusBadRequest, "limit must be a number from 1 to 500")
+			return
+		}
+		f.Limit = n
+	}
+	list, err := s.st.ListBuildsets(r.Context(), f)
+	if err != nil {
+		storeError(w, err)
+		return
+	}
+	out := struct {
+		Buildsets []*BuildsetJSON `json:"buildsets"`
+		Next      string          `json:"next,omitempty"`
+	}{Buildsets: []*BuildsetJSON{}}
+	for _, bs := range list {
+		j, err := s.buildsetJSON(r, bs, false)
+		if err != nil {
+			storeError(w, err)
+			return
+		}
+		out.Buildsets = append(out.Buildsets, j)
+	}
+	if len(list) == f.Limit {
+		out.Next = list[len(list)-1].ID
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getBuildset(w http.ResponseWriter, r *http.Request) {
+	bs, err := s.st.GetBuildset(r.Context(), r.PathValue("id"))
+	if err != nil {
+		storeError(w, err)
+		return
+	}
+	j, err := s.buildsetJSON(r, bs, true)
+	if err != nil {
+		storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, j)
+}
+
+// AttemptJSON is one attempt of a build.
+type AttemptJSON struct {
+	Number     int           `json:"number"`
+	Result     string        `json:"result"`
+	StartedAt  buildset.Time `json:"started_at"`
+	FinishedAt buildset.Time `json:"finished_at"`
+	Error      string        `json:"error,omitempty"`
+	Log        string        `json:"log"`
+}
+
+func (s *Server) getBuild(w http.ResponseWriter, r *http.Request) {
+	id, job := r.PathValue("id"), r.PathValue("job")
+	rep, err := buildset.MakeReport(r.Context(), s.st, id)
+	if err != nil {
+		storeError(w, err)
+		return
+	}
+	var b *buildset.BuildReport
+	for i := range rep.Builds {
+		if rep.Builds[i].Job == job {
+			b = &rep.Builds[i]
+		}
+	}
+	if b == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("buildset %s has no build of %s", id, job))
+		return
+	}
+	if b.Attempt > 0 {
+		b.Log = logURL(id, job, b.Attempt)
+	}
+	atts, err := s.st.Attempts(r.Context(), id, job)
+	if err != nil {
+		storeError(w, err)
+		return
+	}
+	out := struct {
+		Buildset string `json:"buildset"`
+		buildset.BuildReport
+		Attempts []AttemptJSON `json:"attempts"`
+	}{Buildset: id, BuildReport: *b, Attempts: []AttemptJSON{}}
+	for _, a := range atts {
+		started := a.StartedAt
+		out.Attempts = append(out.Attempts, AttemptJSON{
+			Number: a.Number, Result: string(a.Result), StartedAt: buildset.TimeOf(&started),
+			FinishedAt: buildset.TimeOf(a.FinishedAt), Error: a.Error, Log: logURL(id, job, a.Number),
+		})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+type triggerBody struct {
+	Commit string    `json:"commit"`
+	Files  *[]string `json:"files"`
+	By     string    `json:"by"`
+}
+
+func (s *Server) postTrigger(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var body triggerBody
+	if err := decode(r, &body); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if _, ok := s.Config().Pipelines[name]; !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no pipeline %q in the config", name))
+		return
+	}
+	var files []string
+	if body.Files != nil {
+		files = append([]string{}, (*body.Files)...)
+	}
+	bs, err := s.Trigger(r.Context(), name, body.Commit, files, "manual by "+by(body.By))
+	switch {
+	case bs != nil && err != nil:
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"buildset": bs.ID, "error": err.Error()})
+	case err != nil:
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
+	default:
+		writeJSON(w, http.StatusAccepted, map[string]string{"buildset": bs.ID})
+	}
+}
+
+func by(who string) string {
+	if who == "" {
+		return "api"
+	}
+	return who
+}
+
+type byBody struct {
+	By     string `json:"by"`
+	Reason string `json:"reason"`
+}
+
+func (s *Server) postCancel(w http.ResponseWriter, r *http.Request) {
+	var body byBody
+	if err := decode(r, &body); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := s.cancelBuildset(r.Context(), r.PathValue("id"), by(body.By)); err != nil {
+		storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"buildset": r.PathValue("id"), "status": "cancelling"})
+}
+
+func (s *Server) postCancelBuild(w http.ResponseWriter, r *http.Request) {
+	id, job := r.PathValue("id"), r.PathValue("job")
+	if !s.cancelBuild(id, job) {
+		writeError(w, http.StatusConflict, fmt.Sprintf("%s of buildset %s has no attempt running in this server", job, id))
+		return
+	}
+	s.log.Info("cancel build", "buildset", id, "job", job)
+	writeJSON(w, http.StatusAccepted, map[string]string{"buildset": id, "job": job, "status": "cancelling"})
+}
+
+func (s *Server) postRerun(w http.ResponseWriter, r *http.Request) {
+	var body byBody
+	if err := decode(r, &body); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	id := r.PathValue("id")
+	bs, err := s.opt.Runner.Rerun(r.Context(), id, fmt.Sprintf("re-run of the jobs of %s that did not succeed, by %s", id, by(body.By)))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		storeError(w, err)
+		return
+	case errors.Is(err, buildset.ErrNothingToRerun) || errors.Is(err, buildset.ErrNotFinished):
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	case err != nil:
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
+		return
+	}
+	s.log.Info("buildset created", "buildset", bs.ID, "pipeline", bs.Pipeline, "cause", bs.Cause)
+	s.wake()
+	writeJSON(w, http.StatusAccepted, map[string]string{"buildset": bs.ID})
+}
+
+type pauseBody struct {
+	Pipeline string `json:"pipeline"`
+	Reason   string `json:"reason"`
+	By       string `json:"by"`
+}
+
+func (s *Server) postPause(w http.ResponseWriter, r *http.Request) {
+	var body pauseBody
+	if err := decode(r, &body); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if body.Pipeline != "" {
+		if _, ok := s.Config().Pipelines[body.Pipeline]; !ok {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no pipeline %q in the config", body.Pipeline))
+			return
+		}
+	}
+	p := store.Pause{Pipeline: body.Pipeline, By: by(body.By), Reason: body.Reason, At: time.Now().UTC()}
+	if err := s.st.SetPause(r.Context(), p); err != nil {
+		storeError(w, err)
+		return
+	}
+	if err := s.loadPauses(r.Context()); err != nil {
+		storeError(w, err)
+		return
+	}
+	s.log.Info("paused", "pipeline", p.Pipeline, "by", p.By, "reason", p.Reason)
+	s.wake()
+	writeJSON(w, http.StatusOK, pauseJSON(p))
+}
+
+func (s *Server) postResume(w http.ResponseWriter, r *http.Request) {
+	var body pauseBody
+	if err := decode(r, &body); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := s.st.ClearPause(r.Context(), body.Pipeline); err != nil {
+		storeError(w, err)
+		return
+	}
+	if err := s.loadPauses(r.Context()); err != nil {
+		storeError(w, err)
+		return
+	}
+	s.log.Info("resumed", "pipeline", body.Pipeline, "by", by(body.By))
+	s.wake()
+	writeJSON(w, http.StatusOK, map[string]any{"pipeline": body.Pipeline, "paused": false})
+}
+
+// PauseJSON is a pause as the API shows it.
+type PauseJSON struct {
+	Pipeline string    `json:"pipeline"`
+	By       string    `json:"by"`
+	Reason   string    `json:"reason"`
+	At       time.Time `json:"at"`
+}
+
+func pauseJSON(p store.Pause) *PauseJSON {
+	return &PauseJSON{Pipeline: p.Pipeline, By: p.By, Reason: p.Reason, At: p.At}
+}
+
+func (s *Server) postReload(w http.ResponseWriter, r *http.Request) {
+	if err := s.Reload(); err != nil {
+		var re *ReloadError
+		if errors.As(err, &re) {
+			writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "config refused; the server keeps the one in force", "errors": re.Errors})
+			return
+		}
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	s.getConfig(w, r)
+}
+
+// ConfigJSON says which config is in force and why the last reload failed.
+type ConfigJSON struct {
+	Path        string       `json:"path"`
+	LoadedAt    time.Time    `json:"loaded_at"`
+	ReloadError *ReloadError `json:"reload_error"`
+}
+
+func (s *Server) configJSON() ConfigJSON {
+	s.cfgMu.RLock()
+	defer s.cfgMu.RUnlock()
+	return ConfigJSON{Path: s.opt.ConfigPath, LoadedAt: s.loadedAt, ReloadError: s.reloadErr}
+}
+
+func (s *Server) getConfig(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.configJSON())
+}
+
+// QueueEntry is a buildset in a pipeline's queue or running.
+type QueueEntry struct {
+	ID        string    `json:"id"`
+	Commit    string    `json:"commit"`
+	State     string    `json:"state"`
+	Cause     string    `json:"cause"`
+	CreatedAt time.Time `json:"created_at"`
+	// Waiting says why a queued buildset waits.
+	Waiting string `json:"waiting,omitempty"`
+}
+
+// PipelineJSON is a pipeline with its queue.
+type PipelineJSON struct {
+	Name       string       `json:"name"`
+	Manager    string       `json:"manager"`
+	Precedence string       `json:"precedence"`
+	Semaphore  string       `json:"semaphore,omitempty"`
+	Push       string       `json:"push_branch,omitempty"`
+	Cron       string       `json:"cron,omitempty"`
+	Paused     *PauseJSON   `json:"paused"`
+	Queued     []QueueEntry `json:"queued"`
+	Running    []QueueEntry `json:"running"`
+}
+
+func (s *Server) pipelines(r *http.Request) ([]PipelineJSON, error) {
+	cfg := s.Config()
+	active, err := s.st.ActiveBuildsets(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	s.planMu.Lock()
+	waits := map[string]string{}
+	for _, wt := range s.lastPlan.Waiting {
+		waits[wt.Buildset] = wt.Reason
+	}
+	s.planMu.Unlock()
+	out := []PipelineJSON{}
+	for _, name := range cfg.PipelineNames() {
+		pl := cfg.Pipelines[name]
+		pj := PipelineJSON{
+			Name: name, Manager: string(pl.Manager), Precedence: string(pl.Precedence), Semaphore: pl.Semaphore.Name,
+			Cron: pl.Trigger.Cron, Queued: []QueueEntry{}, Running: []QueueEntry{},
+		}
+		if pl.Trigger.Push != nil {
+			pj.Push = pl.Trigger.Push.Branch
+		}
+		if p := s.paused(name); p != nil {
+			pj.Paused = pauseJSON(*p)
+		}
+		for _, bs := range active {
+			if bs.Pipeline != name {
+				continue
+			}
+			e := QueueEntry{ID: bs.ID, Commit: bs.Commit, State: string(bs.State), Cause: bs.Cause, CreatedAt: bs.CreatedAt}
+			if bs.State == store.BuildsetQueued {
+				e.Waiting = waits[bs.ID]
+				pj.Queued = append(pj.Queued, e)
+			} else {
+				pj.Running = append(pj.Running, e)
+			}
+		}
+		out = append(out, pj)
+	}
+	return out, nil
+}
+
+func (s *Server) getPipelines(w http.ResponseWriter, r *http.Request) {
+	p, err := s.pipelines(r)
+	if err != nil {
+		storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"pipelines": p})
+}
+
+// SemaphoreJSON is a semaphore with its holders and waiters.
+type SemaphoreJSON struct {
+	Name    string         `json:"name"`
+	Max     int            `json:"max"`
+	Holders []store.Holder `json:"holders"`
+	Waiters []store.Waiter `json:"waiters"`
+}
+
+func (s *Server) semaphores(r *http.Request) ([]SemaphoreJSON, error) {
+	cfg := s.Config()
+	hs, err := s.st.Holders(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	ws, err := s.st.Waiters(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]*SemaphoreJSON{}
+	for name, sem := range cfg.Semaphores {
+		byName[name] = &SemaphoreJSON{Name: name, Max: sem.Max, Holders: []store.Holder{}, Waiters: []store.Waiter{}}
+	}
+	get := func(name string) *SemaphoreJSON {
+		if byName[name] == nil {
+			byName[name] = &SemaphoreJSON{Name: name, Holders: []store.Holder{}, Waiters: []store.Waiter{}}
+		}
+		return byName[name]
+	}
+	for _, h := range hs {
+		sj := get(h.Semaphore)
+		sj.Holders = append(sj.Holders, h)
+	}
+	for _, wt := range ws {
+		sj := get(wt.Semaphore)
+		sj.Waiters = append(sj.Waiters, wt)
+	}
+	out := []SemaphoreJSON{}
+	for _, sj := range byName {
+		out = append(out, *sj)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (s *Server) getSemaphores(w http.ResponseWriter, r *http.Request) {
+	sems, err := s.semaphores(r)
+	if err != nil {
+		storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"semaphores": sems})
+}
+
+// StatusJSON is everything an operator's status page shows.
+type StatusJSON struct {
+	Ready      bool            `json:"ready"`
+	Config     ConfigJSON      `json:"config"`
+	Paused     *PauseJSON      `json:"paused"`
+	Pipelines  []PipelineJSON  `json:"pipelines"`
+	Semaphores []SemaphoreJSON `json:"semaphores"`
+}
+
+func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
+	st := StatusJSON{Ready: s.ready.Load(), Config: s.configJSON()}
+	if p, ok := (*s.pauses.Load())[""]; ok {
+		st.Paused = pauseJSON(p)
+	}
+	var err error
+	if st.Pipelines, err = s.pipelines(r); err != nil {
+		storeError(w, err)
+		return
+	}
+	if st.Semaphores, err = s.semaphores(r); err != nil {
+		storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// postWebhook takes a push from a forge. The delivery is verified before
+// anything else; a bad or missing signature or token is a 401 and makes
+// nothing.
+func (s *Server) postWebhook(w http.ResponseWriter, r *http.Request) {
+	forge, err := webhook.ParseForge(r.PathValue("forge"))
+	if err != nil {
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	}
+	cfg := s.Config()
+	env := map[webhook.Forge]string{
+		webhook.GitHub: cfg.Webhook.GitHubSecretEnv,
+		webhook.Gitea:  cfg.Webhook.GiteaSecretEnv,
+		webhook.GitLab: cfg.Webhook.GitLabTokenEnv,
+	}[forge]
+	if env == "" {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no %s webhook is configured (webhooks.%s in the config)", forge, forge))
+		return
+	}
+	body, err := webhook.ReadBody(r.Body, 0)
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
+		return
+	}
+	push, err := webhook.Parse(forge, []byte(s.opt.Getenv(env)), r.Header, body)
+	switch {
+	case errors.Is(err, webhook.ErrBadSignature) || errors.Is(err, webhook.ErrEmptySecret):
+		s.log.Warn("webhook refused", "forge", forge, "remote", r.RemoteAddr, "err", err)
+		writeError(w, http.StatusUnauthorized, err.Error())
+		return
+	case errors.Is(err, webhook.ErrNotPush):
+		writeJSON(w, http.StatusAccepted, map[string]any{"buildsets": []string{}, "ignored": err.Error()})
+		return
+	case errors.Is(err, webhook.ErrTooLarge):
+		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
+		return
+	case err != nil:
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ids := []string{}
+	if push.Deleted || push.Branch == "" {
+		writeJSON(w, http.StatusAccepted, map[string]any{"buildsets": ids, "ignored": "not a push to a branch"})
+		return
+	}
+	s.log.Info("push", "forge", forge, "delivery", push.Delivery, "branch", push.Branch, "after", push.After)
+	list, err := s.push(r.Context(), push.Branch, push.After, string(forge))
+	for _, bs := range list {
+		ids = append(ids, bs.ID)
+	}
+	if err != nil {
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"buildsets": ids, "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"buildsets": ids})
+}

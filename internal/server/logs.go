@@ -1,0 +1,236 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/store"
+)
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+// followPoll is how often a followed log is checked for new lines.
+const followPoll = 200 * time.Millisecond
+
+// getLog serves a build's log: the latest attempt's unless ?attempt=N,
+// whole unless ?tail=BYTES (the last bytes, from a line start), as
+// text/plain; or, with ?follow=1 or Accept: text/event-stream, followed
+// live as Server-Sent Events (one event per line, id "<attempt>:<offset>"
+// so that a reconnecting client resumes with Last-Event-ID; an "attempt"
+// event when a retry starts a new file; an "end" event with the build's
+// result).
+func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
+	id, job := r.PathValue("id"), r.PathValue("job")
+	q := r.URL.Query()
+	atts, err := s.st.Attempts(r.Context(), id, job)
+	if err != nil {
+		storeError(w, err)
+		return
+	}
+	follow := q.Get("follow") != "" && q.Get("follow") != "0" || strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+	number := len(atts)
+	if v := q.Get("attempt"); v != "" {
+		if number, err = strconv.Atoi(v); err != nil || number < 1 || number > len(atts) {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("%s of %s has no attempt %q", job, id, v))
+			return
+		}
+	}
+	var tail int64
+	if v := q.Get("tail"); v != "" {
+		if tail, err = strconv.ParseInt(v, 10, 64); err != nil || tail < 0 {
+			writeError(w, http.StatusBadRequest, "tail must be a number of bytes")
+			return
+		}
+	}
+	if follow {
+		s.followLog(w, r, id, job, number, tail)
+		return
+	}
+	if number == 0 {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		return // never started: an empty log
+	}
+	f, err := os.Open(atts[number-1].Log)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if errors.Is(err, os.ErrNotExist) {
+		return // an attempt that printed nothing has no file
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	defer f.Close()
+	if _, err := seekTail(f, tail); err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	io.Copy(w, f)
+}
+
+// seekTail moves f to the start of the first whole line of its last tail
+// bytes (tail 0: the start), and returns the offset.
+func seekTail(f *os.File, tail int64) (int64, error) {
+	if tail <= 0 {
+		return 0, nil
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if fi.Size() <= tail {
+		return 0, nil
+	}
+	off := fi.Size() - tail
+	if _, err := f.Seek(off-1, io.SeekStart); err != nil {
+		return 0, err
+	}
+	br := bufio.NewReader(f)
+	prev, _ := br.ReadByte()
+	if prev != '\n' {
+		skipped, _ := br.ReadBytes('\n')
+		off += int64(len(skipped))
+	}
+	_, err = f.Seek(off, io.SeekStart)
+	return off, err
+}
+
+func (s *Server) followLog(w http.ResponseWriter, r *http.Request, id, job string, number int, tail int64) {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, "streaming unsupported")
+		return
+	}
+	var offset int64
+	if last := r.Header.Get("Last-Event-ID"); last != "" {
+		a, o, ok := strings.Cut(last, ":")
+		if n, err := strconv.Atoi(a); ok && err == nil && n >= 1 {
+			if off, err := strconv.ParseInt(o, 10, 64); err == nil {
+				number, offset, tail = n, off, 0
+			}
+		}
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprintf(w, "retry: 1000\n\n")
+	flusher.Flush()
+
+	ctx := r.Context()
+	var pending []byte // a partial last line, sent when completed
+	for {
+		atts, err := s.st.Attempts(ctx, id, job)
+		if err != nil {
+			return
+		}
+		if number == 0 && len(atts) > 0 {
+			number = 1
+		}
+		if number > 0 && number <= len(atts) {
+			a := atts[number-1]
+			sent, err := sendLines(w, a.Log, number, &offset, &tail, &pending)
+			if err != nil {
+				return
+			}
+			if sent {
+				flusher.Flush()
+			}
+			if a.Result != "" {
+				// This attempt is over and fully read.
+				if number < len(atts) {
+					number, offset, pending = number+1, 0, nil
+					fmt.Fprintf(w, "event: attempt\ndata: %d\n\n", number)
+					flusher.Flush()
+					continue
+				}
+				if b, done := s.buildDone(r, id, job); done {
+					if len(pending) > 0 {
+						writeEvent(w, number, offset, pending)
+					}
+					fmt.Fprintf(w, "event: end\ndata: %s\n\n", b)
+					flusher.Flush()
+					return
+				}
+			}
+		} else if b, done := s.buildDone(r, id, job); done {
+			fmt.Fprintf(w, "event: end\ndata: %s\n\n", b)
+			flusher.Flush()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(followPoll):
+		}
+	}
+}
+
+func (s *Server) buildDone(r *http.Request, id, job string) (store.Result, bool) {
+	builds, err := s.st.Builds(r.Context(), id)
+	if err != nil {
+		return "", false
+	}
+	for _, b := range builds {
+		if b.Job == job {
+			return b.Result, b.State == store.BuildDone
+		}
+	}
+	return "", false
+}
+
+// sendLines sends the complete lines of path from *offset on, advancing it.
+func sendLines(w io.Writer, path string, number int, offset, tail *int64, pending *[]byte) (bool, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	if *tail > 0 {
+		if *offset, err = seekTail(f, *tail); err != nil {
+			return false, err
+		}
+		*tail = 0
+	} else if _, err := f.Seek(*offset, io.SeekStart); err != nil {
+		return false, err
+	}
+	br := bufio.NewReaderSize(f, 64<<10)
+	sent := false
+	for {
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 {
+			*offset += int64(len(line))
+			if line[len(line)-1] != '\n' {
+				*pending = append(*pending, line...)
+				return sent, nil
+			}
+			full := append(*pending, line[:len(line)-1]...)
+			*pending = nil
+			if err := writeEvent(w, number, *offset, full); err != nil {
+				return sent, err
+			}
+			sent = true
+		}
+		if err == io.EOF {
+			return sent, nil
+		}
+		if err != nil {
+			return sent, err
+		}
+	}
+}
+
+func writeEvent(w io.Writer, number int, offset int64, line []byte) error {
+	_, err := fmt.Fprintf(w, "id: %d:%d\ndata: %s\n\n", number, offset, bytes.ReplaceAll(line, []byte("\r"), nil))
+	return err
+}
