@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,6 +56,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/reload", s.mutating(s.postReload))
 
 	mux.HandleFunc("POST /webhooks/{forge}", s.postWebhook)
+	if s.ui != nil {
+		mux.Handle("/", s.reading(s.ui.ServeHTTP))
+	}
 	return mux
 }
 
@@ -120,8 +124,8 @@ func logURL(id, job string, attempt int) string {
 	return fmt.Sprintf("/api/v1/buildsets/%s/builds/%s/log?attempt=%d", url.PathEscape(id), url.PathEscape(job), attempt)
 }
 
-func (s *Server) buildsetJSON(r *http.Request, bs *store.Buildset, withPlan bool) (*BuildsetJSON, error) {
-	rep, err := buildset.MakeReport(r.Context(), s.st, bs.ID)
+func (s *Server) buildsetJSON(ctx context.Context, bs *store.Buildset, withPlan bool) (*BuildsetJSON, error) {
+	rep, err := buildset.MakeReport(ctx, s.st, bs.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -155,41 +159,58 @@ func (s *Server) listBuildsets(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Limit = n
 	}
-	list, err := s.st.ListBuildsets(r.Context(), f)
+	list, next, err := s.Buildsets(r.Context(), f)
 	if err != nil {
 		storeError(w, err)
 		return
 	}
-	out := struct {
+	writeJSON(w, http.StatusOK, struct {
 		Buildsets []*BuildsetJSON `json:"buildsets"`
 		Next      string          `json:"next,omitempty"`
-	}{Buildsets: []*BuildsetJSON{}}
+	}{list, next})
+}
+
+// Buildsets lists buildsets newest first (GET /api/v1/buildsets), and the
+// id to pass as Filter.Before for the next page ("" on the last one).
+func (s *Server) Buildsets(ctx context.Context, f store.Filter) ([]*BuildsetJSON, string, error) {
+	if f.Limit <= 0 {
+		f.Limit = 50
+	}
+	list, err := s.st.ListBuildsets(ctx, f)
+	if err != nil {
+		return nil, "", err
+	}
+	out := []*BuildsetJSON{}
 	for _, bs := range list {
-		j, err := s.buildsetJSON(r, bs, false)
+		j, err := s.buildsetJSON(ctx, bs, false)
 		if err != nil {
-			storeError(w, err)
-			return
+			return nil, "", err
 		}
-		out.Buildsets = append(out.Buildsets, j)
+		out = append(out, j)
 	}
+	next := ""
 	if len(list) == f.Limit {
-		out.Next = list[len(list)-1].ID
+		next = list[len(list)-1].ID
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, next, nil
 }
 
 func (s *Server) getBuildset(w http.ResponseWriter, r *http.Request) {
-	bs, err := s.st.GetBuildset(r.Context(), r.PathValue("id"))
-	if err != nil {
-		storeError(w, err)
-		return
-	}
-	j, err := s.buildsetJSON(r, bs, true)
+	j, err := s.Buildset(r.Context(), r.PathValue("id"))
 	if err != nil {
 		storeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, j)
+}
+
+// Buildset is one buildset with its plan (GET /api/v1/buildsets/{id}).
+func (s *Server) Buildset(ctx context.Context, id string) (*BuildsetJSON, error) {
+	bs, err := s.st.GetBuildset(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return s.buildsetJSON(ctx, bs, true)
 }
 
 // AttemptJSON is one attempt of a build.
@@ -203,11 +224,27 @@ type AttemptJSON struct {
 }
 
 func (s *Server) getBuild(w http.ResponseWriter, r *http.Request) {
-	id, job := r.PathValue("id"), r.PathValue("job")
-	rep, err := buildset.MakeReport(r.Context(), s.st, id)
+	b, err := s.Build(r.Context(), r.PathValue("id"), r.PathValue("job"))
 	if err != nil {
 		storeError(w, err)
 		return
+	}
+	writeJSON(w, http.StatusOK, b)
+}
+
+// BuildJSON is one build with its attempts.
+type BuildJSON struct {
+	Buildset string `json:"buildset"`
+	buildset.BuildReport
+	Attempts []AttemptJSON `json:"attempts"`
+}
+
+// Build is one build of a buildset (GET /api/v1/buildsets/{id}/builds/{job});
+// store.ErrNotFound when the buildset has no such build.
+func (s *Server) Build(ctx context.Context, id, job string) (*BuildJSON, error) {
+	rep, err := buildset.MakeReport(ctx, s.st, id)
+	if err != nil {
+		return nil, err
 	}
 	var b *buildset.BuildReport
 	for i := range rep.Builds {
@@ -216,22 +253,16 @@ func (s *Server) getBuild(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if b == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("buildset %s has no build of %s", id, job))
-		return
+		return nil, fmt.Errorf("buildset %s has no build of %s: %w", id, job, store.ErrNotFound)
 	}
 	if b.Attempt > 0 {
 		b.Log = logURL(id, job, b.Attempt)
 	}
-	atts, err := s.st.Attempts(r.Context(), id, job)
+	atts, err := s.st.Attempts(ctx, id, job)
 	if err != nil {
-		storeError(w, err)
-		return
+		return nil, err
 	}
-	out := struct {
-		Buildset string `json:"buildset"`
-		buildset.BuildReport
-		Attempts []AttemptJSON `json:"attempts"`
-	}{Buildset: id, BuildReport: *b, Attempts: []AttemptJSON{}}
+	out := &BuildJSON{Buildset: id, BuildReport: *b, Attempts: []AttemptJSON{}}
 	for _, a := range atts {
 		started := a.StartedAt
 		out.Attempts = append(out.Attempts, AttemptJSON{
@@ -239,7 +270,7 @@ func (s *Server) getBuild(w http.ResponseWriter, r *http.Request) {
 			FinishedAt: buildset.TimeOf(a.FinishedAt), Error: a.Error, Log: logURL(id, job, a.Number),
 		})
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 type triggerBody struct {
@@ -450,9 +481,9 @@ type PipelineJSON struct {
 	Running    []QueueEntry `json:"running"`
 }
 
-func (s *Server) pipelines(r *http.Request) ([]PipelineJSON, error) {
+func (s *Server) pipelines(ctx context.Context) ([]PipelineJSON, error) {
 	cfg := s.Config()
-	active, err := s.st.ActiveBuildsets(r.Context())
+	active, err := s.st.ActiveBuildsets(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -493,7 +524,7 @@ func (s *Server) pipelines(r *http.Request) ([]PipelineJSON, error) {
 }
 
 func (s *Server) getPipelines(w http.ResponseWriter, r *http.Request) {
-	p, err := s.pipelines(r)
+	p, err := s.pipelines(r.Context())
 	if err != nil {
 		storeError(w, err)
 		return
@@ -509,13 +540,13 @@ type SemaphoreJSON struct {
 	Waiters []store.Waiter `json:"waiters"`
 }
 
-func (s *Server) semaphores(r *http.Request) ([]SemaphoreJSON, error) {
+func (s *Server) semaphores(ctx context.Context) ([]SemaphoreJSON, error) {
 	cfg := s.Config()
-	hs, err := s.st.Holders(r.Context())
+	hs, err := s.st.Holders(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ws, err := s.st.Waiters(r.Context())
+	ws, err := s.st.Waiters(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -546,7 +577,7 @@ func (s *Server) semaphores(r *http.Request) ([]SemaphoreJSON, error) {
 }
 
 func (s *Server) getSemaphores(w http.ResponseWriter, r *http.Request) {
-	sems, err := s.semaphores(r)
+	sems, err := s.semaphores(r.Context())
 	if err != nil {
 		storeError(w, err)
 		return
@@ -564,20 +595,28 @@ type StatusJSON struct {
 }
 
 func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
-	st := StatusJSON{Ready: s.ready.Load(), Config: s.configJSON()}
-	if p, ok := (*s.pauses.Load())[""]; ok {
-		st.Paused = pauseJSON(p)
-	}
-	var err error
-	if st.Pipelines, err = s.pipelines(r); err != nil {
-		storeError(w, err)
-		return
-	}
-	if st.Semaphores, err = s.semaphores(r); err != nil {
+	st, err := s.Status(r.Context())
+	if err != nil {
 		storeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+// Status is what an operator's status page shows (GET /api/v1/status).
+func (s *Server) Status(ctx context.Context) (*StatusJSON, error) {
+	st := &StatusJSON{Ready: s.ready.Load(), Config: s.configJSON()}
+	if p, ok := (*s.pauses.Load())[""]; ok {
+		st.Paused = pauseJSON(p)
+	}
+	var err error
+	if st.Pipelines, err = s.pipelines(ctx); err != nil {
+		return nil, err
+	}
+	if st.Semaphores, err = s.semaphores(ctx); err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // postWebhook takes a push from a forge. The delivery is verified before

@@ -110,6 +110,7 @@ type Server struct {
 	lastPlan pipeline.Plan
 
 	metrics *metrics
+	ui      http.Handler
 	addr    atomic.Value // string
 	lock    *os.File
 }
@@ -160,6 +161,9 @@ func New(opt Options) (*Server, error) {
 	s.pauses.Store(&empty)
 	return s, nil
 }
+
+// SetUI mounts the web pages at /; call it before Run.
+func (s *Server) SetUI(h http.Handler) { s.ui = h }
 
 // Config returns the config in force.
 func (s *Server) Config() *config.Config {
