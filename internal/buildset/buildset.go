@@ -420,7 +420,16 @@ func (r *Runner) poll() time.Duration {
 	return 250 * time.Millisecond
 }
 
+// fail ends a buildset that could not run: its unfinished builds and the
+// buildset itself ERROR, with why.
 func (r *Runner) fail(ctx context.Context, bs *store.Buildset, err error) (store.Result, error) {
+	if builds, berr := r.Store.Builds(ctx, bs.ID); berr == nil {
+		for _, b := range builds {
+			if b.State != store.BuildDone {
+				r.Store.FinishBuild(ctx, bs.ID, b.Job, store.Error, "sortie error: "+err.Error(), r.now())
+			}
+		}
+	}
 	r.Store.FinishBuildset(ctx, bs.ID, store.Error, err.Error(), r.now())
 	return store.Error, err
 }

@@ -130,6 +130,11 @@ func (l *Loop) retryDelay(attempt int) time.Duration {
 	return min(d, time.Minute)
 }
 
+// MaxAcquireErrors is how many semaphore requests in a row may fail (the
+// store erring, not a semaphore being full) before the run stops with
+// ERROR; each is tried again at the next poll.
+const MaxAcquireErrors = 20
+
 // ErrDrained is returned by Run when Loop.Drain stopped it.
 var ErrDrained = errors.New("drained for shutdown")
 
@@ -236,6 +241,7 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 	defer ticker.Stop()
 	canceled := false
 	drainCh, draining := l.Drain, false
+	acquireErrs := 0
 	// A drain is looked for before anything starts, not only when the
 	// select below picks it: it may be closed before Run, or at once with
 	// an attempt's end whose dependents would start.
@@ -268,10 +274,17 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 					}
 					ok, err := l.Semaphores.TryAcquire(bg, l.holder(job), spec.Semaphores, waitingSince[job])
 					if err != nil {
+						// A store that fails once (a busy database) must not
+						// cancel the builds that run: try again at the next
+						// poll, and give up only when it keeps failing.
 						blocked = append(blocked, job)
-						record(fmt.Errorf("acquire semaphores of %s: %w", job, err))
+						acquireErrs++
+						if acquireErrs >= MaxAcquireErrors {
+							record(fmt.Errorf("acquire semaphores of %s: %d tries failed in a row: %w", job, acquireErrs, err))
+						}
 						break
 					}
+					acquireErrs = 0
 					if !ok {
 						blocked = append(blocked, job)
 						continue
