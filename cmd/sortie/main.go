@@ -64,6 +64,15 @@ func commands() []command {
 		{"plan", "show which jobs a change would run, in which order", cmdPlan},
 		{"run", "run one buildset of a pipeline and wait for it", cmdRun},
 		{"history", "list past buildsets and their results", cmdHistory},
+		{"serve", "run the server: pipelines, triggers, API", cmdServe},
+		{"trigger", "ask a server for a buildset of a pipeline (--wait: and wait for it)", cmdTrigger},
+		{"status", "show a server's pipelines, queues, pauses and semaphores", cmdStatus},
+		{"logs", "print (-f: follow) the log of a build on a server", cmdLogs},
+		{"cancel", "cancel a buildset, or one build of it, on a server", cmdCancel},
+		{"pause", "pause all pipelines, or one, on a server", cmdPause},
+		{"resume", "resume pipelines paused on a server", cmdResume},
+		{"reload", "make a server load its config again", cmdReload},
+		{"rerun", "re-run the builds of a buildset that did not succeed", cmdRerun},
 	}
 }
 

@@ -169,21 +169,21 @@ type Acquire struct {
 
 // Holder is a granted Acquire.
 type Holder struct {
-	Semaphore  string
-	Holder     string
-	Buildset   string
-	Owner      string
-	AcquiredAt time.Time
+	Semaphore  string    `json:"semaphore"`
+	Holder     string    `json:"holder"`
+	Buildset   string    `json:"buildset"`
+	Owner      string    `json:"owner"`
+	AcquiredAt time.Time `json:"acquired_at"`
 }
 
 // Waiter is an Acquire that was not granted yet.
 type Waiter struct {
-	Semaphore  string
-	Holder     string
-	Buildset   string
-	Owner      string
-	Precedence int
-	Since      time.Time
+	Semaphore  string    `json:"semaphore"`
+	Holder     string    `json:"holder"`
+	Buildset   string    `json:"buildset"`
+	Owner      string    `json:"owner"`
+	Precedence int       `json:"precedence"`
+	Since      time.Time `json:"since"`
 }
 
 // Pause is an operator's pause of one pipeline, or of all when Pipeline is "".

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/server"
+)
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", "--config PATH [--listen ADDR] [--database URL] [--state-dir DIR] [--grace D]", stderr)
+	path := fs.String("config", "", "config file, or directory of *.yaml files")
+	listen := fs.String("listen", "", "address of the API (default: server.listen, else 127.0.0.1:8080)")
+	database := fs.String("database", "", "database URL (default: SQLite in the state dir)")
+	stateDir := fs.String("state-dir", defaultStateDir, "where the database, mirror, logs and local bastion live")
+	grace := fs.Duration("grace", server.DefaultGrace, "on SIGTERM, how long running builds may finish before they are cancelled")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *database != "" && !strings.HasPrefix(*database, "sqlite:") {
+		return usageError("serve: --database %s: only SQLite (the default, or sqlite:PATH) is implemented so far", *database)
+	}
+	cfg, err := loadConfig(*path, stderr)
+	if err != nil {
+		return err
+	}
+	if cfg.Source.URL == "" {
+		return usageError("serve: %s: source.url is not set; say which repository to deploy", *path)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	owner := newOwner("srv")
+	env, err := openEnv(ctx, *stateDir, cfg, owner)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	abs, _ := filepath.Abs(*stateDir)
+	srv, err := server.New(server.Options{
+		ConfigPath: *path, Config: cfg, StateDir: abs, Listen: *listen,
+		Store: env.store, Semaphores: env.sems, Bastion: env.runner.Bastion, Mirror: env.runner.Mirror,
+		Runner: env.runner, Log: log, Grace: *grace,
+	})
+	if err != nil {
+		return err
+	}
+	// SIGHUP reloads the config; a bad one is refused and logged.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				srv.Reload()
+			case <-done:
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	err = srv.Run(ctx)
+	log.Info("serve ended", "uptime", time.Since(start).Round(time.Second))
+	return err
+}
