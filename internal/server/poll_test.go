@@ -1,0 +1,115 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/source/sourcetest"
+	"github.com/sortie-ci/sortie/internal/trigger/triggertest"
+)
+
+// TestPoll: a pipeline polling its branch makes a buildset when the branch
+// moves, with the files git says changed since the last success.
+func TestPoll(t *testing.T) {
+	clock := triggertest.NewClock(time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC))
+	cfg := strings.Replace(pushConfig, "trigger: {push: {branch: main}}", "trigger: {push: {branch: main, poll: 1m}}", 1)
+	e := start(t, cfg, envOpt{clock: clock})
+	clock.WaitForWaiters(t, 1) // first poll done: the head is recorded, nothing made
+	if n := e.count(); n != 0 {
+		t.Fatalf("the first poll made %d buildsets; it should only record the head", n)
+	}
+	first := e.waitDone(e.trigger("deploy", nil))
+	if first.Result != "SUCCESS" {
+		t.Fatalf("first deploy: %s", first.Result)
+	}
+	os.WriteFile(filepath.Join(e.repo, "playbooks", "a.yaml"), []byte("changed\n"), 0o644)
+	head := sourcetest.Commit(t, e.repo, "playbook")
+	clock.Advance(time.Minute)
+	clock.WaitForWaiters(t, 1) // polled, and waits for the next poll
+	var got *BuildsetJSON
+	waitFor(t, "a buildset for the new head", func() bool {
+		code, out := e.do("GET", "/api/v1/buildsets?commit="+head, nil, "")
+		var r struct{ Buildsets []*BuildsetJSON }
+		json.Unmarshal(out, &r)
+		if code == 200 && len(r.Buildsets) == 1 {
+			got = r.Buildsets[0]
+			return true
+		}
+		return false
+	})
+	bs := e.waitDone(got.ID)
+	if !reflect.DeepEqual(bs.Files, []string{"playbooks/a.yaml"}) || !reflect.DeepEqual(jobs(bs), []string{"boot", "play"}) {
+		t.Errorf("polled buildset: files %v jobs %v, want [playbooks/a.yaml] and [boot play]", bs.Files, jobs(bs))
+	}
+	if !strings.Contains(bs.Cause, "polling") {
+		t.Errorf("cause %q", bs.Cause)
+	}
+	// Nothing moved: the next poll makes nothing.
+	clock.Advance(time.Minute)
+	clock.WaitForWaiters(t, 1)
+	if n := e.count(); n != 2 {
+		t.Errorf("%d buildsets after a poll that found nothing new, want 2", n)
+	}
+}
+
+// TestGitLabWebhook: GitLab's shared token is checked; a wrong one is 401.
+func TestGitLabWebhook(t *testing.T) {
+	cfg := strings.Replace(pushConfig, "github: {secret_env: GH_SECRET}", "gitlab: {token_env: GL_TOKEN}", 1)
+	e := start(t, cfg, envOpt{env: map[string]string{"GL_TOKEN": "gl-token"}})
+	head := strings.TrimSpace(gitHead(t, e.repo))
+	send := func(token string) (int, string) {
+		body := fmt.Sprintf(`{"object_kind":"push","ref":"refs/heads/main","before":"%s","after":"%s","project":{"path_with_namespace":"ops/infra"}}`, strings.Repeat("0", 40), head)
+		req, _ := http.NewRequest("POST", e.url+"/webhooks/gitlab", strings.NewReader(body))
+		req.Header.Set("X-Gitlab-Event", "Push Hook")
+		if token != "" {
+			req.Header.Set("X-Gitlab-Token", token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out strings.Builder
+		buf := make([]byte, 4096)
+		n, _ := resp.Body.Read(buf)
+		out.Write(buf[:n])
+		return resp.StatusCode, out.String()
+	}
+	for _, tok := range []string{"", "nope"} {
+		if code, out := send(tok); code != http.StatusUnauthorized {
+			t.Errorf("token %q: %d %s, want 401", tok, code, out)
+		}
+	}
+	if n := e.count(); n != 0 {
+		t.Fatalf("refused deliveries made %d buildsets", n)
+	}
+	code, out := send("gl-token")
+	if code != http.StatusAccepted {
+		t.Fatalf("good token: %d %s", code, out)
+	}
+	var r struct{ Buildsets []string }
+	json.Unmarshal([]byte(out), &r)
+	if len(r.Buildsets) != 1 {
+		t.Fatalf("made %v", r.Buildsets)
+	}
+	bs := e.waitDone(r.Buildsets[0])
+	if bs.Result != "SUCCESS" || bs.Commit != head || bs.Files != nil {
+		t.Errorf("gitlab push: %s at %s files %v; want SUCCESS at %s with no file list (no earlier success)", bs.Result, bs.Commit, bs.Files, head)
+	}
+}
+
+func gitHead(t *testing.T, repo string) string {
+	t.Helper()
+	out, err := os.ReadFile(filepath.Join(repo, ".git", "refs", "heads", "main"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
