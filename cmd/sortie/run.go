@@ -70,7 +70,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if cfg.Source.URL == "" {
 		return usageError("run: %s: source.url is not set; say which repository to deploy", *path)
 	}
-	env, err := openEnv(ctx, *stateDir, cfg, newOwner("run"))
+	// Nothing recovers a dead `sortie run` (a server recovers only its own
+	// predecessors), so its builds are not recorded for KillOwner.
+	env, err := openEnv(ctx, *stateDir, cfg, newOwner("run"), false)
 	if err != nil {
 		return err
 	}
@@ -132,7 +134,14 @@ func newOwner(kind string) string {
 	return kind + "-" + hex.EncodeToString(b)
 }
 
-func openEnv(ctx context.Context, stateDir string, cfg *config.Config, owner string) (*runEnv, error) {
+// openEnv opens the state dir for a process named owner. With recorded,
+// the bastion records the process groups of its builds under that owner,
+// for a successor to end with KillOwner.
+func openEnv(ctx context.Context, stateDir string, cfg *config.Config, owner string, recorded bool) (*runEnv, error) {
+	bastionOwner := ""
+	if recorded {
+		bastionOwner = owner
+	}
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
@@ -161,12 +170,12 @@ func openEnv(ctx context.Context, stateDir string, cfg *config.Config, owner str
 			workdir = filepath.Join(abs, "bastion")
 		}
 		lb := local.New(workdir)
-		lb.Owner = owner
+		lb.Owner = bastionOwner
 		env.runner.Bastion = lb
 	} else {
 		remote, err := ssh.New(ssh.Config{
 			Host: b.Host, Port: b.Port, User: b.User, IdentityFile: b.IdentityFile,
-			KnownHosts: b.KnownHosts, Workdir: b.Workdir, AgentSocket: os.Getenv("SSH_AUTH_SOCK"), Owner: owner,
+			KnownHosts: b.KnownHosts, Workdir: b.Workdir, AgentSocket: os.Getenv("SSH_AUTH_SOCK"), Owner: bastionOwner,
 		})
 		if err != nil {
 			env.Close()

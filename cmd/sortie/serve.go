@@ -36,7 +36,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	owner := newOwner("srv")
-	env, err := openEnv(ctx, *stateDir, cfg, owner)
+	env, err := openEnv(ctx, *stateDir, cfg, owner, true)
 	if err != nil {
 		return err
 	}

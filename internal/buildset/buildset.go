@@ -506,6 +506,16 @@ func (rc *recorder) AttemptFinished(ctx context.Context, job string, n int, res 
 	return rc.r.Store.FinishAttempt(ctx, rc.bs.ID, job, n, res, msg, at)
 }
 
+// BuildEnded implements scheduler.BuildEnder: the last attempt's end and
+// the build's in one transaction.
+func (rc *recorder) BuildEnded(ctx context.Context, job string, n int, ares store.Result, msg string, res store.Result, reason string, at time.Time) error {
+	err := rc.r.Store.FinishAttemptAndBuild(ctx, rc.bs.ID, job, n, ares, msg, res, reason, at)
+	if err == nil && rc.r.Observer != nil {
+		rc.r.Observer.BuildFinished(job, res, reason, at)
+	}
+	return err
+}
+
 func (rc *recorder) BuildFinished(ctx context.Context, job string, res store.Result, reason string, at time.Time) error {
 	err := rc.r.Store.FinishBuild(ctx, rc.bs.ID, job, res, reason, at)
 	if err == nil && rc.r.Observer != nil {

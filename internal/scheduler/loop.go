@@ -193,9 +193,22 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 			cancelRuns(err)
 		}
 	}
-	finishBuild := func(job string, res store.Result, reason string) {
-		release(job)
-		record(l.Recorder.BuildFinished(bg, job, res, reason, now()))
+	finishBuild := func(job string, res store.Result, reason string, att *ended) {
+		be, both := l.Recorder.(BuildEnder)
+		switch {
+		case att != nil && both:
+			// The attempt's end and the build's, in one write, before its
+			// semaphores go to others.
+			record(be.BuildEnded(bg, job, att.n, att.res, att.msg, res, reason, now()))
+			release(job)
+		case att != nil:
+			record(l.Recorder.AttemptFinished(bg, job, att.n, att.res, att.msg, now()))
+			release(job)
+			record(l.Recorder.BuildFinished(bg, job, res, reason, now()))
+		default:
+			release(job)
+			record(l.Recorder.BuildFinished(bg, job, res, reason, now()))
+		}
 		_, skipped := core.Finish(job, res)
 		for _, s := range skipped {
 			release(s.Job)
@@ -209,7 +222,7 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 		n := attempts[job]
 		if err := l.Recorder.AttemptStarted(bg, job, n, now()); err != nil {
 			record(err)
-			finishBuild(job, store.Error, "cannot record the attempt: "+err.Error())
+			finishBuild(job, store.Error, "cannot record the attempt: "+err.Error(), nil)
 			return
 		}
 		inFlight++
@@ -316,7 +329,7 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 			inFlight--
 			switch {
 			case canceled || fatal != nil:
-				finishBuild(job, store.Canceled, "cancelled while waiting to retry")
+				finishBuild(job, store.Canceled, "cancelled while waiting to retry", nil)
 			case drained():
 				release(job) // the next process retries it
 			case holding():
@@ -361,7 +374,7 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 // behind it goes on from the next number. Nothing is held: the semaphores
 // of the dead process were released, so a resumed job acquires its own.
 func (l *Loop) resume(ctx context.Context, core *Core, attempts map[string]int,
-	finishBuild func(string, store.Result, string), record func(error), now func() time.Time) {
+	finishBuild func(string, store.Result, string, *ended), record func(error), now func() time.Time) {
 	if len(l.Resume) == 0 {
 		return
 	}
@@ -379,9 +392,11 @@ func (l *Loop) resume(ctx context.Context, core *Core, attempts map[string]int,
 	}
 	// With a consistent store a job left running is not finished yet; if
 	// it is (skipped above), its attempt is still ended as lost.
-	finishOnce := func(job string, res store.Result, reason string) {
+	finishOnce := func(job string, res store.Result, reason string, att *ended) {
 		if core.state(job) != Finished {
-			finishBuild(job, res, reason)
+			finishBuild(job, res, reason, att)
+		} else if att != nil {
+			record(l.Recorder.AttemptFinished(ctx, job, att.n, att.res, att.msg, now()))
 		}
 	}
 	// The job never started in this Core: it is queued already, and runs
@@ -414,7 +429,7 @@ func spec(jobs map[string]JobSpec, job string) JobSpec {
 // resume) is retried at once while attempts remain, else the build is an
 // ERROR; retryLater is then the resume's, the job being queued already.
 func (l *Loop) attemptEnded(core *Core, d attemptDone, attempts map[string]int, spec JobSpec,
-	finishBuild func(string, store.Result, string), record func(error), retryLater func(string, time.Duration), stopping bool, now func() time.Time) {
+	finishBuild func(string, store.Result, string, *ended), record func(error), retryLater func(string, time.Duration), stopping bool, now func() time.Time) {
 	o := d.outcome
 	var res store.Result
 	var msg string
@@ -455,12 +470,26 @@ func (l *Loop) attemptEnded(core *Core, d attemptDone, attempts map[string]int, 
 	default:
 		res, msg = store.Failure, fmt.Sprintf("exit status %d", o.ExitCode)
 	}
-	record(l.Recorder.AttemptFinished(context.Background(), d.job, d.attempt, cmp.Or(attemptRes, res), msg, now()))
 	reason := ""
 	if res != store.Success {
 		reason = msg
 	}
-	finishBuild(d.job, res, reason)
+	finishBuild(d.job, res, reason, &ended{n: d.attempt, res: cmp.Or(attemptRes, res), msg: msg})
+}
+
+// ended is the end of the attempt that ends a build, recorded with it.
+type ended struct {
+	n   int
+	res store.Result
+	msg string
+}
+
+// BuildEnder is a Recorder that records an attempt's end and the end of
+// its build in one write (one transaction instead of two). The loop uses it
+// when the Recorder has it; the effect is that of AttemptFinished then
+// BuildFinished.
+type BuildEnder interface {
+	BuildEnded(ctx context.Context, job string, attempt int, attemptResult store.Result, msg string, result store.Result, reason string, at time.Time) error
 }
 
 func (l *Loop) holder(job string) string { return l.Buildset + "/" + job }

@@ -229,6 +229,10 @@ type Store interface {
 	// FinishBuild moves WAITING or RUNNING -> DONE with its result and
 	// reason, or ErrConflict if it is already DONE.
 	FinishBuild(ctx context.Context, buildsetID, job string, result Result, reason string, at time.Time) error
+	// FinishAttemptAndBuild is FinishAttempt then FinishBuild, in one
+	// transaction: both happen or neither (the end of a build's last
+	// attempt is the end of the build).
+	FinishAttemptAndBuild(ctx context.Context, buildsetID, job string, number int, attemptResult Result, errMsg string, result Result, reason string, at time.Time) error
 	// Attempts returns a build's attempts in order.
 	Attempts(ctx context.Context, buildsetID, job string) ([]*Attempt, error)
 	// RunningAttempts returns the attempts of a buildset that have not

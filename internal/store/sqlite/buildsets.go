@@ -454,6 +454,55 @@ func (s *Store) FinishBuild(ctx context.Context, buildsetID, job string, result 
 	return nil
 }
 
+// FinishAttemptAndBuild finishes an attempt and its build in one
+// transaction; see store.Store.
+func (s *Store) FinishAttemptAndBuild(ctx context.Context, buildsetID, job string, number int, attemptResult store.Result, errMsg string, result store.Result, reason string, at time.Time) error {
+	if attemptResult == "" || result == "" {
+		return fmt.Errorf("sqlite: finish attempt and build %s/%s #%d: empty result", buildsetID, job, number)
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := s.txExec(ctx, tx, `
+			UPDATE attempts SET result = ?, error = ?, finished_at = ?
+			WHERE buildset_id = ? AND job = ? AND number = ? AND result = ''`,
+			attemptResult, errMsg, nullNanos(at), buildsetID, job, number)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			var prev string
+			err := s.txRow(ctx, tx, `SELECT result FROM attempts WHERE buildset_id = ? AND job = ? AND number = ?`,
+				buildsetID, job, number).Scan(&prev)
+			if errors.Is(err, sql.ErrNoRows) {
+				return store.ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
+			return fmt.Errorf("attempt finished %s: %w", prev, store.ErrConflict)
+		}
+		res, err = s.txExec(ctx, tx, `
+			UPDATE builds SET state = ?, result = ?, reason = ?, finished_at = ?
+			WHERE buildset_id = ? AND job = ? AND state IN (?, ?)`,
+			store.BuildDone, result, reason, nullNanos(at), buildsetID, job, store.BuildWaiting, store.BuildRunning)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			// The attempt row exists, so its build does: it is DONE.
+			return fmt.Errorf("build is DONE: %w", store.ErrConflict)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: finish attempt and build %s/%s #%d: %w", buildsetID, job, number, err)
+	}
+	return nil
+}
+
 // Attempts returns a build's attempts by number, or ErrNotFound for an
 // unknown build.
 func (s *Store) Attempts(ctx context.Context, buildsetID, job string) ([]*store.Attempt, error) {

@@ -63,6 +63,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"BuildTransitions", testBuildTransitions},
 		{"Attempts", testAttempts},
 		{"AttemptConflicts", testAttemptConflicts},
+		{"FinishAttemptAndBuild", testFinishAttemptAndBuild},
 		{"SemaphoreAllOrNothing", testSemaphoreAllOrNothing},
 		{"SemaphoreMax", testSemaphoreMax},
 		{"SemaphoreReacquire", testSemaphoreReacquire},
@@ -509,6 +510,41 @@ func testAttemptConflicts(t *testing.T, s store.Store) {
 	if len(got) != 2 || got[1].Owner != "p1" {
 		t.Errorf("a refused attempt changed the attempts: %+v", got)
 	}
+}
+
+// testFinishAttemptAndBuild: an attempt's end and its build's end happen
+// together, or not at all.
+func testFinishAttemptAndBuild(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "base", "web", "db")
+	for _, job := range []string{"base", "web", "db"} {
+		must(t, "start "+job, s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: job, Number: 1, Owner: "p1", StartedAt: at(time.Second)}))
+	}
+	must(t, "finish base", s.FinishAttemptAndBuild(ctx, "bs1", "base", 1, store.Failure, "exit status 2", store.Failure, "exit status 2", at(3*time.Second)))
+	b := build(t, s, "bs1", "base")
+	if b.State != store.BuildDone || b.Result != store.Failure || b.Reason != "exit status 2" || b.FinishedAt == nil || !b.FinishedAt.Equal(at(3*time.Second)) {
+		t.Errorf("build after FinishAttemptAndBuild: %+v", b)
+	}
+	atts, err := s.Attempts(ctx, "bs1", "base")
+	must(t, "attempts", err)
+	if len(atts) != 1 || atts[0].Result != store.Failure || atts[0].Error != "exit status 2" || atts[0].FinishedAt == nil {
+		t.Errorf("attempt after FinishAttemptAndBuild: %+v", atts)
+	}
+	// An attempt finished already: nothing changes, the build included.
+	must(t, "finish web's attempt", s.FinishAttempt(ctx, "bs1", "web", 1, store.Lost, "lost", at(2*time.Second)))
+	wantErr(t, "finish a finished attempt", s.FinishAttemptAndBuild(ctx, "bs1", "web", 1, store.Success, "", store.Success, "", at(3*time.Second)), store.ErrConflict)
+	if b := build(t, s, "bs1", "web"); b.State != store.BuildRunning {
+		t.Errorf("a refused FinishAttemptAndBuild finished the build: %+v", b)
+	}
+	// A build finished already: the attempt is not finished either.
+	must(t, "cancel db", s.FinishBuild(ctx, "bs1", "db", store.Canceled, "cancelled", at(2*time.Second)))
+	wantErr(t, "finish the attempt of a finished build", s.FinishAttemptAndBuild(ctx, "bs1", "db", 1, store.Success, "", store.Success, "", at(3*time.Second)), store.ErrConflict)
+	running, err := s.RunningAttempts(ctx, "bs1")
+	must(t, "running attempts", err)
+	if len(running) != 1 || running[0].Job != "db" {
+		t.Errorf("running attempts after a refused FinishAttemptAndBuild: %+v (the attempt of db must be unfinished: all or nothing)", running)
+	}
+	wantErr(t, "unknown attempt", s.FinishAttemptAndBuild(ctx, "bs1", "base", 2, store.Success, "", store.Success, "", t0), store.ErrNotFound)
 }
 
 // req makes an Acquire for holder "<buildset>/<job>" of owner "proc".
