@@ -118,8 +118,12 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 	// The child gets the write end directly: no copying goroutine of
 	// os/exec, whose Wait would block while a leftover child holds it.
 	cmd := exec.Command("/bin/sh", "-c", command)
-	cmd.Dir = dir
 	cmd.Env = env
+	if argv, ok := directArgv(command, env); ok {
+		// sh exports PWD to what it runs; so does a direct start.
+		cmd = &exec.Cmd{Path: argv[0], Args: argv, Env: append(env[:len(env):len(env)], "PWD="+dir)}
+	}
+	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = pw, pw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err = cmd.Start()

@@ -1,0 +1,73 @@
+package local
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/sortie-ci/sortie/internal/bastion"
+)
+
+func TestDirectArgv(t *testing.T) {
+	env := []string{"PATH=/nonexistent:/usr/bin:/bin"}
+	for cmd, want := range map[string][]string{
+		"true":                         {"/usr/bin/true"},
+		"  sleep   0.5 ":               {"/usr/bin/sleep", "0.5"},
+		"/bin/true":                    {"/bin/true"},
+		"git -C /tmp/x log --oneline":  {"/usr/bin/git", "-C", "/tmp/x", "log", "--oneline"},
+		"echo $HOME":                   nil, // expansion
+		"echo 'a b'":                   nil, // quoting
+		"true; false":                  nil, // list
+		"true && false":                nil,
+		"ls *.yaml":                    nil, // glob
+		"echo hi > f":                  nil, // redirection
+		"cd /tmp":                      nil, // builtin
+		"exit 3":                       nil,
+		": nothing":                    nil,
+		"FOO=1 env":                    nil, // assignment
+		"./deploy.sh":                  nil, // relative to the job's dir: the shell's
+		"no-such-program-sortie-x":     nil, // not found: the shell says so
+		"echo a\nb":                    nil, // two commands
+		"ansible-playbook -e x=1 p.ya": nil, // "=" in a word: the shell's
+		"":                             nil,
+	} {
+		got, ok := directArgv(cmd, env)
+		if !slices.Equal(got, want) || ok != (want != nil) {
+			t.Errorf("directArgv(%q) = %q, %v; want %q", cmd, got, ok, want)
+		}
+	}
+}
+
+// TestRunDirectLikeShell: a command started without the shell sees what it
+// would have seen with it: the same environment (PWD included), directory,
+// arguments and exit status; a missing program still gets sh's 127.
+func TestRunDirectLikeShell(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	env := pathEnv("A", "1")
+	_, direct := run(t, context.Background(), bastion.Spec{Command: "env", Dir: dir, Env: env})
+	_, shell := run(t, context.Background(), bastion.Spec{Command: "env; true", Dir: dir, Env: env})
+	sorted := func(s string) []string {
+		l := strings.Split(strings.TrimSpace(s), "\n")
+		slices.Sort(l)
+		return slices.DeleteFunc(l, func(kv string) bool { return strings.HasPrefix(kv, "_=") || strings.HasPrefix(kv, "SHLVL=") })
+	}
+	if d, s := sorted(direct), sorted(shell); !slices.Equal(d, s) {
+		t.Errorf("environment started directly:\n%q\nthrough sh:\n%q", d, s)
+	}
+	if !slices.Contains(sorted(direct), "PWD="+dir) {
+		t.Errorf("no PWD=%s in %q", dir, direct)
+	}
+	o, log := run(t, context.Background(), bastion.Spec{Command: "pwd", Dir: dir, Env: env})
+	if o.ExitCode != 0 || strings.TrimSpace(log) != dir {
+		t.Errorf("pwd: %+v %q, want %s", o, log, dir)
+	}
+	if o, _ := run(t, context.Background(), bastion.Spec{Command: "false", Env: env}); o.ExitCode != 1 {
+		t.Errorf("false: %+v", o)
+	}
+	o, log = run(t, context.Background(), bastion.Spec{Command: "no-such-program-sortie-x arg", Env: env})
+	if o.ExitCode != 127 || !strings.Contains(log, "not found") {
+		t.Errorf("missing program: %+v %q, want 127 and sh's message", o, log)
+	}
+}
