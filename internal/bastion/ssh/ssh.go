@@ -48,7 +48,7 @@ type Config struct {
 	// AgentSocket is SSH_AUTH_SOCK; "" for no agent.
 	AgentSocket string
 	// Keepalive is the interval of keepalive requests; 0: 15s. A connection
-	// that does not answer one within the interval is dropped.
+	// that leaves one unanswered for three intervals is dropped.
 	Keepalive time.Duration
 	// DialTimeout bounds connecting and the SSH handshake; 0: 15s.
 	DialTimeout time.Duration
@@ -291,6 +291,10 @@ func (b *Bastion) dial(ctx context.Context) (*gossh.Client, error) {
 	return c, nil
 }
 
+// keepaliveMisses is how many keepalive intervals an answer may take
+// before the connection is given up (OpenSSH's ServerAliveCountMax).
+const keepaliveMisses = 3
+
 // watch sends keepalives on c until it dies or the bastion closes, and
 // forgets c when it dies so that the next operation dials again.
 func (b *Bastion) watch(c *gossh.Client) {
@@ -322,7 +326,9 @@ func (b *Bastion) watch(c *gossh.Client) {
 				if err != nil {
 					c.Close()
 				}
-			case <-time.After(b.cfg.Keepalive):
+			case <-time.After(keepaliveMisses * b.cfg.Keepalive):
+				// Unanswered for as long as OpenSSH's default
+				// ServerAliveCountMax allows: the link is dead.
 				c.Close() // unblocks SendRequest
 				<-answered
 			case <-dead:

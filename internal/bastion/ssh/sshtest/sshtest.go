@@ -532,3 +532,34 @@ func pause(d time.Duration) {
 	defer timer.Stop()
 	<-timer.C
 }
+
+// Hang stops (SIGSTOP) the sshd processes that serve established
+// connections, so that they answer nothing, as a congested or hung link
+// would; the listener and the commands the connections run are left alone.
+// It returns what resumes them (SIGCONT); the test must call it.
+func (s *Server) Hang(t testing.TB) (resume func()) {
+	t.Helper()
+	s.mu.Lock()
+	r := s.run
+	s.mu.Unlock()
+	if r == nil {
+		t.Fatal("sshtest: Hang: the server is stopped")
+	}
+	var stopped []int
+	for _, pid := range descendants(r.proc.Pid) {
+		comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+		if err == nil && strings.HasPrefix(string(comm), "sshd") {
+			if syscall.Kill(pid, syscall.SIGSTOP) == nil {
+				stopped = append(stopped, pid)
+			}
+		}
+	}
+	if len(stopped) == 0 {
+		t.Fatal("sshtest: Hang: no connection to hang")
+	}
+	return func() {
+		for _, pid := range stopped {
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}
+}
