@@ -112,13 +112,24 @@ func (b *Bastion) buildScript(id string, spec bastion.Spec, grace time.Duration)
 	if dir == "" {
 		dir = b.Workdir()
 	}
-	fmt.Fprintf(&s, "cd %s || { echo \"sortie: cannot enter %s\"; exit 97; }\n", q(dir), strings.ReplaceAll(dir, `"`, ""))
+	// A directory that cannot be entered is the bastion's failure, not the
+	// job's: say so with a signal no exit status of the job can look like.
+	fmt.Fprintf(&s, "cd %s || { echo \"sortie: cannot enter %s\"; trap - %s; kill -%s $$; }\n", q(dir), strings.ReplaceAll(dir, `"`, ""), cdFailed, cdFailed)
 	fmt.Fprintf(&s, "/bin/sh -c %s </dev/null\nrc=$?\n", q(spec.Command))
 	fmt.Fprintf(&s, "g=$$ grace=%d\n%s%s", tenths(grace), othersFunc, endGroupFunc)
 	// Ignore TERM ourselves while ending the others; if some need KILL,
 	// the KILL ends us too, so leave the status behind first.
 	fmt.Fprintf(&s, "trap '' TERM\nif others; then echo 'sortie: ending the processes the job left behind'; echo $rc > %s; end_group; fi\nrm -f %s\nexit $rc\n", q(rc), q(pid))
 	return s.String()
+}
+
+// cdFailed is the signal the build script sends itself when it cannot
+// enter the build's directory.
+const cdFailed = "USR2"
+
+func (b *Bastion) pidPath(id string) string {
+	p, _ := b.runPaths(id)
+	return p
 }
 
 func tenths(d time.Duration) int { return max(1, int(d/(100*time.Millisecond))) }
@@ -178,6 +189,9 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 	switch {
 	case err == nil:
 		return out, nil
+	case errors.As(err, &ee) && ee.Signal() == cdFailed:
+		_, _ = output(context.WithoutCancel(ctx), c, "rm -f "+q(b.pidPath(id)), nil)
+		return bastion.Outcome{}, &bastion.InfraError{Op: "run", Err: fmt.Errorf("cannot enter %s on %s", spec.Dir, b.cfg.Host)}
 	case errors.As(err, &ee) && ee.Signal() == "KILL":
 		// The sweep killed stragglers and itself; the job's status is in
 		// the file it left.

@@ -2,6 +2,7 @@ package ssh_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,5 +43,24 @@ func TestKeepaliveToleratesASlowLink(t *testing.T) {
 	o, err := runHung(2250 * time.Millisecond)
 	if err == nil || !bastion.IsInfra(err) {
 		t.Fatalf("build over a link silent for 4.5 keepalive intervals: %+v %v; want an infrastructure failure", o, err)
+	}
+}
+
+// TestMissingDirIsInfra: a build whose directory cannot be entered on the
+// bastion (its checkout is gone) is an infrastructure failure, retried,
+// not a FAILURE of the job; a job that itself exits 97 is still the job's
+// status.
+func TestMissingDirIsInfra(t *testing.T) {
+	t.Parallel()
+	srv := sshtest.Start(t)
+	b := newBastion(t, srv, srv.KnownHosts)
+	ctx := context.Background()
+	o, log, err := run(t, b, ctx, bastion.Spec{Command: "true", Dir: "/nonexistent/sortie/src/x"})
+	if err == nil || !bastion.IsInfra(err) || !strings.Contains(log, "cannot enter /nonexistent/sortie/src/x") {
+		t.Fatalf("missing dir: %+v %v %q; want an infrastructure failure", o, err, log)
+	}
+	o, _, err = run(t, b, ctx, bastion.Spec{Command: "exit 97"})
+	if err != nil || o.ExitCode != 97 {
+		t.Fatalf("exit 97: %+v %v; want the job's status", o, err)
 	}
 }
