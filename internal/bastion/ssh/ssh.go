@@ -245,11 +245,18 @@ func (b *Bastion) connect(ctx context.Context) (*gossh.Client, error) {
 			b.mu.Unlock()
 			return nil, &bastion.InfraError{Op: "connect to " + b.addr, Err: err}
 		}
+		if b.closed {
+			// Close ran while we dialled: the connection must not outlive
+			// it (nor its watchers start after Close waited for them).
+			b.mu.Unlock()
+			c.Close()
+			return nil, &bastion.InfraError{Op: "connect", Err: errors.New("bastion closed")}
+		}
 		b.conn = c
 		orphans := b.orphans
 		b.orphans = nil
+		b.watch(c) // under b.mu: Close cannot be waiting for the group yet
 		b.mu.Unlock()
-		b.watch(c)
 		// Builds whose connection dropped may still run there: end them.
 		for _, id := range orphans {
 			b.kill(ctx, c, id, bastion.DefaultGrace)
