@@ -77,6 +77,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer env.Close()
+	if reaped, err := buildset.ReapDeadRuns(ctx, env.store, time.Now().UTC()); err != nil {
+		return err
+	} else if len(reaped) > 0 {
+		fmt.Fprintf(stderr, "sortie: ended %d buildsets whose sortie run process died: %s\n", len(reaped), strings.Join(reaped, ", "))
+	}
 	env.runner.MaxParallel = *maxPar
 	env.sems.Precedence = cfg.Pipelines[*pipeline].Precedence.Rank()
 	prog := newProgress(stdout)

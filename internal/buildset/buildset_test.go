@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sortie-ci/sortie/internal/bastion/local"
 	"github.com/sortie-ci/sortie/internal/buildset"
@@ -141,5 +142,61 @@ func TestRerun(t *testing.T) {
 	spec, _ := buildset.SpecOf(again)
 	if _, ok := spec.Jobs["c"]; ok || len(spec.Jobs) != 3 {
 		t.Errorf("re-run spec jobs %v", spec.Jobs)
+	}
+}
+
+// TestReapDeadRuns: the buildsets of a `sortie run` that died are ended
+// ERROR, with their running build ERROR and its attempt LOST; those of a
+// live run, and of servers, are left alone.
+func TestReapDeadRuns(t *testing.T) {
+	r, cfg := setup(t, twoJobs)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	mk := func(owner string) string {
+		bs, err := r.Create(ctx, cfg, buildset.Event{Pipeline: "p"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Store.StartBuildset(ctx, bs.ID, owner, now); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Store.StartAttempt(ctx, &store.Attempt{BuildsetID: bs.ID, Job: "boot", Number: 1, Owner: owner, StartedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+		return bs.ID
+	}
+	dead, live, srv := mk("run-dead"), mk("run-live"), mk("srv-dead")
+	if err := r.Store.RenewLease(ctx, "run-live", now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	reaped, err := buildset.ReapDeadRuns(ctx, r.Store, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reaped) != 1 || reaped[0] != dead {
+		t.Fatalf("reaped %v, want [%s]", reaped, dead)
+	}
+	bs, _ := r.Store.GetBuildset(ctx, dead)
+	if bs.State != store.BuildsetDone || bs.Result != store.Error || !strings.Contains(bs.Error, "run-dead") {
+		t.Errorf("dead run's buildset: %s %s %q", bs.State, bs.Result, bs.Error)
+	}
+	builds, _ := r.Store.Builds(ctx, dead)
+	for _, b := range builds {
+		want := store.Canceled
+		if b.Job == "boot" {
+			want = store.Error
+		}
+		if b.Result != want {
+			t.Errorf("%s: %s, want %s", b.Job, b.Result, want)
+		}
+	}
+	atts, _ := r.Store.Attempts(ctx, dead, "boot")
+	if atts[0].Result != store.Lost {
+		t.Errorf("attempt: %s, want LOST", atts[0].Result)
+	}
+	for _, id := range []string{live, srv} {
+		if bs, _ := r.Store.GetBuildset(ctx, id); bs.State != store.BuildsetRunning {
+			t.Errorf("%s (%s) was touched: %s", id, bs.Owner, bs.State)
+		}
 	}
 }

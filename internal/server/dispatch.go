@@ -36,6 +36,13 @@ func (s *Server) dispatch(ctx context.Context) {
 // pass makes one decision and applies it.
 func (s *Server) pass(ctx context.Context) error {
 	cfg := s.Config()
+	// A `sortie run` that died on this store would otherwise count as
+	// running for its pipeline for ever.
+	if reaped, err := buildset.ReapDeadRuns(ctx, s.st, time.Now().UTC()); err != nil {
+		return err
+	} else if len(reaped) > 0 {
+		s.log.Warn("ended the buildsets of sortie run processes that died", "buildsets", reaped)
+	}
 	active, err := s.st.ActiveBuildsets(ctx)
 	if err != nil {
 		return err

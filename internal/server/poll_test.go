@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
 	"github.com/sortie-ci/sortie/internal/trigger/triggertest"
 )
@@ -112,4 +113,29 @@ func gitHead(t *testing.T, repo string) string {
 		t.Fatal(err)
 	}
 	return string(out)
+}
+
+// TestDeadRunDoesNotBlock: a buildset a `sortie run` process left RUNNING
+// when it died (its lease gone) would hold up a serial pipeline for ever;
+// the server ends it ERROR, and the next buildset runs.
+func TestDeadRunDoesNotBlock(t *testing.T) {
+	g := newGate(t)
+	g.open(t)
+	e := start(t, managerConfig(g, "serial"), envOpt{})
+	ctx := t.Context()
+	bs, err := e.srv.opt.Runner.Create(ctx, e.srv.Config(), buildset.Event{Pipeline: "p", Cause: "a sortie run"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.st.StartBuildset(ctx, bs.ID, "run-gone", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	next := e.trigger("p", nil)
+	dead := e.waitDone(bs.ID)
+	if dead.Result != "ERROR" || !strings.Contains(dead.Error, "run-gone") {
+		t.Errorf("dead run's buildset: %s %q", dead.Result, dead.Error)
+	}
+	if r := e.waitDone(next).Result; r != "SUCCESS" {
+		t.Errorf("the buildset queued behind it: %s", r)
+	}
 }

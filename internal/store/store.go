@@ -258,6 +258,9 @@ type Store interface {
 	Waiters(ctx context.Context) ([]Waiter, error)
 	// RenewLease keeps an owner's holders and waiters alive until until.
 	RenewLease(ctx context.Context, owner string, until time.Time) error
+	// LeaseAlive reports whether owner has a lease that has not ended at
+	// now (an owner without a lease row is dead, or never lived).
+	LeaseAlive(ctx context.Context, owner string, now time.Time) (bool, error)
 	// ExpireLeases drops holders and waiters of owners whose lease ended
 	// before now, and returns the owners expired.
 	ExpireLeases(ctx context.Context, now time.Time) ([]string, error)

@@ -271,6 +271,16 @@ func (s *Store) RenewLease(ctx context.Context, owner string, until time.Time) e
 	return nil
 }
 
+// LeaseAlive reports whether owner's lease runs at now.
+func (s *Store) LeaseAlive(ctx context.Context, owner string, now time.Time) (bool, error) {
+	var n int
+	err := s.row(ctx, `SELECT COUNT(*) FROM leases WHERE owner = ? AND expires_at >= ?`, owner, nanos(now)).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("sqlite: lease of %s: %w", owner, err)
+	}
+	return n > 0, nil
+}
+
 // ExpireLeases drops the holders, waiters and lease rows of owners whose
 // lease ended before now, and returns those owners, sorted. Each expired
 // owner is returned by one call only.

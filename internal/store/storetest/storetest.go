@@ -64,6 +64,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Attempts", testAttempts},
 		{"AttemptConflicts", testAttemptConflicts},
 		{"FinishAttemptAndBuild", testFinishAttemptAndBuild},
+		{"LeaseAlive", testLeaseAlive},
 		{"SemaphoreAllOrNothing", testSemaphoreAllOrNothing},
 		{"SemaphoreMax", testSemaphoreMax},
 		{"SemaphoreReacquire", testSemaphoreReacquire},
@@ -545,6 +546,29 @@ func testFinishAttemptAndBuild(t *testing.T, s store.Store) {
 		t.Errorf("running attempts after a refused FinishAttemptAndBuild: %+v (the attempt of db must be unfinished: all or nothing)", running)
 	}
 	wantErr(t, "unknown attempt", s.FinishAttemptAndBuild(ctx, "bs1", "base", 2, store.Success, "", store.Success, "", t0), store.ErrNotFound)
+}
+
+func testLeaseAlive(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	alive := func(owner string, now time.Time) bool {
+		ok, err := s.LeaseAlive(ctx, owner, now)
+		must(t, "lease alive", err)
+		return ok
+	}
+	if alive("nobody", t0) {
+		t.Error("an owner without a lease is alive")
+	}
+	must(t, "renew", s.RenewLease(ctx, "p1", at(30*time.Second)))
+	if !alive("p1", at(10*time.Second)) || !alive("p1", at(30*time.Second)) {
+		t.Error("a running lease is not alive")
+	}
+	if alive("p1", at(31*time.Second)) {
+		t.Error("an ended lease is alive")
+	}
+	must(t, "release owner", s.ReleaseOwner(ctx, "p1"))
+	if alive("p1", at(10*time.Second)) {
+		t.Error("a released owner is alive")
+	}
 }
 
 // req makes an Acquire for holder "<buildset>/<job>" of owner "proc".

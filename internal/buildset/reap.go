@@ -1,0 +1,85 @@
+package buildset
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/store"
+)
+
+// ReapDeadRuns ends the buildsets of `sortie run` processes that died (no
+// lease runs for their owner at now): a run that nothing can finish must
+// not stay RUNNING forever, where it would hold up its pipeline's serial
+// manager in a server sharing the store. Their running attempts become
+// LOST, their running builds ERROR, the builds that never started
+// CANCELED, and the buildset ERROR, with why. A server's buildsets are
+// left alone: its successor takes them over (server.recover). It returns
+// the buildsets it ended.
+func ReapDeadRuns(ctx context.Context, st store.Store, now time.Time) ([]string, error) {
+	active, err := st.ActiveBuildsets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var reaped []string
+	alive := map[string]bool{}
+	for _, bs := range active {
+		if bs.State == store.BuildsetQueued || !strings.HasPrefix(bs.Owner, "run-") {
+			continue
+		}
+		ok, seen := alive[bs.Owner]
+		if !seen {
+			if ok, err = st.LeaseAlive(ctx, bs.Owner, now); err != nil {
+				return reaped, err
+			}
+			alive[bs.Owner] = ok
+		}
+		if ok {
+			continue
+		}
+		if err := reap(ctx, st, bs, now); err != nil {
+			return reaped, fmt.Errorf("end buildset %s of dead %s: %w", bs.ID, bs.Owner, err)
+		}
+		reaped = append(reaped, bs.ID)
+	}
+	return reaped, nil
+}
+
+func reap(ctx context.Context, st store.Store, bs *store.Buildset, now time.Time) error {
+	why := fmt.Sprintf("lost: the sortie run process %s that ran it died", bs.Owner)
+	running, err := st.RunningAttempts(ctx, bs.ID)
+	if err != nil {
+		return err
+	}
+	for _, a := range running {
+		if err := st.FinishAttempt(ctx, bs.ID, a.Job, a.Number, store.Lost, why, now); err != nil && !isConflict(err) {
+			return err
+		}
+	}
+	builds, err := st.Builds(ctx, bs.ID)
+	if err != nil {
+		return err
+	}
+	for _, b := range builds {
+		res := store.Canceled
+		if b.State == store.BuildRunning {
+			res = store.Error
+		}
+		if b.State != store.BuildDone {
+			if err := st.FinishBuild(ctx, bs.ID, b.Job, res, why, now); err != nil && !isConflict(err) {
+				return err
+			}
+		}
+	}
+	if err := st.ReleaseBuildset(ctx, bs.ID); err != nil {
+		return err
+	}
+	if err := st.FinishBuildset(ctx, bs.ID, store.Error, why, now); err != nil && !isConflict(err) {
+		return err
+	}
+	return nil
+}
+
+func isConflict(err error) bool { return errors.Is(err, store.ErrConflict) }
