@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -137,5 +138,35 @@ func TestDeadRunDoesNotBlock(t *testing.T) {
 	}
 	if r := e.waitDone(next).Result; r != "SUCCESS" {
 		t.Errorf("the buildset queued behind it: %s", r)
+	}
+}
+
+// TestConcurrentReloads: reloads racing each other (SIGHUP and the API)
+// leave exactly one set of triggers running, which shutdown stops.
+func TestConcurrentReloads(t *testing.T) {
+	clock := triggertest.NewClock(time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC))
+	cfg := strings.Replace(pushConfig, "trigger: {push: {branch: main}}", "trigger: {push: {branch: main, poll: 1m}, cron: \"0 * * * *\"}", 1)
+	e := start(t, cfg, envOpt{clock: clock})
+	clock.WaitForWaiters(t, 2) // the poller and the timer
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.srv.Reload()
+		}()
+	}
+	wg.Wait()
+	// A set of triggers whose cancel was lost would never stop: shutdown
+	// waits for every trigger goroutine.
+	stopped := make(chan struct{})
+	go func() {
+		e.stop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the server did not stop: a trigger was left running")
 	}
 }

@@ -82,6 +82,7 @@ type Server struct {
 	st    store.Store
 	owner string
 
+	reloadMu  sync.Mutex
 	cfgMu     sync.RWMutex
 	cfg       *config.Config
 	loadedAt  time.Time
@@ -221,14 +222,16 @@ func (s *Server) Run(ctx context.Context) error {
 		<-httpDone
 		return err
 	}
+	s.reloadMu.Lock() // a reload restarts the triggers only once they run
 	s.startTriggers(s.Config())
+	s.ready.Store(true)
+	s.reloadMu.Unlock()
 	dispatchDone := make(chan struct{})
 	dctx, stopDispatch := context.WithCancel(context.WithoutCancel(ctx))
 	go func() {
 		defer close(dispatchDone)
 		s.dispatch(dctx)
 	}()
-	s.ready.Store(true)
 	s.log.Info("ready")
 
 	var serveErr error
@@ -238,9 +241,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	// Shutdown, step one: take no more work, let running builds finish.
+	s.reloadMu.Lock()
 	s.ready.Store(false)
-	s.log.Info("shutting down: no new builds start; waiting for running ones", "grace", s.opt.Grace)
 	s.stopTriggers()
+	s.reloadMu.Unlock()
+	s.log.Info("shutting down: no new builds start; waiting for running ones", "grace", s.opt.Grace)
 	stopDispatch()
 	<-dispatchDone
 	close(s.drain)

@@ -207,6 +207,11 @@ func (s *Server) pushOne(ctx context.Context, name, branch, after string) (*stor
 // server keeps the one it has, and the errors are kept for the API (and
 // returned). Buildsets keep the graph and spec they were made with.
 func (s *Server) Reload() error {
+	// One reload at a time (SIGHUP and the API may race): each restarts
+	// the triggers, and two interleaved restarts would leave a set running
+	// that nothing stops.
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	cfg, err := config.Load(s.opt.ConfigPath)
 	now := time.Now().UTC()
 	if err != nil {
