@@ -153,6 +153,7 @@ func finished(bs *BuildsetJSON) time.Time {
 func TestSerial(t *testing.T) {
 	g := newGate(t)
 	e := start(t, managerConfig(g, "serial"), envOpt{})
+	release(t, g)
 	var ids []string
 	for range 3 {
 		ids = append(ids, e.trigger("p", nil))
@@ -185,6 +186,7 @@ func TestSerial(t *testing.T) {
 func TestSupercedent(t *testing.T) {
 	g := newGate(t)
 	e := start(t, managerConfig(g, "supercedent"), envOpt{})
+	release(t, g)
 	a := e.trigger("p", nil)
 	e.wait(a, "running", func(b *BuildsetJSON) bool { return b.State == "RUNNING" })
 	b := e.trigger("p", nil)
@@ -207,6 +209,7 @@ func TestSupercedent(t *testing.T) {
 func TestCoalesce(t *testing.T) {
 	g := newGate(t)
 	e := start(t, managerConfig(g, "coalesce"), envOpt{})
+	release(t, g)
 	a := e.trigger("p", map[string]any{"files": []string{"playbooks/a.yaml"}})
 	e.wait(a, "running", func(b *BuildsetJSON) bool { return b.State == "RUNNING" })
 	b := e.trigger("p", map[string]any{"files": []string{"docs/index.md"}})
@@ -251,6 +254,7 @@ pipelines:
   deploy:   {semaphore: bridge, precedence: high, jobs: [boot, work]}
 `, g.wait())
 	e := start(t, cfg, envOpt{})
+	release(t, g)
 	p := e.trigger("periodic", nil)
 	e.wait(p, "running", func(b *BuildsetJSON) bool { return b.State == "RUNNING" })
 	h := e.trigger("hourly", nil)
@@ -258,11 +262,20 @@ pipelines:
 	time.Sleep(50 * time.Millisecond)
 	d := e.trigger("deploy", nil)
 	e.wait(d, "admitted", func(b *BuildsetJSON) bool { return b.State == "ADMITTED" })
-	// Both wait on the semaphore now.
-	code, out := e.do("GET", "/api/v1/semaphores", nil, "")
-	if code != 200 || !strings.Contains(string(out), h) || !strings.Contains(string(out), d) {
-		t.Fatalf("semaphores: %d %s", code, out)
-	}
+	// Both wait on the semaphore (admitted first, then queued on it by
+	// their run).
+	waitFor(t, "both buildsets waiting on the semaphore", func() bool {
+		code, out := e.do("GET", "/api/v1/semaphores", nil, "")
+		var r struct{ Semaphores []SemaphoreJSON }
+		json.Unmarshal(out, &r)
+		waiting := map[string]bool{}
+		for _, sem := range r.Semaphores {
+			for _, w := range sem.Waiters {
+				waiting[w.Holder] = true
+			}
+		}
+		return code == 200 && waiting[h] && waiting[d]
+	})
 	g.open(t)
 	hh, dd := e.waitDone(h), e.waitDone(d)
 	if hh.Result != "SUCCESS" || dd.Result != "SUCCESS" {
