@@ -24,9 +24,9 @@ const followPoll = 200 * time.Millisecond
 // whole unless ?tail=BYTES (the last bytes, from a line start), as
 // text/plain; or, with ?follow=1 or Accept: text/event-stream, followed
 // live as Server-Sent Events (one event per line, id "<attempt>:<offset>"
-// so that a reconnecting client resumes with Last-Event-ID; an "attempt"
-// event when a retry starts a new file; an "end" event with the build's
-// result).
+// so that a reconnecting client resumes with Last-Event-ID, or a new one
+// with ?from=<attempt>:<offset>; an "attempt" event when a retry starts a
+// new file; an "end" event with the build's result).
 func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 	id, job := r.PathValue("id"), r.PathValue("job")
 	q := r.URL.Query()
@@ -109,7 +109,14 @@ func (s *Server) followLog(w http.ResponseWriter, r *http.Request, id, job strin
 		return
 	}
 	var offset int64
-	if last := r.Header.Get("Last-Event-ID"); last != "" {
+	// A reconnecting EventSource sends Last-Event-ID; a first connection
+	// cannot set headers, so ?from=<attempt>:<offset> says the same (the
+	// build page follows from where its server-side render stopped).
+	last := r.Header.Get("Last-Event-ID")
+	if last == "" {
+		last = r.URL.Query().Get("from")
+	}
+	if last != "" {
 		a, o, ok := strings.Cut(last, ":")
 		if n, err := strconv.Atoi(a); ok && err == nil && n >= 1 {
 			if off, err := strconv.ParseInt(o, 10, 64); err == nil {
