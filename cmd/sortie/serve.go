@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/server"
+	"github.com/sortie-ci/sortie/internal/web"
 )
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -50,6 +51,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	ui := web.New(srv)
+	ui.Log = log
+	srv.SetUI(ui)
 	// SIGHUP reloads the config; a bad one is refused and logged.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -1,0 +1,1110 @@
+package web_test
+
+// Real-browser tests of the web UI: a real `sortie serve` (SQLite, the
+// local bastion, a real git repository) on loopback with the pages mounted,
+// driven by headless Chromium through the DevTools protocol (chromedp).
+// Jobs wait on gate files, so the tests decide when states change and can
+// watch the pages follow without a reload. docs/ui.md describes the pages
+// and what these tests check.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/sortie-ci/sortie/internal/bastion/local"
+	"github.com/sortie-ci/sortie/internal/buildset"
+	"github.com/sortie-ci/sortie/internal/config"
+	"github.com/sortie-ci/sortie/internal/semaphore"
+	"github.com/sortie-ci/sortie/internal/server"
+	"github.com/sortie-ci/sortie/internal/source"
+	"github.com/sortie-ci/sortie/internal/source/sourcetest"
+	"github.com/sortie-ci/sortie/internal/store/sqlite"
+	"github.com/sortie-ci/sortie/internal/web"
+)
+
+const testToken = "browser-test-token"
+
+// live bounds the waits for what a page shows, live updates included: the
+// status page polls every 2 s and the buildset page every second, and CI
+// runs other packages' tests beside these.
+const live = 12 * time.Second
+
+// ---------------------------------------------------------------------------
+// The server under test.
+
+// sortie is a real server on loopback with the web UI mounted.
+type sortie struct {
+	t     *testing.T
+	url   string
+	repo  string
+	log   *syncBuffer
+	gates []gate
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// gate is a file a job waits for.
+type gate string
+
+func newGate(t *testing.T) gate { return gate(filepath.Join(t.TempDir(), "gate")) }
+
+func (g gate) open(t *testing.T) {
+	t.Helper()
+	if err := os.WriteFile(string(g), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wait is the shell loop that waits for the gate.
+func (g gate) wait() string {
+	return fmt.Sprintf(`while [ ! -e %q ]; do sleep 0.02; done`, string(g))
+}
+
+// startSortie writes cfg (after a source section naming a fresh repository)
+// and serves it with the web UI on 127.0.0.1:0. At the end of the test it
+// opens gates, so no job waits through the shutdown, then stops the server
+// and waits for it. Start the browser after the server: cleanups run last
+// first, so the browser closes before the server stops.
+func startSortie(t *testing.T, cfg string, gates ...gate) *sortie {
+	t.Helper()
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "hello\n", "docs/index.md": "docs\n", "playbooks/site.yaml": "site\n"})
+	dir, state := t.TempDir(), t.TempDir()
+	full := fmt.Sprintf("source: {url: %q, branch: main}\n%s", repo, cfg)
+	if err := os.WriteFile(filepath.Join(dir, "sortie.yaml"), []byte(full), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(state, "sortie.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := fmt.Sprintf("srv-web%d", time.Now().UnixNano())
+	sems := &semaphore.Client{Store: st, Owner: owner}
+	if err := sems.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := local.New(filepath.Join(state, "bastion"))
+	b.Owner = owner
+	mirror := &source.Mirror{Dir: filepath.Join(state, "mirror.git"), URL: c.Source.URL}
+	getenv := func(k string) string {
+		if k == "SORTIE_TOKENS" {
+			return testToken
+		}
+		return ""
+	}
+	runner := &buildset.Runner{
+		Store: st, Bastion: b, Mirror: mirror, Semaphores: sems, LogDir: filepath.Join(state, "logs"),
+		Getenv: getenv, Poll: 20 * time.Millisecond, Grace: time.Second,
+	}
+	e := &sortie{t: t, repo: repo, log: &syncBuffer{}, gates: gates}
+	srv, err := server.New(server.Options{
+		ConfigPath: dir, Config: c, StateDir: state, Listen: "127.0.0.1:0",
+		Store: st, Semaphores: sems, Bastion: b, Mirror: mirror, Runner: runner,
+		Getenv: getenv, Grace: 2 * time.Second, Tick: 50 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(e.log, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.SetUI(web.New(srv))
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- srv.Run(rctx)
+		sems.Stop()
+		st.Close()
+	}()
+	t.Cleanup(func() {
+		for _, g := range e.gates {
+			os.WriteFile(string(g), nil, 0o644)
+		}
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("server: %v", err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Errorf("server did not stop\n%s", e.log)
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		select {
+		case err := <-done:
+			t.Fatalf("server stopped: %v\n%s", err, e.log)
+		default:
+		}
+		if a := srv.Addr(); a != "" {
+			e.url = "http://" + a
+			if resp, err := http.Get(e.url + "/readyz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return e
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server not ready\n%s", e.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// do calls the API with the test's token; body may be nil.
+func (e *sortie) do(method, path string, body any) (int, []byte) {
+	e.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, e.url+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, out
+}
+
+func (e *sortie) post(path string, body any, want int) {
+	e.t.Helper()
+	if code, out := e.do("POST", path, body); code != want {
+		e.t.Fatalf("POST %s: %d %s, want %d", path, code, out, want)
+	}
+}
+
+// trigger makes a buildset of pipeline and returns its id.
+func (e *sortie) trigger(pipeline string) string {
+	e.t.Helper()
+	code, out := e.do("POST", "/api/v1/pipelines/"+pipeline+"/trigger", nil)
+	if code != http.StatusAccepted {
+		e.t.Fatalf("trigger %s: %d %s", pipeline, code, out)
+	}
+	var r struct{ Buildset string }
+	json.Unmarshal(out, &r)
+	return r.Buildset
+}
+
+func (e *sortie) buildset(id string) *server.BuildsetJSON {
+	e.t.Helper()
+	code, out := e.do("GET", "/api/v1/buildsets/"+id, nil)
+	if code != http.StatusOK {
+		e.t.Fatalf("get %s: %d %s", id, code, out)
+	}
+	var bs server.BuildsetJSON
+	if err := json.Unmarshal(out, &bs); err != nil {
+		e.t.Fatal(err)
+	}
+	return &bs
+}
+
+// wait polls a buildset through the API until cond holds or 20s pass.
+func (e *sortie) wait(id, what string, cond func(*server.BuildsetJSON) bool) *server.BuildsetJSON {
+	e.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		bs := e.buildset(id)
+		if cond(bs) {
+			return bs
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("buildset %s: timed out waiting until %s; it is %s %s\n%s", id, what, bs.State, bs.Result, e.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (e *sortie) waitDone(id string) *server.BuildsetJSON {
+	e.t.Helper()
+	return e.wait(id, "done", func(b *server.BuildsetJSON) bool { return b.State == "DONE" })
+}
+
+// waitStarted waits until job's build of buildset id runs.
+func (e *sortie) waitStarted(id, job string) {
+	e.t.Helper()
+	e.wait(id, job+" runs", func(b *server.BuildsetJSON) bool {
+		for _, br := range b.Builds {
+			if br.Job == job {
+				return br.StartedAt.Get() != nil && br.FinishedAt.Get() == nil
+			}
+		}
+		return false
+	})
+}
+
+// ---------------------------------------------------------------------------
+// The browser.
+
+// chromiumPath finds Debian's Chromium (or another Chromium or Chrome on
+// the PATH).
+func chromiumPath() string {
+	if p := os.Getenv("SORTIE_CHROMIUM"); p != "" {
+		return p
+	}
+	if _, err := os.Stat("/usr/bin/chromium"); err == nil {
+		return "/usr/bin/chromium"
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "headless-shell"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// browser is one headless Chromium with one tab.
+type browser struct {
+	t    *testing.T
+	ctx  context.Context
+	base string
+
+	mu         sync.Mutex
+	exceptions []string
+}
+
+// newBrowser starts Chromium for the test and closes it at its end. With
+// no Chromium the test fails in CI (CI set) and is skipped elsewhere.
+func newBrowser(t *testing.T, base string) *browser {
+	t.Helper()
+	path := chromiumPath()
+	if path == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("no Chromium (/usr/bin/chromium): .ci/run installs Debian's chromium package; the browser tests must run in CI")
+		}
+		t.Skip("no Chromium found (/usr/bin/chromium, or chromium on the PATH): install Debian's chromium package to run the browser tests")
+	}
+	profile, err := os.MkdirTemp("", "sortie-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.Headless,
+		chromedp.NoSandbox, // tests may run as root, where the sandbox refuses to start
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		// On a closed network Chromium's own connections (updates, sync,
+		// QUIC probes) are refused many at a time; it needs none of them.
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(profile), // a fresh profile
+		chromedp.WindowSize(1280, 900),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	b := &browser{t: t, base: base}
+	ctx, cancelTab := chromedp.NewContext(actx,
+		chromedp.WithListener(b.listen),
+		chromedp.WithLogf(func(string, ...any) {}),
+		chromedp.WithErrorf(func(string, ...any) {}),
+	)
+	b.ctx = ctx
+	t.Cleanup(func() {
+		cancelTab()
+		cancelAlloc()
+		os.RemoveAll(profile)
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, x := range b.exceptions {
+			t.Errorf("uncaught JavaScript exception in the page: %s", x)
+		}
+	})
+	// The first action starts the browser; its context owns the tab.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 900)); err != nil {
+		t.Fatalf("starting %s: %v", path, err)
+	}
+	return b
+}
+
+// listen runs on chromedp's reading goroutine: it only records.
+func (b *browser) listen(ev any) {
+	switch ev := ev.(type) {
+	case *runtime.EventExceptionThrown:
+		d := ev.ExceptionDetails
+		msg := d.Text
+		if d.Exception != nil && d.Exception.Description != "" {
+			msg = d.Exception.Description
+		}
+		b.mu.Lock()
+		b.exceptions = append(b.exceptions, fmt.Sprintf("%s (%s:%d)", msg, d.URL, d.LineNumber))
+		b.mu.Unlock()
+	case *runtime.EventConsoleAPICalled:
+		if ev.Type == "error" {
+			var parts []string
+			for _, a := range ev.Args {
+				if a.Description != "" {
+					parts = append(parts, a.Description)
+				} else {
+					parts = append(parts, string(a.Value))
+				}
+			}
+			b.t.Logf("console.error in the page: %s", strings.Join(parts, " "))
+		}
+	}
+}
+
+// open loads path and waits for it to load; it fails the test on an HTTP
+// error status.
+func (b *browser) open(path string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 15*time.Second)
+	defer cancel()
+	resp, err := chromedp.Run(ctx, chromedp.NavigateResponse(b.base+path))
+	if err != nil {
+		b.t.Fatalf("open %s: %v", path, err)
+	}
+	if resp != nil && resp.Status != http.StatusOK {
+		body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText.slice(0, 500) : ""`))
+		b.t.Fatalf("open %s: HTTP %d: %s", path, resp.Status, body)
+	}
+}
+
+// eval evaluates a JavaScript expression and decodes its JSON value into T.
+func eval[T any](b *browser, js string) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
+	if err != nil {
+		b.t.Fatalf("evaluate %s: %v", js, err)
+	}
+	return v
+}
+
+// waitFor polls a JavaScript condition until it is true or timeout passes.
+// It goes on through a navigation (the evaluation then fails for a moment).
+// On a timeout it fails the test with the value of diag.
+func (b *browser) waitFor(what, cond, diag string, timeout time.Duration) {
+	b.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var lastErr error
+	for {
+		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`!!(`+cond+`)`))
+		cancel()
+		if err == nil && ok {
+			return
+		}
+		lastErr = err
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	msg := ""
+	if diag != "" {
+		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](diag))
+		cancel()
+		msg = string(v)
+		if err != nil {
+			msg = err.Error()
+		}
+	}
+	b.t.Fatalf("timed out after %v waiting until %s (last error: %v); page: %s", timeout, what, lastErr, msg)
+}
+
+// has fails the test unless the page has an element matching selector.
+func (b *browser) has(selector string) {
+	b.t.Helper()
+	if !eval[bool](b, fmt.Sprintf(`!!document.querySelector(%s)`, jsString(selector))) {
+		b.t.Errorf("%s: no element matches %s", b.location(), selector)
+	}
+}
+
+func (b *browser) location() string {
+	b.t.Helper()
+	return eval[string](b, `location.pathname + location.search`)
+}
+
+// mark tags the current document, so that stillLoaded can tell it was not
+// reloaded: the live updates must come without a reload.
+func (b *browser) mark() {
+	b.t.Helper()
+	eval[bool](b, `(window.__sortieTestMark = true)`)
+}
+
+func (b *browser) stillLoaded(what string) {
+	b.t.Helper()
+	if !eval[bool](b, `window.__sortieTestMark === true`) {
+		b.t.Errorf("%s: the page was reloaded; the update should come without one", what)
+	}
+}
+
+func jsString(s string) string {
+	j, _ := json.Marshal(s)
+	return string(j)
+}
+
+// shot writes a full-page PNG screenshot of the current page.
+func (b *browser) shot(name string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 15*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
+	dir := screenshotDir(b.t)
+	p := filepath.Join(dir, name+".png")
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		b.t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
+	abs, _ := filepath.Abs(p)
+	b.t.Logf("screenshot of %s: %s", b.location(), abs)
+}
+
+// screenshotDir is $SORTIE_SCREENSHOTS, else a folder under the system's
+// temporary directory: a plain test run leaves the repository as it was.
+// docs/screenshots is regenerated on purpose, with
+// SORTIE_SCREENSHOTS=$PWD/docs/screenshots (see docs/ui.md).
+func screenshotDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("SORTIE_SCREENSHOTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "sortie-screenshots")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// ---------------------------------------------------------------------------
+// The tests.
+
+// TestBrowserStatus: the status page lists every pipeline with its running
+// and queued buildsets, the semaphores and the config's health, and follows
+// pauses and finished buildsets without a reload.
+func TestBrowserStatus(t *testing.T) {
+	g := newGate(t)
+	e := startSortie(t, fmt.Sprintf(`
+semaphores: {bridge: 1}
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  hold: {run: '%s'}
+  work: {run: "true"}
+pipelines:
+  deploy: {semaphore: bridge, jobs: [boot, hold]}
+  hourly: {jobs: [boot, work]}
+`, g.wait()), g)
+	first := e.trigger("deploy")
+	e.waitStarted(first, "hold")
+	second := e.trigger("deploy") // queued behind the first (serial)
+
+	b := newBrowser(t, e.url)
+	b.open("/")
+	b.has("main#status")
+	for _, p := range []string{"deploy", "hourly"} {
+		b.has(fmt.Sprintf(`section.pipeline[data-pipeline=%q]`, p))
+	}
+	for _, id := range []string{first, second} {
+		b.waitFor("the link to "+id+" in deploy", fmt.Sprintf(`document.querySelector('section.pipeline[data-pipeline="deploy"] a.buildset[href="/buildsets/%s"]')`, id),
+			`document.querySelector('main#status')?.outerHTML`, live)
+	}
+	b.has(`section#semaphores tr[data-semaphore="bridge"]`)
+	b.has("#config-health")
+	if eval[bool](b, `!!document.querySelector('section.pipeline .paused, #paused-all')`) {
+		t.Errorf("a pipeline shows paused before any pause")
+	}
+	b.shot("status")
+
+	b.mark()
+	e.post("/api/v1/pause", map[string]string{"pipeline": "hourly", "reason": "maintenance of the bridge"}, http.StatusOK)
+	b.waitFor("hourly shows paused", `document.querySelector('section.pipeline[data-pipeline="hourly"] .paused')`,
+		`document.querySelector('section.pipeline[data-pipeline="hourly"]')?.outerHTML`, live)
+	if eval[bool](b, `!!document.querySelector('section.pipeline[data-pipeline="deploy"] .paused')`) {
+		t.Errorf("deploy shows paused; only hourly was paused")
+	}
+
+	g.open(t)
+	e.waitDone(first)
+	e.waitDone(second)
+	b.waitFor("the finished buildsets leave the page", `!document.querySelector('a.buildset')`,
+		`document.querySelector('section.pipeline[data-pipeline="deploy"]')?.outerHTML`, live)
+
+	e.post("/api/v1/pause", map[string]string{"reason": "freeze"}, http.StatusOK)
+	b.waitFor("#paused-all shows", `document.querySelector('#paused-all')`, `document.querySelector('main#status')?.outerHTML`, live)
+	b.stillLoaded("status page")
+	b.shot("status-paused")
+}
+
+// graphNode reads a node of the buildset graph: its state and the computed
+// fill colour of its shape.
+type graphNode struct {
+	Found bool   `json:"found"`
+	State string `json:"state"`
+	Fill  string `json:"fill"`
+}
+
+func readNode(b *browser, job string) graphNode {
+	b.t.Helper()
+	return eval[graphNode](b, fmt.Sprintf(`(() => {
+		const n = document.querySelector('svg#graph g.node[data-job="%s"]');
+		if (!n) return {found: false, state: "", fill: ""};
+		const s = n.querySelector('rect, circle, ellipse, polygon, path');
+		return {found: true, state: n.getAttribute('data-state') || "", fill: s ? getComputedStyle(s).fill : ""};
+	})()`, job))
+}
+
+// TestBrowserBuildsetGraph: the buildset page draws the job graph with each
+// node's state and colour, and follows the run without a reload.
+func TestBrowserBuildsetGraph(t *testing.T) {
+	g := newGate(t)
+	e := startSortie(t, fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  a: {run: '%s'}
+  b: {dependencies: [a], run: "echo b"}
+pipelines:
+  deploy: {jobs: [boot, a, b]}
+`, g.wait()), g)
+	id := e.trigger("deploy")
+	e.waitStarted(id, "a")
+
+	b := newBrowser(t, e.url)
+	b.open("/buildsets/" + id)
+	b.waitFor("the graph shows a and b", `document.querySelector('svg#graph g.node[data-job="a"]') && document.querySelector('svg#graph g.node[data-job="b"]')`,
+		`document.querySelector('svg#graph')?.outerHTML ?? document.body.innerHTML.slice(0, 2000)`, live)
+	a, bb := readNode(b, "a"), readNode(b, "b")
+	if a.State != "RUNNING" {
+		t.Errorf("a: data-state %q, want RUNNING", a.State)
+	}
+	if bb.State != "WAITING" {
+		t.Errorf("b: data-state %q, want WAITING", bb.State)
+	}
+	if a.Fill == "" || a.Fill == "none" {
+		t.Errorf("a's shape has no fill colour (%q)", a.Fill)
+	}
+	for _, sel := range []string{"svg#timeline", "ul#files", "form#actions #token", "form#actions #cancel", "form#actions #rerun"} {
+		b.has(sel)
+	}
+	b.shot("buildset-running")
+
+	b.mark()
+	g.open(t)
+	b.waitFor("a becomes SUCCESS", `document.querySelector('svg#graph g.node[data-job="a"]')?.getAttribute('data-state') === 'SUCCESS'`,
+		`document.querySelector('svg#graph')?.outerHTML`, live)
+	b.waitFor("a's colour changes", fmt.Sprintf(`(() => { const s = document.querySelector('svg#graph g.node[data-job="a"]').querySelector('rect, circle, ellipse, polygon, path'); return s && getComputedStyle(s).fill !== %s; })()`, jsString(a.Fill)),
+		`document.querySelector('svg#graph g.node[data-job="a"]')?.outerHTML`, live)
+	b.waitFor("b becomes SUCCESS", `document.querySelector('svg#graph g.node[data-job="b"]')?.getAttribute('data-state') === 'SUCCESS'`,
+		`document.querySelector('svg#graph')?.outerHTML`, live)
+	if got := e.waitDone(id).Result; got != "SUCCESS" {
+		t.Fatalf("buildset: %s", got)
+	}
+	b.waitFor("the timeline marks the critical path", `document.querySelector('svg#timeline rect.bar.critical')`,
+		`document.querySelector('svg#timeline')?.outerHTML`, live)
+	for _, job := range []string{"a", "b"} {
+		b.has(fmt.Sprintf(`svg#timeline rect.bar[data-job=%q]`, job))
+	}
+	b.stillLoaded("buildset page")
+	b.shot("buildset-done")
+}
+
+// TestBrowserLiveLog: the build page streams the log as the job prints it,
+// and renders ANSI colours as classed spans.
+func TestBrowserLiveLog(t *testing.T) {
+	g := newGate(t)
+	e := startSortie(t, fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  talk:
+    run: |
+      echo "line one"
+      printf '\033[31mred\033[0m\n'
+      %s
+      echo "line two"
+pipelines:
+  deploy: {jobs: [boot, talk]}
+`, g.wait()), g)
+	id := e.trigger("deploy")
+	e.waitStarted(id, "talk")
+
+	b := newBrowser(t, e.url)
+	b.open("/buildsets/" + id + "/builds/talk")
+	logHTML := `document.querySelector('pre#log')?.outerHTML ?? document.body.innerHTML.slice(0, 2000)`
+	b.waitFor(`"line one" in pre#log`, `[...document.querySelectorAll('pre#log span.line')].some(l => l.textContent.includes('line one'))`, logHTML, live)
+	b.waitFor("the red line", `[...document.querySelectorAll('pre#log span.line')].some(l => l.textContent.includes('red'))`, logHTML, live)
+	if eval[bool](b, `[...document.querySelectorAll('pre#log span.line')].some(l => l.textContent.includes('line two'))`) {
+		t.Fatalf("line two shows before the gate opened")
+	}
+	type ansi struct {
+		Raw       bool   `json:"raw"`
+		Class     string `json:"class"`
+		Colour    string `json:"colour"`
+		LineColor string `json:"lineColour"`
+	}
+	got := eval[ansi](b, `(() => {
+		const pre = document.querySelector('pre#log');
+		const raw = /\u001b|\[31m|\[0m/.test(pre.textContent);
+		const line = [...pre.querySelectorAll('span.line')].find(l => l.textContent.includes('red'));
+		const s = [...line.querySelectorAll('span[class]')].find(s => s.textContent.trim() === 'red');
+		return {raw, class: s ? s.className : "", colour: s ? getComputedStyle(s).color : "", lineColour: getComputedStyle(line).color};
+	})()`)
+	if got.Raw {
+		t.Errorf("pre#log shows raw ANSI escape codes")
+	}
+	if got.Class == "" {
+		t.Errorf(`"red" (printed in ANSI red) is not in a span with a class: %s`, eval[string](b, `[...document.querySelectorAll('pre#log span.line')].find(l => l.textContent.includes('red'))?.outerHTML ?? ""`))
+	} else if got.Colour == got.LineColor {
+		t.Errorf(`the ANSI red span (class %q) has the line's colour %s`, got.Class, got.Colour)
+	}
+	b.has("a#raw[href]")
+	b.shot("log-running")
+
+	b.mark()
+	g.open(t)
+	b.waitFor(`"line two" appears`, `[...document.querySelectorAll('pre#log span.line')].some(l => l.textContent.includes('line two'))`, logHTML, live)
+	if n := eval[int](b, `[...document.querySelectorAll('pre#log span.line')].filter(l => l.textContent.includes('line one')).length`); n != 1 {
+		t.Errorf(`"line one" shows %d times, want once`, n)
+	}
+	e.waitDone(id)
+	b.stillLoaded("build page")
+	// The raw log link serves the log itself.
+	href := eval[string](b, `document.querySelector('a#raw').href`)
+	if resp, err := http.Get(href); err != nil {
+		t.Errorf("a#raw %s: %v", href, err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "line two") {
+			t.Errorf("a#raw %s: %d %q, want the log", href, resp.StatusCode, body)
+		}
+	}
+	b.open("/buildsets/" + id + "/builds/talk")
+	b.waitFor("the whole log after a reload", `[...document.querySelectorAll('pre#log span.line')].some(l => l.textContent.includes('line two'))`, logHTML, live)
+	b.has("table#attempts")
+	b.has("#history-compare")
+	b.shot("log-done")
+}
+
+// TestBrowserHistory: the history page lists buildsets and filters them by
+// result through its form; the job page shows durations and success rate.
+func TestBrowserHistory(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "fail")
+	e := startSortie(t, fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  work: {run: '[ ! -e %q ]'}
+pipelines:
+  deploy: {jobs: [boot, work]}
+`, flag))
+	var ok, failed []string
+	run := func(fail bool) {
+		if fail {
+			os.WriteFile(flag, nil, 0o644)
+			defer os.Remove(flag)
+		}
+		id := e.trigger("deploy")
+		r := e.waitDone(id).Result
+		switch {
+		case fail && r == "FAILURE":
+			failed = append(failed, id)
+		case !fail && r == "SUCCESS":
+			ok = append(ok, id)
+		default:
+			t.Fatalf("buildset %s: %s (fail=%v)\n%s", id, r, fail, e.log)
+		}
+	}
+	run(false)
+	run(false)
+	run(true)
+	run(false)
+
+	b := newBrowser(t, e.url)
+	b.open("/history")
+	rows := `JSON.stringify([...document.querySelectorAll('table#history tr[data-buildset]')].map(r => r.getAttribute('data-buildset')).sort())`
+	all := append(append([]string{}, ok...), failed...)
+	b.waitFor("every buildset listed", fmt.Sprintf(`(() => { const got = %s; return %s.every(id => got.includes(id)); })()`, rows, mustJSON(all)),
+		rows, live)
+	b.has("form#filters")
+	b.shot("history")
+
+	set := eval[string](b, `(() => {
+		const f = document.querySelector('form#filters');
+		const el = f.elements.namedItem('result');
+		if (!el) return "no field named result";
+		el.value = 'FAILURE';
+		if (el.value !== 'FAILURE') return "the result field does not take FAILURE";
+		el.dispatchEvent(new Event('input', {bubbles: true}));
+		el.dispatchEvent(new Event('change', {bubbles: true}));
+		const btn = f.querySelector('button:not([type]), button[type=submit], input[type=submit]');
+		if (btn) btn.click(); else f.requestSubmit();
+		return "";
+	})()`)
+	if set != "" {
+		t.Fatalf("form#filters: %s", set)
+	}
+	want := mustJSON(failed)
+	b.waitFor("only the failed buildset listed", fmt.Sprintf(`%s === %s`, rows, jsString(want)), rows, live)
+	b.shot("history-failure")
+
+	b.open("/jobs/work")
+	b.has("svg#durations")
+	b.has("#success-rate")
+	b.shot("job")
+}
+
+func mustJSON(v any) string {
+	j, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(j)
+}
+
+// overflowJS lists what sticks out of a narrow viewport, unless it is
+// inside a container that scrolls (or clips) horizontally.
+const overflowJS = `(() => {
+	const w = window.innerWidth;
+	const out = {scrollWidth: document.documentElement.scrollWidth, innerWidth: w, wide: []};
+	const scrolls = (e) => { for (let p = e.parentElement; p && p !== document.body; p = p.parentElement) {
+		const ox = getComputedStyle(p).overflowX; if (ox === 'auto' || ox === 'scroll' || ox === 'hidden' || ox === 'clip') return true; } return false; };
+	for (const e of document.body.querySelectorAll('*')) {
+		const r = e.getBoundingClientRect();
+		if (r.right > w + 1 && !scrolls(e)) {
+			let s = e.localName + (e.id ? '#' + e.id : '') + (typeof e.className === 'string' && e.className ? '.' + e.className.trim().split(/\s+/).join('.') : '');
+			out.wide.push(s + ' (right edge ' + Math.round(r.right) + 'px)');
+			if (out.wide.length >= 8) break;
+		}
+	}
+	return out;
+})()`
+
+type overflow struct {
+	ScrollWidth int      `json:"scrollWidth"`
+	InnerWidth  int      `json:"innerWidth"`
+	Wide        []string `json:"wide"`
+}
+
+// TestBrowserNarrow: at 400 px wide, the status and buildset pages do not
+// scroll sideways; a wide graph scrolls inside its own container.
+func TestBrowserNarrow(t *testing.T) {
+	g := newGate(t)
+	e := startSortie(t, fmt.Sprintf(`
+semaphores: {bridge: 1}
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  letsencrypt: {run: "true"}
+  service-zuul-scheduler: {dependencies: [letsencrypt], run: '%s'}
+  service-zuul-executor: {dependencies: [letsencrypt], run: "true"}
+  service-nodepool-launcher: {dependencies: [letsencrypt], run: "true"}
+  service-etherpad: {dependencies: [letsencrypt], run: "true"}
+  service-gitea-cluster: {dependencies: [letsencrypt], run: "true"}
+  summary: {dependencies: [service-zuul-scheduler, service-zuul-executor, service-nodepool-launcher, service-etherpad, service-gitea-cluster], run: "true"}
+pipelines:
+  deploy-infra-production: {semaphore: bridge, jobs: [boot, letsencrypt, service-zuul-scheduler, service-zuul-executor, service-nodepool-launcher, service-etherpad, service-gitea-cluster, summary]}
+  hourly-infra-periodic: {jobs: [boot, letsencrypt]}
+`, g.wait()), g)
+	id := e.trigger("deploy-infra-production")
+	e.waitStarted(id, "service-zuul-scheduler")
+
+	b := newBrowser(t, e.url)
+	if err := chromedp.Do(b.ctx, chromedp.EmulateViewport(400, 800)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []struct{ path, ready, name string }{
+		{"/", `document.querySelector('section.pipeline a.buildset')`, "narrow-status"},
+		{"/buildsets/" + id, `document.querySelector('svg#graph g.node[data-job="summary"]')`, "narrow-buildset"},
+	} {
+		b.open(p.path)
+		b.waitFor(p.path+" shows its content", p.ready, `document.body.innerHTML.slice(0, 2000)`, live)
+		o := eval[overflow](b, overflowJS)
+		if o.InnerWidth != 400 {
+			t.Errorf("%s: innerWidth %d, want 400", p.path, o.InnerWidth)
+		}
+		if o.ScrollWidth > o.InnerWidth+1 {
+			t.Errorf("%s at 400px: the page scrolls sideways (scrollWidth %d > innerWidth %d); too wide: %s",
+				p.path, o.ScrollWidth, o.InnerWidth, strings.Join(o.Wide, ", "))
+		}
+		b.shot(p.name)
+	}
+}
+
+// a11yJS checks the basics of accessibility in the page and returns the
+// violations. docs/ui.md lists what it checks and what it does not.
+const a11yJS = `(() => {
+const out = [];
+const cssPath = (el) => {
+	const parts = [];
+	for (let e = el; e && e.nodeType === 1 && parts.length < 6; e = e.parentElement) {
+		let s = e.localName;
+		if (e.id) { parts.unshift(s + '#' + CSS.escape(e.id)); break; }
+		for (const a of ['data-job', 'data-pipeline', 'data-buildset', 'data-semaphore', 'name', 'for']) {
+			if (e.hasAttribute(a)) s += '[' + a + '="' + e.getAttribute(a) + '"]';
+		}
+		const cls = (e.getAttribute('class') || '').trim().split(/\s+/).filter(Boolean);
+		if (cls.length) s += '.' + cls.map(c => CSS.escape(c)).join('.');
+		const p = e.parentElement;
+		if (p) {
+			const same = [...p.children].filter(c => c.localName === e.localName);
+			if (same.length > 1) s += ':nth-of-type(' + (same.indexOf(e) + 1) + ')';
+		}
+		parts.unshift(s);
+	}
+	return parts.join(' > ');
+};
+const add = (rule, el, detail) => out.push({rule, selector: el ? cssPath(el) : 'document', detail});
+const rendered = (el) => el.getClientRects().length > 0;
+const named = (el) => {
+	const al = el.getAttribute('aria-label');
+	if (al && al.trim()) return true;
+	const lb = el.getAttribute('aria-labelledby');
+	return !!(lb && lb.trim().split(/\s+/).some(id => { const r = document.getElementById(id); return r && r.textContent.trim(); }));
+};
+
+// The document: a language, a title, one main landmark, unique ids.
+const lang = document.documentElement.getAttribute('lang');
+if (!lang || !lang.trim()) add('html-lang', document.documentElement, 'html has no lang attribute');
+if (!document.title.trim()) add('document-title', null, 'the page has no title');
+if (document.querySelectorAll('main').length !== 1) add('one-main', document.body, document.querySelectorAll('main').length + ' main elements, want 1');
+const ids = new Set();
+for (const el of document.querySelectorAll('[id]')) {
+	if (ids.has(el.id)) add('unique-id', el, 'id "' + el.id + '" is used more than once');
+	ids.add(el.id);
+}
+
+// Headings: exactly one h1, and no level skipped on the way down.
+const hs = [...document.querySelectorAll('h1, h2, h3, h4, h5, h6')].filter(rendered);
+const h1s = hs.filter(h => h.localName === 'h1');
+if (h1s.length !== 1) add('one-h1', h1s[1] || document.body, h1s.length + ' h1 elements, want 1');
+let prev = 0;
+for (const h of hs) {
+	const lvl = +h.localName[1];
+	if (lvl > prev + 1) add('heading-order', h, 'h' + lvl + ' follows ' + (prev ? 'h' + prev : 'the start of the page') + ' ("' + h.textContent.trim().slice(0, 40) + '")');
+	prev = lvl;
+}
+
+// Form fields have labels.
+for (const el of document.querySelectorAll('input, select, textarea')) {
+	const type = (el.getAttribute('type') || '').toLowerCase();
+	if (type === 'hidden') continue;
+	if (['submit', 'button', 'reset'].includes(type) && (el.value || '').trim()) continue;
+	if (type === 'image' && (el.getAttribute('alt') || '').trim()) continue;
+	const labelled = el.labels && [...el.labels].some(l => l.textContent.trim());
+	if (!labelled && !named(el)) add('form-label', el, 'no label (label for=, a wrapping label, aria-label or aria-labelledby)');
+}
+
+// Images and drawings have names.
+for (const img of document.querySelectorAll('img')) {
+	if (img.hasAttribute('alt') || named(img) || img.closest('[aria-hidden="true"]') || ['presentation', 'none'].includes(img.getAttribute('role'))) continue;
+	add('img-name', img, 'img has no alt, aria-label or aria-labelledby');
+}
+for (const svg of document.querySelectorAll('svg')) {
+	if (svg.parentElement && svg.parentElement.closest('svg')) continue;
+	const content = ['graph', 'timeline', 'durations'].includes(svg.id);
+	if (!content && svg.closest('[aria-hidden="true"]')) continue;
+	const title = svg.querySelector(':scope > title');
+	if ((title && title.textContent.trim()) || named(svg)) continue;
+	add('svg-name', svg, 'svg has no title child, aria-label or aria-labelledby' + (content ? '' : ' (nor aria-hidden="true", if it is decoration)'));
+}
+
+// Links and buttons have names.
+for (const el of document.querySelectorAll('a[href], button, [role="button"]')) {
+	if (!rendered(el)) continue;
+	const text = (el.textContent || '').trim();
+	const inner = [...el.querySelectorAll('img[alt], svg > title')].some(i => (i.getAttribute('alt') || i.textContent || '').trim());
+	if (text || inner || named(el) || (el.getAttribute('title') || '').trim()) continue;
+	add('control-name', el, 'link or button has no accessible name');
+}
+
+// Text contrast, WCAG 2: at least 4.5:1 for every visible text.
+const cv = document.createElement('canvas');
+cv.width = cv.height = 1;
+const cx = cv.getContext('2d', {willReadFrequently: true});
+const rgba = (c) => {
+	if (!c || !CSS.supports('color', c)) return null;
+	cx.clearRect(0, 0, 1, 1);
+	cx.fillStyle = '#000';
+	cx.fillStyle = c;
+	cx.fillRect(0, 0, 1, 1);
+	const d = cx.getImageData(0, 0, 1, 1).data;
+	return {r: d[0], g: d[1], b: d[2], a: d[3] / 255};
+};
+const over = (fg, bg) => ({r: fg.r * fg.a + bg.r * (1 - fg.a), g: fg.g * fg.a + bg.g * (1 - fg.a), b: fg.b * fg.a + bg.b * (1 - fg.a), a: 1});
+const lum = (c) => {
+	const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+	return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b);
+};
+const ratio = (a, b) => { const x = lum(a), y = lum(b); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); };
+const hex = (c) => '#' + [c.r, c.g, c.b].map(v => Math.round(v).toString(16).padStart(2, '0')).join('');
+// The background behind an HTML element: its own and its ancestors'
+// background colours, composed over the white canvas.
+const htmlBg = (el) => {
+	const layers = [];
+	for (let e = el; e; e = e.parentElement) {
+		const c = rgba(getComputedStyle(e).backgroundColor);
+		if (c && c.a > 0) { layers.push(c); if (c.a >= 1) break; }
+	}
+	let bg = {r: 255, g: 255, b: 255, a: 1};
+	for (let i = layers.length - 1; i >= 0; i--) bg = over(layers[i], bg);
+	return bg;
+};
+// The background behind SVG text: the filled shapes drawn before it under
+// its centre, over the background of the svg element.
+const svgBg = (t) => {
+	const svg = t.closest('svg');
+	const r = t.getBoundingClientRect();
+	const px = r.left + r.width / 2, py = r.top + r.height / 2;
+	const layers = [];
+	const shapes = [...svg.querySelectorAll('rect, circle, ellipse, polygon, path')]
+		.filter(s => !s.closest('defs, marker, clipPath, mask, pattern, symbol'))
+		.filter(s => s.compareDocumentPosition(t) & Node.DOCUMENT_POSITION_FOLLOWING);
+	for (let i = shapes.length - 1; i >= 0; i--) {
+		const s = shapes[i];
+		const b = s.getBoundingClientRect();
+		if (px < b.left || px > b.right || py < b.top || py > b.bottom) continue;
+		const cs = getComputedStyle(s);
+		if (cs.display === 'none' || cs.visibility === 'hidden') continue;
+		const c = rgba(cs.fill);
+		if (!c || c.a === 0) continue;
+		c.a *= parseFloat(cs.fillOpacity || '1') * parseFloat(cs.opacity || '1');
+		layers.push(c);
+		if (c.a >= 1) break;
+	}
+	let bg = htmlBg(svg);
+	for (let i = layers.length - 1; i >= 0; i--) bg = over(layers[i], bg);
+	return bg;
+};
+const texts = new Set();
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+while (walker.nextNode()) {
+	const n = walker.currentNode;
+	let el = n.parentElement;
+	if (!el || !n.textContent.trim()) continue;
+	if (el.closest('script, style, title, desc, noscript, template')) continue;
+	if (el.localName === 'option' || el.localName === 'optgroup') el = el.closest('select') || el;
+	texts.add(el);
+}
+for (const el of document.querySelectorAll('input:not([type=hidden]):not([type=checkbox]):not([type=radio])')) {
+	if ((el.value || '').trim()) texts.add(el);
+}
+let checked = 0;
+for (const el of texts) {
+	if (!rendered(el)) continue;
+	const r = el.getBoundingClientRect();
+	if (r.width <= 1 || r.height <= 1) continue; // visually hidden text for screen readers
+	const cs = getComputedStyle(el);
+	if (cs.visibility !== 'visible') continue;
+	let hidden = false;
+	for (let e = el; e; e = e.parentElement) if (getComputedStyle(e).opacity === '0') { hidden = true; break; }
+	if (hidden) continue;
+	if (el.closest(':disabled')) continue; // WCAG exempts inactive controls
+	const isSvg = el instanceof SVGElement && el.localName !== 'foreignObject' && !el.closest('foreignObject');
+	let fg = rgba(isSvg ? cs.fill : cs.color);
+	if (!fg) continue;
+	if (isSvg) fg.a *= parseFloat(cs.fillOpacity || '1');
+	const bg = isSvg ? svgBg(el) : htmlBg(el);
+	fg = over(fg, bg);
+	const cr = ratio(fg, bg);
+	checked++;
+	if (cr < 4.5) add('contrast', el, 'contrast ' + cr.toFixed(2) + ':1 (text ' + hex(fg) + ' on ' + hex(bg) + ', "' + el.textContent.trim().slice(0, 30) + '"), want at least 4.5:1');
+}
+return {violations: out, texts: checked};
+})()`
+
+type a11yReport struct {
+	Violations []struct {
+		Rule     string `json:"rule"`
+		Selector string `json:"selector"`
+		Detail   string `json:"detail"`
+	} `json:"violations"`
+	Texts int `json:"texts"`
+}
+
+// TestBrowserAccessibility: every page passes the basic checks of a11yJS,
+// with a failed buildset and a running one in the state.
+func TestBrowserAccessibility(t *testing.T) {
+	g := newGate(t)
+	flag := filepath.Join(t.TempDir(), "fail")
+	e := startSortie(t, fmt.Sprintf(`
+semaphores: {bridge: 1}
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  a:
+    run: |
+      echo "deploying"
+      printf '\033[32mok\033[0m \033[1;33mwarning\033[0m \033[31mfailed\033[0m\n'
+  b: {dependencies: [a], run: '[ ! -e %q ] || { echo "it broke" >&2; exit 1; }'}
+  c: {dependencies: [a], run: '%s'}
+pipelines:
+  deploy: {semaphore: bridge, jobs: [boot, a, b]}
+  hourly: {jobs: [boot, a, c]}
+`, flag, g.wait()), g)
+	os.WriteFile(flag, nil, 0o644)
+	failed := e.trigger("deploy")
+	if r := e.waitDone(failed).Result; r != "FAILURE" {
+		t.Fatalf("buildset %s: %s, want FAILURE\n%s", failed, r, e.log)
+	}
+	os.Remove(flag)
+	if r := e.waitDone(e.trigger("deploy")).Result; r != "SUCCESS" {
+		t.Fatalf("second deploy: %s", r)
+	}
+	running := e.trigger("hourly")
+	e.waitStarted(running, "c")
+
+	b := newBrowser(t, e.url)
+	pages := []struct{ path, ready, name string }{
+		{"/", `document.querySelector('section.pipeline a.buildset')`, "a11y-status"},
+		{"/buildsets/" + failed, `document.querySelector('svg#graph g.node[data-job="b"][data-state="FAILURE"]')`, "a11y-buildset-failed"},
+		{"/buildsets/" + running, `document.querySelector('svg#graph g.node[data-job="c"][data-state="RUNNING"]')`, "a11y-buildset-running"},
+		{"/buildsets/" + failed + "/builds/a", `[...document.querySelectorAll('pre#log span.line')].some(l => l.textContent.includes('failed'))`, "a11y-log"},
+		{"/buildsets/" + failed + "/builds/b", `[...document.querySelectorAll('pre#log span.line')].some(l => l.textContent.includes('it broke'))`, "a11y-log-failed"},
+		{"/history", `document.querySelector('table#history tr[data-buildset]')`, "a11y-history"},
+		{"/jobs/b", `document.querySelector('svg#durations')`, "a11y-job"},
+	}
+	for _, p := range pages {
+		b.open(p.path)
+		b.waitFor(p.path+" shows its content", p.ready, `document.body.innerHTML.slice(0, 2000)`, live)
+		b.shot(p.name)
+		rep := eval[a11yReport](b, a11yJS)
+		for _, v := range rep.Violations {
+			t.Errorf("%s: %s: %s: %s", p.path, v.Rule, v.Selector, v.Detail)
+		}
+		t.Logf("%s: %d text elements checked for contrast, %d violations", p.path, rep.Texts, len(rep.Violations))
+	}
+}

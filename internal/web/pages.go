@@ -1,0 +1,449 @@
+package web
+
+import (
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/buildset"
+	"github.com/sortie-ci/sortie/internal/graph"
+	"github.com/sortie-ci/sortie/internal/server"
+	"github.com/sortie-ci/sortie/internal/store"
+)
+
+// logTail is how much of a log the build page renders: the script follows
+// from its end.
+const logTail = 256 << 10
+
+// maxFiles is how many changed files the buildset page lists.
+const maxFiles = 1000
+
+// ---- Status ----------------------------------------------------------------
+
+type statusPage struct {
+	Page
+	*server.StatusJSON
+}
+
+func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
+	st, err := h.src.Status(r.Context())
+	if err != nil {
+		h.fail(w, r, err, "status")
+		return
+	}
+	h.render(w, r, http.StatusOK, "status", &statusPage{
+		Page:       Page{Title: "Status", MainID: "status", Nav: "status", Script: "status.js"},
+		StatusJSON: st,
+	})
+}
+
+// ---- Buildset --------------------------------------------------------------
+
+type buildRow struct {
+	buildset.BuildReport
+	State    string
+	Duration string
+	Why      string
+}
+
+type buildsetPage struct {
+	Page
+	BS       *server.BuildsetJSON
+	State    string // the header's: the result once done, else the state
+	Done     bool
+	Duration string
+	Plan     *graph.Plan
+	Graph    template.HTML
+	Timeline template.HTML
+	Builds   []buildRow
+	Files    []string
+	// MoreFiles is how many changed files are not listed.
+	MoreFiles int
+	// NoFileList: the event had no file list (every job matched).
+	NoFileList bool
+}
+
+func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	bs, err := h.src.Buildset(r.Context(), id)
+	if err != nil {
+		h.fail(w, r, err, "buildset "+id)
+		return
+	}
+	now := h.Now()
+	done := bs.State == string(store.BuildsetDone)
+	pg := &buildsetPage{
+		Page: Page{Title: fmt.Sprintf("%s at %s", bs.Pipeline, shortCommit(bs.Commit)), MainID: "buildset", Script: "buildset.js"},
+		BS:   bs, Done: done, State: bs.State, Plan: bs.Plan,
+	}
+	if done {
+		pg.State = bs.Result
+	}
+	if d, ok := span(bs.StartedAt.Get(), bs.FinishedAt.Get(), now); ok {
+		pg.Duration = fmtDuration(d)
+	}
+	builds := map[string]*buildset.BuildReport{}
+	for i := range bs.Builds {
+		builds[bs.Builds[i].Job] = &bs.Builds[i]
+	}
+	if bs.Plan != nil {
+		pg.Graph = drawGraph(bs.ID, bs.Plan, builds)
+		pg.Timeline = drawTimeline(bs, bs.Plan, builds, now, done)
+		for _, j := range bs.Plan.Jobs {
+			row := buildRow{State: stateWaiting, Why: whyText(j.Why)}
+			row.Job = j.Name
+			if b := builds[j.Name]; b != nil {
+				row.BuildReport = *b
+				row.State = buildState(b)
+				if d, ok := span(b.StartedAt.Get(), b.FinishedAt.Get(), now); ok {
+					row.Duration = fmtDuration(d)
+				}
+			}
+			pg.Builds = append(pg.Builds, row)
+		}
+	}
+	pg.Files, pg.NoFileList = bs.Files, bs.Files == nil
+	if len(pg.Files) > maxFiles {
+		pg.MoreFiles = len(pg.Files) - maxFiles
+		pg.Files = pg.Files[:maxFiles]
+	}
+	h.render(w, r, http.StatusOK, "buildset", pg)
+}
+
+// ---- Build -----------------------------------------------------------------
+
+type attemptRow struct {
+	server.AttemptJSON
+	State    string
+	Duration string
+	Current  bool
+}
+
+type buildPage struct {
+	Page
+	BS       *server.BuildsetJSON
+	Build    *server.BuildJSON
+	State    string
+	Done     bool
+	Attempts []attemptRow
+	// Tail is the part of the log rendered; Log its HTML.
+	Tail      *server.LogTail
+	Log       template.HTML
+	Lines     int
+	SGR       string
+	Truncated bool
+	// Follow is the event stream the script follows, "" when the log
+	// shown is complete.
+	Follow  string
+	RawURL  string
+	Compare string
+}
+
+func (h *Handler) build(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id, job := r.PathValue("id"), r.PathValue("job")
+	b, err := h.src.Build(ctx, id, job)
+	if err != nil {
+		h.fail(w, r, err, fmt.Sprintf("build of %s in buildset %s", job, id))
+		return
+	}
+	bs, err := h.src.Buildset(ctx, id)
+	if err != nil {
+		h.fail(w, r, err, "buildset "+id)
+		return
+	}
+	attempt := 0
+	if v := r.URL.Query().Get("attempt"); v != "" {
+		if attempt, err = strconv.Atoi(v); err != nil || attempt < 1 {
+			h.notFound(w, r, fmt.Sprintf("%s of buildset %s has no attempt %q.", job, id, v))
+			return
+		}
+	}
+	tail, err := h.src.LogTail(ctx, id, job, attempt, logTail)
+	if err != nil {
+		h.fail(w, r, err, fmt.Sprintf("attempt %d of %s in buildset %s", attempt, job, id))
+		return
+	}
+	now := h.Now()
+	state := buildState(&b.BuildReport)
+	pg := &buildPage{
+		Page:  Page{Title: fmt.Sprintf("%s · %s at %s", job, bs.Pipeline, shortCommit(bs.Commit)), MainID: "build", Script: "build.js", BodyClass: "wide"},
+		BS:    bs,
+		Build: b, State: state, Done: b.Result != "", Tail: tail,
+		Truncated: tail.Start > 0,
+		RawURL:    fmt.Sprintf("/api/v1/buildsets/%s/builds/%s/log", pathEscape(id), pathEscape(job)),
+	}
+	if tail.Attempt > 0 {
+		pg.RawURL += "?attempt=" + strconv.Itoa(tail.Attempt)
+	}
+	html, lines, sgr := renderLog(tail.Data)
+	pg.Log, pg.Lines, pg.SGR = template.HTML(html), lines, sgr.params()
+	latest := tail.Attempt == len(b.Attempts)
+	if latest && !pg.Done {
+		q := url.Values{"follow": {"1"}}
+		if tail.Attempt > 0 {
+			q.Set("from", fmt.Sprintf("%d:%d", tail.Attempt, tail.Offset))
+		} else {
+			q.Set("tail", strconv.Itoa(logTail))
+		}
+		pg.Follow = fmt.Sprintf("/api/v1/buildsets/%s/builds/%s/log?%s", pathEscape(id), pathEscape(job), q.Encode())
+	}
+	for _, a := range b.Attempts {
+		row := attemptRow{AttemptJSON: a, State: a.Result, Current: a.Number == tail.Attempt}
+		if row.State == "" {
+			row.State = stateRunning
+		}
+		if d, ok := span(a.StartedAt.Get(), a.FinishedAt.Get(), now); ok {
+			row.Duration = fmtDuration(d)
+		}
+		pg.Attempts = append(pg.Attempts, row)
+	}
+	pg.Compare = h.compare(r, b, now)
+	h.render(w, r, http.StatusOK, "build", pg)
+}
+
+// compare says how long the build's latest attempt took against the
+// median of the job's recent successful attempts.
+func (h *Handler) compare(r *http.Request, b *server.BuildJSON, now time.Time) string {
+	median, ok, err := h.src.JobMedian(r.Context(), b.Job)
+	if err != nil {
+		return "The job's history could not be read: " + err.Error()
+	}
+	var this time.Duration
+	running, started := false, false
+	if n := len(b.Attempts); n > 0 {
+		a := b.Attempts[n-1]
+		this, started = span(a.StartedAt.Get(), a.FinishedAt.Get(), now)
+		running = a.FinishedAt.Get() == nil
+	}
+	hist := "the median of its recent successful runs is " + fmtDuration(median)
+	if !ok {
+		hist = "the job has no successful run yet to compare with"
+	}
+	switch {
+	case !started:
+		return "Not started; " + hist + "."
+	case running:
+		return fmt.Sprintf("Running for %s; %s.", fmtDuration(this), hist)
+	case !ok:
+		return fmt.Sprintf("Took %s; %s.", fmtDuration(this), hist)
+	}
+	diff := "as long as"
+	if median > 0 {
+		pct := (float64(this) - float64(median)) / float64(median) * 100
+		switch {
+		case pct >= 5:
+			diff = fmt.Sprintf("%.0f%% longer than", pct)
+		case pct <= -5:
+			diff = fmt.Sprintf("%.0f%% shorter than", -pct)
+		default:
+			diff = "about as long as"
+		}
+	}
+	return fmt.Sprintf("Took %s, %s the median of the job's recent successful runs (%s).", fmtDuration(this), diff, fmtDuration(median))
+}
+
+// ---- History ---------------------------------------------------------------
+
+type historyRow struct {
+	server.HistoryRow
+	State    string
+	Duration string
+}
+
+type option struct {
+	Value, Label string
+	Selected     bool
+}
+
+type historyPage struct {
+	Page
+	Query     server.HistoryQuery
+	Pipelines []option
+	Jobs      []option
+	Results   []option
+	Rows      []historyRow
+	Next      string
+	Newest    string
+	Error     string
+}
+
+var hexPrefix = regexp.MustCompile(`^[0-9a-fA-F]{0,40}$`)
+
+func options(values []string, selected, anyLabel string) []option {
+	out := []option{{Value: "", Label: anyLabel, Selected: selected == ""}}
+	if selected != "" && !slices.Contains(values, selected) {
+		values = append(slices.Clone(values), selected)
+	}
+	for _, v := range values {
+		out = append(out, option{Value: v, Label: v, Selected: v == selected})
+	}
+	return out
+}
+
+var results = []string{string(store.Success), string(store.Failure), string(store.Canceled), string(store.Error), string(store.ConfigError)}
+
+func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
+	v := r.URL.Query()
+	q := server.HistoryQuery{
+		Pipeline: strings.TrimSpace(v.Get("pipeline")), Job: strings.TrimSpace(v.Get("job")),
+		Result: strings.TrimSpace(v.Get("result")), Commit: strings.TrimSpace(v.Get("commit")),
+		Before: v.Get("before"), Limit: h.PageSize,
+	}
+	cfg := h.src.Config()
+	pg := &historyPage{
+		Page:      Page{Title: "History", MainID: "history-page", Nav: "history"},
+		Query:     q,
+		Pipelines: options(cfg.PipelineNames(), q.Pipeline, "any pipeline"),
+		Jobs:      options(cfg.JobOrder, q.Job, "any job"),
+		Results:   options(results, q.Result, "any result"),
+	}
+	code := http.StatusOK
+	if !hexPrefix.MatchString(q.Commit) {
+		pg.Error = "The commit must be hexadecimal: a commit id or the start of one."
+		code = http.StatusBadRequest
+	} else {
+		page, err := h.src.History(r.Context(), q)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			pg.Error = "The page to continue from is gone; start again from the newest."
+		case err != nil:
+			h.fail(w, r, err, "history")
+			return
+		default:
+			now := h.Now()
+			for _, row := range page.Rows {
+				hr := historyRow{HistoryRow: row, State: row.Result}
+				if hr.State == "" {
+					hr.State = row.State
+				}
+				if d, ok := span(row.StartedAt, row.FinishedAt, now); ok {
+					hr.Duration = fmtDuration(d)
+				}
+				pg.Rows = append(pg.Rows, hr)
+			}
+			if page.Next != "" {
+				next := filterValues(q)
+				next.Set("before", page.Next)
+				pg.Next = "/history?" + next.Encode()
+			}
+		}
+	}
+	if q.Before != "" {
+		pg.Newest = "/history?" + filterValues(q).Encode()
+	}
+	h.render(w, r, code, "history", pg)
+}
+
+func filterValues(q server.HistoryQuery) url.Values {
+	v := url.Values{}
+	for k, s := range map[string]string{"pipeline": q.Pipeline, "job": q.Job, "result": q.Result, "commit": q.Commit} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	return v
+}
+
+// ---- Job -------------------------------------------------------------------
+
+// jobHistory is how many builds the job page reads.
+const jobHistory = 50
+
+type jobPage struct {
+	Page
+	Name      string
+	Known     bool // in the config in force
+	Pipelines []string
+	Deps      []string
+	Hint      string
+	Timeout   string
+	Attempts  int
+	Chart     template.HTML
+	Rate      string
+	RateText  string
+	Median    string
+	Rows      []historyRow
+}
+
+func (h *Handler) job(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	rows, err := h.src.JobHistory(r.Context(), name, jobHistory)
+	if err != nil {
+		h.fail(w, r, err, "job "+name)
+		return
+	}
+	cfg := h.src.Config()
+	cj := cfg.Jobs[name]
+	if cj == nil && len(rows) == 0 {
+		h.notFound(w, r, fmt.Sprintf("There is no job %q in the config, and none in the history.", name))
+		return
+	}
+	median, hasMedian, err := h.src.JobMedian(r.Context(), name)
+	if err != nil {
+		h.fail(w, r, err, "job "+name)
+		return
+	}
+	pg := &jobPage{Page: Page{Title: "Job " + name, MainID: "job"}, Name: name, Known: cj != nil}
+	if cj != nil {
+		for _, d := range cj.Dependencies {
+			s := d.Name
+			if d.Soft {
+				s += " (soft)"
+			}
+			pg.Deps = append(pg.Deps, s)
+		}
+		if cj.DurationHint > 0 {
+			pg.Hint = fmtDuration(cj.DurationHint)
+		}
+		if cj.Timeout > 0 {
+			pg.Timeout = fmtDuration(cj.Timeout)
+		}
+		pg.Attempts = cj.Attempts
+		for _, pn := range cfg.PipelineNames() {
+			for _, ref := range cfg.Pipelines[pn].Jobs {
+				if ref.Name == name || cj.Bootstrap {
+					pg.Pipelines = append(pg.Pipelines, pn)
+					break
+				}
+			}
+		}
+	}
+	if hasMedian {
+		pg.Median = fmtDuration(median)
+	}
+	pg.Chart = drawDurations(name, rows, median, hasMedian)
+	ran, ok := 0, 0
+	now := h.Now()
+	for _, row := range rows {
+		b := row.Build
+		hr := historyRow{HistoryRow: row, State: buildState(b)}
+		if d, started := span(b.StartedAt.Get(), b.FinishedAt.Get(), now); started {
+			hr.Duration = fmtDuration(d)
+		}
+		pg.Rows = append(pg.Rows, hr)
+		switch b.Result {
+		case "", string(store.Skipped), string(store.Canceled):
+		case string(store.Success):
+			ran++
+			ok++
+		default:
+			ran++
+		}
+	}
+	if ran > 0 {
+		pg.Rate = fmt.Sprintf("%.0f%%", float64(ok)/float64(ran)*100)
+		pg.RateText = fmt.Sprintf("%d of the last %d finished runs succeeded (skipped and cancelled builds not counted).", ok, ran)
+	} else {
+		pg.Rate = "n/a"
+		pg.RateText = "No finished run yet."
+	}
+	h.render(w, r, http.StatusOK, "job", pg)
+}

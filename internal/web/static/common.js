@@ -1,0 +1,70 @@
+// Helpers shared by the pages' scripts.
+
+/** el makes an element: el('a', {href: '/x', class: 'y'}, 'text', child). */
+export function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    e.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    e.append(c instanceof Node ? c : String(c));
+  }
+  return e;
+}
+
+/** svg makes an SVG element. */
+export function svg(tag, attrs, text) {
+  const e = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+/** fmtDuration renders milliseconds as the server does: 450ms, 12.3s, 4m05s, 2h03m. */
+export function fmtDuration(ms) {
+  if (!(ms >= 0)) return '0s';
+  if (ms < 1000) return Math.floor(ms) + 'ms';
+  const s = ms / 1000;
+  if (s < 10) return (Math.floor(s * 10) / 10).toFixed(1) + 's';
+  if (s < 60) return Math.floor(s) + 's';
+  const pad = (n) => String(n).padStart(2, '0');
+  if (s < 3600) return Math.floor(s / 60) + 'm' + pad(Math.floor(s) % 60) + 's';
+  return Math.floor(s / 3600) + 'h' + pad(Math.floor(s / 60) % 60) + 'm';
+}
+
+/** fmtTime renders a time as the server does: 2006-01-02 15:04:05Z. */
+export function fmtTime(iso) {
+  if (!iso) return '';
+  const d = new Date(iso);
+  if (isNaN(d)) return '';
+  return d.toISOString().slice(0, 19).replace('T', ' ') + 'Z';
+}
+
+export function shortCommit(c) { return (c || '').slice(0, 10); }
+
+/** shortID is the end of a buildset id (UUIDv7s made close together share their start). */
+export function shortID(id) { return id && id.length > 8 ? id.slice(-8) : (id || ''); }
+
+export function stateClass(s) { return 'state-' + (s || 'WAITING').toLowerCase().replaceAll('_', '-'); }
+
+/** buildState is the state a build is drawn in. */
+export function buildState(b) {
+  if (!b) return 'WAITING';
+  if (b.result) return b.result;
+  return b.attempt > 0 ? 'RUNNING' : 'WAITING';
+}
+
+/** span is the milliseconds between two ISO times; to null means now. */
+export function span(from, to, now) {
+  if (!from) return null;
+  const end = to ? Date.parse(to) : now;
+  return end - Date.parse(from);
+}
+
+export function badge(state) {
+  return el('span', {class: 'badge ' + stateClass(state)}, state);
+}
+
+export function pathEscape(s) { return encodeURIComponent(s); }

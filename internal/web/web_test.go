@@ -1,0 +1,654 @@
+package web
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/server"
+	"github.com/sortie-ci/sortie/internal/source/sourcetest"
+)
+
+// checkPage checks what every page must have: a language, a title, one
+// main and one h1, headings in order, a skip link to main, navigation to
+// the status and history pages, labels on form fields, unique ids, and a
+// title on each drawing.
+func checkPage(t *testing.T, path string, doc *node) {
+	t.Helper()
+	html := doc.one(t, "html", sel("html", ""))
+	if html.attr("lang") == "" {
+		t.Errorf("%s: html has no lang", path)
+	}
+	if title := doc.one(t, "the document's title", func(n *node) bool { return n.tag == "title" && n.parent.tag == "head" }); strings.TrimSpace(title.Text()) == "" {
+		t.Errorf("%s: empty title", path)
+	}
+	main := doc.one(t, "main", sel("main", ""))
+	if len(doc.all(sel("h1", ""))) != 1 {
+		t.Errorf("%s: %d h1, want 1", path, len(doc.all(sel("h1", ""))))
+	}
+	skip := doc.one(t, "a.skip", sel("a", "skip"))
+	if skip.attr("href") != "#"+main.attr("id") {
+		t.Errorf("%s: the skip link goes to %s, main is #%s", path, skip.attr("href"), main.attr("id"))
+	}
+	nav := doc.one(t, "nav", sel("nav", "", "aria-label", "Main"))
+	for _, href := range []string{"/", "/history"} {
+		if len(nav.all(sel("a", "", "href", href))) == 0 {
+			t.Errorf("%s: no link to %s in the navigation", path, href)
+		}
+	}
+	prev := 0
+	for _, h := range doc.all(func(n *node) bool { return len(n.tag) == 2 && n.tag[0] == 'h' && n.tag[1] >= '1' && n.tag[1] <= '6' }) {
+		lvl := int(h.tag[1] - '0')
+		if lvl > prev+1 && !inHidden(h) {
+			t.Errorf("%s: %s %q follows h%d", path, h.tag, h.Text(), prev)
+		}
+		if !inHidden(h) {
+			prev = lvl
+		}
+	}
+	ids := map[string]bool{}
+	for _, n := range doc.all(sel("", "", "id", "*")) {
+		if ids[n.attr("id")] {
+			t.Errorf("%s: id %q used twice", path, n.attr("id"))
+		}
+		ids[n.attr("id")] = true
+	}
+	for _, f := range doc.all(func(n *node) bool { return n.tag == "input" || n.tag == "select" || n.tag == "textarea" }) {
+		if f.attr("type") == "hidden" || f.has("aria-label") {
+			continue
+		}
+		labelled := f.parent.tag == "label" || f.attr("id") != "" && len(doc.all(sel("label", "", "for", f.attr("id")))) == 1
+		if !labelled {
+			t.Errorf("%s: %s name=%q id=%q has no label", path, f.tag, f.attr("name"), f.attr("id"))
+		}
+	}
+	for _, s := range doc.all(sel("svg", "")) {
+		if s.has("aria-hidden") || s.has("aria-label") {
+			continue
+		}
+		if len(s.all(func(n *node) bool { return n.tag == "title" && n.parent == s })) != 1 {
+			t.Errorf("%s: svg#%s has no title", path, s.attr("id"))
+		}
+	}
+}
+
+func inHidden(n *node) bool {
+	for ; n != nil; n = n.parent {
+		if n.has("hidden") {
+			return true
+		}
+	}
+	return false
+}
+
+// page fetches a page, checks its basics and returns it.
+func (u *uiServer) page(path string, want int) *node {
+	u.t.Helper()
+	doc := u.get(path, want)
+	checkPage(u.t, path, doc)
+	return doc
+}
+
+func TestStatusPage(t *testing.T) {
+	u := newUI(t)
+	g, wait := u.gate()
+	u.start(fmt.Sprintf(`
+semaphores: {bridge: 1, spare: 2}
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  hold: {run: '%s'}
+  work: {run: "true"}
+pipelines:
+  deploy: {semaphore: bridge, jobs: [boot, hold]}
+  hourly: {jobs: [boot, work]}
+`, wait))
+	first := u.trigger("deploy", nil)
+	u.waitStarted(first, "hold")
+	second := u.trigger("deploy", nil) // serial: waits behind the first
+	u.post("/api/v1/pause", map[string]string{"pipeline": "hourly", "reason": "bridge <maintenance>", "by": "alice"}, http.StatusOK)
+	// Wait until the managers said why the second one waits.
+	reason := ""
+	for deadline := time.Now().Add(10 * time.Second); reason == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		st, err := u.srv.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range st.Pipelines {
+			for _, q := range p.Queued {
+				if q.ID == second {
+					reason = q.Waiting
+				}
+			}
+		}
+	}
+	if reason == "" {
+		t.Fatalf("the status never says why %s waits", second)
+	}
+
+	doc := u.page("/", http.StatusOK)
+	doc.one(t, "main#status", sel("main", "", "id", "status"))
+	deploy := doc.one(t, "the deploy section", sel("section", "pipeline", "data-pipeline", "deploy"))
+	hourly := doc.one(t, "the hourly section", sel("section", "pipeline", "data-pipeline", "hourly"))
+	deploy.one(t, "the link to the running buildset", sel("a", "buildset", "href", "/buildsets/"+first))
+	queued := deploy.one(t, "the link to the queued buildset", sel("a", "buildset", "href", "/buildsets/"+second))
+	if w := queued.parent.one(t, "the waiting reason", sel("span", "waiting")); !strings.Contains(w.Text(), reason) {
+		t.Errorf("the queued buildset says %q, want %q", w.Text(), reason)
+	}
+	hourly.none(t, "a.buildset in hourly", sel("a", "buildset"))
+	deploy.none(t, ".paused in deploy", sel("", "paused"))
+	p := hourly.one(t, "hourly's .paused", sel("", "paused"))
+	if txt := p.Text(); !strings.Contains(txt, "alice") || !strings.Contains(txt, "bridge <maintenance>") {
+		t.Errorf("hourly's pause says %q, want who and why", txt)
+	}
+	if !strings.Contains(doc.raw, "bridge &lt;maintenance&gt;") {
+		t.Errorf("the pause reason is not escaped")
+	}
+	doc.none(t, "#paused-all", sel("", "", "id", "paused-all"))
+	sems := doc.one(t, "section#semaphores", sel("section", "", "id", "semaphores"))
+	bridge := sems.one(t, "the bridge row", sel("tr", "", "data-semaphore", "bridge"))
+	bridge.one(t, "a link to the holder", sel("a", "", "href", "/buildsets/"+first))
+	sems.one(t, "the spare row", sel("tr", "", "data-semaphore", "spare"))
+	health := doc.byID(t, "config-health")
+	if health.hasClass("error") {
+		t.Errorf("#config-health shows an error before any reload")
+	}
+
+	// A reload that fails shows its errors.
+	u.writeConfig("jobs: {boot: {bootstrap: true, run: true, unknown_key: 1}}\npipelines: {}\n")
+	if err := u.srv.Reload(); err == nil {
+		t.Fatal("the bad config was accepted")
+	}
+	doc = u.page("/", http.StatusOK)
+	health = doc.byID(t, "config-health")
+	if !health.hasClass("error") || !strings.Contains(health.Text(), "unknown_key") {
+		t.Errorf("#config-health after a failed reload: class %q, text %q", health.attr("class"), health.Text())
+	}
+
+	// A pause of everything.
+	u.post("/api/v1/pause", map[string]string{"reason": "freeze", "by": "bob"}, http.StatusOK)
+	doc = u.page("/", http.StatusOK)
+	if all := doc.byID(t, "paused-all"); !strings.Contains(all.Text(), "bob") || !strings.Contains(all.Text(), "freeze") {
+		t.Errorf("#paused-all says %q", all.Text())
+	}
+	openGate(t, g)
+}
+
+func TestBuildsetPage(t *testing.T) {
+	u := newUI(t)
+	g, wait := u.gate()
+	u.start(fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  base: {run: "true", duration_hint: 1m}
+  hold: {run: '%s', dependencies: [base], duration_hint: 5m}
+  after: {run: "true", dependencies: [hold, base]}
+  side: {run: "true", dependencies: [base]}
+  docs: {run: "true", files: ['^docs/']}
+  never: {run: "true", irrelevant_files: ['^playbooks/']}
+pipelines:
+  deploy: {jobs: [boot, base, hold, after, side, docs, never]}
+`, wait))
+	files := []string{"playbooks/site.yaml", "playbooks/<b>&x.yaml"}
+	id := u.trigger("deploy", map[string]any{"files": files})
+	u.waitStarted(id, "hold")
+	bs := u.wait(id, "side succeeded", func(b *server.BuildsetJSON) bool {
+		for _, br := range b.Builds {
+			if br.Job == "side" {
+				return br.Result == "SUCCESS"
+			}
+		}
+		return false
+	})
+	if bs.Plan == nil {
+		t.Fatal("no plan")
+	}
+	path := "/buildsets/" + id
+	check := func(want map[string]string, header string) *node {
+		t.Helper()
+		doc := u.page(path, http.StatusOK)
+		doc.one(t, "main#buildset", sel("main", "", "id", "buildset"))
+		graph := doc.byID(t, "graph")
+		if graph.tag != "svg" {
+			t.Fatalf("#graph is a %s", graph.tag)
+		}
+		nodes := graph.all(sel("g", "node"))
+		if len(nodes) != len(want) {
+			t.Errorf("%d nodes, want %d", len(nodes), len(want))
+		}
+		for job, state := range want {
+			n := graph.one(t, "the node of "+job, sel("g", "node", "data-job", job))
+			if got := n.attr("data-state"); got != state {
+				t.Errorf("node %s: data-state %s, want %s", job, got, state)
+			}
+			if fill := n.one(t, "the rect of "+job, sel("rect", "")).attr("fill"); fill != stateFill(state) {
+				t.Errorf("node %s: fill %s, want %s (%s)", job, fill, stateFill(state), state)
+			}
+			if !strings.Contains(n.Text(), state) {
+				t.Errorf("node %s does not say its state %s: %q", job, state, n.Text())
+			}
+		}
+		tl := doc.byID(t, "timeline")
+		critical := map[string]bool{}
+		for _, j := range bs.Plan.CriticalPath {
+			critical[j] = true
+		}
+		for job := range want {
+			bar := tl.one(t, "the bar of "+job, sel("rect", "bar", "data-job", job))
+			if bar.hasClass("critical") != critical[job] {
+				t.Errorf("bar %s: critical %v, want %v (critical path %v)", job, bar.hasClass("critical"), critical[job], bs.Plan.CriticalPath)
+			}
+		}
+		if st := doc.byID(t, "bs-state"); st.Text() != header {
+			t.Errorf("header state %q, want %q", st.Text(), header)
+		}
+		return doc
+	}
+	doc := check(map[string]string{"boot": "SUCCESS", "base": "SUCCESS", "hold": "RUNNING", "after": "WAITING", "side": "SUCCESS"}, "RUNNING")
+	if want := []string{"boot", "base", "hold", "after"}; !slices.Equal(bs.Plan.CriticalPath, want) {
+		t.Errorf("critical path %v, want %v", bs.Plan.CriticalPath, want)
+	}
+	// Edges: the transitive reduction (after -> base is implied by hold).
+	var edges []string
+	for _, e := range doc.byID(t, "graph").all(sel("path", "edge")) {
+		edges = append(edges, e.attr("data-from")+">"+e.attr("data-to"))
+	}
+	slices.Sort(edges)
+	if want := []string{"base>hold", "base>side", "boot>base", "hold>after"}; !slices.Equal(edges, want) {
+		t.Errorf("edges %v, want %v", edges, want)
+	}
+	ns := doc.byID(t, "not-selected")
+	for job, reason := range map[string]string{"docs": "files", "never": "irrelevant_files"} {
+		li := ns.one(t, "not-selected "+job, sel("li", "", "data-job", job))
+		if !strings.Contains(li.Text(), "("+reason+")") {
+			t.Errorf("not selected %s: %q, want the reason %s", job, li.Text(), reason)
+		}
+	}
+	fl := doc.byID(t, "files")
+	var got []string
+	for _, li := range fl.all(sel("li", "")) {
+		got = append(got, li.Text())
+	}
+	if !slices.Equal(got, files) {
+		t.Errorf("#files lists %q, want %q", got, files)
+	}
+	if strings.Contains(doc.raw, "<b>&x") || !strings.Contains(doc.raw, "&lt;b&gt;&amp;x") {
+		t.Errorf("a file name is not escaped")
+	}
+	form := doc.byID(t, "actions")
+	if form.tag != "form" {
+		t.Errorf("#actions is a %s", form.tag)
+	}
+	if tok := form.one(t, "#token", sel("input", "", "id", "token")); tok.attr("type") != "password" {
+		t.Errorf("#token is of type %q", tok.attr("type"))
+	}
+	form.one(t, "the token's label", sel("label", "", "for", "token"))
+	form.one(t, "#cancel", sel("button", "", "id", "cancel"))
+	form.one(t, "#rerun", sel("button", "", "id", "rerun"))
+	if d := doc.byID(t, "bs-facts"); d.attr("data-id") != id || d.attr("data-done") != "false" {
+		t.Errorf("#bs-facts: data-id %q data-done %q", d.attr("data-id"), d.attr("data-done"))
+	}
+
+	openGate(t, g)
+	u.waitDone(id)
+	doc = check(map[string]string{"boot": "SUCCESS", "base": "SUCCESS", "hold": "SUCCESS", "after": "SUCCESS", "side": "SUCCESS"}, "SUCCESS")
+	for _, bar := range doc.byID(t, "timeline").all(sel("rect", "bar")) {
+		if w, _ := strconv.ParseFloat(bar.attr("width"), 64); w < 2 {
+			t.Errorf("bar %s of a finished build: width %s", bar.attr("data-job"), bar.attr("width"))
+		}
+	}
+
+	// A buildset without a file list says so.
+	id2 := u.trigger("deploy", nil)
+	doc = u.page("/buildsets/"+id2, http.StatusOK)
+	if fl := doc.byID(t, "files"); !strings.Contains(fl.Text(), "No file list") {
+		t.Errorf("#files without a file list: %q", fl.Text())
+	}
+	u.waitDone(id2)
+
+	// Unknown buildsets and builds are 404 pages.
+	for _, p := range []string{"/buildsets/nosuch", "/buildsets/" + id + "/builds/nosuch", "/buildsets/" + id + "/builds/docs", "/buildsets/" + id + "/builds/hold?attempt=2", "/nosuch"} {
+		doc := u.page(p, http.StatusNotFound)
+		if h := doc.one(t, "h1", sel("h1", "")); h.Text() != "Not found" {
+			t.Errorf("%s: h1 %q", p, h.Text())
+		}
+	}
+}
+
+func TestBuildPage(t *testing.T) {
+	u := newUI(t)
+	g, wait := u.gate()
+	u.start(fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  talk:
+    run: |
+      printf '\033[31mred\033[0m plain \033[1;92mbright\033[0m \033]0;title\007end\n'
+      echo '<script>alert(1)</script> & more'
+      %s
+      echo 'after the gate'
+pipelines:
+  deploy: {jobs: [boot, talk]}
+`, wait))
+	id := u.trigger("deploy", nil)
+	u.waitStarted(id, "talk")
+	ctx := context.Background()
+	var tail *server.LogTail
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var err error
+		if tail, err = u.srv.LogTail(ctx, id, "talk", 0, logTail); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Count(string(tail.Data), "\n") == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the log has %q", tail.Data)
+		}
+	}
+	path := "/buildsets/" + id + "/builds/talk"
+	doc := u.page(path, http.StatusOK)
+	pre := doc.byID(t, "log")
+	if pre.tag != "pre" {
+		t.Fatalf("#log is a %s", pre.tag)
+	}
+	if pre.attr("data-attempt") != "1" || pre.attr("data-offset") != strconv.FormatInt(tail.Offset, 10) {
+		t.Errorf("#log: data-attempt %q data-offset %q, want 1 and %d", pre.attr("data-attempt"), pre.attr("data-offset"), tail.Offset)
+	}
+	lines := pre.all(sel("span", "line"))
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want 2: %s", len(lines), doc.raw)
+	}
+	red := lines[0].one(t, "span.fg31", sel("span", "fg31"))
+	if red.Text() != "red" {
+		t.Errorf("span.fg31 has %q", red.Text())
+	}
+	bright := lines[0].one(t, "span.fg92", sel("span", "fg92"))
+	if !bright.hasClass("bold") || bright.Text() != "bright" {
+		t.Errorf("bright: class %q text %q", bright.attr("class"), bright.Text())
+	}
+	if txt := lines[0].Text(); !strings.HasSuffix(txt, "red plain bright end") || strings.Contains(txt, "title") {
+		t.Errorf("line 1 reads %q", txt)
+	}
+	lines[0].one(t, "the time", sel("span", "ts"))
+	if !strings.HasSuffix(lines[1].Text(), "<script>alert(1)</script> & more") {
+		t.Errorf("line 2 reads %q", lines[1].Text())
+	}
+	if strings.Contains(doc.raw, "\x1b") || strings.Contains(doc.raw, "<script>alert") {
+		t.Errorf("the log is not rendered safely:\n%s", doc.raw)
+	}
+	raw := doc.byID(t, "raw")
+	if want := "/api/v1/buildsets/" + id + "/builds/talk/log?attempt=1"; raw.attr("href") != want {
+		t.Errorf("a#raw goes to %q, want %q", raw.attr("href"), want)
+	}
+	doc.byID(t, "attempts").one(t, "the attempt row", sel("tr", "", "data-attempt", "1"))
+	if c := doc.byID(t, "history-compare").Text(); !strings.Contains(c, "Running for") {
+		t.Errorf("#history-compare while running: %q", c)
+	}
+
+	// The script follows from where the page stopped: the next event is
+	// the line printed after the page was made, then the end.
+	follow := pre.attr("data-follow")
+	if !strings.Contains(follow, "follow=1") || !strings.Contains(follow, "from=1%3A"+strconv.FormatInt(tail.Offset, 10)) {
+		t.Fatalf("data-follow %q", follow)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(sctx, "GET", u.url+follow, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	openGate(t, g)
+	events := readEvents(t, resp.Body, 2)
+	if events[0].name != "" || !strings.HasSuffix(events[0].data, "| after the gate") {
+		t.Errorf("first event %+v, want the line after the gate", events[0])
+	}
+	if events[1].name != "end" || events[1].data != "SUCCESS" {
+		t.Errorf("second event %+v, want end SUCCESS", events[1])
+	}
+
+	u.waitDone(id)
+	doc = u.page(path, http.StatusOK)
+	pre = doc.byID(t, "log")
+	if pre.has("data-follow") {
+		t.Errorf("a finished build's log is followed")
+	}
+	if n := len(pre.all(sel("span", "line"))); n != 3 {
+		t.Errorf("%d lines after the end, want 3", n)
+	}
+	if c := doc.byID(t, "history-compare").Text(); !strings.Contains(c, "Took") || !strings.Contains(c, "median") {
+		t.Errorf("#history-compare when done: %q", c)
+	}
+	code, body := u.do("GET", raw.attr("href"), nil)
+	if code != http.StatusOK || !strings.Contains(string(body), "after the gate") {
+		t.Errorf("the raw log: %d %q", code, body)
+	}
+}
+
+type sse struct{ name, data string }
+
+// readEvents reads n events (comments and retry lines skipped).
+func readEvents(t *testing.T, r io.Reader, n int) []sse {
+	t.Helper()
+	br := bufio.NewReader(r)
+	var out []sse
+	var ev sse
+	for len(out) < n {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("the stream ended after %v: %v", out, err)
+		}
+		line = strings.TrimRight(line, "\n")
+		switch {
+		case line == "":
+			if ev != (sse{}) {
+				out = append(out, ev)
+			}
+			ev = sse{}
+		case strings.HasPrefix(line, "event: "):
+			ev.name = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			ev.data = strings.TrimPrefix(line, "data: ")
+		}
+	}
+	return out
+}
+
+func TestHistoryAndJobPages(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "fail")
+	u := newUI(t).start(fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  work: {run: '[ ! -e %q ]'}
+  other: {run: "true"}
+pipelines:
+  deploy: {jobs: [boot, work]}
+  hourly: {jobs: [boot, other]}
+`, flag))
+	run := func(pipeline string, body any, want string) string {
+		t.Helper()
+		id := u.trigger(pipeline, body)
+		if r := u.waitDone(id).Result; r != want {
+			t.Fatalf("%s: %s, want %s\n%s", id, r, want, u.log)
+		}
+		return id
+	}
+	ok1 := run("deploy", nil, "SUCCESS")
+	ok2 := run("deploy", nil, "SUCCESS")
+	os.WriteFile(flag, nil, 0o644)
+	failed := run("deploy", nil, "FAILURE")
+	os.Remove(flag)
+	var r struct{ Buildset string }
+	jsonUnmarshal(t, u.post("/api/v1/buildsets/"+failed+"/rerun", nil, http.StatusAccepted), &r)
+	rerun := r.Buildset
+	if res := u.waitDone(rerun).Result; res != "SUCCESS" {
+		t.Fatalf("rerun: %s", res)
+	}
+	os.WriteFile(filepath.Join(u.repo, "README"), []byte("v2\n"), 0o644)
+	second := sourcetest.Commit(t, u.repo, "v2")
+	hourly := run("hourly", map[string]any{"commit": second}, "SUCCESS")
+	all := []string{ok1, ok2, failed, rerun, hourly}
+
+	rows := func(path string) []string {
+		t.Helper()
+		doc := u.page(path, http.StatusOK)
+		var ids []string
+		for _, tr := range doc.byID(t, "history").all(sel("tr", "", "data-buildset", "*")) {
+			ids = append(ids, tr.attr("data-buildset"))
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	sorted := func(ids ...string) []string {
+		s := slices.Clone(ids)
+		slices.Sort(s)
+		return s
+	}
+	doc := u.page("/history", http.StatusOK)
+	form := doc.byID(t, "filters")
+	if form.tag != "form" || form.attr("method") != "get" {
+		t.Errorf("#filters: %s method %q", form.tag, form.attr("method"))
+	}
+	for _, name := range []string{"pipeline", "job", "result", "commit"} {
+		form.one(t, "the field "+name, sel("", "", "name", name))
+	}
+	for _, c := range []struct {
+		query string
+		want  []string
+	}{
+		{"", all},
+		{"?result=FAILURE", []string{failed}},
+		{"?pipeline=hourly", []string{hourly}},
+		{"?job=other", []string{hourly}},
+		{"?job=work", []string{ok1, ok2, failed, rerun}},
+		{"?job=work&result=SUCCESS", []string{ok1, ok2, rerun}},
+		{"?commit=" + second[:7], []string{hourly}},
+		{"?commit=" + strings.ToUpper(second), []string{hourly}},
+		{"?pipeline=deploy&job=other", nil},
+	} {
+		if got := rows("/history" + c.query); !slices.Equal(got, sorted(c.want...)) {
+			t.Errorf("/history%s lists %v, want %v", c.query, got, sorted(c.want...))
+		}
+	}
+	doc = u.page("/history?job=work&result=FAILURE", http.StatusOK)
+	if opt := doc.byID(t, "f-result").one(t, "the selected result", sel("option", "", "selected", "*")); opt.attr("value") != "FAILURE" {
+		t.Errorf("the result filter shows %q", opt.attr("value"))
+	}
+	doc.byID(t, "history").one(t, "the link to the failed build", sel("a", "", "href", "/buildsets/"+failed+"/builds/work"))
+	doc = u.page("/history?commit=zz", http.StatusBadRequest)
+	doc.one(t, "the error", sel("p", "error-box"))
+
+	// Pagination: follow a#next to the end.
+	u.ui.PageSize = 2
+	var seen []string
+	next := "/history"
+	for range 10 {
+		doc := u.page(next, http.StatusOK)
+		for _, tr := range doc.byID(t, "history").all(sel("tr", "", "data-buildset", "*")) {
+			seen = append(seen, tr.attr("data-buildset"))
+		}
+		links := doc.all(sel("a", "", "id", "next"))
+		if len(links) == 0 {
+			break
+		}
+		next = links[0].attr("href")
+		if !strings.Contains(next, "before=") {
+			t.Fatalf("a#next goes to %q", next)
+		}
+	}
+	if slices.Sort(seen); !slices.Equal(seen, sorted(all...)) {
+		t.Errorf("the pages list %v, want %v", seen, sorted(all...))
+	}
+	u.ui.PageSize = 50
+
+	// The re-run says what it re-runs.
+	doc = u.page("/buildsets/"+rerun, http.StatusOK)
+	if a := doc.byID(t, "rerun-of"); a.attr("href") != "/buildsets/"+failed {
+		t.Errorf("a#rerun-of goes to %q", a.attr("href"))
+	}
+
+	// The job page.
+	doc = u.page("/jobs/work", http.StatusOK)
+	chart := doc.byID(t, "durations")
+	if n := len(chart.all(sel("rect", "dbar"))); n != 4 {
+		t.Errorf("the chart has %d bars, want 4", n)
+	}
+	if got := doc.byID(t, "success-rate").Text(); got != "75%" {
+		t.Errorf("#success-rate %q, want 75%%", got)
+	}
+	if n := len(doc.byID(t, "job-builds").all(sel("tr", "", "data-buildset", "*"))); n != 4 {
+		t.Errorf("the table has %d builds, want 4", n)
+	}
+	u.page("/jobs/boot", http.StatusOK)
+	u.page("/jobs/nosuch", http.StatusNotFound)
+}
+
+func jsonUnmarshal(t *testing.T, b []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%v: %s", err, b)
+	}
+}
+
+// TestStaticFilesAndErrors: static files are cached by their hash; a
+// buildset that could not be made (CONFIG_ERROR) has a page without a
+// graph that says why.
+func TestStaticFilesAndErrors(t *testing.T) {
+	u := newUI(t).start(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  base: {run: "true"}
+  needy: {run: "true", dependencies: [base]}
+pipelines:
+  deploy: {jobs: [boot]}
+  broken: {jobs: [boot, needy]}
+`)
+	doc := u.page("/", http.StatusOK)
+	css := doc.one(t, "the stylesheet", sel("link", "", "rel", "stylesheet")).attr("href")
+	script := doc.one(t, "the script", sel("script", "", "type", "module")).attr("src")
+	for _, c := range []struct{ path, ctype, cache string }{
+		{css, "text/css", "immutable"},
+		{script, "javascript", "immutable"},
+		{"/static/common.js", "javascript", "no-cache"},
+		{"/static/ansi.js", "javascript", "no-cache"},
+	} {
+		resp, err := http.Get(u.url + c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Type"), c.ctype) || !strings.Contains(resp.Header.Get("Cache-Control"), c.cache) || resp.Header.Get("ETag") == "" {
+			t.Errorf("%s: %d %q %q %q", c.path, resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Cache-Control"), resp.Header.Get("ETag"))
+		}
+	}
+	u.page("/static/nosuch.js", http.StatusNotFound)
+	if code, out := u.do("GET", "/api/v1/nosuch", nil); code != http.StatusNotFound || !strings.Contains(string(out), `"error"`) {
+		t.Errorf("an unknown API path: %d %s", code, out)
+	}
+
+	code, out := u.do("POST", "/api/v1/pipelines/broken/trigger", nil)
+	var r struct{ Buildset, Error string }
+	jsonUnmarshal(t, out, &r)
+	if code != http.StatusUnprocessableEntity || r.Buildset == "" {
+		t.Fatalf("trigger broken: %d %s", code, out)
+	}
+	doc = u.page("/buildsets/"+r.Buildset, http.StatusOK)
+	doc.none(t, "svg#graph", sel("svg", "", "id", "graph"))
+	if st := doc.byID(t, "bs-state").Text(); st != "CONFIG_ERROR" {
+		t.Errorf("state %q", st)
+	}
+	if box := doc.one(t, "the error", sel("p", "error-box")); !strings.Contains(box.Text(), "needy needs base") {
+		t.Errorf("the error says %q", box.Text())
+	}
+}
