@@ -1,0 +1,85 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/source/sourcetest"
+)
+
+// TestServeReloadsOnSIGHUP: SIGHUP with a broken config keeps the server
+// on its config and shows the errors through the API; SIGHUP with a good
+// one takes it.
+func TestServeReloadsOnSIGHUP(t *testing.T) {
+	t.Parallel()
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x\n"})
+	dir, state := t.TempDir(), t.TempDir()
+	good := fmt.Sprintf("source: {url: %q}\njobs:\n  boot: {bootstrap: true, run: \"true\"}\npipelines:\n  deploy: {jobs: [boot]}\n", repo)
+	cfg := writeConfig(t, dir, good)
+	addr := freePort(t)
+	srv := startServe(t, addr, filepath.Join(dir, "serve.log"), []string{"SORTIE_TOKENS=t"}, "--config", cfg, "--state-dir", state)
+	t.Cleanup(func() { srv.stop(t) })
+
+	config := func() (reloadErr []string, loaded time.Time) {
+		resp, err := http.Get("http://" + addr + "/api/v1/config")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var c struct {
+			LoadedAt    time.Time `json:"loaded_at"`
+			ReloadError *struct {
+				Errors []string `json:"errors"`
+			} `json:"reload_error"`
+		}
+		json.NewDecoder(resp.Body).Decode(&c)
+		if c.ReloadError != nil {
+			return c.ReloadError.Errors, c.LoadedAt
+		}
+		return nil, c.LoadedAt
+	}
+	_, first := config()
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				out, _ := os.ReadFile(filepath.Join(dir, "serve.log"))
+				t.Fatalf("timed out waiting for %s\n%s", what, out)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	os.WriteFile(cfg, []byte(good+"  broken: {jobs: [boot, ghost]}\n"), 0o644)
+	srv.cmd.Process.Signal(syscall.SIGHUP)
+	waitUntil("the reload error", func() bool {
+		errs, _ := config()
+		return len(errs) > 0 && strings.Contains(strings.Join(errs, "\n"), "ghost")
+	})
+	if _, loaded := config(); !loaded.Equal(first) {
+		t.Errorf("a refused config replaced the one in force (loaded at %v, then %v)", first, loaded)
+	}
+	// The server still runs its config.
+	req, _ := http.NewRequest("POST", "http://"+addr+"/api/v1/pipelines/deploy/trigger", nil)
+	req.Header.Set("Authorization", "Bearer t")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("trigger after a refused reload: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
+	os.WriteFile(cfg, []byte(good), 0o644)
+	srv.cmd.Process.Signal(syscall.SIGHUP)
+	waitUntil("the good config", func() bool {
+		errs, loaded := config()
+		return errs == nil && loaded.After(first)
+	})
+}
