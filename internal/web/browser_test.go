@@ -8,12 +8,10 @@ package web_test
 // and what these tests check.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,18 +24,10 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
-	"github.com/sortie-ci/sortie/internal/bastion/local"
-	"github.com/sortie-ci/sortie/internal/buildset"
-	"github.com/sortie-ci/sortie/internal/config"
-	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/server"
-	"github.com/sortie-ci/sortie/internal/source"
-	"github.com/sortie-ci/sortie/internal/source/sourcetest"
-	"github.com/sortie-ci/sortie/internal/store/sqlite"
+	"github.com/sortie-ci/sortie/internal/server/servertest"
 	"github.com/sortie-ci/sortie/internal/web"
 )
-
-const testToken = "browser-test-token"
 
 // live bounds the waits for what a page shows, live updates included: the
 // status page polls every 2 s and the buildset page every second, and CI
@@ -47,229 +37,16 @@ const live = 12 * time.Second
 // ---------------------------------------------------------------------------
 // The server under test.
 
-// sortie is a real server on loopback with the web UI mounted.
-type sortie struct {
-	t     *testing.T
-	url   string
-	repo  string
-	log   *syncBuffer
-	gates []gate
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// gate is a file a job waits for.
-type gate string
-
-func newGate(t *testing.T) gate { return gate(filepath.Join(t.TempDir(), "gate")) }
-
-func (g gate) open(t *testing.T) {
-	t.Helper()
-	if err := os.WriteFile(string(g), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// wait is the shell loop that waits for the gate.
-func (g gate) wait() string {
-	return fmt.Sprintf(`while [ ! -e %q ]; do sleep 0.02; done`, string(g))
-}
-
-// startSortie writes cfg (after a source section naming a fresh repository)
-// and serves it with the web UI on 127.0.0.1:0. At the end of the test it
+// startSortie serves cfg (after a source section naming a fresh
+// repository) with the web UI on 127.0.0.1:0. At the end of the test it
 // opens gates, so no job waits through the shutdown, then stops the server
 // and waits for it. Start the browser after the server: cleanups run last
 // first, so the browser closes before the server stops.
-func startSortie(t *testing.T, cfg string, gates ...gate) *sortie {
+func startSortie(t *testing.T, cfg string, gates ...servertest.Gate) *servertest.Server {
 	t.Helper()
-	repo, _ := sourcetest.Repo(t, map[string]string{"README": "hello\n", "docs/index.md": "docs\n", "playbooks/site.yaml": "site\n"})
-	dir, state := t.TempDir(), t.TempDir()
-	full := fmt.Sprintf("source: {url: %q, branch: main}\n%s", repo, cfg)
-	if err := os.WriteFile(filepath.Join(dir, "sortie.yaml"), []byte(full), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c, err := config.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(state, "sortie.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	owner := fmt.Sprintf("srv-web%d", time.Now().UnixNano())
-	sems := &semaphore.Client{Store: st, Owner: owner}
-	if err := sems.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	b := local.New(filepath.Join(state, "bastion"))
-	b.Owner = owner
-	mirror := &source.Mirror{Dir: filepath.Join(state, "mirror.git"), URL: c.Source.URL}
-	getenv := func(k string) string {
-		if k == "SORTIE_TOKENS" {
-			return testToken
-		}
-		return ""
-	}
-	runner := &buildset.Runner{
-		Store: st, Bastion: b, Mirror: mirror, Semaphores: sems, LogDir: filepath.Join(state, "logs"),
-		Getenv: getenv, Poll: 20 * time.Millisecond, Grace: time.Second,
-	}
-	e := &sortie{t: t, repo: repo, log: &syncBuffer{}, gates: gates}
-	srv, err := server.New(server.Options{
-		ConfigPath: dir, Config: c, StateDir: state, Listen: "127.0.0.1:0",
-		Store: st, Semaphores: sems, Bastion: b, Mirror: mirror, Runner: runner,
-		Getenv: getenv, Grace: 2 * time.Second, Tick: 50 * time.Millisecond,
-		Log: slog.New(slog.NewTextHandler(e.log, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.SetUI(web.New(srv))
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- srv.Run(rctx)
-		sems.Stop()
-		st.Close()
-	}()
-	t.Cleanup(func() {
-		for _, g := range e.gates {
-			os.WriteFile(string(g), nil, 0o644)
-		}
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("server: %v", err)
-			}
-		case <-time.After(60 * time.Second):
-			t.Errorf("server did not stop\n%s", e.log)
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		select {
-		case err := <-done:
-			t.Fatalf("server stopped: %v\n%s", err, e.log)
-		default:
-		}
-		if a := srv.Addr(); a != "" {
-			e.url = "http://" + a
-			if resp, err := http.Get(e.url + "/readyz"); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					return e
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server not ready\n%s", e.log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// do calls the API with the test's token; body may be nil.
-func (e *sortie) do(method, path string, body any) (int, []byte) {
-	e.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, e.url+path, rd)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, out
-}
-
-func (e *sortie) post(path string, body any, want int) {
-	e.t.Helper()
-	if code, out := e.do("POST", path, body); code != want {
-		e.t.Fatalf("POST %s: %d %s, want %d", path, code, out, want)
-	}
-}
-
-// trigger makes a buildset of pipeline and returns its id.
-func (e *sortie) trigger(pipeline string) string {
-	e.t.Helper()
-	code, out := e.do("POST", "/api/v1/pipelines/"+pipeline+"/trigger", nil)
-	if code != http.StatusAccepted {
-		e.t.Fatalf("trigger %s: %d %s", pipeline, code, out)
-	}
-	var r struct{ Buildset string }
-	json.Unmarshal(out, &r)
-	return r.Buildset
-}
-
-func (e *sortie) buildset(id string) *server.BuildsetJSON {
-	e.t.Helper()
-	code, out := e.do("GET", "/api/v1/buildsets/"+id, nil)
-	if code != http.StatusOK {
-		e.t.Fatalf("get %s: %d %s", id, code, out)
-	}
-	var bs server.BuildsetJSON
-	if err := json.Unmarshal(out, &bs); err != nil {
-		e.t.Fatal(err)
-	}
-	return &bs
-}
-
-// wait polls a buildset through the API until cond holds or 20s pass.
-func (e *sortie) wait(id, what string, cond func(*server.BuildsetJSON) bool) *server.BuildsetJSON {
-	e.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		bs := e.buildset(id)
-		if cond(bs) {
-			return bs
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("buildset %s: timed out waiting until %s; it is %s %s\n%s", id, what, bs.State, bs.Result, e.log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (e *sortie) waitDone(id string) *server.BuildsetJSON {
-	e.t.Helper()
-	return e.wait(id, "done", func(b *server.BuildsetJSON) bool { return b.State == "DONE" })
-}
-
-// waitStarted waits until job's build of buildset id runs.
-func (e *sortie) waitStarted(id, job string) {
-	e.t.Helper()
-	e.wait(id, job+" runs", func(b *server.BuildsetJSON) bool {
-		for _, br := range b.Builds {
-			if br.Job == job {
-				return br.StartedAt.Get() != nil && br.FinishedAt.Get() == nil
-			}
-		}
-		return false
+	return servertest.Start(t, cfg, servertest.Options{
+		UI:    func(srv *server.Server) http.Handler { return web.New(srv) },
+		Gates: gates,
 	})
 }
 
@@ -521,7 +298,7 @@ func screenshotDir(t *testing.T) string {
 // and queued buildsets, the semaphores and the config's health, and follows
 // pauses and finished buildsets without a reload.
 func TestBrowserStatus(t *testing.T) {
-	g := newGate(t)
+	g := servertest.NewGate(t)
 	e := startSortie(t, fmt.Sprintf(`
 semaphores: {bridge: 1}
 jobs:
@@ -531,12 +308,12 @@ jobs:
 pipelines:
   deploy: {semaphore: bridge, jobs: [boot, hold]}
   hourly: {jobs: [boot, work]}
-`, g.wait()), g)
-	first := e.trigger("deploy")
-	e.waitStarted(first, "hold")
-	second := e.trigger("deploy") // queued behind the first (serial)
+`, g.Wait()), g)
+	first := e.Trigger("deploy", nil)
+	e.WaitStarted(first, "hold")
+	second := e.Trigger("deploy", nil) // queued behind the first (serial)
 
-	b := newBrowser(t, e.url)
+	b := newBrowser(t, e.URL)
 	b.open("/")
 	b.has("main#status")
 	for _, p := range []string{"deploy", "hourly"} {
@@ -554,20 +331,20 @@ pipelines:
 	b.shot("status")
 
 	b.mark()
-	e.post("/api/v1/pause", map[string]string{"pipeline": "hourly", "reason": "maintenance of the bridge"}, http.StatusOK)
+	e.Post("/api/v1/pause", map[string]string{"pipeline": "hourly", "reason": "maintenance of the bridge"}, http.StatusOK)
 	b.waitFor("hourly shows paused", `document.querySelector('section.pipeline[data-pipeline="hourly"] .paused')`,
 		`document.querySelector('section.pipeline[data-pipeline="hourly"]')?.outerHTML`, live)
 	if eval[bool](b, `!!document.querySelector('section.pipeline[data-pipeline="deploy"] .paused')`) {
 		t.Errorf("deploy shows paused; only hourly was paused")
 	}
 
-	g.open(t)
-	e.waitDone(first)
-	e.waitDone(second)
+	g.Open(t)
+	e.WaitDone(first)
+	e.WaitDone(second)
 	b.waitFor("the finished buildsets leave the page", `!document.querySelector('a.buildset')`,
 		`document.querySelector('section.pipeline[data-pipeline="deploy"]')?.outerHTML`, live)
 
-	e.post("/api/v1/pause", map[string]string{"reason": "freeze"}, http.StatusOK)
+	e.Post("/api/v1/pause", map[string]string{"reason": "freeze"}, http.StatusOK)
 	b.waitFor("#paused-all shows", `document.querySelector('#paused-all')`, `document.querySelector('main#status')?.outerHTML`, live)
 	b.stillLoaded("status page")
 	b.shot("status-paused")
@@ -594,7 +371,7 @@ func readNode(b *browser, job string) graphNode {
 // TestBrowserBuildsetGraph: the buildset page draws the job graph with each
 // node's state and colour, and follows the run without a reload.
 func TestBrowserBuildsetGraph(t *testing.T) {
-	g := newGate(t)
+	g := servertest.NewGate(t)
 	e := startSortie(t, fmt.Sprintf(`
 jobs:
   boot: {bootstrap: true, run: "true"}
@@ -602,11 +379,11 @@ jobs:
   b: {dependencies: [a], run: "echo b"}
 pipelines:
   deploy: {jobs: [boot, a, b]}
-`, g.wait()), g)
-	id := e.trigger("deploy")
-	e.waitStarted(id, "a")
+`, g.Wait()), g)
+	id := e.Trigger("deploy", nil)
+	e.WaitStarted(id, "a")
 
-	b := newBrowser(t, e.url)
+	b := newBrowser(t, e.URL)
 	b.open("/buildsets/" + id)
 	b.waitFor("the graph shows a and b", `document.querySelector('svg#graph g.node[data-job="a"]') && document.querySelector('svg#graph g.node[data-job="b"]')`,
 		`document.querySelector('svg#graph')?.outerHTML ?? document.body.innerHTML.slice(0, 2000)`, live)
@@ -626,14 +403,14 @@ pipelines:
 	b.shot("buildset-running")
 
 	b.mark()
-	g.open(t)
+	g.Open(t)
 	b.waitFor("a becomes SUCCESS", `document.querySelector('svg#graph g.node[data-job="a"]')?.getAttribute('data-state') === 'SUCCESS'`,
 		`document.querySelector('svg#graph')?.outerHTML`, live)
 	b.waitFor("a's colour changes", fmt.Sprintf(`(() => { const s = document.querySelector('svg#graph g.node[data-job="a"]').querySelector('rect, circle, ellipse, polygon, path'); return s && getComputedStyle(s).fill !== %s; })()`, jsString(a.Fill)),
 		`document.querySelector('svg#graph g.node[data-job="a"]')?.outerHTML`, live)
 	b.waitFor("b becomes SUCCESS", `document.querySelector('svg#graph g.node[data-job="b"]')?.getAttribute('data-state') === 'SUCCESS'`,
 		`document.querySelector('svg#graph')?.outerHTML`, live)
-	if got := e.waitDone(id).Result; got != "SUCCESS" {
+	if got := e.WaitDone(id).Result; got != "SUCCESS" {
 		t.Fatalf("buildset: %s", got)
 	}
 	b.waitFor("the timeline marks the critical path", `document.querySelector('svg#timeline rect.bar.critical')`,
@@ -648,7 +425,7 @@ pipelines:
 // TestBrowserLiveLog: the build page streams the log as the job prints it,
 // and renders ANSI colours as classed spans.
 func TestBrowserLiveLog(t *testing.T) {
-	g := newGate(t)
+	g := servertest.NewGate(t)
 	e := startSortie(t, fmt.Sprintf(`
 jobs:
   boot: {bootstrap: true, run: "true"}
@@ -660,11 +437,11 @@ jobs:
       echo "line two"
 pipelines:
   deploy: {jobs: [boot, talk]}
-`, g.wait()), g)
-	id := e.trigger("deploy")
-	e.waitStarted(id, "talk")
+`, g.Wait()), g)
+	id := e.Trigger("deploy", nil)
+	e.WaitStarted(id, "talk")
 
-	b := newBrowser(t, e.url)
+	b := newBrowser(t, e.URL)
 	b.open("/buildsets/" + id + "/builds/talk")
 	logHTML := `document.querySelector('pre#log')?.outerHTML ?? document.body.innerHTML.slice(0, 2000)`
 	b.waitFor(`"line one" in pre#log`, `[...document.querySelectorAll('pre#log span.line')].some(l => l.textContent.includes('line one'))`, logHTML, live)
@@ -697,12 +474,12 @@ pipelines:
 	b.shot("log-running")
 
 	b.mark()
-	g.open(t)
+	g.Open(t)
 	b.waitFor(`"line two" appears`, `[...document.querySelectorAll('pre#log span.line')].some(l => l.textContent.includes('line two'))`, logHTML, live)
 	if n := eval[int](b, `[...document.querySelectorAll('pre#log span.line')].filter(l => l.textContent.includes('line one')).length`); n != 1 {
 		t.Errorf(`"line one" shows %d times, want once`, n)
 	}
-	e.waitDone(id)
+	e.WaitDone(id)
 	b.stillLoaded("build page")
 	// The raw log link serves the log itself.
 	href := eval[string](b, `document.querySelector('a#raw').href`)
@@ -739,15 +516,15 @@ pipelines:
 			os.WriteFile(flag, nil, 0o644)
 			defer os.Remove(flag)
 		}
-		id := e.trigger("deploy")
-		r := e.waitDone(id).Result
+		id := e.Trigger("deploy", nil)
+		r := e.WaitDone(id).Result
 		switch {
 		case fail && r == "FAILURE":
 			failed = append(failed, id)
 		case !fail && r == "SUCCESS":
 			ok = append(ok, id)
 		default:
-			t.Fatalf("buildset %s: %s (fail=%v)\n%s", id, r, fail, e.log)
+			t.Fatalf("buildset %s: %s (fail=%v)\n%s", id, r, fail, e.Log)
 		}
 	}
 	run(false)
@@ -755,7 +532,7 @@ pipelines:
 	run(true)
 	run(false)
 
-	b := newBrowser(t, e.url)
+	b := newBrowser(t, e.URL)
 	b.open("/history")
 	rows := `JSON.stringify([...document.querySelectorAll('table#history tr[data-buildset]')].map(r => r.getAttribute('data-buildset')).sort())`
 	all := append(append([]string{}, ok...), failed...)
@@ -824,7 +601,7 @@ type overflow struct {
 // TestBrowserNarrow: at 400 px wide, the status and buildset pages do not
 // scroll sideways; a wide graph scrolls inside its own container.
 func TestBrowserNarrow(t *testing.T) {
-	g := newGate(t)
+	g := servertest.NewGate(t)
 	e := startSortie(t, fmt.Sprintf(`
 semaphores: {bridge: 1}
 jobs:
@@ -839,11 +616,11 @@ jobs:
 pipelines:
   deploy-infra-production: {semaphore: bridge, jobs: [boot, letsencrypt, service-zuul-scheduler, service-zuul-executor, service-nodepool-launcher, service-etherpad, service-gitea-cluster, summary]}
   hourly-infra-periodic: {jobs: [boot, letsencrypt]}
-`, g.wait()), g)
-	id := e.trigger("deploy-infra-production")
-	e.waitStarted(id, "service-zuul-scheduler")
+`, g.Wait()), g)
+	id := e.Trigger("deploy-infra-production", nil)
+	e.WaitStarted(id, "service-zuul-scheduler")
 
-	b := newBrowser(t, e.url)
+	b := newBrowser(t, e.URL)
 	if err := chromedp.Do(b.ctx, chromedp.EmulateViewport(400, 800)); err != nil {
 		t.Fatal(err)
 	}
@@ -1059,7 +836,7 @@ type a11yReport struct {
 // TestBrowserAccessibility: every page passes the basic checks of a11yJS,
 // with a failed buildset and a running one in the state.
 func TestBrowserAccessibility(t *testing.T) {
-	g := newGate(t)
+	g := servertest.NewGate(t)
 	flag := filepath.Join(t.TempDir(), "fail")
 	e := startSortie(t, fmt.Sprintf(`
 semaphores: {bridge: 1}
@@ -1074,20 +851,20 @@ jobs:
 pipelines:
   deploy: {semaphore: bridge, jobs: [boot, a, b]}
   hourly: {jobs: [boot, a, c]}
-`, flag, g.wait()), g)
+`, flag, g.Wait()), g)
 	os.WriteFile(flag, nil, 0o644)
-	failed := e.trigger("deploy")
-	if r := e.waitDone(failed).Result; r != "FAILURE" {
-		t.Fatalf("buildset %s: %s, want FAILURE\n%s", failed, r, e.log)
+	failed := e.Trigger("deploy", nil)
+	if r := e.WaitDone(failed).Result; r != "FAILURE" {
+		t.Fatalf("buildset %s: %s, want FAILURE\n%s", failed, r, e.Log)
 	}
 	os.Remove(flag)
-	if r := e.waitDone(e.trigger("deploy")).Result; r != "SUCCESS" {
+	if r := e.WaitDone(e.Trigger("deploy", nil)).Result; r != "SUCCESS" {
 		t.Fatalf("second deploy: %s", r)
 	}
-	running := e.trigger("hourly")
-	e.waitStarted(running, "c")
+	running := e.Trigger("hourly", nil)
+	e.WaitStarted(running, "c")
 
-	b := newBrowser(t, e.url)
+	b := newBrowser(t, e.URL)
 	pages := []struct{ path, ready, name string }{
 		{"/", `document.querySelector('section.pipeline a.buildset')`, "a11y-status"},
 		{"/buildsets/" + failed, `document.querySelector('svg#graph g.node[data-job="b"][data-state="FAILURE"]')`, "a11y-buildset-failed"},

@@ -74,12 +74,12 @@ func TestLargeBuildset(t *testing.T) {
 		t.Skip("writes a 100 MB log")
 	}
 	const jobs = 500
-	u := newUI(t).start(bigConfig(jobs))
+	u := startUI(t, bigConfig(jobs))
 	// Paused, the buildset stays queued: the test sets its builds' states.
-	u.post("/api/v1/pause", map[string]string{"reason": "test"}, http.StatusOK)
-	id := u.trigger("deploy", nil)
+	u.Post("/api/v1/pause", map[string]string{"reason": "test"}, http.StatusOK)
+	id := u.Trigger("deploy", nil)
 	ctx := context.Background()
-	bs := u.buildset(id)
+	bs := u.Buildset(id)
 	if len(bs.Builds) != jobs+1 {
 		t.Fatalf("%d builds", len(bs.Builds))
 	}
@@ -90,15 +90,15 @@ func TestLargeBuildset(t *testing.T) {
 		switch i % 3 {
 		case 0, 1:
 			a := &store.Attempt{BuildsetID: id, Job: b.Job, Number: 1, Owner: "test", StartedAt: at, Log: filepath.Join(logDir, b.Job+".log")}
-			if err := u.st.StartAttempt(ctx, a); err != nil {
+			if err := u.Store.StartAttempt(ctx, a); err != nil {
 				t.Fatal(err)
 			}
 			if i%3 == 0 {
 				end := at.Add(time.Duration(5+i%40) * time.Second)
-				if err := u.st.FinishAttempt(ctx, id, b.Job, 1, store.Success, "", end); err != nil {
+				if err := u.Store.FinishAttempt(ctx, id, b.Job, 1, store.Success, "", end); err != nil {
 					t.Fatal(err)
 				}
-				if err := u.st.FinishBuild(ctx, id, b.Job, store.Success, "", end); err != nil {
+				if err := u.Store.FinishBuild(ctx, id, b.Job, store.Success, "", end); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -119,7 +119,7 @@ func TestLargeBuildset(t *testing.T) {
 	}
 	f.Close()
 
-	d, body := timeGet(t, u.url+"/buildsets/"+id)
+	d, body := timeGet(t, u.URL+"/buildsets/"+id)
 	doc, err := parseHTML(body)
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +143,7 @@ func TestLargeBuildset(t *testing.T) {
 		t.Errorf("the %d-job buildset page took %v", jobs+1, d)
 	}
 
-	d, body = timeGet(t, u.url+"/buildsets/"+id+"/builds/"+big)
+	d, body = timeGet(t, u.URL+"/buildsets/"+id+"/builds/"+big)
 	doc, err = parseHTML(body)
 	if err != nil {
 		t.Fatal(err)
@@ -161,9 +161,9 @@ func TestLargeBuildset(t *testing.T) {
 	if d > 5*time.Second {
 		t.Errorf("the build page took %v", d)
 	}
-	d, _ = timeGet(t, u.url+"/")
+	d, _ = timeGet(t, u.URL+"/")
 	t.Logf("status page: %v", d.Round(time.Millisecond))
-	d, _ = timeGet(t, u.url+"/history?job=service-499")
+	d, _ = timeGet(t, u.URL+"/history?job=service-499")
 	t.Logf("history filtered by job: %v", d.Round(time.Millisecond))
 }
 

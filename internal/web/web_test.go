@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/server"
+	"github.com/sortie-ci/sortie/internal/server/servertest"
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
 )
 
@@ -100,9 +101,8 @@ func (u *uiServer) page(path string, want int) *node {
 }
 
 func TestStatusPage(t *testing.T) {
-	u := newUI(t)
-	g, wait := u.gate()
-	u.start(fmt.Sprintf(`
+	g := servertest.NewGate(t)
+	u := startUI(t, fmt.Sprintf(`
 semaphores: {bridge: 1, spare: 2}
 jobs:
   boot: {bootstrap: true, run: "true"}
@@ -111,15 +111,15 @@ jobs:
 pipelines:
   deploy: {semaphore: bridge, jobs: [boot, hold]}
   hourly: {jobs: [boot, work]}
-`, wait))
-	first := u.trigger("deploy", nil)
-	u.waitStarted(first, "hold")
-	second := u.trigger("deploy", nil) // serial: waits behind the first
-	u.post("/api/v1/pause", map[string]string{"pipeline": "hourly", "reason": "bridge <maintenance>", "by": "alice"}, http.StatusOK)
+`, g.Wait()), g)
+	first := u.Trigger("deploy", nil)
+	u.WaitStarted(first, "hold")
+	second := u.Trigger("deploy", nil) // serial: waits behind the first
+	u.Post("/api/v1/pause", map[string]string{"pipeline": "hourly", "reason": "bridge <maintenance>", "by": "alice"}, http.StatusOK)
 	// Wait until the managers said why the second one waits.
 	reason := ""
 	for deadline := time.Now().Add(10 * time.Second); reason == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		st, err := u.srv.Status(context.Background())
+		st, err := u.Srv.Status(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -164,8 +164,8 @@ pipelines:
 	}
 
 	// A reload that fails shows its errors.
-	u.writeConfig("jobs: {boot: {bootstrap: true, run: true, unknown_key: 1}}\npipelines: {}\n")
-	if err := u.srv.Reload(); err == nil {
+	u.WriteConfig("jobs: {boot: {bootstrap: true, run: true, unknown_key: 1}}\npipelines: {}\n")
+	if err := u.Srv.Reload(); err == nil {
 		t.Fatal("the bad config was accepted")
 	}
 	doc = u.page("/", http.StatusOK)
@@ -175,18 +175,17 @@ pipelines:
 	}
 
 	// A pause of everything.
-	u.post("/api/v1/pause", map[string]string{"reason": "freeze", "by": "bob"}, http.StatusOK)
+	u.Post("/api/v1/pause", map[string]string{"reason": "freeze", "by": "bob"}, http.StatusOK)
 	doc = u.page("/", http.StatusOK)
 	if all := doc.byID(t, "paused-all"); !strings.Contains(all.Text(), "bob") || !strings.Contains(all.Text(), "freeze") {
 		t.Errorf("#paused-all says %q", all.Text())
 	}
-	openGate(t, g)
+	g.Open(t)
 }
 
 func TestBuildsetPage(t *testing.T) {
-	u := newUI(t)
-	g, wait := u.gate()
-	u.start(fmt.Sprintf(`
+	g := servertest.NewGate(t)
+	u := startUI(t, fmt.Sprintf(`
 jobs:
   boot: {bootstrap: true, run: "true"}
   base: {run: "true", duration_hint: 1m}
@@ -197,11 +196,11 @@ jobs:
   never: {run: "true", irrelevant_files: ['^playbooks/']}
 pipelines:
   deploy: {jobs: [boot, base, hold, after, side, docs, never]}
-`, wait))
+`, g.Wait()), g)
 	files := []string{"playbooks/site.yaml", "playbooks/<b>&x.yaml"}
-	id := u.trigger("deploy", map[string]any{"files": files})
-	u.waitStarted(id, "hold")
-	bs := u.wait(id, "side succeeded", func(b *server.BuildsetJSON) bool {
+	id := u.Trigger("deploy", map[string]any{"files": files})
+	u.WaitStarted(id, "hold")
+	bs := u.Wait(id, "side succeeded", func(b *server.BuildsetJSON) bool {
 		for _, br := range b.Builds {
 			if br.Job == "side" {
 				return br.Result == "SUCCESS"
@@ -298,8 +297,8 @@ pipelines:
 		t.Errorf("#bs-facts: data-id %q data-done %q", d.attr("data-id"), d.attr("data-done"))
 	}
 
-	openGate(t, g)
-	u.waitDone(id)
+	g.Open(t)
+	u.WaitDone(id)
 	doc = check(map[string]string{"boot": "SUCCESS", "base": "SUCCESS", "hold": "SUCCESS", "after": "SUCCESS", "side": "SUCCESS"}, "SUCCESS")
 	for _, bar := range doc.byID(t, "timeline").all(sel("rect", "bar")) {
 		if w, _ := strconv.ParseFloat(bar.attr("width"), 64); w < 2 {
@@ -308,12 +307,12 @@ pipelines:
 	}
 
 	// A buildset without a file list says so.
-	id2 := u.trigger("deploy", nil)
+	id2 := u.Trigger("deploy", nil)
 	doc = u.page("/buildsets/"+id2, http.StatusOK)
 	if fl := doc.byID(t, "files"); !strings.Contains(fl.Text(), "No file list") {
 		t.Errorf("#files without a file list: %q", fl.Text())
 	}
-	u.waitDone(id2)
+	u.WaitDone(id2)
 
 	// Unknown buildsets and builds are 404 pages.
 	for _, p := range []string{"/buildsets/nosuch", "/buildsets/" + id + "/builds/nosuch", "/buildsets/" + id + "/builds/docs", "/buildsets/" + id + "/builds/hold?attempt=2", "/nosuch"} {
@@ -325,9 +324,8 @@ pipelines:
 }
 
 func TestBuildPage(t *testing.T) {
-	u := newUI(t)
-	g, wait := u.gate()
-	u.start(fmt.Sprintf(`
+	g := servertest.NewGate(t)
+	u := startUI(t, fmt.Sprintf(`
 jobs:
   boot: {bootstrap: true, run: "true"}
   talk:
@@ -338,14 +336,14 @@ jobs:
       echo 'after the gate'
 pipelines:
   deploy: {jobs: [boot, talk]}
-`, wait))
-	id := u.trigger("deploy", nil)
-	u.waitStarted(id, "talk")
+`, g.Wait()), g)
+	id := u.Trigger("deploy", nil)
+	u.WaitStarted(id, "talk")
 	ctx := context.Background()
 	var tail *server.LogTail
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		var err error
-		if tail, err = u.srv.LogTail(ctx, id, "talk", 0, logTail); err != nil {
+		if tail, err = u.Srv.LogTail(ctx, id, "talk", 0, logTail); err != nil {
 			t.Fatal(err)
 		}
 		if strings.Count(string(tail.Data), "\n") == 2 {
@@ -403,13 +401,13 @@ pipelines:
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(sctx, "GET", u.url+follow, nil)
+	req, _ := http.NewRequestWithContext(sctx, "GET", u.URL+follow, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	openGate(t, g)
+	g.Open(t)
 	events := readEvents(t, resp.Body, 2)
 	if events[0].name != "" || !strings.HasSuffix(events[0].data, "| after the gate") {
 		t.Errorf("first event %+v, want the line after the gate", events[0])
@@ -418,7 +416,7 @@ pipelines:
 		t.Errorf("second event %+v, want end SUCCESS", events[1])
 	}
 
-	u.waitDone(id)
+	u.WaitDone(id)
 	doc = u.page(path, http.StatusOK)
 	pre = doc.byID(t, "log")
 	if pre.has("data-follow") {
@@ -430,7 +428,7 @@ pipelines:
 	if c := doc.byID(t, "history-compare").Text(); !strings.Contains(c, "Took") || !strings.Contains(c, "median") {
 		t.Errorf("#history-compare when done: %q", c)
 	}
-	code, body := u.do("GET", raw.attr("href"), nil)
+	code, body := u.Do("GET", raw.attr("href"), nil, servertest.Token)
 	if code != http.StatusOK || !strings.Contains(string(body), "after the gate") {
 		t.Errorf("the raw log: %d %q", code, body)
 	}
@@ -467,7 +465,7 @@ func readEvents(t *testing.T, r io.Reader, n int) []sse {
 
 func TestHistoryAndJobPages(t *testing.T) {
 	flag := filepath.Join(t.TempDir(), "fail")
-	u := newUI(t).start(fmt.Sprintf(`
+	u := startUI(t, fmt.Sprintf(`
 jobs:
   boot: {bootstrap: true, run: "true"}
   work: {run: '[ ! -e %q ]'}
@@ -478,9 +476,9 @@ pipelines:
 `, flag))
 	run := func(pipeline string, body any, want string) string {
 		t.Helper()
-		id := u.trigger(pipeline, body)
-		if r := u.waitDone(id).Result; r != want {
-			t.Fatalf("%s: %s, want %s\n%s", id, r, want, u.log)
+		id := u.Trigger(pipeline, body)
+		if r := u.WaitDone(id).Result; r != want {
+			t.Fatalf("%s: %s, want %s\n%s", id, r, want, u.Log)
 		}
 		return id
 	}
@@ -490,13 +488,13 @@ pipelines:
 	failed := run("deploy", nil, "FAILURE")
 	os.Remove(flag)
 	var r struct{ Buildset string }
-	jsonUnmarshal(t, u.post("/api/v1/buildsets/"+failed+"/rerun", nil, http.StatusAccepted), &r)
+	jsonUnmarshal(t, u.Post("/api/v1/buildsets/"+failed+"/rerun", nil, http.StatusAccepted), &r)
 	rerun := r.Buildset
-	if res := u.waitDone(rerun).Result; res != "SUCCESS" {
+	if res := u.WaitDone(rerun).Result; res != "SUCCESS" {
 		t.Fatalf("rerun: %s", res)
 	}
-	os.WriteFile(filepath.Join(u.repo, "README"), []byte("v2\n"), 0o644)
-	second := sourcetest.Commit(t, u.repo, "v2")
+	os.WriteFile(filepath.Join(u.Repo, "README"), []byte("v2\n"), 0o644)
+	second := sourcetest.Commit(t, u.Repo, "v2")
 	hourly := run("hourly", map[string]any{"commit": second}, "SUCCESS")
 	all := []string{ok1, ok2, failed, rerun, hourly}
 
@@ -605,7 +603,7 @@ func jsonUnmarshal(t *testing.T, b []byte, v any) {
 // buildset that could not be made (CONFIG_ERROR) has a page without a
 // graph that says why.
 func TestStaticFilesAndErrors(t *testing.T) {
-	u := newUI(t).start(`
+	u := startUI(t, `
 jobs:
   boot: {bootstrap: true, run: "true"}
   base: {run: "true"}
@@ -623,7 +621,7 @@ pipelines:
 		{"/static/common.js", "javascript", "no-cache"},
 		{"/static/ansi.js", "javascript", "no-cache"},
 	} {
-		resp, err := http.Get(u.url + c.path)
+		resp, err := http.Get(u.URL + c.path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -633,11 +631,11 @@ pipelines:
 		}
 	}
 	u.page("/static/nosuch.js", http.StatusNotFound)
-	if code, out := u.do("GET", "/api/v1/nosuch", nil); code != http.StatusNotFound || !strings.Contains(string(out), `"error"`) {
+	if code, out := u.Do("GET", "/api/v1/nosuch", nil, servertest.Token); code != http.StatusNotFound || !strings.Contains(string(out), `"error"`) {
 		t.Errorf("an unknown API path: %d %s", code, out)
 	}
 
-	code, out := u.do("POST", "/api/v1/pipelines/broken/trigger", nil)
+	code, out := u.Do("POST", "/api/v1/pipelines/broken/trigger", nil, servertest.Token)
 	var r struct{ Buildset, Error string }
 	jsonUnmarshal(t, out, &r)
 	if code != http.StatusUnprocessableEntity || r.Buildset == "" {
