@@ -106,6 +106,11 @@ func (m *Mirror) fetch(ctx context.Context, dir string) error {
 		if !strings.HasPrefix(target, "refs/heads/") {
 			break
 		}
+		// Most fetches find HEAD where it was: read it rather than start
+		// a git to write it again.
+		if cur, err := os.ReadFile(filepath.Join(dir, "HEAD")); err == nil && strings.TrimSpace(string(cur)) == "ref: "+target {
+			break
+		}
 		if _, err := Git(ctx, "--git-dir", dir, "symbolic-ref", "HEAD", target); err != nil {
 			return err
 		}
