@@ -156,6 +156,22 @@ func TestHeadFollowsDefaultBranch(t *testing.T) {
 	if got := resolve(t, m, ""); got != c2 {
 		t.Errorf("Resolve(\"\") = %s, want trunk's %s", got, c2)
 	}
+	// The remote's default branch moves back to main: so does HEAD.
+	r.git("checkout", "--quiet", "main")
+	c1 := r.git("rev-parse", "HEAD")
+	if err := m.Update(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := resolve(t, m, ""); got != c1 {
+		t.Errorf("after the default branch moved, Resolve(\"\") = %s, want main's %s", got, c1)
+	}
+	// And stays when it does not move.
+	if err := m.Update(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := resolve(t, m, ""); got != c1 {
+		t.Errorf("after an update with no move, Resolve(\"\") = %s, want %s", got, c1)
+	}
 }
 
 func TestResolveUnknown(t *testing.T) {
