@@ -271,7 +271,7 @@ func (b *Bastion) Install(ctx context.Context, commands []string, env map[string
 	}
 	for i, c := range commands {
 		fmt.Fprintf(log, "+ %s\n", c)
-		p, err := startProcess(c, b.workdir, envList, log, b.record)
+		p, err := startProcess(c, b.workdir, b.tag(envList), log, b.record)
 		if err != nil {
 			return false, &bastion.InfraError{Op: "install", Err: err}
 		}

@@ -1,6 +1,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +51,15 @@ func parseRecord(data []byte) (groupRecord, bool) {
 		return groupRecord{}, false
 	}
 	return groupRecord{pgid: pgid, start: start, boot: f[2]}, true
+}
+
+// tag adds OwnerEnv to a process's environment when the bastion has an
+// Owner.
+func (b *Bastion) tag(env []string) []string {
+	if b.Owner == "" {
+		return env
+	}
+	return append(env[:len(env):len(env)], OwnerEnv+"="+b.Owner)
 }
 
 // checkOwner rejects a bad b.Owner; "" is fine.
@@ -134,7 +144,9 @@ func (b *Bastion) killOwner(ctx context.Context, owner string, grace time.Durati
 	dir := b.path("run", owner)
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		// No record at all, perhaps because the owner died before its
+		// first one was written: its tagged processes may still run.
+		return endTagged(ctx, owner, grace)
 	}
 	if err != nil {
 		return err
@@ -156,6 +168,11 @@ func (b *Bastion) killOwner(ctx context.Context, owner string, grace time.Durati
 		}
 	}
 	if err := endGroups(ctx, groups, grace); err != nil {
+		return err
+	}
+	// A Sortie killed between starting a process and writing its record
+	// left a group no record names; its processes carry the owner's tag.
+	if err := endTagged(ctx, owner, grace); err != nil {
 		return err
 	}
 	return os.RemoveAll(dir)
@@ -225,4 +242,67 @@ func ours(r groupRecord, procs map[int]procStat) bool {
 		live = true
 	}
 	return live
+}
+
+// OwnerEnv is the variable every process a bastion with an Owner starts
+// carries, set to the owner id: KillOwner finds by it the processes whose
+// group was started but not yet recorded when their Sortie died.
+const OwnerEnv = "SORTIE_OWNER"
+
+// tagged returns the process groups with a live member whose environment
+// (as exec'd) holds OwnerEnv=owner, never this process's own group.
+func tagged(owner string) (map[int]bool, error) {
+	procs, err := allProcs()
+	if err != nil {
+		return nil, err
+	}
+	want := []byte(OwnerEnv + "=" + owner + "\x00")
+	self := syscall.Getpgrp()
+	groups := map[int]bool{}
+	for pid, st := range procs {
+		if st.dead() || st.pgrp <= 1 || st.pgrp == self || pid == os.Getpid() {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+		if err != nil {
+			continue // gone, or not ours to read
+		}
+		if bytes.HasPrefix(env, want) || bytes.Contains(env, append([]byte{0}, want...)) {
+			groups[st.pgrp] = true
+		}
+	}
+	return groups, nil
+}
+
+// endTagged ends the groups of the processes tagged with owner, TERM then
+// KILL after grace, and returns once none is left.
+func endTagged(ctx context.Context, owner string, grace time.Duration) error {
+	deadline := time.Now().Add(grace)
+	termed := map[int]bool{}
+	tick := time.NewTicker(ownerPoll)
+	defer tick.Stop()
+	for {
+		groups, err := tagged(owner)
+		if err != nil {
+			return err
+		}
+		if len(groups) == 0 {
+			return nil
+		}
+		late := time.Now().After(deadline)
+		for g := range groups {
+			switch {
+			case late:
+				_ = syscall.Kill(-g, syscall.SIGKILL)
+			case !termed[g]:
+				_ = syscall.Kill(-g, syscall.SIGTERM)
+				termed[g] = true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d tagged process groups still alive: %w", len(groups), context.Cause(ctx))
+		case <-tick.C:
+		}
+	}
 }

@@ -3,6 +3,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -268,5 +269,62 @@ func TestOwnerIDs(t *testing.T) {
 	}
 	if err := bastion.CheckOwner("run-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestKillOwnerFindsUnrecordedGroups: a Sortie killed between starting a
+// build and writing its record leaves a group no record names; KillOwner
+// finds it by the owner tag in its processes' environment, and leaves
+// another owner's alone.
+func TestKillOwnerFindsUnrecordedGroups(t *testing.T) {
+	t.Parallel()
+	start := func(owner string) (*exec.Cmd, chan error) {
+		cmd := exec.Command("/bin/sh", "-c", "sleep 300 & wait")
+		cmd.Env = []string{"PATH=/usr/bin:/bin", OwnerEnv + "=" + owner}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-exited })
+		return cmd, exited
+	}
+	_, exited := start("run-lost")
+	other, _ := start("run-other")
+
+	b := New(t.TempDir())
+	b.Owner = "srv-new"
+	if err := b.KillOwner(context.Background(), "run-lost", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		exited <- err // for the cleanup
+	case <-time.After(5 * time.Second):
+		t.Fatal("the unrecorded group of run-lost is still alive")
+	}
+	if err := syscall.Kill(other.Process.Pid, 0); err != nil {
+		t.Errorf("another owner's process was ended: %v", err)
+	}
+	// Its child too: the whole group went.
+	groups, err := tagged("run-lost")
+	if err != nil || len(groups) != 0 {
+		t.Errorf("tagged groups left: %v %v", groups, err)
+	}
+}
+
+// TestOwnerTag: a bastion with an Owner tags what it starts; without one,
+// the environment is exactly the job's.
+func TestOwnerTag(t *testing.T) {
+	t.Parallel()
+	b := New(t.TempDir())
+	b.Owner = "srv-tag"
+	var log bytes.Buffer
+	if _, err := b.Run(context.Background(), bastion.Spec{Command: "env", Dir: t.TempDir()}, &log); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), OwnerEnv+"=srv-tag\n") {
+		t.Errorf("no owner tag in %q", log.String())
 	}
 }

@@ -58,7 +58,7 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 	if grace <= 0 {
 		grace = bastion.DefaultGrace
 	}
-	p, err := startProcess(spec.Command, dir, env, log, b.record)
+	p, err := startProcess(spec.Command, dir, b.tag(env), log, b.record)
 	if err != nil {
 		return bastion.Outcome{}, &bastion.InfraError{Op: "run", Err: err}
 	}
