@@ -161,10 +161,27 @@ type Acquire struct {
 	Owner string
 	// Semaphores maps each name to its max, as the acquirer's config says.
 	Semaphores map[string]int
-	// Precedence ranks waiters: higher first, then the older Since.
+	// Precedence ranks waiters: higher first, then the older Since. A
+	// waiter's precedence counts one higher for every PrecedenceAging it
+	// has waited (see Rank), so that nothing waits forever.
 	Precedence int
 	Since      time.Time
 	Now        time.Time
+}
+
+// PrecedenceAging is how long a waiter waits for its precedence to count
+// one higher: an hourly run (low) that has waited an hour ranks with a
+// deploy (high) that has just come, and goes first, being older. Every
+// process sharing a store must use the same rule, so it is a constant.
+const PrecedenceAging = 30 * time.Minute
+
+// Rank is a waiter's effective precedence at now: its precedence plus one
+// for every PrecedenceAging it has waited since since.
+func Rank(precedence int, since, now time.Time) int {
+	if waited := now.Sub(since); waited > 0 {
+		return precedence + int(waited/PrecedenceAging)
+	}
+	return precedence
 }
 
 // Holder is a granted Acquire.

@@ -17,8 +17,9 @@ import (
 // before a.Now. It grants when, for every semaphore, its holders plus its
 // live waiters ranked ahead stay below its max: each waiter ahead keeps a
 // slot, so a request cannot overtake it, yet a max-3 semaphore with one
-// waiter ahead still lets another in. Ahead means higher precedence, then
-// older Since, then (for a full tie) the smaller holder name. Else it
+// waiter ahead still lets another in. Ahead means a higher rank (the
+// precedence, plus one per store.PrecedenceAging waited), then older
+// Since, then (for a full tie) the smaller holder name. Else it
 // records the request as a waiter and returns false.
 //
 // A waiter keeps the rank of its first request: asking again with a newer
@@ -78,14 +79,20 @@ func (s *Store) AcquireSemaphores(ctx context.Context, a store.Acquire) (bool, e
 				name).Scan(&held); err != nil {
 				return err
 			}
+			// Ranks age (store.Rank): each waits its precedence plus one
+			// per PrecedenceAging waited, at now.
 			var ahead int
 			err := s.txRow(ctx, tx, `
-				SELECT COUNT(*) FROM semaphore_waiters
-				WHERE semaphore = ?1 AND holder <> ?2 AND (
-					precedence > ?3
-					OR (precedence = ?3 AND since < ?4)
-					OR (precedence = ?3 AND since = ?4 AND holder < ?2))`,
-				name, a.Holder, precedence, sinceNs).Scan(&ahead)
+				SELECT COUNT(*) FROM (
+					SELECT holder, since,
+						precedence + CASE WHEN ?5 > since THEN (?5 - since) / ?6 ELSE 0 END AS rank
+					FROM semaphore_waiters
+					WHERE semaphore = ?1 AND holder <> ?2)
+				WHERE rank > ?3
+					OR (rank = ?3 AND since < ?4)
+					OR (rank = ?3 AND since = ?4 AND holder < ?2)`,
+				name, a.Holder, int64(store.Rank(int(precedence), time.Unix(0, sinceNs), a.Now)), sinceNs, now,
+				int64(store.PrecedenceAging)).Scan(&ahead)
 			if err != nil {
 				return err
 			}

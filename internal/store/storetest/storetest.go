@@ -71,6 +71,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"SemaphoreRelease", testSemaphoreRelease},
 		{"SemaphoreReleaseBuildset", testSemaphoreReleaseBuildset},
 		{"FairnessPrecedence", testFairnessPrecedence},
+		{"FairnessAging", testFairnessAging},
 		{"FairnessSince", testFairnessSince},
 		{"FairnessWaiterReleased", testFairnessWaiterReleased},
 		{"FairnessWaiterKeepsRank", testFairnessWaiterKeepsRank},
@@ -718,6 +719,47 @@ func testFairnessPrecedence(t *testing.T, s store.Store) {
 	release(t, s, "deploy/j")
 	low.Now = at(4 * time.Second)
 	acquire(t, s, low, true)
+}
+
+// testFairnessAging: nothing waits forever. A low waiter that has waited
+// one PrecedenceAging still yields to a high newcomer; after two it ranks
+// with it, and goes first, being older.
+func testFairnessAging(t *testing.T, s store.Store) {
+	sem := map[string]int{"S": 1}
+	step := store.PrecedenceAging
+	acquire(t, s, req("bs0", "j", sem), true)
+	low := req("hourly", "j", sem)
+	low.Precedence, low.Since, low.Now = 0, at(0), at(0)
+	acquire(t, s, low, false)
+
+	// One step later: high still goes first.
+	high := req("deploy", "j", sem)
+	high.Precedence, high.Since, high.Now = 2, at(step+time.Second), at(step+time.Second)
+	acquire(t, s, high, false)
+	release(t, s, "bs0/j")
+	low.Now = at(step + 2*time.Second)
+	acquire(t, s, low, false)
+	high.Now = at(step + 2*time.Second)
+	acquire(t, s, high, true)
+	release(t, s, "deploy/j")
+	low.Now = at(step + 3*time.Second)
+	acquire(t, s, low, true)
+	release(t, s, "hourly/j")
+
+	// A low waiter of two steps ranks with a fresh high one: the older
+	// goes first.
+	acquire(t, s, req("bs1", "j", sem), true)
+	low2 := req("hourly2", "j", sem)
+	low2.Precedence, low2.Since, low2.Now = 0, at(10*step), at(10*step)
+	acquire(t, s, low2, false)
+	high2 := req("deploy2", "j", sem)
+	high2.Precedence, high2.Since, high2.Now = 2, at(12*step+time.Second), at(12*step+time.Second)
+	acquire(t, s, high2, false)
+	release(t, s, "bs1/j")
+	high2.Now = at(12*step + 2*time.Second)
+	acquire(t, s, high2, false)
+	low2.Now = at(12*step + 2*time.Second)
+	acquire(t, s, low2, true)
 }
 
 func testFairnessSince(t *testing.T, s store.Store) {
