@@ -65,7 +65,8 @@ type HistoryPage struct {
 }
 
 // History lists buildsets newest first, filtered by pipeline, result,
-// commit (prefix) and job (the buildsets with a build of that job).
+// commit (prefix) and job (the buildsets with a build of that job; with a
+// job, the result filter applies to that build).
 // Filters the store cannot apply are applied here over pages of buildsets;
 // one call reads at most historyScan of them.
 func (s *Server) History(ctx context.Context, q HistoryQuery) (*HistoryPage, error) {
@@ -74,6 +75,11 @@ func (s *Server) History(ctx context.Context, q HistoryQuery) (*HistoryPage, err
 	}
 	commit := strings.ToLower(strings.TrimSpace(q.Commit))
 	f := store.Filter{Pipeline: q.Pipeline, Result: store.Result(q.Result), Before: q.Before, Limit: historyPage}
+	if q.Job != "" {
+		// With a job, the result is the job's build's ("where did
+		// service-zuul fail?"), not the buildset's.
+		f.Result = ""
+	}
 	if len(commit) == 40 {
 		f.Commit = commit
 	}
@@ -104,6 +110,9 @@ func (s *Server) History(ctx context.Context, q HistoryQuery) (*HistoryPage, err
 					return nil, err
 				}
 				row.Build, keep = b, b != nil
+				if keep && q.Result != "" && b.Result != q.Result {
+					keep = false
+				}
 			}
 			if keep {
 				out.Rows = append(out.Rows, row)

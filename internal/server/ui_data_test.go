@@ -142,7 +142,12 @@ pipelines:
 		{HistoryQuery{}, []string{p2.ID, q1.ID, p1.ID}},
 		{HistoryQuery{Pipeline: "q"}, []string{q1.ID}},
 		{HistoryQuery{Job: "a"}, []string{p2.ID, p1.ID}},
-		{HistoryQuery{Job: "boot", Result: "FAILURE"}, []string{q1.ID}},
+		{HistoryQuery{Result: "FAILURE"}, []string{q1.ID}},
+		// With a job, the result is that build's: boot never failed,
+		// though q1 did; b failed in q1.
+		{HistoryQuery{Job: "boot", Result: "FAILURE"}, nil},
+		{HistoryQuery{Job: "boot", Result: "SUCCESS"}, []string{p2.ID, q1.ID, p1.ID}},
+		{HistoryQuery{Job: "b", Result: "FAILURE"}, []string{q1.ID}},
 		{HistoryQuery{Commit: p1.Commit[:6]}, []string{p2.ID, q1.ID, p1.ID}},
 		{HistoryQuery{Commit: "0000"}, nil},
 	} {
