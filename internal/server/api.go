@@ -56,6 +56,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/reload", s.mutating(s.postReload))
 
 	mux.HandleFunc("POST /webhooks/{forge}", s.postWebhook)
+	mux.HandleFunc("GET /login", s.login)
+	mux.HandleFunc("POST /login", s.login)
 	if s.ui != nil {
 		mux.Handle("/", s.reading(s.ui.ServeHTTP))
 	}

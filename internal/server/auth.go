@@ -3,7 +3,9 @@ package server
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"html/template"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/sortie-ci/sortie/internal/config"
@@ -41,12 +43,7 @@ func (ts *tokenSet) valid(r *http.Request) bool {
 	if !ok || tok == "" {
 		return false
 	}
-	h := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-	match := 0
-	for _, want := range ts.hashes {
-		match |= subtle.ConstantTimeCompare(h[:], want[:])
-	}
-	return match == 1
+	return ts.validToken(tok)
 }
 
 // mutating wraps a handler that changes state: it needs a valid token.
@@ -66,14 +63,88 @@ func (s *Server) mutating(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// tokenCookie carries a token for reads from a browser, which cannot send
+// an Authorization header with a page request (server.public_read: false).
+// It is never accepted for a mutating call: those need the header, which
+// a cross-site request cannot set.
+const tokenCookie = "sortie_token"
+
 // reading wraps a read: open when server.public_read (the default), else it
-// needs a token too.
+// needs a token, in the Authorization header or, from a browser, in the
+// cookie /login sets. A page request without one is sent to /login.
 func (s *Server) reading(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !s.Config().Server.PublicRead {
-			s.mutating(h)(w, r)
+		if s.Config().Server.PublicRead {
+			h(w, r)
 			return
 		}
-		h(w, r)
+		ts := s.tokens.Load()
+		if ts.valid(r) || ts.validCookie(r) {
+			h(w, r)
+			return
+		}
+		if r.Method == http.MethodGet && !strings.HasPrefix(r.URL.Path, "/api/") && r.URL.Path != "/metrics" {
+			http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+			return
+		}
+		s.mutating(h)(w, r)
 	}
+}
+
+// validCookie reports whether the request's token cookie holds a token.
+func (ts *tokenSet) validCookie(r *http.Request) bool {
+	c, err := r.Cookie(tokenCookie)
+	if err != nil || c.Value == "" {
+		return false
+	}
+	return ts.validToken(c.Value)
+}
+
+// validToken compares tok with every token, in constant time.
+func (ts *tokenSet) validToken(tok string) bool {
+	h := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	match := 0
+	for _, want := range ts.hashes {
+		match |= subtle.ConstantTimeCompare(h[:], want[:])
+	}
+	return match == 1
+}
+
+var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in · Sortie</title>
+<style>body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem;color:#111;background:#fff}
+label{display:block;margin:.5rem 0 .25rem}input{width:100%;padding:.4rem;font:inherit}button{margin-top:1rem;padding:.4rem 1rem;font:inherit}
+.error{color:#8a1c1c}</style></head>
+<body><main><h1>Sign in to Sortie</h1>
+<p>This server's pages need one of its API tokens (<code>{{.Env}}</code>).</p>
+{{if .Error}}<p class="error" role="alert">{{.Error}}</p>{{end}}
+<form method="post" action="/login"><input type="hidden" name="next" value="{{.Next}}">
+<label for="token">API token</label><input id="token" name="token" type="password" autocomplete="current-password" required>
+<button type="submit">Sign in</button></form></main></body></html>
+`))
+
+// login shows the sign-in form (GET) or checks a token and sets the
+// cookie (POST). next is kept to a path on this server.
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	ts := s.tokens.Load()
+	next := r.FormValue("next")
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+		next = "/"
+	}
+	data := struct{ Env, Next, Error string }{Env: "$" + ts.env, Next: next}
+	if r.Method == http.MethodPost {
+		if ts.validToken(r.PostFormValue("token")) {
+			http.SetCookie(w, &http.Cookie{
+				Name: tokenCookie, Value: strings.TrimSpace(r.PostFormValue("token")), Path: "/",
+				HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode,
+			})
+			http.Redirect(w, r, next, http.StatusSeeOther)
+			return
+		}
+		w.WriteHeader(http.StatusUnauthorized)
+		data.Error = "That is not one of this server's tokens."
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	loginPage.Execute(w, data)
 }
