@@ -312,7 +312,7 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 				if bs.State == store.BuildsetRunning {
 					break // a resumed buildset is cancelled by its loop below
 				}
-				return r.cancelQueued(bg, bs, plan)
+				return r.cancelQueued(bg, bs)
 			case wctx.Err() != nil:
 				drained = true
 				return "", ErrDrained
@@ -423,24 +423,14 @@ func (r *Runner) poll() time.Duration {
 // fail ends a buildset that could not run: its unfinished builds and the
 // buildset itself ERROR, with why.
 func (r *Runner) fail(ctx context.Context, bs *store.Buildset, err error) (store.Result, error) {
-	if builds, berr := r.Store.Builds(ctx, bs.ID); berr == nil {
-		for _, b := range builds {
-			if b.State != store.BuildDone {
-				r.Store.FinishBuild(ctx, bs.ID, b.Job, store.Error, "sortie error: "+err.Error(), r.now())
-			}
-		}
-	}
-	r.Store.FinishBuildset(ctx, bs.ID, store.Error, err.Error(), r.now())
+	End(ctx, r.Store, bs.ID, store.Error, "sortie error: "+err.Error(), store.Error, err.Error(), r.now())
 	return store.Error, err
 }
 
 // cancelQueued ends a buildset cancelled before it started: every build
 // CANCELED, never started.
-func (r *Runner) cancelQueued(ctx context.Context, bs *store.Buildset, plan *graph.Plan) (store.Result, error) {
-	for _, j := range plan.Jobs {
-		r.Store.FinishBuild(ctx, bs.ID, j.Name, store.Canceled, "buildset cancelled while queued", r.now())
-	}
-	if err := r.Store.FinishBuildset(ctx, bs.ID, store.Canceled, "", r.now()); err != nil {
+func (r *Runner) cancelQueued(ctx context.Context, bs *store.Buildset) (store.Result, error) {
+	if err := End(ctx, r.Store, bs.ID, store.Canceled, "buildset cancelled while queued", store.Canceled, "", r.now()); err != nil {
 		return store.Error, err
 	}
 	return store.Canceled, nil

@@ -481,19 +481,7 @@ func (s *Server) cancelBuild(id, job string) bool {
 // finishQueued ends a buildset that never started: every build and the
 // buildset get result, with reason.
 func (s *Server) finishQueued(ctx context.Context, id string, result store.Result, reason string) error {
-	builds, err := s.st.Builds(ctx, id)
-	if err != nil {
-		return err
-	}
-	now := time.Now().UTC()
-	for _, b := range builds {
-		if b.State != store.BuildDone {
-			if err := s.st.FinishBuild(ctx, id, b.Job, result, reason, now); err != nil && !errors.Is(err, store.ErrConflict) {
-				return err
-			}
-		}
-	}
-	if err := s.st.FinishBuildset(ctx, id, result, reason, now); err != nil {
+	if err := buildset.End(ctx, s.st, id, result, reason, result, reason, time.Now().UTC()); err != nil {
 		return err
 	}
 	if bs, err := s.st.GetBuildset(ctx, id); err == nil {

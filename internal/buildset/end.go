@@ -63,12 +63,8 @@ func reap(ctx context.Context, st store.Store, bs *store.Buildset, now time.Time
 		return err
 	}
 	for _, b := range builds {
-		res := store.Canceled
 		if b.State == store.BuildRunning {
-			res = store.Error
-		}
-		if b.State != store.BuildDone {
-			if err := st.FinishBuild(ctx, bs.ID, b.Job, res, why, now); err != nil && !isConflict(err) {
+			if err := st.FinishBuild(ctx, bs.ID, b.Job, store.Error, why, now); err != nil && !isConflict(err) {
 				return err
 			}
 		}
@@ -76,10 +72,29 @@ func reap(ctx context.Context, st store.Store, bs *store.Buildset, now time.Time
 	if err := st.ReleaseBuildset(ctx, bs.ID); err != nil {
 		return err
 	}
-	if err := st.FinishBuildset(ctx, bs.ID, store.Error, why, now); err != nil && !isConflict(err) {
+	if err := End(ctx, st, bs.ID, store.Canceled, why, store.Error, why, now); err != nil && !isConflict(err) {
 		return err
 	}
 	return nil
+}
+
+// End finishes a buildset that will not run (any further): every build not
+// finished yet gets buildResult with reason, then the buildset bsResult
+// with errMsg. Builds finished meanwhile by someone else are left as they
+// are; a buildset finished meanwhile is store.ErrConflict.
+func End(ctx context.Context, st store.Store, id string, buildResult store.Result, reason string, bsResult store.Result, errMsg string, now time.Time) error {
+	builds, err := st.Builds(ctx, id)
+	if err != nil {
+		return err
+	}
+	for _, b := range builds {
+		if b.State != store.BuildDone {
+			if err := st.FinishBuild(ctx, id, b.Job, buildResult, reason, now); err != nil && !isConflict(err) {
+				return err
+			}
+		}
+	}
+	return st.FinishBuildset(ctx, id, bsResult, errMsg, now)
 }
 
 func isConflict(err error) bool { return errors.Is(err, store.ErrConflict) }
