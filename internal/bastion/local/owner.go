@@ -182,38 +182,53 @@ func (b *Bastion) killOwner(ctx context.Context, owner string, grace time.Durati
 // KILL after grace, and returns once none is. Whether a group is the
 // recorded one is checked again before every signal.
 func endGroups(ctx context.Context, groups []groupRecord, grace time.Duration) error {
+	return endWhileAlive(ctx, grace, func() ([]int, error) {
+		procs, err := allProcs()
+		if err != nil {
+			return nil, err
+		}
+		var alive []groupRecord
+		var ids []int
+		for _, g := range groups {
+			if ours(g, procs) {
+				alive = append(alive, g)
+				ids = append(ids, g.pgid)
+			}
+		}
+		groups = alive
+		return ids, nil
+	})
+}
+
+// endWhileAlive signals the process groups alive returns, TERM the first
+// time it sees one, KILL once grace has passed, until alive returns none.
+// alive is asked again before every round of signals.
+func endWhileAlive(ctx context.Context, grace time.Duration, alive func() ([]int, error)) error {
 	deadline := time.Now().Add(grace)
 	termed := map[int]bool{}
 	tick := time.NewTicker(ownerPoll)
 	defer tick.Stop()
 	for {
-		procs, err := allProcs()
+		groups, err := alive()
 		if err != nil {
 			return err
 		}
-		var alive []groupRecord
-		for _, g := range groups {
-			if ours(g, procs) {
-				alive = append(alive, g)
-			}
-		}
-		if len(alive) == 0 {
+		if len(groups) == 0 {
 			return nil
 		}
 		late := time.Now().After(deadline)
-		for _, g := range alive {
+		for _, g := range groups {
 			switch {
 			case late:
-				_ = syscall.Kill(-g.pgid, syscall.SIGKILL)
-			case !termed[g.pgid]:
-				_ = syscall.Kill(-g.pgid, syscall.SIGTERM)
-				termed[g.pgid] = true
+				_ = syscall.Kill(-g, syscall.SIGKILL)
+			case !termed[g]:
+				_ = syscall.Kill(-g, syscall.SIGTERM)
+				termed[g] = true
 			}
 		}
-		groups = alive
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%d process groups still alive: %w", len(alive), context.Cause(ctx))
+			return fmt.Errorf("%d process groups still alive: %w", len(groups), context.Cause(ctx))
 		case <-tick.C:
 		}
 	}
@@ -277,32 +292,15 @@ func tagged(owner string) (map[int]bool, error) {
 // endTagged ends the groups of the processes tagged with owner, TERM then
 // KILL after grace, and returns once none is left.
 func endTagged(ctx context.Context, owner string, grace time.Duration) error {
-	deadline := time.Now().Add(grace)
-	termed := map[int]bool{}
-	tick := time.NewTicker(ownerPoll)
-	defer tick.Stop()
-	for {
+	return endWhileAlive(ctx, grace, func() ([]int, error) {
 		groups, err := tagged(owner)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if len(groups) == 0 {
-			return nil
-		}
-		late := time.Now().After(deadline)
+		ids := make([]int, 0, len(groups))
 		for g := range groups {
-			switch {
-			case late:
-				_ = syscall.Kill(-g, syscall.SIGKILL)
-			case !termed[g]:
-				_ = syscall.Kill(-g, syscall.SIGTERM)
-				termed[g] = true
-			}
+			ids = append(ids, g)
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%d tagged process groups still alive: %w", len(groups), context.Cause(ctx))
-		case <-tick.C:
-		}
-	}
+		return ids, nil
+	})
 }
