@@ -53,16 +53,7 @@ func (s *Server) push(ctx context.Context, branch, after, by string) ([]*store.B
 			}
 			updated = true
 		}
-		files, from, err := s.changedFiles(ctx, name, after)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("pipeline %s: %w", name, err))
-			continue
-		}
-		cause := fmt.Sprintf("push to %s by %s", branch, by)
-		if from == "" {
-			cause += " (no earlier success: every job)"
-		}
-		bs, err := s.create(ctx, buildset.Event{Pipeline: name, Rev: after, Files: files, Cause: cause})
+		bs, err := s.pushOne(ctx, name, after, fmt.Sprintf("push to %s by %s", branch, by))
 		if bs != nil {
 			out = append(out, bs)
 		}
@@ -180,7 +171,7 @@ func (s *Server) runPoll(ctx context.Context, name, branch string, every time.Du
 	}
 	p.Run(ctx, func(old, head string) {
 		if old != "" {
-			if _, err := s.pushOne(ctx, name, branch, head); err != nil {
+			if _, err := s.pushOne(ctx, name, head, fmt.Sprintf("branch %s moved (polling)", branch)); err != nil {
 				s.log.Error("poll: trigger", "pipeline", name, "err", err)
 			}
 		}
@@ -190,13 +181,14 @@ func (s *Server) runPoll(ctx context.Context, name, branch string, every time.Du
 	})
 }
 
-// pushOne is push for one pipeline (a poller watches one pipeline's branch).
-func (s *Server) pushOne(ctx context.Context, name, branch, after string) (*store.Buildset, error) {
+// pushOne makes the buildset of one pipeline for a branch that moved to
+// after (the mirror already fetched), with the files changed since the
+// pipeline's last success.
+func (s *Server) pushOne(ctx context.Context, name, after, cause string) (*store.Buildset, error) {
 	files, from, err := s.changedFiles(ctx, name, after)
 	if err != nil {
 		return nil, err
 	}
-	cause := fmt.Sprintf("branch %s moved (polling)", branch)
 	if from == "" {
 		cause += " (no earlier success: every job)"
 	}
