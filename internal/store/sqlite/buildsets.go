@@ -413,29 +413,37 @@ func (s *Store) FinishAttempt(ctx context.Context, buildsetID, job string, numbe
 	if result == "" {
 		return fmt.Errorf("sqlite: finish attempt %s/%s #%d: empty result", buildsetID, job, number)
 	}
-	res, err := s.exec(ctx, `
-		UPDATE attempts SET result = ?, error = ?, finished_at = ?
-		WHERE buildset_id = ? AND job = ? AND number = ? AND result = ''`,
-		result, errMsg, nullNanos(at), buildsetID, job, number)
-	if err == nil {
-		var n int64
-		n, err = res.RowsAffected()
-		if err == nil && n == 0 {
-			var prev string
-			err = s.row(ctx, `SELECT result FROM attempts WHERE buildset_id = ? AND job = ? AND number = ?`,
-				buildsetID, job, number).Scan(&prev)
-			switch {
-			case errors.Is(err, sql.ErrNoRows):
-				err = store.ErrNotFound
-			case err == nil:
-				err = fmt.Errorf("attempt finished %s: %w", prev, store.ErrConflict)
-			}
-		}
-	}
-	if err != nil {
+	if err := finishAttempt(ctx, s.exec, s.row, buildsetID, job, number, result, errMsg, at); err != nil {
 		return fmt.Errorf("sqlite: finish attempt %s/%s #%d: %w", buildsetID, job, number, err)
 	}
 	return nil
+}
+
+// finishAttempt sets the result of a running attempt through exec, and
+// tells through row why when no row changed (ErrNotFound or ErrConflict).
+func finishAttempt(ctx context.Context,
+	exec func(context.Context, string, ...any) (sql.Result, error), row func(context.Context, string, ...any) *sql.Row,
+	buildsetID, job string, number int, result store.Result, errMsg string, at time.Time) error {
+	res, err := exec(ctx, `
+		UPDATE attempts SET result = ?, error = ?, finished_at = ?
+		WHERE buildset_id = ? AND job = ? AND number = ? AND result = ''`,
+		result, errMsg, nullNanos(at), buildsetID, job, number)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return err
+	}
+	var prev string
+	err = row(ctx, `SELECT result FROM attempts WHERE buildset_id = ? AND job = ? AND number = ?`,
+		buildsetID, job, number).Scan(&prev)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return store.ErrNotFound
+	case err != nil:
+		return err
+	}
+	return fmt.Errorf("attempt finished %s: %w", prev, store.ErrConflict)
 }
 
 // FinishBuild moves WAITING or RUNNING -> DONE with its result and reason,
@@ -461,28 +469,14 @@ func (s *Store) FinishAttemptAndBuild(ctx context.Context, buildsetID, job strin
 		return fmt.Errorf("sqlite: finish attempt and build %s/%s #%d: empty result", buildsetID, job, number)
 	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		exec := func(ctx context.Context, q string, args ...any) (sql.Result, error) {
+			return s.txExec(ctx, tx, q, args...)
+		}
+		row := func(ctx context.Context, q string, args ...any) *sql.Row { return s.txRow(ctx, tx, q, args...) }
+		if err := finishAttempt(ctx, exec, row, buildsetID, job, number, attemptResult, errMsg, at); err != nil {
+			return err
+		}
 		res, err := s.txExec(ctx, tx, `
-			UPDATE attempts SET result = ?, error = ?, finished_at = ?
-			WHERE buildset_id = ? AND job = ? AND number = ? AND result = ''`,
-			attemptResult, errMsg, nullNanos(at), buildsetID, job, number)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			var prev string
-			err := s.txRow(ctx, tx, `SELECT result FROM attempts WHERE buildset_id = ? AND job = ? AND number = ?`,
-				buildsetID, job, number).Scan(&prev)
-			if errors.Is(err, sql.ErrNoRows) {
-				return store.ErrNotFound
-			}
-			if err != nil {
-				return err
-			}
-			return fmt.Errorf("attempt finished %s: %w", prev, store.ErrConflict)
-		}
-		res, err = s.txExec(ctx, tx, `
 			UPDATE builds SET state = ?, result = ?, reason = ?, finished_at = ?
 			WHERE buildset_id = ? AND job = ? AND state IN (?, ?)`,
 			store.BuildDone, result, reason, nullNanos(at), buildsetID, job, store.BuildWaiting, store.BuildRunning)
