@@ -170,7 +170,9 @@ func NewMatcher(regex string, negate bool) (Matcher, error) {
 	if err != nil {
 		return Matcher{}, err
 	}
-	m := Matcher{Regex: regex, Negate: negate, re: &lazyRegexp{expr: `^(?:` + regex + `)`}}
+	// The anchored form wraps the parsed tree's canonical text, not the
+	// user's: a trailing `\Q` with no `\E` would quote our closing ")".
+	m := Matcher{Regex: regex, Negate: negate, re: &lazyRegexp{expr: `^(?:` + tree.String() + `)`}}
 	m.prefix, m.literal = literalPrefix(tree)
 	return m, nil
 }
