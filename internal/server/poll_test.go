@@ -124,6 +124,9 @@ func TestDeadRunDoesNotBlock(t *testing.T) {
 	g.open(t)
 	e := start(t, managerConfig(g, "serial"), envOpt{})
 	ctx := t.Context()
+	// Paused, the server cannot start the buildset before the "sortie run"
+	// below does.
+	e.post("/api/v1/pause", map[string]any{"pipeline": "p", "reason": "set-up", "by": "test"}, http.StatusOK)
 	bs, err := e.srv.opt.Runner.Create(ctx, e.srv.Config(), buildset.Event{Pipeline: "p", Cause: "a sortie run"})
 	if err != nil {
 		t.Fatal(err)
@@ -132,6 +135,7 @@ func TestDeadRunDoesNotBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	next := e.trigger("p", nil)
+	e.post("/api/v1/resume", map[string]any{"pipeline": "p"}, http.StatusOK)
 	dead := e.waitDone(bs.ID)
 	if dead.Result != "ERROR" || !strings.Contains(dead.Error, "run-gone") {
 		t.Errorf("dead run's buildset: %s %q", dead.Result, dead.Error)
