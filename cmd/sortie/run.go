@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sortie-ci/sortie/internal/bastion"
 	"github.com/sortie-ci/sortie/internal/bastion/local"
 	"github.com/sortie-ci/sortie/internal/bastion/ssh"
 	"github.com/sortie-ci/sortie/internal/buildset"
@@ -70,14 +71,15 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if cfg.Source.URL == "" {
 		return usageError("run: %s: source.url is not set; say which repository to deploy", *path)
 	}
-	// Nothing recovers a dead `sortie run` (a server recovers only its own
-	// predecessors), so its builds are not recorded for KillOwner.
+	// A dead `sortie run` is not resumed, only reaped by whoever comes
+	// next (ReapDeadRuns, semaphore.Client.Reap). Locally its builds are
+	// found by their tag alone, to spare a record per build.
 	env, err := openEnv(ctx, *stateDir, cfg, newOwner("run"), false)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
-	if reaped, err := buildset.ReapDeadRuns(ctx, env.store, time.Now().UTC()); err != nil {
+	if reaped, err := env.runner.ReapDeadRuns(ctx, time.Now().UTC()); err != nil {
 		return err
 	} else if len(reaped) > 0 {
 		fmt.Fprintf(stderr, "sortie: ended %d buildsets whose sortie run process died: %s\n", len(reaped), strings.Join(reaped, ", "))
@@ -139,14 +141,12 @@ func newOwner(kind string) string {
 	return kind + "-" + hex.EncodeToString(b)
 }
 
-// openEnv opens the state dir for a process named owner. With recorded,
-// the bastion records the process groups of its builds under that owner,
-// for a successor to end with KillOwner.
+// openEnv opens the state dir for a process named owner. The bastion tags
+// and records the builds' processes under that owner, for whoever finds
+// this process dead to end them with KillOwner before taking its
+// semaphores; on the local bastion, without recorded, it tags them only
+// (see local.Bastion.Untracked).
 func openEnv(ctx context.Context, stateDir string, cfg *config.Config, owner string, recorded bool) (*runEnv, error) {
-	bastionOwner := ""
-	if recorded {
-		bastionOwner = owner
-	}
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
@@ -158,37 +158,47 @@ func openEnv(ctx context.Context, stateDir string, cfg *config.Config, owner str
 	if err != nil {
 		return nil, err
 	}
-	sems := &semaphore.Client{Store: st, Owner: owner}
-	if err := sems.Start(ctx); err != nil {
-		st.Close()
-		return nil, err
-	}
-	env := &runEnv{store: st, sems: sems, runner: &buildset.Runner{
-		Store:      st,
-		Mirror:     &source.Mirror{Dir: filepath.Join(abs, "mirror.git"), URL: cfg.Source.URL},
-		Semaphores: sems,
-		LogDir:     filepath.Join(abs, "logs"),
-	}}
-	if b := cfg.Bastion; b.Local() {
-		workdir := b.Workdir
+	var b bastion.Bastion
+	var closers []io.Closer
+	if cb := cfg.Bastion; cb.Local() {
+		workdir := cb.Workdir
 		if workdir == "" {
 			workdir = filepath.Join(abs, "bastion")
 		}
 		lb := local.New(workdir)
-		lb.Owner = bastionOwner
-		env.runner.Bastion = lb
+		lb.Owner, lb.Untracked = owner, !recorded
+		b = lb
 	} else {
 		remote, err := ssh.New(ssh.Config{
-			Host: b.Host, Port: b.Port, User: b.User, IdentityFile: b.IdentityFile,
-			KnownHosts: b.KnownHosts, Workdir: b.Workdir, AgentSocket: os.Getenv("SSH_AUTH_SOCK"), Owner: bastionOwner,
+			Host: cb.Host, Port: cb.Port, User: cb.User, IdentityFile: cb.IdentityFile,
+			KnownHosts: cb.KnownHosts, Workdir: cb.Workdir, AgentSocket: os.Getenv("SSH_AUTH_SOCK"), Owner: owner,
 		})
 		if err != nil {
-			env.Close()
-			return nil, &exitError{code: 2, msg: fmt.Sprintf("bastion %s (%s): %v", b.Host, b.Pos, err)}
+			st.Close()
+			return nil, &exitError{code: 2, msg: fmt.Sprintf("bastion %s (%s): %v", cb.Host, cb.Pos, err)}
 		}
-		env.runner.Bastion = remote
-		env.closers = append(env.closers, remote)
+		b = remote
+		closers = append(closers, remote)
 	}
+	sems := &semaphore.Client{Store: st, Owner: owner, Bastion: b, OnReap: func(o string, err error) {
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "sortie: dead process %s: %v\n", o, err)
+		}
+	}}
+	if err := sems.Start(ctx); err != nil {
+		for _, c := range closers {
+			c.Close()
+		}
+		st.Close()
+		return nil, err
+	}
+	env := &runEnv{store: st, sems: sems, closers: closers, runner: &buildset.Runner{
+		Store:      st,
+		Mirror:     &source.Mirror{Dir: filepath.Join(abs, "mirror.git"), URL: cfg.Source.URL},
+		Semaphores: sems,
+		Bastion:    b,
+		LogDir:     filepath.Join(abs, "logs"),
+	}}
 	return env, nil
 }
 

@@ -1,12 +1,16 @@
 package buildset_test
 
 import (
+	"bytes"
 	"context"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sortie-ci/sortie/internal/bastion"
 	"github.com/sortie-ci/sortie/internal/bastion/local"
 	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/config"
@@ -30,13 +34,15 @@ func setup(t *testing.T, yaml string) (*buildset.Runner, *config.Config) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	sems := &semaphore.Client{Store: st, Owner: "run-test"}
+	b := local.New(filepath.Join(dir, "bastion"))
+	b.Owner = "run-test"
+	sems := &semaphore.Client{Store: st, Owner: "run-test", Bastion: b}
 	if err := sems.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(sems.Stop)
 	return &buildset.Runner{
-		Store: st, Bastion: local.New(filepath.Join(dir, "bastion")), Semaphores: sems,
+		Store: st, Bastion: b, Semaphores: sems, Grace: time.Second,
 		Mirror: &source.Mirror{Dir: filepath.Join(dir, "mirror.git"), URL: repo}, LogDir: filepath.Join(dir, "logs"),
 	}, cfg
 }
@@ -146,12 +152,23 @@ func TestRerun(t *testing.T) {
 }
 
 // TestReapDeadRuns: the buildsets of a `sortie run` that died are ended
-// ERROR, with their running build ERROR and its attempt LOST; those of a
-// live run, and of servers, are left alone.
+// ERROR, with their running build ERROR and its attempt LOST, once the
+// build it left running on the bastion has been ended; those of a live
+// run, and of servers, are left alone.
 func TestReapDeadRuns(t *testing.T) {
 	r, cfg := setup(t, twoJobs)
 	ctx := context.Background()
 	now := time.Now().UTC()
+	// What the dead run left: its boot build, still running, tagged with
+	// its owner id but not recorded (as `sortie run` starts its builds).
+	deadBastion := local.New(t.TempDir())
+	deadBastion.Owner, deadBastion.Untracked = "run-dead", true
+	orphan := make(chan bastion.Outcome, 1)
+	go func() {
+		out, _ := deadBastion.Run(ctx, bastion.Spec{Command: "sleep 300", Env: map[string]string{}}, nil)
+		orphan <- out
+	}()
+	waitFor(t, "the orphan to start", func() bool { return len(ownerProcs(t, "run-dead")) > 0 })
 	mk := func(owner string) string {
 		bs, err := r.Create(ctx, cfg, buildset.Event{Pipeline: "p"})
 		if err != nil {
@@ -169,12 +186,23 @@ func TestReapDeadRuns(t *testing.T) {
 	if err := r.Store.RenewLease(ctx, "run-live", now.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	reaped, err := buildset.ReapDeadRuns(ctx, r.Store, now)
+	reaped, err := r.ReapDeadRuns(ctx, now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(reaped) != 1 || reaped[0] != dead {
 		t.Fatalf("reaped %v, want [%s]", reaped, dead)
+	}
+	if left := ownerProcs(t, "run-dead"); len(left) > 0 {
+		t.Errorf("the dead run's build still runs after the reap: pids %v", left)
+	}
+	select {
+	case out := <-orphan:
+		if out.ExitCode == 0 {
+			t.Errorf("the orphan ended by itself: %+v", out)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the orphan's Run never returned")
 	}
 	bs, _ := r.Store.GetBuildset(ctx, dead)
 	if bs.State != store.BuildsetDone || bs.Result != store.Error || !strings.Contains(bs.Error, "run-dead") {
@@ -198,5 +226,43 @@ func TestReapDeadRuns(t *testing.T) {
 		if bs, _ := r.Store.GetBuildset(ctx, id); bs.State != store.BuildsetRunning {
 			t.Errorf("%s (%s) was touched: %s", id, bs.Owner, bs.State)
 		}
+	}
+}
+
+// ownerProcs lists the live (not zombie) processes whose environment tags
+// them with owner, as local.Bastion does.
+func ownerProcs(t *testing.T, owner string) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := []byte(local.OwnerEnv + "=" + owner + "\x00")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil || !bytes.Contains(append([]byte{0}, env...), append([]byte{0}, tag...)) {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if i := bytes.LastIndexByte(stat, ')'); err == nil && i > 0 && i+2 < len(stat) && stat[i+2] != 'Z' {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -13,12 +13,14 @@ import (
 // ReapDeadRuns ends the buildsets of `sortie run` processes that died (no
 // lease runs for their owner at now): a run that nothing can finish must
 // not stay RUNNING forever, where it would hold up its pipeline's serial
-// manager in a server sharing the store. Their running attempts become
-// LOST, their running builds ERROR, the builds that never started
-// CANCELED, and the buildset ERROR, with why. A server's buildsets are
-// left alone: its successor takes them over (server.recover). It returns
-// the buildsets it ended.
-func ReapDeadRuns(ctx context.Context, st store.Store, now time.Time) ([]string, error) {
+// manager in a server sharing the store. First what the dead process left
+// running on the bastion is ended (KillOwner): until then its semaphores
+// stay held. Then its running attempts become LOST, its running builds
+// ERROR, the builds that never started CANCELED, and the buildset ERROR,
+// with why. A server's buildsets are left alone: its successor takes them
+// over (server.recover). It returns the buildsets it ended.
+func (r *Runner) ReapDeadRuns(ctx context.Context, now time.Time) ([]string, error) {
+	st := r.Store
 	active, err := st.ActiveBuildsets(ctx)
 	if err != nil {
 		return nil, err
@@ -33,6 +35,11 @@ func ReapDeadRuns(ctx context.Context, st store.Store, now time.Time) ([]string,
 		if !seen {
 			if ok, err = st.LeaseAlive(ctx, bs.Owner, now); err != nil {
 				return reaped, err
+			}
+			if !ok {
+				if err := r.Bastion.KillOwner(ctx, bs.Owner, r.Grace); err != nil {
+					return reaped, fmt.Errorf("end the builds of dead %s: %w", bs.Owner, err)
+				}
 			}
 			alive[bs.Owner] = ok
 		}

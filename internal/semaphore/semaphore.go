@@ -1,7 +1,10 @@
 // Package semaphore is a process's handle on the semaphores kept in the
 // store: it acquires and releases for the scheduler, and keeps this
 // process's lease alive so that its holders are never taken away while it
-// lives, and are released by the others once it has died.
+// lives. Once a process has died (its lease ran out), any other client
+// reaps it: ends what its builds left running on the bastion, then
+// releases its holders. Never the other way round: a slot freed while the
+// build it guarded still runs would let two deployments overlap.
 package semaphore
 
 import (
@@ -18,6 +21,12 @@ import (
 // DefaultLease is how long holders outlive their process's last renewal.
 const DefaultLease = 30 * time.Second
 
+// OwnerEnder ends the process trees that the builds of a dead owner left
+// on the bastion, and returns once they are gone (bastion.Bastion).
+type OwnerEnder interface {
+	KillOwner(ctx context.Context, owner string, grace time.Duration) error
+}
+
 // Client acquires semaphores as one owner (this process). Start it before
 // acquiring and Stop it when done; Stop does not release holders, so a
 // caller releases its buildsets first.
@@ -25,6 +34,15 @@ type Client struct {
 	Store store.Store
 	// Owner names this process in the store ("run-<hex>", "srv-<hex>").
 	Owner string
+	// Bastion ends a dead owner's builds before its holders are released.
+	// Required: Start refuses a client without one.
+	Bastion OwnerEnder
+	// Grace is how long a dead owner's builds get between SIGTERM and
+	// SIGKILL; 0: the bastion's default.
+	Grace time.Duration
+	// OnReap, if set, hears of each dead owner reaped (err nil) or not
+	// reaped this time (it is tried again at the next round).
+	OnReap func(owner string, err error)
 	// Precedence ranks this client's waiters (config.Precedence.Rank).
 	Precedence int
 	// Lease is the lease length; renewed every Lease/3. 0: DefaultLease.
@@ -34,7 +52,7 @@ type Client struct {
 
 	mu       sync.Mutex
 	cancel   context.CancelFunc
-	stopped  chan struct{}
+	stopped  chan struct{} // closed once renew and reapLoop have returned
 	lost     chan struct{}
 	lostOnce sync.Once
 	err      error
@@ -79,22 +97,74 @@ func (c *Client) lease() time.Duration {
 	return DefaultLease
 }
 
-// Start takes the lease and keeps renewing it until Stop. It fails if the
-// first renewal fails.
+// Start takes the lease, reaps the owners found dead (see Reap), and keeps
+// renewing the lease and reaping, every Lease/3, until Stop. It fails if
+// the first renewal fails or the client has no Bastion.
 func (c *Client) Start(ctx context.Context) error {
+	if c.Bastion == nil {
+		return errors.New("semaphore: no bastion to end dead owners' builds on")
+	}
 	if err := c.Store.RenewLease(ctx, c.Owner, c.now().Add(c.lease())); err != nil {
 		return fmt.Errorf("semaphore: take lease: %w", err)
 	}
+	c.Reap(ctx)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stopped := make(chan struct{})
 	c.mu.Lock()
-	c.cancel, c.stopped = cancel, make(chan struct{})
+	c.cancel, c.stopped = cancel, stopped
 	c.mu.Unlock()
-	go c.renew(ctx)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); c.renew(ctx) }()
+	go func() { defer wg.Done(); c.reapLoop(ctx) }()
+	go func() { wg.Wait(); close(stopped) }()
 	return nil
 }
 
+// Reap ends the builds of every other owner whose lease has run out, on
+// the bastion (KillOwner), then releases that owner's holders and waiters
+// (store.ReleaseOwner). An owner whose builds could not be ended keeps its
+// holders, and is tried again at the next round.
+func (c *Client) Reap(ctx context.Context) {
+	owners, err := c.Store.ExpiredOwners(ctx, c.now())
+	if err != nil {
+		c.reaped("", err)
+		return
+	}
+	for _, o := range owners {
+		if o == c.Owner || ctx.Err() != nil {
+			continue // this process is alive, whatever its lease says
+		}
+		if err := c.Bastion.KillOwner(ctx, o, c.Grace); err != nil {
+			c.reaped(o, fmt.Errorf("end its builds: %w", err))
+			continue
+		}
+		c.reaped(o, c.Store.ReleaseOwner(ctx, o))
+	}
+}
+
+func (c *Client) reaped(owner string, err error) {
+	if c.OnReap != nil {
+		c.OnReap(owner, err)
+	}
+}
+
+// reapLoop reaps every Lease/3, apart from renew: ending a dead owner's
+// builds can take their grace, which must not delay a renewal.
+func (c *Client) reapLoop(ctx context.Context) {
+	t := time.NewTicker(c.lease() / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.Reap(ctx)
+	}
+}
+
 func (c *Client) renew(ctx context.Context) {
-	defer close(c.stopped)
 	lost := c.lostChan()
 	t := time.NewTicker(c.lease() / 3)
 	defer t.Stop()

@@ -1,15 +1,23 @@
 package semaphore_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/sortie-ci/sortie/internal/bastion"
+	"github.com/sortie-ci/sortie/internal/bastion/local"
 	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/store"
 	"github.com/sortie-ci/sortie/internal/store/sqlite"
@@ -27,16 +35,42 @@ func open(t *testing.T, path string) *sqlite.Store {
 	return st
 }
 
+// ender is a bastion whose KillOwner calls are recorded, and fail while
+// fail is set.
+type ender struct {
+	mu     sync.Mutex
+	killed []string
+	fail   bool
+}
+
+func (e *ender) KillOwner(_ context.Context, owner string, _ time.Duration) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.fail {
+		return errors.New("bastion unreachable")
+	}
+	e.killed = append(e.killed, owner)
+	return nil
+}
+
+func (e *ender) kills() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.killed)
+}
+
 // A process that dies while holding a semaphore stops renewing its lease;
-// another process gets the semaphore once the lease has run out. Each
-// client opens the database on its own, as two processes would.
-func TestDeadHolderIsReleased(t *testing.T) {
+// once the lease has run out, another process ends the dead one's builds
+// on the bastion, and only then takes the semaphore. While the builds
+// cannot be ended, the slot stays taken. Each client opens the database on
+// its own, as two processes would.
+func TestDeadHolderIsReleasedAfterItsBuildsEnd(t *testing.T) {
 	t.Parallel()
 	db := filepath.Join(t.TempDir(), "sortie.db")
 	ctx := context.Background()
 	sems := map[string]int{"deploy": 1}
 
-	dead := &semaphore.Client{Store: open(t, db), Owner: "dead", Lease: 300 * time.Millisecond}
+	dead := &semaphore.Client{Store: open(t, db), Owner: "dead", Lease: 300 * time.Millisecond, Bastion: &ender{}}
 	if err := dead.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +79,14 @@ func TestDeadHolderIsReleased(t *testing.T) {
 	}
 	dead.Stop() // the process dies: no release, no more renewals
 
-	alive := &semaphore.Client{Store: open(t, db), Owner: "alive", Lease: 300 * time.Millisecond}
+	b := &ender{fail: true}
+	var reapErrs atomic.Int32
+	alive := &semaphore.Client{Store: open(t, db), Owner: "alive", Lease: 300 * time.Millisecond, Bastion: b,
+		OnReap: func(owner string, err error) {
+			if owner == "dead" && err != nil {
+				reapErrs.Add(1)
+			}
+		}}
 	if err := alive.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -53,19 +94,105 @@ func TestDeadHolderIsReleased(t *testing.T) {
 	if ok, _ := alive.TryAcquire(ctx, "bs2", sems, time.Now()); ok {
 		t.Fatal("granted while the dead holder's lease still runs")
 	}
+	// The lease runs out, but the bastion cannot end the dead one's
+	// builds: several reaps fail, and the slot stays taken.
+	for deadline := time.Now().Add(10 * time.Second); reapErrs.Load() < 3; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d failed reaps of the dead owner in 10 s, want 3", reapErrs.Load())
+		}
+	}
+	if ok, err := alive.TryAcquire(ctx, "bs2", sems, time.Now()); ok || err != nil {
+		t.Fatalf("granted while the dead holder's builds may still run: %v %v", ok, err)
+	}
+	if k := b.kills(); len(k) != 0 {
+		t.Fatalf("kills %v while failing", k)
+	}
+
+	b.mu.Lock()
+	b.fail = false
+	b.mu.Unlock()
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	start := time.Now()
 	if err := alive.Wait(wctx, "bs2", sems, 20*time.Millisecond); err != nil {
 		t.Fatalf("never got the semaphore of a dead holder: %v", err)
 	}
-	if waited := time.Since(start); waited > 5*time.Second {
-		t.Errorf("waited %v for a 300ms lease", waited)
+	if k := b.kills(); len(k) == 0 || k[0] != "dead" || slices.Contains(k, "alive") {
+		t.Errorf("KillOwner calls %v, want the dead owner first, never this one", k)
 	}
 	hs, err := alive.Store.Holders(ctx)
 	if err != nil || len(hs) != 1 || hs[0].Holder != "bs2" {
 		t.Fatalf("holders %+v %v", hs, err)
 	}
+}
+
+// The same with real processes: a dead owner's build still running on the
+// local bastion keeps its semaphore until the reaper has ended it; the new
+// holder is granted only once nothing of the dead owner runs.
+func TestDeadHolderBuildEndedOnLocalBastion(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	db := filepath.Join(dir, "sortie.db")
+	ctx := context.Background()
+	sems := map[string]int{"deploy": 1}
+
+	deadBastion := local.New(filepath.Join(dir, "bastion"))
+	deadBastion.Owner = "run-dead"
+	dead := &semaphore.Client{Store: open(t, db), Owner: "run-dead", Lease: 300 * time.Millisecond, Bastion: deadBastion}
+	if err := dead.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := dead.TryAcquire(ctx, "bs1", sems, time.Now()); !ok || err != nil {
+		t.Fatalf("first acquire: %v %v", ok, err)
+	}
+	pidFile := filepath.Join(dir, "pid")
+	ran := make(chan bastion.Outcome, 1)
+	go func() {
+		out, err := deadBastion.Run(ctx, bastion.Spec{Command: "echo $$ > " + pidFile + "; exec sleep 300", Dir: dir, Env: map[string]string{}, Grace: time.Second}, nil)
+		if err != nil {
+			t.Errorf("run: %v", err)
+		}
+		ran <- out
+	}()
+	var pid int
+	for deadline := time.Now().Add(10 * time.Second); pid == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the build never started")
+		}
+		data, _ := os.ReadFile(pidFile)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+	}
+	dead.Stop() // the process dies; its build runs on
+
+	aliveBastion := local.New(filepath.Join(dir, "bastion"))
+	aliveBastion.Owner = "run-alive"
+	alive := &semaphore.Client{Store: open(t, db), Owner: "run-alive", Lease: 300 * time.Millisecond, Bastion: aliveBastion, Grace: time.Second}
+	if err := alive.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer alive.Stop()
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := alive.Wait(wctx, "bs2", sems, 20*time.Millisecond); err != nil {
+		t.Fatalf("never got the semaphore of a dead holder: %v", err)
+	}
+	if running(pid) {
+		t.Fatalf("granted while the dead owner's build (pid %d) still runs", pid)
+	}
+	select {
+	case out := <-ran:
+		if out.ExitCode == 0 {
+			t.Errorf("the build ended by itself: %+v", out)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the build's Run never returned")
+	}
+}
+
+// running reports whether pid is alive and not a zombie.
+func running(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	i := bytes.LastIndexByte(stat, ')')
+	return err == nil && i > 0 && i+2 < len(stat) && stat[i+2] != 'Z'
 }
 
 // A holder whose process lives keeps renewing and is never taken away,
@@ -75,7 +202,7 @@ func TestLiveHolderIsKept(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "sortie.db")
 	ctx := context.Background()
 	sems := map[string]int{"deploy": 1}
-	holder := &semaphore.Client{Store: open(t, db), Owner: "holder", Lease: 150 * time.Millisecond}
+	holder := &semaphore.Client{Store: open(t, db), Owner: "holder", Lease: 150 * time.Millisecond, Bastion: &ender{}}
 	if err := holder.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +210,7 @@ func TestLiveHolderIsKept(t *testing.T) {
 	if ok, err := holder.TryAcquire(ctx, "bs1", sems, time.Now()); !ok || err != nil {
 		t.Fatalf("acquire: %v %v", ok, err)
 	}
-	other := &semaphore.Client{Store: open(t, db), Owner: "other", Lease: 150 * time.Millisecond}
+	other := &semaphore.Client{Store: open(t, db), Owner: "other", Lease: 150 * time.Millisecond, Bastion: &ender{}}
 	if err := other.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -104,6 +231,14 @@ func TestLiveHolderIsKept(t *testing.T) {
 	}
 	if ok, err := other.TryAcquire(ctx, "bs2", sems, time.Now()); !ok || err != nil {
 		t.Fatalf("after release: %v %v", ok, err)
+	}
+}
+
+func TestStartNeedsABastion(t *testing.T) {
+	c := &semaphore.Client{Store: open(t, filepath.Join(t.TempDir(), "sortie.db")), Owner: "x"}
+	if err := c.Start(context.Background()); err == nil {
+		c.Stop()
+		t.Fatal("started without a bastion to end dead owners' builds on")
 	}
 }
 
@@ -132,7 +267,7 @@ func (f *failingRenewals) RenewLease(ctx context.Context, owner string, until ti
 func TestLeaseLostWhenRenewalsFail(t *testing.T) {
 	t.Parallel()
 	st := &failingRenewals{Store: open(t, filepath.Join(t.TempDir(), "sortie.db"))}
-	c := &semaphore.Client{Store: st, Owner: "flaky", Lease: 300 * time.Millisecond}
+	c := &semaphore.Client{Store: st, Owner: "flaky", Lease: 300 * time.Millisecond, Bastion: &ender{}}
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

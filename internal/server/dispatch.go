@@ -38,7 +38,7 @@ func (s *Server) pass(ctx context.Context) error {
 	cfg := s.Config()
 	// A `sortie run` that died on this store would otherwise count as
 	// running for its pipeline for ever.
-	if reaped, err := buildset.ReapDeadRuns(ctx, s.st, time.Now().UTC()); err != nil {
+	if reaped, err := s.opt.Runner.ReapDeadRuns(ctx, time.Now().UTC()); err != nil {
 		return err
 	} else if len(reaped) > 0 {
 		s.log.Warn("ended the buildsets of sortie run processes that died", "buildsets", reaped)

@@ -99,12 +99,12 @@ func (e *env) boot(opt envOpt) {
 		t.Fatal(err)
 	}
 	owner := fmt.Sprintf("srv-test%d", time.Now().UnixNano())
-	sems := &semaphore.Client{Store: st, Owner: owner}
+	b := local.New(filepath.Join(e.state, "bastion"))
+	b.Owner = owner
+	sems := &semaphore.Client{Store: st, Owner: owner, Bastion: b}
 	if err := sems.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	b := local.New(filepath.Join(e.state, "bastion"))
-	b.Owner = owner
 	mirror := &source.Mirror{Dir: filepath.Join(e.state, "mirror.git"), URL: cfg.Source.URL}
 	getenv := func(k string) string { return e.envs[k] }
 	runner := &buildset.Runner{

@@ -257,8 +257,9 @@ type Store interface {
 	RunningAttempts(ctx context.Context, buildsetID string) ([]*Attempt, error)
 
 	// AcquireSemaphores grants every semaphore of the request, or none.
-	// Before deciding it drops holders and waiters whose owner's lease
-	// expired at a.Now. It grants only when every semaphore has room left
+	// Before deciding it drops the waiters (not the holders) whose
+	// owner's lease expired at a.Now: a holder keeps its slot until
+	// ReleaseOwner, since what it guards may still run. It grants only when every semaphore has room left
 	// once each live waiter ranked ahead (higher precedence, then older
 	// Since) of that semaphore is counted as holding a slot (for a max-1
 	// semaphore: no such waiter); otherwise it records (or keeps, with its
@@ -278,9 +279,10 @@ type Store interface {
 	// LeaseAlive reports whether owner has a lease that has not ended at
 	// now (an owner without a lease row is dead, or never lived).
 	LeaseAlive(ctx context.Context, owner string, now time.Time) (bool, error)
-	// ExpireLeases drops holders and waiters of owners whose lease ended
-	// before now, and returns the owners expired.
-	ExpireLeases(ctx context.Context, now time.Time) ([]string, error)
+	// ExpiredOwners returns the owners whose lease ended before now,
+	// sorted, and changes nothing: a reaper ends what they left running,
+	// then calls ReleaseOwner.
+	ExpiredOwners(ctx context.Context, now time.Time) ([]string, error)
 	// ReleaseOwner drops every holder and waiter of an owner and its lease,
 	// at once, whatever the lease says (a restarted server knows its
 	// predecessor is dead). Releasing an unknown owner is not an error.

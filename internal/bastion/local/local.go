@@ -48,8 +48,15 @@ type Bastion struct {
 	// "run-<uuid>"; see bastion.CheckOwner), set before first use. While
 	// it is set, every process group the bastion starts is recorded under
 	// <workdir>/run/<Owner>/ until it is gone, so that another process can
-	// end them with KillOwner once this one has died. "" records nothing.
+	// end them with KillOwner once this one has died, and every process
+	// it starts carries OwnerEnv=<Owner>. "" records and tags nothing.
 	Owner string
+	// Untracked keeps the Owner's tag but writes no records: KillOwner
+	// then finds the owner's processes by their tag alone, which a
+	// process that clears its environment escapes. It saves a file's
+	// creation and removal per build (`sortie run`, where that is a
+	// visible share of a no-op job).
+	Untracked bool
 
 	workdir string
 	clock   func() time.Time

@@ -71,10 +71,10 @@ func (b *Bastion) checkOwner() error {
 }
 
 // record writes the record of the process group that pid leads, a build of
-// b.Owner, and returns what removes it. Without an Owner it records
-// nothing.
+// b.Owner, and returns what removes it. Without an Owner, or Untracked,
+// it records nothing.
 func (b *Bastion) record(pid int) (func(), error) {
-	if b.Owner == "" {
+	if b.Owner == "" || b.Untracked {
 		return func() {}, nil
 	}
 	st, err := readProcStat(pid)

@@ -120,13 +120,13 @@ func Start(t testing.TB, cfg string, opt Options) *Server {
 	}
 	s.Store = st
 	owner := fmt.Sprintf("servertest%d", time.Now().UnixNano())
-	sems := &semaphore.Client{Store: st, Owner: owner}
+	b := local.New(filepath.Join(s.State, "bastion"))
+	b.Owner = owner
+	sems := &semaphore.Client{Store: st, Owner: owner, Bastion: b}
 	if err := sems.Start(ctx); err != nil {
 		st.Close()
 		t.Fatal(err)
 	}
-	b := local.New(filepath.Join(s.State, "bastion"))
-	b.Owner = owner
 	mirror := &source.Mirror{Dir: filepath.Join(s.State, "mirror.git"), URL: c.Source.URL}
 	getenv := func(k string) string { return env[k] }
 	runner := &buildset.Runner{

@@ -13,8 +13,8 @@ import (
 
 // AcquireSemaphores grants every semaphore of the request, or none, in one
 // BEGIN IMMEDIATE transaction, so two processes cannot both take the last
-// slot. First it drops the holders and waiters of owners whose lease ended
-// before a.Now. It grants when, for every semaphore, its holders plus its
+// slot. First it drops the waiters (not the holders: see dropExpiredWaiters)
+// of owners whose lease ended before a.Now. It grants when, for every semaphore, its holders plus its
 // live waiters ranked ahead stay below its max: each waiter ahead keeps a
 // slot, so a request cannot overtake it, yet a max-3 semaphore with one
 // waiter ahead still lets another in. Ahead means a higher rank (the
@@ -52,7 +52,7 @@ func (s *Store) AcquireSemaphores(ctx context.Context, a store.Acquire) (bool, e
 
 	var granted bool
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.dropExpired(ctx, tx, now); err != nil {
+		if err := s.dropExpiredWaiters(ctx, tx, now); err != nil {
 			return err
 		}
 		var holds bool
@@ -137,18 +137,15 @@ func (s *Store) AcquireSemaphores(ctx context.Context, a store.Acquire) (bool, e
 	return granted, nil
 }
 
-// dropExpired deletes the holders and waiters of owners whose lease ended
-// before now. Owners without a lease row are alive (see the package doc).
-func (s *Store) dropExpired(ctx context.Context, tx *sql.Tx, now int64) error {
-	for _, q := range []string{
-		`DELETE FROM semaphore_holders WHERE owner IN (SELECT owner FROM leases WHERE expires_at < ?)`,
-		`DELETE FROM semaphore_waiters WHERE owner IN (SELECT owner FROM leases WHERE expires_at < ?)`,
-	} {
-		if _, err := s.txExec(ctx, tx, q, now); err != nil {
-			return err
-		}
-	}
-	return nil
+// dropExpiredWaiters deletes the waiters of owners whose lease ended before
+// now: a dead process waits for nothing. Its holders stay: the builds they
+// guard may still run on the bastion, and only the owner's reaper
+// (semaphore.Client), once it has ended them, releases them with
+// ReleaseOwner. Owners without a lease row are alive (see the package doc).
+func (s *Store) dropExpiredWaiters(ctx context.Context, tx *sql.Tx, now int64) error {
+	_, err := s.txExec(ctx, tx,
+		`DELETE FROM semaphore_waiters WHERE owner IN (SELECT owner FROM leases WHERE expires_at < ?)`, now)
+	return err
 }
 
 // ReleaseSemaphores drops the holder's holds and waits. Releasing what is
@@ -185,8 +182,9 @@ func (s *Store) ReleaseBuildset(ctx context.Context, buildsetID string) error {
 
 // ReleaseOwner drops every holder and waiter of owner and its lease row, in
 // one transaction, whatever the lease says: a restarted server that holds
-// the state directory's lock knows its predecessor is dead. ExpireLeases
-// will not report the owner afterwards. Releasing an unknown owner is not
+// the state directory's lock knows its predecessor is dead, and a reaper
+// has ended an expired owner's builds. ExpiredOwners will not report the
+// owner afterwards. Releasing an unknown owner is not
 // an error.
 func (s *Store) ReleaseOwner(ctx context.Context, owner string) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
@@ -288,44 +286,27 @@ func (s *Store) LeaseAlive(ctx context.Context, owner string, now time.Time) (bo
 	return n > 0, nil
 }
 
-// ExpireLeases drops the holders, waiters and lease rows of owners whose
-// lease ended before now, and returns those owners, sorted. Each expired
-// owner is returned by one call only.
-func (s *Store) ExpireLeases(ctx context.Context, now time.Time) ([]string, error) {
+// ExpiredOwners returns the owners whose lease ended before now, sorted.
+// It changes nothing: their holders keep their slots until ReleaseOwner.
+func (s *Store) ExpiredOwners(ctx context.Context, now time.Time) ([]string, error) {
 	if now.IsZero() {
-		return nil, fmt.Errorf("sqlite: expire leases: %w", errZeroTime("now"))
+		return nil, fmt.Errorf("sqlite: expired owners: %w", errZeroTime("now"))
 	}
-	n := nanos(now)
-	var owners []string
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT owner FROM leases WHERE expires_at < ? ORDER BY owner`, n)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var o string
-			if err := rows.Scan(&o); err != nil {
-				rows.Close()
-				return err
-			}
-			owners = append(owners, o)
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return err
-		}
-		if len(owners) == 0 {
-			return nil
-		}
-		if err := s.dropExpired(ctx, tx, n); err != nil {
-			return err
-		}
-		_, err = s.txExec(ctx, tx, `DELETE FROM leases WHERE expires_at < ?`, n)
-		return err
-	})
+	rows, err := s.rows(ctx, `SELECT owner FROM leases WHERE expires_at < ? ORDER BY owner`, nanos(now))
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: expire leases: %w", err)
+		return nil, fmt.Errorf("sqlite: expired owners: %w", err)
+	}
+	defer rows.Close()
+	var owners []string
+	for rows.Next() {
+		var o string
+		if err := rows.Scan(&o); err != nil {
+			return nil, fmt.Errorf("sqlite: expired owners: %w", err)
+		}
+		owners = append(owners, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: expired owners: %w", err)
 	}
 	return owners, nil
 }

@@ -13,10 +13,9 @@
 // treated as alive. Callers renew an owner's lease before it first acquires a
 // semaphore; until then nothing can tell a slow starter from a dead process,
 // and taking a live holder away is the worse mistake (SPEC §2.5).
-// ExpireLeases deletes the lease rows it reports, so each dead owner is
-// reported once; AcquireSemaphores drops an expired owner's holders and
-// waiters but leaves its lease row for ExpireLeases to report; ReleaseOwner
-// drops an owner's holders, waiters and lease row at once, expired or not.
+// AcquireSemaphores drops an expired owner's waiters but keeps its holders
+// (its builds may still run) and its lease row; ExpiredOwners reports it
+// until ReleaseOwner drops its holders, waiters and lease row at once.
 package sqlite
 
 import (

@@ -12,8 +12,9 @@
 //     FinishBuild leaves that time nil (SKIPPED builds have null times).
 //   - A lease "until T" is alive at T and expired after it.
 //   - An owner that never renewed a lease is alive.
-//   - AcquireSemaphores drops an expired owner's holders and waiters but
-//     leaves the owner for ExpireLeases to report, once.
+//   - AcquireSemaphores drops an expired owner's waiters, never its
+//     holders: they keep their slots, and ExpiredOwners keeps reporting the
+//     owner, until ReleaseOwner.
 //   - A waiter keeps the rank of its first request.
 //   - A waiter ranked ahead keeps one slot of each semaphore it waits for:
 //     a later request is granted only if room remains beyond those slots.
@@ -22,7 +23,7 @@
 //   - SetBuildsetOwner leaves a buildset's state and times alone.
 //   - RunningAttempts of an unknown buildset is ErrNotFound; an attempt
 //     finished with a zero time (a Result, no FinishedAt) is not running.
-//   - After ReleaseOwner, ExpireLeases does not report that owner.
+//   - After ReleaseOwner, ExpiredOwners does not report that owner.
 //   - ClearPause("") clears the pause of all pipelines, not each
 //     pipeline's own.
 package storetest
@@ -77,8 +78,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"FairnessWaiterKeepsRank", testFairnessWaiterKeepsRank},
 		{"FairnessOtherSemaphore", testFairnessOtherSemaphore},
 		{"FairnessReservesSlots", testFairnessReservesSlots},
-		{"ExpireLeases", testExpireLeases},
-		{"ExpireAtAcquire", testExpireAtAcquire},
+		{"ExpiredOwners", testExpiredOwners},
+		{"ExpiredHolderKept", testExpiredHolderKept},
 		{"RenewedHolderKept", testRenewedHolderKept},
 		{"NoLeaseIsAlive", testNoLeaseIsAlive},
 		{"JobDurations", testJobDurations},
@@ -843,34 +844,42 @@ func owned(h, o string, sems map[string]int, now time.Time) store.Acquire {
 	return store.Acquire{Holder: h, Buildset: h, Owner: o, Semaphores: sems, Since: now, Now: now}
 }
 
-func testExpireLeases(t *testing.T, s store.Store) {
+func testExpiredOwners(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	T := at(time.Minute)
 	must(t, "renew dead", s.RenewLease(ctx, "dead", T))
 	must(t, "renew live", s.RenewLease(ctx, "live", T.Add(time.Hour)))
+	must(t, "renew late", s.RenewLease(ctx, "another-dead", T))
 	sem := map[string]int{"S": 2}
 	acquire(t, s, owned("d1", "dead", sem, t0), true)
 	acquire(t, s, owned("l1", "live", sem, t0), true)
-	acquire(t, s, owned("d2", "dead", sem, t0), false)
 	acquire(t, s, owned("l2", "live", sem, t0), false)
 
-	expired, err := s.ExpireLeases(ctx, T) // alive until T, inclusive
-	must(t, "expire at T", err)
+	expired, err := s.ExpiredOwners(ctx, T) // alive until T, inclusive
+	must(t, "expired at T", err)
 	diff(t, "expired at T", []string(nil), expired, cmpopts.EquateEmpty())
-	diff(t, "holders at T", []string{"S:d1", "S:l1"}, holding(t, s))
 
-	expired, err = s.ExpireLeases(ctx, T.Add(time.Nanosecond))
-	must(t, "expire after T", err)
-	diff(t, "expired after T", []string{"dead"}, expired)
-	diff(t, "holders after T", []string{"S:l1"}, holding(t, s))
-	diff(t, "waiters after T", []string{"S:l2"}, waiting(t, s))
+	expired, err = s.ExpiredOwners(ctx, T.Add(time.Nanosecond))
+	must(t, "expired after T", err)
+	diff(t, "expired after T", []string{"another-dead", "dead"}, expired)
+	// Reporting changes nothing: asked again, the same owners; the dead
+	// owner's holder still holds.
+	expired, err = s.ExpiredOwners(ctx, T.Add(time.Second))
+	must(t, "expired again", err)
+	diff(t, "expired again", []string{"another-dead", "dead"}, expired)
+	diff(t, "holders after T", []string{"S:d1", "S:l1"}, holding(t, s))
 
-	expired, err = s.ExpireLeases(ctx, T.Add(time.Second))
-	must(t, "expire again", err)
-	diff(t, "expired again", []string(nil), expired, cmpopts.EquateEmpty())
+	must(t, "release dead", s.ReleaseOwner(ctx, "dead"))
+	expired, err = s.ExpiredOwners(ctx, T.Add(time.Second))
+	must(t, "expired after release", err)
+	diff(t, "expired after release", []string{"another-dead"}, expired)
+	diff(t, "holders after release", []string{"S:l1"}, holding(t, s))
 }
 
-func testExpireAtAcquire(t *testing.T, s store.Store) {
+// testExpiredHolderKept: the holder of a dead owner keeps its slot (its
+// build may still run on the bastion) until ReleaseOwner; its waiter, which
+// runs nothing, is dropped at once.
+func testExpiredHolderKept(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	T := at(time.Minute)
 	sem := map[string]int{"S": 1}
@@ -882,15 +891,15 @@ func testExpireAtAcquire(t *testing.T, s store.Store) {
 	deadWaiter.Precedence = 9
 	acquire(t, s, deadWaiter, false)
 
-	acquire(t, s, owned("o1", "other", sem, T), false) // d1 is alive at T
-	acquire(t, s, owned("o1", "other", sem, T.Add(time.Second)), true)
+	acquire(t, s, owned("o1", "other", sem, T), false)
+	acquire(t, s, owned("o1", "other", sem, T.Add(time.Hour)), false)
+	diff(t, "holders while not released", []string{"S:d1"}, holding(t, s))
+	diff(t, "waiters while not released", []string{"S:o1"}, waiting(t, s))
+
+	must(t, "release dead", s.ReleaseOwner(ctx, "dead"))
+	acquire(t, s, owned("o1", "other", sem, T.Add(time.Hour)), true)
 	diff(t, "holders", []string{"S:o1"}, holding(t, s))
 	diff(t, "waiters", []string(nil), waiting(t, s), cmpopts.EquateEmpty())
-
-	// The dead owner is still reported once, so its builds can be marked lost.
-	expired, err := s.ExpireLeases(ctx, T.Add(time.Second))
-	must(t, "expire", err)
-	diff(t, "expired", []string{"dead"}, expired)
 }
 
 func testRenewedHolderKept(t *testing.T, s store.Store) {
@@ -903,8 +912,8 @@ func testRenewedHolderKept(t *testing.T, s store.Store) {
 
 	later := T.Add(time.Minute)
 	acquire(t, s, owned("h2", "p2", sem, later), false)
-	expired, err := s.ExpireLeases(ctx, later)
-	must(t, "expire", err)
+	expired, err := s.ExpiredOwners(ctx, later)
+	must(t, "expired owners", err)
 	diff(t, "expired", []string(nil), expired, cmpopts.EquateEmpty())
 	diff(t, "holders", []string{"S:h1"}, holding(t, s))
 	diff(t, "waiters", []string{"S:h2"}, waiting(t, s))
@@ -916,8 +925,8 @@ func testNoLeaseIsAlive(t *testing.T, s store.Store) {
 	acquire(t, s, owned("h1", "unleased", sem, t0), true)
 	far := at(1000 * time.Hour)
 	acquire(t, s, owned("h2", "other", sem, far), false)
-	expired, err := s.ExpireLeases(ctx, far)
-	must(t, "expire", err)
+	expired, err := s.ExpiredOwners(ctx, far)
+	must(t, "expired owners", err)
 	diff(t, "expired", []string(nil), expired, cmpopts.EquateEmpty())
 	diff(t, "holders", []string{"S:h1"}, holding(t, s))
 }
