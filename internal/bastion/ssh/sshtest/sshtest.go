@@ -211,6 +211,23 @@ func (s *Server) WrongKnownHosts(t testing.TB) string {
 	return path
 }
 
+// KnownHostsFor writes and returns the path of a known_hosts file that
+// holds the server's real host key for addr ("host:port"), for a client
+// that reaches the server through a forwarder listening there.
+func (s *Server) KnownHostsFor(t testing.TB, addr string) string {
+	t.Helper()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	key := s.hostKey
+	s.mu.Unlock()
+	path := filepath.Join(s.Dir, "known_hosts."+port)
+	writeFile(t, path, fmt.Sprintf("[%s]:%s %s\n", host, port, key))
+	return path
+}
+
 // UnknownKnownHosts writes and returns the path of an empty known_hosts
 // file, for a client that has never seen the server.
 func (s *Server) UnknownKnownHosts(t testing.TB) string {
