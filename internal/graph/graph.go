@@ -342,3 +342,49 @@ func (p *Plan) Job(name string) *Job {
 	}
 	return nil
 }
+
+// Span is when a build ran: from its first attempt's start to its end.
+type Span struct{ Start, End time.Time }
+
+// RunPath is the critical path as run, from the first job to the last:
+// it ends at the job that ended last and goes back, each time, to the
+// dependency of the current job that ended last (the one its start waited
+// for), until a job none of whose dependencies ran. Making a job off this
+// path faster would not have ended the buildset sooner. Jobs without a
+// span (never ran) are not on it; it is empty when no job ran. Ties go to
+// the job later in plan order.
+func (p *Plan) RunPath(spans map[string]Span) []string {
+	last := ""
+	for _, j := range p.Jobs {
+		if s, ok := spans[j.Name]; ok && (last == "" || !s.End.Before(spans[last].End)) {
+			last = j.Name
+		}
+	}
+	if last == "" {
+		return []string{}
+	}
+	order := make(map[string]int, len(p.Jobs))
+	for i, j := range p.Jobs {
+		order[j.Name] = i
+	}
+	path := []string{last}
+	for cur := last; ; {
+		next := ""
+		for _, d := range p.Jobs[order[cur]].Dependencies {
+			s, ok := spans[d]
+			if !ok {
+				continue
+			}
+			if next == "" || s.End.After(spans[next].End) || (s.End.Equal(spans[next].End) && order[d] > order[next]) {
+				next = d
+			}
+		}
+		if next == "" {
+			break
+		}
+		path = append(path, next)
+		cur = next
+	}
+	slices.Reverse(path)
+	return path
+}

@@ -60,10 +60,14 @@ type buildsetPage struct {
 	Done     bool
 	Duration string
 	Plan     *graph.Plan
-	Graph    template.HTML
-	Timeline template.HTML
-	Builds   []buildRow
-	Files    []string
+	// Critical is the critical path the page marks: as run once the
+	// buildset is done (CriticalAsRun), else the plan's estimate.
+	Critical      []string
+	CriticalAsRun bool
+	Graph         template.HTML
+	Timeline      template.HTML
+	Builds        []buildRow
+	Files         []string
 	// MoreFiles is how many changed files are not listed.
 	MoreFiles int
 	// NoFileList: the event had no file list (every job matched).
@@ -94,8 +98,14 @@ func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
 		builds[bs.Builds[i].Job] = &bs.Builds[i]
 	}
 	if bs.Plan != nil {
-		pg.Graph = drawGraph(bs.ID, bs.Plan, builds)
-		pg.Timeline = drawTimeline(bs, bs.Plan, builds, now, done)
+		pg.Critical = bs.Plan.CriticalPath
+		if done {
+			if path := runPath(bs.Plan, builds); len(path) > 0 {
+				pg.Critical, pg.CriticalAsRun = path, true
+			}
+		}
+		pg.Graph = drawGraph(bs.ID, bs.Plan, builds, pg.Critical)
+		pg.Timeline = drawTimeline(bs, bs.Plan, builds, pg.Critical, now, done)
 		for _, j := range bs.Plan.Jobs {
 			row := buildRow{State: stateWaiting, Why: whyText(j.Why)}
 			row.Job = j.Name
@@ -115,6 +125,17 @@ func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
 		pg.Files = pg.Files[:maxFiles]
 	}
 	h.render(w, r, http.StatusOK, "buildset", pg)
+}
+
+// runPath is the plan's critical path as the builds ran (graph.RunPath).
+func runPath(p *graph.Plan, builds map[string]*buildset.BuildReport) []string {
+	spans := make(map[string]graph.Span, len(builds))
+	for job, b := range builds {
+		if s, e := b.StartedAt.Get(), b.FinishedAt.Get(); s != nil && e != nil {
+			spans[job] = graph.Span{Start: *s, End: *e}
+		}
+	}
+	return p.RunPath(spans)
 }
 
 // ---- Build -----------------------------------------------------------------

@@ -117,8 +117,9 @@ const (
 
 type point struct{ x, y float64 }
 
-// drawGraph draws a buildset's plan, each job a node in its state.
-func drawGraph(id string, p *graph.Plan, builds map[string]*buildset.BuildReport) template.HTML {
+// drawGraph draws a buildset's plan, each job a node in its state; the
+// nodes and edges of the critical path have the class critical.
+func drawGraph(id string, p *graph.Plan, builds map[string]*buildset.BuildReport, path []string) template.HTML {
 	n := len(p.Jobs)
 	index := make(map[string]int, n)
 	for i, j := range p.Jobs {
@@ -193,10 +194,10 @@ func drawGraph(id string, p *graph.Plan, builds map[string]*buildset.BuildReport
 
 	critical := map[string]bool{}
 	criticalEdge := map[[2]string]bool{}
-	for k, name := range p.CriticalPath {
+	for k, name := range path {
 		critical[name] = true
 		if k > 0 {
-			criticalEdge[[2]string{p.CriticalPath[k-1], name}] = true
+			criticalEdge[[2]string{path[k-1], name}] = true
 		}
 	}
 
@@ -396,10 +397,10 @@ func tickStep(d time.Duration) time.Duration {
 
 // drawTimeline draws a Gantt chart of the builds in plan order; the bars
 // of the critical path have the class critical.
-func drawTimeline(bs *server.BuildsetJSON, p *graph.Plan, builds map[string]*buildset.BuildReport, now time.Time, done bool) template.HTML {
+func drawTimeline(bs *server.BuildsetJSON, p *graph.Plan, builds map[string]*buildset.BuildReport, path []string, now time.Time, done bool) template.HTML {
 	ts, started := timelineSpan(bs, now, done)
 	critical := map[string]bool{}
-	for _, name := range p.CriticalPath {
+	for _, name := range path {
 		critical[name] = true
 	}
 	n := len(p.Jobs)

@@ -323,6 +323,59 @@ pipelines:
 	}
 }
 
+// TestCriticalPathAsRun: while a buildset runs, the page marks the
+// critical path estimated from duration hints; once it is done, the path
+// as run (the chain that set its duration), which here is another one:
+// the job hinted slow ran fast and the one hinted fast was slow.
+func TestCriticalPathAsRun(t *testing.T) {
+	g := servertest.NewGate(t)
+	u := startUI(t, fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  hinted-slow: {run: "true", duration_hint: 10m}
+  after-it: {run: "true", dependencies: [hinted-slow], duration_hint: 1m}
+  hinted-fast: {run: '%s', duration_hint: 1s}
+pipelines:
+  deploy: {jobs: [boot, hinted-slow, after-it, hinted-fast]}
+`, g.Wait()), g)
+	id := u.Trigger("deploy", nil)
+	u.WaitStarted(id, "hinted-fast")
+	marked := func(doc *node) (bars, nodes []string) {
+		for _, bar := range doc.byID(t, "timeline").all(sel("rect", "bar")) {
+			if bar.hasClass("critical") {
+				bars = append(bars, bar.attr("data-job"))
+			}
+		}
+		for _, n := range doc.byID(t, "graph").all(sel("g", "node")) {
+			if n.hasClass("critical") {
+				nodes = append(nodes, n.attr("data-job"))
+			}
+		}
+		slices.Sort(bars)
+		slices.Sort(nodes)
+		return bars, nodes
+	}
+	doc := u.page("/buildsets/"+id, http.StatusOK)
+	bars, nodes := marked(doc)
+	if want := []string{"after-it", "boot", "hinted-slow"}; !slices.Equal(bars, want) || !slices.Equal(nodes, want) {
+		t.Errorf("while running: critical bars %v, nodes %v; want the estimate %v", bars, nodes, want)
+	}
+	if note := doc.byID(t, "critical-note").Text(); !strings.Contains(note, "estimated") || !strings.Contains(note, "boot → hinted-slow → after-it") {
+		t.Errorf("while running, the note says %q", note)
+	}
+
+	g.Open(t)
+	u.WaitDone(id)
+	doc = u.page("/buildsets/"+id, http.StatusOK)
+	bars, nodes = marked(doc)
+	if want := []string{"boot", "hinted-fast"}; !slices.Equal(bars, want) || !slices.Equal(nodes, want) {
+		t.Errorf("done: critical bars %v, nodes %v; want as run %v", bars, nodes, want)
+	}
+	if note := doc.byID(t, "critical-note").Text(); !strings.Contains(note, "as run") || !strings.Contains(note, "boot → hinted-fast") {
+		t.Errorf("done, the note says %q", note)
+	}
+}
+
 func TestBuildPage(t *testing.T) {
 	g := servertest.NewGate(t)
 	u := startUI(t, fmt.Sprintf(`
