@@ -170,43 +170,14 @@ func (p *progress) Summary(r *buildset.Report) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", b.Job, b.Result, dur, b.Attempt, b.Reason)
 	}
 	tw.Flush()
-	if path := actualCriticalPath(p.plan, r); len(path) > 0 {
-		fmt.Fprintf(p.w, "critical path as run: %s\n", strings.Join(path, " -> "))
+	if p.plan != nil {
+		if path := p.plan.RunPath(buildset.Spans(r.Builds)); len(path) > 0 {
+			fmt.Fprintf(p.w, "critical path as run: %s\n", strings.Join(path, " -> "))
+		}
 	}
 	dur := ""
 	if s, f := r.StartedAt.Get(), r.FinishedAt.Get(); s != nil && f != nil {
 		dur = " in " + f.Sub(*s).Round(10*time.Millisecond).String()
 	}
 	fmt.Fprintf(p.w, "buildset %s: %s%s\n", r.ID, r.Result, dur)
-}
-
-func actualCriticalPath(plan *graph.Plan, r *buildset.Report) []string {
-	if plan == nil {
-		return nil
-	}
-	byJob := map[string]buildset.BuildReport{}
-	var last string
-	var lastEnd time.Time
-	for _, b := range r.Builds {
-		byJob[b.Job] = b
-		if f := b.FinishedAt.Get(); f != nil && b.StartedAt.Get() != nil && f.After(lastEnd) {
-			last, lastEnd = b.Job, *f
-		}
-	}
-	var path []string
-	for cur := last; cur != ""; {
-		path = append(path, cur)
-		next := ""
-		var nextEnd time.Time
-		if j := plan.Job(cur); j != nil {
-			for _, d := range j.Dependencies {
-				if f := byJob[d].FinishedAt.Get(); f != nil && f.After(nextEnd) {
-					next, nextEnd = d, *f
-				}
-			}
-		}
-		cur = next
-	}
-	slices.Reverse(path)
-	return path
 }

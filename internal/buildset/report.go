@@ -110,3 +110,16 @@ func Plan(bs *store.Buildset) (*graph.Plan, error) {
 
 // TimeOf wraps a time for a report; nil renders as null.
 func TimeOf(t *time.Time) Time { return Time{t} }
+
+// Spans returns when each build that ran did, by job: its start to its
+// end, for graph.Plan.RunPath. Builds that never started or have not
+// ended are left out.
+func Spans(builds []BuildReport) map[string]graph.Span {
+	spans := make(map[string]graph.Span, len(builds))
+	for _, b := range builds {
+		if s, e := b.StartedAt.Get(), b.FinishedAt.Get(); s != nil && e != nil {
+			spans[b.Job] = graph.Span{Start: *s, End: *e}
+		}
+	}
+	return spans
+}

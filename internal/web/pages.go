@@ -100,7 +100,7 @@ func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
 	if bs.Plan != nil {
 		pg.Critical = bs.Plan.CriticalPath
 		if done {
-			if path := runPath(bs.Plan, builds); len(path) > 0 {
+			if path := bs.Plan.RunPath(buildset.Spans(bs.Builds)); len(path) > 0 {
 				pg.Critical, pg.CriticalAsRun = path, true
 			}
 		}
@@ -125,17 +125,6 @@ func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
 		pg.Files = pg.Files[:maxFiles]
 	}
 	h.render(w, r, http.StatusOK, "buildset", pg)
-}
-
-// runPath is the plan's critical path as the builds ran (graph.RunPath).
-func runPath(p *graph.Plan, builds map[string]*buildset.BuildReport) []string {
-	spans := make(map[string]graph.Span, len(builds))
-	for job, b := range builds {
-		if s, e := b.StartedAt.Get(), b.FinishedAt.Get(); s != nil && e != nil {
-			spans[job] = graph.Span{Start: *s, End: *e}
-		}
-	}
-	return p.RunPath(spans)
 }
 
 // ---- Build -----------------------------------------------------------------
