@@ -648,3 +648,76 @@ pipelines:
 		t.Error("the line-per-event form was used on a terminal")
 	}
 }
+
+// TestKilledRunKeepsItsSemaphoreUntilItsBuildEnds: a `sortie run` killed
+// with -9 leaves its build running (a process group of its own) and its
+// semaphore held. The next `sortie run` on the state dir waits for the
+// dead one's lease to run out, ends that build, and only then takes the
+// semaphore; it also ends the dead run's buildset ERROR. Its job checks,
+// as it starts, that the first run's build is gone. It takes the 30 s of a
+// lease.
+func TestKilledRunKeepsItsSemaphoreUntilItsBuildEnds(t *testing.T) {
+	t.Parallel()
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "long.pid")
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
+source: {url: %s}
+semaphores: {playbook: 1}
+jobs:
+  boot: {bootstrap: true, install: ["true"]}
+  long: {run: 'echo $$ > %[2]s; exec sleep 300', semaphores: [playbook]}
+  check:
+    semaphores: [playbook]
+    run: |
+      pid=$(cat %[2]s)
+      s=$(cut -d" " -f3 /proc/$pid/stat 2>/dev/null)
+      if [ -n "$s" ] && [ "$s" != Z ]; then echo "the killed run's build $pid still runs ($s)"; exit 1; fi
+pipelines:
+  first: {jobs: [long]}
+  second: {jobs: [check]}
+`, repo, pidFile))
+	state := filepath.Join(dir, "state")
+	first := exec.Command(sortieBin(t), "run", "--config", cfg, "--pipeline", "first", "--state-dir", state)
+	var out bytes.Buffer
+	first.Stdout, first.Stderr = &out, &out
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	for deadline := time.Now().Add(30 * time.Second); pid == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			first.Process.Kill()
+			t.Fatalf("the first run's build never started:\n%s", out.String())
+		}
+		pids := pidsIn(t, pidFile)
+		if len(pids) == 1 {
+			pid = pids[0]
+		}
+	}
+	first.Process.Kill() // SIGKILL: no cleanup at all
+	first.Wait()
+	if gone(pid) {
+		t.Fatal("the build died with its sortie run: this test needs it to outlive it")
+	}
+
+	rep := filepath.Join(dir, "second.json")
+	r := runSortie(t, nil, "run", "--config", cfg, "--pipeline", "second", "--state-dir", state, "--report", rep)
+	if r.code != 0 {
+		t.Fatalf("second run: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if !gone(pid) {
+		t.Errorf("the killed run's build %d still runs", pid)
+	}
+	if !strings.Contains(r.stderr, "ended 1 buildsets whose sortie run process died") {
+		t.Errorf("the second run did not end the dead one's buildset:\n%s", r.stderr)
+	}
+	h := runSortie(t, nil, "history", "--state-dir", state, "--pipeline", "first", "--json")
+	var hist struct{ Buildsets []buildset.Report }
+	if err := json.Unmarshal([]byte(h.stdout), &hist); err != nil || len(hist.Buildsets) != 1 {
+		t.Fatalf("history: %v\n%s", err, h.stdout)
+	}
+	if b := hist.Buildsets[0]; b.Result != "ERROR" || !strings.Contains(b.Error, "died") {
+		t.Errorf("the killed run's buildset: %s %q, want ERROR saying its process died", b.Result, b.Error)
+	}
+}

@@ -79,10 +79,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer env.Close()
-	if reaped, err := env.runner.ReapDeadRuns(ctx, time.Now().UTC()); err != nil {
+	if err := reapDeadRuns(ctx, env.runner, stderr); err != nil {
 		return err
-	} else if len(reaped) > 0 {
-		fmt.Fprintf(stderr, "sortie: ended %d buildsets whose sortie run process died: %s\n", len(reaped), strings.Join(reaped, ", "))
 	}
 	env.runner.MaxParallel = *maxPar
 	env.sems.Precedence = cfg.Pipelines[*pipeline].Precedence.Rank()
@@ -180,26 +178,41 @@ func openEnv(ctx context.Context, stateDir string, cfg *config.Config, owner str
 		b = remote
 		closers = append(closers, remote)
 	}
-	sems := &semaphore.Client{Store: st, Owner: owner, Bastion: b, OnReap: func(o string, err error) {
+	runner := &buildset.Runner{
+		Store:   st,
+		Mirror:  &source.Mirror{Dir: filepath.Join(abs, "mirror.git"), URL: cfg.Source.URL},
+		Bastion: b,
+		LogDir:  filepath.Join(abs, "logs"),
+	}
+	// Once a dead process's builds are ended and its semaphores freed,
+	// the buildsets it left RUNNING are ended too (a server's next pass
+	// would, but a sortie run may be the only process left).
+	runner.Semaphores = &semaphore.Client{Store: st, Owner: owner, Bastion: b, OnReap: func(ctx context.Context, o string, err error) {
+		if err == nil && strings.HasPrefix(o, "run-") {
+			err = reapDeadRuns(ctx, runner, os.Stderr)
+		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "sortie: dead process %s: %v\n", o, err)
 		}
 	}}
-	if err := sems.Start(ctx); err != nil {
+	if err := runner.Semaphores.Start(ctx); err != nil {
 		for _, c := range closers {
 			c.Close()
 		}
 		st.Close()
 		return nil, err
 	}
-	env := &runEnv{store: st, sems: sems, closers: closers, runner: &buildset.Runner{
-		Store:      st,
-		Mirror:     &source.Mirror{Dir: filepath.Join(abs, "mirror.git"), URL: cfg.Source.URL},
-		Semaphores: sems,
-		Bastion:    b,
-		LogDir:     filepath.Join(abs, "logs"),
-	}}
-	return env, nil
+	return &runEnv{store: st, sems: runner.Semaphores, closers: closers, runner: runner}, nil
+}
+
+// reapDeadRuns ends the buildsets of dead `sortie run` processes
+// (Runner.ReapDeadRuns) and says which on w.
+func reapDeadRuns(ctx context.Context, r *buildset.Runner, w io.Writer) error {
+	reaped, err := r.ReapDeadRuns(ctx, time.Now().UTC())
+	if len(reaped) > 0 {
+		fmt.Fprintf(w, "sortie: ended %d buildsets whose sortie run process died: %s\n", len(reaped), strings.Join(reaped, ", "))
+	}
+	return err
 }
 
 func (e *runEnv) Close() {

@@ -41,8 +41,9 @@ type Client struct {
 	// SIGKILL; 0: the bastion's default.
 	Grace time.Duration
 	// OnReap, if set, hears of each dead owner reaped (err nil) or not
-	// reaped this time (it is tried again at the next round).
-	OnReap func(owner string, err error)
+	// reaped this time (it is tried again at the next round), from the
+	// goroutine that reaps.
+	OnReap func(ctx context.Context, owner string, err error)
 	// Precedence ranks this client's waiters (config.Precedence.Rank).
 	Precedence int
 	// Lease is the lease length; renewed every Lease/3. 0: DefaultLease.
@@ -128,7 +129,7 @@ func (c *Client) Start(ctx context.Context) error {
 func (c *Client) Reap(ctx context.Context) {
 	owners, err := c.Store.ExpiredOwners(ctx, c.now())
 	if err != nil {
-		c.reaped("", err)
+		c.reaped(ctx, "", err)
 		return
 	}
 	for _, o := range owners {
@@ -136,16 +137,16 @@ func (c *Client) Reap(ctx context.Context) {
 			continue // this process is alive, whatever its lease says
 		}
 		if err := c.Bastion.KillOwner(ctx, o, c.Grace); err != nil {
-			c.reaped(o, fmt.Errorf("end its builds: %w", err))
+			c.reaped(ctx, o, fmt.Errorf("end its builds: %w", err))
 			continue
 		}
-		c.reaped(o, c.Store.ReleaseOwner(ctx, o))
+		c.reaped(ctx, o, c.Store.ReleaseOwner(ctx, o))
 	}
 }
 
-func (c *Client) reaped(owner string, err error) {
+func (c *Client) reaped(ctx context.Context, owner string, err error) {
 	if c.OnReap != nil {
-		c.OnReap(owner, err)
+		c.OnReap(ctx, owner, err)
 	}
 }
 

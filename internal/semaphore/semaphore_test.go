@@ -82,7 +82,7 @@ func TestDeadHolderIsReleasedAfterItsBuildsEnd(t *testing.T) {
 	b := &ender{fail: true}
 	var reapErrs atomic.Int32
 	alive := &semaphore.Client{Store: open(t, db), Owner: "alive", Lease: 300 * time.Millisecond, Bastion: b,
-		OnReap: func(owner string, err error) {
+		OnReap: func(_ context.Context, owner string, err error) {
 			if owner == "dead" && err != nil {
 				reapErrs.Add(1)
 			}
