@@ -415,6 +415,8 @@ pipelines:
 	}
 	b.waitFor("the timeline marks the critical path", `document.querySelector('svg#timeline rect.bar.critical')`,
 		`document.querySelector('svg#timeline')?.outerHTML`, live)
+	b.waitFor("the note names the critical path as run", `document.getElementById('critical-note')?.textContent.includes('as run: ')`,
+		`document.getElementById('critical-note')?.outerHTML`, live)
 	for _, job := range []string{"a", "b"} {
 		b.has(fmt.Sprintf(`svg#timeline rect.bar[data-job=%q]`, job))
 	}

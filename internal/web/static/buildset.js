@@ -1,7 +1,8 @@
 // The buildset page's live parts: while the buildset is not done, the
 // script reads /api/v1/buildsets/{id} every second and patches the graph's
 // nodes (data-state, fill, state text), the timeline's bars, the builds
-// table and the header in place. It also drives the cancel and re-run
+// table and the header in place; once it is done, it swaps in the
+// server's final graph and timeline. It also drives the cancel and re-run
 // buttons, with a token kept in sessionStorage.
 import {badge, buildState, fmtDuration, fmtTime, span, stateClass, svg} from './common.js';
 
@@ -130,9 +131,27 @@ function apply(bs) {
   }
   updateTimeline(bs, now);
   updateHeader(bs, now);
-  if (bs.state === 'DONE') {
+  if (bs.state === 'DONE' && !done) {
     done = true;
     facts.dataset.done = 'true';
+    swapFinal();
+  }
+}
+
+// Once the buildset is done, the server's render marks the critical path
+// as run (graph.Plan.RunPath) where the page marked the estimate: swap in
+// its graph, timeline and the note that names the path.
+async function swapFinal() {
+  try {
+    const r = await fetch(location.pathname, {cache: 'no-store'});
+    if (!r.ok) return;
+    const doc = new DOMParser().parseFromString(await r.text(), 'text/html');
+    for (const part of ['graph', 'timeline', 'critical-note']) {
+      const cur = document.getElementById(part), next = doc.getElementById(part);
+      if (cur && next) cur.replaceWith(document.importNode(next, true));
+    }
+  } catch (e) {
+    // The page keeps the estimate; a reload shows the path as run.
   }
 }
 
