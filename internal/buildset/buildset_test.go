@@ -3,6 +3,7 @@ package buildset_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -264,5 +265,50 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// unreachable is a bastion on which the builds of one owner cannot be
+// ended.
+type unreachable struct {
+	bastion.Bastion
+	owner string
+}
+
+func (u unreachable) KillOwner(ctx context.Context, owner string, grace time.Duration) error {
+	if owner == u.owner {
+		return errors.New("connection refused")
+	}
+	return u.Bastion.KillOwner(ctx, owner, grace)
+}
+
+// TestReapDeadRunsKeepsWhatItCannotEnd: a dead run whose builds cannot be
+// ended on the bastion keeps its buildset RUNNING (and so its pipeline
+// held) for another try, says why, and does not stop the others' reaping.
+func TestReapDeadRunsKeepsWhatItCannotEnd(t *testing.T) {
+	r, cfg := setup(t, twoJobs)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	mk := func(owner string) string {
+		bs, err := r.Create(ctx, cfg, buildset.Event{Pipeline: "p"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Store.StartBuildset(ctx, bs.ID, owner, now); err != nil {
+			t.Fatal(err)
+		}
+		return bs.ID
+	}
+	stuck, gone := mk("run-stuck"), mk("run-gone")
+	r.Bastion = unreachable{Bastion: r.Bastion, owner: "run-stuck"}
+	reaped, err := r.ReapDeadRuns(ctx, now)
+	if err == nil || !strings.Contains(err.Error(), "run-stuck") || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("error %v, want one naming run-stuck and why", err)
+	}
+	if len(reaped) != 1 || reaped[0] != gone {
+		t.Errorf("reaped %v, want [%s]", reaped, gone)
+	}
+	if bs, _ := r.Store.GetBuildset(ctx, stuck); bs.State != store.BuildsetRunning {
+		t.Errorf("the buildset whose builds could not be ended: %s, want RUNNING", bs.State)
 	}
 }

@@ -18,7 +18,9 @@ import (
 // stay held. Then its running attempts become LOST, its running builds
 // ERROR, the builds that never started CANCELED, and the buildset ERROR,
 // with why. A server's buildsets are left alone: its successor takes them
-// over (server.recover). It returns the buildsets it ended.
+// over (server.recover). It returns the buildsets it ended; an owner whose
+// builds could not be ended is left for another try, with its error
+// joined to the others'.
 func (r *Runner) ReapDeadRuns(ctx context.Context, now time.Time) ([]string, error) {
 	st := r.Store
 	active, err := st.ActiveBuildsets(ctx)
@@ -26,24 +28,30 @@ func (r *Runner) ReapDeadRuns(ctx context.Context, now time.Time) ([]string, err
 		return nil, err
 	}
 	var reaped []string
-	alive := map[string]bool{}
+	var errs []error
+	// skip: the owner is alive, or its builds could not be ended.
+	skip := map[string]bool{}
 	for _, bs := range active {
 		if bs.State == store.BuildsetQueued || !strings.HasPrefix(bs.Owner, "run-") {
 			continue
 		}
-		ok, seen := alive[bs.Owner]
+		s, seen := skip[bs.Owner]
 		if !seen {
-			if ok, err = st.LeaseAlive(ctx, bs.Owner, now); err != nil {
+			alive, err := st.LeaseAlive(ctx, bs.Owner, now)
+			switch {
+			case err != nil:
 				return reaped, err
-			}
-			if !ok {
+			case alive:
+				s = true
+			default:
 				if err := r.Bastion.KillOwner(ctx, bs.Owner, r.Grace); err != nil {
-					return reaped, fmt.Errorf("end the builds of dead %s: %w", bs.Owner, err)
+					errs = append(errs, fmt.Errorf("end the builds of dead %s: %w", bs.Owner, err))
+					s = true
 				}
 			}
-			alive[bs.Owner] = ok
+			skip[bs.Owner] = s
 		}
-		if ok {
+		if s {
 			continue
 		}
 		if err := reap(ctx, st, bs, now); err != nil {
@@ -51,7 +59,7 @@ func (r *Runner) ReapDeadRuns(ctx context.Context, now time.Time) ([]string, err
 		}
 		reaped = append(reaped, bs.ID)
 	}
-	return reaped, nil
+	return reaped, errors.Join(errs...)
 }
 
 func reap(ctx context.Context, st store.Store, bs *store.Buildset, now time.Time) error {

@@ -38,10 +38,14 @@ func (s *Server) pass(ctx context.Context) error {
 	cfg := s.Config()
 	// A `sortie run` that died on this store would otherwise count as
 	// running for its pipeline for ever.
-	if reaped, err := s.opt.Runner.ReapDeadRuns(ctx, time.Now().UTC()); err != nil {
-		return err
-	} else if len(reaped) > 0 {
+	// Failing to (say, the bastion is unreachable, so their builds cannot
+	// be ended) holds up only their pipelines: the rest is decided anyway.
+	reaped, err := s.opt.Runner.ReapDeadRuns(ctx, time.Now().UTC())
+	if len(reaped) > 0 {
 		s.log.Warn("ended the buildsets of sortie run processes that died", "buildsets", reaped)
+	}
+	if err != nil && ctx.Err() == nil {
+		s.log.Error("end the buildsets of dead sortie run processes", "err", err)
 	}
 	active, err := s.st.ActiveBuildsets(ctx)
 	if err != nil {
