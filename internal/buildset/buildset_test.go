@@ -171,17 +171,11 @@ func TestReapDeadRuns(t *testing.T) {
 	}()
 	waitFor(t, "the orphan to start", func() bool { return len(ownerProcs(t, "run-dead")) > 0 })
 	mk := func(owner string) string {
-		bs, err := r.Create(ctx, cfg, buildset.Event{Pipeline: "p"})
-		if err != nil {
+		id := startedBy(t, r, cfg, owner, now)
+		if err := r.Store.StartAttempt(ctx, &store.Attempt{BuildsetID: id, Job: "boot", Number: 1, Owner: owner, StartedAt: now}); err != nil {
 			t.Fatal(err)
 		}
-		if err := r.Store.StartBuildset(ctx, bs.ID, owner, now); err != nil {
-			t.Fatal(err)
-		}
-		if err := r.Store.StartAttempt(ctx, &store.Attempt{BuildsetID: bs.ID, Job: "boot", Number: 1, Owner: owner, StartedAt: now}); err != nil {
-			t.Fatal(err)
-		}
-		return bs.ID
+		return id
 	}
 	dead, live, srv := mk("run-dead"), mk("run-live"), mk("srv-dead")
 	if err := r.Store.RenewLease(ctx, "run-live", now.Add(time.Minute)); err != nil {
@@ -289,17 +283,7 @@ func TestReapDeadRunsKeepsWhatItCannotEnd(t *testing.T) {
 	r, cfg := setup(t, twoJobs)
 	ctx := context.Background()
 	now := time.Now().UTC()
-	mk := func(owner string) string {
-		bs, err := r.Create(ctx, cfg, buildset.Event{Pipeline: "p"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := r.Store.StartBuildset(ctx, bs.ID, owner, now); err != nil {
-			t.Fatal(err)
-		}
-		return bs.ID
-	}
-	stuck, gone := mk("run-stuck"), mk("run-gone")
+	stuck, gone := startedBy(t, r, cfg, "run-stuck", now), startedBy(t, r, cfg, "run-gone", now)
 	r.Bastion = unreachable{Bastion: r.Bastion, owner: "run-stuck"}
 	reaped, err := r.ReapDeadRuns(ctx, now)
 	if err == nil || !strings.Contains(err.Error(), "run-stuck") || !strings.Contains(err.Error(), "connection refused") {
@@ -311,4 +295,19 @@ func TestReapDeadRunsKeepsWhatItCannotEnd(t *testing.T) {
 	if bs, _ := r.Store.GetBuildset(ctx, stuck); bs.State != store.BuildsetRunning {
 		t.Errorf("the buildset whose builds could not be ended: %s, want RUNNING", bs.State)
 	}
+}
+
+// startedBy makes a buildset of pipeline p that owner started at now, and
+// returns its id.
+func startedBy(t *testing.T, r *buildset.Runner, cfg *config.Config, owner string, now time.Time) string {
+	t.Helper()
+	ctx := context.Background()
+	bs, err := r.Create(ctx, cfg, buildset.Event{Pipeline: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Store.StartBuildset(ctx, bs.ID, owner, now); err != nil {
+		t.Fatal(err)
+	}
+	return bs.ID
 }
