@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -538,8 +539,16 @@ func (s *Server) getPipelines(w http.ResponseWriter, r *http.Request) {
 type SemaphoreJSON struct {
 	Name    string         `json:"name"`
 	Max     int            `json:"max"`
-	Holders []store.Holder `json:"holders"`
+	Holders []HolderJSON   `json:"holders"`
 	Waiters []store.Waiter `json:"waiters"`
+}
+
+// HolderJSON is a holder, and whether its owner's lease has run out: the
+// process died, and the slot is freed once a reaper has ended its builds
+// on the bastion (until then, that is what the semaphore waits for).
+type HolderJSON struct {
+	store.Holder
+	OwnerDead bool `json:"owner_dead"`
 }
 
 func (s *Server) semaphores(ctx context.Context) ([]SemaphoreJSON, error) {
@@ -552,19 +561,23 @@ func (s *Server) semaphores(ctx context.Context) ([]SemaphoreJSON, error) {
 	if err != nil {
 		return nil, err
 	}
+	expired, err := s.st.ExpiredOwners(ctx, time.Now())
+	if err != nil {
+		return nil, err
+	}
 	byName := map[string]*SemaphoreJSON{}
 	for name, sem := range cfg.Semaphores {
-		byName[name] = &SemaphoreJSON{Name: name, Max: sem.Max, Holders: []store.Holder{}, Waiters: []store.Waiter{}}
+		byName[name] = &SemaphoreJSON{Name: name, Max: sem.Max, Holders: []HolderJSON{}, Waiters: []store.Waiter{}}
 	}
 	get := func(name string) *SemaphoreJSON {
 		if byName[name] == nil {
-			byName[name] = &SemaphoreJSON{Name: name, Holders: []store.Holder{}, Waiters: []store.Waiter{}}
+			byName[name] = &SemaphoreJSON{Name: name, Holders: []HolderJSON{}, Waiters: []store.Waiter{}}
 		}
 		return byName[name]
 	}
 	for _, h := range hs {
 		sj := get(h.Semaphore)
-		sj.Holders = append(sj.Holders, h)
+		sj.Holders = append(sj.Holders, HolderJSON{Holder: h, OwnerDead: slices.Contains(expired, h.Owner)})
 	}
 	for _, wt := range ws {
 		sj := get(wt.Semaphore)

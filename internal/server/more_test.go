@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
+	"github.com/sortie-ci/sortie/internal/store"
 	"github.com/sortie-ci/sortie/internal/trigger/triggertest"
 )
 
@@ -650,5 +652,44 @@ func TestShutdownDrain(t *testing.T) {
 	}
 	if next.Result != "SUCCESS" || next.Attempt != 1 || next.StartedAt.Get().Before(restarted) {
 		t.Errorf("next: %s attempt %d started %v, want SUCCESS, attempt 1, started after the restart at %v", next.Result, next.Attempt, next.StartedAt.Get(), restarted)
+	}
+}
+
+// TestDeadHolderShown: the semaphores API says which holders belong to a
+// process whose lease has run out. Here the dead owner's builds cannot be
+// ended (its id is not one a bastion accepts, as when the bastion is
+// unreachable), so the reaper keeps failing and the holder stays, marked.
+func TestDeadHolderShown(t *testing.T) {
+	e := start(t, "semaphores: {bridge: 2}\n"+twoPipelines, envOpt{})
+	ctx := t.Context()
+	now := time.Now()
+	for owner, until := range map[string]time.Time{"run-dead!": now.Add(-time.Minute), "run-live": now.Add(time.Hour)} {
+		if err := e.srv.st.RenewLease(ctx, owner, until); err != nil {
+			t.Fatal(err)
+		}
+		holder := "held-by-" + owner
+		ok, err := e.srv.st.AcquireSemaphores(ctx, store.Acquire{Holder: holder, Buildset: holder, Owner: owner,
+			Semaphores: map[string]int{"bridge": 2}, Now: now.Add(-2 * time.Minute)})
+		if !ok || err != nil {
+			t.Fatalf("acquire for %s: %v %v", owner, ok, err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // the reaper runs at least once more (Start)
+	_, out := e.do("GET", "/api/v1/semaphores", nil, "")
+	var r struct{ Semaphores []SemaphoreJSON }
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatal(err)
+	}
+	dead := map[string]bool{}
+	for _, sem := range r.Semaphores {
+		for _, h := range sem.Holders {
+			dead[h.Holder.Holder] = h.OwnerDead
+		}
+	}
+	if want := map[string]bool{"held-by-run-dead!": true, "held-by-run-live": false}; !maps.Equal(dead, want) {
+		t.Errorf("holders and owner_dead %v, want %v\n%s", dead, want, out)
+	}
+	if !regexp.MustCompile(`"owner_dead":\s*true`).Match(out) {
+		t.Errorf("the JSON has no owner_dead field: %s", out)
 	}
 }

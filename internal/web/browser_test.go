@@ -337,6 +337,9 @@ pipelines:
 	if eval[bool](b, `!!document.querySelector('section.pipeline[data-pipeline="deploy"] .paused')`) {
 		t.Errorf("deploy shows paused; only hourly was paused")
 	}
+	holders := `document.querySelector('section#semaphores tr[data-semaphore="bridge"] td.holders')`
+	b.waitFor("bridge's holder is the first buildset", fmt.Sprintf(`%s?.querySelector('a[href="/buildsets/%s"]') && /since \d{4}-/.test(%[1]s.textContent)`, holders, first),
+		holders+`?.outerHTML`, live)
 
 	g.Open(t)
 	e.WaitDone(first)
@@ -348,6 +351,34 @@ pipelines:
 	b.waitFor("#paused-all shows", `document.querySelector('#paused-all')`, `document.querySelector('main#status')?.outerHTML`, live)
 	b.stillLoaded("status page")
 	b.shot("status-paused")
+}
+
+// TestBrowserSemaphoreHoldersLive: a holder that appears while the status
+// page is open is drawn by the live script as the server draws it (a link
+// to the buildset, its time), and goes when released.
+func TestBrowserSemaphoreHoldersLive(t *testing.T) {
+	g := servertest.NewGate(t)
+	e := startSortie(t, fmt.Sprintf(`
+semaphores: {bridge: 1}
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  hold: {run: '%s'}
+pipelines:
+  deploy: {semaphore: bridge, jobs: [boot, hold]}
+`, g.Wait()), g)
+	b := newBrowser(t, e.URL)
+	b.open("/")
+	holders := `document.querySelector('section#semaphores tr[data-semaphore="bridge"] td.holders')`
+	b.waitFor("bridge has no holder", holders+`?.textContent.trim() === 'none'`, holders+`?.outerHTML`, live)
+	b.mark()
+	id := e.Trigger("deploy", nil)
+	e.WaitStarted(id, "hold")
+	b.waitFor("the buildset appears as bridge's holder", fmt.Sprintf(`%s?.querySelector('a[href="/buildsets/%s"]') && /since \d{4}-/.test(%[1]s.textContent)`, holders, id),
+		holders+`?.outerHTML`, live)
+	g.Open(t)
+	e.WaitDone(id)
+	b.waitFor("bridge has no holder again", holders+`?.textContent.trim() === 'none'`, holders+`?.outerHTML`, live)
+	b.stillLoaded("status page")
 }
 
 // graphNode reads a node of the buildset graph: its state and the computed

@@ -18,6 +18,7 @@ import (
 	"github.com/sortie-ci/sortie/internal/server"
 	"github.com/sortie-ci/sortie/internal/server/servertest"
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
+	"github.com/sortie-ci/sortie/internal/store"
 )
 
 // checkPage checks what every page must have: a language, a title, one
@@ -157,7 +158,25 @@ pipelines:
 	sems := doc.one(t, "section#semaphores", sel("section", "", "id", "semaphores"))
 	bridge := sems.one(t, "the bridge row", sel("tr", "", "data-semaphore", "bridge"))
 	bridge.one(t, "a link to the holder", sel("a", "", "href", "/buildsets/"+first))
-	sems.one(t, "the spare row", sel("tr", "", "data-semaphore", "spare"))
+	bridge.none(t, "a dead owner's mark on a live holder", sel("span", "owner-dead"))
+	spare := sems.one(t, "the spare row", sel("tr", "", "data-semaphore", "spare"))
+	spare.none(t, "a dead owner's mark before any", sel("span", "owner-dead"))
+
+	// A holder whose process died, and whose builds cannot be ended (its
+	// owner id is not one a bastion accepts): it stays, marked.
+	ctx := context.Background()
+	if err := u.Store.RenewLease(ctx, "run-dead!", time.Now().Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := u.Store.AcquireSemaphores(ctx, store.Acquire{Holder: "gone", Buildset: "gone", Owner: "run-dead!",
+		Semaphores: map[string]int{"spare": 2}, Now: time.Now().Add(-2 * time.Minute)}); !ok || err != nil {
+		t.Fatalf("acquire: %v %v", ok, err)
+	}
+	doc = u.page("/", http.StatusOK)
+	spare = doc.one(t, "the spare row", sel("tr", "", "data-semaphore", "spare"))
+	if m := spare.one(t, "the dead owner's mark", sel("span", "owner-dead")); !strings.Contains(m.Text(), "died") {
+		t.Errorf("the dead owner's mark says %q", m.Text())
+	}
 	health := doc.byID(t, "config-health")
 	if health.hasClass("error") {
 		t.Errorf("#config-health shows an error before any reload")

@@ -74,9 +74,11 @@ function holder(h) {
   return [el('a', {href: `/buildsets/${encodeURIComponent(bs)}/builds/${encodeURIComponent(job)}`}, job), ' of ', bsLink];
 }
 
+// people lists holders or waiters (the API's JSON), as the server does.
 function people(list, at) {
   if (!list.length) return el('span', {class: 'none'}, 'none');
-  return el('ul', {}, list.map((h) => el('li', {}, holder(h.Holder), ' ', el('span', {class: 'since'}, 'since ' + fmtTime(h[at])))));
+  return el('ul', {}, list.map((h) => el('li', {}, holder(h.holder), ' ', el('span', {class: 'since'}, 'since ' + fmtTime(h[at])),
+    h.owner_dead ? [' ', el('span', {class: 'owner-dead'}, 'its process died: freed once its builds are ended')] : [])));
 }
 
 function semaphores(list) {
@@ -92,8 +94,8 @@ function semaphores(list) {
       el('tbody', {}, list.map((s) => el('tr', {'data-semaphore': s.name},
         el('th', {scope: 'row'}, s.name),
         el('td', {class: 'max'}, s.max ? String(s.max) : '?'),
-        el('td', {class: 'holders'}, people(s.holders, 'AcquiredAt')),
-        el('td', {class: 'waiters'}, people(s.waiters, 'Since')))))));
+        el('td', {class: 'holders'}, people(s.holders, 'acquired_at')),
+        el('td', {class: 'waiters'}, people(s.waiters, 'since')))))));
   }
   if (old) old.replaceWith(next); else sec.append(next);
 }
