@@ -51,30 +51,60 @@ type Client struct {
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
 
-	mu       sync.Mutex
-	cancel   context.CancelFunc
-	stopped  chan struct{} // closed once renew and reapLoop have returned
-	lost     chan struct{}
-	lostOnce sync.Once
-	err      error
+	mu      sync.Mutex
+	cancel  context.CancelFunc
+	stopped chan struct{} // closed once renew and reapLoop have returned
+	// lost is the current lease epoch's channel (nil: none asked for yet);
+	// isLost is set from the moment an epoch is lost until a renewal
+	// starts the next one.
+	lost   chan struct{}
+	isLost bool
+	err    error
 }
 
-// ErrLeaseLost is the cause given when renewals kept failing until the
-// lease could have run out: other processes may take this one's holders.
-var ErrLeaseLost = errors.New("semaphore lease lost: renewals failed until it could expire")
+// ErrLeaseLost is the cause given when the lease went unrenewed for two
+// thirds of its length: other processes may take this one's holders.
+var ErrLeaseLost = errors.New("semaphore lease lost: not renewed in time (renewals failed, or the process was stopped), so others may take its holders")
 
-// Lost is closed once renewals have failed for two thirds of the lease,
-// before other processes may consider it expired. Whoever holds
-// semaphores through this client must stop acting on them then.
-func (c *Client) Lost() <-chan struct{} { return c.lostChan() }
-
-func (c *Client) lostChan() chan struct{} {
+// Lost returns a channel that is closed once the lease of the current
+// epoch is lost: no renewal succeeded for two thirds of the lease, because
+// renewals failed or because the process did not run (SIGSTOP, a paused
+// VM), so that other processes may consider it expired and end its builds.
+// Whoever holds semaphores through this client must stop acting on them
+// then. The next successful renewal starts a new epoch: Lost asked after
+// it returns a fresh channel; asked while the lease is lost, a closed one.
+func (c *Client) Lost() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.lost == nil {
 		c.lost = make(chan struct{})
+		if c.isLost {
+			close(c.lost)
+		}
 	}
 	return c.lost
+}
+
+// loseEpoch closes the current epoch's channel, once.
+func (c *Client) loseEpoch() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.isLost {
+		return
+	}
+	c.isLost = true
+	if c.lost != nil {
+		close(c.lost)
+	}
+}
+
+// newEpoch starts a lease epoch after a lost one.
+func (c *Client) newEpoch() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.isLost {
+		c.isLost, c.lost = false, nil
+	}
 }
 
 // Err returns the last renewal error, or nil.
@@ -165,20 +195,29 @@ func (c *Client) reapLoop(ctx context.Context) {
 	}
 }
 
+// renew renews the lease every Lease/3. Once two thirds of the lease have
+// passed since the last renewal that succeeded, the epoch is lost, even if
+// the renewal now succeeds: a process that was stopped for that long may
+// have been reaped meanwhile (its builds ended, its holders freed), and
+// must not go on as if it held them. A renewal that succeeds then starts
+// a new epoch.
 func (c *Client) renew(ctx context.Context) {
-	lost := c.lostChan()
 	t := time.NewTicker(c.lease() / 3)
 	defer t.Stop()
-	renewed := c.now()
+	renewed := c.now() // when the last renewal that succeeded began
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		at := c.now()
+		if at.Sub(renewed) >= 2*c.lease()/3 {
+			c.loseEpoch()
+		}
 		// A renewal that hangs is as bad as one that fails: bound it.
 		rctx, cancel := context.WithTimeout(ctx, c.lease()/3)
-		err := c.Store.RenewLease(rctx, c.Owner, c.now().Add(c.lease()))
+		err := c.Store.RenewLease(rctx, c.Owner, at.Add(c.lease()))
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -187,11 +226,10 @@ func (c *Client) renew(ctx context.Context) {
 		c.err = err
 		c.mu.Unlock()
 		if err == nil {
-			renewed = c.now()
-			continue
-		}
-		if c.now().Sub(renewed) >= 2*c.lease()/3 {
-			c.lostOnce.Do(func() { close(lost) })
+			renewed = at
+			c.newEpoch()
+		} else if c.now().Sub(renewed) >= 2*c.lease()/3 {
+			c.loseEpoch()
 		}
 	}
 }

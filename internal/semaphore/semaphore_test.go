@@ -281,3 +281,52 @@ func TestLeaseLostWhenRenewalsFail(t *testing.T) {
 		t.Error("Err() does not say why")
 	}
 }
+
+// A process that did not run for two thirds of its lease (SIGSTOP, a
+// paused VM) may have been reaped meanwhile: its next renewal succeeds,
+// yet the epoch is lost, so that its buildsets stop acting on holders
+// they may no longer have. The renewal starts a new epoch for what comes
+// after.
+func TestLateRenewalLosesTheEpoch(t *testing.T) {
+	t.Parallel()
+	var skew atomic.Int64
+	c := &semaphore.Client{Store: open(t, filepath.Join(t.TempDir(), "sortie.db")), Owner: "sleeper",
+		Lease: 300 * time.Millisecond, Bastion: &ender{},
+		Now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	first := c.Lost()
+	time.Sleep(350 * time.Millisecond) // renewals on time: nothing lost
+	select {
+	case <-first:
+		t.Fatal("lost while renewing on time")
+	default:
+	}
+	skew.Store(int64(time.Second)) // the process "wakes up" a second later
+	select {
+	case <-first:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a renewal two thirds of a lease late did not lose the epoch")
+	}
+	if err := c.Err(); err != nil {
+		t.Fatalf("renewals failed (%v): this test is about late ones that succeed", err)
+	}
+	var next <-chan struct{}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		next = c.Lost()
+		select {
+		case <-next:
+			if time.Now().After(deadline) {
+				t.Fatal("no new epoch after a renewal that succeeded")
+			}
+			continue
+		default:
+		}
+		break
+	}
+	if next == first {
+		t.Fatal("the new epoch reuses the lost one's channel")
+	}
+}
