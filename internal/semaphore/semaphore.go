@@ -11,6 +11,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +46,10 @@ type Client struct {
 	// reaped this time (it is tried again at the next round), from the
 	// goroutine that reaps.
 	OnReap func(ctx context.Context, owner string, err error)
+	// OnGrant, if set, hears of each request granted: its semaphores and
+	// how long it waited (from the since it was asked with). Set it
+	// before the first acquire.
+	OnGrant func(semaphores []string, waited time.Duration)
 	// Precedence ranks this client's waiters (config.Precedence.Rank).
 	Precedence int
 	// Lease is the lease length; renewed every Lease/3. 0: DefaultLease.
@@ -278,10 +284,20 @@ func (c *Client) Ranked(precedence int) Ranked { return Ranked{c: c, precedence:
 // TryAcquire is Client.TryAcquire at r's precedence.
 func (r Ranked) TryAcquire(ctx context.Context, holder string, sems map[string]int, since time.Time) (bool, error) {
 	bs, _, _ := strings.Cut(holder, "/")
-	return r.c.Store.AcquireSemaphores(ctx, store.Acquire{
+	now := r.c.now()
+	ok, err := r.c.Store.AcquireSemaphores(ctx, store.Acquire{
 		Holder: holder, Buildset: bs, Owner: r.c.Owner, Semaphores: sems,
-		Precedence: r.precedence, Since: since, Now: r.c.now(),
+		Precedence: r.precedence, Since: since, Now: now,
 	})
+	if ok && err == nil && len(sems) > 0 && r.c.OnGrant != nil {
+		names := slices.Sorted(maps.Keys(sems))
+		waited := time.Duration(0)
+		if !since.IsZero() && now.After(since) {
+			waited = now.Sub(since)
+		}
+		r.c.OnGrant(names, waited)
+	}
+	return ok, err
 }
 
 // Release drops what holder holds or waits for.

@@ -25,6 +25,7 @@ type metrics struct {
 	queue            *prometheus.GaugeVec
 	holders          *prometheus.GaugeVec
 	waiters          *prometheus.GaugeVec
+	semaphoreWait    *prometheus.HistogramVec
 	reloads          *prometheus.CounterVec
 }
 
@@ -56,6 +57,10 @@ func newMetrics() *metrics {
 		holders: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sortie_semaphore_holders", Help: "Holders of each semaphore.",
 		}, []string{"semaphore"}),
+		semaphoreWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sortie_semaphore_wait_seconds", Help: "Time from a request for a semaphore (a job ready to start, a buildset admitted by its manager) to its grant.",
+			Buckets: append([]float64{0.1}, buckets...),
+		}, []string{"semaphore"}),
 		waiters: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sortie_semaphore_waiters", Help: "Requests waiting for each semaphore.",
 		}, []string{"semaphore"}),
@@ -64,7 +69,7 @@ func newMetrics() *metrics {
 		}, []string{"outcome"}),
 	}
 	m.reg.MustRegister(m.buildsets, m.buildsetDuration, m.buildsetWait, m.builds, m.buildDuration,
-		m.running, m.queue, m.holders, m.waiters, m.reloads,
+		m.running, m.queue, m.holders, m.waiters, m.semaphoreWait, m.reloads,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -88,6 +93,14 @@ func (m *metrics) queues(cfg *config.Config, queued map[string]int) {
 	m.queue.Reset()
 	for _, name := range cfg.PipelineNames() {
 		m.queue.WithLabelValues(name).Set(float64(queued[name]))
+	}
+}
+
+// granted records how long a granted request waited, per semaphore
+// (semaphore.Client.OnGrant).
+func (m *metrics) granted(semaphores []string, waited time.Duration) {
+	for _, name := range semaphores {
+		m.semaphoreWait.WithLabelValues(name).Observe(waited.Seconds())
 	}
 }
 

@@ -489,7 +489,7 @@ pipelines:
 
 // TestMetrics: finished buildsets and builds are counted.
 func TestMetrics(t *testing.T) {
-	e := start(t, twoPipelines, envOpt{})
+	e := start(t, strings.Replace(twoPipelines, `work: {run: "true"}`, `work: {run: "true", semaphores: [bridge]}`, 1)+"semaphores: {bridge: 1}\n", envOpt{})
 	if r := e.waitDone(e.trigger("p", nil)).Result; r != "SUCCESS" {
 		t.Fatalf("buildset: %s", r)
 	}
@@ -497,6 +497,9 @@ func TestMetrics(t *testing.T) {
 		`sortie_buildsets_total{pipeline="p",result="SUCCESS"} 1`,
 		`sortie_builds_total{job="work",pipeline="p",result="SUCCESS"} 1`,
 		`sortie_builds_total{job="boot",pipeline="p",result="SUCCESS"} 1`,
+		// work's one grant of bridge, which nobody else wanted: no wait.
+		`sortie_semaphore_wait_seconds_count{semaphore="bridge"} 1`,
+		`sortie_semaphore_wait_seconds_bucket{semaphore="bridge",le="0.1"} 1`,
 	}
 	var text string
 	waitFor(t, "the metrics count the buildset", func() bool {

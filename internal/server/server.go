@@ -53,7 +53,9 @@ type Options struct {
 	// Listen overrides server.listen when set; ":0" picks a port (see Addr).
 	Listen string
 
-	Store      store.Store
+	Store store.Store
+	// Semaphores is this process's client; New sets its OnGrant to feed
+	// the metrics.
 	Semaphores *semaphore.Client
 	Bastion    bastion.Bastion
 	Mirror     *source.Mirror
@@ -157,6 +159,7 @@ func New(opt Options) (*Server, error) {
 		kick: make(chan struct{}, 1), drain: make(chan struct{}),
 		runs: map[string]*run{}, metrics: newMetrics(),
 	}
+	opt.Semaphores.OnGrant = s.metrics.granted
 	s.tokens.Store(readTokens(opt.Config, opt.Getenv))
 	empty := map[string]store.Pause{}
 	s.pauses.Store(&empty)

@@ -10,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -283,6 +285,21 @@ pipelines:
 	}
 	if !started(dd).Before(started(hh)) {
 		t.Errorf("deploy started %v, hourly %v: the deploy should go first", started(dd), started(hh))
+	}
+	// Three grants of bridge. The hourly one waited at least from its
+	// creation to the deploy's end, when the deploy released bridge.
+	_, out := e.do("GET", "/metrics", nil, "")
+	text := string(out)
+	if w := `sortie_semaphore_wait_seconds_count{semaphore="bridge"} 3`; !strings.Contains(text, w+"\n") {
+		t.Errorf("metrics lack %s:\n%s", w, grepLines(text, "sortie_semaphore_wait"))
+	}
+	m := regexp.MustCompile(`sortie_semaphore_wait_seconds_sum\{semaphore="bridge"\} (\S+)`).FindStringSubmatch(text)
+	var sum float64
+	if m != nil {
+		sum, _ = strconv.ParseFloat(m[1], 64)
+	}
+	if least := finished(dd).Sub(*hh.CreatedAt.Get()).Seconds(); sum < least {
+		t.Errorf("bridge's waits add up to %gs, less than the hourly buildset's own wait of at least %gs:\n%s", sum, least, grepLines(text, "sortie_semaphore_wait"))
 	}
 }
 
