@@ -184,17 +184,22 @@ func openEnv(ctx context.Context, stateDir string, cfg *config.Config, owner str
 		Bastion: b,
 		LogDir:  filepath.Join(abs, "logs"),
 	}
-	// Once a dead process's builds are ended and its semaphores freed,
-	// the buildsets it left RUNNING are ended too (a server's next pass
-	// would, but a sortie run may be the only process left).
-	runner.Semaphores = &semaphore.Client{Store: st, Owner: owner, Bastion: b, OnReap: func(ctx context.Context, o string, err error) {
-		if err == nil && strings.HasPrefix(o, "run-") {
-			err = reapDeadRuns(ctx, runner, os.Stderr)
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "sortie: dead process %s: %v\n", o, err)
-		}
-	}}
+	// Once a dead sortie run's builds are ended, and before its
+	// semaphores are freed, the buildsets it left RUNNING are ended too (a
+	// server's next pass would, but a sortie run may be the only process
+	// left, and whoever gets the semaphores next may be quick to exit).
+	runner.Semaphores = &semaphore.Client{Store: st, Owner: owner, Bastion: b,
+		Forget: func(ctx context.Context, o string) error {
+			if !strings.HasPrefix(o, "run-") {
+				return nil // a server's buildsets wait for its successor
+			}
+			return reapDeadRuns(ctx, runner, os.Stderr)
+		},
+		OnReap: func(ctx context.Context, o string, err error) {
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "sortie: dead process %s: %v\n", o, err)
+			}
+		}}
 	if err := runner.Semaphores.Start(ctx); err != nil {
 		for _, c := range closers {
 			c.Close()

@@ -42,6 +42,12 @@ type Client struct {
 	// Grace is how long a dead owner's builds get between SIGTERM and
 	// SIGKILL; 0: the bastion's default.
 	Grace time.Duration
+	// Forget, if set, is called for a dead owner once its builds are
+	// ended and before its holders are released: it ends what the store
+	// says the owner was doing (`sortie run`'s buildsets), so that nobody
+	// is granted its semaphores before that is done. An error keeps the
+	// holders until the next round.
+	Forget func(ctx context.Context, owner string) error
 	// OnReap, if set, hears of each dead owner reaped (err nil) or not
 	// reaped this time (it is tried again at the next round), from the
 	// goroutine that reaps.
@@ -159,8 +165,8 @@ func (c *Client) Start(ctx context.Context) error {
 }
 
 // Reap ends the builds of every other owner whose lease has run out, on
-// the bastion (KillOwner), then releases that owner's holders and waiters
-// (store.ReleaseOwner). An owner whose builds could not be ended keeps its
+// the bastion (KillOwner), calls Forget, then releases that owner's
+// holders and waiters (store.ReleaseOwner). An owner whose builds could not be ended keeps its
 // holders, and is tried again at the next round.
 func (c *Client) Reap(ctx context.Context) {
 	owners, err := c.Store.ExpiredOwners(ctx, c.now())
@@ -175,6 +181,12 @@ func (c *Client) Reap(ctx context.Context) {
 		if err := c.Bastion.KillOwner(ctx, o, c.Grace); err != nil {
 			c.reaped(ctx, o, fmt.Errorf("end its builds: %w", err))
 			continue
+		}
+		if c.Forget != nil {
+			if err := c.Forget(ctx, o); err != nil {
+				c.reaped(ctx, o, err)
+				continue
+			}
 		}
 		c.reaped(ctx, o, c.Store.ReleaseOwner(ctx, o))
 	}

@@ -80,8 +80,16 @@ func TestDeadHolderIsReleasedAfterItsBuildsEnd(t *testing.T) {
 	dead.Stop() // the process dies: no release, no more renewals
 
 	b := &ender{fail: true}
-	var reapErrs atomic.Int32
+	var reapErrs, forgets atomic.Int32
 	alive := &semaphore.Client{Store: open(t, db), Owner: "alive", Lease: 300 * time.Millisecond, Bastion: b,
+		// Forgetting the dead owner fails twice, once its builds can be
+		// ended: its holders must stay until it succeeds.
+		Forget: func(_ context.Context, owner string) error {
+			if owner == "dead" && forgets.Add(1) <= 2 {
+				return errors.New("database is locked")
+			}
+			return nil
+		},
 		OnReap: func(_ context.Context, owner string, err error) {
 			if owner == "dead" && err != nil {
 				reapErrs.Add(1)
@@ -107,6 +115,9 @@ func TestDeadHolderIsReleasedAfterItsBuildsEnd(t *testing.T) {
 	if k := b.kills(); len(k) != 0 {
 		t.Fatalf("kills %v while failing", k)
 	}
+	if n := forgets.Load(); n != 0 {
+		t.Fatalf("Forget called %d times before the builds were ended", n)
+	}
 
 	b.mu.Lock()
 	b.fail = false
@@ -116,8 +127,11 @@ func TestDeadHolderIsReleasedAfterItsBuildsEnd(t *testing.T) {
 	if err := alive.Wait(wctx, "bs2", sems, 20*time.Millisecond); err != nil {
 		t.Fatalf("never got the semaphore of a dead holder: %v", err)
 	}
-	if k := b.kills(); len(k) == 0 || k[0] != "dead" || slices.Contains(k, "alive") {
-		t.Errorf("KillOwner calls %v, want the dead owner first, never this one", k)
+	if k := b.kills(); len(k) < 3 || k[0] != "dead" || slices.Contains(k, "alive") {
+		t.Errorf("KillOwner calls %v, want the dead owner, once per round until forgotten (3), never this one", k)
+	}
+	if n := forgets.Load(); n != 3 {
+		t.Errorf("Forget called %d times, want 3 (two failures, then the one after which the holder went)", n)
 	}
 	hs, err := alive.Store.Holders(ctx)
 	if err != nil || len(hs) != 1 || hs[0].Holder != "bs2" {
