@@ -299,6 +299,10 @@ pipelines:
 		if b.Result != want {
 			t.Errorf("%s: %s (%s), want %s", b.Job, b.Result, b.Reason, want)
 		}
+		// SPEC §2.4: a build that never started has null times.
+		if b.Job == "c" && (b.StartedAt.Get() != nil || b.FinishedAt.Get() != nil) {
+			t.Errorf("c never started, yet has times %v %v", b.StartedAt.Get(), b.FinishedAt.Get())
+		}
 	}
 	assertGone(t, pidsIn(t, filepath.Join(dir, "pids")))
 }

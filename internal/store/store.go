@@ -244,7 +244,9 @@ type Store interface {
 	// FinishAttempt sets the result of a running attempt, or ErrConflict.
 	FinishAttempt(ctx context.Context, buildsetID, job string, number int, result Result, errMsg string, at time.Time) error
 	// FinishBuild moves WAITING or RUNNING -> DONE with its result and
-	// reason, or ErrConflict if it is already DONE.
+	// reason, or ErrConflict if it is already DONE. A build that never
+	// started (SKIPPED, or CANCELED while it waited) keeps null times,
+	// whatever at says.
 	FinishBuild(ctx context.Context, buildsetID, job string, result Result, reason string, at time.Time) error
 	// FinishAttemptAndBuild is FinishAttempt then FinishBuild, in one
 	// transaction: both happen or neither (the end of a build's last

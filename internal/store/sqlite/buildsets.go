@@ -454,7 +454,9 @@ func (s *Store) FinishBuild(ctx context.Context, buildsetID, job string, result 
 		return fmt.Errorf("sqlite: finish build %s/%s: empty result", buildsetID, job)
 	}
 	err := s.cas(ctx, "builds", "buildset_id = ? AND job = ?", []any{buildsetID, job},
-		`state = ?, result = ?, reason = ?, finished_at = ?`, []any{store.BuildDone, result, reason, nullNanos(at)},
+		// A build that never started keeps null times (SPEC §2.4, §3).
+		`state = ?, result = ?, reason = ?, finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE ? END`,
+		[]any{store.BuildDone, result, reason, nullNanos(at)},
 		store.BuildWaiting, store.BuildRunning)
 	if err != nil {
 		return fmt.Errorf("sqlite: finish build %s/%s: %w", buildsetID, job, err)

@@ -9,7 +9,9 @@
 //   - StartAttempt with a Number not above the build's Attempt is an
 //     ErrConflict (two processes cannot both start attempt 2).
 //   - A zero time given to StartBuildset, FinishBuildset, FinishAttempt or
-//     FinishBuild leaves that time nil (SKIPPED builds have null times).
+//     FinishBuild leaves that time nil; FinishBuild of a build that never
+//     started leaves it nil whatever the time (SKIPPED builds have null
+//     times).
 //   - A lease "until T" is alive at T and expired after it.
 //   - An owner that never renewed a lease is alive.
 //   - AcquireSemaphores drops an expired owner's waiters, never its
@@ -417,8 +419,9 @@ func testBuildTransitions(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "bootstrap", "base", "zuul")
 
-	// Skipped without ever starting: null times, a reason.
-	must(t, "skip", s.FinishBuild(ctx, "bs1", "zuul", store.Skipped, "dependency base failed", time.Time{}))
+	// Skipped without ever starting: null times, a reason, even when the
+	// caller gives the time it decided so.
+	must(t, "skip", s.FinishBuild(ctx, "bs1", "zuul", store.Skipped, "dependency base failed", at(time.Second)))
 	diff(t, "skipped build", &store.Build{
 		BuildsetID: "bs1", Job: "zuul", State: store.BuildDone, Result: store.Skipped, Reason: "dependency base failed",
 	}, build(t, s, "bs1", "zuul"))
