@@ -74,7 +74,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// A dead `sortie run` is not resumed, only reaped by whoever comes
 	// next (ReapDeadRuns, semaphore.Client.Reap). Locally its builds are
 	// found by their tag alone, to spare a record per build.
-	env, err := openEnv(ctx, *stateDir, cfg, newOwner("run"), false)
+	env, err := openEnv(ctx, *stateDir, "", cfg, newOwner("run"), false)
 	if err != nil {
 		return err
 	}
@@ -143,8 +143,9 @@ func newOwner(kind string) string {
 // and records the builds' processes under that owner, for whoever finds
 // this process dead to end them with KillOwner before taking its
 // semaphores; on the local bastion, without recorded, it tags them only
-// (see local.Bastion.Untracked).
-func openEnv(ctx context.Context, stateDir string, cfg *config.Config, owner string, recorded bool) (*runEnv, error) {
+// (see local.Bastion.Untracked). The database is <stateDir>/sortie.db
+// unless dbPath names another SQLite file.
+func openEnv(ctx context.Context, stateDir, dbPath string, cfg *config.Config, owner string, recorded bool) (*runEnv, error) {
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
@@ -152,7 +153,10 @@ func openEnv(ctx context.Context, stateDir string, cfg *config.Config, owner str
 	if err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	st, err := sqlite.Open(ctx, filepath.Join(abs, "sortie.db"))
+	if dbPath == "" {
+		dbPath = filepath.Join(abs, "sortie.db")
+	}
+	st, err := sqlite.Open(ctx, dbPath)
 	if err != nil {
 		return nil, err
 	}

@@ -25,7 +25,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *database != "" && !strings.HasPrefix(*database, "sqlite:") {
+	dbPath, ok := strings.CutPrefix(*database, "sqlite:")
+	if *database != "" && (!ok || dbPath == "") {
 		return usageError("serve: --database %s: only SQLite (the default, or sqlite:PATH) is implemented so far", *database)
 	}
 	cfg, err := loadConfig(*path, stderr)
@@ -37,7 +38,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	owner := newOwner("srv")
-	env, err := openEnv(ctx, *stateDir, cfg, owner, true)
+	env, err := openEnv(ctx, *stateDir, dbPath, cfg, owner, true)
 	if err != nil {
 		return err
 	}

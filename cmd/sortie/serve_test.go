@@ -83,3 +83,31 @@ func TestServeReloadsOnSIGHUP(t *testing.T) {
 		return errs == nil && loaded.After(first)
 	})
 }
+
+// TestServeDatabaseFlag: `--database sqlite:PATH` keeps the state in that
+// file, not in the state dir's sortie.db; any other URL is refused.
+func TestServeDatabaseFlag(t *testing.T) {
+	t.Parallel()
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x\n"})
+	dir, state := t.TempDir(), t.TempDir()
+	cfg := writeConfig(t, dir, fmt.Sprintf("source: {url: %q}\njobs:\n  boot: {bootstrap: true, run: \"true\"}\npipelines:\n  deploy: {jobs: [boot]}\n", repo))
+	db := filepath.Join(dir, "elsewhere.db")
+	addr := freePort(t)
+	srv := startServe(t, addr, filepath.Join(dir, "serve.log"), []string{"SORTIE_TOKENS=t"},
+		"--config", cfg, "--state-dir", state, "--database", "sqlite:"+db)
+	r := runSortie(t, []string{"SORTIE_TOKEN=t"}, "trigger", "--pipeline", "deploy", "--wait", "--server", "http://"+addr)
+	srv.stop(t)
+	if r.code != 0 {
+		t.Fatalf("trigger --wait: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(db); err != nil {
+		t.Errorf("the database named by --database: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(state, "sortie.db")); err == nil {
+		t.Errorf("the state dir got a sortie.db too")
+	}
+	h := runSortie(t, nil, "serve", "--config", cfg, "--state-dir", state, "--database", "postgres://x/y")
+	if h.code != 2 || !strings.Contains(h.stderr, "only SQLite") {
+		t.Errorf("serve --database postgres://: exit %d, %q; want 2 and a clear refusal", h.code, h.stderr)
+	}
+}
