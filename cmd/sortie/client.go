@@ -296,19 +296,20 @@ func cmdTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	_, err = c.call(ctx, http.MethodPost, "/api/v1/pipelines/"+url.PathEscape(*pipeline)+"/trigger", body, &resp)
 	var ae *apiError
 	switch {
-	case errors.As(err, &ae) && ae.status == http.StatusUnprocessableEntity && json.Unmarshal(ae.body, &resp) == nil && resp.Buildset != "":
-		// A buildset error (SPEC §2.2): the buildset exists, CONFIG_ERROR.
-		fmt.Fprintln(stdout, resp.Buildset)
-		if werr := c.writeBuildset(ctx, resp.Buildset, *report); werr != nil {
-			return werr
-		}
-		return &exitError{code: 2, msg: resp.Error}
 	case errors.As(err, &ae) && ae.status == http.StatusNotFound && ae.msg != "":
 		return &exitError{code: 2, msg: ae.Error()} // no such pipeline: bad usage, as for sortie run
 	case err != nil:
 		return clientErr(err)
 	}
 	fmt.Fprintln(stdout, resp.Buildset)
+	if resp.Error != "" {
+		// A buildset error (SPEC §2.2): the buildset exists, CONFIG_ERROR;
+		// exit 2, as sortie run does.
+		if werr := c.writeBuildset(ctx, resp.Buildset, *report); werr != nil {
+			return werr
+		}
+		return &exitError{code: 2, msg: resp.Error}
+	}
 	if !*wait {
 		return c.writeBuildset(ctx, resp.Buildset, *report)
 	}

@@ -224,6 +224,7 @@ jobs:
   boot: {bootstrap: true, install: ["true"]}
   hello: {run: 'echo hello-from-job; echo second-line'}
   fail: {run: 'echo about to fail; exit 3'}
+  needy: {run: "true", dependencies: [hello]}
   gated:
     timeout: 60s
     run: |
@@ -234,6 +235,7 @@ jobs:
 pipelines:
   deploy: {jobs: [hello]}
   broken: {jobs: [fail]}
+  unrunnable: {jobs: [needy]}
   gate: {manager: independent, jobs: [gated]}
 `, marks))
 
@@ -264,6 +266,21 @@ pipelines:
 		failID = strings.SplitN(r.stdout, "\n", 2)[0]
 		if r.code != 1 || !regexp.MustCompile(`(?m)^fail +FAILURE`).MatchString(r.stdout) || !strings.Contains(r.stdout, ": FAILURE") {
 			t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+	})
+
+	t.Run("TriggerConfigError", func(t *testing.T) {
+		// needy needs hello, which the pipeline does not run: a buildset
+		// error. The buildset exists (CONFIG_ERROR); exit 2 as sortie run.
+		rep := filepath.Join(t.TempDir(), "r.json")
+		r := s.client(t, nil, "trigger", "--pipeline", "unrunnable", "--wait", "--report", rep)
+		id := strings.TrimSpace(strings.SplitN(r.stdout, "\n", 2)[0])
+		if r.code != 2 || id == "" || !strings.Contains(r.stderr, "needy needs hello") {
+			t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		data, err := os.ReadFile(rep)
+		if err != nil || !strings.Contains(string(data), `"CONFIG_ERROR"`) || !strings.Contains(string(data), id) {
+			t.Fatalf("report (%v):\n%s", err, data)
 		}
 	})
 

@@ -300,7 +300,9 @@ func (s *Server) postTrigger(w http.ResponseWriter, r *http.Request) {
 	bs, err := s.Trigger(r.Context(), name, body.Commit, files, "manual by "+by(body.By))
 	switch {
 	case bs != nil && err != nil:
-		writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"buildset": bs.ID, "error": err.Error()})
+		// A buildset error (SPEC §2.2): the buildset exists, DONE with
+		// CONFIG_ERROR; it was made, so 202 as SPEC §4 fixes, with why.
+		writeJSON(w, http.StatusAccepted, map[string]string{"buildset": bs.ID, "error": err.Error()})
 	case err != nil:
 		writeError(w, http.StatusUnprocessableEntity, err.Error())
 	default:

@@ -710,8 +710,8 @@ pipelines:
 	code, out := u.Do("POST", "/api/v1/pipelines/broken/trigger", nil, servertest.Token)
 	var r struct{ Buildset, Error string }
 	jsonUnmarshal(t, out, &r)
-	if code != http.StatusUnprocessableEntity || r.Buildset == "" {
-		t.Fatalf("trigger broken: %d %s", code, out)
+	if code != http.StatusAccepted || r.Buildset == "" || !strings.Contains(r.Error, "needs base") {
+		t.Fatalf("trigger broken: %d %s; want 202 with the buildset and why", code, out)
 	}
 	doc = u.page("/buildsets/"+r.Buildset, http.StatusOK)
 	doc.none(t, "svg#graph", sel("svg", "", "id", "graph"))
