@@ -365,15 +365,9 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 		drained = true
 		return "", ErrDrained
 	}
-	keep := r.KeepCheckouts
-	if keep <= 0 {
-		keep = DefaultKeepCheckouts
-	}
-	if err := r.Bastion.Finish(bg, bs.ID, keep); err != nil && runErr == nil && result == store.Success {
-		// The deploy itself is done; a cleanup failure is worth saying, not
-		// worth failing it.
-		fmt.Fprintf(os.Stderr, "sortie: buildset %s: clean up checkouts: %v\n", bs.ID, err)
-	}
+	// The deploy itself is done; a cleanup failure is worth saying, not
+	// worth failing it.
+	r.finishCheckout(bg, bs.ID, runErr == nil && result == store.Success)
 	msg := ""
 	if runErr != nil {
 		msg = runErr.Error()
@@ -424,7 +418,22 @@ func (r *Runner) poll() time.Duration {
 // buildset itself ERROR, with why.
 func (r *Runner) fail(ctx context.Context, bs *store.Buildset, err error) (store.Result, error) {
 	End(ctx, r.Store, bs.ID, store.Error, "sortie error: "+err.Error(), store.Error, err.Error(), r.now())
+	r.finishCheckout(ctx, bs.ID, false)
 	return store.Error, err
+}
+
+// finishCheckout marks the buildset's checkout on the bastion finished, so
+// that it is removed once KeepCheckouts newer ones are (there may be none:
+// that is fine). A failure is printed when say is set, else ignored: the
+// buildset has ended either way, and the next Finish prunes again.
+func (r *Runner) finishCheckout(ctx context.Context, id string, say bool) {
+	keep := r.KeepCheckouts
+	if keep <= 0 {
+		keep = DefaultKeepCheckouts
+	}
+	if err := r.Bastion.Finish(ctx, id, keep); err != nil && say {
+		fmt.Fprintf(os.Stderr, "sortie: buildset %s: clean up checkouts: %v\n", id, err)
+	}
 }
 
 // cancelQueued ends a buildset cancelled before it started: every build

@@ -178,6 +178,13 @@ func TestReapDeadRuns(t *testing.T) {
 		return id
 	}
 	dead, live, srv := mk("run-dead"), mk("run-live"), mk("srv-dead")
+	// The dead run had made its checkout: reaping marks it finished, for
+	// the bastion's cleanup to remove in its turn.
+	deadBS, _ := r.Store.GetBuildset(ctx, dead)
+	checkout, err := r.Bastion.Checkout(ctx, r.Mirror.Dir, dead, deadBS.Commit, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := r.Store.RenewLease(ctx, "run-live", now.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
@@ -190,6 +197,9 @@ func TestReapDeadRuns(t *testing.T) {
 	}
 	if left := ownerProcs(t, "run-dead"); len(left) > 0 {
 		t.Errorf("the dead run's build still runs after the reap: pids %v", left)
+	}
+	if _, err := os.Stat(filepath.Join(checkout, ".git", "sortie-finished")); err != nil {
+		t.Errorf("the dead run's checkout is not marked finished: %v", err)
 	}
 	select {
 	case out := <-orphan:

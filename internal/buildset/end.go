@@ -57,6 +57,7 @@ func (r *Runner) ReapDeadRuns(ctx context.Context, now time.Time) ([]string, err
 		if err := reap(ctx, st, bs, now); err != nil {
 			return reaped, fmt.Errorf("end buildset %s of dead %s: %w", bs.ID, bs.Owner, err)
 		}
+		r.finishCheckout(ctx, bs.ID, true)
 		reaped = append(reaped, bs.ID)
 	}
 	return reaped, errors.Join(errs...)
