@@ -249,6 +249,9 @@ type RunOptions struct {
 	Drain <-chan struct{}
 	// Builds, when set, is given the handle to cancel one build.
 	Builds func(BuildCanceler)
+	// Slots, when set, are the executor's build slots shared with the
+	// other buildsets it runs (limits.max_parallel across them all).
+	Slots *scheduler.Pool
 }
 
 // BuildCanceler cancels one running build of a buildset.
@@ -358,7 +361,7 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 	loop := &scheduler.Loop{
 		Plan: plan, Jobs: jobs, MaxParallel: maxPar, Remaining: remaining, Buildset: bs.ID,
 		Runner: att, Semaphores: sems, Recorder: &recorder{r: r, bs: bs}, Now: r.now, Poll: r.poll(),
-		Resume: resume, Hold: opt.Hold, Drain: opt.Drain,
+		Resume: resume, Hold: opt.Hold, Drain: opt.Drain, Slots: opt.Slots,
 	}
 	result, runErr := loop.Run(ctx)
 	if errors.Is(runErr, scheduler.ErrDrained) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/graph"
@@ -91,6 +92,12 @@ type Loop struct {
 	// true (an operator paused the pipeline) no attempt starts, retries
 	// included; running ones go on.
 	Hold func() bool
+	// Slots, when set, are the executor's build slots, shared with the
+	// loops of other buildsets: a job takes one as it starts (after its
+	// dependencies, before its semaphores) and gives it back when its build
+	// ends, so that at most the Pool's max builds run at once across them.
+	// MaxParallel still bounds this loop alone.
+	Slots *Pool
 	// Drain, when closed, stops the run for a shutdown: no attempt starts,
 	// retries waiting are given up, and once no attempt runs Run returns
 	// ErrDrained without recording anything more, leaving the builds that
@@ -178,6 +185,20 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 	// Recording and releasing must happen even while cancelling.
 	bg := context.WithoutCancel(ctx)
 
+	// slotted: the jobs holding one of l.Slots; all given back at the end,
+	// whatever ends the run.
+	slotted := map[string]bool{}
+	giveSlot := func(job string) {
+		if slotted[job] {
+			l.Slots.Give()
+			delete(slotted, job)
+		}
+	}
+	defer func() {
+		for job := range slotted {
+			giveSlot(job)
+		}
+	}()
 	release := func(job string) {
 		if held[job] || !waitingSince[job].IsZero() {
 			if err := l.Semaphores.Release(bg, l.holder(job)); err != nil && fatal == nil {
@@ -210,6 +231,7 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 			record(l.Recorder.BuildFinished(bg, job, res, reason, now()))
 		}
 		_, skipped := core.Finish(job, res)
+		giveSlot(job)
 		for _, s := range skipped {
 			release(s.Job)
 			record(l.Recorder.BuildFinished(bg, s.Job, s.Result, s.Reason, now()))
@@ -252,6 +274,9 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 
 	ticker := time.NewTicker(poll)
 	defer ticker.Stop()
+	// waitSlot is closed when an executor slot is given back, while a ready
+	// job waits for one; nil otherwise.
+	var waitSlot <-chan struct{}
 	canceled := false
 	drainCh, draining := l.Drain, false
 	acquireErrs := 0
@@ -275,10 +300,22 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 		// semaphores are taken waits without holding up the others.
 		if !canceled && fatal == nil && !holding() {
 			var blocked []string
+			waitSlot = nil
 			for core.Running() < maxPar {
 				job, ok := core.PopReady()
 				if !ok {
 					break
+				}
+				if l.Slots != nil && !slotted[job] {
+					// Asked before TryTake: a slot given back in between
+					// closes this channel, and the loop wakes for it.
+					freed := l.Slots.Freed()
+					if !l.Slots.TryTake() {
+						blocked = append(blocked, job)
+						waitSlot = freed
+						break // the executor is full: nothing else starts either
+					}
+					slotted[job] = true
 				}
 				spec := l.Jobs[job]
 				if len(spec.Semaphores) > 0 && !held[job] {
@@ -290,6 +327,7 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 						// A store that fails once (a busy database) must not
 						// cancel the builds that run: try again at the next
 						// poll, and give up only when it keeps failing.
+						giveSlot(job)
 						blocked = append(blocked, job)
 						acquireErrs++
 						if acquireErrs >= MaxAcquireErrors {
@@ -299,6 +337,7 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 					}
 					acquireErrs = 0
 					if !ok {
+						giveSlot(job) // not while it waits for its semaphores
 						blocked = append(blocked, job)
 						continue
 					}
@@ -339,6 +378,7 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 			}
 		case <-drainCh:
 			drained()
+		case <-waitSlot:
 		case <-ticker.C:
 		case <-ctx.Done():
 			if !canceled {
@@ -493,3 +533,63 @@ type BuildEnder interface {
 }
 
 func (l *Loop) holder(job string) string { return l.Buildset + "/" + job }
+
+// Pool is an executor's build slots, shared by the loops of the buildsets
+// it runs (Loop.Slots). It is safe for concurrent use.
+type Pool struct {
+	mu    sync.Mutex
+	max   int
+	used  int
+	freed chan struct{} // closed at the next Give or SetMax, then replaced
+}
+
+// NewPool returns a pool of n slots (at least 1).
+func NewPool(n int) *Pool { return &Pool{max: max(n, 1), freed: make(chan struct{})} }
+
+// SetMax changes the number of slots (a config reload). Builds holding
+// slots keep them; above the new max, no slot is taken until enough are
+// given back.
+func (p *Pool) SetMax(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.max = max(n, 1)
+	p.wake()
+}
+
+// TryTake takes a slot if one is free.
+func (p *Pool) TryTake() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.used >= p.max {
+		return false
+	}
+	p.used++
+	return true
+}
+
+// Give gives a slot back.
+func (p *Pool) Give() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.used--
+	p.wake()
+}
+
+// Freed returns a channel closed at the next Give (or SetMax).
+func (p *Pool) Freed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.freed
+}
+
+// InUse is the number of slots taken.
+func (p *Pool) InUse() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.used
+}
+
+func (p *Pool) wake() {
+	close(p.freed)
+	p.freed = make(chan struct{})
+}

@@ -696,3 +696,40 @@ func TestDeadHolderShown(t *testing.T) {
 		t.Errorf("the JSON has no owner_dead field: %s", out)
 	}
 }
+
+// TestMaxParallelAcrossBuildsets: limits.max_parallel bounds the builds
+// running at once on the server's executor, across buildsets (SPEC §1),
+// not in each: three buildsets of an independent pipeline, each with a
+// job held by a gate, run two of those jobs at once and the third waits.
+func TestMaxParallelAcrossBuildsets(t *testing.T) {
+	g := newGate(t)
+	e := start(t, "limits: {max_parallel: 2}\n"+managerConfig(g, "independent"), envOpt{})
+	ids := []string{e.trigger("p", nil), e.trigger("p", nil), e.trigger("p", nil)}
+	running := func() (n, waiting int) {
+		for _, id := range ids {
+			for _, b := range e.buildset(id).Builds {
+				if b.Job != "work" {
+					continue
+				}
+				switch {
+				case b.Result == "" && b.StartedAt.Get() != nil:
+					n++
+				case b.Result == "":
+					waiting++
+				}
+			}
+		}
+		return n, waiting
+	}
+	waitFor(t, "two of the three gated jobs running", func() bool { n, _ := running(); return n == 2 })
+	time.Sleep(300 * time.Millisecond) // several manager ticks and slot polls
+	if n, w := running(); n != 2 || w != 1 {
+		t.Errorf("%d gated jobs running and %d waiting, want 2 and 1 (max_parallel 2 across buildsets)", n, w)
+	}
+	g.open(t)
+	for _, id := range ids {
+		if r := e.waitDone(id).Result; r != "SUCCESS" {
+			t.Errorf("%s: %s", id, r)
+		}
+	}
+}

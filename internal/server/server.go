@@ -113,9 +113,13 @@ type Server struct {
 	lastPlan pipeline.Plan
 
 	metrics *metrics
-	ui      http.Handler
-	addr    atomic.Value // string
-	lock    *os.File
+	// slots are the executor's build slots, limits.max_parallel, shared by
+	// every buildset this server runs (SPEC §1: builds at once on this
+	// executor); a reload resizes them.
+	slots *scheduler.Pool
+	ui    http.Handler
+	addr  atomic.Value // string
+	lock  *os.File
 }
 
 // run is one buildset this process runs.
@@ -157,7 +161,7 @@ func New(opt Options) (*Server, error) {
 		opt: opt, log: opt.Log, st: opt.Store, owner: opt.Semaphores.Owner,
 		cfg: opt.Config, loadedAt: time.Now().UTC(),
 		kick: make(chan struct{}, 1), drain: make(chan struct{}),
-		runs: map[string]*run{}, metrics: newMetrics(),
+		runs: map[string]*run{}, metrics: newMetrics(), slots: scheduler.NewPool(opt.Config.Limits.MaxParallel),
 	}
 	opt.Semaphores.OnGrant = s.metrics.granted
 	s.tokens.Store(readTokens(opt.Config, opt.Getenv))
@@ -421,6 +425,7 @@ func (s *Server) launch(bs *store.Buildset) {
 			Hold:   func() bool { return s.paused(bs.Pipeline) != nil },
 			Drain:  s.drain,
 			Builds: func(b buildset.BuildCanceler) { r.builds.Store(b) },
+			Slots:  s.slots,
 		})
 		s.runsMu.Lock()
 		delete(s.runs, bs.ID)

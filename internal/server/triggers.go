@@ -227,6 +227,7 @@ func (s *Server) Reload() error {
 	s.cfgMu.Lock()
 	s.cfg, s.loadedAt, s.reloadErr = cfg, now, nil
 	s.cfgMu.Unlock()
+	s.slots.SetMax(cfg.Limits.MaxParallel)
 	s.tokens.Store(readTokens(cfg, s.opt.Getenv))
 	s.metrics.reload(true)
 	if old.Source.URL != cfg.Source.URL || old.Bastion != cfg.Bastion {
