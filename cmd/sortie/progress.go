@@ -80,6 +80,13 @@ func (p *progress) Stop() {
 	p.stop = nil
 }
 
+// Note prints a line of its own among the progress.
+func (p *progress) Note(line string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.print(line)
+}
+
 func stamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
 func (p *progress) BuildsetStarted(bs *store.Buildset, plan *graph.Plan) {

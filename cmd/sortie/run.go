@@ -104,7 +104,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	prog.Start()
-	result, runErr := env.runner.Run(ctx, bs)
+	// A pause set by a server on this store holds new builds here too.
+	pauses := watchPauses(ctx, env.store, *pipeline, prog.Note, time.Second)
+	result, runErr := env.runner.RunWith(ctx, bs, buildset.RunOptions{Hold: pauses.Held})
+	pauses.stop()
 	prog.Stop()
 	rep, err := buildset.MakeReport(context.WithoutCancel(ctx), env.store, bs.ID)
 	if err != nil {
