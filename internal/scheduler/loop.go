@@ -589,6 +589,13 @@ func (p *Pool) InUse() int {
 	return p.used
 }
 
+// Max is the number of slots.
+func (p *Pool) Max() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.max
+}
+
 func (p *Pool) wake() {
 	close(p.freed)
 	p.freed = make(chan struct{})

@@ -607,8 +607,16 @@ type StatusJSON struct {
 	Ready      bool            `json:"ready"`
 	Config     ConfigJSON      `json:"config"`
 	Paused     *PauseJSON      `json:"paused"`
+	Slots      SlotsJSON       `json:"slots"`
 	Pipelines  []PipelineJSON  `json:"pipelines"`
 	Semaphores []SemaphoreJSON `json:"semaphores"`
+}
+
+// SlotsJSON is the executor's build slots (limits.max_parallel): how many
+// builds run now across all buildsets, and how many may.
+type SlotsJSON struct {
+	InUse int `json:"in_use"`
+	Max   int `json:"max"`
 }
 
 func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
@@ -622,7 +630,8 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
 
 // Status is what an operator's status page shows (GET /api/v1/status).
 func (s *Server) Status(ctx context.Context) (*StatusJSON, error) {
-	st := &StatusJSON{Ready: s.ready.Load(), Config: s.configJSON()}
+	st := &StatusJSON{Ready: s.ready.Load(), Config: s.configJSON(),
+		Slots: SlotsJSON{InUse: s.slots.InUse(), Max: s.slots.Max()}}
 	if p, ok := (*s.pauses.Load())[""]; ok {
 		st.Paused = pauseJSON(p)
 	}

@@ -726,6 +726,10 @@ func TestMaxParallelAcrossBuildsets(t *testing.T) {
 	if n, w := running(); n != 2 || w != 1 {
 		t.Errorf("%d gated jobs running and %d waiting, want 2 and 1 (max_parallel 2 across buildsets)", n, w)
 	}
+	st, err := e.srv.Status(t.Context())
+	if err != nil || st.Slots != (SlotsJSON{InUse: 2, Max: 2}) {
+		t.Errorf("status slots %+v (%v), want 2 of 2 in use", st.Slots, err)
+	}
 	g.open(t)
 	for _, id := range ids {
 		if r := e.waitDone(id).Result; r != "SUCCESS" {

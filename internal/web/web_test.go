@@ -138,6 +138,9 @@ pipelines:
 
 	doc := u.page("/", http.StatusOK)
 	doc.one(t, "main#status", sel("main", "", "id", "status"))
+	if got := doc.byID(t, "slots").Text(); !strings.HasPrefix(got, "1 of 8 build slots in use") {
+		t.Errorf("#slots says %q, want 1 of 8 (the first buildset's hold runs)", got)
+	}
 	deploy := doc.one(t, "the deploy section", sel("section", "pipeline", "data-pipeline", "deploy"))
 	hourly := doc.one(t, "the hourly section", sel("section", "pipeline", "data-pipeline", "hourly"))
 	deploy.one(t, "the link to the running buildset", sel("a", "buildset", "href", "/buildsets/"+first))

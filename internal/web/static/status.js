@@ -127,6 +127,7 @@ function pausedAll(p) {
 
 function apply(st) {
   document.getElementById('ready').textContent = st.ready ? 'Server ready.' : 'Server starting or stopping: nothing new starts.';
+  if (st.slots) document.getElementById('slots').textContent = `${st.slots.in_use} of ${st.slots.max} build slots in use (limits.max_parallel).`;
   if (changed('paused', st.paused)) pausedAll(st.paused);
   pipelines(st.pipelines || []);
   semaphores(st.semaphores || []);
