@@ -47,7 +47,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return usageError("run: --pipeline is required")
 	}
 	if *maxPar < 0 {
-		return usageError("run: --max-parallel must be at least 1")
+		return usageError("run: --max-parallel must be at least 1 (or 0: limits.max_parallel)")
 	}
 	cfg, err := loadConfig(*path, stderr)
 	if err != nil {
