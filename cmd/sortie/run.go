@@ -91,7 +91,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if files.set {
 		evFiles = append([]string{}, files.files...)
 	}
-	bs, err := env.runner.Create(ctx, cfg, buildset.Event{Pipeline: *pipeline, Rev: *commit, Files: evFiles})
+	// Made with this process as its owner, so that a server sharing the
+	// store does not start it first.
+	bs, err := env.runner.Create(ctx, cfg, buildset.Event{Pipeline: *pipeline, Rev: *commit, Files: evFiles, Owner: env.sems.Owner})
 	var missing *graph.MissingDependencyError
 	switch {
 	case errors.As(err, &missing):

@@ -95,6 +95,10 @@ type Event struct {
 	// CreatedAt, when set, is the buildset's arrival time (a coalesced
 	// buildset keeps its oldest member's); zero means now.
 	CreatedAt time.Time
+	// Owner, when set, is the process that runs the buildset as soon as it
+	// is made (`sortie run`): a server sharing the store counts it as
+	// running for its pipeline and never starts it itself.
+	Owner string
 }
 
 // Create resolves the commit and freezes the graph into a QUEUED buildset.
@@ -124,7 +128,7 @@ func (r *Runner) Create(ctx context.Context, cfg *config.Config, ev Event) (*sto
 	}
 	bs := &store.Buildset{
 		Pipeline: ev.Pipeline, Commit: commit, Files: ev.Files, Cause: ev.Cause,
-		State: store.BuildsetQueued, CreatedAt: created,
+		State: store.BuildsetQueued, CreatedAt: created, Owner: ev.Owner,
 	}
 	plan, planErr := graph.Select(cfg, ev.Pipeline, ev.Files)
 	var spec *Spec

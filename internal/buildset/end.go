@@ -32,8 +32,8 @@ func (r *Runner) ReapDeadRuns(ctx context.Context, now time.Time) ([]string, err
 	// skip: the owner is alive, or its builds could not be ended.
 	skip := map[string]bool{}
 	for _, bs := range active {
-		if bs.State == store.BuildsetQueued || !strings.HasPrefix(bs.Owner, "run-") {
-			continue
+		if !strings.HasPrefix(bs.Owner, "run-") {
+			continue // a server's, or queued for one
 		}
 		s, seen := skip[bs.Owner]
 		if !seen {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
+	"github.com/sortie-ci/sortie/internal/store"
 	"github.com/sortie-ci/sortie/internal/trigger/triggertest"
 )
 
@@ -124,10 +125,9 @@ func TestDeadRunDoesNotBlock(t *testing.T) {
 	g.open(t)
 	e := start(t, managerConfig(g, "serial"), envOpt{})
 	ctx := t.Context()
-	// Paused, the server cannot start the buildset before the "sortie run"
-	// below does.
-	e.post("/api/v1/pause", map[string]any{"pipeline": "p", "reason": "set-up", "by": "test"}, http.StatusOK)
-	bs, err := e.srv.opt.Runner.Create(ctx, e.srv.Config(), buildset.Event{Pipeline: "p", Cause: "a sortie run"})
+	// Made by a sortie run, it is that run's to start (the server leaves
+	// it alone); it started it and died.
+	bs, err := e.srv.opt.Runner.Create(ctx, e.srv.Config(), buildset.Event{Pipeline: "p", Cause: "a sortie run", Owner: "run-gone"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,13 +135,51 @@ func TestDeadRunDoesNotBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	next := e.trigger("p", nil)
-	e.post("/api/v1/resume", map[string]any{"pipeline": "p"}, http.StatusOK)
 	dead := e.waitDone(bs.ID)
 	if dead.Result != "ERROR" || !strings.Contains(dead.Error, "run-gone") {
 		t.Errorf("dead run's buildset: %s %q", dead.Result, dead.Error)
 	}
 	if r := e.waitDone(next).Result; r != "SUCCESS" {
 		t.Errorf("the buildset queued behind it: %s", r)
+	}
+}
+
+// TestRunsBuildsetLeftAlone: a buildset a live `sortie run` has just made
+// (QUEUED, owned by the run) is the run's to start: the server's managers
+// count it as running for its serial pipeline and never start it, so a
+// buildset triggered after it waits. Once the run has ended it, the next
+// one goes; and a run that dies before starting its buildset has it ended
+// for it.
+func TestRunsBuildsetLeftAlone(t *testing.T) {
+	g := newGate(t)
+	g.open(t)
+	e := start(t, managerConfig(g, "serial"), envOpt{})
+	ctx := t.Context()
+	if err := e.srv.st.RenewLease(ctx, "run-alive", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	mine, err := e.srv.opt.Runner.Create(ctx, e.srv.Config(), buildset.Event{Pipeline: "p", Cause: "a sortie run", Owner: "run-alive"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := e.trigger("p", nil)
+	stillQueued(t, e, mine.ID, next)
+	// The run finishes its buildset (here: ends it as a run would on a
+	// cancel); the server's goes on.
+	if err := buildset.End(ctx, e.srv.st, mine.ID, store.Canceled, "test", store.Canceled, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.waitDone(next).Result; r != "SUCCESS" {
+		t.Errorf("the server's buildset after the run's: %s", r)
+	}
+
+	// A run that died before it started its buildset: ended for it.
+	orphan, err := e.srv.opt.Runner.Create(ctx, e.srv.Config(), buildset.Event{Pipeline: "p", Cause: "a sortie run", Owner: "run-dead"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.waitDone(orphan.ID); got.Result != "ERROR" || !strings.Contains(got.Error, "run-dead") {
+		t.Errorf("the dead run's queued buildset: %s %q", got.Result, got.Error)
 	}
 }
 

@@ -103,7 +103,8 @@ type Buildset struct {
 	Cause string
 	// RerunOf is the ID of the buildset this one runs again, or "".
 	RerunOf string
-	// Owner is the process that admits or runs it, "" while queued.
+	// Owner is the process that admits or runs it; "" while queued for a
+	// server's managers, the run's own id for a `sortie run`'s.
 	Owner      string
 	CreatedAt  time.Time
 	StartedAt  *time.Time
@@ -215,7 +216,9 @@ type Pause struct {
 // by several goroutines and several processes sharing the same database.
 type Store interface {
 	// CreateBuildset inserts a QUEUED buildset and a WAITING build for each
-	// job, and sets bs.Seq.
+	// job, and sets bs.Seq. bs.Owner is kept: a process that makes a
+	// buildset to run it at once (`sortie run`) names itself, and no
+	// other process starts it.
 	CreateBuildset(ctx context.Context, bs *Buildset, jobs []string) error
 	// GetBuildset returns ErrNotFound for an unknown id.
 	GetBuildset(ctx context.Context, id string) (*Buildset, error)

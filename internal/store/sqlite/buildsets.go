@@ -17,8 +17,8 @@ const defaultLimit = 50
 
 // CreateBuildset inserts a QUEUED buildset and a WAITING build for each job,
 // in the order given, and sets bs.Seq. Of bs it keeps ID, Pipeline, Commit,
-// Files, Plan, Spec, Cause, RerunOf and CreatedAt (which must be set); state,
-// result, owner and the other times start empty. An existing ID is an
+// Files, Plan, Spec, Cause, RerunOf, Owner and CreatedAt (which must be
+// set); state, result and the other times start empty. An existing ID is an
 // ErrConflict.
 func (s *Store) CreateBuildset(ctx context.Context, bs *store.Buildset, jobs []string) error {
 	if bs == nil || bs.ID == "" {
@@ -53,9 +53,9 @@ func (s *Store) CreateBuildset(ctx context.Context, bs *store.Buildset, jobs []s
 			return fmt.Errorf("already exists: %w", store.ErrConflict)
 		}
 		res, err := s.txExec(ctx, tx, `
-			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, plan, spec, cause, rerun_of, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			bs.ID, bs.Pipeline, bs.Commit, files, store.BuildsetQueued, plan, spec, bs.Cause, bs.RerunOf, nanos(bs.CreatedAt))
+			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, plan, spec, cause, rerun_of, owner, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			bs.ID, bs.Pipeline, bs.Commit, files, store.BuildsetQueued, plan, spec, bs.Cause, bs.RerunOf, bs.Owner, nanos(bs.CreatedAt))
 		if err != nil {
 			return err
 		}

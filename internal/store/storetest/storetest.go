@@ -183,9 +183,11 @@ func testCreateGet(t *testing.T, s store.Store) {
 		Cause:     "push to main by github",
 		RerunOf:   "bs0",
 		CreatedAt: t0,
-		// Ignored: a new buildset is QUEUED with no owner or result, and
-		// the store assigns Seq.
-		State: store.BuildsetDone, Result: store.Success, Owner: "someone", Seq: -7,
+		// Kept: the process that will run it at once (a sortie run).
+		Owner: "run-someone",
+		// Ignored: a new buildset is QUEUED with no result, and the store
+		// assigns Seq.
+		State: store.BuildsetDone, Result: store.Success, Seq: -7,
 	}
 	create(t, s, bs, "bootstrap", "base")
 	if bs.Seq <= 0 {
@@ -203,6 +205,7 @@ func testCreateGet(t *testing.T, s store.Store) {
 		Spec:      []byte(`{"base":{"run":"make"}}`),
 		Cause:     "push to main by github",
 		RerunOf:   "bs0",
+		Owner:     "run-someone",
 		CreatedAt: t0,
 	}
 	diff(t, "GetBuildset", want, got)
