@@ -322,7 +322,8 @@ jobs:
   two: {run: 'mkdir %[2]s && sleep 0.3 && rmdir %[2]s', semaphores: [playbook]}
   three: {run: 'mkdir %[2]s && sleep 0.3 && rmdir %[2]s', semaphores: [playbook]}
 pipelines:
-  deploy: {jobs: [one, two, three]}
+  # independent: only the semaphore keeps the two runs' jobs apart.
+  deploy: {manager: independent, jobs: [one, two, three]}
 `, repo, lock))
 	state := filepath.Join(dir, "state")
 	var wg sync.WaitGroup
@@ -723,5 +724,52 @@ pipelines:
 	}
 	if b := hist.Buildsets[0]; b.Result != "ERROR" || !strings.Contains(b.Error, "died") {
 		t.Errorf("the killed run's buildset: %s %q, want ERROR saying its process died", b.Result, b.Error)
+	}
+}
+
+// TestSerialRunsTakeTurns: two `sortie run` of a serial pipeline (no
+// semaphore) on one state dir run one after the other, as a server's
+// managers would run them: the later one says what it waits for. Each job
+// takes a directory as a lock and fails if the other holds it.
+func TestSerialRunsTakeTurns(t *testing.T) {
+	t.Parallel()
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
+	dir := t.TempDir()
+	lock := filepath.Join(dir, "held")
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
+source: {url: %s}
+jobs:
+  boot: {bootstrap: true, install: ["true"]}
+  one: {run: 'mkdir %[2]s && sleep 2 && rmdir %[2]s'}
+pipelines:
+  deploy: {manager: serial, jobs: [one]}
+`, repo, lock))
+	state := filepath.Join(dir, "state")
+	// A first run makes the state dir, so that the two below race only
+	// for their turn.
+	if r := runSortie(t, nil, "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", state); r.code != 0 {
+		t.Fatalf("first run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	var wg sync.WaitGroup
+	results := make([]result, 2)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = runSortie(t, nil, "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", state)
+		}()
+	}
+	wg.Wait()
+	waited := 0
+	for i, r := range results {
+		if r.code != 0 {
+			t.Errorf("run %d: exit %d (overlapping jobs fail on the lock)\n%s%s", i, r.code, r.stdout, r.stderr)
+		}
+		if strings.Contains(r.stdout, "waiting for buildset") {
+			waited++
+		}
+	}
+	if waited != 1 {
+		t.Errorf("%d runs said they waited for the other, want 1", waited)
 	}
 }

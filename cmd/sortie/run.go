@@ -108,7 +108,21 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	prog.Start()
 	// A pause set by a server on this store holds new builds here too.
 	pauses := watchPauses(ctx, env.store, *pipeline, prog.Note, time.Second)
-	result, runErr := env.runner.RunWith(ctx, bs, buildset.RunOptions{Hold: pauses.Held})
+	var result store.Result
+	var runErr error
+	// The pipeline's manager decides when it may start, as for a server's.
+	switch err := env.runner.WaitTurn(ctx, bs, cfg.Pipelines[*pipeline].Manager, 500*time.Millisecond, prog.Note); {
+	case err == nil:
+		result, runErr = env.runner.RunWith(ctx, bs, buildset.RunOptions{Hold: pauses.Held})
+	case ctx.Err() != nil:
+		result = store.Canceled // ended CANCELED by WaitTurn
+	default:
+		result, runErr = store.Error, err
+		msg := "sortie error: " + err.Error()
+		if eerr := buildset.End(context.WithoutCancel(ctx), env.store, bs.ID, store.Error, msg, store.Error, err.Error(), time.Now().UTC()); eerr != nil {
+			return errors.Join(err, eerr)
+		}
+	}
 	pauses.stop()
 	prog.Stop()
 	rep, err := buildset.MakeReport(context.WithoutCancel(ctx), env.store, bs.ID)
