@@ -20,7 +20,7 @@ function pauseText(p) {
 
 function entry(e) {
   let waiting = null;
-  if (e.waiting) waiting = el('span', {class: 'waiting'}, 'waiting: ' + e.waiting);
+  if (e.waiting) waiting = el('span', {class: 'waiting'}, e.waiting);
   else if (e.state === 'ADMITTED') waiting = el('span', {class: 'waiting'}, 'waiting for its pipeline semaphore');
   return el('li', {},
     el('a', {class: 'buildset', href: '/buildsets/' + encodeURIComponent(e.id)}, shortCommit(e.commit)), ' ',
