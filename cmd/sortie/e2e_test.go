@@ -729,47 +729,62 @@ pipelines:
 
 // TestSerialRunsTakeTurns: two `sortie run` of a serial pipeline (no
 // semaphore) on one state dir run one after the other, as a server's
-// managers would run them: the later one says what it waits for. Each job
-// takes a directory as a lock and fails if the other holds it.
+// managers would run them. The job waits for a gate: while the first run's
+// job waits, the second run must not start its own, and says what it waits
+// for; once the gate opens both finish.
 func TestSerialRunsTakeTurns(t *testing.T) {
 	t.Parallel()
 	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
 	dir := t.TempDir()
-	lock := filepath.Join(dir, "held")
+	gate := filepath.Join(dir, "gate")
 	cfg := writeConfig(t, dir, fmt.Sprintf(`
 source: {url: %s}
 jobs:
   boot: {bootstrap: true, install: ["true"]}
-  one: {run: 'mkdir %[2]s && sleep 2 && rmdir %[2]s'}
+  one: {run: 'touch %[2]s/started-$SORTIE_BUILDSET; while [ ! -e %[3]s ]; do sleep 0.05; done'}
 pipelines:
   deploy: {manager: serial, jobs: [one]}
-`, repo, lock))
+`, repo, dir, gate))
 	state := filepath.Join(dir, "state")
-	// A first run makes the state dir, so that the two below race only
-	// for their turn.
-	if r := runSortie(t, nil, "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", state); r.code != 0 {
-		t.Fatalf("first run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
-	}
-	var wg sync.WaitGroup
-	results := make([]result, 2)
-	for i := range results {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = runSortie(t, nil, "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", state)
-		}()
-	}
-	wg.Wait()
-	waited := 0
-	for i, r := range results {
-		if r.code != 0 {
-			t.Errorf("run %d: exit %d (overlapping jobs fail on the lock)\n%s%s", i, r.code, r.stdout, r.stderr)
+	started := func() int { m, _ := filepath.Glob(filepath.Join(dir, "started-*")); return len(m) }
+	outs := make([]*lockedBuffer, 2)
+	exited := make(chan error, 2)
+	for i := range outs {
+		outs[i] = &lockedBuffer{}
+		cmd := exec.Command(sortieBin(t), "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", state)
+		cmd.Stdout, cmd.Stderr = outs[i], outs[i]
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
 		}
-		if strings.Contains(r.stdout, "waiting for buildset") {
-			waited++
+		t.Cleanup(func() { cmd.Process.Kill() })
+		go func() { exited <- cmd.Wait() }()
+	}
+	said := func() bool {
+		return strings.Contains(outs[0].String(), "waiting for buildset") || strings.Contains(outs[1].String(), "waiting for buildset")
+	}
+	for deadline := time.Now().Add(60 * time.Second); started() < 1 || !said(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("want one job started and the other run waiting; %d started\nrun 0:\n%s\nrun 1:\n%s", started(), outs[0], outs[1])
 		}
 	}
-	if waited != 1 {
-		t.Errorf("%d runs said they waited for the other, want 1", waited)
+	time.Sleep(500 * time.Millisecond) // the waiting run polls every 500 ms
+	if n := started(); n != 1 {
+		t.Fatalf("%d jobs started while the first one held the gate, want 1", n)
+	}
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for range outs {
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("a run failed: %v\nrun 0:\n%s\nrun 1:\n%s", err, outs[0], outs[1])
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatalf("the runs did not finish after the gate opened\nrun 0:\n%s\nrun 1:\n%s", outs[0], outs[1])
+		}
+	}
+	if n := started(); n != 2 {
+		t.Errorf("%d jobs ran in all, want 2", n)
 	}
 }
