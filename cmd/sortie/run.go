@@ -216,7 +216,10 @@ func openEnv(ctx context.Context, stateDir, dbPath string, cfg *config.Config, o
 			if !strings.HasPrefix(o, "run-") {
 				return nil // a server's buildsets wait for its successor
 			}
-			return reapDeadRuns(ctx, runner, os.Stderr)
+			// Its builds are ended already: only its buildsets are left.
+			ids, err := runner.ForgetRun(ctx, o, time.Now().UTC())
+			sayReaped(os.Stderr, ids)
+			return err
 		},
 		OnReap: func(ctx context.Context, o string, err error) {
 			if err != nil {
@@ -237,10 +240,15 @@ func openEnv(ctx context.Context, stateDir, dbPath string, cfg *config.Config, o
 // (Runner.ReapDeadRuns) and says which on w.
 func reapDeadRuns(ctx context.Context, r *buildset.Runner, w io.Writer) error {
 	reaped, err := r.ReapDeadRuns(ctx, time.Now().UTC())
-	if len(reaped) > 0 {
-		fmt.Fprintf(w, "sortie: ended %d buildsets whose sortie run process died: %s\n", len(reaped), strings.Join(reaped, ", "))
-	}
+	sayReaped(w, reaped)
 	return err
+}
+
+// sayReaped tells which buildsets of dead runs were ended.
+func sayReaped(w io.Writer, ids []string) {
+	if len(ids) > 0 {
+		fmt.Fprintf(w, "sortie: ended %d buildsets whose sortie run process died: %s\n", len(ids), strings.Join(ids, ", "))
+	}
 }
 
 func (e *runEnv) Close() {

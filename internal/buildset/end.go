@@ -22,45 +22,66 @@ import (
 // builds could not be ended is left for another try, with its error
 // joined to the others'.
 func (r *Runner) ReapDeadRuns(ctx context.Context, now time.Time) ([]string, error) {
-	st := r.Store
-	active, err := st.ActiveBuildsets(ctx)
+	active, err := r.Store.ActiveBuildsets(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var reaped []string
 	var errs []error
-	// skip: the owner is alive, or its builds could not be ended.
-	skip := map[string]bool{}
+	seen := map[string]bool{}
 	for _, bs := range active {
-		if !strings.HasPrefix(bs.Owner, "run-") {
-			continue // a server's, or queued for one
+		owner := bs.Owner
+		if !strings.HasPrefix(owner, "run-") || seen[owner] {
+			continue // a server's, queued for one, or done already
 		}
-		s, seen := skip[bs.Owner]
-		if !seen {
-			alive, err := st.LeaseAlive(ctx, bs.Owner, now)
-			switch {
-			case err != nil:
-				return reaped, err
-			case alive:
-				s = true
-			default:
-				if err := r.Bastion.KillOwner(ctx, bs.Owner, r.Grace); err != nil {
-					errs = append(errs, fmt.Errorf("end the builds of dead %s: %w", bs.Owner, err))
-					s = true
-				}
-			}
-			skip[bs.Owner] = s
+		seen[owner] = true
+		alive, err := r.Store.LeaseAlive(ctx, owner, now)
+		if err != nil {
+			return reaped, err
 		}
-		if s {
+		if alive {
 			continue
 		}
-		if err := reap(ctx, st, bs, now); err != nil {
-			return reaped, fmt.Errorf("end buildset %s of dead %s: %w", bs.ID, bs.Owner, err)
+		if err := r.Bastion.KillOwner(ctx, owner, r.Grace); err != nil {
+			errs = append(errs, fmt.Errorf("end the builds of dead %s: %w", owner, err))
+			continue
 		}
-		r.finishCheckout(ctx, bs.ID, true)
-		reaped = append(reaped, bs.ID)
+		ids, err := r.forget(ctx, owner, active, now)
+		reaped = append(reaped, ids...)
+		if err != nil {
+			return reaped, err
+		}
 	}
 	return reaped, errors.Join(errs...)
+}
+
+// ForgetRun ends the active buildsets of owner, a `sortie run` that died
+// and whose builds on the bastion are ended already (the semaphore
+// reaper's semaphore.Client.Forget), as ReapDeadRuns does. It returns the
+// buildsets it ended.
+func (r *Runner) ForgetRun(ctx context.Context, owner string, now time.Time) ([]string, error) {
+	active, err := r.Store.ActiveBuildsets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return r.forget(ctx, owner, active, now)
+}
+
+// forget ends owner's buildsets among active, and marks their checkouts
+// finished.
+func (r *Runner) forget(ctx context.Context, owner string, active []*store.Buildset, now time.Time) ([]string, error) {
+	var ids []string
+	for _, bs := range active {
+		if bs.Owner != owner {
+			continue
+		}
+		if err := reap(ctx, r.Store, bs, now); err != nil {
+			return ids, fmt.Errorf("end buildset %s of dead %s: %w", bs.ID, owner, err)
+		}
+		r.finishCheckout(ctx, bs.ID, true)
+		ids = append(ids, bs.ID)
+	}
+	return ids, nil
 }
 
 func reap(ctx context.Context, st store.Store, bs *store.Buildset, now time.Time) error {
