@@ -29,7 +29,7 @@ func Blocker(bs *store.Buildset, manager config.Manager, active []*store.Buildse
 		if o.ID == bs.ID || o.Pipeline != bs.Pipeline {
 			continue
 		}
-		if o.State == store.BuildsetQueued && o.Owner == "" {
+		if o.AwaitsManagers() {
 			continue // the server's: held back while bs waits or runs
 		}
 		if o.State != store.BuildsetQueued || o.Seq < bs.Seq {

@@ -69,7 +69,7 @@ func (s *Server) pass(ctx context.Context) error {
 	for _, bs := range active {
 		i, ok := byName[bs.Pipeline]
 		if !ok {
-			if bs.State == store.BuildsetQueued && bs.Owner == "" {
+			if bs.AwaitsManagers() {
 				// Its pipeline is gone from the config: nothing can decide
 				// when it would run.
 				if err := s.finishQueued(ctx, bs.ID, store.Canceled, fmt.Sprintf("pipeline %s is no longer in the config", bs.Pipeline)); err != nil {
@@ -79,9 +79,9 @@ func (s *Server) pass(ctx context.Context) error {
 			continue
 		}
 		b := pipeline.Buildset{ID: bs.ID, Commit: bs.Commit, Files: bs.Files, CreatedAt: bs.CreatedAt, Seq: bs.Seq}
-		// A QUEUED buildset with an owner is a sortie run's, about to
-		// start it: it counts as running, and is not the managers' to start.
-		if bs.State == store.BuildsetQueued && bs.Owner == "" {
+		// One that does not await them (a sortie run's, about to start
+		// it) counts as running.
+		if bs.AwaitsManagers() {
 			snap.Pipelines[i].Queued = append(snap.Pipelines[i].Queued, b)
 			queued[bs.Pipeline]++
 		} else {

@@ -111,6 +111,11 @@ type Buildset struct {
 	FinishedAt *time.Time
 }
 
+// AwaitsManagers reports whether the buildset waits for a server's
+// managers to start it: QUEUED and nobody's yet. A QUEUED buildset with an
+// owner is a `sortie run`'s, which starts it itself.
+func (b *Buildset) AwaitsManagers() bool { return b.State == BuildsetQueued && b.Owner == "" }
+
 // Build is one job of a buildset; its attempts are kept separately.
 type Build struct {
 	BuildsetID string
