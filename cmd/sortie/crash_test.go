@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -123,13 +124,21 @@ func listBuildsets(t *testing.T, addr string) ([]apiBuildset, error) {
 
 // TestCrashRecovery kills a server running a stream of buildsets with
 // SIGKILL at random moments, restarts it each time, and checks that at the
-// end every buildset finished, no semaphore holder is left, and no two
-// attempts of one build ever ran at once.
+// end every buildset finished, no semaphore holder is left, no two
+// attempts of one build ever ran at once, and no job of another buildset
+// ever ran between two jobs of a buildset holding the pipeline semaphore
+// that deploy, hourly and periodic share (bridge, max 1).
 //
 // Each job takes an flock on a file of its own (buildset, job) without
 // waiting, and records an overlap if another live process holds it: the
 // lock dies with its holder, whatever kills it, so an overlap is recorded
-// exactly when a retry starts while a lost attempt still runs.
+// exactly when a retry starts while a lost attempt still runs. Each job
+// also records its start in a journal, which the test marks at each kill
+// (see interleavings).
+//
+// The kills and the triggers are drawn from a seed, logged; set
+// SORTIE_CRASH_SEED to replay one (the same schedule: the machine's timing
+// still varies).
 func TestCrashRecovery(t *testing.T) {
 	if _, err := exec.LookPath("flock"); err != nil {
 		t.Fatal("flock(1) (util-linux) is needed")
@@ -143,23 +152,26 @@ func TestCrashRecovery(t *testing.T) {
 	locks := filepath.Join(dir, "locks")
 	os.Mkdir(locks, 0o755)
 	overlaps := filepath.Join(dir, "overlaps")
-	job := fmt.Sprintf(`exec 9>>%s/"$SORTIE_BUILDSET.$SORTIE_JOB"; `+
-		`if ! flock -n 9; then echo "$SORTIE_BUILDSET $SORTIE_JOB attempt $SORTIE_ATTEMPT" >> %s; exit 3; fi; sleep 0.25`, locks, overlaps)
+	journal := filepath.Join(dir, "journal")
+	job := fmt.Sprintf(`%s; exec 9>>%s/"$SORTIE_BUILDSET.$SORTIE_JOB"; `+
+		`if ! flock -n 9; then echo "$SORTIE_BUILDSET $SORTIE_JOB attempt $SORTIE_ATTEMPT" >> %s; exit 3; fi; sleep 0.25`,
+		journalLine(journal), locks, overlaps)
 	cfg := fmt.Sprintf(`
 source: {url: %q, branch: main}
 limits: {max_parallel: 4}
 semaphores: {bridge: 1, pool: 1}
 jobs:
-  boot: {bootstrap: true, run: "true", attempts: 20}
+  boot: {bootstrap: true, run: '%[3]s', attempts: 20}
   a: {run: '%[2]s', attempts: 20}
   b: {run: '%[2]s', attempts: 20, dependencies: [a]}
   c: {run: '%[2]s', attempts: 20, dependencies: [a], semaphores: [pool]}
   d: {run: '%[2]s', attempts: 20, dependencies: [b, c]}
 pipelines:
-  deploy: {manager: serial, precedence: high, semaphore: bridge, jobs: [boot, a, b, c, d]}
-  hourly: {manager: independent, precedence: low, semaphore: bridge, jobs: [boot, a, b, c, d]}
-  check:  {manager: independent, jobs: [boot, a, b, c, d]}
-`, repo, job)
+  deploy:   {manager: serial, precedence: high, semaphore: bridge, jobs: [boot, a, b, c, d]}
+  hourly:   {manager: independent, precedence: low, semaphore: bridge, jobs: [boot, a, b, c, d]}
+  periodic: {manager: serial, precedence: low, semaphore: bridge, jobs: [boot, a, b, c, d]}
+  check:    {manager: independent, jobs: [boot, a, b, c, d]}
+`, repo, job, journalLine(journal))
 	cfgPath := writeConfig(t, dir, cfg)
 	addr := freePort(t)
 	logPath := filepath.Join(dir, "serve.log")
@@ -174,15 +186,25 @@ pipelines:
 		srv.stop(t)
 	})
 
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("SORTIE_CRASH_SEED"); v != "" {
+		var err error
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("SORTIE_CRASH_SEED=%q: %v", v, err)
+		}
+	}
+	t.Logf("seed %d (replay with SORTIE_CRASH_SEED=%[1]d)", seed)
+
 	// The stream: triggers keep coming while the server dies and comes
 	// back; a trigger refused because the server is down is sent again.
 	var accepted atomic.Int64
 	streamDone := make(chan struct{})
+	streamRNG := rand.New(rand.NewPCG(seed, 1))
 	go func() {
 		defer close(streamDone)
-		pipes := []string{"deploy", "hourly", "check"}
+		pipes := []string{"deploy", "hourly", "periodic", "check"}
 		for i := 0; i < buildsets; {
-			req, _ := http.NewRequest("POST", "http://"+addr+"/api/v1/pipelines/"+pipes[i%3]+"/trigger", strings.NewReader("{}"))
+			req, _ := http.NewRequest("POST", "http://"+addr+"/api/v1/pipelines/"+pipes[i%len(pipes)]+"/trigger", strings.NewReader("{}"))
 			req.Header.Set("Authorization", "Bearer crash-token")
 			resp, err := http.DefaultClient.Do(req)
 			if err == nil {
@@ -193,14 +215,15 @@ pipelines:
 					i++
 				}
 			}
-			time.Sleep(time.Duration(150+rand.IntN(150)) * time.Millisecond)
+			time.Sleep(time.Duration(150+streamRNG.IntN(150)) * time.Millisecond)
 		}
 	}()
 
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	rng := rand.New(rand.NewPCG(seed, 7))
 	for i := range kills {
 		time.Sleep(time.Duration(300+rng.IntN(900)) * time.Millisecond)
 		mu.Lock()
+		noteKill(t, journal, i+1)
 		srv.kill()
 		t.Logf("kill %d: SIGKILL", i+1)
 		srv = startServe(t, addr, logPath, env, args...)
@@ -276,8 +299,15 @@ pipelines:
 	if len(ov) > 0 {
 		t.Errorf("attempts of one build ran at once:\n%s", ov)
 	}
-	summary := fmt.Sprintf("crash test: %d kills; %d buildsets triggered, %d in the store, all done: %v; builds retried after a loss: %d; semaphore holders left: %d; overlapping attempts: %d\n",
-		kills, accepted.Load(), len(list), results, retried, leftover, strings.Count(string(ov), "\n"))
+	// Nothing ran between two jobs of a buildset holding bridge.
+	noted, found := interleavings(t, journal, "deploy", "hourly", "periodic")
+	perKill := make([]int, noted+1) // [0]: before the first kill
+	for _, f := range found {
+		perKill[f.Kill]++
+		t.Errorf("after kill %d, %q ran between two jobs of buildset %s, which held the pipeline semaphore", f.Kill, f.Entry, f.Into)
+	}
+	summary := fmt.Sprintf("crash test (seed %d): %d kills; %d buildsets triggered, %d in the store, all done: %v; builds retried after a loss: %d; semaphore holders left: %d; overlapping attempts: %d; jobs of another buildset between two jobs of one holding the pipeline semaphore: %d (after each kill: %v)\n",
+		seed, kills, accepted.Load(), len(list), results, retried, leftover, strings.Count(string(ov), "\n"), len(found), perKill[1:])
 	t.Log(summary)
 	// go test shows a passing test's output only with -v: CI asks for the
 	// counts in a file of its own.

@@ -166,7 +166,7 @@ func (c *Client) Start(ctx context.Context) error {
 
 // Reap ends the builds of every other owner whose lease has run out, on
 // the bastion (KillOwner), calls Forget, then releases that owner's
-// holders and waiters (store.ReleaseOwner). An owner whose builds could not be ended keeps its
+// holders and waiters (ReleaseDead). An owner whose builds could not be ended keeps its
 // holders, and is tried again at the next round.
 func (c *Client) Reap(ctx context.Context) {
 	owners, err := c.Store.ExpiredOwners(ctx, c.now())
@@ -188,8 +188,30 @@ func (c *Client) Reap(ctx context.Context) {
 				continue
 			}
 		}
-		c.reaped(ctx, o, c.Store.ReleaseOwner(ctx, o))
+		c.reaped(ctx, o, ReleaseDead(ctx, c.Store, o))
 	}
+}
+
+// ReleaseDead releases the holders, waiters and lease of owner, a process
+// known dead whose builds have been ended on the bastion, but for the
+// pipeline semaphore of each buildset it was running: that buildset is
+// resumed by whoever adopts it (a restarted server), and must get its
+// semaphore back before anyone else, or another pipeline's run would slip
+// in between two of its jobs. The kept holder stays the dead owner's until
+// the adoption moves it (store.SetBuildsetOwner). A dead `sortie run`'s
+// buildsets are ended before this (Client.Forget), so it keeps nothing.
+func ReleaseDead(ctx context.Context, st store.Store, owner string) error {
+	active, err := st.ActiveBuildsets(ctx)
+	if err != nil {
+		return fmt.Errorf("release dead %s: %w", owner, err)
+	}
+	var keep []string
+	for _, bs := range active {
+		if bs.Owner == owner && bs.State == store.BuildsetRunning {
+			keep = append(keep, bs.ID) // a buildset's own holder id
+		}
+	}
+	return st.ReleaseOwner(ctx, owner, keep)
 }
 
 func (c *Client) reaped(ctx context.Context, owner string, err error) {

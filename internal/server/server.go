@@ -11,6 +11,7 @@ package server
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -346,7 +347,7 @@ func (s *Server) recover(ctx context.Context) error {
 		if err := s.opt.Bastion.KillOwner(ctx, o, s.opt.Runner.Grace); err != nil {
 			return fmt.Errorf("end the builds of %s: %w", o, err)
 		}
-		if err := s.st.ReleaseOwner(ctx, o); err != nil {
+		if err := semaphore.ReleaseDead(ctx, s.st, o); err != nil {
 			return err
 		}
 	}
@@ -354,6 +355,11 @@ func (s *Server) recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Adopt them all before launching any: a running one's pipeline
+	// semaphore, kept for it by ReleaseDead, moves to this process with
+	// it, and the running ones are launched first (they hold what they
+	// need; the admitted ones wait behind them).
+	var adopted []*store.Buildset
 	for _, bs := range active {
 		if bs.State == store.BuildsetQueued || !isDead[bs.Owner] {
 			continue
@@ -362,10 +368,24 @@ func (s *Server) recover(ctx context.Context) error {
 			return err
 		}
 		bs.Owner = s.owner
+		adopted = append(adopted, bs)
+	}
+	slices.SortStableFunc(adopted, func(a, b *store.Buildset) int {
+		return cmp.Compare(stateOrder(a.State), stateOrder(b.State))
+	})
+	for _, bs := range adopted {
 		s.log.Info("resuming buildset", "buildset", bs.ID, "pipeline", bs.Pipeline, "state", bs.State)
 		s.launch(bs)
 	}
 	return writeOwners(s.ownersFile(), []string{s.owner})
+}
+
+// stateOrder puts running buildsets before admitted ones.
+func stateOrder(st store.BuildsetState) int {
+	if st == store.BuildsetRunning {
+		return 0
+	}
+	return 1
 }
 
 func (s *Server) loadPauses(ctx context.Context) error {

@@ -242,6 +242,9 @@ type Store interface {
 	FinishBuildset(ctx context.Context, id string, result Result, errMsg string, at time.Time) error
 	// SetBuildsetOwner changes the owner of a buildset that is not DONE
 	// (a restarted server adopts its dead predecessor's), or ErrConflict.
+	// The buildset's semaphore holders and waiters move to owner in the
+	// same transaction: adopting a buildset adopts what it holds, so a
+	// semaphore kept for it by ReleaseOwner is never free in between.
 	SetBuildsetOwner(ctx context.Context, id, owner string) error
 
 	// Builds returns the builds of a buildset in creation order.
@@ -295,8 +298,11 @@ type Store interface {
 	ExpiredOwners(ctx context.Context, now time.Time) ([]string, error)
 	// ReleaseOwner drops every holder and waiter of an owner and its lease,
 	// at once, whatever the lease says (a restarted server knows its
-	// predecessor is dead). Releasing an unknown owner is not an error.
-	ReleaseOwner(ctx context.Context, owner string) error
+	// predecessor is dead), except the holders named in keep: they stay,
+	// still the dead owner's, until their buildset is adopted
+	// (SetBuildsetOwner) or released. Releasing an unknown owner is not an
+	// error.
+	ReleaseOwner(ctx context.Context, owner string, keep []string) error
 
 	// JobDurations returns, for each named job that has history, the median
 	// duration of its last 5 successful attempts (any pipeline).

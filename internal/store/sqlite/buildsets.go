@@ -245,11 +245,35 @@ func (s *Store) StartBuildset(ctx context.Context, id, owner string, at time.Tim
 
 // SetBuildsetOwner changes the owner of a buildset that is not DONE, or
 // returns ErrConflict (ErrNotFound for an unknown id). Its state and times
-// are left alone.
+// are left alone; its semaphore holders and waiters move to the new owner
+// in the same transaction.
 func (s *Store) SetBuildsetOwner(ctx context.Context, id, owner string) error {
-	err := s.cas(ctx, "buildsets", "id = ?", []any{id},
-		`owner = ?`, []any{owner},
-		store.BuildsetQueued, store.BuildsetAdmitted, store.BuildsetRunning)
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := s.txExec(ctx, tx, `UPDATE buildsets SET owner = ? WHERE id = ? AND state IN (?, ?, ?)`,
+			owner, id, store.BuildsetQueued, store.BuildsetAdmitted, store.BuildsetRunning)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n != 1 {
+			var state string
+			err := s.txRow(ctx, tx, `SELECT state FROM buildsets WHERE id = ?`, id).Scan(&state)
+			if errors.Is(err, sql.ErrNoRows) {
+				return store.ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
+			return fmt.Errorf("is %s: %w", state, store.ErrConflict)
+		}
+		for _, table := range []string{"semaphore_holders", "semaphore_waiters"} {
+			if _, err := s.txExec(ctx, tx, `UPDATE `+table+` SET owner = ? WHERE buildset = ?`, owner, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("sqlite: set owner of buildset %s: %w", id, err)
 	}

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -180,16 +181,26 @@ func (s *Store) ReleaseBuildset(ctx context.Context, buildsetID string) error {
 	return nil
 }
 
-// ReleaseOwner drops every holder and waiter of owner and its lease row, in
-// one transaction, whatever the lease says: a restarted server that holds
-// the state directory's lock knows its predecessor is dead, and a reaper
-// has ended an expired owner's builds. ExpiredOwners will not report the
-// owner afterwards. Releasing an unknown owner is not
-// an error.
-func (s *Store) ReleaseOwner(ctx context.Context, owner string) error {
+// ReleaseOwner drops every holder and waiter of owner, but the holders
+// named in keep, and its lease row, in one transaction, whatever the lease
+// says: a restarted server that holds the state directory's lock knows its
+// predecessor is dead, and a reaper has ended an expired owner's builds.
+// A kept holder has no lease row left, so no acquirer takes it for dead:
+// it waits for its buildset's adopter. ExpiredOwners will not report the
+// owner afterwards. Releasing an unknown owner is not an error.
+func (s *Store) ReleaseOwner(ctx context.Context, owner string, keep []string) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		// One statement whatever len(keep): the kept holders travel as a
+		// JSON array.
+		kept, err := json.Marshal(append([]string{}, keep...))
+		if err != nil {
+			return err
+		}
+		if _, err := s.txExec(ctx, tx, `DELETE FROM semaphore_holders
+			WHERE owner = ? AND holder NOT IN (SELECT value FROM json_each(?))`, owner, string(kept)); err != nil {
+			return err
+		}
 		for _, q := range []string{
-			`DELETE FROM semaphore_holders WHERE owner = ?`,
 			`DELETE FROM semaphore_waiters WHERE owner = ?`,
 			`DELETE FROM leases WHERE owner = ?`,
 		} {

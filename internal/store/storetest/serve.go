@@ -274,7 +274,7 @@ func testReleaseOwner(t *testing.T, s store.Store) {
 	acquire(t, s, owned("h2", "heir", sem, t0), false)
 	acquire(t, s, owned("x1", "unleased", map[string]int{"U": 1}, t0), true)
 
-	must(t, "release dead", s.ReleaseOwner(ctx, "dead"))
+	must(t, "release dead", s.ReleaseOwner(ctx, "dead", nil))
 	diff(t, "holders", []string{"T:h1", "U:x1"}, holding(t, s))
 	diff(t, "waiters", []string{"S:h2"}, waiting(t, s))
 	// Its lease row went too: it is not reported expired later.
@@ -285,11 +285,52 @@ func testReleaseOwner(t *testing.T, s store.Store) {
 	// The released owner's holder may ask again, as anyone.
 	acquire(t, s, owned("h2", "heir2", sem, T), true)
 
-	must(t, "release unknown owner", s.ReleaseOwner(ctx, "nobody"))
-	must(t, "release again", s.ReleaseOwner(ctx, "dead"))
-	must(t, "release unleased", s.ReleaseOwner(ctx, "unleased"))
+	must(t, "release unknown owner", s.ReleaseOwner(ctx, "nobody", nil))
+	must(t, "release again", s.ReleaseOwner(ctx, "dead", nil))
+	must(t, "release unleased", s.ReleaseOwner(ctx, "unleased", nil))
 	// heir's lease has expired, but only ReleaseOwner takes its holder.
 	diff(t, "holders at the end", []string{"S:h2", "T:h1"}, holding(t, s))
+}
+
+// testReleaseOwnerKeeps: a dead server's running buildset keeps its
+// pipeline semaphore until its successor adopts it (SetBuildsetOwner), and
+// nobody is granted it in between, not even a waiter ranked ahead.
+func testReleaseOwnerKeeps(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	T := at(time.Minute)
+	create(t, s, &store.Buildset{ID: "deploy", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "a")
+	must(t, "start deploy", s.StartBuildset(ctx, "deploy", "dead", at(time.Second)))
+	must(t, "renew dead", s.RenewLease(ctx, "dead", T))
+	must(t, "renew heir", s.RenewLease(ctx, "heir", T.Add(time.Hour)))
+	bridge := map[string]int{"bridge": 1}
+	acquire(t, s, store.Acquire{Holder: "deploy", Buildset: "deploy", Owner: "dead", Semaphores: bridge, Precedence: 2, Since: t0, Now: t0}, true)
+	acquire(t, s, store.Acquire{Holder: "deploy/a", Buildset: "deploy", Owner: "dead", Semaphores: map[string]int{"pool": 1}, Since: t0, Now: t0}, true)
+	// An older, higher-ranked waiter of another owner.
+	acquire(t, s, store.Acquire{Holder: "hourly", Buildset: "hourly", Owner: "heir", Semaphores: bridge, Precedence: 3, Since: t0.Add(-time.Hour), Now: t0}, false)
+
+	must(t, "release dead keeping deploy", s.ReleaseOwner(ctx, "dead", []string{"deploy"}))
+	diff(t, "holders after release", []string{"bridge:deploy"}, holding(t, s))
+	expired, err := s.ExpiredOwners(ctx, T.Add(2*time.Hour))
+	must(t, "expired owners", err)
+	diff(t, "expired", []string{"heir"}, expired)
+	// The kept holder is not free: the waiter ranked ahead still waits,
+	// whatever the time.
+	acquire(t, s, store.Acquire{Holder: "hourly", Buildset: "hourly", Owner: "heir", Semaphores: bridge, Precedence: 3, Since: t0.Add(-time.Hour), Now: T}, false)
+
+	must(t, "adopt", s.SetBuildsetOwner(ctx, "deploy", "heir"))
+	hs, err := s.Holders(ctx)
+	must(t, "holders", err)
+	if len(hs) != 1 || hs[0].Owner != "heir" {
+		t.Fatalf("after adoption the holder is %+v, want deploy owned by heir", hs)
+	}
+	// The adopter's acquire for the buildset is the no-op of a holder.
+	acquire(t, s, store.Acquire{Holder: "deploy", Buildset: "deploy", Owner: "heir", Semaphores: bridge, Precedence: 2, Since: t0, Now: T}, true)
+	// The adopted holder is the heir's now: releasing the dead one again
+	// does not touch it.
+	must(t, "release dead again", s.ReleaseOwner(ctx, "dead", nil))
+	diff(t, "holders after adoption", []string{"bridge:deploy"}, holding(t, s))
+	must(t, "release deploy", s.ReleaseBuildset(ctx, "deploy"))
+	acquire(t, s, store.Acquire{Holder: "hourly", Buildset: "hourly", Owner: "heir", Semaphores: bridge, Precedence: 3, Since: t0.Add(-time.Hour), Now: T}, true)
 }
 
 func testPauses(t *testing.T, s store.Store) {

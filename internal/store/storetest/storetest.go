@@ -22,10 +22,13 @@
 //     a later request is granted only if room remains beyond those slots.
 //   - JobDurations of an even count is the mean of the middle two.
 //   - A Spec given empty comes back nil.
-//   - SetBuildsetOwner leaves a buildset's state and times alone.
+//   - SetBuildsetOwner leaves a buildset's state and times alone, and
+//     moves its holders and waiters to the new owner.
 //   - RunningAttempts of an unknown buildset is ErrNotFound; an attempt
 //     finished with a zero time (a Result, no FinishedAt) is not running.
-//   - After ReleaseOwner, ExpiredOwners does not report that owner.
+//   - After ReleaseOwner, ExpiredOwners does not report that owner; the
+//     holders it was told to keep stay held, by the dead owner, until
+//     their buildset is adopted or released.
 //   - ClearPause("") clears the pause of all pipelines, not each
 //     pipeline's own.
 package storetest
@@ -93,6 +96,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"SetBuildsetOwner", testSetBuildsetOwner},
 		{"RunningAttempts", testRunningAttempts},
 		{"ReleaseOwner", testReleaseOwner},
+		{"ReleaseOwnerKeeps", testReleaseOwnerKeeps},
 		{"Pauses", testPauses},
 		{"Marks", testMarks},
 		{"SemaphoreConcurrency", testSemaphoreConcurrency},
@@ -573,7 +577,7 @@ func testLeaseAlive(t *testing.T, s store.Store) {
 	if alive("p1", at(31*time.Second)) {
 		t.Error("an ended lease is alive")
 	}
-	must(t, "release owner", s.ReleaseOwner(ctx, "p1"))
+	must(t, "release owner", s.ReleaseOwner(ctx, "p1", nil))
 	if alive("p1", at(10*time.Second)) {
 		t.Error("a released owner is alive")
 	}
@@ -875,7 +879,7 @@ func testExpiredOwners(t *testing.T, s store.Store) {
 	diff(t, "expired again", []string{"another-dead", "dead"}, expired)
 	diff(t, "holders after T", []string{"S:d1", "S:l1"}, holding(t, s))
 
-	must(t, "release dead", s.ReleaseOwner(ctx, "dead"))
+	must(t, "release dead", s.ReleaseOwner(ctx, "dead", nil))
 	expired, err = s.ExpiredOwners(ctx, T.Add(time.Second))
 	must(t, "expired after release", err)
 	diff(t, "expired after release", []string{"another-dead"}, expired)
@@ -902,7 +906,7 @@ func testExpiredHolderKept(t *testing.T, s store.Store) {
 	diff(t, "holders while not released", []string{"S:d1"}, holding(t, s))
 	diff(t, "waiters while not released", []string{"S:o1"}, waiting(t, s))
 
-	must(t, "release dead", s.ReleaseOwner(ctx, "dead"))
+	must(t, "release dead", s.ReleaseOwner(ctx, "dead", nil))
 	acquire(t, s, owned("o1", "other", sem, T.Add(time.Hour)), true)
 	diff(t, "holders", []string{"S:o1"}, holding(t, s))
 	diff(t, "waiters", []string(nil), waiting(t, s), cmpopts.EquateEmpty())
