@@ -446,7 +446,7 @@ func (r *Runner) finishCheckout(ctx context.Context, id string, say bool) {
 // cancelQueued ends a buildset cancelled before it started: every build
 // CANCELED, never started.
 func (r *Runner) cancelQueued(ctx context.Context, bs *store.Buildset) (store.Result, error) {
-	if err := End(ctx, r.Store, bs.ID, store.Canceled, "buildset cancelled while queued", store.Canceled, "", r.now()); err != nil {
+	if err := End(ctx, r.Store, bs.ID, store.Canceled, scheduler.ReasonBuildsetCancelled, store.Canceled, "cancelled while waiting for its pipeline semaphore", r.now()); err != nil {
 		return store.Error, err
 	}
 	return store.Canceled, nil

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/config"
+	"github.com/sortie-ci/sortie/internal/scheduler"
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
@@ -62,7 +63,7 @@ func (r *Runner) WaitTurn(ctx context.Context, bs *store.Buildset, manager confi
 		select {
 		case <-ctx.Done():
 			bg := context.WithoutCancel(ctx)
-			if err := End(bg, r.Store, bs.ID, store.Canceled, "buildset cancelled while waiting for its turn", store.Canceled, "", r.now()); err != nil && !isConflict(err) {
+			if err := End(bg, r.Store, bs.ID, store.Canceled, scheduler.ReasonBuildsetCancelled, store.Canceled, "cancelled while waiting for its turn", r.now()); err != nil && !isConflict(err) {
 				return err
 			}
 			return ctx.Err()

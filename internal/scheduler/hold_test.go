@@ -246,7 +246,7 @@ func TestCancelWhileDraining(t *testing.T) {
 	if r.result != store.Canceled || r.err != nil {
 		t.Fatalf("result %q %v, want CANCELED", r.result, r.err)
 	}
-	want := map[string]store.Result{"boot": store.Success, "a": store.Canceled, "b": store.Skipped, "locked": store.Canceled}
+	want := map[string]store.Result{"boot": store.Success, "a": store.Canceled, "b": store.Canceled, "locked": store.Canceled}
 	for job, res := range want {
 		if h.results[job] != res {
 			t.Errorf("%s: %s, want %s", job, h.results[job], res)

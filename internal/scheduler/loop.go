@@ -148,6 +148,12 @@ var ErrDrained = errors.New("drained for shutdown")
 // operator's cancel (as opposed to a shutdown).
 var ErrCanceled = errors.New("buildset cancelled")
 
+// ReasonBuildsetCancelled is the reason of every build that had not
+// started when its whole buildset was cancelled: CANCELED, whatever its
+// dependencies. (Cancelling one build skips its dependents instead.)
+const ReasonBuildsetCancelled = "buildset cancelled"
+
+
 type attemptDone struct {
 	job     string
 	attempt int
@@ -155,8 +161,9 @@ type attemptDone struct {
 }
 
 // Run schedules every job of the plan and returns the buildset's result
-// when all have finished. When ctx is done, running attempts are cancelled
-// and waited for, jobs not started are CANCELED, and Run returns CANCELED.
+// when all have finished. When ctx is done, jobs not started are CANCELED
+// at once (ReasonBuildsetCancelled), running attempts are cancelled and
+// waited for, and Run returns CANCELED.
 // A deadlock is reported as ERROR with an error saying what is stuck.
 // Run returns a non-nil error only with ERROR.
 func (l *Loop) Run(ctx context.Context) (store.Result, error) {
@@ -232,6 +239,12 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 		_, skipped := core.Finish(job, res)
 		giveSlot(job)
 		for _, s := range skipped {
+			release(s.Job)
+			record(l.Recorder.BuildFinished(bg, s.Job, s.Result, s.Reason, now()))
+		}
+	}
+	cancelRest := func() {
+		for _, s := range core.CancelRest(ReasonBuildsetCancelled) {
 			release(s.Job)
 			record(l.Recorder.BuildFinished(bg, s.Job, s.Result, s.Reason, now()))
 		}
@@ -383,6 +396,11 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 			if !canceled {
 				canceled = true
 				cancelRuns(context.Cause(ctx))
+				// The whole buildset is cancelled: every build that has
+				// not started is CANCELED now, before the running ones
+				// end and would skip their dependents, so that the
+				// outcome does not depend on how far the builds had got.
+				cancelRest()
 			}
 			ctx = context.Background() // fire once
 		}
@@ -396,10 +414,7 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 		}
 		return store.Error, fatal
 	case canceled:
-		for _, s := range core.CancelRest("buildset cancelled") {
-			release(s.Job)
-			record(l.Recorder.BuildFinished(bg, s.Job, s.Result, s.Reason, now()))
-		}
+		cancelRest() // what the cancel found running and left unfinished
 		return store.Canceled, nil
 	}
 	return core.Result(), nil

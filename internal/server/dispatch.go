@@ -72,7 +72,7 @@ func (s *Server) pass(ctx context.Context) error {
 			if bs.AwaitsManagers() {
 				// Its pipeline is gone from the config: nothing can decide
 				// when it would run.
-				if err := s.finishQueued(ctx, bs.ID, store.Canceled, fmt.Sprintf("pipeline %s is no longer in the config", bs.Pipeline)); err != nil {
+				if err := s.finishQueued(ctx, bs.ID, store.Canceled, fmt.Sprintf("pipeline %s is no longer in the config", bs.Pipeline), ""); err != nil {
 					return err
 				}
 			}
@@ -114,7 +114,7 @@ func (s *Server) apply(ctx context.Context, cfg *config.Config, act pipeline.Act
 	s.log.Info("manager", "action", act.String())
 	switch a := act.(type) {
 	case pipeline.Supersede:
-		return ignoreConflict(s.finishQueued(ctx, a.Buildset, store.Canceled, a.Reason))
+		return ignoreConflict(s.finishQueued(ctx, a.Buildset, store.Canceled, a.Reason, ""))
 	case pipeline.Start:
 		return s.admit(ctx, a.Buildset, active)
 	case pipeline.Coalesce:
@@ -129,7 +129,7 @@ func (s *Server) apply(ctx context.Context, cfg *config.Config, act pipeline.Act
 			// A CONFIG_ERROR buildset stands for the members.
 		}
 		for _, id := range a.Merge {
-			if err := ignoreConflict(s.finishQueued(ctx, id, store.Canceled, a.MemberReason(bs.ID))); err != nil {
+			if err := ignoreConflict(s.finishQueued(ctx, id, store.Canceled, a.MemberReason(bs.ID), "")); err != nil {
 				return err
 			}
 		}

@@ -489,7 +489,7 @@ func (s *Server) cancelBuildset(ctx context.Context, id, by string) error {
 		return fmt.Errorf("buildset %s is run by %s: %w", id, bs.Owner, store.ErrConflict)
 	}
 	s.log.Info("cancel", "buildset", id, "by", by)
-	err = s.finishQueued(ctx, id, store.Canceled, "cancelled by "+by+" while queued")
+	err = s.finishQueued(ctx, id, store.Canceled, scheduler.ReasonBuildsetCancelled, "cancelled by "+by+" while queued")
 	s.wake()
 	return err
 }
@@ -506,10 +506,10 @@ func (s *Server) cancelBuild(id, job string) bool {
 	return b != nil && b.CancelBuild(job)
 }
 
-// finishQueued ends a buildset that never started: every build and the
-// buildset get result, with reason.
-func (s *Server) finishQueued(ctx context.Context, id string, result store.Result, reason string) error {
-	if err := buildset.End(ctx, s.st, id, result, reason, result, reason, time.Now().UTC()); err != nil {
+// finishQueued ends a buildset that never started: every build gets
+// result with reason, and the buildset result with errMsg ("": reason).
+func (s *Server) finishQueued(ctx context.Context, id string, result store.Result, reason, errMsg string) error {
+	if err := buildset.End(ctx, s.st, id, result, reason, result, cmp.Or(errMsg, reason), time.Now().UTC()); err != nil {
 		return err
 	}
 	if bs, err := s.st.GetBuildset(ctx, id); err == nil {
