@@ -42,6 +42,14 @@ func freePort(t *testing.T) string {
 // startServe starts the binary and waits until /readyz answers 200.
 func startServe(t *testing.T, addr, logPath string, env []string, args ...string) *serveProc {
 	t.Helper()
+	p := spawnServe(t, addr, logPath, env, args...)
+	p.waitReady(t, addr, logPath)
+	return p
+}
+
+// spawnServe starts the binary, its output appended to logPath.
+func spawnServe(t *testing.T, addr, logPath string, env []string, args ...string) *serveProc {
+	t.Helper()
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
@@ -58,13 +66,19 @@ func startServe(t *testing.T, addr, logPath string, env []string, args ...string
 		logf.Close()
 		close(p.done)
 	}()
+	return p
+}
+
+// waitReady waits until /readyz answers 200.
+func (p *serveProc) waitReady(t *testing.T, addr, logPath string) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get("http://" + addr + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return p
+				return
 			}
 		}
 		select {

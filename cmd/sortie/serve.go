@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/server"
+	"github.com/sortie-ci/sortie/internal/store"
 	"github.com/sortie-ci/sortie/internal/web"
 )
 
@@ -38,7 +39,16 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	owner := newOwner("srv")
-	env, err := openEnv(ctx, *stateDir, dbPath, cfg, owner, true)
+	// A state dir that cannot be written for now (a full disk) is waited
+	// for, not a reason to exit: what the store holds goes on once space
+	// is freed.
+	var env *runEnv
+	err = store.Persist(ctx.Done(), time.Second,
+		func(err error) {
+			log.Error("waiting until the state dir can be written", "state_dir", *stateDir, "err", err)
+		},
+		func() { log.Info("the state dir can be written again") },
+		func() (err error) { env, err = openEnv(ctx, *stateDir, dbPath, cfg, owner, true); return err })
 	if err != nil {
 		return err
 	}

@@ -256,6 +256,13 @@ type RunOptions struct {
 	// Slots, when set, are the executor's build slots shared with the
 	// other buildsets it runs (limits.max_parallel across them all).
 	Slots *scheduler.Pool
+	// GiveUp, when closed, ends the retries of writes that the store
+	// refused for now (store.ErrUnavailable: its disk is full); until
+	// then the run waits for each such write, acting on nothing it could
+	// not record. nil means ctx's Done: a server passes a channel closed
+	// only when it goes down, so that an operator's cancel still waits
+	// for the store.
+	GiveUp <-chan struct{}
 }
 
 // BuildCanceler cancels one running build of a buildset.
@@ -271,6 +278,10 @@ var ErrDrained = scheduler.ErrDrained
 // RunWith is Run with the server's options.
 func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions) (store.Result, error) {
 	bg := context.WithoutCancel(ctx)
+	giveUp := opt.GiveUp
+	if giveUp == nil {
+		giveUp = ctx.Done()
+	}
 	// Builds must not go on holding semaphores the store may hand to
 	// others: a lost lease cancels the buildset.
 	ctx, cancelLost := context.WithCancelCause(ctx)
@@ -284,11 +295,11 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 	}()
 	plan, err := Plan(bs)
 	if err != nil {
-		return r.fail(bg, bs, err)
+		return r.fail(bg, giveUp, bs, err)
 	}
 	spec, err := SpecOf(bs)
 	if err != nil {
-		return r.fail(bg, bs, err)
+		return r.fail(bg, giveUp, bs, err)
 	}
 	drained := false
 	// Whatever happens below, nothing of this buildset stays held.
@@ -324,18 +335,20 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 				drained = true
 				return "", ErrDrained
 			default:
-				return r.fail(bg, bs, fmt.Errorf("acquire pipeline semaphore %s: %w", sp.Name, err))
+				return r.fail(bg, giveUp, bs, fmt.Errorf("acquire pipeline semaphore %s: %w", sp.Name, err))
 			}
 		}
 	}
 	var resume map[string]scheduler.Prior
 	if bs.State == store.BuildsetRunning {
 		if resume, err = r.resume(bg, bs); err != nil {
-			return r.fail(bg, bs, err)
+			return r.fail(bg, giveUp, bs, err)
 		}
 	} else {
-		if err := r.Store.StartBuildset(bg, bs.ID, r.Semaphores.Owner, r.now()); err != nil {
-			return r.fail(bg, bs, err)
+		if err := r.persist(giveUp, "buildset "+bs.ID+": start", func() error {
+			return r.Store.StartBuildset(bg, bs.ID, r.Semaphores.Owner, r.now())
+		}); err != nil {
+			return r.fail(bg, giveUp, bs, err)
 		}
 	}
 	if r.Observer != nil {
@@ -346,13 +359,13 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 	for _, j := range plan.Jobs {
 		js, ok := spec.Jobs[j.Name]
 		if !ok {
-			return r.fail(bg, bs, fmt.Errorf("job %s of the frozen graph has no frozen spec", j.Name))
+			return r.fail(bg, giveUp, bs, fmt.Errorf("job %s of the frozen graph has no frozen spec", j.Name))
 		}
 		jobs[j.Name] = scheduler.JobSpec{Semaphores: js.Semaphores, Attempts: js.Attempts}
 	}
 	remaining, err := r.remaining(ctx, spec, plan)
 	if err != nil {
-		return r.fail(bg, bs, err)
+		return r.fail(bg, giveUp, bs, err)
 	}
 	maxPar := spec.MaxParallel
 	if r.MaxParallel > 0 {
@@ -364,7 +377,7 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 	}
 	loop := &scheduler.Loop{
 		Plan: plan, Jobs: jobs, MaxParallel: maxPar, Remaining: remaining, Buildset: bs.ID,
-		Runner: att, Semaphores: sems, Recorder: &recorder{r: r, bs: bs}, Now: r.now, Poll: r.poll(),
+		Runner: att, Semaphores: sems, Recorder: &recorder{r: r, bs: bs, giveUp: giveUp}, Now: r.now, Poll: r.poll(),
 		Resume: resume, Hold: opt.Hold, Drain: opt.Drain, Slots: opt.Slots,
 	}
 	result, runErr := loop.Run(ctx)
@@ -379,7 +392,9 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 	if runErr != nil {
 		msg = runErr.Error()
 	}
-	if err := r.Store.FinishBuildset(bg, bs.ID, result, msg, r.now()); err != nil {
+	if err := r.persist(giveUp, "buildset "+bs.ID+": finish", func() error {
+		return r.Store.FinishBuildset(bg, bs.ID, result, msg, r.now())
+	}); err != nil {
 		return store.Error, errors.Join(runErr, err)
 	}
 	return result, runErr
@@ -423,10 +438,27 @@ func (r *Runner) poll() time.Duration {
 
 // fail ends a buildset that could not run: its unfinished builds and the
 // buildset itself ERROR, with why.
-func (r *Runner) fail(ctx context.Context, bs *store.Buildset, err error) (store.Result, error) {
-	End(ctx, r.Store, bs.ID, store.Error, "sortie error: "+err.Error(), store.Error, err.Error(), r.now())
+func (r *Runner) fail(ctx context.Context, giveUp <-chan struct{}, bs *store.Buildset, err error) (store.Result, error) {
+	if perr := r.persist(giveUp, "buildset "+bs.ID+": end", func() error {
+		return End(ctx, r.Store, bs.ID, store.Error, "sortie error: "+err.Error(), store.Error, err.Error(), r.now())
+	}); errors.Is(perr, store.ErrUnavailable) {
+		err = errors.Join(err, perr)
+	}
 	r.finishCheckout(ctx, bs.ID, false)
 	return store.Error, err
+}
+
+// persist runs write until the store takes it (store.Persist): a write
+// the store refuses for now (its disk is full) is tried again until it is
+// taken or giveUp is closed. The caller acts on, and reports, only what
+// the store holds, so that once space is freed the store says what
+// happened. It says on stderr that it waits, and when the write is taken
+// after all.
+func (r *Runner) persist(giveUp <-chan struct{}, what string, write func() error) error {
+	return store.Persist(giveUp, r.poll(),
+		func(err error) { fmt.Fprintf(os.Stderr, "sortie: %s: %v; waiting until it can be recorded\n", what, err) },
+		func() { fmt.Fprintf(os.Stderr, "sortie: %s: recorded after all\n", what) },
+		write)
 }
 
 // finishCheckout marks the buildset's checkout on the bastion finished, so
@@ -492,15 +524,24 @@ func secrets(spec *Spec, getenv func(string) string) []string {
 
 // recorder writes every state change to the store before the scheduler
 // acts on it, then tells the observer.
+// A write the store refuses for now is waited for (Runner.persist): the
+// scheduler acts on nothing that is not recorded.
 type recorder struct {
-	r  *Runner
-	bs *store.Buildset
+	r      *Runner
+	bs     *store.Buildset
+	giveUp <-chan struct{}
+}
+
+func (rc *recorder) persist(job, what string, write func() error) error {
+	return rc.r.persist(rc.giveUp, fmt.Sprintf("buildset %s: build %s: %s", rc.bs.ID, job, what), write)
 }
 
 func (rc *recorder) AttemptStarted(ctx context.Context, job string, n int, at time.Time) error {
-	err := rc.r.Store.StartAttempt(ctx, &store.Attempt{
-		BuildsetID: rc.bs.ID, Job: job, Number: n, Owner: rc.r.Semaphores.Owner,
-		StartedAt: at, Log: rc.r.LogPath(rc.bs.ID, job, n),
+	err := rc.persist(job, "start of attempt "+strconv.Itoa(n), func() error {
+		return rc.r.Store.StartAttempt(ctx, &store.Attempt{
+			BuildsetID: rc.bs.ID, Job: job, Number: n, Owner: rc.r.Semaphores.Owner,
+			StartedAt: at, Log: rc.r.LogPath(rc.bs.ID, job, n),
+		})
 	})
 	if err == nil && rc.r.Observer != nil {
 		rc.r.Observer.AttemptStarted(job, n, at)
@@ -509,13 +550,17 @@ func (rc *recorder) AttemptStarted(ctx context.Context, job string, n int, at ti
 }
 
 func (rc *recorder) AttemptFinished(ctx context.Context, job string, n int, res store.Result, msg string, at time.Time) error {
-	return rc.r.Store.FinishAttempt(ctx, rc.bs.ID, job, n, res, msg, at)
+	return rc.persist(job, "end of attempt "+strconv.Itoa(n), func() error {
+		return rc.r.Store.FinishAttempt(ctx, rc.bs.ID, job, n, res, msg, at)
+	})
 }
 
 // BuildEnded implements scheduler.BuildEnder: the last attempt's end and
 // the build's in one transaction.
 func (rc *recorder) BuildEnded(ctx context.Context, job string, n int, ares store.Result, msg string, res store.Result, reason string, at time.Time) error {
-	err := rc.r.Store.FinishAttemptAndBuild(ctx, rc.bs.ID, job, n, ares, msg, res, reason, at)
+	err := rc.persist(job, "end ("+string(res)+")", func() error {
+		return rc.r.Store.FinishAttemptAndBuild(ctx, rc.bs.ID, job, n, ares, msg, res, reason, at)
+	})
 	if err == nil && rc.r.Observer != nil {
 		rc.r.Observer.BuildFinished(job, res, reason, at)
 	}
@@ -523,7 +568,9 @@ func (rc *recorder) BuildEnded(ctx context.Context, job string, n int, ares stor
 }
 
 func (rc *recorder) BuildFinished(ctx context.Context, job string, res store.Result, reason string, at time.Time) error {
-	err := rc.r.Store.FinishBuild(ctx, rc.bs.ID, job, res, reason, at)
+	err := rc.persist(job, "end ("+string(res)+")", func() error {
+		return rc.r.Store.FinishBuild(ctx, rc.bs.ID, job, res, reason, at)
+	})
 	if err == nil && rc.r.Observer != nil {
 		rc.r.Observer.BuildFinished(job, res, reason, at)
 	}

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/bastion"
@@ -220,7 +221,13 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("listening", "addr", ln.Addr().String(), "owner", s.owner)
 
 	s.runCtx, s.cancelRun = context.WithCancelCause(context.WithoutCancel(ctx))
-	if err := s.recover(ctx); err != nil {
+	// A state dir that is full makes recovery wait (not ready) rather
+	// than exit: once space is freed it goes on.
+	err = store.Persist(ctx.Done(), time.Second,
+		func(err error) { s.log.Error("recovery waits until the state can be written", "err", err) },
+		func() { s.log.Info("the state can be written again: recovery goes on") },
+		func() error { return s.recover(ctx) })
+	if err != nil {
 		httpSrv.Close()
 		<-httpDone
 		return fmt.Errorf("recover: %w", err)
@@ -307,6 +314,14 @@ func readOwners(path string) ([]string, error) {
 }
 
 func writeOwners(path string, owners []string) error {
+	err := writeOwnersFile(path, owners)
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
+	return err
+}
+
+func writeOwnersFile(path string, owners []string) error {
 	tmp := path + ".tmp"
 	f, err := os.Create(tmp)
 	if err != nil {
@@ -446,6 +461,9 @@ func (s *Server) launch(bs *store.Buildset) {
 			Drain:  s.drain,
 			Builds: func(b buildset.BuildCanceler) { r.builds.Store(b) },
 			Slots:  s.slots,
+			// A write the store refuses (a full disk) is waited for until
+			// the server goes down for good, an operator's cancel included.
+			GiveUp: s.runCtx.Done(),
 		})
 		s.runsMu.Lock()
 		delete(s.runs, bs.ID)
@@ -453,6 +471,11 @@ func (s *Server) launch(bs *store.Buildset) {
 		switch {
 		case errors.Is(err, buildset.ErrDrained):
 			s.log.Info("buildset left for the next start", "buildset", bs.ID)
+			return
+		case errors.Is(err, store.ErrUnavailable):
+			// Its end is not in the store: say nothing of a result the
+			// store does not have. The next start resumes it.
+			s.log.Error("buildset left unfinished in the store, which cannot be written; the next start resumes it", "buildset", bs.ID, "err", err)
 			return
 		case err != nil:
 			s.log.Error("buildset ended", "buildset", bs.ID, "pipeline", bs.Pipeline, "result", result, "err", err)

@@ -21,6 +21,42 @@ var ErrNotFound = errors.New("not found")
 // in another state than expected (for example finishing a build twice).
 var ErrConflict = errors.New("state conflict")
 
+// ErrUnavailable is wrapped by a write the store refused for now, not for
+// what it asked (its disk is full, an I/O error): the same write may
+// succeed later. Callers that must not act on a state before it is
+// recorded try it again rather than go on without it.
+var ErrUnavailable = errors.New("the store cannot be written for now")
+
+// Persist runs write until it returns anything but ErrUnavailable: a write
+// the store refused for now is tried again after delay, doubling up to
+// 10 s, until giveUp is closed, when the refusal is returned. waiting, if
+// set, hears of the first refusal, and recovered of the write taken after
+// one.
+func Persist(giveUp <-chan struct{}, delay time.Duration, waiting func(error), recovered func(), write func() error) error {
+	refused := false
+	for {
+		err := write()
+		if !errors.Is(err, ErrUnavailable) {
+			if refused && err == nil && recovered != nil {
+				recovered()
+			}
+			return err
+		}
+		if !refused && waiting != nil {
+			waiting(err)
+		}
+		refused = true
+		t := time.NewTimer(delay)
+		select {
+		case <-giveUp:
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		delay = min(2*delay, 10*time.Second)
+	}
+}
+
 // BuildsetState is where a buildset is in its life.
 type BuildsetState string
 

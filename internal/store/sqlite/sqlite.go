@@ -86,9 +86,10 @@ func (s *Store) prepared(ctx context.Context, db *sql.DB, query string) (*sql.St
 func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	st, err := s.prepared(ctx, s.w, query)
 	if err != nil {
-		return nil, err
+		return nil, unavailable(err)
 	}
-	return st.ExecContext(ctx, args...)
+	res, err := st.ExecContext(ctx, args...)
+	return res, unavailable(err)
 }
 
 // row runs a single-row query on the read pool.
@@ -241,16 +242,16 @@ func (s *Store) Close() error {
 func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return unavailable(err)
 	}
 	if err := fn(tx); err != nil {
 		err = errors.Join(err, ignoreDone(tx.Rollback()))
 		s.prepareMissed(ctx)
-		return err
+		return unavailable(err)
 	}
 	err = tx.Commit()
 	s.prepareMissed(ctx)
-	return err
+	return unavailable(err)
 }
 
 func ignoreDone(err error) error {
