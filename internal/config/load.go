@@ -28,6 +28,7 @@ func Load(path string) (*Config, error) {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			l.errs.add(Pos{File: f}, "", "cannot read file: "+err.Error(), "", "")
+			l.unread = true
 			continue
 		}
 		l.file(f, data)
@@ -68,11 +69,17 @@ func configFiles(path string) ([]string, error) {
 type loader struct {
 	errs errs
 	cfg  *Config
+	// unread is set when a file could not be read or parsed: the checks
+	// across sections would only report the holes it left.
+	unread bool
 	// where each singleton section was first defined, for merge errors.
 	sections map[string]Pos
-	jobPos   map[string]Pos
-	pipePos  map[string]Pos
-	semPos   map[string]Pos
+	// where the jobs and pipelines keys first appear, for "define one"
+	// errors when they are empty.
+	jobsKey, pipesKey Pos
+	jobPos            map[string]Pos
+	pipePos           map[string]Pos
+	semPos            map[string]Pos
 }
 
 func newLoader() *loader {
@@ -107,6 +114,7 @@ func (l *loader) file(name string, data []byte) {
 			msg = strings.TrimPrefix(msg, "yaml: ")
 		}
 		l.errs.add(pos, "", "invalid YAML: "+msg, "", "fix the syntax (indentation, quotes, colons)")
+		l.unread = true
 		return
 	}
 	var extra yaml.Node
@@ -124,8 +132,18 @@ func (l *loader) file(name string, data []byte) {
 		"server":     l.once(d, func(v *yaml.Node, p string) { l.server(d, v, p) }),
 		"webhooks":   l.once(d, func(v *yaml.Node, p string) { l.webhooks(d, v, p) }),
 		"semaphores": func(_, v *yaml.Node, p string) { l.semaphores(d, v, p) },
-		"jobs":       func(_, v *yaml.Node, p string) { l.jobs(d, v, p) },
-		"pipelines":  func(_, v *yaml.Node, p string) { l.pipelines(d, v, p) },
+		"jobs": func(k, v *yaml.Node, p string) {
+			if l.jobsKey.Line == 0 {
+				l.jobsKey = d.pos(k)
+			}
+			l.jobs(d, v, p)
+		},
+		"pipelines": func(k, v *yaml.Node, p string) {
+			if l.pipesKey.Line == 0 {
+				l.pipesKey = d.pos(k)
+			}
+			l.pipelines(d, v, p)
+		},
 	})
 }
 

@@ -12,6 +12,12 @@ import (
 func (l *loader) finish() (*Config, error) {
 	c := l.cfg
 	e := &l.errs
+	// A file that could not be read or parsed leaves holes (its jobs, its
+	// pipelines) that are no mistakes of their own: the checks across
+	// sections and files wait until it parses.
+	if l.unread {
+		return nil, e.list.sorted()
+	}
 	jobNames := slices.Sorted(maps.Keys(c.Jobs))
 	semNames := slices.Sorted(maps.Keys(c.Semaphores))
 
@@ -58,17 +64,22 @@ func (l *loader) finish() (*Config, error) {
 			}
 		}
 	}
+	// Where to say that something is missing: at the section when there is
+	// one, else at the top of the (first) file.
+	top := Pos{File: c.Files[0], Line: 1, Col: 1}
 	switch {
 	case len(boots) == 0 && len(c.Jobs) > 0:
 		first := c.Jobs[c.JobOrder[0]]
 		e.add(first.Pos, "jobs", "no bootstrap job", "", "mark exactly one job with bootstrap: true; it prepares the bastion for every buildset")
-	case len(boots) == 0 && len(c.Pipelines) > 0:
-		first := c.Pipelines[c.PipelineOrder[0]]
-		e.add(first.Pos, "jobs", "pipelines but no jobs", "", "define jobs:, one of them with bootstrap: true")
+	case len(boots) == 0:
+		e.add(cmpOr(l.jobsKey, top), "jobs", "no bootstrap job", "", "define a bootstrap job (bootstrap: true) under jobs:, which prepares the bastion for every buildset")
 	case len(boots) > 1:
 		for _, j := range boots[1:] {
 			e.add(j.Pos, "jobs."+j.Name+".bootstrap", fmt.Sprintf("several bootstrap jobs: %s is one too (%s)", boots[0].Name, boots[0].Pos), "", "keep bootstrap: true on exactly one job")
 		}
+	}
+	if len(c.Pipelines) == 0 {
+		e.add(cmpOr(l.pipesKey, top), "pipelines", "no pipeline", "", "define at least one pipeline under pipelines:, naming the jobs it runs")
 	}
 	if len(boots) > 0 {
 		c.Bootstrap = boots[0].Name
@@ -118,6 +129,14 @@ func (l *loader) finish() (*Config, error) {
 		return nil, e.list.sorted()
 	}
 	return c, nil
+}
+
+// cmpOr returns p, or def when p is no position.
+func cmpOr(p, def Pos) Pos {
+	if p.Line == 0 {
+		return def
+	}
+	return p
 }
 
 func reservedEnv(name string) bool { return strings.HasPrefix(name, "SORTIE_") }
