@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/robfig/cron/v3"
@@ -96,30 +96,28 @@ func newLoader() *loader {
 	}
 }
 
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
 func (l *loader) file(name string, data []byte) {
 	l.cfg.Files = append(l.cfg.Files, name)
-	var doc yaml.Node
+	var doc, extra yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
-		if err.Error() == "EOF" {
-			return // an empty file is an empty config
+	err := dec.Decode(&doc)
+	if errors.Is(err, io.EOF) {
+		return // an empty file adds nothing
+	}
+	if err == nil {
+		if err = dec.Decode(&extra); err == nil {
+			l.errs.add(Pos{File: name, Line: extra.Line, Col: extra.Column}, "", "a second YAML document", "", "keep one document per file, or split it into files of a directory")
+		} else if errors.Is(err, io.EOF) {
+			err = nil
 		}
-		pos, msg := Pos{File: name, Line: 1, Col: 1}, err.Error()
-		if m := yamlLine.FindStringSubmatch(msg); m != nil {
-			pos.Line, _ = strconv.Atoi(m[1])
-			msg = m[2]
-		} else {
-			msg = strings.TrimPrefix(msg, "yaml: ")
-		}
-		l.errs.add(pos, "", "invalid YAML: "+msg, "", "fix the syntax (indentation, quotes, colons)")
+	}
+	if err != nil {
+		// The library's message names the wrong line (see yamlpos.go):
+		// find the right one, and say what is wrong there.
+		se := locateSyntaxError(data)
+		l.errs.add(Pos{File: name, Line: se.line, Col: se.col}, "", "invalid YAML: "+se.msg, "", se.hint)
 		l.unread = true
 		return
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		l.errs.add(Pos{File: name, Line: extra.Line, Col: extra.Column}, "", "a second YAML document", "", "keep one document per file, or split it into files of a directory")
 	}
 	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
 		return
