@@ -67,3 +67,32 @@ func TestRunCommitErrors(t *testing.T) {
 		t.Errorf("unreachable repository: exit %d, stderr %q; want 1 and cannot fetch", r.code, r.stderr)
 	}
 }
+
+// TestClientUnknownBuildset: rerun, cancel and logs of an id the server
+// does not know say "no buildset ID", without the server's store in it;
+// an unknown build of a known buildset still says which.
+func TestClientUnknownBuildset(t *testing.T) {
+	t.Parallel()
+	s := startClientServer(t, "jobs:\n  boot: {bootstrap: true, run: \"true\"}\npipelines:\n  deploy: {jobs: [boot]}\n")
+	defer s.stop(t)
+	for _, args := range [][]string{
+		{"rerun", "nosuch"},
+		{"cancel", "nosuch"},
+		{"cancel", "nosuch", "--job", "boot"},
+		{"logs", "nosuch", "boot"},
+	} {
+		r := s.client(t, nil, args...)
+		want := fmt.Sprintf("sortie: %s: no buildset nosuch on the server at %s\n", args[0], s.url)
+		if r.code != 1 || r.stderr != want {
+			t.Errorf("sortie %s: exit %d, stderr %q; want 1, %q", strings.Join(args, " "), r.code, r.stderr, want)
+		}
+	}
+	id := s.trigger(t, "deploy")
+	s.waitDone(t, id)
+	if r := s.client(t, nil, "logs", id, "nosuchjob"); r.code != 1 || !strings.Contains(r.stderr, "has no build of nosuchjob") {
+		t.Errorf("logs of an unknown job: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := s.client(t, nil, "cancel", id); r.code != 1 || !strings.Contains(r.stderr, "buildset "+id+" has already finished") {
+		t.Errorf("cancel of a finished buildset: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
