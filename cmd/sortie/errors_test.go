@@ -1,11 +1,17 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
 )
@@ -95,4 +101,84 @@ func TestClientUnknownBuildset(t *testing.T) {
 	if r := s.client(t, nil, "cancel", id); r.code != 1 || !strings.Contains(r.stderr, "buildset "+id+" has already finished") {
 		t.Errorf("cancel of a finished buildset: exit %d, stderr %q", r.code, r.stderr)
 	}
+}
+
+// TestDamagedDatabaseRefused: a real database with 4 KiB of random bytes
+// in its middle is refused the same way by every command that opens it,
+// before anything runs: run, serve and history.
+func TestDamagedDatabaseRefused(t *testing.T) {
+	t.Parallel()
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x\n"})
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, fmt.Sprintf("source: {url: %q}\njobs:\n  boot: {bootstrap: true, run: \"true\"}\n  a: {run: \"true\"}\npipelines:\n  deploy: {jobs: [a]}\n", repo))
+	good := filepath.Join(dir, "good")
+	for range 2 {
+		if r := runSortie(t, nil, "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", good); r.code != 0 {
+			t.Fatalf("run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+	}
+	data, err := os.ReadFile(filepath.Join(good, "sortie.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	for i := len(data)/2 - 2048; i < len(data)/2+2048; i++ {
+		data[i] = byte(rng.Uint32())
+	}
+	damaged := func(name string) string {
+		state := filepath.Join(dir, name)
+		if err := os.MkdirAll(state, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(state, "sortie.db"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return state
+	}
+	var first string
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"run", []string{"run", "--config", cfg, "--pipeline", "deploy"}},
+		{"serve", []string{"serve", "--config", cfg, "--listen", "127.0.0.1:0"}},
+		{"history", []string{"history"}},
+	} {
+		state := damaged(c.name)
+		r := runWithin(t, time.Minute, append(c.args, "--state-dir", state)...)
+		db := filepath.Join(state, "sortie.db")
+		if r.code != 1 || !strings.HasPrefix(r.stderr, "sortie: sqlite: open "+db+": the database is damaged (") ||
+			!strings.Contains(r.stderr, `(docs/operations.md, "Backups of the state")`) || r.stdout != "" {
+			t.Errorf("%s: exit %d\nstdout %q\nstderr %q", c.name, r.code, r.stdout, r.stderr)
+		}
+		// The same message but for the file's name.
+		if msg := strings.ReplaceAll(r.stderr, state, "STATE"); first == "" {
+			first = msg
+		} else if msg != first {
+			t.Errorf("%s says\n%s\nwhere run says\n%s", c.name, msg, first)
+		}
+	}
+}
+
+// runWithin runs the binary like runSortie, but kills it after d: a
+// command that should have failed at once may be serving instead.
+func runWithin(t *testing.T, d time.Duration, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, sortieBin(t), args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		t.Errorf("sortie %s still ran after %s\n%s%s", strings.Join(args, " "), d, out.String(), errb.String())
+		return result{-1, out.String(), errb.String()}
+	case errors.As(err, &ee):
+		return result{ee.ExitCode(), out.String(), errb.String()}
+	case err != nil:
+		t.Fatal(err)
+	}
+	return result{0, out.String(), errb.String()}
 }
