@@ -210,6 +210,21 @@ func clientErr(err error) error {
 	return &exitError{code: 1, msg: msg}
 }
 
+// buildsetErr is clientErr for a call about buildset id: when the server
+// has no such buildset (a 404 to GET /api/v1/buildsets/{id}), the command
+// says "op: no buildset ID", whatever the call answered (the server's
+// message for it names its store).
+func (c *apiClient) buildsetErr(ctx context.Context, op, id string, err error) error {
+	var ae *apiError
+	if errors.As(err, &ae) && (ae.status == http.StatusNotFound || ae.status == http.StatusConflict) {
+		_, gerr := c.call(ctx, http.MethodGet, apiBuildsetPath(id), nil, nil)
+		if errors.As(gerr, &ae) && ae.status == http.StatusNotFound {
+			return &exitError{code: 1, msg: fmt.Sprintf("%s: no buildset %s on the server at %s", op, id, c.base)}
+		}
+	}
+	return clientErr(err)
+}
+
 // cliWho names the operator for "by": $USER, else the account's name.
 func cliWho() string {
 	if u := os.Getenv("USER"); u != "" {
@@ -227,11 +242,8 @@ func cliWho() string {
 func parseInterspersed(fs *flag.FlagSet, args []string, min, max int, names string) ([]string, error) {
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, exitCode(0)
-			}
-			return nil, exitCode(2)
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {
@@ -668,7 +680,7 @@ func cmdLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	buildPath := apiBuildsetPath(id) + "/builds/" + url.PathEscape(job)
 	// The build's resource says plainly when there is no such build.
 	if _, err := c.call(ctx, http.MethodGet, buildPath, nil, nil); err != nil {
-		return clientErr(err)
+		return c.buildsetErr(ctx, "logs", id, err)
 	}
 	q := url.Values{}
 	if *attempt > 0 {
@@ -828,7 +840,7 @@ func cmdCancel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	id := pos[0]
 	if *job != "" {
 		if _, err := c.call(ctx, http.MethodPost, apiBuildsetPath(id)+"/builds/"+url.PathEscape(*job)+"/cancel", map[string]string{"by": cliWho()}, nil); err != nil {
-			return clientErr(err)
+			return c.buildsetErr(ctx, "cancel", id, err)
 		}
 		fmt.Fprintf(stdout, "cancelling %s of buildset %s\n", *job, id)
 		return nil
@@ -838,7 +850,7 @@ func cmdCancel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if errors.As(err, &ae) && ae.status == http.StatusConflict && ae.msg == store.ErrConflict.Error() {
 			ae.msg = "buildset " + id + " has already finished"
 		}
-		return clientErr(err)
+		return c.buildsetErr(ctx, "cancel", id, err)
 	}
 	fmt.Fprintf(stdout, "cancelling buildset %s\n", id)
 	return nil
@@ -942,7 +954,7 @@ func cmdRerun(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Buildset string `json:"buildset"`
 	}
 	if _, err := c.call(ctx, http.MethodPost, apiBuildsetPath(pos[0])+"/rerun", map[string]string{"by": cliWho()}, &resp); err != nil {
-		return clientErr(err)
+		return c.buildsetErr(ctx, "rerun", pos[0], err)
 	}
 	fmt.Fprintln(stdout, resp.Buildset)
 	if !*wait {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"io"
@@ -43,16 +44,116 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 
 // parse parses flags; -h is a success, anything else wrong is exit 2.
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitCode(0)
-		}
-		return exitCode(2)
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
 	}
 	return nil
+}
+
+// parseFlags runs fs.Parse and prints what is wrong with the usage, as
+// the flag package does, but suggests the flag meant when one is unknown:
+// "flag provided but not defined: -pipline; did you mean --pipeline?".
+// It returns exit 0 for -h, exit 2 for any other error, and nil when the
+// flags parse (the arguments left are fs.Args()).
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	out, usage := fs.Output(), fs.Usage
+	var msg bytes.Buffer
+	fs.SetOutput(&msg)
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	fs.Usage = usage
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		fs.Usage()
+		return exitCode(0)
+	}
+	if name, ok := unknownFlag(fs, args); ok {
+		line := "flag provided but not defined: -" + name
+		if meant := closestFlag(fs, name); meant != "" {
+			line += "; did you mean --" + meant + "?"
+		}
+		io.WriteString(out, line+"\n")
+	} else {
+		out.Write(msg.Bytes())
+	}
+	fs.Usage()
+	return exitCode(2)
+}
+
+// unknownFlag returns the flag of args that fs.Parse failed on, if it
+// failed because fs does not define it. The flag package stops at the flag
+// it fails on, so the arguments it leaves tell which one that is; args are
+// read as it reads them to be sure that one is a flag and not the value of
+// the flag before it.
+func unknownFlag(fs *flag.FlagSet, args []string) (string, bool) {
+	failed := len(args) - len(fs.Args()) - 1
+	for i := 0; i < len(args) && i <= failed; i++ {
+		a := args[i]
+		if a == "--" || len(a) < 2 || a[0] != '-' {
+			return "", false // the end of the flags
+		}
+		name, _, hasValue := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+		f := fs.Lookup(name)
+		if i == failed {
+			return name, f == nil && name != "" && name != "h" && name != "help"
+		}
+		if f == nil {
+			return "", false
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !hasValue && !(ok && b.IsBoolFlag()) {
+			i++ // its value
+		}
+	}
+	return "", false
+}
+
+// closestFlag returns the flag of fs that name is most likely a misspelling
+// or an abbreviation of, or "".
+func closestFlag(fs *flag.FlagSet, name string) string {
+	best, bestDist, prefixed := "", 1<<30, 0
+	var only string
+	fs.VisitAll(func(f *flag.Flag) {
+		if d := editDistance(name, f.Name); d < bestDist {
+			best, bestDist = f.Name, d
+		}
+		if strings.HasPrefix(f.Name, name) {
+			prefixed++
+			only = f.Name
+		}
+	})
+	switch {
+	case bestDist <= max(2, len(name)/4) && bestDist < len(name):
+		return best
+	case prefixed == 1:
+		return only
+	}
+	return ""
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // loadConfig loads the config, printing its errors; a bad config is exit 2.

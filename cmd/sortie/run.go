@@ -102,7 +102,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		return &exitError{code: 2, msg: err.Error()}
 	case err != nil:
-		return err
+		return sourceError("run", cfg, *commit, err)
 	}
 
 	prog.Start()

@@ -94,7 +94,11 @@ func (d *decoder) mapping(n *yaml.Node, path string, fields map[string]field) {
 		seen[k.Value] = k
 		f, ok := fields[k.Value]
 		if !ok {
-			d.errs.add(d.pos(k), kp, "unknown key", strconv.Quote(k.Value), suggest(k.Value, slices.Sorted(maps.Keys(fields)), "allowed keys"))
+			keys := slices.Sorted(maps.Keys(fields))
+			d.errs.add(d.pos(k), kp, "unknown key", strconv.Quote(k.Value), suggest(k.Value, keys, "allowed keys"))
+			if meant, ok := closest(k.Value, keys); ok {
+				d.errs.mark(join(path, meant)) // "instal" is the install that is missing
+			}
 			continue
 		}
 		f(k, v, kp)
@@ -210,15 +214,20 @@ func (d *decoder) refList(n *yaml.Node, path string) []Ref {
 	return out
 }
 
-// suggest returns a hint naming the closest candidate, or the list of them.
-func suggest(got string, candidates []string, what string) string {
+// closest returns the candidate that got is most likely a misspelling of.
+func closest(got string, candidates []string) (string, bool) {
 	best, bestDist := "", 1<<30
 	for _, c := range candidates {
 		if dist := levenshtein(got, c); dist < bestDist {
 			best, bestDist = c, dist
 		}
 	}
-	if best != "" && bestDist <= max(2, len(got)/5) {
+	return best, best != "" && bestDist <= max(2, len(got)/5)
+}
+
+// suggest returns a hint naming the closest candidate, or the list of them.
+func suggest(got string, candidates []string, what string) string {
+	if best, ok := closest(got, candidates); ok {
 		return fmt.Sprintf("did you mean %q?", best)
 	}
 	if len(candidates) == 0 {

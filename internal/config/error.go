@@ -93,9 +93,43 @@ func (es Errors) sorted() Errors {
 	return es
 }
 
-// errs collects errors during a load.
-type errs struct{ list Errors }
+// errs collects errors during a load, and the key paths they were found
+// at, so that the checks that read those keys later can stay silent
+// rather than report what only follows from the first error.
+type errs struct {
+	list Errors
+	bad  marks
+}
 
 func (c *errs) add(pos Pos, path, msg, got, hint string) {
 	c.list = append(c.list, &Error{Pos: pos, Path: path, Msg: msg, Got: got, Hint: hint})
+	c.mark(path)
+}
+
+// mark records that the value at path is not known: it had an error, or a
+// misspelt key probably meant it.
+func (c *errs) mark(path string) {
+	if c.bad == nil {
+		c.bad = marks{}
+	}
+	c.bad[path] = true
+}
+
+// marks are the key paths whose values had an error.
+type marks map[string]bool
+
+// under reports whether the value at path, or a section that holds it, had
+// an error: then what the loader made of it is a guess, and a check that
+// reads it would report a consequence, not a mistake.
+func (m marks) under(path string) bool {
+	for {
+		if m[path] {
+			return true
+		}
+		i := strings.LastIndexByte(path, '.')
+		if i < 0 {
+			return false
+		}
+		path = path[:i]
+	}
 }

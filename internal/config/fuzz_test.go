@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"regexp"
 	"strings"
@@ -18,6 +19,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("jobs: [1, 2]\n"))
 	f.Add([]byte("pipelines:\n  p: {trigger: {cron: 'TZ=UTC'}}\n"))
 	f.Add([]byte("pipelines:\n  p: {trigger: {cron: 'CRON_TZ=Europe/Berlin 0 1 * * *'}}\n"))
+	f.Add([]byte("jobs:\n  a:\n    files: [^a, ^b\n    run: x\n"))
+	f.Add([]byte("jobs:\n  a:\n    run: |\n      echo \"[x\n     bad: 'y\n\t- z: {a: [b}\n"))
+	f.Add([]byte("a: &x [b]\nc: *y\nd: \"e\nf: 'g''h\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse("fuzz.yaml", data)
 		if err == nil {
@@ -30,9 +34,15 @@ func FuzzParse(f *testing.F) {
 		if !errors.As(err, &list) || len(list) == 0 {
 			t.Fatalf("error is not a non-empty Errors: %T %v", err, err)
 		}
+		// YAML breaks lines at \r too, and at NEL, LS and PS: at most this many.
+		lines := 1 + bytes.Count(data, []byte("\n")) + bytes.Count(data, []byte("\r")) +
+			bytes.Count(data, []byte("\u0085")) + bytes.Count(data, []byte("\u2028")) + bytes.Count(data, []byte("\u2029"))
 		for _, e := range list {
 			if e.Pos.File != "fuzz.yaml" || !strings.HasPrefix(e.Error(), "fuzz.yaml") {
 				t.Fatalf("error without a position: %q", e.Error())
+			}
+			if e.Pos.Line < 1 || e.Pos.Line > lines || e.Pos.Col < 1 {
+				t.Fatalf("error outside the text (%d lines): %q", lines, e.Error())
 			}
 		}
 	})

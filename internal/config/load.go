@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/robfig/cron/v3"
@@ -28,6 +28,7 @@ func Load(path string) (*Config, error) {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			l.errs.add(Pos{File: f}, "", "cannot read file: "+err.Error(), "", "")
+			l.unread = true
 			continue
 		}
 		l.file(f, data)
@@ -68,11 +69,17 @@ func configFiles(path string) ([]string, error) {
 type loader struct {
 	errs errs
 	cfg  *Config
+	// unread is set when a file could not be read or parsed: the checks
+	// across sections would only report the holes it left.
+	unread bool
 	// where each singleton section was first defined, for merge errors.
 	sections map[string]Pos
-	jobPos   map[string]Pos
-	pipePos  map[string]Pos
-	semPos   map[string]Pos
+	// where the jobs and pipelines keys first appear, for "define one"
+	// errors when they are empty.
+	jobsKey, pipesKey Pos
+	jobPos            map[string]Pos
+	pipePos           map[string]Pos
+	semPos            map[string]Pos
 }
 
 func newLoader() *loader {
@@ -89,29 +96,28 @@ func newLoader() *loader {
 	}
 }
 
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
 func (l *loader) file(name string, data []byte) {
 	l.cfg.Files = append(l.cfg.Files, name)
-	var doc yaml.Node
+	var doc, extra yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
-		if err.Error() == "EOF" {
-			return // an empty file is an empty config
-		}
-		pos, msg := Pos{File: name, Line: 1, Col: 1}, err.Error()
-		if m := yamlLine.FindStringSubmatch(msg); m != nil {
-			pos.Line, _ = strconv.Atoi(m[1])
-			msg = m[2]
-		} else {
-			msg = strings.TrimPrefix(msg, "yaml: ")
-		}
-		l.errs.add(pos, "", "invalid YAML: "+msg, "", "fix the syntax (indentation, quotes, colons)")
-		return
+	err := dec.Decode(&doc)
+	if errors.Is(err, io.EOF) {
+		return // an empty file adds nothing
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		l.errs.add(Pos{File: name, Line: extra.Line, Col: extra.Column}, "", "a second YAML document", "", "keep one document per file, or split it into files of a directory")
+	if err == nil {
+		if err = dec.Decode(&extra); err == nil {
+			l.errs.add(Pos{File: name, Line: extra.Line, Col: extra.Column}, "", "a second YAML document", "", "keep one document per file, or split it into files of a directory")
+		} else if errors.Is(err, io.EOF) {
+			err = nil
+		}
+	}
+	if err != nil {
+		// The library's message names the wrong line (see yamlpos.go):
+		// find the right one, and say what is wrong there.
+		se := locateSyntaxError(data)
+		l.errs.add(Pos{File: name, Line: se.line, Col: se.col}, "", "invalid YAML: "+se.msg, "", se.hint)
+		l.unread = true
+		return
 	}
 	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
 		return
@@ -124,8 +130,18 @@ func (l *loader) file(name string, data []byte) {
 		"server":     l.once(d, func(v *yaml.Node, p string) { l.server(d, v, p) }),
 		"webhooks":   l.once(d, func(v *yaml.Node, p string) { l.webhooks(d, v, p) }),
 		"semaphores": func(_, v *yaml.Node, p string) { l.semaphores(d, v, p) },
-		"jobs":       func(_, v *yaml.Node, p string) { l.jobs(d, v, p) },
-		"pipelines":  func(_, v *yaml.Node, p string) { l.pipelines(d, v, p) },
+		"jobs": func(k, v *yaml.Node, p string) {
+			if l.jobsKey.Line == 0 {
+				l.jobsKey = d.pos(k)
+			}
+			l.jobs(d, v, p)
+		},
+		"pipelines": func(k, v *yaml.Node, p string) {
+			if l.pipesKey.Line == 0 {
+				l.pipesKey = d.pos(k)
+			}
+			l.pipelines(d, v, p)
+		},
 	})
 }
 

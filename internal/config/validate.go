@@ -12,18 +12,36 @@ import (
 func (l *loader) finish() (*Config, error) {
 	c := l.cfg
 	e := &l.errs
+	// A file that could not be read or parsed leaves holes (its jobs, its
+	// pipelines) that are no mistakes of their own: the checks across
+	// sections and files wait until it parses.
+	if l.unread {
+		return nil, e.list.sorted()
+	}
+	// Values that had an error are guesses (a bootstrap: ture is false):
+	// checks that read them stay silent, so that the first error is the
+	// one reported, not what only follows from it.
+	bad := maps.Clone(e.bad)
 	jobNames := slices.Sorted(maps.Keys(c.Jobs))
 	semNames := slices.Sorted(maps.Keys(c.Semaphores))
 
 	var boots []*Job
+	// unsureBoot: some job's bootstrap key had an error, so whether there
+	// is a bootstrap job is not known.
+	unsureBoot := bad.under("jobs")
 	for _, name := range c.JobOrder {
 		j := c.Jobs[name]
+		p := "jobs." + name
 		if j.Bootstrap {
 			boots = append(boots, j)
 		}
+		badBoot := bad.under(p + ".bootstrap")
+		unsureBoot = unsureBoot || badBoot
 		switch {
 		case j.Run != "" && j.Playbook != "":
 			e.add(j.Pos, "jobs."+name, "job sets both run and playbook", "", "keep one: playbook runs ansible-playbook, run any shell command")
+		case badBoot || bad.under(p+".run") || bad.under(p+".playbook") || bad.under(p+".install"):
+			// What it does is not known yet.
 		case j.Run == "" && j.Playbook == "" && !(j.Bootstrap && len(j.Install) > 0):
 			hint := "add run: <command> or playbook: <path>"
 			if j.Bootstrap {
@@ -31,7 +49,7 @@ func (l *loader) finish() (*Config, error) {
 			}
 			e.add(j.Pos, "jobs."+name, "job has nothing to do", "", hint)
 		}
-		if len(j.Install) > 0 && !j.Bootstrap {
+		if len(j.Install) > 0 && !j.Bootstrap && !badBoot {
 			e.add(j.Pos, "jobs."+name+".install", "only the bootstrap job may have install", "", "move the commands to the bootstrap job, or use run")
 		}
 		if j.Bootstrap && len(j.Dependencies) > 0 {
@@ -48,27 +66,34 @@ func (l *loader) finish() (*Config, error) {
 			}
 		}
 		for i, dep := range j.Dependencies {
-			if _, ok := c.Jobs[dep.Name]; !ok {
+			if _, ok := c.Jobs[dep.Name]; !ok && !bad["jobs"] {
 				e.add(dep.Pos, fmt.Sprintf("jobs.%s.dependencies[%d]", name, i), "unknown job", strconv.Quote(dep.Name), suggest(dep.Name, jobNames, "jobs"))
 			}
 		}
 		for i, s := range j.Semaphores {
-			if _, ok := c.Semaphores[s.Name]; !ok {
+			if _, ok := c.Semaphores[s.Name]; !ok && !bad.under("semaphores."+s.Name) {
 				e.add(s.Pos, fmt.Sprintf("jobs.%s.semaphores[%d]", name, i), "unknown semaphore", strconv.Quote(s.Name), semHint(s.Name, semNames))
 			}
 		}
 	}
+	// Where to say that something is missing: at the section when there is
+	// one, else at the top of the (first) file.
+	top := Pos{File: c.Files[0], Line: 1, Col: 1}
 	switch {
+	case len(boots) == 0 && unsureBoot:
+		// The error in a bootstrap key, or in jobs, says it all.
 	case len(boots) == 0 && len(c.Jobs) > 0:
 		first := c.Jobs[c.JobOrder[0]]
 		e.add(first.Pos, "jobs", "no bootstrap job", "", "mark exactly one job with bootstrap: true; it prepares the bastion for every buildset")
-	case len(boots) == 0 && len(c.Pipelines) > 0:
-		first := c.Pipelines[c.PipelineOrder[0]]
-		e.add(first.Pos, "jobs", "pipelines but no jobs", "", "define jobs:, one of them with bootstrap: true")
+	case len(boots) == 0:
+		e.add(cmpOr(l.jobsKey, top), "jobs", "no bootstrap job", "", "define a bootstrap job (bootstrap: true) under jobs:, which prepares the bastion for every buildset")
 	case len(boots) > 1:
 		for _, j := range boots[1:] {
 			e.add(j.Pos, "jobs."+j.Name+".bootstrap", fmt.Sprintf("several bootstrap jobs: %s is one too (%s)", boots[0].Name, boots[0].Pos), "", "keep bootstrap: true on exactly one job")
 		}
+	}
+	if len(c.Pipelines) == 0 && !bad.under("pipelines") {
+		e.add(cmpOr(l.pipesKey, top), "pipelines", "no pipeline", "", "define at least one pipeline under pipelines:, naming the jobs it runs")
 	}
 	if len(boots) > 0 {
 		c.Bootstrap = boots[0].Name
@@ -81,6 +106,9 @@ func (l *loader) finish() (*Config, error) {
 		for i, r := range pl.Jobs {
 			p := fmt.Sprintf("pipelines.%s.jobs[%d]", name, i)
 			if _, ok := c.Jobs[r.Name]; !ok {
+				if bad["jobs"] {
+					continue
+				}
 				e.add(r.Pos, p, "unknown job", strconv.Quote(r.Name), suggest(r.Name, jobNames, "jobs"))
 				continue
 			}
@@ -91,7 +119,7 @@ func (l *loader) finish() (*Config, error) {
 		}
 		if s := pl.Semaphore; s.Name != "" {
 			sem, ok := c.Semaphores[s.Name]
-			if !ok {
+			if !ok && !bad.under("semaphores."+s.Name) {
 				e.add(s.Pos, "pipelines."+name+".semaphore", "unknown semaphore", strconv.Quote(s.Name), semHint(s.Name, semNames))
 			}
 			// The buildset holds its pipeline's semaphore from its first job
@@ -118,6 +146,14 @@ func (l *loader) finish() (*Config, error) {
 		return nil, e.list.sorted()
 	}
 	return c, nil
+}
+
+// cmpOr returns p, or def when p is no position.
+func cmpOr(p, def Pos) Pos {
+	if p.Line == 0 {
+		return def
+	}
+	return p
 }
 
 func reservedEnv(name string) bool { return strings.HasPrefix(name, "SORTIE_") }

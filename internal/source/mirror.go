@@ -26,6 +26,19 @@ var refspecs = []string{"+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"
 // revision that names no commit of the mirror.
 var ErrUnknownRevision = errors.New("unknown revision")
 
+// FetchError is a failure to fetch from the repository at URL: it is
+// unreachable, is not a repository, or refuses access. Update returns it
+// (wrapped); it is never an ErrUnknownRevision, which says that the
+// repository was read and has no such commit.
+type FetchError struct {
+	URL string
+	Err error // usually a *GitError
+}
+
+func (e *FetchError) Error() string { return e.Err.Error() }
+
+func (e *FetchError) Unwrap() error { return e.Err }
+
 // Mirror is a bare mirror of the branches and tags of the repository at URL,
 // kept in Dir.
 //
@@ -89,11 +102,11 @@ func (m *Mirror) create(ctx context.Context) error {
 func (m *Mirror) fetch(ctx context.Context, dir string) error {
 	args := append([]string{"--git-dir", dir, "fetch", "--prune", "--quiet", m.URL}, refspecs...)
 	if _, err := Git(ctx, args...); err != nil {
-		return err
+		return &FetchError{URL: m.URL, Err: err}
 	}
 	out, err := Git(ctx, "ls-remote", "--symref", m.URL, "HEAD")
 	if err != nil {
-		return err
+		return &FetchError{URL: m.URL, Err: err}
 	}
 	// "ref: refs/heads/main\tHEAD", when the remote's HEAD is a branch.
 	sc := bufio.NewScanner(bytes.NewReader(out))

@@ -222,6 +222,10 @@ func TestUpdateErrors(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "source: clone "+m.Dir+": exit status 128: fatal: ") || !errors.As(err, &ee) {
 		t.Errorf("clone of a missing repo: %v", err)
 	}
+	var fe *source.FetchError
+	if !errors.As(err, &fe) || fe.URL != missing || errors.Is(err, source.ErrUnknownRevision) {
+		t.Errorf("clone of a missing repo: %v is not a FetchError for %s", err, missing)
+	}
 	if _, serr := os.Stat(m.Dir); !os.IsNotExist(serr) {
 		t.Errorf("failed clone left %s: %v", m.Dir, serr)
 	}
@@ -234,7 +238,7 @@ func TestUpdateErrors(t *testing.T) {
 	}
 	m.URL = missing
 	err = m.Update(context.Background())
-	if err == nil || !strings.HasPrefix(err.Error(), "source: fetch "+m.Dir+": exit status 128: fatal: ") {
+	if err == nil || !strings.HasPrefix(err.Error(), "source: fetch "+m.Dir+": exit status 128: fatal: ") || !errors.As(err, &fe) {
 		t.Errorf("fetch from a missing repo: %v", err)
 	}
 

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -144,7 +145,8 @@ func (s *Store) prepareMissed(ctx context.Context) {
 
 // Open opens (creating it if missing) the database file at path and brings
 // its schema up to date. The directory must exist. Several processes may
-// Open the same file at once; each migration is applied exactly once. The
+// Open the same file at once; each migration is applied exactly once. A
+// damaged file (PRAGMA quick_check) is refused with a *CorruptError. The
 // caller must Close the store.
 func Open(ctx context.Context, path string) (*Store, error) {
 	if path == "" {
@@ -159,9 +161,15 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
+	// A damaged file is refused here, the same way by every command,
+	// rather than by whichever query first reads the damaged page.
 	if err := migrateRetrying(ctx, w); err != nil {
 		w.Close()
-		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+		return nil, damaged(abs, err, fmt.Errorf("sqlite: open %s: %w", path, err))
+	}
+	if err := quickCheck(ctx, w, abs); err != nil {
+		w.Close()
+		return nil, err
 	}
 	r, err := openDB(abs, true)
 	if err != nil {
@@ -175,6 +183,61 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	return &Store{w: w, r: r}, nil
+}
+
+// CorruptError is a database file that SQLite finds damaged, or that is not
+// a SQLite database at all. Open returns it before anything else reads or
+// writes the file.
+type CorruptError struct {
+	Path   string // absolute
+	Detail string // what SQLite said
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("sqlite: open %s: the database is damaged (%s); stop every sortie process that uses it, "+
+		"put your latest backup in its place and delete %s-wal and %s-shm beside it "+
+		"(docs/operations.md, \"Backups of the state\")", e.Path, e.Detail, filepath.Base(e.Path), filepath.Base(e.Path))
+}
+
+// quickCheck runs SQLite's PRAGMA quick_check: every page of the file is
+// read and its b-tree structure checked (not the indexes against their
+// tables, which integrity_check adds). About 0.2 s for a 50 MB database.
+func quickCheck(ctx context.Context, db *sql.DB, abs string) error {
+	rows, err := db.QueryContext(ctx, "PRAGMA quick_check(3)")
+	if err != nil {
+		return damaged(abs, err, fmt.Errorf("sqlite: open %s: quick_check: %w", abs, err))
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return damaged(abs, err, fmt.Errorf("sqlite: open %s: quick_check: %w", abs, err))
+		}
+		if line != "ok" {
+			problems = append(problems, strings.ReplaceAll(line, "\n", " "))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return damaged(abs, err, fmt.Errorf("sqlite: open %s: quick_check: %w", abs, err))
+	}
+	if len(problems) > 0 {
+		return &CorruptError{Path: abs, Detail: strings.Join(problems, "; ")}
+	}
+	return nil
+}
+
+// damaged returns a *CorruptError when err is SQLite finding the file
+// damaged or not a database, else otherwise.
+func damaged(abs string, err, otherwise error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB:
+			return &CorruptError{Path: abs, Detail: se.Error()}
+		}
+	}
+	return otherwise
 }
 
 // openDB opens a pool on the file at abs. The file: URI form lets any
