@@ -224,10 +224,7 @@ func (bd *build) escapee(t *testing.T) proc {
 		}
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && bytes.HasSuffix(data, []byte("\n")) {
 			p := proc{pid: pid, start: startTime(pid)}
-			env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-			if p.start == "" || err != nil {
-				t.Fatalf("the escapee (pid %d) was gone before the test could look at it", pid)
-			}
+			env := environ(t, pid)
 			for _, kv := range bytes.Split(env, []byte{0}) {
 				if v, ok := bytes.CutPrefix(kv, []byte(bastion.RunEnv+"=")); ok {
 					p.runID = string(v)
@@ -252,6 +249,27 @@ func (bd *build) escapee(t *testing.T) proc {
 		if time.Now().After(deadline) {
 			t.Fatal("the escapee never started")
 		}
+	}
+}
+
+// environ reads the environment of the live process pid. The escapee
+// writes its pid and then execs, and in the middle of an exec a process's
+// environment reads empty: read until it does not.
+func environ(t *testing.T, pid int) []byte {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			t.Fatalf("the escapee (pid %d) was gone before the test could look at it", pid)
+		}
+		if len(env) > 0 {
+			return env
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the escapee (pid %d) has an empty environment", pid)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

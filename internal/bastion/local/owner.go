@@ -210,6 +210,11 @@ func endWhileAlive(ctx context.Context, grace time.Duration, alive func() ([]int
 	defer tick.Stop()
 	for {
 		groups, err := alive()
+		if err == nil && len(groups) == 0 {
+			// A process in the middle of an exec shows an empty
+			// environment for an instant: look twice.
+			groups, err = alive()
+		}
 		if err != nil {
 			return err
 		}

@@ -257,7 +257,16 @@ func (p *process) end(exited, sweep bool, grace time.Duration) (stuck []int) {
 	if sweep {
 		mark = p.mark
 	}
-	group, marked := scanProcs(pgid, pgid, mark)
+	scan := func() (group, marked []int) {
+		group, marked = scanProcs(pgid, pgid, mark)
+		if len(group)+len(marked) == 0 && mark != nil {
+			// A process in the middle of an exec shows an empty
+			// environment for an instant: look twice.
+			group, marked = scanProcs(pgid, pgid, mark)
+		}
+		return group, marked
+	}
+	group, marked := scan()
 	if exited && len(group) == 0 && len(marked) == 0 {
 		return nil
 	}
@@ -298,7 +307,7 @@ func (p *process) end(exited, sweep bool, grace time.Duration) (stuck []int) {
 		case <-deadline.C:
 			killedAt = time.Now()
 		}
-		group, marked = scanProcs(pgid, pgid, mark)
+		group, marked = scan()
 		left := len(group) + len(marked)
 		switch {
 		case exited && left == 0:
