@@ -156,11 +156,14 @@ func assertGone(t *testing.T, ps []int, n int) {
 }
 
 // tree starts two background sleepers (one ignoring TERM) and a sleep in
-// the foreground, recording every pid.
+// the foreground, recording every pid. It touches <file>.started once all
+// three are recorded: the TERM-ignoring child writes its own, whenever it
+// gets to it.
 func tree(file string) string {
 	return fmt.Sprintf(`sleep 300 & echo $! >> %[1]s
 sh -c 'trap "" TERM; echo $$ >> %[1]s; exec sleep 300' &
 echo $$ >> %[1]s
+until [ "$(wc -l < %[1]s)" -ge 3 ]; do sleep 0.01; done
 touch %[1]s.started
 sleep 300`, file)
 }
