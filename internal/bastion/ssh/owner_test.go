@@ -20,6 +20,11 @@ import (
 	"github.com/sortie-ci/sortie/internal/bastion/ssh/sshtest"
 )
 
+// uniqueOwner is an owner id made of prefix and a random suffix. A
+// KillOwner ends the owner's processes wherever they run on the bastion's
+// host, and the tests of every package share this one.
+func uniqueOwner(prefix string) string { return prefix + "-" + bastion.NewRunID()[:12] }
+
 // ownerBastion is a bastion of srv with owner id owner on workdir.
 func ownerBastion(t *testing.T, srv *sshtest.Server, workdir, owner string) *ssh.Bastion {
 	t.Helper()
@@ -104,9 +109,10 @@ func TestKillOwnerAfterTheOwnerDied(t *testing.T) {
 	srv := sshtest.Start(t)
 	workdir := filepath.Join(t.TempDir(), "bastion")
 	dir := t.TempDir()
+	liveOwner, deadOwner, newOwner := uniqueOwner("run-live"), uniqueOwner("run-a"), uniqueOwner("srv-new")
 
 	// A live owner's build, in this process.
-	live := ownerBastion(t, srv, workdir, "run-live")
+	live := ownerBastion(t, srv, workdir, liveOwner)
 	liveFile := filepath.Join(dir, "live")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -125,7 +131,7 @@ func TestKillOwnerAfterTheOwnerDied(t *testing.T) {
 	deadFile := filepath.Join(dir, "dead")
 	helper := exec.Command(os.Args[0], "-test.run=^TestHelperSSHOwnerProcess$", "-test.count=1")
 	helper.Env = append(os.Environ(), "SORTIE_SSH_HELPER="+strings.Join([]string{srv.Host, strconv.Itoa(srv.Port), srv.User,
-		srv.IdentityFile, srv.KnownHosts, workdir, "run-a", deadFile}, " "))
+		srv.IdentityFile, srv.KnownHosts, workdir, deadOwner, deadFile}, " "))
 	helper.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := helper.Start(); err != nil {
 		t.Fatal(err)
@@ -133,10 +139,10 @@ func TestKillOwnerAfterTheOwnerDied(t *testing.T) {
 	dp := waitPids(t, deadFile, 3)
 	killAtCleanup(t, &dp)
 	// The group's leader, the wrapper, is in the build's pid file.
-	runA := filepath.Join(workdir, "run", "run-a")
+	runA := filepath.Join(workdir, "run", deadOwner)
 	files := pidFiles(t, runA)
 	if len(files) != 1 {
-		t.Fatalf("pid files of run-a: %v", files)
+		t.Fatalf("pid files of %s: %v", deadOwner, files)
 	}
 	rec, _ := os.ReadFile(filepath.Join(runA, files[0]))
 	f := strings.Fields(string(rec))
@@ -157,24 +163,24 @@ func TestKillOwnerAfterTheOwnerDied(t *testing.T) {
 	}
 
 	// The new process.
-	b := ownerBastion(t, srv, workdir, "srv-new")
+	b := ownerBastion(t, srv, workdir, newOwner)
 	start := time.Now()
-	if err := b.KillOwner(context.Background(), "run-a", 300*time.Millisecond); err != nil {
+	if err := b.KillOwner(context.Background(), deadOwner, 300*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	took := time.Since(start)
 	for _, p := range dp {
 		if !gone(p) {
-			t.Errorf("process %d of run-a is alive after KillOwner", p)
+			t.Errorf("process %d of %s is alive after KillOwner", p, deadOwner)
 		}
 	}
 	if took < 300*time.Millisecond {
 		t.Errorf("KillOwner took %v: the TERM-ignoring sleeper needs KILL after the grace", took)
 	}
 	if _, err := os.Stat(runA); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("run/run-a is still there (%v)", err)
+		t.Errorf("run/%s is still there (%v)", deadOwner, err)
 	}
-	if err := b.KillOwner(context.Background(), "run-a", time.Second); err != nil {
+	if err := b.KillOwner(context.Background(), deadOwner, time.Second); err != nil {
 		t.Errorf("second KillOwner: %v", err)
 	}
 
@@ -189,8 +195,8 @@ func TestKillOwnerAfterTheOwnerDied(t *testing.T) {
 		t.Errorf("live build: %+v", o)
 	}
 	assertGone(t, lp, 3)
-	if files := pidFiles(t, filepath.Join(workdir, "run", "run-live")); len(files) != 0 {
-		t.Errorf("pid files of run-live after its build: %v", files)
+	if files := pidFiles(t, filepath.Join(workdir, "run", liveOwner)); len(files) != 0 {
+		t.Errorf("pid files of %s after its build: %v", liveOwner, files)
 	}
 }
 
@@ -200,7 +206,8 @@ func TestKillOwnerSparesReusedPids(t *testing.T) {
 	t.Parallel()
 	srv := sshtest.Start(t)
 	workdir := filepath.Join(t.TempDir(), "bastion")
-	b := ownerBastion(t, srv, workdir, "srv-new")
+	owner, newOwner := uniqueOwner("run-b"), uniqueOwner("srv-new")
+	b := ownerBastion(t, srv, workdir, newOwner)
 	sleeper := exec.Command("sleep", "300")
 	sleeper.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := sleeper.Start(); err != nil {
@@ -225,7 +232,7 @@ func TestKillOwnerSparesReusedPids(t *testing.T) {
 		t.Fatal(err)
 	}
 	boot := strings.TrimSpace(string(bootB))
-	dir := filepath.Join(workdir, "run", "run-b")
+	dir := filepath.Join(workdir, "run", owner)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -241,14 +248,14 @@ func TestKillOwnerSparesReusedPids(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := b.KillOwner(context.Background(), "run-b", 300*time.Millisecond); err != nil {
+	if err := b.KillOwner(context.Background(), owner, 300*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	if gone(pid) {
 		t.Fatalf("process %d, not the one recorded, was killed", pid)
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("run/run-b is still there (%v)", err)
+		t.Errorf("run/%s is still there (%v)", owner, err)
 	}
 
 	// The true record: ended.
@@ -258,7 +265,7 @@ func TestKillOwnerSparesReusedPids(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "x.pid"), fmt.Appendf(nil, "%d %d %s\n", pid, start, boot), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.KillOwner(context.Background(), "run-b", 300*time.Millisecond); err != nil {
+	if err := b.KillOwner(context.Background(), owner, 300*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	if !gone(pid) {
@@ -266,7 +273,7 @@ func TestKillOwnerSparesReusedPids(t *testing.T) {
 	}
 
 	// Bad or own owner ids are refused.
-	for _, bad := range []string{"", "../x", "a/b", "-x", "a b", "srv-new"} {
+	for _, bad := range []string{"", "../x", "a/b", "-x", "a b", newOwner} {
 		if err := b.KillOwner(context.Background(), bad, time.Second); err == nil {
 			t.Errorf("KillOwner(%q) succeeded", bad)
 		}
@@ -284,7 +291,8 @@ func TestOwnerPidFilesAreRemoved(t *testing.T) {
 	t.Parallel()
 	srv := sshtest.Start(t)
 	workdir := filepath.Join(t.TempDir(), "bastion")
-	b := ownerBastion(t, srv, workdir, "run-x")
+	owner := uniqueOwner("run-x")
+	b := ownerBastion(t, srv, workdir, owner)
 	ctx := context.Background()
 	file := filepath.Join(t.TempDir(), "pids")
 	for _, cmd := range []string{"true", "exit 3",
@@ -300,7 +308,7 @@ func TestOwnerPidFilesAreRemoved(t *testing.T) {
 	if _, err := b.Install(ctx, []string{"true"}, nil, io.Discard); err != nil { // up to date
 		t.Fatal(err)
 	}
-	if files := pidFiles(t, filepath.Join(workdir, "run", "run-x")); len(files) != 0 {
-		t.Errorf("left in run/run-x: %v", files)
+	if files := pidFiles(t, filepath.Join(workdir, "run", owner)); len(files) != 0 {
+		t.Errorf("left in run/%s: %v", owner, files)
 	}
 }
