@@ -87,6 +87,22 @@ func killAtCleanup(t *testing.T, pids *[]int) {
 	})
 }
 
+// parentOf returns the parent of process pid.
+func parentOf(t *testing.T, pid int) int {
+	t.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(stat)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]) // state, ppid, ...
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		t.Fatalf("/proc/%d/stat: %q", pid, stat)
+	}
+	return ppid
+}
+
 func pidFiles(t *testing.T, dir string) []string {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
@@ -151,11 +167,22 @@ func TestKillOwnerAfterTheOwnerDied(t *testing.T) {
 	}
 	leader, _ := strconv.Atoi(f[0])
 	dp = append(dp, leader)
+	// The leader's parent is the sshd process of the helper's connection:
+	// it exits once sshd has seen the connection go, and whatever that
+	// does to the build has been done.
+	conn := parentOf(t, leader)
+	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", conn)); !strings.HasPrefix(string(comm), "sshd") {
+		t.Fatalf("the build's leader %d has parent %d (%q), not sshd", leader, conn, comm)
+	}
 	if err := helper.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	helper.Wait()
-	time.Sleep(200 * time.Millisecond) // for sshd to see the connection go
+	for deadline := time.Now().Add(10 * time.Second); !gone(conn); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("sshd process %d of the dead helper's connection never exited", conn)
+		}
+	}
 	for _, p := range dp {
 		if gone(p) {
 			t.Fatalf("process %d of the dead owner's build died with its connection: nothing to test", p)
