@@ -140,7 +140,7 @@ func TestKillOwnerAfterTheOwnerDied(t *testing.T) {
 		}
 		liveDone <- o
 	}()
-	lp := waitPids(t, liveFile, 3)
+	lp := waitPids(t, liveFile, treeSize)
 	killAtCleanup(t, &lp)
 
 	// The owner that dies: a helper process with its own connection.
@@ -152,7 +152,7 @@ func TestKillOwnerAfterTheOwnerDied(t *testing.T) {
 	if err := helper.Start(); err != nil {
 		t.Fatal(err)
 	}
-	dp := waitPids(t, deadFile, 3)
+	dp := waitPids(t, deadFile, treeSize)
 	killAtCleanup(t, &dp)
 	// The group's leader, the wrapper, is in the build's pid file.
 	runA := filepath.Join(workdir, "run", deadOwner)
@@ -221,7 +221,7 @@ func TestKillOwnerAfterTheOwnerDied(t *testing.T) {
 	if o := <-liveDone; !o.Canceled {
 		t.Errorf("live build: %+v", o)
 	}
-	assertGone(t, lp, 3)
+	assertGone(t, lp, treeSize)
 	if files := pidFiles(t, filepath.Join(workdir, "run", liveOwner)); len(files) != 0 {
 		t.Errorf("pid files of %s after its build: %v", liveOwner, files)
 	}
