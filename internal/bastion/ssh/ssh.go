@@ -3,8 +3,9 @@
 // every build (a session each), with keepalives and a fresh dial after a
 // drop. Host keys are always verified against a known_hosts file.
 //
-// The bastion needs a POSIX sh, git, flock (util-linux), env, kill and a
-// /proc file system: a Debian or Ubuntu host has them all.
+// The bastion needs a POSIX sh, git, flock (util-linux), env, kill, cat,
+// awk, sed, GNU grep and a /proc file system: a Debian or Ubuntu host has
+// them all.
 package ssh
 
 import (
