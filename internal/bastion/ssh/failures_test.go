@@ -46,8 +46,10 @@ func TestKeepaliveToleratesASlowLink(t *testing.T) {
 	// runHung runs a build that waits for a gate, hangs the link while
 	// it runs, right after a keepalive was answered so that none is in
 	// flight, and resumes it when resumeOn says so, given each keepalive
-	// event of a request sent during the hang, and any drop.
-	runHung := func(resumeOn func(ssh.KeepaliveEvent) bool) (bastion.Outcome, error) {
+	// event of a request sent during the hang, and any drop; then it
+	// opens the gate if open says so. It returns the pid of the build's
+	// shell too.
+	runHung := func(open bool, resumeOn func(ssh.KeepaliveEvent) bool) (bastion.Outcome, int, error) {
 		dir := t.TempDir()
 		started, gate := filepath.Join(dir, "started"), filepath.Join(dir, "gate")
 		done := make(chan struct{})
@@ -55,15 +57,20 @@ func TestKeepaliveToleratesASlowLink(t *testing.T) {
 		var err error
 		go func() {
 			defer close(done)
+			// The build also stops once the test's directory is gone, in
+			// case the test ends before it saw the gate.
 			o, _, err = run(t, b, ctx, bastion.Spec{Command: fmt.Sprintf(
-				"touch %s; while [ ! -e %s ]; do sleep 0.05; done", started, gate)})
+				"echo $$ > %[1]s.tmp && mv %[1]s.tmp %[1]s; while [ ! -e %[2]s ] && [ -d %[3]s ]; do sleep 0.05; done",
+				started, gate, dir)})
 		}()
-		defer func() {
+		t.Cleanup(func() {
 			os.WriteFile(gate, nil, 0o644)
 			<-done
-		}()
+		})
+		var pid int
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			if _, err := os.Stat(started); err == nil {
+			if p := pids(t, started); len(p) == 1 {
+				pid = p[0]
 				break
 			}
 			if time.Now().After(deadline) {
@@ -88,16 +95,18 @@ func TestKeepaliveToleratesASlowLink(t *testing.T) {
 			}
 		}
 		resume()
-		if err := os.WriteFile(gate, nil, 0o644); err != nil {
-			t.Fatal(err)
+		if open {
+			if err := os.WriteFile(gate, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 		<-done
-		return o, err
+		return o, pid, err
 	}
 
 	// Silent for two intervals: kept.
 	var late time.Time // the keepalive sent during the hang
-	o, err := runHung(func(e ssh.KeepaliveEvent) bool {
+	o, _, err := runHung(true, func(e ssh.KeepaliveEvent) bool {
 		if e.Dropped {
 			t.Fatalf("the connection was dropped after %v of silence", e.Waited)
 		}
@@ -121,7 +130,7 @@ func TestKeepaliveToleratesASlowLink(t *testing.T) {
 	}
 
 	// Silent until the bastion gives up: dropped, after three intervals.
-	o, err = runHung(func(e ssh.KeepaliveEvent) bool {
+	o, lost, err := runHung(false, func(e ssh.KeepaliveEvent) bool {
 		if e.Dropped && e.Waited < ssh.KeepaliveMisses*interval {
 			t.Errorf("the connection was dropped after %v of silence, want %v", e.Waited, ssh.KeepaliveMisses*interval)
 		}
@@ -130,6 +139,15 @@ func TestKeepaliveToleratesASlowLink(t *testing.T) {
 	if err == nil || !bastion.IsInfra(err) {
 		t.Fatalf("build over a link the bastion gave up on: %+v %v; want an infrastructure failure", o, err)
 	}
+	// The next connection ends the build that was lost with the last,
+	// still waiting for its gate.
+	if gone(lost) {
+		t.Fatalf("the lost build (pid %d) ended with its connection: nothing to test", lost)
+	}
+	if o, _, err := run(t, b, ctx, bastion.Spec{Command: "true"}); err != nil || o.ExitCode != 0 {
+		t.Fatalf("build after the drop: %+v %v", o, err)
+	}
+	assertGone(t, []int{lost}, 1)
 }
 
 // TestMissingDirIsInfra: a build whose directory cannot be entered on the
