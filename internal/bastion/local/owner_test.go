@@ -22,9 +22,12 @@ import (
 )
 
 // ownerTree starts a sleeper, a sleeper that ignores TERM, and waits,
-// writing the pids of all three (its own last) to $PIDS.
+// writing the pids of all three (its own last) to $PIDS. The second
+// writes its own once it ignores TERM, and the shell writes its own once
+// both are there, so that three pids mean all is set.
 const ownerTree = `sleep 300 & echo $! >> "$PIDS"
-(trap '' TERM; exec sleep 300) & echo $! >> "$PIDS"
+sh -c 'trap "" TERM; echo $$ >> "$PIDS"; exec sleep 300' &
+until [ "$(wc -l < "$PIDS")" -ge 2 ]; do sleep 0.01; done
 echo $$ >> "$PIDS"
 wait
 `
@@ -110,6 +113,9 @@ func TestKillOwner(t *testing.T) {
 	}
 	dp := waitPids(t, deadPids, 3)
 	killAtCleanup(t, &dp)
+	// The helper records the group once the process has started, and
+	// the tree may have written its pids before: wait for the record too.
+	eventually(t, "the record of "+deadOwner, func() bool { return len(recordsOf(t, work, deadOwner)) > 0 })
 	if err := helper.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
