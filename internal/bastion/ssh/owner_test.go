@@ -323,7 +323,7 @@ func TestOwnerPidFilesAreRemoved(t *testing.T) {
 	ctx := context.Background()
 	file := filepath.Join(t.TempDir(), "pids")
 	for _, cmd := range []string{"true", "exit 3",
-		fmt.Sprintf(`sh -c 'trap "" TERM; echo $$ >> %s; exec sleep 300' & sleep 0.2; exit 4`, file)} {
+		fmt.Sprintf(`sh -c 'trap "" TERM; echo $$ >> %[1]s; exec sleep 300' & while [ ! -s %[1]s ]; do sleep 0.01; done; exit 4`, file)} {
 		if _, _, err := run(t, b, ctx, bastion.Spec{Command: cmd, Grace: 300 * time.Millisecond}); err != nil {
 			t.Fatalf("%s: %v", cmd, err)
 		}

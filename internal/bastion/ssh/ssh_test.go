@@ -220,7 +220,7 @@ func TestStragglersOfASuccessfulBuildAreEnded(t *testing.T) {
 		os.Remove(file)
 		cmd := fmt.Sprintf(`sleep 300 & echo $! >> %[1]s
 sh -c 'trap "" TERM; echo $$ >> %[1]s; exec sleep 300' &
-sleep 0.2; exit %d`, file, exit)
+until [ "$(wc -l < %[1]s)" -ge 2 ]; do sleep 0.01; done; exit %[2]d`, file, exit)
 		o, log, err := run(t, b, context.Background(), bastion.Spec{Command: cmd, Grace: 300 * time.Millisecond})
 		if err != nil || o.ExitCode != exit || o.TimedOut || o.Canceled {
 			t.Fatalf("exit %d: %+v %v", exit, o, err)
