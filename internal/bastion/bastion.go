@@ -8,6 +8,7 @@ package bastion
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -33,11 +34,17 @@ type Bastion interface {
 	// command's non-zero exit is returned as a plain error (a FAILURE of the
 	// bootstrap job); failing to reach the bastion is an *InfraError.
 	Install(ctx context.Context, commands []string, env map[string]string, log io.Writer) (installed bool, err error)
-	// Run runs one attempt of a build and waits for it. The process tree is
-	// ended (TERM, then KILL after spec.Grace) when spec.Timeout passes or
-	// ctx is done. Output (stdout and stderr merged) goes to log as it comes.
-	// A failure to start or reach the bastion is an *InfraError; a command
-	// that ran is described by the Outcome with a nil error.
+	// Run runs one attempt of a build and waits for it. Every process of
+	// the build carries RunEnv, set to an id of this Run alone. When
+	// spec.Timeout passes or ctx is done, every process the build started
+	// is ended (TERM, then KILL after spec.Grace): its process group, and
+	// every process carrying its RunEnv wherever it went (setsid, a double
+	// fork, nohup); Run returns once they are gone. When the command ends
+	// by itself, what it left in its process group is ended the same way,
+	// and what left the group is let be (a daemon a job means to start).
+	// Output (stdout and stderr merged) goes to log as it comes. A failure
+	// to start or reach the bastion is an *InfraError; a command that ran
+	// is described by the Outcome with a nil error.
 	Run(ctx context.Context, spec Spec, log io.Writer) (Outcome, error)
 	// Finish marks the buildset's checkout finished and removes finished
 	// checkouts beyond the newest keep. Checkouts not finished are never
@@ -45,7 +52,8 @@ type Bastion interface {
 	Finish(ctx context.Context, buildset string, keep int) error
 	// KillOwner ends (TERM, then KILL after grace) every process tree of a
 	// build that a Sortie process with this owner id started on this bastion
-	// and that is still alive, and waits until they are gone. A restarted server
+	// and that is still alive, with every process carrying OwnerEnv=owner
+	// wherever it went, and waits until they are gone. A restarted server
 	// calls it with its dead predecessor's owner id before it retries the
 	// builds that were lost. An owner with nothing left is not an error.
 	KillOwner(ctx context.Context, owner string, grace time.Duration) error
@@ -90,6 +98,28 @@ type Spec struct {
 // SSH): enough to find programs and a home, and nothing that might be a
 // secret of Sortie's.
 var BaseEnv = []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSH_AUTH_SOCK"}
+
+// OwnerEnv is the variable every process of a bastion with an owner id
+// carries, set to that id: KillOwner finds by it the processes of a dead
+// owner's builds wherever they went.
+const OwnerEnv = "SORTIE_OWNER"
+
+// RunEnv is the variable every process of one Run (or one install
+// command) carries, set to an id unique to it (NewRunID): a timeout or a
+// cancel finds by it the processes that left the build's process group or
+// session (setsid, a daemon's double fork). A process that clears its
+// environment, or whose environment the bastion's user cannot read (one
+// that runs as another user, or made itself undumpable), escapes it.
+const RunEnv = "SORTIE_RUN_ID"
+
+// NewRunID returns a fresh value for RunEnv: 32 random hex digits, so that
+// no two builds of all the Sortie processes sharing a bastion ever share
+// one (a sweep by it kills).
+func NewRunID() string {
+	b := make([]byte, 16)
+	rand.Read(b) // never fails (crypto/rand)
+	return hex.EncodeToString(b)
+}
 
 // DefaultGrace is the time a process tree gets between TERM and KILL.
 const DefaultGrace = 10 * time.Second

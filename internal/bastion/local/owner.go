@@ -210,6 +210,11 @@ func endWhileAlive(ctx context.Context, grace time.Duration, alive func() ([]int
 	defer tick.Stop()
 	for {
 		groups, err := alive()
+		if err == nil && len(groups) == 0 {
+			// A process in the middle of an exec shows an empty
+			// environment for an instant: look twice.
+			groups, err = alive()
+		}
 		if err != nil {
 			return err
 		}
@@ -261,8 +266,9 @@ func ours(r groupRecord, procs map[int]procStat) bool {
 
 // OwnerEnv is the variable every process a bastion with an Owner starts
 // carries, set to the owner id: KillOwner finds by it the processes whose
-// group was started but not yet recorded when their Sortie died.
-const OwnerEnv = "SORTIE_OWNER"
+// group was started but not yet recorded when their Sortie died, and those
+// that left their build's group.
+const OwnerEnv = bastion.OwnerEnv
 
 // tagged returns the process groups with a live member whose environment
 // (as exec'd) holds OwnerEnv=owner, never this process's own group.
@@ -271,7 +277,7 @@ func tagged(owner string) (map[int]bool, error) {
 	if err != nil {
 		return nil, err
 	}
-	want := []byte(OwnerEnv + "=" + owner + "\x00")
+	want := []byte(OwnerEnv + "=" + owner)
 	self := syscall.Getpgrp()
 	groups := map[int]bool{}
 	for pid, st := range procs {
@@ -282,7 +288,7 @@ func tagged(owner string) (map[int]bool, error) {
 		if err != nil {
 			continue // gone, or not ours to read
 		}
-		if bytes.HasPrefix(env, want) || bytes.Contains(env, append([]byte{0}, want...)) {
+		if hasEntry(env, want) {
 			groups[st.pgrp] = true
 		}
 	}
@@ -303,4 +309,17 @@ func endTagged(ctx context.Context, owner string, grace time.Duration) error {
 		}
 		return ids, nil
 	})
+}
+
+// hasEntry reports whether environ, a /proc/<pid>/environ, holds entry
+// ("KEY=value") exactly.
+func hasEntry(environ, entry []byte) bool {
+	for len(environ) > 0 {
+		var kv []byte
+		kv, environ, _ = bytes.Cut(environ, []byte{0})
+		if bytes.Equal(kv, entry) {
+			return true
+		}
+	}
+	return false
 }

@@ -22,9 +22,12 @@ import (
 )
 
 // ownerTree starts a sleeper, a sleeper that ignores TERM, and waits,
-// writing the pids of all three (its own last) to $PIDS.
+// writing the pids of all three (its own last) to $PIDS. The second
+// writes its own once it ignores TERM, and the shell writes its own once
+// both are there, so that three pids mean all is set.
 const ownerTree = `sleep 300 & echo $! >> "$PIDS"
-(trap '' TERM; exec sleep 300) & echo $! >> "$PIDS"
+sh -c 'trap "" TERM; echo $$ >> "$PIDS"; exec sleep 300' &
+until [ "$(wc -l < "$PIDS")" -ge 2 ]; do sleep 0.01; done
 echo $$ >> "$PIDS"
 wait
 `
@@ -45,6 +48,11 @@ func TestHelperOwnerProcess(t *testing.T) {
 	}, io.Discard)
 	t.Fatalf("the build ended (%v): the helper was to be killed first", err)
 }
+
+// uniqueOwner is an owner id made of prefix and a random suffix. A
+// KillOwner ends the owner's tagged processes wherever they run on this
+// machine, and the tests of every package share it.
+func uniqueOwner(prefix string) string { return prefix + "-" + bastion.NewRunID()[:12] }
 
 // killAtCleanup kills pids when the test ends, in case it failed before
 // they were ended.
@@ -75,10 +83,11 @@ func TestKillOwner(t *testing.T) {
 	t.Parallel()
 	work := t.TempDir()
 	dir := t.TempDir()
+	liveOwner, deadOwner, newOwner := uniqueOwner("run-live"), uniqueOwner("run-a"), uniqueOwner("srv-new")
 
 	// A live owner's build, in this process.
 	live := New(work)
-	live.Owner = "run-live"
+	live.Owner = liveOwner
 	livePids := filepath.Join(dir, "live")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -97,20 +106,23 @@ func TestKillOwner(t *testing.T) {
 	deadPids := filepath.Join(dir, "dead")
 	helper := exec.Command(os.Args[0], "-test.run=^TestHelperOwnerProcess$", "-test.count=1")
 	helper.Env = append(os.Environ(),
-		"SORTIE_HELPER_WORKDIR="+work, "SORTIE_HELPER_OWNER=run-a", "SORTIE_HELPER_PIDS="+deadPids)
+		"SORTIE_HELPER_WORKDIR="+work, "SORTIE_HELPER_OWNER="+deadOwner, "SORTIE_HELPER_PIDS="+deadPids)
 	helper.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := helper.Start(); err != nil {
 		t.Fatal(err)
 	}
 	dp := waitPids(t, deadPids, 3)
 	killAtCleanup(t, &dp)
+	// The helper records the group once the process has started, and
+	// the tree may have written its pids before: wait for the record too.
+	eventually(t, "the record of "+deadOwner, func() bool { return len(recordsOf(t, work, deadOwner)) > 0 })
 	if err := helper.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	helper.Wait()
-	recs := recordsOf(t, work, "run-a")
+	recs := recordsOf(t, work, deadOwner)
 	if want := fmt.Sprintf("%d-", dp[2]); len(recs) != 1 || !strings.HasPrefix(recs[0], want) {
-		t.Fatalf("records of run-a: %v, want one %s...", recs, want)
+		t.Fatalf("records of %s: %v, want one %s...", deadOwner, recs, want)
 	}
 	for _, pid := range dp {
 		if !alive(pid) {
@@ -120,25 +132,25 @@ func TestKillOwner(t *testing.T) {
 
 	// The new process.
 	b := New(work)
-	b.Owner = "srv-new"
+	b.Owner = newOwner
 	start := time.Now()
-	if err := b.KillOwner(context.Background(), "run-a", grace); err != nil {
+	if err := b.KillOwner(context.Background(), deadOwner, grace); err != nil {
 		t.Fatal(err)
 	}
 	took := time.Since(start)
 	for _, pid := range dp {
 		if alive(pid) {
-			t.Errorf("process %d of run-a is alive after KillOwner", pid)
+			t.Errorf("process %d of %s is alive after KillOwner", pid, deadOwner)
 		}
 	}
 	if took < grace {
 		t.Errorf("KillOwner took %v: the TERM-ignoring sleeper needs KILL after the grace %v", took, grace)
 	}
-	if _, err := os.Stat(filepath.Join(work, "run", "run-a")); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("run/run-a is still there (%v)", err)
+	if _, err := os.Stat(filepath.Join(work, "run", deadOwner)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("run/%s is still there (%v)", deadOwner, err)
 	}
 	// Again: nothing left is not an error.
-	if err := b.KillOwner(context.Background(), "run-a", grace); err != nil {
+	if err := b.KillOwner(context.Background(), deadOwner, grace); err != nil {
 		t.Errorf("second KillOwner: %v", err)
 	}
 
@@ -148,8 +160,8 @@ func TestKillOwner(t *testing.T) {
 			t.Errorf("process %d of the live owner was ended", pid)
 		}
 	}
-	if recs := recordsOf(t, work, "run-live"); len(recs) != 1 {
-		t.Errorf("records of run-live: %v", recs)
+	if recs := recordsOf(t, work, liveOwner); len(recs) != 1 {
+		t.Errorf("records of %s: %v", liveOwner, recs)
 	}
 	cancel()
 	if o := <-liveDone; !o.Canceled {
@@ -157,8 +169,8 @@ func TestKillOwner(t *testing.T) {
 	}
 	assertGone(t, lp)
 	// Its record went with its process group.
-	if recs := recordsOf(t, work, "run-live"); len(recs) != 0 {
-		t.Errorf("records of run-live after the build: %v", recs)
+	if recs := recordsOf(t, work, liveOwner); len(recs) != 0 {
+		t.Errorf("records of %s after the build: %v", liveOwner, recs)
 	}
 }
 
@@ -167,6 +179,7 @@ func TestKillOwner(t *testing.T) {
 func TestKillOwnerSparesReusedPids(t *testing.T) {
 	t.Parallel()
 	work := t.TempDir()
+	owner := uniqueOwner("run-b")
 	sleeper := exec.Command("sleep", "300")
 	sleeper.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := sleeper.Start(); err != nil {
@@ -185,7 +198,7 @@ func TestKillOwnerSparesReusedPids(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(work, "run", "run-b")
+	dir := filepath.Join(work, "run", owner)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -203,14 +216,14 @@ func TestKillOwnerSparesReusedPids(t *testing.T) {
 		}
 	}
 	b := New(work)
-	if err := b.KillOwner(context.Background(), "run-b", grace); err != nil {
+	if err := b.KillOwner(context.Background(), owner, grace); err != nil {
 		t.Fatal(err)
 	}
 	if !alive(pid) {
 		t.Fatalf("process %d, not the one recorded, was killed", pid)
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("run/run-b is still there (%v)", err)
+		t.Errorf("run/%s is still there (%v)", owner, err)
 	}
 
 	// The true record: ended.
@@ -221,7 +234,7 @@ func TestKillOwnerSparesReusedPids(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, strconv.Itoa(pid)), []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.KillOwner(context.Background(), "run-b", grace); err != nil {
+	if err := b.KillOwner(context.Background(), owner, grace); err != nil {
 		t.Fatal(err)
 	}
 	if alive(pid) {
@@ -290,25 +303,26 @@ func TestKillOwnerFindsUnrecordedGroups(t *testing.T) {
 		t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-exited })
 		return cmd, exited
 	}
-	_, exited := start("run-lost")
-	other, _ := start("run-other")
+	lost := uniqueOwner("run-lost")
+	_, exited := start(lost)
+	other, _ := start(uniqueOwner("run-other"))
 
 	b := New(t.TempDir())
-	b.Owner = "srv-new"
-	if err := b.KillOwner(context.Background(), "run-lost", time.Second); err != nil {
+	b.Owner = uniqueOwner("srv-new")
+	if err := b.KillOwner(context.Background(), lost, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case err := <-exited:
 		exited <- err // for the cleanup
 	case <-time.After(5 * time.Second):
-		t.Fatal("the unrecorded group of run-lost is still alive")
+		t.Fatalf("the unrecorded group of %s is still alive", lost)
 	}
 	if err := syscall.Kill(other.Process.Pid, 0); err != nil {
 		t.Errorf("another owner's process was ended: %v", err)
 	}
 	// Its child too: the whole group went.
-	groups, err := tagged("run-lost")
+	groups, err := tagged(lost)
 	if err != nil || len(groups) != 0 {
 		t.Errorf("tagged groups left: %v %v", groups, err)
 	}

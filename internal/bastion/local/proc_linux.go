@@ -24,19 +24,22 @@ func waitExited(pid int) error {
 	}
 }
 
-// groupAlive reports whether any live process other than leader is in
-// process group pgid. Zombies are dead and do not count: whoever reaps them
-// (init, here) may take its time.
-func groupAlive(pgid, leader int) bool {
+// scanProcs reads /proc once. It returns the live processes of process
+// group pgid other than leader, and, if mark ("KEY=value") is not nil, the
+// live processes whose environment holds it. Zombies are dead and do not
+// count: whoever reaps them (init, here) may take its time; a zombie's
+// environment reads empty.
+func scanProcs(pgid, leader int, mark []byte) (group, marked []int) {
 	d, err := os.Open("/proc")
 	if err != nil {
-		return false
+		return nil, nil
 	}
 	defer d.Close()
 	names, _ := d.Readdirnames(-1)
+	self := os.Getpid()
 	for _, name := range names {
 		pid, err := strconv.Atoi(name)
-		if err != nil || pid == leader {
+		if err != nil || pid == leader || pid == self {
 			continue
 		}
 		stat, err := os.ReadFile("/proc/" + name + "/stat")
@@ -44,11 +47,20 @@ func groupAlive(pgid, leader int) bool {
 			continue // gone meanwhile
 		}
 		state, pg, ok := parseStat(stat)
-		if ok && pg == pgid && state != 'Z' && state != 'X' {
-			return true
+		if !ok || state == 'Z' || state == 'X' {
+			continue
+		}
+		if pg == pgid {
+			group = append(group, pid)
+			continue
+		}
+		if mark != nil {
+			if env, err := os.ReadFile("/proc/" + name + "/environ"); err == nil && hasEntry(env, mark) {
+				marked = append(marked, pid)
+			}
 		}
 	}
-	return false
+	return group, marked
 }
 
 // parseStat returns the state and the process group of a /proc/<pid>/stat

@@ -16,9 +16,18 @@ import (
 )
 
 const (
-	// pollInterval is how often a process group that was told to end is
-	// checked for members still alive.
+	// pollInterval is how soon after a signal a build's processes are
+	// first checked for members still alive; the checks then come at
+	// doubling intervals up to maxPoll, since a check reads all of /proc
+	// (about 4 ms with 500 processes) and what has not ended at once is
+	// waiting for SIGKILL anyway.
 	pollInterval = 10 * time.Millisecond
+	maxPoll      = 160 * time.Millisecond
+	// killWait is how long processes may take to die after SIGKILL (one
+	// stuck in the kernel, on a dead NFS server say, takes until the
+	// kernel lets go) before the build stops waiting for them and says so
+	// in its log.
+	killWait = 10 * time.Second
 	// drainDelay is how long output is still read once the process group
 	// is gone. Only a process that left the group (setsid, a daemon) can
 	// still hold the pipe then, and its output is not the build's.
@@ -29,14 +38,17 @@ const (
 // with exactly spec.Env as its environment, nothing inherited, and stdout
 // and stderr merged into one pipe copied to log.
 //
-// The command leads a process group of its own. When spec.Timeout passes or
-// ctx is done, the group gets SIGTERM, then SIGKILL once spec.Grace has
-// passed with a member still alive. When the command ends by itself, any
-// process it left in its group (a "cmd &") is ended the same way, so a
-// build leaves nothing behind. A process that leaves the group (setsid, a
-// daemon) is out of reach; Run does not wait for it to close its output.
-// While b.Owner is set, the group is recorded for KillOwner until it is
-// gone.
+// The command leads a process group of its own, and every process it
+// starts carries bastion.RunEnv, set to an id of this Run alone. When
+// spec.Timeout passes or ctx is done, the group and every process carrying
+// that id, wherever it went (setsid, a daemon's double fork), get SIGTERM,
+// then SIGKILL once spec.Grace has passed with one still alive, and Run
+// returns once none is. When the command ends by itself, any process it
+// left in its group (a "cmd &") is ended the same way, so a build leaves
+// nothing behind; a process that left the group is let be, as a daemon a
+// job starts on purpose (ssh's ControlPersist master) must, and Run does
+// not wait for it to close its output. While b.Owner is set, the group is
+// recorded for KillOwner until it is gone.
 //
 // A ctx done before the start gives Canceled without running anything.
 func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (bastion.Outcome, error) {
@@ -94,6 +106,8 @@ func environ(env map[string]string) ([]string, error) {
 // group, whose output a goroutine copies to the log.
 type process struct {
 	cmd     *exec.Cmd
+	mark    []byte        // "<bastion.RunEnv>=<id>": the environment entry of its processes
+	log     io.Writer     // written by copy, then by wait once copy is done
 	out     *os.File      // the read end of the output pipe
 	exited  chan error    // the leader has exited, not yet reaped; buffered
 	copied  chan struct{} // the copy goroutine is done; closed
@@ -115,6 +129,9 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 	if err != nil {
 		return nil, fmt.Errorf("pipe: %w", err)
 	}
+	// Last, so that it overrides a value in env: exec keeps the last.
+	mark := bastion.RunEnv + "=" + bastion.NewRunID()
+	env = append(env[:len(env):len(env)], mark)
 	// The child gets the write end directly: no copying goroutine of
 	// os/exec, whose Wait would block while a leftover child holds it.
 	cmd := exec.Command("/bin/sh", "-c", command)
@@ -146,7 +163,7 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 		}
 		untrack = u
 	}
-	p := &process{cmd: cmd, out: pr, exited: make(chan error, 1), copied: make(chan struct{}), untrack: untrack}
+	p := &process{cmd: cmd, mark: []byte(mark), log: log, out: pr, exited: make(chan error, 1), copied: make(chan struct{}), untrack: untrack}
 	go func() { p.exited <- waitExited(pid) }()
 	go p.copy(log)
 	return p, nil
@@ -172,8 +189,8 @@ func (p *process) copy(log io.Writer) {
 	}
 }
 
-// wait waits for the process, ends its group as Run describes, reaps it,
-// and stops the goroutines of startProcess.
+// wait waits for the process, ends what Run says it ends, reaps it, and
+// stops the goroutines of startProcess.
 func (p *process) wait(ctx context.Context, timeout, grace time.Duration) bastion.Outcome {
 	var out bastion.Outcome
 	var timer <-chan time.Time
@@ -191,6 +208,7 @@ func (p *process) wait(ctx context.Context, timeout, grace time.Duration) bastio
 	case <-ctx.Done():
 		out.Canceled = true
 	}
+	var stuck []int
 	if exited {
 		// Reap the leader first: then one kill(-pgid, 0) says whether the
 		// job left anything in its group, where scanning /proc after every
@@ -200,11 +218,11 @@ func (p *process) wait(ctx context.Context, timeout, grace time.Duration) bastio
 		// reissued before the pid space wraps around.
 		_ = p.cmd.Wait()
 		if err := syscall.Kill(-p.cmd.Process.Pid, 0); !errors.Is(err, syscall.ESRCH) {
-			p.endGroup(true, grace)
+			stuck = p.end(true, false, grace)
 		}
 	} else {
-		p.endGroup(false, grace)
-		// The rest of the group is gone or killed: reap the leader.
+		stuck = p.end(false, true, grace)
+		// The rest is gone or killed: reap the leader.
 		_ = p.cmd.Wait()
 	}
 	p.untrack()
@@ -218,36 +236,93 @@ func (p *process) wait(ctx context.Context, timeout, grace time.Duration) bastio
 	}
 	<-p.copied
 	p.out.Close()
+	if len(stuck) > 0 {
+		fmt.Fprintf(p.log, "sortie: processes %v of the job are still alive %v after SIGKILL\n", stuck, killWait)
+	}
 	return out
 }
 
-// endGroup ends the process group led by the process: SIGTERM to the group,
-// then SIGKILL after grace if a member is still alive. exited says whether
-// the leader has exited already, in which case a group without other
-// members is left alone. It returns once the leader has exited.
-func (p *process) endGroup(exited bool, grace time.Duration) {
+// end ends the process group led by the process and, if sweep is set,
+// every process carrying its run id (p.mark) wherever it went. The group
+// gets SIGTERM at once, each process found by its id when first seen
+// (one may fork while this runs); once grace has passed with any of them
+// alive, all of them get SIGKILL, again at every check until none is left.
+// exited says whether the leader has exited already, in which case a group
+// without other members is left alone. end returns once the leader has
+// exited and nothing else is left, or, for processes that outlive SIGKILL
+// by killWait, once the leader has exited; it returns those.
+func (p *process) end(exited, sweep bool, grace time.Duration) (stuck []int) {
 	pgid := p.cmd.Process.Pid
-	if exited && !groupAlive(pgid, pgid) {
-		return
+	var mark []byte
+	if sweep {
+		mark = p.mark
 	}
-	// The leader is alive or a zombie not yet reaped, so pgid is still
-	// this group's.
+	scan := func() (group, marked []int) {
+		group, marked = scanProcs(pgid, pgid, mark)
+		if len(group)+len(marked) == 0 && mark != nil {
+			// A process in the middle of an exec shows an empty
+			// environment for an instant: look twice.
+			group, marked = scanProcs(pgid, pgid, mark)
+		}
+		return group, marked
+	}
+	group, marked := scan()
+	if exited && len(group) == 0 && len(marked) == 0 {
+		return nil
+	}
+	// The leader is alive or a zombie not yet reaped, or a member is left:
+	// pgid is still this group's.
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	termed := map[int]bool{}
+	term := func(pids []int) {
+		for _, pid := range pids {
+			if !termed[pid] {
+				termed[pid] = true
+				// Read from /proc a moment ago: the pid could only be
+				// another process's if the process died and the pid space
+				// wrapped around since.
+				_ = syscall.Kill(pid, syscall.SIGTERM)
+			}
+		}
+	}
+	term(marked)
+
+	leader := p.exited
+	if exited {
+		leader = nil
+	}
 	deadline := time.NewTimer(grace)
 	defer deadline.Stop()
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for !exited || groupAlive(pgid, pgid) {
+	interval := pollInterval
+	poll := time.NewTimer(interval)
+	defer poll.Stop()
+	var killedAt time.Time
+	for {
 		select {
-		case <-p.exited:
-			exited = true
-		case <-tick.C:
+		case <-leader:
+			exited, leader = true, nil
+		case <-poll.C:
+			interval = min(2*interval, maxPoll)
+			poll.Reset(interval)
 		case <-deadline.C:
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			if !exited {
-				<-p.exited
+			killedAt = time.Now()
+		}
+		group, marked = scan()
+		left := len(group) + len(marked)
+		switch {
+		case exited && left == 0:
+			return nil
+		case killedAt.IsZero():
+			term(marked)
+		case exited && time.Since(killedAt) > killWait:
+			return append(group, marked...)
+		default:
+			if !exited || len(group) > 0 {
+				_ = syscall.Kill(-pgid, syscall.SIGKILL)
 			}
-			return
+			for _, pid := range marked {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
 		}
 	}
 }

@@ -69,11 +69,12 @@ func TestRunOutput(t *testing.T) {
 }
 
 // The environment is this machine's values of bastion.BaseEnv, the job's
-// Env over them, and nothing else of Sortie's.
+// Env over them, and the run's id (which the job cannot set), and nothing
+// else of Sortie's.
 func TestRunEnvIsExact(t *testing.T) {
 	t.Parallel()
 	for _, env := range []map[string]string{
-		{"A": "1", "B": "two words", "EMPTY": "", "NL": "x\ny", "HOME": "/job/home"},
+		{"A": "1", "B": "two words", "EMPTY": "", "NL": "x\ny", "HOME": "/job/home", bastion.RunEnv: "forged"},
 		{},
 	} {
 		// The shell's own environment, before it adds PWD for its children.
@@ -89,6 +90,13 @@ func TestRunEnvIsExact(t *testing.T) {
 		}
 		for k, v := range env {
 			all[k] = v
+		}
+		// Each run has an id of its own: take it from the log.
+		all[bastion.RunEnv] = "?"
+		if _, after, ok := strings.Cut(log, bastion.RunEnv+"="); ok {
+			if id, _, _ := strings.Cut(after, "\n"); len(id) == 32 {
+				all[bastion.RunEnv] = id
+			}
 		}
 		var want []string
 		for k, v := range all {

@@ -3,8 +3,10 @@ package ssh_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,40 +19,135 @@ import (
 	"github.com/sortie-ci/sortie/internal/bastion/ssh/sshtest"
 )
 
-// TestKeepaliveToleratesASlowLink: a connection that answers keepalives
+// TestKeepaliveToleratesASlowLink: a connection that answers a keepalive
 // late, but within three intervals (OpenSSH's ServerAliveCountMax), is
-// kept, and the build running over it goes on; one silent for longer is
-// dropped, and the build is an infrastructure failure.
+// kept, and the build running over it goes on; one silent for three is
+// dropped, and the build is an infrastructure failure. The link is hung
+// until a keepalive sent during the hang has waited two intervals, or
+// until the bastion gives up on it, as the bastion itself reports.
 func TestKeepaliveToleratesASlowLink(t *testing.T) {
 	t.Parallel()
 	srv := sshtest.Start(t)
 	b := newBastion(t, srv, srv.KnownHosts) // keepalive every 500ms
+	const interval = 500 * time.Millisecond
+	events := b.Keepalives()
+	next := func() ssh.KeepaliveEvent {
+		t.Helper()
+		select {
+		case e := <-events:
+			return e
+		case <-time.After(30 * time.Second):
+			t.Fatal("no keepalive for 30 s")
+		}
+		panic("unreachable")
+	}
 	ctx := context.Background()
 
-	runHung := func(hang time.Duration) (bastion.Outcome, error) {
+	// runHung runs a build that waits for a gate, hangs the link while
+	// it runs, right after a keepalive was answered so that none is in
+	// flight, and resumes it when resumeOn says so, given each keepalive
+	// event of a request sent during the hang, and any drop; then it
+	// opens the gate if open says so. It returns the pid of the build's
+	// shell too.
+	runHung := func(open bool, resumeOn func(ssh.KeepaliveEvent) bool) (bastion.Outcome, int, error) {
+		dir := t.TempDir()
+		started, gate := filepath.Join(dir, "started"), filepath.Join(dir, "gate")
 		done := make(chan struct{})
 		var o bastion.Outcome
 		var err error
 		go func() {
 			defer close(done)
-			o, _, err = run(t, b, ctx, bastion.Spec{Command: "sleep 2"})
+			// The build also stops once the test's directory is gone, in
+			// case the test ends before it saw the gate.
+			o, _, err = run(t, b, ctx, bastion.Spec{Command: fmt.Sprintf(
+				"echo $$ > %[1]s.tmp && mv %[1]s.tmp %[1]s; while [ ! -e %[2]s ] && [ -d %[3]s ]; do sleep 0.05; done",
+				started, gate, dir)})
 		}()
-		time.Sleep(300 * time.Millisecond) // the build runs
+		t.Cleanup(func() {
+			os.WriteFile(gate, nil, 0o644)
+			<-done
+		})
+		var pid int
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if p := pids(t, started); len(p) == 1 {
+				pid = p[0]
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the build never started")
+			}
+		}
+		for drained := false; !drained; {
+			select {
+			case <-events: // old news
+			default:
+				drained = true
+			}
+		}
+		for !next().Done {
+		}
 		resume := srv.Hang(t)
-		time.Sleep(hang)
+		defer resume() // again, harmless, if the test fails while hung
+		hung := time.Now()
+		for {
+			if e := next(); (!e.Sent.Before(hung) || e.Dropped) && resumeOn(e) {
+				break
+			}
+		}
 		resume()
+		if open {
+			if err := os.WriteFile(gate, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 		<-done
-		return o, err
+		return o, pid, err
 	}
+
 	// Silent for two intervals: kept.
-	if o, err := runHung(time.Second); err != nil || o.ExitCode != 0 {
+	var late time.Time // the keepalive sent during the hang
+	o, _, err := runHung(true, func(e ssh.KeepaliveEvent) bool {
+		if e.Dropped {
+			t.Fatalf("the connection was dropped after %v of silence", e.Waited)
+		}
+		if late.IsZero() && !e.Done {
+			late = e.Sent
+			time.Sleep(time.Until(e.Sent.Add(2 * interval))) // the silence the test is about
+			return true
+		}
+		return false
+	})
+	if err != nil || o.ExitCode != 0 {
 		t.Fatalf("build over a link silent for 2 keepalive intervals: %+v %v; want it kept", o, err)
 	}
-	// Silent for four and a half: dropped.
-	o, err := runHung(2250 * time.Millisecond)
-	if err == nil || !bastion.IsInfra(err) {
-		t.Fatalf("build over a link silent for 4.5 keepalive intervals: %+v %v; want an infrastructure failure", o, err)
+	for {
+		if e := next(); e.Sent.Equal(late) && e.Done {
+			if e.Dropped || e.Waited < 2*interval {
+				t.Fatalf("the keepalive sent during the hang: %+v, want it answered after 2 intervals", e)
+			}
+			break
+		}
 	}
+
+	// Silent until the bastion gives up: dropped, after three intervals.
+	o, lost, err := runHung(false, func(e ssh.KeepaliveEvent) bool {
+		if e.Dropped && e.Waited < ssh.KeepaliveMisses*interval {
+			t.Errorf("the connection was dropped after %v of silence, want %v", e.Waited, ssh.KeepaliveMisses*interval)
+		}
+		return e.Dropped
+	})
+	if err == nil || !bastion.IsInfra(err) {
+		t.Fatalf("build over a link the bastion gave up on: %+v %v; want an infrastructure failure", o, err)
+	}
+	// The next connection ends the build that was lost with the last,
+	// still waiting for its gate.
+	if gone(lost) {
+		t.Fatalf("the lost build (pid %d) ended with its connection: nothing to test", lost)
+	}
+	if o, _, err := run(t, b, ctx, bastion.Spec{Command: "true"}); err != nil || o.ExitCode != 0 {
+		t.Fatalf("build after the drop: %+v %v", o, err)
+	}
+	assertGone(t, []int{lost}, 1)
 }
 
 // TestMissingDirIsInfra: a build whose directory cannot be entered on the

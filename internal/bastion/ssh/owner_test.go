@@ -20,6 +20,11 @@ import (
 	"github.com/sortie-ci/sortie/internal/bastion/ssh/sshtest"
 )
 
+// uniqueOwner is an owner id made of prefix and a random suffix. A
+// KillOwner ends the owner's processes wherever they run on the bastion's
+// host, and the tests of every package share this one.
+func uniqueOwner(prefix string) string { return prefix + "-" + bastion.NewRunID()[:12] }
+
 // ownerBastion is a bastion of srv with owner id owner on workdir.
 func ownerBastion(t *testing.T, srv *sshtest.Server, workdir, owner string) *ssh.Bastion {
 	t.Helper()
@@ -82,6 +87,22 @@ func killAtCleanup(t *testing.T, pids *[]int) {
 	})
 }
 
+// parentOf returns the parent of process pid.
+func parentOf(t *testing.T, pid int) int {
+	t.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(stat)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]) // state, ppid, ...
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		t.Fatalf("/proc/%d/stat: %q", pid, stat)
+	}
+	return ppid
+}
+
 func pidFiles(t *testing.T, dir string) []string {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
@@ -104,9 +125,10 @@ func TestKillOwnerAfterTheOwnerDied(t *testing.T) {
 	srv := sshtest.Start(t)
 	workdir := filepath.Join(t.TempDir(), "bastion")
 	dir := t.TempDir()
+	liveOwner, deadOwner, newOwner := uniqueOwner("run-live"), uniqueOwner("run-a"), uniqueOwner("srv-new")
 
 	// A live owner's build, in this process.
-	live := ownerBastion(t, srv, workdir, "run-live")
+	live := ownerBastion(t, srv, workdir, liveOwner)
 	liveFile := filepath.Join(dir, "live")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -118,25 +140,25 @@ func TestKillOwnerAfterTheOwnerDied(t *testing.T) {
 		}
 		liveDone <- o
 	}()
-	lp := waitPids(t, liveFile, 3)
+	lp := waitPids(t, liveFile, treeSize)
 	killAtCleanup(t, &lp)
 
 	// The owner that dies: a helper process with its own connection.
 	deadFile := filepath.Join(dir, "dead")
 	helper := exec.Command(os.Args[0], "-test.run=^TestHelperSSHOwnerProcess$", "-test.count=1")
 	helper.Env = append(os.Environ(), "SORTIE_SSH_HELPER="+strings.Join([]string{srv.Host, strconv.Itoa(srv.Port), srv.User,
-		srv.IdentityFile, srv.KnownHosts, workdir, "run-a", deadFile}, " "))
+		srv.IdentityFile, srv.KnownHosts, workdir, deadOwner, deadFile}, " "))
 	helper.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := helper.Start(); err != nil {
 		t.Fatal(err)
 	}
-	dp := waitPids(t, deadFile, 3)
+	dp := waitPids(t, deadFile, treeSize)
 	killAtCleanup(t, &dp)
 	// The group's leader, the wrapper, is in the build's pid file.
-	runA := filepath.Join(workdir, "run", "run-a")
+	runA := filepath.Join(workdir, "run", deadOwner)
 	files := pidFiles(t, runA)
 	if len(files) != 1 {
-		t.Fatalf("pid files of run-a: %v", files)
+		t.Fatalf("pid files of %s: %v", deadOwner, files)
 	}
 	rec, _ := os.ReadFile(filepath.Join(runA, files[0]))
 	f := strings.Fields(string(rec))
@@ -145,11 +167,22 @@ func TestKillOwnerAfterTheOwnerDied(t *testing.T) {
 	}
 	leader, _ := strconv.Atoi(f[0])
 	dp = append(dp, leader)
+	// The leader's parent is the sshd process of the helper's connection:
+	// it exits once sshd has seen the connection go, and whatever that
+	// does to the build has been done.
+	conn := parentOf(t, leader)
+	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", conn)); !strings.HasPrefix(string(comm), "sshd") {
+		t.Fatalf("the build's leader %d has parent %d (%q), not sshd", leader, conn, comm)
+	}
 	if err := helper.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	helper.Wait()
-	time.Sleep(200 * time.Millisecond) // for sshd to see the connection go
+	for deadline := time.Now().Add(10 * time.Second); !gone(conn); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("sshd process %d of the dead helper's connection never exited", conn)
+		}
+	}
 	for _, p := range dp {
 		if gone(p) {
 			t.Fatalf("process %d of the dead owner's build died with its connection: nothing to test", p)
@@ -157,24 +190,24 @@ func TestKillOwnerAfterTheOwnerDied(t *testing.T) {
 	}
 
 	// The new process.
-	b := ownerBastion(t, srv, workdir, "srv-new")
+	b := ownerBastion(t, srv, workdir, newOwner)
 	start := time.Now()
-	if err := b.KillOwner(context.Background(), "run-a", 300*time.Millisecond); err != nil {
+	if err := b.KillOwner(context.Background(), deadOwner, 300*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	took := time.Since(start)
 	for _, p := range dp {
 		if !gone(p) {
-			t.Errorf("process %d of run-a is alive after KillOwner", p)
+			t.Errorf("process %d of %s is alive after KillOwner", p, deadOwner)
 		}
 	}
 	if took < 300*time.Millisecond {
 		t.Errorf("KillOwner took %v: the TERM-ignoring sleeper needs KILL after the grace", took)
 	}
 	if _, err := os.Stat(runA); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("run/run-a is still there (%v)", err)
+		t.Errorf("run/%s is still there (%v)", deadOwner, err)
 	}
-	if err := b.KillOwner(context.Background(), "run-a", time.Second); err != nil {
+	if err := b.KillOwner(context.Background(), deadOwner, time.Second); err != nil {
 		t.Errorf("second KillOwner: %v", err)
 	}
 
@@ -188,9 +221,9 @@ func TestKillOwnerAfterTheOwnerDied(t *testing.T) {
 	if o := <-liveDone; !o.Canceled {
 		t.Errorf("live build: %+v", o)
 	}
-	assertGone(t, lp, 3)
-	if files := pidFiles(t, filepath.Join(workdir, "run", "run-live")); len(files) != 0 {
-		t.Errorf("pid files of run-live after its build: %v", files)
+	assertGone(t, lp, treeSize)
+	if files := pidFiles(t, filepath.Join(workdir, "run", liveOwner)); len(files) != 0 {
+		t.Errorf("pid files of %s after its build: %v", liveOwner, files)
 	}
 }
 
@@ -200,7 +233,8 @@ func TestKillOwnerSparesReusedPids(t *testing.T) {
 	t.Parallel()
 	srv := sshtest.Start(t)
 	workdir := filepath.Join(t.TempDir(), "bastion")
-	b := ownerBastion(t, srv, workdir, "srv-new")
+	owner, newOwner := uniqueOwner("run-b"), uniqueOwner("srv-new")
+	b := ownerBastion(t, srv, workdir, newOwner)
 	sleeper := exec.Command("sleep", "300")
 	sleeper.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := sleeper.Start(); err != nil {
@@ -225,7 +259,7 @@ func TestKillOwnerSparesReusedPids(t *testing.T) {
 		t.Fatal(err)
 	}
 	boot := strings.TrimSpace(string(bootB))
-	dir := filepath.Join(workdir, "run", "run-b")
+	dir := filepath.Join(workdir, "run", owner)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -241,14 +275,14 @@ func TestKillOwnerSparesReusedPids(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := b.KillOwner(context.Background(), "run-b", 300*time.Millisecond); err != nil {
+	if err := b.KillOwner(context.Background(), owner, 300*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	if gone(pid) {
 		t.Fatalf("process %d, not the one recorded, was killed", pid)
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("run/run-b is still there (%v)", err)
+		t.Errorf("run/%s is still there (%v)", owner, err)
 	}
 
 	// The true record: ended.
@@ -258,7 +292,7 @@ func TestKillOwnerSparesReusedPids(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "x.pid"), fmt.Appendf(nil, "%d %d %s\n", pid, start, boot), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.KillOwner(context.Background(), "run-b", 300*time.Millisecond); err != nil {
+	if err := b.KillOwner(context.Background(), owner, 300*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	if !gone(pid) {
@@ -266,7 +300,7 @@ func TestKillOwnerSparesReusedPids(t *testing.T) {
 	}
 
 	// Bad or own owner ids are refused.
-	for _, bad := range []string{"", "../x", "a/b", "-x", "a b", "srv-new"} {
+	for _, bad := range []string{"", "../x", "a/b", "-x", "a b", newOwner} {
 		if err := b.KillOwner(context.Background(), bad, time.Second); err == nil {
 			t.Errorf("KillOwner(%q) succeeded", bad)
 		}
@@ -284,11 +318,12 @@ func TestOwnerPidFilesAreRemoved(t *testing.T) {
 	t.Parallel()
 	srv := sshtest.Start(t)
 	workdir := filepath.Join(t.TempDir(), "bastion")
-	b := ownerBastion(t, srv, workdir, "run-x")
+	owner := uniqueOwner("run-x")
+	b := ownerBastion(t, srv, workdir, owner)
 	ctx := context.Background()
 	file := filepath.Join(t.TempDir(), "pids")
 	for _, cmd := range []string{"true", "exit 3",
-		fmt.Sprintf(`sh -c 'trap "" TERM; echo $$ >> %s; exec sleep 300' & sleep 0.2; exit 4`, file)} {
+		fmt.Sprintf(`sh -c 'trap "" TERM; echo $$ >> %[1]s; exec sleep 300' & while [ ! -s %[1]s ]; do sleep 0.01; done; exit 4`, file)} {
 		if _, _, err := run(t, b, ctx, bastion.Spec{Command: cmd, Grace: 300 * time.Millisecond}); err != nil {
 			t.Fatalf("%s: %v", cmd, err)
 		}
@@ -300,7 +335,7 @@ func TestOwnerPidFilesAreRemoved(t *testing.T) {
 	if _, err := b.Install(ctx, []string{"true"}, nil, io.Discard); err != nil { // up to date
 		t.Fatal(err)
 	}
-	if files := pidFiles(t, filepath.Join(workdir, "run", "run-x")); len(files) != 0 {
-		t.Errorf("left in run/run-x: %v", files)
+	if files := pidFiles(t, filepath.Join(workdir, "run", owner)); len(files) != 0 {
+		t.Errorf("left in run/%s: %v", owner, files)
 	}
 }

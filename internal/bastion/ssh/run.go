@@ -50,6 +50,49 @@ const endGroupFunc = `end_group() {
 }
 `
 
+// marked prints the pids of the live processes whose environment holds
+// the entry $m ("KEY=value"), one a line. One GNU grep reads every
+// environment this user may read (-z: entries end with a NUL; -x: the
+// whole entry); a zombie's reads empty. About 6 ms with 600 processes.
+const markedFunc = `marked() {
+  (cd /proc && grep -lsxzF -e "$m" [0-9]*/environ) | sed 's,/.*,,'
+}
+`
+
+// endAllFunc ends group $g (none if empty) and every process marked with
+// $m wherever it went (setsid, a double fork): TERM to the group at once
+// and to each marked process when first seen, since one may fork
+// meanwhile; once $grace tenths of a second have passed with any of them
+// alive, KILL to all of them every tenth until none is left. It fails,
+// naming them, if some outlive the KILL by 10 s (stuck in the kernel).
+const endAllFunc = `end_all() {
+  termed= n=0
+  [ -n "$g" ] && kill -s TERM -- "-$g" 2>/dev/null
+  while :; do
+    p=$(marked)
+    if [ -z "$p" ] && ! { [ -n "$g" ] && others; }; then
+      # A process in the middle of an exec shows an empty environment
+      # for an instant: look twice.
+      p=$(marked)
+      [ -z "$p" ] && return 0
+    fi
+    if [ "$n" -lt "$grace" ]; then
+      for x in $p; do
+        case " $termed " in *" $x "*) ;; *) kill -s TERM "$x" 2>/dev/null; termed="$termed $x" ;; esac
+      done
+    elif [ "$n" -lt $((grace + 100)) ]; then
+      [ -n "$g" ] && kill -s KILL -- "-$g" 2>/dev/null
+      [ -n "$p" ] && kill -s KILL $p 2>/dev/null
+    else
+      echo "still alive 10 s after KILL: group ${g:-none}, processes" $p >&2
+      return 1
+    fi
+    sleep 0.1
+    n=$((n+1))
+  done
+}
+`
+
 // ours succeeds while group $g is the one a pid file recorded, the leader
 // having started at $st (field 22 of /proc/<pid>/stat), and has a member
 // alive. A process with pid $g but another start time means the pid was
@@ -108,6 +151,7 @@ func (b *Bastion) buildScript(id string, spec bastion.Spec, grace time.Duration)
 	for _, k := range keys {
 		fmt.Fprintf(&s, "export %s=%s\n", k, q(spec.Env[k]))
 	}
+	b.tag(&s, id)
 	dir := spec.Dir
 	if dir == "" {
 		dir = b.Workdir()
@@ -121,6 +165,17 @@ func (b *Bastion) buildScript(id string, spec bastion.Spec, grace time.Duration)
 	// the KILL ends us too, so leave the status behind first.
 	fmt.Fprintf(&s, "trap '' TERM\nif others; then echo 'sortie: ending the processes the job left behind'; echo $rc > %s; end_group; fi\nrm -f %s\nexit $rc\n", q(rc), q(pid))
 	return s.String()
+}
+
+// tag exports, last so that the job's env cannot override them,
+// bastion.RunEnv=id and, with an owner, bastion.OwnerEnv: every process of
+// the build carries them, and a timeout, a cancel or KillOwner finds by
+// them the processes that left the build's process group.
+func (b *Bastion) tag(s *strings.Builder, id string) {
+	fmt.Fprintf(s, "export %s=%s\n", bastion.RunEnv, id)
+	if b.cfg.Owner != "" {
+		fmt.Fprintf(s, "export %s=%s\n", bastion.OwnerEnv, b.cfg.Owner)
+	}
 }
 
 // cdFailed is the signal the build script sends itself when it cannot
@@ -150,7 +205,7 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 		}
 		return bastion.Outcome{}, err
 	}
-	id := randomID()
+	id := bastion.NewRunID()
 	sess, err := c.NewSession()
 	if err != nil {
 		return bastion.Outcome{}, b.infra(c, "open session", err)
@@ -246,23 +301,29 @@ func (b *Bastion) end(c *gossh.Client, sess *gossh.Session, id string, grace tim
 	}
 }
 
-// kill ends the process group of a build from another session. A build
+// kill ends a build from another session: its process group and every
+// process carrying its run id (bastion.RunEnv) wherever it went. A build
 // cancelled just after it started may not have written its pid file yet:
 // kill waits for it for up to the grace period. A group that is gone, or
 // whose id is no longer the build's (a kill left for a reconnection after
-// a reboot of the bastion, say), is left alone.
+// a reboot of the bastion, say), is left alone. Processes that outlive
+// SIGKILL are left too, and said so on stderr, which nobody reads: the
+// build is over for Sortie either way.
 func (b *Bastion) kill(ctx context.Context, c *gossh.Client, id string, grace time.Duration) error {
 	pid, rc := b.runPaths(id)
-	script := fmt.Sprintf(`%s%s%sgrace=%d
+	script := fmt.Sprintf(`%s%s%s%sgrace=%d m=%s
 n=0
-while [ ! -s %[5]s ] && [ "$n" -lt "$grace" ]; do sleep 0.1; n=$((n+1)); done
-read -r g st bt 2>/dev/null < %[5]s || exit 0
-case $g in ''|*[!0-9]*|0*|1) exit 0 ;; esac
+while [ ! -s %[7]s ] && [ "$n" -lt "$grace" ]; do sleep 0.1; n=$((n+1)); done
+g= st= bt=
+read -r g st bt 2>/dev/null < %[7]s
+case $g in ''|*[!0-9]*|0*|1) g= ;; esac
 read -r boot < /proc/sys/kernel/random/boot_id
-[ "$bt" = "$boot" ] && ours && end_group
-rm -f %[5]s %[6]s
-`, othersFunc, endGroupFunc, oursFunc, tenths(grace), q(pid), q(rc))
-	ctx, cancel := context.WithTimeout(ctx, 3*grace+b.cfg.DialTimeout)
+[ -n "$g" ] && [ "$bt" = "$boot" ] && ours || g=
+end_all
+rm -f %[7]s %[8]s
+`, othersFunc, oursFunc, markedFunc, endAllFunc, tenths(grace), q(bastion.RunEnv+"="+id), q(pid), q(rc))
+	// TERM, grace, KILL, and up to 10 s for the killed to go.
+	ctx, cancel := context.WithTimeout(ctx, 3*grace+b.cfg.DialTimeout+15*time.Second)
 	defer cancel()
 	_, err := output(ctx, c, "exec /bin/sh -s", strings.NewReader(script))
 	return err

@@ -162,7 +162,7 @@ func (b *Bastion) Install(ctx context.Context, commands []string, env map[string
 	}
 	w := b.Workdir()
 	fp := bastion.Fingerprint(commands)
-	id := randomID()
+	id := bastion.NewRunID()
 	pid, _ := b.runPaths(id)
 	var s strings.Builder
 	// Nothing sweeps an install's group after it: its pid file goes with
@@ -176,6 +176,7 @@ func (b *Bastion) Install(ctx context.Context, commands []string, env map[string
 	for _, k := range keys {
 		fmt.Fprintf(&s, "export %s=%s\n", k, q(env[k]))
 	}
+	b.tag(&s, id)
 	fmt.Fprintf(&s, "cd %s || exit 97\nexec 9>%s/install.lock\nflock 9\n", q(w), q(w))
 	fmt.Fprintf(&s, "if [ \"$(cat install.stamp 2>/dev/null)\" = %s ]; then echo 'already up to date (%s)'; exit 0; fi\n", fp, fp[:12])
 	if len(commands) == 0 {

@@ -3,8 +3,9 @@
 // every build (a session each), with keepalives and a fresh dial after a
 // drop. Host keys are always verified against a known_hosts file.
 //
-// The bastion needs a POSIX sh, git, flock (util-linux), env, kill and a
-// /proc file system: a Debian or Ubuntu host has them all.
+// The bastion needs a POSIX sh, git, flock (util-linux), env, kill, cat,
+// awk, sed, GNU grep and a /proc file system: a Debian or Ubuntu host has
+// them all.
 package ssh
 
 import (
@@ -12,7 +13,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -76,6 +76,27 @@ type Bastion struct {
 	wg      sync.WaitGroup // keepalive goroutines
 
 	shipped shipStats
+	// keepalives, set by tests before the first connection, hears of
+	// every keepalive request: sent, then answered or given up.
+	keepalives chan<- keepaliveEvent
+}
+
+// keepaliveEvent is what a test hears of a keepalive request.
+type keepaliveEvent struct {
+	Sent    time.Time     // when it was sent
+	Waited  time.Duration // until it was answered or given up; 0 when just sent
+	Done    bool          // it was answered (or failed), or given up
+	Dropped bool          // it was given up and the connection closed
+}
+
+// signal tells events, if any, of e; it never blocks the keepalives.
+func signal(events chan<- keepaliveEvent, e keepaliveEvent) {
+	if events != nil {
+		select {
+		case events <- e:
+		default:
+		}
+	}
 }
 
 // New checks the config, reads the key and known_hosts, and returns a
@@ -305,6 +326,7 @@ const keepaliveMisses = 3
 // watch sends keepalives on c until it dies or the bastion closes, and
 // forgets c when it dies so that the next operation dials again.
 func (b *Bastion) watch(c *gossh.Client) {
+	events := b.keepalives
 	dead := make(chan struct{})
 	b.wg.Add(2)
 	go func() {
@@ -324,20 +346,25 @@ func (b *Bastion) watch(c *gossh.Client) {
 			case <-t.C:
 			}
 			answered := make(chan error, 1)
+			sent := time.Now()
+			signal(events, keepaliveEvent{Sent: sent})
 			go func() {
 				_, _, err := c.SendRequest("keepalive@openssh.com", true, nil)
 				answered <- err
 			}()
 			select {
 			case err := <-answered:
+				signal(events, keepaliveEvent{Sent: sent, Waited: time.Since(sent), Done: true})
 				if err != nil {
 					c.Close()
 				}
 			case <-time.After(keepaliveMisses * b.cfg.Keepalive):
 				// Unanswered for as long as OpenSSH's default
 				// ServerAliveCountMax allows: the link is dead.
+				waited := time.Since(sent)
 				c.Close() // unblocks SendRequest
 				<-answered
+				signal(events, keepaliveEvent{Sent: sent, Waited: waited, Done: true, Dropped: true})
 			case <-dead:
 				<-answered
 				return
@@ -427,9 +454,3 @@ func (b *Bastion) infra(c *gossh.Client, op string, err error) error {
 
 // q quotes s for a POSIX shell.
 func q(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-
-func randomID() string {
-	b := make([]byte, 6)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}

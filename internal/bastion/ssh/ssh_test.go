@@ -155,14 +155,22 @@ func assertGone(t *testing.T, ps []int, n int) {
 	}
 }
 
-// tree starts two background sleepers (one ignoring TERM) and a sleep in
-// the foreground, recording every pid.
+// treeSize is the number of pids tree records.
+const treeSize = 4
+
+// tree starts two background sleepers (one ignoring TERM), a daemon (fork,
+// setsid, fork: out of the build's group and session, and no descendant
+// of sshd's) and a sleep in the foreground, recording every pid. It
+// touches <file>.started once all are recorded: the children write their
+// own, whenever they get to it.
 func tree(file string) string {
 	return fmt.Sprintf(`sleep 300 & echo $! >> %[1]s
 sh -c 'trap "" TERM; echo $$ >> %[1]s; exec sleep 300' &
+( setsid sh -c 'sh -c "echo \$\$ >> %[1]s; exec sleep 300" &' & )
 echo $$ >> %[1]s
+until [ "$(wc -l < %[1]s)" -ge %[2]d ]; do sleep 0.01; done
 touch %[1]s.started
-sleep 300`, file)
+sleep 300`, file, treeSize)
 }
 
 func TestTimeoutEndsTheWholeTree(t *testing.T) {
@@ -171,14 +179,14 @@ func TestTimeoutEndsTheWholeTree(t *testing.T) {
 	b := newBastion(t, srv, srv.KnownHosts)
 	file := filepath.Join(t.TempDir(), "pids")
 	start := time.Now()
-	o, _, err := run(t, b, context.Background(), bastion.Spec{Command: tree(file), Timeout: time.Second, Grace: 300 * time.Millisecond})
+	o, _, err := run(t, b, context.Background(), bastion.Spec{Command: tree(file), Timeout: 2 * time.Second, Grace: 300 * time.Millisecond})
 	if err != nil || !o.TimedOut {
 		t.Fatalf("%+v %v", o, err)
 	}
 	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("took %v to time out a 1s build", d)
+		t.Errorf("took %v to time out a 2s build", d)
 	}
-	assertGone(t, pids(t, file), 3)
+	assertGone(t, pids(t, file), treeSize)
 }
 
 func TestCancelEndsTheWholeTree(t *testing.T) {
@@ -200,7 +208,7 @@ func TestCancelEndsTheWholeTree(t *testing.T) {
 	if err != nil || !o.Canceled {
 		t.Fatalf("%+v %v", o, err)
 	}
-	assertGone(t, pids(t, file), 3)
+	assertGone(t, pids(t, file), treeSize)
 }
 
 func TestStragglersOfASuccessfulBuildAreEnded(t *testing.T) {
@@ -212,7 +220,7 @@ func TestStragglersOfASuccessfulBuildAreEnded(t *testing.T) {
 		os.Remove(file)
 		cmd := fmt.Sprintf(`sleep 300 & echo $! >> %[1]s
 sh -c 'trap "" TERM; echo $$ >> %[1]s; exec sleep 300' &
-sleep 0.2; exit %d`, file, exit)
+until [ "$(wc -l < %[1]s)" -ge 2 ]; do sleep 0.01; done; exit %[2]d`, file, exit)
 		o, log, err := run(t, b, context.Background(), bastion.Spec{Command: cmd, Grace: 300 * time.Millisecond})
 		if err != nil || o.ExitCode != exit || o.TimedOut || o.Canceled {
 			t.Fatalf("exit %d: %+v %v", exit, o, err)
@@ -263,7 +271,7 @@ func TestDroppedConnectionIsAnInfraFailureAndReconnects(t *testing.T) {
 		t.Fatalf("after restart: %+v %v", o, err)
 	}
 	// The reconnect ended what the dropped build left running.
-	assertGone(t, pids(t, file), 3)
+	assertGone(t, pids(t, file), treeSize)
 }
 
 func TestCheckoutShipsOnlyWhatTheBastionLacks(t *testing.T) {
