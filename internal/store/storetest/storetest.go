@@ -28,6 +28,8 @@
 //   - After ReleaseOwner, ExpiredOwners does not report that owner.
 //   - ClearPause("") clears the pause of all pipelines, not each
 //     pipeline's own.
+//   - ClaimDelivery does not move a delivery's time when it is claimed
+//     again: a delivery replayed every day is still forgotten by age.
 package storetest
 
 import (
@@ -95,6 +97,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ReleaseOwner", testReleaseOwner},
 		{"Pauses", testPauses},
 		{"Marks", testMarks},
+		{"Deliveries", testDeliveries},
 		{"SemaphoreConcurrency", testSemaphoreConcurrency},
 	}
 	for _, tt := range tests {
