@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +13,8 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -26,6 +30,7 @@ const maxBody = 1 << 20
 
 // Handler is the server's HTTP API (docs/api.md).
 func (s *Server) Handler() http.Handler {
+	wh := &webhooks{s: s}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -56,7 +61,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/resume", s.mutating(s.postResume))
 	mux.HandleFunc("POST /api/v1/reload", s.mutating(s.postReload))
 
-	mux.HandleFunc("POST /webhooks/{forge}", s.postWebhook)
+	mux.HandleFunc("POST /webhooks/{forge}", wh.post)
 	mux.HandleFunc("GET /login", s.login)
 	mux.HandleFunc("POST /login", s.login)
 	if s.ui != nil {
@@ -645,10 +650,28 @@ func (s *Server) Status(ctx context.Context) (*StatusJSON, error) {
 	return st, nil
 }
 
-// postWebhook takes a push from a forge. The delivery is verified before
+// Deliveries are remembered for deliveryTTL, and deliveryKeep of them at
+// most: a forge sends a delivery again within hours (GitLab retries for a
+// day, GitHub redelivers on request), and a replay older than that is
+// harmless anyway, since a push deploys the branch's head.
+const (
+	deliveryTTL  = 7 * 24 * time.Hour
+	deliveryKeep = 10000
+)
+
+// webhooks serves POST /webhooks/{forge}. It owns a lock under which one
+// push at a time looks for its pipelines' current buildsets and makes new
+// ones, so that two deliveries of one push make one buildset.
+type webhooks struct {
+	s  *Server
+	mu sync.Mutex
+}
+
+// post takes a push from a forge. The delivery is verified before
 // anything else; a bad or missing signature or token is a 401 and makes
 // nothing.
-func (s *Server) postWebhook(w http.ResponseWriter, r *http.Request) {
+func (wh *webhooks) post(w http.ResponseWriter, r *http.Request) {
+	s := wh.s
 	forge, err := webhook.ParseForge(r.PathValue("forge"))
 	if err != nil {
 		writeError(w, http.StatusNotFound, err.Error())
@@ -664,16 +687,20 @@ func (s *Server) postWebhook(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no %s webhook is configured (webhooks.%s in the config)", forge, forge))
 		return
 	}
+	secret := []byte(s.opt.Getenv(env))
+	refuse := func(err error) {
+		s.log.Warn("webhook refused", "forge", forge, "remote", r.RemoteAddr, "err", err)
+		writeError(w, http.StatusUnauthorized, err.Error())
+	}
 	body, err := webhook.ReadBody(r.Body, 0)
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
 		return
 	}
-	push, err := webhook.Parse(forge, []byte(s.opt.Getenv(env)), r.Header, body)
+	push, err := webhook.Parse(forge, secret, r.Header, body)
 	switch {
 	case errors.Is(err, webhook.ErrBadSignature) || errors.Is(err, webhook.ErrEmptySecret):
-		s.log.Warn("webhook refused", "forge", forge, "remote", r.RemoteAddr, "err", err)
-		writeError(w, http.StatusUnauthorized, err.Error())
+		refuse(err)
 		return
 	case errors.Is(err, webhook.ErrNotPush):
 		writeJSON(w, http.StatusAccepted, map[string]any{"buildsets": []string{}, "ignored": err.Error()})
@@ -691,13 +718,47 @@ func (s *Server) postWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("push", "forge", forge, "delivery", push.Delivery, "branch", push.Branch, "after", push.After)
-	list, err := s.push(r.Context(), push.Branch, push.After, string(forge))
-	for _, bs := range list {
-		ids = append(ids, bs.ID)
-	}
-	if err != nil {
-		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"buildsets": ids, "error": err.Error()})
+	wh.mu.Lock()
+	res, err := s.push(r.Context(), push.Branch, deliveryID(forge, push.Delivery), string(forge))
+	wh.mu.Unlock()
+	if res != nil && res.Duplicate {
+		writeJSON(w, http.StatusAccepted, map[string]any{"buildsets": ids, "ignored": fmt.Sprintf("delivery %s was received before", push.Delivery)})
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"buildsets": ids})
+	out := map[string]any{"buildsets": ids}
+	if res != nil {
+		for _, bs := range res.Buildsets {
+			ids = append(ids, bs.ID)
+		}
+		out["buildsets"] = ids
+		if res.Commit != "" {
+			out["commit"] = res.Commit
+		}
+		if len(res.Current) > 0 {
+			out["current"] = res.Current
+		}
+		if res.Commit != "" && res.Commit != push.After {
+			s.log.Info("push: deploying the branch's head, not the commit the delivery names", "branch", push.Branch, "head", res.Commit, "after", push.After)
+		}
+	}
+	if err != nil {
+		out["error"] = err.Error()
+		writeJSON(w, http.StatusUnprocessableEntity, out)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, out)
+}
+
+// deliveryID is the store's name of a forge's delivery, "" when the forge
+// gave none. An id of a form no forge sends (long, or not printable) is
+// kept as its hash, so that a header cannot fill the store.
+func deliveryID(forge webhook.Forge, id string) string {
+	if id == "" {
+		return ""
+	}
+	if len(id) > 100 || strings.IndexFunc(id, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0 {
+		sum := sha256.Sum256([]byte(id))
+		id = "sha256:" + hex.EncodeToString(sum[:])
+	}
+	return string(forge) + "/" + id
 }
