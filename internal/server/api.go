@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -28,9 +29,10 @@ import (
 // maxBody bounds the JSON bodies of API calls.
 const maxBody = 1 << 20
 
-// Handler is the server's HTTP API (docs/api.md).
+// Handler is the server's HTTP API (docs/api.md). Each call makes a new
+// handler, with its own webhook body budget.
 func (s *Server) Handler() http.Handler {
-	wh := &webhooks{s: s}
+	wh := &webhooks{s: s, budget: newBodyBudget(webhookBodyBudget)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -650,6 +652,16 @@ func (s *Server) Status(ctx context.Context) (*StatusJSON, error) {
 	return st, nil
 }
 
+// webhookBodyBudget is how many bytes the webhook bodies being read may
+// hold together. Before a body is verified it is anyone's, so this is
+// what unauthenticated deliveries can make the server hold, however many
+// arrive at once. It must be at least webhook.MaxBodySize.
+const webhookBodyBudget = 32 << 20
+
+// webhookBudgetWait is how long a delivery waits for room in the budget
+// before it is refused with 503; GitHub gives a delivery 10 s in all.
+const webhookBudgetWait = 5 * time.Second
+
 // Deliveries are remembered for deliveryTTL, and deliveryKeep of them at
 // most: a forge sends a delivery again within hours (GitLab retries for a
 // day, GitHub redelivers on request), and a replay older than that is
@@ -659,16 +671,20 @@ const (
 	deliveryKeep = 10000
 )
 
-// webhooks serves POST /webhooks/{forge}. It owns a lock under which one
+// webhooks serves POST /webhooks/{forge}. It owns what the deliveries
+// share: the budget of the bodies being read, and a lock under which one
 // push at a time looks for its pipelines' current buildsets and makes new
 // ones, so that two deliveries of one push make one buildset.
 type webhooks struct {
-	s  *Server
-	mu sync.Mutex
+	s      *Server
+	budget *bodyBudget
+	mu     sync.Mutex
 }
 
-// post takes a push from a forge. The delivery is verified before
-// anything else; a bad or missing signature or token is a 401 and makes
+// post takes a push from a forge. What the headers can prove or refuse is
+// checked before a byte of the body is read: a bad or missing token or
+// signature header is a 401, an ignored event a 202. The body is then read
+// within the budget and verified; a bad signature is a 401 and makes
 // nothing.
 func (wh *webhooks) post(w http.ResponseWriter, r *http.Request) {
 	s := wh.s
@@ -692,12 +708,37 @@ func (wh *webhooks) post(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("webhook refused", "forge", forge, "remote", r.RemoteAddr, "err", err)
 		writeError(w, http.StatusUnauthorized, err.Error())
 	}
-	body, err := webhook.ReadBody(r.Body, 0)
-	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
+	switch err := webhook.CheckHeaders(forge, secret, r.Header); {
+	case errors.Is(err, webhook.ErrBadSignature) || errors.Is(err, webhook.ErrEmptySecret):
+		refuse(err)
+		return
+	case errors.Is(err, webhook.ErrNotPush):
+		// Not verified, and not needed: whatever it is, it is ignored.
+		writeJSON(w, http.StatusAccepted, map[string]any{"buildsets": []string{}, "ignored": err.Error() + " (body not read)"})
+		return
+	case err != nil:
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	push, err := webhook.Parse(forge, secret, r.Header, body)
+	if r.ContentLength > webhook.MaxBodySize {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("webhook: %s: body of %d bytes, more than %d", forge, r.ContentLength, webhook.MaxBodySize))
+		return
+	}
+	n := r.ContentLength
+	if n < 0 {
+		n = webhook.MaxBodySize // chunked: it may be as long as that
+	}
+	wctx, cancel := context.WithTimeout(r.Context(), webhookBudgetWait)
+	ok := wh.budget.acquire(wctx, n)
+	cancel()
+	if !ok {
+		s.log.Warn("webhook refused: too many bodies being read", "forge", forge, "remote", r.RemoteAddr, "bytes", n)
+		w.Header().Set("Retry-After", "10")
+		writeError(w, http.StatusServiceUnavailable, "too many webhook deliveries being read at once; try again")
+		return
+	}
+	push, err := webhook.Read(forge, secret, r.Header, r.Body, r.ContentLength, 0)
+	wh.budget.release(n)
 	switch {
 	case errors.Is(err, webhook.ErrBadSignature) || errors.Is(err, webhook.ErrEmptySecret):
 		refuse(err)
@@ -707,6 +748,9 @@ func (wh *webhooks) post(w http.ResponseWriter, r *http.Request) {
 		return
 	case errors.Is(err, webhook.ErrTooLarge):
 		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
+		return
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		writeError(w, http.StatusRequestTimeout, err.Error())
 		return
 	case err != nil:
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -761,4 +805,48 @@ func deliveryID(forge webhook.Forge, id string) string {
 		id = "sha256:" + hex.EncodeToString(sum[:])
 	}
 	return string(forge) + "/" + id
+}
+
+// bodyBudget bounds the bytes that the webhook bodies being read hold
+// together. A body reserves its whole length before a byte of it is read,
+// so that two half-read bodies never wait on each other for room.
+type bodyBudget struct {
+	mu      sync.Mutex
+	max     int64
+	used    int64
+	changed chan struct{} // closed (and replaced) when bytes are released
+}
+
+func newBodyBudget(max int64) *bodyBudget {
+	return &bodyBudget{max: max, changed: make(chan struct{})}
+}
+
+// acquire reserves n bytes, waiting for room until ctx is done; it
+// reports whether it reserved them. n over the budget's size is never
+// reserved.
+func (b *bodyBudget) acquire(ctx context.Context, n int64) bool {
+	for {
+		b.mu.Lock()
+		if b.used+n <= b.max {
+			b.used += n
+			b.mu.Unlock()
+			return true
+		}
+		ch := b.changed
+		b.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// release gives back n bytes that acquire reserved.
+func (b *bodyBudget) release(n int64) {
+	b.mu.Lock()
+	b.used -= n
+	close(b.changed)
+	b.changed = make(chan struct{})
+	b.mu.Unlock()
 }
