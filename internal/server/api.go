@@ -53,7 +53,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/buildsets", s.reading(s.listBuildsets))
 	mux.HandleFunc("GET /api/v1/buildsets/{id}", s.reading(s.getBuildset))
 	mux.HandleFunc("GET /api/v1/buildsets/{id}/builds/{job}", s.reading(s.getBuild))
-	mux.HandleFunc("GET /api/v1/buildsets/{id}/builds/{job}/log", s.reading(s.getLog))
+	mux.HandleFunc("GET /api/v1/buildsets/{id}/builds/{job}/log", s.reading(streaming(s.getLog)))
 
 	mux.HandleFunc("POST /api/v1/pipelines/{name}/trigger", s.mutating(s.postTrigger))
 	mux.HandleFunc("POST /api/v1/buildsets/{id}/cancel", s.mutating(s.postCancel))
@@ -71,6 +71,82 @@ func (s *Server) Handler() http.Handler {
 	}
 	return mux
 }
+
+// Timeouts bound how long a client may hold a connection of the HTTP
+// server, so that slow or stalled clients cannot pile up connections.
+type Timeouts struct {
+	// ReadHeader bounds the reading of a request's line and headers.
+	ReadHeader time.Duration
+	// Read bounds the reading of a whole request, body included, from
+	// its first byte.
+	Read time.Duration
+	// Write bounds the answer, from the end of the request's headers. A
+	// log (followed or not) is exempt: each write it makes has Write to
+	// complete instead.
+	Write time.Duration
+	// Idle bounds how long a kept-alive connection waits for its next
+	// request.
+	Idle time.Duration
+}
+
+// DefaultTimeouts are the server's: a forge sends a webhook's body at
+// once (GitHub gives a delivery 10 s in all), an answer needs at most a
+// fetch of the mirror, and browsers reconnect when an idle connection is
+// closed.
+func DefaultTimeouts() Timeouts {
+	return Timeouts{ReadHeader: 10 * time.Second, Read: 20 * time.Second, Write: time.Minute, Idle: 30 * time.Second}
+}
+
+// newHTTPServer is the HTTP server of h, with timeouts t.
+func newHTTPServer(h http.Handler, t Timeouts) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: t.ReadHeader, ReadTimeout: t.Read, WriteTimeout: t.Write, IdleTimeout: t.Idle}
+}
+
+// streaming exempts a handler that may answer for as long as it likes (a
+// followed log, a long raw log) from the server's read and write
+// timeouts. Its request has no body to wait for, so the read deadline is
+// lifted (a client that goes away is still noticed: its connection is
+// read for that). The write deadline moves forward before each write
+// instead, so a client that stops reading is still cut.
+func streaming(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
+		if srv == nil {
+			h(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		if srv.ReadTimeout > 0 {
+			rc.SetReadDeadline(time.Time{})
+		}
+		if srv.WriteTimeout <= 0 {
+			h(w, r)
+			return
+		}
+		h(&deadlineWriter{ResponseWriter: w, rc: rc, d: srv.WriteTimeout}, r)
+	}
+}
+
+// deadlineWriter gives each write and flush d to complete.
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	w.rc.SetWriteDeadline(time.Now().Add(w.d))
+	return w.ResponseWriter.Write(p)
+}
+
+// Flush implements http.Flusher, which the log follower needs.
+func (w *deadlineWriter) Flush() {
+	w.rc.SetWriteDeadline(time.Now().Add(w.d))
+	w.rc.Flush()
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
