@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/sortie-ci/sortie/internal/config"
 )
@@ -125,13 +127,11 @@ label{display:block;margin:.5rem 0 .25rem}input{width:100%;padding:.4rem;font:in
 `))
 
 // login shows the sign-in form (GET) or checks a token and sets the
-// cookie (POST). next is kept to a path on this server.
+// cookie (POST), then sends the browser to next, kept to a path of this
+// server (safeNext).
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	ts := s.tokens.Load()
-	next := r.FormValue("next")
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
-		next = "/"
-	}
+	next := safeNext(r.FormValue("next"))
 	data := struct{ Env, Next, Error string }{Env: "$" + ts.env, Next: next}
 	if r.Method == http.MethodPost {
 		if ts.validToken(r.PostFormValue("token")) {
@@ -147,4 +147,37 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	loginPage.Execute(w, data)
+}
+
+// safeNext returns next if it is a path of this server to send a browser
+// to after signing in, else "/". Browsers are lenient with a Location:
+// they drop tabs and newlines, read a backslash as a slash, and take
+// "//host" as another site; so next must start with one "/" followed by
+// neither "/" nor "\", hold no control character, space or backslash,
+// and parse to a path with no scheme or host whose decoded form starts
+// the same way ("/%2F/evil.com" and "/%09/evil.com" are refused too).
+func safeNext(next string) string {
+	if !pathStart(next) || strings.IndexFunc(next, badInPath) >= 0 {
+		return "/"
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" {
+		return "/"
+	}
+	if !pathStart(u.Path) || strings.IndexFunc(u.Path, badInPath) >= 0 {
+		return "/"
+	}
+	return next
+}
+
+// pathStart reports whether p is "/", or starts with "/" followed by
+// neither "/" nor a backslash.
+func pathStart(p string) bool {
+	return len(p) > 0 && p[0] == '/' && (len(p) == 1 || p[1] != '/' && p[1] != '\\')
+}
+
+// badInPath reports whether r may not appear in a path to redirect to:
+// browsers drop some (tabs, newlines) and read a backslash as a slash.
+func badInPath(r rune) bool {
+	return r == '\\' || r == utf8.RuneError || unicode.IsSpace(r) || unicode.IsControl(r)
 }
