@@ -189,6 +189,11 @@ func decode(r *http.Request, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("bad JSON body: %w", err)
 	}
+	// One value and nothing after it: `{} {"pipeline": "x"}` is not a
+	// body whose second half may be dropped unseen.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("bad JSON body: text after the JSON value")
+	}
 	return nil
 }
 
@@ -489,6 +494,16 @@ func (s *Server) postResume(w http.ResponseWriter, r *http.Request) {
 	if err := decode(r, &body); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
+	}
+	if body.Pipeline != "" {
+		// As pause does; but a pipeline gone from the config may still be
+		// paused, and its pause can be lifted.
+		_, known := s.Config().Pipelines[body.Pipeline]
+		_, paused := (*s.pauses.Load())[body.Pipeline]
+		if !known && !paused {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no pipeline %q in the config", body.Pipeline))
+			return
+		}
 	}
 	if err := s.st.ClearPause(r.Context(), body.Pipeline); err != nil {
 		storeError(w, err)
