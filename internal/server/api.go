@@ -69,7 +69,28 @@ func (s *Server) Handler() http.Handler {
 	if s.ui != nil {
 		mux.Handle("/", s.reading(s.ui.ServeHTTP))
 	}
-	return mux
+	return securityHeaders(mux)
+}
+
+// apiCSP is the Content-Security-Policy of every answer that is not a web
+// page: a JSON answer or a raw log opened in a browser runs nothing, loads
+// nothing and cannot be framed. The pages set their own.
+const apiCSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+// securityHeaders sets on every answer the headers the web pages carry, so
+// that no answer (JSON, a raw log, an error, the sign-in page) can be
+// sniffed into HTML, framed, or leak its URL to another site. Handlers may
+// replace them: the pages and /login set a Content-Security-Policy of
+// their own.
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Referrer-Policy", "same-origin")
+		hd.Set("X-Frame-Options", "DENY")
+		hd.Set("Content-Security-Policy", apiCSP)
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Timeouts bound how long a client may hold a connection of the HTTP

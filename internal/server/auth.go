@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -41,11 +42,23 @@ func readTokens(cfg *config.Config, getenv func(string) string) *tokenSet {
 // valid reports whether the request carries one of the tokens. Every
 // token is compared, so the time taken says nothing about which matched.
 func (ts *tokenSet) valid(r *http.Request) bool {
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || tok == "" {
+	tok, ok := bearer(r.Header.Get("Authorization"))
+	if !ok {
 		return false
 	}
 	return ts.validToken(tok)
+}
+
+// bearer returns the token of an Authorization header of the Bearer
+// scheme. Schemes are case-insensitive (RFC 9110 section 11.1), and one
+// or more spaces separate the scheme from the token.
+func bearer(h string) (string, bool) {
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimLeft(tok, " ")
+	return tok, tok != ""
 }
 
 // mutating wraps a handler that changes state: it needs a valid token.
@@ -112,12 +125,25 @@ func (ts *tokenSet) validToken(tok string) bool {
 	return match == 1
 }
 
+// loginStyle is the sign-in page's only style, inline so that the page
+// stands alone; loginCSP allows it by its hash, and nothing else.
+const loginStyle = `body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem;color:#111;background:#fff}
+label{display:block;margin:.5rem 0 .25rem}input{width:100%;padding:.4rem;font:inherit}button{margin-top:1rem;padding:.4rem 1rem;font:inherit}
+.error{color:#8a1c1c}`
+
+var loginCSP = "default-src 'none'; style-src '" + cspHash(loginStyle) + "'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+// cspHash is a Content-Security-Policy source naming an inline element by
+// the hash of its text.
+func cspHash(text string) string {
+	sum := sha256.Sum256([]byte(text))
+	return "sha256-" + base64.StdEncoding.EncodeToString(sum[:])
+}
+
 var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Sign in · Sortie</title>
-<style>body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem;color:#111;background:#fff}
-label{display:block;margin:.5rem 0 .25rem}input{width:100%;padding:.4rem;font:inherit}button{margin-top:1rem;padding:.4rem 1rem;font:inherit}
-.error{color:#8a1c1c}</style></head>
+<style>` + loginStyle + `</style></head>
 <body><main><h1>Sign in to Sortie</h1>
 <p>This server's pages need one of its API tokens (<code>{{.Env}}</code>).</p>
 {{if .Error}}<p class="error" role="alert">{{.Error}}</p>{{end}}
@@ -132,6 +158,7 @@ label{display:block;margin:.5rem 0 .25rem}input{width:100%;padding:.4rem;font:in
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	ts := s.tokens.Load()
 	next := safeNext(r.FormValue("next"))
+	w.Header().Set("Content-Security-Policy", loginCSP)
 	data := struct{ Env, Next, Error string }{Env: "$" + ts.env, Next: next}
 	if r.Method == http.MethodPost {
 		if ts.validToken(r.PostFormValue("token")) {
@@ -142,10 +169,12 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, next, http.StatusSeeOther)
 			return
 		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.WriteHeader(http.StatusUnauthorized)
 		data.Error = "That is not one of this server's tokens."
+	} else {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	loginPage.Execute(w, data)
 }
 
