@@ -2,15 +2,20 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -24,8 +29,10 @@ import (
 // maxBody bounds the JSON bodies of API calls.
 const maxBody = 1 << 20
 
-// Handler is the server's HTTP API (docs/api.md).
+// Handler is the server's HTTP API (docs/api.md). Each call makes a new
+// handler, with its own webhook body budget.
 func (s *Server) Handler() http.Handler {
+	wh := &webhooks{s: s, budget: newBodyBudget(webhookBodyBudget)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -46,7 +53,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/buildsets", s.reading(s.listBuildsets))
 	mux.HandleFunc("GET /api/v1/buildsets/{id}", s.reading(s.getBuildset))
 	mux.HandleFunc("GET /api/v1/buildsets/{id}/builds/{job}", s.reading(s.getBuild))
-	mux.HandleFunc("GET /api/v1/buildsets/{id}/builds/{job}/log", s.reading(s.getLog))
+	mux.HandleFunc("GET /api/v1/buildsets/{id}/builds/{job}/log", s.reading(streaming(s.getLog)))
 
 	mux.HandleFunc("POST /api/v1/pipelines/{name}/trigger", s.mutating(s.postTrigger))
 	mux.HandleFunc("POST /api/v1/buildsets/{id}/cancel", s.mutating(s.postCancel))
@@ -56,14 +63,111 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/resume", s.mutating(s.postResume))
 	mux.HandleFunc("POST /api/v1/reload", s.mutating(s.postReload))
 
-	mux.HandleFunc("POST /webhooks/{forge}", s.postWebhook)
+	mux.HandleFunc("POST /webhooks/{forge}", wh.post)
 	mux.HandleFunc("GET /login", s.login)
 	mux.HandleFunc("POST /login", s.login)
 	if s.ui != nil {
 		mux.Handle("/", s.reading(s.ui.ServeHTTP))
 	}
-	return mux
+	return securityHeaders(mux)
 }
+
+// apiCSP is the Content-Security-Policy of every answer that is not a web
+// page: a JSON answer or a raw log opened in a browser runs nothing, loads
+// nothing and cannot be framed. The pages set their own.
+const apiCSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+// securityHeaders sets on every answer the headers the web pages carry, so
+// that no answer (JSON, a raw log, an error, the sign-in page) can be
+// sniffed into HTML, framed, or leak its URL to another site. Handlers may
+// replace them: the pages and /login set a Content-Security-Policy of
+// their own.
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Referrer-Policy", "same-origin")
+		hd.Set("X-Frame-Options", "DENY")
+		hd.Set("Content-Security-Policy", apiCSP)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Timeouts bound how long a client may hold a connection of the HTTP
+// server, so that slow or stalled clients cannot pile up connections.
+type Timeouts struct {
+	// ReadHeader bounds the reading of a request's line and headers.
+	ReadHeader time.Duration
+	// Read bounds the reading of a whole request, body included, from
+	// its first byte.
+	Read time.Duration
+	// Write bounds the answer, from the end of the request's headers. A
+	// log (followed or not) is exempt: each write it makes has Write to
+	// complete instead.
+	Write time.Duration
+	// Idle bounds how long a kept-alive connection waits for its next
+	// request.
+	Idle time.Duration
+}
+
+// DefaultTimeouts are the server's: a forge sends a webhook's body at
+// once (GitHub gives a delivery 10 s in all), an answer needs at most a
+// fetch of the mirror, and browsers reconnect when an idle connection is
+// closed.
+func DefaultTimeouts() Timeouts {
+	return Timeouts{ReadHeader: 10 * time.Second, Read: 20 * time.Second, Write: time.Minute, Idle: 30 * time.Second}
+}
+
+// newHTTPServer is the HTTP server of h, with timeouts t.
+func newHTTPServer(h http.Handler, t Timeouts) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: t.ReadHeader, ReadTimeout: t.Read, WriteTimeout: t.Write, IdleTimeout: t.Idle}
+}
+
+// streaming exempts a handler that may answer for as long as it likes (a
+// followed log, a long raw log) from the server's read and write
+// timeouts. Its request has no body to wait for, so the read deadline is
+// lifted (a client that goes away is still noticed: its connection is
+// read for that). The write deadline moves forward before each write
+// instead, so a client that stops reading is still cut.
+func streaming(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
+		if srv == nil {
+			h(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		if srv.ReadTimeout > 0 {
+			rc.SetReadDeadline(time.Time{})
+		}
+		if srv.WriteTimeout <= 0 {
+			h(w, r)
+			return
+		}
+		h(&deadlineWriter{ResponseWriter: w, rc: rc, d: srv.WriteTimeout}, r)
+	}
+}
+
+// deadlineWriter gives each write and flush d to complete.
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	w.rc.SetWriteDeadline(time.Now().Add(w.d))
+	return w.ResponseWriter.Write(p)
+}
+
+// Flush implements http.Flusher, which the log follower needs.
+func (w *deadlineWriter) Flush() {
+	w.rc.SetWriteDeadline(time.Now().Add(w.d))
+	w.rc.Flush()
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -105,6 +209,11 @@ func decode(r *http.Request, v any) error {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("bad JSON body: %w", err)
+	}
+	// One value and nothing after it: `{} {"pipeline": "x"}` is not a
+	// body whose second half may be dropped unseen.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("bad JSON body: text after the JSON value")
 	}
 	return nil
 }
@@ -407,6 +516,16 @@ func (s *Server) postResume(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if body.Pipeline != "" {
+		// As pause does; but a pipeline gone from the config may still be
+		// paused, and its pause can be lifted.
+		_, known := s.Config().Pipelines[body.Pipeline]
+		_, paused := (*s.pauses.Load())[body.Pipeline]
+		if !known && !paused {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no pipeline %q in the config", body.Pipeline))
+			return
+		}
+	}
 	if err := s.st.ClearPause(r.Context(), body.Pipeline); err != nil {
 		storeError(w, err)
 		return
@@ -645,10 +764,42 @@ func (s *Server) Status(ctx context.Context) (*StatusJSON, error) {
 	return st, nil
 }
 
-// postWebhook takes a push from a forge. The delivery is verified before
-// anything else; a bad or missing signature or token is a 401 and makes
+// webhookBodyBudget is how many bytes the webhook bodies being read may
+// hold together. Before a body is verified it is anyone's, so this is
+// what unauthenticated deliveries can make the server hold, however many
+// arrive at once. It must be at least webhook.MaxBodySize.
+const webhookBodyBudget = 32 << 20
+
+// webhookBudgetWait is how long a delivery waits for room in the budget
+// before it is refused with 503; GitHub gives a delivery 10 s in all.
+const webhookBudgetWait = 5 * time.Second
+
+// Deliveries are remembered for deliveryTTL, and deliveryKeep of them at
+// most: a forge sends a delivery again within hours (GitLab retries for a
+// day, GitHub redelivers on request), and a replay older than that is
+// harmless anyway, since a push deploys the branch's head.
+const (
+	deliveryTTL  = 7 * 24 * time.Hour
+	deliveryKeep = 10000
+)
+
+// webhooks serves POST /webhooks/{forge}. It owns what the deliveries
+// share: the budget of the bodies being read, and a lock under which one
+// push at a time looks for its pipelines' current buildsets and makes new
+// ones, so that two deliveries of one push make one buildset.
+type webhooks struct {
+	s      *Server
+	budget *bodyBudget
+	mu     sync.Mutex
+}
+
+// post takes a push from a forge. What the headers can prove or refuse is
+// checked before a byte of the body is read: a bad or missing token or
+// signature header is a 401, an ignored event a 202. The body is then read
+// within the budget and verified; a bad signature is a 401 and makes
 // nothing.
-func (s *Server) postWebhook(w http.ResponseWriter, r *http.Request) {
+func (wh *webhooks) post(w http.ResponseWriter, r *http.Request) {
+	s := wh.s
 	forge, err := webhook.ParseForge(r.PathValue("forge"))
 	if err != nil {
 		writeError(w, http.StatusNotFound, err.Error())
@@ -664,22 +815,54 @@ func (s *Server) postWebhook(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no %s webhook is configured (webhooks.%s in the config)", forge, forge))
 		return
 	}
-	body, err := webhook.ReadBody(r.Body, 0)
-	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
-		return
-	}
-	push, err := webhook.Parse(forge, []byte(s.opt.Getenv(env)), r.Header, body)
-	switch {
-	case errors.Is(err, webhook.ErrBadSignature) || errors.Is(err, webhook.ErrEmptySecret):
+	secret := []byte(s.opt.Getenv(env))
+	refuse := func(err error) {
 		s.log.Warn("webhook refused", "forge", forge, "remote", r.RemoteAddr, "err", err)
 		writeError(w, http.StatusUnauthorized, err.Error())
+	}
+	switch err := webhook.CheckHeaders(forge, secret, r.Header); {
+	case errors.Is(err, webhook.ErrBadSignature) || errors.Is(err, webhook.ErrEmptySecret):
+		refuse(err)
+		return
+	case errors.Is(err, webhook.ErrNotPush):
+		// Not verified, and not needed: whatever it is, it is ignored.
+		writeJSON(w, http.StatusAccepted, map[string]any{"buildsets": []string{}, "ignored": err.Error() + " (body not read)"})
+		return
+	case err != nil:
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if r.ContentLength > webhook.MaxBodySize {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("webhook: %s: body of %d bytes, more than %d", forge, r.ContentLength, webhook.MaxBodySize))
+		return
+	}
+	n := r.ContentLength
+	if n < 0 {
+		n = webhook.MaxBodySize // chunked: it may be as long as that
+	}
+	wctx, cancel := context.WithTimeout(r.Context(), webhookBudgetWait)
+	ok := wh.budget.acquire(wctx, n)
+	cancel()
+	if !ok {
+		s.log.Warn("webhook refused: too many bodies being read", "forge", forge, "remote", r.RemoteAddr, "bytes", n)
+		w.Header().Set("Retry-After", "10")
+		writeError(w, http.StatusServiceUnavailable, "too many webhook deliveries being read at once; try again")
+		return
+	}
+	push, err := webhook.Read(forge, secret, r.Header, r.Body, r.ContentLength, 0)
+	wh.budget.release(n)
+	switch {
+	case errors.Is(err, webhook.ErrBadSignature) || errors.Is(err, webhook.ErrEmptySecret):
+		refuse(err)
 		return
 	case errors.Is(err, webhook.ErrNotPush):
 		writeJSON(w, http.StatusAccepted, map[string]any{"buildsets": []string{}, "ignored": err.Error()})
 		return
 	case errors.Is(err, webhook.ErrTooLarge):
 		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
+		return
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		writeError(w, http.StatusRequestTimeout, err.Error())
 		return
 	case err != nil:
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -691,13 +874,91 @@ func (s *Server) postWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("push", "forge", forge, "delivery", push.Delivery, "branch", push.Branch, "after", push.After)
-	list, err := s.push(r.Context(), push.Branch, push.After, string(forge))
-	for _, bs := range list {
-		ids = append(ids, bs.ID)
-	}
-	if err != nil {
-		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"buildsets": ids, "error": err.Error()})
+	wh.mu.Lock()
+	res, err := s.push(r.Context(), push.Branch, deliveryID(forge, push.Delivery), string(forge))
+	wh.mu.Unlock()
+	if res != nil && res.Duplicate {
+		writeJSON(w, http.StatusAccepted, map[string]any{"buildsets": ids, "ignored": fmt.Sprintf("delivery %s was received before", push.Delivery)})
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"buildsets": ids})
+	out := map[string]any{"buildsets": ids}
+	if res != nil {
+		for _, bs := range res.Buildsets {
+			ids = append(ids, bs.ID)
+		}
+		out["buildsets"] = ids
+		if res.Commit != "" {
+			out["commit"] = res.Commit
+		}
+		if len(res.Current) > 0 {
+			out["current"] = res.Current
+		}
+		if res.Commit != "" && res.Commit != push.After {
+			s.log.Info("push: deploying the branch's head, not the commit the delivery names", "branch", push.Branch, "head", res.Commit, "after", push.After)
+		}
+	}
+	if err != nil {
+		out["error"] = err.Error()
+		writeJSON(w, http.StatusUnprocessableEntity, out)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, out)
+}
+
+// deliveryID is the store's name of a forge's delivery, "" when the forge
+// gave none. An id of a form no forge sends (long, or not printable) is
+// kept as its hash, so that a header cannot fill the store.
+func deliveryID(forge webhook.Forge, id string) string {
+	if id == "" {
+		return ""
+	}
+	if len(id) > 100 || strings.IndexFunc(id, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0 {
+		sum := sha256.Sum256([]byte(id))
+		id = "sha256:" + hex.EncodeToString(sum[:])
+	}
+	return string(forge) + "/" + id
+}
+
+// bodyBudget bounds the bytes that the webhook bodies being read hold
+// together. A body reserves its whole length before a byte of it is read,
+// so that two half-read bodies never wait on each other for room.
+type bodyBudget struct {
+	mu      sync.Mutex
+	max     int64
+	used    int64
+	changed chan struct{} // closed (and replaced) when bytes are released
+}
+
+func newBodyBudget(max int64) *bodyBudget {
+	return &bodyBudget{max: max, changed: make(chan struct{})}
+}
+
+// acquire reserves n bytes, waiting for room until ctx is done; it
+// reports whether it reserved them. n over the budget's size is never
+// reserved.
+func (b *bodyBudget) acquire(ctx context.Context, n int64) bool {
+	for {
+		b.mu.Lock()
+		if b.used+n <= b.max {
+			b.used += n
+			b.mu.Unlock()
+			return true
+		}
+		ch := b.changed
+		b.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// release gives back n bytes that acquire reserved.
+func (b *bodyBudget) release(n int64) {
+	b.mu.Lock()
+	b.used -= n
+	close(b.changed)
+	b.changed = make(chan struct{})
+	b.mu.Unlock()
 }

@@ -215,7 +215,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	s.addr.Store(ln.Addr().String())
-	httpSrv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := newHTTPServer(s.Handler(), DefaultTimeouts())
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.Serve(ln) }()
 	s.log.Info("listening", "addr", ln.Addr().String(), "owner", s.owner)

@@ -33,35 +33,80 @@ func (s *Server) create(ctx context.Context, ev buildset.Event) (*store.Buildset
 	return bs, err
 }
 
-// push makes a buildset of every pipeline triggered by pushes to branch,
-// for commit after. The changed files come from git, not from the forge:
-// those between the commit of the pipeline's last successful buildset and
-// after. A pipeline that never succeeded gets no file list (every job).
-func (s *Server) push(ctx context.Context, branch, after, by string) ([]*store.Buildset, error) {
+// pushResult is what a push to a branch did.
+type pushResult struct {
+	// Commit is the branch's head in the mirror after fetching: what the
+	// push deploys.
+	Commit string
+	// Buildsets are those made, one per pipeline at most.
+	Buildsets []*store.Buildset
+	// Current maps each pipeline that got no buildset because its newest
+	// is already at Commit (queued, running or successful) to that one.
+	Current map[string]string
+	// Duplicate is set when the delivery was received before: nothing
+	// else was done.
+	Duplicate bool
+}
+
+// push makes a buildset of every pipeline triggered by pushes to branch.
+// A push says only that the branch moved: what it deploys is the branch's
+// head as the mirror has it after fetching, never a commit the delivery
+// names, so a delivery replayed after later pushes, or one naming a commit
+// of another branch, cannot deploy an older or foreign commit.
+//
+// delivery names the forge's delivery ("" for none). It is recorded once
+// the mirror has fetched, so that a delivery that failed there can be sent
+// again; one recorded before makes nothing (Duplicate). The changed files
+// of each buildset are those between its pipeline's last success and the
+// head.
+func (s *Server) push(ctx context.Context, branch, delivery, by string) (*pushResult, error) {
 	cfg := s.Config()
-	var out []*store.Buildset
-	var errs []error
-	updated := false
+	var names []string
 	for _, name := range cfg.PipelineNames() {
-		pl := cfg.Pipelines[name]
-		if pl.Trigger.Push == nil || pl.Trigger.Push.Branch != branch {
-			continue
+		if p := cfg.Pipelines[name].Trigger.Push; p != nil && p.Branch == branch {
+			names = append(names, name)
 		}
-		if !updated {
-			if err := s.opt.Mirror.Update(ctx); err != nil {
-				return nil, err
-			}
-			updated = true
+	}
+	res := &pushResult{}
+	if len(names) == 0 {
+		return res, nil
+	}
+	if err := s.opt.Mirror.Update(ctx); err != nil {
+		return nil, err
+	}
+	head, err := s.opt.Mirror.Resolve(ctx, "refs/heads/"+branch)
+	if err != nil {
+		return nil, fmt.Errorf("push to %s: the branch's head: %w", branch, err)
+	}
+	res.Commit = head
+	if delivery != "" {
+		now := s.opt.Clock.Now()
+		claimed, err := s.st.ClaimDelivery(ctx, store.DeliveryClaim{ID: delivery, At: now, ForgetBefore: now.Add(-deliveryTTL), Keep: deliveryKeep})
+		if err != nil {
+			return nil, err
 		}
-		bs, err := s.pushOne(ctx, name, after, fmt.Sprintf("push to %s by %s", branch, by))
+		if !claimed {
+			s.log.Info("push: delivery received before; ignored", "delivery", delivery)
+			return &pushResult{Duplicate: true}, nil
+		}
+	}
+	var errs []error
+	for _, name := range names {
+		bs, current, err := s.pushOne(ctx, name, head, fmt.Sprintf("push to %s by %s", branch, by))
 		if bs != nil {
-			out = append(out, bs)
+			res.Buildsets = append(res.Buildsets, bs)
+		}
+		if current != nil {
+			if res.Current == nil {
+				res.Current = map[string]string{}
+			}
+			res.Current[name] = current.ID
 		}
 		if err != nil && bs == nil {
 			errs = append(errs, fmt.Errorf("pipeline %s: %w", name, err))
 		}
 	}
-	return out, errors.Join(errs...)
+	return res, errors.Join(errs...)
 }
 
 // changedFiles returns the files changed since the pipeline last succeeded,
@@ -171,7 +216,7 @@ func (s *Server) runPoll(ctx context.Context, name, branch string, every time.Du
 	}
 	p.Run(ctx, func(old, head string) {
 		if old != "" {
-			if _, err := s.pushOne(ctx, name, head, fmt.Sprintf("branch %s moved (polling)", branch)); err != nil {
+			if _, _, err := s.pushOne(ctx, name, head, fmt.Sprintf("branch %s moved (polling)", branch)); err != nil {
 				s.log.Error("poll: trigger", "pipeline", name, "err", err)
 			}
 		}
@@ -182,17 +227,29 @@ func (s *Server) runPoll(ctx context.Context, name, branch string, every time.Du
 }
 
 // pushOne makes the buildset of one pipeline for a branch that moved to
-// after (the mirror already fetched), with the files changed since the
-// pipeline's last success.
-func (s *Server) pushOne(ctx context.Context, name, after, cause string) (*store.Buildset, error) {
-	files, from, err := s.changedFiles(ctx, name, after)
+// head (the mirror already fetched), with the files changed since the
+// pipeline's last success. When the pipeline's newest buildset is already
+// at head and queued, running or successful, the branch has not moved
+// since: it makes none and returns that one as current. A head whose
+// newest buildset failed or was cancelled is deployed again.
+func (s *Server) pushOne(ctx context.Context, name, head, cause string) (bs, current *store.Buildset, err error) {
+	newest, err := s.st.ListBuildsets(ctx, store.Filter{Pipeline: name, Limit: 1})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	if len(newest) == 1 && newest[0].Commit == head && (newest[0].State != store.BuildsetDone || newest[0].Result == store.Success) {
+		s.log.Info("push: the pipeline's newest buildset is at the head already", "pipeline", name, "buildset", newest[0].ID, "commit", head)
+		return nil, newest[0], nil
+	}
+	files, from, err := s.changedFiles(ctx, name, head)
+	if err != nil {
+		return nil, nil, err
 	}
 	if from == "" {
 		cause += " (no earlier success: every job)"
 	}
-	return s.create(ctx, buildset.Event{Pipeline: name, Rev: after, Files: files, Cause: cause})
+	bs, err = s.create(ctx, buildset.Event{Pipeline: name, Rev: head, Files: files, Cause: cause})
+	return bs, nil, err
 }
 
 // Reload loads the config again. A config with errors is refused: the

@@ -245,6 +245,21 @@ type Waiter struct {
 	Since      time.Time `json:"since"`
 }
 
+// DeliveryClaim is a webhook delivery to record (Store.ClaimDelivery).
+type DeliveryClaim struct {
+	// ID names the delivery: its forge and the forge's delivery id,
+	// "github/72d3162e-cc78-11e3-81ab-4c9367dc0958".
+	ID string
+	// At is when it was received.
+	At time.Time
+	// ForgetBefore: deliveries received before it are forgotten; zero
+	// forgets none by age.
+	ForgetBefore time.Time
+	// Keep is how many deliveries are kept at most, the newest (this one
+	// included); 0 keeps any number.
+	Keep int
+}
+
 // Pause is an operator's pause of one pipeline, or of all when Pipeline is "".
 type Pause struct {
 	Pipeline string
@@ -357,6 +372,14 @@ type Store interface {
 	GetMark(ctx context.Context, key string) (string, error)
 	// SetMark inserts or replaces a mark.
 	SetMark(ctx context.Context, key, value string) error
+	// ClaimDelivery records a webhook delivery as received, and reports
+	// whether this call recorded it: false means it was recorded before
+	// and is still kept. Of several concurrent claims of one ID, from any
+	// number of processes, exactly one gets true. In the same transaction
+	// it forgets the deliveries received before c.ForgetBefore and all but
+	// the c.Keep newest, so that the record stays bounded; a delivery
+	// forgotten can be claimed again.
+	ClaimDelivery(ctx context.Context, c DeliveryClaim) (bool, error)
 
 	// Close releases the store's resources.
 	Close() error

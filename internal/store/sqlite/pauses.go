@@ -85,3 +85,43 @@ func (s *Store) SetMark(ctx context.Context, key, value string) error {
 	}
 	return nil
 }
+
+// ClaimDelivery records a delivery unless it is recorded already, and
+// forgets the old ones, in one write transaction: the primary key makes
+// concurrent claims of one id, from any process, succeed once.
+func (s *Store) ClaimDelivery(ctx context.Context, c store.DeliveryClaim) (bool, error) {
+	if c.At.IsZero() {
+		return false, fmt.Errorf("sqlite: claim delivery %q: %w", c.ID, errZeroTime("At"))
+	}
+	claimed := false
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if !c.ForgetBefore.IsZero() {
+			if _, err := s.txExec(ctx, tx, `DELETE FROM deliveries WHERE received_at < ?`, nanos(c.ForgetBefore)); err != nil {
+				return err
+			}
+		}
+		res, err := s.txExec(ctx, tx, `INSERT INTO deliveries (id, received_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`, c.ID, nanos(c.At))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		claimed = n == 1
+		if c.Keep > 0 {
+			// The newest first, ties by arrival (rowid).
+			if _, err := s.txExec(ctx, tx, `
+				DELETE FROM deliveries WHERE rowid IN (
+					SELECT rowid FROM deliveries ORDER BY received_at DESC, rowid DESC LIMIT -1 OFFSET ?)`,
+				c.Keep); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("sqlite: claim delivery %q: %w", c.ID, err)
+	}
+	return claimed, nil
+}

@@ -31,6 +31,8 @@
 //     their buildset is adopted or released.
 //   - ClearPause("") clears the pause of all pipelines, not each
 //     pipeline's own.
+//   - ClaimDelivery does not move a delivery's time when it is claimed
+//     again: a delivery replayed every day is still forgotten by age.
 package storetest
 
 import (
@@ -99,6 +101,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ReleaseOwnerKeeps", testReleaseOwnerKeeps},
 		{"Pauses", testPauses},
 		{"Marks", testMarks},
+		{"Deliveries", testDeliveries},
 		{"SemaphoreConcurrency", testSemaphoreConcurrency},
 	}
 	for _, tt := range tests {

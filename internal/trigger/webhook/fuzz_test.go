@@ -1,10 +1,12 @@
 package webhook_test
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -71,6 +73,14 @@ func FuzzParse(f *testing.F) {
 
 		push, err := webhook.Parse(ff.forge, key, h, body)
 
+		// Read, with the length known or not, agrees with Parse.
+		for _, size := range []int64{int64(len(body)), -1} {
+			rpush, rerr := webhook.Read(ff.forge, key, h, bytes.NewReader(body), size, 0)
+			if kind(rerr) != kind(err) || !reflect.DeepEqual(rpush, push) {
+				t.Fatalf("Read (size %d) = %+v, %v; Parse = %+v, %v", size, rpush, rerr, push, err)
+			}
+		}
+
 		if len(key) == 0 {
 			if !errors.Is(err, webhook.ErrEmptySecret) {
 				t.Fatalf("empty secret: Parse = %+v, %v; want ErrEmptySecret", push, err)
@@ -134,4 +144,15 @@ func mustDecode(s string) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// kind is the sentinel an error of the package wraps, for comparing two
+// errors whose texts may differ.
+func kind(err error) error {
+	for _, k := range []error{webhook.ErrEmptySecret, webhook.ErrBadSignature, webhook.ErrPing, webhook.ErrNotPush, webhook.ErrBadPayload, webhook.ErrTooLarge, webhook.ErrUnknownForge} {
+		if errors.Is(err, k) {
+			return k
+		}
+	}
+	return err
 }

@@ -1,7 +1,10 @@
 // Package webhook verifies and parses the push webhooks that forges send
-// (SPEC §4: POST /webhooks/github, /webhooks/gitea, /webhooks/gitlab). It
-// knows nothing of HTTP servers: the server reads the body (ReadBody), hands
-// it with the request's headers to Parse, and maps the errors to statuses:
+// (POST /webhooks/github, /webhooks/gitea, /webhooks/gitlab). It knows
+// nothing of HTTP servers. A server checks the headers first (CheckHeaders),
+// so that a delivery that can be refused without its body is refused before
+// a byte of the body is read; it then reads the body with Read, which
+// computes the MAC as it reads and holds the body once. Parse does the same
+// checks on a body already read. The server maps the errors to statuses:
 // ErrBadSignature and ErrEmptySecret to 401, ErrNotPush to 202 or 204,
 // ErrBadPayload to 400, ErrTooLarge to 413.
 //
@@ -16,16 +19,21 @@
 //   - GitLab: X-Gitlab-Token equals the secret; X-Gitlab-Event is "Push Hook"
 //     or "Tag Push Hook".
 //
-// MACs and tokens are compared in constant time, and always before anything
-// else of the request is looked at: an unverified request learns nothing but
-// "bad signature". Only the body is signed; the headers, the event name
-// included, are not, which is why a payload that does not look like a push
-// is rejected even when its event header says push.
+// MACs and tokens are compared in constant time. Parse and Read check the
+// signature before anything else of the request is looked at: an unverified
+// request learns nothing but "bad signature". Only the body is signed; the
+// headers, the event name included, are not, which is why a payload that
+// does not look like a push is rejected even when its event header says
+// push. CheckHeaders looks at the event before the body is verified, so
+// that the bodies of events Sortie ignores are never read: its ErrNotPush
+// says only "ignore this", never that the delivery came from the forge.
 //
 // A verified payload can still be a replay of an old delivery: treat a Push
 // as "this branch moved", resolve the branch's head from the repository and
 // compute the changed files from git, rather than deploying Push.After or
 // trusting the payload's file lists (which this package does not read).
+// Push.Delivery names the delivery, to recognise one received before; it
+// is not signed, so a replay can carry a new one.
 package webhook
 
 import (
@@ -35,6 +43,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"mime"
 	"net/http"
@@ -103,8 +112,10 @@ func (pingError) Is(target error) bool { return target == ErrNotPush }
 type Push struct {
 	Forge Forge
 	// Delivery is the forge's id of the delivery (X-GitHub-Delivery,
-	// X-Gitea-Delivery, X-Forgejo-Delivery or X-Gitlab-Event-UUID), for
-	// logs; it is not signed.
+	// X-Gitea-Delivery, X-Forgejo-Delivery, or GitLab's Idempotency-Key,
+	// else X-Gitlab-Event-UUID), "" when there is none. A forge sends the
+	// same id when it delivers an event again, so a server can recognise a
+	// delivery it has seen; it is not signed.
 	Delivery string
 	// Ref is the full ref that moved: "refs/heads/main", "refs/tags/v1".
 	Ref string
@@ -159,24 +170,14 @@ func Parse(forge Forge, secret []byte, h http.Header, body []byte) (*Push, error
 	if err := Verify(forge, secret, h, body); err != nil {
 		return nil, err
 	}
+	return parseVerified(forge, h, body)
+}
+
+// parseVerified is Parse after the signature or token was verified.
+func parseVerified(forge Forge, h http.Header, body []byte) (*Push, error) {
 	op := "webhook: " + string(forge)
-	event := Event(forge, h)
-	switch forge {
-	case GitHub:
-		if event == "ping" {
-			return nil, fmt.Errorf("%s: %w", op, ErrPing)
-		}
-		if event != "push" {
-			return nil, fmt.Errorf("%s: event %.64q: %w", op, event, ErrNotPush)
-		}
-	case Gitea:
-		if event != "push" {
-			return nil, fmt.Errorf("%s: event %.64q: %w", op, event, ErrNotPush)
-		}
-	case GitLab:
-		if event != "Push Hook" && event != "Tag Push Hook" {
-			return nil, fmt.Errorf("%s: event %.64q: %w", op, event, ErrNotPush)
-		}
+	if err := checkEvent(forge, h); err != nil {
+		return nil, err
 	}
 	doc, err := jsonBody(h, body)
 	if err != nil {
@@ -209,6 +210,203 @@ func Parse(forge Forge, secret []byte, h http.Header, body []byte) (*Push, error
 	}
 	push.Deleted = p.Deleted || isZeroHash(p.After)
 	return push, nil
+}
+
+// checkEvent returns nil for a push event, ErrPing or ErrNotPush for any
+// other.
+func checkEvent(forge Forge, h http.Header) error {
+	op := "webhook: " + string(forge)
+	event := Event(forge, h)
+	switch forge {
+	case GitHub:
+		if event == "ping" {
+			return fmt.Errorf("%s: %w", op, ErrPing)
+		}
+		if event != "push" {
+			return fmt.Errorf("%s: event %.64q: %w", op, event, ErrNotPush)
+		}
+	case Gitea:
+		if event != "push" {
+			return fmt.Errorf("%s: event %.64q: %w", op, event, ErrNotPush)
+		}
+	case GitLab:
+		if event != "Push Hook" && event != "Tag Push Hook" {
+			return fmt.Errorf("%s: event %.64q: %w", op, event, ErrNotPush)
+		}
+	}
+	return nil
+}
+
+// CheckHeaders runs the checks of a delivery that need no body, so that a
+// server can refuse a delivery before it reads (and holds) its body. In
+// this order, the first that fails deciding the error: a known forge
+// (ErrUnknownForge), a non-empty secret (ErrEmptySecret), the signature
+// header present and well formed (64 hex digits, after "sha256=" for
+// GitHub) or, for GitLab, the token itself (ErrBadSignature), then the
+// event. It returns nil for a push, and for GitHub's ping, whose body is
+// worth verifying (it tells whoever made the hook whether the secret is
+// right); ErrNotPush for any other event.
+//
+// ErrNotPush from CheckHeaders means "not a push: no need to read the
+// body", not that the delivery is genuine: for GitHub and Gitea the MAC has
+// not been checked yet. nil means only that the body is worth reading;
+// Read or Parse still verifies it.
+func CheckHeaders(forge Forge, secret []byte, h http.Header) error {
+	op := "webhook: " + string(forge)
+	switch forge {
+	case GitHub, Gitea, GitLab:
+	default:
+		return fmt.Errorf("webhook: forge %.64q: %w", forge, ErrUnknownForge)
+	}
+	if len(secret) == 0 {
+		return fmt.Errorf("%s: %w", op, ErrEmptySecret)
+	}
+	switch forge {
+	case GitHub:
+		sig := h.Get("X-Hub-Signature-256")
+		if sig == "" {
+			return fmt.Errorf("%s: no X-Hub-Signature-256 header: %w", op, ErrBadSignature)
+		}
+		if hexMAC, ok := strings.CutPrefix(sig, "sha256="); !ok || !isMAC(hexMAC) {
+			return fmt.Errorf("%s: X-Hub-Signature-256 is not sha256= and 64 hex digits: %w", op, ErrBadSignature)
+		}
+	case Gitea:
+		name, sig := giteaSignature(h)
+		if sig == "" {
+			return fmt.Errorf("%s: no X-Gitea-Signature or X-Forgejo-Signature header: %w", op, ErrBadSignature)
+		}
+		if !isMAC(sig) {
+			return fmt.Errorf("%s: %s is not 64 hex digits: %w", op, name, ErrBadSignature)
+		}
+	case GitLab:
+		// The token is the whole proof, and it is in the headers.
+		if err := Verify(forge, secret, h, nil); err != nil {
+			return err
+		}
+	}
+	if err := checkEvent(forge, h); err != nil && !errors.Is(err, ErrPing) {
+		return err
+	}
+	return nil
+}
+
+// isMAC reports whether s has the form of a hex HMAC-SHA256.
+func isMAC(s string) bool {
+	if len(s) != 2*sha256.Size {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// Read reads a delivery's body from r and returns the push it carries,
+// with the checks and errors of Parse. size is the body's length when it is
+// known (an HTTP request's ContentLength), else -1; limit bounds it
+// (MaxBodySize when limit <= 0): a size over limit is an ErrTooLarge before
+// anything is read, and an unknown size stops at limit+1 bytes.
+//
+// The body is held once: in one buffer of size bytes when size is known,
+// else in chunks that grow as it arrives, the MAC computed over each as it
+// is read. Only a verified body is then joined and decoded. A body shorter
+// than size is an error (io.ErrUnexpectedEOF). Read does not close r.
+func Read(forge Forge, secret []byte, h http.Header, r io.Reader, size, limit int64) (*Push, error) {
+	if limit <= 0 {
+		limit = MaxBodySize
+	}
+	op := "webhook: " + string(forge)
+	if size > limit {
+		return nil, fmt.Errorf("%s: read body: %d bytes, more than %d: %w", op, size, limit, ErrTooLarge)
+	}
+	// The headers are checked again, so that Read alone refuses what
+	// CheckHeaders would, before it reads anything.
+	if err := CheckHeaders(forge, secret, h); err != nil && !errors.Is(err, ErrNotPush) {
+		return nil, err
+	}
+	var mac hash.Hash
+	if forge != GitLab {
+		mac = hmac.New(sha256.New, secret)
+	}
+	var body []byte
+	if size >= 0 {
+		body = make([]byte, size)
+		if _, err := io.ReadFull(r, body); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("%s: read body: %w", op, err)
+		}
+		if mac != nil {
+			mac.Write(body)
+		}
+		if err := verifyMAC(forge, h, mac); err != nil {
+			return nil, err
+		}
+		return parseVerified(forge, h, body)
+	}
+	chunks, n, err := readChunks(r, limit, mac)
+	if err != nil {
+		return nil, fmt.Errorf("%s: read body: %w", op, err)
+	}
+	if n > limit {
+		return nil, fmt.Errorf("%s: read body: more than %d bytes: %w", op, limit, ErrTooLarge)
+	}
+	if err := verifyMAC(forge, h, mac); err != nil {
+		return nil, err
+	}
+	body = make([]byte, 0, n)
+	for _, c := range chunks {
+		body = append(body, c...)
+	}
+	return parseVerified(forge, h, body)
+}
+
+// readChunks reads r up to limit+1 bytes in chunks that double from 4 KiB
+// to 1 MiB, so that a small body takes little and a large one is never
+// copied to grow, writing each to mac when it is not nil.
+func readChunks(r io.Reader, limit int64, mac hash.Hash) ([][]byte, int64, error) {
+	var chunks [][]byte
+	var n int64
+	size := 4 << 10
+	lr := io.LimitReader(r, limit+1)
+	for {
+		c := make([]byte, size)
+		m, err := io.ReadFull(lr, c)
+		if m > 0 {
+			chunks = append(chunks, c[:m])
+			n += int64(m)
+			if mac != nil {
+				mac.Write(c[:m])
+			}
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return chunks, n, nil
+		}
+		if err != nil {
+			return nil, n, err
+		}
+		if size < 1<<20 {
+			size *= 2
+		}
+	}
+}
+
+// verifyMAC compares the MAC computed over a body with the delivery's
+// signature header (GitLab's token has no MAC: CheckHeaders verified it).
+func verifyMAC(forge Forge, h http.Header, mac hash.Hash) error {
+	op := "webhook: " + string(forge)
+	switch forge {
+	case GitHub:
+		hexMAC, _ := strings.CutPrefix(h.Get("X-Hub-Signature-256"), "sha256=")
+		if !sumEqual(mac.Sum(nil), hexMAC) {
+			return fmt.Errorf("%s: X-Hub-Signature-256 does not match the body: %w", op, ErrBadSignature)
+		}
+	case Gitea:
+		name, sig := giteaSignature(h)
+		if !sumEqual(mac.Sum(nil), sig) {
+			return fmt.Errorf("%s: %s does not match the body: %w", op, name, ErrBadSignature)
+		}
+	}
+	return nil
 }
 
 // payload holds the fields of GitHub's, Gitea's and GitLab's push payloads
@@ -252,12 +450,7 @@ func Verify(forge Forge, secret []byte, h http.Header, body []byte) error {
 			return fmt.Errorf("%s: X-Hub-Signature-256 does not match the body: %w", op, ErrBadSignature)
 		}
 	case Gitea:
-		name := "X-Gitea-Signature"
-		sig := h.Get(name)
-		if sig == "" {
-			name = "X-Forgejo-Signature"
-			sig = h.Get(name)
-		}
+		name, sig := giteaSignature(h)
 		if sig == "" {
 			return fmt.Errorf("%s: no X-Gitea-Signature or X-Forgejo-Signature header: %w", op, ErrBadSignature)
 		}
@@ -282,13 +475,28 @@ func Verify(forge Forge, secret []byte, h http.Header, body []byte) error {
 // macEqual reports whether hexMAC is the hex HMAC-SHA256 of body under
 // secret, comparing in constant time.
 func macEqual(secret, body []byte, hexMAC string) bool {
+	m := hmac.New(sha256.New, secret)
+	m.Write(body)
+	return sumEqual(m.Sum(nil), hexMAC)
+}
+
+// sumEqual reports whether hexMAC is the hex of sum, in constant time.
+func sumEqual(sum []byte, hexMAC string) bool {
 	got, err := hex.DecodeString(hexMAC)
 	if err != nil {
 		return false
 	}
-	m := hmac.New(sha256.New, secret)
-	m.Write(body)
-	return hmac.Equal(got, m.Sum(nil))
+	return hmac.Equal(got, sum)
+}
+
+// giteaSignature returns the signature header of a Gitea or Forgejo
+// delivery and its name: X-Gitea-Signature, or X-Forgejo-Signature when
+// that is absent.
+func giteaSignature(h http.Header) (name, sig string) {
+	if sig := h.Get("X-Gitea-Signature"); sig != "" {
+		return "X-Gitea-Signature", sig
+	}
+	return "X-Forgejo-Signature", h.Get("X-Forgejo-Signature")
 }
 
 // Event returns the event name a delivery's headers give, "" if none. It is
@@ -308,6 +516,11 @@ func Event(forge Forge, h http.Header) string {
 	return ""
 }
 
+// delivery returns the forge's id of a delivery, the same when the forge
+// sends the delivery again: X-GitHub-Delivery (GitHub keeps it on a
+// redelivery), X-Gitea-Delivery or X-Forgejo-Delivery, and GitLab's
+// Idempotency-Key (kept across retries, since GitLab 17.4), else its
+// X-Gitlab-Event-UUID.
 func delivery(forge Forge, h http.Header) string {
 	switch forge {
 	case GitHub:
@@ -318,6 +531,9 @@ func delivery(forge Forge, h http.Header) string {
 		}
 		return h.Get("X-Forgejo-Delivery")
 	case GitLab:
+		if d := h.Get("Idempotency-Key"); d != "" {
+			return d
+		}
 		return h.Get("X-Gitlab-Event-UUID")
 	}
 	return ""
