@@ -22,6 +22,7 @@ import (
 
 	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/graph"
+	"github.com/sortie-ci/sortie/internal/source"
 	"github.com/sortie-ci/sortie/internal/store"
 	"github.com/sortie-ci/sortie/internal/trigger/webhook"
 )
@@ -181,9 +182,29 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
 
+// notFound is a missing resource, named as the client asked for it rather
+// than in the store's words.
+type notFound string
+
+func (e notFound) Error() string        { return string(e) }
+func (e notFound) Is(target error) bool { return target == store.ErrNotFound }
+
+// noBuildset names a buildset the store does not have: "no buildset ID".
+// Other errors are returned as they are.
+func noBuildset(err error, id string) error {
+	var nf notFound
+	if errors.Is(err, store.ErrNotFound) && !errors.As(err, &nf) {
+		return notFound("no buildset " + id)
+	}
+	return err
+}
+
 // storeError maps store errors to HTTP codes.
 func storeError(w http.ResponseWriter, err error) {
+	var nf notFound
 	switch {
+	case errors.As(err, &nf):
+		writeError(w, http.StatusNotFound, nf.Error())
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, store.ErrConflict):
@@ -320,7 +341,7 @@ func (s *Server) getBuildset(w http.ResponseWriter, r *http.Request) {
 func (s *Server) Buildset(ctx context.Context, id string) (*BuildsetJSON, error) {
 	bs, err := s.st.GetBuildset(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, noBuildset(err, id)
 	}
 	return s.buildsetJSON(ctx, bs, true)
 }
@@ -356,7 +377,7 @@ type BuildJSON struct {
 func (s *Server) Build(ctx context.Context, id, job string) (*BuildJSON, error) {
 	rep, err := buildset.MakeReport(ctx, s.st, id)
 	if err != nil {
-		return nil, err
+		return nil, noBuildset(err, id)
 	}
 	var b *buildset.BuildReport
 	for i := range rep.Builds {
@@ -365,7 +386,7 @@ func (s *Server) Build(ctx context.Context, id, job string) (*BuildJSON, error) 
 		}
 	}
 	if b == nil {
-		return nil, fmt.Errorf("buildset %s has no build of %s: %w", id, job, store.ErrNotFound)
+		return nil, notFound(fmt.Sprintf("buildset %s has no build of %s", id, job))
 	}
 	if b.Attempt > 0 {
 		b.Log = logURL(id, job, b.Attempt)
@@ -413,10 +434,29 @@ func (s *Server) postTrigger(w http.ResponseWriter, r *http.Request) {
 		// CONFIG_ERROR; it was made, so 202 as SPEC §4 fixes, with why.
 		writeJSON(w, http.StatusAccepted, map[string]string{"buildset": bs.ID, "error": err.Error()})
 	case err != nil:
-		writeError(w, http.StatusUnprocessableEntity, err.Error())
+		code, msg := s.sourceError(body.Commit, err)
+		writeError(w, code, msg)
 	default:
 		writeJSON(w, http.StatusAccepted, map[string]string{"buildset": bs.ID})
 	}
+}
+
+// sourceError explains a trigger that made no buildset, naming the
+// repository as the config does (source.url), never Sortie's mirror of it:
+// a commit that does not resolve is the client's mistake (422), a
+// repository that cannot be fetched is not (502).
+func (s *Server) sourceError(rev string, err error) (int, string) {
+	cfg := s.Config()
+	var fe *source.FetchError
+	switch {
+	case errors.Is(err, source.ErrUnknownRevision) && rev != "":
+		return http.StatusUnprocessableEntity, fmt.Sprintf("no commit %s in %s (source.url)", rev, cfg.Source.URL)
+	case errors.Is(err, source.ErrUnknownRevision):
+		return http.StatusUnprocessableEntity, fmt.Sprintf("no branch %s in %s (source.url)", cfg.Source.Branch, cfg.Source.URL)
+	case errors.As(err, &fe):
+		return http.StatusBadGateway, fmt.Sprintf("cannot fetch %s (source.url): %v", cfg.Source.URL, fe.Err)
+	}
+	return http.StatusUnprocessableEntity, err.Error()
 }
 
 func by(who string) string {
@@ -438,7 +478,7 @@ func (s *Server) postCancel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.cancelBuildset(r.Context(), r.PathValue("id"), by(body.By)); err != nil {
-		storeError(w, err)
+		storeError(w, noBuildset(err, r.PathValue("id")))
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]string{"buildset": r.PathValue("id"), "status": "cancelling"})
@@ -464,7 +504,7 @@ func (s *Server) postRerun(w http.ResponseWriter, r *http.Request) {
 	bs, err := s.opt.Runner.Rerun(r.Context(), id, fmt.Sprintf("re-run of the jobs of %s that did not succeed, by %s", id, by(body.By)))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		storeError(w, err)
+		storeError(w, noBuildset(err, id))
 		return
 	case errors.Is(err, buildset.ErrNothingToRerun) || errors.Is(err, buildset.ErrNotFinished):
 		writeError(w, http.StatusConflict, err.Error())

@@ -32,6 +32,9 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	atts, err := s.st.Attempts(r.Context(), id, job)
 	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			err = notFound(fmt.Sprintf("no build %s in buildset %s", job, id))
+		}
 		storeError(w, err)
 		return
 	}
