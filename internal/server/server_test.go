@@ -161,7 +161,7 @@ func TestSerial(t *testing.T) {
 		ids = append(ids, e.trigger("p", nil))
 	}
 	e.wait(ids[0], "running", func(b *BuildsetJSON) bool { return b.State == "RUNNING" })
-	time.Sleep(200 * time.Millisecond) // several manager passes
+	e.decide() // a pass over the queue as it is now: the others must wait
 	for _, id := range ids[1:] {
 		if st := e.buildset(id).State; st != "QUEUED" {
 			t.Errorf("%s is %s while the first runs, want QUEUED", id, st)
