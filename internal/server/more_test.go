@@ -228,6 +228,17 @@ func (e *env) decide() {
 	}
 }
 
+// waitRunEnded waits until the server no longer runs buildset id.
+func (e *env) waitRunEnded(id string) {
+	e.t.Helper()
+	waitFor(e.t, "the server's run of "+id+" to end", func() bool {
+		e.srv.runsMu.Lock()
+		defer e.srv.runsMu.Unlock()
+		_, running := e.srv.runs[id]
+		return !running
+	})
+}
+
 // stillQueued checks that the buildsets stay QUEUED, with no build
 // started, after a pass of the managers over the queue as it is now.
 func stillQueued(t *testing.T, e *env, ids ...string) {
@@ -593,6 +604,9 @@ pipelines:
 	if aa.Result != "CANCELED" || buildOf(t, aa, "hold").Result != "CANCELED" {
 		t.Errorf("running buildset after cancel: %s, hold %s", aa.Result, buildOf(t, aa, "hold").Result)
 	}
+	// The buildset is recorded DONE just before its run lets go of it;
+	// until then a cancel still reaches the run (202).
+	e.waitRunEnded(a)
 	if code, _ := e.do("POST", "/api/v1/buildsets/"+a+"/cancel", nil, testToken); code != http.StatusConflict {
 		t.Errorf("cancel of a finished buildset: %d, want 409", code)
 	}
