@@ -727,11 +727,13 @@ pipelines:
 	}
 }
 
-// TestSerialRunsTakeTurns: two `sortie run` of a serial pipeline (no
+// TestSerialRunsTakeTurns: `sortie run`s of a serial pipeline (no
 // semaphore) on one state dir run one after the other, as a server's
-// managers would run them. The job waits for a gate: while the first run's
-// job waits, the second run must not start its own, and says what it waits
-// for; once the gate opens both finish.
+// managers would run them. The job waits for a gate. Two runs start at
+// once: one's job starts, the other says what it waits for. A third run
+// starts once the first's job runs: its first look at the store finds
+// that buildset RUNNING, so it must say it waits for it, with nothing else
+// started. Once the gate opens all three finish.
 func TestSerialRunsTakeTurns(t *testing.T) {
 	t.Parallel()
 	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
@@ -745,31 +747,56 @@ jobs:
 pipelines:
   deploy: {manager: serial, jobs: [one]}
 `, repo, dir, gate))
+	t.Cleanup(func() { os.WriteFile(gate, nil, 0o644) })
 	state := filepath.Join(dir, "state")
-	started := func() int { m, _ := filepath.Glob(filepath.Join(dir, "started-*")); return len(m) }
-	outs := make([]*lockedBuffer, 2)
-	exited := make(chan error, 2)
-	for i := range outs {
-		outs[i] = &lockedBuffer{}
+	startedIDs := func() []string {
+		m, _ := filepath.Glob(filepath.Join(dir, "started-*"))
+		for i := range m {
+			m[i] = strings.TrimPrefix(filepath.Base(m[i]), "started-")
+		}
+		return m
+	}
+	var outs []*lockedBuffer
+	exited := make(chan error, 3)
+	launch := func() *lockedBuffer {
+		out := &lockedBuffer{}
+		outs = append(outs, out)
 		cmd := exec.Command(sortieBin(t), "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", state)
-		cmd.Stdout, cmd.Stderr = outs[i], outs[i]
+		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cmd.Process.Kill() })
 		go func() { exited <- cmd.Wait() }()
+		return out
 	}
+	dump := func() string {
+		var b strings.Builder
+		for i, o := range outs {
+			fmt.Fprintf(&b, "run %d:\n%s\n", i, o)
+		}
+		return b.String()
+	}
+	launch()
+	launch()
 	said := func() bool {
 		return strings.Contains(outs[0].String(), "waiting for buildset") || strings.Contains(outs[1].String(), "waiting for buildset")
 	}
-	for deadline := time.Now().Add(60 * time.Second); started() < 1 || !said(); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); len(startedIDs()) < 1 || !said(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("want one job started and the other run waiting; %d started\nrun 0:\n%s\nrun 1:\n%s", started(), outs[0], outs[1])
+			t.Fatalf("want one job started and the other run waiting; %d started\n%s", len(startedIDs()), dump())
 		}
 	}
-	time.Sleep(500 * time.Millisecond) // the waiting run polls every 500 ms
-	if n := started(); n != 1 {
-		t.Fatalf("%d jobs started while the first one held the gate, want 1", n)
+	first := startedIDs()[0]
+	third := launch()
+	want := fmt.Sprintf("waiting for buildset %s of pipeline deploy (RUNNING, serial manager)", first)
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(third.String(), want); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the third run never said %q\n%s", want, dump())
+		}
+	}
+	if ids := startedIDs(); len(ids) != 1 {
+		t.Fatalf("jobs of %v started while the first one held the gate, want %s's alone\n%s", ids, first, dump())
 	}
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -778,13 +805,13 @@ pipelines:
 		select {
 		case err := <-exited:
 			if err != nil {
-				t.Errorf("a run failed: %v\nrun 0:\n%s\nrun 1:\n%s", err, outs[0], outs[1])
+				t.Errorf("a run failed: %v\n%s", err, dump())
 			}
 		case <-time.After(60 * time.Second):
-			t.Fatalf("the runs did not finish after the gate opened\nrun 0:\n%s\nrun 1:\n%s", outs[0], outs[1])
+			t.Fatalf("the runs did not finish after the gate opened\n%s", dump())
 		}
 	}
-	if n := started(); n != 2 {
-		t.Errorf("%d jobs ran in all, want 2", n)
+	if n := len(startedIDs()); n != 3 {
+		t.Errorf("%d jobs ran in all, want 3", n)
 	}
 }

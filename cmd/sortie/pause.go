@@ -61,15 +61,17 @@ func (w *pauseWatch) check(ctx context.Context) {
 			break // "" sorts first: a pause of everything wins
 		}
 	}
+	// Each change is made on the side of its line that keeps the line
+	// true: held before "no new build starts", released after "resumed".
 	switch was := w.held.Load(); {
 	case p != nil && !was:
 		what := "pipeline " + w.pipeline
 		if p.Pipeline == "" {
 			what = "every pipeline"
 		}
+		w.held.Store(true)
 		w.say(fmt.Sprintf("%s paused: %s is paused by %s (%s); no new build starts until it is resumed",
 			stamp(time.Now()), what, p.By, p.Reason))
-		w.held.Store(true)
 	case p == nil && was:
 		w.say(fmt.Sprintf("%s resumed: %s", stamp(time.Now()), w.pipeline))
 		w.held.Store(false)

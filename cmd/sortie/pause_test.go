@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,20 +17,35 @@ import (
 
 // TestRunHonoursPauses: a pause in the store (as a server sharing it sets
 // one, SPEC §2.4) holds a `sortie run`'s builds: nothing starts, the run
-// says who paused it and why, and once resumed it goes on.
+// says who paused it and why, and once resumed it goes on. Paused from the
+// outset, the run starts nothing before it says it resumed. Paused again
+// while hold and late run, it lets them finish and starts nothing after:
+// late ends after hold, and its end is recorded at a later turn of the
+// run's loop, so by then the loop has had its turn to start job, which
+// waits for hold.
 func TestRunHonoursPauses(t *testing.T) {
 	t.Parallel()
 	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
 	dir := t.TempDir()
 	ran := filepath.Join(dir, "ran")
-	cfg := writeConfig(t, dir, `
-source: {url: `+repo+`}
+	holdGate, lateGate := filepath.Join(dir, "hold-gate"), filepath.Join(dir, "late-gate")
+	wait := func(gate string) string { return fmt.Sprintf("while [ ! -e %s ]; do sleep 0.02; done", gate) }
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
+source: {url: %s}
 jobs:
   boot: {bootstrap: true, install: ["true"]}
-  job: {run: 'touch `+ran+`'}
+  hold: {run: '%s'}
+  late: {run: '%s'}
+  job: {run: 'touch %s', dependencies: [hold]}
 pipelines:
-  deploy: {jobs: [job]}
-`)
+  deploy: {jobs: [hold, late, job]}
+`, repo, wait(holdGate), wait(lateGate), ran))
+	open := func(gate string) {
+		if err := os.WriteFile(gate, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { open(holdGate); open(lateGate) })
 	state := filepath.Join(dir, "state")
 	if err := os.MkdirAll(state, 0o755); err != nil {
 		t.Fatal(err)
@@ -40,9 +56,17 @@ pipelines:
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if err := st.SetPause(ctx, store.Pause{Pipeline: "deploy", By: "alice", Reason: "switch upgrade", At: time.Now()}); err != nil {
-		t.Fatal(err)
+	pause := func(by, reason string) {
+		if err := st.SetPause(ctx, store.Pause{Pipeline: "deploy", By: by, Reason: reason, At: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
 	}
+	resume := func() {
+		if err := st.ClearPause(ctx, "deploy"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pause("alice", "switch upgrade")
 
 	cmd := exec.Command(sortieBin(t), "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", state)
 	var out lockedBuffer
@@ -50,34 +74,50 @@ pipelines:
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { cmd.Process.Kill() })
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(out.String(), "is paused by alice (switch upgrade)"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("the run never said it is paused:\n%s", out.String())
+	said := func(what string) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !strings.Contains(out.String(), what); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the run never said %q:\n%s", what, out.String())
+			}
 		}
 	}
-	time.Sleep(1500 * time.Millisecond) // time enough for a build to start, were it let
-	if _, err := os.Stat(ran); err == nil || strings.Contains(out.String(), "start   boot") {
+
+	said("is paused by alice (switch upgrade)")
+	resume()
+	said("resumed: deploy")
+	said("start   hold")
+	said("start   late")
+	if o := out.String(); strings.Index(o, "start   ") < strings.Index(o, "resumed: deploy") {
+		t.Errorf("a build started before the run said it resumed:\n%s", o)
+	}
+
+	pause("bob", "second look")
+	said("is paused by bob (second look)")
+	open(holdGate)
+	said("success hold")
+	open(lateGate)
+	said("success late")
+	if _, err := os.Stat(ran); err == nil || strings.Contains(out.String(), "start   job") {
 		t.Errorf("a build started while the pipeline was paused:\n%s", out.String())
 	}
-	if err := st.ClearPause(ctx, "deploy"); err != nil {
-		t.Fatal(err)
-	}
+
+	resume()
 	select {
 	case err := <-exited:
 		if err != nil {
 			t.Fatalf("run after the resume: %v\n%s", err, out.String())
 		}
 	case <-time.After(60 * time.Second):
-		cmd.Process.Kill()
 		t.Fatalf("the run did not finish after the resume:\n%s", out.String())
 	}
 	if _, err := os.Stat(ran); err != nil {
 		t.Errorf("the job did not run after the resume: %v\n%s", err, out.String())
 	}
-	if !strings.Contains(out.String(), "resumed: deploy") {
-		t.Errorf("the run did not say it resumed:\n%s", out.String())
+	if n := strings.Count(out.String(), "resumed: deploy"); n != 2 {
+		t.Errorf("the run said it resumed %d times, want 2:\n%s", n, out.String())
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/sortie-ci/sortie/internal/bastion"
 	"github.com/sortie-ci/sortie/internal/bastion/local"
 	"github.com/sortie-ci/sortie/internal/buildset"
@@ -21,6 +23,10 @@ import (
 	"github.com/sortie-ci/sortie/internal/store"
 	"github.com/sortie-ci/sortie/internal/store/sqlite"
 )
+
+// Runs start goroutines (lease watchers, attempts, the bastion's waits):
+// none may outlive the tests.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func setup(t *testing.T, yaml string) (*buildset.Runner, *config.Config) {
 	t.Helper()

@@ -62,6 +62,13 @@ type Client struct {
 	Lease time.Duration
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
+	// RenewTick and ReapTick, if set, pace the renewals and the reaps in
+	// place of tickers of Lease/3, and Renewed, if set, hears of each
+	// renewal round once it is over, with its error, from the goroutine
+	// that renews: with Now, they let a test drive the rounds by hand
+	// instead of waiting for time to pass.
+	RenewTick, ReapTick <-chan time.Time
+	Renewed             func(err error)
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
@@ -223,13 +230,13 @@ func (c *Client) reaped(ctx context.Context, owner string, err error) {
 // reapLoop reaps every Lease/3, apart from renew: ending a dead owner's
 // builds can take their grace, which must not delay a renewal.
 func (c *Client) reapLoop(ctx context.Context) {
-	t := time.NewTicker(c.lease() / 3)
-	defer t.Stop()
+	tick, stop := c.ticker(c.ReapTick)
+	defer stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-tick:
 		}
 		c.Reap(ctx)
 	}
@@ -242,14 +249,14 @@ func (c *Client) reapLoop(ctx context.Context) {
 // must not go on as if it held them. A renewal that succeeds then starts
 // a new epoch.
 func (c *Client) renew(ctx context.Context) {
-	t := time.NewTicker(c.lease() / 3)
-	defer t.Stop()
+	tick, stop := c.ticker(c.RenewTick)
+	defer stop()
 	renewed := c.now() // when the last renewal that succeeded began
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-tick:
 		}
 		at := c.now()
 		if at.Sub(renewed) >= 2*c.lease()/3 {
@@ -271,7 +278,19 @@ func (c *Client) renew(ctx context.Context) {
 		} else if c.now().Sub(renewed) >= 2*c.lease()/3 {
 			c.loseEpoch()
 		}
+		if c.Renewed != nil {
+			c.Renewed(err)
+		}
 	}
+}
+
+// ticker returns tick if set, else a ticker of Lease/3 and its Stop.
+func (c *Client) ticker(tick <-chan time.Time) (<-chan time.Time, func()) {
+	if tick != nil {
+		return tick, func() {}
+	}
+	t := time.NewTicker(c.lease() / 3)
+	return t.C, t.Stop
 }
 
 // Stop ends the renewals and waits for them. It is safe to call twice, and

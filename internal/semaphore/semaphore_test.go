@@ -209,32 +209,110 @@ func running(pid int) bool {
 	return err == nil && i > 0 && i+2 < len(stat) && stat[i+2] != 'Z'
 }
 
+// clock is a fake time for Client.Now: it moves only when the test moves
+// it.
+type clock struct{ ns atomic.Int64 }
+
+func newClock() *clock {
+	c := &clock{}
+	c.ns.Store(time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+
+func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// driven is a started client on a fake clock whose renewals happen only
+// when the test calls renew, and whose reaps only when it calls Reap.
+type driven struct {
+	*semaphore.Client
+	tick    chan time.Time
+	renewed chan error
+}
+
+func startDriven(t *testing.T, st store.Store, owner string, clk *clock) *driven {
+	t.Helper()
+	d := &driven{tick: make(chan time.Time), renewed: make(chan error, 1)}
+	d.Client = &semaphore.Client{Store: st, Owner: owner, Bastion: &ender{}, Now: clk.now,
+		RenewTick: d.tick, ReapTick: make(chan time.Time),
+		Renewed: func(err error) { d.renewed <- err }}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Stop)
+	return d
+}
+
+// renew runs one round of renewal, at the clock's time, and returns its
+// error once it is over.
+func (d *driven) renew(t *testing.T) error {
+	t.Helper()
+	select {
+	case d.tick <- time.Time{}:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: the renewal loop does not take a tick", d.Owner)
+	}
+	select {
+	case err := <-d.renewed:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: a renewal round did not end in 10 s", d.Owner)
+	}
+	return nil
+}
+
 // A holder whose process lives keeps renewing and is never taken away,
-// however long the others wait.
+// however long the others wait: over six leases, renewed every third of
+// one, another client's reaps leave it alone.
 func TestLiveHolderIsKept(t *testing.T) {
 	t.Parallel()
 	db := filepath.Join(t.TempDir(), "sortie.db")
 	ctx := context.Background()
 	sems := map[string]int{"deploy": 1}
-	holder := &semaphore.Client{Store: open(t, db), Owner: "holder", Lease: 150 * time.Millisecond, Bastion: &ender{}}
-	if err := holder.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Stop()
-	if ok, err := holder.TryAcquire(ctx, "bs1", sems, time.Now()); !ok || err != nil {
+	clk := newClock()
+	holder := startDriven(t, open(t, db), "holder", clk)
+	if ok, err := holder.TryAcquire(ctx, "bs1", sems, clk.now()); !ok || err != nil {
 		t.Fatalf("acquire: %v %v", ok, err)
 	}
-	other := &semaphore.Client{Store: open(t, db), Owner: "other", Lease: 150 * time.Millisecond, Bastion: &ender{}}
-	if err := other.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer other.Stop()
-	// Six leases long: the holder must have renewed several times.
-	wctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
+	other := startDriven(t, open(t, db), "other", clk)
+	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	err := other.Wait(wctx, "bs2", sems, 20*time.Millisecond)
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("wait on a live holder: %v, want deadline exceeded", err)
+	waited := make(chan error, 1)
+	go func() { waited <- other.Wait(wctx, "bs2", sems, 10*time.Millisecond) }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		ws, err := other.Store.Waiters(ctx)
+		if err == nil && len(ws) == 1 && ws[0].Holder == "bs2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the other client never queued as a waiter: %+v %v", ws, err)
+		}
+	}
+	lost := holder.Lost()
+	for round := 1; round <= 18; round++ {
+		clk.advance(semaphore.DefaultLease / 3)
+		for _, c := range []*driven{holder, other} {
+			if err := c.renew(t); err != nil {
+				t.Fatalf("round %d: %s's renewal: %v", round, c.Owner, err)
+			}
+		}
+		other.Reap(ctx)
+		if k := other.Bastion.(*ender).kills(); len(k) != 0 {
+			t.Fatalf("round %d: the other client ended the builds of %v", round, k)
+		}
+		hs, err := other.Store.Holders(ctx)
+		if err != nil || len(hs) != 1 || hs[0].Holder != "bs1" {
+			t.Fatalf("round %d: holders %+v %v, want bs1's alone", round, hs, err)
+		}
+		select {
+		case <-lost:
+			t.Fatalf("round %d: the holder's lease was lost while it renewed on time", round)
+		default:
+		}
+	}
+	cancel()
+	if err := <-waited; !errors.Is(err, context.Canceled) {
+		t.Fatalf("wait on a live holder: %v, want cancelled", err)
 	}
 	ws, _ := other.Store.Waiters(ctx)
 	if len(ws) != 0 {
@@ -243,7 +321,7 @@ func TestLiveHolderIsKept(t *testing.T) {
 	if err := holder.Release(ctx, "bs1"); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := other.TryAcquire(ctx, "bs2", sems, time.Now()); !ok || err != nil {
+	if ok, err := other.TryAcquire(ctx, "bs2", sems, clk.now()); !ok || err != nil {
 		t.Fatalf("after release: %v %v", ok, err)
 	}
 }
@@ -303,42 +381,34 @@ func TestLeaseLostWhenRenewalsFail(t *testing.T) {
 // after.
 func TestLateRenewalLosesTheEpoch(t *testing.T) {
 	t.Parallel()
-	var skew atomic.Int64
-	c := &semaphore.Client{Store: open(t, filepath.Join(t.TempDir(), "sortie.db")), Owner: "sleeper",
-		Lease: 300 * time.Millisecond, Bastion: &ender{},
-		Now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }}
-	if err := c.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
+	clk := newClock()
+	c := startDriven(t, open(t, filepath.Join(t.TempDir(), "sortie.db")), "sleeper", clk)
 	first := c.Lost()
-	time.Sleep(350 * time.Millisecond) // renewals on time: nothing lost
-	select {
-	case <-first:
-		t.Fatal("lost while renewing on time")
-	default:
-	}
-	skew.Store(int64(time.Second)) // the process "wakes up" a second later
-	select {
-	case <-first:
-	case <-time.After(10 * time.Second):
-		t.Fatal("a renewal two thirds of a lease late did not lose the epoch")
-	}
-	if err := c.Err(); err != nil {
-		t.Fatalf("renewals failed (%v): this test is about late ones that succeed", err)
-	}
-	var next <-chan struct{}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		next = c.Lost()
+	for round := 1; round <= 3; round++ { // renewals on time: nothing lost
+		clk.advance(semaphore.DefaultLease / 3)
+		if err := c.renew(t); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
 		select {
-		case <-next:
-			if time.Now().After(deadline) {
-				t.Fatal("no new epoch after a renewal that succeeded")
-			}
-			continue
+		case <-first:
+			t.Fatalf("round %d: lost while renewing on time", round)
 		default:
 		}
-		break
+	}
+	clk.advance(2 * semaphore.DefaultLease / 3) // the process "wakes up"
+	if err := c.renew(t); err != nil {
+		t.Fatalf("renewals failed (%v): this test is about late ones that succeed", err)
+	}
+	select {
+	case <-first:
+	default:
+		t.Fatal("a renewal two thirds of a lease late did not lose the epoch")
+	}
+	next := c.Lost()
+	select {
+	case <-next:
+		t.Fatal("no new epoch after a renewal that succeeded")
+	default:
 	}
 	if next == first {
 		t.Fatal("the new epoch reuses the lost one's channel")

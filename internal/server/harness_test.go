@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/sortie-ci/sortie/internal/bastion/local"
 	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/config"
@@ -25,6 +27,10 @@ import (
 )
 
 const testToken = "test-token-1"
+
+// A server starts goroutines (managers, triggers, runs, HTTP): none may
+// outlive the tests.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // env is a real server on loopback: SQLite, the local bastion, a real git
 // repository, real HTTP.

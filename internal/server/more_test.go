@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -217,11 +218,32 @@ pipelines:
   q: {jobs: [boot, work]}
 `
 
+// decide runs one pass of the managers by hand, as each tick of their
+// loop does: once it returns, what they decide on the queue as it stands
+// (admit, supersede, coalesce) has been applied.
+func (e *env) decide() {
+	e.t.Helper()
+	if err := e.srv.pass(e.t.Context()); err != nil {
+		e.t.Fatalf("managers' pass: %v\n%s", err, e.logBuf)
+	}
+}
+
+// waitRunEnded waits until the server no longer runs buildset id.
+func (e *env) waitRunEnded(id string) {
+	e.t.Helper()
+	waitFor(e.t, "the server's run of "+id+" to end", func() bool {
+		e.srv.runsMu.Lock()
+		defer e.srv.runsMu.Unlock()
+		_, running := e.srv.runs[id]
+		return !running
+	})
+}
+
 // stillQueued checks that the buildsets stay QUEUED, with no build
-// started, over several manager ticks.
+// started, after a pass of the managers over the queue as it is now.
 func stillQueued(t *testing.T, e *env, ids ...string) {
 	t.Helper()
-	time.Sleep(300 * time.Millisecond) // 6 manager ticks
+	e.decide()
 	for _, id := range ids {
 		bs := e.buildset(id)
 		if bs.State != "QUEUED" {
@@ -303,19 +325,33 @@ pipelines:
 `, m.touch(), g.wait())
 }
 
-// TestPauseWhileRunning: a pause lets the running build finish and starts
-// nothing after it until resume.
+// TestPauseWhileRunning: a pause lets the running builds finish and starts
+// nothing after them until resume. Two builds run when the pause comes:
+// hold, which next depends on, and late. hold ends first; late's end is
+// recorded by the buildset's loop at a later turn than hold's, so once
+// late has finished, the loop has had its turn to start next, paused.
 func TestPauseWhileRunning(t *testing.T) {
 	m, g := newMarker(t), newGate(t)
-	e := start(t, chainConfig(m, g), envOpt{})
+	lm, lg := marker(filepath.Join(t.TempDir(), "late")), gate(filepath.Join(t.TempDir(), "late-gate"))
+	e := start(t, fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  hold: {run: '%s; %s'}
+  late: {run: '%s; %s'}
+  next: {run: "true", dependencies: [hold]}
+pipelines:
+  p: {jobs: [boot, hold, late, next]}
+`, m.touch(), g.wait(), lm.touch(), lg.wait()), envOpt{})
 	release(t, g)
+	release(t, lg)
 	id := e.trigger("p", nil)
 	m.wait(t)
+	lm.wait(t)
 	e.post("/api/v1/pause", map[string]any{"pipeline": "p", "reason": "look", "by": "carol"}, http.StatusOK)
 	g.open(t)
-	bs := e.wait(id, "hold succeeded", func(b *BuildsetJSON) bool { return buildOf(t, b, "hold").Result == "SUCCESS" })
-	time.Sleep(300 * time.Millisecond)
-	bs = e.buildset(id)
+	e.wait(id, "hold succeeded", func(b *BuildsetJSON) bool { return buildOf(t, b, "hold").Result == "SUCCESS" })
+	lg.open(t)
+	bs := e.wait(id, "late succeeded", func(b *BuildsetJSON) bool { return buildOf(t, b, "late").Result == "SUCCESS" })
 	if bs.State != "RUNNING" {
 		t.Errorf("buildset is %s while paused, want RUNNING", bs.State)
 	}
@@ -507,9 +543,12 @@ func TestMetrics(t *testing.T) {
 		text = string(out)
 		return code == 200 && strings.Contains(text, `sortie_buildsets_total{pipeline="p"`)
 	})
-	time.Sleep(100 * time.Millisecond) // counted twice would show by now
-	_, out := e.do("GET", "/metrics", nil, "")
-	text = string(out)
+	// Counted twice would show once the run is over: a shutdown waits for
+	// it, and the registry is read after.
+	e.stop()
+	rec := httptest.NewRecorder()
+	e.srv.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	text = rec.Body.String()
 	for _, w := range want {
 		if !strings.Contains(text, w+"\n") {
 			t.Errorf("metrics lack %s", w)
@@ -565,6 +604,9 @@ pipelines:
 	if aa.Result != "CANCELED" || buildOf(t, aa, "hold").Result != "CANCELED" {
 		t.Errorf("running buildset after cancel: %s, hold %s", aa.Result, buildOf(t, aa, "hold").Result)
 	}
+	// The buildset is recorded DONE just before its run lets go of it;
+	// until then a cancel still reaches the run (202).
+	e.waitRunEnded(a)
 	if code, _ := e.do("POST", "/api/v1/buildsets/"+a+"/cancel", nil, testToken); code != http.StatusConflict {
 		t.Errorf("cancel of a finished buildset: %d, want 409", code)
 	}
@@ -628,12 +670,16 @@ func TestShutdownDrain(t *testing.T) {
 		defer close(stopped)
 		e.stop()
 	}()
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, "the shutdown waits for running builds", func() bool {
+		return strings.Contains(e.logBuf.String(), "waiting for running ones")
+	})
 	select {
 	case <-stopped:
 		t.Fatal("the server stopped while a build ran, within its grace")
 	default:
 	}
+	// Had it not waited for the build, the buildset would not be left
+	// for the next start (checked below) but fail on a closed store.
 	g.open(t)
 	select {
 	case <-stopped:
@@ -677,7 +723,9 @@ func TestDeadHolderShown(t *testing.T) {
 			t.Fatalf("acquire for %s: %v %v", owner, ok, err)
 		}
 	}
-	time.Sleep(100 * time.Millisecond) // the reaper runs at least once more (Start)
+	// A round of the reaper, by hand: it finds run-dead!'s lease over,
+	// fails to end its builds, and must leave its holder.
+	e.srv.opt.Semaphores.Reap(ctx)
 	_, out := e.do("GET", "/api/v1/semaphores", nil, "")
 	var r struct{ Semaphores []SemaphoreJSON }
 	if err := json.Unmarshal(out, &r); err != nil {
@@ -722,7 +770,9 @@ func TestMaxParallelAcrossBuildsets(t *testing.T) {
 		return n, waiting
 	}
 	waitFor(t, "two of the three gated jobs running", func() bool { n, _ := running(); return n == 2 })
-	time.Sleep(300 * time.Millisecond) // several manager ticks and slot polls
+	// The two hold the executor's two slots, as the status says, so
+	// nothing else can start until one ends (the pool itself is proved in
+	// internal/scheduler): the third waits.
 	if n, w := running(); n != 2 || w != 1 {
 		t.Errorf("%d gated jobs running and %d waiting, want 2 and 1 (max_parallel 2 across buildsets)", n, w)
 	}
@@ -730,6 +780,10 @@ func TestMaxParallelAcrossBuildsets(t *testing.T) {
 	if err != nil || st.Slots != (SlotsJSON{InUse: 2, Max: 2}) {
 		t.Errorf("status slots %+v (%v), want 2 of 2 in use", st.Slots, err)
 	}
+	// What it waits for is a slot: a third one, by a reload, lets it run.
+	e.writeConfig("limits: {max_parallel: 3}\n" + managerConfig(g, "independent"))
+	e.post("/api/v1/reload", nil, http.StatusOK)
+	waitFor(t, "the third gated job running once there are three slots", func() bool { n, _ := running(); return n == 3 })
 	g.open(t)
 	for _, id := range ids {
 		if r := e.waitDone(id).Result; r != "SUCCESS" {

@@ -161,7 +161,7 @@ func TestSerial(t *testing.T) {
 		ids = append(ids, e.trigger("p", nil))
 	}
 	e.wait(ids[0], "running", func(b *BuildsetJSON) bool { return b.State == "RUNNING" })
-	time.Sleep(200 * time.Millisecond) // several manager passes
+	e.decide() // a pass over the queue as it is now: the others must wait
 	for _, id := range ids[1:] {
 		if st := e.buildset(id).State; st != "QUEUED" {
 			t.Errorf("%s is %s while the first runs, want QUEUED", id, st)
@@ -260,8 +260,9 @@ pipelines:
 	p := e.trigger("periodic", nil)
 	e.wait(p, "running", func(b *BuildsetJSON) bool { return b.State == "RUNNING" })
 	h := e.trigger("hourly", nil)
+	// The hourly one is older: made, then admitted, before the deploy is
+	// made (the store keeps nanoseconds).
 	e.wait(h, "admitted", func(b *BuildsetJSON) bool { return b.State == "ADMITTED" })
-	time.Sleep(50 * time.Millisecond)
 	d := e.trigger("deploy", nil)
 	e.wait(d, "admitted", func(b *BuildsetJSON) bool { return b.State == "ADMITTED" })
 	// Both wait on the semaphore (admitted first, then queued on it by
@@ -282,6 +283,9 @@ pipelines:
 	hh, dd := e.waitDone(h), e.waitDone(d)
 	if hh.Result != "SUCCESS" || dd.Result != "SUCCESS" {
 		t.Fatalf("results: hourly %s, deploy %s", hh.Result, dd.Result)
+	}
+	if !hh.CreatedAt.Get().Before(*dd.CreatedAt.Get()) {
+		t.Fatalf("hourly made at %v, deploy at %v: the test needs the hourly one older", hh.CreatedAt.Get(), dd.CreatedAt.Get())
 	}
 	if !started(dd).Before(started(hh)) {
 		t.Errorf("deploy started %v, hourly %v: the deploy should go first", started(dd), started(hh))

@@ -1,11 +1,7 @@
 package web
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -89,56 +85,4 @@ func mustStatic(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-// nodeShim runs static/ansi.js under Node.js with a DOM of strings: each
-// argument's lines rendered with one SGR state, as HTML.
-const nodeShim = `
-const esc = (s) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&#34;').replace(/'/g, '&#39;');
-class El {
-  constructor(t) { this.tag = t; this.className = ''; this.kids = []; }
-  set textContent(v) { this.kids = [String(v)]; }
-  append(...k) { this.kids.push(...k); }
-  html() { const c = this.className ? ' class="' + this.className + '"' : ''; return '<' + this.tag + c + '>' + this.kids.map((k) => typeof k === 'string' ? esc(k) : k.html()).join('') + '</' + this.tag + '>'; }
-}
-globalThis.document = {createElement: (t) => new El(t)};
-const {SGR, renderLine} = await import('./ansi.mjs');
-const cases = JSON.parse(process.argv[2]);
-console.log(JSON.stringify(cases.map((c) => { const s = new SGR(''); return c === '' ? '' : c.split('\n').map((l) => renderLine(l, s).html()).join(''); })));
-`
-
-// TestANSIScriptMatchesServer: the script that renders followed lines
-// renders them as the server renders the page (when Node.js is there).
-func TestANSIScriptMatchesServer(t *testing.T) {
-	nodeBin, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("no node on the PATH")
-	}
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "ansi.mjs"), mustStatic(t, "ansi.js"), 0o644)
-	os.WriteFile(filepath.Join(dir, "run.mjs"), []byte(nodeShim), 0o644)
-	cases := []string{
-		"hello", "\x1b[31mred\x1b[0m plain", "\x1b[1;33mwarn\x1b[22m yellow\x1b[m", "\x1b[31mr\x1b[;mx",
-		"\x1b[41;97mX\x1b[0m", "\x1b[38;5;196;1mX\x1b[0m", "\x1b[38;2;1;2;3;4mX", `<script>alert("x&y")</script>`,
-		"a\x1b[2Kb\x1b[?25hc", "\x1b]0;title\x07text\x1b]8;;http://x\x1b\\link", "a\bb\x00c\td", "x\x1b", "x\x1b[31",
-		"2026-01-02T03:04:05.123456789Z | hello", "2026 | hello", "\x1b[1;31mfatal: {\n  \"msg\": \"x\"\n}\x1b[0m\nafter",
-		"\x1b[3;2;95mi\x1b[23;24;49mj", "",
-	}
-	arg, _ := json.Marshal(cases)
-	cmd := exec.Command(nodeBin, "run.mjs", string(arg))
-	cmd.Dir = dir
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("node: %v\n%s", err, out)
-	}
-	var got []string
-	if err := json.Unmarshal(out, &got); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
-	for i, c := range cases {
-		want, _, _ := renderLog([]byte(c))
-		if got[i] != want {
-			t.Errorf("%q:\n script %s\n server %s", c, got[i], want)
-		}
-	}
 }

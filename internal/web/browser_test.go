@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -530,6 +531,60 @@ pipelines:
 	b.has("table#attempts")
 	b.has("#history-compare")
 	b.shot("log-done")
+}
+
+// TestBrowserANSIScriptMatchesServer: the script that renders followed log lines
+// (static/ansi.js, run by the live log page) renders them as the server
+// renders the page (ansi.go), in the browser that runs the page. Both
+// outputs are parsed and serialized by the browser, so that only what
+// they render is compared, not how each escapes its text.
+func TestBrowserANSIScriptMatchesServer(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /static/", web.New(nil)) // static files need no source
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		io.WriteString(w, "<!doctype html><title>ansi</title><body></body>")
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	b := newBrowser(t, srv.URL)
+	b.open("/")
+	cases := []string{
+		"hello", "\x1b[31mred\x1b[0m plain", "\x1b[92mok\x1b[39m", "\x1b[1;33mwarn\x1b[22m yellow\x1b[m", "\x1b[31mr\x1b[;mx",
+		"\x1b[41;97mX\x1b[0m", "\x1b[38;5;196;1mX\x1b[0m", "\x1b[38;2;1;2;3;4mX", `<script>alert("x&y")</script>`,
+		"\x1b[31m<b>\x1b[0m", "a\x1b[2Kb\x1b[?25hc", "\x1b]0;title\x07text\x1b]8;;http://x\x1b\\link", "a\bb\x00c\td", "x\x1b", "x\x1b[31",
+		"a\ufffdb é", "2026-01-02T03:04:05.123456789Z | hello", "2026 | hello", "\x1b[1;31mfatal: {\n  \"msg\": \"x\"\n}\x1b[0m\nafter",
+		"\x1b[3;2;95mi\x1b[23;24;49mj", "\x1b[1;4;94;103mx\x1b[0m", "",
+	}
+	want := make([]string, len(cases))
+	for i, c := range cases {
+		want[i] = web.RenderLog([]byte(c))
+	}
+	type pair struct{ Script, Server string }
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[[]pair](fmt.Sprintf(`(async (cases, want) => {
+		const {SGR, renderLine} = await import('/static/ansi.js');
+		return cases.map((c, i) => {
+			const script = document.createElement('div');
+			const s = new SGR('');
+			if (c !== '') for (const l of c.split('\n')) script.append(renderLine(l, s));
+			const server = document.createElement('div');
+			server.innerHTML = want[i];
+			return {Script: script.innerHTML, Server: server.innerHTML};
+		});
+	})(%s, %s)`, mustJSON(cases), mustJSON(want)), chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("render in the browser: %v", err)
+	}
+	if len(got) != len(cases) {
+		t.Fatalf("the browser rendered %d cases of %d", len(got), len(cases))
+	}
+	for i, c := range cases {
+		if got[i].Script != got[i].Server {
+			t.Errorf("%q:\n script %s\n server %s", c, got[i].Script, got[i].Server)
+		}
+	}
 }
 
 // TestBrowserHistory: the history page lists buildsets and filters them by

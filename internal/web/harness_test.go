@@ -12,9 +12,15 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/sortie-ci/sortie/internal/server"
 	"github.com/sortie-ci/sortie/internal/server/servertest"
 )
+
+// The servers, their runs and the browsers start goroutines: none may
+// outlive the tests.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // uiServer is a real server with the UI mounted.
 type uiServer struct {
