@@ -491,6 +491,15 @@ func (s *Server) launch(bs *store.Buildset) {
 // queued one at once. It returns store.ErrNotFound or store.ErrConflict
 // (already finished).
 func (s *Server) cancelBuildset(ctx context.Context, id, by string) error {
+	// The store first: a run whose end is recorded may not have left the
+	// list of runs yet, and a finished buildset cannot be cancelled.
+	bs, err := s.st.GetBuildset(ctx, id)
+	if err != nil {
+		return err
+	}
+	if bs.State == store.BuildsetDone {
+		return store.ErrConflict
+	}
 	s.runsMu.Lock()
 	r := s.runs[id]
 	s.runsMu.Unlock()
@@ -498,13 +507,6 @@ func (s *Server) cancelBuildset(ctx context.Context, id, by string) error {
 		s.log.Info("cancel", "buildset", id, "by", by)
 		r.cancel(scheduler.ErrCanceled)
 		return nil
-	}
-	bs, err := s.st.GetBuildset(ctx, id)
-	if err != nil {
-		return err
-	}
-	if bs.State == store.BuildsetDone {
-		return store.ErrConflict
 	}
 	if bs.State != store.BuildsetQueued {
 		// Admitted or running but not by this process (another server
