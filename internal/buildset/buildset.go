@@ -456,7 +456,9 @@ func (r *Runner) fail(ctx context.Context, giveUp <-chan struct{}, bs *store.Bui
 // after all.
 func (r *Runner) persist(giveUp <-chan struct{}, what string, write func() error) error {
 	return store.Persist(giveUp, r.poll(),
-		func(err error) { fmt.Fprintf(os.Stderr, "sortie: %s: %v; waiting until it can be recorded\n", what, err) },
+		func(err error) {
+			fmt.Fprintf(os.Stderr, "sortie: %s: %v; waiting until it can be recorded\n", what, err)
+		},
 		func() { fmt.Fprintf(os.Stderr, "sortie: %s: recorded after all\n", what) },
 		write)
 }

@@ -153,7 +153,6 @@ var ErrCanceled = errors.New("buildset cancelled")
 // dependencies. (Cancelling one build skips its dependents instead.)
 const ReasonBuildsetCancelled = "buildset cancelled"
 
-
 type attemptDone struct {
 	job     string
 	attempt int
