@@ -295,9 +295,14 @@ pipelines:
 		t.Fatalf("result %s", report.Result)
 	}
 	for _, b := range report.Builds {
-		want := map[string]string{"boot": "SUCCESS", "a": "CANCELED", "b": "CANCELED", "c": "SKIPPED"}[b.Job]
+		// The whole buildset is cancelled: c, which had not started,
+		// is CANCELED too, not skipped because a was cancelled.
+		want := map[string]string{"boot": "SUCCESS", "a": "CANCELED", "b": "CANCELED", "c": "CANCELED"}[b.Job]
 		if b.Result != want {
 			t.Errorf("%s: %s (%s), want %s", b.Job, b.Result, b.Reason, want)
+		}
+		if b.Job == "c" && b.Reason != "buildset cancelled" {
+			t.Errorf("c's reason %q, want \"buildset cancelled\"", b.Reason)
 		}
 		// SPEC §2.4: a build that never started has null times.
 		if b.Job == "c" && (b.StartedAt.Get() != nil || b.FinishedAt.Get() != nil) {
