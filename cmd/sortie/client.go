@@ -431,6 +431,9 @@ func (c *apiClient) waitBuildset(ctx context.Context, id, report string, stdout,
 	prog.plan = bs.Plan
 	rep := bs.Report
 	prog.Summary(&rep)
+	prog.Failures(&rep, func(b buildset.BuildReport) ([]string, string, error) {
+		return c.logTail(ctx, id, b)
+	})
 	if bs.Error != "" {
 		fmt.Fprintf(stderr, "sortie: buildset %s: %s\n", id, bs.Error)
 	}
@@ -446,6 +449,25 @@ func (c *apiClient) waitBuildset(ctx context.Context, id, report string, stdout,
 		return exitCode(2)
 	}
 	return exitCode(1)
+}
+
+// logTail reads the last lines of a build's log from the server, and
+// gives the log's URL.
+func (c *apiClient) logTail(ctx context.Context, id string, b buildset.BuildReport) ([]string, string, error) {
+	if b.Attempt < 1 {
+		return nil, "", nil
+	}
+	path := apiBuildsetPath(id) + "/builds/" + url.PathEscape(b.Job) + "/log?" +
+		url.Values{"attempt": {strconv.Itoa(b.Attempt)}}.Encode()
+	data, err := c.call(ctx, http.MethodGet, path+"&lines="+strconv.Itoa(failureLines), nil, nil)
+	if err != nil {
+		return nil, c.url(path), err
+	}
+	text := strings.TrimSuffix(string(data), "\n")
+	if text == "" {
+		return nil, c.url(path), nil
+	}
+	return strings.Split(text, "\n"), c.url(path), nil
 }
 
 // reportBuildDone reports whether a build of a report has its final result.
@@ -658,13 +680,13 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func cmdLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("logs", "BUILDSET JOB [--attempt N] [-f|--follow] [--tail BYTES] [--server URL]", stderr)
+	fs := newFlags("logs", "BUILDSET JOB [--attempt N] [-f|--follow] [--tail N] [--server URL]", stderr)
 	server := serverFlag(fs)
 	attempt := fs.Int("attempt", 0, "attempt to show (default: the latest)")
 	var follow bool
 	fs.BoolVar(&follow, "follow", false, "follow the log live until the build ends; exit 0 if it succeeded, else 1")
 	fs.BoolVar(&follow, "f", false, "short for --follow")
-	tail := fs.Int64("tail", 0, "only the last BYTES of the log (from a line start)")
+	tail := fs.Int("tail", 0, "only the last N lines of the log (then follow from there with -f)")
 	pos, err := parseInterspersed(fs, args, 2, 2, "BUILDSET JOB")
 	if err != nil {
 		return err
@@ -687,7 +709,7 @@ func cmdLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		q.Set("attempt", strconv.Itoa(*attempt))
 	}
 	if *tail > 0 {
-		q.Set("tail", strconv.FormatInt(*tail, 10))
+		q.Set("lines", strconv.Itoa(*tail))
 	}
 	if follow {
 		q.Set("follow", "1")
@@ -901,10 +923,17 @@ func pauseOrResume(ctx context.Context, name string, args []string, stdout, stde
 		fmt.Fprintf(stdout, "paused %s: running builds finish, nothing new starts, events keep queueing\n", what)
 	} else {
 		fmt.Fprintf(stdout, "resumed %s\n", what)
-		if *pipeline != "" {
-			var st cliStatus
-			if _, err := c.call(ctx, http.MethodGet, "/api/v1/status", nil, &st); err == nil && st.Paused != nil {
+		// A pause of all and a pause of one pipeline are separate: say
+		// which one still holds.
+		var st cliStatus
+		if _, err := c.call(ctx, http.MethodGet, "/api/v1/status", nil, &st); err == nil {
+			if *pipeline != "" && st.Paused != nil {
 				fmt.Fprintf(stderr, "sortie: note: all pipelines are still %s\n", pauseText("paused", st.Paused.By, st.Paused.Reason))
+			}
+			for _, p := range st.Pipelines {
+				if p.Paused != nil && (*pipeline == "" || p.Name == *pipeline) {
+					fmt.Fprintf(stderr, "sortie: note: pipeline %s stays %s: resume it with --pipeline %s\n", p.Name, pauseText("paused", p.Paused.By, p.Paused.Reason), p.Name)
+				}
 			}
 		}
 	}

@@ -73,10 +73,14 @@ func commands() []command {
 		{"resume", "resume pipelines paused on a server", cmdResume},
 		{"reload", "make a server load its config again", cmdReload},
 		{"rerun", "re-run the builds of a buildset that did not succeed", cmdRerun},
+		{"version", "print the version, commit, Go version and schema version", cmdVersion},
 	}
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version") {
+		return cmdVersion(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stdout)
 		if len(args) == 0 {

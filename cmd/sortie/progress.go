@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/graph"
+	"github.com/sortie-ci/sortie/internal/logs"
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
@@ -105,6 +107,21 @@ func (p *progress) AttemptStarted(job string, n int, at time.Time) {
 	}
 }
 
+// BastionPrepared says what the bootstrap job did on the bastion
+// (buildset.BastionObserver).
+func (p *progress) BastionPrepared(job string, checkout time.Duration, hasInstall, installed bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	line := fmt.Sprintf("%s bastion %s: checkout made in %s", stamp(time.Now()), job, checkout.Round(time.Millisecond))
+	switch {
+	case installed:
+		line += "; tools installed"
+	case hasInstall:
+		line += "; tools already up to date"
+	}
+	p.print(line)
+}
+
 func (p *progress) BuildFinished(job string, res store.Result, reason string, at time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -187,4 +204,79 @@ func (p *progress) Summary(r *buildset.Report) {
 		dur = " in " + f.Sub(*s).Round(10*time.Millisecond).String()
 	}
 	fmt.Fprintf(p.w, "buildset %s: %s%s\n", r.ID, r.Result, dur)
+}
+
+// failureLines is how many of a failed build's last log lines a summary
+// shows.
+const failureLines = 20
+
+// failed reports whether a build's result is a failure whose log says why
+// (a skipped or cancelled build has nothing of its own to show).
+func failed(res string) bool {
+	switch store.Result(res) {
+	case store.Failure, store.TimedOut, store.Error, store.RetryLimit:
+		return true
+	}
+	return false
+}
+
+// logTail reads the last lines of a build's log and says where the whole
+// log is (a path, or a URL on a server).
+type logTail func(b buildset.BuildReport) (lines []string, where string, err error)
+
+// Failures prints, for each build that failed, the last lines of its log
+// (their text, without the timestamps; colours kept on a terminal only)
+// and where the whole log is, so that a failed deploy says why where it is
+// reported.
+func (p *progress) Failures(r *buildset.Report, tail logTail) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, b := range r.Builds {
+		if !failed(b.Result) {
+			continue
+		}
+		lines, where, err := tail(b)
+		head := fmt.Sprintf("\n── %s %s", b.Job, b.Result)
+		if b.Reason != "" {
+			head += ": " + b.Reason
+		}
+		fmt.Fprintln(p.w, head)
+		switch {
+		case err != nil:
+			fmt.Fprintf(p.w, "   (its log cannot be read: %v)\n", err)
+		case len(lines) == 0:
+			fmt.Fprintln(p.w, "   (its log is empty)")
+		}
+		for _, l := range lines {
+			text := logs.Text(l)
+			if !p.live {
+				text = logs.StripANSI(text)
+			}
+			fmt.Fprintf(p.w, "   %s\n", text)
+		}
+		if where != "" {
+			fmt.Fprintf(p.w, "   the whole log: %s\n", where)
+		}
+	}
+}
+
+// fileTail reads a build's log from the file the report names.
+func fileTail(b buildset.BuildReport) ([]string, string, error) {
+	if b.Log == "" {
+		return nil, "", nil
+	}
+	f, err := os.Open(b.Log)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, b.Log, nil // an attempt that printed nothing has no file
+	}
+	if err != nil {
+		return nil, b.Log, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, b.Log, err
+	}
+	lines, err := logs.Tail(f, fi.Size(), failureLines)
+	return lines, b.Log, err
 }

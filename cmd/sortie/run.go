@@ -130,6 +130,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	prog.Summary(rep)
+	prog.Failures(rep, fileTail)
 	if err := writeReport(ctx, env.store, bs.ID, *report); err != nil {
 		return err
 	}
@@ -328,15 +329,24 @@ func cmdHistory(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return tw.Flush()
 }
 
-// buildCounts summarises builds by result, e.g. "5 SUCCESS, 1 FAILURE".
+// buildCounts summarises builds by result, e.g. "5 SUCCESS, 1 FAILURE";
+// builds without a result yet count as RUNNING (an attempt started) or
+// WAITING.
 func buildCounts(r *buildset.Report) string {
 	counts := map[string]int{}
 	var order []string
 	for _, b := range r.Builds {
-		if counts[b.Result] == 0 {
-			order = append(order, b.Result)
+		res := b.Result
+		if res == "" || res == string(store.Retry) || res == string(store.Lost) {
+			res = string(store.BuildWaiting)
+			if b.Attempt > 0 {
+				res = string(store.BuildRunning)
+			}
 		}
-		counts[b.Result]++
+		if counts[res] == 0 {
+			order = append(order, res)
+		}
+		counts[res]++
 	}
 	parts := make([]string, len(order))
 	for i, res := range order {

@@ -41,6 +41,13 @@ type Observer interface {
 	BuildFinished(job string, result store.Result, reason string, at time.Time)
 }
 
+// BastionObserver is an Observer that also hears how the bootstrap job
+// prepared the bastion: how long the buildset's checkout took, and whether
+// the install commands ran or were already up to date. It must not block.
+type BastionObserver interface {
+	BastionPrepared(job string, checkout time.Duration, hasInstall, installed bool)
+}
+
 // Runner makes and runs buildsets. Its fields are set before use.
 type Runner struct {
 	Store      store.Store
@@ -672,7 +679,8 @@ func (a *attempts) run(ctx context.Context, name string, n int, log io.Writer) s
 		a.src = src
 		a.srcMu.Unlock()
 		env["SORTIE_SRC"] = src
-		_, err = a.r.Bastion.Install(bctx, job.Install, env, log)
+		checkedOut := time.Since(start)
+		installed, err := a.r.Bastion.Install(bctx, job.Install, env, log)
 		if timedOut() {
 			fmt.Fprintf(log, "sortie: timed out after %v installing\n", timeout)
 			return scheduler.Outcome{TimedOut: true}
@@ -683,6 +691,9 @@ func (a *attempts) run(ctx context.Context, name string, n int, log io.Writer) s
 			}
 			fmt.Fprintf(log, "sortie: install failed: %v\n", err)
 			return scheduler.Outcome{ExitCode: 1}
+		}
+		if o, ok := a.r.Observer.(BastionObserver); ok {
+			o.BastionPrepared(name, checkedOut, len(job.Install) > 0, installed)
 		}
 		if job.Command == "" {
 			return scheduler.Outcome{}

@@ -199,6 +199,17 @@ func noBuildset(err error, id string) error {
 	return err
 }
 
+// refuseWhileDraining answers 503, and reports true, once a shutdown has
+// begun: a buildset made then would wait, unseen, for the next start.
+func (s *Server) refuseWhileDraining(w http.ResponseWriter) bool {
+	if !s.draining.Load() {
+		return false
+	}
+	w.Header().Set("Retry-After", "30")
+	writeError(w, http.StatusServiceUnavailable, "the server is shutting down and takes no new buildset; send it again once it is back")
+	return true
+}
+
 // storeError maps store errors to HTTP codes.
 func storeError(w http.ResponseWriter, err error) {
 	var nf notFound
@@ -423,6 +434,9 @@ func (s *Server) postTrigger(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no pipeline %q in the config", name))
 		return
 	}
+	if s.refuseWhileDraining(w) {
+		return
+	}
 	var files []string
 	if body.Files != nil {
 		files = append([]string{}, (*body.Files)...)
@@ -501,6 +515,9 @@ func (s *Server) postRerun(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
+	if s.refuseWhileDraining(w) {
+		return
+	}
 	bs, err := s.opt.Runner.Rerun(r.Context(), id, fmt.Sprintf("re-run of the jobs of %s that did not succeed, by %s", id, by(body.By)))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -871,6 +888,9 @@ func (wh *webhooks) post(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
+	}
+	if s.refuseWhileDraining(w) {
+		return // before the body: the forge may deliver it again later
 	}
 	if r.ContentLength > webhook.MaxBodySize {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("webhook: %s: body of %d bytes, more than %d", forge, r.ContentLength, webhook.MaxBodySize))

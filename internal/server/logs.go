@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sortie-ci/sortie/internal/logs"
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
@@ -46,10 +47,16 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	var tail int64
+	var tail logTail
 	if v := q.Get("tail"); v != "" {
-		if tail, err = strconv.ParseInt(v, 10, 64); err != nil || tail < 0 {
+		if tail.bytes, err = strconv.ParseInt(v, 10, 64); err != nil || tail.bytes < 0 {
 			writeError(w, http.StatusBadRequest, "tail must be a number of bytes")
+			return
+		}
+	}
+	if v := q.Get("lines"); v != "" {
+		if tail.lines, err = strconv.Atoi(v); err != nil || tail.lines < 0 {
+			writeError(w, http.StatusBadRequest, "lines must be a number of lines")
 			return
 		}
 	}
@@ -71,11 +78,35 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.Close()
-	if _, err := seekTail(f, tail); err != nil {
+	if _, err := tail.seek(f); err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
 	io.Copy(w, f)
+}
+
+// logTail is where a log is read from: the last lines (?lines=N) or the
+// first whole line of the last bytes (?tail=BYTES); the start when zero.
+type logTail struct {
+	bytes int64
+	lines int
+}
+
+// seek moves f to where t starts, and returns the offset.
+func (t logTail) seek(f *os.File) (int64, error) {
+	if t.lines > 0 {
+		fi, err := f.Stat()
+		if err != nil {
+			return 0, err
+		}
+		off, err := logs.TailOffset(f, fi.Size(), t.lines)
+		if err != nil {
+			return 0, err
+		}
+		_, err = f.Seek(off, io.SeekStart)
+		return off, err
+	}
+	return seekTail(f, t.bytes)
 }
 
 // seekTail moves f to the start of the first whole line of its last tail
@@ -105,7 +136,7 @@ func seekTail(f *os.File, tail int64) (int64, error) {
 	return off, err
 }
 
-func (s *Server) followLog(w http.ResponseWriter, r *http.Request, id, job string, number int, tail int64) {
+func (s *Server) followLog(w http.ResponseWriter, r *http.Request, id, job string, number int, tail logTail) {
 	flusher, ok := w.(http.Flusher)
 	if !ok {
 		writeError(w, http.StatusInternalServerError, "streaming unsupported")
@@ -123,7 +154,7 @@ func (s *Server) followLog(w http.ResponseWriter, r *http.Request, id, job strin
 		a, o, ok := strings.Cut(last, ":")
 		if n, err := strconv.Atoi(a); ok && err == nil && n >= 1 {
 			if off, err := strconv.ParseInt(o, 10, 64); err == nil {
-				number, offset, tail = n, off, 0
+				number, offset, tail = n, off, logTail{}
 			}
 		}
 	}
@@ -197,7 +228,7 @@ func (s *Server) buildDone(r *http.Request, id, job string) (store.Result, bool)
 }
 
 // sendLines sends the complete lines of path from *offset on, advancing it.
-func sendLines(w io.Writer, path string, number int, offset, tail *int64, pending *[]byte) (bool, error) {
+func sendLines(w io.Writer, path string, number int, offset *int64, tail *logTail, pending *[]byte) (bool, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
@@ -206,11 +237,11 @@ func sendLines(w io.Writer, path string, number int, offset, tail *int64, pendin
 		return false, err
 	}
 	defer f.Close()
-	if *tail > 0 {
-		if *offset, err = seekTail(f, *tail); err != nil {
+	if *tail != (logTail{}) {
+		if *offset, err = tail.seek(f); err != nil {
 			return false, err
 		}
-		*tail = 0
+		*tail = logTail{}
 	} else if _, err := f.Seek(*offset, io.SeekStart); err != nil {
 		return false, err
 	}

@@ -98,6 +98,8 @@ type Server struct {
 	kick  chan struct{}
 	drain chan struct{}
 	ready atomic.Bool
+	// draining is set once a shutdown has begun: no new buildset is made.
+	draining atomic.Bool
 
 	runsMu sync.Mutex
 	runs   map[string]*run
@@ -257,6 +259,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	// Shutdown, step one: take no more work, let running builds finish.
 	s.reloadMu.Lock()
+	s.draining.Store(true)
 	s.ready.Store(false)
 	s.stopTriggers()
 	s.reloadMu.Unlock()

@@ -143,3 +143,13 @@ func checkForeignKeys(ctx context.Context, tx *sql.Tx) error {
 	}
 	return rows.Err()
 }
+
+// SchemaVersion is the version of the schema this build brings a database
+// to: the number of its migrations.
+func SchemaVersion() int {
+	ms, err := migrations()
+	if err != nil {
+		return 0 // a broken build; Open says why
+	}
+	return len(ms)
+}
