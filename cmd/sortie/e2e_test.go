@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -644,18 +645,34 @@ pipelines:
 `, repo))
 	out := filepath.Join(dir, "tty.out")
 	cmdline := fmt.Sprintf("%s run --config %s --pipeline deploy --state-dir %s", sortieBin(t), cfg, filepath.Join(dir, "state"))
-	if o, err := exec.Command(scriptCmd, "-qec", cmdline, out).CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, o)
+	run := func() string {
+		t.Helper()
+		if o, err := exec.Command(scriptCmd, "-qec", cmdline, out).CombinedOutput(); err != nil {
+			t.Fatalf("%v\n%s", err, o)
+		}
+		data, _ := os.ReadFile(out)
+		return string(data)
 	}
-	data, _ := os.ReadFile(out)
-	s := string(data)
-	for _, want := range []string{"▶ slowpoke", "1/2 done, 0 failed, 1 running, 0 waiting", "\x1b[", "critical path as run: boot -> slowpoke"} {
+	s := run()
+	live := regexp.MustCompile(`1/2 done, 0 failed, 1 running, 0 waiting, \d+(\.\d+)?m?s elapsed`)
+	for _, want := range []string{"▶ slowpoke", "\x1b[", "critical path as run: boot -> slowpoke"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("terminal output lacks %q:\n%s", want, s)
 		}
 	}
+	if !live.MatchString(s) {
+		t.Errorf("terminal output lacks the live counts with the time elapsed:\n%s", s)
+	}
 	if strings.Contains(s, "start   slowpoke") {
 		t.Error("the line-per-event form was used on a terminal")
+	}
+	// Without history there is no estimate; the second run has one.
+	if strings.Contains(s, " left") {
+		t.Errorf("the first run estimates the time left without any history:\n%s", s)
+	}
+	s = run()
+	if !regexp.MustCompile(`elapsed, about \d+(\.\d+)?m?s left`).MatchString(s) {
+		t.Errorf("the second run does not estimate the time left from the first:\n%s", s)
 	}
 }
 

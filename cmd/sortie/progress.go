@@ -27,15 +27,20 @@ type progress struct {
 	w    io.Writer
 	live bool
 
-	mu       sync.Mutex
-	plan     *graph.Plan
-	running  map[string]time.Time // job -> attempt start
-	attempt  map[string]int
-	done     int
-	failed   int
-	drawn    int // lines of the live block on screen
-	stop     chan struct{}
-	finished chan struct{}
+	mu    sync.Mutex
+	plan  *graph.Plan
+	began time.Time
+	// remaining is each job's longest remaining path from history (nil:
+	// no estimate).
+	remaining    map[string]time.Duration
+	finishedJobs map[string]bool
+	running      map[string]time.Time // job -> attempt start
+	attempt      map[string]int
+	done         int
+	failed       int
+	drawn        int // lines of the live block on screen
+	stop         chan struct{}
+	finished     chan struct{}
 }
 
 func newProgress(w io.Writer) *progress {
@@ -43,7 +48,7 @@ func newProgress(w io.Writer) *progress {
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		live = true
 	}
-	return &progress{w: w, live: live, running: map[string]time.Time{}, attempt: map[string]int{}}
+	return &progress{w: w, live: live, running: map[string]time.Time{}, attempt: map[string]int{}, finishedJobs: map[string]bool{}}
 }
 
 // Start begins redrawing (on a terminal). Stop ends it and waits.
@@ -94,8 +99,37 @@ func stamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z
 func (p *progress) BuildsetStarted(bs *store.Buildset, plan *graph.Plan) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.plan = plan
+	p.plan, p.began = plan, time.Now()
 	p.print(fmt.Sprintf("%s buildset %s: pipeline %s at %.12s, %d jobs", stamp(time.Now()), bs.ID, bs.Pipeline, bs.Commit, len(plan.Jobs)))
+}
+
+// Estimated keeps each job's longest remaining path from history
+// (buildset.EstimateObserver), for the time left.
+func (p *progress) Estimated(remaining map[string]time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.remaining = remaining
+}
+
+// left estimates the time the buildset still needs: the longest remaining
+// path from a job not finished, less what a running one has run. ok is
+// false without history.
+func (p *progress) left(now time.Time) (time.Duration, bool) {
+	if p.remaining == nil || p.plan == nil {
+		return 0, false
+	}
+	var most time.Duration
+	for _, j := range p.plan.Jobs {
+		if p.finishedJobs[j.Name] {
+			continue
+		}
+		d := p.remaining[j.Name]
+		if start, ok := p.running[j.Name]; ok {
+			d -= now.Sub(start)
+		}
+		most = max(most, d)
+	}
+	return most, true
 }
 
 func (p *progress) AttemptStarted(job string, n int, at time.Time) {
@@ -133,6 +167,7 @@ func (p *progress) BuildFinished(job string, res store.Result, reason string, at
 		line += ": " + reason
 	}
 	delete(p.running, job)
+	p.finishedJobs[job] = true
 	p.done++
 	if res != store.Success {
 		p.failed++
@@ -173,7 +208,14 @@ func (p *progress) redraw() {
 	for _, j := range names {
 		fmt.Fprintf(p.w, "  ▶ %-40s %8s\n", j, now.Sub(p.running[j]).Round(100*time.Millisecond))
 	}
-	fmt.Fprintf(p.w, "  %d/%d done, %d failed, %d running, %d waiting\n", p.done, total, p.failed, len(names), total-p.done-len(names))
+	status := fmt.Sprintf("  %d/%d done, %d failed, %d running, %d waiting", p.done, total, p.failed, len(names), total-p.done-len(names))
+	if !p.began.IsZero() {
+		status += ", " + now.Sub(p.began).Round(100*time.Millisecond).String() + " elapsed"
+		if left, ok := p.left(now); ok {
+			status += ", about " + left.Round(100*time.Millisecond).String() + " left"
+		}
+	}
+	fmt.Fprintln(p.w, status)
 	p.drawn = len(names) + 1
 }
 

@@ -48,6 +48,14 @@ type BastionObserver interface {
 	BastionPrepared(job string, checkout time.Duration, hasInstall, installed bool)
 }
 
+// EstimateObserver is an Observer that also hears, as the buildset starts
+// and when every job has a history of successful runs, each job's longest
+// remaining path (its own duration and the longest chain below it): the
+// time the buildset still needs from that job on. It must not block.
+type EstimateObserver interface {
+	Estimated(remaining map[string]time.Duration)
+}
+
 // Runner makes and runs buildsets. Its fields are set before use.
 type Runner struct {
 	Store      store.Store
@@ -370,9 +378,12 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 		}
 		jobs[j.Name] = scheduler.JobSpec{Semaphores: js.Semaphores, Attempts: js.Attempts}
 	}
-	remaining, err := r.remaining(ctx, spec, plan)
+	remaining, fromHistory, err := r.remaining(ctx, spec, plan)
 	if err != nil {
 		return r.fail(bg, giveUp, bs, err)
+	}
+	if o, ok := r.Observer.(EstimateObserver); ok && fromHistory {
+		o.Estimated(remaining)
 	}
 	maxPar := spec.MaxParallel
 	if r.MaxParallel > 0 {
@@ -496,21 +507,23 @@ func (r *Runner) cancelQueued(ctx context.Context, bs *store.Buildset) (store.Re
 // remaining weighs each job by its history (median of recent successes),
 // else its frozen weight (duration_hint), and returns the longest
 // remaining path from each.
-func (r *Runner) remaining(ctx context.Context, spec *Spec, plan *graph.Plan) (map[string]time.Duration, error) {
+// fromHistory says whether every job has history, so that the
+// longest path is an estimate of the time left, not only an order.
+func (r *Runner) remaining(ctx context.Context, spec *Spec, plan *graph.Plan) (remaining map[string]time.Duration, fromHistory bool, err error) {
 	names := make([]string, len(plan.Jobs))
 	for i, j := range plan.Jobs {
 		names[i] = j.Name
 	}
 	hist, err := r.Store.JobDurations(ctx, names)
 	if err != nil {
-		return nil, fmt.Errorf("job durations: %w", err)
+		return nil, false, fmt.Errorf("job durations: %w", err)
 	}
 	return plan.Remaining(func(job string) time.Duration {
 		if d, ok := hist[job]; ok {
 			return d
 		}
 		return spec.Jobs[job].Weight
-	}), nil
+	}), len(hist) == len(names), nil
 }
 
 // LogPath is where an attempt's log is written: one directory per
