@@ -1,6 +1,6 @@
 // Package bastion defines where builds run: the Bastion interface that the
-// scheduler's runner drives. Each kind of bastion is a sub-package (local;
-// ssh later), and both behave the same way: one checkout per buildset made
+// scheduler's runner drives. Each kind of bastion is a sub-package (local,
+// ssh), and both behave the same way (bastiontest holds them to it): one checkout per buildset made
 // atomically from a mirror kept on the bastion, install commands run only
 // when their fingerprint changed, and every build in its own process tree
 // that timeout and cancel end whole.
