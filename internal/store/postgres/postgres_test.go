@@ -160,7 +160,9 @@ func TestOpenUnavailable(t *testing.T) {
 				t.Error(err)
 			}
 		})
-		u.User = url.User(u.Path[1:] + "_limited")
+		q := u.Query() // a user in the query would win over the URL's
+		q.Set("user", u.Path[1:]+"_limited")
+		u.RawQuery = q.Encode()
 		_, err = Open(t.Context(), u.String())
 		var pe *pgconn.PgError
 		if !errors.Is(err, store.ErrUnavailable) || !errors.As(err, &pe) || pe.Code != "53300" {
