@@ -1,0 +1,329 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/sortie-ci/sortie/internal/store"
+	"github.com/sortie-ci/sortie/internal/store/postgres/pgtest"
+)
+
+// open opens a store on a fresh database, closed when the test ends.
+func open(t *testing.T) (*Store, string) {
+	t.Helper()
+	dbURL := pgtest.NewDatabase(t)
+	s, err := Open(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s, dbURL
+}
+
+// connect opens a connection of the test's own, closed when the test ends.
+func connect(t *testing.T, dbURL string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// TestOpenConcurrentMigratesOnce: five nodes opening one fresh database at
+// once all succeed, and each migration is recorded once. Without the
+// advisory lock two would run CREATE TABLE at once and one would fail.
+func TestOpenConcurrentMigratesOnce(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.NewDatabase(t)
+	const nodes = 5
+	var (
+		wg    sync.WaitGroup
+		start = make(chan struct{})
+		errs  = make([]error, nodes)
+	)
+	for i := range nodes {
+		wg.Go(func() {
+			<-start
+			s, err := Open(t.Context(), dbURL)
+			if err == nil {
+				s.Close()
+			}
+			errs[i] = err
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("node %d: %v", i, err)
+		}
+	}
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := connect(t, dbURL)
+	rows, err := conn.Query(t.Context(), `SELECT version, name FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		Version int
+		Name    string
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(ms) {
+		t.Fatalf("schema_migrations has %d rows, want %d: %v", len(got), len(ms), got)
+	}
+	for i, m := range ms {
+		if got[i].Version != m.version || got[i].Name != m.name {
+			t.Errorf("schema_migrations row %d = %v, want version %d %s", i, got[i], m.version, m.name)
+		}
+	}
+	// The schema is there.
+	for _, table := range []string{"buildsets", "builds", "attempts", "semaphore_holders",
+		"semaphore_waiters", "leases", "pauses", "marks", "deliveries"} {
+		if _, err := conn.Exec(t.Context(), "SELECT 1 FROM "+table+" LIMIT 1"); err != nil {
+			t.Errorf("table %s: %v", table, err)
+		}
+	}
+}
+
+// TestOpenNewerSchemaRefused: a database migrated by a newer sortie is not
+// opened (nor changed) by an older one.
+func TestOpenNewerSchemaRefused(t *testing.T) {
+	t.Parallel()
+	s, dbURL := open(t)
+	s.Close()
+	conn := connect(t, dbURL)
+	if _, err := conn.Exec(t.Context(), `INSERT INTO schema_migrations (version, name) VALUES (999, '0999_future.sql')`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(t.Context(), dbURL)
+	if err == nil {
+		t.Fatal("Open of a database of schema version 999 succeeded")
+	}
+	t.Log(err)
+}
+
+// TestOpenUnavailable: a database that cannot be reached, or refuses a
+// connection for now, is store.ErrUnavailable, which callers retry.
+func TestOpenUnavailable(t *testing.T) {
+	t.Parallel()
+	t.Run("refused", func(t *testing.T) {
+		t.Parallel()
+		// Port 1 is privileged and nothing listens there.
+		_, err := Open(t.Context(), "postgres://sortie@127.0.0.1:1/sortie?sslmode=disable")
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("Open = %v, want store.ErrUnavailable", err)
+		}
+		t.Log(err)
+	})
+	t.Run("no socket", func(t *testing.T) {
+		t.Parallel()
+		_, err := Open(t.Context(), "postgres:///sortie?host="+url.QueryEscape(t.TempDir())+"&user=sortie")
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("Open = %v, want store.ErrUnavailable", err)
+		}
+	})
+	t.Run("too many connections", func(t *testing.T) {
+		t.Parallel()
+		dbURL := pgtest.NewDatabase(t)
+		u, err := url.Parse(dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A role may connect zero times: PostgreSQL refuses it with 53300
+		// (superusers are exempt from the limit).
+		role := pgx.Identifier{u.Path[1:] + "_limited"}.Sanitize()
+		conn := connect(t, dbURL)
+		if _, err := conn.Exec(t.Context(), "CREATE ROLE "+role+" LOGIN CONNECTION LIMIT 0"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if _, err := conn.Exec(context.Background(), "DROP ROLE "+role); err != nil {
+				t.Error(err)
+			}
+		})
+		q := u.Query() // a user in the query would win over the URL's
+		q.Set("user", u.Path[1:]+"_limited")
+		u.RawQuery = q.Encode()
+		_, err = Open(t.Context(), u.String())
+		var pe *pgconn.PgError
+		if !errors.Is(err, store.ErrUnavailable) || !errors.As(err, &pe) || pe.Code != "53300" {
+			t.Fatalf("Open = %v, want store.ErrUnavailable with SQLSTATE 53300", err)
+		}
+	})
+	t.Run("terminated", func(t *testing.T) {
+		t.Parallel()
+		s, dbURL := open(t)
+		admin := connect(t, dbURL)
+		// The backend of the transaction is terminated by an administrator
+		// (57P01) between two of its statements.
+		err := s.tx(t.Context(), func(tx pgx.Tx) error {
+			var pid int32
+			if err := tx.QueryRow(t.Context(), `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+				return err
+			}
+			if _, err := admin.Exec(t.Context(), `SELECT pg_terminate_backend($1, 10000)`, pid); err != nil {
+				return fmt.Errorf("terminate: %w", err)
+			}
+			_, err := tx.Exec(t.Context(), `SELECT 1`)
+			return err
+		})
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("tx = %v, want store.ErrUnavailable", err)
+		}
+		t.Log(err)
+		// The pool replaces the connection.
+		if err := s.tx(t.Context(), func(tx pgx.Tx) error { _, err := tx.Exec(t.Context(), `SELECT 1`); return err }); err != nil {
+			t.Fatalf("tx after the termination: %v", err)
+		}
+	})
+}
+
+// TestMapErr: which errors callers retry (ErrUnavailable), which are
+// conflicts, and which are neither.
+func TestMapErr(t *testing.T) {
+	t.Parallel()
+	canceled, cancel := context.WithCancel(t.Context())
+	cancel()
+	pg := func(code string) error {
+		return fmt.Errorf("query: %w", &pgconn.PgError{Severity: "FATAL", Code: code})
+	}
+	for _, tc := range []struct {
+		name        string
+		ctx         context.Context
+		err         error
+		unavailable bool
+		conflict    bool
+	}{
+		{"nil", t.Context(), nil, false, false},
+		{"disk full", t.Context(), pg("53100"), true, false},
+		{"too many connections", t.Context(), pg("53300"), true, false},
+		{"admin shutdown", t.Context(), pg("57P01"), true, false},
+		{"starting up", t.Context(), pg("57P03"), true, false},
+		{"connection failure", t.Context(), pg("08006"), true, false},
+		{"unique violation", t.Context(), pg("23505"), false, true},
+		{"syntax error", t.Context(), pg("42601"), false, false},
+		{"bad password", t.Context(), pg("28P01"), false, false},
+		{"refused", t.Context(), &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}, true, false},
+		{"broken", t.Context(), fmt.Errorf("receive: %w", io.ErrUnexpectedEOF), true, false},
+		{"connect timeout", t.Context(), fmt.Errorf("connect: %w", context.DeadlineExceeded), true, false},
+		{"caller's deadline", canceled, fmt.Errorf("connect: %w", context.DeadlineExceeded), false, false},
+		{"caller canceled", canceled, fmt.Errorf("receive: %w", io.EOF), false, false},
+		{"other", t.Context(), errors.New("boom"), false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := mapErr(tc.ctx, tc.err)
+			if !errors.Is(got, tc.err) {
+				t.Errorf("mapErr(%v) = %v, which does not wrap it", tc.err, got)
+			}
+			if errors.Is(got, store.ErrUnavailable) != tc.unavailable {
+				t.Errorf("mapErr(%v) = %v: unavailable %v, want %v", tc.err, got, !tc.unavailable, tc.unavailable)
+			}
+			if errors.Is(got, store.ErrConflict) != tc.conflict {
+				t.Errorf("mapErr(%v) = %v: conflict %v, want %v", tc.err, got, !tc.conflict, tc.conflict)
+			}
+		})
+	}
+}
+
+// TestTxRetriesDeadlock: two transactions that lock two rows in opposite
+// orders deadlock; PostgreSQL aborts one (40P01), tx runs it again, and
+// both commit.
+func TestTxRetriesDeadlock(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t)
+	if _, err := s.pool.Exec(t.Context(), `INSERT INTO marks (name, value) VALUES ('a', ''), ('b', '')`); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		attempts atomic.Int32
+		holding  sync.WaitGroup // each holds its first row
+		wg       sync.WaitGroup
+		errs     [2]error
+	)
+	holding.Add(2)
+	for i, order := range [2][2]string{{"a", "b"}, {"b", "a"}} {
+		first := true
+		wg.Go(func() {
+			errs[i] = s.tx(t.Context(), func(tx pgx.Tx) error {
+				attempts.Add(1)
+				for j, name := range order {
+					if _, err := tx.Exec(t.Context(), `UPDATE marks SET value = value || $1 WHERE name = $2`, order[0], name); err != nil {
+						return err
+					}
+					if j == 0 && first {
+						first = false
+						holding.Done()
+						holding.Wait()
+					}
+				}
+				return nil
+			})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("transaction %d: %v", i, err)
+		}
+	}
+	if n := attempts.Load(); n != 3 {
+		t.Errorf("%d attempts, want 3 (one deadlock victim run again)", n)
+	}
+	// Each transaction's writes are there once.
+	var a, b string
+	if err := s.pool.QueryRow(t.Context(), `SELECT (SELECT value FROM marks WHERE name = 'a'), (SELECT value FROM marks WHERE name = 'b')`).Scan(&a, &b); err != nil {
+		t.Fatal(err)
+	}
+	if len(a) != 2 || len(b) != 2 || a[0] != b[0] {
+		t.Errorf("marks a=%q b=%q: want both written by each transaction once, in the same order", a, b)
+	}
+}
+
+// TestTxUniqueViolation: inserting a row that exists is a conflict, and
+// the transaction changes nothing.
+func TestTxUniqueViolation(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t)
+	insert := func(tx pgx.Tx, name string) error {
+		_, err := tx.Exec(t.Context(), `INSERT INTO marks (name, value) VALUES ($1, '')`, name)
+		return err
+	}
+	if err := s.tx(t.Context(), func(tx pgx.Tx) error { return insert(tx, "x") }); err != nil {
+		t.Fatal(err)
+	}
+	err := s.tx(t.Context(), func(tx pgx.Tx) error {
+		if err := insert(tx, "y"); err != nil {
+			return err
+		}
+		return insert(tx, "x")
+	})
+	if !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("second insert = %v, want store.ErrConflict", err)
+	}
+	var n int
+	if err := s.pool.QueryRow(t.Context(), `SELECT count(*) FROM marks`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("%d marks, want 1: the failed transaction was not rolled back", n)
+	}
+}
