@@ -456,6 +456,38 @@ pipelines:
 	b.shot("buildset-done")
 }
 
+// TestBrowserWhyItRuns: the builds table says which changed file selected
+// a job and by which pattern, not only that "a file matched".
+func TestBrowserWhyItRuns(t *testing.T) {
+	e := startSortie(t, `
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  zuul: {run: "true", files: [^inventory/zuul, ^playbooks/]}
+  base: {run: "true"}
+pipelines:
+  deploy: {jobs: [boot, zuul, base]}
+`)
+	id := e.Trigger("deploy", map[string]any{"files": []string{"README", "playbooks/x.yaml"}})
+	e.WaitDone(id)
+	b := newBrowser(t, e.URL)
+	b.open("/buildsets/" + id)
+	reason := func(job string) string {
+		return eval[string](b, fmt.Sprintf(`document.querySelector('#builds tr[data-job=%q] td.reason')?.textContent ?? ""`, job))
+	}
+	for job, want := range map[string]string{
+		"zuul": "matched playbooks/x.yaml by ^playbooks/",
+		"base": "it has no files or irrelevant_files",
+		"boot": "the bootstrap job",
+	} {
+		if got := reason(job); !strings.Contains(got, want) {
+			t.Errorf("%s: why it runs says %q, want %q", job, got, want)
+		}
+	}
+	if title := eval[string](b, `document.querySelector('svg#graph g.node[data-job="zuul"] title')?.textContent ?? ""`); !strings.Contains(title, "matched playbooks/x.yaml by ^playbooks/") {
+		t.Errorf("zuul's node title says %q", title)
+	}
+}
+
 // TestBrowserLiveLog: the build page streams the log as the job prints it,
 // and renders ANSI colours as classed spans.
 func TestBrowserLiveLog(t *testing.T) {

@@ -77,9 +77,13 @@ func reasonText(reason string) string {
 	return reason
 }
 
-// whyText explains why a job was selected.
-func whyText(why string) string {
-	switch why {
+// whyText explains why a job was selected: the plan's detail, or for a
+// plan frozen before details existed, its why in words.
+func whyText(j graph.Job) string {
+	if j.Detail != "" {
+		return j.Detail
+	}
+	switch j.Why {
 	case graph.WhyBootstrap:
 		return "the bootstrap job"
 	case graph.WhyFiles:
@@ -87,7 +91,7 @@ func whyText(why string) string {
 	case graph.WhyAll:
 		return "no file list, or no file matchers"
 	}
-	return why
+	return j.Why
 }
 
 func pathEscape(s string) string { return url.PathEscape(s) }

@@ -50,7 +50,9 @@ type buildRow struct {
 	buildset.BuildReport
 	State    string
 	Duration string
-	Why      string
+	// Why says why the job runs, in words; WhyCode is the plan's why.
+	Why     string
+	WhyCode string
 }
 
 type buildsetPage struct {
@@ -107,7 +109,7 @@ func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
 		pg.Graph = drawGraph(bs.ID, bs.Plan, builds, pg.Critical)
 		pg.Timeline = drawTimeline(bs, bs.Plan, builds, pg.Critical, now, done)
 		for _, j := range bs.Plan.Jobs {
-			row := buildRow{State: stateWaiting, Why: whyText(j.Why)}
+			row := buildRow{State: stateWaiting, Why: whyText(j), WhyCode: j.Why}
 			row.Job = j.Name
 			if b := builds[j.Name]; b != nil {
 				row.BuildReport = *b
