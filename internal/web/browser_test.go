@@ -565,6 +565,111 @@ pipelines:
 	b.shot("log-done")
 }
 
+// TestBrowserLiveLogEnds: a build page opened while the build runs follows
+// it to its end: the header says FINISHED with its time and the final
+// state, the running duration becomes the final one, the byte count is the
+// log's size, every part the server renders reads as a fresh render of the
+// page does, and "keep scrolled to the end" keeps the last line in view as
+// lines arrive.
+func TestBrowserLiveLogEnds(t *testing.T) {
+	g := servertest.NewGate(t)
+	e := startSortie(t, fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  talk:
+    run: |
+      for i in $(seq 1 60); do echo "before the gate $i"; done
+      %s
+      for i in $(seq 1 150); do echo "after the gate $i"; done
+pipelines:
+  deploy: {jobs: [boot, talk]}
+`, g.Wait()), g)
+	id := e.Trigger("deploy", nil)
+	e.WaitStarted(id, "talk")
+
+	b := newBrowser(t, e.URL)
+	b.open("/buildsets/" + id + "/builds/talk")
+	logHTML := `document.querySelector('pre#log')?.outerHTML.slice(-2000) ?? document.body.innerHTML.slice(0, 2000)`
+	b.waitFor(`"before the gate 60" in pre#log`, `[...document.querySelectorAll('pre#log span.line')].some(l => l.textContent.endsWith('before the gate 60'))`, logHTML, live)
+	facts := `document.getElementById('build-facts')?.textContent`
+	if got := eval[string](b, facts); !strings.Contains(got, "not yet") {
+		t.Errorf("while running, the facts say %q, want Finished: not yet", got)
+	}
+	compare := `document.getElementById('history-compare')?.textContent`
+	first := eval[string](b, compare)
+	if !strings.HasPrefix(first, "Running for ") {
+		t.Fatalf("while running, #history-compare says %q", first)
+	}
+	b.waitFor("the running duration to move on", fmt.Sprintf(`%s !== %s`, compare, jsString(first)), compare, live)
+	b.mark()
+	g.Open(t)
+	e.WaitDone(id)
+	b.waitFor("the header says SUCCESS", `document.getElementById('build-state')?.dataset.state === 'SUCCESS'`, `document.getElementById('build-facts')?.outerHTML`, live)
+	b.waitFor(`"after the gate 150" in pre#log`, `[...document.querySelectorAll('pre#log span.line')].some(l => l.textContent.endsWith('after the gate 150'))`, logHTML, live)
+	b.waitFor("the facts say when the build finished", `/Finished\s*\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ/.test(`+facts+`)`, facts, live)
+	b.waitFor("the duration is the final one", `/^Took /.test(`+compare+`)`, compare, live)
+
+	// The byte count is the log's size.
+	raw := eval[string](b, `document.querySelector('a#raw').href`)
+	resp, err := http.Get(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	size := fmt.Sprintf("%d bytes", len(body))
+	b.waitFor("the byte count is "+size, `document.querySelector('.log-note')?.textContent.includes(`+jsString(size)+`)`, `document.querySelector('.log-note')?.textContent`, live)
+
+	// What the server renders now, the page shows: the facts, the
+	// comparison, the attempts.
+	type parts struct {
+		Live, Fresh map[string]string
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[parts](`(async () => {
+		const r = await fetch(location.href, {cache: 'no-store'});
+		const doc = new DOMParser().parseFromString(await r.text(), 'text/html');
+		const read = (d) => Object.fromEntries(['build-facts', 'history-compare', 'attempts'].map((id) => [id, (d.getElementById(id)?.textContent ?? '(none)').replace(/\s+/g, ' ').trim()]));
+		return {Live: read(document), Fresh: read(doc)};
+	})()`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for part, fresh := range got.Fresh {
+		if got.Live[part] != fresh {
+			t.Errorf("#%s after the end:\n page  %q\n fresh %q", part, got.Live[part], fresh)
+		}
+	}
+
+	// The last line is in view: the log scrolled to its end, and the page
+	// so that the log's end is on the screen.
+	type view struct {
+		Overflows bool    `json:"overflows"`
+		FromEnd   float64 `json:"fromEnd"`
+		Bottom    float64 `json:"bottom"`
+		Height    float64 `json:"height"`
+		Checked   bool    `json:"checked"`
+	}
+	v := eval[view](b, `(() => {
+		const pre = document.querySelector('pre#log');
+		const last = pre.lastElementChild.getBoundingClientRect();
+		return {overflows: pre.scrollHeight > pre.clientHeight, fromEnd: pre.scrollHeight - pre.scrollTop - pre.clientHeight,
+			bottom: last.bottom, height: window.innerHeight, checked: document.getElementById('autoscroll').checked};
+	})()`)
+	if !v.Checked {
+		t.Errorf("keep scrolled to the end is not checked")
+	}
+	if !v.Overflows {
+		t.Errorf("the log does not overflow its box: the test checks nothing")
+	}
+	if v.FromEnd > 2 || v.Bottom > v.Height+1 || v.Bottom < 0 {
+		t.Errorf("the last line is not in view: %+v (%.0fpx from the log's end, its bottom at %.0fpx of %.0fpx)", v, v.FromEnd, v.Bottom, v.Height)
+	}
+	b.stillLoaded("build page")
+	b.shot("log-ended")
+}
+
 // TestBrowserANSIScriptMatchesServer: the script that renders followed log lines
 // (static/ansi.js, run by the live log page) renders them as the server
 // renders the page (ansi.go), in the browser that runs the page. Both

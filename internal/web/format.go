@@ -49,6 +49,15 @@ func fmtTimePtr(t *time.Time) string {
 	return fmtTime(*t)
 }
 
+// isoMilli is a time in UTC to the millisecond, for the scripts that
+// count a running duration on from it.
+func isoMilli(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("2006-01-02T15:04:05.000Z")
+}
+
 func isoTime(t time.Time) string {
 	if t.IsZero() {
 		return ""

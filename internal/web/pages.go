@@ -136,6 +136,8 @@ type attemptRow struct {
 	State    string
 	Duration string
 	Current  bool
+	// Since is the start of an attempt that runs: its duration counts on.
+	Since time.Time
 }
 
 type buildPage struct {
@@ -155,7 +157,7 @@ type buildPage struct {
 	// shown is complete.
 	Follow  string
 	RawURL  string
-	Compare string
+	Compare comparison
 }
 
 func (h *Handler) build(w http.ResponseWriter, r *http.Request) {
@@ -211,6 +213,9 @@ func (h *Handler) build(w http.ResponseWriter, r *http.Request) {
 		row := attemptRow{AttemptJSON: a, State: a.Result, Current: a.Number == tail.Attempt}
 		if row.State == "" {
 			row.State = stateRunning
+			if t := a.StartedAt.Get(); t != nil {
+				row.Since = *t
+			}
 		}
 		if d, ok := span(a.StartedAt.Get(), a.FinishedAt.Get(), now); ok {
 			row.Duration = fmtDuration(d)
@@ -221,19 +226,32 @@ func (h *Handler) build(w http.ResponseWriter, r *http.Request) {
 	h.render(w, r, http.StatusOK, "build", pg)
 }
 
-// compare says how long the build's latest attempt took against the
-// median of the job's recent successful attempts.
-func (h *Handler) compare(r *http.Request, b *server.BuildJSON, now time.Time) string {
+// comparison says how long the build's latest attempt took against the
+// median of the job's recent successful attempts. While the attempt runs,
+// Since is its start, so that the page can count on (Elapsed, then Rest);
+// otherwise Text is the whole sentence.
+type comparison struct {
+	Text    string
+	Since   time.Time
+	Elapsed string
+	Rest    string
+}
+
+func (h *Handler) compare(r *http.Request, b *server.BuildJSON, now time.Time) comparison {
 	median, ok, err := h.src.JobMedian(r.Context(), b.Job)
 	if err != nil {
-		return "The job's history could not be read: " + err.Error()
+		return comparison{Text: "The job's history could not be read: " + err.Error()}
 	}
 	var this time.Duration
 	running, started := false, false
+	var since time.Time
 	if n := len(b.Attempts); n > 0 {
 		a := b.Attempts[n-1]
 		this, started = span(a.StartedAt.Get(), a.FinishedAt.Get(), now)
 		running = a.FinishedAt.Get() == nil
+		if t := a.StartedAt.Get(); t != nil {
+			since = *t
+		}
 	}
 	hist := "the median of its recent successful runs is " + fmtDuration(median)
 	if !ok {
@@ -241,11 +259,11 @@ func (h *Handler) compare(r *http.Request, b *server.BuildJSON, now time.Time) s
 	}
 	switch {
 	case !started:
-		return "Not started; " + hist + "."
+		return comparison{Text: "Not started; " + hist + "."}
 	case running:
-		return fmt.Sprintf("Running for %s; %s.", fmtDuration(this), hist)
+		return comparison{Since: since, Elapsed: fmtDuration(this), Rest: hist + "."}
 	case !ok:
-		return fmt.Sprintf("Took %s; %s.", fmtDuration(this), hist)
+		return comparison{Text: fmt.Sprintf("Took %s; %s.", fmtDuration(this), hist)}
 	}
 	diff := "as long as"
 	if median > 0 {
@@ -259,7 +277,7 @@ func (h *Handler) compare(r *http.Request, b *server.BuildJSON, now time.Time) s
 			diff = "about as long as"
 		}
 	}
-	return fmt.Sprintf("Took %s, %s the median of the job's recent successful runs (%s).", fmtDuration(this), diff, fmtDuration(median))
+	return comparison{Text: fmt.Sprintf("Took %s, %s the median of the job's recent successful runs (%s).", fmtDuration(this), diff, fmtDuration(median))}
 }
 
 // ---- History ---------------------------------------------------------------

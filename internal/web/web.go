@@ -97,6 +97,7 @@ func New(src Source) *Handler {
 		"ts":          fmtTime,
 		"tsp":         fmtTimePtr,
 		"iso":         isoTime,
+		"isoms":       isoMilli,
 		"stateClass":  stateClass,
 		"reasonText":  reasonText,
 		"splitHolder": splitHolder,

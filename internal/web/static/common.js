@@ -68,3 +68,68 @@ export function badge(state) {
 }
 
 export function pathEscape(s) { return encodeURIComponent(s); }
+
+/**
+ * tick counts on every running duration the server rendered
+ * (span.elapsed[data-since]), once now and then every second.
+ */
+export function tick() {
+  const now = Date.now();
+  for (const e of document.querySelectorAll('.elapsed[data-since]')) {
+    const since = Date.parse(e.dataset.since);
+    if (isNaN(since)) continue;
+    const v = fmtDuration(now - since);
+    if (e.textContent !== v) e.textContent = v;
+  }
+}
+
+let ticking = null;
+export function startTicking() {
+  tick();
+  if (!ticking) ticking = setInterval(tick, 1000);
+}
+
+/**
+ * fetchPage reads the current page again from the server, parsed; null
+ * when that fails (the page stays as it is).
+ */
+export async function fetchPage(url) {
+  try {
+    const r = await fetch(url || location.href, {cache: 'no-store', headers: {Accept: 'text/html'}});
+    if (!r.ok) return null;
+    return new DOMParser().parseFromString(await r.text(), 'text/html');
+  } catch (e) {
+    return null;
+  }
+}
+
+/**
+ * swapParts replaces each element of the page named by ids with the one of
+ * the same id in doc, when they differ; an element doc no longer has is
+ * removed. Focus stays on the same link or button when it was inside.
+ */
+export function swapParts(doc, ids) {
+  for (const id of ids) {
+    const cur = document.getElementById(id), next = doc.getElementById(id);
+    if (!cur && !next) continue;
+    if (cur && !next) { cur.remove(); continue; }
+    if (!cur) continue; // where a new part goes is the caller's business
+    if (cur.outerHTML === next.outerHTML) continue;
+    const focused = document.activeElement && cur.contains(document.activeElement) ? document.activeElement : null;
+    const key = focused ? focusKey(focused) : null;
+    const imported = document.importNode(next, true);
+    cur.replaceWith(imported);
+    if (key) {
+      const again = imported.querySelector(key);
+      if (again) again.focus({preventScroll: true});
+    }
+  }
+  tick();
+}
+
+function focusKey(e) {
+  if (e.id) return '#' + CSS.escape(e.id);
+  const href = e.getAttribute('href');
+  if (href) return `${e.localName}[href="${CSS.escape(href)}"]`;
+  return null;
+}
