@@ -456,6 +456,59 @@ pipelines:
 	b.shot("buildset-done")
 }
 
+// visibleJS is true when the element exists and is rendered.
+func visibleJS(selector string) string {
+	return fmt.Sprintf(`(() => { const e = document.querySelector(%s); return !!e && e.getClientRects().length > 0; })()`, jsString(selector))
+}
+
+// TestBrowserBuildsetActions: the buildset page offers only the actions
+// that can apply: cancel while the buildset runs, re-run once it is done
+// and something did not succeed, neither for a finished success; and the
+// buttons follow the state while the page is open.
+func TestBrowserBuildsetActions(t *testing.T) {
+	g := servertest.NewGate(t)
+	e := startSortie(t, fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  a: {run: '%s; exit 1'}
+  b: {dependencies: [a], run: "true"}
+  fine: {run: "true"}
+pipelines:
+  deploy: {jobs: [boot, a, b]}
+  ok: {jobs: [boot, fine]}
+`, g.Wait()), g)
+	good := e.Trigger("ok", nil)
+	if r := e.WaitDone(good).Result; r != "SUCCESS" {
+		t.Fatalf("ok: %s", r)
+	}
+	id := e.Trigger("deploy", nil)
+	e.WaitStarted(id, "a")
+
+	b := newBrowser(t, e.URL)
+	b.open("/buildsets/" + id)
+	form := `document.getElementById('actions')?.outerHTML`
+	b.waitFor("#cancel shows while the buildset runs", visibleJS("form#actions #cancel"), form, live)
+	if eval[bool](b, visibleJS("form#actions #rerun")) {
+		t.Errorf("#rerun shows while the buildset runs")
+	}
+	b.mark()
+	g.Open(t)
+	if r := e.WaitDone(id).Result; r != "FAILURE" {
+		t.Fatalf("deploy: %s", r)
+	}
+	b.waitFor("#rerun shows once the buildset failed", visibleJS("form#actions #rerun"), form, live)
+	b.waitFor("#cancel goes once the buildset is done", "!"+visibleJS("form#actions #cancel"), form, live)
+	b.stillLoaded("buildset page")
+
+	b.open("/buildsets/" + good)
+	b.waitFor("the page shows its state", `document.getElementById('bs-state')?.dataset.state === 'SUCCESS'`, `document.body.innerHTML.slice(0, 2000)`, live)
+	for _, sel := range []string{"form#actions #cancel", "form#actions #rerun", "form#actions #token"} {
+		if eval[bool](b, visibleJS(sel)) {
+			t.Errorf("%s shows on a buildset that succeeded", sel)
+		}
+	}
+}
+
 // TestBrowserWhyItRuns: the builds table says which changed file selected
 // a job and by which pattern, not only that "a file matched".
 func TestBrowserWhyItRuns(t *testing.T) {

@@ -74,6 +74,8 @@ type buildsetPage struct {
 	MoreFiles int
 	// NoFileList: the event had no file list (every job matched).
 	NoFileList bool
+	// CanCancel and CanRerun say which actions apply (see canRerun).
+	CanCancel, CanRerun bool
 }
 
 func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
@@ -92,6 +94,7 @@ func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
 	if done {
 		pg.State = bs.Result
 	}
+	pg.CanCancel, pg.CanRerun = !done, canRerun(bs)
 	if d, ok := span(bs.StartedAt.Get(), bs.FinishedAt.Get(), now); ok {
 		pg.Duration = fmtDuration(d)
 	}
@@ -127,6 +130,21 @@ func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
 		pg.Files = pg.Files[:maxFiles]
 	}
 	h.render(w, r, http.StatusOK, "buildset", pg)
+}
+
+// canRerun says whether the API's re-run applies to a buildset: it is done,
+// its graph was made, and some build did not succeed (buildset.Rerun
+// refuses the others). static/buildset.js decides the same.
+func canRerun(bs *server.BuildsetJSON) bool {
+	if bs.State != string(store.BuildsetDone) || bs.Result == string(store.ConfigError) {
+		return false
+	}
+	for _, b := range bs.Builds {
+		if b.Result != string(store.Success) {
+			return true
+		}
+	}
+	return false
 }
 
 // ---- Build -----------------------------------------------------------------

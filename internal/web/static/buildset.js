@@ -131,11 +131,35 @@ function apply(bs) {
   }
   updateTimeline(bs, now);
   updateHeader(bs, now);
+  actions(bs);
   if (bs.state === 'DONE' && !done) {
     done = true;
     facts.dataset.done = 'true';
     swapFinal();
   }
+}
+
+// canRerun says, as the server's pages.go does, whether the API's re-run
+// applies: the buildset is done, its graph was made, and some build did
+// not succeed.
+function canRerun(bs) {
+  return bs.state === 'DONE' && bs.result !== 'CONFIG_ERROR' && bs.builds.some((b) => b.result !== 'SUCCESS');
+}
+
+// actions shows the buttons that apply to the buildset as it is now, and
+// the form only when one does.
+function actions(bs) {
+  const cancel = document.getElementById('cancel'), rerun = document.getElementById('rerun');
+  if (!cancel || !rerun) return;
+  cancel.hidden = bs.state === 'DONE';
+  rerun.hidden = !canRerun(bs);
+  showForm();
+}
+
+function showForm() {
+  const form = document.getElementById('actions');
+  const cancel = document.getElementById('cancel'), rerun = document.getElementById('rerun');
+  if (form && cancel && rerun) form.hidden = cancel.hidden && rerun.hidden;
 }
 
 // Once the buildset is done, the server's render marks the critical path
@@ -173,7 +197,7 @@ if (!done) setTimeout(poll, PERIOD);
 
 const form = document.getElementById('actions');
 if (form) {
-  form.hidden = false;
+  showForm();
   const token = document.getElementById('token');
   const status = document.getElementById('action-status');
   try { token.value = sessionStorage.getItem(TOKEN_KEY) || ''; } catch (e) { /* storage off */ }
