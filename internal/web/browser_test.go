@@ -27,6 +27,7 @@ import (
 
 	"github.com/sortie-ci/sortie/internal/server"
 	"github.com/sortie-ci/sortie/internal/server/servertest"
+	"github.com/sortie-ci/sortie/internal/source/sourcetest"
 	"github.com/sortie-ci/sortie/internal/web"
 )
 
@@ -352,6 +353,91 @@ pipelines:
 	b.waitFor("#paused-all shows", `document.querySelector('#paused-all')`, `document.querySelector('main#status')?.outerHTML`, live)
 	b.stillLoaded("status page")
 	b.shot("status-paused")
+}
+
+// TestBrowserBuildsetNames: wherever a page names a buildset it shows its
+// short id, linked, its commit and the commit's subject, so that two
+// buildsets of one commit are told apart; a waiting reason that cites a
+// buildset by its full id links it instead.
+func TestBrowserBuildsetNames(t *testing.T) {
+	g := servertest.NewGate(t)
+	e := startSortie(t, fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  hold: {run: '%s'}
+pipelines:
+  deploy: {manager: serial, jobs: [boot, hold]}
+`, g.Wait()), g)
+	subject := `Deploy <b>zuul</b> & "friends"`
+	os.WriteFile(filepath.Join(e.Repo, "zuul.yaml"), []byte("zuul\n"), 0o644)
+	sha := sourcetest.Commit(t, e.Repo, subject+"\n\nThe body, not the subject.")
+	first := e.Trigger("deploy", map[string]string{"commit": sha})
+	e.WaitStarted(first, "hold")
+
+	b := newBrowser(t, e.URL)
+	b.open("/")
+	b.mark()
+	second := e.Trigger("deploy", map[string]string{"commit": sha}) // waits behind the first
+	short := func(id string) string { return "…" + id[len(id)-8:] }
+	type named struct {
+		Link    string `json:"link"`
+		Text    string `json:"text"`
+		Sha     string `json:"sha"`
+		Subject string `json:"subject"`
+	}
+	// nameIn reads the buildset's name in the element that selector picks.
+	nameIn := func(selector, id string) named {
+		t.Helper()
+		return eval[named](b, fmt.Sprintf(`(() => {
+			const box = document.querySelector(%s);
+			const a = box?.querySelector('a.buildset[href="/buildsets/%s"]');
+			return {link: a?.getAttribute('href') ?? '', text: a?.textContent ?? '',
+				sha: box?.querySelector('code.sha')?.textContent ?? '', subject: box?.querySelector('.subject')?.textContent ?? ''};
+		})()`, jsString(selector), id))
+	}
+	checkName := func(where, selector, id string) {
+		t.Helper()
+		got := nameIn(selector, id)
+		want := named{Link: "/buildsets/" + id, Text: short(id), Sha: sha[:10], Subject: subject}
+		if got != want {
+			t.Errorf("%s names buildset %s as %+v, want %+v", where, id, got, want)
+		}
+	}
+	entry := func(id string) string {
+		return fmt.Sprintf(`section.pipeline[data-pipeline="deploy"] li[data-buildset=%q]`, id)
+	}
+	reason := entry(second) + " .waiting"
+	b.waitFor("the second buildset waits, its reason linking the first", fmt.Sprintf(`document.querySelector(%s)?.querySelector('a[href="/buildsets/%s"]')`, jsString(reason), first),
+		`document.querySelector('section.pipeline[data-pipeline="deploy"]')?.outerHTML`, live)
+	checkName("the status page's running entry", entry(first), first)
+	checkName("the status page's queued entry", entry(second), second)
+	if got := eval[string](b, fmt.Sprintf(`document.querySelector(%s).textContent`, jsString(reason))); !strings.Contains(got, "buildset "+short(first)) || strings.Contains(got, first) {
+		t.Errorf("the waiting reason says %q: want the first buildset named by its short id %s, and not its full id", got, short(first))
+	}
+	if eval[bool](b, fmt.Sprintf(`document.querySelector('main').innerText.includes(%s)`, jsString(first))) {
+		t.Errorf("the status page shows the full id %s as text", first)
+	}
+	b.stillLoaded("status page")
+	b.shot("names-status")
+
+	g.Open(t)
+	e.WaitDone(first)
+	e.WaitDone(second)
+	b.open("/history")
+	for _, id := range []string{first, second} {
+		checkName("the history", fmt.Sprintf(`table#history tr[data-buildset=%q]`, id), id)
+	}
+	b.open("/buildsets/" + second)
+	if h1 := eval[string](b, `document.querySelector('h1').textContent`); !strings.Contains(h1, short(second)) {
+		t.Errorf("the buildset page's h1 says %q, want its short id %s", h1, short(second))
+	}
+	if got := eval[string](b, `document.querySelector('#bs-commit .subject')?.textContent ?? ''`); got != subject {
+		t.Errorf("the buildset page's subject is %q, want %q", got, subject)
+	}
+	b.open("/buildsets/" + second + "/builds/hold")
+	checkName("the build page", "#build-facts", second)
+	b.open("/jobs/hold")
+	checkName("the job page", fmt.Sprintf(`table#job-builds tr[data-buildset=%q]`, first), first)
 }
 
 // TestBrowserSemaphoreHoldersLive: a holder that appears while the status

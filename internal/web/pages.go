@@ -30,6 +30,24 @@ const maxFiles = 1000
 type statusPage struct {
 	Page
 	*server.StatusJSON
+	// Pipelines are StatusJSON's, with what the page shows of each
+	// buildset.
+	Pipelines []pipelineView
+}
+
+type pipelineView struct {
+	server.PipelineJSON
+	Running, Queued []entryView
+}
+
+// entryView is a buildset of a pipeline's queue as the status page shows
+// it: named, and with the buildsets its waiting reason and cause cite
+// linked.
+type entryView struct {
+	server.QueueEntry
+	Name    bsName
+	Cause   template.HTML
+	Waiting template.HTML
 }
 
 func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
@@ -38,10 +56,39 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, "status")
 		return
 	}
-	h.render(w, r, http.StatusOK, "status", &statusPage{
+	pg := &statusPage{
 		Page:       Page{Title: "Status", MainID: "status", Nav: "status", Script: "status.js"},
 		StatusJSON: st,
-	})
+	}
+	var commits []string
+	for _, p := range st.Pipelines {
+		for _, e := range append(slices.Clip(p.Running), p.Queued...) {
+			commits = append(commits, e.Commit)
+		}
+	}
+	subjects := h.subjects(r.Context(), commits...)
+	// A waiting reason cites the buildsets it waits behind: say which.
+	known := map[string]string{}
+	for _, p := range st.Pipelines {
+		for _, e := range append(slices.Clip(p.Running), p.Queued...) {
+			if s := subjects[e.Commit]; s != "" {
+				known[e.ID] = s
+			}
+		}
+	}
+	label := func(id string) string { return known[id] }
+	view := func(list []server.QueueEntry) []entryView {
+		out := make([]entryView, 0, len(list))
+		for _, e := range list {
+			out = append(out, entryView{QueueEntry: e, Name: h.name(e.ID, e.Commit, subjects),
+				Cause: linkIDs(e.Cause, label), Waiting: linkIDs(e.Waiting, label)})
+		}
+		return out
+	}
+	for _, p := range st.Pipelines {
+		pg.Pipelines = append(pg.Pipelines, pipelineView{PipelineJSON: p, Running: view(p.Running), Queued: view(p.Queued)})
+	}
+	h.render(w, r, http.StatusOK, "status", pg)
 }
 
 // ---- Buildset --------------------------------------------------------------
@@ -50,6 +97,7 @@ type buildRow struct {
 	buildset.BuildReport
 	State    string
 	Duration string
+	Reason   template.HTML
 	// Why says why the job runs, in words; WhyCode is the plan's why.
 	Why     string
 	WhyCode string
@@ -58,6 +106,9 @@ type buildRow struct {
 type buildsetPage struct {
 	Page
 	BS       *server.BuildsetJSON
+	Name     bsName
+	Cause    template.HTML
+	Error    template.HTML
 	State    string // the header's: the result once done, else the state
 	Done     bool
 	Duration string
@@ -87,9 +138,11 @@ func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
 	}
 	now := h.Now()
 	done := bs.State == string(store.BuildsetDone)
+	name := h.name(bs.ID, bs.Commit, h.subjects(r.Context(), bs.Commit))
 	pg := &buildsetPage{
-		Page: Page{Title: fmt.Sprintf("%s at %s", bs.Pipeline, shortCommit(bs.Commit)), MainID: "buildset", Script: "buildset.js"},
-		BS:   bs, Done: done, State: bs.State, Plan: bs.Plan,
+		Page: Page{Title: fmt.Sprintf("Buildset …%s: %s at %s", name.Short, bs.Pipeline, name.Sha), MainID: "buildset", Script: "buildset.js"},
+		BS:   bs, Name: name, Cause: linkIDs(bs.Cause, nil), Error: linkIDs(bs.Error, nil),
+		Done: done, State: bs.State, Plan: bs.Plan,
 	}
 	if done {
 		pg.State = bs.Result
@@ -117,6 +170,7 @@ func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
 			if b := builds[j.Name]; b != nil {
 				row.BuildReport = *b
 				row.State = buildState(b)
+				row.Reason = linkIDs(b.Reason, nil)
 				if d, ok := span(b.StartedAt.Get(), b.FinishedAt.Get(), now); ok {
 					row.Duration = fmtDuration(d)
 				}
@@ -161,6 +215,8 @@ type attemptRow struct {
 type buildPage struct {
 	Page
 	BS       *server.BuildsetJSON
+	Name     bsName
+	Reason   template.HTML
 	Build    *server.BuildJSON
 	State    string
 	Done     bool
@@ -205,9 +261,10 @@ func (h *Handler) build(w http.ResponseWriter, r *http.Request) {
 	}
 	now := h.Now()
 	state := buildState(&b.BuildReport)
+	name := h.name(bs.ID, bs.Commit, h.subjects(ctx, bs.Commit))
 	pg := &buildPage{
-		Page:  Page{Title: fmt.Sprintf("%s · %s at %s", job, bs.Pipeline, shortCommit(bs.Commit)), MainID: "build", Script: "build.js", BodyClass: "wide"},
-		BS:    bs,
+		Page: Page{Title: fmt.Sprintf("%s · buildset …%s: %s at %s", job, name.Short, bs.Pipeline, name.Sha), MainID: "build", Script: "build.js", BodyClass: "wide"},
+		BS:   bs, Name: name, Reason: linkIDs(b.Reason, nil),
 		Build: b, State: state, Done: b.Result != "", Tail: tail,
 		Truncated: tail.Start > 0,
 		RawURL:    fmt.Sprintf("/api/v1/buildsets/%s/builds/%s/log", pathEscape(id), pathEscape(job)),
@@ -304,6 +361,8 @@ type historyRow struct {
 	server.HistoryRow
 	State    string
 	Duration string
+	Name     bsName
+	Cause    template.HTML
 }
 
 type option struct {
@@ -367,8 +426,9 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 			return
 		default:
 			now := h.Now()
+			subjects := h.rowSubjects(r, page.Rows)
 			for _, row := range page.Rows {
-				hr := historyRow{HistoryRow: row, State: row.Result}
+				hr := historyRow{HistoryRow: row, State: row.Result, Name: h.name(row.ID, row.Commit, subjects), Cause: linkIDs(row.Cause, nil)}
 				if hr.State == "" {
 					hr.State = row.State
 				}
@@ -388,6 +448,15 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 		pg.Newest = "/history?" + filterValues(q).Encode()
 	}
 	h.render(w, r, code, "history", pg)
+}
+
+// rowSubjects reads the subjects of the rows' commits.
+func (h *Handler) rowSubjects(r *http.Request, rows []server.HistoryRow) map[string]string {
+	commits := make([]string, len(rows))
+	for i, row := range rows {
+		commits[i] = row.Commit
+	}
+	return h.subjects(r.Context(), commits...)
 }
 
 func filterValues(q server.HistoryQuery) url.Values {
@@ -470,9 +539,10 @@ func (h *Handler) job(w http.ResponseWriter, r *http.Request) {
 	pg.Chart = drawDurations(name, rows, median, hasMedian)
 	ran, ok := 0, 0
 	now := h.Now()
+	subjects := h.rowSubjects(r, rows)
 	for _, row := range rows {
 		b := row.Build
-		hr := historyRow{HistoryRow: row, State: buildState(b)}
+		hr := historyRow{HistoryRow: row, State: buildState(b), Name: h.name(row.ID, row.Commit, subjects), Cause: linkIDs(row.Cause, nil)}
 		if d, started := span(b.StartedAt.Get(), b.FinishedAt.Get(), now); started {
 			hr.Duration = fmtDuration(d)
 		}

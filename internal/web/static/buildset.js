@@ -4,7 +4,7 @@
 // table and the header in place; once it is done, it swaps in the
 // server's final graph and timeline. It also drives the cancel and re-run
 // buttons, with a token kept in sessionStorage.
-import {badge, buildState, fmtDuration, fmtTime, span, stateClass, svg} from './common.js';
+import {badge, buildState, fmtDuration, fmtTime, linkIDs, span, stateClass, svg} from './common.js';
 
 const PERIOD = 1000;
 const TOKEN_KEY = 'sortie-token';
@@ -49,7 +49,11 @@ function updateRow(b, state, now) {
   set('started', fmtTime(b.started_at));
   const d = span(b.started_at, b.finished_at, now);
   set('duration', d === null ? '' : fmtDuration(d));
-  if (b.reason) set('reason', b.reason);
+  const reason = tr.querySelector('td.reason');
+  if (b.reason && reason && reason.dataset.reason !== b.reason) {
+    reason.replaceChildren(...linkIDs(b.reason));
+    reason.dataset.reason = b.reason;
+  }
 }
 
 // The timeline: bars from the first start to the last end (now while it runs).

@@ -69,6 +69,25 @@ export function badge(state) {
 
 export function pathEscape(s) { return encodeURIComponent(s); }
 
+const UUID = /\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/g;
+
+/**
+ * linkIDs is text with every buildset id in it linked to its page, named
+ * "buildset …<short id>", as the server's linkIDs renders it: an array of
+ * nodes and strings for append().
+ */
+export function linkIDs(text) {
+  const out = [];
+  let last = 0;
+  for (const m of (text || '').matchAll(UUID)) {
+    out.push(text.slice(last, m.index));
+    out.push(el('a', {class: 'bsref', href: '/buildsets/' + m[0], title: 'buildset ' + m[0]}, 'buildset …' + shortID(m[0])));
+    last = m.index + m[0].length;
+  }
+  out.push((text || '').slice(last));
+  return out.filter((x) => x !== '');
+}
+
 /**
  * tick counts on every running duration the server rendered
  * (span.elapsed[data-since]), once now and then every second.
