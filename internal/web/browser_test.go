@@ -17,6 +17,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -440,6 +442,70 @@ pipelines:
 	checkName("the job page", fmt.Sprintf(`table#job-builds tr[data-buildset=%q]`, first), first)
 }
 
+// TestBrowserStatusProgress: the status page shows a running buildset as
+// Zuul's shows a change: each job with its state, a progress bar for the
+// running one against the median of its past runs, counting on without a
+// reload, and the time the buildset still needs.
+func TestBrowserStatusProgress(t *testing.T) {
+	open := filepath.Join(t.TempDir(), "open")
+	e := startSortie(t, fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  work: {run: 'sleep 3; while [ ! -e %[1]q ]; do sleep 0.02; done'}
+  after: {dependencies: [work], run: "true"}
+pipelines:
+  deploy: {jobs: [boot, work, after]}
+`, open), servertest.Gate(open))
+	// A first run, gate open, is the history: work takes about 3s.
+	os.WriteFile(open, nil, 0o644)
+	if r := e.WaitDone(e.Trigger("deploy", nil)).Result; r != "SUCCESS" {
+		t.Fatalf("first run: %s", r)
+	}
+	os.Remove(open)
+
+	b := newBrowser(t, e.URL)
+	b.open("/")
+	b.mark()
+	id := e.Trigger("deploy", nil)
+	e.WaitStarted(id, "work")
+	entry := fmt.Sprintf(`document.querySelector('section.pipeline[data-pipeline="deploy"] li.entry[data-buildset=%q]')`, id)
+	job := func(name string) string { return entry + `?.querySelector('ul.jobs li[data-job="` + name + `"]')` }
+	b.waitFor("the running buildset lists its jobs, work running", job("work")+`?.dataset.state === 'RUNNING'`, entry+`?.outerHTML`, live)
+	for name, state := range map[string]string{"boot": "SUCCESS", "after": "WAITING"} {
+		if got := eval[string](b, job(name)+`?.dataset.state ?? ''`); got != state {
+			t.Errorf("%s is %q on the status page, want %s", name, got, state)
+		}
+		if got := eval[string](b, job(name)+`?.querySelector('.badge')?.textContent ?? ''`); got != state {
+			t.Errorf("%s's badge says %q, want %s", name, got, state)
+		}
+	}
+	type bar struct {
+		Max   float64 `json:"max"`
+		Value float64 `json:"value"`
+		Label string  `json:"label"`
+	}
+	readBar := func() bar {
+		return eval[bar](b, `(() => { const p = `+job("work")+`?.querySelector('progress'); return p ? {max: p.max, value: p.value, label: p.getAttribute('aria-label') || ''} : {max: 0, value: 0, label: ''}; })()`)
+	}
+	first := readBar()
+	if first.Max < 2500 || first.Max > 6000 {
+		t.Fatalf("work's progress bar: %+v, want a max of about 3000 ms (the median of its runs)", first)
+	}
+	if !strings.Contains(first.Label, "of about 3") {
+		t.Errorf("work's progress bar is labelled %q", first.Label)
+	}
+	b.waitFor("work's progress bar moves on", fmt.Sprintf(`(() => { const p = %s?.querySelector('progress'); return p && p.value > %f; })()`, job("work"), first.Value),
+		job("work")+`?.outerHTML`, live)
+	if eta := eval[string](b, entry+`?.querySelector('.eta')?.textContent ?? ''`); !regexp.MustCompile(`^1 of 3 jobs done · (about .+ left, ending around \d{4}-|ending any moment)`).MatchString(eta) {
+		t.Errorf("the buildset's estimate says %q", eta)
+	}
+	b.shot("status-progress")
+	os.WriteFile(open, nil, 0o644)
+	e.WaitDone(id)
+	b.waitFor("the finished buildset leaves the page", "!"+entry, `document.querySelector('main#status')?.outerHTML`, live)
+	b.stillLoaded("status page")
+}
+
 // TestBrowserSemaphoreHoldersLive: a holder that appears while the status
 // page is open is drawn by the live script as the server draws it (a link
 // to the buildset, its time), and goes when released.
@@ -593,6 +659,93 @@ pipelines:
 			t.Errorf("%s shows on a buildset that succeeded", sel)
 		}
 	}
+}
+
+// TestBrowserFailureSummary: the page of a buildset where a build failed
+// starts with a summary: which builds failed, with the last lines of their
+// logs, in place without a reload when the failure happens while the page
+// is open.
+func TestBrowserFailureSummary(t *testing.T) {
+	g := servertest.NewGate(t)
+	e := startSortie(t, fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  deploy-web:
+    run: |
+      for i in $(seq 1 30); do echo "step $i"; done
+      %s
+      printf '\033[31mfatal: the web server <did not> start\033[0m\n'
+      exit 3
+  after-web: {dependencies: [deploy-web], run: "true"}
+  fine: {run: "true"}
+pipelines:
+  deploy: {jobs: [boot, deploy-web, after-web, fine]}
+`, g.Wait()), g)
+	id := e.Trigger("deploy", nil)
+	e.WaitStarted(id, "deploy-web")
+
+	b := newBrowser(t, e.URL)
+	b.open("/buildsets/" + id)
+	b.waitFor("the graph", `document.querySelector('svg#graph g.node[data-job="deploy-web"][data-state="RUNNING"]')`, `document.body.innerHTML.slice(0, 2000)`, live)
+	if eval[bool](b, `!!document.getElementById('failure-summary')`) {
+		t.Errorf("a failure summary shows before anything failed")
+	}
+	b.mark()
+	g.Open(t)
+	if r := e.WaitDone(id).Result; r != "FAILURE" {
+		t.Fatalf("buildset: %s", r)
+	}
+	summary := `document.getElementById('failure-summary')`
+	check := func(when string) {
+		t.Helper()
+		b.waitFor("the failure summary ("+when+")", summary+`?.querySelector('article.failure[data-job="deploy-web"] pre.log-tail')`, `document.querySelector('main').innerHTML.slice(0, 3000)`, live)
+		type sum struct {
+			First    bool     `json:"first"`
+			Jobs     []string `json:"jobs"`
+			Badge    string   `json:"badge"`
+			Lines    []string `json:"lines"`
+			Red      bool     `json:"red"`
+			Link     bool     `json:"link"`
+			Heading  string   `json:"heading"`
+			HasBuild bool     `json:"hasBuild"`
+		}
+		got := eval[sum](b, `(() => {
+			const s = `+summary+`;
+			const a = s.querySelector('article.failure[data-job="deploy-web"]');
+			const main = document.querySelector('main');
+			const after = [...main.children].filter((c) => !['H1', 'P'].includes(c.tagName));
+			return {
+				first: after[0] === s,
+				jobs: [...s.querySelectorAll('article.failure')].map((x) => x.dataset.job),
+				badge: a.querySelector('.badge')?.textContent ?? '',
+				lines: [...a.querySelectorAll('pre.log-tail span.line')].map((l) => l.textContent),
+				red: !!a.querySelector('pre.log-tail span.fg31'),
+				link: !!a.querySelector('a[href="/buildsets/`+id+`/builds/deploy-web"]'),
+				heading: s.querySelector('h2')?.textContent ?? '',
+				hasBuild: !!document.querySelector('#builds'),
+			};
+		})()`)
+		if !got.First {
+			t.Errorf("%s: the failure summary does not start the page (after the title)", when)
+		}
+		if !slices.Equal(got.Jobs, []string{"deploy-web"}) || got.Badge != "FAILURE" {
+			t.Errorf("%s: the summary lists %v (badge %q), want deploy-web FAILURE only", when, got.Jobs, got.Badge)
+		}
+		if n := len(got.Lines); n != 20 || !strings.HasSuffix(got.Lines[n-1], "fatal: the web server <did not> start") || !strings.HasSuffix(got.Lines[0], "step 12") {
+			t.Errorf("%s: the summary shows the lines %q, want the last 20 (step 12 to the fatal line)", when, got.Lines)
+		}
+		if !got.Red || !got.Link {
+			t.Errorf("%s: the summary's log keeps no colour (%v) or does not link the build (%v)", when, got.Red, got.Link)
+		}
+		if !strings.HasPrefix(got.Heading, "Why it failed") {
+			t.Errorf("%s: the summary's heading is %q", when, got.Heading)
+		}
+	}
+	check("live")
+	b.stillLoaded("buildset page")
+	b.open("/buildsets/" + id)
+	check("reloaded")
+	b.shot("buildset-failed")
 }
 
 // TestBrowserWhyItRuns: the builds table says which changed file selected

@@ -48,6 +48,11 @@ type entryView struct {
 	Name    bsName
 	Cause   template.HTML
 	Waiting template.HTML
+	// Jobs and ETA show a running buildset's progress; Done counts its
+	// finished jobs.
+	Jobs []jobView
+	ETA  etaView
+	Done int
 }
 
 func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
@@ -77,11 +82,25 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	label := func(id string) string { return known[id] }
+	progress, err := h.progress(r, st)
+	if err != nil {
+		h.fail(w, r, err, "status")
+		return
+	}
 	view := func(list []server.QueueEntry) []entryView {
 		out := make([]entryView, 0, len(list))
 		for _, e := range list {
-			out = append(out, entryView{QueueEntry: e, Name: h.name(e.ID, e.Commit, subjects),
-				Cause: linkIDs(e.Cause, label), Waiting: linkIDs(e.Waiting, label)})
+			v := entryView{QueueEntry: e, Name: h.name(e.ID, e.Commit, subjects),
+				Cause: linkIDs(e.Cause, label), Waiting: linkIDs(e.Waiting, label)}
+			if p := progress[e.ID]; p != nil {
+				v.Jobs, v.ETA = p.jobs, p.eta
+				for _, j := range v.Jobs {
+					if j.State != stateRunning && j.State != stateWaiting {
+						v.Done++
+					}
+				}
+			}
+			out = append(out, v)
 		}
 		return out
 	}
@@ -89,6 +108,55 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 		pg.Pipelines = append(pg.Pipelines, pipelineView{PipelineJSON: p, Running: view(p.Running), Queued: view(p.Queued)})
 	}
 	h.render(w, r, http.StatusOK, "status", pg)
+}
+
+type buildsetProgress struct {
+	jobs []jobView
+	eta  etaView
+}
+
+// progress reads the running buildsets of the status and lays out their
+// jobs and the time they still need, by buildset id.
+func (h *Handler) progress(r *http.Request, st *server.StatusJSON) (map[string]*buildsetProgress, error) {
+	ctx := r.Context()
+	var running []*server.BuildsetJSON
+	var names []string
+	seen := map[string]bool{}
+	for _, p := range st.Pipelines {
+		for _, e := range p.Running {
+			bs, err := h.src.Buildset(ctx, e.ID)
+			if errors.Is(err, store.ErrNotFound) {
+				continue // gone since the status was read
+			}
+			if err != nil {
+				return nil, err
+			}
+			if bs.Plan == nil {
+				continue
+			}
+			running = append(running, bs)
+			for _, j := range bs.Plan.Jobs {
+				if !seen[j.Name] {
+					seen[j.Name] = true
+					names = append(names, j.Name)
+				}
+			}
+		}
+	}
+	out := map[string]*buildsetProgress{}
+	if len(running) == 0 {
+		return out, nil
+	}
+	medians, err := h.src.JobMedians(ctx, names)
+	if err != nil {
+		return nil, err
+	}
+	cfg, now := h.src.Config(), h.Now()
+	for _, bs := range running {
+		jobs, eta := progressOf(bs.Report, bs.Plan, expectations(bs.Plan, cfg, medians), now)
+		out[bs.ID] = &buildsetProgress{jobs: jobs, eta: eta}
+	}
+	return out, nil
 }
 
 // ---- Buildset --------------------------------------------------------------
@@ -127,6 +195,67 @@ type buildsetPage struct {
 	NoFileList bool
 	// CanCancel and CanRerun say which actions apply (see canRerun).
 	CanCancel, CanRerun bool
+	// Failures are the builds that failed, with the end of their logs;
+	// Skipped counts the builds skipped or cancelled meanwhile.
+	Failures []failureView
+	Skipped  int
+}
+
+// failureLines is how many of a failed build's last log lines the
+// buildset page shows (as many as `sortie run`'s summary).
+const failureLines = 20
+
+// failureView is a failed build in a buildset's failure summary.
+type failureView struct {
+	Job, Result, URL, RawURL string
+	Reason                   template.HTML
+	Attempt                  int
+	// Log is the HTML of the last lines; Lines how many.
+	Log   template.HTML
+	Lines int
+	// Error says why the log could not be read.
+	Error string
+}
+
+// failed says whether a build's result is a failure whose log tells why
+// (a skipped or cancelled build has nothing of its own to show).
+func failed(result string) bool {
+	switch store.Result(result) {
+	case store.Failure, store.TimedOut, store.Error, store.RetryLimit:
+		return true
+	}
+	return false
+}
+
+// failures reads the end of each failed build's log, for the summary that
+// starts the page of a buildset where something failed.
+func (h *Handler) failures(r *http.Request, bs *server.BuildsetJSON) ([]failureView, int) {
+	var out []failureView
+	skipped := 0
+	for _, b := range bs.Builds {
+		if b.Result == string(store.Skipped) || b.Result == string(store.Canceled) {
+			skipped++
+		}
+		if !failed(b.Result) {
+			continue
+		}
+		f := failureView{Job: b.Job, Result: b.Result, URL: buildURL(bs.ID, b.Job), Reason: linkIDs(b.Reason, nil), Attempt: b.Attempt}
+		f.RawURL = fmt.Sprintf("/api/v1/buildsets/%s/builds/%s/log", pathEscape(bs.ID), pathEscape(b.Job))
+		lines, attempt, err := h.src.LogLines(r.Context(), bs.ID, b.Job, failureLines)
+		if err != nil {
+			f.Error = err.Error()
+		}
+		if attempt > 0 {
+			f.Attempt = attempt
+			f.RawURL += "?attempt=" + strconv.Itoa(attempt)
+		}
+		if len(lines) > 0 {
+			html, n, _ := renderLog([]byte(strings.Join(lines, "\n") + "\n"))
+			f.Log, f.Lines = template.HTML(html), n
+		}
+		out = append(out, f)
+	}
+	return out, skipped
 }
 
 func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
@@ -148,6 +277,7 @@ func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
 		pg.State = bs.Result
 	}
 	pg.CanCancel, pg.CanRerun = !done, canRerun(bs)
+	pg.Failures, pg.Skipped = h.failures(r, bs)
 	if d, ok := span(bs.StartedAt.Get(), bs.FinishedAt.Get(), now); ok {
 		pg.Duration = fmtDuration(d)
 	}

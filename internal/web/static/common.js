@@ -100,6 +100,17 @@ export function tick() {
     const v = fmtDuration(now - since);
     if (e.textContent !== v) e.textContent = v;
   }
+  // Progress bars against an expected duration, and time left.
+  for (const p of document.querySelectorAll('progress[data-since]')) {
+    const since = Date.parse(p.dataset.since);
+    if (!isNaN(since)) p.value = Math.min(now - since, p.max);
+  }
+  for (const e of document.querySelectorAll('.countdown[data-until]')) {
+    const until = Date.parse(e.dataset.until);
+    if (isNaN(until)) continue;
+    const v = until > now ? fmtDuration(until - now) : 'hardly any time';
+    if (e.textContent !== v) e.textContent = v;
+  }
 }
 
 let ticking = null;
