@@ -24,8 +24,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/sortie-ci/sortie/internal/server"
 	"github.com/sortie-ci/sortie/internal/server/servertest"
@@ -496,7 +498,7 @@ pipelines:
 	}
 	b.waitFor("work's progress bar moves on", fmt.Sprintf(`(() => { const p = %s?.querySelector('progress'); return p && p.value > %f; })()`, job("work"), first.Value),
 		job("work")+`?.outerHTML`, live)
-	if eta := eval[string](b, entry+`?.querySelector('.eta')?.textContent ?? ''`); !regexp.MustCompile(`^1 of 3 jobs done · (about .+ left, ending around \d{4}-|ending any moment)`).MatchString(eta) {
+	if eta := eval[string](b, entry+`?.querySelector('.eta')?.textContent ?? ''`); !regexp.MustCompile(`^1 of 3 jobs done · ((about .+ left|any moment now), ending around \d{4}-|ending any moment)`).MatchString(eta) {
 		t.Errorf("the buildset's estimate says %q", eta)
 	}
 	b.shot("status-progress")
@@ -746,6 +748,10 @@ pipelines:
 	b.open("/buildsets/" + id)
 	check("reloaded")
 	b.shot("buildset-failed")
+	b.colourScheme("dark")
+	b.open("/buildsets/" + id)
+	b.checkScheme("dark")
+	b.shot("dark-buildset-failed")
 }
 
 // TestBrowserWhyItRuns: the builds table says which changed file selected
@@ -1124,7 +1130,8 @@ semaphores: {bridge: 1}
 jobs:
   boot: {bootstrap: true, run: "true"}
   letsencrypt: {run: "true"}
-  service-zuul-scheduler: {dependencies: [letsencrypt], run: '%s'}
+  service-zuul-scheduler: {dependencies: [letsencrypt], run: 'echo "a long line without spaces: %[2]s"; %[1]s'}
+  failing-with-a-long-name: {run: 'echo "%[2]s"; exit 2'}
   service-zuul-executor: {dependencies: [letsencrypt], run: "true"}
   service-nodepool-launcher: {dependencies: [letsencrypt], run: "true"}
   service-etherpad: {dependencies: [letsencrypt], run: "true"}
@@ -1133,7 +1140,19 @@ jobs:
 pipelines:
   deploy-infra-production: {semaphore: bridge, jobs: [boot, letsencrypt, service-zuul-scheduler, service-zuul-executor, service-nodepool-launcher, service-etherpad, service-gitea-cluster, summary]}
   hourly-infra-periodic: {jobs: [boot, letsencrypt]}
-`, g.Wait()), g)
+  broken: {jobs: [boot, failing-with-a-long-name]}
+`, g.Wait(), strings.Repeat("x", 300)), g)
+	failed := e.Trigger("broken", nil)
+	if r := e.WaitDone(failed).Result; r != "FAILURE" {
+		t.Fatalf("broken: %s", r)
+	}
+	// A first run of the scheduler's job is its history: the second one
+	// shows a progress bar.
+	os.WriteFile(string(g), nil, 0o644)
+	if r := e.WaitDone(e.Trigger("deploy-infra-production", nil)).Result; r != "SUCCESS" {
+		t.Fatalf("first deploy: %s", r)
+	}
+	os.Remove(string(g))
 	id := e.Trigger("deploy-infra-production", nil)
 	e.WaitStarted(id, "service-zuul-scheduler")
 
@@ -1142,8 +1161,12 @@ pipelines:
 		t.Fatal(err)
 	}
 	for _, p := range []struct{ path, ready, name string }{
-		{"/", `document.querySelector('section.pipeline a.buildset')`, "narrow-status"},
+		{"/", `document.querySelector('section.pipeline li.entry ul.jobs li[data-job="service-zuul-scheduler"] progress')`, "narrow-status"},
 		{"/buildsets/" + id, `document.querySelector('svg#graph g.node[data-job="summary"]')`, "narrow-buildset"},
+		{"/buildsets/" + failed, `document.querySelector('#failure-summary pre.log-tail')`, "narrow-buildset-failed"},
+		{"/buildsets/" + id + "/builds/service-zuul-scheduler", `document.querySelector('pre#log span.line')`, "narrow-log"},
+		{"/history", `document.querySelector('table#history tr[data-buildset]')`, "narrow-history"},
+		{"/jobs/service-zuul-scheduler", `document.querySelector('svg#durations')`, "narrow-job"},
 	} {
 		b.open(p.path)
 		b.waitFor(p.path+" shows its content", p.ready, `document.body.innerHTML.slice(0, 2000)`, live)
@@ -1159,11 +1182,8 @@ pipelines:
 	}
 }
 
-// a11yJS checks the basics of accessibility in the page and returns the
-// violations. docs/ui.md lists what it checks and what it does not.
-const a11yJS = `(() => {
-const out = [];
-const cssPath = (el) => {
+// cssPathJS defines cssPath(el): a CSS selector that names el in a report.
+const cssPathJS = `const cssPath = (el) => {
 	const parts = [];
 	for (let e = el; e && e.nodeType === 1 && parts.length < 6; e = e.parentElement) {
 		let s = e.localName;
@@ -1182,7 +1202,51 @@ const cssPath = (el) => {
 	}
 	return parts.join(' > ');
 };
-const add = (rule, el, detail) => out.push({rule, selector: el ? cssPath(el) : 'document', detail});
+`
+
+// colourJS defines the colour helpers of the contrast checks: rgba(css)
+// through a canvas (any CSS colour space), over(fg, bg), lum(c) (WCAG 2
+// relative luminance), ratio(a, b), hex(c), and htmlBg(el): the background
+// behind an HTML element, its own and its ancestors' background colours
+// composed over the white canvas.
+const colourJS = `const cv = document.createElement('canvas');
+cv.width = cv.height = 1;
+const cx = cv.getContext('2d', {willReadFrequently: true});
+const rgba = (c) => {
+	if (!c || !CSS.supports('color', c)) return null;
+	cx.clearRect(0, 0, 1, 1);
+	cx.fillStyle = '#000';
+	cx.fillStyle = c;
+	cx.fillRect(0, 0, 1, 1);
+	const d = cx.getImageData(0, 0, 1, 1).data;
+	return {r: d[0], g: d[1], b: d[2], a: d[3] / 255};
+};
+const over = (fg, bg) => ({r: fg.r * fg.a + bg.r * (1 - fg.a), g: fg.g * fg.a + bg.g * (1 - fg.a), b: fg.b * fg.a + bg.b * (1 - fg.a), a: 1});
+const lum = (c) => {
+	const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+	return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b);
+};
+const ratio = (a, b) => { const x = lum(a), y = lum(b); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); };
+const hex = (c) => '#' + [c.r, c.g, c.b].map(v => Math.round(v).toString(16).padStart(2, '0')).join('');
+// The background behind an HTML element: its own and its ancestors'
+// background colours, composed over the white canvas.
+const htmlBg = (el) => {
+	const layers = [];
+	for (let e = el; e; e = e.parentElement) {
+		const c = rgba(getComputedStyle(e).backgroundColor);
+		if (c && c.a > 0) { layers.push(c); if (c.a >= 1) break; }
+	}
+	let bg = {r: 255, g: 255, b: 255, a: 1};
+	for (let i = layers.length - 1; i >= 0; i--) bg = over(layers[i], bg);
+	return bg;
+};
+`
+
+// a11yJS checks the basics of accessibility in the page and returns the
+// violations. docs/ui.md lists what it checks and what it does not.
+const a11yJS = `(() => {
+const out = [];
+` + cssPathJS + `const add = (rule, el, detail) => out.push({rule, selector: el ? cssPath(el) : 'document', detail});
 const rendered = (el) => el.getClientRects().length > 0;
 const named = (el) => {
 	const al = el.getAttribute('aria-label');
@@ -1247,38 +1311,7 @@ for (const el of document.querySelectorAll('a[href], button, [role="button"]')) 
 }
 
 // Text contrast, WCAG 2: at least 4.5:1 for every visible text.
-const cv = document.createElement('canvas');
-cv.width = cv.height = 1;
-const cx = cv.getContext('2d', {willReadFrequently: true});
-const rgba = (c) => {
-	if (!c || !CSS.supports('color', c)) return null;
-	cx.clearRect(0, 0, 1, 1);
-	cx.fillStyle = '#000';
-	cx.fillStyle = c;
-	cx.fillRect(0, 0, 1, 1);
-	const d = cx.getImageData(0, 0, 1, 1).data;
-	return {r: d[0], g: d[1], b: d[2], a: d[3] / 255};
-};
-const over = (fg, bg) => ({r: fg.r * fg.a + bg.r * (1 - fg.a), g: fg.g * fg.a + bg.g * (1 - fg.a), b: fg.b * fg.a + bg.b * (1 - fg.a), a: 1});
-const lum = (c) => {
-	const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
-	return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b);
-};
-const ratio = (a, b) => { const x = lum(a), y = lum(b); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); };
-const hex = (c) => '#' + [c.r, c.g, c.b].map(v => Math.round(v).toString(16).padStart(2, '0')).join('');
-// The background behind an HTML element: its own and its ancestors'
-// background colours, composed over the white canvas.
-const htmlBg = (el) => {
-	const layers = [];
-	for (let e = el; e; e = e.parentElement) {
-		const c = rgba(getComputedStyle(e).backgroundColor);
-		if (c && c.a > 0) { layers.push(c); if (c.a >= 1) break; }
-	}
-	let bg = {r: 255, g: 255, b: 255, a: 1};
-	for (let i = layers.length - 1; i >= 0; i--) bg = over(layers[i], bg);
-	return bg;
-};
-// The background behind SVG text: the filled shapes drawn before it under
+` + colourJS + `// The background behind SVG text: the filled shapes drawn before it under
 // its centre, over the background of the svg element.
 const svgBg = (t) => {
 	const svg = t.closest('svg');
@@ -1350,6 +1383,105 @@ type a11yReport struct {
 	Texts int `json:"texts"`
 }
 
+// focusJS describes the keyboard focus: the element that has it and how
+// it shows, with the contrast of its indicator against what surrounds it
+// (WCAG 2.2's focus appearance asks 3:1). done is true when nothing in
+// the page has focus.
+const focusJS = `(() => {` + cssPathJS + colourJS + `
+	const e = document.activeElement;
+	if (!e || e === document.body || e === document.documentElement) return {done: true};
+	const r = e.getBoundingClientRect();
+	const out = {done: false, selector: cssPath(e), how: '', ratio: 0, seen: r.width > 0 && r.height > 0};
+	const cs = getComputedStyle(e);
+	let colour = null, behind = null;
+	if (cs.outlineStyle !== 'none' && parseFloat(cs.outlineWidth) >= 2) {
+		out.how = 'outline ' + cs.outlineWidth;
+		colour = rgba(cs.outlineColor);
+		behind = htmlBg(e.parentElement || e);
+	} else if (e.closest('svg')) {
+		// A link in a drawing may outline its shape instead.
+		const shape = e.querySelector('rect');
+		const ss = shape && getComputedStyle(shape);
+		if (ss && parseFloat(ss.strokeWidth) >= 3) {
+			out.how = 'stroke ' + ss.strokeWidth;
+			colour = rgba(ss.stroke);
+			behind = htmlBg(e.closest('svg'));
+		}
+	}
+	if (colour && behind) out.ratio = ratio(over(colour, behind), behind);
+	return out;
+})()`
+
+type focusStop struct {
+	Done     bool    `json:"done"`
+	Selector string  `json:"selector"`
+	How      string  `json:"how"`
+	Ratio    float64 `json:"ratio"`
+	Seen     bool    `json:"seen"`
+}
+
+// TestBrowserKeyboardFocus: on every page, in both colour schemes, every
+// element the Tab key reaches shows that it has the focus: an outline (or,
+// for a link in a drawing, a thick stroke of its shape) in a colour of at
+// least 3:1 against what surrounds it.
+func TestBrowserKeyboardFocus(t *testing.T) {
+	g := servertest.NewGate(t)
+	e := startSortie(t, fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  a: {run: 'echo a; %s'}
+  b: {dependencies: [a], run: "true"}
+pipelines:
+  deploy: {jobs: [boot, a, b]}
+`, g.Wait()), g)
+	id := e.Trigger("deploy", nil)
+	e.WaitStarted(id, "a")
+
+	b := newBrowser(t, e.URL)
+	pages := []struct{ path, ready string }{
+		{"/", `document.querySelector('section.pipeline li.entry ul.jobs')`},
+		{"/buildsets/" + id, `document.querySelector('svg#graph g.node[data-job="a"][data-state="RUNNING"]') && !document.getElementById('actions').hidden`},
+		{"/buildsets/" + id + "/builds/a", `[...document.querySelectorAll('pre#log span.line')].some(l => l.textContent.includes('a'))`},
+		{"/history", `document.querySelector('form#filters')`},
+		{"/jobs/a", `document.querySelector('svg#durations')`},
+	}
+	for _, scheme := range []string{"light", "dark"} {
+		b.colourScheme(scheme)
+		for _, p := range pages {
+			b.open(p.path)
+			b.waitFor(p.path+" shows its content", p.ready, `document.body.innerHTML.slice(0, 2000)`, live)
+			seen := map[string]bool{}
+			stops := 0
+			for range 150 {
+				ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+				err := chromedp.Do(ctx, chromedp.KeyEvent(kb.Tab))
+				cancel()
+				if err != nil {
+					t.Fatalf("Tab: %v", err)
+				}
+				f := eval[focusStop](b, focusJS)
+				if f.Done || seen[f.Selector] {
+					break // back to the start
+				}
+				seen[f.Selector] = true
+				stops++
+				switch {
+				case !f.Seen:
+					t.Errorf("%s (%s): Tab reaches %s, which is not drawn", p.path, scheme, f.Selector)
+				case f.How == "":
+					t.Errorf("%s (%s): %s has the focus but shows no outline", p.path, scheme, f.Selector)
+				case f.Ratio < 3:
+					t.Errorf("%s (%s): the focus on %s (%s) has a contrast of %.2f:1 with what surrounds it, want 3:1", p.path, scheme, f.Selector, f.How, f.Ratio)
+				}
+			}
+			if stops < 3 {
+				t.Errorf("%s (%s): Tab reached %d elements", p.path, scheme, stops)
+			}
+			t.Logf("%s (%s): %d focus stops checked", p.path, scheme, stops)
+		}
+	}
+}
+
 // TestBrowserAccessibility: every page passes the basic checks of a11yJS,
 // with a failed buildset and a running one in the state.
 func TestBrowserAccessibility(t *testing.T) {
@@ -1391,14 +1523,55 @@ pipelines:
 		{"/history", `document.querySelector('table#history tr[data-buildset]')`, "a11y-history"},
 		{"/jobs/b", `document.querySelector('svg#durations')`, "a11y-job"},
 	}
-	for _, p := range pages {
-		b.open(p.path)
-		b.waitFor(p.path+" shows its content", p.ready, `document.body.innerHTML.slice(0, 2000)`, live)
-		b.shot(p.name)
-		rep := eval[a11yReport](b, a11yJS)
-		for _, v := range rep.Violations {
-			t.Errorf("%s: %s: %s: %s", p.path, v.Rule, v.Selector, v.Detail)
+	for _, scheme := range []string{"light", "dark"} {
+		b.colourScheme(scheme)
+		for _, p := range pages {
+			b.open(p.path)
+			b.waitFor(p.path+" shows its content", p.ready, `document.body.innerHTML.slice(0, 2000)`, live)
+			name := p.name
+			if scheme == "dark" {
+				name += "-dark"
+			}
+			b.shot(name)
+			b.checkScheme(scheme)
+			rep := eval[a11yReport](b, a11yJS)
+			for _, v := range rep.Violations {
+				t.Errorf("%s (%s): %s: %s: %s", p.path, scheme, v.Rule, v.Selector, v.Detail)
+			}
+			t.Logf("%s (%s): %d text elements checked for contrast, %d violations", p.path, scheme, rep.Texts, len(rep.Violations))
 		}
-		t.Logf("%s: %d text elements checked for contrast, %d violations", p.path, rep.Texts, len(rep.Violations))
+	}
+}
+
+// colourScheme makes the browser prefer a colour scheme, as a system
+// setting does (prefers-color-scheme); it holds for the pages opened next.
+func (b *browser) colourScheme(scheme string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	_, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}},
+	})
+	if err != nil {
+		b.t.Fatalf("prefers-color-scheme %s: %v", scheme, err)
+	}
+}
+
+// checkScheme fails the test unless the page follows the scheme: a dark
+// background and light text in the dark one, the reverse in the light one.
+func (b *browser) checkScheme(scheme string) {
+	b.t.Helper()
+	type lums struct {
+		Bg   float64 `json:"bg"`
+		Text float64 `json:"text"`
+	}
+	got := eval[lums](b, `(() => {`+colourJS+`
+		return {bg: lum(htmlBg(document.querySelector('main'))), text: lum(rgba(getComputedStyle(document.querySelector('main')).color))};
+	})()`)
+	dark := got.Bg < 0.1 && got.Text > 0.5
+	light := got.Bg > 0.8 && got.Text < 0.2
+	if (scheme == "dark" && !dark) || (scheme == "light" && !light) {
+		b.t.Errorf("%s with prefers-color-scheme %s: the page's background has a luminance of %.2f and its text %.2f: it does not follow the %[2]s scheme",
+			b.location(), scheme, got.Bg, got.Text)
 	}
 }

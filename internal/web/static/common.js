@@ -108,7 +108,7 @@ export function tick() {
   for (const e of document.querySelectorAll('.countdown[data-until]')) {
     const until = Date.parse(e.dataset.until);
     if (isNaN(until)) continue;
-    const v = until > now ? fmtDuration(until - now) : 'hardly any time';
+    const v = until > now ? `about ${fmtDuration(until - now)} left` : 'any moment now';
     if (e.textContent !== v) e.textContent = v;
   }
 }
