@@ -464,11 +464,13 @@ pipelines:
 		t.Fatalf("first run: %s", r)
 	}
 	os.Remove(open)
+	os.WriteFile(filepath.Join(e.Repo, "executor.yaml"), []byte("memory: 8G\n"), 0o644)
+	sha := sourcetest.Commit(t, e.Repo, "Raise the Zuul executors' memory limit")
 
 	b := newBrowser(t, e.URL)
 	b.open("/")
 	b.mark()
-	id := e.Trigger("deploy", nil)
+	id := e.Trigger("deploy", map[string]string{"commit": sha})
 	e.WaitStarted(id, "work")
 	entry := fmt.Sprintf(`document.querySelector('section.pipeline[data-pipeline="deploy"] li.entry[data-buildset=%q]')`, id)
 	job := func(name string) string { return entry + `?.querySelector('ul.jobs li[data-job="` + name + `"]')` }
@@ -683,7 +685,8 @@ jobs:
 pipelines:
   deploy: {jobs: [boot, deploy-web, after-web, fine]}
 `, g.Wait()), g)
-	id := e.Trigger("deploy", nil)
+	os.WriteFile(filepath.Join(e.Repo, "web.yaml"), []byte("tls: new\n"), 0o644)
+	id := e.Trigger("deploy", map[string]string{"commit": sourcetest.Commit(t, e.Repo, "Serve the web site with the renewed TLS certificate")})
 	e.WaitStarted(id, "deploy-web")
 
 	b := newBrowser(t, e.URL)
