@@ -53,6 +53,10 @@ type entryView struct {
 	Jobs []jobView
 	ETA  etaView
 	Done int
+	// Total counts the buildset's jobs, and MoreJobs says what is not
+	// listed of a big one.
+	Total    int
+	MoreJobs string
 }
 
 func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
@@ -93,12 +97,13 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 			v := entryView{QueueEntry: e, Name: h.name(e.ID, e.Commit, subjects),
 				Cause: linkIDs(e.Cause, label), Waiting: linkIDs(e.Waiting, label)}
 			if p := progress[e.ID]; p != nil {
-				v.Jobs, v.ETA = p.jobs, p.eta
-				for _, j := range v.Jobs {
+				v.ETA, v.Total = p.eta, len(p.jobs)
+				for _, j := range p.jobs {
 					if j.State != stateRunning && j.State != stateWaiting {
 						v.Done++
 					}
 				}
+				v.Jobs, v.MoreJobs = shownJobs(p.jobs)
 			}
 			out = append(out, v)
 		}

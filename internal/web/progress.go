@@ -2,6 +2,7 @@ package web
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/buildset"
@@ -122,6 +123,36 @@ func progressOf(bs *buildset.Report, plan *graph.Plan, exp map[string]expected, 
 	}
 	eta.Left, eta.Until, eta.Now = fmtDuration(most), now.Add(most), most <= 0
 	return jobs, eta
+}
+
+// maxJobsShown is how many jobs of one buildset the status page lists;
+// a bigger one lists its running and failed jobs, and counts the others.
+const maxJobsShown = 40
+
+// shownJobs keeps the jobs the status page lists: all of them when they
+// are few, else the running and the failed ones (at most maxJobsShown),
+// and says how many of the others are in each state.
+func shownJobs(jobs []jobView) (shown []jobView, rest string) {
+	if len(jobs) <= maxJobsShown {
+		return jobs, ""
+	}
+	counts := map[string]int{}
+	var order []string
+	for _, j := range jobs {
+		if (j.State == stateRunning || failed(j.State)) && len(shown) < maxJobsShown {
+			shown = append(shown, j)
+			continue
+		}
+		if counts[j.State] == 0 {
+			order = append(order, j.State)
+		}
+		counts[j.State]++
+	}
+	parts := make([]string, len(order))
+	for i, st := range order {
+		parts[i] = fmt.Sprintf("%d %s", counts[st], st)
+	}
+	return shown, fmt.Sprintf("and %d more jobs: %s", len(jobs)-len(shown), strings.Join(parts, ", "))
 }
 
 // progressLabel names a running job's progress bar.
