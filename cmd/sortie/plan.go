@@ -57,7 +57,11 @@ func cmdPlan(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	plan, err := planFor(cfg, *pipeline, files.files)
+	changed := files.files
+	if files.set && changed == nil {
+		changed = []string{} // --files "": an empty list, said so in the why
+	}
+	plan, err := planFor(cfg, *pipeline, changed)
 	if err != nil {
 		if *format == "json" {
 			enc := json.NewEncoder(stdout)
@@ -71,7 +75,7 @@ func cmdPlan(_ context.Context, args []string, stdout, stderr io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(plan)
 	}
-	writePlanText(stdout, cfg, plan)
+	writePlanText(stdout, cfg, plan, changed)
 	return nil
 }
 
@@ -86,7 +90,7 @@ func planFor(cfg *config.Config, pipeline string, files []string) (*graph.Plan, 
 	return plan, err
 }
 
-func writePlanText(w io.Writer, cfg *config.Config, p *graph.Plan) {
+func writePlanText(w io.Writer, cfg *config.Config, p *graph.Plan, files []string) {
 	waves := 0
 	for _, j := range p.Jobs {
 		waves = max(waves, j.Wave+1)
@@ -96,6 +100,11 @@ func writePlanText(w io.Writer, cfg *config.Config, p *graph.Plan) {
 		fmt.Fprintf(w, ", %d not selected", n)
 	}
 	fmt.Fprintln(w)
+	if files == nil {
+		fmt.Fprintln(w, "no file list: every job of the pipeline runs (--files F plans a change)")
+	} else if len(files) == 0 {
+		fmt.Fprintln(w, "an empty file list: every job of the pipeline runs")
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for wave := 0; wave < waves; wave++ {
 		fmt.Fprintf(tw, "\nwave %d\n", wave)
@@ -107,7 +116,7 @@ func writePlanText(w io.Writer, cfg *config.Config, p *graph.Plan) {
 			if len(j.Dependencies) > 0 {
 				deps = "after " + strings.Join(j.Dependencies, ", ")
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t(%s)\n", j.Name, deps, j.Why)
+			fmt.Fprintf(tw, "  %s\t%s\t(%s)\n", j.Name, deps, whyText(j))
 		}
 	}
 	tw.Flush()
@@ -124,6 +133,27 @@ func writePlanText(w io.Writer, cfg *config.Config, p *graph.Plan) {
 		est = "estimated " + p.Estimate.Round(time.Second).String()
 	}
 	fmt.Fprintf(w, "\ncritical path: %s (%s)\n", strings.Join(p.CriticalPath, " -> "), est)
+}
+
+// whyText is a selected job's why for the text plan, with its detail
+// when the detail is particular to the job: the file and the pattern that
+// matched, a job without matchers, why a needed job would not run on its
+// own. The bootstrap job's and "no file list" are the same in every plan,
+// and the header says the latter once.
+func whyText(j graph.Job) string {
+	switch {
+	case j.Detail == "" || j.Why == graph.WhyBootstrap:
+		return j.Why
+	case j.Why == graph.WhyAll && !strings.HasPrefix(j.Detail, "it has no"):
+		return j.Why
+	case strings.HasPrefix(j.Why, "needed by "):
+		// The why names the job; the detail's first part says it again.
+		if _, own, ok := strings.Cut(j.Detail, "; "); ok {
+			return j.Why + "; " + own
+		}
+		return j.Why
+	}
+	return j.Why + ": " + j.Detail
 }
 
 func notSelectedText(reason string) string {

@@ -52,6 +52,11 @@ type Job struct {
 	Wave int `json:"wave"`
 	// Why is WhyBootstrap, WhyFiles, WhyAll or "needed by <job>".
 	Why string `json:"why"`
+	// Detail says the same in words, naming what decided it: the file and
+	// the pattern that matched ("matched playbooks/x.yaml by ^playbooks/"),
+	// whether there was no file list or the job has no matchers, or what
+	// the job needing it is. Plans frozen before it existed have none.
+	Detail string `json:"detail"`
 }
 
 // NotSelected is a job of the pipeline that the change does not run.
@@ -99,6 +104,7 @@ func Select(cfg *config.Config, pipeline string, files []string) (*Plan, error) 
 	}
 
 	why := map[string]string{}
+	detail := map[string]string{}
 	notWhy := map[string]string{}
 	changed := newFileSet(files)
 	for _, name := range order {
@@ -106,14 +112,23 @@ func Select(cfg *config.Config, pipeline string, files []string) (*Plan, error) 
 		switch {
 		case j.Bootstrap:
 			why[name] = WhyBootstrap
-		case len(files) == 0 || (len(j.Files) == 0 && len(j.IrrelevantFiles) == 0):
+			detail[name] = "the bootstrap job: it makes the buildset's checkout, and every other job runs after it"
+		case files == nil:
 			why[name] = WhyAll
+			detail[name] = "no file list (the event had none, as a cron or manual start): every job runs"
+		case len(files) == 0:
+			why[name] = WhyAll
+			detail[name] = "an empty file list (an empty commit): every job runs"
+		case len(j.Files) == 0 && len(j.IrrelevantFiles) == 0:
+			why[name] = WhyAll
+			detail[name] = "it has no files or irrelevant_files: it runs for every change"
 		case len(j.Files) > 0 && !changed.anyMatch(j.Files):
 			notWhy[name] = NotFiles
 		case len(j.IrrelevantFiles) > 0 && changed.allMatch(j.IrrelevantFiles):
 			notWhy[name] = NotIrrelevantFiles
 		default:
 			why[name] = WhyFiles
+			detail[name] = changed.matchDetail(j)
 		}
 	}
 
@@ -135,6 +150,13 @@ func Select(cfg *config.Config, pipeline string, files []string) (*Plan, error) 
 			}
 			if _, sel := why[dep.Name]; !sel {
 				why[dep.Name] = whyNeededBy + name
+				detail[dep.Name] = fmt.Sprintf("%s needs it (a hard dependency)", name)
+				switch notWhy[dep.Name] {
+				case NotFiles:
+					detail[dep.Name] += "; on its own it would not run: no changed file matches its files"
+				case NotIrrelevantFiles:
+					detail[dep.Name] += "; on its own it would not run: every changed file matches its irrelevant_files"
+				}
 				delete(notWhy, dep.Name)
 				queue = append(queue, dep.Name)
 			}
@@ -195,7 +217,7 @@ func Select(cfg *config.Config, pipeline string, files []string) (*Plan, error) 
 		if ds == nil {
 			ds = []string{}
 		}
-		p.Jobs = append(p.Jobs, Job{Name: name, Dependencies: ds, Wave: wave[name], Why: why[name]})
+		p.Jobs = append(p.Jobs, Job{Name: name, Dependencies: ds, Wave: wave[name], Why: why[name], Detail: detail[name]})
 	}
 	p.CriticalPath, p.Estimate = p.critical(HintWeights(cfg, p))
 	if !hasHints(cfg, p) {
@@ -226,6 +248,56 @@ func (fs fileSet) anyMatch(ms []config.Matcher) bool {
 		}
 	}
 	return false
+}
+
+// firstMatch returns the first matcher (in the job's order) that some file
+// matches, and the first such file in path order.
+func (fs fileSet) firstMatch(ms []config.Matcher) (file string, m config.Matcher, ok bool) {
+	for _, m := range ms {
+		p := m.Prefix()
+		i, _ := slices.BinarySearch(fs, p)
+		for ; i < len(fs) && strings.HasPrefix(fs[i], p); i++ {
+			if m.Match(fs[i]) {
+				return fs[i], m, true
+			}
+		}
+	}
+	return "", config.Matcher{}, false
+}
+
+// firstRelevant returns the first file, in path order, that matches none
+// of the matchers.
+func (fs fileSet) firstRelevant(ms []config.Matcher) (string, bool) {
+	for _, f := range fs {
+		if !slices.ContainsFunc(ms, func(m config.Matcher) bool { return m.Match(f) }) {
+			return f, true
+		}
+	}
+	return "", false
+}
+
+// matchDetail says which changed file selected a job whose matchers
+// passed: the file its files matched and by which pattern, and the file
+// that is not irrelevant.
+func (fs fileSet) matchDetail(j *config.Job) string {
+	var parts []string
+	if f, m, ok := fs.firstMatch(j.Files); ok {
+		parts = append(parts, fmt.Sprintf("matched %s by %s", f, matcherText(m)))
+	}
+	if len(j.IrrelevantFiles) > 0 {
+		if f, ok := fs.firstRelevant(j.IrrelevantFiles); ok {
+			parts = append(parts, fmt.Sprintf("%s matches none of its irrelevant_files", f))
+		}
+	}
+	return strings.Join(parts, ", and ")
+}
+
+// matcherText is a matcher as the config writes it.
+func matcherText(m config.Matcher) string {
+	if m.Negate {
+		return fmt.Sprintf("{regex: %s, negate: true}", m.Regex)
+	}
+	return m.Regex
 }
 
 // allMatch reports whether every file matches some matcher.

@@ -37,7 +37,7 @@ func (p *Plan) Rerun(again map[string]bool) *Plan {
 			out.NotSelected = append(out.NotSelected, NotSelected{Name: j.Name, Reason: "succeeded"})
 			continue
 		}
-		nj := Job{Name: j.Name, Dependencies: []string{}, Why: j.Why}
+		nj := Job{Name: j.Name, Dependencies: []string{}, Why: j.Why, Detail: j.Detail}
 		for _, d := range j.Dependencies {
 			if keep[d] {
 				nj.Dependencies = append(nj.Dependencies, d)

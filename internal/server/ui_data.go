@@ -1,7 +1,8 @@
 package server
 
 // Data methods for the web pages (internal/web) that the JSON API does not
-// need: a job's history, a filtered page of buildsets, the tail of a log.
+// need: a job's history, a filtered page of buildsets, the tail of a log,
+// commit subjects, jobs' median durations.
 // They read the store only through its interface.
 
 import (
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/buildset"
+	"github.com/sortie-ci/sortie/internal/logs"
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
@@ -254,4 +256,42 @@ func (s *Server) LogTail(ctx context.Context, id, job string, attempt int, tail 
 	out.Data = data
 	out.Offset = out.Start + int64(len(data))
 	return out, nil
+}
+
+// CommitSubjects returns the subjects of the commits shas (full hashes)
+// from the server's mirror, leaving out those it does not have
+// (source.Mirror.Subjects). A subject never changes: callers cache them.
+func (s *Server) CommitSubjects(ctx context.Context, shas []string) (map[string]string, error) {
+	return s.opt.Mirror.Subjects(ctx, shas...)
+}
+
+// JobMedians is JobMedian for several jobs at once: the median duration of
+// each job's last successful attempts; jobs without history are left out.
+func (s *Server) JobMedians(ctx context.Context, jobs []string) (map[string]time.Duration, error) {
+	return s.st.JobDurations(ctx, jobs)
+}
+
+// LogLines returns the last n lines of the latest attempt's log of a build
+// (logs.Tail: a partial last line counts), oldest first, and that attempt;
+// no lines when the build never started or its attempt printed nothing.
+func (s *Server) LogLines(ctx context.Context, id, job string, n int) ([]string, int, error) {
+	atts, err := s.st.Attempts(ctx, id, job)
+	if err != nil || len(atts) == 0 {
+		return nil, 0, err
+	}
+	a := atts[len(atts)-1]
+	f, err := os.Open(a.Log)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, a.Number, nil
+	}
+	if err != nil {
+		return nil, a.Number, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, a.Number, err
+	}
+	lines, err := logs.Tail(f, fi.Size(), n)
+	return lines, a.Number, err
 }

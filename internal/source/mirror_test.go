@@ -338,3 +338,26 @@ func TestChangedFiles(t *testing.T) {
 		t.Errorf("ChangedFiles from an unknown rev: %v", err)
 	}
 }
+
+func TestSubjects(t *testing.T) {
+	r := newRepo(t)
+	first := r.commit("Add the base playbook", map[string]string{"a": "1"})
+	second := r.commit("Deploy zuul <web> & \"scheduler\"\n\nThe body is not the subject.", map[string]string{"a": "2"})
+	m := newMirror(t, r)
+	ctx := context.Background()
+	if err := m.Update(ctx); err != nil {
+		t.Fatal(err)
+	}
+	unknown := strings.Repeat("ab", 20)
+	got, err := m.Subjects(ctx, second, first, unknown, "not-a-hash", first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{first: "Add the base playbook", second: `Deploy zuul <web> & "scheduler"`}
+	if len(got) != len(want) || got[first] != want[first] || got[second] != want[second] {
+		t.Errorf("Subjects: %q, want %q", got, want)
+	}
+	if got, err := m.Subjects(ctx); err != nil || len(got) != 0 {
+		t.Errorf("Subjects of nothing: %q, %v", got, err)
+	}
+}

@@ -71,7 +71,7 @@ func TestRenderLogColours(t *testing.T) {
 			if !strings.Contains(got, `class="`+class+`"`) {
 				t.Errorf("code %d: %s", code, got)
 			}
-			if !strings.Contains(css, "#log ."+class+" {") {
+			if !strings.Contains(css, ".logtext ."+class+" {") {
 				t.Errorf("style.css has no colour for .%s", class)
 			}
 		}

@@ -17,16 +17,21 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/sortie-ci/sortie/internal/server"
 	"github.com/sortie-ci/sortie/internal/server/servertest"
+	"github.com/sortie-ci/sortie/internal/source/sourcetest"
 	"github.com/sortie-ci/sortie/internal/web"
 )
 
@@ -354,6 +359,157 @@ pipelines:
 	b.shot("status-paused")
 }
 
+// TestBrowserBuildsetNames: wherever a page names a buildset it shows its
+// short id, linked, its commit and the commit's subject, so that two
+// buildsets of one commit are told apart; a waiting reason that cites a
+// buildset by its full id links it instead.
+func TestBrowserBuildsetNames(t *testing.T) {
+	g := servertest.NewGate(t)
+	e := startSortie(t, fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  hold: {run: '%s'}
+pipelines:
+  deploy: {manager: serial, jobs: [boot, hold]}
+`, g.Wait()), g)
+	subject := `Deploy <b>zuul</b> & "friends"`
+	os.WriteFile(filepath.Join(e.Repo, "zuul.yaml"), []byte("zuul\n"), 0o644)
+	sha := sourcetest.Commit(t, e.Repo, subject+"\n\nThe body, not the subject.")
+	first := e.Trigger("deploy", map[string]string{"commit": sha})
+	e.WaitStarted(first, "hold")
+
+	b := newBrowser(t, e.URL)
+	b.open("/")
+	b.mark()
+	second := e.Trigger("deploy", map[string]string{"commit": sha}) // waits behind the first
+	short := func(id string) string { return "…" + id[len(id)-8:] }
+	type named struct {
+		Link    string `json:"link"`
+		Text    string `json:"text"`
+		Sha     string `json:"sha"`
+		Subject string `json:"subject"`
+	}
+	// nameIn reads the buildset's name in the element that selector picks.
+	nameIn := func(selector, id string) named {
+		t.Helper()
+		return eval[named](b, fmt.Sprintf(`(() => {
+			const box = document.querySelector(%s);
+			const a = box?.querySelector('a.buildset[href="/buildsets/%s"]');
+			return {link: a?.getAttribute('href') ?? '', text: a?.textContent ?? '',
+				sha: box?.querySelector('code.sha')?.textContent ?? '', subject: box?.querySelector('.subject')?.textContent ?? ''};
+		})()`, jsString(selector), id))
+	}
+	checkName := func(where, selector, id string) {
+		t.Helper()
+		got := nameIn(selector, id)
+		want := named{Link: "/buildsets/" + id, Text: short(id), Sha: sha[:10], Subject: subject}
+		if got != want {
+			t.Errorf("%s names buildset %s as %+v, want %+v", where, id, got, want)
+		}
+	}
+	entry := func(id string) string {
+		return fmt.Sprintf(`section.pipeline[data-pipeline="deploy"] li[data-buildset=%q]`, id)
+	}
+	reason := entry(second) + " .waiting"
+	b.waitFor("the second buildset waits, its reason linking the first", fmt.Sprintf(`document.querySelector(%s)?.querySelector('a[href="/buildsets/%s"]')`, jsString(reason), first),
+		`document.querySelector('section.pipeline[data-pipeline="deploy"]')?.outerHTML`, live)
+	checkName("the status page's running entry", entry(first), first)
+	checkName("the status page's queued entry", entry(second), second)
+	if got := eval[string](b, fmt.Sprintf(`document.querySelector(%s).textContent`, jsString(reason))); !strings.Contains(got, "buildset "+short(first)) || strings.Contains(got, first) {
+		t.Errorf("the waiting reason says %q: want the first buildset named by its short id %s, and not its full id", got, short(first))
+	}
+	if eval[bool](b, fmt.Sprintf(`document.querySelector('main').innerText.includes(%s)`, jsString(first))) {
+		t.Errorf("the status page shows the full id %s as text", first)
+	}
+	b.stillLoaded("status page")
+	b.shot("names-status")
+
+	g.Open(t)
+	e.WaitDone(first)
+	e.WaitDone(second)
+	b.open("/history")
+	for _, id := range []string{first, second} {
+		checkName("the history", fmt.Sprintf(`table#history tr[data-buildset=%q]`, id), id)
+	}
+	b.open("/buildsets/" + second)
+	if h1 := eval[string](b, `document.querySelector('h1').textContent`); !strings.Contains(h1, short(second)) {
+		t.Errorf("the buildset page's h1 says %q, want its short id %s", h1, short(second))
+	}
+	if got := eval[string](b, `document.querySelector('#bs-commit .subject')?.textContent ?? ''`); got != subject {
+		t.Errorf("the buildset page's subject is %q, want %q", got, subject)
+	}
+	b.open("/buildsets/" + second + "/builds/hold")
+	checkName("the build page", "#build-facts", second)
+	b.open("/jobs/hold")
+	checkName("the job page", fmt.Sprintf(`table#job-builds tr[data-buildset=%q]`, first), first)
+}
+
+// TestBrowserStatusProgress: the status page shows a running buildset as
+// Zuul's shows a change: each job with its state, a progress bar for the
+// running one against the median of its past runs, counting on without a
+// reload, and the time the buildset still needs.
+func TestBrowserStatusProgress(t *testing.T) {
+	open := filepath.Join(t.TempDir(), "open")
+	e := startSortie(t, fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  work: {run: 'sleep 3; while [ ! -e %[1]q ]; do sleep 0.02; done'}
+  after: {dependencies: [work], run: "true"}
+pipelines:
+  deploy: {jobs: [boot, work, after]}
+`, open), servertest.Gate(open))
+	// A first run, gate open, is the history: work takes about 3s.
+	os.WriteFile(open, nil, 0o644)
+	if r := e.WaitDone(e.Trigger("deploy", nil)).Result; r != "SUCCESS" {
+		t.Fatalf("first run: %s", r)
+	}
+	os.Remove(open)
+	os.WriteFile(filepath.Join(e.Repo, "executor.yaml"), []byte("memory: 8G\n"), 0o644)
+	sha := sourcetest.Commit(t, e.Repo, "Raise the Zuul executors' memory limit")
+
+	b := newBrowser(t, e.URL)
+	b.open("/")
+	b.mark()
+	id := e.Trigger("deploy", map[string]string{"commit": sha})
+	e.WaitStarted(id, "work")
+	entry := fmt.Sprintf(`document.querySelector('section.pipeline[data-pipeline="deploy"] li.entry[data-buildset=%q]')`, id)
+	job := func(name string) string { return entry + `?.querySelector('ul.jobs li[data-job="` + name + `"]')` }
+	b.waitFor("the running buildset lists its jobs, work running", job("work")+`?.dataset.state === 'RUNNING'`, entry+`?.outerHTML`, live)
+	for name, state := range map[string]string{"boot": "SUCCESS", "after": "WAITING"} {
+		if got := eval[string](b, job(name)+`?.dataset.state ?? ''`); got != state {
+			t.Errorf("%s is %q on the status page, want %s", name, got, state)
+		}
+		if got := eval[string](b, job(name)+`?.querySelector('.badge')?.textContent ?? ''`); got != state {
+			t.Errorf("%s's badge says %q, want %s", name, got, state)
+		}
+	}
+	type bar struct {
+		Max   float64 `json:"max"`
+		Value float64 `json:"value"`
+		Label string  `json:"label"`
+	}
+	readBar := func() bar {
+		return eval[bar](b, `(() => { const p = `+job("work")+`?.querySelector('progress'); return p ? {max: p.max, value: p.value, label: p.getAttribute('aria-label') || ''} : {max: 0, value: 0, label: ''}; })()`)
+	}
+	first := readBar()
+	if first.Max < 2500 || first.Max > 6000 {
+		t.Fatalf("work's progress bar: %+v, want a max of about 3000 ms (the median of its runs)", first)
+	}
+	if !strings.Contains(first.Label, "of about 3") {
+		t.Errorf("work's progress bar is labelled %q", first.Label)
+	}
+	b.waitFor("work's progress bar moves on", fmt.Sprintf(`(() => { const p = %s?.querySelector('progress'); return p && p.value > %f; })()`, job("work"), first.Value),
+		job("work")+`?.outerHTML`, live)
+	if eta := eval[string](b, entry+`?.querySelector('.eta')?.textContent ?? ''`); !regexp.MustCompile(`^1 of 3 jobs done · ((about .+ left|any moment now), ending around \d{4}-|ending any moment)`).MatchString(eta) {
+		t.Errorf("the buildset's estimate says %q", eta)
+	}
+	b.shot("status-progress")
+	os.WriteFile(open, nil, 0o644)
+	e.WaitDone(id)
+	b.waitFor("the finished buildset leaves the page", "!"+entry, `document.querySelector('main#status')?.outerHTML`, live)
+	b.stillLoaded("status page")
+}
+
 // TestBrowserSemaphoreHoldersLive: a holder that appears while the status
 // page is open is drawn by the live script as the server draws it (a link
 // to the buildset, its time), and goes when released.
@@ -456,6 +612,183 @@ pipelines:
 	b.shot("buildset-done")
 }
 
+// visibleJS is true when the element exists and is rendered.
+func visibleJS(selector string) string {
+	return fmt.Sprintf(`(() => { const e = document.querySelector(%s); return !!e && e.getClientRects().length > 0; })()`, jsString(selector))
+}
+
+// TestBrowserBuildsetActions: the buildset page offers only the actions
+// that can apply: cancel while the buildset runs, re-run once it is done
+// and something did not succeed, neither for a finished success; and the
+// buttons follow the state while the page is open.
+func TestBrowserBuildsetActions(t *testing.T) {
+	g := servertest.NewGate(t)
+	e := startSortie(t, fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  a: {run: '%s; exit 1'}
+  b: {dependencies: [a], run: "true"}
+  fine: {run: "true"}
+pipelines:
+  deploy: {jobs: [boot, a, b]}
+  ok: {jobs: [boot, fine]}
+`, g.Wait()), g)
+	good := e.Trigger("ok", nil)
+	if r := e.WaitDone(good).Result; r != "SUCCESS" {
+		t.Fatalf("ok: %s", r)
+	}
+	id := e.Trigger("deploy", nil)
+	e.WaitStarted(id, "a")
+
+	b := newBrowser(t, e.URL)
+	b.open("/buildsets/" + id)
+	form := `document.getElementById('actions')?.outerHTML`
+	b.waitFor("#cancel shows while the buildset runs", visibleJS("form#actions #cancel"), form, live)
+	if eval[bool](b, visibleJS("form#actions #rerun")) {
+		t.Errorf("#rerun shows while the buildset runs")
+	}
+	b.mark()
+	g.Open(t)
+	if r := e.WaitDone(id).Result; r != "FAILURE" {
+		t.Fatalf("deploy: %s", r)
+	}
+	b.waitFor("#rerun shows once the buildset failed", visibleJS("form#actions #rerun"), form, live)
+	b.waitFor("#cancel goes once the buildset is done", "!"+visibleJS("form#actions #cancel"), form, live)
+	b.stillLoaded("buildset page")
+
+	b.open("/buildsets/" + good)
+	b.waitFor("the page shows its state", `document.getElementById('bs-state')?.dataset.state === 'SUCCESS'`, `document.body.innerHTML.slice(0, 2000)`, live)
+	for _, sel := range []string{"form#actions #cancel", "form#actions #rerun", "form#actions #token"} {
+		if eval[bool](b, visibleJS(sel)) {
+			t.Errorf("%s shows on a buildset that succeeded", sel)
+		}
+	}
+}
+
+// TestBrowserFailureSummary: the page of a buildset where a build failed
+// starts with a summary: which builds failed, with the last lines of their
+// logs, in place without a reload when the failure happens while the page
+// is open.
+func TestBrowserFailureSummary(t *testing.T) {
+	g := servertest.NewGate(t)
+	e := startSortie(t, fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  deploy-web:
+    run: |
+      for i in $(seq 1 30); do echo "step $i"; done
+      %s
+      printf '\033[31mfatal: the web server <did not> start\033[0m\n'
+      exit 3
+  after-web: {dependencies: [deploy-web], run: "true"}
+  fine: {run: "true"}
+pipelines:
+  deploy: {jobs: [boot, deploy-web, after-web, fine]}
+`, g.Wait()), g)
+	os.WriteFile(filepath.Join(e.Repo, "web.yaml"), []byte("tls: new\n"), 0o644)
+	id := e.Trigger("deploy", map[string]string{"commit": sourcetest.Commit(t, e.Repo, "Serve the web site with the renewed TLS certificate")})
+	e.WaitStarted(id, "deploy-web")
+
+	b := newBrowser(t, e.URL)
+	b.open("/buildsets/" + id)
+	b.waitFor("the graph", `document.querySelector('svg#graph g.node[data-job="deploy-web"][data-state="RUNNING"]')`, `document.body.innerHTML.slice(0, 2000)`, live)
+	if eval[bool](b, `!!document.getElementById('failure-summary')`) {
+		t.Errorf("a failure summary shows before anything failed")
+	}
+	b.mark()
+	g.Open(t)
+	if r := e.WaitDone(id).Result; r != "FAILURE" {
+		t.Fatalf("buildset: %s", r)
+	}
+	summary := `document.getElementById('failure-summary')`
+	check := func(when string) {
+		t.Helper()
+		b.waitFor("the failure summary ("+when+")", summary+`?.querySelector('article.failure[data-job="deploy-web"] pre.log-tail')`, `document.querySelector('main').innerHTML.slice(0, 3000)`, live)
+		type sum struct {
+			First    bool     `json:"first"`
+			Jobs     []string `json:"jobs"`
+			Badge    string   `json:"badge"`
+			Lines    []string `json:"lines"`
+			Red      bool     `json:"red"`
+			Link     bool     `json:"link"`
+			Heading  string   `json:"heading"`
+			HasBuild bool     `json:"hasBuild"`
+		}
+		got := eval[sum](b, `(() => {
+			const s = `+summary+`;
+			const a = s.querySelector('article.failure[data-job="deploy-web"]');
+			const main = document.querySelector('main');
+			const after = [...main.children].filter((c) => !['H1', 'P'].includes(c.tagName));
+			return {
+				first: after[0] === s,
+				jobs: [...s.querySelectorAll('article.failure')].map((x) => x.dataset.job),
+				badge: a.querySelector('.badge')?.textContent ?? '',
+				lines: [...a.querySelectorAll('pre.log-tail span.line')].map((l) => l.textContent),
+				red: !!a.querySelector('pre.log-tail span.fg31'),
+				link: !!a.querySelector('a[href="/buildsets/`+id+`/builds/deploy-web"]'),
+				heading: s.querySelector('h2')?.textContent ?? '',
+				hasBuild: !!document.querySelector('#builds'),
+			};
+		})()`)
+		if !got.First {
+			t.Errorf("%s: the failure summary does not start the page (after the title)", when)
+		}
+		if !slices.Equal(got.Jobs, []string{"deploy-web"}) || got.Badge != "FAILURE" {
+			t.Errorf("%s: the summary lists %v (badge %q), want deploy-web FAILURE only", when, got.Jobs, got.Badge)
+		}
+		if n := len(got.Lines); n != 20 || !strings.HasSuffix(got.Lines[n-1], "fatal: the web server <did not> start") || !strings.HasSuffix(got.Lines[0], "step 12") {
+			t.Errorf("%s: the summary shows the lines %q, want the last 20 (step 12 to the fatal line)", when, got.Lines)
+		}
+		if !got.Red || !got.Link {
+			t.Errorf("%s: the summary's log keeps no colour (%v) or does not link the build (%v)", when, got.Red, got.Link)
+		}
+		if !strings.HasPrefix(got.Heading, "Why it failed") {
+			t.Errorf("%s: the summary's heading is %q", when, got.Heading)
+		}
+	}
+	check("live")
+	b.stillLoaded("buildset page")
+	b.open("/buildsets/" + id)
+	check("reloaded")
+	b.shot("buildset-failed")
+	b.colourScheme("dark")
+	b.open("/buildsets/" + id)
+	b.checkScheme("dark")
+	b.shot("dark-buildset-failed")
+}
+
+// TestBrowserWhyItRuns: the builds table says which changed file selected
+// a job and by which pattern, not only that "a file matched".
+func TestBrowserWhyItRuns(t *testing.T) {
+	e := startSortie(t, `
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  zuul: {run: "true", files: [^inventory/zuul, ^playbooks/]}
+  base: {run: "true"}
+pipelines:
+  deploy: {jobs: [boot, zuul, base]}
+`)
+	id := e.Trigger("deploy", map[string]any{"files": []string{"README", "playbooks/x.yaml"}})
+	e.WaitDone(id)
+	b := newBrowser(t, e.URL)
+	b.open("/buildsets/" + id)
+	reason := func(job string) string {
+		return eval[string](b, fmt.Sprintf(`document.querySelector('#builds tr[data-job=%q] td.reason')?.textContent ?? ""`, job))
+	}
+	for job, want := range map[string]string{
+		"zuul": "matched playbooks/x.yaml by ^playbooks/",
+		"base": "it has no files or irrelevant_files",
+		"boot": "the bootstrap job",
+	} {
+		if got := reason(job); !strings.Contains(got, want) {
+			t.Errorf("%s: why it runs says %q, want %q", job, got, want)
+		}
+	}
+	if title := eval[string](b, `document.querySelector('svg#graph g.node[data-job="zuul"] title')?.textContent ?? ""`); !strings.Contains(title, "matched playbooks/x.yaml by ^playbooks/") {
+		t.Errorf("zuul's node title says %q", title)
+	}
+}
+
 // TestBrowserLiveLog: the build page streams the log as the job prints it,
 // and renders ANSI colours as classed spans.
 func TestBrowserLiveLog(t *testing.T) {
@@ -531,6 +864,111 @@ pipelines:
 	b.has("table#attempts")
 	b.has("#history-compare")
 	b.shot("log-done")
+}
+
+// TestBrowserLiveLogEnds: a build page opened while the build runs follows
+// it to its end: the header says FINISHED with its time and the final
+// state, the running duration becomes the final one, the byte count is the
+// log's size, every part the server renders reads as a fresh render of the
+// page does, and "keep scrolled to the end" keeps the last line in view as
+// lines arrive.
+func TestBrowserLiveLogEnds(t *testing.T) {
+	g := servertest.NewGate(t)
+	e := startSortie(t, fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  talk:
+    run: |
+      for i in $(seq 1 60); do echo "before the gate $i"; done
+      %s
+      for i in $(seq 1 150); do echo "after the gate $i"; done
+pipelines:
+  deploy: {jobs: [boot, talk]}
+`, g.Wait()), g)
+	id := e.Trigger("deploy", nil)
+	e.WaitStarted(id, "talk")
+
+	b := newBrowser(t, e.URL)
+	b.open("/buildsets/" + id + "/builds/talk")
+	logHTML := `document.querySelector('pre#log')?.outerHTML.slice(-2000) ?? document.body.innerHTML.slice(0, 2000)`
+	b.waitFor(`"before the gate 60" in pre#log`, `[...document.querySelectorAll('pre#log span.line')].some(l => l.textContent.endsWith('before the gate 60'))`, logHTML, live)
+	facts := `document.getElementById('build-facts')?.textContent`
+	if got := eval[string](b, facts); !strings.Contains(got, "not yet") {
+		t.Errorf("while running, the facts say %q, want Finished: not yet", got)
+	}
+	compare := `document.getElementById('history-compare')?.textContent`
+	first := eval[string](b, compare)
+	if !strings.HasPrefix(first, "Running for ") {
+		t.Fatalf("while running, #history-compare says %q", first)
+	}
+	b.waitFor("the running duration to move on", fmt.Sprintf(`%s !== %s`, compare, jsString(first)), compare, live)
+	b.mark()
+	g.Open(t)
+	e.WaitDone(id)
+	b.waitFor("the header says SUCCESS", `document.getElementById('build-state')?.dataset.state === 'SUCCESS'`, `document.getElementById('build-facts')?.outerHTML`, live)
+	b.waitFor(`"after the gate 150" in pre#log`, `[...document.querySelectorAll('pre#log span.line')].some(l => l.textContent.endsWith('after the gate 150'))`, logHTML, live)
+	b.waitFor("the facts say when the build finished", `/Finished\s*\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ/.test(`+facts+`)`, facts, live)
+	b.waitFor("the duration is the final one", `/^Took /.test(`+compare+`)`, compare, live)
+
+	// The byte count is the log's size.
+	raw := eval[string](b, `document.querySelector('a#raw').href`)
+	resp, err := http.Get(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	size := fmt.Sprintf("%d bytes", len(body))
+	b.waitFor("the byte count is "+size, `document.querySelector('.log-note')?.textContent.includes(`+jsString(size)+`)`, `document.querySelector('.log-note')?.textContent`, live)
+
+	// What the server renders now, the page shows: the facts, the
+	// comparison, the attempts.
+	type parts struct {
+		Live, Fresh map[string]string
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[parts](`(async () => {
+		const r = await fetch(location.href, {cache: 'no-store'});
+		const doc = new DOMParser().parseFromString(await r.text(), 'text/html');
+		const read = (d) => Object.fromEntries(['build-facts', 'history-compare', 'attempts'].map((id) => [id, (d.getElementById(id)?.textContent ?? '(none)').replace(/\s+/g, ' ').trim()]));
+		return {Live: read(document), Fresh: read(doc)};
+	})()`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for part, fresh := range got.Fresh {
+		if got.Live[part] != fresh {
+			t.Errorf("#%s after the end:\n page  %q\n fresh %q", part, got.Live[part], fresh)
+		}
+	}
+
+	// The last line is in view: the log scrolled to its end, and the page
+	// so that the log's end is on the screen.
+	type view struct {
+		Overflows bool    `json:"overflows"`
+		FromEnd   float64 `json:"fromEnd"`
+		Bottom    float64 `json:"bottom"`
+		Height    float64 `json:"height"`
+		Checked   bool    `json:"checked"`
+	}
+	v := eval[view](b, `(() => {
+		const pre = document.querySelector('pre#log');
+		const last = pre.lastElementChild.getBoundingClientRect();
+		return {overflows: pre.scrollHeight > pre.clientHeight, fromEnd: pre.scrollHeight - pre.scrollTop - pre.clientHeight,
+			bottom: last.bottom, height: window.innerHeight, checked: document.getElementById('autoscroll').checked};
+	})()`)
+	if !v.Checked {
+		t.Errorf("keep scrolled to the end is not checked")
+	}
+	if !v.Overflows {
+		t.Errorf("the log does not overflow its box: the test checks nothing")
+	}
+	if v.FromEnd > 2 || v.Bottom > v.Height+1 || v.Bottom < 0 {
+		t.Errorf("the last line is not in view: %+v (%.0fpx from the log's end, its bottom at %.0fpx of %.0fpx)", v, v.FromEnd, v.Bottom, v.Height)
+	}
+	b.stillLoaded("build page")
+	b.shot("log-ended")
 }
 
 // TestBrowserANSIScriptMatchesServer: the script that renders followed log lines
@@ -695,7 +1133,8 @@ semaphores: {bridge: 1}
 jobs:
   boot: {bootstrap: true, run: "true"}
   letsencrypt: {run: "true"}
-  service-zuul-scheduler: {dependencies: [letsencrypt], run: '%s'}
+  service-zuul-scheduler: {dependencies: [letsencrypt], run: 'echo "a long line without spaces: %[2]s"; %[1]s'}
+  failing-with-a-long-name: {run: 'echo "%[2]s"; exit 2'}
   service-zuul-executor: {dependencies: [letsencrypt], run: "true"}
   service-nodepool-launcher: {dependencies: [letsencrypt], run: "true"}
   service-etherpad: {dependencies: [letsencrypt], run: "true"}
@@ -704,7 +1143,19 @@ jobs:
 pipelines:
   deploy-infra-production: {semaphore: bridge, jobs: [boot, letsencrypt, service-zuul-scheduler, service-zuul-executor, service-nodepool-launcher, service-etherpad, service-gitea-cluster, summary]}
   hourly-infra-periodic: {jobs: [boot, letsencrypt]}
-`, g.Wait()), g)
+  broken: {jobs: [boot, failing-with-a-long-name]}
+`, g.Wait(), strings.Repeat("x", 300)), g)
+	failed := e.Trigger("broken", nil)
+	if r := e.WaitDone(failed).Result; r != "FAILURE" {
+		t.Fatalf("broken: %s", r)
+	}
+	// A first run of the scheduler's job is its history: the second one
+	// shows a progress bar.
+	os.WriteFile(string(g), nil, 0o644)
+	if r := e.WaitDone(e.Trigger("deploy-infra-production", nil)).Result; r != "SUCCESS" {
+		t.Fatalf("first deploy: %s", r)
+	}
+	os.Remove(string(g))
 	id := e.Trigger("deploy-infra-production", nil)
 	e.WaitStarted(id, "service-zuul-scheduler")
 
@@ -713,8 +1164,12 @@ pipelines:
 		t.Fatal(err)
 	}
 	for _, p := range []struct{ path, ready, name string }{
-		{"/", `document.querySelector('section.pipeline a.buildset')`, "narrow-status"},
+		{"/", `document.querySelector('section.pipeline li.entry ul.jobs li[data-job="service-zuul-scheduler"] progress')`, "narrow-status"},
 		{"/buildsets/" + id, `document.querySelector('svg#graph g.node[data-job="summary"]')`, "narrow-buildset"},
+		{"/buildsets/" + failed, `document.querySelector('#failure-summary pre.log-tail')`, "narrow-buildset-failed"},
+		{"/buildsets/" + id + "/builds/service-zuul-scheduler", `document.querySelector('pre#log span.line')`, "narrow-log"},
+		{"/history", `document.querySelector('table#history tr[data-buildset]')`, "narrow-history"},
+		{"/jobs/service-zuul-scheduler", `document.querySelector('svg#durations')`, "narrow-job"},
 	} {
 		b.open(p.path)
 		b.waitFor(p.path+" shows its content", p.ready, `document.body.innerHTML.slice(0, 2000)`, live)
@@ -730,11 +1185,8 @@ pipelines:
 	}
 }
 
-// a11yJS checks the basics of accessibility in the page and returns the
-// violations. docs/ui.md lists what it checks and what it does not.
-const a11yJS = `(() => {
-const out = [];
-const cssPath = (el) => {
+// cssPathJS defines cssPath(el): a CSS selector that names el in a report.
+const cssPathJS = `const cssPath = (el) => {
 	const parts = [];
 	for (let e = el; e && e.nodeType === 1 && parts.length < 6; e = e.parentElement) {
 		let s = e.localName;
@@ -753,7 +1205,51 @@ const cssPath = (el) => {
 	}
 	return parts.join(' > ');
 };
-const add = (rule, el, detail) => out.push({rule, selector: el ? cssPath(el) : 'document', detail});
+`
+
+// colourJS defines the colour helpers of the contrast checks: rgba(css)
+// through a canvas (any CSS colour space), over(fg, bg), lum(c) (WCAG 2
+// relative luminance), ratio(a, b), hex(c), and htmlBg(el): the background
+// behind an HTML element, its own and its ancestors' background colours
+// composed over the white canvas.
+const colourJS = `const cv = document.createElement('canvas');
+cv.width = cv.height = 1;
+const cx = cv.getContext('2d', {willReadFrequently: true});
+const rgba = (c) => {
+	if (!c || !CSS.supports('color', c)) return null;
+	cx.clearRect(0, 0, 1, 1);
+	cx.fillStyle = '#000';
+	cx.fillStyle = c;
+	cx.fillRect(0, 0, 1, 1);
+	const d = cx.getImageData(0, 0, 1, 1).data;
+	return {r: d[0], g: d[1], b: d[2], a: d[3] / 255};
+};
+const over = (fg, bg) => ({r: fg.r * fg.a + bg.r * (1 - fg.a), g: fg.g * fg.a + bg.g * (1 - fg.a), b: fg.b * fg.a + bg.b * (1 - fg.a), a: 1});
+const lum = (c) => {
+	const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+	return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b);
+};
+const ratio = (a, b) => { const x = lum(a), y = lum(b); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); };
+const hex = (c) => '#' + [c.r, c.g, c.b].map(v => Math.round(v).toString(16).padStart(2, '0')).join('');
+// The background behind an HTML element: its own and its ancestors'
+// background colours, composed over the white canvas.
+const htmlBg = (el) => {
+	const layers = [];
+	for (let e = el; e; e = e.parentElement) {
+		const c = rgba(getComputedStyle(e).backgroundColor);
+		if (c && c.a > 0) { layers.push(c); if (c.a >= 1) break; }
+	}
+	let bg = {r: 255, g: 255, b: 255, a: 1};
+	for (let i = layers.length - 1; i >= 0; i--) bg = over(layers[i], bg);
+	return bg;
+};
+`
+
+// a11yJS checks the basics of accessibility in the page and returns the
+// violations. docs/ui.md lists what it checks and what it does not.
+const a11yJS = `(() => {
+const out = [];
+` + cssPathJS + `const add = (rule, el, detail) => out.push({rule, selector: el ? cssPath(el) : 'document', detail});
 const rendered = (el) => el.getClientRects().length > 0;
 const named = (el) => {
 	const al = el.getAttribute('aria-label');
@@ -818,38 +1314,7 @@ for (const el of document.querySelectorAll('a[href], button, [role="button"]')) 
 }
 
 // Text contrast, WCAG 2: at least 4.5:1 for every visible text.
-const cv = document.createElement('canvas');
-cv.width = cv.height = 1;
-const cx = cv.getContext('2d', {willReadFrequently: true});
-const rgba = (c) => {
-	if (!c || !CSS.supports('color', c)) return null;
-	cx.clearRect(0, 0, 1, 1);
-	cx.fillStyle = '#000';
-	cx.fillStyle = c;
-	cx.fillRect(0, 0, 1, 1);
-	const d = cx.getImageData(0, 0, 1, 1).data;
-	return {r: d[0], g: d[1], b: d[2], a: d[3] / 255};
-};
-const over = (fg, bg) => ({r: fg.r * fg.a + bg.r * (1 - fg.a), g: fg.g * fg.a + bg.g * (1 - fg.a), b: fg.b * fg.a + bg.b * (1 - fg.a), a: 1});
-const lum = (c) => {
-	const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
-	return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b);
-};
-const ratio = (a, b) => { const x = lum(a), y = lum(b); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); };
-const hex = (c) => '#' + [c.r, c.g, c.b].map(v => Math.round(v).toString(16).padStart(2, '0')).join('');
-// The background behind an HTML element: its own and its ancestors'
-// background colours, composed over the white canvas.
-const htmlBg = (el) => {
-	const layers = [];
-	for (let e = el; e; e = e.parentElement) {
-		const c = rgba(getComputedStyle(e).backgroundColor);
-		if (c && c.a > 0) { layers.push(c); if (c.a >= 1) break; }
-	}
-	let bg = {r: 255, g: 255, b: 255, a: 1};
-	for (let i = layers.length - 1; i >= 0; i--) bg = over(layers[i], bg);
-	return bg;
-};
-// The background behind SVG text: the filled shapes drawn before it under
+` + colourJS + `// The background behind SVG text: the filled shapes drawn before it under
 // its centre, over the background of the svg element.
 const svgBg = (t) => {
 	const svg = t.closest('svg');
@@ -921,6 +1386,105 @@ type a11yReport struct {
 	Texts int `json:"texts"`
 }
 
+// focusJS describes the keyboard focus: the element that has it and how
+// it shows, with the contrast of its indicator against what surrounds it
+// (WCAG 2.2's focus appearance asks 3:1). done is true when nothing in
+// the page has focus.
+const focusJS = `(() => {` + cssPathJS + colourJS + `
+	const e = document.activeElement;
+	if (!e || e === document.body || e === document.documentElement) return {done: true};
+	const r = e.getBoundingClientRect();
+	const out = {done: false, selector: cssPath(e), how: '', ratio: 0, seen: r.width > 0 && r.height > 0};
+	const cs = getComputedStyle(e);
+	let colour = null, behind = null;
+	if (cs.outlineStyle !== 'none' && parseFloat(cs.outlineWidth) >= 2) {
+		out.how = 'outline ' + cs.outlineWidth;
+		colour = rgba(cs.outlineColor);
+		behind = htmlBg(e.parentElement || e);
+	} else if (e.closest('svg')) {
+		// A link in a drawing may outline its shape instead.
+		const shape = e.querySelector('rect');
+		const ss = shape && getComputedStyle(shape);
+		if (ss && parseFloat(ss.strokeWidth) >= 3) {
+			out.how = 'stroke ' + ss.strokeWidth;
+			colour = rgba(ss.stroke);
+			behind = htmlBg(e.closest('svg'));
+		}
+	}
+	if (colour && behind) out.ratio = ratio(over(colour, behind), behind);
+	return out;
+})()`
+
+type focusStop struct {
+	Done     bool    `json:"done"`
+	Selector string  `json:"selector"`
+	How      string  `json:"how"`
+	Ratio    float64 `json:"ratio"`
+	Seen     bool    `json:"seen"`
+}
+
+// TestBrowserKeyboardFocus: on every page, in both colour schemes, every
+// element the Tab key reaches shows that it has the focus: an outline (or,
+// for a link in a drawing, a thick stroke of its shape) in a colour of at
+// least 3:1 against what surrounds it.
+func TestBrowserKeyboardFocus(t *testing.T) {
+	g := servertest.NewGate(t)
+	e := startSortie(t, fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  a: {run: 'echo a; %s'}
+  b: {dependencies: [a], run: "true"}
+pipelines:
+  deploy: {jobs: [boot, a, b]}
+`, g.Wait()), g)
+	id := e.Trigger("deploy", nil)
+	e.WaitStarted(id, "a")
+
+	b := newBrowser(t, e.URL)
+	pages := []struct{ path, ready string }{
+		{"/", `document.querySelector('section.pipeline li.entry ul.jobs')`},
+		{"/buildsets/" + id, `document.querySelector('svg#graph g.node[data-job="a"][data-state="RUNNING"]') && !document.getElementById('actions').hidden`},
+		{"/buildsets/" + id + "/builds/a", `[...document.querySelectorAll('pre#log span.line')].some(l => l.textContent.includes('a'))`},
+		{"/history", `document.querySelector('form#filters')`},
+		{"/jobs/a", `document.querySelector('svg#durations')`},
+	}
+	for _, scheme := range []string{"light", "dark"} {
+		b.colourScheme(scheme)
+		for _, p := range pages {
+			b.open(p.path)
+			b.waitFor(p.path+" shows its content", p.ready, `document.body.innerHTML.slice(0, 2000)`, live)
+			seen := map[string]bool{}
+			stops := 0
+			for range 150 {
+				ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+				err := chromedp.Do(ctx, chromedp.KeyEvent(kb.Tab))
+				cancel()
+				if err != nil {
+					t.Fatalf("Tab: %v", err)
+				}
+				f := eval[focusStop](b, focusJS)
+				if f.Done || seen[f.Selector] {
+					break // back to the start
+				}
+				seen[f.Selector] = true
+				stops++
+				switch {
+				case !f.Seen:
+					t.Errorf("%s (%s): Tab reaches %s, which is not drawn", p.path, scheme, f.Selector)
+				case f.How == "":
+					t.Errorf("%s (%s): %s has the focus but shows no outline", p.path, scheme, f.Selector)
+				case f.Ratio < 3:
+					t.Errorf("%s (%s): the focus on %s (%s) has a contrast of %.2f:1 with what surrounds it, want 3:1", p.path, scheme, f.Selector, f.How, f.Ratio)
+				}
+			}
+			if stops < 3 {
+				t.Errorf("%s (%s): Tab reached %d elements", p.path, scheme, stops)
+			}
+			t.Logf("%s (%s): %d focus stops checked", p.path, scheme, stops)
+		}
+	}
+}
+
 // TestBrowserAccessibility: every page passes the basic checks of a11yJS,
 // with a failed buildset and a running one in the state.
 func TestBrowserAccessibility(t *testing.T) {
@@ -962,14 +1526,55 @@ pipelines:
 		{"/history", `document.querySelector('table#history tr[data-buildset]')`, "a11y-history"},
 		{"/jobs/b", `document.querySelector('svg#durations')`, "a11y-job"},
 	}
-	for _, p := range pages {
-		b.open(p.path)
-		b.waitFor(p.path+" shows its content", p.ready, `document.body.innerHTML.slice(0, 2000)`, live)
-		b.shot(p.name)
-		rep := eval[a11yReport](b, a11yJS)
-		for _, v := range rep.Violations {
-			t.Errorf("%s: %s: %s: %s", p.path, v.Rule, v.Selector, v.Detail)
+	for _, scheme := range []string{"light", "dark"} {
+		b.colourScheme(scheme)
+		for _, p := range pages {
+			b.open(p.path)
+			b.waitFor(p.path+" shows its content", p.ready, `document.body.innerHTML.slice(0, 2000)`, live)
+			name := p.name
+			if scheme == "dark" {
+				name += "-dark"
+			}
+			b.shot(name)
+			b.checkScheme(scheme)
+			rep := eval[a11yReport](b, a11yJS)
+			for _, v := range rep.Violations {
+				t.Errorf("%s (%s): %s: %s: %s", p.path, scheme, v.Rule, v.Selector, v.Detail)
+			}
+			t.Logf("%s (%s): %d text elements checked for contrast, %d violations", p.path, scheme, rep.Texts, len(rep.Violations))
 		}
-		t.Logf("%s: %d text elements checked for contrast, %d violations", p.path, rep.Texts, len(rep.Violations))
+	}
+}
+
+// colourScheme makes the browser prefer a colour scheme, as a system
+// setting does (prefers-color-scheme); it holds for the pages opened next.
+func (b *browser) colourScheme(scheme string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	_, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}},
+	})
+	if err != nil {
+		b.t.Fatalf("prefers-color-scheme %s: %v", scheme, err)
+	}
+}
+
+// checkScheme fails the test unless the page follows the scheme: a dark
+// background and light text in the dark one, the reverse in the light one.
+func (b *browser) checkScheme(scheme string) {
+	b.t.Helper()
+	type lums struct {
+		Bg   float64 `json:"bg"`
+		Text float64 `json:"text"`
+	}
+	got := eval[lums](b, `(() => {`+colourJS+`
+		return {bg: lum(htmlBg(document.querySelector('main'))), text: lum(rgba(getComputedStyle(document.querySelector('main')).color))};
+	})()`)
+	dark := got.Bg < 0.1 && got.Text > 0.5
+	light := got.Bg > 0.8 && got.Text < 0.2
+	if (scheme == "dark" && !dark) || (scheme == "light" && !light) {
+		b.t.Errorf("%s with prefers-color-scheme %s: the page's background has a luminance of %.2f and its text %.2f: it does not follow the %[2]s scheme",
+			b.location(), scheme, got.Bg, got.Text)
 	}
 }

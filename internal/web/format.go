@@ -49,6 +49,15 @@ func fmtTimePtr(t *time.Time) string {
 	return fmtTime(*t)
 }
 
+// isoMilli is a time in UTC to the millisecond, for the scripts that
+// count a running duration on from it.
+func isoMilli(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("2006-01-02T15:04:05.000Z")
+}
+
 func isoTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
@@ -77,9 +86,13 @@ func reasonText(reason string) string {
 	return reason
 }
 
-// whyText explains why a job was selected.
-func whyText(why string) string {
-	switch why {
+// whyText explains why a job was selected: the plan's detail, or for a
+// plan frozen before details existed, its why in words.
+func whyText(j graph.Job) string {
+	if j.Detail != "" {
+		return j.Detail
+	}
+	switch j.Why {
 	case graph.WhyBootstrap:
 		return "the bootstrap job"
 	case graph.WhyFiles:
@@ -87,7 +100,7 @@ func whyText(why string) string {
 	case graph.WhyAll:
 		return "no file list, or no file matchers"
 	}
-	return why
+	return j.Why
 }
 
 func pathEscape(s string) string { return url.PathEscape(s) }

@@ -198,6 +198,15 @@ func (f *fakeSource) JobMedian(context.Context, string) (time.Duration, bool, er
 func (f *fakeSource) LogTail(context.Context, string, string, int, int64) (*server.LogTail, error) {
 	return nil, store.ErrNotFound
 }
+func (f *fakeSource) LogLines(context.Context, string, string, int) ([]string, int, error) {
+	return nil, 0, nil
+}
+func (f *fakeSource) JobMedians(context.Context, []string) (map[string]time.Duration, error) {
+	return nil, nil
+}
+func (f *fakeSource) CommitSubjects(context.Context, []string) (map[string]string, error) {
+	return nil, nil
+}
 
 // fakeBuildset is a 500-job buildset, a third done, a third running.
 func fakeBuildset(tb testing.TB) *fakeSource {

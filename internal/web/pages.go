@@ -30,6 +30,33 @@ const maxFiles = 1000
 type statusPage struct {
 	Page
 	*server.StatusJSON
+	// Pipelines are StatusJSON's, with what the page shows of each
+	// buildset.
+	Pipelines []pipelineView
+}
+
+type pipelineView struct {
+	server.PipelineJSON
+	Running, Queued []entryView
+}
+
+// entryView is a buildset of a pipeline's queue as the status page shows
+// it: named, and with the buildsets its waiting reason and cause cite
+// linked.
+type entryView struct {
+	server.QueueEntry
+	Name    bsName
+	Cause   template.HTML
+	Waiting template.HTML
+	// Jobs and ETA show a running buildset's progress; Done counts its
+	// finished jobs.
+	Jobs []jobView
+	ETA  etaView
+	Done int
+	// Total counts the buildset's jobs, and MoreJobs says what is not
+	// listed of a big one.
+	Total    int
+	MoreJobs string
 }
 
 func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
@@ -38,10 +65,103 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, "status")
 		return
 	}
-	h.render(w, r, http.StatusOK, "status", &statusPage{
+	pg := &statusPage{
 		Page:       Page{Title: "Status", MainID: "status", Nav: "status", Script: "status.js"},
 		StatusJSON: st,
-	})
+	}
+	var commits []string
+	for _, p := range st.Pipelines {
+		for _, e := range append(slices.Clip(p.Running), p.Queued...) {
+			commits = append(commits, e.Commit)
+		}
+	}
+	subjects := h.subjects(r.Context(), commits...)
+	// A waiting reason cites the buildsets it waits behind: say which.
+	known := map[string]string{}
+	for _, p := range st.Pipelines {
+		for _, e := range append(slices.Clip(p.Running), p.Queued...) {
+			if s := subjects[e.Commit]; s != "" {
+				known[e.ID] = s
+			}
+		}
+	}
+	label := func(id string) string { return known[id] }
+	progress, err := h.progress(r, st)
+	if err != nil {
+		h.fail(w, r, err, "status")
+		return
+	}
+	view := func(list []server.QueueEntry) []entryView {
+		out := make([]entryView, 0, len(list))
+		for _, e := range list {
+			v := entryView{QueueEntry: e, Name: h.name(e.ID, e.Commit, subjects),
+				Cause: linkIDs(e.Cause, label), Waiting: linkIDs(e.Waiting, label)}
+			if p := progress[e.ID]; p != nil {
+				v.ETA, v.Total = p.eta, len(p.jobs)
+				for _, j := range p.jobs {
+					if j.State != stateRunning && j.State != stateWaiting {
+						v.Done++
+					}
+				}
+				v.Jobs, v.MoreJobs = shownJobs(p.jobs)
+			}
+			out = append(out, v)
+		}
+		return out
+	}
+	for _, p := range st.Pipelines {
+		pg.Pipelines = append(pg.Pipelines, pipelineView{PipelineJSON: p, Running: view(p.Running), Queued: view(p.Queued)})
+	}
+	h.render(w, r, http.StatusOK, "status", pg)
+}
+
+type buildsetProgress struct {
+	jobs []jobView
+	eta  etaView
+}
+
+// progress reads the running buildsets of the status and lays out their
+// jobs and the time they still need, by buildset id.
+func (h *Handler) progress(r *http.Request, st *server.StatusJSON) (map[string]*buildsetProgress, error) {
+	ctx := r.Context()
+	var running []*server.BuildsetJSON
+	var names []string
+	seen := map[string]bool{}
+	for _, p := range st.Pipelines {
+		for _, e := range p.Running {
+			bs, err := h.src.Buildset(ctx, e.ID)
+			if errors.Is(err, store.ErrNotFound) {
+				continue // gone since the status was read
+			}
+			if err != nil {
+				return nil, err
+			}
+			if bs.Plan == nil {
+				continue
+			}
+			running = append(running, bs)
+			for _, j := range bs.Plan.Jobs {
+				if !seen[j.Name] {
+					seen[j.Name] = true
+					names = append(names, j.Name)
+				}
+			}
+		}
+	}
+	out := map[string]*buildsetProgress{}
+	if len(running) == 0 {
+		return out, nil
+	}
+	medians, err := h.src.JobMedians(ctx, names)
+	if err != nil {
+		return nil, err
+	}
+	cfg, now := h.src.Config(), h.Now()
+	for _, bs := range running {
+		jobs, eta := progressOf(bs.Report, bs.Plan, expectations(bs.Plan, cfg, medians), now)
+		out[bs.ID] = &buildsetProgress{jobs: jobs, eta: eta}
+	}
+	return out, nil
 }
 
 // ---- Buildset --------------------------------------------------------------
@@ -50,12 +170,18 @@ type buildRow struct {
 	buildset.BuildReport
 	State    string
 	Duration string
-	Why      string
+	Reason   template.HTML
+	// Why says why the job runs, in words; WhyCode is the plan's why.
+	Why     string
+	WhyCode string
 }
 
 type buildsetPage struct {
 	Page
 	BS       *server.BuildsetJSON
+	Name     bsName
+	Cause    template.HTML
+	Error    template.HTML
 	State    string // the header's: the result once done, else the state
 	Done     bool
 	Duration string
@@ -72,6 +198,69 @@ type buildsetPage struct {
 	MoreFiles int
 	// NoFileList: the event had no file list (every job matched).
 	NoFileList bool
+	// CanCancel and CanRerun say which actions apply (see canRerun).
+	CanCancel, CanRerun bool
+	// Failures are the builds that failed, with the end of their logs;
+	// Skipped counts the builds skipped or cancelled meanwhile.
+	Failures []failureView
+	Skipped  int
+}
+
+// failureLines is how many of a failed build's last log lines the
+// buildset page shows (as many as `sortie run`'s summary).
+const failureLines = 20
+
+// failureView is a failed build in a buildset's failure summary.
+type failureView struct {
+	Job, Result, URL, RawURL string
+	Reason                   template.HTML
+	Attempt                  int
+	// Log is the HTML of the last lines; Lines how many.
+	Log   template.HTML
+	Lines int
+	// Error says why the log could not be read.
+	Error string
+}
+
+// failed says whether a build's result is a failure whose log tells why
+// (a skipped or cancelled build has nothing of its own to show).
+func failed(result string) bool {
+	switch store.Result(result) {
+	case store.Failure, store.TimedOut, store.Error, store.RetryLimit:
+		return true
+	}
+	return false
+}
+
+// failures reads the end of each failed build's log, for the summary that
+// starts the page of a buildset where something failed.
+func (h *Handler) failures(r *http.Request, bs *server.BuildsetJSON) ([]failureView, int) {
+	var out []failureView
+	skipped := 0
+	for _, b := range bs.Builds {
+		if b.Result == string(store.Skipped) || b.Result == string(store.Canceled) {
+			skipped++
+		}
+		if !failed(b.Result) {
+			continue
+		}
+		f := failureView{Job: b.Job, Result: b.Result, URL: buildURL(bs.ID, b.Job), Reason: linkIDs(b.Reason, nil), Attempt: b.Attempt}
+		f.RawURL = fmt.Sprintf("/api/v1/buildsets/%s/builds/%s/log", pathEscape(bs.ID), pathEscape(b.Job))
+		lines, attempt, err := h.src.LogLines(r.Context(), bs.ID, b.Job, failureLines)
+		if err != nil {
+			f.Error = err.Error()
+		}
+		if attempt > 0 {
+			f.Attempt = attempt
+			f.RawURL += "?attempt=" + strconv.Itoa(attempt)
+		}
+		if len(lines) > 0 {
+			html, n, _ := renderLog([]byte(strings.Join(lines, "\n") + "\n"))
+			f.Log, f.Lines = template.HTML(html), n
+		}
+		out = append(out, f)
+	}
+	return out, skipped
 }
 
 func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
@@ -83,13 +272,17 @@ func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
 	}
 	now := h.Now()
 	done := bs.State == string(store.BuildsetDone)
+	name := h.name(bs.ID, bs.Commit, h.subjects(r.Context(), bs.Commit))
 	pg := &buildsetPage{
-		Page: Page{Title: fmt.Sprintf("%s at %s", bs.Pipeline, shortCommit(bs.Commit)), MainID: "buildset", Script: "buildset.js"},
-		BS:   bs, Done: done, State: bs.State, Plan: bs.Plan,
+		Page: Page{Title: fmt.Sprintf("Buildset …%s: %s at %s", name.Short, bs.Pipeline, name.Sha), MainID: "buildset", Script: "buildset.js"},
+		BS:   bs, Name: name, Cause: linkIDs(bs.Cause, nil), Error: linkIDs(bs.Error, nil),
+		Done: done, State: bs.State, Plan: bs.Plan,
 	}
 	if done {
 		pg.State = bs.Result
 	}
+	pg.CanCancel, pg.CanRerun = !done, canRerun(bs)
+	pg.Failures, pg.Skipped = h.failures(r, bs)
 	if d, ok := span(bs.StartedAt.Get(), bs.FinishedAt.Get(), now); ok {
 		pg.Duration = fmtDuration(d)
 	}
@@ -107,11 +300,12 @@ func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
 		pg.Graph = drawGraph(bs.ID, bs.Plan, builds, pg.Critical)
 		pg.Timeline = drawTimeline(bs, bs.Plan, builds, pg.Critical, now, done)
 		for _, j := range bs.Plan.Jobs {
-			row := buildRow{State: stateWaiting, Why: whyText(j.Why)}
+			row := buildRow{State: stateWaiting, Why: whyText(j), WhyCode: j.Why}
 			row.Job = j.Name
 			if b := builds[j.Name]; b != nil {
 				row.BuildReport = *b
 				row.State = buildState(b)
+				row.Reason = linkIDs(b.Reason, nil)
 				if d, ok := span(b.StartedAt.Get(), b.FinishedAt.Get(), now); ok {
 					row.Duration = fmtDuration(d)
 				}
@@ -127,6 +321,21 @@ func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
 	h.render(w, r, http.StatusOK, "buildset", pg)
 }
 
+// canRerun says whether the API's re-run applies to a buildset: it is done,
+// its graph was made, and some build did not succeed (buildset.Rerun
+// refuses the others). static/buildset.js decides the same.
+func canRerun(bs *server.BuildsetJSON) bool {
+	if bs.State != string(store.BuildsetDone) || bs.Result == string(store.ConfigError) {
+		return false
+	}
+	for _, b := range bs.Builds {
+		if b.Result != string(store.Success) {
+			return true
+		}
+	}
+	return false
+}
+
 // ---- Build -----------------------------------------------------------------
 
 type attemptRow struct {
@@ -134,11 +343,15 @@ type attemptRow struct {
 	State    string
 	Duration string
 	Current  bool
+	// Since is the start of an attempt that runs: its duration counts on.
+	Since time.Time
 }
 
 type buildPage struct {
 	Page
 	BS       *server.BuildsetJSON
+	Name     bsName
+	Reason   template.HTML
 	Build    *server.BuildJSON
 	State    string
 	Done     bool
@@ -153,7 +366,7 @@ type buildPage struct {
 	// shown is complete.
 	Follow  string
 	RawURL  string
-	Compare string
+	Compare comparison
 }
 
 func (h *Handler) build(w http.ResponseWriter, r *http.Request) {
@@ -183,9 +396,10 @@ func (h *Handler) build(w http.ResponseWriter, r *http.Request) {
 	}
 	now := h.Now()
 	state := buildState(&b.BuildReport)
+	name := h.name(bs.ID, bs.Commit, h.subjects(ctx, bs.Commit))
 	pg := &buildPage{
-		Page:  Page{Title: fmt.Sprintf("%s · %s at %s", job, bs.Pipeline, shortCommit(bs.Commit)), MainID: "build", Script: "build.js", BodyClass: "wide"},
-		BS:    bs,
+		Page: Page{Title: fmt.Sprintf("%s · buildset …%s: %s at %s", job, name.Short, bs.Pipeline, name.Sha), MainID: "build", Script: "build.js", BodyClass: "wide"},
+		BS:   bs, Name: name, Reason: linkIDs(b.Reason, nil),
 		Build: b, State: state, Done: b.Result != "", Tail: tail,
 		Truncated: tail.Start > 0,
 		RawURL:    fmt.Sprintf("/api/v1/buildsets/%s/builds/%s/log", pathEscape(id), pathEscape(job)),
@@ -209,6 +423,9 @@ func (h *Handler) build(w http.ResponseWriter, r *http.Request) {
 		row := attemptRow{AttemptJSON: a, State: a.Result, Current: a.Number == tail.Attempt}
 		if row.State == "" {
 			row.State = stateRunning
+			if t := a.StartedAt.Get(); t != nil {
+				row.Since = *t
+			}
 		}
 		if d, ok := span(a.StartedAt.Get(), a.FinishedAt.Get(), now); ok {
 			row.Duration = fmtDuration(d)
@@ -219,19 +436,32 @@ func (h *Handler) build(w http.ResponseWriter, r *http.Request) {
 	h.render(w, r, http.StatusOK, "build", pg)
 }
 
-// compare says how long the build's latest attempt took against the
-// median of the job's recent successful attempts.
-func (h *Handler) compare(r *http.Request, b *server.BuildJSON, now time.Time) string {
+// comparison says how long the build's latest attempt took against the
+// median of the job's recent successful attempts. While the attempt runs,
+// Since is its start, so that the page can count on (Elapsed, then Rest);
+// otherwise Text is the whole sentence.
+type comparison struct {
+	Text    string
+	Since   time.Time
+	Elapsed string
+	Rest    string
+}
+
+func (h *Handler) compare(r *http.Request, b *server.BuildJSON, now time.Time) comparison {
 	median, ok, err := h.src.JobMedian(r.Context(), b.Job)
 	if err != nil {
-		return "The job's history could not be read: " + err.Error()
+		return comparison{Text: "The job's history could not be read: " + err.Error()}
 	}
 	var this time.Duration
 	running, started := false, false
+	var since time.Time
 	if n := len(b.Attempts); n > 0 {
 		a := b.Attempts[n-1]
 		this, started = span(a.StartedAt.Get(), a.FinishedAt.Get(), now)
 		running = a.FinishedAt.Get() == nil
+		if t := a.StartedAt.Get(); t != nil {
+			since = *t
+		}
 	}
 	hist := "the median of its recent successful runs is " + fmtDuration(median)
 	if !ok {
@@ -239,11 +469,11 @@ func (h *Handler) compare(r *http.Request, b *server.BuildJSON, now time.Time) s
 	}
 	switch {
 	case !started:
-		return "Not started; " + hist + "."
+		return comparison{Text: "Not started; " + hist + "."}
 	case running:
-		return fmt.Sprintf("Running for %s; %s.", fmtDuration(this), hist)
+		return comparison{Since: since, Elapsed: fmtDuration(this), Rest: hist + "."}
 	case !ok:
-		return fmt.Sprintf("Took %s; %s.", fmtDuration(this), hist)
+		return comparison{Text: fmt.Sprintf("Took %s; %s.", fmtDuration(this), hist)}
 	}
 	diff := "as long as"
 	if median > 0 {
@@ -257,7 +487,7 @@ func (h *Handler) compare(r *http.Request, b *server.BuildJSON, now time.Time) s
 			diff = "about as long as"
 		}
 	}
-	return fmt.Sprintf("Took %s, %s the median of the job's recent successful runs (%s).", fmtDuration(this), diff, fmtDuration(median))
+	return comparison{Text: fmt.Sprintf("Took %s, %s the median of the job's recent successful runs (%s).", fmtDuration(this), diff, fmtDuration(median))}
 }
 
 // ---- History ---------------------------------------------------------------
@@ -266,6 +496,8 @@ type historyRow struct {
 	server.HistoryRow
 	State    string
 	Duration string
+	Name     bsName
+	Cause    template.HTML
 }
 
 type option struct {
@@ -329,8 +561,9 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 			return
 		default:
 			now := h.Now()
+			subjects := h.rowSubjects(r, page.Rows)
 			for _, row := range page.Rows {
-				hr := historyRow{HistoryRow: row, State: row.Result}
+				hr := historyRow{HistoryRow: row, State: row.Result, Name: h.name(row.ID, row.Commit, subjects), Cause: linkIDs(row.Cause, nil)}
 				if hr.State == "" {
 					hr.State = row.State
 				}
@@ -350,6 +583,15 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 		pg.Newest = "/history?" + filterValues(q).Encode()
 	}
 	h.render(w, r, code, "history", pg)
+}
+
+// rowSubjects reads the subjects of the rows' commits.
+func (h *Handler) rowSubjects(r *http.Request, rows []server.HistoryRow) map[string]string {
+	commits := make([]string, len(rows))
+	for i, row := range rows {
+		commits[i] = row.Commit
+	}
+	return h.subjects(r.Context(), commits...)
 }
 
 func filterValues(q server.HistoryQuery) url.Values {
@@ -432,9 +674,10 @@ func (h *Handler) job(w http.ResponseWriter, r *http.Request) {
 	pg.Chart = drawDurations(name, rows, median, hasMedian)
 	ran, ok := 0, 0
 	now := h.Now()
+	subjects := h.rowSubjects(r, rows)
 	for _, row := range rows {
 		b := row.Build
-		hr := historyRow{HistoryRow: row, State: buildState(b)}
+		hr := historyRow{HistoryRow: row, State: buildState(b), Name: h.name(row.ID, row.Commit, subjects), Cause: linkIDs(row.Cause, nil)}
 		if d, started := span(b.StartedAt.Get(), b.FinishedAt.Get(), now); started {
 			hr.Duration = fmtDuration(d)
 		}

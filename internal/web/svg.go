@@ -272,7 +272,7 @@ func drawGraph(id string, p *graph.Plan, builds map[string]*buildset.BuildReport
 }
 
 func nodeTitle(j graph.Job, state string, critical bool) string {
-	s := j.Name + ": " + state + " (" + whyText(j.Why) + ")"
+	s := j.Name + ": " + state + " (" + whyText(j) + ")"
 	if critical {
 		s += "; on the critical path"
 	}

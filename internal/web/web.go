@@ -51,6 +51,9 @@ type Source interface {
 	JobHistory(ctx context.Context, job string, limit int) ([]server.HistoryRow, error)
 	JobMedian(ctx context.Context, job string) (time.Duration, bool, error)
 	LogTail(ctx context.Context, id, job string, attempt int, tail int64) (*server.LogTail, error)
+	LogLines(ctx context.Context, id, job string, n int) ([]string, int, error)
+	JobMedians(ctx context.Context, jobs []string) (map[string]time.Duration, error)
+	CommitSubjects(ctx context.Context, shas []string) (map[string]string, error)
 }
 
 // Handler serves the pages and their static files.
@@ -66,6 +69,8 @@ type Handler struct {
 	PageSize int
 	// Log gets the errors of rendering; nil means slog.Default().
 	Log *slog.Logger
+
+	subjectCache subjectCache
 }
 
 type staticFile struct {
@@ -97,11 +102,13 @@ func New(src Source) *Handler {
 		"ts":          fmtTime,
 		"tsp":         fmtTimePtr,
 		"iso":         isoTime,
+		"isoms":       isoMilli,
 		"stateClass":  stateClass,
 		"reasonText":  reasonText,
 		"splitHolder": splitHolder,
 		"shortID":     shortID,
 		"bstate":      buildState,
+		"linked":      func(s string) template.HTML { return linkIDs(s, nil) },
 	}
 	base := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html"))
 	entries, err := fs.Glob(templateFS, "templates/*.html")

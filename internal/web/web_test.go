@@ -145,9 +145,13 @@ pipelines:
 	hourly := doc.one(t, "the hourly section", sel("section", "pipeline", "data-pipeline", "hourly"))
 	deploy.one(t, "the link to the running buildset", sel("a", "buildset", "href", "/buildsets/"+first))
 	queued := deploy.one(t, "the link to the queued buildset", sel("a", "buildset", "href", "/buildsets/"+second))
-	if w := queued.parent.one(t, "the waiting reason", sel("span", "waiting")); !strings.Contains(w.Text(), reason) {
-		t.Errorf("the queued buildset says %q, want %q", w.Text(), reason)
+	// The reason cites the first buildset by its full id: the page links
+	// it, named by its short id and its commit's subject.
+	w := queued.parent.parent.one(t, "the waiting reason", sel("span", "waiting"))
+	if want := strings.Replace(reason, first, "buildset …"+shortID(first)+" (commit 0)", 1); w.Text() != want {
+		t.Errorf("the queued buildset says %q, want %q", w.Text(), want)
 	}
+	w.one(t, "the link to the buildset it waits behind", sel("a", "", "href", "/buildsets/"+first))
 	hourly.none(t, "a.buildset in hourly", sel("a", "buildset"))
 	deploy.none(t, ".paused in deploy", sel("", "paused"))
 	p := hourly.one(t, "hourly's .paused", sel("", "paused"))

@@ -4,10 +4,17 @@
 // the same as Last-Event-ID, which EventSource cannot set on its first
 // request), appends lines in batches, and keeps at most MAX_LINES in the
 // page, dropping the oldest.
+//
+// Everything else the server rendered follows the build too: running
+// durations count on every second, the byte count follows the stream, and
+// when an attempt starts or the build ends the script reads the page again
+// and swaps in its facts, comparison, attempts and raw-log link, so that
+// the page reads as a reload would.
 import {SGR, renderLine} from './ansi.js';
-import {badge, el, fmtDuration, fmtTime, span, stateClass} from './common.js';
+import {el, fetchPage, startTicking, stateClass, swapParts} from './common.js';
 
 const MAX_LINES = 20000;
+const LIVE_TEXT = 'Following live: new lines appear below as the job prints them (at most 20,000 lines are kept on the page).';
 const pre = document.getElementById('log');
 const auto = document.getElementById('autoscroll');
 
@@ -15,7 +22,19 @@ function atEnd() {
   return pre.scrollHeight - pre.scrollTop - pre.clientHeight < 40;
 }
 
-function toEnd() { pre.scrollTop = pre.scrollHeight; }
+// toEnd shows the last line: the log scrolled to its end, and the page
+// scrolled (as little as it takes) so that the log's end is on the screen.
+function toEnd() {
+  pre.scrollTop = pre.scrollHeight;
+  const last = pre.lastElementChild;
+  if (!last) return;
+  const r = last.getBoundingClientRect();
+  if (r.bottom > window.innerHeight || r.top < 0) {
+    last.scrollIntoView({block: 'nearest', inline: 'nearest'});
+  }
+}
+
+const following = () => !auto || auto.checked;
 
 // trim drops the oldest lines beyond MAX_LINES.
 function trim() {
@@ -31,31 +50,6 @@ function trim() {
   else pre.before(el('p', {class: 'note', id: 'log-truncated'}, text));
 }
 
-async function refreshAttempts() {
-  const facts = document.getElementById('build-facts');
-  const m = location.pathname.match(/^\/buildsets\/([^/]+)\/builds\/([^/]+)$/);
-  if (!m || !facts) return;
-  try {
-    const r = await fetch(`/api/v1/buildsets/${m[1]}/builds/${m[2]}`, {headers: {Accept: 'application/json'}, cache: 'no-store'});
-    if (!r.ok) return;
-    const b = await r.json();
-    const now = Date.now();
-    const body = document.querySelector('#attempts tbody');
-    if (b.attempts.length) document.getElementById('no-attempt')?.remove();
-    body.replaceChildren(...b.attempts.map((a) => {
-      const state = a.result || 'RUNNING';
-      const d = span(a.started_at, a.finished_at, now);
-      const current = String(a.number) === pre.dataset.attempt;
-      return el('tr', {'data-attempt': a.number, class: current ? 'current' : null},
-        el('th', {scope: 'row'}, el('a', {href: '?attempt=' + a.number, 'aria-current': current ? 'page' : null}, String(a.number))),
-        el('td', {}, badge(state)), el('td', {}, fmtTime(a.started_at)), el('td', {}, fmtTime(a.finished_at)),
-        el('td', {}, d === null ? '' : fmtDuration(d)), el('td', {}, a.error || ''));
-    }));
-  } catch (e) {
-    // The table stays as it was.
-  }
-}
-
 function setState(state) {
   const s = document.getElementById('build-state');
   if (!s) return;
@@ -64,21 +58,58 @@ function setState(state) {
   s.setAttribute('data-state', state);
 }
 
+// refresh swaps in the server's render of what changed with the build.
+let refreshing = null;
+let again = false;
+async function refresh() {
+  if (refreshing) { again = true; return refreshing; }
+  refreshing = (async () => {
+    do {
+      again = false;
+      const doc = await fetchPage();
+      if (!doc) break;
+      swapParts(doc, ['build-facts', 'history-compare', 'attempts-box', 'log-raw']);
+      const h = document.getElementById('log-h'), nh = doc.getElementById('log-h');
+      if (h && nh && h.textContent !== nh.textContent) h.textContent = nh.textContent;
+    } while (again);
+    refreshing = null;
+  })();
+  return refreshing;
+}
+
+function setSize(bytes) {
+  let s = document.getElementById('log-size');
+  if (!s) return;
+  const v = ` (${bytes} bytes)`;
+  if (s.textContent !== v) s.textContent = v;
+}
+
+startTicking();
+
 if (pre) {
   // Show the end of the log first.
-  toEnd();
+  pre.scrollTop = pre.scrollHeight;
   const follow = pre.dataset.follow;
   if (follow) {
     const state = new SGR(pre.dataset.sgr || '');
     const live = document.getElementById('log-live');
-    if (auto) auto.closest('label').hidden = false;
+    if (auto) {
+      auto.closest('label').hidden = false;
+      auto.addEventListener('change', () => { if (auto.checked) toEnd(); });
+      // Scrolling up in the log to read stops following it; checking the
+      // box again follows again.
+      const away = () => requestAnimationFrame(() => { if (!atEnd()) auto.checked = false; });
+      for (const ev of ['wheel', 'touchmove']) pre.addEventListener(ev, away, {passive: true});
+      pre.addEventListener('keydown', (e) => {
+        if (['ArrowUp', 'PageUp', 'Home'].includes(e.key)) away();
+      });
+    }
     let queue = [];
     let timer = null;
 
     const flush = () => {
       timer = null;
       if (!queue.length) return;
-      const stick = (!auto || auto.checked) && atEnd();
       let items = queue;
       queue = [];
       if (items.length > MAX_LINES) items = items.slice(items.length - MAX_LINES);
@@ -95,7 +126,7 @@ if (pre) {
       document.getElementById('log-empty')?.remove();
       pre.append(frag);
       trim();
-      if (stick) toEnd();
+      if (following()) toEnd();
     };
     const push = (item) => {
       queue.push(item);
@@ -107,9 +138,11 @@ if (pre) {
     es.onmessage = (e) => {
       if (e.lastEventId) {
         const [a, o] = e.lastEventId.split(':');
-        if (a !== pre.dataset.attempt) refreshAttempts(); // the first attempt started
+        const started = a !== pre.dataset.attempt; // the first attempt started
         pre.dataset.attempt = a;
         pre.dataset.offset = o;
+        setSize(o);
+        if (started) refresh();
       }
       push(e.data);
       if (document.getElementById('build-state')?.getAttribute('data-state') === 'WAITING') setState('RUNNING');
@@ -117,21 +150,23 @@ if (pre) {
     es.addEventListener('attempt', (e) => {
       pre.dataset.attempt = e.data;
       pre.dataset.offset = '0';
+      setSize(0);
       push({attempt: e.data});
-      refreshAttempts();
+      refresh();
     });
     es.addEventListener('end', (e) => {
       es.close();
+      if (timer) { clearTimeout(timer); }
       flush();
       setState(e.data);
       if (live) live.textContent = `The build ended: ${e.data}. The log above is complete.`;
-      refreshAttempts();
+      refresh().then(() => { if (following()) toEnd(); });
     });
     es.onerror = () => {
       if (es.readyState === EventSource.CONNECTING && live) live.textContent = 'Connection lost: reconnecting…';
     };
     es.onopen = () => {
-      if (live) live.textContent = 'Following live: new lines appear below as the job prints them (at most 20,000 lines are kept on the page).';
+      if (live) live.textContent = LIVE_TEXT;
     };
   }
 }

@@ -4,7 +4,7 @@
 // table and the header in place; once it is done, it swaps in the
 // server's final graph and timeline. It also drives the cancel and re-run
 // buttons, with a token kept in sessionStorage.
-import {badge, buildState, fmtDuration, fmtTime, span, stateClass, svg} from './common.js';
+import {badge, buildState, fetchPage, fmtDuration, fmtTime, linkIDs, span, stateClass, svg, swapParts} from './common.js';
 
 const PERIOD = 1000;
 const TOKEN_KEY = 'sortie-token';
@@ -49,7 +49,11 @@ function updateRow(b, state, now) {
   set('started', fmtTime(b.started_at));
   const d = span(b.started_at, b.finished_at, now);
   set('duration', d === null ? '' : fmtDuration(d));
-  if (b.reason) set('reason', b.reason);
+  const reason = tr.querySelector('td.reason');
+  if (b.reason && reason && reason.dataset.reason !== b.reason) {
+    reason.replaceChildren(...linkIDs(b.reason));
+    reason.dataset.reason = b.reason;
+  }
 }
 
 // The timeline: bars from the first start to the last end (now while it runs).
@@ -131,28 +135,73 @@ function apply(bs) {
   }
   updateTimeline(bs, now);
   updateHeader(bs, now);
-  if (bs.state === 'DONE' && !done) {
+  actions(bs);
+  const finished = bs.state === 'DONE' && !done;
+  const failing = failedJobs(bs);
+  if (finished) {
     done = true;
     facts.dataset.done = 'true';
     swapFinal();
+  } else if (failing !== shownFailures) {
+    swapFailures();
   }
+  shownFailures = failing;
+}
+
+// The failure summary starts the page once a build failed: the server
+// renders it with the end of each failed build's log.
+const FAILED = new Set(['FAILURE', 'TIMED_OUT', 'ERROR', 'RETRY_LIMIT']);
+function failedJobs(bs) {
+  return bs.builds.filter((b) => FAILED.has(b.result)).map((b) => b.job).join(' ');
+}
+let shownFailures = [...document.querySelectorAll('#failure-summary article.failure')].map((a) => a.dataset.job).join(' ');
+
+function placeFailures(doc) {
+  const next = doc.getElementById('failure-summary');
+  if (next && !document.getElementById('failure-summary')) {
+    facts.before(document.importNode(next, true));
+    return;
+  }
+  swapParts(doc, ['failure-summary']);
+}
+
+async function swapFailures() {
+  const doc = await fetchPage(location.pathname);
+  if (doc) placeFailures(doc);
+}
+
+// canRerun says, as the server's pages.go does, whether the API's re-run
+// applies: the buildset is done, its graph was made, and some build did
+// not succeed.
+function canRerun(bs) {
+  return bs.state === 'DONE' && bs.result !== 'CONFIG_ERROR' && bs.builds.some((b) => b.result !== 'SUCCESS');
+}
+
+// actions shows the buttons that apply to the buildset as it is now, and
+// the form only when one does.
+function actions(bs) {
+  const cancel = document.getElementById('cancel'), rerun = document.getElementById('rerun');
+  if (!cancel || !rerun) return;
+  cancel.hidden = bs.state === 'DONE';
+  rerun.hidden = !canRerun(bs);
+  showForm();
+}
+
+function showForm() {
+  const form = document.getElementById('actions');
+  const cancel = document.getElementById('cancel'), rerun = document.getElementById('rerun');
+  if (form && cancel && rerun) form.hidden = cancel.hidden && rerun.hidden;
 }
 
 // Once the buildset is done, the server's render marks the critical path
 // as run (graph.Plan.RunPath) where the page marked the estimate: swap in
-// its graph, timeline and the note that names the path.
+// its graph, timeline and the note that names the path, and its failure
+// summary.
 async function swapFinal() {
-  try {
-    const r = await fetch(location.pathname, {cache: 'no-store'});
-    if (!r.ok) return;
-    const doc = new DOMParser().parseFromString(await r.text(), 'text/html');
-    for (const part of ['graph', 'timeline', 'critical-note']) {
-      const cur = document.getElementById(part), next = doc.getElementById(part);
-      if (cur && next) cur.replaceWith(document.importNode(next, true));
-    }
-  } catch (e) {
-    // The page keeps the estimate; a reload shows the path as run.
-  }
+  const doc = await fetchPage(location.pathname);
+  if (!doc) return; // the page keeps the estimate; a reload shows the path as run
+  swapParts(doc, ['graph', 'timeline', 'critical-note']);
+  placeFailures(doc);
 }
 
 async function poll() {
@@ -173,7 +222,7 @@ if (!done) setTimeout(poll, PERIOD);
 
 const form = document.getElementById('actions');
 if (form) {
-  form.hidden = false;
+  showForm();
   const token = document.getElementById('token');
   const status = document.getElementById('action-status');
   try { token.value = sessionStorage.getItem(TOKEN_KEY) || ''; } catch (e) { /* storage off */ }

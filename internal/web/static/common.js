@@ -68,3 +68,98 @@ export function badge(state) {
 }
 
 export function pathEscape(s) { return encodeURIComponent(s); }
+
+const UUID = /\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/g;
+
+/**
+ * linkIDs is text with every buildset id in it linked to its page, named
+ * "buildset …<short id>", as the server's linkIDs renders it: an array of
+ * nodes and strings for append().
+ */
+export function linkIDs(text) {
+  const out = [];
+  let last = 0;
+  for (const m of (text || '').matchAll(UUID)) {
+    out.push(text.slice(last, m.index));
+    out.push(el('a', {class: 'bsref', href: '/buildsets/' + m[0], title: 'buildset ' + m[0]}, 'buildset …' + shortID(m[0])));
+    last = m.index + m[0].length;
+  }
+  out.push((text || '').slice(last));
+  return out.filter((x) => x !== '');
+}
+
+/**
+ * tick counts on every running duration the server rendered
+ * (span.elapsed[data-since]), once now and then every second.
+ */
+export function tick() {
+  const now = Date.now();
+  for (const e of document.querySelectorAll('.elapsed[data-since]')) {
+    const since = Date.parse(e.dataset.since);
+    if (isNaN(since)) continue;
+    const v = fmtDuration(now - since);
+    if (e.textContent !== v) e.textContent = v;
+  }
+  // Progress bars against an expected duration, and time left.
+  for (const p of document.querySelectorAll('progress[data-since]')) {
+    const since = Date.parse(p.dataset.since);
+    if (!isNaN(since)) p.value = Math.min(now - since, p.max);
+  }
+  for (const e of document.querySelectorAll('.countdown[data-until]')) {
+    const until = Date.parse(e.dataset.until);
+    if (isNaN(until)) continue;
+    const v = until > now ? `about ${fmtDuration(until - now)} left` : 'any moment now';
+    if (e.textContent !== v) e.textContent = v;
+  }
+}
+
+let ticking = null;
+export function startTicking() {
+  tick();
+  if (!ticking) ticking = setInterval(tick, 1000);
+}
+
+/**
+ * fetchPage reads the current page again from the server, parsed; null
+ * when that fails (the page stays as it is).
+ */
+export async function fetchPage(url) {
+  try {
+    const r = await fetch(url || location.href, {cache: 'no-store', headers: {Accept: 'text/html'}});
+    if (!r.ok) return null;
+    return new DOMParser().parseFromString(await r.text(), 'text/html');
+  } catch (e) {
+    return null;
+  }
+}
+
+/**
+ * swapParts replaces each element of the page named by ids with the one of
+ * the same id in doc, when they differ; an element doc no longer has is
+ * removed. Focus stays on the same link or button when it was inside.
+ */
+export function swapParts(doc, ids) {
+  for (const id of ids) {
+    const cur = document.getElementById(id), next = doc.getElementById(id);
+    if (!cur && !next) continue;
+    if (cur && !next) { cur.remove(); continue; }
+    if (!cur) continue; // where a new part goes is the caller's business
+    if (cur.outerHTML === next.outerHTML) continue;
+    const focused = document.activeElement && cur.contains(document.activeElement) ? document.activeElement : null;
+    const key = focused ? focusKey(focused) : null;
+    const imported = document.importNode(next, true);
+    cur.replaceWith(imported);
+    if (key) {
+      const again = imported.querySelector(key);
+      if (again) again.focus({preventScroll: true});
+    }
+  }
+  tick();
+}
+
+function focusKey(e) {
+  if (e.id) return '#' + CSS.escape(e.id);
+  const href = e.getAttribute('href');
+  if (href) return `${e.localName}[href="${CSS.escape(href)}"]`;
+  return null;
+}
