@@ -29,11 +29,19 @@ type OwnerEnder interface {
 	KillOwner(ctx context.Context, owner string, grace time.Duration) error
 }
 
+// Store is where a Client keeps holders, waiters and its lease, and reads
+// which buildsets a dead owner was running (ReleaseDead).
+type Store interface {
+	store.Semaphores
+	store.Owners
+	ActiveBuildsets(ctx context.Context) ([]*store.Buildset, error)
+}
+
 // Client acquires semaphores as one owner (this process). Start it before
 // acquiring and Stop it when done; Stop does not release holders, so a
 // caller releases its buildsets first.
 type Client struct {
-	Store store.Store
+	Store Store
 	// Owner names this process in the store ("run-<hex>", "srv-<hex>").
 	Owner string
 	// Bastion ends a dead owner's builds before its holders are released.
@@ -207,7 +215,7 @@ func (c *Client) Reap(ctx context.Context) {
 // in between two of its jobs. The kept holder stays the dead owner's until
 // the adoption moves it (store.SetBuildsetOwner). A dead `sortie run`'s
 // buildsets are ended before this (Client.Forget), so it keeps nothing.
-func ReleaseDead(ctx context.Context, st store.Store, owner string) error {
+func ReleaseDead(ctx context.Context, st Store, owner string) error {
 	active, err := st.ActiveBuildsets(ctx)
 	if err != nil {
 		return fmt.Errorf("release dead %s: %w", owner, err)
@@ -305,6 +313,11 @@ func (c *Client) Stop() {
 		<-stopped
 	}
 }
+
+// Fence is this process's right to write for the work it owns, which
+// writes of that work carry (store.Fence): its owner, and the epoch of its
+// lease, 0 until owners have epochs.
+func (c *Client) Fence() store.Fence { return store.Fence{Owner: c.Owner} }
 
 // TryAcquire asks for every semaphore of sems for holder, all or nothing,
 // at the client's Precedence.

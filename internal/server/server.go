@@ -532,10 +532,17 @@ func (s *Server) cancelBuild(id, job string) bool {
 }
 
 // finishQueued ends a buildset that never started: every build gets
-// result with reason, and the buildset result with errMsg ("": reason).
+// result with reason, and the buildset result with errMsg ("": reason). A
+// buildset that ended meanwhile is a store.ErrConflict.
 func (s *Server) finishQueued(ctx context.Context, id string, result store.Result, reason, errMsg string) error {
-	if err := buildset.End(ctx, s.st, id, result, reason, result, cmp.Or(errMsg, reason), time.Now().UTC()); err != nil {
+	ended, err := s.opt.Runner.End(ctx, nil, store.EndBuildsetParams{
+		ID: id, Result: result, Error: cmp.Or(errMsg, reason), BuildResult: result, Reason: reason, At: time.Now().UTC(),
+	})
+	if err != nil {
 		return err
+	}
+	if !ended {
+		return fmt.Errorf("buildset %s has ended already: %w", id, store.ErrConflict)
 	}
 	if bs, err := s.st.GetBuildset(ctx, id); err == nil {
 		s.metrics.buildsetDone(bs.Pipeline, result)

@@ -268,14 +268,44 @@ type Pause struct {
 	At       time.Time
 }
 
-// Store is what Sortie keeps. Implementations are safe for concurrent use
-// by several goroutines and several processes sharing the same database.
+// Fence is one owner incarnation's right to write: the owner and the epoch
+// of its lease. Writes that a process makes for the work it owns carry it.
+//
+// Not checked yet: the stores accept any Fence, and callers pass their
+// owner with epoch 0 (semaphore.Client.Fence). Once owners are rows with
+// epochs, a write whose Fence is not its owner's current live incarnation
+// will be refused and change nothing. A Fence is never the source of a
+// value recorded: the owner a row records is given in its own field.
+type Fence struct {
+	Owner string
+	Epoch int64
+}
+
+// Store is what Sortie keeps: every role below, for the wiring of a
+// process and for the conformance suite. A part that uses a few roles
+// declares the interface it needs instead (buildset.Store,
+// semaphore.Store). Implementations are safe for concurrent use by several
+// goroutines and several processes sharing the same database.
 type Store interface {
+	Buildsets
+	Semaphores
+	Owners
+	Pauses
+	Triggers
+	// Close releases the store's resources.
+	Close() error
+}
+
+// Buildsets keeps buildsets, their builds and attempts, and the history of
+// job durations drawn from them.
+type Buildsets interface {
 	// CreateBuildset inserts a QUEUED buildset and a WAITING build for each
-	// job, and sets bs.Seq. bs.Owner is kept: a process that makes a
-	// buildset to run it at once (`sortie run`) names itself, and no
-	// other process starts it.
-	CreateBuildset(ctx context.Context, bs *Buildset, jobs []string) error
+	// of p.Jobs, and sets p.Buildset.Seq. Its Owner is kept: a process
+	// that makes a buildset to run it at once (`sortie run`) names itself,
+	// and no other process starts it. With p.ConfigError set, the buildset
+	// is made DONE with CONFIG_ERROR in the same transaction (see
+	// CreateBuildsetParams).
+	CreateBuildset(ctx context.Context, p CreateBuildsetParams) error
 	// GetBuildset returns ErrNotFound for an unknown id.
 	GetBuildset(ctx context.Context, id string) (*Buildset, error)
 	// ListBuildsets returns buildsets newest first.
@@ -289,8 +319,13 @@ type Store interface {
 	// StartBuildset moves QUEUED or ADMITTED -> RUNNING with the given
 	// owner, or ErrConflict.
 	StartBuildset(ctx context.Context, id, owner string, at time.Time) error
-	// FinishBuildset moves QUEUED, ADMITTED or RUNNING -> DONE, or ErrConflict.
-	FinishBuildset(ctx context.Context, id string, result Result, errMsg string, at time.Time) error
+	// EndBuildset is the only way a buildset becomes DONE after it was
+	// made, in one transaction: every running attempt gets
+	// p.AttemptResult, every build not DONE its result (see
+	// EndBuildsetParams), the buildset p.Result, and its semaphore holders
+	// and waiters are dropped. ended is false, and nothing changes, when
+	// the buildset was DONE already; an unknown id is ErrNotFound.
+	EndBuildset(ctx context.Context, p EndBuildsetParams) (ended bool, err error)
 	// SetBuildsetOwner changes the owner of a buildset that is not DONE
 	// (a restarted server adopts its dead predecessor's), or ErrConflict.
 	// The buildset's semaphore holders and waiters move to owner in the
@@ -302,24 +337,106 @@ type Store interface {
 	Builds(ctx context.Context, buildsetID string) ([]*Build, error)
 	// StartAttempt moves the build WAITING or RUNNING (a retry) -> RUNNING,
 	// sets its Attempt and Log, and inserts the attempt row.
-	StartAttempt(ctx context.Context, a *Attempt) error
+	StartAttempt(ctx context.Context, p StartAttemptParams) error
 	// FinishAttempt sets the result of a running attempt, or ErrConflict.
-	FinishAttempt(ctx context.Context, buildsetID, job string, number int, result Result, errMsg string, at time.Time) error
+	FinishAttempt(ctx context.Context, p FinishAttemptParams) error
 	// FinishBuild moves WAITING or RUNNING -> DONE with its result and
 	// reason, or ErrConflict if it is already DONE. A build that never
 	// started (SKIPPED, or CANCELED while it waited) keeps null times,
-	// whatever at says.
-	FinishBuild(ctx context.Context, buildsetID, job string, result Result, reason string, at time.Time) error
+	// whatever p.At says.
+	FinishBuild(ctx context.Context, p FinishBuildParams) error
 	// FinishAttemptAndBuild is FinishAttempt then FinishBuild, in one
 	// transaction: both happen or neither (the end of a build's last
-	// attempt is the end of the build).
-	FinishAttemptAndBuild(ctx context.Context, buildsetID, job string, number int, attemptResult Result, errMsg string, result Result, reason string, at time.Time) error
+	// attempt is the end of the build). a and b name the same build.
+	FinishAttemptAndBuild(ctx context.Context, a FinishAttemptParams, b FinishBuildParams) error
 	// Attempts returns a build's attempts in order.
 	Attempts(ctx context.Context, buildsetID, job string) ([]*Attempt, error)
 	// RunningAttempts returns the attempts of a buildset that have not
 	// finished, by job then number.
 	RunningAttempts(ctx context.Context, buildsetID string) ([]*Attempt, error)
 
+	// JobDurations returns, for each named job that has history, the median
+	// duration of its last 5 successful attempts (any pipeline).
+	JobDurations(ctx context.Context, jobs []string) (map[string]time.Duration, error)
+}
+
+// CreateBuildsetParams is a buildset to make.
+type CreateBuildsetParams struct {
+	// Buildset is kept as given but for its state, result and Seq; its
+	// ID and CreatedAt must be set.
+	Buildset *Buildset
+	// Jobs get one WAITING build each, in this order.
+	Jobs []string
+	// ConfigError, when set, is why the buildset's graph could not be made
+	// (SPEC §2.2): the buildset is made DONE with CONFIG_ERROR and this as
+	// its Error, with no builds (Jobs must be empty) and the FinishedAt
+	// of Buildset (nil stays nil).
+	ConfigError string
+}
+
+// EndBuildsetParams say how a buildset ends and what becomes of what it
+// left unfinished. Builds and attempts finished already keep their
+// results.
+type EndBuildsetParams struct {
+	ID string
+	// Result and Error are the buildset's.
+	Result Result
+	Error  string
+	// BuildResult is given, with Reason, to every build that never
+	// started (WAITING), and, unless StartedResult is set, to every build
+	// with an attempt started (RUNNING).
+	BuildResult   Result
+	StartedResult Result
+	// AttemptResult is given, with Reason as its error, to every attempt
+	// still running (a dead process's); "" means BuildResult.
+	AttemptResult Result
+	Reason        string
+	// At is when it ended: every FinishedAt set here; a zero At leaves
+	// them nil. A build that never started keeps null times.
+	At time.Time
+	// Fence is the right to write of the process that runs the buildset;
+	// nil for one that nobody runs (a queued buildset cancelled, a dead
+	// run's buildset reaped). Not checked yet (see Fence).
+	Fence *Fence
+}
+
+// StartAttemptParams is an attempt to record as started.
+type StartAttemptParams struct {
+	// Attempt is recorded as given but for its result and FinishedAt.
+	Attempt *Attempt
+	// Fence is the right to write of Attempt.Owner; not checked yet.
+	Fence Fence
+}
+
+// FinishAttemptParams is the end of one attempt of a build.
+type FinishAttemptParams struct {
+	BuildsetID string
+	Job        string
+	Number     int
+	Result     Result
+	Error      string
+	// At is the attempt's FinishedAt; a zero At leaves it nil.
+	At time.Time
+	// Fence is the writer's right to write; not checked yet.
+	Fence Fence
+}
+
+// FinishBuildParams is the end of one build.
+type FinishBuildParams struct {
+	BuildsetID string
+	Job        string
+	Result     Result
+	Reason     string
+	// At is the build's FinishedAt; a zero At leaves it nil, and a build
+	// that never started keeps null times whatever At says.
+	At time.Time
+	// Fence is the writer's right to write; not checked yet.
+	Fence Fence
+}
+
+// Semaphores keeps the holders and waiters of semaphores: rows shared by
+// every process on the store, each owned by a process (Owners).
+type Semaphores interface {
 	// AcquireSemaphores grants every semaphore of the request, or none.
 	// Before deciding it drops the waiters (not the holders) whose
 	// owner's lease expired at a.Now: a holder keeps its slot until
@@ -338,6 +455,11 @@ type Store interface {
 	// Holders and Waiters list the current rows, by semaphore then time.
 	Holders(ctx context.Context) ([]Holder, error)
 	Waiters(ctx context.Context) ([]Waiter, error)
+}
+
+// Owners keeps the leases of the processes that own buildsets, holders and
+// waiters: an owner is alive while it renews its lease.
+type Owners interface {
 	// RenewLease keeps an owner's holders and waiters alive until until.
 	RenewLease(ctx context.Context, owner string, until time.Time) error
 	// LeaseAlive reports whether owner has a lease that has not ended at
@@ -354,11 +476,10 @@ type Store interface {
 	// (SetBuildsetOwner) or released. Releasing an unknown owner is not an
 	// error.
 	ReleaseOwner(ctx context.Context, owner string, keep []string) error
+}
 
-	// JobDurations returns, for each named job that has history, the median
-	// duration of its last 5 successful attempts (any pipeline).
-	JobDurations(ctx context.Context, jobs []string) (map[string]time.Duration, error)
-
+// Pauses keeps operators' pauses.
+type Pauses interface {
 	// SetPause inserts or replaces the pause of p.Pipeline.
 	SetPause(ctx context.Context, p Pause) error
 	// ClearPause removes the pause of pipeline ("": the pause of all, not
@@ -366,7 +487,11 @@ type Store interface {
 	ClearPause(ctx context.Context, pipeline string) error
 	// Pauses returns the pauses by Pipeline ("" first).
 	Pauses(ctx context.Context) ([]Pause, error)
+}
 
+// Triggers keeps what triggers remember: their marks and the webhook
+// deliveries received.
+type Triggers interface {
 	// GetMark returns the value of a trigger's mark (the last cron tick of
 	// a pipeline, the last head polled...), "" when it is unset.
 	GetMark(ctx context.Context, key string) (string, error)
@@ -380,7 +505,4 @@ type Store interface {
 	// the c.Keep newest, so that the record stays bounded; a delivery
 	// forgotten can be claimed again.
 	ClaimDelivery(ctx context.Context, c DeliveryClaim) (bool, error)
-
-	// Close releases the store's resources.
-	Close() error
 }

@@ -119,7 +119,7 @@ func TestReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	created := time.Date(2026, 1, 1, 0, 0, 0, 1, time.UTC)
-	if err := s.CreateBuildset(ctx, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: created}, []string{"base"}); err != nil {
+	if err := s.CreateBuildset(ctx, store.CreateBuildsetParams{Buildset: &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: created}, Jobs: []string{"base"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
