@@ -245,6 +245,55 @@ type Waiter struct {
 	Since      time.Time `json:"since"`
 }
 
+// LockSemaphoresParams name the semaphores UpdateSemaphores locks and
+// reads.
+type LockSemaphoresParams struct {
+	// Names are the semaphores locked; the change may touch only their
+	// rows.
+	Names []string
+	// Now is when each waiter's owner is judged alive; it must be set.
+	Now time.Time
+	// Fence is the right to write of the owner of the rows the change
+	// inserts; not checked yet (see Fence).
+	Fence Fence
+}
+
+// SemaphoreView is what UpdateSemaphores read of the locked semaphores:
+// every holder and waiter row of them, by semaphore then time then
+// holder.
+type SemaphoreView struct {
+	Now     time.Time
+	Holders []Holder
+	Waiters []WaiterView
+}
+
+// WaiterView is a waiter row, and whether its owner was alive at the
+// view's Now: its lease has not ended, or it has no lease row (see
+// Owners).
+type WaiterView struct {
+	Waiter
+	Alive bool
+}
+
+// WaiterKey names a waiter row.
+type WaiterKey struct {
+	Semaphore string
+	Holder    string
+}
+
+// SemaphoreChange is what UpdateSemaphores applies, in this order: the
+// waiters dropped, then the holders added, then the waiters added.
+type SemaphoreChange struct {
+	// DropWaiters are deleted; a row that is not there is not an error.
+	DropWaiters []WaiterKey
+	// AddHolders are inserted; a holder row that exists already fails the
+	// whole change.
+	AddHolders []Holder
+	// AddWaiters are inserted unless the row exists: a waiter keeps its
+	// first rank.
+	AddWaiters []Waiter
+}
+
 // DeliveryClaim is a webhook delivery to record (Store.ClaimDelivery).
 type DeliveryClaim struct {
 	// ID names the delivery: its forge and the forge's delivery id,
@@ -447,6 +496,20 @@ type Semaphores interface {
 	// first rank) the request as a waiter and returns false. Acquiring
 	// again for a holder that already holds is a no-op returning true.
 	AcquireSemaphores(ctx context.Context, a Acquire) (bool, error)
+	// UpdateSemaphores locks the semaphores p.Names against every other
+	// UpdateSemaphores of any of them, in any process, reads their holders
+	// and waiters (each waiter with whether its owner is alive at p.Now),
+	// calls decide with what it read, and applies the change decide
+	// returns; all of it or, if decide or any write fails, none of it. A
+	// change touching a semaphore not in p.Names is refused. decide runs
+	// with the locks held: it must be quick and do no I/O, and it may run
+	// again if the store retries the transaction; only the change of the
+	// last run is applied.
+	//
+	// Holder and waiter rows are inserted only here, under their
+	// semaphore's lock (deletes happen anywhere): a decision can only find
+	// less room than there is, never more.
+	UpdateSemaphores(ctx context.Context, p LockSemaphoresParams, decide func(SemaphoreView) (SemaphoreChange, error)) error
 	// ReleaseSemaphores drops the holder's holds and waits. Releasing
 	// what is not held is not an error.
 	ReleaseSemaphores(ctx context.Context, holder string) error

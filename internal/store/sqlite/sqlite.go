@@ -133,6 +133,15 @@ func (s *Store) txRow(ctx context.Context, tx *sql.Tx, query string, args ...any
 	return tx.QueryRowContext(ctx, query, args...)
 }
 
+// txQuery is txExec for a query.
+func (s *Store) txQuery(ctx context.Context, tx *sql.Tx, query string, args ...any) (*sql.Rows, error) {
+	if st, ok := s.stmts.Load(stmtKey{s.w, query}); ok {
+		return tx.StmtContext(ctx, st.(*sql.Stmt)).QueryContext(ctx, args...)
+	}
+	s.toPrepare.Store(query, true)
+	return tx.QueryContext(ctx, query, args...)
+}
+
 // prepareMissed prepares the statements transactions missed; called with
 // the write connection free.
 func (s *Store) prepareMissed(ctx context.Context) {

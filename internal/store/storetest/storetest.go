@@ -53,6 +53,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
@@ -111,6 +112,22 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Marks", testMarks},
 		{"Deliveries", testDeliveries},
 		{"SemaphoreConcurrency", testSemaphoreConcurrency},
+		{"UpdateView", testUpdateView},
+		{"UpdateAliveFlag", testUpdateAliveFlag},
+		{"UpdateAtomic", testUpdateAtomic},
+		{"UpdateKeepsFirstRank", testUpdateKeepsFirstRank},
+	}
+	// Every case that acquires runs a second time with the fairness rule
+	// in Go (semaphore.Decide on UpdateSemaphores) in place of the store's
+	// own AcquireSemaphores: both must give the same answers.
+	for _, tt := range tests {
+		if viaDecide[tt.name] {
+			fn := tt.fn
+			tests = append(tests, struct {
+				name string
+				fn   func(t *testing.T, s store.Store)
+			}{tt.name + "ViaDecide", func(t *testing.T, s store.Store) { fn(t, decided{s}) }})
+		}
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -118,6 +135,25 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 			tt.fn(t, newStore(t))
 		})
 	}
+}
+
+var viaDecide = map[string]bool{
+	"EndBuildset": true, "SemaphoreAllOrNothing": true, "SemaphoreMax": true, "SemaphoreReacquire": true,
+	"SemaphoreRelease": true, "SemaphoreReleaseBuildset": true, "FairnessPrecedence": true, "FairnessAging": true,
+	"FairnessSince": true, "FairnessWaiterReleased": true, "FairnessWaiterKeepsRank": true, "FairnessOtherSemaphore": true,
+	"FairnessReservesSlots": true, "ExpiredOwners": true, "ExpiredHolderKept": true, "RenewedHolderKept": true,
+	"NoLeaseIsAlive": true, "ReleaseOwner": true, "ReleaseOwnerKeeps": true, "SemaphoreConcurrency": true,
+}
+
+// decided is a store whose AcquireSemaphores is semaphore.TryAcquire: the
+// fairness rule in Go, applied through the store's UpdateSemaphores.
+type decided struct{ store.Store }
+
+func (d decided) AcquireSemaphores(ctx context.Context, a store.Acquire) (bool, error) {
+	return semaphore.TryAcquire(ctx, d.Store, semaphore.Request{
+		Holder: a.Holder, Buildset: a.Buildset, Owner: a.Owner, Semaphores: a.Semaphores,
+		Precedence: a.Precedence, Since: a.Since, Now: a.Now,
+	})
 }
 
 // t0 is not in UTC and has nanoseconds, so that a store that drops either
