@@ -172,8 +172,16 @@ func TryAcquire(ctx context.Context, st store.Semaphores, r Request) (bool, erro
 }
 
 // PrecedenceAging is how long a waiter waits for its precedence to count
-// one higher (store.PrecedenceAging).
-const PrecedenceAging = store.PrecedenceAging
+// one higher: an hourly run (low) that has waited an hour ranks with a
+// deploy (high) that has just come, and goes first, being older. Every
+// process sharing a store must use the same rule, so it is a constant.
+const PrecedenceAging = 30 * time.Minute
 
-// Rank is a waiter's effective precedence at now (store.Rank).
-func Rank(precedence int, since, now time.Time) int { return store.Rank(precedence, since, now) }
+// Rank is a waiter's effective precedence at now: its precedence plus one
+// for every PrecedenceAging it has waited since since.
+func Rank(precedence int, since, now time.Time) int {
+	if waited := now.Sub(since); waited > 0 {
+		return precedence + int(waited/PrecedenceAging)
+	}
+	return precedence
+}

@@ -351,8 +351,8 @@ func (c *Client) Ranked(precedence int) Ranked { return Ranked{c: c, precedence:
 func (r Ranked) TryAcquire(ctx context.Context, holder string, sems map[string]int, since time.Time) (bool, error) {
 	bs, _, _ := strings.Cut(holder, "/")
 	now := r.c.now()
-	ok, err := r.c.Store.AcquireSemaphores(ctx, store.Acquire{
-		Holder: holder, Buildset: bs, Owner: r.c.Owner, Semaphores: sems,
+	ok, err := TryAcquire(ctx, r.c.Store, Request{
+		Holder: holder, Buildset: bs, Owner: r.c.Owner, Fence: r.c.Fence(), Semaphores: sems,
 		Precedence: r.precedence, Since: since, Now: now,
 	})
 	if ok && err == nil && len(sems) > 0 && r.c.OnGrant != nil {

@@ -192,41 +192,8 @@ type Filter struct {
 	Limit  int // 0: 50
 }
 
-// Acquire asks for every semaphore of Semaphores at once for one holder.
-type Acquire struct {
-	// Holder identifies the holder, unique in the store: for a build
-	// "<buildset>/<job>", for a buildset's pipeline semaphore "<buildset>".
-	Holder string
-	// Buildset the holder belongs to, so ReleaseBuildset can free them all.
-	Buildset string
-	// Owner is the process whose lease keeps the holder (and waiter) alive.
-	Owner string
-	// Semaphores maps each name to its max, as the acquirer's config says.
-	Semaphores map[string]int
-	// Precedence ranks waiters: higher first, then the older Since. A
-	// waiter's precedence counts one higher for every PrecedenceAging it
-	// has waited (see Rank), so that nothing waits forever.
-	Precedence int
-	Since      time.Time
-	Now        time.Time
-}
-
-// PrecedenceAging is how long a waiter waits for its precedence to count
-// one higher: an hourly run (low) that has waited an hour ranks with a
-// deploy (high) that has just come, and goes first, being older. Every
-// process sharing a store must use the same rule, so it is a constant.
-const PrecedenceAging = 30 * time.Minute
-
-// Rank is a waiter's effective precedence at now: its precedence plus one
-// for every PrecedenceAging it has waited since since.
-func Rank(precedence int, since, now time.Time) int {
-	if waited := now.Sub(since); waited > 0 {
-		return precedence + int(waited/PrecedenceAging)
-	}
-	return precedence
-}
-
-// Holder is a granted Acquire.
+// Holder is a row of a semaphore's holders: a request granted
+// (semaphore.Request).
 type Holder struct {
 	Semaphore  string    `json:"semaphore"`
 	Holder     string    `json:"holder"`
@@ -235,7 +202,8 @@ type Holder struct {
 	AcquiredAt time.Time `json:"acquired_at"`
 }
 
-// Waiter is an Acquire that was not granted yet.
+// Waiter is a row of a semaphore's waiters: a request not granted yet. Its
+// Precedence and Since rank it (semaphore.Decide).
 type Waiter struct {
 	Semaphore  string    `json:"semaphore"`
 	Holder     string    `json:"holder"`
@@ -486,16 +454,6 @@ type FinishBuildParams struct {
 // Semaphores keeps the holders and waiters of semaphores: rows shared by
 // every process on the store, each owned by a process (Owners).
 type Semaphores interface {
-	// AcquireSemaphores grants every semaphore of the request, or none.
-	// Before deciding it drops the waiters (not the holders) whose
-	// owner's lease expired at a.Now: a holder keeps its slot until
-	// ReleaseOwner, since what it guards may still run. It grants only when every semaphore has room left
-	// once each live waiter ranked ahead (higher precedence, then older
-	// Since) of that semaphore is counted as holding a slot (for a max-1
-	// semaphore: no such waiter); otherwise it records (or keeps, with its
-	// first rank) the request as a waiter and returns false. Acquiring
-	// again for a holder that already holds is a no-op returning true.
-	AcquireSemaphores(ctx context.Context, a Acquire) (bool, error)
 	// UpdateSemaphores locks the semaphores p.Names against every other
 	// UpdateSemaphores of any of them, in any process, reads their holders
 	// and waiters (each waiter with whether its owner is alive at p.Now),

@@ -13,8 +13,9 @@
 // treated as alive. Callers renew an owner's lease before it first acquires a
 // semaphore; until then nothing can tell a slow starter from a dead process,
 // and taking a live holder away is the worse mistake (SPEC §2.5).
-// AcquireSemaphores drops an expired owner's waiters but keeps its holders
-// (its builds may still run) and its lease row; ExpiredOwners reports it
+// UpdateSemaphores shows an expired owner's waiters dead, for the rule
+// (semaphore.Decide) to drop, and its holders as any other, since its
+// builds may still run; its lease row stays, and ExpiredOwners reports it
 // until ReleaseOwner drops its holders, waiters and lease row at once.
 package sqlite
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
@@ -31,10 +32,10 @@ func testEndBuildset(t *testing.T, s store.Store) {
 	start("retrying", 1)
 	must(t, "retry", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "retrying", Number: 1, Result: store.Retry, Error: "ssh: refused", At: at(2 * time.Second)}))
 
-	acquire(t, s, store.Acquire{Holder: "bs1", Buildset: "bs1", Owner: "dead", Semaphores: map[string]int{"P": 1}, Since: t0, Now: t0}, true)
-	acquire(t, s, store.Acquire{Holder: "bs1/running", Buildset: "bs1", Owner: "dead", Semaphores: map[string]int{"S": 1}, Since: t0, Now: t0}, true)
-	acquire(t, s, store.Acquire{Holder: "other", Buildset: "other", Owner: "live", Semaphores: map[string]int{"P": 1}, Since: t0, Now: t0}, false)
-	acquire(t, s, store.Acquire{Holder: "bs1/waiting", Buildset: "bs1", Owner: "dead", Semaphores: map[string]int{"S": 1}, Since: t0, Now: t0}, false)
+	acquire(t, s, semaphore.Request{Holder: "bs1", Buildset: "bs1", Owner: "dead", Semaphores: map[string]int{"P": 1}, Since: t0, Now: t0}, true)
+	acquire(t, s, semaphore.Request{Holder: "bs1/running", Buildset: "bs1", Owner: "dead", Semaphores: map[string]int{"S": 1}, Since: t0, Now: t0}, true)
+	acquire(t, s, semaphore.Request{Holder: "other", Buildset: "other", Owner: "live", Semaphores: map[string]int{"P": 1}, Since: t0, Now: t0}, false)
+	acquire(t, s, semaphore.Request{Holder: "bs1/waiting", Buildset: "bs1", Owner: "dead", Semaphores: map[string]int{"S": 1}, Since: t0, Now: t0}, false)
 
 	why := "lost: the process that ran it died"
 	end := at(time.Minute)
@@ -77,7 +78,7 @@ func testEndBuildset(t *testing.T, s store.Store) {
 	diff(t, "waiters after end", []string{"P:other"}, waiting(t, s))
 
 	// Ending it again changes nothing, not even a row of its left behind.
-	acquire(t, s, store.Acquire{Holder: "bs1/late", Buildset: "bs1", Owner: "dead", Semaphores: map[string]int{"L": 1}, Since: t0, Now: t0}, true)
+	acquire(t, s, semaphore.Request{Holder: "bs1/late", Buildset: "bs1", Owner: "dead", Semaphores: map[string]int{"L": 1}, Since: t0, Now: t0}, true)
 	ended, err = s.EndBuildset(ctx, store.EndBuildsetParams{ID: "bs1", Result: store.Canceled, BuildResult: store.Canceled, At: at(time.Hour)})
 	must(t, "end again", err)
 	if ended {

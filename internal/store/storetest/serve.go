@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
@@ -303,10 +304,10 @@ func testReleaseOwnerKeeps(t *testing.T, s store.Store) {
 	must(t, "renew dead", s.RenewLease(ctx, "dead", T))
 	must(t, "renew heir", s.RenewLease(ctx, "heir", T.Add(time.Hour)))
 	bridge := map[string]int{"bridge": 1}
-	acquire(t, s, store.Acquire{Holder: "deploy", Buildset: "deploy", Owner: "dead", Semaphores: bridge, Precedence: 2, Since: t0, Now: t0}, true)
-	acquire(t, s, store.Acquire{Holder: "deploy/a", Buildset: "deploy", Owner: "dead", Semaphores: map[string]int{"pool": 1}, Since: t0, Now: t0}, true)
+	acquire(t, s, semaphore.Request{Holder: "deploy", Buildset: "deploy", Owner: "dead", Semaphores: bridge, Precedence: 2, Since: t0, Now: t0}, true)
+	acquire(t, s, semaphore.Request{Holder: "deploy/a", Buildset: "deploy", Owner: "dead", Semaphores: map[string]int{"pool": 1}, Since: t0, Now: t0}, true)
 	// An older, higher-ranked waiter of another owner.
-	acquire(t, s, store.Acquire{Holder: "hourly", Buildset: "hourly", Owner: "heir", Semaphores: bridge, Precedence: 3, Since: t0.Add(-time.Hour), Now: t0}, false)
+	acquire(t, s, semaphore.Request{Holder: "hourly", Buildset: "hourly", Owner: "heir", Semaphores: bridge, Precedence: 3, Since: t0.Add(-time.Hour), Now: t0}, false)
 
 	must(t, "release dead keeping deploy", s.ReleaseOwner(ctx, "dead", []string{"deploy"}))
 	diff(t, "holders after release", []string{"bridge:deploy"}, holding(t, s))
@@ -315,7 +316,7 @@ func testReleaseOwnerKeeps(t *testing.T, s store.Store) {
 	diff(t, "expired", []string{"heir"}, expired)
 	// The kept holder is not free: the waiter ranked ahead still waits,
 	// whatever the time.
-	acquire(t, s, store.Acquire{Holder: "hourly", Buildset: "hourly", Owner: "heir", Semaphores: bridge, Precedence: 3, Since: t0.Add(-time.Hour), Now: T}, false)
+	acquire(t, s, semaphore.Request{Holder: "hourly", Buildset: "hourly", Owner: "heir", Semaphores: bridge, Precedence: 3, Since: t0.Add(-time.Hour), Now: T}, false)
 
 	must(t, "adopt", s.SetBuildsetOwner(ctx, "deploy", "heir"))
 	hs, err := s.Holders(ctx)
@@ -324,13 +325,13 @@ func testReleaseOwnerKeeps(t *testing.T, s store.Store) {
 		t.Fatalf("after adoption the holder is %+v, want deploy owned by heir", hs)
 	}
 	// The adopter's acquire for the buildset is the no-op of a holder.
-	acquire(t, s, store.Acquire{Holder: "deploy", Buildset: "deploy", Owner: "heir", Semaphores: bridge, Precedence: 2, Since: t0, Now: T}, true)
+	acquire(t, s, semaphore.Request{Holder: "deploy", Buildset: "deploy", Owner: "heir", Semaphores: bridge, Precedence: 2, Since: t0, Now: T}, true)
 	// The adopted holder is the heir's now: releasing the dead one again
 	// does not touch it.
 	must(t, "release dead again", s.ReleaseOwner(ctx, "dead", nil))
 	diff(t, "holders after adoption", []string{"bridge:deploy"}, holding(t, s))
 	must(t, "release deploy", s.ReleaseBuildset(ctx, "deploy"))
-	acquire(t, s, store.Acquire{Holder: "hourly", Buildset: "hourly", Owner: "heir", Semaphores: bridge, Precedence: 3, Since: t0.Add(-time.Hour), Now: T}, true)
+	acquire(t, s, semaphore.Request{Holder: "hourly", Buildset: "hourly", Owner: "heir", Semaphores: bridge, Precedence: 3, Since: t0.Add(-time.Hour), Now: T}, true)
 }
 
 func testPauses(t *testing.T, s store.Store) {
