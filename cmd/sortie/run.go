@@ -118,9 +118,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		result = store.Canceled // ended CANCELED by WaitTurn
 	default:
 		result, runErr = store.Error, err
+		fence := env.sems.Fence()
 		if _, eerr := env.runner.End(context.WithoutCancel(ctx), nil, store.EndBuildsetParams{
 			ID: bs.ID, Result: store.Error, Error: err.Error(),
-			BuildResult: store.Error, Reason: "sortie error: " + err.Error(), At: time.Now().UTC(),
+			BuildResult: store.Error, Reason: "sortie error: " + err.Error(), At: time.Now().UTC(), Fence: &fence,
 		}); eerr != nil {
 			return errors.Join(err, eerr)
 		}
