@@ -81,9 +81,12 @@ type Options struct {
 
 // Server is a running `sortie serve`. Make it with New, then call Run.
 type Server struct {
-	opt   Options
-	log   *slog.Logger
-	st    store.Store
+	opt Options
+	log *slog.Logger
+	st  store.Store
+	// reads is st as the read paths (API, pages, logs) see it: they
+	// decide nothing and write nothing.
+	reads reader
 	owner string
 
 	reloadMu  sync.Mutex
@@ -124,6 +127,19 @@ type Server struct {
 	lock  *os.File
 }
 
+// reader is what the read paths of the server read from the store.
+type reader interface {
+	GetBuildset(ctx context.Context, id string) (*store.Buildset, error)
+	ListBuildsets(ctx context.Context, f store.Filter) ([]*store.Buildset, error)
+	ActiveBuildsets(ctx context.Context) ([]*store.Buildset, error)
+	Builds(ctx context.Context, buildsetID string) ([]*store.Build, error)
+	Attempts(ctx context.Context, buildsetID, job string) ([]*store.Attempt, error)
+	JobDurations(ctx context.Context, jobs []string) (map[string]time.Duration, error)
+	Holders(ctx context.Context) ([]store.Holder, error)
+	Waiters(ctx context.Context) ([]store.Waiter, error)
+	ExpiredOwners(ctx context.Context, now time.Time) ([]string, error)
+}
+
 // run is one buildset this process runs.
 type run struct {
 	bs     *store.Buildset
@@ -160,7 +176,7 @@ func New(opt Options) (*Server, error) {
 		opt.Tick = time.Second
 	}
 	s := &Server{
-		opt: opt, log: opt.Log, st: opt.Store, owner: opt.Semaphores.Owner,
+		opt: opt, log: opt.Log, st: opt.Store, reads: opt.Store, owner: opt.Semaphores.Owner,
 		cfg: opt.Config, loadedAt: time.Now().UTC(),
 		kick: make(chan struct{}, 1), drain: make(chan struct{}),
 		runs: map[string]*run{}, metrics: newMetrics(), slots: scheduler.NewPool(opt.Config.Limits.MaxParallel),
