@@ -6,6 +6,11 @@
 // Every process that shares one store (two `sortie run` on one state dir,
 // several servers on one database) shares its semaphores: holders and
 // waiters are rows, each owned by a process whose lease must be renewed.
+//
+// The interfaces follow the roles of their users (Buildsets, Semaphores,
+// Owners, Pauses, Triggers); Store embeds them all. A store keeps and
+// locks; it decides nothing: which request a semaphore goes to is
+// semaphore.Decide's, applied through UpdateSemaphores.
 package store
 
 import (
@@ -211,55 +216,6 @@ type Waiter struct {
 	Owner      string    `json:"owner"`
 	Precedence int       `json:"precedence"`
 	Since      time.Time `json:"since"`
-}
-
-// LockSemaphoresParams name the semaphores UpdateSemaphores locks and
-// reads.
-type LockSemaphoresParams struct {
-	// Names are the semaphores locked; the change may touch only their
-	// rows.
-	Names []string
-	// Now is when each waiter's owner is judged alive; it must be set.
-	Now time.Time
-	// Fence is the right to write of the owner of the rows the change
-	// inserts; not checked yet (see Fence).
-	Fence Fence
-}
-
-// SemaphoreView is what UpdateSemaphores read of the locked semaphores:
-// every holder and waiter row of them, by semaphore then time then
-// holder.
-type SemaphoreView struct {
-	Now     time.Time
-	Holders []Holder
-	Waiters []WaiterView
-}
-
-// WaiterView is a waiter row, and whether its owner was alive at the
-// view's Now: its lease has not ended, or it has no lease row (see
-// Owners).
-type WaiterView struct {
-	Waiter
-	Alive bool
-}
-
-// WaiterKey names a waiter row.
-type WaiterKey struct {
-	Semaphore string
-	Holder    string
-}
-
-// SemaphoreChange is what UpdateSemaphores applies, in this order: the
-// waiters dropped, then the holders added, then the waiters added.
-type SemaphoreChange struct {
-	// DropWaiters are deleted; a row that is not there is not an error.
-	DropWaiters []WaiterKey
-	// AddHolders are inserted; a holder row that exists already fails the
-	// whole change.
-	AddHolders []Holder
-	// AddWaiters are inserted unless the row exists: a waiter keeps its
-	// first rank.
-	AddWaiters []Waiter
 }
 
 // DeliveryClaim is a webhook delivery to record (Store.ClaimDelivery).
@@ -476,6 +432,55 @@ type Semaphores interface {
 	// Holders and Waiters list the current rows, by semaphore then time.
 	Holders(ctx context.Context) ([]Holder, error)
 	Waiters(ctx context.Context) ([]Waiter, error)
+}
+
+// LockSemaphoresParams name the semaphores UpdateSemaphores locks and
+// reads.
+type LockSemaphoresParams struct {
+	// Names are the semaphores locked; the change may touch only their
+	// rows.
+	Names []string
+	// Now is when each waiter's owner is judged alive; it must be set.
+	Now time.Time
+	// Fence is the right to write of the owner of the rows the change
+	// inserts; not checked yet (see Fence).
+	Fence Fence
+}
+
+// SemaphoreView is what UpdateSemaphores read of the locked semaphores:
+// every holder and waiter row of them, by semaphore then time then
+// holder.
+type SemaphoreView struct {
+	Now     time.Time
+	Holders []Holder
+	Waiters []WaiterView
+}
+
+// WaiterView is a waiter row, and whether its owner was alive at the
+// view's Now: its lease has not ended, or it has no lease row (see
+// Owners).
+type WaiterView struct {
+	Waiter
+	Alive bool
+}
+
+// WaiterKey names a waiter row.
+type WaiterKey struct {
+	Semaphore string
+	Holder    string
+}
+
+// SemaphoreChange is what UpdateSemaphores applies, in this order: the
+// waiters dropped, then the holders added, then the waiters added.
+type SemaphoreChange struct {
+	// DropWaiters are deleted; a row that is not there is not an error.
+	DropWaiters []WaiterKey
+	// AddHolders are inserted; a holder row that exists already fails the
+	// whole change.
+	AddHolders []Holder
+	// AddWaiters are inserted unless the row exists: a waiter keeps its
+	// first rank.
+	AddWaiters []Waiter
 }
 
 // Owners keeps the leases of the processes that own buildsets, holders and
