@@ -1,7 +1,8 @@
-// Package semaphore is a process's handle on the semaphores kept in the
-// store: it acquires and releases for the scheduler, and keeps this
-// process's lease alive so that its holders are never taken away while it
-// lives. Once a process has died (its lease ran out), any other client
+// Package semaphore holds the fairness rule of semaphores (Decide: who
+// gets one, and in which order; the stores only keep and lock) and a
+// process's handle on the semaphores kept in the store: it acquires and
+// releases for the scheduler, and keeps this process's lease alive so that
+// its holders are never taken away while it lives. Once a process has died (its lease ran out), any other client
 // reaps it: ends what its builds left running on the bastion, then
 // releases its holders. Never the other way round: a slot freed while the
 // build it guarded still runs would let two deployments overlap.
