@@ -14,7 +14,7 @@ import (
 // `sortie run`: a pause set by a server sharing the store (SPEC §2.4) holds
 // the run's new builds as it holds the server's, and the run says so.
 type pauseWatch struct {
-	st       store.Store
+	st       store.Pauses
 	pipeline string
 	say      func(line string)
 	every    time.Duration
@@ -26,7 +26,7 @@ type pauseWatch struct {
 
 // watchPauses reads the pauses now, then every `every` until stop, and
 // says each change with say.
-func watchPauses(ctx context.Context, st store.Store, pipeline string, say func(string), every time.Duration) *pauseWatch {
+func watchPauses(ctx context.Context, st store.Pauses, pipeline string, say func(string), every time.Duration) *pauseWatch {
 	w := &pauseWatch{st: st, pipeline: pipeline, say: say, every: every}
 	w.check(ctx)
 	ctx, w.cancel = context.WithCancel(ctx)

@@ -118,8 +118,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		result = store.Canceled // ended CANCELED by WaitTurn
 	default:
 		result, runErr = store.Error, err
-		msg := "sortie error: " + err.Error()
-		if eerr := buildset.End(context.WithoutCancel(ctx), env.store, bs.ID, store.Error, msg, store.Error, err.Error(), time.Now().UTC()); eerr != nil {
+		fence := env.sems.Fence()
+		if _, eerr := env.runner.End(context.WithoutCancel(ctx), nil, store.EndBuildsetParams{
+			ID: bs.ID, Result: store.Error, Error: err.Error(),
+			BuildResult: store.Error, Reason: "sortie error: " + err.Error(), At: time.Now().UTC(), Fence: &fence,
+		}); eerr != nil {
 			return errors.Join(err, eerr)
 		}
 	}
@@ -260,7 +263,7 @@ func (e *runEnv) Close() {
 	e.store.Close()
 }
 
-func writeReport(ctx context.Context, st store.Store, id, path string) error {
+func writeReport(ctx context.Context, st buildset.ReportSource, id, path string) error {
 	if path == "" {
 		return nil
 	}

@@ -56,9 +56,18 @@ type EstimateObserver interface {
 	Estimated(remaining map[string]time.Duration)
 }
 
+// Store is what a Runner keeps its buildsets in: the buildsets themselves,
+// the semaphores it drops when one is left, and whether a `sortie run`
+// lives (ReapDeadRuns).
+type Store interface {
+	store.Buildsets
+	store.Semaphores
+	LeaseAlive(ctx context.Context, owner string, now time.Time) (bool, error)
+}
+
 // Runner makes and runs buildsets. Its fields are set before use.
 type Runner struct {
-	Store      store.Store
+	Store      Store
 	Bastion    bastion.Bastion
 	Mirror     *source.Mirror
 	Semaphores *semaphore.Client
@@ -233,13 +242,16 @@ func (r *Runner) insert(ctx context.Context, bs *store.Buildset, plan *graph.Pla
 	} else {
 		bs.Plan = []byte("null")
 	}
-	if err := r.Store.CreateBuildset(ctx, bs, jobs); err != nil {
+	p := store.CreateBuildsetParams{Buildset: bs, Jobs: jobs}
+	if planErr != nil {
+		// Made DONE at once: no reader sees it QUEUED, no manager admits it.
+		p.ConfigError = planErr.Error()
+		bs.FinishedAt = ptr(r.now())
+	}
+	if err := r.Store.CreateBuildset(ctx, p); err != nil {
 		return nil, fmt.Errorf("create buildset: %w", err)
 	}
 	if planErr != nil {
-		if err := r.Store.FinishBuildset(ctx, bs.ID, store.ConfigError, planErr.Error(), r.now()); err != nil {
-			return nil, fmt.Errorf("create buildset: %w", err)
-		}
 		bs.State, bs.Result, bs.Error = store.BuildsetDone, store.ConfigError, planErr.Error()
 		return bs, fmt.Errorf("buildset %s: %w", bs.ID, planErr)
 	}
@@ -406,13 +418,23 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 	// The deploy itself is done; a cleanup failure is worth saying, not
 	// worth failing it.
 	r.finishCheckout(bg, bs.ID, runErr == nil && result == store.Success)
-	msg := ""
-	if runErr != nil {
-		msg = runErr.Error()
+	// The loop has ended every build it could record; what a failed
+	// recording left unfinished ends with the buildset.
+	end := store.EndBuildsetParams{
+		ID: bs.ID, Result: result, BuildResult: store.Error, Reason: "sortie error: the build was left unfinished",
+		At: r.now(), Fence: r.fence(),
 	}
-	if err := r.persist(giveUp, "buildset "+bs.ID+": finish", func() error {
-		return r.Store.FinishBuildset(bg, bs.ID, result, msg, r.now())
-	}); err != nil {
+	if runErr != nil {
+		end.Error, end.Reason = runErr.Error(), "sortie error: "+runErr.Error()
+	}
+	if result == store.Canceled {
+		end.BuildResult, end.Reason = store.Canceled, scheduler.ReasonBuildsetCancelled
+	}
+	ended, err := r.End(bg, giveUp, end)
+	if err == nil && !ended {
+		err = fmt.Errorf("buildset %s was ended by another process meanwhile: %w", bs.ID, store.ErrConflict)
+	}
+	if err != nil {
 		return store.Error, errors.Join(runErr, err)
 	}
 	return result, runErr
@@ -457,8 +479,11 @@ func (r *Runner) poll() time.Duration {
 // fail ends a buildset that could not run: its unfinished builds and the
 // buildset itself ERROR, with why.
 func (r *Runner) fail(ctx context.Context, giveUp <-chan struct{}, bs *store.Buildset, err error) (store.Result, error) {
-	if perr := r.persist(giveUp, "buildset "+bs.ID+": end", func() error {
-		return End(ctx, r.Store, bs.ID, store.Error, "sortie error: "+err.Error(), store.Error, err.Error(), r.now())
+	// An attempt still running is a dead predecessor's (a resumed
+	// buildset): this process has started none yet.
+	if _, perr := r.End(ctx, giveUp, store.EndBuildsetParams{
+		ID: bs.ID, Result: store.Error, Error: err.Error(),
+		BuildResult: store.Error, AttemptResult: store.Lost, Reason: "sortie error: " + err.Error(), At: r.now(), Fence: r.fence(),
 	}); errors.Is(perr, store.ErrUnavailable) {
 		err = errors.Join(err, perr)
 	}
@@ -498,11 +523,26 @@ func (r *Runner) finishCheckout(ctx context.Context, id string, say bool) {
 // cancelQueued ends a buildset cancelled before it started: every build
 // CANCELED, never started.
 func (r *Runner) cancelQueued(ctx context.Context, bs *store.Buildset) (store.Result, error) {
-	if err := End(ctx, r.Store, bs.ID, store.Canceled, scheduler.ReasonBuildsetCancelled, store.Canceled, "cancelled while waiting for its pipeline semaphore", r.now()); err != nil {
+	ended, err := r.End(ctx, nil, store.EndBuildsetParams{
+		ID: bs.ID, Result: store.Canceled, Error: "cancelled while waiting for its pipeline semaphore",
+		BuildResult: store.Canceled, Reason: scheduler.ReasonBuildsetCancelled, At: r.now(), Fence: r.fence(),
+	})
+	if err == nil && !ended {
+		err = fmt.Errorf("buildset %s was ended by another process meanwhile: %w", bs.ID, store.ErrConflict)
+	}
+	if err != nil {
 		return store.Error, err
 	}
 	return store.Canceled, nil
 }
+
+// fence is the right to write of this process for the buildsets it runs.
+func (r *Runner) fence() *store.Fence {
+	f := r.Semaphores.Fence()
+	return &f
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // remaining weighs each job by its history (median of recent successes),
 // else its frozen weight (duration_hint), and returns the longest
@@ -560,9 +600,12 @@ func (rc *recorder) persist(job, what string, write func() error) error {
 
 func (rc *recorder) AttemptStarted(ctx context.Context, job string, n int, at time.Time) error {
 	err := rc.persist(job, "start of attempt "+strconv.Itoa(n), func() error {
-		return rc.r.Store.StartAttempt(ctx, &store.Attempt{
-			BuildsetID: rc.bs.ID, Job: job, Number: n, Owner: rc.r.Semaphores.Owner,
-			StartedAt: at, Log: rc.r.LogPath(rc.bs.ID, job, n),
+		return rc.r.Store.StartAttempt(ctx, store.StartAttemptParams{
+			Attempt: &store.Attempt{
+				BuildsetID: rc.bs.ID, Job: job, Number: n, Owner: rc.r.Semaphores.Owner,
+				StartedAt: at, Log: rc.r.LogPath(rc.bs.ID, job, n),
+			},
+			Fence: rc.r.Semaphores.Fence(),
 		})
 	})
 	if err == nil && rc.r.Observer != nil {
@@ -573,7 +616,9 @@ func (rc *recorder) AttemptStarted(ctx context.Context, job string, n int, at ti
 
 func (rc *recorder) AttemptFinished(ctx context.Context, job string, n int, res store.Result, msg string, at time.Time) error {
 	return rc.persist(job, "end of attempt "+strconv.Itoa(n), func() error {
-		return rc.r.Store.FinishAttempt(ctx, rc.bs.ID, job, n, res, msg, at)
+		return rc.r.Store.FinishAttempt(ctx, store.FinishAttemptParams{
+			BuildsetID: rc.bs.ID, Job: job, Number: n, Result: res, Error: msg, At: at, Fence: rc.r.Semaphores.Fence(),
+		})
 	})
 }
 
@@ -581,7 +626,10 @@ func (rc *recorder) AttemptFinished(ctx context.Context, job string, n int, res 
 // the build's in one transaction.
 func (rc *recorder) BuildEnded(ctx context.Context, job string, n int, ares store.Result, msg string, res store.Result, reason string, at time.Time) error {
 	err := rc.persist(job, "end ("+string(res)+")", func() error {
-		return rc.r.Store.FinishAttemptAndBuild(ctx, rc.bs.ID, job, n, ares, msg, res, reason, at)
+		f := rc.r.Semaphores.Fence()
+		return rc.r.Store.FinishAttemptAndBuild(ctx,
+			store.FinishAttemptParams{BuildsetID: rc.bs.ID, Job: job, Number: n, Result: ares, Error: msg, At: at, Fence: f},
+			store.FinishBuildParams{BuildsetID: rc.bs.ID, Job: job, Result: res, Reason: reason, At: at, Fence: f})
 	})
 	if err == nil && rc.r.Observer != nil {
 		rc.r.Observer.BuildFinished(job, res, reason, at)
@@ -591,7 +639,9 @@ func (rc *recorder) BuildEnded(ctx context.Context, job string, n int, ares stor
 
 func (rc *recorder) BuildFinished(ctx context.Context, job string, res store.Result, reason string, at time.Time) error {
 	err := rc.persist(job, "end ("+string(res)+")", func() error {
-		return rc.r.Store.FinishBuild(ctx, rc.bs.ID, job, res, reason, at)
+		return rc.r.Store.FinishBuild(ctx, store.FinishBuildParams{
+			BuildsetID: rc.bs.ID, Job: job, Result: res, Reason: reason, At: at, Fence: rc.r.Semaphores.Fence(),
+		})
 	})
 	if err == nil && rc.r.Observer != nil {
 		rc.r.Observer.BuildFinished(job, res, reason, at)

@@ -178,7 +178,7 @@ func TestReapDeadRuns(t *testing.T) {
 	waitFor(t, "the orphan to start", func() bool { return len(ownerProcs(t, "run-dead")) > 0 })
 	mk := func(owner string) string {
 		id := startedBy(t, r, cfg, owner, now)
-		if err := r.Store.StartAttempt(ctx, &store.Attempt{BuildsetID: id, Job: "boot", Number: 1, Owner: owner, StartedAt: now}); err != nil {
+		if err := r.Store.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: id, Job: "boot", Number: 1, Owner: owner, StartedAt: now}}); err != nil {
 			t.Fatal(err)
 		}
 		return id
@@ -191,7 +191,7 @@ func TestReapDeadRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Store.RenewLease(ctx, "run-live", now.Add(time.Minute)); err != nil {
+	if err := r.Semaphores.Store.RenewLease(ctx, "run-live", now.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	reaped, err := r.ReapDeadRuns(ctx, now)

@@ -75,7 +75,7 @@ func (r *Runner) forget(ctx context.Context, owner string, active []*store.Build
 		if bs.Owner != owner {
 			continue
 		}
-		if err := reap(ctx, r.Store, bs, now); err != nil {
+		if err := r.reap(ctx, bs, now); err != nil {
 			return ids, fmt.Errorf("end buildset %s of dead %s: %w", bs.ID, owner, err)
 		}
 		r.finishCheckout(ctx, bs.ID, true)
@@ -84,54 +84,34 @@ func (r *Runner) forget(ctx context.Context, owner string, active []*store.Build
 	return ids, nil
 }
 
-func reap(ctx context.Context, st store.Store, bs *store.Buildset, now time.Time) error {
+// reap ends a buildset of a dead `sortie run`: its running attempts
+// LOST, its running builds ERROR, the builds that never started CANCELED,
+// and the buildset ERROR, with why.
+func (r *Runner) reap(ctx context.Context, bs *store.Buildset, now time.Time) error {
 	why := fmt.Sprintf("lost: the sortie run process %s that ran it died", bs.Owner)
-	running, err := st.RunningAttempts(ctx, bs.ID)
-	if err != nil {
-		return err
-	}
-	for _, a := range running {
-		if err := st.FinishAttempt(ctx, bs.ID, a.Job, a.Number, store.Lost, why, now); err != nil && !isConflict(err) {
-			return err
-		}
-	}
-	builds, err := st.Builds(ctx, bs.ID)
-	if err != nil {
-		return err
-	}
-	for _, b := range builds {
-		if b.State == store.BuildRunning {
-			if err := st.FinishBuild(ctx, bs.ID, b.Job, store.Error, why, now); err != nil && !isConflict(err) {
-				return err
-			}
-		}
-	}
-	if err := st.ReleaseBuildset(ctx, bs.ID); err != nil {
-		return err
-	}
-	if err := End(ctx, st, bs.ID, store.Canceled, why, store.Error, why, now); err != nil && !isConflict(err) {
-		return err
-	}
-	return nil
+	_, err := r.End(ctx, nil, store.EndBuildsetParams{
+		ID: bs.ID, Result: store.Error, Error: why,
+		BuildResult: store.Canceled, StartedResult: store.Error, AttemptResult: store.Lost, Reason: why, At: now,
+	})
+	return err
 }
 
-// End finishes a buildset that will not run (any further): every build not
-// finished yet gets buildResult with reason, then the buildset bsResult
-// with errMsg. Builds finished meanwhile by someone else are left as they
-// are; a buildset finished meanwhile is store.ErrConflict.
-func End(ctx context.Context, st store.Store, id string, buildResult store.Result, reason string, bsResult store.Result, errMsg string, now time.Time) error {
-	builds, err := st.Builds(ctx, id)
-	if err != nil {
+// End is how this package, and whoever ends a buildset it runs or made,
+// ends one: every end of a buildset goes through it. It ends the buildset
+// through the store's EndBuildset (one transaction: what it left
+// unfinished, the buildset, its semaphores) and reports whether this call
+// ended it: false when it was DONE already, which is not an error. A
+// write the store refuses for now (store.ErrUnavailable) is tried again,
+// saying so on stderr, until giveUp is closed; a nil giveUp tries once.
+func (r *Runner) End(ctx context.Context, giveUp <-chan struct{}, p store.EndBuildsetParams) (ended bool, err error) {
+	end := func() error {
+		var err error
+		ended, err = r.Store.EndBuildset(ctx, p)
 		return err
 	}
-	for _, b := range builds {
-		if b.State != store.BuildDone {
-			if err := st.FinishBuild(ctx, id, b.Job, buildResult, reason, now); err != nil && !isConflict(err) {
-				return err
-			}
-		}
+	if giveUp == nil {
+		return ended, end()
 	}
-	return st.FinishBuildset(ctx, id, bsResult, errMsg, now)
+	err = r.persist(giveUp, "buildset "+p.ID+": end", end)
+	return ended, err
 }
-
-func isConflict(err error) bool { return errors.Is(err, store.ErrConflict) }

@@ -70,8 +70,14 @@ func (t *Time) UnmarshalJSON(b []byte) error {
 // Get returns the time, or nil.
 func (t Time) Get() *time.Time { return t.t }
 
+// ReportSource is what MakeReport reads a buildset from.
+type ReportSource interface {
+	GetBuildset(ctx context.Context, id string) (*store.Buildset, error)
+	Builds(ctx context.Context, buildsetID string) ([]*store.Build, error)
+}
+
 // MakeReport reads a buildset and its builds, in the order of its plan.
-func MakeReport(ctx context.Context, st store.Store, id string) (*Report, error) {
+func MakeReport(ctx context.Context, st ReportSource, id string) (*Report, error) {
 	bs, err := st.GetBuildset(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("report %s: %w", id, err)

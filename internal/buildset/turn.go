@@ -63,7 +63,10 @@ func (r *Runner) WaitTurn(ctx context.Context, bs *store.Buildset, manager confi
 		select {
 		case <-ctx.Done():
 			bg := context.WithoutCancel(ctx)
-			if err := End(bg, r.Store, bs.ID, store.Canceled, scheduler.ReasonBuildsetCancelled, store.Canceled, "cancelled while waiting for its turn", r.now()); err != nil && !isConflict(err) {
+			if _, err := r.End(bg, nil, store.EndBuildsetParams{
+				ID: bs.ID, Result: store.Canceled, Error: "cancelled while waiting for its turn",
+				BuildResult: store.Canceled, Reason: scheduler.ReasonBuildsetCancelled, At: r.now(), Fence: r.fence(),
+			}); err != nil {
 				return err
 			}
 			return ctx.Err()

@@ -21,7 +21,7 @@ func TestReapKeepsARunningBuildsetsPipelineSemaphore(t *testing.T) {
 	st := open(t, filepath.Join(t.TempDir(), "sortie.db"))
 	t0 := time.Now().UTC().Add(-time.Hour)
 	for _, id := range []string{"deploy", "hourly"} {
-		if err := st.CreateBuildset(ctx, &store.Buildset{ID: id, Pipeline: id, Commit: "c", State: store.BuildsetQueued, CreatedAt: t0}, []string{"a"}); err != nil {
+		if err := st.CreateBuildset(ctx, store.CreateBuildsetParams{Buildset: &store.Buildset{ID: id, Pipeline: id, Commit: "c", State: store.BuildsetQueued, CreatedAt: t0}, Jobs: []string{"a"}}); err != nil {
 			t.Fatal(err)
 		}
 	}

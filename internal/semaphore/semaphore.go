@@ -1,7 +1,8 @@
-// Package semaphore is a process's handle on the semaphores kept in the
-// store: it acquires and releases for the scheduler, and keeps this
-// process's lease alive so that its holders are never taken away while it
-// lives. Once a process has died (its lease ran out), any other client
+// Package semaphore holds the fairness rule of semaphores (Decide: who
+// gets one, and in which order; the stores only keep and lock) and a
+// process's handle on the semaphores kept in the store: it acquires and
+// releases for the scheduler, and keeps this process's lease alive so that
+// its holders are never taken away while it lives. Once a process has died (its lease ran out), any other client
 // reaps it: ends what its builds left running on the bastion, then
 // releases its holders. Never the other way round: a slot freed while the
 // build it guarded still runs would let two deployments overlap.
@@ -29,11 +30,19 @@ type OwnerEnder interface {
 	KillOwner(ctx context.Context, owner string, grace time.Duration) error
 }
 
+// Store is where a Client keeps holders, waiters and its lease, and reads
+// which buildsets a dead owner was running (ReleaseDead).
+type Store interface {
+	store.Semaphores
+	store.Owners
+	ActiveBuildsets(ctx context.Context) ([]*store.Buildset, error)
+}
+
 // Client acquires semaphores as one owner (this process). Start it before
 // acquiring and Stop it when done; Stop does not release holders, so a
 // caller releases its buildsets first.
 type Client struct {
-	Store store.Store
+	Store Store
 	// Owner names this process in the store ("run-<hex>", "srv-<hex>").
 	Owner string
 	// Bastion ends a dead owner's builds before its holders are released.
@@ -207,7 +216,7 @@ func (c *Client) Reap(ctx context.Context) {
 // in between two of its jobs. The kept holder stays the dead owner's until
 // the adoption moves it (store.SetBuildsetOwner). A dead `sortie run`'s
 // buildsets are ended before this (Client.Forget), so it keeps nothing.
-func ReleaseDead(ctx context.Context, st store.Store, owner string) error {
+func ReleaseDead(ctx context.Context, st Store, owner string) error {
 	active, err := st.ActiveBuildsets(ctx)
 	if err != nil {
 		return fmt.Errorf("release dead %s: %w", owner, err)
@@ -306,6 +315,11 @@ func (c *Client) Stop() {
 	}
 }
 
+// Fence is this process's right to write for the work it owns, which
+// writes of that work carry (store.Fence): its owner, and the epoch of its
+// lease, 0 until owners have epochs.
+func (c *Client) Fence() store.Fence { return store.Fence{Owner: c.Owner} }
+
 // TryAcquire asks for every semaphore of sems for holder, all or nothing,
 // at the client's Precedence.
 // A holder id "<buildset>/<job>" or "<buildset>" ties it to its buildset.
@@ -338,8 +352,8 @@ func (c *Client) Ranked(precedence int) Ranked { return Ranked{c: c, precedence:
 func (r Ranked) TryAcquire(ctx context.Context, holder string, sems map[string]int, since time.Time) (bool, error) {
 	bs, _, _ := strings.Cut(holder, "/")
 	now := r.c.now()
-	ok, err := r.c.Store.AcquireSemaphores(ctx, store.Acquire{
-		Holder: holder, Buildset: bs, Owner: r.c.Owner, Semaphores: sems,
+	ok, err := TryAcquire(ctx, r.c.Store, Request{
+		Holder: holder, Buildset: bs, Owner: r.c.Owner, Fence: r.c.Fence(), Semaphores: sems,
 		Precedence: r.precedence, Since: since, Now: now,
 	})
 	if ok && err == nil && len(sems) > 0 && r.c.OnGrant != nil {

@@ -269,7 +269,7 @@ func logURL(id, job string, attempt int) string {
 }
 
 func (s *Server) buildsetJSON(ctx context.Context, bs *store.Buildset, withPlan bool) (*BuildsetJSON, error) {
-	rep, err := buildset.MakeReport(ctx, s.st, bs.ID)
+	rep, err := buildset.MakeReport(ctx, s.reads, bs.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -320,7 +320,7 @@ func (s *Server) Buildsets(ctx context.Context, f store.Filter) ([]*BuildsetJSON
 	if f.Limit <= 0 {
 		f.Limit = 50
 	}
-	list, err := s.st.ListBuildsets(ctx, f)
+	list, err := s.reads.ListBuildsets(ctx, f)
 	if err != nil {
 		return nil, "", err
 	}
@@ -350,7 +350,7 @@ func (s *Server) getBuildset(w http.ResponseWriter, r *http.Request) {
 
 // Buildset is one buildset with its plan (GET /api/v1/buildsets/{id}).
 func (s *Server) Buildset(ctx context.Context, id string) (*BuildsetJSON, error) {
-	bs, err := s.st.GetBuildset(ctx, id)
+	bs, err := s.reads.GetBuildset(ctx, id)
 	if err != nil {
 		return nil, noBuildset(err, id)
 	}
@@ -386,7 +386,7 @@ type BuildJSON struct {
 // Build is one build of a buildset (GET /api/v1/buildsets/{id}/builds/{job});
 // store.ErrNotFound when the buildset has no such build.
 func (s *Server) Build(ctx context.Context, id, job string) (*BuildJSON, error) {
-	rep, err := buildset.MakeReport(ctx, s.st, id)
+	rep, err := buildset.MakeReport(ctx, s.reads, id)
 	if err != nil {
 		return nil, noBuildset(err, id)
 	}
@@ -402,7 +402,7 @@ func (s *Server) Build(ctx context.Context, id, job string) (*BuildJSON, error) 
 	if b.Attempt > 0 {
 		b.Log = logURL(id, job, b.Attempt)
 	}
-	atts, err := s.st.Attempts(ctx, id, job)
+	atts, err := s.reads.Attempts(ctx, id, job)
 	if err != nil {
 		return nil, err
 	}
@@ -664,7 +664,7 @@ type PipelineJSON struct {
 
 func (s *Server) pipelines(ctx context.Context) ([]PipelineJSON, error) {
 	cfg := s.Config()
-	active, err := s.st.ActiveBuildsets(ctx)
+	active, err := s.reads.ActiveBuildsets(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -731,15 +731,15 @@ type HolderJSON struct {
 
 func (s *Server) semaphores(ctx context.Context) ([]SemaphoreJSON, error) {
 	cfg := s.Config()
-	hs, err := s.st.Holders(ctx)
+	hs, err := s.reads.Holders(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ws, err := s.st.Waiters(ctx)
+	ws, err := s.reads.Waiters(ctx)
 	if err != nil {
 		return nil, err
 	}
-	expired, err := s.st.ExpiredOwners(ctx, time.Now())
+	expired, err := s.reads.ExpiredOwners(ctx, time.Now())
 	if err != nil {
 		return nil, err
 	}

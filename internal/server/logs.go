@@ -31,7 +31,7 @@ const followPoll = 200 * time.Millisecond
 func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 	id, job := r.PathValue("id"), r.PathValue("job")
 	q := r.URL.Query()
-	atts, err := s.st.Attempts(r.Context(), id, job)
+	atts, err := s.reads.Attempts(r.Context(), id, job)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			err = notFound(fmt.Sprintf("no build %s in buildset %s", job, id))
@@ -168,7 +168,7 @@ func (s *Server) followLog(w http.ResponseWriter, r *http.Request, id, job strin
 	ctx := r.Context()
 	var pending []byte // a partial last line, sent when completed
 	for {
-		atts, err := s.st.Attempts(ctx, id, job)
+		atts, err := s.reads.Attempts(ctx, id, job)
 		if err != nil {
 			return
 		}
@@ -215,7 +215,7 @@ func (s *Server) followLog(w http.ResponseWriter, r *http.Request, id, job strin
 }
 
 func (s *Server) buildDone(r *http.Request, id, job string) (store.Result, bool) {
-	builds, err := s.st.Builds(r.Context(), id)
+	builds, err := s.reads.Builds(r.Context(), id)
 	if err != nil {
 		return "", false
 	}

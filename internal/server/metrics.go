@@ -105,7 +105,7 @@ func (m *metrics) granted(semaphores []string, waited time.Duration) {
 }
 
 // semaphores counts holders and waiters from the store.
-func (m *metrics) semaphores(ctx context.Context, st store.Store) {
+func (m *metrics) semaphores(ctx context.Context, st store.Semaphores) {
 	hs, err := st.Holders(ctx)
 	if err != nil {
 		return

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/buildset"
+	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
-	"github.com/sortie-ci/sortie/internal/store"
 	"github.com/sortie-ci/sortie/internal/trigger/triggertest"
 )
 
@@ -717,7 +717,7 @@ func TestDeadHolderShown(t *testing.T) {
 			t.Fatal(err)
 		}
 		holder := "held-by-" + owner
-		ok, err := e.srv.st.AcquireSemaphores(ctx, store.Acquire{Holder: holder, Buildset: holder, Owner: owner,
+		ok, err := semaphore.TryAcquire(ctx, e.srv.st, semaphore.Request{Holder: holder, Buildset: holder, Owner: owner,
 			Semaphores: map[string]int{"bridge": 2}, Now: now.Add(-2 * time.Minute)})
 		if !ok || err != nil {
 			t.Fatalf("acquire for %s: %v %v", owner, ok, err)

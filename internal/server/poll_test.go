@@ -166,7 +166,7 @@ func TestRunsBuildsetLeftAlone(t *testing.T) {
 	stillQueued(t, e, mine.ID, next)
 	// The run finishes its buildset (here: ends it as a run would on a
 	// cancel); the server's goes on.
-	if err := buildset.End(ctx, e.srv.st, mine.ID, store.Canceled, "test", store.Canceled, "", time.Now()); err != nil {
+	if _, err := e.srv.st.EndBuildset(ctx, store.EndBuildsetParams{ID: mine.ID, Result: store.Canceled, BuildResult: store.Canceled, Reason: "test", At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	if r := e.waitDone(next).Result; r != "SUCCESS" {

@@ -81,9 +81,12 @@ type Options struct {
 
 // Server is a running `sortie serve`. Make it with New, then call Run.
 type Server struct {
-	opt   Options
-	log   *slog.Logger
-	st    store.Store
+	opt Options
+	log *slog.Logger
+	st  store.Store
+	// reads is st as the read paths (API, pages, logs) see it: they
+	// decide nothing and write nothing.
+	reads reader
 	owner string
 
 	reloadMu  sync.Mutex
@@ -126,6 +129,19 @@ type Server struct {
 	lock  *os.File
 }
 
+// reader is what the read paths of the server read from the store.
+type reader interface {
+	GetBuildset(ctx context.Context, id string) (*store.Buildset, error)
+	ListBuildsets(ctx context.Context, f store.Filter) ([]*store.Buildset, error)
+	ActiveBuildsets(ctx context.Context) ([]*store.Buildset, error)
+	Builds(ctx context.Context, buildsetID string) ([]*store.Build, error)
+	Attempts(ctx context.Context, buildsetID, job string) ([]*store.Attempt, error)
+	JobDurations(ctx context.Context, jobs []string) (map[string]time.Duration, error)
+	Holders(ctx context.Context) ([]store.Holder, error)
+	Waiters(ctx context.Context) ([]store.Waiter, error)
+	ExpiredOwners(ctx context.Context, now time.Time) ([]string, error)
+}
+
 // run is one buildset this process runs.
 type run struct {
 	bs     *store.Buildset
@@ -162,7 +178,7 @@ func New(opt Options) (*Server, error) {
 		opt.Tick = time.Second
 	}
 	s := &Server{
-		opt: opt, log: opt.Log, st: opt.Store, owner: opt.Semaphores.Owner,
+		opt: opt, log: opt.Log, st: opt.Store, reads: opt.Store, owner: opt.Semaphores.Owner,
 		cfg: opt.Config, loadedAt: time.Now().UTC(),
 		kick: make(chan struct{}, 1), drain: make(chan struct{}),
 		runs: map[string]*run{}, metrics: newMetrics(), slots: scheduler.NewPool(opt.Config.Limits.MaxParallel),
@@ -535,10 +551,17 @@ func (s *Server) cancelBuild(id, job string) bool {
 }
 
 // finishQueued ends a buildset that never started: every build gets
-// result with reason, and the buildset result with errMsg ("": reason).
+// result with reason, and the buildset result with errMsg ("": reason). A
+// buildset that ended meanwhile is a store.ErrConflict.
 func (s *Server) finishQueued(ctx context.Context, id string, result store.Result, reason, errMsg string) error {
-	if err := buildset.End(ctx, s.st, id, result, reason, result, cmp.Or(errMsg, reason), time.Now().UTC()); err != nil {
+	ended, err := s.opt.Runner.End(ctx, nil, store.EndBuildsetParams{
+		ID: id, Result: result, Error: cmp.Or(errMsg, reason), BuildResult: result, Reason: reason, At: time.Now().UTC(),
+	})
+	if err != nil {
 		return err
+	}
+	if !ended {
+		return fmt.Errorf("buildset %s has ended already: %w", id, store.ErrConflict)
 	}
 	if bs, err := s.st.GetBuildset(ctx, id); err == nil {
 		s.metrics.buildsetDone(bs.Pipeline, result)

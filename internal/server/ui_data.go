@@ -88,7 +88,7 @@ func (s *Server) History(ctx context.Context, q HistoryQuery) (*HistoryPage, err
 	out := &HistoryPage{Rows: []HistoryRow{}}
 	scanned := 0
 	for {
-		list, err := s.st.ListBuildsets(ctx, f)
+		list, err := s.reads.ListBuildsets(ctx, f)
 		if err != nil {
 			return nil, err
 		}
@@ -149,7 +149,7 @@ func (s *Server) buildOfJob(ctx context.Context, bs *store.Buildset, job string)
 	if !found {
 		return nil, nil
 	}
-	builds, err := s.st.Builds(ctx, bs.ID)
+	builds, err := s.reads.Builds(ctx, bs.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +184,7 @@ func (s *Server) JobHistory(ctx context.Context, job string, limit int) ([]Histo
 // JobMedian is the median duration of the job's last successful attempts
 // (the history the scheduler weighs jobs by); ok is false without history.
 func (s *Server) JobMedian(ctx context.Context, job string) (d time.Duration, ok bool, err error) {
-	m, err := s.st.JobDurations(ctx, []string{job})
+	m, err := s.reads.JobDurations(ctx, []string{job})
 	if err != nil {
 		return 0, false, err
 	}
@@ -212,7 +212,7 @@ type LogTail struct {
 // the latest attempt when attempt is 0. It returns store.ErrNotFound for
 // an attempt the build does not have.
 func (s *Server) LogTail(ctx context.Context, id, job string, attempt int, tail int64) (*LogTail, error) {
-	atts, err := s.st.Attempts(ctx, id, job)
+	atts, err := s.reads.Attempts(ctx, id, job)
 	if err != nil {
 		return nil, err
 	}

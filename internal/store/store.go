@@ -6,6 +6,11 @@
 // Every process that shares one store (two `sortie run` on one state dir,
 // several servers on one database) shares its semaphores: holders and
 // waiters are rows, each owned by a process whose lease must be renewed.
+//
+// The interfaces follow the roles of their users (Buildsets, Semaphores,
+// Owners, Pauses, Triggers); Store embeds them all. A store keeps and
+// locks; it decides nothing: which request a semaphore goes to is
+// semaphore.Decide's, applied through UpdateSemaphores.
 package store
 
 import (
@@ -192,41 +197,8 @@ type Filter struct {
 	Limit  int // 0: 50
 }
 
-// Acquire asks for every semaphore of Semaphores at once for one holder.
-type Acquire struct {
-	// Holder identifies the holder, unique in the store: for a build
-	// "<buildset>/<job>", for a buildset's pipeline semaphore "<buildset>".
-	Holder string
-	// Buildset the holder belongs to, so ReleaseBuildset can free them all.
-	Buildset string
-	// Owner is the process whose lease keeps the holder (and waiter) alive.
-	Owner string
-	// Semaphores maps each name to its max, as the acquirer's config says.
-	Semaphores map[string]int
-	// Precedence ranks waiters: higher first, then the older Since. A
-	// waiter's precedence counts one higher for every PrecedenceAging it
-	// has waited (see Rank), so that nothing waits forever.
-	Precedence int
-	Since      time.Time
-	Now        time.Time
-}
-
-// PrecedenceAging is how long a waiter waits for its precedence to count
-// one higher: an hourly run (low) that has waited an hour ranks with a
-// deploy (high) that has just come, and goes first, being older. Every
-// process sharing a store must use the same rule, so it is a constant.
-const PrecedenceAging = 30 * time.Minute
-
-// Rank is a waiter's effective precedence at now: its precedence plus one
-// for every PrecedenceAging it has waited since since.
-func Rank(precedence int, since, now time.Time) int {
-	if waited := now.Sub(since); waited > 0 {
-		return precedence + int(waited/PrecedenceAging)
-	}
-	return precedence
-}
-
-// Holder is a granted Acquire.
+// Holder is a row of a semaphore's holders: a request granted
+// (semaphore.Request).
 type Holder struct {
 	Semaphore  string    `json:"semaphore"`
 	Holder     string    `json:"holder"`
@@ -235,7 +207,8 @@ type Holder struct {
 	AcquiredAt time.Time `json:"acquired_at"`
 }
 
-// Waiter is an Acquire that was not granted yet.
+// Waiter is a row of a semaphore's waiters: a request not granted yet. Its
+// Precedence and Since rank it (semaphore.Decide).
 type Waiter struct {
 	Semaphore  string    `json:"semaphore"`
 	Holder     string    `json:"holder"`
@@ -268,14 +241,44 @@ type Pause struct {
 	At       time.Time
 }
 
-// Store is what Sortie keeps. Implementations are safe for concurrent use
-// by several goroutines and several processes sharing the same database.
+// Fence is one owner incarnation's right to write: the owner and the epoch
+// of its lease. Writes that a process makes for the work it owns carry it.
+//
+// Not checked yet: the stores accept any Fence, and callers pass their
+// owner with epoch 0 (semaphore.Client.Fence). Once owners are rows with
+// epochs, a write whose Fence is not its owner's current live incarnation
+// will be refused and change nothing. A Fence is never the source of a
+// value recorded: the owner a row records is given in its own field.
+type Fence struct {
+	Owner string
+	Epoch int64
+}
+
+// Store is what Sortie keeps: every role below, for the wiring of a
+// process and for the conformance suite. A part that uses a few roles
+// declares the interface it needs instead (buildset.Store,
+// semaphore.Store). Implementations are safe for concurrent use by several
+// goroutines and several processes sharing the same database.
 type Store interface {
+	Buildsets
+	Semaphores
+	Owners
+	Pauses
+	Triggers
+	// Close releases the store's resources.
+	Close() error
+}
+
+// Buildsets keeps buildsets, their builds and attempts, and the history of
+// job durations drawn from them.
+type Buildsets interface {
 	// CreateBuildset inserts a QUEUED buildset and a WAITING build for each
-	// job, and sets bs.Seq. bs.Owner is kept: a process that makes a
-	// buildset to run it at once (`sortie run`) names itself, and no
-	// other process starts it.
-	CreateBuildset(ctx context.Context, bs *Buildset, jobs []string) error
+	// of p.Jobs, and sets p.Buildset.Seq. Its Owner is kept: a process
+	// that makes a buildset to run it at once (`sortie run`) names itself,
+	// and no other process starts it. With p.ConfigError set, the buildset
+	// is made DONE with CONFIG_ERROR in the same transaction (see
+	// CreateBuildsetParams).
+	CreateBuildset(ctx context.Context, p CreateBuildsetParams) error
 	// GetBuildset returns ErrNotFound for an unknown id.
 	GetBuildset(ctx context.Context, id string) (*Buildset, error)
 	// ListBuildsets returns buildsets newest first.
@@ -289,8 +292,13 @@ type Store interface {
 	// StartBuildset moves QUEUED or ADMITTED -> RUNNING with the given
 	// owner, or ErrConflict.
 	StartBuildset(ctx context.Context, id, owner string, at time.Time) error
-	// FinishBuildset moves QUEUED, ADMITTED or RUNNING -> DONE, or ErrConflict.
-	FinishBuildset(ctx context.Context, id string, result Result, errMsg string, at time.Time) error
+	// EndBuildset is the only way a buildset becomes DONE after it was
+	// made, in one transaction: every running attempt gets
+	// p.AttemptResult, every build not DONE its result (see
+	// EndBuildsetParams), the buildset p.Result, and its semaphore holders
+	// and waiters are dropped. ended is false, and nothing changes, when
+	// the buildset was DONE already; an unknown id is ErrNotFound.
+	EndBuildset(ctx context.Context, p EndBuildsetParams) (ended bool, err error)
 	// SetBuildsetOwner changes the owner of a buildset that is not DONE
 	// (a restarted server adopts its dead predecessor's), or ErrConflict.
 	// The buildset's semaphore holders and waiters move to owner in the
@@ -302,34 +310,120 @@ type Store interface {
 	Builds(ctx context.Context, buildsetID string) ([]*Build, error)
 	// StartAttempt moves the build WAITING or RUNNING (a retry) -> RUNNING,
 	// sets its Attempt and Log, and inserts the attempt row.
-	StartAttempt(ctx context.Context, a *Attempt) error
+	StartAttempt(ctx context.Context, p StartAttemptParams) error
 	// FinishAttempt sets the result of a running attempt, or ErrConflict.
-	FinishAttempt(ctx context.Context, buildsetID, job string, number int, result Result, errMsg string, at time.Time) error
+	FinishAttempt(ctx context.Context, p FinishAttemptParams) error
 	// FinishBuild moves WAITING or RUNNING -> DONE with its result and
 	// reason, or ErrConflict if it is already DONE. A build that never
 	// started (SKIPPED, or CANCELED while it waited) keeps null times,
-	// whatever at says.
-	FinishBuild(ctx context.Context, buildsetID, job string, result Result, reason string, at time.Time) error
+	// whatever p.At says.
+	FinishBuild(ctx context.Context, p FinishBuildParams) error
 	// FinishAttemptAndBuild is FinishAttempt then FinishBuild, in one
 	// transaction: both happen or neither (the end of a build's last
-	// attempt is the end of the build).
-	FinishAttemptAndBuild(ctx context.Context, buildsetID, job string, number int, attemptResult Result, errMsg string, result Result, reason string, at time.Time) error
+	// attempt is the end of the build). a and b name the same build.
+	FinishAttemptAndBuild(ctx context.Context, a FinishAttemptParams, b FinishBuildParams) error
 	// Attempts returns a build's attempts in order.
 	Attempts(ctx context.Context, buildsetID, job string) ([]*Attempt, error)
 	// RunningAttempts returns the attempts of a buildset that have not
 	// finished, by job then number.
 	RunningAttempts(ctx context.Context, buildsetID string) ([]*Attempt, error)
 
-	// AcquireSemaphores grants every semaphore of the request, or none.
-	// Before deciding it drops the waiters (not the holders) whose
-	// owner's lease expired at a.Now: a holder keeps its slot until
-	// ReleaseOwner, since what it guards may still run. It grants only when every semaphore has room left
-	// once each live waiter ranked ahead (higher precedence, then older
-	// Since) of that semaphore is counted as holding a slot (for a max-1
-	// semaphore: no such waiter); otherwise it records (or keeps, with its
-	// first rank) the request as a waiter and returns false. Acquiring
-	// again for a holder that already holds is a no-op returning true.
-	AcquireSemaphores(ctx context.Context, a Acquire) (bool, error)
+	// JobDurations returns, for each named job that has history, the median
+	// duration of its last 5 successful attempts (any pipeline).
+	JobDurations(ctx context.Context, jobs []string) (map[string]time.Duration, error)
+}
+
+// CreateBuildsetParams is a buildset to make.
+type CreateBuildsetParams struct {
+	// Buildset is kept as given but for its state, result and Seq; its
+	// ID and CreatedAt must be set.
+	Buildset *Buildset
+	// Jobs get one WAITING build each, in this order.
+	Jobs []string
+	// ConfigError, when set, is why the buildset's graph could not be made
+	// (SPEC §2.2): the buildset is made DONE with CONFIG_ERROR and this as
+	// its Error, with no builds (Jobs must be empty) and the FinishedAt
+	// of Buildset (nil stays nil).
+	ConfigError string
+}
+
+// EndBuildsetParams say how a buildset ends and what becomes of what it
+// left unfinished. Builds and attempts finished already keep their
+// results.
+type EndBuildsetParams struct {
+	ID string
+	// Result and Error are the buildset's.
+	Result Result
+	Error  string
+	// BuildResult is given, with Reason, to every build that never
+	// started (WAITING), and, unless StartedResult is set, to every build
+	// with an attempt started (RUNNING).
+	BuildResult   Result
+	StartedResult Result
+	// AttemptResult is given, with Reason as its error, to every attempt
+	// still running (a dead process's); "" means BuildResult.
+	AttemptResult Result
+	Reason        string
+	// At is when it ended: every FinishedAt set here; a zero At leaves
+	// them nil. A build that never started keeps null times.
+	At time.Time
+	// Fence is the right to write of the process that runs the buildset;
+	// nil for one that nobody runs (a queued buildset cancelled, a dead
+	// run's buildset reaped). Not checked yet (see Fence).
+	Fence *Fence
+}
+
+// StartAttemptParams is an attempt to record as started.
+type StartAttemptParams struct {
+	// Attempt is recorded as given but for its result and FinishedAt.
+	Attempt *Attempt
+	// Fence is the right to write of Attempt.Owner; not checked yet.
+	Fence Fence
+}
+
+// FinishAttemptParams is the end of one attempt of a build.
+type FinishAttemptParams struct {
+	BuildsetID string
+	Job        string
+	Number     int
+	Result     Result
+	Error      string
+	// At is the attempt's FinishedAt; a zero At leaves it nil.
+	At time.Time
+	// Fence is the writer's right to write; not checked yet.
+	Fence Fence
+}
+
+// FinishBuildParams is the end of one build.
+type FinishBuildParams struct {
+	BuildsetID string
+	Job        string
+	Result     Result
+	Reason     string
+	// At is the build's FinishedAt; a zero At leaves it nil, and a build
+	// that never started keeps null times whatever At says.
+	At time.Time
+	// Fence is the writer's right to write; not checked yet.
+	Fence Fence
+}
+
+// Semaphores keeps the holders and waiters of semaphores: rows shared by
+// every process on the store, each owned by a process (Owners).
+type Semaphores interface {
+	// UpdateSemaphores locks the semaphores p.Names against every other
+	// UpdateSemaphores of any of them, in any process, reads their holders
+	// and waiters (each waiter with whether its owner is alive at p.Now),
+	// calls decide with what it read, and applies the change decide
+	// returns; all of it or, if decide or any write fails, none of it. A
+	// change touching a semaphore not in p.Names is refused. decide runs
+	// with the locks held: it must be quick and do no I/O, and it may run
+	// again if the store retries the transaction; only the change of the
+	// last run is applied.
+	//
+	// Holder and waiter rows are inserted only here, under their
+	// semaphore's lock (deletes happen anywhere): a decision can only find
+	// less room than there is, never more.
+	UpdateSemaphores(ctx context.Context, p LockSemaphoresParams, decide func(SemaphoreView) (SemaphoreChange, error)) error
 	// ReleaseSemaphores drops the holder's holds and waits. Releasing
 	// what is not held is not an error.
 	ReleaseSemaphores(ctx context.Context, holder string) error
@@ -338,6 +432,60 @@ type Store interface {
 	// Holders and Waiters list the current rows, by semaphore then time.
 	Holders(ctx context.Context) ([]Holder, error)
 	Waiters(ctx context.Context) ([]Waiter, error)
+}
+
+// LockSemaphoresParams name the semaphores UpdateSemaphores locks and
+// reads.
+type LockSemaphoresParams struct {
+	// Names are the semaphores locked; the change may touch only their
+	// rows.
+	Names []string
+	// Now is when each waiter's owner is judged alive; it must be set.
+	Now time.Time
+	// Fence is the right to write of the owner of the rows the change
+	// inserts; not checked yet (see Fence).
+	Fence Fence
+}
+
+// SemaphoreView is what UpdateSemaphores read of the locked semaphores:
+// every holder and waiter row of them, by semaphore then time then
+// holder.
+type SemaphoreView struct {
+	Now     time.Time
+	Holders []Holder
+	Waiters []WaiterView
+}
+
+// WaiterView is a waiter row, and whether its owner was alive at the
+// view's Now: its lease has not ended, or it has no lease row (see
+// Owners).
+type WaiterView struct {
+	Waiter
+	Alive bool
+}
+
+// WaiterKey names a waiter row.
+type WaiterKey struct {
+	Semaphore string
+	Holder    string
+}
+
+// SemaphoreChange is what UpdateSemaphores applies, in this order: the
+// waiters dropped, then the holders added, then the waiters added.
+type SemaphoreChange struct {
+	// DropWaiters are deleted; a row that is not there is not an error.
+	DropWaiters []WaiterKey
+	// AddHolders are inserted; a holder row that exists already fails the
+	// whole change.
+	AddHolders []Holder
+	// AddWaiters are inserted unless the row exists: a waiter keeps its
+	// first rank.
+	AddWaiters []Waiter
+}
+
+// Owners keeps the leases of the processes that own buildsets, holders and
+// waiters: an owner is alive while it renews its lease.
+type Owners interface {
 	// RenewLease keeps an owner's holders and waiters alive until until.
 	RenewLease(ctx context.Context, owner string, until time.Time) error
 	// LeaseAlive reports whether owner has a lease that has not ended at
@@ -354,11 +502,10 @@ type Store interface {
 	// (SetBuildsetOwner) or released. Releasing an unknown owner is not an
 	// error.
 	ReleaseOwner(ctx context.Context, owner string, keep []string) error
+}
 
-	// JobDurations returns, for each named job that has history, the median
-	// duration of its last 5 successful attempts (any pipeline).
-	JobDurations(ctx context.Context, jobs []string) (map[string]time.Duration, error)
-
+// Pauses keeps operators' pauses.
+type Pauses interface {
 	// SetPause inserts or replaces the pause of p.Pipeline.
 	SetPause(ctx context.Context, p Pause) error
 	// ClearPause removes the pause of pipeline ("": the pause of all, not
@@ -366,7 +513,11 @@ type Store interface {
 	ClearPause(ctx context.Context, pipeline string) error
 	// Pauses returns the pauses by Pipeline ("" first).
 	Pauses(ctx context.Context) ([]Pause, error)
+}
 
+// Triggers keeps what triggers remember: their marks and the webhook
+// deliveries received.
+type Triggers interface {
 	// GetMark returns the value of a trigger's mark (the last cron tick of
 	// a pipeline, the last head polled...), "" when it is unset.
 	GetMark(ctx context.Context, key string) (string, error)
@@ -380,7 +531,4 @@ type Store interface {
 	// the c.Keep newest, so that the record stays bounded; a delivery
 	// forgotten can be claimed again.
 	ClaimDelivery(ctx context.Context, c DeliveryClaim) (bool, error)
-
-	// Close releases the store's resources.
-	Close() error
 }

@@ -90,15 +90,15 @@ func TestLargeBuildset(t *testing.T) {
 		switch i % 3 {
 		case 0, 1:
 			a := &store.Attempt{BuildsetID: id, Job: b.Job, Number: 1, Owner: "test", StartedAt: at, Log: filepath.Join(logDir, b.Job+".log")}
-			if err := u.Store.StartAttempt(ctx, a); err != nil {
+			if err := u.Store.StartAttempt(ctx, store.StartAttemptParams{Attempt: a}); err != nil {
 				t.Fatal(err)
 			}
 			if i%3 == 0 {
 				end := at.Add(time.Duration(5+i%40) * time.Second)
-				if err := u.Store.FinishAttempt(ctx, id, b.Job, 1, store.Success, "", end); err != nil {
+				if err := u.Store.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: id, Job: b.Job, Number: 1, Result: store.Success, Error: "", At: end}); err != nil {
 					t.Fatal(err)
 				}
-				if err := u.Store.FinishBuild(ctx, id, b.Job, store.Success, "", end); err != nil {
+				if err := u.Store.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: id, Job: b.Job, Result: store.Success, Reason: "", At: end}); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/server"
 	"github.com/sortie-ci/sortie/internal/server/servertest"
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
-	"github.com/sortie-ci/sortie/internal/store"
 )
 
 // checkPage checks what every page must have: a language, a title, one
@@ -175,7 +175,7 @@ pipelines:
 	if err := u.Store.RenewLease(ctx, "run-dead!", time.Now().Add(-time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := u.Store.AcquireSemaphores(ctx, store.Acquire{Holder: "gone", Buildset: "gone", Owner: "run-dead!",
+	if ok, err := semaphore.TryAcquire(ctx, u.Store, semaphore.Request{Holder: "gone", Buildset: "gone", Owner: "run-dead!",
 		Semaphores: map[string]int{"spare": 2}, Now: time.Now().Add(-2 * time.Minute)}); !ok || err != nil {
 		t.Fatalf("acquire: %v %v", ok, err)
 	}

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -16,16 +17,29 @@ import (
 const defaultLimit = 50
 
 // CreateBuildset inserts a QUEUED buildset and a WAITING build for each job,
-// in the order given, and sets bs.Seq. Of bs it keeps ID, Pipeline, Commit,
-// Files, Plan, Spec, Cause, RerunOf, Owner and CreatedAt (which must be
-// set); state, result and the other times start empty. An existing ID is an
-// ErrConflict.
-func (s *Store) CreateBuildset(ctx context.Context, bs *store.Buildset, jobs []string) error {
+// in the order given, and sets its Seq. Of p.Buildset it keeps ID,
+// Pipeline, Commit, Files, Plan, Spec, Cause, RerunOf, Owner and CreatedAt
+// (which must be set); state, result and the other times start empty. With
+// p.ConfigError set it inserts the buildset DONE with CONFIG_ERROR and its
+// FinishedAt instead, in the same statement, so that no reader sees it
+// QUEUED. An existing ID is an ErrConflict.
+func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams) error {
+	bs := p.Buildset
 	if bs == nil || bs.ID == "" {
 		return errors.New("sqlite: create buildset: no id")
 	}
 	if bs.CreatedAt.IsZero() {
 		return fmt.Errorf("sqlite: create buildset %s: %w", bs.ID, errZeroTime("CreatedAt"))
+	}
+	state, result, finished := store.BuildsetQueued, store.Result(""), sql.NullInt64{}
+	if p.ConfigError != "" {
+		if len(p.Jobs) > 0 {
+			return fmt.Errorf("sqlite: create buildset %s: a config error with %d jobs: a graph that could not be made has no builds", bs.ID, len(p.Jobs))
+		}
+		state, result = store.BuildsetDone, store.ConfigError
+		if bs.FinishedAt != nil {
+			finished = nullNanos(*bs.FinishedAt)
+		}
 	}
 	var files sql.NullString
 	if bs.Files != nil {
@@ -53,9 +67,10 @@ func (s *Store) CreateBuildset(ctx context.Context, bs *store.Buildset, jobs []s
 			return fmt.Errorf("already exists: %w", store.ErrConflict)
 		}
 		res, err := s.txExec(ctx, tx, `
-			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, plan, spec, cause, rerun_of, owner, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			bs.ID, bs.Pipeline, bs.Commit, files, store.BuildsetQueued, plan, spec, bs.Cause, bs.RerunOf, bs.Owner, nanos(bs.CreatedAt))
+			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, result, error, plan, spec, cause, rerun_of, owner, created_at, finished_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			bs.ID, bs.Pipeline, bs.Commit, files, state, result, p.ConfigError, plan, spec, bs.Cause, bs.RerunOf, bs.Owner,
+			nanos(bs.CreatedAt), finished)
 		if err != nil {
 			return err
 		}
@@ -63,7 +78,7 @@ func (s *Store) CreateBuildset(ctx context.Context, bs *store.Buildset, jobs []s
 		if seq, err = res.LastInsertId(); err != nil {
 			return err
 		}
-		for i, job := range jobs {
+		for i, job := range p.Jobs {
 			_, err := s.txExec(ctx, tx, `
 				INSERT INTO builds (buildset_id, job, seq, state) VALUES (?, ?, ?, ?)`,
 				bs.ID, job, i, store.BuildWaiting)
@@ -280,20 +295,58 @@ func (s *Store) SetBuildsetOwner(ctx context.Context, id, owner string) error {
 	return nil
 }
 
-// FinishBuildset moves QUEUED, ADMITTED or RUNNING -> DONE, or returns
-// ErrConflict (ErrNotFound for an unknown id). A zero at leaves FinishedAt
-// nil.
-func (s *Store) FinishBuildset(ctx context.Context, id string, result store.Result, errMsg string, at time.Time) error {
-	if result == "" {
-		return fmt.Errorf("sqlite: finish buildset %s: empty result", id)
+// EndBuildset ends a buildset not DONE in one transaction: its running
+// attempts, its unfinished builds, the buildset, and its semaphore holders
+// and waiters; see store.Buildsets. It reports false, changing nothing,
+// for a buildset DONE already, and ErrNotFound for an unknown id.
+func (s *Store) EndBuildset(ctx context.Context, p store.EndBuildsetParams) (bool, error) {
+	if p.Result == "" || p.BuildResult == "" {
+		return false, fmt.Errorf("sqlite: end buildset %s: empty result", p.ID)
 	}
-	err := s.cas(ctx, "buildsets", "id = ?", []any{id},
-		`state = ?, result = ?, error = ?, finished_at = ?`, []any{store.BuildsetDone, result, errMsg, nullNanos(at)},
-		store.BuildsetQueued, store.BuildsetAdmitted, store.BuildsetRunning)
+	started := cmp.Or(p.StartedResult, p.BuildResult)
+	attempt := cmp.Or(p.AttemptResult, p.BuildResult)
+	at := nullNanos(p.At)
+	ended := false
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var state string
+		err := s.txRow(ctx, tx, `SELECT state FROM buildsets WHERE id = ?`, p.ID).Scan(&state)
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if store.BuildsetState(state) == store.BuildsetDone {
+			return nil
+		}
+		steps := []struct {
+			q    string
+			args []any
+		}{
+			{`UPDATE attempts SET result = ?, error = ?, finished_at = ? WHERE buildset_id = ? AND result = ''`,
+				[]any{attempt, p.Reason, at, p.ID}},
+			// A build that never started keeps null times (SPEC §2.4, §3).
+			{`UPDATE builds SET state = ?, result = CASE WHEN state = ? THEN ? ELSE ? END, reason = ?,
+				finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE ? END
+				WHERE buildset_id = ? AND state IN (?, ?)`,
+				[]any{store.BuildDone, store.BuildRunning, started, p.BuildResult, p.Reason, at, p.ID, store.BuildWaiting, store.BuildRunning}},
+			{`UPDATE buildsets SET state = ?, result = ?, error = ?, finished_at = ? WHERE id = ?`,
+				[]any{store.BuildsetDone, p.Result, p.Error, at, p.ID}},
+			{`DELETE FROM semaphore_holders WHERE buildset = ?`, []any{p.ID}},
+			{`DELETE FROM semaphore_waiters WHERE buildset = ?`, []any{p.ID}},
+		}
+		for _, st := range steps {
+			if _, err := s.txExec(ctx, tx, st.q, st.args...); err != nil {
+				return err
+			}
+		}
+		ended = true
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("sqlite: finish buildset %s: %w", id, err)
+		return false, fmt.Errorf("sqlite: end buildset %s: %w", p.ID, err)
 	}
-	return nil
+	return ended, nil
 }
 
 // cas updates the row of table selected by key if its state is one of from.
@@ -382,7 +435,8 @@ func (s *Store) buildsetExists(ctx context.Context, id string) error {
 // attempt row. a.Number must be above the build's current attempt, else
 // ErrConflict: two processes cannot both start attempt 2. A DONE build is
 // an ErrConflict, an unknown one ErrNotFound.
-func (s *Store) StartAttempt(ctx context.Context, a *store.Attempt) error {
+func (s *Store) StartAttempt(ctx context.Context, p store.StartAttemptParams) error {
+	a := p.Attempt
 	if a == nil {
 		return errors.New("sqlite: start attempt: nil attempt")
 	}
@@ -432,13 +486,13 @@ func (s *Store) StartAttempt(ctx context.Context, a *store.Attempt) error {
 
 // FinishAttempt sets the result of a running attempt, or returns
 // ErrConflict if it has one already (ErrNotFound if there is no such
-// attempt). A zero at leaves FinishedAt nil.
-func (s *Store) FinishAttempt(ctx context.Context, buildsetID, job string, number int, result store.Result, errMsg string, at time.Time) error {
-	if result == "" {
-		return fmt.Errorf("sqlite: finish attempt %s/%s #%d: empty result", buildsetID, job, number)
+// attempt). A zero p.At leaves FinishedAt nil.
+func (s *Store) FinishAttempt(ctx context.Context, p store.FinishAttemptParams) error {
+	if p.Result == "" {
+		return fmt.Errorf("sqlite: finish attempt %s/%s #%d: empty result", p.BuildsetID, p.Job, p.Number)
 	}
-	if err := finishAttempt(ctx, s.exec, s.row, buildsetID, job, number, result, errMsg, at); err != nil {
-		return fmt.Errorf("sqlite: finish attempt %s/%s #%d: %w", buildsetID, job, number, err)
+	if err := finishAttempt(ctx, s.exec, s.row, p); err != nil {
+		return fmt.Errorf("sqlite: finish attempt %s/%s #%d: %w", p.BuildsetID, p.Job, p.Number, err)
 	}
 	return nil
 }
@@ -447,11 +501,11 @@ func (s *Store) FinishAttempt(ctx context.Context, buildsetID, job string, numbe
 // tells through row why when no row changed (ErrNotFound or ErrConflict).
 func finishAttempt(ctx context.Context,
 	exec func(context.Context, string, ...any) (sql.Result, error), row func(context.Context, string, ...any) *sql.Row,
-	buildsetID, job string, number int, result store.Result, errMsg string, at time.Time) error {
+	p store.FinishAttemptParams) error {
 	res, err := exec(ctx, `
 		UPDATE attempts SET result = ?, error = ?, finished_at = ?
 		WHERE buildset_id = ? AND job = ? AND number = ? AND result = ''`,
-		result, errMsg, nullNanos(at), buildsetID, job, number)
+		p.Result, p.Error, nullNanos(p.At), p.BuildsetID, p.Job, p.Number)
 	if err != nil {
 		return err
 	}
@@ -460,7 +514,7 @@ func finishAttempt(ctx context.Context,
 	}
 	var prev string
 	err = row(ctx, `SELECT result FROM attempts WHERE buildset_id = ? AND job = ? AND number = ?`,
-		buildsetID, job, number).Scan(&prev)
+		p.BuildsetID, p.Job, p.Number).Scan(&prev)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return store.ErrNotFound
@@ -472,40 +526,43 @@ func finishAttempt(ctx context.Context,
 
 // FinishBuild moves WAITING or RUNNING -> DONE with its result and reason,
 // or returns ErrConflict if it is already DONE (ErrNotFound if unknown). A
-// zero at leaves FinishedAt nil, as a SKIPPED build's times are.
-func (s *Store) FinishBuild(ctx context.Context, buildsetID, job string, result store.Result, reason string, at time.Time) error {
-	if result == "" {
-		return fmt.Errorf("sqlite: finish build %s/%s: empty result", buildsetID, job)
+// zero p.At leaves FinishedAt nil, as a SKIPPED build's times are.
+func (s *Store) FinishBuild(ctx context.Context, p store.FinishBuildParams) error {
+	if p.Result == "" {
+		return fmt.Errorf("sqlite: finish build %s/%s: empty result", p.BuildsetID, p.Job)
 	}
-	err := s.cas(ctx, "builds", "buildset_id = ? AND job = ?", []any{buildsetID, job},
+	err := s.cas(ctx, "builds", "buildset_id = ? AND job = ?", []any{p.BuildsetID, p.Job},
 		// A build that never started keeps null times (SPEC §2.4, §3).
 		`state = ?, result = ?, reason = ?, finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE ? END`,
-		[]any{store.BuildDone, result, reason, nullNanos(at)},
+		[]any{store.BuildDone, p.Result, p.Reason, nullNanos(p.At)},
 		store.BuildWaiting, store.BuildRunning)
 	if err != nil {
-		return fmt.Errorf("sqlite: finish build %s/%s: %w", buildsetID, job, err)
+		return fmt.Errorf("sqlite: finish build %s/%s: %w", p.BuildsetID, p.Job, err)
 	}
 	return nil
 }
 
 // FinishAttemptAndBuild finishes an attempt and its build in one
-// transaction; see store.Store.
-func (s *Store) FinishAttemptAndBuild(ctx context.Context, buildsetID, job string, number int, attemptResult store.Result, errMsg string, result store.Result, reason string, at time.Time) error {
-	if attemptResult == "" || result == "" {
-		return fmt.Errorf("sqlite: finish attempt and build %s/%s #%d: empty result", buildsetID, job, number)
+// transaction; see store.Buildsets. a and b must name the same build.
+func (s *Store) FinishAttemptAndBuild(ctx context.Context, a store.FinishAttemptParams, b store.FinishBuildParams) error {
+	if a.BuildsetID != b.BuildsetID || a.Job != b.Job {
+		return fmt.Errorf("sqlite: finish attempt %s/%s #%d and build %s/%s: not the same build", a.BuildsetID, a.Job, a.Number, b.BuildsetID, b.Job)
+	}
+	if a.Result == "" || b.Result == "" {
+		return fmt.Errorf("sqlite: finish attempt and build %s/%s #%d: empty result", a.BuildsetID, a.Job, a.Number)
 	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		exec := func(ctx context.Context, q string, args ...any) (sql.Result, error) {
 			return s.txExec(ctx, tx, q, args...)
 		}
 		row := func(ctx context.Context, q string, args ...any) *sql.Row { return s.txRow(ctx, tx, q, args...) }
-		if err := finishAttempt(ctx, exec, row, buildsetID, job, number, attemptResult, errMsg, at); err != nil {
+		if err := finishAttempt(ctx, exec, row, a); err != nil {
 			return err
 		}
 		res, err := s.txExec(ctx, tx, `
 			UPDATE builds SET state = ?, result = ?, reason = ?, finished_at = ?
 			WHERE buildset_id = ? AND job = ? AND state IN (?, ?)`,
-			store.BuildDone, result, reason, nullNanos(at), buildsetID, job, store.BuildWaiting, store.BuildRunning)
+			store.BuildDone, b.Result, b.Reason, nullNanos(b.At), b.BuildsetID, b.Job, store.BuildWaiting, store.BuildRunning)
 		if err != nil {
 			return err
 		}
@@ -518,7 +575,7 @@ func (s *Store) FinishAttemptAndBuild(ctx context.Context, buildsetID, job strin
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("sqlite: finish attempt and build %s/%s #%d: %w", buildsetID, job, number, err)
+		return fmt.Errorf("sqlite: finish attempt and build %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, err)
 	}
 	return nil
 }

@@ -153,7 +153,7 @@ func TestUpgradeFrom1(t *testing.T) {
 	}
 
 	bs4 := &store.Buildset{ID: "bs4", Pipeline: "deploy", Commit: "c4", CreatedAt: time.Unix(60, 0)}
-	if err := s.CreateBuildset(ctx, bs4, []string{"base"}); err != nil {
+	if err := s.CreateBuildset(ctx, store.CreateBuildsetParams{Buildset: bs4, Jobs: []string{"base"}}); err != nil {
 		t.Fatal(err)
 	}
 	if bs4.Seq != 4 {

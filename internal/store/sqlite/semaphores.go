@@ -4,149 +4,142 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
-// AcquireSemaphores grants every semaphore of the request, or none, in one
-// BEGIN IMMEDIATE transaction, so two processes cannot both take the last
-// slot. First it drops the waiters (not the holders: see dropExpiredWaiters)
-// of owners whose lease ended before a.Now. It grants when, for every semaphore, its holders plus its
-// live waiters ranked ahead stay below its max: each waiter ahead keeps a
-// slot, so a request cannot overtake it, yet a max-3 semaphore with one
-// waiter ahead still lets another in. Ahead means a higher rank (the
-// precedence, plus one per store.PrecedenceAging waited), then older
-// Since, then (for a full tie) the smaller holder name. Else it
-// records the request as a waiter and returns false.
-//
-// A waiter keeps the rank of its first request: asking again with a newer
-// Since does not lose its place. A zero Since means a.Now. Acquiring again
-// for a holder that already holds is a no-op returning true. A request for
-// no semaphore is granted at once and records nothing.
-func (s *Store) AcquireSemaphores(ctx context.Context, a store.Acquire) (bool, error) {
-	if a.Holder == "" {
-		return false, errors.New("sqlite: acquire: no holder")
+// UpdateSemaphores reads the holders and waiters of p.Names, calls decide
+// and applies its change, in one BEGIN IMMEDIATE transaction: SQLite's
+// write lock, taken before the first read, is the lock of every semaphore
+// at once, for this process and every other on the file. A waiter is alive
+// unless its owner has a lease row that ended before p.Now.
+func (s *Store) UpdateSemaphores(ctx context.Context, p store.LockSemaphoresParams, decide func(store.SemaphoreView) (store.SemaphoreChange, error)) error {
+	if p.Now.IsZero() {
+		return fmt.Errorf("sqlite: update semaphores %v: %w", p.Names, errZeroTime("Now"))
 	}
-	if a.Now.IsZero() {
-		return false, fmt.Errorf("sqlite: acquire %s: %w", a.Holder, errZeroTime("Now"))
+	// One statement whatever len(p.Names): the names travel as a JSON array.
+	names, err := json.Marshal(append([]string{}, p.Names...))
+	if err != nil {
+		return fmt.Errorf("sqlite: update semaphores %v: %w", p.Names, err)
 	}
-	names := make([]string, 0, len(a.Semaphores))
-	for name, max := range a.Semaphores {
-		if max < 1 {
-			return false, fmt.Errorf("sqlite: acquire %s: semaphore %s: max %d is below 1", a.Holder, name, max)
-		}
-		names = append(names, name)
+	locked := make(map[string]bool, len(p.Names))
+	for _, n := range p.Names {
+		locked[n] = true
 	}
-	if len(names) == 0 {
-		return true, nil
-	}
-	slices.Sort(names) // a stable order for the rows and the error messages
-	now := nanos(a.Now)
-	since := a.Since
-	if since.IsZero() {
-		since = a.Now
-	}
-
-	var granted bool
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.dropExpiredWaiters(ctx, tx, now); err != nil {
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		v := store.SemaphoreView{Now: p.Now}
+		var err error
+		if v.Holders, err = s.txHolders(ctx, tx, string(names)); err != nil {
 			return err
 		}
-		var holds bool
-		if err := s.txRow(ctx, tx, `SELECT EXISTS (SELECT 1 FROM semaphore_holders WHERE holder = ?)`,
-			a.Holder).Scan(&holds); err != nil {
+		if v.Waiters, err = s.txWaiters(ctx, tx, string(names), nanos(p.Now)); err != nil {
 			return err
 		}
-		if holds {
-			granted = true
-			return nil
-		}
-
-		precedence, sinceNs := int64(a.Precedence), nanos(since)
-		err := s.txRow(ctx, tx, `SELECT precedence, since FROM semaphore_waiters WHERE holder = ? ORDER BY since LIMIT 1`,
-			a.Holder).Scan(&precedence, &sinceNs)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		ch, err := decide(v)
+		if err != nil {
 			return err
 		}
-
-		ok := true
-		for _, name := range names {
-			var held int
-			if err := s.txRow(ctx, tx, `SELECT COUNT(*) FROM semaphore_holders WHERE semaphore = ?`,
-				name).Scan(&held); err != nil {
-				return err
+		for _, w := range ch.DropWaiters {
+			if !locked[w.Semaphore] {
+				return fmt.Errorf("drop waiter %s of semaphore %s, which is not locked", w.Holder, w.Semaphore)
 			}
-			// Ranks age (store.Rank): each waits its precedence plus one
-			// per PrecedenceAging waited, at now.
-			var ahead int
-			err := s.txRow(ctx, tx, `
-				SELECT COUNT(*) FROM (
-					SELECT holder, since,
-						precedence + CASE WHEN ?5 > since THEN (?5 - since) / ?6 ELSE 0 END AS rank
-					FROM semaphore_waiters
-					WHERE semaphore = ?1 AND holder <> ?2)
-				WHERE rank > ?3
-					OR (rank = ?3 AND since < ?4)
-					OR (rank = ?3 AND since = ?4 AND holder < ?2)`,
-				name, a.Holder, int64(store.Rank(int(precedence), time.Unix(0, sinceNs), a.Now)), sinceNs, now,
-				int64(store.PrecedenceAging)).Scan(&ahead)
-			if err != nil {
+			if _, err := s.txExec(ctx, tx, `DELETE FROM semaphore_waiters WHERE semaphore = ? AND holder = ?`,
+				w.Semaphore, w.Holder); err != nil {
 				return err
-			}
-			if held+ahead >= a.Semaphores[name] {
-				ok = false
-				break
 			}
 		}
-
-		if ok {
-			for _, name := range names {
-				_, err := s.txExec(ctx, tx, `
-					INSERT INTO semaphore_holders (semaphore, holder, buildset, owner, acquired_at)
-					VALUES (?, ?, ?, ?, ?)`,
-					name, a.Holder, a.Buildset, a.Owner, now)
-				if err != nil {
-					return fmt.Errorf("semaphore %s: %w", name, err)
-				}
+		for _, h := range ch.AddHolders {
+			if !locked[h.Semaphore] {
+				return fmt.Errorf("add holder %s of semaphore %s, which is not locked", h.Holder, h.Semaphore)
 			}
-			if _, err := s.txExec(ctx, tx, `DELETE FROM semaphore_waiters WHERE holder = ?`, a.Holder); err != nil {
-				return err
+			if h.AcquiredAt.IsZero() {
+				return fmt.Errorf("add holder %s of semaphore %s: %w", h.Holder, h.Semaphore, errZeroTime("AcquiredAt"))
 			}
-			granted = true
-			return nil
+			if _, err := s.txExec(ctx, tx, `
+				INSERT INTO semaphore_holders (semaphore, holder, buildset, owner, acquired_at)
+				VALUES (?, ?, ?, ?, ?)`,
+				h.Semaphore, h.Holder, h.Buildset, h.Owner, nanos(h.AcquiredAt)); err != nil {
+				return fmt.Errorf("add holder %s of semaphore %s: %w", h.Holder, h.Semaphore, err)
+			}
 		}
-
-		for _, name := range names {
-			_, err := s.txExec(ctx, tx, `
+		for _, w := range ch.AddWaiters {
+			if !locked[w.Semaphore] {
+				return fmt.Errorf("add waiter %s of semaphore %s, which is not locked", w.Holder, w.Semaphore)
+			}
+			if w.Since.IsZero() {
+				return fmt.Errorf("add waiter %s of semaphore %s: %w", w.Holder, w.Semaphore, errZeroTime("Since"))
+			}
+			if _, err := s.txExec(ctx, tx, `
 				INSERT INTO semaphore_waiters (semaphore, holder, buildset, owner, precedence, since)
 				VALUES (?, ?, ?, ?, ?, ?)
 				ON CONFLICT (semaphore, holder) DO NOTHING`,
-				name, a.Holder, a.Buildset, a.Owner, precedence, sinceNs)
-			if err != nil {
-				return fmt.Errorf("semaphore %s: %w", name, err)
+				w.Semaphore, w.Holder, w.Buildset, w.Owner, w.Precedence, nanos(w.Since)); err != nil {
+				return fmt.Errorf("add waiter %s of semaphore %s: %w", w.Holder, w.Semaphore, err)
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("sqlite: acquire %s: %w", a.Holder, err)
+		return fmt.Errorf("sqlite: update semaphores %v: %w", p.Names, err)
 	}
-	return granted, nil
+	return nil
 }
 
-// dropExpiredWaiters deletes the waiters of owners whose lease ended before
-// now: a dead process waits for nothing. Its holders stay: the builds they
-// guard may still run on the bastion, and only the owner's reaper
-// (semaphore.Client), once it has ended them, releases them with
-// ReleaseOwner. Owners without a lease row are alive (see the package doc).
-func (s *Store) dropExpiredWaiters(ctx context.Context, tx *sql.Tx, now int64) error {
-	_, err := s.txExec(ctx, tx,
-		`DELETE FROM semaphore_waiters WHERE owner IN (SELECT owner FROM leases WHERE expires_at < ?)`, now)
-	return err
+// txHolders reads the holders of the semaphores named in the JSON array
+// names, in the order of Holders.
+func (s *Store) txHolders(ctx context.Context, tx *sql.Tx, names string) ([]store.Holder, error) {
+	rows, err := s.txQuery(ctx, tx, `
+		SELECT semaphore, holder, buildset, owner, acquired_at FROM semaphore_holders
+		WHERE semaphore IN (SELECT value FROM json_each(?))
+		ORDER BY semaphore, acquired_at, holder`, names)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Holder
+	for rows.Next() {
+		var (
+			h  store.Holder
+			at int64
+		)
+		if err := rows.Scan(&h.Semaphore, &h.Holder, &h.Buildset, &h.Owner, &at); err != nil {
+			return nil, err
+		}
+		h.AcquiredAt = fromNanos(at)
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
+
+// txWaiters reads the waiters of the semaphores named in the JSON array
+// names, in the order of Waiters, each alive unless its owner's lease
+// ended before now.
+func (s *Store) txWaiters(ctx context.Context, tx *sql.Tx, names string, now int64) ([]store.WaiterView, error) {
+	rows, err := s.txQuery(ctx, tx, `
+		SELECT w.semaphore, w.holder, w.buildset, w.owner, w.precedence, w.since,
+			l.expires_at IS NULL OR l.expires_at >= ?
+		FROM semaphore_waiters w LEFT JOIN leases l ON l.owner = w.owner
+		WHERE w.semaphore IN (SELECT value FROM json_each(?))
+		ORDER BY w.semaphore, w.since, w.holder`, now, names)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.WaiterView
+	for rows.Next() {
+		var (
+			w     store.WaiterView
+			since int64
+		)
+		if err := rows.Scan(&w.Semaphore, &w.Holder, &w.Buildset, &w.Owner, &w.Precedence, &since, &w.Alive); err != nil {
+			return nil, err
+		}
+		w.Since = fromNanos(since)
+		out = append(out, w)
+	}
+	return out, rows.Err()
 }
 
 // ReleaseSemaphores drops the holder's holds and waits. Releasing what is

@@ -13,8 +13,9 @@
 // treated as alive. Callers renew an owner's lease before it first acquires a
 // semaphore; until then nothing can tell a slow starter from a dead process,
 // and taking a live holder away is the worse mistake (SPEC §2.5).
-// AcquireSemaphores drops an expired owner's waiters but keeps its holders
-// (its builds may still run) and its lease row; ExpiredOwners reports it
+// UpdateSemaphores shows an expired owner's waiters dead, for the rule
+// (semaphore.Decide) to drop, and its holders as any other, since its
+// builds may still run; its lease row stays, and ExpiredOwners reports it
 // until ReleaseOwner drops its holders, waiters and lease row at once.
 package sqlite
 
@@ -131,6 +132,15 @@ func (s *Store) txRow(ctx context.Context, tx *sql.Tx, query string, args ...any
 	}
 	s.toPrepare.Store(query, true)
 	return tx.QueryRowContext(ctx, query, args...)
+}
+
+// txQuery is txExec for a query.
+func (s *Store) txQuery(ctx context.Context, tx *sql.Tx, query string, args ...any) (*sql.Rows, error) {
+	if st, ok := s.stmts.Load(stmtKey{s.w, query}); ok {
+		return tx.StmtContext(ctx, st.(*sql.Stmt)).QueryContext(ctx, args...)
+	}
+	s.toPrepare.Store(query, true)
+	return tx.QueryContext(ctx, query, args...)
 }
 
 // prepareMissed prepares the statements transactions missed; called with

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/store"
 	"github.com/sortie-ci/sortie/internal/store/sqlite"
 	"github.com/sortie-ci/sortie/internal/store/storetest"
@@ -51,7 +52,7 @@ func TestTwoProcesses(t *testing.T) {
 	sem := map[string]int{"infra-prod-deployment": 1}
 	acq := func(s *sqlite.Store, holder string) bool {
 		t.Helper()
-		ok, err := s.AcquireSemaphores(t.Context(), store.Acquire{
+		ok, err := semaphore.TryAcquire(t.Context(), s, semaphore.Request{
 			Holder: holder, Buildset: holder, Owner: holder, Semaphores: sem, Since: now, Now: now,
 		})
 		if err != nil {
@@ -119,7 +120,7 @@ func TestReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	created := time.Date(2026, 1, 1, 0, 0, 0, 1, time.UTC)
-	if err := s.CreateBuildset(ctx, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: created}, []string{"base"}); err != nil {
+	if err := s.CreateBuildset(ctx, store.CreateBuildsetParams{Buildset: &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: created}, Jobs: []string{"base"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -175,14 +176,15 @@ func ExampleOpen() {
 	defer s.Close()
 
 	now := time.Now()
-	// Renew the owner's lease before acquiring: an owner whose lease
-	// expires loses its semaphores to the next acquirer.
+	// Renew the owner's lease before acquiring: once it expires, the
+	// owner's waiters count for nothing, and a reaper may end its builds
+	// and release its holders.
 	if err := s.RenewLease(ctx, "proc-1", now.Add(time.Minute)); err != nil {
 		fmt.Println(err)
 		return
 	}
 	for _, holder := range []string{"bs1", "bs2"} {
-		ok, err := s.AcquireSemaphores(ctx, store.Acquire{
+		ok, err := semaphore.TryAcquire(ctx, s, semaphore.Request{
 			Holder: holder, Buildset: holder, Owner: "proc-1",
 			Semaphores: map[string]int{"infra-prod-deployment": 1},
 			Since:      now, Now: now,

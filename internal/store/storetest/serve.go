@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
@@ -29,7 +30,7 @@ func testSeq(t *testing.T, s store.Store) {
 	}
 	// A refused create does not break the order.
 	dup := &store.Buildset{ID: "bs0", Pipeline: "deploy", Commit: "a", CreatedAt: t0}
-	wantErr(t, "create duplicate", s.CreateBuildset(t.Context(), dup, nil), store.ErrConflict)
+	wantErr(t, "create duplicate", s.CreateBuildset(t.Context(), store.CreateBuildsetParams{Buildset: dup}), store.ErrConflict)
 	last := &store.Buildset{ID: "last", Pipeline: "deploy", Commit: "a", CreatedAt: t0}
 	create(t, s, last)
 	if last.Seq <= seqs[len(seqs)-1] {
@@ -125,13 +126,13 @@ func testAdmitTransitions(t *testing.T, s store.Store) {
 	checkUTC(t, "StartedAt", got.StartedAt)
 	wantErr(t, "admit running", s.AdmitBuildset(ctx, "bs1", "server-1", at(4*time.Second)), store.ErrConflict)
 	wantErr(t, "start running", s.StartBuildset(ctx, "bs1", "server-1", at(4*time.Second)), store.ErrConflict)
-	must(t, "finish", s.FinishBuildset(ctx, "bs1", store.Success, "", at(5*time.Second)))
+	finish(t, s, "bs1", store.Success, "", at(5*time.Second))
 	wantErr(t, "admit done", s.AdmitBuildset(ctx, "bs1", "server-1", at(6*time.Second)), store.ErrConflict)
 
 	// ADMITTED -> DONE: cancelled while waiting for its pipeline semaphore.
 	create(t, s, &store.Buildset{ID: "bs2", Pipeline: "deploy", Commit: "a", CreatedAt: t0})
 	must(t, "admit bs2", s.AdmitBuildset(ctx, "bs2", "server-1", at(time.Second)))
-	must(t, "finish admitted", s.FinishBuildset(ctx, "bs2", store.Canceled, "", at(2*time.Second)))
+	finish(t, s, "bs2", store.Canceled, "", at(2*time.Second))
 	diff(t, "finished from ADMITTED", &store.Buildset{
 		ID: "bs2", Pipeline: "deploy", Commit: "a", State: store.BuildsetDone, Result: store.Canceled, Owner: "server-1",
 		CreatedAt: t0, FinishedAt: ptr(at(2 * time.Second)),
@@ -161,8 +162,8 @@ func testActiveBuildsets(t *testing.T, s store.Store) {
 	must(t, "admit", s.AdmitBuildset(ctx, "admitted", "server", at(time.Minute)))
 	must(t, "start running", s.StartBuildset(ctx, "running", "server", at(time.Minute)))
 	must(t, "start done", s.StartBuildset(ctx, "done", "server", at(time.Minute)))
-	must(t, "finish done", s.FinishBuildset(ctx, "done", store.Success, "", at(2*time.Minute)))
-	must(t, "finish failed", s.FinishBuildset(ctx, "failed", store.ConfigError, "cycle", at(2*time.Minute)))
+	finish(t, s, "done", store.Success, "", at(2*time.Minute))
+	finish(t, s, "failed", store.ConfigError, "cycle", at(2*time.Minute))
 	diff(t, "active", []string{"queued", "running", "admitted", "late"}, active())
 
 	bss, err := s.ActiveBuildsets(ctx)
@@ -182,7 +183,7 @@ func testActiveBuildsets(t *testing.T, s store.Store) {
 		}
 	}
 
-	must(t, "finish running", s.FinishBuildset(ctx, "running", store.Canceled, "", at(3*time.Minute)))
+	finish(t, s, "running", store.Canceled, "", at(3*time.Minute))
 	diff(t, "active after finish", []string{"queued", "admitted", "late"}, active())
 }
 
@@ -194,7 +195,7 @@ func testSetBuildsetOwner(t *testing.T, s store.Store) {
 	must(t, "admit", s.AdmitBuildset(ctx, "admitted", "dead", at(time.Second)))
 	must(t, "start", s.StartBuildset(ctx, "running", "dead", at(time.Second)))
 	must(t, "start done", s.StartBuildset(ctx, "done", "dead", at(time.Second)))
-	must(t, "finish done", s.FinishBuildset(ctx, "done", store.Success, "", at(2*time.Second)))
+	finish(t, s, "done", store.Success, "", at(2*time.Second))
 
 	for _, id := range []string{"queued", "admitted", "running"} {
 		before := get(t, s, id)
@@ -211,7 +212,7 @@ func testSetBuildsetOwner(t *testing.T, s store.Store) {
 
 	// The heir can go on with the adopted buildsets.
 	must(t, "start adopted", s.StartBuildset(ctx, "admitted", "heir", at(3*time.Second)))
-	must(t, "finish adopted", s.FinishBuildset(ctx, "running", store.Error, "lost", at(3*time.Second)))
+	finish(t, s, "running", store.Error, "lost", at(3*time.Second))
 }
 
 func testRunningAttempts(t *testing.T, s store.Store) {
@@ -226,14 +227,14 @@ func testRunningAttempts(t *testing.T, s store.Store) {
 	start := func(id, job string, n int, owner string) {
 		t.Helper()
 		must(t, fmt.Sprintf("start %s/%s #%d", id, job, n),
-			s.StartAttempt(ctx, &store.Attempt{BuildsetID: id, Job: job, Number: n, Owner: owner, StartedAt: at(time.Duration(n) * time.Second), Log: fmt.Sprintf("%s.%d", job, n)}))
+			s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: id, Job: job, Number: n, Owner: owner, StartedAt: at(time.Duration(n) * time.Second), Log: fmt.Sprintf("%s.%d", job, n)}}))
 	}
 	start("bs1", "zuul", 1, "p1")
 	start("bs1", "base", 1, "p1")
-	must(t, "finish base #1", s.FinishAttempt(ctx, "bs1", "base", 1, store.Retry, "ssh: refused", at(2*time.Second)))
+	must(t, "finish base #1", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 1, Result: store.Retry, Error: "ssh: refused", At: at(2 * time.Second)}))
 	start("bs1", "base", 2, "p1")
 	start("bs1", "bootstrap", 1, "p1")
-	must(t, "finish bootstrap", s.FinishAttempt(ctx, "bs1", "bootstrap", 1, store.Success, "", at(3*time.Second)))
+	must(t, "finish bootstrap", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "bootstrap", Number: 1, Result: store.Success, Error: "", At: at(3 * time.Second)}))
 	start("bs2", "base", 1, "p2") // another buildset's
 
 	got, err = s.RunningAttempts(ctx, "bs1")
@@ -248,12 +249,12 @@ func testRunningAttempts(t *testing.T, s store.Store) {
 	}
 
 	// Finished without a time (FinishedAt nil), it has a result: not running.
-	must(t, "finish zuul without a time", s.FinishAttempt(ctx, "bs1", "zuul", 1, store.Lost, "owner died", time.Time{}))
+	must(t, "finish zuul without a time", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "zuul", Number: 1, Result: store.Lost, Error: "owner died", At: time.Time{}}))
 	got, err = s.RunningAttempts(ctx, "bs1")
 	must(t, "running attempts after lost", err)
 	diff(t, "RunningAttempts after lost", want[:1], got)
 
-	must(t, "finish base #2", s.FinishAttempt(ctx, "bs1", "base", 2, store.Success, "", at(4*time.Second)))
+	must(t, "finish base #2", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 2, Result: store.Success, Error: "", At: at(4 * time.Second)}))
 	got, err = s.RunningAttempts(ctx, "bs1")
 	must(t, "running attempts after all finished", err)
 	diff(t, "RunningAttempts after all finished", []*store.Attempt(nil), got, cmpopts.EquateEmpty())
@@ -303,10 +304,10 @@ func testReleaseOwnerKeeps(t *testing.T, s store.Store) {
 	must(t, "renew dead", s.RenewLease(ctx, "dead", T))
 	must(t, "renew heir", s.RenewLease(ctx, "heir", T.Add(time.Hour)))
 	bridge := map[string]int{"bridge": 1}
-	acquire(t, s, store.Acquire{Holder: "deploy", Buildset: "deploy", Owner: "dead", Semaphores: bridge, Precedence: 2, Since: t0, Now: t0}, true)
-	acquire(t, s, store.Acquire{Holder: "deploy/a", Buildset: "deploy", Owner: "dead", Semaphores: map[string]int{"pool": 1}, Since: t0, Now: t0}, true)
+	acquire(t, s, semaphore.Request{Holder: "deploy", Buildset: "deploy", Owner: "dead", Semaphores: bridge, Precedence: 2, Since: t0, Now: t0}, true)
+	acquire(t, s, semaphore.Request{Holder: "deploy/a", Buildset: "deploy", Owner: "dead", Semaphores: map[string]int{"pool": 1}, Since: t0, Now: t0}, true)
 	// An older, higher-ranked waiter of another owner.
-	acquire(t, s, store.Acquire{Holder: "hourly", Buildset: "hourly", Owner: "heir", Semaphores: bridge, Precedence: 3, Since: t0.Add(-time.Hour), Now: t0}, false)
+	acquire(t, s, semaphore.Request{Holder: "hourly", Buildset: "hourly", Owner: "heir", Semaphores: bridge, Precedence: 3, Since: t0.Add(-time.Hour), Now: t0}, false)
 
 	must(t, "release dead keeping deploy", s.ReleaseOwner(ctx, "dead", []string{"deploy"}))
 	diff(t, "holders after release", []string{"bridge:deploy"}, holding(t, s))
@@ -315,7 +316,7 @@ func testReleaseOwnerKeeps(t *testing.T, s store.Store) {
 	diff(t, "expired", []string{"heir"}, expired)
 	// The kept holder is not free: the waiter ranked ahead still waits,
 	// whatever the time.
-	acquire(t, s, store.Acquire{Holder: "hourly", Buildset: "hourly", Owner: "heir", Semaphores: bridge, Precedence: 3, Since: t0.Add(-time.Hour), Now: T}, false)
+	acquire(t, s, semaphore.Request{Holder: "hourly", Buildset: "hourly", Owner: "heir", Semaphores: bridge, Precedence: 3, Since: t0.Add(-time.Hour), Now: T}, false)
 
 	must(t, "adopt", s.SetBuildsetOwner(ctx, "deploy", "heir"))
 	hs, err := s.Holders(ctx)
@@ -324,13 +325,13 @@ func testReleaseOwnerKeeps(t *testing.T, s store.Store) {
 		t.Fatalf("after adoption the holder is %+v, want deploy owned by heir", hs)
 	}
 	// The adopter's acquire for the buildset is the no-op of a holder.
-	acquire(t, s, store.Acquire{Holder: "deploy", Buildset: "deploy", Owner: "heir", Semaphores: bridge, Precedence: 2, Since: t0, Now: T}, true)
+	acquire(t, s, semaphore.Request{Holder: "deploy", Buildset: "deploy", Owner: "heir", Semaphores: bridge, Precedence: 2, Since: t0, Now: T}, true)
 	// The adopted holder is the heir's now: releasing the dead one again
 	// does not touch it.
 	must(t, "release dead again", s.ReleaseOwner(ctx, "dead", nil))
 	diff(t, "holders after adoption", []string{"bridge:deploy"}, holding(t, s))
 	must(t, "release deploy", s.ReleaseBuildset(ctx, "deploy"))
-	acquire(t, s, store.Acquire{Holder: "hourly", Buildset: "hourly", Owner: "heir", Semaphores: bridge, Precedence: 3, Since: t0.Add(-time.Hour), Now: T}, true)
+	acquire(t, s, semaphore.Request{Holder: "hourly", Buildset: "hourly", Owner: "heir", Semaphores: bridge, Precedence: 3, Since: t0.Add(-time.Hour), Now: T}, true)
 }
 
 func testPauses(t *testing.T, s store.Store) {

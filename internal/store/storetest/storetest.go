@@ -8,15 +8,24 @@
 //     Filter.Before naming no buildset, are ErrNotFound.
 //   - StartAttempt with a Number not above the build's Attempt is an
 //     ErrConflict (two processes cannot both start attempt 2).
-//   - A zero time given to StartBuildset, FinishBuildset, FinishAttempt or
+//   - A zero time given to StartBuildset, EndBuildset, FinishAttempt or
 //     FinishBuild leaves that time nil; FinishBuild of a build that never
 //     started leaves it nil whatever the time (SKIPPED builds have null
 //     times).
+//   - EndBuildset of a DONE buildset reports false and changes nothing,
+//     not even the semaphore rows of that buildset; a RUNNING build
+//     between two attempts (none running) gets StartedResult.
+//   - CreateBuildset with a ConfigError and jobs is refused; with none it
+//     makes the buildset DONE, never seen QUEUED.
 //   - A lease "until T" is alive at T and expired after it.
 //   - An owner that never renewed a lease is alive.
-//   - AcquireSemaphores drops an expired owner's waiters, never its
-//     holders: they keep their slots, and ExpiredOwners keeps reporting the
-//     owner, until ReleaseOwner.
+//   - UpdateSemaphores sees a waiter alive until its owner's lease ends
+//     (an owner without a lease is alive) and drops nothing by itself;
+//     through semaphore.TryAcquire an expired owner's waiters are dropped,
+//     never its holders: they keep their slots, and ExpiredOwners keeps
+//     reporting the owner, until ReleaseOwner.
+//   - UpdateSemaphores applies all of a change or none of it, and refuses
+//     one that touches a semaphore it did not lock.
 //   - A waiter keeps the rank of its first request.
 //   - A waiter ranked ahead keeps one slot of each semaphore it waits for:
 //     a later request is granted only if room remains beyond those slots.
@@ -48,6 +57,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
@@ -68,6 +78,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ListPages", testListPages},
 		{"ListDefaultLimit", testListDefaultLimit},
 		{"BuildsetTransitions", testBuildsetTransitions},
+		{"EndBuildset", testEndBuildset},
+		{"EndBuildsetDefaults", testEndBuildsetDefaults},
+		{"CreateConfigError", testCreateConfigError},
 		{"BuildTransitions", testBuildTransitions},
 		{"Attempts", testAttempts},
 		{"AttemptConflicts", testAttemptConflicts},
@@ -103,6 +116,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Marks", testMarks},
 		{"Deliveries", testDeliveries},
 		{"SemaphoreConcurrency", testSemaphoreConcurrency},
+		{"UpdateView", testUpdateView},
+		{"UpdateAliveFlag", testUpdateAliveFlag},
+		{"UpdateAtomic", testUpdateAtomic},
+		{"UpdateKeepsFirstRank", testUpdateKeepsFirstRank},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -136,7 +153,7 @@ func must(t *testing.T, what string, err error) {
 
 func create(t *testing.T, s store.Store, bs *store.Buildset, jobs ...string) {
 	t.Helper()
-	must(t, "create buildset "+bs.ID, s.CreateBuildset(t.Context(), bs, jobs))
+	must(t, "create buildset "+bs.ID, s.CreateBuildset(t.Context(), store.CreateBuildsetParams{Buildset: bs, Jobs: jobs}))
 }
 
 func get(t *testing.T, s store.Store, id string) *store.Buildset {
@@ -144,6 +161,19 @@ func get(t *testing.T, s store.Store, id string) *store.Buildset {
 	bs, err := s.GetBuildset(t.Context(), id)
 	must(t, "get buildset "+id, err)
 	return bs
+}
+
+// finish ends a buildset through EndBuildset, its unfinished builds
+// CANCELED, and fails unless it ended.
+func finish(t *testing.T, s store.Store, id string, result store.Result, errMsg string, at time.Time) {
+	t.Helper()
+	ended, err := s.EndBuildset(t.Context(), store.EndBuildsetParams{
+		ID: id, Result: result, Error: errMsg, BuildResult: store.Canceled, Reason: "test", At: at,
+	})
+	must(t, "end buildset "+id, err)
+	if !ended {
+		t.Fatalf("end buildset %s: it was DONE already", id)
+	}
 }
 
 func build(t *testing.T, s store.Store, buildsetID, job string) *store.Build {
@@ -251,7 +281,7 @@ func testFilesNilVersusEmpty(t *testing.T, s store.Store) {
 
 func testCreateDuplicate(t *testing.T, s store.Store) {
 	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "bootstrap")
-	err := s.CreateBuildset(t.Context(), &store.Buildset{ID: "bs1", Pipeline: "hourly", Commit: "b", CreatedAt: at(time.Second)}, []string{"x"})
+	err := s.CreateBuildset(t.Context(), store.CreateBuildsetParams{Buildset: &store.Buildset{ID: "bs1", Pipeline: "hourly", Commit: "b", CreatedAt: at(time.Second)}, Jobs: []string{"x"}})
 	wantErr(t, "create duplicate", err, store.ErrConflict)
 	if got := get(t, s, "bs1"); got.Pipeline != "deploy" {
 		t.Errorf("duplicate create changed the buildset: %+v", got)
@@ -306,10 +336,10 @@ func testList(t *testing.T, s store.Store) {
 	create(t, s, &store.Buildset{ID: "d2", Pipeline: "deploy", Commit: "c", CreatedAt: at(3 * time.Second)})
 	create(t, s, &store.Buildset{ID: "h2", Pipeline: "hourly", Commit: "c", CreatedAt: at(4*time.Second + 1)})
 	must(t, "start d0", s.StartBuildset(ctx, "d0", "p1", at(5*time.Second)))
-	must(t, "finish d0", s.FinishBuildset(ctx, "d0", store.Success, "", at(6*time.Second)))
+	finish(t, s, "d0", store.Success, "", at(6*time.Second))
 	must(t, "start d1", s.StartBuildset(ctx, "d1", "p1", at(5*time.Second)))
-	must(t, "finish d1", s.FinishBuildset(ctx, "d1", store.Failure, "base failed", at(6*time.Second)))
-	must(t, "finish h1", s.FinishBuildset(ctx, "h1", store.Success, "", at(6*time.Second)))
+	finish(t, s, "d1", store.Failure, "base failed", at(6*time.Second))
+	finish(t, s, "h1", store.Success, "", at(6*time.Second))
 	must(t, "start h2", s.StartBuildset(ctx, "h2", "p1", at(5*time.Second)))
 
 	for _, tt := range []struct {
@@ -402,8 +432,13 @@ func testBuildsetTransitions(t *testing.T, s store.Store) {
 	}
 	checkUTC(t, "StartedAt", got.StartedAt)
 
-	must(t, "finish", s.FinishBuildset(ctx, "bs1", store.Failure, "letsencrypt failed", at(3*time.Second)))
-	wantErr(t, "finish done", s.FinishBuildset(ctx, "bs1", store.Success, "", at(4*time.Second)), store.ErrConflict)
+	finish(t, s, "bs1", store.Failure, "letsencrypt failed", at(3*time.Second))
+	// Ending it again changes nothing, and says so.
+	ended, err := s.EndBuildset(ctx, store.EndBuildsetParams{ID: "bs1", Result: store.Success, BuildResult: store.Success, At: at(4 * time.Second)})
+	must(t, "end done", err)
+	if ended {
+		t.Error("end done: ended again")
+	}
 	wantErr(t, "start done", s.StartBuildset(ctx, "bs1", "proc-2", at(4*time.Second)), store.ErrConflict)
 	got = get(t, s, "bs1")
 	want := &store.Buildset{
@@ -414,15 +449,16 @@ func testBuildsetTransitions(t *testing.T, s store.Store) {
 	diff(t, "after finish", want, got, ignoreSeq)
 	checkUTC(t, "FinishedAt", got.FinishedAt)
 
-	// A buildset whose graph cannot be made is finished from QUEUED.
-	create(t, s, &store.Buildset{ID: "bad", Pipeline: "hourly", Commit: "a", CreatedAt: t0})
-	must(t, "finish queued", s.FinishBuildset(ctx, "bad", store.ConfigError, "service-zuul needs base", at(time.Second)))
-	if got := get(t, s, "bad"); got.State != store.BuildsetDone || got.Result != store.ConfigError || got.StartedAt != nil {
-		t.Errorf("finished from QUEUED: %+v", got)
+	// A queued buildset cancelled before it ran is ended from QUEUED.
+	create(t, s, &store.Buildset{ID: "queued", Pipeline: "hourly", Commit: "a", CreatedAt: t0})
+	finish(t, s, "queued", store.Canceled, "cancelled by alice", at(time.Second))
+	if got := get(t, s, "queued"); got.State != store.BuildsetDone || got.Result != store.Canceled || got.StartedAt != nil {
+		t.Errorf("ended from QUEUED: %+v", got)
 	}
 
 	wantErr(t, "start unknown", s.StartBuildset(ctx, "nope", "p", t0), store.ErrNotFound)
-	wantErr(t, "finish unknown", s.FinishBuildset(ctx, "nope", store.Success, "", t0), store.ErrNotFound)
+	_, err = s.EndBuildset(ctx, store.EndBuildsetParams{ID: "nope", Result: store.Success, BuildResult: store.Success, At: t0})
+	wantErr(t, "end unknown", err, store.ErrNotFound)
 }
 
 func testBuildTransitions(t *testing.T, s store.Store) {
@@ -431,19 +467,19 @@ func testBuildTransitions(t *testing.T, s store.Store) {
 
 	// Skipped without ever starting: null times, a reason, even when the
 	// caller gives the time it decided so.
-	must(t, "skip", s.FinishBuild(ctx, "bs1", "zuul", store.Skipped, "dependency base failed", at(time.Second)))
+	must(t, "skip", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "zuul", Result: store.Skipped, Reason: "dependency base failed", At: at(time.Second)}))
 	diff(t, "skipped build", &store.Build{
 		BuildsetID: "bs1", Job: "zuul", State: store.BuildDone, Result: store.Skipped, Reason: "dependency base failed",
 	}, build(t, s, "bs1", "zuul"))
-	wantErr(t, "finish skipped", s.FinishBuild(ctx, "bs1", "zuul", store.Success, "", at(time.Second)), store.ErrConflict)
+	wantErr(t, "finish skipped", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "zuul", Result: store.Success, Reason: "", At: at(time.Second)}), store.ErrConflict)
 	wantErr(t, "start attempt of done build",
-		s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: "zuul", Number: 1, Owner: "p", StartedAt: at(time.Second)}),
+		s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "zuul", Number: 1, Owner: "p", StartedAt: at(time.Second)}}),
 		store.ErrConflict)
 
-	must(t, "start attempt", s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "p", StartedAt: at(time.Second), Log: "logs/bs1/base/1"}))
-	must(t, "finish attempt", s.FinishAttempt(ctx, "bs1", "base", 1, store.Failure, "exit status 2", at(2*time.Second)))
-	must(t, "finish build", s.FinishBuild(ctx, "bs1", "base", store.Failure, "", at(2*time.Second)))
-	wantErr(t, "finish build twice", s.FinishBuild(ctx, "bs1", "base", store.Failure, "", at(3*time.Second)), store.ErrConflict)
+	must(t, "start attempt", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "p", StartedAt: at(time.Second), Log: "logs/bs1/base/1"}}))
+	must(t, "finish attempt", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 1, Result: store.Failure, Error: "exit status 2", At: at(2 * time.Second)}))
+	must(t, "finish build", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "base", Result: store.Failure, Reason: "", At: at(2 * time.Second)}))
+	wantErr(t, "finish build twice", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "base", Result: store.Failure, Reason: "", At: at(3 * time.Second)}), store.ErrConflict)
 	got := build(t, s, "bs1", "base")
 	diff(t, "finished build", &store.Build{
 		BuildsetID: "bs1", Job: "base", State: store.BuildDone, Result: store.Failure, Attempt: 1,
@@ -451,8 +487,8 @@ func testBuildTransitions(t *testing.T, s store.Store) {
 	}, got)
 	checkUTC(t, "build times", got.StartedAt, got.FinishedAt)
 
-	wantErr(t, "finish unknown build", s.FinishBuild(ctx, "bs1", "nope", store.Success, "", t0), store.ErrNotFound)
-	wantErr(t, "finish build of unknown buildset", s.FinishBuild(ctx, "nope", "base", store.Success, "", t0), store.ErrNotFound)
+	wantErr(t, "finish unknown build", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "nope", Result: store.Success, Reason: "", At: t0}), store.ErrNotFound)
+	wantErr(t, "finish build of unknown buildset", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "nope", Job: "base", Result: store.Success, Reason: "", At: t0}), store.ErrNotFound)
 }
 
 func testAttempts(t *testing.T, s store.Store) {
@@ -465,15 +501,15 @@ func testAttempts(t *testing.T, s store.Store) {
 		t.Errorf("attempts before any: %v", got)
 	}
 
-	must(t, "start #1", s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "proc-1", StartedAt: at(time.Second), Log: "log-1"}))
+	must(t, "start #1", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "proc-1", StartedAt: at(time.Second), Log: "log-1"}}))
 	diff(t, "build after #1", &store.Build{
 		BuildsetID: "bs1", Job: "base", State: store.BuildRunning, Attempt: 1, StartedAt: ptr(at(time.Second)), Log: "log-1",
 	}, build(t, s, "bs1", "base"))
-	must(t, "finish #1", s.FinishAttempt(ctx, "bs1", "base", 1, store.Lost, "ssh: connection refused", at(2*time.Second)))
-	wantErr(t, "finish #1 twice", s.FinishAttempt(ctx, "bs1", "base", 1, store.Success, "", at(3*time.Second)), store.ErrConflict)
+	must(t, "finish #1", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 1, Result: store.Lost, Error: "ssh: connection refused", At: at(2 * time.Second)}))
+	wantErr(t, "finish #1 twice", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 1, Result: store.Success, Error: "", At: at(3 * time.Second)}), store.ErrConflict)
 
 	// A retry while the build is RUNNING.
-	must(t, "start #2", s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 2, Owner: "proc-2", StartedAt: at(3 * time.Second), Log: "log-2"}))
+	must(t, "start #2", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 2, Owner: "proc-2", StartedAt: at(3 * time.Second), Log: "log-2"}}))
 	diff(t, "build after #2", &store.Build{
 		BuildsetID: "bs1", Job: "base", State: store.BuildRunning, Attempt: 2,
 		StartedAt: ptr(at(time.Second)), // the first attempt's start
@@ -492,8 +528,8 @@ func testAttempts(t *testing.T, s store.Store) {
 		checkUTC(t, "attempt times", &a.StartedAt, a.FinishedAt)
 	}
 
-	must(t, "finish #2", s.FinishAttempt(ctx, "bs1", "base", 2, store.Success, "", at(4*time.Second)))
-	must(t, "finish build", s.FinishBuild(ctx, "bs1", "base", store.Success, "", at(4*time.Second)))
+	must(t, "finish #2", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 2, Result: store.Success, Error: "", At: at(4 * time.Second)}))
+	must(t, "finish build", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "base", Result: store.Success, Reason: "", At: at(4 * time.Second)}))
 	diff(t, "build after success", &store.Build{
 		BuildsetID: "bs1", Job: "base", State: store.BuildDone, Result: store.Success, Attempt: 2,
 		StartedAt: ptr(at(time.Second)), FinishedAt: ptr(at(4 * time.Second)), Log: "log-2",
@@ -503,22 +539,22 @@ func testAttempts(t *testing.T, s store.Store) {
 func testAttemptConflicts(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "base")
-	must(t, "start #1", s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "p1", StartedAt: at(time.Second)}))
-	must(t, "start #2", s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 2, Owner: "p1", StartedAt: at(2 * time.Second)}))
+	must(t, "start #1", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "p1", StartedAt: at(time.Second)}}))
+	must(t, "start #2", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 2, Owner: "p1", StartedAt: at(2 * time.Second)}}))
 	wantErr(t, "start #2 again",
-		s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 2, Owner: "p2", StartedAt: at(3 * time.Second)}),
+		s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 2, Owner: "p2", StartedAt: at(3 * time.Second)}}),
 		store.ErrConflict)
 	wantErr(t, "start #1 again",
-		s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "p2", StartedAt: at(3 * time.Second)}),
+		s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "p2", StartedAt: at(3 * time.Second)}}),
 		store.ErrConflict)
 	wantErr(t, "start attempt of unknown build",
-		s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: "nope", Number: 1, Owner: "p", StartedAt: t0}),
+		s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "nope", Number: 1, Owner: "p", StartedAt: t0}}),
 		store.ErrNotFound)
 	wantErr(t, "start attempt of unknown buildset",
-		s.StartAttempt(ctx, &store.Attempt{BuildsetID: "nope", Job: "base", Number: 1, Owner: "p", StartedAt: t0}),
+		s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "nope", Job: "base", Number: 1, Owner: "p", StartedAt: t0}}),
 		store.ErrNotFound)
-	wantErr(t, "finish unknown attempt", s.FinishAttempt(ctx, "bs1", "base", 3, store.Success, "", t0), store.ErrNotFound)
-	wantErr(t, "finish attempt of unknown build", s.FinishAttempt(ctx, "bs1", "nope", 1, store.Success, "", t0), store.ErrNotFound)
+	wantErr(t, "finish unknown attempt", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 3, Result: store.Success, Error: "", At: t0}), store.ErrNotFound)
+	wantErr(t, "finish attempt of unknown build", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "nope", Number: 1, Result: store.Success, Error: "", At: t0}), store.ErrNotFound)
 	_, err := s.Attempts(ctx, "bs1", "nope")
 	wantErr(t, "attempts of unknown build", err, store.ErrNotFound)
 	got, err := s.Attempts(ctx, "bs1", "base")
@@ -534,9 +570,9 @@ func testFinishAttemptAndBuild(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "base", "web", "db")
 	for _, job := range []string{"base", "web", "db"} {
-		must(t, "start "+job, s.StartAttempt(ctx, &store.Attempt{BuildsetID: "bs1", Job: job, Number: 1, Owner: "p1", StartedAt: at(time.Second)}))
+		must(t, "start "+job, s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: job, Number: 1, Owner: "p1", StartedAt: at(time.Second)}}))
 	}
-	must(t, "finish base", s.FinishAttemptAndBuild(ctx, "bs1", "base", 1, store.Failure, "exit status 2", store.Failure, "exit status 2", at(3*time.Second)))
+	must(t, "finish base", s.FinishAttemptAndBuild(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 1, Result: store.Failure, Error: "exit status 2", At: at(3 * time.Second)}, store.FinishBuildParams{BuildsetID: "bs1", Job: "base", Result: store.Failure, Reason: "exit status 2", At: at(3 * time.Second)}))
 	b := build(t, s, "bs1", "base")
 	if b.State != store.BuildDone || b.Result != store.Failure || b.Reason != "exit status 2" || b.FinishedAt == nil || !b.FinishedAt.Equal(at(3*time.Second)) {
 		t.Errorf("build after FinishAttemptAndBuild: %+v", b)
@@ -547,20 +583,20 @@ func testFinishAttemptAndBuild(t *testing.T, s store.Store) {
 		t.Errorf("attempt after FinishAttemptAndBuild: %+v", atts)
 	}
 	// An attempt finished already: nothing changes, the build included.
-	must(t, "finish web's attempt", s.FinishAttempt(ctx, "bs1", "web", 1, store.Lost, "lost", at(2*time.Second)))
-	wantErr(t, "finish a finished attempt", s.FinishAttemptAndBuild(ctx, "bs1", "web", 1, store.Success, "", store.Success, "", at(3*time.Second)), store.ErrConflict)
+	must(t, "finish web's attempt", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "web", Number: 1, Result: store.Lost, Error: "lost", At: at(2 * time.Second)}))
+	wantErr(t, "finish a finished attempt", s.FinishAttemptAndBuild(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "web", Number: 1, Result: store.Success, Error: "", At: at(3 * time.Second)}, store.FinishBuildParams{BuildsetID: "bs1", Job: "web", Result: store.Success, Reason: "", At: at(3 * time.Second)}), store.ErrConflict)
 	if b := build(t, s, "bs1", "web"); b.State != store.BuildRunning {
 		t.Errorf("a refused FinishAttemptAndBuild finished the build: %+v", b)
 	}
 	// A build finished already: the attempt is not finished either.
-	must(t, "cancel db", s.FinishBuild(ctx, "bs1", "db", store.Canceled, "cancelled", at(2*time.Second)))
-	wantErr(t, "finish the attempt of a finished build", s.FinishAttemptAndBuild(ctx, "bs1", "db", 1, store.Success, "", store.Success, "", at(3*time.Second)), store.ErrConflict)
+	must(t, "cancel db", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "db", Result: store.Canceled, Reason: "cancelled", At: at(2 * time.Second)}))
+	wantErr(t, "finish the attempt of a finished build", s.FinishAttemptAndBuild(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "db", Number: 1, Result: store.Success, Error: "", At: at(3 * time.Second)}, store.FinishBuildParams{BuildsetID: "bs1", Job: "db", Result: store.Success, Reason: "", At: at(3 * time.Second)}), store.ErrConflict)
 	running, err := s.RunningAttempts(ctx, "bs1")
 	must(t, "running attempts", err)
 	if len(running) != 1 || running[0].Job != "db" {
 		t.Errorf("running attempts after a refused FinishAttemptAndBuild: %+v (the attempt of db must be unfinished: all or nothing)", running)
 	}
-	wantErr(t, "unknown attempt", s.FinishAttemptAndBuild(ctx, "bs1", "base", 2, store.Success, "", store.Success, "", t0), store.ErrNotFound)
+	wantErr(t, "unknown attempt", s.FinishAttemptAndBuild(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 2, Result: store.Success, Error: "", At: t0}, store.FinishBuildParams{BuildsetID: "bs1", Job: "base", Result: store.Success, Reason: "", At: t0}), store.ErrNotFound)
 }
 
 func testLeaseAlive(t *testing.T, s store.Store) {
@@ -586,9 +622,9 @@ func testLeaseAlive(t *testing.T, s store.Store) {
 	}
 }
 
-// req makes an Acquire for holder "<buildset>/<job>" of owner "proc".
-func req(buildset, job string, sems map[string]int) store.Acquire {
-	return store.Acquire{
+// req makes a request for holder "<buildset>/<job>" of owner "proc".
+func req(buildset, job string, sems map[string]int) semaphore.Request {
+	return semaphore.Request{
 		Holder:     buildset + "/" + job,
 		Buildset:   buildset,
 		Owner:      "proc",
@@ -598,9 +634,12 @@ func req(buildset, job string, sems map[string]int) store.Acquire {
 	}
 }
 
-func acquire(t *testing.T, s store.Store, a store.Acquire, want bool) {
+// acquire decides a through the store's UpdateSemaphores, as every process
+// does (semaphore.TryAcquire), and fails unless the answer is want: the
+// cases below prove the store applies the rule's changes faithfully.
+func acquire(t *testing.T, s store.Store, a semaphore.Request, want bool) {
 	t.Helper()
-	got, err := s.AcquireSemaphores(t.Context(), a)
+	got, err := semaphore.TryAcquire(t.Context(), s, a)
 	must(t, "acquire "+a.Holder, err)
 	if got != want {
 		t.Fatalf("acquire %s %v = %v, want %v", a.Holder, a.Semaphores, got, want)
@@ -706,7 +745,7 @@ func testSemaphoreReleaseBuildset(t *testing.T, s store.Store) {
 	acquire(t, s, req("bs1", "b", map[string]int{"B": 1}), false)
 	acquire(t, s, req("bs3", "b", map[string]int{"B": 1}), false)
 	// The pipeline semaphore of bs1, held by the buildset itself.
-	acquire(t, s, store.Acquire{Holder: "bs1", Buildset: "bs1", Owner: "proc", Semaphores: map[string]int{"P": 1}, Since: t0, Now: t0}, true)
+	acquire(t, s, semaphore.Request{Holder: "bs1", Buildset: "bs1", Owner: "proc", Semaphores: map[string]int{"P": 1}, Since: t0, Now: t0}, true)
 
 	must(t, "release buildset", s.ReleaseBuildset(ctx, "bs1"))
 	diff(t, "holders", []string{"A:bs2/a", "B:bs2/b"}, holding(t, s))
@@ -740,7 +779,7 @@ func testFairnessPrecedence(t *testing.T, s store.Store) {
 // with it, and goes first, being older.
 func testFairnessAging(t *testing.T, s store.Store) {
 	sem := map[string]int{"S": 1}
-	step := store.PrecedenceAging
+	step := semaphore.PrecedenceAging
 	acquire(t, s, req("bs0", "j", sem), true)
 	low := req("hourly", "j", sem)
 	low.Precedence, low.Since, low.Now = 0, at(0), at(0)
@@ -852,9 +891,9 @@ func testFairnessReservesSlots(t *testing.T, s store.Store) {
 	diff(t, "waiters", []string{"B:b2/j"}, waiting(t, s))
 }
 
-// owned makes an Acquire for holder h of owner o.
-func owned(h, o string, sems map[string]int, now time.Time) store.Acquire {
-	return store.Acquire{Holder: h, Buildset: h, Owner: o, Semaphores: sems, Since: now, Now: now}
+// owned makes a request for holder h of owner o.
+func owned(h, o string, sems map[string]int, now time.Time) semaphore.Request {
+	return semaphore.Request{Holder: h, Buildset: h, Owner: o, Semaphores: sems, Since: now, Now: now}
 }
 
 func testExpiredOwners(t *testing.T, s store.Store) {
@@ -975,9 +1014,9 @@ func testJobDurations(t *testing.T, s store.Store) {
 		// Each run finishes an hour after the previous one, whatever its
 		// length, so finish order is the order above.
 		end := at(time.Duration(i+1) * time.Hour)
-		must(t, "start "+id, s.StartAttempt(ctx, &store.Attempt{BuildsetID: id, Job: r.job, Number: 1, Owner: "p", StartedAt: end.Add(-r.dur)}))
+		must(t, "start "+id, s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: id, Job: r.job, Number: 1, Owner: "p", StartedAt: end.Add(-r.dur)}}))
 		if r.result != "" {
-			must(t, "finish "+id, s.FinishAttempt(ctx, id, r.job, 1, r.result, "", end))
+			must(t, "finish "+id, s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: id, Job: r.job, Number: 1, Result: r.result, Error: "", At: end}))
 		}
 	}
 	got, err := s.JobDurations(ctx, []string{"base", "two", "failing", "running", "never"})
@@ -1032,7 +1071,7 @@ func Contend(t *testing.T, stores []store.Store, limit int) {
 		wg.Go(func() {
 			holder := fmt.Sprintf("w%d", w)
 			for range rounds {
-				a := store.Acquire{
+				a := semaphore.Request{
 					Holder:     holder,
 					Buildset:   holder,
 					Owner:      fmt.Sprintf("proc%d", w%len(stores)),
@@ -1042,7 +1081,7 @@ func Contend(t *testing.T, stores []store.Store, limit int) {
 				}
 				for {
 					gen := rel.current()
-					ok, err := s.AcquireSemaphores(ctx, a)
+					ok, err := semaphore.TryAcquire(ctx, s, a)
 					if err != nil {
 						if ctx.Err() == nil {
 							fail("acquire %s: %v", holder, err)
