@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/sortie-ci/sortie/internal/config"
+	"github.com/sortie-ci/sortie/internal/suggest"
 )
 
 // filesFlag collects --files values: repeated, or separated by commas.
@@ -119,7 +120,7 @@ func closestFlag(fs *flag.FlagSet, name string) string {
 	best, bestDist, prefixed := "", 1<<30, 0
 	var only string
 	fs.VisitAll(func(f *flag.Flag) {
-		if d := editDistance(name, f.Name); d < bestDist {
+		if d := suggest.Distance(name, f.Name); d < bestDist {
 			best, bestDist = f.Name, d
 		}
 		if strings.HasPrefix(f.Name, name) {
@@ -134,26 +135,6 @@ func closestFlag(fs *flag.FlagSet, name string) string {
 		return only
 	}
 	return ""
-}
-
-// editDistance is the Levenshtein distance between a and b.
-func editDistance(a, b string) int {
-	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // loadConfig loads the config, printing its errors; a bad config is exit 2.

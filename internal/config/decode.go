@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	names "github.com/sortie-ci/sortie/internal/suggest"
 )
 
 // decoder walks the YAML nodes of one file strictly, recording problems with
@@ -216,13 +218,8 @@ func (d *decoder) refList(n *yaml.Node, path string) []Ref {
 
 // closest returns the candidate that got is most likely a misspelling of.
 func closest(got string, candidates []string) (string, bool) {
-	best, bestDist := "", 1<<30
-	for _, c := range candidates {
-		if dist := levenshtein(got, c); dist < bestDist {
-			best, bestDist = c, dist
-		}
-	}
-	return best, best != "" && bestDist <= max(2, len(got)/5)
+	best, dist := names.Closest(got, candidates)
+	return best, best != "" && dist <= max(2, len(got)/5)
 }
 
 // suggest returns a hint naming the closest candidate, or the list of them.
@@ -237,24 +234,4 @@ func suggest(got string, candidates []string, what string) string {
 		candidates = append(candidates[:12:12], "...")
 	}
 	return what + " are: " + strings.Join(candidates, ", ")
-}
-
-func levenshtein(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

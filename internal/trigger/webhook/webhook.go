@@ -252,31 +252,14 @@ func checkEvent(forge Forge, h http.Header) error {
 // not been checked yet. nil means only that the body is worth reading;
 // Read or Parse still verifies it.
 func CheckHeaders(forge Forge, secret []byte, h http.Header) error {
-	op := "webhook: " + string(forge)
-	switch forge {
-	case GitHub, Gitea, GitLab:
-	default:
-		return fmt.Errorf("webhook: forge %.64q: %w", forge, ErrUnknownForge)
-	}
-	if len(secret) == 0 {
-		return fmt.Errorf("%s: %w", op, ErrEmptySecret)
+	op, sig, err := signatureOf(forge, secret, h)
+	if err != nil {
+		return err
 	}
 	switch forge {
-	case GitHub:
-		sig := h.Get("X-Hub-Signature-256")
-		if sig == "" {
-			return fmt.Errorf("%s: no X-Hub-Signature-256 header: %w", op, ErrBadSignature)
-		}
-		if hexMAC, ok := strings.CutPrefix(sig, "sha256="); !ok || !isMAC(hexMAC) {
-			return fmt.Errorf("%s: X-Hub-Signature-256 is not sha256= and 64 hex digits: %w", op, ErrBadSignature)
-		}
-	case Gitea:
-		name, sig := giteaSignature(h)
-		if sig == "" {
-			return fmt.Errorf("%s: no X-Gitea-Signature or X-Forgejo-Signature header: %w", op, ErrBadSignature)
-		}
-		if !isMAC(sig) {
-			return fmt.Errorf("%s: %s is not 64 hex digits: %w", op, name, ErrBadSignature)
+	case GitHub, Gitea:
+		if !isMAC(sig.mac) {
+			return fmt.Errorf("%s: %s is not %s: %w", op, sig.header, sig.form, ErrBadSignature)
 		}
 	case GitLab:
 		// The token is the whole proof, and it is in the headers.
@@ -288,6 +271,47 @@ func CheckHeaders(forge Forge, secret []byte, h http.Header) error {
 		return err
 	}
 	return nil
+}
+
+// signature is the header of a delivery that signs its body.
+type signature struct {
+	header string // its name
+	mac    string // the hex HMAC-SHA256 it carries ("" if not of its form)
+	form   string // what its value must look like, for errors
+}
+
+// signatureOf checks the forge and the secret, and finds the signature
+// header of a GitHub or Gitea delivery (none for GitLab, whose proof is a
+// token): missing, it is an ErrBadSignature. op prefixes errors.
+func signatureOf(forge Forge, secret []byte, h http.Header) (op string, sig signature, err error) {
+	op = "webhook: " + string(forge)
+	switch forge {
+	case GitHub, Gitea, GitLab:
+	default:
+		return op, sig, fmt.Errorf("webhook: forge %.64q: %w", forge, ErrUnknownForge)
+	}
+	if len(secret) == 0 {
+		return op, sig, fmt.Errorf("%s: %w", op, ErrEmptySecret)
+	}
+	switch forge {
+	case GitHub:
+		v := h.Get("X-Hub-Signature-256")
+		if v == "" {
+			return op, sig, fmt.Errorf("%s: no X-Hub-Signature-256 header: %w", op, ErrBadSignature)
+		}
+		mac, ok := strings.CutPrefix(v, "sha256=")
+		if !ok {
+			mac = ""
+		}
+		sig = signature{header: "X-Hub-Signature-256", mac: mac, form: "sha256= and 64 hex digits"}
+	case Gitea:
+		name, v := giteaSignature(h)
+		if v == "" {
+			return op, sig, fmt.Errorf("%s: no X-Gitea-Signature or X-Forgejo-Signature header: %w", op, ErrBadSignature)
+		}
+		sig = signature{header: name, mac: v, form: "64 hex digits"}
+	}
+	return op, sig, nil
 }
 
 // isMAC reports whether s has the form of a hex HMAC-SHA256.
@@ -430,32 +454,14 @@ type payload struct {
 // first: it returns nil, or an error wrapping ErrUnknownForge,
 // ErrEmptySecret or ErrBadSignature.
 func Verify(forge Forge, secret []byte, h http.Header, body []byte) error {
-	op := "webhook: " + string(forge)
-	switch forge {
-	case GitHub, Gitea, GitLab:
-	default:
-		return fmt.Errorf("webhook: forge %.64q: %w", forge, ErrUnknownForge)
-	}
-	if len(secret) == 0 {
-		return fmt.Errorf("%s: %w", op, ErrEmptySecret)
+	op, sig, err := signatureOf(forge, secret, h)
+	if err != nil {
+		return err
 	}
 	switch forge {
-	case GitHub:
-		sig := h.Get("X-Hub-Signature-256")
-		if sig == "" {
-			return fmt.Errorf("%s: no X-Hub-Signature-256 header: %w", op, ErrBadSignature)
-		}
-		hexMAC, ok := strings.CutPrefix(sig, "sha256=")
-		if !ok || !macEqual(secret, body, hexMAC) {
-			return fmt.Errorf("%s: X-Hub-Signature-256 does not match the body: %w", op, ErrBadSignature)
-		}
-	case Gitea:
-		name, sig := giteaSignature(h)
-		if sig == "" {
-			return fmt.Errorf("%s: no X-Gitea-Signature or X-Forgejo-Signature header: %w", op, ErrBadSignature)
-		}
-		if !macEqual(secret, body, sig) {
-			return fmt.Errorf("%s: %s does not match the body: %w", op, name, ErrBadSignature)
+	case GitHub, Gitea:
+		if !macEqual(secret, body, sig.mac) {
+			return fmt.Errorf("%s: %s does not match the body: %w", op, sig.header, ErrBadSignature)
 		}
 	case GitLab:
 		tok := h.Get("X-Gitlab-Token")
