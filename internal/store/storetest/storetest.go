@@ -50,6 +50,12 @@
 //     pipeline's own.
 //   - ClaimDelivery does not move a delivery's time when it is claimed
 //     again: a delivery replayed every day is still forgotten by age.
+//   - Of concurrent EndBuildset calls on one buildset, exactly one reports
+//     it ended; of concurrent StartAttempt calls of one number, exactly one
+//     succeeds and the others are ErrConflict.
+//   - A reader never sees a buildset appear behind one it saw already:
+//     buildsets become visible in Seq order, so whoever takes the oldest
+//     active buildset first cannot later find an older one.
 package storetest
 
 import (
@@ -129,6 +135,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"UpdateAtomic", testUpdateAtomic},
 		{"UpdateKeepsFirstRank", testUpdateKeepsFirstRank},
 		{"TimePrecision", testTimePrecision},
+		{"EndBuildsetOnce", testEndBuildsetOnce},
+		{"StartAttemptOnce", testStartAttemptOnce},
+		{"SeqVisibleInOrder", testSeqVisibleInOrder},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
