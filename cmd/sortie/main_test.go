@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
-	"go.uber.org/goleak"
+
+	"github.com/sortie-ci/sortie/internal/store/postgres/pgtest"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected outputs of testdata/script/*.txtar")
@@ -25,20 +25,12 @@ func TestMain(m *testing.M) {
 	})
 }
 
-// leakChecked runs the tests, then fails a run that passed if goroutines
-// are left (goleak.VerifyTestMain would exit before testscript cleans up).
+// leakChecked runs the tests, stops the PostgreSQL cluster pgtest may have
+// started for them, then fails a run that passed if goroutines are left
+// (goleak.VerifyTestMain would exit before testscript cleans up).
 type leakChecked struct{ m *testing.M }
 
-func (l leakChecked) Run() int {
-	code := l.m.Run()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: goroutines left after the tests passed: %v\n", err)
-			return 1
-		}
-	}
-	return code
-}
+func (l leakChecked) Run() int { return pgtest.Main(l.m) }
 
 // TestScripts runs the golden command-line scripts: config in, plan or error
 // out. Run with -update to rewrite their expected outputs after a change

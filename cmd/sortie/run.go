@@ -24,19 +24,19 @@ import (
 	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/source"
 	"github.com/sortie-ci/sortie/internal/store"
-	"github.com/sortie-ci/sortie/internal/store/sqlite"
 )
 
 const defaultStateDir = ".sortie"
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("run", "--config PATH --pipeline NAME [--commit REV] [--files F ...] [--report FILE] [--max-parallel N] [--state-dir DIR]", stderr)
+	fs := newFlags("run", "--config PATH --pipeline NAME [--commit REV] [--files F ...] [--report FILE] [--max-parallel N] [--state-dir DIR] [--database URL]", stderr)
 	path := fs.String("config", "", "config file, or directory of *.yaml files")
 	pipeline := fs.String("pipeline", "", "pipeline to run")
 	commit := fs.String("commit", "", "commit or ref to deploy (default: the head of source.branch)")
 	report := fs.String("report", "", "write the buildset report (JSON) to this file")
 	maxPar := fs.Int("max-parallel", 0, "builds running at once (default: limits.max_parallel)")
-	stateDir := fs.String("state-dir", defaultStateDir, "where the database, mirror, logs and local bastion live")
+	stateDir := fs.String("state-dir", defaultStateDir, "where the database (SQLite), mirror, logs and local bastion live")
+	dbFlag := fs.String("database", "", databaseUsage)
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (pprof) of the run to this file")
 	var files filesFlag
 	fs.Var(&files, "files", "changed files (repeat, or separate with commas); none means every job")
@@ -48,6 +48,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if *maxPar < 0 {
 		return usageError("run: --max-parallel must be at least 1 (or 0: limits.max_parallel)")
+	}
+	db, err := database("run", *dbFlag)
+	if err != nil {
+		return err
 	}
 	cfg, err := loadConfig(*path, stderr)
 	if err != nil {
@@ -74,7 +78,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// A dead `sortie run` is not resumed, only reaped by whoever comes
 	// next (ReapDeadRuns, semaphore.Client.Reap). Locally its builds are
 	// found by their tag alone, to spare a record per build.
-	env, err := openEnv(ctx, *stateDir, "", cfg, newOwner("run"), false)
+	env, err := openEnv(ctx, *stateDir, db, cfg, newOwner("run"), false)
 	if err != nil {
 		return err
 	}
@@ -148,7 +152,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 // runEnv is what a command that runs buildsets opens on a state dir.
 type runEnv struct {
-	store   *sqlite.Store
+	store   store.Store
 	sems    *semaphore.Client
 	runner  *buildset.Runner
 	closers []io.Closer
@@ -166,9 +170,9 @@ func newOwner(kind string) string {
 // and records the builds' processes under that owner, for whoever finds
 // this process dead to end them with KillOwner before taking its
 // semaphores; on the local bastion, without recorded, it tags them only
-// (see local.Bastion.Untracked). The database is <stateDir>/sortie.db
-// unless dbPath names another SQLite file.
-func openEnv(ctx context.Context, stateDir, dbPath string, cfg *config.Config, owner string, recorded bool) (*runEnv, error) {
+// (see local.Bastion.Untracked). The store is the one db names (see
+// database): <stateDir>/sortie.db when db is "".
+func openEnv(ctx context.Context, stateDir, db string, cfg *config.Config, owner string, recorded bool) (*runEnv, error) {
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
@@ -176,10 +180,7 @@ func openEnv(ctx context.Context, stateDir, dbPath string, cfg *config.Config, o
 	if err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	if dbPath == "" {
-		dbPath = filepath.Join(abs, "sortie.db")
-	}
-	st, err := sqlite.Open(ctx, dbPath)
+	st, err := openStore(ctx, db, abs)
 	if err != nil {
 		return nil, err
 	}
@@ -283,19 +284,26 @@ func writeReport(ctx context.Context, st buildset.ReportSource, id, path string)
 }
 
 func cmdHistory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("history", "[--state-dir DIR] [--pipeline NAME] [--limit N] [--json]", stderr)
+	fs := newFlags("history", "[--state-dir DIR] [--database URL] [--pipeline NAME] [--limit N] [--json]", stderr)
 	stateDir := fs.String("state-dir", defaultStateDir, "the state dir of the runs")
+	dbFlag := fs.String("database", "", databaseUsage)
 	pipeline := fs.String("pipeline", "", "only this pipeline")
 	limit := fs.Int("limit", 20, "how many buildsets, newest first")
 	asJSON := fs.Bool("json", false, "print JSON: {\"buildsets\": [report, ...]}")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	db := filepath.Join(*stateDir, "sortie.db")
-	if _, err := os.Stat(db); err != nil {
-		return usageError("history: no runs in %s (no %s)", *stateDir, db)
+	db, err := database("history", *dbFlag)
+	if err != nil {
+		return err
 	}
-	st, err := sqlite.Open(ctx, db)
+	if !isPostgres(db) {
+		path := sqlitePath(db, *stateDir)
+		if _, err := os.Stat(path); err != nil {
+			return usageError("history: no runs in %s (no %s)", *stateDir, path)
+		}
+	}
+	st, err := openStore(ctx, db, *stateDir)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -20,15 +19,15 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlags("serve", "--config PATH [--listen ADDR] [--database URL] [--state-dir DIR] [--grace D]", stderr)
 	path := fs.String("config", "", "config file, or directory of *.yaml files")
 	listen := fs.String("listen", "", "address of the API (default: server.listen, else 127.0.0.1:8080)")
-	database := fs.String("database", "", "database URL (default: SQLite in the state dir)")
-	stateDir := fs.String("state-dir", defaultStateDir, "where the database, mirror, logs and local bastion live")
+	dbFlag := fs.String("database", "", databaseUsage)
+	stateDir := fs.String("state-dir", defaultStateDir, "where the database (SQLite), mirror, logs, lock and local bastion live")
 	grace := fs.Duration("grace", server.DefaultGrace, "on SIGTERM, how long running builds may finish before they are cancelled")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	dbPath, ok := strings.CutPrefix(*database, "sqlite:")
-	if *database != "" && (!ok || dbPath == "") {
-		return usageError("serve: --database %s: only SQLite (the default, or sqlite:PATH) is implemented so far", *database)
+	db, err := database("serve", *dbFlag)
+	if err != nil {
+		return err
 	}
 	cfg, err := loadConfig(*path, stderr)
 	if err != nil {
@@ -48,7 +47,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			log.Error("waiting until the state dir can be written", "state_dir", *stateDir, "err", err)
 		},
 		func() { log.Info("the state dir can be written again") },
-		func() (err error) { env, err = openEnv(ctx, *stateDir, dbPath, cfg, owner, true); return err })
+		func() (err error) { env, err = openEnv(ctx, *stateDir, db, cfg, owner, true); return err })
 	if err != nil {
 		return err
 	}

@@ -85,7 +85,8 @@ func TestServeReloadsOnSIGHUP(t *testing.T) {
 }
 
 // TestServeDatabaseFlag: `--database sqlite:PATH` keeps the state in that
-// file, not in the state dir's sortie.db; any other URL is refused.
+// file, not in the state dir's sortie.db; a URL of neither SQLite nor
+// PostgreSQL is refused.
 func TestServeDatabaseFlag(t *testing.T) {
 	t.Parallel()
 	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x\n"})
@@ -106,8 +107,8 @@ func TestServeDatabaseFlag(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(state, "sortie.db")); err == nil {
 		t.Errorf("the state dir got a sortie.db too")
 	}
-	h := runSortie(t, nil, "serve", "--config", cfg, "--state-dir", state, "--database", "postgres://x/y")
-	if h.code != 2 || !strings.Contains(h.stderr, "only SQLite") {
-		t.Errorf("serve --database postgres://: exit %d, %q; want 2 and a clear refusal", h.code, h.stderr)
+	h := runSortie(t, nil, "serve", "--config", cfg, "--state-dir", state, "--database", "mysql://sortie:s3cret@x/y")
+	if h.code != 2 || !strings.Contains(h.stderr, "want postgres://... (PostgreSQL) or sqlite:PATH") || strings.Contains(h.stderr, "s3cret") {
+		t.Errorf("serve --database mysql://: exit %d, %q; want 2 and a clear refusal, without the password", h.code, h.stderr)
 	}
 }

@@ -23,7 +23,20 @@
 // transaction, so a notification is sent at commit and dropped on rollback.
 //
 // Advisory lock keys (two int4 keys): class 0x736f7275 holds the singleton
-// locks, objid 1 for migrations; class 0x736f7274 is for semaphores.
+// locks, objid 1 for migrations, 3 for making buildsets (objid 2 is kept
+// for admission); class 0x736f7274 is for semaphores, one lock per name
+// (hashtext of the name: two names that collide only share a lock).
+//
+// Lock order, so that transactions cannot deadlock on each other:
+// advisory locks (semaphores in sorted order) -> buildsets -> builds ->
+// attempts -> semaphore holders and waiters -> leases. A deadlock that
+// happens anyway (two multi-row deletes meeting) aborts one transaction,
+// which tx runs again.
+//
+// Times are timestamptz: microseconds, read back in UTC. A time with
+// nanoseconds is truncated to the microsecond (storetest's precision).
+// Text is ordered byte by byte (COLLATE "C"), whatever the database's
+// collation, as SQLite and Go's sort order it.
 package postgres
 
 import (
@@ -36,13 +49,25 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sortie-ci/sortie/internal/store"
 )
+
+var _ store.Store = (*Store)(nil)
 
 // lockClass is the first key of Sortie's singleton advisory locks ('soru').
 const lockClass = 0x736f7275
 
 // Objids of the singleton advisory locks in lockClass.
-const lockMigrate = 1
+const (
+	lockMigrate = 1
+	// lockCreate orders the buildsets made at once (CreateBuildset).
+	lockCreate = 3
+)
+
+// lockSemaphores is the first key of the semaphores' advisory locks
+// ('sort'); the second is the hashtext of the semaphore's name.
+const lockSemaphores = 0x736f7274
 
 // sessionDefaults are the session settings every connection starts with,
 // unless the URL names them (any setting in a URL's query is sent as one).
@@ -94,8 +119,12 @@ func Open(ctx context.Context, url string) (*Store, error) {
 
 // Close closes the pool's connections, waiting for those in use to be
 // released. The Store is not used afterwards. A Notifier made on it is
-// stopped first by its owner.
-func (s *Store) Close() { s.pool.Close() }
+// stopped first by its owner. Calling it twice is harmless; it returns
+// nil.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
 
 // maxTxAttempts is how many times tx runs a transaction that PostgreSQL
 // aborted as a serialization failure or a deadlock.
@@ -107,8 +136,24 @@ const maxTxAttempts = 4
 // maxTxAttempts times in all: fn must have no effect outside the
 // transaction. The error is mapped (mapErr).
 func (s *Store) tx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return s.retry(ctx, func() error { return pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, fn) })
+}
+
+// exec runs one statement, a transaction of its own, as tx runs one.
+func (s *Store) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	var tag pgconn.CommandTag
+	err := s.retry(ctx, func() (err error) {
+		tag, err = s.pool.Exec(ctx, sql, args...)
+		return err
+	})
+	return tag, err
+}
+
+// retry runs run, again while it fails as retryable, up to maxTxAttempts
+// times; the error is mapped (mapErr).
+func (s *Store) retry(ctx context.Context, run func() error) error {
 	for attempt := 1; ; attempt++ {
-		err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, fn)
+		err := run()
 		if err == nil || attempt == maxTxAttempts || !retryable(err) {
 			return mapErr(ctx, err)
 		}

@@ -1,6 +1,14 @@
 // Package storetest is the conformance suite of store.Store: every
 // implementation runs Run against a fresh database and must pass it whole.
 //
+// Times are kept to the microsecond: a time a store is given comes back in
+// UTC, the same instant once both are truncated to whole microseconds
+// (PostgreSQL's timestamptz keeps microseconds, SQLite's integers
+// nanoseconds; a store may keep more, never less, and never rounds up).
+// Every other time the suite writes is a whole number of microseconds, so
+// that the cases compare times exactly, and a "just after T" is T plus a
+// microsecond.
+//
 // Beyond the doc comments of store.Store, the suite pins these choices, so
 // that every implementation makes them alike:
 //   - CreateBuildset with an existing ID is an ErrConflict.
@@ -17,7 +25,7 @@
 //     between two attempts (none running) gets StartedResult.
 //   - CreateBuildset with a ConfigError and jobs is refused; with none it
 //     makes the buildset DONE, never seen QUEUED.
-//   - A lease "until T" is alive at T and expired after it.
+//   - A lease "until T" is alive at T and expired a microsecond after it.
 //   - An owner that never renewed a lease is alive.
 //   - UpdateSemaphores sees a waiter alive until its owner's lease ends
 //     (an owner without a lease is alive) and drops nothing by itself;
@@ -42,6 +50,12 @@
 //     pipeline's own.
 //   - ClaimDelivery does not move a delivery's time when it is claimed
 //     again: a delivery replayed every day is still forgotten by age.
+//   - Of concurrent EndBuildset calls on one buildset, exactly one reports
+//     it ended; of concurrent StartAttempt calls of one number, exactly one
+//     succeeds and the others are ErrConflict.
+//   - A reader never sees a buildset appear behind one it saw already:
+//     buildsets become visible in Seq order, so whoever takes the oldest
+//     active buildset first cannot later find an older one.
 package storetest
 
 import (
@@ -120,6 +134,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"UpdateAliveFlag", testUpdateAliveFlag},
 		{"UpdateAtomic", testUpdateAtomic},
 		{"UpdateKeepsFirstRank", testUpdateKeepsFirstRank},
+		{"TimePrecision", testTimePrecision},
+		{"EndBuildsetOnce", testEndBuildsetOnce},
+		{"StartAttemptOnce", testStartAttemptOnce},
+		{"SeqVisibleInOrder", testSeqVisibleInOrder},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -129,9 +147,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	}
 }
 
-// t0 is not in UTC and has nanoseconds, so that a store that drops either
-// fails.
-var t0 = time.Date(2026, 3, 14, 15, 9, 26, 535897932, time.FixedZone("CET", 3600))
+// t0 is not in UTC and has microseconds, so that a store that drops the
+// zone's offset or keeps only milliseconds fails. Like every time the suite
+// writes, it is a whole number of microseconds (see the package doc).
+var t0 = time.Date(2026, 3, 14, 15, 9, 26, 535897000, time.FixedZone("CET", 3600))
 
 func at(d time.Duration) time.Time { return t0.Add(d) }
 
@@ -254,7 +273,7 @@ func testCreateGet(t *testing.T, s store.Store) {
 	diff(t, "ActiveBuildsets", []*store.Buildset{want}, active)
 	checkUTC(t, "CreatedAt", &got.CreatedAt)
 	if got.CreatedAt.Nanosecond() != t0.Nanosecond() {
-		t.Errorf("CreatedAt nanoseconds = %d, want %d", got.CreatedAt.Nanosecond(), t0.Nanosecond())
+		t.Errorf("CreatedAt sub-second = %d ns, want %d", got.CreatedAt.Nanosecond(), t0.Nanosecond())
 	}
 }
 
@@ -334,7 +353,7 @@ func testList(t *testing.T, s store.Store) {
 	create(t, s, &store.Buildset{ID: "d0", Pipeline: "deploy", Commit: "a", CreatedAt: at(1 * time.Second)})
 	create(t, s, &store.Buildset{ID: "d1", Pipeline: "deploy", Commit: "b", CreatedAt: at(3 * time.Second)})
 	create(t, s, &store.Buildset{ID: "d2", Pipeline: "deploy", Commit: "c", CreatedAt: at(3 * time.Second)})
-	create(t, s, &store.Buildset{ID: "h2", Pipeline: "hourly", Commit: "c", CreatedAt: at(4*time.Second + 1)})
+	create(t, s, &store.Buildset{ID: "h2", Pipeline: "hourly", Commit: "c", CreatedAt: at(4*time.Second + time.Microsecond)})
 	must(t, "start d0", s.StartBuildset(ctx, "d0", "p1", at(5*time.Second)))
 	finish(t, s, "d0", store.Success, "", at(6*time.Second))
 	must(t, "start d1", s.StartBuildset(ctx, "d1", "p1", at(5*time.Second)))
@@ -911,7 +930,7 @@ func testExpiredOwners(t *testing.T, s store.Store) {
 	must(t, "expired at T", err)
 	diff(t, "expired at T", []string(nil), expired, cmpopts.EquateEmpty())
 
-	expired, err = s.ExpiredOwners(ctx, T.Add(time.Nanosecond))
+	expired, err = s.ExpiredOwners(ctx, T.Add(time.Microsecond))
 	must(t, "expired after T", err)
 	diff(t, "expired after T", []string{"another-dead", "dead"}, expired)
 	// Reporting changes nothing: asked again, the same owners; the dead
@@ -1076,7 +1095,7 @@ func Contend(t *testing.T, stores []store.Store, limit int) {
 					Buildset:   holder,
 					Owner:      fmt.Sprintf("proc%d", w%len(stores)),
 					Semaphores: map[string]int{"S": limit},
-					Since:      t0.Add(time.Duration(since.Add(1))),
+					Since:      t0.Add(time.Duration(since.Add(1)) * time.Microsecond),
 					Now:        t0,
 				}
 				for {

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sortie-ci/sortie/internal/buildset"
+	"github.com/sortie-ci/sortie/internal/source/sourcetest"
+	"github.com/sortie-ci/sortie/internal/store/postgres/pgtest"
+)
+
+// quickstartYAML is a config shaped like examples/quickstart (a bootstrap
+// job with an install list, a fan-out and fan-in, a job semaphore, a soft
+// dependency on a job its files matcher skips, a pipeline semaphore), on
+// the repository at url, with jobs that finish at once.
+const quickstartYAML = `source: {url: %q}
+limits: {max_parallel: 4}
+semaphores: {scratch: 1, deployment: 1}
+jobs:
+  prepare:
+    bootstrap: true
+    install: ["command -v git >/dev/null"]
+    run: echo "buildset $SORTIE_BUILDSET deploys $SORTIE_COMMIT"
+  inspect: {run: 'test -f "$SORTIE_SRC/README"'}
+  tree: {run: 'ls "$SORTIE_SRC"', dependencies: [inspect], semaphores: [scratch]}
+  stats: {run: 'wc -l "$SORTIE_SRC/README"', dependencies: [inspect], semaphores: [scratch]}
+  docs: {run: echo docs, files: ['^docs/']}
+  summary:
+    run: echo done
+    dependencies: [tree, stats, {name: docs, soft: true}]
+pipelines:
+  deploy:
+    semaphore: deployment
+    jobs: [prepare, inspect, tree, stats, docs, summary]
+`
+
+// TestPostgresRunHistoryServe: on a PostgreSQL database, `sortie run
+// --database` runs a buildset to SUCCESS and records it there (not in its
+// state dir), `sortie history --database` lists it, and `sortie serve`
+// given the database by $SORTIE_DATABASE accepts a trigger and finishes
+// the buildset, which history then lists beside the first.
+func TestPostgresRunHistoryServe(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x\n", "docs/index.md": "# docs\n"})
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, fmt.Sprintf(quickstartYAML, repo))
+	// docs is not selected for a change to README: summary goes without it.
+	wantBuilds := map[string]string{
+		"prepare": "SUCCESS", "inspect": "SUCCESS", "tree": "SUCCESS", "stats": "SUCCESS", "summary": "SUCCESS",
+	}
+	checkReport := func(what string, rep *buildset.Report) {
+		t.Helper()
+		if rep.Result != "SUCCESS" {
+			t.Errorf("%s: result %s, want SUCCESS", what, rep.Result)
+		}
+		got := map[string]string{}
+		for _, b := range rep.Builds {
+			got[b.Job] = b.Result
+		}
+		diff := len(got) != len(wantBuilds)
+		for job, want := range wantBuilds {
+			diff = diff || got[job] != want
+		}
+		if diff {
+			t.Errorf("%s: builds %v, want %v", what, got, wantBuilds)
+		}
+	}
+	history := func(env []string, args ...string) map[string]string {
+		t.Helper()
+		h := runSortie(t, env, append([]string{"history", "--json"}, args...)...)
+		if h.code != 0 {
+			t.Fatalf("history: exit %d\n%s%s", h.code, h.stdout, h.stderr)
+		}
+		var out struct{ Buildsets []*buildset.Report }
+		if err := json.Unmarshal([]byte(h.stdout), &out); err != nil {
+			t.Fatalf("history --json: %v\n%s", err, h.stdout)
+		}
+		results := map[string]string{}
+		for _, r := range out.Buildsets {
+			results[r.ID] = string(r.Result)
+		}
+		return results
+	}
+
+	runState := t.TempDir()
+	rep := filepath.Join(dir, "run.json")
+	r := runSortie(t, nil, "run", "--config", cfg, "--pipeline", "deploy", "--files", "README",
+		"--state-dir", runState, "--database", db, "--report", rep)
+	if r.code != 0 {
+		t.Fatalf("run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	ran := readReport(t, rep)
+	checkReport("sortie run", ran)
+	if _, err := os.Stat(filepath.Join(runState, "sortie.db")); err == nil {
+		t.Error("sortie run --database postgres:// made a sortie.db in its state dir")
+	}
+	// Any state dir: the runs are in the database.
+	if got := history(nil, "--database", db, "--state-dir", t.TempDir()); got[ran.ID] != "SUCCESS" || len(got) != 1 {
+		t.Errorf("history --database: %v, want %s SUCCESS only", got, ran.ID)
+	}
+
+	serveState := t.TempDir()
+	addr := freePort(t)
+	logPath := filepath.Join(dir, "serve.log")
+	srv := startServe(t, addr, logPath, []string{"SORTIE_TOKENS=t", "SORTIE_DATABASE=" + db},
+		"--config", cfg, "--state-dir", serveState)
+	rep = filepath.Join(dir, "served.json")
+	tr := runSortie(t, []string{"SORTIE_TOKEN=t"}, "trigger", "--pipeline", "deploy", "--files", "README",
+		"--wait", "--report", rep, "--server", "http://"+addr)
+	srv.stop(t)
+	if tr.code != 0 {
+		log, _ := os.ReadFile(logPath)
+		t.Fatalf("trigger --wait: exit %d\n%s%s\nserve's log:\n%s", tr.code, tr.stdout, tr.stderr, log)
+	}
+	served := readReport(t, rep)
+	checkReport("sortie serve", served)
+	if _, err := os.Stat(filepath.Join(serveState, "sortie.db")); err == nil {
+		t.Error("sortie serve on PostgreSQL made a sortie.db in its state dir")
+	}
+	// The server's logs stay in its state dir.
+	if logs, _ := filepath.Glob(filepath.Join(serveState, "logs", "*")); len(logs) == 0 {
+		t.Error("sortie serve on PostgreSQL wrote no build log in its state dir")
+	}
+	got := history([]string{"SORTIE_DATABASE=" + db})
+	if got[ran.ID] != "SUCCESS" || got[served.ID] != "SUCCESS" || len(got) != 2 {
+		t.Errorf("history with $SORTIE_DATABASE: %v, want %s and %s SUCCESS", got, ran.ID, served.ID)
+	}
+	if h := runSortie(t, nil, "history", "--database", "mysql://u:s3cret@h/db"); h.code != 2 ||
+		!strings.Contains(h.stderr, "want postgres://") || strings.Contains(h.stderr, "s3cret") {
+		t.Errorf("history --database mysql://: exit %d, %q; want 2, a clear refusal, and no password", h.code, h.stderr)
+	}
+}

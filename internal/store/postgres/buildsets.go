@@ -1,0 +1,647 @@
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/sortie-ci/sortie/internal/store"
+)
+
+const defaultLimit = 50
+
+// CreateBuildset inserts a QUEUED buildset and a WAITING build for each job,
+// in the order given, and sets its Seq. Of p.Buildset it keeps ID,
+// Pipeline, Commit, Files, Plan, Spec, Cause, RerunOf, Owner and CreatedAt
+// (which must be set); state, result and the other times start empty. With
+// p.ConfigError set it inserts the buildset DONE with CONFIG_ERROR and its
+// FinishedAt instead, in the same statement, so that no reader sees it
+// QUEUED. An existing ID is an ErrConflict.
+//
+// Buildsets are made one at a time (an advisory lock held to the commit),
+// so that they become visible in Seq order: a reader that sees one sees
+// every buildset of a smaller Seq, as with SQLite's single writer.
+func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams) error {
+	bs := p.Buildset
+	if bs == nil || bs.ID == "" {
+		return errors.New("postgres: create buildset: no id")
+	}
+	if bs.CreatedAt.IsZero() {
+		return fmt.Errorf("postgres: create buildset %s: %w", bs.ID, errZeroTime("CreatedAt"))
+	}
+	state, result, finished := store.BuildsetQueued, store.Result(""), any(nil)
+	if p.ConfigError != "" {
+		if len(p.Jobs) > 0 {
+			return fmt.Errorf("postgres: create buildset %s: a config error with %d jobs: a graph that could not be made has no builds", bs.ID, len(p.Jobs))
+		}
+		state, result = store.BuildsetDone, store.ConfigError
+		if bs.FinishedAt != nil {
+			finished = nullTime(*bs.FinishedAt)
+		}
+	}
+	var spec []byte // nil and empty are both NULL
+	if len(bs.Spec) > 0 {
+		spec = bs.Spec
+	}
+	var seq int64
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, $2)`, lockClass, lockCreate); err != nil {
+			return err
+		}
+		err := tx.QueryRow(ctx, `
+			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, result, error, plan, spec, cause, rerun_of, owner, created_at, finished_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+			ON CONFLICT (id) DO NOTHING
+			RETURNING seq`,
+			bs.ID, bs.Pipeline, bs.Commit, bs.Files, state, result, p.ConfigError, bs.Plan, spec, bs.Cause, bs.RerunOf, bs.Owner,
+			bs.CreatedAt, finished).Scan(&seq)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("already exists: %w", store.ErrConflict)
+		}
+		if err != nil {
+			return err
+		}
+		if len(p.Jobs) == 0 {
+			return nil
+		}
+		_, err = tx.Exec(ctx, `
+			INSERT INTO builds (buildset_id, job, seq, state)
+			SELECT $1, j.job, j.n - 1, $3 FROM unnest($2::text[]) WITH ORDINALITY AS j (job, n)`,
+			bs.ID, p.Jobs, store.BuildWaiting)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: create buildset %s: %w", bs.ID, err)
+	}
+	bs.Seq = seq
+	return nil
+}
+
+const buildsetColumns = `seq, id, pipeline, commit_sha, files, state, result, error, plan, spec, cause, rerun_of, owner, created_at, started_at, finished_at`
+
+func scanBuildset(row pgx.Row) (*store.Buildset, error) {
+	var (
+		bs                store.Buildset
+		created           time.Time
+		started, finished *time.Time
+		state, result     string
+	)
+	err := row.Scan(&bs.Seq, &bs.ID, &bs.Pipeline, &bs.Commit, &bs.Files, &state, &result, &bs.Error,
+		&bs.Plan, &bs.Spec, &bs.Cause, &bs.RerunOf, &bs.Owner, &created, &started, &finished)
+	if err != nil {
+		return nil, err
+	}
+	if len(bs.Spec) == 0 {
+		bs.Spec = nil
+	}
+	bs.State = store.BuildsetState(state)
+	bs.Result = store.Result(result)
+	bs.CreatedAt = created.UTC()
+	bs.StartedAt = utc(started)
+	bs.FinishedAt = utc(finished)
+	return &bs, nil
+}
+
+// GetBuildset returns the buildset with the given id, or ErrNotFound.
+func (s *Store) GetBuildset(ctx context.Context, id string) (*store.Buildset, error) {
+	bs, err := scanBuildset(s.pool.QueryRow(ctx, `SELECT `+buildsetColumns+` FROM buildsets WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: get buildset %s: %w", id, mapErr(ctx, err))
+	}
+	return bs, nil
+}
+
+// queryBuildsets runs a query of buildsetColumns.
+func (s *Store) queryBuildsets(ctx context.Context, sql string, args ...any) ([]*store.Buildset, error) {
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, mapErr(ctx, err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*store.Buildset, error) { return scanBuildset(row) })
+	return out, mapErr(ctx, err)
+}
+
+// ListBuildsets returns the buildsets matching f, newest first (by
+// CreatedAt, then Seq). A Before naming no buildset is an ErrNotFound.
+func (s *Store) ListBuildsets(ctx context.Context, f store.Filter) ([]*store.Buildset, error) {
+	var (
+		where []string
+		args  []any
+	)
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	if f.Pipeline != "" {
+		where = append(where, "pipeline = "+arg(f.Pipeline))
+	}
+	if f.Commit != "" {
+		where = append(where, "commit_sha = "+arg(f.Commit))
+	}
+	if f.Result != "" {
+		where = append(where, "result = "+arg(string(f.Result)))
+	}
+	if f.State != "" {
+		where = append(where, "state = "+arg(string(f.State)))
+	}
+	if f.Before != "" {
+		var (
+			created time.Time
+			seq     int64
+		)
+		err := s.pool.QueryRow(ctx, `SELECT created_at, seq FROM buildsets WHERE id = $1`, f.Before).Scan(&created, &seq)
+		if errors.Is(err, pgx.ErrNoRows) {
+			err = fmt.Errorf("before %s: %w", f.Before, store.ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("postgres: list buildsets: %w", mapErr(ctx, err))
+		}
+		where = append(where, fmt.Sprintf("(created_at, seq) < (%s, %s)", arg(created), arg(seq)))
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = defaultLimit
+	}
+	q := `SELECT ` + buildsetColumns + ` FROM buildsets`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	q += ` ORDER BY created_at DESC, seq DESC LIMIT ` + arg(limit)
+	out, err := s.queryBuildsets(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list buildsets: %w", err)
+	}
+	return out, nil
+}
+
+// ActiveBuildsets returns every buildset not DONE (QUEUED, ADMITTED,
+// RUNNING), oldest first (by Seq).
+func (s *Store) ActiveBuildsets(ctx context.Context) ([]*store.Buildset, error) {
+	out, err := s.queryBuildsets(ctx, `SELECT `+buildsetColumns+` FROM buildsets WHERE state = ANY($1) ORDER BY seq`,
+		activeStates)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: active buildsets: %w", err)
+	}
+	return out, nil
+}
+
+// activeStates are the states of a buildset not DONE.
+var activeStates = []store.BuildsetState{store.BuildsetQueued, store.BuildsetAdmitted, store.BuildsetRunning}
+
+// AdmitBuildset moves QUEUED -> ADMITTED with the given owner, or returns
+// ErrConflict (ErrNotFound for an unknown id). StartedAt stays nil until
+// StartBuildset.
+func (s *Store) AdmitBuildset(ctx context.Context, id, owner string, at time.Time) error {
+	err := s.cas(ctx,
+		`UPDATE buildsets SET state = $1, owner = $2, admitted_at = $3 WHERE id = $4 AND state = $5`,
+		[]any{store.BuildsetAdmitted, owner, nullTime(at), id, store.BuildsetQueued},
+		`SELECT state FROM buildsets WHERE id = $1`, id)
+	if err != nil {
+		return fmt.Errorf("postgres: admit buildset %s: %w", id, err)
+	}
+	return nil
+}
+
+// StartBuildset moves QUEUED or ADMITTED -> RUNNING with the given owner, or
+// returns ErrConflict (ErrNotFound for an unknown id).
+func (s *Store) StartBuildset(ctx context.Context, id, owner string, at time.Time) error {
+	err := s.cas(ctx,
+		`UPDATE buildsets SET state = $1, owner = $2, started_at = $3 WHERE id = $4 AND state IN ($5, $6)`,
+		[]any{store.BuildsetRunning, owner, nullTime(at), id, store.BuildsetQueued, store.BuildsetAdmitted},
+		`SELECT state FROM buildsets WHERE id = $1`, id)
+	if err != nil {
+		return fmt.Errorf("postgres: start buildset %s: %w", id, err)
+	}
+	return nil
+}
+
+// cas runs update, an UPDATE of one row guarded by its state, and when it
+// changes no row tells why with check, a SELECT of that row's state:
+// ErrNotFound when there is no such row, else ErrConflict. Rows are never
+// deleted, so the answer cannot go stale between the two.
+func (s *Store) cas(ctx context.Context, update string, args []any, check string, checkArgs ...any) error {
+	tag, err := s.exec(ctx, update, args...)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	var state string
+	err = s.pool.QueryRow(ctx, check, checkArgs...).Scan(&state)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if err != nil {
+		return mapErr(ctx, err)
+	}
+	return fmt.Errorf("is %s: %w", state, store.ErrConflict)
+}
+
+// SetBuildsetOwner changes the owner of a buildset that is not DONE, or
+// returns ErrConflict (ErrNotFound for an unknown id). Its state and times
+// are left alone; its semaphore holders and waiters move to the new owner
+// in the same transaction.
+func (s *Store) SetBuildsetOwner(ctx context.Context, id, owner string) error {
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		var state string
+		err := tx.QueryRow(ctx, `SELECT state FROM buildsets WHERE id = $1 FOR UPDATE`, id).Scan(&state)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if store.BuildsetState(state) == store.BuildsetDone {
+			return fmt.Errorf("is %s: %w", state, store.ErrConflict)
+		}
+		_, err = tx.Exec(ctx, `
+			WITH b AS (UPDATE buildsets SET owner = $1 WHERE id = $2),
+			     h AS (UPDATE semaphore_holders SET owner = $1 WHERE buildset = $2)
+			UPDATE semaphore_waiters SET owner = $1 WHERE buildset = $2`, owner, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: set owner of buildset %s: %w", id, err)
+	}
+	return nil
+}
+
+// EndBuildset ends a buildset not DONE in one transaction: its unfinished
+// builds, its running attempts, the buildset, and its semaphore holders
+// and waiters; see store.Buildsets. It reports false, changing nothing,
+// for a buildset DONE already, and ErrNotFound for an unknown id. The
+// buildset's row is locked first: of concurrent ends, one ends it and the
+// others, once it committed, find it DONE.
+func (s *Store) EndBuildset(ctx context.Context, p store.EndBuildsetParams) (bool, error) {
+	if p.Result == "" || p.BuildResult == "" {
+		return false, fmt.Errorf("postgres: end buildset %s: empty result", p.ID)
+	}
+	started := cmp.Or(p.StartedResult, p.BuildResult)
+	attempt := cmp.Or(p.AttemptResult, p.BuildResult)
+	at := nullTime(p.At)
+	var ended bool
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		ended = false
+		var state string
+		err := tx.QueryRow(ctx, `SELECT state FROM buildsets WHERE id = $1 FOR UPDATE`, p.ID).Scan(&state)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if store.BuildsetState(state) == store.BuildsetDone {
+			return nil
+		}
+		steps := []struct {
+			q    string
+			args []any
+		}{
+			// A build that never started keeps null times (SPEC §2.4, §3).
+			{`UPDATE builds SET state = $1, result = CASE WHEN state = $2 THEN $3::text ELSE $4::text END, reason = $5,
+				finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE $6::timestamptz END
+				WHERE buildset_id = $7 AND state IN ($8, $9)`,
+				[]any{store.BuildDone, store.BuildRunning, started, p.BuildResult, p.Reason, at, p.ID, store.BuildWaiting, store.BuildRunning}},
+			{`UPDATE attempts SET result = $1, error = $2, finished_at = $3 WHERE buildset_id = $4 AND result = ''`,
+				[]any{attempt, p.Reason, at, p.ID}},
+			{`UPDATE buildsets SET state = $1, result = $2, error = $3, finished_at = $4 WHERE id = $5`,
+				[]any{store.BuildsetDone, p.Result, p.Error, at, p.ID}},
+			{`WITH h AS (DELETE FROM semaphore_holders WHERE buildset = $1)
+				DELETE FROM semaphore_waiters WHERE buildset = $1`, []any{p.ID}},
+		}
+		for _, st := range steps {
+			if _, err := tx.Exec(ctx, st.q, st.args...); err != nil {
+				return err
+			}
+		}
+		ended = true
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("postgres: end buildset %s: %w", p.ID, err)
+	}
+	return ended, nil
+}
+
+// Builds returns the builds of a buildset in creation order, or ErrNotFound
+// for an unknown buildset.
+func (s *Store) Builds(ctx context.Context, buildsetID string) ([]*store.Build, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT buildset_id, job, state, result, attempt, started_at, finished_at, log, reason
+		FROM builds WHERE buildset_id = $1 ORDER BY seq`, buildsetID)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: builds of %s: %w", buildsetID, mapErr(ctx, err))
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*store.Build, error) {
+		var (
+			b                 store.Build
+			state, result     string
+			started, finished *time.Time
+		)
+		if err := row.Scan(&b.BuildsetID, &b.Job, &state, &result, &b.Attempt, &started, &finished, &b.Log, &b.Reason); err != nil {
+			return nil, err
+		}
+		b.State = store.BuildState(state)
+		b.Result = store.Result(result)
+		b.StartedAt = utc(started)
+		b.FinishedAt = utc(finished)
+		return &b, nil
+	})
+	if err == nil && len(out) == 0 {
+		err = s.buildsetExists(ctx, buildsetID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: builds of %s: %w", buildsetID, mapErr(ctx, err))
+	}
+	return out, nil
+}
+
+// buildsetExists returns ErrNotFound for an unknown buildset.
+func (s *Store) buildsetExists(ctx context.Context, id string) error {
+	var exists bool
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM buildsets WHERE id = $1)`, id).Scan(&exists); err != nil {
+		return err
+	}
+	if !exists {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+// StartAttempt moves the build WAITING or RUNNING (a retry) -> RUNNING, sets
+// its Attempt and Log (and its StartedAt, the first time), and inserts the
+// attempt row. a.Number must be above the build's current attempt, else
+// ErrConflict: the build's row is locked first, so two processes cannot
+// both start attempt 2. A DONE build is an ErrConflict, an unknown one
+// ErrNotFound.
+func (s *Store) StartAttempt(ctx context.Context, p store.StartAttemptParams) error {
+	a := p.Attempt
+	if a == nil {
+		return errors.New("postgres: start attempt: nil attempt")
+	}
+	if a.Number < 1 {
+		return fmt.Errorf("postgres: start attempt %s/%s #%d: number must be at least 1", a.BuildsetID, a.Job, a.Number)
+	}
+	if a.StartedAt.IsZero() {
+		return fmt.Errorf("postgres: start attempt %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, errZeroTime("StartedAt"))
+	}
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		var (
+			state   string
+			attempt int
+		)
+		err := tx.QueryRow(ctx, `SELECT state, attempt FROM builds WHERE buildset_id = $1 AND job = $2 FOR UPDATE`,
+			a.BuildsetID, a.Job).Scan(&state, &attempt)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if store.BuildState(state) == store.BuildDone {
+			return fmt.Errorf("build is %s: %w", state, store.ErrConflict)
+		}
+		if a.Number <= attempt {
+			return fmt.Errorf("build is at attempt %d: %w", attempt, store.ErrConflict)
+		}
+		_, err = tx.Exec(ctx, `
+			UPDATE builds SET state = $1, attempt = $2, log = $3, started_at = COALESCE(started_at, $4)
+			WHERE buildset_id = $5 AND job = $6`,
+			store.BuildRunning, a.Number, a.Log, a.StartedAt, a.BuildsetID, a.Job)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `
+			INSERT INTO attempts (buildset_id, job, number, owner, started_at, log)
+			VALUES ($1, $2, $3, $4, $5, $6)`,
+			a.BuildsetID, a.Job, a.Number, a.Owner, a.StartedAt, a.Log)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: start attempt %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, err)
+	}
+	return nil
+}
+
+// conn runs statements: the pool, or a transaction.
+type conn interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// FinishAttempt sets the result of a running attempt, or returns
+// ErrConflict if it has one already (ErrNotFound if there is no such
+// attempt). A zero p.At leaves FinishedAt nil.
+func (s *Store) FinishAttempt(ctx context.Context, p store.FinishAttemptParams) error {
+	if p.Result == "" {
+		return fmt.Errorf("postgres: finish attempt %s/%s #%d: empty result", p.BuildsetID, p.Job, p.Number)
+	}
+	if err := finishAttempt(ctx, s.pool, p); err != nil {
+		return fmt.Errorf("postgres: finish attempt %s/%s #%d: %w", p.BuildsetID, p.Job, p.Number, mapErr(ctx, err))
+	}
+	return nil
+}
+
+// finishAttempt sets the result of a running attempt through q, and tells
+// why when no row changed (ErrNotFound or ErrConflict). One UPDATE, atomic
+// on its own: of two finishes, the second finds a result.
+func finishAttempt(ctx context.Context, q conn, p store.FinishAttemptParams) error {
+	tag, err := q.Exec(ctx, `
+		UPDATE attempts SET result = $1, error = $2, finished_at = $3
+		WHERE buildset_id = $4 AND job = $5 AND number = $6 AND result = ''`,
+		p.Result, p.Error, nullTime(p.At), p.BuildsetID, p.Job, p.Number)
+	if err != nil || tag.RowsAffected() == 1 {
+		return err
+	}
+	var prev string
+	err = q.QueryRow(ctx, `SELECT result FROM attempts WHERE buildset_id = $1 AND job = $2 AND number = $3`,
+		p.BuildsetID, p.Job, p.Number).Scan(&prev)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return store.ErrNotFound
+	case err != nil:
+		return err
+	}
+	return fmt.Errorf("attempt finished %s: %w", prev, store.ErrConflict)
+}
+
+// FinishBuild moves WAITING or RUNNING -> DONE with its result and reason,
+// or returns ErrConflict if it is already DONE (ErrNotFound if unknown). A
+// zero p.At leaves FinishedAt nil, as a SKIPPED build's times are.
+func (s *Store) FinishBuild(ctx context.Context, p store.FinishBuildParams) error {
+	if p.Result == "" {
+		return fmt.Errorf("postgres: finish build %s/%s: empty result", p.BuildsetID, p.Job)
+	}
+	err := s.cas(ctx, `
+		UPDATE builds SET state = $1, result = $2, reason = $3,
+			finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE $4::timestamptz END
+		WHERE buildset_id = $5 AND job = $6 AND state IN ($7, $8)`,
+		// A build that never started keeps null times (SPEC §2.4, §3).
+		[]any{store.BuildDone, p.Result, p.Reason, nullTime(p.At), p.BuildsetID, p.Job, store.BuildWaiting, store.BuildRunning},
+		`SELECT state FROM builds WHERE buildset_id = $1 AND job = $2`, p.BuildsetID, p.Job)
+	if err != nil {
+		return fmt.Errorf("postgres: finish build %s/%s: %w", p.BuildsetID, p.Job, err)
+	}
+	return nil
+}
+
+// FinishAttemptAndBuild finishes an attempt and its build in one
+// transaction; see store.Buildsets. a and b must name the same build. The
+// build's row is locked first, as StartAttempt and EndBuildset lock it
+// before the attempts.
+func (s *Store) FinishAttemptAndBuild(ctx context.Context, a store.FinishAttemptParams, b store.FinishBuildParams) error {
+	if a.BuildsetID != b.BuildsetID || a.Job != b.Job {
+		return fmt.Errorf("postgres: finish attempt %s/%s #%d and build %s/%s: not the same build", a.BuildsetID, a.Job, a.Number, b.BuildsetID, b.Job)
+	}
+	if a.Result == "" || b.Result == "" {
+		return fmt.Errorf("postgres: finish attempt and build %s/%s #%d: empty result", a.BuildsetID, a.Job, a.Number)
+	}
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		var state string
+		err := tx.QueryRow(ctx, `SELECT state FROM builds WHERE buildset_id = $1 AND job = $2 FOR UPDATE`,
+			b.BuildsetID, b.Job).Scan(&state)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return store.ErrNotFound // no build, so no attempt
+		}
+		if err != nil {
+			return err
+		}
+		if err := finishAttempt(ctx, tx, a); err != nil {
+			return err
+		}
+		if store.BuildState(state) == store.BuildDone {
+			return fmt.Errorf("build is DONE: %w", store.ErrConflict)
+		}
+		_, err = tx.Exec(ctx, `
+			UPDATE builds SET state = $1, result = $2, reason = $3, finished_at = $4
+			WHERE buildset_id = $5 AND job = $6`,
+			store.BuildDone, b.Result, b.Reason, nullTime(b.At), b.BuildsetID, b.Job)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: finish attempt and build %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, err)
+	}
+	return nil
+}
+
+const attemptColumns = `buildset_id, job, number, owner, started_at, finished_at, result, log, error`
+
+// queryAttempts runs a query of attemptColumns.
+func (s *Store) queryAttempts(ctx context.Context, sql string, args ...any) ([]*store.Attempt, error) {
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (*store.Attempt, error) {
+		var (
+			a        store.Attempt
+			started  time.Time
+			finished *time.Time
+			result   string
+		)
+		if err := row.Scan(&a.BuildsetID, &a.Job, &a.Number, &a.Owner, &started, &finished, &result, &a.Log, &a.Error); err != nil {
+			return nil, err
+		}
+		a.StartedAt = started.UTC()
+		a.FinishedAt = utc(finished)
+		a.Result = store.Result(result)
+		return &a, nil
+	})
+}
+
+// Attempts returns a build's attempts by number, or ErrNotFound for an
+// unknown build.
+func (s *Store) Attempts(ctx context.Context, buildsetID, job string) ([]*store.Attempt, error) {
+	out, err := s.queryAttempts(ctx, `SELECT `+attemptColumns+`
+		FROM attempts WHERE buildset_id = $1 AND job = $2 ORDER BY number`, buildsetID, job)
+	if err == nil && len(out) == 0 {
+		var exists bool
+		err = s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM builds WHERE buildset_id = $1 AND job = $2)`,
+			buildsetID, job).Scan(&exists)
+		if err == nil && !exists {
+			err = store.ErrNotFound
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: attempts of %s/%s: %w", buildsetID, job, mapErr(ctx, err))
+	}
+	return out, nil
+}
+
+// RunningAttempts returns the attempts of a buildset that have not finished
+// (no Result, so no FinishedAt either), by job then number, or ErrNotFound
+// for an unknown buildset. An attempt finished with a zero time has a Result
+// and is not running.
+func (s *Store) RunningAttempts(ctx context.Context, buildsetID string) ([]*store.Attempt, error) {
+	out, err := s.queryAttempts(ctx, `SELECT `+attemptColumns+`
+		FROM attempts WHERE buildset_id = $1 AND result = '' ORDER BY job COLLATE "C", number`, buildsetID)
+	if err == nil && len(out) == 0 {
+		err = s.buildsetExists(ctx, buildsetID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: running attempts of %s: %w", buildsetID, mapErr(ctx, err))
+	}
+	return out, nil
+}
+
+// durationHistory is how many of a job's latest successful attempts
+// JobDurations takes the median of.
+const durationHistory = 5
+
+// JobDurations returns, for each named job that has history, the median
+// duration of its last 5 successful attempts (by finish time), in any
+// pipeline. With an even count the median is the mean of the middle two.
+func (s *Store) JobDurations(ctx context.Context, jobs []string) (map[string]time.Duration, error) {
+	out := make(map[string]time.Duration, len(jobs))
+	if len(jobs) == 0 {
+		return out, nil
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT job, started_at, finished_at FROM (
+			SELECT job, started_at, finished_at,
+				row_number() OVER (PARTITION BY job ORDER BY finished_at DESC, number DESC) AS n
+			FROM attempts
+			WHERE job = ANY($1) AND result = $2 AND finished_at IS NOT NULL) latest
+		WHERE n <= $3`,
+		jobs, store.Success, durationHistory)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: job durations: %w", mapErr(ctx, err))
+	}
+	durations := map[string][]time.Duration{}
+	var (
+		job               string
+		started, finished time.Time
+	)
+	_, err = pgx.ForEachRow(rows, []any{&job, &started, &finished}, func() error {
+		durations[job] = append(durations[job], finished.Sub(started))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: job durations: %w", mapErr(ctx, err))
+	}
+	for job, ds := range durations {
+		out[job] = median(ds)
+	}
+	return out, nil
+}
+
+func median(ds []time.Duration) time.Duration {
+	slices.Sort(ds)
+	n := len(ds)
+	if n%2 == 1 {
+		return ds[n/2]
+	}
+	return (ds[n/2-1] + ds[n/2]) / 2
+}

@@ -1,0 +1,75 @@
+package postgres_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/semaphore"
+	"github.com/sortie-ci/sortie/internal/store"
+	"github.com/sortie-ci/sortie/internal/store/postgres"
+	"github.com/sortie-ci/sortie/internal/store/postgres/pgtest"
+	"github.com/sortie-ci/sortie/internal/store/storetest"
+)
+
+// openURL opens a store on the database at dbURL, closed when the test
+// ends.
+func openURL(t *testing.T, dbURL string) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
+// TestStore runs the conformance suite, each case on a database of its own.
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return openURL(t, pgtest.NewDatabase(t))
+	})
+}
+
+// TestSeveralProcesses opens one database three times, as three sortie
+// processes (each with a pool of its own) would, and checks that a max-1
+// and a max-2 semaphore are never held beyond their max.
+func TestSeveralProcesses(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.NewDatabase(t)
+	p1, p2, p3 := openURL(t, dbURL), openURL(t, dbURL), openURL(t, dbURL)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	sem := map[string]int{"infra-prod-deployment": 1}
+	acq := func(s *postgres.Store, holder string) bool {
+		t.Helper()
+		ok, err := semaphore.TryAcquire(t.Context(), s, semaphore.Request{
+			Holder: holder, Buildset: holder, Owner: holder, Semaphores: sem, Since: now, Now: now,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !acq(p1, "a") {
+		t.Fatal("p1 could not take a free semaphore")
+	}
+	if acq(p2, "b") {
+		t.Fatal("p2 took the semaphore p1 holds")
+	}
+	if err := p1.ReleaseSemaphores(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if !acq(p2, "b") {
+		t.Fatal("p2 could not take the semaphore p1 released")
+	}
+	if err := p2.ReleaseSemaphores(t.Context(), "b"); err != nil {
+		t.Fatal(err)
+	}
+
+	stores := []store.Store{p1, p2, p3}
+	t.Run("max 1", func(t *testing.T) { storetest.Contend(t, stores, 1) })
+	t.Run("max 2", func(t *testing.T) { storetest.Contend(t, stores, 2) })
+}
