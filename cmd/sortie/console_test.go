@@ -85,7 +85,7 @@ func TestVersion(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{{"version"}, {"--version"}} {
 		r := runSortie(t, nil, args...)
-		want := regexp.MustCompile(`^sortie \S+\ncommit: \S+\ngo: ` + regexp.QuoteMeta(runtime.Version()) + ` \S+/\S+\nschema: [1-9]\d*\n$`)
+		want := regexp.MustCompile(`^sortie \S+\ncommit: \S+\ngo: ` + regexp.QuoteMeta(runtime.Version()) + ` \S+/\S+\nschema: [1-9]\d* \(SQLite\), [1-9]\d* \(PostgreSQL\)\n$`)
 		if r.code != 0 || !want.MatchString(r.stdout) {
 			t.Errorf("sortie %v: exit %d\n%s%s", args, r.code, r.stdout, r.stderr)
 		}

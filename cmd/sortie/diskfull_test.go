@@ -177,7 +177,7 @@ pipelines:
 	filler = fill(t, filepath.Dir(state))
 	srv = spawnServe(t, addr, logPath, []string{"SORTIE_TOKENS=tok"}, args...)
 	waitFor("the restarted server to wait for space", func() bool {
-		return strings.Contains(serverLog(), "waiting until the state dir can be written") ||
+		return strings.Contains(serverLog(), "waiting until the store can be opened and written") ||
 			strings.Contains(serverLog(), "recovery waits until the state can be written")
 	})
 	select {

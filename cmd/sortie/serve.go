@@ -44,9 +44,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var env *runEnv
 	err = store.Persist(ctx.Done(), time.Second,
 		func(err error) {
-			log.Error("waiting until the state dir can be written", "state_dir", *stateDir, "err", err)
+			log.Error("waiting until the store can be opened and written", "state_dir", *stateDir, "err", err)
 		},
-		func() { log.Info("the state dir can be written again") },
+		func() { log.Info("the store can be written again") },
 		func() (err error) { env, err = openEnv(ctx, *stateDir, db, cfg, owner, true); return err })
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"runtime/debug"
 
+	"github.com/sortie-ci/sortie/internal/store/postgres"
 	"github.com/sortie-ci/sortie/internal/store/sqlite"
 )
 
@@ -56,6 +57,7 @@ func cmdVersion(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	ver, rev := buildVersion()
-	fmt.Fprintf(stdout, "sortie %s\ncommit: %s\ngo: %s %s/%s\nschema: %d\n", ver, rev, runtime.Version(), runtime.GOOS, runtime.GOARCH, sqlite.SchemaVersion())
+	fmt.Fprintf(stdout, "sortie %s\ncommit: %s\ngo: %s %s/%s\nschema: %d (SQLite), %d (PostgreSQL)\n", ver, rev, runtime.Version(), runtime.GOOS, runtime.GOARCH,
+		sqlite.SchemaVersion(), postgres.SchemaVersion())
 	return nil
 }

@@ -1,7 +1,7 @@
 // Package store defines what Sortie keeps: buildsets, builds, attempts,
 // semaphore holders and waiters, job duration history, operators' pauses
-// and the marks of triggers. Implementations live in sub-packages (sqlite;
-// postgres later) and all pass the conformance suite in storetest.
+// and the marks of triggers. Implementations live in sub-packages (sqlite,
+// postgres) and all pass the conformance suite in storetest.
 //
 // Every process that shares one store (two `sortie run` on one state dir,
 // several servers on one database) shares its semaphores: holders and

@@ -4,11 +4,10 @@ import (
 	"context"
 	"embed"
 	"fmt"
-	"io/fs"
-	"strconv"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/sortie-ci/sortie/internal/store"
 )
 
 // migrationFiles are the schema changes, applied in version order. A file
@@ -17,40 +16,9 @@ import (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// migrations returns the embedded migrations, checking that their versions
-// run 1, 2, 3... without gaps or duplicates.
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFiles, "migrations") // sorted by name
-	if err != nil {
-		return nil, err
-	}
-	var ms []migration
-	for _, e := range entries {
-		name := e.Name()
-		prefix, _, ok := strings.Cut(name, "_")
-		if !ok {
-			return nil, fmt.Errorf("migration %s: name is not NNNN_what.sql", name)
-		}
-		v, err := strconv.Atoi(prefix)
-		if err != nil {
-			return nil, fmt.Errorf("migration %s: version: %w", name, err)
-		}
-		if v != len(ms)+1 {
-			return nil, fmt.Errorf("migration %s: version %d, want %d", name, v, len(ms)+1)
-		}
-		b, err := fs.ReadFile(migrationFiles, "migrations/"+name)
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, migration{version: v, name: name, sql: string(b)})
-	}
-	return ms, nil
+// migrations returns the embedded migrations in version order.
+func migrations() ([]store.Migration, error) {
+	return store.ReadMigrations(migrationFiles, "migrations")
 }
 
 // migrate applies the migrations the database lacks, each in its own
@@ -88,23 +56,33 @@ func (s *Store) migrate(ctx context.Context) error {
 				tooNew = fmt.Errorf("migrate: database schema version %d is newer than this sortie knows (%d): upgrade sortie", newest, len(ms))
 				return tooNew
 			}
-			if newest >= m.version {
+			if newest >= m.Version {
 				return nil
 			}
 			// No arguments: the simple protocol, which runs every
 			// statement of the file.
-			if _, err := tx.Exec(ctx, m.sql); err != nil {
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name)
+			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name)
 			return err
 		})
 		if tooNew != nil {
 			return tooNew
 		}
 		if err != nil {
-			return fmt.Errorf("migrate %s: %w", m.name, err)
+			return fmt.Errorf("migrate %s: %w", m.Name, err)
 		}
 	}
 	return nil
+}
+
+// SchemaVersion is the version of the schema this build brings a database
+// to: the number of its migrations.
+func SchemaVersion() int {
+	ms, err := migrations()
+	if err != nil {
+		return 0 // a broken build; Open says why
+	}
+	return len(ms)
 }

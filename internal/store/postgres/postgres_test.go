@@ -91,8 +91,8 @@ func TestOpenConcurrentMigratesOnce(t *testing.T) {
 		t.Fatalf("schema_migrations has %d rows, want %d: %v", len(got), len(ms), got)
 	}
 	for i, m := range ms {
-		if got[i].Version != m.version || got[i].Name != m.name {
-			t.Errorf("schema_migrations row %d = %v, want version %d %s", i, got[i], m.version, m.name)
+		if got[i].Version != m.Version || got[i].Name != m.Name {
+			t.Errorf("schema_migrations row %d = %v, want version %d %s", i, got[i], m.Version, m.Name)
 		}
 	}
 	// The schema is there.

@@ -15,7 +15,7 @@ func TestMigrations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ms) == 0 || ms[0].version != 1 {
+	if len(ms) == 0 || ms[0].Version != 1 {
 		t.Fatalf("migrations = %v", ms)
 	}
 
@@ -96,7 +96,7 @@ func TestUpgradeFrom1(t *testing.T) {
 	db.SetMaxOpenConns(1)
 	for _, q := range []string{
 		`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)`,
-		ms[0].sql,
+		ms[0].SQL,
 		`INSERT INTO schema_migrations (version) VALUES (1)`,
 		`INSERT INTO buildsets (id, pipeline, commit_sha, files, state, plan, owner, created_at, started_at)
 			VALUES ('bs1', 'deploy', 'c1', '["a.yaml"]', 'RUNNING', x'7b7d', 'proc', 10, 20)`,
