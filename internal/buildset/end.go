@@ -78,7 +78,7 @@ func (r *Runner) forget(ctx context.Context, owner string, active []*store.Build
 		if err := r.reap(ctx, bs, now); err != nil {
 			return ids, fmt.Errorf("end buildset %s of dead %s: %w", bs.ID, owner, err)
 		}
-		r.finishCheckout(ctx, bs.ID, true)
+		r.FinishCheckout(ctx, bs.ID, true)
 		ids = append(ids, bs.ID)
 	}
 	return ids, nil
