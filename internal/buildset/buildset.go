@@ -57,12 +57,10 @@ type EstimateObserver interface {
 }
 
 // Store is what a Runner keeps its buildsets in: the buildsets themselves,
-// the semaphores it drops when one is left, and whether a `sortie run`
-// lives (ReapDeadRuns).
+// and the semaphores it drops when one is left.
 type Store interface {
 	store.Buildsets
 	store.Semaphores
-	LeaseAlive(ctx context.Context, owner string, now time.Time) (bool, error)
 }
 
 // Runner makes and runs buildsets. Its fields are set before use.
