@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +18,7 @@ import (
 	"github.com/sortie-ci/sortie/internal/bastion/ssh"
 	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/config"
+	"github.com/sortie-ci/sortie/internal/coordinator"
 	"github.com/sortie-ci/sortie/internal/graph"
 	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/source"
@@ -76,14 +75,25 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return usageError("run: %s: source.url is not set; say which repository to deploy", *path)
 	}
 	// A dead `sortie run` is not resumed, only reaped by whoever comes
-	// next (ReapDeadRuns, semaphore.Client.Reap). Locally its builds are
-	// found by their tag alone, to spare a record per build.
-	env, err := openEnv(ctx, *stateDir, db, cfg, newOwner("run"), false)
+	// next (coordinator.Reaper, semaphore.Client.Reap). Locally its
+	// builds are found by their tag alone, to spare a record per build.
+	env, err := openEnv(ctx, *stateDir, db, cfg, coordinator.NewOwner(coordinator.OwnerRun), false)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
-	if err := reapDeadRuns(ctx, env.runner, stderr); err != nil {
+	// The dead runs' buildsets end as a server's coordinator ends them
+	// (step 4b of issue 12 puts `sortie run` on a coordinator of its own).
+	reaper := &coordinator.Reaper{Store: env.store, Runner: env.runner, Say: stderr}
+	// Once a dead sortie run's builds are ended, and before its
+	// semaphores are freed, the buildsets it left RUNNING are ended too (a
+	// server's next pass would, but a sortie run may be the only process
+	// left, and whoever gets the semaphores next may be quick to exit).
+	env.sems.Forget = reaper.Forget
+	if err := env.sems.Start(ctx); err != nil {
+		return err
+	}
+	if _, err := reaper.ReapDeadRuns(ctx, time.Now().UTC()); err != nil {
 		return err
 	}
 	env.runner.MaxParallel = *maxPar
@@ -158,20 +168,14 @@ type runEnv struct {
 	closers []io.Closer
 }
 
-// newOwner names this process in the store and on the bastion:
-// "<kind>-<random hex>" (kind "run" or "srv").
-func newOwner(kind string) string {
-	b := make([]byte, 8)
-	rand.Read(b)
-	return kind + "-" + hex.EncodeToString(b)
-}
-
 // openEnv opens the state dir for a process named owner. The bastion tags
 // and records the builds' processes under that owner, for whoever finds
 // this process dead to end them with KillOwner before taking its
 // semaphores; on the local bastion, without recorded, it tags them only
 // (see local.Bastion.Untracked). The store is the one db names (see
-// database): <stateDir>/sortie.db when db is "".
+// database): <stateDir>/sortie.db when db is "". The semaphore client (the
+// lease) is made but not started: a server's coordinator starts it, a
+// `sortie run` once it has set its Forget.
 func openEnv(ctx context.Context, stateDir, db string, cfg *config.Config, owner string, recorded bool) (*runEnv, error) {
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
@@ -212,48 +216,13 @@ func openEnv(ctx context.Context, stateDir, db string, cfg *config.Config, owner
 		Bastion: b,
 		LogDir:  filepath.Join(abs, "logs"),
 	}
-	// Once a dead sortie run's builds are ended, and before its
-	// semaphores are freed, the buildsets it left RUNNING are ended too (a
-	// server's next pass would, but a sortie run may be the only process
-	// left, and whoever gets the semaphores next may be quick to exit).
 	runner.Semaphores = &semaphore.Client{Store: st, Owner: owner, Bastion: b,
-		Forget: func(ctx context.Context, o string) error {
-			if !strings.HasPrefix(o, "run-") {
-				return nil // a server's buildsets wait for its successor
-			}
-			// Its builds are ended already: only its buildsets are left.
-			ids, err := runner.ForgetRun(ctx, o, time.Now().UTC())
-			sayReaped(os.Stderr, ids)
-			return err
-		},
 		OnReap: func(ctx context.Context, o string, err error) {
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "sortie: dead process %s: %v\n", o, err)
 			}
 		}}
-	if err := runner.Semaphores.Start(ctx); err != nil {
-		for _, c := range closers {
-			c.Close()
-		}
-		st.Close()
-		return nil, err
-	}
 	return &runEnv{store: st, sems: runner.Semaphores, closers: closers, runner: runner}, nil
-}
-
-// reapDeadRuns ends the buildsets of dead `sortie run` processes
-// (Runner.ReapDeadRuns) and says which on w.
-func reapDeadRuns(ctx context.Context, r *buildset.Runner, w io.Writer) error {
-	reaped, err := r.ReapDeadRuns(ctx, time.Now().UTC())
-	sayReaped(w, reaped)
-	return err
-}
-
-// sayReaped tells which buildsets of dead runs were ended.
-func sayReaped(w io.Writer, ids []string) {
-	if len(ids) > 0 {
-		fmt.Fprintf(w, "sortie: ended %d buildsets whose sortie run process died: %s\n", len(ids), strings.Join(ids, ", "))
-	}
 }
 
 func (e *runEnv) Close() {

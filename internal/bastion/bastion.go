@@ -62,8 +62,9 @@ type Bastion interface {
 // CheckOwner rejects an owner id that is not safe as a file name on a
 // bastion (the process groups of an owner's builds are recorded under
 // <workdir>/run/<owner>/): it is 1 to 100 letters, digits and '-', and
-// does not start with '-'. Sortie's own ids are "srv-<uuid>" and
-// "run-<uuid>".
+// does not start with '-'. Sortie's own ids are made by
+// coordinator.NewOwner ("srv-" or "run-" and 16 hex digits); a bastion
+// never reads a kind from them.
 func CheckOwner(owner string) error {
 	bad := owner == "" || len(owner) > 100 || owner[0] == '-'
 	for _, c := range owner {

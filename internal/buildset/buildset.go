@@ -57,12 +57,10 @@ type EstimateObserver interface {
 }
 
 // Store is what a Runner keeps its buildsets in: the buildsets themselves,
-// the semaphores it drops when one is left, and whether a `sortie run`
-// lives (ReapDeadRuns).
+// and the semaphores it drops when one is left.
 type Store interface {
 	store.Buildsets
 	store.Semaphores
-	LeaseAlive(ctx context.Context, owner string, now time.Time) (bool, error)
 }
 
 // Runner makes and runs buildsets. Its fields are set before use.
@@ -269,7 +267,7 @@ func (r *Runner) Run(ctx context.Context, bs *store.Buildset) (store.Result, err
 	return r.RunWith(ctx, bs, RunOptions{})
 }
 
-// RunOptions are the server's hooks into a run.
+// RunOptions are the coordinator's hooks into a run.
 type RunOptions struct {
 	// Hold, when set and true, starts no new attempt (a pause); running
 	// ones go on.
@@ -290,6 +288,12 @@ type RunOptions struct {
 	// only when it goes down, so that an operator's cancel still waits
 	// for the store.
 	GiveUp <-chan struct{}
+	// End, when set, is how the run ends its buildset, whichever way it
+	// ends (its last build, a failure to run, a cancel while it waited
+	// for its pipeline semaphore): the coordinator's single end path,
+	// which calls Runner.End and then tells who listens. nil means
+	// Runner.End. It has Runner.End's contract.
+	End func(ctx context.Context, giveUp <-chan struct{}, p store.EndBuildsetParams) (ended bool, err error)
 }
 
 // BuildCanceler cancels one running build of a buildset.
@@ -309,6 +313,11 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 	if giveUp == nil {
 		giveUp = ctx.Done()
 	}
+	end := opt.End
+	if end == nil {
+		end = r.End
+	}
+	fail := func(err error) (store.Result, error) { return r.fail(bg, end, giveUp, bs, err) }
 	// Builds must not go on holding semaphores the store may hand to
 	// others: a lost lease cancels the buildset.
 	ctx, cancelLost := context.WithCancelCause(ctx)
@@ -322,11 +331,11 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 	}()
 	plan, err := Plan(bs)
 	if err != nil {
-		return r.fail(bg, giveUp, bs, err)
+		return fail(err)
 	}
 	spec, err := SpecOf(bs)
 	if err != nil {
-		return r.fail(bg, giveUp, bs, err)
+		return fail(err)
 	}
 	drained := false
 	// Whatever happens below, nothing of this buildset stays held.
@@ -357,25 +366,25 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 				if bs.State == store.BuildsetRunning {
 					break // a resumed buildset is cancelled by its loop below
 				}
-				return r.cancelQueued(bg, bs)
+				return r.cancelQueued(bg, end, bs)
 			case wctx.Err() != nil:
 				drained = true
 				return "", ErrDrained
 			default:
-				return r.fail(bg, giveUp, bs, fmt.Errorf("acquire pipeline semaphore %s: %w", sp.Name, err))
+				return fail(fmt.Errorf("acquire pipeline semaphore %s: %w", sp.Name, err))
 			}
 		}
 	}
 	var resume map[string]scheduler.Prior
 	if bs.State == store.BuildsetRunning {
 		if resume, err = r.resume(bg, bs); err != nil {
-			return r.fail(bg, giveUp, bs, err)
+			return fail(err)
 		}
 	} else {
 		if err := r.persist(giveUp, "buildset "+bs.ID+": start", func() error {
 			return r.Store.StartBuildset(bg, bs.ID, r.Semaphores.Owner, r.now())
 		}); err != nil {
-			return r.fail(bg, giveUp, bs, err)
+			return fail(err)
 		}
 	}
 	if r.Observer != nil {
@@ -386,13 +395,13 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 	for _, j := range plan.Jobs {
 		js, ok := spec.Jobs[j.Name]
 		if !ok {
-			return r.fail(bg, giveUp, bs, fmt.Errorf("job %s of the frozen graph has no frozen spec", j.Name))
+			return fail(fmt.Errorf("job %s of the frozen graph has no frozen spec", j.Name))
 		}
 		jobs[j.Name] = scheduler.JobSpec{Semaphores: js.Semaphores, Attempts: js.Attempts}
 	}
 	remaining, fromHistory, err := r.remaining(ctx, spec, plan)
 	if err != nil {
-		return r.fail(bg, giveUp, bs, err)
+		return fail(err)
 	}
 	if o, ok := r.Observer.(EstimateObserver); ok && fromHistory {
 		o.Estimated(remaining)
@@ -417,20 +426,20 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 	}
 	// The deploy itself is done; a cleanup failure is worth saying, not
 	// worth failing it.
-	r.finishCheckout(bg, bs.ID, runErr == nil && result == store.Success)
+	r.FinishCheckout(bg, bs.ID, runErr == nil && result == store.Success)
 	// The loop has ended every build it could record; what a failed
 	// recording left unfinished ends with the buildset.
-	end := store.EndBuildsetParams{
+	p := store.EndBuildsetParams{
 		ID: bs.ID, Result: result, BuildResult: store.Error, Reason: "sortie error: the build was left unfinished",
 		At: r.now(), Fence: r.fence(),
 	}
 	if runErr != nil {
-		end.Error, end.Reason = runErr.Error(), "sortie error: "+runErr.Error()
+		p.Error, p.Reason = runErr.Error(), "sortie error: "+runErr.Error()
 	}
 	if result == store.Canceled {
-		end.BuildResult, end.Reason = store.Canceled, scheduler.ReasonBuildsetCancelled
+		p.BuildResult, p.Reason = store.Canceled, scheduler.ReasonBuildsetCancelled
 	}
-	ended, err := r.End(bg, giveUp, end)
+	ended, err := end(bg, giveUp, p)
 	if err == nil && !ended {
 		err = fmt.Errorf("buildset %s was ended by another process meanwhile: %w", bs.ID, store.ErrConflict)
 	}
@@ -476,18 +485,21 @@ func (r *Runner) poll() time.Duration {
 	return 250 * time.Millisecond
 }
 
-// fail ends a buildset that could not run: its unfinished builds and the
-// buildset itself ERROR, with why.
-func (r *Runner) fail(ctx context.Context, giveUp <-chan struct{}, bs *store.Buildset, err error) (store.Result, error) {
+// endFunc ends a buildset: Runner.End, or RunOptions.End.
+type endFunc func(ctx context.Context, giveUp <-chan struct{}, p store.EndBuildsetParams) (bool, error)
+
+// fail ends a buildset that could not run, through end: its unfinished
+// builds and the buildset itself ERROR, with why.
+func (r *Runner) fail(ctx context.Context, end endFunc, giveUp <-chan struct{}, bs *store.Buildset, err error) (store.Result, error) {
 	// An attempt still running is a dead predecessor's (a resumed
 	// buildset): this process has started none yet.
-	if _, perr := r.End(ctx, giveUp, store.EndBuildsetParams{
+	if _, perr := end(ctx, giveUp, store.EndBuildsetParams{
 		ID: bs.ID, Result: store.Error, Error: err.Error(),
 		BuildResult: store.Error, AttemptResult: store.Lost, Reason: "sortie error: " + err.Error(), At: r.now(), Fence: r.fence(),
 	}); errors.Is(perr, store.ErrUnavailable) {
 		err = errors.Join(err, perr)
 	}
-	r.finishCheckout(ctx, bs.ID, false)
+	r.FinishCheckout(ctx, bs.ID, false)
 	return store.Error, err
 }
 
@@ -506,11 +518,11 @@ func (r *Runner) persist(giveUp <-chan struct{}, what string, write func() error
 		write)
 }
 
-// finishCheckout marks the buildset's checkout on the bastion finished, so
+// FinishCheckout marks the buildset's checkout on the bastion finished, so
 // that it is removed once KeepCheckouts newer ones are (there may be none:
 // that is fine). A failure is printed when say is set, else ignored: the
 // buildset has ended either way, and the next Finish prunes again.
-func (r *Runner) finishCheckout(ctx context.Context, id string, say bool) {
+func (r *Runner) FinishCheckout(ctx context.Context, id string, say bool) {
 	keep := r.KeepCheckouts
 	if keep <= 0 {
 		keep = DefaultKeepCheckouts
@@ -520,10 +532,10 @@ func (r *Runner) finishCheckout(ctx context.Context, id string, say bool) {
 	}
 }
 
-// cancelQueued ends a buildset cancelled before it started: every build
-// CANCELED, never started.
-func (r *Runner) cancelQueued(ctx context.Context, bs *store.Buildset) (store.Result, error) {
-	ended, err := r.End(ctx, nil, store.EndBuildsetParams{
+// cancelQueued ends a buildset cancelled before it started, through end:
+// every build CANCELED, never started.
+func (r *Runner) cancelQueued(ctx context.Context, end endFunc, bs *store.Buildset) (store.Result, error) {
+	ended, err := end(ctx, nil, store.EndBuildsetParams{
 		ID: bs.ID, Result: store.Canceled, Error: "cancelled while waiting for its pipeline semaphore",
 		BuildResult: store.Canceled, Reason: scheduler.ReasonBuildsetCancelled, At: r.now(), Fence: r.fence(),
 	})

@@ -43,7 +43,7 @@ type Store interface {
 // caller releases its buildsets first.
 type Client struct {
 	Store Store
-	// Owner names this process in the store ("run-<hex>", "srv-<hex>").
+	// Owner names this process in the store (coordinator.NewOwner).
 	Owner string
 	// Bastion ends a dead owner's builds before its holders are released.
 	// Required: Start refuses a client without one.

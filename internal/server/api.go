@@ -202,7 +202,7 @@ func noBuildset(err error, id string) error {
 // refuseWhileDraining answers 503, and reports true, once a shutdown has
 // begun: a buildset made then would wait, unseen, for the next start.
 func (s *Server) refuseWhileDraining(w http.ResponseWriter) bool {
-	if !s.draining.Load() {
+	if !s.coord.Stopping() {
 		return false
 	}
 	w.Header().Set("Retry-After", "30")
@@ -491,7 +491,7 @@ func (s *Server) postCancel(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := s.cancelBuildset(r.Context(), r.PathValue("id"), by(body.By)); err != nil {
+	if err := s.coord.Cancel(r.Context(), r.PathValue("id"), by(body.By)); err != nil {
 		storeError(w, noBuildset(err, r.PathValue("id")))
 		return
 	}
@@ -500,7 +500,7 @@ func (s *Server) postCancel(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) postCancelBuild(w http.ResponseWriter, r *http.Request) {
 	id, job := r.PathValue("id"), r.PathValue("job")
-	if !s.cancelBuild(id, job) {
+	if !s.coord.CancelBuild(id, job) {
 		writeError(w, http.StatusConflict, fmt.Sprintf("%s of buildset %s has no attempt running in this server", job, id))
 		return
 	}
@@ -518,7 +518,7 @@ func (s *Server) postRerun(w http.ResponseWriter, r *http.Request) {
 	if s.refuseWhileDraining(w) {
 		return
 	}
-	bs, err := s.opt.Runner.Rerun(r.Context(), id, fmt.Sprintf("re-run of the jobs of %s that did not succeed, by %s", id, by(body.By)))
+	bs, err := s.coord.Rerun(r.Context(), id, fmt.Sprintf("re-run of the jobs of %s that did not succeed, by %s", id, by(body.By)))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		storeError(w, noBuildset(err, id))
@@ -530,8 +530,6 @@ func (s *Server) postRerun(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnprocessableEntity, err.Error())
 		return
 	}
-	s.log.Info("buildset created", "buildset", bs.ID, "pipeline", bs.Pipeline, "cause", bs.Cause)
-	s.wake()
 	writeJSON(w, http.StatusAccepted, map[string]string{"buildset": bs.ID})
 }
 
@@ -554,16 +552,11 @@ func (s *Server) postPause(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	p := store.Pause{Pipeline: body.Pipeline, By: by(body.By), Reason: body.Reason, At: time.Now().UTC()}
-	if err := s.st.SetPause(r.Context(), p); err != nil {
-		storeError(w, err)
-		return
-	}
-	if err := s.loadPauses(r.Context()); err != nil {
+	if err := s.coord.SetPause(r.Context(), p); err != nil {
 		storeError(w, err)
 		return
 	}
 	s.log.Info("paused", "pipeline", p.Pipeline, "by", p.By, "reason", p.Reason)
-	s.wake()
 	writeJSON(w, http.StatusOK, pauseJSON(p))
 }
 
@@ -577,22 +570,17 @@ func (s *Server) postResume(w http.ResponseWriter, r *http.Request) {
 		// As pause does; but a pipeline gone from the config may still be
 		// paused, and its pause can be lifted.
 		_, known := s.Config().Pipelines[body.Pipeline]
-		_, paused := (*s.pauses.Load())[body.Pipeline]
+		_, paused := s.coord.Pauses()[body.Pipeline]
 		if !known && !paused {
 			writeError(w, http.StatusNotFound, fmt.Sprintf("no pipeline %q in the config", body.Pipeline))
 			return
 		}
 	}
-	if err := s.st.ClearPause(r.Context(), body.Pipeline); err != nil {
-		storeError(w, err)
-		return
-	}
-	if err := s.loadPauses(r.Context()); err != nil {
+	if err := s.coord.ClearPause(r.Context(), body.Pipeline); err != nil {
 		storeError(w, err)
 		return
 	}
 	s.log.Info("resumed", "pipeline", body.Pipeline, "by", by(body.By))
-	s.wake()
 	writeJSON(w, http.StatusOK, map[string]any{"pipeline": body.Pipeline, "paused": false})
 }
 
@@ -668,12 +656,10 @@ func (s *Server) pipelines(ctx context.Context) ([]PipelineJSON, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.planMu.Lock()
 	waits := map[string]string{}
-	for _, wt := range s.lastPlan.Waiting {
+	for _, wt := range s.coord.Status().Plan.Waiting {
 		waits[wt.Buildset] = wt.Reason
 	}
-	s.planMu.Unlock()
 	out := []PipelineJSON{}
 	for _, name := range cfg.PipelineNames() {
 		pl := cfg.Pipelines[name]
@@ -684,7 +670,7 @@ func (s *Server) pipelines(ctx context.Context) ([]PipelineJSON, error) {
 		if pl.Trigger.Push != nil {
 			pj.Push = pl.Trigger.Push.Branch
 		}
-		if p := s.paused(name); p != nil {
+		if p := s.coord.Paused(name); p != nil {
 			pj.Paused = pauseJSON(*p)
 		}
 		for _, bs := range active {
@@ -806,9 +792,10 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
 
 // Status is what an operator's status page shows (GET /api/v1/status).
 func (s *Server) Status(ctx context.Context) (*StatusJSON, error) {
+	cs := s.coord.Status()
 	st := &StatusJSON{Ready: s.ready.Load(), Config: s.configJSON(),
-		Slots: SlotsJSON{InUse: s.slots.InUse(), Max: s.slots.Max()}}
-	if p, ok := (*s.pauses.Load())[""]; ok {
+		Slots: SlotsJSON{InUse: cs.SlotsInUse, Max: cs.SlotsMax}}
+	if p, ok := s.coord.Pauses()[""]; ok {
 		st.Paused = pauseJSON(p)
 	}
 	var err error
@@ -830,15 +817,6 @@ const webhookBodyBudget = 32 << 20
 // webhookBudgetWait is how long a delivery waits for room in the budget
 // before it is refused with 503; GitHub gives a delivery 10 s in all.
 const webhookBudgetWait = 5 * time.Second
-
-// Deliveries are remembered for deliveryTTL, and deliveryKeep of them at
-// most: a forge sends a delivery again within hours (GitLab retries for a
-// day, GitHub redelivers on request), and a replay older than that is
-// harmless anyway, since a push deploys the branch's head.
-const (
-	deliveryTTL  = 7 * 24 * time.Hour
-	deliveryKeep = 10000
-)
 
 // webhooks serves POST /webhooks/{forge}. It owns what the deliveries
 // share: the budget of the bodies being read, and a lock under which one
@@ -935,7 +913,7 @@ func (wh *webhooks) post(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("push", "forge", forge, "delivery", push.Delivery, "branch", push.Branch, "after", push.After)
 	wh.mu.Lock()
-	res, err := s.push(r.Context(), push.Branch, deliveryID(forge, push.Delivery), string(forge))
+	res, err := s.coord.Push(r.Context(), push.Branch, deliveryID(forge, push.Delivery), string(forge))
 	wh.mu.Unlock()
 	if res != nil && res.Duplicate {
 		writeJSON(w, http.StatusAccepted, map[string]any{"buildsets": ids, "ignored": fmt.Sprintf("delivery %s was received before", push.Delivery)})

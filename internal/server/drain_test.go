@@ -41,7 +41,7 @@ webhooks:
 	}
 	cancel := e.cancel
 	cancel() // shutdown, step one: the running build may finish
-	for !e.srv.draining.Load() {
+	for !e.srv.coord.Stopping() {
 		if time.Now().After(deadline) {
 			t.Fatal("the server never began to shut down")
 		}

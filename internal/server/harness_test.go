@@ -107,10 +107,8 @@ func (e *env) boot(opt envOpt) {
 	owner := fmt.Sprintf("srv-test%d", time.Now().UnixNano())
 	b := local.New(filepath.Join(e.state, "bastion"))
 	b.Owner = owner
+	// Not started: the server's coordinator starts it.
 	sems := &semaphore.Client{Store: st, Owner: owner, Bastion: b}
-	if err := sems.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	mirror := &source.Mirror{Dir: filepath.Join(e.state, "mirror.git"), URL: cfg.Source.URL}
 	getenv := func(k string) string { return e.envs[k] }
 	runner := &buildset.Runner{

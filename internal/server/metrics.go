@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sortie-ci/sortie/internal/config"
+	"github.com/sortie-ci/sortie/internal/coordinator"
 	"github.com/sortie-ci/sortie/internal/graph"
 	"github.com/sortie-ci/sortie/internal/store"
 )
@@ -124,6 +125,23 @@ func (m *metrics) semaphores(ctx context.Context, st store.Semaphores) {
 	}
 }
 
+// coordObserver feeds the metrics from the coordinator
+// (coordinator.Observer).
+type coordObserver struct {
+	m  *metrics
+	st store.Semaphores
+}
+
+// Passed sets the queue lengths, and counts the semaphores' holders and
+// waiters, after each pass of the managers.
+func (o coordObserver) Passed(ctx context.Context, cfg *config.Config, queued map[string]int) {
+	o.m.queues(cfg, queued)
+	o.m.semaphores(ctx, o.st)
+}
+
+// Launched observes a run.
+func (o coordObserver) Launched(bs *store.Buildset) coordinator.RunObserver { return o.m.observer(bs) }
+
 // observer is a buildset.Observer feeding the metrics for one buildset.
 func (m *metrics) observer(bs *store.Buildset) *observer {
 	return &observer{m: m, bs: bs, started: map[string]time.Time{}, running: map[string]bool{}}
@@ -173,9 +191,9 @@ func (o *observer) BuildFinished(job string, result store.Result, _ string, at t
 	}
 }
 
-// done observes the buildset's duration and frees the slots it still
+// Done observes the buildset's duration and frees the slots it still
 // counted (a drained run).
-func (o *observer) done() {
+func (o *observer) Done() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if !o.start.IsZero() {

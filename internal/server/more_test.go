@@ -223,7 +223,7 @@ pipelines:
 // (admit, supersede, coalesce) has been applied.
 func (e *env) decide() {
 	e.t.Helper()
-	if err := e.srv.pass(e.t.Context()); err != nil {
+	if err := e.srv.coord.Pass(e.t.Context()); err != nil {
 		e.t.Fatalf("managers' pass: %v\n%s", err, e.logBuf)
 	}
 }
@@ -231,12 +231,7 @@ func (e *env) decide() {
 // waitRunEnded waits until the server no longer runs buildset id.
 func (e *env) waitRunEnded(id string) {
 	e.t.Helper()
-	waitFor(e.t, "the server's run of "+id+" to end", func() bool {
-		e.srv.runsMu.Lock()
-		defer e.srv.runsMu.Unlock()
-		_, running := e.srv.runs[id]
-		return !running
-	})
+	waitFor(e.t, "the server's run of "+id+" to end", func() bool { return !e.srv.coord.Running(id) })
 }
 
 // stillQueued checks that the buildsets stay QUEUED, with no build

@@ -44,12 +44,13 @@ const finishedMarker = "sortie-finished"
 // Bastion is the local machine as a bastion. It is safe for concurrent use,
 // and by several processes on one work directory.
 type Bastion struct {
-	// Owner is the id of the Sortie process using the bastion ("srv-<uuid>",
-	// "run-<uuid>"; see bastion.CheckOwner), set before first use. While
-	// it is set, every process group the bastion starts is recorded under
-	// <workdir>/run/<Owner>/ until it is gone, so that another process can
-	// end them with KillOwner once this one has died, and every process
-	// it starts carries OwnerEnv=<Owner>. "" records and tags nothing.
+	// Owner is the id of the Sortie process using the bastion
+	// (coordinator.NewOwner; see bastion.CheckOwner), set before first
+	// use. While it is set, every process group the bastion starts is
+	// recorded under <workdir>/run/<Owner>/ until it is gone, so that
+	// another process can end them with KillOwner once this one has died,
+	// and every process it starts carries OwnerEnv=<Owner>. "" records and
+	// tags nothing.
 	Owner string
 	// Untracked keeps the Owner's tag but writes no records: KillOwner
 	// then finds the owner's processes by their tag alone, which a

@@ -52,8 +52,8 @@ type Config struct {
 	Keepalive time.Duration
 	// DialTimeout bounds connecting and the SSH handshake; 0: 15s.
 	DialTimeout time.Duration
-	// Owner is the id of the Sortie process using the bastion ("srv-<uuid>",
-	// "run-<uuid>"; see bastion.CheckOwner). The pid files of its builds
+	// Owner is the id of the Sortie process using the bastion
+	// (coordinator.NewOwner; see bastion.CheckOwner). The pid files of its builds
 	// live in <workdir>/run/<Owner>/, where KillOwner finds them once this
 	// process has died; "" keeps them in <workdir>/run/, out of KillOwner's
 	// reach.

@@ -122,11 +122,8 @@ func Start(t testing.TB, cfg string, opt Options) *Server {
 	owner := fmt.Sprintf("servertest%d", time.Now().UnixNano())
 	b := local.New(filepath.Join(s.State, "bastion"))
 	b.Owner = owner
+	// Not started: the server's coordinator starts it.
 	sems := &semaphore.Client{Store: st, Owner: owner, Bastion: b}
-	if err := sems.Start(ctx); err != nil {
-		st.Close()
-		t.Fatal(err)
-	}
 	mirror := &source.Mirror{Dir: filepath.Join(s.State, "mirror.git"), URL: c.Source.URL}
 	getenv := func(k string) string { return env[k] }
 	runner := &buildset.Runner{

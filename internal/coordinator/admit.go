@@ -1,0 +1,212 @@
+package coordinator
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/buildset"
+	"github.com/sortie-ci/sortie/internal/config"
+	"github.com/sortie-ci/sortie/internal/pipeline"
+	"github.com/sortie-ci/sortie/internal/store"
+)
+
+// dispatch is the managers' loop, the admission service: whenever woken
+// (a buildset was made or ended, a pause changed) and at every tick, it
+// makes one pass. Ends wake it through an Ended subscription of its own.
+func (c *Coordinator) dispatch(ctx context.Context) {
+	ended := c.Ended()
+	defer ended.Close()
+	t := time.NewTicker(c.opt.Tick)
+	defer t.Stop()
+	for {
+		if err := c.Pass(ctx); err != nil && ctx.Err() == nil {
+			c.log.Error("managers", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.kick:
+		case <-ended.Ready():
+			ended.Take()
+		case <-t.C:
+		}
+	}
+}
+
+// Pass makes one decision of the managers over the queue as the store has
+// it, and applies it: once it returns, what they decided (admit,
+// supersede, coalesce) has been done. The managers' loop calls it at
+// every wake-up and tick; tests call it by hand. Passes run one at a
+// time. First it reaps the buildsets of dead `sortie run`s, which would
+// otherwise count as running for their pipelines for ever.
+func (c *Coordinator) Pass(ctx context.Context) error {
+	c.passMu.Lock()
+	defer c.passMu.Unlock()
+	cfg := c.opt.Config()
+	// Failing to reap (say, the bastion is unreachable, so their builds
+	// cannot be ended) holds up only their pipelines: the rest is
+	// decided anyway.
+	// Each buildset reaped is logged by endReaped.
+	if _, err := c.reaper.ReapDeadRuns(ctx, time.Now().UTC()); err != nil && ctx.Err() == nil {
+		c.log.Error("end the buildsets of dead sortie run processes", "err", err)
+	}
+	active, err := c.st.ActiveBuildsets(ctx)
+	if err != nil {
+		return err
+	}
+	pauses := *c.pauses.Load()
+	snap := pipeline.Snapshot{}
+	if p := c.Paused(""); p != nil {
+		snap.PauseAll = &pipeline.Pause{By: p.By, Reason: p.Reason, At: p.At}
+	}
+	byName := map[string]int{}
+	for _, name := range cfg.PipelineNames() {
+		pl := cfg.Pipelines[name]
+		p := pipeline.Pipeline{Name: name, Manager: pl.Manager, Precedence: pl.Precedence}
+		if pz, ok := pauses[name]; ok {
+			p.Paused = &pipeline.Pause{By: pz.By, Reason: pz.Reason, At: pz.At}
+		}
+		byName[name] = len(snap.Pipelines)
+		snap.Pipelines = append(snap.Pipelines, p)
+	}
+	queued := map[string]int{}
+	for _, bs := range active {
+		i, ok := byName[bs.Pipeline]
+		if !ok {
+			if bs.AwaitsManagers() {
+				// Its pipeline is gone from the config: nothing can decide
+				// when it would run.
+				if err := c.finishQueued(ctx, bs.Pipeline, bs.ID, store.Canceled, fmt.Sprintf("pipeline %s is no longer in the config", bs.Pipeline), ""); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		b := pipeline.Buildset{ID: bs.ID, Commit: bs.Commit, Files: bs.Files, CreatedAt: bs.CreatedAt, Seq: bs.Seq}
+		// One that does not await them (a sortie run's, about to start
+		// it) counts as running.
+		if bs.AwaitsManagers() {
+			snap.Pipelines[i].Queued = append(snap.Pipelines[i].Queued, b)
+			queued[bs.Pipeline]++
+		} else {
+			snap.Pipelines[i].Running = append(snap.Pipelines[i].Running, b)
+		}
+	}
+	if c.opt.Observer != nil {
+		c.opt.Observer.Passed(ctx, cfg, queued)
+	}
+	plan := pipeline.Decide(snap)
+	c.planMu.Lock()
+	c.lastPlan = plan
+	c.planMu.Unlock()
+	for _, act := range plan.Actions {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err := c.apply(ctx, cfg, act, active); err != nil {
+			return fmt.Errorf("%s: %w", act, err)
+		}
+	}
+	if !plan.Empty() {
+		// What was just applied may let more happen (a coalesced
+		// buildset's members are gone): look again soon.
+		c.wake()
+	}
+	c.TestSignals.Passed.Signal(plan)
+	return nil
+}
+
+func (c *Coordinator) apply(ctx context.Context, cfg *config.Config, act pipeline.Action, active []*store.Buildset) error {
+	c.log.Info("manager", "action", act.String())
+	switch a := act.(type) {
+	case pipeline.Supersede:
+		return ignoreConflict(c.finishQueued(ctx, a.Pipeline, a.Buildset, store.Canceled, a.Reason, ""))
+	case pipeline.Start:
+		return c.admit(ctx, a.Buildset, active)
+	case pipeline.Coalesce:
+		bs, err := c.create(ctx, cfg, buildset.Event{
+			Pipeline: a.Pipeline, Rev: a.Commit, Files: a.Files, CreatedAt: a.Since,
+			Cause: fmt.Sprintf("coalesced from %d queued buildsets", len(a.Merge)),
+		})
+		if err != nil {
+			if bs == nil {
+				return err
+			}
+			// A CONFIG_ERROR buildset stands for the members.
+		}
+		for _, id := range a.Merge {
+			if err := ignoreConflict(c.finishQueued(ctx, a.Pipeline, id, store.Canceled, a.MemberReason(bs.ID), "")); err != nil {
+				return err
+			}
+		}
+		if bs.State == store.BuildsetDone {
+			return nil
+		}
+		return c.admit(ctx, bs.ID, append(active, bs))
+	}
+	return fmt.Errorf("unknown action %T", act)
+}
+
+// admit lets a queued buildset go: it waits for its pipeline semaphore and
+// runs, in this process.
+func (c *Coordinator) admit(ctx context.Context, id string, active []*store.Buildset) error {
+	if err := c.st.AdmitBuildset(ctx, id, c.owner, time.Now().UTC()); err != nil {
+		return ignoreConflict(err)
+	}
+	c.TestSignals.Admitted.Signal(id)
+	var bs *store.Buildset
+	for _, b := range active {
+		if b.ID == id {
+			bs = b
+		}
+	}
+	if bs == nil {
+		var err error
+		if bs, err = c.st.GetBuildset(ctx, id); err != nil {
+			return err
+		}
+	}
+	bs.State, bs.Owner = store.BuildsetAdmitted, c.owner
+	c.launch(bs)
+	return nil
+}
+
+// finishQueued ends a buildset of pipeline that never started, through
+// the single end path: every build gets result with reason, and the
+// buildset result with errMsg ("": reason). A buildset that ended
+// meanwhile is a store.ErrConflict.
+func (c *Coordinator) finishQueued(ctx context.Context, pipeline, id string, result store.Result, reason, errMsg string) error {
+	ended, err := c.end(ctx, ending{Pipeline: pipeline, Params: store.EndBuildsetParams{
+		ID: id, Result: result, Error: cmp.Or(errMsg, reason), BuildResult: result, Reason: reason, At: time.Now().UTC(),
+	}})
+	if err != nil {
+		return err
+	}
+	if !ended {
+		return fmt.Errorf("buildset %s has ended already: %w", id, store.ErrConflict)
+	}
+	return nil
+}
+
+// endReaped ends a dead `sortie run`'s buildset through the single end
+// path (the Reaper's End).
+func (c *Coordinator) endReaped(ctx context.Context, bs *store.Buildset, p store.EndBuildsetParams) (bool, error) {
+	ended, err := c.end(ctx, ending{Pipeline: bs.Pipeline, Params: p})
+	if ended && err == nil {
+		c.log.Warn("ended a buildset whose sortie run process died", "buildset", bs.ID, "owner", bs.Owner)
+		c.TestSignals.Reaped.Signal(bs.ID)
+	}
+	return ended, err
+}
+
+// ignoreConflict: the row changed under the decision (an operator
+// cancelled it meanwhile); the next pass sees the new state.
+func ignoreConflict(err error) error {
+	if errors.Is(err, store.ErrConflict) {
+		return nil
+	}
+	return err
+}

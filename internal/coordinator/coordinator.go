@@ -1,0 +1,312 @@
+// Package coordinator is the one place that decides what runs when in a
+// `sortie serve`: the pipelines' managers admit, supersede and coalesce
+// buildsets (pipeline.Decide), admitted buildsets are launched on the
+// executor's shared slots (buildset.Runner.RunWith), a dead predecessor's
+// buildsets are adopted at start, dead `sortie run`s are reaped, cron and
+// polling make buildsets, and cancels reach the runs. Every end of a
+// buildset it sees goes through one path (Coordinator.end), which ends it
+// in the store and publishes one Ended event to in-process subscribers.
+//
+// It speaks no HTTP: internal/server serves the API and calls it
+// (Submit, Push, Cancel, CancelBuild, SetPause, Status). Its long-lived
+// parts are services (Start/Stop) that the Coordinator starts and stops,
+// waiting for them.
+//
+// Everything is in the store before it is acted on, so a process killed at
+// any moment and started again goes on where it was: the coordinator ends
+// what its dead predecessor left running on the bastion, releases that
+// process's semaphores, retries the builds that were lost, and runs the
+// queue on.
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/buildset"
+	"github.com/sortie-ci/sortie/internal/config"
+	"github.com/sortie-ci/sortie/internal/pipeline"
+	"github.com/sortie-ci/sortie/internal/scheduler"
+	"github.com/sortie-ci/sortie/internal/store"
+	"github.com/sortie-ci/sortie/internal/trigger"
+)
+
+// DefaultGrace is how long a shutdown lets running builds finish before it
+// cancels them.
+const DefaultGrace = 5 * time.Minute
+
+// Store is what the coordinator keeps and reads: buildsets, semaphores and
+// the owners' leases (adoption, reaping), pauses, and the marks of
+// triggers.
+type Store interface {
+	store.Buildsets
+	store.Semaphores
+	store.Owners
+	store.Pauses
+	store.Triggers
+}
+
+// Observer hears what the coordinator does, for metrics. Its methods are
+// called from the coordinator's goroutines and must not block.
+type Observer interface {
+	// Passed is told, after each pass of the managers, how many buildsets
+	// each pipeline of cfg has waiting for them.
+	Passed(ctx context.Context, cfg *config.Config, queued map[string]int)
+	// Launched is told of a run of bs about to start; the RunObserver it
+	// returns (nil: none) observes the run, and its Done is called once
+	// the run has returned.
+	Launched(bs *store.Buildset) RunObserver
+}
+
+// RunObserver observes one run (buildset.Observer) and hears when it is
+// over.
+type RunObserver interface {
+	buildset.Observer
+	Done()
+}
+
+// Options configure a Coordinator. The parts are made by the caller, which
+// closes them after Stop returns.
+type Options struct {
+	Store Store
+	// Runner is the template of every run: its Store, Bastion, Mirror,
+	// Semaphores and LogDir are set; the coordinator copies it per
+	// buildset. Its Semaphores client must not be started: Start sets its
+	// Forget (a dead `sortie run`'s buildsets end through the
+	// coordinator), starts it, and Stop stops it, after the runs.
+	Runner *buildset.Runner
+	// StateDir holds serve.owners, the owners of earlier processes on it
+	// still to be recovered. The caller holds the state dir's lock
+	// (serve.lock) from before Start until after Stop: holding it is what
+	// proves those processes dead.
+	StateDir string
+	// Config returns the config in force; it is read at every decision.
+	// After a reload, call ConfigChanged.
+	Config func() *config.Config
+	// Clock drives cron and polling; nil means the system clock.
+	Clock trigger.Clock
+	// Log gets the coordinator's log; nil means slog.Default().
+	Log *slog.Logger
+	// Grace is how long Stop lets running builds finish; 0 means
+	// DefaultGrace.
+	Grace time.Duration
+	// Tick is how often the managers look at the queue even when nothing
+	// woke them; 0 means one second.
+	Tick time.Duration
+	// Observer, when set, hears of passes and runs (metrics).
+	Observer Observer
+}
+
+// Coordinator decides what runs when, for one `sortie serve`. Make it with
+// New, Start it, and Stop it.
+type Coordinator struct {
+	// TestSignals let tests wait for what it did; a test calls their
+	// Init before Start.
+	TestSignals TestSignals
+
+	opt    Options
+	log    *slog.Logger
+	st     Store
+	owner  string
+	reaper *Reaper
+	ended  broker
+	// slots are the executor's build slots, limits.max_parallel, shared by
+	// every buildset this process runs; ConfigChanged resizes them.
+	slots  *scheduler.Pool
+	pauses atomic.Pointer[map[string]store.Pause]
+	kick   chan struct{}
+
+	admission *loop
+	triggers  *loop
+	runs      *runs
+
+	// lifeMu orders Start, the first step of Stop, and ConfigChanged's
+	// restart of the triggers.
+	lifeMu   sync.Mutex
+	started  bool
+	stopping atomic.Bool
+	stopOnce sync.Once
+	stopped  chan struct{} // closed once Stop has finished
+
+	// passMu makes the managers' passes one at a time, including those
+	// run by hand (Pass), so that decisions never race each other.
+	passMu   sync.Mutex
+	planMu   sync.Mutex
+	lastPlan pipeline.Plan
+}
+
+// New checks the options and makes a coordinator; it starts nothing.
+func New(opt Options) (*Coordinator, error) {
+	if opt.Store == nil || opt.Runner == nil || opt.Runner.Semaphores == nil || opt.Runner.Bastion == nil || opt.Runner.Mirror == nil || opt.Config == nil {
+		return nil, errors.New("coordinator: Store, Runner (with its Semaphores, Bastion and Mirror) and Config are required")
+	}
+	if opt.Clock == nil {
+		opt.Clock = trigger.SystemClock()
+	}
+	if opt.Log == nil {
+		opt.Log = slog.Default()
+	}
+	if opt.Grace <= 0 {
+		opt.Grace = DefaultGrace
+	}
+	if opt.Tick <= 0 {
+		opt.Tick = time.Second
+	}
+	c := &Coordinator{
+		opt: opt, log: opt.Log, st: opt.Store, owner: opt.Runner.Semaphores.Owner,
+		kick: make(chan struct{}, 1), stopped: make(chan struct{}),
+		slots: scheduler.NewPool(opt.Config().Limits.MaxParallel),
+	}
+	c.ended.signal = &c.TestSignals.Ended
+	c.reaper = &Reaper{Store: opt.Store, Runner: opt.Runner, End: c.endReaped}
+	c.runs = &runs{c: c, m: map[string]*run{}}
+	c.admission = &loop{name: "managers", run: c.dispatch}
+	c.triggers = &loop{name: "triggers", run: c.runTriggers}
+	empty := map[string]store.Pause{}
+	c.pauses.Store(&empty)
+	return c, nil
+}
+
+// Owner is this process's owner id.
+func (c *Coordinator) Owner() string { return c.owner }
+
+// Start takes this process's semaphore lease, recovers what earlier
+// processes on the state dir left (Options.StateDir), and starts the
+// runs, cron and polling, and the managers. A store that cannot be
+// written for now (a full disk) is waited for until ctx is done. It
+// fails, having stopped what it started, if the lease cannot be taken or
+// the recovery fails; a Coordinator started once is not started again.
+func (c *Coordinator) Start(ctx context.Context) error {
+	c.lifeMu.Lock()
+	if c.started {
+		c.lifeMu.Unlock()
+		return errors.New("coordinator: " + errStarted.Error())
+	}
+	c.started = true
+	err := c.start(ctx)
+	c.lifeMu.Unlock()
+	if err != nil {
+		c.Stop(context.WithoutCancel(ctx))
+	}
+	return err
+}
+
+func (c *Coordinator) start(ctx context.Context) error {
+	sems := c.opt.Runner.Semaphores
+	sems.Forget = c.reaper.Forget
+	persist := func(write func() error) error {
+		return store.Persist(ctx.Done(), time.Second,
+			func(err error) { c.log.Error("recovery waits until the state can be written", "err", err) },
+			func() { c.log.Info("the state can be written again: recovery goes on") },
+			write)
+	}
+	if err := persist(func() error { return sems.Start(ctx) }); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	if err := c.runs.Start(ctx); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	if err := persist(func() error { return c.recover(ctx) }); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	if err := c.loadPauses(ctx); err != nil {
+		return fmt.Errorf("coordinator: read pauses: %w", err)
+	}
+	if err := c.triggers.Start(ctx); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	if err := c.admission.Start(ctx); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	return nil
+}
+
+// errShutdown is the cause of the cancel of the builds still running when
+// the grace period of a shutdown is over.
+var errShutdown = errors.New("sortie serve shut down")
+
+// Stop shuts down in two steps. First it takes no more work: cron,
+// polling and the managers stop, and running buildsets start no new
+// attempt (Loop.Drain) while the ones running finish, until the grace
+// period is over or ctx is done. Then it cancels what still runs, with
+// errShutdown as the cause, and always waits for it. A buildset stopped
+// either way is left RUNNING in the store for the next start to resume.
+// Last it stops the semaphore lease. Stop is safe to call twice (the
+// second call waits for the first) and before Start (it does nothing).
+func (c *Coordinator) Stop(ctx context.Context) {
+	c.lifeMu.Lock()
+	if !c.started {
+		c.lifeMu.Unlock()
+		return
+	}
+	first := false
+	c.stopOnce.Do(func() { first = true })
+	if !first {
+		c.lifeMu.Unlock()
+		<-c.stopped
+		return
+	}
+	c.stopping.Store(true)
+	c.log.Info("shutting down: no new builds start; waiting for running ones", "grace", c.opt.Grace)
+	c.triggers.Stop(ctx)
+	c.admission.Stop(ctx)
+	c.lifeMu.Unlock()
+	c.runs.Stop(ctx)
+	c.opt.Runner.Semaphores.Stop()
+	close(c.stopped)
+}
+
+// Stopping reports whether a shutdown has begun: buildsets made from now
+// on wait, unseen, for the next start.
+func (c *Coordinator) Stopping() bool { return c.stopping.Load() }
+
+// ConfigChanged applies a config newly in force (Options.Config returns
+// it): the slots take its limits.max_parallel, cron and polling restart
+// from it, and the managers look at the queue again. Buildsets keep the
+// graph and spec they were made with.
+func (c *Coordinator) ConfigChanged() {
+	c.slots.SetMax(c.opt.Config().Limits.MaxParallel)
+	c.lifeMu.Lock()
+	if c.triggers.running() {
+		// One restart at a time (lifeMu): two interleaved would leave a
+		// set of triggers running that nothing stops.
+		ctx := context.Background()
+		c.triggers.Stop(ctx)
+		if err := c.triggers.Start(ctx); err != nil {
+			c.log.Error("restart cron and polling", "err", err)
+		}
+	}
+	c.lifeMu.Unlock()
+	c.wake()
+}
+
+// Status is what the coordinator says of itself, for the API.
+type Status struct {
+	// SlotsInUse and SlotsMax are the executor's build slots.
+	SlotsInUse, SlotsMax int
+	// Plan is the managers' latest decision.
+	Plan pipeline.Plan
+	// Stopping is set once a shutdown has begun.
+	Stopping bool
+}
+
+// Status returns the coordinator's status now.
+func (c *Coordinator) Status() Status {
+	c.planMu.Lock()
+	plan := c.lastPlan
+	c.planMu.Unlock()
+	return Status{SlotsInUse: c.slots.InUse(), SlotsMax: c.slots.Max(), Plan: plan, Stopping: c.Stopping()}
+}
+
+// wake asks the managers to look at the queue now.
+func (c *Coordinator) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,213 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/sortie-ci/sortie/internal/bastion/local"
+	"github.com/sortie-ci/sortie/internal/buildset"
+	"github.com/sortie-ci/sortie/internal/config"
+	"github.com/sortie-ci/sortie/internal/semaphore"
+	"github.com/sortie-ci/sortie/internal/source"
+	"github.com/sortie-ci/sortie/internal/source/sourcetest"
+	"github.com/sortie-ci/sortie/internal/store"
+	"github.com/sortie-ci/sortie/internal/store/sqlite"
+)
+
+// A coordinator starts goroutines (managers, triggers, runs, the lease):
+// none may outlive the tests.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// harness is a coordinator on a real SQLite store, the local bastion and
+// a real git repository, whose config a test can swap.
+type harness struct {
+	t      *testing.T
+	c      *Coordinator
+	st     *sqlite.Store
+	runner *buildset.Runner
+	repo   string
+	state  string
+	cfg    atomic.Pointer[config.Config]
+	log    *syncWriter
+}
+
+// newHarness makes a coordinator over yaml (after a source section naming
+// a fresh repository), with its test signals on, not started. It is
+// stopped, and its store closed, when the test ends.
+func newHarness(t *testing.T, yaml string) *harness {
+	t.Helper()
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x\n"})
+	h := &harness{t: t, repo: repo, state: t.TempDir(), log: &syncWriter{}}
+	h.setConfig(yaml)
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(h.state, "sortie.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.st = st
+	owner := NewOwner(OwnerNode)
+	b := local.New(filepath.Join(h.state, "bastion"))
+	b.Owner = owner
+	h.runner = &buildset.Runner{
+		Store: st, Bastion: b, Semaphores: &semaphore.Client{Store: st, Owner: owner, Bastion: b},
+		Mirror: &source.Mirror{Dir: filepath.Join(h.state, "mirror.git"), URL: repo},
+		LogDir: filepath.Join(h.state, "logs"), Poll: 10 * time.Millisecond, Grace: time.Second,
+	}
+	c, err := New(Options{
+		Store: st, Runner: h.runner, StateDir: h.state, Config: h.cfg.Load,
+		Log: slog.New(slog.NewTextHandler(h.log, nil)), Grace: 5 * time.Second,
+		// Passes by their wake-ups only (and by hand): no tick decides
+		// anything behind a test's back.
+		Tick: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.TestSignals.Init()
+	h.c = c
+	t.Cleanup(func() {
+		c.Stop(context.Background())
+		st.Close()
+		if t.Failed() {
+			t.Logf("coordinator log:\n%s", h.log)
+		}
+	})
+	return h
+}
+
+// setConfig parses yaml as the config in force.
+func (h *harness) setConfig(yaml string) {
+	h.t.Helper()
+	cfg, err := config.Parse("sortie.yaml", []byte(fmt.Sprintf("source: {url: %q}\n%s", h.repo, yaml)))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.cfg.Store(cfg)
+}
+
+func (h *harness) start() {
+	h.t.Helper()
+	if err := h.c.Start(h.t.Context()); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// create makes a QUEUED buildset without waking the managers.
+func (h *harness) create(pipeline string) *store.Buildset {
+	h.t.Helper()
+	bs, err := h.runner.Create(h.t.Context(), h.cfg.Load(), buildset.Event{Pipeline: pipeline})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return bs
+}
+
+// submit makes a buildset through the coordinator.
+func (h *harness) submit(pipeline string) *store.Buildset {
+	h.t.Helper()
+	bs, err := h.c.Submit(h.t.Context(), buildset.Event{Pipeline: pipeline})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return bs
+}
+
+func (h *harness) pass() {
+	h.t.Helper()
+	if err := h.c.Pass(h.t.Context()); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) get(id string) *store.Buildset {
+	h.t.Helper()
+	bs, err := h.st.GetBuildset(h.t.Context(), id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return bs
+}
+
+// waitCtx bounds a wait for a signal.
+func waitCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// waitSignal waits for sig to carry want, dropping the values before it.
+func waitSignal[T comparable](t *testing.T, what string, sig *TestSignal[T], want T) {
+	t.Helper()
+	ctx := waitCtx(t)
+	for {
+		v, err := sig.Wait(ctx)
+		if err != nil {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		if v == want {
+			return
+		}
+	}
+}
+
+// waitEnded waits for the Ended event of buildset id, and returns it;
+// events of other buildsets before it are kept in seen.
+func (h *harness) waitEnded(id string, seen map[string][]Ended) Ended {
+	h.t.Helper()
+	if evs := seen[id]; len(evs) > 0 {
+		return evs[0]
+	}
+	ctx := waitCtx(h.t)
+	for {
+		ev, err := h.c.TestSignals.Ended.Wait(ctx)
+		if err != nil {
+			h.t.Fatalf("waiting for the end of %s: %v (it is %s)", id, err, h.get(id).State)
+		}
+		seen[ev.Buildset] = append(seen[ev.Buildset], ev)
+		if ev.Buildset == id {
+			return ev
+		}
+	}
+}
+
+// gate is a file a job waits for.
+type gate string
+
+func newGate(t *testing.T) gate { return gate(filepath.Join(t.TempDir(), "gate")) }
+
+func (g gate) open(t *testing.T) {
+	t.Helper()
+	if err := os.WriteFile(string(g), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (g gate) wait() string { return fmt.Sprintf(`while [ ! -e %q ]; do sleep 0.01; done`, string(g)) }
+
+// syncWriter is a log buffer safe for concurrent writes.
+type syncWriter struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	return len(p), nil
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return string(w.buf)
+}

@@ -1,0 +1,265 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/buildset"
+	"github.com/sortie-ci/sortie/internal/config"
+	"github.com/sortie-ci/sortie/internal/store"
+	"github.com/sortie-ci/sortie/internal/trigger/cron"
+	"github.com/sortie-ci/sortie/internal/trigger/poll"
+)
+
+// Submit makes a buildset of an event (a trigger, a push) with the config
+// in force, and wakes the managers. A buildset error (SPEC §2.2) still
+// makes a buildset, DONE with CONFIG_ERROR, whose end is published like
+// any other; its error is returned with it. An unknown pipeline or commit
+// makes nothing.
+func (c *Coordinator) Submit(ctx context.Context, ev buildset.Event) (*store.Buildset, error) {
+	return c.create(ctx, c.opt.Config(), ev)
+}
+
+// create makes a buildset of ev with cfg, for Submit and the managers'
+// coalescing.
+func (c *Coordinator) create(ctx context.Context, cfg *config.Config, ev buildset.Event) (*store.Buildset, error) {
+	bs, err := c.opt.Runner.Create(ctx, cfg, ev)
+	if bs == nil {
+		return nil, err
+	}
+	c.log.Info("buildset created", "buildset", bs.ID, "pipeline", bs.Pipeline, "commit", bs.Commit, "files", len(bs.Files), "cause", bs.Cause)
+	if bs.State == store.BuildsetDone {
+		at := time.Now().UTC()
+		if bs.FinishedAt != nil {
+			at = *bs.FinishedAt
+		}
+		c.end(ctx, ending{Pipeline: bs.Pipeline, Made: true, Params: store.EndBuildsetParams{ID: bs.ID, Result: bs.Result, Error: bs.Error, At: at}})
+	}
+	c.wake()
+	return bs, err
+}
+
+// Rerun makes a buildset that runs again the jobs of a finished buildset
+// that did not succeed (buildset.Runner.Rerun), and wakes the managers.
+func (c *Coordinator) Rerun(ctx context.Context, id, cause string) (*store.Buildset, error) {
+	bs, err := c.opt.Runner.Rerun(ctx, id, cause)
+	if err != nil {
+		return nil, err
+	}
+	c.log.Info("buildset created", "buildset", bs.ID, "pipeline", bs.Pipeline, "cause", bs.Cause)
+	c.wake()
+	return bs, nil
+}
+
+// Deliveries are remembered for deliveryTTL, and deliveryKeep of them at
+// most: a forge sends a delivery again within hours (GitLab retries for a
+// day, GitHub redelivers on request), and a replay older than that is
+// harmless anyway, since a push deploys the branch's head.
+const (
+	deliveryTTL  = 7 * 24 * time.Hour
+	deliveryKeep = 10000
+)
+
+// PushResult is what a push to a branch did.
+type PushResult struct {
+	// Commit is the branch's head in the mirror after fetching: what the
+	// push deploys.
+	Commit string
+	// Buildsets are those made, one per pipeline at most.
+	Buildsets []*store.Buildset
+	// Current maps each pipeline that got no buildset because its newest
+	// is already at Commit (queued, running or successful) to that one.
+	Current map[string]string
+	// Duplicate is set when the delivery was received before: nothing
+	// else was done.
+	Duplicate bool
+}
+
+// Push makes a buildset of every pipeline triggered by pushes to branch.
+// A push says only that the branch moved: what it deploys is the branch's
+// head as the mirror has it after fetching, never a commit the delivery
+// names, so a delivery replayed after later pushes, or one naming a commit
+// of another branch, cannot deploy an older or foreign commit.
+//
+// delivery names the forge's delivery ("" for none). It is recorded once
+// the mirror has fetched, so that a delivery that failed there can be sent
+// again; one recorded before makes nothing (Duplicate). The changed files
+// of each buildset are those between its pipeline's last success and the
+// head. by names who pushed, for the buildsets' cause.
+func (c *Coordinator) Push(ctx context.Context, branch, delivery, by string) (*PushResult, error) {
+	cfg := c.opt.Config()
+	var names []string
+	for _, name := range cfg.PipelineNames() {
+		if p := cfg.Pipelines[name].Trigger.Push; p != nil && p.Branch == branch {
+			names = append(names, name)
+		}
+	}
+	res := &PushResult{}
+	if len(names) == 0 {
+		return res, nil
+	}
+	mirror := c.opt.Runner.Mirror
+	if err := mirror.Update(ctx); err != nil {
+		return nil, err
+	}
+	head, err := mirror.Resolve(ctx, "refs/heads/"+branch)
+	if err != nil {
+		return nil, fmt.Errorf("push to %s: the branch's head: %w", branch, err)
+	}
+	res.Commit = head
+	if delivery != "" {
+		now := c.opt.Clock.Now()
+		claimed, err := c.st.ClaimDelivery(ctx, store.DeliveryClaim{ID: delivery, At: now, ForgetBefore: now.Add(-deliveryTTL), Keep: deliveryKeep})
+		if err != nil {
+			return nil, err
+		}
+		if !claimed {
+			c.log.Info("push: delivery received before; ignored", "delivery", delivery)
+			return &PushResult{Duplicate: true}, nil
+		}
+	}
+	var errs []error
+	for _, name := range names {
+		bs, current, err := c.pushOne(ctx, name, head, fmt.Sprintf("push to %s by %s", branch, by))
+		if bs != nil {
+			res.Buildsets = append(res.Buildsets, bs)
+		}
+		if current != nil {
+			if res.Current == nil {
+				res.Current = map[string]string{}
+			}
+			res.Current[name] = current.ID
+		}
+		if err != nil && bs == nil {
+			errs = append(errs, fmt.Errorf("pipeline %s: %w", name, err))
+		}
+	}
+	return res, errors.Join(errs...)
+}
+
+// pushOne makes the buildset of one pipeline for a branch that moved to
+// head (the mirror already fetched), with the files changed since the
+// pipeline's last success. When the pipeline's newest buildset is already
+// at head and queued, running or successful, the branch has not moved
+// since: it makes none and returns that one as current. A head whose
+// newest buildset failed or was cancelled is deployed again.
+func (c *Coordinator) pushOne(ctx context.Context, name, head, cause string) (bs, current *store.Buildset, err error) {
+	newest, err := c.st.ListBuildsets(ctx, store.Filter{Pipeline: name, Limit: 1})
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(newest) == 1 && newest[0].Commit == head && (newest[0].State != store.BuildsetDone || newest[0].Result == store.Success) {
+		c.log.Info("push: the pipeline's newest buildset is at the head already", "pipeline", name, "buildset", newest[0].ID, "commit", head)
+		return nil, newest[0], nil
+	}
+	files, from, err := c.changedFiles(ctx, name, head)
+	if err != nil {
+		return nil, nil, err
+	}
+	if from == "" {
+		cause += " (no earlier success: every job)"
+	}
+	bs, err = c.Submit(ctx, buildset.Event{Pipeline: name, Rev: head, Files: files, Cause: cause})
+	return bs, nil, err
+}
+
+// changedFiles returns the files changed since the pipeline last succeeded,
+// and that commit ("" and nil files when it never did).
+func (c *Coordinator) changedFiles(ctx context.Context, pipeline, to string) ([]string, string, error) {
+	last, err := c.st.ListBuildsets(ctx, store.Filter{Pipeline: pipeline, Result: store.Success, Limit: 1})
+	if err != nil {
+		return nil, "", err
+	}
+	if len(last) == 0 {
+		return nil, "", nil
+	}
+	from := last[0].Commit
+	files, err := c.opt.Runner.Mirror.ChangedFiles(ctx, from, to)
+	if err != nil {
+		return nil, "", err
+	}
+	return files, from, nil
+}
+
+// runTriggers is the triggers service: the cron timers and branch pollers
+// of the config in force, one goroutine each, until ctx is done; it
+// returns once they all have. ConfigChanged restarts it.
+func (c *Coordinator) runTriggers(ctx context.Context) {
+	cfg := c.opt.Config()
+	var wg sync.WaitGroup
+	for _, name := range cfg.PipelineNames() {
+		pl := cfg.Pipelines[name]
+		if expr := pl.Trigger.Cron; expr != "" {
+			sched, err := cron.Parse(expr, time.UTC)
+			if err != nil {
+				c.log.Error("cron", "pipeline", name, "err", err) // config.Load checked it
+				continue
+			}
+			wg.Go(func() { c.runCron(ctx, name, sched, pl.Trigger.Jitter) })
+		}
+		if p := pl.Trigger.Push; p != nil && p.Poll > 0 {
+			wg.Go(func() { c.runPoll(ctx, name, p.Branch, p.Poll) })
+		}
+	}
+	wg.Wait()
+}
+
+func cronMark(pipeline string) string { return "cron/" + pipeline }
+func pollMark(pipeline string) string { return "poll/" + pipeline }
+
+// runCron fires a pipeline's cron trigger. The last tick fired is kept in
+// the store, so that ticks missed while no server ran fire once at start.
+func (c *Coordinator) runCron(ctx context.Context, name string, sched *cron.Schedule, jitter time.Duration) {
+	var last time.Time
+	if v, err := c.st.GetMark(ctx, cronMark(name)); err != nil {
+		c.log.Error("cron: read last tick", "pipeline", name, "err", err)
+	} else if v != "" {
+		last, _ = time.Parse(time.RFC3339Nano, v)
+	} else {
+		// First start with this pipeline: ticks before now were never
+		// due to this server.
+		last = c.opt.Clock.Now()
+		c.st.SetMark(ctx, cronMark(name), last.UTC().Format(time.RFC3339Nano))
+	}
+	t := &cron.Timer{Schedule: sched, Clock: c.opt.Clock, Last: last, Jitter: jitter, Key: name}
+	t.Run(ctx, func(tick cron.Tick) {
+		cause := "cron " + sched.String()
+		if tick.Missed {
+			cause = fmt.Sprintf("cron %s: tick of %s missed while no server ran; run once now", sched.String(), tick.Time.UTC().Format(time.RFC3339))
+			c.log.Warn("cron: missed tick", "pipeline", name, "tick", tick.Time)
+		}
+		if _, err := c.Submit(ctx, buildset.Event{Pipeline: name, Cause: cause}); err != nil {
+			c.log.Error("cron: trigger", "pipeline", name, "err", err)
+		}
+		// After the buildset exists: a crash in between fires the tick
+		// again (a second deploy) rather than losing it.
+		if err := c.st.SetMark(context.WithoutCancel(ctx), cronMark(name), tick.Time.UTC().Format(time.RFC3339Nano)); err != nil {
+			c.log.Error("cron: record tick", "pipeline", name, "err", err)
+		}
+	})
+}
+
+// runPoll polls a pipeline's branch, for setups without webhooks.
+func (c *Coordinator) runPoll(ctx context.Context, name, branch string, every time.Duration) {
+	last, err := c.st.GetMark(ctx, pollMark(name))
+	if err != nil {
+		c.log.Error("poll: read last head", "pipeline", name, "err", err)
+	}
+	p := &poll.Poller{
+		Resolver: c.opt.Runner.Mirror, Rev: "refs/heads/" + branch, Interval: every, Clock: c.opt.Clock, Last: last,
+		OnError: func(err error) { c.log.Warn("poll", "pipeline", name, "err", err) },
+	}
+	p.Run(ctx, func(old, head string) {
+		if old != "" {
+			if _, _, err := c.pushOne(ctx, name, head, fmt.Sprintf("branch %s moved (polling)", branch)); err != nil {
+				c.log.Error("poll: trigger", "pipeline", name, "err", err)
+			}
+		}
+		if err := c.st.SetMark(context.WithoutCancel(ctx), pollMark(name), head); err != nil {
+			c.log.Error("poll: record head", "pipeline", name, "err", err)
+		}
+	})
+}
