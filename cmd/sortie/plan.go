@@ -15,13 +15,18 @@ import (
 )
 
 func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("validate", "--config PATH", stderr)
+	fs := newFlags("validate", "--config PATH [--effective]", stderr)
 	path := fs.String("config", "", "config file, or directory of *.yaml files")
+	effective := fs.Bool("effective", false, "print every job as it runs, after inheritance (extends), as YAML")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(*path, stderr)
 	if err != nil {
+		return err
+	}
+	if *effective {
+		_, err := stdout.Write(cfg.Effective())
 		return err
 	}
 	// A pipeline whose jobs need a job it does not run cannot make any
@@ -31,8 +36,18 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 			fmt.Fprintf(stderr, "warning: pipeline %s (%s): %v; every buildset that selects it will fail with CONFIG_ERROR\n", name, cfg.Pipelines[name].Pos, err)
 		}
 	}
+	jobs := plural(len(cfg.Jobs), "job", "jobs")
+	abstract := 0
+	for _, j := range cfg.Jobs {
+		if j.Abstract {
+			abstract++
+		}
+	}
+	if abstract > 0 {
+		jobs += fmt.Sprintf(" (%d abstract)", abstract)
+	}
 	fmt.Fprintf(stdout, "%s: ok: %s, %s, %s; bootstrap job %s\n", *path,
-		plural(len(cfg.Jobs), "job", "jobs"), plural(len(cfg.Pipelines), "pipeline", "pipelines"),
+		jobs, plural(len(cfg.Pipelines), "pipeline", "pipelines"),
 		plural(len(cfg.Semaphores), "semaphore", "semaphores"), cfg.Bootstrap)
 	return nil
 }
