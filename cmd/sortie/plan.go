@@ -110,11 +110,15 @@ func writePlanText(w io.Writer, cfg *config.Config, p *graph.Plan, files []strin
 	for _, j := range p.Jobs {
 		waves = max(waves, j.Wave+1)
 	}
-	fmt.Fprintf(w, "pipeline %s: %s in %s", p.Pipeline, plural(len(p.Jobs), "job", "jobs"), plural(waves, "wave", "waves"))
-	if n := len(p.NotSelected); n > 0 {
-		fmt.Fprintf(w, ", %d not selected", n)
+	if p.Empty() {
+		fmt.Fprintf(w, "pipeline %s: nothing to deploy: %s, not even the bootstrap job; a buildset ends at once, SKIPPED, without touching the bastion\n", p.Pipeline, graph.NothingSelected)
+	} else {
+		fmt.Fprintf(w, "pipeline %s: %s in %s", p.Pipeline, plural(len(p.Jobs), "job", "jobs"), plural(waves, "wave", "waves"))
+		if n := len(p.NotSelected); n > 0 {
+			fmt.Fprintf(w, ", %d not selected", n)
+		}
+		fmt.Fprintln(w)
 	}
-	fmt.Fprintln(w)
 	if files == nil {
 		fmt.Fprintln(w, "no file list: every job of the pipeline runs (--files F plans a change)")
 	} else if len(files) == 0 {
@@ -143,6 +147,9 @@ func writePlanText(w io.Writer, cfg *config.Config, p *graph.Plan, files []strin
 		}
 		tw.Flush()
 	}
+	if p.Empty() {
+		return
+	}
 	est := "no duration hints"
 	if p.Estimate > 0 {
 		est = "estimated " + p.Estimate.Round(time.Second).String()
@@ -153,11 +160,18 @@ func writePlanText(w io.Writer, cfg *config.Config, p *graph.Plan, files []strin
 // whyText is a selected job's why for the text plan, with its detail
 // when the detail is particular to the job: the file and the pattern that
 // matched, a job without matchers, why a needed job would not run on its
-// own. The bootstrap job's and "no file list" are the same in every plan,
-// and the header says the latter once.
+// own. The bootstrap job's plain why and "no file list" are the same in
+// every plan, and the header says the latter once.
 func whyText(j graph.Job) string {
 	switch {
-	case j.Detail == "" || j.Why == graph.WhyBootstrap:
+	case j.Why == graph.WhyBootstrap:
+		// Said when it is not the same in every plan: its own matchers
+		// matched, or it runs only because other jobs do.
+		if _, own, ok := strings.Cut(j.Detail, "; "); ok {
+			return j.Why + "; " + own
+		}
+		return j.Why
+	case j.Detail == "":
 		return j.Why
 	case j.Why == graph.WhyAll && !strings.HasPrefix(j.Detail, "it has no"):
 		return j.Why
