@@ -6,18 +6,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/config"
 	"github.com/sortie-ci/sortie/internal/graph"
+	"github.com/sortie-ci/sortie/internal/source"
 )
 
-func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("validate", "--config PATH [--effective]", stderr)
+func cmdValidate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("validate", "--config PATH [--effective] [--source DIR]", stderr)
 	path := fs.String("config", "", "config file, or directory of *.yaml files")
 	effective := fs.Bool("effective", false, "print every job as it runs, after inheritance (extends), as YAML")
+	src := fs.String("source", "", "a clone of the deployed repository: warn about file matchers that match none of the files of its HEAD (default: source.url at source.branch, when it is a local path)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -27,6 +30,9 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if *effective {
 		_, err := stdout.Write(cfg.Effective())
+		return err
+	}
+	if err := warnDeadMatchers(ctx, cfg, *src, stderr); err != nil {
 		return err
 	}
 	// A pipeline whose jobs need a job it does not run cannot make any
@@ -49,6 +55,40 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	fmt.Fprintf(stdout, "%s: ok: %s, %s, %s; bootstrap job %s\n", *path,
 		jobs, plural(len(cfg.Pipelines), "pipeline", "pipelines"),
 		plural(len(cfg.Semaphores), "semaphore", "semaphores"), cfg.Bootstrap)
+	return nil
+}
+
+// warnDeadMatchers warns about every file matcher that matches no file of
+// the deployed repository, when one is at hand: dir (--source, at its
+// HEAD), else source.url at source.branch when it is a local path. A
+// remote source.url is not fetched: validate stays offline. A --source
+// that is no repository is bad usage.
+func warnDeadMatchers(ctx context.Context, cfg *config.Config, dir string, stderr io.Writer) error {
+	repo, rev, named := dir, "HEAD", dir
+	if dir == "" {
+		if !filepath.IsAbs(cfg.Source.URL) {
+			return nil
+		}
+		repo, named = cfg.Source.URL, cfg.Source.URL+" (source.url)"
+		if cfg.Source.Branch != "" {
+			rev = cfg.Source.Branch
+		}
+	}
+	sha, err := source.Git(ctx, "-C", repo, "rev-parse", "--verify", "--quiet", rev+"^{commit}")
+	if err != nil {
+		if dir != "" {
+			return usageError("validate: --source %s: no git repository with a commit at %s there", dir, rev)
+		}
+		return nil
+	}
+	out, err := source.Git(ctx, "-C", repo, "ls-tree", "-r", "--name-only", "-z", strings.TrimSpace(string(sha)))
+	if err != nil {
+		return fmt.Errorf("validate: list the files of %s: %w", named, err)
+	}
+	paths := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00")
+	for _, w := range cfg.DeadMatchers(paths, named+" at "+rev) {
+		fmt.Fprintf(stderr, "warning: %v\n", w)
+	}
 	return nil
 }
 
