@@ -443,7 +443,7 @@ func (c *apiClient) waitBuildset(ctx context.Context, id, report string, stdout,
 		}
 	}
 	switch bs.Result {
-	case string(store.Success):
+	case string(store.Success), string(store.Skipped):
 		return nil
 	case string(store.ConfigError):
 		return exitCode(2)

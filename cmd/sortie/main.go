@@ -63,6 +63,7 @@ func commands() []command {
 		{"validate", "check a config and print a summary", cmdValidate},
 		{"plan", "show which jobs a change would run, in which order", cmdPlan},
 		{"run", "run one buildset of a pipeline and wait for it", cmdRun},
+		{"import", "turn a Zuul configuration into a Sortie config (import zuul PATH...)", cmdImport},
 		{"history", "list past buildsets and their results", cmdHistory},
 		{"serve", "run the server: pipelines, triggers, API", cmdServe},
 		{"trigger", "ask a server for a buildset of a pipeline (--wait: and wait for it)", cmdTrigger},

@@ -41,12 +41,17 @@ func TestScripts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	zuul, err := filepath.Abs("../../internal/zuulimport/testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
 		UpdateScripts:       *update,
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("EXAMPLES", examples) // the repository's own examples/
+			env.Setenv("ZUUL", zuul)         // the importer's Zuul fixtures
 			return nil
 		},
 	})

@@ -6,22 +6,33 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/config"
 	"github.com/sortie-ci/sortie/internal/graph"
+	"github.com/sortie-ci/sortie/internal/source"
 )
 
-func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("validate", "--config PATH", stderr)
+func cmdValidate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("validate", "--config PATH [--effective] [--source DIR]", stderr)
 	path := fs.String("config", "", "config file, or directory of *.yaml files")
+	effective := fs.Bool("effective", false, "print every job as it runs, after inheritance (extends), as YAML")
+	src := fs.String("source", "", "a clone of the deployed repository: warn about file matchers that match none of the files of its HEAD (default: source.url at source.branch, when it is a local path)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(*path, stderr)
 	if err != nil {
+		return err
+	}
+	if *effective {
+		_, err := stdout.Write(cfg.Effective())
+		return err
+	}
+	if err := warnDeadMatchers(ctx, cfg, *src, stderr); err != nil {
 		return err
 	}
 	// A pipeline whose jobs need a job it does not run cannot make any
@@ -31,9 +42,53 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 			fmt.Fprintf(stderr, "warning: pipeline %s (%s): %v; every buildset that selects it will fail with CONFIG_ERROR\n", name, cfg.Pipelines[name].Pos, err)
 		}
 	}
+	jobs := plural(len(cfg.Jobs), "job", "jobs")
+	abstract := 0
+	for _, j := range cfg.Jobs {
+		if j.Abstract {
+			abstract++
+		}
+	}
+	if abstract > 0 {
+		jobs += fmt.Sprintf(" (%d abstract)", abstract)
+	}
 	fmt.Fprintf(stdout, "%s: ok: %s, %s, %s; bootstrap job %s\n", *path,
-		plural(len(cfg.Jobs), "job", "jobs"), plural(len(cfg.Pipelines), "pipeline", "pipelines"),
+		jobs, plural(len(cfg.Pipelines), "pipeline", "pipelines"),
 		plural(len(cfg.Semaphores), "semaphore", "semaphores"), cfg.Bootstrap)
+	return nil
+}
+
+// warnDeadMatchers warns about every file matcher that matches no file of
+// the deployed repository, when one is at hand: dir (--source, at its
+// HEAD), else source.url at source.branch when it is a local path. A
+// remote source.url is not fetched: validate stays offline. A --source
+// that is no repository is bad usage.
+func warnDeadMatchers(ctx context.Context, cfg *config.Config, dir string, stderr io.Writer) error {
+	repo, rev, named := dir, "HEAD", dir
+	if dir == "" {
+		if !filepath.IsAbs(cfg.Source.URL) {
+			return nil
+		}
+		repo, named = cfg.Source.URL, cfg.Source.URL+" (source.url)"
+		if cfg.Source.Branch != "" {
+			rev = cfg.Source.Branch
+		}
+	}
+	sha, err := source.Git(ctx, "-C", repo, "rev-parse", "--verify", "--quiet", rev+"^{commit}")
+	if err != nil {
+		if dir != "" {
+			return usageError("validate: --source %s: no git repository with a commit at %s there", dir, rev)
+		}
+		return nil
+	}
+	out, err := source.Git(ctx, "-C", repo, "ls-tree", "-r", "--name-only", "-z", strings.TrimSpace(string(sha)))
+	if err != nil {
+		return fmt.Errorf("validate: list the files of %s: %w", named, err)
+	}
+	paths := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00")
+	for _, w := range cfg.DeadMatchers(paths, named+" at "+rev) {
+		fmt.Fprintf(stderr, "warning: %v\n", w)
+	}
 	return nil
 }
 
@@ -95,11 +150,15 @@ func writePlanText(w io.Writer, cfg *config.Config, p *graph.Plan, files []strin
 	for _, j := range p.Jobs {
 		waves = max(waves, j.Wave+1)
 	}
-	fmt.Fprintf(w, "pipeline %s: %s in %s", p.Pipeline, plural(len(p.Jobs), "job", "jobs"), plural(waves, "wave", "waves"))
-	if n := len(p.NotSelected); n > 0 {
-		fmt.Fprintf(w, ", %d not selected", n)
+	if p.Empty() {
+		fmt.Fprintf(w, "pipeline %s: nothing to deploy: %s, not even the bootstrap job; a buildset ends at once, SKIPPED, without touching the bastion\n", p.Pipeline, graph.NothingSelected)
+	} else {
+		fmt.Fprintf(w, "pipeline %s: %s in %s", p.Pipeline, plural(len(p.Jobs), "job", "jobs"), plural(waves, "wave", "waves"))
+		if n := len(p.NotSelected); n > 0 {
+			fmt.Fprintf(w, ", %d not selected", n)
+		}
+		fmt.Fprintln(w)
 	}
-	fmt.Fprintln(w)
 	if files == nil {
 		fmt.Fprintln(w, "no file list: every job of the pipeline runs (--files F plans a change)")
 	} else if len(files) == 0 {
@@ -128,6 +187,9 @@ func writePlanText(w io.Writer, cfg *config.Config, p *graph.Plan, files []strin
 		}
 		tw.Flush()
 	}
+	if p.Empty() {
+		return
+	}
 	est := "no duration hints"
 	if p.Estimate > 0 {
 		est = "estimated " + p.Estimate.Round(time.Second).String()
@@ -138,11 +200,18 @@ func writePlanText(w io.Writer, cfg *config.Config, p *graph.Plan, files []strin
 // whyText is a selected job's why for the text plan, with its detail
 // when the detail is particular to the job: the file and the pattern that
 // matched, a job without matchers, why a needed job would not run on its
-// own. The bootstrap job's and "no file list" are the same in every plan,
-// and the header says the latter once.
+// own. The bootstrap job's plain why and "no file list" are the same in
+// every plan, and the header says the latter once.
 func whyText(j graph.Job) string {
 	switch {
-	case j.Detail == "" || j.Why == graph.WhyBootstrap:
+	case j.Why == graph.WhyBootstrap:
+		// Said when it is not the same in every plan: its own matchers
+		// matched, or it runs only because other jobs do.
+		if _, own, ok := strings.Cut(j.Detail, "; "); ok {
+			return j.Why + "; " + own
+		}
+		return j.Why
+	case j.Detail == "":
 		return j.Why
 	case j.Why == graph.WhyAll && !strings.HasPrefix(j.Detail, "it has no"):
 		return j.Why

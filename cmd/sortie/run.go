@@ -118,6 +118,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case err != nil:
 		return sourceError("run", cfg, *commit, err)
 	}
+	if bs.Result == store.Skipped {
+		fmt.Fprintf(stdout, "buildset %s: nothing to deploy: %s; it ends SKIPPED, and nothing was done on the bastion\n", bs.ID, bs.Error)
+		return writeReport(ctx, env.store, bs.ID, *report)
+	}
 
 	prog.Start()
 	// A pause set by a server on this store holds new builds here too.
@@ -304,7 +308,11 @@ func cmdHistory(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				dur = f.Sub(*s).Round(10 * time.Millisecond).String()
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.12s\t%s\t%s\t%s\t%s\n", started, r.Pipeline, r.Commit, r.Result, dur, buildCounts(r), r.ID)
+		builds := buildCounts(r)
+		if r.Result == string(store.Skipped) && len(r.Builds) == 0 {
+			builds = "nothing to deploy: " + r.Error
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.12s\t%s\t%s\t%s\t%s\n", started, r.Pipeline, r.Commit, r.Result, dur, builds, r.ID)
 	}
 	return tw.Flush()
 }

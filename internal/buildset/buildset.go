@@ -127,8 +127,10 @@ type Event struct {
 // A buildset error of SPEC §2.2 (a hard dependency the pipeline does not
 // run) still makes a buildset, DONE with CONFIG_ERROR, its message in Error
 // and no builds; Create then returns it with an error wrapping
-// *graph.MissingDependencyError. An unknown pipeline or commit makes
-// nothing.
+// *graph.MissingDependencyError. A change that selects no job makes a
+// buildset DONE with SKIPPED (graph.NothingSelected in Error, its plan
+// kept, no builds), returned without an error: there is nothing to run.
+// An unknown pipeline or commit makes nothing.
 func (r *Runner) Create(ctx context.Context, cfg *config.Config, ev Event) (*store.Buildset, error) {
 	if _, ok := cfg.Pipelines[ev.Pipeline]; !ok {
 		return nil, &graph.UnknownPipelineError{Pipeline: ev.Pipeline}
@@ -177,6 +179,9 @@ func (r *Runner) Rerun(ctx context.Context, id, cause string) (*store.Buildset, 
 	}
 	if old.Result == store.ConfigError {
 		return nil, fmt.Errorf("rerun %s: its graph could not be made (%s); trigger the pipeline again", id, old.Error)
+	}
+	if old.Result == store.Skipped {
+		return nil, fmt.Errorf("rerun %s: it had nothing to deploy (%s): %w", id, old.Error, ErrNothingToRerun)
 	}
 	plan, err := Plan(old)
 	if err != nil {
@@ -241,17 +246,25 @@ func (r *Runner) insert(ctx context.Context, bs *store.Buildset, plan *graph.Pla
 		bs.Plan = []byte("null")
 	}
 	p := store.CreateBuildsetParams{Buildset: bs, Jobs: jobs}
-	if planErr != nil {
-		// Made DONE at once: no reader sees it QUEUED, no manager admits it.
+	// Made DONE at once: no reader sees it QUEUED, no manager admits it,
+	// nothing is done on the bastion.
+	switch {
+	case planErr != nil:
 		p.ConfigError = planErr.Error()
+		bs.FinishedAt = ptr(r.now())
+	case plan.Empty():
+		p.Skipped = graph.NothingSelected
 		bs.FinishedAt = ptr(r.now())
 	}
 	if err := r.Store.CreateBuildset(ctx, p); err != nil {
 		return nil, fmt.Errorf("create buildset: %w", err)
 	}
-	if planErr != nil {
+	switch {
+	case planErr != nil:
 		bs.State, bs.Result, bs.Error = store.BuildsetDone, store.ConfigError, planErr.Error()
 		return bs, fmt.Errorf("buildset %s: %w", bs.ID, planErr)
+	case p.Skipped != "":
+		bs.State, bs.Result, bs.Error = store.BuildsetDone, store.Skipped, p.Skipped
 	}
 	return bs, nil
 }

@@ -96,10 +96,18 @@ type Semaphore struct {
 	Pos  Pos
 }
 
-// Job is one job definition.
+// Job is one job definition, as it runs: the keys it takes from the job it
+// extends are filled in when the config is loaded.
 type Job struct {
 	Name string
 	Pos  Pos
+
+	// Abstract marks a template: it never runs, is listed in no pipeline
+	// and is no job's dependency; other jobs extend it.
+	Abstract bool
+	// Extends names the job this one takes every key it does not set from
+	// (Zuul's parent); empty for none.
+	Extends Ref
 
 	Bootstrap bool
 	Install   []string
@@ -116,7 +124,22 @@ type Job struct {
 	Env          map[string]string
 	SecretEnv    []string
 	DurationHint time.Duration // 0: none
+
+	// set holds the keys written in the job's own definition; from maps
+	// each key it took from the jobs it extends to the job that set it.
+	set  map[string]bool
+	from map[string]string
 }
+
+// Inherited returns the job the value of key (a config key such as
+// "irrelevant_files") came from, when the job did not set it itself but
+// took it from a job it extends; "" when the job set it, or nobody did.
+// For env, which merges, it is the nearest job the variables not set here
+// came from.
+func (j *Job) Inherited(key string) string { return j.from[key] }
+
+// Sets reports whether the job's own definition writes key.
+func (j *Job) Sets(key string) bool { return j.set[key] }
 
 // Dependency is an edge to another job. A hard dependency pulls its job into
 // a buildset; a soft one only orders it when both are selected.

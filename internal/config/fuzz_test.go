@@ -22,6 +22,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("jobs:\n  a:\n    files: [^a, ^b\n    run: x\n"))
 	f.Add([]byte("jobs:\n  a:\n    run: |\n      echo \"[x\n     bad: 'y\n\t- z: {a: [b}\n"))
 	f.Add([]byte("a: &x [b]\nc: *y\nd: \"e\nf: 'g''h\n"))
+	f.Add([]byte("jobs:\n  t: {abstract: true, env: {A: b}, files: [^x]}\n  a: {extends: t, run: x, env: {C: d}}\n  b: {extends: c}\n  c: {extends: b, bootstrap: true}\npipelines:\n  p: {jobs: [a, t]}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse("fuzz.yaml", data)
 		if err == nil {

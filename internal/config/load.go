@@ -308,7 +308,13 @@ func (l *loader) jobs(d *decoder, n *yaml.Node, path string) {
 }
 
 func (l *loader) job(d *decoder, j *Job, n *yaml.Node, path string) {
-	d.mapping(n, path, map[string]field{
+	fields := map[string]field{
+		"abstract": func(_, v *yaml.Node, p string) { j.Abstract, _ = d.bool(v, p) },
+		"extends": func(_, v *yaml.Node, p string) {
+			if s, ok := d.str(v, p); ok {
+				j.Extends = Ref{Name: s, Pos: d.pos(v)}
+			}
+		},
 		"bootstrap": func(_, v *yaml.Node, p string) { j.Bootstrap, _ = d.bool(v, p) },
 		"install":   func(_, v *yaml.Node, p string) { j.Install, _ = d.strList(v, p) },
 		"playbook":  func(_, v *yaml.Node, p string) { j.Playbook, _ = d.str(v, p) },
@@ -349,7 +355,17 @@ func (l *loader) job(d *decoder, j *Job, n *yaml.Node, path string) {
 				}
 			}
 		},
-	})
+	}
+	// What the job writes itself replaces what it extends, even when it
+	// writes an empty list: inheritance needs to know which keys it wrote.
+	j.set = map[string]bool{}
+	for key, f := range fields {
+		fields[key] = func(k, v *yaml.Node, p string) {
+			j.set[key] = true
+			f(k, v, p)
+		}
+	}
+	d.mapping(n, path, fields)
 }
 
 var safeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)

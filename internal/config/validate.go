@@ -25,6 +25,39 @@ func (l *loader) finish() (*Config, error) {
 	jobNames := slices.Sorted(maps.Keys(c.Jobs))
 	semNames := slices.Sorted(maps.Keys(c.Semaphores))
 
+	// What each job writes itself is checked before inheritance, once, at
+	// the place it is written: a template's mistake is not repeated for
+	// every job that extends it.
+	for _, name := range c.JobOrder {
+		j := c.Jobs[name]
+		for name := range j.Env {
+			if reservedEnv(name) {
+				e.add(j.Pos, "jobs."+j.Name+".env."+name, "Sortie sets this variable itself", "", "rename it; SORTIE_* variables describe the build")
+			}
+		}
+		for _, name := range j.SecretEnv {
+			if reservedEnv(name) {
+				e.add(j.Pos, "jobs."+j.Name+".secret_env", "Sortie sets this variable itself", strconv.Quote(name), "rename it; SORTIE_* variables describe the build")
+			}
+		}
+		for i, dep := range j.Dependencies {
+			p := fmt.Sprintf("jobs.%s.dependencies[%d]", name, i)
+			switch target, ok := c.Jobs[dep.Name]; {
+			case !ok && !bad["jobs"]:
+				e.add(dep.Pos, p, "unknown job", strconv.Quote(dep.Name), suggest(dep.Name, jobNames, "jobs"))
+			case ok && target.Abstract:
+				e.add(dep.Pos, p, fmt.Sprintf("job %s is abstract: a template never runs, so no job can depend on it", dep.Name), "",
+					"depend on a job that extends it")
+			}
+		}
+		for i, s := range j.Semaphores {
+			if _, ok := c.Semaphores[s.Name]; !ok && !bad.under("semaphores."+s.Name) {
+				e.add(s.Pos, fmt.Sprintf("jobs.%s.semaphores[%d]", name, i), "unknown semaphore", strconv.Quote(s.Name), semHint(s.Name, semNames))
+			}
+		}
+	}
+	incomplete := l.inherit(jobNames)
+
 	var boots []*Job
 	// unsureBoot: some job's bootstrap key had an error, so whether there
 	// is a bootstrap job is not known.
@@ -37,9 +70,15 @@ func (l *loader) finish() (*Config, error) {
 		}
 		badBoot := bad.under(p + ".bootstrap")
 		unsureBoot = unsureBoot || badBoot
+		if j.Bootstrap && j.Abstract {
+			e.add(j.Pos, p+".abstract", "the bootstrap job cannot be abstract", "", "it runs in every buildset; remove abstract: true, or bootstrap: true")
+		}
 		switch {
 		case j.Run != "" && j.Playbook != "":
 			e.add(j.Pos, "jobs."+name, "job sets both run and playbook", "", "keep one: playbook runs ansible-playbook, run any shell command")
+		case j.Abstract || incomplete[name]:
+			// A template need not do anything yet; what a job whose
+			// extends failed does is not known.
 		case badBoot || bad.under(p+".run") || bad.under(p+".playbook") || bad.under(p+".install"):
 			// What it does is not known yet.
 		case j.Run == "" && j.Playbook == "" && !(j.Bootstrap && len(j.Install) > 0):
@@ -47,33 +86,24 @@ func (l *loader) finish() (*Config, error) {
 			if j.Bootstrap {
 				hint = "add install: [commands], run: <command> or playbook: <path>"
 			}
+			if chain := c.Chain(j); len(chain) > 0 {
+				hint += " (it extends " + strings.Join(chain, ", which extends ") + ", which set neither)"
+			}
 			e.add(j.Pos, "jobs."+name, "job has nothing to do", "", hint)
 		}
-		if len(j.Install) > 0 && !j.Bootstrap && !badBoot {
-			e.add(j.Pos, "jobs."+name+".install", "only the bootstrap job may have install", "", "move the commands to the bootstrap job, or use run")
+		if len(j.Install) > 0 && !j.Bootstrap && !badBoot && !j.Abstract {
+			hint := "move the commands to the bootstrap job, or use run"
+			if from := j.Inherited("install"); from != "" {
+				hint = "it takes them from " + from + "; set install: [] on it, or move them to the bootstrap job"
+			}
+			e.add(j.Pos, "jobs."+name+".install", "only the bootstrap job may have install", "", hint)
 		}
 		if j.Bootstrap && len(j.Dependencies) > 0 {
-			e.add(j.Dependencies[0].Pos, "jobs."+name+".dependencies", "the bootstrap job cannot have dependencies", "", "it runs first in every buildset; remove its dependencies")
-		}
-		for name := range j.Env {
-			if reservedEnv(name) {
-				e.add(j.Pos, "jobs."+j.Name+".env."+name, "Sortie sets this variable itself", "", "rename it; SORTIE_* variables describe the build")
+			hint := "it runs first in every buildset; remove its dependencies"
+			if from := j.Inherited("dependencies"); from != "" {
+				hint = "it runs first in every buildset; it takes them from " + from + ": set dependencies: [] on it"
 			}
-		}
-		for _, name := range j.SecretEnv {
-			if reservedEnv(name) {
-				e.add(j.Pos, "jobs."+j.Name+".secret_env", "Sortie sets this variable itself", strconv.Quote(name), "rename it; SORTIE_* variables describe the build")
-			}
-		}
-		for i, dep := range j.Dependencies {
-			if _, ok := c.Jobs[dep.Name]; !ok && !bad["jobs"] {
-				e.add(dep.Pos, fmt.Sprintf("jobs.%s.dependencies[%d]", name, i), "unknown job", strconv.Quote(dep.Name), suggest(dep.Name, jobNames, "jobs"))
-			}
-		}
-		for i, s := range j.Semaphores {
-			if _, ok := c.Semaphores[s.Name]; !ok && !bad.under("semaphores."+s.Name) {
-				e.add(s.Pos, fmt.Sprintf("jobs.%s.semaphores[%d]", name, i), "unknown semaphore", strconv.Quote(s.Name), semHint(s.Name, semNames))
-			}
+			e.add(j.Dependencies[0].Pos, "jobs."+name+".dependencies", "the bootstrap job cannot have dependencies", "", hint)
 		}
 	}
 	// Where to say that something is missing: at the section when there is
@@ -112,6 +142,10 @@ func (l *loader) finish() (*Config, error) {
 				e.add(r.Pos, p, "unknown job", strconv.Quote(r.Name), suggest(r.Name, jobNames, "jobs"))
 				continue
 			}
+			if c.Jobs[r.Name].Abstract {
+				e.add(r.Pos, p, fmt.Sprintf("job %s is abstract: a template never runs, so no pipeline can list it", r.Name), "",
+					"list the jobs that extend it")
+			}
 			if first, ok := seen[r.Name]; ok {
 				e.add(r.Pos, p, fmt.Sprintf("job %q is listed twice, first at %s", r.Name, first), "", "list it once")
 			}
@@ -126,14 +160,22 @@ func (l *loader) finish() (*Config, error) {
 			// to its last: a job that also asks for it, with no second slot,
 			// could never start.
 			if ok && sem.Max == 1 {
+				// A template's semaphores are reported once, where they
+				// are written, however many of its jobs the pipeline runs.
+				said := map[Pos]bool{}
 				for _, r := range append([]Ref{{Name: c.Bootstrap}}, pl.Jobs...) {
 					j := c.Jobs[r.Name]
 					if j == nil {
 						continue
 					}
 					for i, js := range j.Semaphores {
-						if js.Name == s.Name {
-							e.add(js.Pos, fmt.Sprintf("jobs.%s.semaphores[%d]", j.Name, i),
+						if js.Name == s.Name && !said[js.Pos] {
+							said[js.Pos] = true
+							owner := j.Name
+							if from := j.Inherited("semaphores"); from != "" {
+								owner = from
+							}
+							e.add(js.Pos, fmt.Sprintf("jobs.%s.semaphores[%d]", owner, i),
 								fmt.Sprintf("pipeline %s holds semaphore %s (max 1) for its whole buildset, so this job could never get it", name, s.Name),
 								"", "remove it from the job: the pipeline's hold already covers the job")
 						}

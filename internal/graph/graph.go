@@ -15,7 +15,7 @@ import (
 
 // Why a job was selected.
 const (
-	WhyBootstrap = "bootstrap" // the bootstrap job, always selected
+	WhyBootstrap = "bootstrap" // the bootstrap job, selected whenever another job is, or by its own matchers
 	WhyFiles     = "files"     // its file matchers matched the change
 	WhyAll       = "all"       // no file list, or the job has no matchers
 	whyNeededBy  = "needed by "
@@ -110,9 +110,10 @@ func Select(cfg *config.Config, pipeline string, files []string) (*Plan, error) 
 	for _, name := range order {
 		j := cfg.Jobs[name]
 		switch {
-		case j.Bootstrap:
+		case j.Bootstrap && (len(files) == 0 || len(j.Files) == 0 && len(j.IrrelevantFiles) == 0):
 			why[name] = WhyBootstrap
-			detail[name] = "the bootstrap job: it makes the buildset's checkout, and every other job runs after it"
+			detail[name] = bootstrapDetail
+			continue
 		case files == nil:
 			why[name] = WhyAll
 			detail[name] = "no file list (the event had none, as a cron or manual start): every job runs"
@@ -151,16 +152,27 @@ func Select(cfg *config.Config, pipeline string, files []string) (*Plan, error) 
 			if _, sel := why[dep.Name]; !sel {
 				why[dep.Name] = whyNeededBy + name
 				detail[dep.Name] = fmt.Sprintf("%s needs it (a hard dependency)", name)
-				switch notWhy[dep.Name] {
-				case NotFiles:
-					detail[dep.Name] += "; on its own it would not run: no changed file matches its files"
-				case NotIrrelevantFiles:
-					detail[dep.Name] += "; on its own it would not run: every changed file matches its irrelevant_files"
+				if n := notWhy[dep.Name]; n != "" {
+					detail[dep.Name] += "; on its own it would not run: " + notSelectedDetail(n)
 				}
 				delete(notWhy, dep.Name)
 				queue = append(queue, dep.Name)
 			}
 		}
+	}
+
+	// The bootstrap job follows its own matchers, as any job does, but
+	// every other job runs after it: it runs whenever another one does.
+	boot := cfg.Bootstrap
+	switch _, sel := why[boot]; {
+	case sel && notWhy[boot] == "" && why[boot] != WhyBootstrap:
+		// Its matchers matched (or a job needed it): say which file.
+		detail[boot] = bootstrapDetail + "; " + ownDetail(why[boot], detail[boot])
+		why[boot] = WhyBootstrap
+	case !sel && len(why) > 0:
+		why[boot] = WhyBootstrap
+		detail[boot] = bootstrapDetail + "; on its own it would not run: " + notSelectedDetail(notWhy[boot])
+		delete(notWhy, boot)
 	}
 
 	p := &Plan{Pipeline: pipeline, Bootstrap: cfg.Bootstrap, Jobs: []Job{}, NotSelected: []NotSelected{}}
@@ -225,6 +237,37 @@ func Select(cfg *config.Config, pipeline string, files []string) (*Plan, error) 
 	}
 	return p, nil
 }
+
+const bootstrapDetail = "the bootstrap job: it makes the buildset's checkout, and every other job runs after it"
+
+// notSelectedDetail says in words why a job's matchers do not select it.
+func notSelectedDetail(reason string) string {
+	switch reason {
+	case NotFiles:
+		return "no changed file matches its files"
+	case NotIrrelevantFiles:
+		return "every changed file matches its irrelevant_files"
+	}
+	return reason
+}
+
+// ownDetail says why the bootstrap job runs on its own account: its
+// matchers matched, or a job names it as a hard dependency.
+func ownDetail(why, detail string) string {
+	if why == WhyFiles {
+		return "its own matchers " + detail
+	}
+	return detail
+}
+
+// NothingSelected is the error of a buildset whose plan selects no job:
+// it ends at once, SKIPPED, without touching the bastion.
+const NothingSelected = "no job matched the changed files"
+
+// Empty reports whether the plan selects no job at all (every job of the
+// pipeline, the bootstrap job included, has matchers that the change does
+// not match).
+func (p *Plan) Empty() bool { return len(p.Jobs) == 0 }
 
 // fileSet is the changed files, sorted, so that a matcher with a literal
 // prefix looks only at the files in that prefix's range.

@@ -98,7 +98,8 @@ const (
 	Success Result = "SUCCESS"
 	// Failure: the job's own command failed; not retried.
 	Failure Result = "FAILURE"
-	// Skipped: never started because a dependency did not succeed.
+	// Skipped: a build never started because a dependency did not
+	// succeed; a buildset selected no job (SPEC §2.2) and did nothing.
 	Skipped Result = "SKIPPED"
 	// TimedOut: the job ran past its timeout and its process tree was ended.
 	TimedOut Result = "TIMED_OUT"
@@ -275,9 +276,9 @@ type Buildsets interface {
 	// CreateBuildset inserts a QUEUED buildset and a WAITING build for each
 	// of p.Jobs, and sets p.Buildset.Seq. Its Owner is kept: a process
 	// that makes a buildset to run it at once (`sortie run`) names itself,
-	// and no other process starts it. With p.ConfigError set, the buildset
-	// is made DONE with CONFIG_ERROR in the same transaction (see
-	// CreateBuildsetParams).
+	// and no other process starts it. With p.ConfigError (or p.Skipped)
+	// set, the buildset is made DONE with CONFIG_ERROR (or SKIPPED) in the
+	// same transaction (see CreateBuildsetParams).
 	CreateBuildset(ctx context.Context, p CreateBuildsetParams) error
 	// GetBuildset returns ErrNotFound for an unknown id.
 	GetBuildset(ctx context.Context, id string) (*Buildset, error)
@@ -345,6 +346,12 @@ type CreateBuildsetParams struct {
 	// its Error, with no builds (Jobs must be empty) and the FinishedAt
 	// of Buildset (nil stays nil).
 	ConfigError string
+	// Skipped, when set, is why the buildset selects no job (SPEC §2.2:
+	// "no job matched the changed files"): the buildset is made DONE with
+	// SKIPPED and this as its Error, keeping its Plan, with no builds
+	// (Jobs must be empty) and the FinishedAt of Buildset. At most one of
+	// ConfigError and Skipped is set.
+	Skipped string
 }
 
 // EndBuildsetParams say how a buildset ends and what becomes of what it

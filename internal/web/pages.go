@@ -198,6 +198,9 @@ type buildsetPage struct {
 	MoreFiles int
 	// NoFileList: the event had no file list (every job matched).
 	NoFileList bool
+	// NothingToDeploy: the change selected no job; the buildset ended at
+	// once, SKIPPED, without builds.
+	NothingToDeploy bool
 	// CanCancel and CanRerun say which actions apply (see canRerun).
 	CanCancel, CanRerun bool
 	// Failures are the builds that failed, with the end of their logs;
@@ -290,7 +293,8 @@ func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
 	for i := range bs.Builds {
 		builds[bs.Builds[i].Job] = &bs.Builds[i]
 	}
-	if bs.Plan != nil {
+	pg.NothingToDeploy = bs.Result == string(store.Skipped) && bs.Plan != nil && bs.Plan.Empty()
+	if bs.Plan != nil && !bs.Plan.Empty() {
 		pg.Critical = bs.Plan.CriticalPath
 		if done {
 			if path := bs.Plan.RunPath(buildset.Spans(bs.Builds)); len(path) > 0 {
@@ -530,7 +534,7 @@ func options(values []string, selected, anyLabel string) []option {
 	return out
 }
 
-var results = []string{string(store.Success), string(store.Failure), string(store.Canceled), string(store.Error), string(store.ConfigError)}
+var results = []string{string(store.Success), string(store.Failure), string(store.Canceled), string(store.Error), string(store.ConfigError), string(store.Skipped)}
 
 func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 	v := r.URL.Query()

@@ -21,9 +21,9 @@ const defaultLimit = 50
 // in the order given, and sets its Seq. Of p.Buildset it keeps ID,
 // Pipeline, Commit, Files, Plan, Spec, Cause, RerunOf, Owner and CreatedAt
 // (which must be set); state, result and the other times start empty. With
-// p.ConfigError set it inserts the buildset DONE with CONFIG_ERROR and its
-// FinishedAt instead, in the same statement, so that no reader sees it
-// QUEUED. An existing ID is an ErrConflict.
+// p.ConfigError (p.Skipped) set it inserts the buildset DONE with
+// CONFIG_ERROR (SKIPPED) and its FinishedAt instead, in the same
+// statement, so that no reader sees it QUEUED. An existing ID is an ErrConflict.
 //
 // Buildsets are made one at a time (an advisory lock held to the commit),
 // so that they become visible in Seq order: a reader that sees one sees
@@ -37,14 +37,23 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 		return fmt.Errorf("postgres: create buildset %s: %w", bs.ID, errZeroTime("CreatedAt"))
 	}
 	state, result, finished := store.BuildsetQueued, store.Result(""), any(nil)
-	if p.ConfigError != "" {
+	why := p.ConfigError
+	switch {
+	case p.ConfigError != "" && p.Skipped != "":
+		return fmt.Errorf("postgres: create buildset %s: both a config error and skipped", bs.ID)
+	case p.ConfigError != "":
 		if len(p.Jobs) > 0 {
 			return fmt.Errorf("postgres: create buildset %s: a config error with %d jobs: a graph that could not be made has no builds", bs.ID, len(p.Jobs))
 		}
 		state, result = store.BuildsetDone, store.ConfigError
-		if bs.FinishedAt != nil {
-			finished = nullTime(*bs.FinishedAt)
+	case p.Skipped != "":
+		if len(p.Jobs) > 0 {
+			return fmt.Errorf("postgres: create buildset %s: skipped with %d jobs: a buildset that selects no job has no builds", bs.ID, len(p.Jobs))
 		}
+		state, result, why = store.BuildsetDone, store.Skipped, p.Skipped
+	}
+	if state == store.BuildsetDone && bs.FinishedAt != nil {
+		finished = nullTime(*bs.FinishedAt)
 	}
 	var spec []byte // nil and empty are both NULL
 	if len(bs.Spec) > 0 {
@@ -60,7 +69,7 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 			ON CONFLICT (id) DO NOTHING
 			RETURNING seq`,
-			bs.ID, bs.Pipeline, bs.Commit, bs.Files, state, result, p.ConfigError, bs.Plan, spec, bs.Cause, bs.RerunOf, bs.Owner,
+			bs.ID, bs.Pipeline, bs.Commit, bs.Files, state, result, why, bs.Plan, spec, bs.Cause, bs.RerunOf, bs.Owner,
 			bs.CreatedAt, finished).Scan(&seq)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("already exists: %w", store.ErrConflict)

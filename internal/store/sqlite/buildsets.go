@@ -20,9 +20,9 @@ const defaultLimit = 50
 // in the order given, and sets its Seq. Of p.Buildset it keeps ID,
 // Pipeline, Commit, Files, Plan, Spec, Cause, RerunOf, Owner and CreatedAt
 // (which must be set); state, result and the other times start empty. With
-// p.ConfigError set it inserts the buildset DONE with CONFIG_ERROR and its
-// FinishedAt instead, in the same statement, so that no reader sees it
-// QUEUED. An existing ID is an ErrConflict.
+// p.ConfigError (p.Skipped) set it inserts the buildset DONE with
+// CONFIG_ERROR (SKIPPED) and its FinishedAt instead, in the same statement,
+// so that no reader sees it QUEUED. An existing ID is an ErrConflict.
 func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams) error {
 	bs := p.Buildset
 	if bs == nil || bs.ID == "" {
@@ -32,14 +32,23 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 		return fmt.Errorf("sqlite: create buildset %s: %w", bs.ID, errZeroTime("CreatedAt"))
 	}
 	state, result, finished := store.BuildsetQueued, store.Result(""), sql.NullInt64{}
-	if p.ConfigError != "" {
+	why := p.ConfigError
+	switch {
+	case p.ConfigError != "" && p.Skipped != "":
+		return fmt.Errorf("sqlite: create buildset %s: both a config error and skipped", bs.ID)
+	case p.ConfigError != "":
 		if len(p.Jobs) > 0 {
 			return fmt.Errorf("sqlite: create buildset %s: a config error with %d jobs: a graph that could not be made has no builds", bs.ID, len(p.Jobs))
 		}
 		state, result = store.BuildsetDone, store.ConfigError
-		if bs.FinishedAt != nil {
-			finished = nullNanos(*bs.FinishedAt)
+	case p.Skipped != "":
+		if len(p.Jobs) > 0 {
+			return fmt.Errorf("sqlite: create buildset %s: skipped with %d jobs: a buildset that selects no job has no builds", bs.ID, len(p.Jobs))
 		}
+		state, result, why = store.BuildsetDone, store.Skipped, p.Skipped
+	}
+	if state == store.BuildsetDone && bs.FinishedAt != nil {
+		finished = nullNanos(*bs.FinishedAt)
 	}
 	var files sql.NullString
 	if bs.Files != nil {
@@ -69,7 +78,7 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 		res, err := s.txExec(ctx, tx, `
 			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, result, error, plan, spec, cause, rerun_of, owner, created_at, finished_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			bs.ID, bs.Pipeline, bs.Commit, files, state, result, p.ConfigError, plan, spec, bs.Cause, bs.RerunOf, bs.Owner,
+			bs.ID, bs.Pipeline, bs.Commit, files, state, result, why, plan, spec, bs.Cause, bs.RerunOf, bs.Owner,
 			nanos(bs.CreatedAt), finished)
 		if err != nil {
 			return err

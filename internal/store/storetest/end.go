@@ -129,6 +129,41 @@ func testEndBuildsetDefaults(t *testing.T, s store.Store) {
 	}
 }
 
+// testCreateSkipped: a buildset that selects no job is made DONE, SKIPPED,
+// at once, keeping its plan; never seen QUEUED, never ended again.
+func testCreateSkipped(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	plan := []byte(`{"pipeline":"deploy","jobs":[]}`)
+	bs := &store.Buildset{ID: "none", Pipeline: "deploy", Commit: "a", Files: []string{"docs/x.md"}, Plan: plan, CreatedAt: t0, FinishedAt: ptr(at(time.Second))}
+	must(t, "create", s.CreateBuildset(ctx, store.CreateBuildsetParams{Buildset: bs, Skipped: "no job matched the changed files"}))
+	got := get(t, s, "none")
+	diff(t, "skipped", &store.Buildset{
+		ID: "none", Pipeline: "deploy", Commit: "a", Files: []string{"docs/x.md"}, Plan: plan, State: store.BuildsetDone, Result: store.Skipped,
+		Error: "no job matched the changed files", CreatedAt: t0, FinishedAt: ptr(at(time.Second)),
+	}, got, ignoreSeq)
+	builds, err := s.Builds(ctx, "none")
+	must(t, "builds", err)
+	diff(t, "builds", []*store.Build(nil), builds, cmpopts.EquateEmpty())
+	active, err := s.ActiveBuildsets(ctx)
+	must(t, "active", err)
+	diff(t, "active", []string(nil), ids(active), cmpopts.EquateEmpty())
+	ended, err := s.EndBuildset(ctx, store.EndBuildsetParams{ID: "none", Result: store.Canceled, BuildResult: store.Canceled})
+	must(t, "end", err)
+	if ended {
+		t.Error("a skipped buildset was ended again")
+	}
+	for _, p := range []store.CreateBuildsetParams{
+		{Buildset: &store.Buildset{ID: "jobs", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, Jobs: []string{"base"}, Skipped: "no job"},
+		{Buildset: &store.Buildset{ID: "both", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, Skipped: "no job", ConfigError: "cycle"},
+	} {
+		if err := s.CreateBuildset(ctx, p); err == nil {
+			t.Errorf("create %s: no error", p.Buildset.ID)
+		}
+		_, err = s.GetBuildset(ctx, p.Buildset.ID)
+		wantErr(t, "a refused create", err, store.ErrNotFound)
+	}
+}
+
 // testCreateConfigError: a buildset whose graph cannot be made is made DONE
 // at once, never seen QUEUED.
 func testCreateConfigError(t *testing.T, s store.Store) {

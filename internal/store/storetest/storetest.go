@@ -23,8 +23,8 @@
 //   - EndBuildset of a DONE buildset reports false and changes nothing,
 //     not even the semaphore rows of that buildset; a RUNNING build
 //     between two attempts (none running) gets StartedResult.
-//   - CreateBuildset with a ConfigError and jobs is refused; with none it
-//     makes the buildset DONE, never seen QUEUED.
+//   - CreateBuildset with a ConfigError (or Skipped) and jobs is refused;
+//     with none it makes the buildset DONE, never seen QUEUED.
 //   - A lease "until T" is alive at T and expired a microsecond after it.
 //   - An owner that never renewed a lease is alive.
 //   - UpdateSemaphores sees a waiter alive until its owner's lease ends
@@ -95,6 +95,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"EndBuildset", testEndBuildset},
 		{"EndBuildsetDefaults", testEndBuildsetDefaults},
 		{"CreateConfigError", testCreateConfigError},
+		{"CreateSkipped", testCreateSkipped},
 		{"BuildTransitions", testBuildTransitions},
 		{"Attempts", testAttempts},
 		{"AttemptConflicts", testAttemptConflicts},
