@@ -135,12 +135,18 @@ func (r *Runner) Create(ctx context.Context, cfg *config.Config, ev Event) (*sto
 	if _, ok := cfg.Pipelines[ev.Pipeline]; !ok {
 		return nil, &graph.UnknownPipelineError{Pipeline: ev.Pipeline}
 	}
-	if err := r.Mirror.Update(ctx); err != nil {
-		return nil, fmt.Errorf("create buildset: %w", err)
-	}
 	rev := ev.Rev
 	if rev == "" {
 		rev = cfg.Source.Branch
+	}
+	update := r.Mirror.UpdateBranches
+	if rev == "" || strings.HasPrefix(rev, "HEAD") {
+		// Only HEAD needs the remote's default branch, one more
+		// connection to it.
+		update = r.Mirror.Update
+	}
+	if err := update(ctx); err != nil {
+		return nil, fmt.Errorf("create buildset: %w", err)
 	}
 	commit, err := r.Mirror.Resolve(ctx, rev)
 	if err != nil {
