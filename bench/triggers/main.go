@@ -24,7 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sortie-ci/sortie/bench/internal/benchserve"
+	"github.com/sortie-ci/sortie/bench/internal/benchkit"
 )
 
 func main() {
@@ -44,7 +44,7 @@ func run(n, c int, bins string) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	own, err := benchserve.Build(work)
+	own, err := benchkit.Build(work)
 	if err != nil {
 		return err
 	}
@@ -78,7 +78,7 @@ type result struct {
 
 func measure(bin, dir string, n, c int) (*result, error) {
 	repo := filepath.Join(dir, "repo")
-	if err := benchserve.Repo(repo); err != nil {
+	if err := benchkit.Repo(repo); err != nil {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "sortie.yaml")
@@ -94,7 +94,7 @@ pipelines:
 `, repo)), 0o644); err != nil {
 		return nil, err
 	}
-	srv, err := benchserve.Start(bin, cfg, filepath.Join(dir, "state"), "SORTIE_TOKENS=bench-token")
+	srv, err := benchkit.Start(bin, cfg, filepath.Join(dir, "state"), "SORTIE_TOKENS=bench-token")
 	if err != nil {
 		return nil, err
 	}

@@ -26,7 +26,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sortie-ci/sortie/bench/internal/benchserve"
+	"github.com/sortie-ci/sortie/bench/internal/benchkit"
 )
 
 func main() {
@@ -46,12 +46,12 @@ func run(n int, size int64, chunked bool) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	bin, err := benchserve.Build(work)
+	bin, err := benchkit.Build(work)
 	if err != nil {
 		return err
 	}
 	repo := filepath.Join(work, "repo")
-	if err := benchserve.Repo(repo); err != nil {
+	if err := benchkit.Repo(repo); err != nil {
 		return err
 	}
 	cfg := filepath.Join(work, "sortie.yaml")
@@ -67,7 +67,7 @@ pipelines:
 `, repo)), 0o644); err != nil {
 		return err
 	}
-	srv, err := benchserve.Start(bin, cfg, filepath.Join(work, "state"), "GH_SECRET=bench-secret", "SORTIE_TOKENS=bench-token")
+	srv, err := benchkit.Start(bin, cfg, filepath.Join(work, "state"), "GH_SECRET=bench-secret", "SORTIE_TOKENS=bench-token")
 	if err != nil {
 		return err
 	}

@@ -1,8 +1,9 @@
-// Package benchserve starts `sortie serve` for the benchmark commands that
-// measure a running server (bench/webhookflood, bench/triggers): it builds
-// the binary, makes a source repository, starts the server on a free port,
-// waits until it is ready, and reads its memory and CPU time from /proc.
-package benchserve
+// Package benchkit is what the benchmark commands share: it builds sortie,
+// makes a source repository, runs a tool under a wrapper that measures it
+// honestly, and starts `sortie serve` on a free port for the commands that
+// measure a running server (bench/webhookflood, bench/triggers), reading
+// its memory and CPU time from /proc.
+package benchkit
 
 import (
 	"bufio"
@@ -14,6 +15,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -142,4 +145,69 @@ func (s *Server) CPU() (time.Duration, error) {
 	}
 	const hz = 100 // USER_HZ on Linux
 	return time.Duration(ticks) * time.Second / hz, nil
+}
+
+// Usage is what a run of a tool cost: CPU time (user and system, the
+// tool's and every descendant's it waited for) and peak resident memory.
+type Usage struct {
+	CPU    time.Duration
+	MaxRSS int64 // bytes
+}
+
+// Measure wraps cmd in GNU time, which forks (rather than vforks) the tool:
+// the tool's peak resident memory is then its own, where a child started by
+// a Go program inherits, at exec, the high-water mark of the parent's
+// memory it shared until then (a harness of 100 MB would make every peer
+// look 100 MB big). Run the returned command instead of cmd, then call
+// usage with its ProcessState. time(1) is in the `time` package.
+func Measure(cmd *exec.Cmd, dir string) (wrapped *exec.Cmd, usage func(*os.ProcessState) (Usage, error), err error) {
+	timeBin, err := exec.LookPath("/usr/bin/time")
+	if err != nil {
+		return nil, nil, fmt.Errorf("GNU time is needed to measure peak memory honestly: apt-get install time (%w)", err)
+	}
+	out := filepath.Join(dir, ".maxrss")
+	args := append([]string{"-f", "%M", "-o", out, "--", cmd.Path}, cmd.Args[1:]...)
+	w := exec.Command(timeBin, args...)
+	w.Env, w.Dir = cmd.Env, cmd.Dir
+	usage = func(ps *os.ProcessState) (Usage, error) {
+		u := Usage{CPU: ps.UserTime() + ps.SystemTime()}
+		data, err := os.ReadFile(out)
+		if err != nil {
+			return u, err
+		}
+		// The last line is the figure; a tool that failed has a
+		// "Command exited with non-zero status" line before it.
+		lines := strings.Fields(strings.TrimSpace(string(data)))
+		if len(lines) == 0 {
+			return u, fmt.Errorf("%s: empty", out)
+		}
+		kb, err := strconv.ParseInt(lines[len(lines)-1], 10, 64)
+		if err != nil {
+			return u, fmt.Errorf("%s: %w", out, err)
+		}
+		u.MaxRSS = kb << 10
+		return u, nil
+	}
+	return w, usage, nil
+}
+
+// Machine says what the figures were measured on: the CPU model, the cores,
+// and whether it is a virtual machine (process creation costs several
+// times more on some, which changes every ratio against a peer).
+func Machine() string {
+	data, _ := os.ReadFile("/proc/cpuinfo")
+	model, virtual := runtime.GOARCH, false
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "model name"); ok && model == runtime.GOARCH {
+			model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+		}
+		if strings.HasPrefix(line, "flags") && slices.Contains(strings.Fields(line), "hypervisor") {
+			virtual = true
+		}
+	}
+	kind := "bare metal"
+	if virtual {
+		kind = "a virtual machine"
+	}
+	return fmt.Sprintf("%s, %d cores, %s, %s", model, runtime.NumCPU(), kind, runtime.Version())
 }
