@@ -24,6 +24,11 @@ import (
 // them by far.
 var refspecs = []string{"+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"}
 
+// maintenanceEvery is how many fetches the mirror makes between two runs of
+// git's automatic maintenance (gc, repacking), which then does what its
+// own thresholds say.
+const maintenanceEvery = 50
+
 // ErrUnknownRevision is returned (wrapped) by Resolve and ChangedFiles for a
 // revision that names no commit of the mirror.
 var ErrUnknownRevision = errors.New("unknown revision")
@@ -212,9 +217,17 @@ func (m *Mirror) create(ctx context.Context) error {
 // fetch fetches branches and tags into the repository dir and, when head
 // is set, points its HEAD where the remote's points.
 func (m *Mirror) fetch(ctx context.Context, dir string, head bool) error {
-	args := append([]string{"--git-dir", dir, "fetch", "--prune", "--quiet", m.URL}, refspecs...)
+	// git starts `git maintenance run --auto` after every fetch, a process
+	// that nearly always finds nothing to do: the mirror asks for it
+	// every maintenanceEvery fetches instead.
+	args := append([]string{"--git-dir", dir, "fetch", "--prune", "--quiet", "--no-auto-maintenance", "--no-write-fetch-head", m.URL}, refspecs...)
 	if _, err := Git(ctx, args...); err != nil {
 		return &FetchError{URL: m.URL, Err: err}
+	}
+	if m.fetches.Load()%maintenanceEvery == 0 {
+		if _, err := Git(ctx, "--git-dir", dir, "maintenance", "run", "--auto", "--quiet"); err != nil {
+			return err
+		}
 	}
 	if !head {
 		return nil

@@ -500,3 +500,60 @@ func TestUpdateBranchesLeavesHead(t *testing.T) {
 		t.Errorf("after Update, Resolve(\"\") = %s, want trunk's %s", got, c2)
 	}
 }
+
+// A fetch does not start git's automatic maintenance (a process each time,
+// that nearly always has nothing to do); every 50th fetch asks for it, and
+// it then does what git's thresholds say.
+func TestMaintenanceEveryFiftyFetches(t *testing.T) {
+	t.Parallel()
+	r := newRepo(t)
+	// More objects than a fetch unpacks (fetch.unpackLimit, 100): each
+	// fetch of such a commit keeps a pack of its own.
+	many := func(tag string) map[string]string {
+		files := map[string]string{}
+		for i := range 150 {
+			files[fmt.Sprintf("%s/%d", tag, i)] = tag + fmt.Sprint(i)
+		}
+		return files
+	}
+	r.commit("one", many("a"))
+	m := newMirror(t, r)
+	if err := m.Update(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// More than one pack is too many: git's maintenance would repack,
+	// before it returns (not in the background, as by default).
+	for _, kv := range [][2]string{{"gc.autoPackLimit", "1"}, {"gc.autoDetach", "false"}} {
+		if out, err := exec.Command("git", "--git-dir", m.Dir, "config", kv[0], kv[1]).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	packs := func() string {
+		out, err := exec.Command("git", "--git-dir", m.Dir, "count-objects", "-v").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.SplitSeq(string(out), "\n") {
+			if n, ok := strings.CutPrefix(line, "packs: "); ok {
+				return n
+			}
+		}
+		t.Fatalf("count-objects -v: %s", out)
+		return ""
+	}
+	r.commit("two", many("b"))
+	for m.Fetches() < 49 {
+		if err := m.UpdateBranches(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := packs(); n != "2" {
+		t.Fatalf("after %d fetches, %s packs, want 2: maintenance ran after a fetch", m.Fetches(), n)
+	}
+	if err := m.UpdateBranches(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := packs(); n != "1" {
+		t.Errorf("after the 50th fetch, %s packs, want 1: maintenance did not run", n)
+	}
+}
