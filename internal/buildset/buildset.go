@@ -395,7 +395,7 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 		}
 	} else {
 		if err := r.persist(giveUp, "buildset "+bs.ID+": start", func() error {
-			return r.Store.StartBuildset(bg, bs.ID, r.Semaphores.Owner, r.now())
+			return r.Store.StartBuildset(bg, store.StartBuildsetParams{ID: bs.ID, Owner: r.Semaphores.Owner, At: r.now()})
 		}); err != nil {
 			return fail(err)
 		}

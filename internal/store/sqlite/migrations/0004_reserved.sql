@@ -1,0 +1,3 @@
+-- Reserved for the owners change, which lands before the outbox (0005) and
+-- replaces this file when the branches are merged.
+SELECT 1;
