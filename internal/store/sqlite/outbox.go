@@ -56,6 +56,17 @@ func (s *Store) ClaimReportDeliveries(ctx context.Context, p store.ClaimReportDe
 	if p.Worker == "" || p.Now.IsZero() || p.Until.IsZero() || p.Limit <= 0 {
 		return nil, errors.New("sqlite: claim report deliveries: worker, now, until and limit are required")
 	}
+	// Most polls find nothing due: a read says so without taking the
+	// write lock, which the builds' writes need.
+	var due bool
+	if err := s.row(ctx, `SELECT EXISTS (SELECT 1 FROM report_deliveries
+		WHERE state = 'pending' AND next_at <= ? AND (claimed_until IS NULL OR claimed_until < ?))`,
+		nanos(p.Now), nanos(p.Now)).Scan(&due); err != nil {
+		return nil, fmt.Errorf("sqlite: claim report deliveries: %w", err)
+	}
+	if !due {
+		return nil, nil
+	}
 	var out []*store.ReportDelivery
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		out = nil
