@@ -16,6 +16,7 @@ const (
 	commitA = "1111111111111111111111111111111111111111"
 	commitB = "2222222222222222222222222222222222222222"
 	commitC = "3333333333333333333333333333333333333333"
+	commitD = "4444444444444444444444444444444444444444"
 )
 
 // TestForgeStatuses: the states a commit goes through on each forge, for
@@ -29,6 +30,7 @@ func TestForgeStatuses(t *testing.T) {
 		newForge                 func(t *testing.T) *forge
 		target                   func(url string) buildset.ReporterSpec
 		success, failure, erred  []string
+		cancelled                []string
 		successDesc, failureDesc string
 	}{
 		{
@@ -38,6 +40,7 @@ func TestForgeStatuses(t *testing.T) {
 				return buildset.ReporterSpec{Name: "gh", Type: "github", URL: u, Repository: "org/repo", TokenEnv: "GH_TOKEN"}
 			},
 			success: []string{"pending", "success"}, failure: []string{"pending", "failure"}, erred: []string{"pending", "error"},
+			cancelled: []string{"pending", "error"},
 		},
 		{
 			kind:     "gitea",
@@ -46,6 +49,7 @@ func TestForgeStatuses(t *testing.T) {
 				return buildset.ReporterSpec{Name: "gitea", Type: "gitea", URL: u + "/", Repository: "org/repo", TokenEnv: "GH_TOKEN"}
 			},
 			success: []string{"pending", "success"}, failure: []string{"pending", "failure"}, erred: []string{"pending", "error"},
+			cancelled: []string{"pending", "error"},
 		},
 		{
 			kind:     "gitlab",
@@ -54,6 +58,7 @@ func TestForgeStatuses(t *testing.T) {
 				return buildset.ReporterSpec{Name: "gitlab", Type: "gitlab", URL: u, Project: "group/sub/repo", TokenEnv: "GH_TOKEN"}
 			},
 			success: []string{"pending", "success"}, failure: []string{"pending", "failed"}, erred: []string{"pending", "failed"},
+			cancelled: []string{"pending", "canceled"},
 		},
 	} {
 		t.Run(tc.kind, func(t *testing.T) {
@@ -76,6 +81,7 @@ func TestForgeStatuses(t *testing.T) {
 			run("bs-ok", commitA, store.Success, map[string]store.Result{"boot": store.Success, "base": store.Success})
 			run("bs-failed", commitB, store.Failure, map[string]store.Result{"boot": store.Success, "base": store.Failure})
 			run("bs-error", commitC, store.Error, map[string]store.Result{"boot": store.Success})
+			run("bs-cancelled", commitD, store.Canceled, map[string]store.Result{"boot": store.Success})
 
 			for _, c := range []struct {
 				commit string
@@ -86,6 +92,7 @@ func TestForgeStatuses(t *testing.T) {
 				{commitA, tc.success, "succeeded in 1m0s", "bs-ok"},
 				{commitB, tc.failure, "failed: base (1m0s)", "bs-failed"},
 				{commitC, tc.erred, "failed in 30s", "bs-error"},
+				{commitD, tc.cancelled, "cancelled", "bs-cancelled"},
 			} {
 				if diff := cmp.Diff(c.want, f.states(c.commit)); diff != "" {
 					t.Errorf("states of %s (-want +got):\n%s", c.id, diff)
