@@ -258,3 +258,37 @@ pipelines:
 		t.Error("a secret in the server's log")
 	}
 }
+
+// TestReloadRefusesUnsetReporterSecret: a reload whose reporter reads a
+// variable that is not set is refused, naming it, and the config in force
+// stays.
+func TestReloadRefusesUnsetReporterSecret(t *testing.T) {
+	e := start(t, `
+jobs:
+  boot: {bootstrap: true, run: "true"}
+pipelines:
+  deploy: {jobs: [boot]}
+`, envOpt{})
+	e.writeConfig(`
+reporters:
+  hook: {type: webhook, url: https://hooks.example.org/sortie, secret_env: HOOK_SECRET}
+jobs:
+  boot: {bootstrap: true, run: "true"}
+pipelines:
+  deploy: {jobs: [boot], report: {failure: [hook]}}
+`)
+	err := e.srv.Reload()
+	if err == nil || !strings.Contains(err.Error(), "reporters.hook.secret_env: $HOOK_SECRET is not set") {
+		t.Fatalf("reload: %v; want it refused for $HOOK_SECRET", err)
+	}
+	if len(e.srv.Config().Reporters) != 0 {
+		t.Error("the refused config is in force")
+	}
+	e.envs["HOOK_SECRET"] = "now-set"
+	if err := e.srv.Reload(); err != nil {
+		t.Fatalf("reload with the secret set: %v", err)
+	}
+	if e.srv.Config().Reporters["hook"] == nil {
+		t.Error("the reloaded config has no reporter hook")
+	}
+}
