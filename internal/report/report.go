@@ -156,7 +156,7 @@ func summary(d *Delivery) string {
 		}
 		return s
 	case rep.Error != "":
-		return strings.ToLower(rep.Result) + ": " + oneLine(rep.Error)
+		return strings.ToLower(strings.ReplaceAll(rep.Result, "_", " ")) + ": " + oneLine(rep.Error)
 	}
 	return in("failed")
 }

@@ -71,6 +71,13 @@ type ghSink struct {
 	t      *testing.T
 	mu     sync.Mutex
 	states map[string][]string // by commit
+	desc   map[string]string   // the last description, by commit
+}
+
+func (g *ghSink) lastDesc(sha string) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.desc[sha]
 }
 
 func (g *ghSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -103,11 +110,12 @@ func (g *ghSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"message":"Validation Failed"}`, http.StatusUnprocessableEntity)
 		return
 	}
-	if s.Context != "sortie/deploy" || !strings.HasPrefix(s.TargetURL, "https://deploy.example.org/buildsets/") || len(s.Description) > 140 {
+	if (s.Context != "sortie/deploy" && s.Context != "sortie/broken") || !strings.HasPrefix(s.TargetURL, "https://deploy.example.org/buildsets/") || len(s.Description) > 140 {
 		g.t.Errorf("github status %+v", s)
 	}
 	g.mu.Lock()
 	g.states[sha] = append(g.states[sha], s.State)
+	g.desc[sha] = s.Description
 	g.mu.Unlock()
 	w.WriteHeader(http.StatusCreated)
 	io.WriteString(w, `{"id":1}`)
@@ -162,7 +170,7 @@ func (e *env) waitDelivered(id string, n int) []ReportJSON {
 // order, what the API and the metrics say of it, and that no secret shows.
 func TestReportsOfEachEnd(t *testing.T) {
 	hook := &hookSink{t: t}
-	gh := &ghSink{t: t, states: map[string][]string{}}
+	gh := &ghSink{t: t, states: map[string][]string{}, desc: map[string]string{}}
 	hookSrv, ghSrv := httptest.NewServer(hook), httptest.NewServer(gh)
 	defer hookSrv.Close()
 	defer ghSrv.Close()
@@ -177,6 +185,7 @@ jobs:
   ok: {run: "true", irrelevant_files: [^docs/]}
   bad: {run: 'test ! -e fail', dependencies: [ok], irrelevant_files: [^docs/]}
   slow: {run: '%s', irrelevant_files: [^docs/]}
+  needy: {run: "true", dependencies: [ok]}
 pipelines:
   deploy:
     jobs: [ok, bad]
@@ -184,6 +193,9 @@ pipelines:
   wait:
     jobs: [slow]
     report: {cancel: [hook]}
+  broken:
+    jobs: [needy]
+    report: {failure: [gh, hook]}
 `, ghSrv.URL, hookSrv.URL+"/sortie", g.wait())
 	e := start(t, cfg, envOpt{env: map[string]string{"GH_TOKEN": ghToken, "HOOK_SECRET": hookSecret}})
 
@@ -231,6 +243,23 @@ pipelines:
 		t.Errorf("the webhook heard %v of a cancelled buildset", got)
 	}
 
+	// Its graph cannot be made (needy's hard dependency is not in the
+	// pipeline): CONFIG_ERROR is a failure, an error status on the forge.
+	broken := e.trigger("broken", map[string]any{"commit": commit})
+	if bs := e.waitDone(broken); bs.Result != "CONFIG_ERROR" {
+		t.Fatalf("buildset %s", bs.Result)
+	}
+	e.waitDelivered(broken, 2)
+	if got := hook.events(broken); strings.Join(got, " ") != "failure" {
+		t.Errorf("the webhook heard %v of a CONFIG_ERROR buildset", got)
+	}
+	if got := gh.of(commit); strings.Join(got, " ") != "pending success error" {
+		t.Errorf("GitHub's states of %s after a CONFIG_ERROR buildset: %v", commit, got)
+	}
+	if d := gh.lastDesc(commit); !strings.HasPrefix(d, "config error: ") {
+		t.Errorf("the CONFIG_ERROR status says %q", d)
+	}
+
 	// Nothing to deploy: SKIPPED tells no one.
 	skipped := e.trigger("deploy", map[string]any{"files": []string{"docs/index.md"}})
 	if bs := e.waitDone(skipped); bs.Result != "SKIPPED" {
@@ -245,8 +274,8 @@ pipelines:
 
 	_, metrics := e.do("GET", "/metrics", nil, "")
 	for _, want := range []string{
-		`sortie_report_deliveries_total{outcome="delivered",reporter="gh"} 4`,
-		`sortie_report_deliveries_total{outcome="delivered",reporter="hook"} 5`,
+		`sortie_report_deliveries_total{outcome="delivered",reporter="gh"} 5`,
+		`sortie_report_deliveries_total{outcome="delivered",reporter="hook"} 6`,
 		"sortie_report_deliveries_pending 0",
 		"sortie_report_oldest_pending_seconds 0",
 	} {
