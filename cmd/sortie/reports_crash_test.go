@@ -197,10 +197,21 @@ pipelines:
 		seen[bs] = ev
 	}
 	hook.mu.Unlock()
+	// The server records each outcome after the receiver has answered.
+	deadline = time.Now().Add(time.Minute)
 	for _, id := range ids {
-		r := getJSON[reports](t, addr, "/api/v1/buildsets/"+id+"/reports")
-		if len(r.Reports) != 2 || r.Reports[0].State != "delivered" || r.Reports[1].State != "delivered" || r.Reports[0].Tries < 2 {
-			t.Errorf("reports of %s after the restart: %+v", id, r.Reports)
+		for {
+			r := getJSON[reports](t, addr, "/api/v1/buildsets/"+id+"/reports")
+			if len(r.Reports) == 2 && r.Reports[0].State == "delivered" && r.Reports[1].State == "delivered" {
+				if r.Reports[0].Tries < 2 {
+					t.Errorf("reports of %s: %+v; want the start tried before the kill and after", id, r.Reports)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("reports of %s after the restart: %+v", id, r.Reports)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	if log, _ := os.ReadFile(logPath); strings.Contains(string(log), secret) {

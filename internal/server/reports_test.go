@@ -272,16 +272,29 @@ pipelines:
 		t.Errorf("reports of an unknown buildset: %d, want 404", code)
 	}
 
-	_, metrics := e.do("GET", "/metrics", nil, "")
-	for _, want := range []string{
-		`sortie_report_deliveries_total{outcome="delivered",reporter="gh"} 5`,
-		`sortie_report_deliveries_total{outcome="delivered",reporter="hook"} 6`,
-		"sortie_report_deliveries_pending 0",
-		"sortie_report_oldest_pending_seconds 0",
-	} {
-		if !strings.Contains(string(metrics), want+"\n") {
-			t.Errorf("metrics lack %q", want)
+	// A try is counted once its outcome is recorded: the last may lag
+	// behind what the API shows.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, metrics := e.do("GET", "/metrics", nil, "")
+		var missing []string
+		for _, want := range []string{
+			`sortie_report_deliveries_total{outcome="delivered",reporter="gh"} 5`,
+			`sortie_report_deliveries_total{outcome="delivered",reporter="hook"} 6`,
+			"sortie_report_deliveries_pending 0",
+			"sortie_report_oldest_pending_seconds 0",
+		} {
+			if !strings.Contains(string(metrics), want+"\n") {
+				missing = append(missing, want)
+			}
 		}
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics lack %q", missing)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if logs := e.logBuf.String(); strings.Contains(logs, hookSecret) || strings.Contains(logs, ghToken) {
 		t.Error("a secret in the server's log")
