@@ -94,7 +94,7 @@ pipelines:
 `, repo)), 0o644); err != nil {
 		return nil, err
 	}
-	srv, err := benchkit.Start(bin, cfg, filepath.Join(dir, "state"), "SORTIE_TOKENS=bench-token")
+	srv, err := benchkit.Start(bin, cfg, filepath.Join(dir, "state"), nil, "SORTIE_TOKENS=bench-token")
 	if err != nil {
 		return nil, err
 	}

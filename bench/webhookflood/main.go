@@ -67,7 +67,7 @@ pipelines:
 `, repo)), 0o644); err != nil {
 		return err
 	}
-	srv, err := benchkit.Start(bin, cfg, filepath.Join(work, "state"), "GH_SECRET=bench-secret", "SORTIE_TOKENS=bench-token")
+	srv, err := benchkit.Start(bin, cfg, filepath.Join(work, "state"), nil, "GH_SECRET=bench-secret", "SORTIE_TOKENS=bench-token")
 	if err != nil {
 		return err
 	}

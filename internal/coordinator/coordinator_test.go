@@ -184,7 +184,7 @@ pipelines:
 		t.Fatal(err)
 	}
 	running := h.create("p")
-	if err := h.st.StartBuildset(ctx, running.ID, dead, time.Now()); err != nil {
+	if err := h.st.StartBuildset(ctx, store.StartBuildsetParams{ID: running.ID, Owner: dead, At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.st.RenewLease(ctx, dead, time.Now().Add(time.Hour)); err != nil {

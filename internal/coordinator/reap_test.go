@@ -185,7 +185,7 @@ func startedBy(t *testing.T, r *buildset.Runner, cfg *config.Config, owner strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Store.StartBuildset(ctx, bs.ID, owner, now); err != nil {
+	if err := r.Store.StartBuildset(ctx, store.StartBuildsetParams{ID: bs.ID, Owner: owner, At: now}); err != nil {
 		t.Fatal(err)
 	}
 	return bs.ID

@@ -25,7 +25,7 @@ func TestReapKeepsARunningBuildsetsPipelineSemaphore(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := st.StartBuildset(ctx, "deploy", "srv-dead", t0); err != nil {
+	if err := st.StartBuildset(ctx, store.StartBuildsetParams{ID: "deploy", Owner: "srv-dead", At: t0}); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.RenewLease(ctx, "srv-dead", t0); err != nil { // long expired

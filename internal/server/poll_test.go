@@ -131,7 +131,7 @@ func TestDeadRunDoesNotBlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.srv.st.StartBuildset(ctx, bs.ID, "run-gone", time.Now()); err != nil {
+	if err := e.srv.st.StartBuildset(ctx, store.StartBuildsetParams{ID: bs.ID, Owner: "run-gone", At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	next := e.trigger("p", nil)

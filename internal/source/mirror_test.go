@@ -363,6 +363,10 @@ func TestSubjects(t *testing.T) {
 	if got, err := m.Subjects(ctx); err != nil || len(got) != 0 {
 		t.Errorf("Subjects of nothing: %q, %v", got, err)
 	}
+	cs, err := m.Commits(ctx, second, unknown)
+	if c := cs[second]; err != nil || len(cs) != 1 || c.Author != "Sortie Test" || c.Subject != want[second] {
+		t.Errorf("Commits: %+v, %v; want %s by Sortie Test", cs, err, want[second])
+	}
 }
 
 // holdLock holds the mirror's lock from another process until the returned

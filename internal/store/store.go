@@ -8,7 +8,7 @@
 // waiters are rows, each owned by a process whose lease must be renewed.
 //
 // The interfaces follow the roles of their users (Buildsets, Semaphores,
-// Owners, Pauses, Triggers); Store embeds them all. A store keeps and
+// Owners, Pauses, Triggers, Outbox); Store embeds them all. A store keeps and
 // locks; it decides nothing: which request a semaphore goes to is
 // semaphore.Decide's, applied through UpdateSemaphores.
 package store
@@ -266,6 +266,7 @@ type Store interface {
 	Owners
 	Pauses
 	Triggers
+	Outbox
 	// Close releases the store's resources.
 	Close() error
 }
@@ -290,14 +291,15 @@ type Buildsets interface {
 	// AdmitBuildset moves QUEUED -> ADMITTED with the given owner, or
 	// ErrConflict.
 	AdmitBuildset(ctx context.Context, id, owner string, at time.Time) error
-	// StartBuildset moves QUEUED or ADMITTED -> RUNNING with the given
-	// owner, or ErrConflict.
-	StartBuildset(ctx context.Context, id, owner string, at time.Time) error
+	// StartBuildset moves QUEUED or ADMITTED -> RUNNING with p.Owner and
+	// records p.Reports, in one transaction, or is ErrConflict.
+	StartBuildset(ctx context.Context, p StartBuildsetParams) error
 	// EndBuildset is the only way a buildset becomes DONE after it was
 	// made, in one transaction: every running attempt gets
 	// p.AttemptResult, every build not DONE its result (see
-	// EndBuildsetParams), the buildset p.Result, and its semaphore holders
-	// and waiters are dropped. ended is false, and nothing changes, when
+	// EndBuildsetParams), the buildset p.Result, its semaphore holders
+	// and waiters are dropped, and p.Reports are recorded. ended is
+	// false, and nothing changes, when
 	// the buildset was DONE already; an unknown id is ErrNotFound.
 	EndBuildset(ctx context.Context, p EndBuildsetParams) (ended bool, err error)
 	// SetBuildsetOwner changes the owner of a buildset that is not DONE
@@ -352,6 +354,19 @@ type CreateBuildsetParams struct {
 	// (Jobs must be empty) and the FinishedAt of Buildset. At most one of
 	// ConfigError and Skipped is set.
 	Skipped string
+	// Reports are recorded with the buildset (those of a buildset made
+	// DONE at once).
+	Reports []NewReportDelivery
+}
+
+// StartBuildsetParams is a buildset to start.
+type StartBuildsetParams struct {
+	ID    string
+	Owner string
+	// At is its StartedAt; a zero At leaves it nil.
+	At time.Time
+	// Reports are recorded with the start.
+	Reports []NewReportDelivery
 }
 
 // EndBuildsetParams say how a buildset ends and what becomes of what it
@@ -378,6 +393,8 @@ type EndBuildsetParams struct {
 	// nil for one that nobody runs (a queued buildset cancelled, a dead
 	// run's buildset reaped). Not checked yet (see Fence).
 	Fence *Fence
+	// Reports are recorded with the end, if the buildset ends.
+	Reports []NewReportDelivery
 }
 
 // StartAttemptParams is an attempt to record as started.

@@ -51,8 +51,9 @@ type Server struct {
 }
 
 // Start starts bin serve with config, state dir state and env added to
-// the environment, and waits until it answers /readyz.
-func Start(bin, config, state string, env ...string) (*Server, error) {
+// the environment, its output to log (nil: discarded), and waits until it
+// answers /readyz.
+func Start(bin, config, state string, log io.Writer, env ...string) (*Server, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -61,8 +62,10 @@ func Start(bin, config, state string, env ...string) (*Server, error) {
 	ln.Close()
 	cmd := exec.Command(bin, "serve", "--config", config, "--state-dir", state, "--listen", addr)
 	cmd.Env = append(os.Environ(), env...)
-	cmd.Stderr = io.Discard
-	cmd.Stdout = io.Discard
+	if log == nil {
+		log = io.Discard
+	}
+	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

@@ -77,6 +77,9 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 		if err != nil {
 			return err
 		}
+		if err := insertReports(ctx, tx, bs.ID, p.Reports); err != nil {
+			return err
+		}
 		if len(p.Jobs) == 0 {
 			return nil
 		}
@@ -221,15 +224,31 @@ func (s *Store) AdmitBuildset(ctx context.Context, id, owner string, at time.Tim
 	return nil
 }
 
-// StartBuildset moves QUEUED or ADMITTED -> RUNNING with the given owner, or
-// returns ErrConflict (ErrNotFound for an unknown id).
-func (s *Store) StartBuildset(ctx context.Context, id, owner string, at time.Time) error {
-	err := s.cas(ctx,
-		`UPDATE buildsets SET state = $1, owner = $2, started_at = $3 WHERE id = $4 AND state IN ($5, $6)`,
-		[]any{store.BuildsetRunning, owner, nullTime(at), id, store.BuildsetQueued, store.BuildsetAdmitted},
-		`SELECT state FROM buildsets WHERE id = $1`, id)
+// StartBuildset moves QUEUED or ADMITTED -> RUNNING with p.Owner and
+// records p.Reports in one transaction, or returns ErrConflict
+// (ErrNotFound for an unknown id).
+func (s *Store) StartBuildset(ctx context.Context, p store.StartBuildsetParams) error {
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE buildsets SET state = $1, owner = $2, started_at = $3 WHERE id = $4 AND state IN ($5, $6)`,
+			store.BuildsetRunning, p.Owner, nullTime(p.At), p.ID, store.BuildsetQueued, store.BuildsetAdmitted)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() != 1 {
+			var state string
+			err := tx.QueryRow(ctx, `SELECT state FROM buildsets WHERE id = $1`, p.ID).Scan(&state)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return store.ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
+			return fmt.Errorf("is %s: %w", state, store.ErrConflict)
+		}
+		return insertReports(ctx, tx, p.ID, p.Reports)
+	})
 	if err != nil {
-		return fmt.Errorf("postgres: start buildset %s: %w", id, err)
+		return fmt.Errorf("postgres: start buildset %s: %w", p.ID, err)
 	}
 	return nil
 }
@@ -333,6 +352,9 @@ func (s *Store) EndBuildset(ctx context.Context, p store.EndBuildsetParams) (boo
 			if _, err := tx.Exec(ctx, st.q, st.args...); err != nil {
 				return err
 			}
+		}
+		if err := insertReports(ctx, tx, p.ID, p.Reports); err != nil {
+			return err
 		}
 		ended = true
 		return nil

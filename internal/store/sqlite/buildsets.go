@@ -95,7 +95,7 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 				return fmt.Errorf("build %s: %w", job, err)
 			}
 		}
-		return nil
+		return s.insertReports(ctx, tx, bs.ID, p.Reports)
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: create buildset %s: %w", bs.ID, err)
@@ -255,14 +255,33 @@ func (s *Store) AdmitBuildset(ctx context.Context, id, owner string, at time.Tim
 	return nil
 }
 
-// StartBuildset moves QUEUED or ADMITTED -> RUNNING with the given owner, or
-// returns ErrConflict (ErrNotFound for an unknown id).
-func (s *Store) StartBuildset(ctx context.Context, id, owner string, at time.Time) error {
-	err := s.cas(ctx, "buildsets", "id = ?", []any{id},
-		`state = ?, owner = ?, started_at = ?`, []any{store.BuildsetRunning, owner, nullNanos(at)},
-		store.BuildsetQueued, store.BuildsetAdmitted)
+// StartBuildset moves QUEUED or ADMITTED -> RUNNING with p.Owner and
+// records p.Reports in one transaction, or returns ErrConflict
+// (ErrNotFound for an unknown id).
+func (s *Store) StartBuildset(ctx context.Context, p store.StartBuildsetParams) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := s.txExec(ctx, tx, `UPDATE buildsets SET state = ?, owner = ?, started_at = ? WHERE id = ? AND state IN (?, ?)`,
+			store.BuildsetRunning, p.Owner, nullNanos(p.At), p.ID, store.BuildsetQueued, store.BuildsetAdmitted)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n != 1 {
+			var state string
+			err := s.txRow(ctx, tx, `SELECT state FROM buildsets WHERE id = ?`, p.ID).Scan(&state)
+			if errors.Is(err, sql.ErrNoRows) {
+				return store.ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
+			return fmt.Errorf("is %s: %w", state, store.ErrConflict)
+		}
+		return s.insertReports(ctx, tx, p.ID, p.Reports)
+	})
 	if err != nil {
-		return fmt.Errorf("sqlite: start buildset %s: %w", id, err)
+		return fmt.Errorf("sqlite: start buildset %s: %w", p.ID, err)
 	}
 	return nil
 }
@@ -348,6 +367,9 @@ func (s *Store) EndBuildset(ctx context.Context, p store.EndBuildsetParams) (boo
 			if _, err := s.txExec(ctx, tx, st.q, st.args...); err != nil {
 				return err
 			}
+		}
+		if err := s.insertReports(ctx, tx, p.ID, p.Reports); err != nil {
+			return err
 		}
 		ended = true
 		return nil

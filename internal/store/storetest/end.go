@@ -17,7 +17,7 @@ func testEndBuildset(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "done", "running", "retrying", "waiting")
 	create(t, s, &store.Buildset{ID: "other", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "base")
-	must(t, "start bs1", s.StartBuildset(ctx, "bs1", "dead", at(time.Second)))
+	must(t, "start bs1", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Owner: "dead", At: at(time.Second)}))
 	start := func(job string, n int) {
 		t.Helper()
 		must(t, "start "+job, s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{

@@ -28,7 +28,7 @@ func testTimePrecision(t *testing.T, s store.Store) {
 	}
 
 	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: odd(0)}, "base")
-	must(t, "start", s.StartBuildset(ctx, "bs1", "p", odd(time.Second)))
+	must(t, "start", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Owner: "p", At: odd(time.Second)}))
 	must(t, "start attempt", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{
 		BuildsetID: "bs1", Job: "base", Number: 1, Owner: "p", StartedAt: odd(2 * time.Second)}}))
 	must(t, "finish attempt", s.FinishAttemptAndBuild(ctx,

@@ -23,7 +23,7 @@ const racers = 8
 func testEndBuildsetOnce(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "running", "waiting")
-	must(t, "start", s.StartBuildset(ctx, "bs1", "p", at(time.Second)))
+	must(t, "start", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Owner: "p", At: at(time.Second)}))
 	must(t, "start attempt", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{
 		BuildsetID: "bs1", Job: "running", Number: 1, Owner: "p", StartedAt: at(time.Second)}}))
 	var (

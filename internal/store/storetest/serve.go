@@ -117,7 +117,7 @@ func testAdmitTransitions(t *testing.T, s store.Store) {
 	diff(t, "ListBuildsets admitted", []string{"bs1"}, ids(list))
 
 	// ADMITTED -> RUNNING, with the starter as owner.
-	must(t, "start admitted", s.StartBuildset(ctx, "bs1", "server-1", at(3*time.Second)))
+	must(t, "start admitted", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Owner: "server-1", At: at(3 * time.Second)}))
 	got = get(t, s, "bs1")
 	diff(t, "after start", &store.Buildset{
 		ID: "bs1", Pipeline: "deploy", Commit: "a", State: store.BuildsetRunning, Owner: "server-1", CreatedAt: t0,
@@ -125,7 +125,7 @@ func testAdmitTransitions(t *testing.T, s store.Store) {
 	}, got, ignoreSeq)
 	checkUTC(t, "StartedAt", got.StartedAt)
 	wantErr(t, "admit running", s.AdmitBuildset(ctx, "bs1", "server-1", at(4*time.Second)), store.ErrConflict)
-	wantErr(t, "start running", s.StartBuildset(ctx, "bs1", "server-1", at(4*time.Second)), store.ErrConflict)
+	wantErr(t, "start running", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Owner: "server-1", At: at(4 * time.Second)}), store.ErrConflict)
 	finish(t, s, "bs1", store.Success, "", at(5*time.Second))
 	wantErr(t, "admit done", s.AdmitBuildset(ctx, "bs1", "server-1", at(6*time.Second)), store.ErrConflict)
 
@@ -140,7 +140,7 @@ func testAdmitTransitions(t *testing.T, s store.Store) {
 
 	// QUEUED -> RUNNING stays allowed (`sortie run`).
 	create(t, s, &store.Buildset{ID: "bs3", Pipeline: "deploy", Commit: "a", CreatedAt: t0})
-	must(t, "start queued", s.StartBuildset(ctx, "bs3", "run-1", at(time.Second)))
+	must(t, "start queued", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs3", Owner: "run-1", At: at(time.Second)}))
 
 	wantErr(t, "admit unknown", s.AdmitBuildset(ctx, "nope", "server-1", t0), store.ErrNotFound)
 }
@@ -160,8 +160,8 @@ func testActiveBuildsets(t *testing.T, s store.Store) {
 		create(t, s, &store.Buildset{ID: id, Pipeline: "deploy", Commit: "a", CreatedAt: at(time.Duration(10-i) * time.Second)}, "base")
 	}
 	must(t, "admit", s.AdmitBuildset(ctx, "admitted", "server", at(time.Minute)))
-	must(t, "start running", s.StartBuildset(ctx, "running", "server", at(time.Minute)))
-	must(t, "start done", s.StartBuildset(ctx, "done", "server", at(time.Minute)))
+	must(t, "start running", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "running", Owner: "server", At: at(time.Minute)}))
+	must(t, "start done", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "done", Owner: "server", At: at(time.Minute)}))
 	finish(t, s, "done", store.Success, "", at(2*time.Minute))
 	finish(t, s, "failed", store.ConfigError, "cycle", at(2*time.Minute))
 	diff(t, "active", []string{"queued", "running", "admitted", "late"}, active())
@@ -193,8 +193,8 @@ func testSetBuildsetOwner(t *testing.T, s store.Store) {
 		create(t, s, &store.Buildset{ID: id, Pipeline: "deploy", Commit: "a", CreatedAt: t0})
 	}
 	must(t, "admit", s.AdmitBuildset(ctx, "admitted", "dead", at(time.Second)))
-	must(t, "start", s.StartBuildset(ctx, "running", "dead", at(time.Second)))
-	must(t, "start done", s.StartBuildset(ctx, "done", "dead", at(time.Second)))
+	must(t, "start", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "running", Owner: "dead", At: at(time.Second)}))
+	must(t, "start done", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "done", Owner: "dead", At: at(time.Second)}))
 	finish(t, s, "done", store.Success, "", at(2*time.Second))
 
 	for _, id := range []string{"queued", "admitted", "running"} {
@@ -211,7 +211,7 @@ func testSetBuildsetOwner(t *testing.T, s store.Store) {
 	wantErr(t, "set owner of unknown", s.SetBuildsetOwner(ctx, "nope", "heir"), store.ErrNotFound)
 
 	// The heir can go on with the adopted buildsets.
-	must(t, "start adopted", s.StartBuildset(ctx, "admitted", "heir", at(3*time.Second)))
+	must(t, "start adopted", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "admitted", Owner: "heir", At: at(3 * time.Second)}))
 	finish(t, s, "running", store.Error, "lost", at(3*time.Second))
 }
 
@@ -300,7 +300,7 @@ func testReleaseOwnerKeeps(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	T := at(time.Minute)
 	create(t, s, &store.Buildset{ID: "deploy", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "a")
-	must(t, "start deploy", s.StartBuildset(ctx, "deploy", "dead", at(time.Second)))
+	must(t, "start deploy", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "deploy", Owner: "dead", At: at(time.Second)}))
 	must(t, "renew dead", s.RenewLease(ctx, "dead", T))
 	must(t, "renew heir", s.RenewLease(ctx, "heir", T.Add(time.Hour)))
 	bridge := map[string]int{"bridge": 1}

@@ -139,6 +139,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"EndBuildsetOnce", testEndBuildsetOnce},
 		{"StartAttemptOnce", testStartAttemptOnce},
 		{"SeqVisibleInOrder", testSeqVisibleInOrder},
+		{"OutboxWithStateChanges", testOutboxWithStateChanges},
+		{"OutboxClaims", testOutboxClaims},
+		{"OutboxClaimOnce", testOutboxClaimOnce},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -355,12 +358,12 @@ func testList(t *testing.T, s store.Store) {
 	create(t, s, &store.Buildset{ID: "d1", Pipeline: "deploy", Commit: "b", CreatedAt: at(3 * time.Second)})
 	create(t, s, &store.Buildset{ID: "d2", Pipeline: "deploy", Commit: "c", CreatedAt: at(3 * time.Second)})
 	create(t, s, &store.Buildset{ID: "h2", Pipeline: "hourly", Commit: "c", CreatedAt: at(4*time.Second + time.Microsecond)})
-	must(t, "start d0", s.StartBuildset(ctx, "d0", "p1", at(5*time.Second)))
+	must(t, "start d0", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "d0", Owner: "p1", At: at(5 * time.Second)}))
 	finish(t, s, "d0", store.Success, "", at(6*time.Second))
-	must(t, "start d1", s.StartBuildset(ctx, "d1", "p1", at(5*time.Second)))
+	must(t, "start d1", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "d1", Owner: "p1", At: at(5 * time.Second)}))
 	finish(t, s, "d1", store.Failure, "base failed", at(6*time.Second))
 	finish(t, s, "h1", store.Success, "", at(6*time.Second))
-	must(t, "start h2", s.StartBuildset(ctx, "h2", "p1", at(5*time.Second)))
+	must(t, "start h2", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "h2", Owner: "p1", At: at(5 * time.Second)}))
 
 	for _, tt := range []struct {
 		name string
@@ -444,8 +447,8 @@ func testBuildsetTransitions(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "bootstrap")
 
-	must(t, "start", s.StartBuildset(ctx, "bs1", "proc-1", at(time.Second)))
-	wantErr(t, "start twice", s.StartBuildset(ctx, "bs1", "proc-2", at(2*time.Second)), store.ErrConflict)
+	must(t, "start", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Owner: "proc-1", At: at(time.Second)}))
+	wantErr(t, "start twice", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Owner: "proc-2", At: at(2 * time.Second)}), store.ErrConflict)
 	got := get(t, s, "bs1")
 	if got.State != store.BuildsetRunning || got.Owner != "proc-1" || got.StartedAt == nil || !got.StartedAt.Equal(at(time.Second)) {
 		t.Errorf("after start: %+v", got)
@@ -459,7 +462,7 @@ func testBuildsetTransitions(t *testing.T, s store.Store) {
 	if ended {
 		t.Error("end done: ended again")
 	}
-	wantErr(t, "start done", s.StartBuildset(ctx, "bs1", "proc-2", at(4*time.Second)), store.ErrConflict)
+	wantErr(t, "start done", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Owner: "proc-2", At: at(4 * time.Second)}), store.ErrConflict)
 	got = get(t, s, "bs1")
 	want := &store.Buildset{
 		ID: "bs1", Pipeline: "deploy", Commit: "a", State: store.BuildsetDone, Result: store.Failure,
@@ -476,7 +479,7 @@ func testBuildsetTransitions(t *testing.T, s store.Store) {
 		t.Errorf("ended from QUEUED: %+v", got)
 	}
 
-	wantErr(t, "start unknown", s.StartBuildset(ctx, "nope", "p", t0), store.ErrNotFound)
+	wantErr(t, "start unknown", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "nope", Owner: "p", At: t0}), store.ErrNotFound)
 	_, err = s.EndBuildset(ctx, store.EndBuildsetParams{ID: "nope", Result: store.Success, BuildResult: store.Success, At: t0})
 	wantErr(t, "end unknown", err, store.ErrNotFound)
 }
