@@ -122,9 +122,18 @@ func TestPostgresRunHistoryServe(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(serveState, "sortie.db")); err == nil {
 		t.Error("sortie serve on PostgreSQL made a sortie.db in its state dir")
 	}
-	// The server's logs stay in its state dir.
-	if logs, _ := filepath.Glob(filepath.Join(serveState, "logs", "*")); len(logs) == 0 {
-		t.Error("sortie serve on PostgreSQL wrote no build log in its state dir")
+	// The build logs are in the database, not in a state dir.
+	for _, state := range []string{runState, serveState} {
+		if logs, _ := filepath.Glob(filepath.Join(state, "logs", "*")); len(logs) != 0 {
+			t.Errorf("a build log on PostgreSQL was written to a file: %v", logs)
+		}
+	}
+	for _, rep := range []*buildset.Report{ran, served} {
+		for _, b := range rep.Builds {
+			if want := buildset.LogURL(rep.ID, b.Job, b.Attempt); b.Attempt > 0 && b.Log != want {
+				t.Errorf("report of %s: build %s: log %q, want %q", rep.ID, b.Job, b.Log, want)
+			}
+		}
 	}
 	got := history([]string{"SORTIE_DATABASE=" + db})
 	if got[ran.ID] != "SUCCESS" || got[served.ID] != "SUCCESS" || len(got) != 2 {
@@ -133,5 +142,32 @@ func TestPostgresRunHistoryServe(t *testing.T) {
 	if h := runSortie(t, nil, "history", "--database", "mysql://u:s3cret@h/db"); h.code != 2 ||
 		!strings.Contains(h.stderr, "want postgres://") || strings.Contains(h.stderr, "s3cret") {
 		t.Errorf("history --database mysql://: exit %d, %q; want 2, a clear refusal, and no password", h.code, h.stderr)
+	}
+}
+
+// TestPostgresRunFailureTail: `sortie run` on PostgreSQL keeps its logs in
+// the database, and still prints a failed build's last lines, read from
+// there, and how to read the whole log.
+func TestPostgresRunFailureTail(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
+source: {url: %q}
+jobs:
+  boot: {bootstrap: true, install: ["true"]}
+  bad: {run: '%s'}
+pipelines:
+  deploy: {jobs: [bad]}
+`, repo, failing))
+	state := filepath.Join(dir, "state")
+	r := runSortie(t, nil, "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", state, "--database", db)
+	if r.code != 1 {
+		t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	checkFailureTail(t, r.stdout, "bad", `sortie logs \S+ bad --attempt 1 \(from any server on this database\)`)
+	if logs, _ := filepath.Glob(filepath.Join(state, "logs", "*")); len(logs) != 0 {
+		t.Errorf("a log file was written: %v", logs)
 	}
 }
