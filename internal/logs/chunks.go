@@ -128,6 +128,9 @@ func (s *chunkSink) Write(p []byte) (int, error) {
 		s.mu.Unlock()
 		return 0, s.err
 	}
+	if s.buf == nil {
+		s.buf = make([]byte, 0, s.c.ChunkSize+len(p))
+	}
 	s.buf = append(s.buf, p...)
 	full := len(s.buf) >= s.c.ChunkSize
 	s.mu.Unlock()

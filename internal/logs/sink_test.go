@@ -24,7 +24,7 @@ func TestFilesConform(t *testing.T) {
 	})
 }
 
-func openSQLite(t *testing.T) *sqlite.Store {
+func openSQLite(t testing.TB) *sqlite.Store {
 	t.Helper()
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "sortie.db"))
 	if err != nil {
@@ -34,7 +34,7 @@ func openSQLite(t *testing.T) *sqlite.Store {
 	return st
 }
 
-func openPostgres(t *testing.T) *postgres.Store {
+func openPostgres(t testing.TB) *postgres.Store {
 	t.Helper()
 	st, err := postgres.Open(t.Context(), pgtest.NewDatabase(t))
 	if err != nil {
