@@ -181,7 +181,7 @@ type Attempt struct {
 	StartedAt  time.Time
 	FinishedAt *time.Time
 	Result     Result // "" while running
-	Log        string
+	Log        string // its log file; "" for a log kept in the store (Logs)
 	Error      string
 }
 
