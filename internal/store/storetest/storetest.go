@@ -53,6 +53,11 @@
 //   - Of concurrent EndBuildset calls on one buildset, exactly one reports
 //     it ended; of concurrent StartAttempt calls of one number, exactly one
 //     succeeds and the others are ErrConflict.
+//   - UpdateHosts of a task or result whose index is kept already leaves
+//     the kept row as it is; recaps are replaced host by host; the
+//     summary as a whole. Recaps come back by host in byte order,
+//     BuildsetHosts' builds in build order; a build without results has
+//     no rows (nil slices).
 //   - A reader never sees a buildset appear behind one it saw already:
 //     buildsets become visible in Seq order, so whoever takes the oldest
 //     active buildset first cannot later find an older one.
@@ -139,6 +144,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"EndBuildsetOnce", testEndBuildsetOnce},
 		{"StartAttemptOnce", testStartAttemptOnce},
 		{"SeqVisibleInOrder", testSeqVisibleInOrder},
+		{"Hosts", testHosts},
+		{"HostsNewAttempt", testHostsNewAttempt},
+		{"HostsUnknown", testHostsUnknown},
+		{"HostsBuildset", testHostsBuildset},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
