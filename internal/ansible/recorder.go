@@ -138,14 +138,15 @@ func (r *Recorder) Start(ctx context.Context) {
 	if every <= 0 {
 		every = DefaultFlush
 	}
-	r.stop, r.done = make(chan struct{}), make(chan struct{})
+	stop, done := make(chan struct{}), make(chan struct{})
+	r.stop, r.done = stop, done
 	go func() {
-		defer close(r.done)
+		defer close(done)
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {
-			case <-r.stop:
+			case <-stop:
 				return
 			case <-ctx.Done():
 				return
