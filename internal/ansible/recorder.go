@@ -52,6 +52,8 @@ type Target struct {
 	Buildset string
 	Job      string
 	Attempt  int
+	// Fence is the right to write of the process that runs the attempt.
+	Fence store.Fence
 }
 
 // Recorder reads the callback plugin's events of one attempt (it is the
@@ -465,7 +467,7 @@ func (r *Recorder) take(final bool) (up store.HostsUpdate, ok bool) {
 	if len(r.runList) == 0 && r.bad == 0 {
 		return up, false // no event: not an Ansible build
 	}
-	up = store.HostsUpdate{BuildsetID: r.target.Buildset, Job: r.target.Job, Summary: sm, Tasks: r.newTasks, Results: r.newResults}
+	up = store.HostsUpdate{BuildsetID: r.target.Buildset, Job: r.target.Job, Summary: sm, Tasks: r.newTasks, Results: r.newResults, Fence: r.target.Fence}
 	hosts := make([]string, 0, len(r.dirty))
 	for h := range r.dirty {
 		hosts = append(hosts, h)

@@ -31,6 +31,50 @@ type Spec struct {
 	// Secrets names every secret_env of the config: their values are
 	// redacted from every log of the buildset.
 	Secrets []string `json:"secrets,omitempty"`
+	// Mode says whether playbooks only check what they would change, and
+	// on which hosts: frozen with the buildset, shown with it.
+	Mode
+}
+
+// Mode is how a buildset runs its playbooks. A `playbook:` job gets it as
+// ansible-playbook's options (--check --diff, --limit), a `run:` job as
+// SORTIE_CHECK=1 and SORTIE_LIMIT, for its own ansible-playbook calls.
+type Mode struct {
+	// Check runs in check mode: what would change, with the diffs,
+	// changing nothing.
+	Check bool `json:"check,omitempty"`
+	// Limit, when set, is an Ansible host pattern the plays are limited
+	// to.
+	Limit string `json:"limit,omitempty"`
+}
+
+// MaxLimit is the longest host pattern a buildset takes.
+const MaxLimit = 1000
+
+// CheckLimit refuses a host pattern that no shell or environment can
+// carry as given: a control character (a newline, a NUL), or more than
+// MaxLimit bytes.
+func CheckLimit(limit string) error {
+	if len(limit) > MaxLimit {
+		return fmt.Errorf("limit: %d bytes, more than %d", len(limit), MaxLimit)
+	}
+	for _, c := range limit {
+		if c < ' ' || c == 0x7f {
+			return fmt.Errorf("limit %q: a control character; give an Ansible host pattern (web*:!web03)", limit)
+		}
+	}
+	return nil
+}
+
+// Env adds the mode to a job's environment: SORTIE_CHECK=1 in check mode,
+// SORTIE_LIMIT with a limit.
+func (m Mode) Env(env map[string]string) {
+	if m.Check {
+		env["SORTIE_CHECK"] = "1"
+	}
+	if m.Limit != "" {
+		env["SORTIE_LIMIT"] = m.Limit
+	}
 }
 
 // SemaphoreSpec is a semaphore with its max as the config said.
@@ -57,15 +101,20 @@ type JobSpec struct {
 	Weight time.Duration `json:"weight"`
 }
 
-// Freeze takes from cfg what the plan's jobs need to run.
-func Freeze(cfg *config.Config, plan *graph.Plan) (*Spec, error) {
+// Freeze takes from cfg what the plan's jobs need to run, in mode (the
+// pipeline's check adds to the event's).
+func Freeze(cfg *config.Config, plan *graph.Plan, mode Mode) (*Spec, error) {
 	pl := cfg.Pipelines[plan.Pipeline]
 	if pl == nil {
 		return nil, &graph.UnknownPipelineError{Pipeline: plan.Pipeline}
 	}
+	if err := CheckLimit(mode.Limit); err != nil {
+		return nil, err
+	}
+	mode.Check = mode.Check || pl.Check
 	s := &Spec{
 		Pipeline: plan.Pipeline, Precedence: pl.Precedence.Rank(),
-		MaxParallel: cfg.Limits.MaxParallel, Jobs: map[string]JobSpec{},
+		MaxParallel: cfg.Limits.MaxParallel, Jobs: map[string]JobSpec{}, Mode: mode,
 	}
 	if name := pl.Semaphore.Name; name != "" {
 		s.Semaphore = &SemaphoreSpec{Name: name, Max: cfg.Semaphores[name].Max}
@@ -77,7 +126,7 @@ func Freeze(cfg *config.Config, plan *graph.Plan) (*Spec, error) {
 			return nil, fmt.Errorf("job %s of the plan is not in the config", j.Name)
 		}
 		js := JobSpec{
-			Bootstrap: job.Bootstrap, Install: job.Install, Command: command(job),
+			Bootstrap: job.Bootstrap, Install: job.Install, Command: command(job, mode),
 			Env: job.Env, SecretEnv: job.SecretEnv, Timeout: job.Timeout,
 			Attempts: job.Attempts, Weight: weight(j.Name),
 		}

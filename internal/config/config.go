@@ -296,6 +296,9 @@ type Pipeline struct {
 	// Jobs lists the pipeline's jobs as written; the bootstrap job is part of
 	// every pipeline even when not listed.
 	Jobs []Ref
+	// Check runs every buildset of the pipeline in check mode: playbooks
+	// with --check --diff, run: jobs with SORTIE_CHECK=1.
+	Check bool
 }
 
 // Trigger says what starts a pipeline. Several may be set; none means the

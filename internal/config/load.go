@@ -519,7 +519,8 @@ func (l *loader) pipeline(d *decoder, pl *Pipeline, n *yaml.Node, path string) {
 				pl.Semaphore = Ref{Name: s, Pos: d.pos(v)}
 			}
 		},
-		"jobs": func(_, v *yaml.Node, p string) { pl.Jobs = d.refList(v, p) },
+		"jobs":  func(_, v *yaml.Node, p string) { pl.Jobs = d.refList(v, p) },
+		"check": func(_, v *yaml.Node, p string) { pl.Check, _ = d.bool(v, p) },
 	})
 }
 
