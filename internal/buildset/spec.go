@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/config"
@@ -64,6 +65,37 @@ func CheckLimit(limit string) error {
 		}
 	}
 	return nil
+}
+
+// Allowed refuses a check mode or limit asked of a pipeline (pl, named
+// name) where it cannot be kept apart: a supercedent pipeline would let a
+// check run replace a real deploy waiting, and a coalesce one merge them
+// into one. A nil pl is left to whoever finds the pipeline unknown.
+func (m Mode) Allowed(name string, pl *config.Pipeline) error {
+	if err := CheckLimit(m.Limit); err != nil {
+		return err
+	}
+	if pl == nil || (!m.Check && m.Limit == "") || (pl.Check && m.Limit == "") {
+		return nil
+	}
+	switch pl.Manager {
+	case config.ManagerSupercedent, config.ManagerCoalesce:
+		return fmt.Errorf("pipeline %s is %s: its waiting buildsets are replaced or merged, and a check or limited run must not stand for a deploy; trigger a serial or independent pipeline (or one with check: true, for previews)", name, pl.Manager)
+	}
+	return nil
+}
+
+// String says the mode for people: "check mode", "limit web*", both, or
+// "" for a plain run.
+func (m Mode) String() string {
+	var parts []string
+	if m.Check {
+		parts = append(parts, "check mode")
+	}
+	if m.Limit != "" {
+		parts = append(parts, "limit "+m.Limit)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Env adds the mode to a job's environment: SORTIE_CHECK=1 in check mode,
@@ -149,6 +181,16 @@ func Freeze(cfg *config.Config, plan *graph.Plan, mode Mode) (*Spec, error) {
 	}
 	sort.Strings(s.Secrets)
 	return s, nil
+}
+
+// ModeOf reads the mode frozen into a buildset's spec: the zero Mode when
+// it has none.
+func ModeOf(bs *store.Buildset) Mode {
+	var s struct{ Mode }
+	if len(bs.Spec) > 0 {
+		_ = json.Unmarshal(bs.Spec, &s) // a spec that does not decode has no mode to show
+	}
+	return s.Mode
 }
 
 // SpecOf decodes the Spec frozen into a buildset.

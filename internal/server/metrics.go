@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sortie-ci/sortie/internal/ansible"
 	"github.com/sortie-ci/sortie/internal/config"
 	"github.com/sortie-ci/sortie/internal/coordinator"
 	"github.com/sortie-ci/sortie/internal/graph"
@@ -28,6 +29,7 @@ type metrics struct {
 	waiters          *prometheus.GaugeVec
 	semaphoreWait    *prometheus.HistogramVec
 	reloads          *prometheus.CounterVec
+	hosts            *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -68,9 +70,13 @@ func newMetrics() *metrics {
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sortie_config_reloads_total", Help: "Config reloads, by outcome (ok, refused).",
 		}, []string{"outcome"}),
+		hosts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sortie_ansible_hosts_total",
+			Help: "Hosts Ansible reported on at the end of an attempt, by pipeline, job and outcome: reported (all of them), changed, failed, unreachable (a host counts in each that its recap has).",
+		}, []string{"pipeline", "job", "outcome"}),
 	}
 	m.reg.MustRegister(m.buildsets, m.buildsetDuration, m.buildsetWait, m.builds, m.buildDuration,
-		m.running, m.queue, m.holders, m.waiters, m.semaphoreWait, m.reloads,
+		m.running, m.queue, m.holders, m.waiters, m.semaphoreWait, m.reloads, m.hosts,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -188,6 +194,14 @@ func (o *observer) BuildFinished(job string, result store.Result, _ string, at t
 	if o.running[job] {
 		delete(o.running, job)
 		o.m.running.Dec()
+	}
+}
+
+// HostsRecorded counts the hosts an attempt's Ansible runs reported on
+// (buildset.HostsObserver).
+func (o *observer) HostsRecorded(job string, _ int, out ansible.Outcome) {
+	for outcome, n := range map[string]int{"reported": out.Hosts, "changed": out.Changed, "failed": out.Failed, "unreachable": out.Unreachable} {
+		o.m.hosts.WithLabelValues(o.bs.Pipeline, job, outcome).Add(float64(n))
 	}
 }
 

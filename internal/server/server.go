@@ -111,6 +111,8 @@ type reader interface {
 	Holders(ctx context.Context) ([]store.Holder, error)
 	Waiters(ctx context.Context) ([]store.Waiter, error)
 	ExpiredOwners(ctx context.Context, now time.Time) ([]string, error)
+	BuildHosts(ctx context.Context, buildsetID, job string) (*store.BuildHosts, error)
+	BuildsetHosts(ctx context.Context, buildsetID string) ([]*store.BuildHosts, error)
 }
 
 // ReloadError is why the last reload was refused.
