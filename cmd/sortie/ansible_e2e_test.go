@@ -100,3 +100,66 @@ pipelines:
 		})
 	}
 }
+
+// TestAnsibleCutShort: a play killed with SIGKILL mid-play, and events
+// that are garbage, leave each build with its command's own result and a
+// note that says what was not read; the plugin never fails a build.
+func TestAnsibleCutShort(t *testing.T) {
+	t.Parallel()
+	ansibletest.Need(t)
+	inventory, err := os.ReadFile("../../internal/ansible/testdata/inventory.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, _ := sourcetest.Repo(t, map[string]string{"inventory.yaml": string(inventory), "slow.yaml": `
+- name: slow
+  hosts: alpha
+  gather_facts: false
+  tasks:
+    - name: first
+      ansible.builtin.debug: {msg: first}
+    - name: the long one
+      ansible.builtin.command: sleep 60
+`})
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
+source: {url: %s}
+jobs:
+  boot: {bootstrap: true, install: ["true"]}
+  killed:
+    run: |
+      export ANSIBLE_LOCAL_TEMP=%[2]s/tmp ANSIBLE_REMOTE_TEMP=%[2]s/tmp ANSIBLE_RETRY_FILES_ENABLED=0
+      ansible-playbook -i inventory.yaml slow.yaml &
+      pid=$!
+      # Killed once the long task has started, which the events say.
+      until grep -q '"name":"the long one"' "$SORTIE_EVENTS" 2>/dev/null; do sleep 0.1; done
+      kill -9 $pid
+      wait $pid || true
+      echo "the play was killed; this job succeeds all the same"
+  garbage:
+    run: |
+      printf '{"ev":"start","run":"x"\nnot json at all\n\000\377\n' >> "$SORTIE_EVENTS"
+      echo done
+pipelines:
+  deploy: {jobs: [killed, garbage]}
+`, repo, dir))
+	state := filepath.Join(dir, "state")
+	r := runSortie(t, nil, "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", state, "--report", filepath.Join(dir, "r.json"))
+	if r.code != 0 {
+		t.Fatalf("exit %d, want 0: the jobs succeed whatever their events say\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, want := range []string{
+		"  killed: ansible-playbook slow.yaml ended before its recap (killed, or its output cut short)",
+		"  garbage: 3 lines of the Ansible callback's output could not be read and were left out",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("the summary does not say %q:\n%s", want, r.stdout)
+		}
+	}
+	rep := readReport(t, filepath.Join(dir, "r.json"))
+	for _, b := range rep.Builds {
+		if b.Result != "SUCCESS" {
+			t.Errorf("%s: %s", b.Job, b.Result)
+		}
+	}
+}

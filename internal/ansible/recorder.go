@@ -17,7 +17,7 @@ import (
 // The bounds of what is kept of one build (docs/ansible.md). The recaps
 // count every result whatever is kept.
 const (
-	// MaxResults is how many task results per host a build keeps, of
+	// MaxResults is how many task results a build keeps, of
 	// which at most MaxRoutine ok or skipped ones: past those, only
 	// changed, failed and unreachable results are kept, up to MaxResults.
 	MaxResults = 10000
