@@ -163,3 +163,107 @@ pipelines:
 		}
 	}
 }
+
+// TestAnsibleCheckAndLimit: a playbook job in check mode (--check, or a
+// pipeline with check: true) changes nothing and records the diff; --limit
+// restricts the hosts; both are frozen into the buildset and shown in the
+// summary and the history; a supercedent pipeline refuses them.
+func TestAnsibleCheckAndLimit(t *testing.T) {
+	t.Parallel()
+	ansibletest.Need(t)
+	repo, _ := sourcetest.Repo(t, map[string]string{
+		"inventory.yaml": "all:\n  vars: {ansible_connection: local, ansible_python_interpreter: \"{{ ansible_playbook_python }}\"}\n  hosts: {alpha: {}, beta: {}}\n",
+		"site.yaml": `
+- name: site
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: write the version
+      ansible.builtin.copy: {dest: "{{ lookup('env', 'OUT') }}/{{ inventory_hostname }}", content: "v2\n"}
+`})
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"alpha", "beta"} {
+		if err := os.WriteFile(filepath.Join(out, h), []byte("v1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
+source: {url: %s}
+jobs:
+  boot: {bootstrap: true, install: ["true"]}
+  site:
+    playbook: site.yaml
+    env: {OUT: %s, ANSIBLE_INVENTORY: inventory.yaml, ANSIBLE_LOCAL_TEMP: %[3]s/tmp, ANSIBLE_REMOTE_TEMP: %[3]s/tmp}
+pipelines:
+  deploy: {jobs: [site]}
+  preview: {jobs: [site], check: true}
+  periodic: {jobs: [site], manager: supercedent}
+`, repo, out, dir))
+	state := filepath.Join(dir, "state")
+	files := func() string {
+		a, _ := os.ReadFile(filepath.Join(out, "alpha"))
+		b, _ := os.ReadFile(filepath.Join(out, "beta"))
+		return strings.TrimSpace(string(a)) + " " + strings.TrimSpace(string(b))
+	}
+	st := func() *sqlite.Store {
+		s, err := sqlite.Open(context.Background(), filepath.Join(state, "sortie.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+
+	rep := filepath.Join(dir, "check.json")
+	r := runSortie(t, nil, "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", state, "--check", "--limit", "alpha", "--report", rep)
+	if r.code != 0 {
+		t.Fatalf("check run: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if got := files(); got != "v1 v1" {
+		t.Errorf("after the check run the files are %q, want them unchanged", got)
+	}
+	if !strings.Contains(r.stdout, ": SUCCESS in ") || !strings.Contains(r.stdout, "(check mode, limit alpha)\n") {
+		t.Errorf("the summary does not mark the check run:\n%s", r.stdout)
+	}
+	report := readReport(t, rep)
+	if !report.Check || report.Limit != "alpha" {
+		t.Errorf("report check=%v limit=%q", report.Check, report.Limit)
+	}
+	got, err := st().BuildHosts(context.Background(), report.ID, "site")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Recaps) != 1 || got.Recaps[0].Host != "alpha" || got.Recaps[0].Changed != 1 {
+		t.Errorf("recaps %+v, want alpha alone, changed", got.Recaps)
+	}
+	if len(got.Results) != 1 || !strings.Contains(got.Results[0].Diff, "-v1") || !strings.Contains(got.Results[0].Diff, "+v2") {
+		t.Errorf("results %+v, want alpha's diff from v1 to v2", got.Results)
+	}
+
+	rep = filepath.Join(dir, "preview.json")
+	if r := runSortie(t, nil, "run", "--config", cfg, "--pipeline", "preview", "--state-dir", state, "--report", rep); r.code != 0 {
+		t.Fatalf("preview: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if got := files(); got != "v1 v1" || !readReport(t, rep).Check {
+		t.Errorf("a check: true pipeline: files %q, check %v; want unchanged, in check mode", got, readReport(t, rep).Check)
+	}
+
+	if r := runSortie(t, nil, "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", state, "--limit", "beta"); r.code != 0 {
+		t.Fatalf("limited run: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if got := files(); got != "v1 v2" {
+		t.Errorf("after --limit beta the files are %q, want beta's alone changed", got)
+	}
+
+	h := runSortie(t, nil, "history", "--state-dir", state)
+	if !strings.Contains(h.stdout, "check mode, limit alpha\n") || !strings.Contains(h.stdout, "limit beta\n") {
+		t.Errorf("history does not show the modes:\n%s", h.stdout)
+	}
+	if r := runSortie(t, nil, "run", "--config", cfg, "--pipeline", "periodic", "--state-dir", state, "--check"); r.code != 2 || !strings.Contains(r.stderr, "supercedent") {
+		t.Errorf("--check on a supercedent pipeline: exit %d\n%s", r.code, r.stderr)
+	}
+}
