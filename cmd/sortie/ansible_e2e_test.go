@@ -267,3 +267,45 @@ pipelines:
 		t.Errorf("--check on a supercedent pipeline: exit %d\n%s", r.code, r.stderr)
 	}
 }
+
+// TestTriggerWaitHosts: `sortie trigger --wait --check` on a server names
+// the failed and unreachable hosts by job, and marks the check mode.
+func TestTriggerWaitHosts(t *testing.T) {
+	t.Parallel()
+	ansibletest.Need(t)
+	dir := t.TempDir()
+	s := startClientServer(t, fmt.Sprintf(`
+jobs:
+  boot: {bootstrap: true, install: ["true"]}
+  play:
+    run: |
+      cat > %[1]s/inventory.yaml <<'END'
+      all:
+        vars: {ansible_python_interpreter: "{{ ansible_playbook_python }}"}
+        hosts:
+          alpha: {ansible_connection: local}
+          beta: {ansible_connection: local}
+          gone: {ansible_connection: ssh, ansible_host: 127.0.0.1, ansible_port: 1, ansible_user: nobody}
+      END
+      cat > %[1]s/play.yaml <<'END'
+      - hosts: all
+        gather_facts: false
+        tasks:
+          - ansible.builtin.ping:
+          - ansible.builtin.fail: {msg: beta is broken}
+            when: inventory_hostname == "beta"
+      END
+      export ANSIBLE_LOCAL_TEMP=%[1]s/tmp ANSIBLE_REMOTE_TEMP=%[1]s/tmp ANSIBLE_HOST_KEY_CHECKING=0 ANSIBLE_RETRY_FILES_ENABLED=0
+      ansible-playbook -i %[1]s/inventory.yaml ${SORTIE_CHECK:+--check --diff} %[1]s/play.yaml
+pipelines:
+  deploy: {jobs: [play]}
+`, dir))
+	r := s.client(t, nil, "trigger", "--pipeline", "deploy", "--check", "--wait")
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1 (beta fails)\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	want := "hosts (check mode): 3 reported by Ansible; failed or unreachable, by job:\n  play: failed beta; unreachable gone\n"
+	if !strings.Contains(r.stdout, want) {
+		t.Errorf("the summary does not say\n%s\nit says:\n%s", want, r.stdout)
+	}
+}
