@@ -645,6 +645,9 @@ type QueueEntry struct {
 	CreatedAt time.Time `json:"created_at"`
 	// Waiting says why a queued buildset waits.
 	Waiting string `json:"waiting,omitempty"`
+	// Mode is the buildset's check mode and limit, for people
+	// (buildset.Mode.String): "" for a plain deploy.
+	Mode string `json:"mode,omitempty"`
 }
 
 // PipelineJSON is a pipeline with its queue.
@@ -687,7 +690,7 @@ func (s *Server) pipelines(ctx context.Context) ([]PipelineJSON, error) {
 			if bs.Pipeline != name {
 				continue
 			}
-			e := QueueEntry{ID: bs.ID, Commit: bs.Commit, State: string(bs.State), Cause: bs.Cause, CreatedAt: bs.CreatedAt}
+			e := QueueEntry{ID: bs.ID, Commit: bs.Commit, State: string(bs.State), Cause: bs.Cause, CreatedAt: bs.CreatedAt, Mode: buildset.ModeOf(bs).String()}
 			if bs.State == store.BuildsetQueued {
 				e.Waiting = waits[bs.ID]
 				pj.Queued = append(pj.Queued, e)
