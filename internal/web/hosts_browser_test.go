@@ -65,13 +65,17 @@ func playJob(t *testing.T, before, root string, hosts []string) string {
       ansible-playbook -i "$d/inventory.yaml" "$d/play.yaml"`, before, inv.String(), root)
 }
 
+// playing bounds the waits for what real plays report: ansible-playbook
+// is slow on a busy machine.
+const playing = 45 * time.Second
+
 // TestBrowserHostsViews: a buildset's hosts × jobs matrix shows each
 // host's outcome per job, the failed and unreachable hosts first, and
 // follows the buildset as its next job reports, without a reload; a
 // build's hosts × tasks grid puts the failed host first, a failure's
 // message is one click away, and the host filter hides the other hosts.
 func TestBrowserHostsViews(t *testing.T) {
-	g := servertest.NewGate(t)
+	g0, g := servertest.NewGate(t), servertest.NewGate(t)
 	root := t.TempDir()
 	e := startSortie(t, fmt.Sprintf(`
 jobs:
@@ -82,10 +86,21 @@ jobs:
     run: %s
 pipelines:
   deploy: {jobs: [boot, deploy-web, deploy-dns]}
-`, playJob(t, "true", root, []string{"web01", "web02", "web03", "web04", "ns01"}),
-		playJob(t, g.Wait(), root, []string{"ns01", "ns02", "gone"})), g)
+`, playJob(t, g0.Wait(), root, []string{"web01", "web02", "web03", "web04", "ns01"}),
+		playJob(t, g.Wait(), root, []string{"ns01", "ns02", "gone"})), g0, g)
 	id := e.Trigger("deploy", nil)
 	e.WaitStarted(id, "deploy-dns")
+	e.WaitStarted(id, "deploy-web")
+
+	// Opened before any play reported: no matrix yet, then one in place.
+	b := newBrowser(t, e.URL)
+	b.open("/buildsets/" + id)
+	b.waitFor("the page", `document.getElementById('bs-state')`, `document.body.innerHTML.slice(0, 2000)`, live)
+	if eval[bool](b, `!!document.getElementById('hosts')`) {
+		t.Errorf("a hosts matrix shows before any play reported")
+	}
+	b.mark()
+	g0.Open(t)
 	e.Wait(id, "deploy-web is done", func(bs *server.BuildsetJSON) bool {
 		for _, b := range bs.Builds {
 			if b.Job == "deploy-web" {
@@ -94,12 +109,13 @@ pipelines:
 		}
 		return false
 	})
-
-	b := newBrowser(t, e.URL)
-	b.open("/buildsets/" + id)
 	matrix := `document.getElementById('hosts')?.outerHTML || document.body.innerHTML.slice(0, 3000)`
 	b.waitFor("the matrix shows web03 failed in deploy-web",
-		`document.querySelector('#hosts-matrix tr[data-host="web03"] td[data-status="failed"]')`, matrix, live)
+		`document.querySelector('#hosts-matrix tr[data-host="web03"] td[data-status="failed"]')`, matrix, playing)
+	b.stillLoaded("buildset page")
+	if !eval[bool](b, `document.getElementById('actions').nextElementSibling?.id === 'hosts'`) {
+		t.Errorf("the matrix did not come where the server renders it, after the actions")
+	}
 	rows := eval[[]string](b, `[...document.querySelectorAll('#hosts-matrix tbody tr')].map((r) => r.dataset.host)`)
 	if strings.Join(rows, " ") != "web03 ns01 web01 web02 web04" {
 		t.Errorf("matrix rows %q, want the failed host first, then by name", rows)
@@ -117,7 +133,7 @@ pipelines:
 	b.mark()
 	g.Open(t)
 	b.waitFor("deploy-dns's hosts come in without a reload",
-		`document.querySelector('#hosts-matrix tr[data-host="gone"] td[data-status="unreachable"]') && document.getElementById('hosts-box').dataset.live === 'false'`, matrix, live)
+		`document.querySelector('#hosts-matrix tr[data-host="gone"] td[data-status="unreachable"]') && document.getElementById('hosts-box').dataset.live === 'false'`, matrix, playing)
 	b.stillLoaded("buildset page")
 	rows = eval[[]string](b, `[...document.querySelectorAll('#hosts-matrix tbody tr')].map((r) => r.dataset.host)`)
 	if strings.Join(rows, " ") != "gone web03 ns01 ns02 web01 web02 web04" {

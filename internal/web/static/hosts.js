@@ -45,11 +45,13 @@ async function follow() {
     const next = doc.getElementById('hosts');
     const cur = document.getElementById('hosts');
     if (next && !cur) {
-      const anchor = document.querySelector('.log-section') || document.querySelector('section[aria-labelledby="ns-h"]');
-      if (anchor) {
-        anchor.before(document.importNode(next, true));
-        wire();
-      }
+      // Where the server renders it: after the buildset's actions, before
+      // the build's log.
+      const actions = document.getElementById('actions');
+      const log = document.querySelector('.log-section');
+      if (actions) actions.after(document.importNode(next, true));
+      else if (log) log.before(document.importNode(next, true));
+      wire();
     } else if (next) {
       swapParts(doc, ['hosts-box']);
       filter();
