@@ -276,10 +276,12 @@ type remoteBuildset struct {
 func apiBuildsetPath(id string) string { return "/api/v1/buildsets/" + url.PathEscape(id) }
 
 func cmdTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("trigger", "--pipeline NAME [--commit REV] [--files F ...] [--wait] [--report FILE] [--server URL]", stderr)
+	fs := newFlags("trigger", "--pipeline NAME [--commit REV] [--files F ...] [--check] [--limit PATTERN] [--wait] [--report FILE] [--server URL]", stderr)
 	server := serverFlag(fs)
 	pipeline := fs.String("pipeline", "", "pipeline to trigger")
 	commit := fs.String("commit", "", "commit or ref to deploy (default: the head of source.branch)")
+	check := fs.Bool("check", false, "check mode: playbooks run with --check --diff, run: jobs get SORTIE_CHECK=1")
+	limit := fs.String("limit", "", "an Ansible host pattern: playbooks run with --limit, run: jobs get SORTIE_LIMIT")
 	wait := fs.Bool("wait", false, "wait for the buildset, print its summary and exit like sortie run")
 	report := fs.String("report", "", "write the buildset (JSON) to this file once it is done (with --wait), or as made")
 	var files filesFlag
@@ -300,6 +302,12 @@ func cmdTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if files.set {
 		body["files"] = append([]string{}, files.files...)
+	}
+	if *check {
+		body["check"] = true
+	}
+	if *limit != "" {
+		body["limit"] = *limit
 	}
 	var resp struct {
 		Buildset string `json:"buildset"`
@@ -431,6 +439,12 @@ func (c *apiClient) waitBuildset(ctx context.Context, id, report string, stdout,
 	prog.plan = bs.Plan
 	rep := bs.Report
 	prog.Summary(&rep)
+	var hosts buildset.Hosts
+	if _, err := c.call(ctx, http.MethodGet, apiBuildsetPath(id)+"/hosts", nil, &hosts); err != nil {
+		fmt.Fprintf(stderr, "sortie: what Ansible reported of the hosts cannot be read: %v\n", clientErr(err))
+	} else {
+		prog.Hosts(&hosts)
+	}
 	prog.Failures(&rep, func(b buildset.BuildReport) ([]string, string, error) {
 		return c.logTail(ctx, id, b)
 	})

@@ -240,7 +240,11 @@ func (p *progress) Summary(r *buildset.Report) {
 	if s, f := r.StartedAt.Get(), r.FinishedAt.Get(); s != nil && f != nil {
 		dur = " in " + f.Sub(*s).Round(10*time.Millisecond).String()
 	}
-	fmt.Fprintf(p.w, "buildset %s: %s%s\n", r.ID, r.Result, dur)
+	mode := ""
+	if m := (buildset.Mode{Check: r.Check, Limit: r.Limit}).String(); m != "" {
+		mode = " (" + m + ")"
+	}
+	fmt.Fprintf(p.w, "buildset %s: %s%s%s\n", r.ID, r.Result, dur, mode)
 }
 
 // table prints the summary's table of builds and the critical path.
@@ -340,5 +344,41 @@ func storeTail(ctx context.Context, st store.Store, id string) logTail {
 		defer log.Close()
 		lines, err := logs.TailLines(log, failureLines)
 		return lines, where, err
+	}
+}
+
+// Hosts prints what Ansible reported of the buildset's hosts: for each job
+// whose hosts failed or could not be reached, which; nothing when no job
+// ran Ansible.
+func (p *progress) Hosts(h *buildset.Hosts) {
+	if h == nil || len(h.Builds) == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	mode := ""
+	if m := (buildset.Mode{Check: h.Check, Limit: h.Limit}).String(); m != "" {
+		mode = " (" + m + ")"
+	}
+	trouble := h.Trouble()
+	if len(trouble) == 0 {
+		fmt.Fprintf(p.w, "hosts%s: %d reported by Ansible, none failed or unreachable\n", mode, len(h.Hosts))
+	} else {
+		fmt.Fprintf(p.w, "hosts%s: %d reported by Ansible; failed or unreachable, by job:\n", mode, len(h.Hosts))
+		for _, t := range trouble {
+			var parts []string
+			if len(t.Failed) > 0 {
+				parts = append(parts, "failed "+strings.Join(t.Failed, ", "))
+			}
+			if len(t.Unreachable) > 0 {
+				parts = append(parts, "unreachable "+strings.Join(t.Unreachable, ", "))
+			}
+			fmt.Fprintf(p.w, "  %s: %s\n", t.Job, strings.Join(parts, "; "))
+		}
+	}
+	for _, b := range h.Builds {
+		if b.Note != "" {
+			fmt.Fprintf(p.w, "  %s: %s\n", b.Job, b.Note)
+		}
 	}
 }

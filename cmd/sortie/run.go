@@ -28,7 +28,7 @@ import (
 const defaultStateDir = ".sortie"
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("run", "--config PATH --pipeline NAME [--commit REV] [--files F ...] [--report FILE] [--max-parallel N] [--quiet] [--state-dir DIR] [--database URL]", stderr)
+	fs := newFlags("run", "--config PATH --pipeline NAME [--commit REV] [--files F ...] [--check] [--limit PATTERN] [--report FILE] [--max-parallel N] [--quiet] [--state-dir DIR] [--database URL]", stderr)
 	path := fs.String("config", "", "config file, or directory of *.yaml files")
 	pipeline := fs.String("pipeline", "", "pipeline to run")
 	commit := fs.String("commit", "", "commit or ref to deploy (default: the head of source.branch)")
@@ -36,6 +36,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	maxPar := fs.Int("max-parallel", 0, "builds running at once (default: limits.max_parallel)")
 	stateDir := fs.String("state-dir", defaultStateDir, "where the database (SQLite), mirror, logs and local bastion live")
 	dbFlag := fs.String("database", "", databaseUsage)
+	check := fs.Bool("check", false, "check mode: playbooks run with --check --diff, run: jobs get SORTIE_CHECK=1; nothing should change")
+	limit := fs.String("limit", "", "an Ansible host pattern: playbooks run with --limit, run: jobs get SORTIE_LIMIT")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (pprof) of the run to this file")
 	quiet := fs.Bool("quiet", false, "print only the buildset's first line, the builds that did not succeed, their log tails and the result")
 	var files filesFlag
@@ -71,6 +73,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if _, ok := cfg.Pipelines[*pipeline]; !ok {
 		_, err := planFor(cfg, *pipeline, nil)
 		return usageError("%v", err)
+	}
+	mode := buildset.Mode{Check: *check, Limit: *limit}
+	if err := mode.Allowed(*pipeline, cfg.Pipelines[*pipeline]); err != nil {
+		return usageError("run: %v", err)
 	}
 	if cfg.Source.URL == "" {
 		return usageError("run: %s: source.url is not set; say which repository to deploy", *path)
@@ -108,7 +114,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	// Made with this process as its owner, so that a server sharing the
 	// store does not start it first.
-	bs, err := env.runner.Create(ctx, cfg, buildset.Event{Pipeline: *pipeline, Rev: *commit, Files: evFiles, Owner: env.sems.Owner})
+	bs, err := env.runner.Create(ctx, cfg, buildset.Event{Pipeline: *pipeline, Rev: *commit, Files: evFiles, Owner: env.sems.Owner, Mode: mode})
 	var missing *graph.MissingDependencyError
 	switch {
 	case errors.As(err, &missing):
@@ -152,6 +158,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	prog.Summary(rep)
+	hosts, err := buildset.MakeHosts(context.WithoutCancel(ctx), env.store, bs.ID)
+	if err != nil {
+		return err
+	}
+	prog.Hosts(hosts)
 	prog.Failures(rep, storeTail(ctx, env.store, bs.ID))
 	if err := writeReport(ctx, env.store, bs.ID, *report); err != nil {
 		return err
@@ -305,7 +316,7 @@ func cmdHistory(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return enc.Encode(map[string]any{"buildsets": reports})
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "STARTED\tPIPELINE\tCOMMIT\tRESULT\tDURATION\tBUILDS\tID")
+	fmt.Fprintln(tw, "STARTED\tPIPELINE\tCOMMIT\tRESULT\tDURATION\tBUILDS\tID\tMODE")
 	for _, r := range reports {
 		started, dur := "-", "-"
 		if s := r.StartedAt.Get(); s != nil {
@@ -318,7 +329,8 @@ func cmdHistory(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if r.Result == string(store.Skipped) && len(r.Builds) == 0 {
 			builds = "nothing to deploy: " + r.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.12s\t%s\t%s\t%s\t%s\n", started, r.Pipeline, r.Commit, r.Result, dur, builds, r.ID)
+		mode := (buildset.Mode{Check: r.Check, Limit: r.Limit}).String()
+		fmt.Fprintf(tw, "%s\t%s\t%.12s\t%s\t%s\t%s\t%s\t%s\n", started, r.Pipeline, r.Commit, r.Result, dur, builds, r.ID, mode)
 	}
 	return tw.Flush()
 }

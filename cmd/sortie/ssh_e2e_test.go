@@ -46,7 +46,8 @@ func copyTree(t *testing.T, src, dst string) {
 
 // TestAnsibleOverSSH deploys the shipped Ansible example through a real
 // sshd: every job is a real ansible-playbook run on the bastion, from the
-// checkout Sortie shipped there, and the files the playbooks manage appear.
+// checkout Sortie shipped there, and the files the playbooks manage appear;
+// ns02, broken on purpose, fails service-dns, and the summary says so.
 func TestAnsibleOverSSH(t *testing.T) {
 	t.Parallel()
 	if _, err := exec.LookPath("ansible-playbook"); err != nil {
@@ -75,8 +76,11 @@ func TestAnsibleOverSSH(t *testing.T) {
 	cfg := writeConfig(t, dir, cfgText+"\n"+bastionYAML(srv, remote))
 	rep := filepath.Join(dir, "r.json")
 	r := runSortie(t, nil, "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", filepath.Join(dir, "state"), "--report", rep)
-	if r.code != 0 {
-		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1 (ns02 fails)\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "\n  service-dns: failed ns02\n") {
+		t.Errorf("the summary does not name ns02 as service-dns's failed host:\n%s", r.stdout)
 	}
 	report := readReport(t, rep)
 	if len(report.Builds) != 5 {
@@ -84,8 +88,12 @@ func TestAnsibleOverSSH(t *testing.T) {
 	}
 	for _, b := range report.Builds {
 		log, _ := os.ReadFile(b.Log)
-		if b.Result != "SUCCESS" {
-			t.Errorf("%s: %s\n%s", b.Job, b.Result, log)
+		want := "SUCCESS"
+		if b.Job == "service-dns" {
+			want = "FAILURE"
+		}
+		if b.Result != want {
+			t.Errorf("%s: %s, want %s\n%s", b.Job, b.Result, want, log)
 		}
 		if b.Job == "service-web" && !strings.Contains(string(log), "PLAY RECAP") {
 			t.Errorf("service-web's log has no ansible output:\n%s", log)

@@ -92,7 +92,20 @@ type Spec struct {
 	Timeout time.Duration
 	// Grace is the time between TERM and KILL; 0 means DefaultGrace.
 	Grace time.Duration
+	// Events, when set, gets the run's side channel: the bastion names in
+	// the job's environment (EventsEnv) a file of this Run alone, which
+	// need not exist, and copies to Events what the build's processes
+	// append to it, as it grows (within a second or two) and to its end
+	// before Run returns; then it removes the file. One goroutine at a
+	// time writes to Events; an error from it stops the copying, never
+	// the build. A build ended by its timeout or a cancel may lose what
+	// it appended last.
+	Events io.Writer
 }
+
+// EventsEnv names the events file of a Run given Spec.Events (Sortie's
+// Ansible callback plugin appends to it).
+const EventsEnv = "SORTIE_EVENTS"
 
 // BaseEnv names the variables a build inherits from the bastion it runs on
 // (the local machine's for the local bastion, the login environment's over

@@ -5,6 +5,7 @@
 package buildset
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/sortie-ci/sortie/internal/ansible"
 	"github.com/sortie-ci/sortie/internal/bastion"
 	"github.com/sortie-ci/sortie/internal/config"
 	"github.com/sortie-ci/sortie/internal/graph"
@@ -56,10 +58,19 @@ type EstimateObserver interface {
 }
 
 // Store is what a Runner keeps its buildsets in: the buildsets themselves,
-// and the semaphores it drops when one is left.
+// the semaphores it drops when one is left, and what Ansible reported of
+// each build.
 type Store interface {
 	store.Buildsets
 	store.Semaphores
+	store.Hosts
+}
+
+// HostsObserver is an Observer that also hears, at the end of each
+// attempt that ran Ansible, what it reported (ansible.Outcome). It must
+// not block.
+type HostsObserver interface {
+	HostsRecorded(job string, attempt int, o ansible.Outcome)
 }
 
 // Runner makes and runs buildsets. Its fields are set before use.
@@ -128,6 +139,9 @@ type Event struct {
 	// is made (`sortie run`): a server sharing the store counts it as
 	// running for its pipeline and never starts it itself.
 	Owner string
+	// Mode is the check mode and limit asked for; a pipeline with
+	// check: true runs in check mode whatever it says.
+	Mode Mode
 }
 
 // Create resolves the commit and freezes the graph into a QUEUED buildset.
@@ -172,7 +186,7 @@ func (r *Runner) Create(ctx context.Context, cfg *config.Config, ev Event) (*sto
 	// failure is reported.
 	spec := &Spec{Pipeline: ev.Pipeline, Reports: freezeReports(cfg, cfg.Pipelines[ev.Pipeline])}
 	if planErr == nil {
-		if spec, err = Freeze(cfg, plan); err != nil {
+		if spec, err = Freeze(cfg, plan, ev.Mode); err != nil {
 			return nil, fmt.Errorf("create buildset: %w", err)
 		}
 	}
@@ -751,7 +765,7 @@ func (a *attempts) RunAttempt(ctx context.Context, name string, n int) scheduler
 		a.mu.Unlock()
 	}()
 	log := a.r.logSink().Create(ctx, store.LogKey{BuildsetID: a.bs.ID, Job: name, Attempt: n}, a.secrets)
-	o := a.run(ctx, name, n, log)
+	o := a.run(ctx, name, n, log, log.Redact)
 	// A log that could not be written is an error of a build that would
 	// otherwise have passed: its output is lost.
 	if err := log.Close(); err != nil && o == (scheduler.Outcome{}) {
@@ -760,7 +774,7 @@ func (a *attempts) RunAttempt(ctx context.Context, name string, n int) scheduler
 	return o
 }
 
-func (a *attempts) run(ctx context.Context, name string, n int, log io.Writer) scheduler.Outcome {
+func (a *attempts) run(ctx context.Context, name string, n int, log io.Writer, redact func(string) string) scheduler.Outcome {
 	job := a.spec.Jobs[name]
 
 	// The bastion adds its own PATH, HOME and the like (bastion.BaseEnv).
@@ -803,6 +817,7 @@ func (a *attempts) run(ctx context.Context, name string, n int, log io.Writer) s
 		if err != nil {
 			return outcomeOf(ctx, err, log)
 		}
+		a.putPlugin(bctx, src, log)
 		a.srcMu.Lock()
 		a.src = src
 		a.srcMu.Unlock()
@@ -835,12 +850,51 @@ func (a *attempts) run(ctx context.Context, name string, n int, log io.Writer) s
 		return outcomeOf(ctx, err, log)
 	}
 	env["SORTIE_SRC"] = src
-	spec := bastion.Spec{Command: job.Command, Dir: src, Env: env, Timeout: timeout, Grace: a.r.Grace}
+	a.spec.Mode.Env(env)
+	ansible.Env(env, ansible.PluginDir(src))
+	rec := ansible.NewRecorder(a.r.Store, ansible.Target{Buildset: a.bs.ID, Job: name, Attempt: n, Fence: a.r.Semaphores.Fence()})
+	rec.Redact = redact
+	rec.Start(ctx)
+	spec := bastion.Spec{Command: job.Command, Dir: src, Env: env, Timeout: timeout, Grace: a.r.Grace, Events: rec}
 	o, err := a.r.Bastion.Run(ctx, spec, log)
+	a.recorded(ctx, name, n, rec, log)
 	if err != nil {
 		return outcomeOf(ctx, err, log)
 	}
 	return scheduler.Outcome{ExitCode: o.ExitCode, TimedOut: o.TimedOut, Canceled: o.Canceled}
+}
+
+// recorded closes an attempt's Recorder: what Ansible reported is in the
+// store then, and what went wrong reading it is said in the log. The
+// build's result is its command's whatever happened here.
+func (a *attempts) recorded(ctx context.Context, name string, n int, rec *ansible.Recorder, log io.Writer) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	out := rec.Close(ctx)
+	if out.Note != "" {
+		fmt.Fprintf(log, "sortie: %s\n", out.Note)
+	}
+	if out.Err != nil {
+		fmt.Fprintf(log, "sortie: what Ansible reported per host could not be recorded: %v\n", out.Err)
+	}
+	if o, ok := a.r.Observer.(HostsObserver); ok && out.Recorded {
+		o.HostsRecorded(name, n, out)
+	}
+}
+
+// putPlugin puts Sortie's Ansible callback plugin in the buildset's
+// checkout on the bastion (ansible.PluginDir), where every job's
+// ANSIBLE_CALLBACK_PLUGINS names it. A failure is said in the log and
+// fails nothing: the jobs' results per host are not recorded then.
+func (a *attempts) putPlugin(ctx context.Context, src string, log io.Writer) {
+	var out bytes.Buffer
+	o, err := a.r.Bastion.Run(ctx, bastion.Spec{Command: ansible.InstallCommand(ansible.PluginDir(src)), Dir: src, Grace: a.r.Grace}, &out)
+	switch {
+	case err != nil:
+		fmt.Fprintf(log, "sortie: the Ansible callback plugin could not be put in the checkout (no results per host will be recorded): %v\n", err)
+	case o.ExitCode != 0:
+		fmt.Fprintf(log, "sortie: the Ansible callback plugin could not be put in the checkout (no results per host will be recorded): exit %d: %s\n", o.ExitCode, bytes.TrimSpace(out.Bytes()))
+	}
 }
 
 // checkout is the path of the buildset's checkout. The bootstrap job made
@@ -859,6 +913,8 @@ func (a *attempts) checkout(ctx context.Context, log io.Writer) (string, error) 
 	if err != nil {
 		return "", err
 	}
+	// Made by an earlier process, maybe by an older Sortie.
+	a.putPlugin(ctx, src, log)
 	a.src = src
 	return src, nil
 }
@@ -866,12 +922,19 @@ func (a *attempts) checkout(ctx context.Context, log io.Writer) (string, error) 
 var errBootstrapTimeout = errors.New("bootstrap timed out")
 
 // command is the shell command of a job: run as written, or
-// ansible-playbook on the playbook.
-func command(j *config.Job) string {
-	if j.Playbook != "" {
-		return "exec ansible-playbook " + shellQuote(j.Playbook)
+// ansible-playbook on the playbook, in mode.
+func command(j *config.Job, mode Mode) string {
+	if j.Playbook == "" {
+		return j.Run
 	}
-	return j.Run
+	cmd := "exec ansible-playbook "
+	if mode.Check {
+		cmd += "--check --diff "
+	}
+	if mode.Limit != "" {
+		cmd += "--limit " + shellQuote(mode.Limit) + " "
+	}
+	return cmd + shellQuote(j.Playbook)
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

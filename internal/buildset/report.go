@@ -14,14 +14,18 @@ import (
 // Report is a buildset as SPEC §3 shows it (`run --report`, the API's
 // buildset resource).
 type Report struct {
-	ID         string        `json:"id"`
-	Pipeline   string        `json:"pipeline"`
-	Commit     string        `json:"commit"`
-	Result     string        `json:"result"`
-	Error      string        `json:"error,omitempty"`
-	StartedAt  Time          `json:"started_at"`
-	FinishedAt Time          `json:"finished_at"`
-	Builds     []BuildReport `json:"builds"`
+	ID         string `json:"id"`
+	Pipeline   string `json:"pipeline"`
+	Commit     string `json:"commit"`
+	Result     string `json:"result"`
+	Error      string `json:"error,omitempty"`
+	StartedAt  Time   `json:"started_at"`
+	FinishedAt Time   `json:"finished_at"`
+	// Check and Limit are the buildset's mode (Mode): a check buildset
+	// says so wherever it is reported.
+	Check  bool          `json:"check,omitempty"`
+	Limit  string        `json:"limit,omitempty"`
+	Builds []BuildReport `json:"builds"`
 }
 
 // BuildReport is one build of a Report.
@@ -89,9 +93,10 @@ func MakeReport(ctx context.Context, st ReportSource, id string) (*Report, error
 	if err != nil {
 		return nil, fmt.Errorf("report %s: %w", id, err)
 	}
+	mode := ModeOf(bs)
 	r := &Report{
 		ID: bs.ID, Pipeline: bs.Pipeline, Commit: bs.Commit, Result: string(bs.Result), Error: bs.Error,
-		StartedAt: Time{bs.StartedAt}, FinishedAt: Time{bs.FinishedAt}, Builds: []BuildReport{},
+		StartedAt: Time{bs.StartedAt}, FinishedAt: Time{bs.FinishedAt}, Check: mode.Check, Limit: mode.Limit, Builds: []BuildReport{},
 	}
 	if r.Result == "" {
 		r.Result = string(bs.State) // QUEUED or RUNNING while it is not done

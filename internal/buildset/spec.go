@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/config"
@@ -33,6 +34,81 @@ type Spec struct {
 	Secrets []string `json:"secrets,omitempty"`
 	// Reports are the reporters of each event of the buildset.
 	Reports map[ReportEvent][]ReporterSpec `json:"reports,omitempty"`
+	// Mode says whether playbooks only check what they would change, and
+	// on which hosts: frozen with the buildset, shown with it.
+	Mode
+}
+
+// Mode is how a buildset runs its playbooks. A `playbook:` job gets it as
+// ansible-playbook's options (--check --diff, --limit), a `run:` job as
+// SORTIE_CHECK=1 and SORTIE_LIMIT, for its own ansible-playbook calls.
+type Mode struct {
+	// Check runs in check mode: what would change, with the diffs,
+	// changing nothing.
+	Check bool `json:"check,omitempty"`
+	// Limit, when set, is an Ansible host pattern the plays are limited
+	// to.
+	Limit string `json:"limit,omitempty"`
+}
+
+// MaxLimit is the longest host pattern a buildset takes.
+const MaxLimit = 1000
+
+// CheckLimit refuses a host pattern that no shell or environment can
+// carry as given: a control character (a newline, a NUL), or more than
+// MaxLimit bytes.
+func CheckLimit(limit string) error {
+	if len(limit) > MaxLimit {
+		return fmt.Errorf("limit: %d bytes, more than %d", len(limit), MaxLimit)
+	}
+	for _, c := range limit {
+		if c < ' ' || c == 0x7f {
+			return fmt.Errorf("limit %q: a control character; give an Ansible host pattern (web*:!web03)", limit)
+		}
+	}
+	return nil
+}
+
+// Allowed refuses a check mode or limit asked of a pipeline (pl, named
+// name) where it cannot be kept apart: a supercedent pipeline would let a
+// check run replace a real deploy waiting, and a coalesce one merge them
+// into one. A nil pl is left to whoever finds the pipeline unknown.
+func (m Mode) Allowed(name string, pl *config.Pipeline) error {
+	if err := CheckLimit(m.Limit); err != nil {
+		return err
+	}
+	if pl == nil || (!m.Check && m.Limit == "") || (pl.Check && m.Limit == "") {
+		return nil
+	}
+	switch pl.Manager {
+	case config.ManagerSupercedent, config.ManagerCoalesce:
+		return fmt.Errorf("pipeline %s is %s: its waiting buildsets are replaced or merged, and a check or limited run must not stand for a deploy; trigger a serial or independent pipeline (or one with check: true, for previews)", name, pl.Manager)
+	}
+	return nil
+}
+
+// String says the mode for people: "check mode", "limit web*", both, or
+// "" for a plain run.
+func (m Mode) String() string {
+	var parts []string
+	if m.Check {
+		parts = append(parts, "check mode")
+	}
+	if m.Limit != "" {
+		parts = append(parts, "limit "+m.Limit)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Env adds the mode to a job's environment: SORTIE_CHECK=1 in check mode,
+// SORTIE_LIMIT with a limit.
+func (m Mode) Env(env map[string]string) {
+	if m.Check {
+		env["SORTIE_CHECK"] = "1"
+	}
+	if m.Limit != "" {
+		env["SORTIE_LIMIT"] = m.Limit
+	}
 }
 
 // SemaphoreSpec is a semaphore with its max as the config said.
@@ -59,15 +135,20 @@ type JobSpec struct {
 	Weight time.Duration `json:"weight"`
 }
 
-// Freeze takes from cfg what the plan's jobs need to run.
-func Freeze(cfg *config.Config, plan *graph.Plan) (*Spec, error) {
+// Freeze takes from cfg what the plan's jobs need to run, in mode (the
+// pipeline's check adds to the event's).
+func Freeze(cfg *config.Config, plan *graph.Plan, mode Mode) (*Spec, error) {
 	pl := cfg.Pipelines[plan.Pipeline]
 	if pl == nil {
 		return nil, &graph.UnknownPipelineError{Pipeline: plan.Pipeline}
 	}
+	if err := CheckLimit(mode.Limit); err != nil {
+		return nil, err
+	}
+	mode.Check = mode.Check || pl.Check
 	s := &Spec{
 		Pipeline: plan.Pipeline, Precedence: pl.Precedence.Rank(),
-		MaxParallel: cfg.Limits.MaxParallel, Jobs: map[string]JobSpec{},
+		MaxParallel: cfg.Limits.MaxParallel, Jobs: map[string]JobSpec{}, Mode: mode,
 		Reports: freezeReports(cfg, pl),
 	}
 	if name := pl.Semaphore.Name; name != "" {
@@ -80,7 +161,7 @@ func Freeze(cfg *config.Config, plan *graph.Plan) (*Spec, error) {
 			return nil, fmt.Errorf("job %s of the plan is not in the config", j.Name)
 		}
 		js := JobSpec{
-			Bootstrap: job.Bootstrap, Install: job.Install, Command: command(job),
+			Bootstrap: job.Bootstrap, Install: job.Install, Command: command(job, mode),
 			Env: job.Env, SecretEnv: job.SecretEnv, Timeout: job.Timeout,
 			Attempts: job.Attempts, Weight: weight(j.Name),
 		}
@@ -103,6 +184,16 @@ func Freeze(cfg *config.Config, plan *graph.Plan) (*Spec, error) {
 	}
 	sort.Strings(s.Secrets)
 	return s, nil
+}
+
+// ModeOf reads the mode frozen into a buildset's spec: the zero Mode when
+// it has none.
+func ModeOf(bs *store.Buildset) Mode {
+	var s struct{ Mode }
+	if len(bs.Spec) > 0 {
+		_ = json.Unmarshal(bs.Spec, &s) // a spec that does not decode has no mode to show
+	}
+	return s.Mode
 }
 
 // SpecOf decodes the Spec frozen into a buildset.

@@ -303,6 +303,9 @@ type Pipeline struct {
 	Jobs []Ref
 	// Report names the reporters of each event of its buildsets.
 	Report ReportEvents
+	// Check runs every buildset of the pipeline in check mode: playbooks
+	// with --check --diff, run: jobs with SORTIE_CHECK=1.
+	Check bool
 }
 
 // Trigger says what starts a pipeline. Several may be set; none means the

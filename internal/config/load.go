@@ -530,6 +530,7 @@ func (l *loader) pipeline(d *decoder, pl *Pipeline, n *yaml.Node, path string) {
 		},
 		"jobs":   func(_, v *yaml.Node, p string) { pl.Jobs = d.refList(v, p) },
 		"report": func(_, v *yaml.Node, p string) { l.report(d, &pl.Report, v, p) },
+		"check":  func(_, v *yaml.Node, p string) { pl.Check, _ = d.bool(v, p) },
 	})
 }
 

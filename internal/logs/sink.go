@@ -17,6 +17,9 @@ type Log interface {
 	io.Writer
 	Flush() error
 	Close() error
+	// Redact redacts text about the build kept elsewhere than its log
+	// (an Ansible task's failure message) as the log's lines are.
+	Redact(s string) string
 }
 
 // Sink is where a process writes its build logs: files under a directory

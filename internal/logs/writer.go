@@ -175,17 +175,7 @@ func (lw *Writer) writeLine(line []byte, mask []bool) error {
 	out := make([]byte, 0, len(timeLayout)+len(Separator)+len(line)+1)
 	out = lw.clock().UTC().AppendFormat(out, timeLayout)
 	out = append(out, Separator...)
-	for i := 0; i < len(line); {
-		if !mask[i] {
-			out = append(out, line[i])
-			i++
-			continue
-		}
-		out = append(out, Redacted...)
-		for i < len(line) && mask[i] {
-			i++
-		}
-	}
+	out = appendRedacted(out, line, mask)
 	out = append(out, '\n')
 	if _, err := lw.w.Write(out); err != nil {
 		lw.err = fmt.Errorf("logs: write: %w", err)
@@ -216,4 +206,39 @@ func (lw *Writer) mask(line []byte) []bool {
 		}
 	}
 	return mask
+}
+
+// Redact returns s with every secret value of the Writer replaced by
+// Redacted, line by line as in a log: for text about a build kept
+// elsewhere than its log (a task's failure message). Safe for concurrent
+// use.
+func (lw *Writer) Redact(s string) string {
+	if len(lw.secrets) == 0 || s == "" {
+		return s
+	}
+	out := make([]byte, 0, len(s))
+	for i, line := range strings.Split(s, "\n") {
+		if i > 0 {
+			out = append(out, '\n')
+		}
+		out = appendRedacted(out, []byte(line), lw.mask([]byte(line)))
+	}
+	return string(out)
+}
+
+// appendRedacted appends line to out with each run of masked bytes
+// replaced by Redacted.
+func appendRedacted(out, line []byte, mask []bool) []byte {
+	for i := 0; i < len(line); {
+		if !mask[i] {
+			out = append(out, line[i])
+			i++
+			continue
+		}
+		out = append(out, Redacted...)
+		for i < len(line) && mask[i] {
+			i++
+		}
+	}
+	return out
 }

@@ -56,6 +56,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/buildsets/{id}/reports", s.reading(s.getReports))
 	mux.HandleFunc("GET /api/v1/buildsets/{id}/builds/{job}", s.reading(s.getBuild))
 	mux.HandleFunc("GET /api/v1/buildsets/{id}/builds/{job}/log", s.reading(streaming(s.getLog)))
+	mux.HandleFunc("GET /api/v1/buildsets/{id}/hosts", s.reading(s.getBuildsetHosts))
+	mux.HandleFunc("GET /api/v1/buildsets/{id}/builds/{job}/hosts", s.reading(s.getBuildHosts))
 
 	mux.HandleFunc("POST /api/v1/pipelines/{name}/trigger", s.mutating(s.postTrigger))
 	mux.HandleFunc("POST /api/v1/buildsets/{id}/cancel", s.mutating(s.postCancel))
@@ -422,6 +424,9 @@ type triggerBody struct {
 	Commit string    `json:"commit"`
 	Files  *[]string `json:"files"`
 	By     string    `json:"by"`
+	// Check and Limit: see buildset.Mode.
+	Check bool   `json:"check"`
+	Limit string `json:"limit"`
 }
 
 func (s *Server) postTrigger(w http.ResponseWriter, r *http.Request) {
@@ -438,11 +443,16 @@ func (s *Server) postTrigger(w http.ResponseWriter, r *http.Request) {
 	if s.refuseWhileDraining(w) {
 		return
 	}
+	mode := buildset.Mode{Check: body.Check, Limit: body.Limit}
+	if err := s.checkMode(name, mode); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	var files []string
 	if body.Files != nil {
 		files = append([]string{}, (*body.Files)...)
 	}
-	bs, err := s.Trigger(r.Context(), name, body.Commit, files, "manual by "+by(body.By))
+	bs, err := s.coord.Submit(r.Context(), buildset.Event{Pipeline: name, Rev: body.Commit, Files: files, Cause: "manual by " + by(body.By), Mode: mode})
 	switch {
 	case bs != nil && err != nil:
 		// A buildset error (SPEC §2.2): the buildset exists, DONE with
@@ -636,6 +646,9 @@ type QueueEntry struct {
 	CreatedAt time.Time `json:"created_at"`
 	// Waiting says why a queued buildset waits.
 	Waiting string `json:"waiting,omitempty"`
+	// Mode is the buildset's check mode and limit, for people
+	// (buildset.Mode.String): "" for a plain deploy.
+	Mode string `json:"mode,omitempty"`
 }
 
 // PipelineJSON is a pipeline with its queue.
@@ -678,7 +691,7 @@ func (s *Server) pipelines(ctx context.Context) ([]PipelineJSON, error) {
 			if bs.Pipeline != name {
 				continue
 			}
-			e := QueueEntry{ID: bs.ID, Commit: bs.Commit, State: string(bs.State), Cause: bs.Cause, CreatedAt: bs.CreatedAt}
+			e := QueueEntry{ID: bs.ID, Commit: bs.Commit, State: string(bs.State), Cause: bs.Cause, CreatedAt: bs.CreatedAt, Mode: buildset.ModeOf(bs).String()}
 			if bs.State == store.BuildsetQueued {
 				e.Waiting = waits[bs.ID]
 				pj.Queued = append(pj.Queued, e)

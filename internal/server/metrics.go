@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sortie-ci/sortie/internal/ansible"
 	"github.com/sortie-ci/sortie/internal/config"
 	"github.com/sortie-ci/sortie/internal/coordinator"
 	"github.com/sortie-ci/sortie/internal/graph"
@@ -29,6 +30,7 @@ type metrics struct {
 	semaphoreWait    *prometheus.HistogramVec
 	reloads          *prometheus.CounterVec
 	reports          *prometheus.CounterVec
+	hosts            *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -72,9 +74,13 @@ func newMetrics() *metrics {
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sortie_report_deliveries_total", Help: "Tries of report deliveries made here, by reporter and outcome (delivered, retry, failed: given up).",
 		}, []string{"reporter", "outcome"}),
+		hosts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sortie_ansible_hosts_total",
+			Help: "Hosts Ansible reported on at the end of an attempt, by pipeline, job and outcome: reported (all of them), changed, failed, unreachable (a host counts in each that its recap has).",
+		}, []string{"pipeline", "job", "outcome"}),
 	}
 	m.reg.MustRegister(m.buildsets, m.buildsetDuration, m.buildsetWait, m.builds, m.buildDuration,
-		m.running, m.queue, m.holders, m.waiters, m.semaphoreWait, m.reloads, m.reports,
+		m.running, m.queue, m.holders, m.waiters, m.semaphoreWait, m.reloads, m.reports, m.hosts,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -192,6 +198,14 @@ func (o *observer) BuildFinished(job string, result store.Result, _ string, at t
 	if o.running[job] {
 		delete(o.running, job)
 		o.m.running.Dec()
+	}
+}
+
+// HostsRecorded counts the hosts an attempt's Ansible runs reported on
+// (buildset.HostsObserver).
+func (o *observer) HostsRecorded(job string, _ int, out ansible.Outcome) {
+	for outcome, n := range map[string]int{"reported": out.Hosts, "changed": out.Changed, "failed": out.Failed, "unreachable": out.Unreachable} {
+		o.m.hosts.WithLabelValues(o.bs.Pipeline, job, outcome).Add(float64(n))
 	}
 }
 

@@ -115,6 +115,8 @@ type reader interface {
 	ReportDeliveries(ctx context.Context, buildsetID string) ([]*store.ReportDelivery, error)
 	// Logs kept in the store (logs.Open reads files by their path).
 	logs.ChunkReader
+	BuildHosts(ctx context.Context, buildsetID, job string) (*store.BuildHosts, error)
+	BuildsetHosts(ctx context.Context, buildsetID string) ([]*store.BuildHosts, error)
 }
 
 // ReloadError is why the last reload was refused.

@@ -58,6 +58,8 @@ type HistoryRow struct {
 	FinishedAt *time.Time
 	// Build is the build of HistoryQuery.Job, when the query names one.
 	Build *buildset.BuildReport
+	// Mode is the buildset's check mode and limit.
+	Mode buildset.Mode
 }
 
 // HistoryPage is one page of History, newest first.
@@ -105,6 +107,7 @@ func (s *Server) History(ctx context.Context, q HistoryQuery) (*HistoryPage, err
 			row := HistoryRow{
 				ID: bs.ID, Pipeline: bs.Pipeline, Commit: bs.Commit, State: string(bs.State), Result: string(bs.Result),
 				Cause: bs.Cause, RerunOf: bs.RerunOf, CreatedAt: bs.CreatedAt, StartedAt: bs.StartedAt, FinishedAt: bs.FinishedAt,
+				Mode: buildset.ModeOf(bs),
 			}
 			keep := true
 			if q.Job != "" {

@@ -268,6 +268,7 @@ type Store interface {
 	Triggers
 	Outbox
 	Logs
+	Hosts
 	// Close releases the store's resources.
 	Close() error
 }
@@ -632,3 +633,133 @@ type LogChunk struct {
 
 // End is the offset just after the chunk.
 func (c LogChunk) End() int64 { return c.Offset + int64(len(c.Data)) }
+
+// Hosts keeps what Ansible reported of each build: for every host its
+// recap counts, and each task's result per host (internal/ansible reads
+// them from the callback plugin and bounds them before they get here).
+// They belong to the build's latest attempt that reported any, and go
+// with the build.
+type Hosts interface {
+	// UpdateHosts adds p to what is kept of the build's results, in one
+	// transaction. When p.Summary.Attempt is above the attempt kept, what
+	// the earlier attempt left is dropped first; below it, nothing changes
+	// and the error is ErrConflict (a stale writer). Tasks and results
+	// whose index is kept already are left as they are, so that a write
+	// tried again after a doubtful failure adds nothing twice. An unknown
+	// build is ErrNotFound.
+	UpdateHosts(ctx context.Context, p HostsUpdate) error
+	// BuildHosts returns everything kept of a build's results: tasks in
+	// index order, results in arrival order, recaps by host. A build that
+	// recorded none has a zero Summary and no rows; an unknown build is
+	// ErrNotFound.
+	BuildHosts(ctx context.Context, buildsetID, job string) (*BuildHosts, error)
+	// BuildsetHosts returns, for each build of the buildset that recorded
+	// results, in build order, its summary and recaps (no tasks or
+	// results). An unknown buildset is ErrNotFound.
+	BuildsetHosts(ctx context.Context, buildsetID string) ([]*BuildHosts, error)
+}
+
+// HostStatus is what one task did on one host.
+type HostStatus string
+
+const (
+	// HostOK: the task ran and changed nothing.
+	HostOK HostStatus = "ok"
+	// HostChanged: the task changed something (would have, in check mode).
+	HostChanged HostStatus = "changed"
+	// HostFailed: the task failed (see HostResult.Ignored).
+	HostFailed HostStatus = "failed"
+	// HostUnreachable: the host could not be reached.
+	HostUnreachable HostStatus = "unreachable"
+	// HostSkipped: the task's condition left the host out.
+	HostSkipped HostStatus = "skipped"
+)
+
+// HostCounts are one host's recap, as Ansible's PLAY RECAP line counts.
+type HostCounts struct {
+	OK          int `json:"ok"`
+	Changed     int `json:"changed"`
+	Failed      int `json:"failed"`
+	Unreachable int `json:"unreachable"`
+	Skipped     int `json:"skipped"`
+	Rescued     int `json:"rescued"`
+	Ignored     int `json:"ignored"`
+}
+
+// Add returns the sum of two recaps.
+func (c HostCounts) Add(o HostCounts) HostCounts {
+	return HostCounts{c.OK + o.OK, c.Changed + o.Changed, c.Failed + o.Failed, c.Unreachable + o.Unreachable,
+		c.Skipped + o.Skipped, c.Rescued + o.Rescued, c.Ignored + o.Ignored}
+}
+
+// HostRecap is one host's recap in one build.
+type HostRecap struct {
+	Host string
+	HostCounts
+}
+
+// HostTask is a task of a build's plays, numbered in the order of its
+// first result.
+type HostTask struct {
+	Index int
+	// Play is the name of the play the task belongs to.
+	Play string
+	Name string
+}
+
+// HostResult is what one task did on one host.
+type HostResult struct {
+	// Seq numbers the build's results in arrival order, from 0.
+	Seq int
+	// Task is the HostTask's Index.
+	Task   int
+	Host   string
+	Status HostStatus
+	// Ignored: a failure the task ignores (ignore_errors).
+	Ignored  bool
+	Duration time.Duration
+	// Message says why a task failed or a host was unreachable.
+	Message string
+	// Diff is what the task changed or would change (--diff, check mode).
+	Diff string
+}
+
+// HostsSummary is what a build's results are as a whole.
+type HostsSummary struct {
+	// Attempt is the attempt the results are of; 0 when none was kept.
+	Attempt int
+	// Runs counts the ansible-playbook processes that reported, Plays
+	// their plays.
+	Runs  int
+	Plays int
+	// Dropped counts the results not kept (the bounds of
+	// internal/ansible); the recaps count them all the same.
+	Dropped int
+	// Note says what went wrong reading them, for people: "" when nothing
+	// did.
+	Note string
+}
+
+// BuildHosts is what is kept of one build's results.
+type BuildHosts struct {
+	Job     string
+	Summary HostsSummary
+	Recaps  []HostRecap
+	Tasks   []HostTask
+	Results []HostResult
+}
+
+// HostsUpdate is what UpdateHosts adds to a build's results.
+type HostsUpdate struct {
+	BuildsetID string
+	Job        string
+	// Summary replaces the one kept.
+	Summary HostsSummary
+	// Tasks and Results are added.
+	Tasks   []HostTask
+	Results []HostResult
+	// Recaps replace the recaps of their hosts.
+	Recaps []HostRecap
+	// Fence is the writer's right to write; not checked yet (see Fence).
+	Fence Fence
+}

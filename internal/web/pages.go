@@ -212,6 +212,10 @@ type buildsetPage struct {
 	// they could not be read.
 	Reports      []server.ReportJSON
 	ReportsError string
+	// Hosts is the hosts × jobs matrix, nil when no build ran Ansible.
+	Hosts *hostsMatrix
+	// Mode says the buildset's check mode and limit, "" for neither.
+	Mode string
 }
 
 // failureLines is how many of a failed build's last log lines the
@@ -291,6 +295,11 @@ func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
 	}
 	pg.CanCancel, pg.CanRerun = !done, canRerun(bs)
 	pg.Failures, pg.Skipped = h.failures(r, bs)
+	pg.Mode = (buildset.Mode{Check: bs.Check, Limit: bs.Limit}).String()
+	if pg.Hosts, err = h.matrix(r.Context(), bs, done); err != nil {
+		h.fail(w, r, err, "hosts of buildset "+id)
+		return
+	}
 	if d, ok := span(bs.StartedAt.Get(), bs.FinishedAt.Get(), now); ok {
 		pg.Duration = fmtDuration(d)
 	}
@@ -379,6 +388,9 @@ type buildPage struct {
 	Follow  string
 	RawURL  string
 	Compare comparison
+	// Hosts is the hosts × tasks grid, nil when the build ran no Ansible.
+	Hosts *hostsGrid
+	Mode  string
 }
 
 func (h *Handler) build(w http.ResponseWriter, r *http.Request) {
@@ -445,6 +457,11 @@ func (h *Handler) build(w http.ResponseWriter, r *http.Request) {
 		pg.Attempts = append(pg.Attempts, row)
 	}
 	pg.Compare = h.compare(r, b, now)
+	pg.Mode = (buildset.Mode{Check: bs.Check, Limit: bs.Limit}).String()
+	if pg.Hosts, err = h.grid(ctx, id, job, r.URL.Query().Get("host"), pg.Done); err != nil {
+		h.fail(w, r, err, fmt.Sprintf("hosts of %s in buildset %s", job, id))
+		return
+	}
 	h.render(w, r, http.StatusOK, "build", pg)
 }
 

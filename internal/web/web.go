@@ -112,14 +112,14 @@ func New(src Source) *Handler {
 		"bstate":      buildState,
 		"linked":      func(s string) template.HTML { return linkIDs(s, nil) },
 	}
-	base := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html"))
+	base := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/hosts.html"))
 	entries, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {
 		panic(err)
 	}
 	for _, e := range entries {
 		name := path.Base(e)
-		if name == "layout.html" {
+		if name == "layout.html" || name == "hosts.html" {
 			continue
 		}
 		h.pages[strings.TrimSuffix(name, ".html")] = template.Must(template.Must(base.Clone()).ParseFS(templateFS, e))

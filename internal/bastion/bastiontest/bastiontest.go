@@ -30,6 +30,10 @@ type NewHost func(t *testing.T) func(owner string) bastion.Bastion
 
 // Run runs the suite. Its tests run in parallel, each on a host of its own.
 func Run(t *testing.T, newHost NewHost) {
+	t.Run("Events", func(t *testing.T) {
+		t.Parallel()
+		testEvents(t, newHost)
+	})
 	t.Run("EscapeesEnded", func(t *testing.T) {
 		t.Parallel()
 		for _, esc := range escapes {

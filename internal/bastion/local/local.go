@@ -11,6 +11,7 @@
 //	install.stamp   the fingerprint of the last successful install
 //	install.lock    serialises installs
 //	run/<owner>/    one file per live process group of that owner's builds
+//	events/         each running build's events file (bastion.Spec.Events)
 //
 // The locks are flocks, so several Sortie processes may share a work
 // directory.
@@ -335,6 +336,7 @@ func (b *Bastion) finish(ctx context.Context, buildset string, keep int) error {
 	if err := checkBuildset(buildset); err != nil {
 		return err
 	}
+	b.pruneEvents()
 	src := b.path("src")
 	if _, err := os.Stat(src); errors.Is(err, fs.ErrNotExist) {
 		return nil

@@ -58,7 +58,18 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 	if err := b.checkOwner(); err != nil {
 		return bastion.Outcome{}, &bastion.InfraError{Op: "run", Err: err}
 	}
-	env, err := environ(spec.Env)
+	jobEnv := spec.Env
+	var ev *events
+	if spec.Events != nil {
+		var err error
+		if ev, err = b.newEvents(spec.Events); err != nil {
+			// The side channel is never worth failing the build for.
+			fmt.Fprintf(log, "sortie: no events file: %v\n", err)
+		} else {
+			jobEnv = ev.env(spec.Env)
+		}
+	}
+	env, err := environ(jobEnv)
 	if err != nil {
 		return bastion.Outcome{}, &bastion.InfraError{Op: "run", Err: err}
 	}
@@ -74,7 +85,13 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 	if err != nil {
 		return bastion.Outcome{}, &bastion.InfraError{Op: "run", Err: err}
 	}
-	return p.wait(ctx, spec.Timeout, grace), nil
+	if ev == nil {
+		return p.wait(ctx, spec.Timeout, grace), nil
+	}
+	ev.follow()
+	o := p.wait(ctx, spec.Timeout, grace)
+	ev.finish()
+	return o, nil
 }
 
 // environ is the process environment: this machine's values of

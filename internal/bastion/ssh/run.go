@@ -128,15 +128,24 @@ func (b *Bastion) runPaths(id string) (pid, rc string) {
 // stat line's second field, the command name, is one word ("bash"), and
 // read splits the same in all of them, where zsh does not split an
 // unquoted $var.
-func (b *Bastion) launch(id string) string {
+func (b *Bastion) launch(id string, events bool) string {
 	pid, _ := b.runPaths(id)
 	var keep strings.Builder
 	for _, k := range bastion.BaseEnv {
 		fmt.Fprintf(&keep, `${%s+"%s=$%s"} `, k, k, k)
 	}
+	// With events, the script's fd 3 is the session's stderr: a channel
+	// of its own beside the log (stdout), for eventsMark.
+	fd3 := ""
+	if events {
+		fd3 = "3>&2 "
+	}
 	// The run directory was made when the connection was (dial).
-	return fmt.Sprintf(`read -r x x x x x x x x x x x x x x x x x x x x x st x < /proc/$$/stat && read -r bt < /proc/sys/kernel/random/boot_id && echo $$ $st $bt > %s && exec env -i %s/bin/sh -s 2>&1`, q(pid), keep.String())
+	return fmt.Sprintf(`read -r x x x x x x x x x x x x x x x x x x x x x st x < /proc/$$/stat && read -r bt < /proc/sys/kernel/random/boot_id && echo $$ $st $bt > %s && exec env -i %s/bin/sh -s %s2>&1`, q(pid), keep.String(), fd3)
 }
+
+// eventsPath is the events file of a build (bastion.Spec.Events).
+func (b *Bastion) eventsPath(id string) string { return b.Workdir() + "/events/" + id + ".jsonl" }
 
 // buildScript is the script of one build: environment, directory, the job
 // as a child, then the sweep of what it left behind.
@@ -151,6 +160,11 @@ func (b *Bastion) buildScript(id string, spec bastion.Spec, grace time.Duration)
 	for _, k := range keys {
 		fmt.Fprintf(&s, "export %s=%s\n", k, q(spec.Env[k]))
 	}
+	closeFD3 := ""
+	if spec.Events != nil {
+		fmt.Fprintf(&s, "export %s=%s\n", bastion.EventsEnv, q(b.eventsPath(id)))
+		closeFD3 = " 3>&-"
+	}
 	b.tag(&s, id)
 	dir := spec.Dir
 	if dir == "" {
@@ -159,7 +173,11 @@ func (b *Bastion) buildScript(id string, spec bastion.Spec, grace time.Duration)
 	// A directory that cannot be entered is the bastion's failure, not the
 	// job's: say so with a signal no exit status of the job can look like.
 	fmt.Fprintf(&s, "cd %s || { echo \"sortie: cannot enter %s\"; trap - %s; kill -%s $$; }\n", q(dir), strings.ReplaceAll(dir, `"`, ""), cdFailed, cdFailed)
-	fmt.Fprintf(&s, "/bin/sh -c %s </dev/null\nrc=$?\n", q(spec.Command))
+	fmt.Fprintf(&s, "/bin/sh -c %s </dev/null%s\nrc=$?\n", q(spec.Command), closeFD3)
+	if spec.Events != nil {
+		// Say whether there are events to fetch: most builds have none.
+		fmt.Fprintf(&s, "[ -e \"$%s\" ] && echo %s >&3\n", bastion.EventsEnv, eventsMark)
+	}
 	fmt.Fprintf(&s, "g=$$ grace=%d\n%s%s", tenths(grace), othersFunc, endGroupFunc)
 	// Ignore TERM ourselves while ending the others; if some need KILL,
 	// the KILL ends us too, so leave the status behind first.
@@ -214,11 +232,23 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 	sess.Stdin = strings.NewReader(b.buildScript(id, spec, grace))
 	sink := &drain{w: log}
 	sess.Stdout, sess.Stderr = sink, sink
-	if err := sess.Start(b.launch(id)); err != nil {
+	var ev *events
+	if spec.Events != nil {
+		ev = &events{b: b, c: c, path: b.eventsPath(id), w: spec.Events, other: sink}
+		sess.Stderr = ev
+	}
+	if err := sess.Start(b.launch(id, ev != nil)); err != nil {
 		return bastion.Outcome{}, b.infra(c, "start build", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- sess.Wait() }()
+	// A build ended by its timeout or a cancel says nothing of its events
+	// file: look for it anyway.
+	ended := false
+	if ev != nil {
+		ev.follow()
+		defer func() { ev.finish(context.WithoutCancel(ctx), ended) }()
+	}
 
 	var timeout <-chan time.Time
 	if spec.Timeout > 0 {
@@ -230,10 +260,10 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 	select {
 	case err = <-done:
 	case <-timeout:
-		out.TimedOut = true
+		out.TimedOut, ended = true, true
 		err = b.end(c, sess, id, grace, done)
 	case <-ctx.Done():
-		out.Canceled = true
+		out.Canceled, ended = true, true
 		err = b.end(c, sess, id, grace, done)
 	}
 	if out.TimedOut || out.Canceled {

@@ -197,7 +197,7 @@ func (b *Bastion) Install(ctx context.Context, commands []string, env map[string
 	sink := &drain{w: log}
 	sess.Stdout, sess.Stderr = io.MultiWriter(sink, &tail), sink
 	done := make(chan error, 1)
-	if err := sess.Start(b.launch(id)); err != nil {
+	if err := sess.Start(b.launch(id, false)); err != nil {
 		return false, b.infra(c, "install: start", err)
 	}
 	go func() { done <- sess.Wait() }()
@@ -237,6 +237,7 @@ ls -t src/*/.git/sortie-finished 2>/dev/null | tail -n +%[3]d | while read -r m;
   git -C mirror.git update-ref -d "refs/sortie/${d##*/}" 2>/dev/null
 done
 find src -maxdepth 1 -name '.tmp-*' -mmin +60 -exec rm -rf {} + 2>/dev/null
+find events -maxdepth 1 -name '*.jsonl' -mmin +1440 -delete 2>/dev/null
 exit 0
 `, q(w), buildset, max(keep, 0)+1)
 	if _, err := output(ctx, c, "exec /bin/sh -s", strings.NewReader(script)); err != nil {

@@ -308,7 +308,7 @@ func (b *Bastion) dial(ctx context.Context) (*gossh.Client, error) {
 	// (the bastion may have been cleaned while we were away).
 	w := q(b.cfg.Workdir)
 	run := q(b.cfg.Workdir + "/run")
-	out, err := output(ctx, c, fmt.Sprintf("mkdir -p %s && chmod 700 %s && cd %s && pwd", q(b.cfg.Workdir+"/"+b.runRel()), run, w), nil)
+	out, err := output(ctx, c, fmt.Sprintf("mkdir -p %s %s && chmod 700 %s && cd %s && pwd", q(b.cfg.Workdir+"/"+b.runRel()), q(b.cfg.Workdir+"/events"), run, w), nil)
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("prepare workdir %s: %w", b.cfg.Workdir, err)

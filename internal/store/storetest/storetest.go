@@ -58,6 +58,11 @@
 //     ErrConflict; an empty chunk is refused. ReadLog and LogSize of a log
 //     that has no chunk give nothing and 0, not ErrNotFound: logs are not
 //     tied to attempt rows.
+//   - UpdateHosts of a task or result whose index is kept already leaves
+//     the kept row as it is; recaps are replaced host by host; the
+//     summary as a whole. Recaps come back by host in byte order,
+//     BuildsetHosts' builds in build order; a build without results has
+//     no rows (nil slices).
 //   - A reader never sees a buildset appear behind one it saw already:
 //     buildsets become visible in Seq order, so whoever takes the oldest
 //     active buildset first cannot later find an older one.
@@ -152,6 +157,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"LogKeysApart", testLogKeysApart},
 		{"LogAppendTwice", testLogAppendTwice},
 		{"LogReadBounded", testLogReadBounded},
+		{"Hosts", testHosts},
+		{"HostsNewAttempt", testHostsNewAttempt},
+		{"HostsUnknown", testHostsUnknown},
+		{"HostsBuildset", testHostsBuildset},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,6 +12,7 @@
 // the page reads as a reload would.
 import {SGR, renderLine} from './ansi.js';
 import {el, fetchPage, startTicking, stateClass, swapParts} from './common.js';
+import './hosts.js';
 
 const MAX_LINES = 20000;
 const LIVE_TEXT = 'Following live: new lines appear below as the job prints them (at most 20,000 lines are kept on the page).';

@@ -5,6 +5,7 @@
 // server's final graph and timeline. It also drives the cancel and re-run
 // buttons, with a token kept in sessionStorage.
 import {badge, buildState, fetchPage, fmtDuration, fmtTime, linkIDs, span, stateClass, svg, swapParts} from './common.js';
+import './hosts.js';
 
 const PERIOD = 1000;
 const TOKEN_KEY = 'sortie-token';

@@ -1,0 +1,114 @@
+package local
+
+import (
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/bastion"
+)
+
+// eventsPoll is how often a build's events file is read while it runs.
+const eventsPoll = 250 * time.Millisecond
+
+// eventsMaxAge is the age after which Finish removes an events file that
+// no Run removed (its Sortie process died).
+const eventsMaxAge = 24 * time.Hour
+
+// events copies a Run's events file (bastion.Spec.Events) as it grows. The
+// file is <workdir>/events/<random>.jsonl; the job creates it, or not.
+type events struct {
+	path string
+	w    io.Writer
+	f    *os.File // open once it exists
+	dead bool     // w failed: read no more
+	stop chan struct{}
+	done chan struct{}
+}
+
+// newEvents names a fresh events file for a Run and starts nothing yet.
+func (b *Bastion) newEvents(w io.Writer) (*events, error) {
+	dir := b.path("events")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	return &events{path: filepath.Join(dir, bastion.NewRunID()+".jsonl"), w: w}, nil
+}
+
+// env returns env with the events file named in it, as a new map.
+func (e *events) env(env map[string]string) map[string]string {
+	out := make(map[string]string, len(env)+1)
+	for k, v := range env {
+		out[k] = v
+	}
+	out[bastion.EventsEnv] = e.path
+	return out
+}
+
+// follow copies the file as it grows until finish.
+func (e *events) follow() {
+	e.stop, e.done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(e.done)
+		t := time.NewTicker(eventsPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-e.stop:
+				return
+			case <-t.C:
+				e.copy()
+			}
+		}
+	}()
+}
+
+// copy writes what the file holds past what was copied.
+func (e *events) copy() {
+	if e.dead {
+		return
+	}
+	if e.f == nil {
+		f, err := os.Open(e.path)
+		if err != nil {
+			return // not made yet
+		}
+		e.f = f
+	}
+	if _, err := io.Copy(e.w, e.f); err != nil {
+		var pe *fs.PathError
+		if !errors.As(err, &pe) {
+			e.dead = true // the writer's error
+		}
+	}
+}
+
+// finish stops following, copies the rest of the file and removes it.
+func (e *events) finish() {
+	if e.stop != nil {
+		close(e.stop)
+		<-e.done
+	}
+	e.copy()
+	if e.f != nil {
+		e.f.Close()
+	}
+	os.Remove(e.path)
+}
+
+// pruneEvents removes the events files older than eventsMaxAge.
+func (b *Bastion) pruneEvents() {
+	dir := b.path("events")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, en := range entries {
+		if fi, err := en.Info(); err == nil && b.clock().Sub(fi.ModTime()) > eventsMaxAge {
+			os.Remove(filepath.Join(dir, en.Name()))
+		}
+	}
+}
