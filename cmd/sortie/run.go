@@ -75,27 +75,46 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return usageError("run: %s: source.url is not set; say which repository to deploy", *path)
 	}
 	// A dead `sortie run` is not resumed, only reaped by whoever comes
-	// next (coordinator.Reaper, semaphore.Client.Reap). Locally its
-	// builds are found by their tag alone, to spare a record per build.
-	env, err := openEnv(ctx, *stateDir, db, cfg, coordinator.NewOwner(coordinator.OwnerRun), false)
+	// next (coordinator.Reaper). Locally its builds are found by their
+	// tag alone, to spare a record per build.
+	env, err := openEnv(ctx, *stateDir, db, cfg, coordinator.NewOwner(), false)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
-	// The dead runs' buildsets end as a server's coordinator ends them
-	// (step 4b of issue 12 puts `sortie run` on a coordinator of its own).
-	reaper := &coordinator.Reaper{Store: env.store, Runner: env.runner, Say: stderr}
-	// Once a dead sortie run's builds are ended, and before its
-	// semaphores are freed, the buildsets it left RUNNING are ended too (a
-	// server's next pass would, but a sortie run may be the only process
-	// left, and whoever gets the semaphores next may be quick to exit).
-	env.sems.Forget = reaper.Forget
+	host, _ := os.Hostname()
+	env.sems.Identity = store.RegisterOwnerParams{Kind: store.OwnerRun, Node: host, Host: host, StateDir: env.stateDir}
 	if err := env.sems.Start(ctx); err != nil {
 		return err
 	}
-	if _, err := reaper.ReapDeadRuns(ctx, time.Now().UTC()); err != nil {
+	// The dead processes' buildsets end as a server's coordinator ends
+	// them; a run reaps once, at its start (a server's reaper may not be
+	// there).
+	reaper := &coordinator.Reaper{Store: env.store, Runner: env.runner, Self: func() string { return env.sems.Fence().Owner },
+		Host: host, AnyHost: !cfg.Bastion.Local(), Say: stderr}
+	if _, err := reaper.Reap(ctx); err != nil {
 		return err
 	}
+	// And again every third of a lease while it runs: a process that died
+	// a moment ago may hold what this run waits for.
+	reapCtx, stopReaping := context.WithCancel(ctx)
+	reaping := make(chan struct{})
+	go func() {
+		defer close(reaping)
+		t := time.NewTicker(semaphore.DefaultLease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-reapCtx.Done():
+				return
+			case <-t.C:
+			}
+			if _, err := reaper.Reap(reapCtx); err != nil && reapCtx.Err() == nil {
+				fmt.Fprintf(stderr, "sortie: reap dead processes: %v\n", err)
+			}
+		}
+	}()
+	defer func() { stopReaping(); <-reaping }()
 	env.runner.MaxParallel = *maxPar
 	env.sems.Precedence = cfg.Pipelines[*pipeline].Precedence.Rank()
 	prog := newProgress(stdout)
@@ -105,9 +124,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if files.set {
 		evFiles = append([]string{}, files.files...)
 	}
-	// Made with this process as its owner, so that a server sharing the
-	// store does not start it first.
-	bs, err := env.runner.Create(ctx, cfg, buildset.Event{Pipeline: *pipeline, Rev: *commit, Files: evFiles, Owner: env.sems.Owner})
+	// Pinned to this process, so that a server sharing the store does not
+	// start it first.
+	bs, err := env.runner.Create(ctx, cfg, buildset.Event{Pipeline: *pipeline, Rev: *commit, Files: evFiles, PinnedTo: env.sems.Owner})
 	var missing *graph.MissingDependencyError
 	switch {
 	case errors.As(err, &missing):
@@ -166,10 +185,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 // runEnv is what a command that runs buildsets opens on a state dir.
 type runEnv struct {
-	store   store.Store
-	sems    *semaphore.Client
-	runner  *buildset.Runner
-	closers []io.Closer
+	// stateDir is the state dir, absolute.
+	stateDir string
+	store    store.Store
+	sems     *semaphore.Client
+	runner   *buildset.Runner
+	closers  []io.Closer
 }
 
 // openEnv opens the state dir for a process named owner. The bastion tags
@@ -179,7 +200,7 @@ type runEnv struct {
 // (see local.Bastion.Untracked). The store is the one db names (see
 // database): <stateDir>/sortie.db when db is "". The semaphore client (the
 // lease) is made but not started: a server's coordinator starts it, a
-// `sortie run` once it has set its Forget.
+// `sortie run` once it has said what it is (Identity).
 func openEnv(ctx context.Context, stateDir, db string, cfg *config.Config, owner string, recorded bool) (*runEnv, error) {
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
@@ -220,13 +241,8 @@ func openEnv(ctx context.Context, stateDir, db string, cfg *config.Config, owner
 		Bastion: b,
 		LogDir:  filepath.Join(abs, "logs"),
 	}
-	runner.Semaphores = &semaphore.Client{Store: st, Owner: owner, Bastion: b,
-		OnReap: func(ctx context.Context, o string, err error) {
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "sortie: dead process %s: %v\n", o, err)
-			}
-		}}
-	return &runEnv{store: st, sems: runner.Semaphores, closers: closers, runner: runner}, nil
+	runner.Semaphores = &semaphore.Client{Store: st, Owner: owner}
+	return &runEnv{stateDir: abs, store: st, sems: runner.Semaphores, closers: closers, runner: runner}, nil
 }
 
 func (e *runEnv) Close() {

@@ -9,8 +9,11 @@ import (
 )
 
 func TestBlocker(t *testing.T) {
-	me := &store.Buildset{ID: "me", Pipeline: "p", Seq: 10, State: store.BuildsetQueued, Owner: "run-me"}
+	me := &store.Buildset{ID: "me", Pipeline: "p", Seq: 10, State: store.BuildsetQueued, PinnedTo: "run-me"}
 	bs := func(id, pipeline string, seq int64, state store.BuildsetState, owner string) *store.Buildset {
+		if state == store.BuildsetQueued {
+			return &store.Buildset{ID: id, Pipeline: pipeline, Seq: seq, State: state, PinnedTo: owner}
+		}
 		return &store.Buildset{ID: id, Pipeline: pipeline, Seq: seq, State: state, Owner: owner}
 	}
 	cases := []struct {

@@ -110,7 +110,7 @@ type reader interface {
 	JobDurations(ctx context.Context, jobs []string) (map[string]time.Duration, error)
 	Holders(ctx context.Context) ([]store.Holder, error)
 	Waiters(ctx context.Context) ([]store.Waiter, error)
-	ExpiredOwners(ctx context.Context, now time.Time) ([]string, error)
+	Owners(ctx context.Context, f store.OwnerFilter) ([]store.Owner, error)
 }
 
 // ReloadError is why the last reload was refused.

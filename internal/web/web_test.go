@@ -19,6 +19,7 @@ import (
 	"github.com/sortie-ci/sortie/internal/server"
 	"github.com/sortie-ci/sortie/internal/server/servertest"
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
+	"github.com/sortie-ci/sortie/internal/store"
 )
 
 // checkPage checks what every page must have: a language, a title, one
@@ -172,10 +173,12 @@ pipelines:
 	// A holder whose process died, and whose builds cannot be ended (its
 	// owner id is not one a bastion accepts): it stays, marked.
 	ctx := context.Background()
-	if err := u.Store.RenewLease(ctx, "run-dead!", time.Now().Add(-time.Minute)); err != nil {
+	fence, err := u.Store.RegisterOwner(ctx, store.RegisterOwnerParams{ID: "run-dead!", Kind: store.OwnerRun,
+		Lease: time.Minute, Now: time.Now().Add(-2 * time.Minute)})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := semaphore.TryAcquire(ctx, u.Store, semaphore.Request{Holder: "gone", Buildset: "gone", Owner: "run-dead!",
+	if ok, err := semaphore.TryAcquire(ctx, u.Store, semaphore.Request{Holder: "gone", Buildset: "gone", Owner: "run-dead!", Fence: fence,
 		Semaphores: map[string]int{"spare": 2}, Now: time.Now().Add(-2 * time.Minute)}); !ok || err != nil {
 		t.Fatalf("acquire: %v %v", ok, err)
 	}
