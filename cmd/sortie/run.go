@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -82,43 +83,28 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer env.Close()
-	host, _ := os.Hostname()
-	env.sems.Identity = store.RegisterOwnerParams{Kind: store.OwnerRun, Node: host, Host: host, StateDir: env.stateDir}
-	if err := env.sems.Start(ctx); err != nil {
-		return err
-	}
-	// The dead processes' buildsets end as a server's coordinator ends
-	// them; a run reaps once, at its start (a server's reaper may not be
-	// there).
-	reaper := &coordinator.Reaper{Store: env.store, Runner: env.runner, Self: func() string { return env.sems.Fence().Owner },
-		Host: host, AnyHost: !cfg.Bastion.Local(), Say: stderr}
-	if _, err := reaper.Reap(ctx); err != nil {
-		return err
-	}
-	// And again every third of a lease while it runs: a process that died
-	// a moment ago may hold what this run waits for.
-	reapCtx, stopReaping := context.WithCancel(ctx)
-	reaping := make(chan struct{})
-	go func() {
-		defer close(reaping)
-		t := time.NewTicker(semaphore.DefaultLease / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-reapCtx.Done():
-				return
-			case <-t.C:
-			}
-			if _, err := reaper.Reap(reapCtx); err != nil && reapCtx.Err() == nil {
-				fmt.Fprintf(stderr, "sortie: reap dead processes: %v\n", err)
-			}
-		}
-	}()
-	defer func() { stopReaping(); <-reaping }()
 	env.runner.MaxParallel = *maxPar
 	env.sems.Precedence = cfg.Pipelines[*pipeline].Precedence.Rank()
 	prog := newProgress(stdout)
 	env.runner.Observer = prog
+	// The same coordinator as a server's, as a run: it registers this
+	// process as an owner of kind run, runs the reaper (a dead process's
+	// builds ended, its semaphores freed, a dead run's buildsets ended),
+	// and decides the turn of this run's buildset as a server's managers
+	// would. Its log is for trouble only; the progress is the run's.
+	ver, _ := buildVersion()
+	coord, err := coordinator.New(coordinator.Options{
+		Kind: store.OwnerRun, Store: env.store, Runner: env.runner, StateDir: env.stateDir,
+		AnyHost: !cfg.Bastion.Local(), Version: ver, Config: func() *config.Config { return cfg }, Say: stderr,
+		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		return err
+	}
+	if err := coord.Start(ctx); err != nil {
+		return err
+	}
+	defer coord.Stop(context.WithoutCancel(ctx))
 
 	var evFiles []string
 	if files.set {
@@ -145,24 +131,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	prog.Start()
 	// A pause set by a server on this store holds new builds here too.
 	pauses := watchPauses(ctx, env.store, *pipeline, prog.Note, time.Second)
-	var result store.Result
-	var runErr error
-	// The pipeline's manager decides when it may start, as for a server's.
-	switch err := env.runner.WaitTurn(ctx, bs, cfg.Pipelines[*pipeline].Manager, 500*time.Millisecond, prog.Note); {
-	case err == nil:
-		result, runErr = env.runner.RunWith(ctx, bs, buildset.RunOptions{Hold: pauses.Held})
-	case ctx.Err() != nil:
-		result = store.Canceled // ended CANCELED by WaitTurn
-	default:
-		result, runErr = store.Error, err
-		fence := env.sems.Fence()
-		if _, eerr := env.runner.End(context.WithoutCancel(ctx), nil, store.EndBuildsetParams{
-			ID: bs.ID, Result: store.Error, Error: err.Error(),
-			BuildResult: store.Error, Reason: "sortie error: " + err.Error(), At: time.Now().UTC(), Fence: &fence,
-		}); eerr != nil {
-			return errors.Join(err, eerr)
-		}
-	}
+	// Its turn is decided as a server's managers decide; Ctrl-C while it
+	// waits ends it CANCELED.
+	result, runErr := coord.RunOwn(ctx, bs, coordinator.RunOwnOptions{Hold: pauses.Held, Say: prog.Note})
 	pauses.stop()
 	prog.Stop()
 	rep, err := buildset.MakeReport(context.WithoutCancel(ctx), env.store, bs.ID)

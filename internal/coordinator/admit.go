@@ -55,43 +55,14 @@ func (c *Coordinator) Pass(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	pauses := *c.pauses.Load()
-	snap := pipeline.Snapshot{}
-	if p := c.Paused(""); p != nil {
-		snap.PauseAll = &pipeline.Pause{By: p.By, Reason: p.Reason, At: p.At}
-	}
-	byName := map[string]int{}
-	for _, name := range cfg.PipelineNames() {
-		pl := cfg.Pipelines[name]
-		p := pipeline.Pipeline{Name: name, Manager: pl.Manager, Precedence: pl.Precedence}
-		if pz, ok := pauses[name]; ok {
-			p.Paused = &pipeline.Pause{By: pz.By, Reason: pz.Reason, At: pz.At}
-		}
-		byName[name] = len(snap.Pipelines)
-		snap.Pipelines = append(snap.Pipelines, p)
-	}
-	queued := map[string]int{}
-	for _, bs := range active {
-		i, ok := byName[bs.Pipeline]
-		if !ok {
-			if bs.AwaitsManagers() {
-				// Its pipeline is gone from the config: nothing can decide
-				// when it would run.
-				if err := c.finishQueued(ctx, bs.Pipeline, bs.ID, store.Canceled, fmt.Sprintf("pipeline %s is no longer in the config", bs.Pipeline), ""); err != nil {
-					return err
-				}
+	snap, gone, queued := snapshot(cfg, cfg.PipelineNames(), c.Paused(""), *c.pauses.Load(), active)
+	for _, bs := range gone {
+		if bs.AwaitsManagers() {
+			// Its pipeline is gone from the config: nothing can decide
+			// when it would run.
+			if err := c.finishQueued(ctx, bs.Pipeline, bs.ID, store.Canceled, fmt.Sprintf("pipeline %s is no longer in the config", bs.Pipeline), ""); err != nil {
+				return err
 			}
-			continue
-		}
-		b := pipeline.Buildset{ID: bs.ID, Commit: bs.Commit, Files: bs.Files, CreatedAt: bs.CreatedAt, Seq: bs.Seq, Pinned: bs.PinnedTo != ""}
-		switch {
-		case bs.State != store.BuildsetQueued:
-			snap.Pipelines[i].Running = append(snap.Pipelines[i].Running, b)
-		case bs.AwaitsManagers():
-			snap.Pipelines[i].Queued = append(snap.Pipelines[i].Queued, b)
-			queued[bs.Pipeline]++
-		default: // a sortie run's: it starts it, in its turn
-			snap.Pipelines[i].Queued = append(snap.Pipelines[i].Queued, b)
 		}
 	}
 	if c.opt.Observer != nil {

@@ -33,6 +33,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -93,6 +94,12 @@ type Options struct {
 	// process whose lease was lost goes on with a new Owner, set on the
 	// client and on the Bastion (SetOwner).
 	Runner *buildset.Runner
+	// Kind is what this process is: store.OwnerNode ("" too), a `sortie
+	// serve`, which runs the managers, cron and polling, recovers its
+	// predecessors and goes on as a new owner when its lease is lost; or
+	// store.OwnerRun, a `sortie run`, which runs its own buildset in its
+	// turn (RunOwn) and the reaper, nothing else.
+	Kind store.OwnerKind
 	// StateDir is the state dir, absolute. The caller holds its lock
 	// (serve.lock) from before Start until after Stop: holding it is what
 	// proves dead the earlier servers registered with this node name,
@@ -112,6 +119,9 @@ type Options struct {
 	// Reap is how often the reaper looks for dead owners; 0 means a third
 	// of the semaphore lease.
 	Reap time.Duration
+	// Say, when set, is told which buildsets of dead `sortie run`s the
+	// reaper ended, in a line for people (Reaper.Say).
+	Say io.Writer
 	// Config returns the config in force; it is read at every decision.
 	// After a reload, call ConfigChanged.
 	Config func() *config.Config
@@ -196,19 +206,20 @@ func New(opt Options) (*Coordinator, error) {
 	}
 	opt.Host = cmp.Or(opt.Host, hostname())
 	opt.Node = cmp.Or(opt.Node, opt.Host)
+	opt.Kind = cmp.Or(opt.Kind, store.OwnerNode)
 	c := &Coordinator{
 		opt: opt, log: opt.Log, st: opt.Store,
 		kick: make(chan struct{}, 1), stopped: make(chan struct{}),
 		slots: scheduler.NewPool(opt.Config().Limits.MaxParallel),
 	}
 	sems.Identity = store.RegisterOwnerParams{
-		Kind: store.OwnerNode, Node: opt.Node, Host: opt.Host, StateDir: opt.StateDir, Version: opt.Version,
+		Kind: opt.Kind, Node: opt.Node, Host: opt.Host, StateDir: opt.StateDir, Version: opt.Version,
 		SlotsMax: c.slots.Max(),
 	}
 	sems.SlotsUsed = c.slots.InUse
 	c.ended.signal = &c.TestSignals.Ended
 	c.reaper = &Reaper{
-		Store: opt.Store, Runner: opt.Runner, Self: c.Owner, Host: opt.Host, AnyHost: opt.AnyHost, End: c.endReaped,
+		Store: opt.Store, Runner: opt.Runner, Self: c.Owner, Host: opt.Host, AnyHost: opt.AnyHost, End: c.endReaped, Say: opt.Say,
 	}
 	c.runs = &runs{c: c, m: map[string]*run{}}
 	c.admission = &loop{name: "managers", run: c.dispatch}
@@ -260,6 +271,11 @@ func (c *Coordinator) start(ctx context.Context) error {
 		return fmt.Errorf("coordinator: %w", err)
 	}
 	c.TestSignals.Registered.Signal(sems.Owner)
+	if c.opt.Kind == store.OwnerRun {
+		// A run has no predecessor to recover, and does not go on after
+		// its lease is lost: its runs stop, and the reapers end them.
+		return c.reaping.Start(ctx)
+	}
 	if err := c.lease.Start(ctx); err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}

@@ -138,7 +138,7 @@ func New(opt Options) (*Server, error) {
 	}
 	coord, err := coordinator.New(coordinator.Options{
 		Store: opt.Store, Runner: opt.Runner, StateDir: opt.StateDir, Config: s.Config,
-		Clock: opt.Clock, Log: opt.Log, Grace: opt.Grace, Tick: opt.Tick,
+		Clock: opt.Clock, Log: opt.Log, Grace: opt.Grace, Tick: opt.Tick, AnyHost: !opt.Config.Bastion.Local(),
 		Observer: coordObserver{m: s.metrics, st: opt.Store},
 	})
 	if err != nil {
