@@ -1,9 +1,11 @@
-// Package coordinator is the one place that decides what runs when in a
-// `sortie serve`: the pipelines' managers admit, supersede and coalesce
-// buildsets (pipeline.Decide), admitted buildsets are launched on the
-// executor's shared slots (buildset.Runner.RunWith), a dead predecessor's
-// buildsets are adopted at start, dead `sortie run`s are reaped, cron and
-// polling make buildsets, and cancels reach the runs. Every end of a
+// Package coordinator is the one place that decides what runs when, in a
+// `sortie serve` and in a `sortie run` alike: the pipelines' managers
+// admit, supersede and coalesce buildsets (pipeline.Decide), admitted
+// buildsets are launched on the executor's shared slots
+// (buildset.Runner.RunWith), a run's own buildset starts when the same
+// decision starts it (RunOwn), a dead predecessor's buildsets are adopted
+// at start, dead owners are reaped (Reaper), cron and polling make
+// buildsets, and cancels reach the runs. Every end of a
 // buildset it sees goes through one path (Coordinator.end), which ends it
 // in the store and publishes one Ended event to in-process subscribers.
 //
@@ -24,8 +26,9 @@
 // time, or fenced by another process, which the store says by refusing a
 // write with store.ErrFenced), its runs are cancelled with
 // semaphore.ErrLeaseLost and write nothing more; once they have returned
-// it registers again as a new owner, recovers what the old one left, as a
-// successor on the state dir would, and goes on.
+// a server registers again as a new owner, recovers what the old one
+// left, as a successor on the state dir would, and goes on. A run (kind
+// run) only stops.
 package coordinator
 
 import (
@@ -139,7 +142,8 @@ type Options struct {
 	Observer Observer
 }
 
-// Coordinator decides what runs when, for one `sortie serve`. Make it with
+// Coordinator decides what runs when, for one `sortie serve` or `sortie
+// run` (Options.Kind). Make it with
 // New, Start it, and Stop it.
 type Coordinator struct {
 	// TestSignals let tests wait for what it did; a test calls their
