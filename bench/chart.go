@@ -36,7 +36,7 @@ func chart(results []*result, tools []*tool) string {
 	}
 	x := func(n float64) float64 { return left + (math.Log10(n)-lx0)/(lx1-lx0)*(w-left-right) }
 	y := func(s float64) float64 { return h - bottom - (math.Log10(s)-ly0)/(ly1-ly0)*(h-top-bottom) }
-	colors := map[string]string{"sortie": "#d62728", "make": "#1f77b4", "ninja": "#2ca02c", "go-task": "#9467bd", "dagu": "#ff7f0e"}
+	colors := map[string]string{"sortie": "#d62728", "sortie-verbose": "#e377c2", "make": "#1f77b4", "ninja": "#2ca02c", "go-task": "#9467bd", "dagu": "#ff7f0e"}
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%g" height="%g" font-family="sans-serif" font-size="12">`+"\n", w, h)
 	b.WriteString(`<title>Wall time of N no-op jobs at parallelism 2, Sortie and its peers</title>` + "\n")

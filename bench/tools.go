@@ -19,6 +19,15 @@ type tool struct {
 	command func(path, dir string, parallel int) *exec.Cmd
 }
 
+// sortieRun runs the bench pipeline in dir at parallelism p, keeping
+// everything as in production (the state dir, a log per attempt that
+// writes, the report).
+func sortieRun(path, dir string, p int, extra ...string) *exec.Cmd {
+	args := []string{"run", "--config", filepath.Join(dir, "sortie.yaml"), "--pipeline", "bench",
+		"--state-dir", filepath.Join(dir, "state"), "--max-parallel", fmt.Sprint(p), "--report", filepath.Join(dir, "report.json")}
+	return exec.Command(path, append(args, extra...)...)
+}
+
 func findTools(sortieBin, repo string) []*tool {
 	look := func(names ...string) string {
 		for _, n := range names {
@@ -35,10 +44,9 @@ func findTools(sortieBin, repo string) []*tool {
 	cwd, _ := os.Getwd()
 	return []*tool{
 		{name: "sortie", path: sortieBin, write: func(dir string, d *dag, p int) error { return writeSortie(dir, d, repo) },
-			command: func(path, dir string, p int) *exec.Cmd {
-				return exec.Command(path, "run", "--config", filepath.Join(dir, "sortie.yaml"), "--pipeline", "bench",
-					"--state-dir", filepath.Join(dir, "state"), "--max-parallel", fmt.Sprint(p), "--report", filepath.Join(dir, "report.json"))
-			}},
+			command: func(path, dir string, p int) *exec.Cmd { return sortieRun(path, dir, p, "--quiet") }},
+		{name: "sortie-verbose", path: sortieBin, write: func(dir string, d *dag, p int) error { return writeSortie(dir, d, repo) },
+			command: func(path, dir string, p int) *exec.Cmd { return sortieRun(path, dir, p) }},
 		{name: "make", path: look("make"), install: "apt-get install make", write: writeMake,
 			command: func(path, dir string, p int) *exec.Cmd {
 				return exec.Command(path, "-s", "-j", fmt.Sprint(p), "-C", dir, "all")

@@ -12,16 +12,12 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -29,6 +25,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sortie-ci/sortie/bench/internal/benchkit"
 )
 
 func main() {
@@ -48,17 +46,13 @@ func run(n int, size int64, chunked bool) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	bin := filepath.Join(work, "sortie")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/sortie").CombinedOutput(); err != nil {
-		return fmt.Errorf("go build: %v\n%s", err, out)
+	bin, err := benchkit.Build(work)
+	if err != nil {
+		return err
 	}
 	repo := filepath.Join(work, "repo")
-	for _, args := range [][]string{{"init", "-q", "-b", "main", repo}, {"-C", repo, "commit", "-q", "--allow-empty", "-m", "bench"}} {
-		cmd := exec.Command("git", args...)
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=b", "GIT_AUTHOR_EMAIL=b@x", "GIT_COMMITTER_NAME=b", "GIT_COMMITTER_EMAIL=b@x")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("git %v: %v\n%s", args, err, out)
-		}
+	if err := benchkit.Repo(repo); err != nil {
+		return err
 	}
 	cfg := filepath.Join(work, "sortie.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`source: {url: %q, branch: main}
@@ -73,29 +67,13 @@ pipelines:
 `, repo)), 0o644); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	srv, err := benchkit.Start(bin, cfg, filepath.Join(work, "state"), nil, "GH_SECRET=bench-secret", "SORTIE_TOKENS=bench-token")
 	if err != nil {
 		return err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-
-	srv := exec.Command(bin, "serve", "--config", cfg, "--state-dir", filepath.Join(work, "state"), "--listen", addr)
-	srv.Env = append(os.Environ(), "GH_SECRET=bench-secret", "SORTIE_TOKENS=bench-token")
-	srv.Stderr = io.Discard
-	srv.Stdout = io.Discard
-	if err := srv.Start(); err != nil {
-		return err
-	}
-	defer func() {
-		srv.Process.Signal(syscall.SIGTERM)
-		srv.Wait()
-	}()
-	base := "http://" + addr
-	if err := waitReady(base + "/readyz"); err != nil {
-		return err
-	}
-	before, err := memory(srv.Process.Pid, "VmRSS")
+	defer srv.Stop()
+	base := srv.Base
+	before, err := srv.Memory("VmRSS")
 	if err != nil {
 		return err
 	}
@@ -120,11 +98,11 @@ pipelines:
 	}
 	wg.Wait()
 	took := time.Since(start)
-	peak, err := memory(srv.Process.Pid, "VmHWM")
+	peak, err := srv.Memory("VmHWM")
 	if err != nil {
 		return err
 	}
-	after, err := memory(srv.Process.Pid, "VmRSS")
+	after, err := srv.Memory("VmRSS")
 	if err != nil {
 		return err
 	}
@@ -186,44 +164,6 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
-}
-
-func waitReady(url string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("sortie serve not ready at %s", url)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// memory reads a field of /proc/PID/status, in bytes.
-func memory(pid int, field string) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		v, ok := strings.CutPrefix(sc.Text(), field+":")
-		if !ok {
-			continue
-		}
-		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		return kb << 10, err
-	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
 func mb(b int64) float64 { return float64(b) / 1e6 }

@@ -352,7 +352,7 @@ func writeClientReport(path string, data []byte) error {
 // progress as sortie run does, then its summary; the exit code is sortie
 // run's: 0 SUCCESS, 2 CONFIG_ERROR, 1 anything else.
 func (c *apiClient) waitBuildset(ctx context.Context, id, report string, stdout, stderr io.Writer) error {
-	prog := newProgress(stdout)
+	prog := newProgress(stdout, false)
 	prog.Start()
 	defer prog.Stop()
 	var (

@@ -837,3 +837,40 @@ pipelines:
 		t.Errorf("%d jobs ran in all, want 3", n)
 	}
 }
+
+// --quiet prints what a failed deploy needs and nothing about the builds
+// that went well: the first line, the failed build with its log tail, the
+// result. The same run without it prints every start and the table.
+func TestRunQuiet(t *testing.T) {
+	t.Parallel()
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, fmt.Sprintf(`source: {url: %s}
+jobs:
+  boot: {bootstrap: true, install: ["true"]}
+  fine: {run: "echo all good"}
+  broken: {run: "echo the disk is on fire; exit 3"}
+pipelines:
+  deploy: {jobs: [boot, fine, broken]}
+`, repo))
+	for _, quiet := range []bool{true, false} {
+		args := []string{"run", "--config", cfg, "--pipeline", "deploy", "--state-dir", filepath.Join(dir, "state")}
+		if quiet {
+			args = append(args, "--quiet")
+		}
+		r := runSortie(t, nil, args...)
+		if r.code != 1 {
+			t.Fatalf("quiet=%v: exit %d, want 1\n%s\n%s", quiet, r.code, r.stdout, r.stderr)
+		}
+		for _, want := range []string{"pipeline deploy at ", "failure broken", "the disk is on fire", ": FAILURE in "} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("quiet=%v: no %q in:\n%s", quiet, want, r.stdout)
+			}
+		}
+		for _, noisy := range []string{"start   fine", "success fine", "JOB  ", "bastion boot: checkout made"} {
+			if got := strings.Contains(r.stdout, noisy); got == quiet {
+				t.Errorf("quiet=%v: %q printed: %v, want %v:\n%s", quiet, noisy, got, !quiet, r.stdout)
+			}
+		}
+	}
+}

@@ -22,10 +22,13 @@ import (
 // progress shows a running buildset. On a terminal it redraws one line per
 // running job with its elapsed time and the counts of done, failed and
 // waiting jobs; otherwise it prints one timestamped line per state change.
-// It is the buildset.Runner's Observer.
+// Quiet, it prints only the buildset's first line, a line per build that
+// did not succeed, and the result, as quiet as `make -s`. It is the
+// buildset.Runner's Observer.
 type progress struct {
-	w    io.Writer
-	live bool
+	w     io.Writer
+	live  bool
+	quiet bool
 
 	mu    sync.Mutex
 	plan  *graph.Plan
@@ -43,12 +46,12 @@ type progress struct {
 	finished     chan struct{}
 }
 
-func newProgress(w io.Writer) *progress {
+func newProgress(w io.Writer, quiet bool) *progress {
 	live := false
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !quiet {
 		live = true
 	}
-	return &progress{w: w, live: live, running: map[string]time.Time{}, attempt: map[string]int{}, finishedJobs: map[string]bool{}}
+	return &progress{w: w, live: live, quiet: quiet, running: map[string]time.Time{}, attempt: map[string]int{}, finishedJobs: map[string]bool{}}
 }
 
 // Start begins redrawing (on a terminal). Stop ends it and waits.
@@ -136,7 +139,7 @@ func (p *progress) AttemptStarted(job string, n int, at time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.running[job], p.attempt[job] = at, n
-	if !p.live {
+	if !p.live && !p.quiet {
 		fmt.Fprintf(p.w, "%s start   %s (attempt %d)\n", stamp(at), job, n)
 	}
 }
@@ -146,6 +149,9 @@ func (p *progress) AttemptStarted(job string, n int, at time.Time) {
 func (p *progress) BastionPrepared(job string, checkout time.Duration, hasInstall, installed bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.quiet {
+		return
+	}
 	line := fmt.Sprintf("%s bastion %s: checkout made in %s", stamp(time.Now()), job, checkout.Round(time.Millisecond))
 	switch {
 	case installed:
@@ -171,6 +177,8 @@ func (p *progress) BuildFinished(job string, res store.Result, reason string, at
 	p.done++
 	if res != store.Success {
 		p.failed++
+	} else if p.quiet {
+		return
 	}
 	p.print(line)
 }
@@ -225,6 +233,18 @@ func (p *progress) redraw() {
 func (p *progress) Summary(r *buildset.Report) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !p.quiet {
+		p.table(r)
+	}
+	dur := ""
+	if s, f := r.StartedAt.Get(), r.FinishedAt.Get(); s != nil && f != nil {
+		dur = " in " + f.Sub(*s).Round(10*time.Millisecond).String()
+	}
+	fmt.Fprintf(p.w, "buildset %s: %s%s\n", r.ID, r.Result, dur)
+}
+
+// table prints the summary's table of builds and the critical path.
+func (p *progress) table(r *buildset.Report) {
 	fmt.Fprintln(p.w)
 	tw := tabwriter.NewWriter(p.w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "JOB\tRESULT\tDURATION\tATTEMPT\tREASON")
@@ -241,11 +261,6 @@ func (p *progress) Summary(r *buildset.Report) {
 			fmt.Fprintf(p.w, "critical path as run: %s\n", strings.Join(path, " -> "))
 		}
 	}
-	dur := ""
-	if s, f := r.StartedAt.Get(), r.FinishedAt.Get(); s != nil && f != nil {
-		dur = " in " + f.Sub(*s).Round(10*time.Millisecond).String()
-	}
-	fmt.Fprintf(p.w, "buildset %s: %s%s\n", r.ID, r.Result, dur)
 }
 
 // failureLines is how many of a failed build's last log lines a summary

@@ -29,7 +29,7 @@ import (
 const defaultStateDir = ".sortie"
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("run", "--config PATH --pipeline NAME [--commit REV] [--files F ...] [--report FILE] [--max-parallel N] [--state-dir DIR] [--database URL]", stderr)
+	fs := newFlags("run", "--config PATH --pipeline NAME [--commit REV] [--files F ...] [--report FILE] [--max-parallel N] [--quiet] [--state-dir DIR] [--database URL]", stderr)
 	path := fs.String("config", "", "config file, or directory of *.yaml files")
 	pipeline := fs.String("pipeline", "", "pipeline to run")
 	commit := fs.String("commit", "", "commit or ref to deploy (default: the head of source.branch)")
@@ -38,6 +38,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	stateDir := fs.String("state-dir", defaultStateDir, "where the database (SQLite), mirror, logs and local bastion live")
 	dbFlag := fs.String("database", "", databaseUsage)
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (pprof) of the run to this file")
+	quiet := fs.Bool("quiet", false, "print only the buildset's first line, the builds that did not succeed, their log tails and the result")
 	var files filesFlag
 	fs.Var(&files, "files", "changed files (repeat, or separate with commas); none means every job")
 	if err := parse(fs, args); err != nil {
@@ -85,7 +86,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer env.Close()
 	env.runner.MaxParallel = *maxPar
 	env.sems.Precedence = cfg.Pipelines[*pipeline].Precedence.Rank()
-	prog := newProgress(stdout)
+	prog := newProgress(stdout, *quiet)
 	env.runner.Observer = prog
 	// The same coordinator as a server's, as a run: it registers this
 	// process as an owner of kind run, runs the reaper (a dead process's

@@ -37,6 +37,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if cfg.Source.URL == "" {
 		return usageError("serve: %s: source.url is not set; say which repository to deploy", *path)
 	}
+	// A reporter whose secret is not set would fail every delivery:
+	// refuse to start, naming where the variable is named.
+	if err := cfg.CheckEnv(os.Getenv); err != nil {
+		io.WriteString(stderr, err.Error()+"\n")
+		return &exitError{code: 2, msg: "serve: a reporter's secret is not set in the environment"}
+	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	owner := coordinator.NewOwner()
 	// A state dir that cannot be written for now (a full disk) is waited

@@ -88,6 +88,10 @@ type Runner struct {
 	// MaxParallel overrides limits.max_parallel when > 0.
 	MaxParallel int
 	Now         func() time.Time
+	// Reported, when set, is called once a state change has recorded
+	// report deliveries (the coordinator wakes its report worker). It
+	// must not block.
+	Reported func()
 }
 
 func (r *Runner) now() time.Time {
@@ -136,12 +140,18 @@ func (r *Runner) Create(ctx context.Context, cfg *config.Config, ev Event) (*sto
 	if _, ok := cfg.Pipelines[ev.Pipeline]; !ok {
 		return nil, &graph.UnknownPipelineError{Pipeline: ev.Pipeline}
 	}
-	if err := r.Mirror.Update(ctx); err != nil {
-		return nil, fmt.Errorf("create buildset: %w", err)
-	}
 	rev := ev.Rev
 	if rev == "" {
 		rev = cfg.Source.Branch
+	}
+	update := r.Mirror.UpdateBranches
+	if rev == "" || strings.HasPrefix(rev, "HEAD") {
+		// Only HEAD needs the remote's default branch, one more
+		// connection to it.
+		update = r.Mirror.Update
+	}
+	if err := update(ctx); err != nil {
+		return nil, fmt.Errorf("create buildset: %w", err)
 	}
 	commit, err := r.Mirror.Resolve(ctx, rev)
 	if err != nil {
@@ -156,7 +166,9 @@ func (r *Runner) Create(ctx context.Context, cfg *config.Config, ev Event) (*sto
 		State: store.BuildsetQueued, CreatedAt: created, PinnedTo: ev.PinnedTo,
 	}
 	plan, planErr := graph.Select(cfg, ev.Pipeline, ev.Files)
-	var spec *Spec
+	// A graph that could not be made has no spec to keep, but its
+	// failure is reported.
+	spec := &Spec{Pipeline: ev.Pipeline, Reports: freezeReports(cfg, cfg.Pipelines[ev.Pipeline])}
 	if planErr == nil {
 		if spec, err = Freeze(cfg, plan); err != nil {
 			return nil, fmt.Errorf("create buildset: %w", err)
@@ -253,6 +265,9 @@ func (r *Runner) insert(ctx context.Context, bs *store.Buildset, plan *graph.Pla
 	case planErr != nil:
 		p.ConfigError = planErr.Error()
 		bs.FinishedAt = ptr(r.now())
+		if p.Reports, err = spec.Deliveries(ReportFailure, *bs.FinishedAt); err != nil {
+			return nil, fmt.Errorf("create buildset: %w", err)
+		}
 	case plan.Empty():
 		p.Skipped = graph.NothingSelected
 		bs.FinishedAt = ptr(r.now())
@@ -260,6 +275,7 @@ func (r *Runner) insert(ctx context.Context, bs *store.Buildset, plan *graph.Pla
 	if err := r.Store.CreateBuildset(ctx, p); err != nil {
 		return nil, fmt.Errorf("create buildset: %w", err)
 	}
+	r.reported(p.Reports)
 	switch {
 	case planErr != nil:
 		bs.State, bs.Result, bs.Error = store.BuildsetDone, store.ConfigError, planErr.Error()
@@ -414,11 +430,17 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 			return fail(err)
 		}
 	} else {
+		at := r.now()
+		reports, err := spec.Deliveries(ReportStart, at)
+		if err != nil {
+			return fail(err)
+		}
 		if err := r.persist(giveUp, "buildset "+bs.ID+": start", func() error {
-			return r.checked(r.Store.StartBuildset(bg, store.StartBuildsetParams{ID: bs.ID, Fence: r.Semaphores.Fence(), At: r.now()}))
+			return r.checked(r.Store.StartBuildset(bg, store.StartBuildsetParams{ID: bs.ID, Fence: r.Semaphores.Fence(), At: at, Reports: reports}))
 		}); err != nil {
 			return fail(err)
 		}
+		r.reported(reports)
 	}
 	if r.Observer != nil {
 		r.Observer.BuildsetStarted(bs, plan)
@@ -611,6 +633,13 @@ func (r *Runner) fence() *store.Fence {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// reported tells Reported of the deliveries a state change recorded.
+func (r *Runner) reported(reports []store.NewReportDelivery) {
+	if len(reports) > 0 && r.Reported != nil {
+		r.Reported()
+	}
+}
 
 // remaining weighs each job by its history (median of recent successes),
 // else its frozen weight (duration_hint), and returns the longest

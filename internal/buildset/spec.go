@@ -31,6 +31,8 @@ type Spec struct {
 	// Secrets names every secret_env of the config: their values are
 	// redacted from every log of the buildset.
 	Secrets []string `json:"secrets,omitempty"`
+	// Reports are the reporters of each event of the buildset.
+	Reports map[ReportEvent][]ReporterSpec `json:"reports,omitempty"`
 }
 
 // SemaphoreSpec is a semaphore with its max as the config said.
@@ -66,6 +68,7 @@ func Freeze(cfg *config.Config, plan *graph.Plan) (*Spec, error) {
 	s := &Spec{
 		Pipeline: plan.Pipeline, Precedence: pl.Precedence.Rank(),
 		MaxParallel: cfg.Limits.MaxParallel, Jobs: map[string]JobSpec{},
+		Reports: freezeReports(cfg, pl),
 	}
 	if name := pl.Semaphore.Name; name != "" {
 		s.Semaphore = &SemaphoreSpec{Name: name, Max: cfg.Semaphores[name].Max}

@@ -39,6 +39,8 @@ type Config struct {
 	// Pipelines by name; PipelineOrder lists them in definition order.
 	Pipelines     map[string]*Pipeline
 	PipelineOrder []string
+	// Reporters by name: who hears of buildsets (Pipeline.Report).
+	Reporters map[string]*Reporter
 
 	// Bootstrap is the name of the bootstrap job.
 	Bootstrap string
@@ -80,6 +82,9 @@ type Server struct {
 	Listen     string
 	TokensEnv  string
 	PublicRead bool
+	// PublicURL is how people reach the server (https://deploy.example.org):
+	// the base of the links in reports. Empty: reports carry no link.
+	PublicURL string
 }
 
 // Webhooks configures the forges that may send push events.
@@ -296,6 +301,8 @@ type Pipeline struct {
 	// Jobs lists the pipeline's jobs as written; the bootstrap job is part of
 	// every pipeline even when not listed.
 	Jobs []Ref
+	// Report names the reporters of each event of its buildsets.
+	Report ReportEvents
 }
 
 // Trigger says what starts a pipeline. Several may be set; none means the

@@ -80,6 +80,7 @@ type loader struct {
 	jobPos            map[string]Pos
 	pipePos           map[string]Pos
 	semPos            map[string]Pos
+	repPos            map[string]Pos
 }
 
 func newLoader() *loader {
@@ -88,6 +89,7 @@ func newLoader() *loader {
 			Semaphores: map[string]*Semaphore{},
 			Jobs:       map[string]*Job{},
 			Pipelines:  map[string]*Pipeline{},
+			Reporters:  map[string]*Reporter{},
 			Limits:     Limits{MaxParallel: DefaultMaxParallel},
 			Bastion:    Bastion{Port: DefaultSSHPort},
 			Server:     Server{PublicRead: true},
@@ -130,6 +132,7 @@ func (l *loader) file(name string, data []byte) {
 		"server":     l.once(d, func(v *yaml.Node, p string) { l.server(d, v, p) }),
 		"webhooks":   l.once(d, func(v *yaml.Node, p string) { l.webhooks(d, v, p) }),
 		"semaphores": func(_, v *yaml.Node, p string) { l.semaphores(d, v, p) },
+		"reporters":  func(_, v *yaml.Node, p string) { l.reporters(d, v, p) },
 		"jobs": func(k, v *yaml.Node, p string) {
 			if l.jobsKey.Line == 0 {
 				l.jobsKey = d.pos(k)
@@ -240,6 +243,12 @@ func (l *loader) server(d *decoder, n *yaml.Node, path string) {
 	d.mapping(n, path, map[string]field{
 		"listen":     func(_, v *yaml.Node, p string) { s.Listen, _ = d.str(v, p) },
 		"tokens_env": func(_, v *yaml.Node, p string) { s.TokensEnv, _ = d.str(v, p) },
+		"public_url": func(_, v *yaml.Node, p string) {
+			if u, ok := d.str(v, p); ok {
+				checkHTTPURL(d, v, p, u)
+				s.PublicURL = strings.TrimRight(u, "/")
+			}
+		},
 		"public_read": func(_, v *yaml.Node, p string) {
 			if b, ok := d.bool(v, p); ok {
 				s.PublicRead = b
@@ -519,7 +528,8 @@ func (l *loader) pipeline(d *decoder, pl *Pipeline, n *yaml.Node, path string) {
 				pl.Semaphore = Ref{Name: s, Pos: d.pos(v)}
 			}
 		},
-		"jobs": func(_, v *yaml.Node, p string) { pl.Jobs = d.refList(v, p) },
+		"jobs":   func(_, v *yaml.Node, p string) { pl.Jobs = d.refList(v, p) },
+		"report": func(_, v *yaml.Node, p string) { l.report(d, &pl.Report, v, p) },
 	})
 }
 

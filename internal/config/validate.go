@@ -129,6 +129,7 @@ func (l *loader) finish() (*Config, error) {
 		c.Bootstrap = boots[0].Name
 	}
 	l.cycles()
+	l.checkReports()
 
 	for _, name := range c.PipelineOrder {
 		pl := c.Pipelines[name]

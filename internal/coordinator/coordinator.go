@@ -140,6 +140,11 @@ type Options struct {
 	Tick time.Duration
 	// Observer, when set, hears of passes and runs (metrics).
 	Observer Observer
+	// Reports, when set, sends the report deliveries of the store's outbox,
+	// this process's and any other's: a service the coordinator starts
+	// last and stops after the runs, and wakes whenever a run records
+	// deliveries (it sets Runner.Reported).
+	Reports Service
 }
 
 // Coordinator decides what runs when, for one `sortie serve` or `sortie
@@ -222,6 +227,9 @@ func New(opt Options) (*Coordinator, error) {
 	}
 	sems.SlotsUsed = c.slots.InUse
 	c.ended.signal = &c.TestSignals.Ended
+	if w, ok := opt.Reports.(interface{ Wake() }); ok {
+		opt.Runner.Reported = w.Wake
+	}
 	c.reaper = &Reaper{
 		Store: opt.Store, Runner: opt.Runner, Self: c.Owner, Host: opt.Host, AnyHost: opt.AnyHost, End: c.endReaped, Say: opt.Say,
 	}
@@ -300,6 +308,11 @@ func (c *Coordinator) start(ctx context.Context) error {
 func (c *Coordinator) startServices(ctx context.Context) error {
 	for _, l := range []*loop{c.reaping, c.triggers, c.admission} {
 		if err := l.Start(ctx); err != nil {
+			return fmt.Errorf("coordinator: %w", err)
+		}
+	}
+	if c.opt.Reports != nil {
+		if err := c.opt.Reports.Start(ctx); err != nil {
 			return fmt.Errorf("coordinator: %w", err)
 		}
 	}
@@ -430,8 +443,9 @@ var errShutdown = errors.New("sortie serve shut down")
 // period is over or ctx is done. Then it cancels what still runs, with
 // errShutdown as the cause, and always waits for it. A buildset stopped
 // either way is left RUNNING in the store for the next start to resume.
-// Last it stops the semaphore lease. Stop is safe to call twice (the
-// second call waits for the first) and before Start (it does nothing).
+// Then it stops the report worker, and last the semaphore lease. Stop is
+// safe to call twice (the second call waits for the first) and before
+// Start (it does nothing).
 func (c *Coordinator) Stop(ctx context.Context) {
 	c.lifeMu.Lock()
 	if !c.started {
@@ -455,6 +469,10 @@ func (c *Coordinator) Stop(ctx context.Context) {
 	c.stopServices(ctx)
 	c.lifeMu.Unlock()
 	c.runs.Stop(ctx)
+	if c.opt.Reports != nil {
+		// After the runs: what their last ends recorded may go out.
+		c.opt.Reports.Stop(ctx)
+	}
 	c.opt.Runner.Semaphores.Stop()
 	close(c.stopped)
 }

@@ -102,7 +102,10 @@ func (c *Coordinator) Push(ctx context.Context, branch, delivery, by string) (*P
 		return res, nil
 	}
 	mirror := c.opt.Runner.Mirror
-	if err := mirror.Update(ctx); err != nil {
+	// A push names its branch: the remote's default branch does not
+	// matter here, and is not asked for (one connection less). Concurrent
+	// pushes and triggers share the fetch.
+	if err := mirror.UpdateBranches(ctx); err != nil {
 		return nil, err
 	}
 	head, err := mirror.Resolve(ctx, "refs/heads/"+branch)

@@ -52,6 +52,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/semaphores", s.reading(s.getSemaphores))
 	mux.HandleFunc("GET /api/v1/buildsets", s.reading(s.listBuildsets))
 	mux.HandleFunc("GET /api/v1/buildsets/{id}", s.reading(s.getBuildset))
+	mux.HandleFunc("GET /api/v1/buildsets/{id}/reports", s.reading(s.getReports))
 	mux.HandleFunc("GET /api/v1/buildsets/{id}/builds/{job}", s.reading(s.getBuild))
 	mux.HandleFunc("GET /api/v1/buildsets/{id}/builds/{job}/log", s.reading(streaming(s.getLog)))
 

@@ -28,6 +28,7 @@ type metrics struct {
 	waiters          *prometheus.GaugeVec
 	semaphoreWait    *prometheus.HistogramVec
 	reloads          *prometheus.CounterVec
+	reports          *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -68,9 +69,12 @@ func newMetrics() *metrics {
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sortie_config_reloads_total", Help: "Config reloads, by outcome (ok, refused).",
 		}, []string{"outcome"}),
+		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sortie_report_deliveries_total", Help: "Tries of report deliveries made here, by reporter and outcome (delivered, retry, failed: given up).",
+		}, []string{"reporter", "outcome"}),
 	}
 	m.reg.MustRegister(m.buildsets, m.buildsetDuration, m.buildsetWait, m.builds, m.buildDuration,
-		m.running, m.queue, m.holders, m.waiters, m.semaphoreWait, m.reloads,
+		m.running, m.queue, m.holders, m.waiters, m.semaphoreWait, m.reloads, m.reports,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -27,6 +27,10 @@ func (s *Server) Reload() error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	cfg, err := config.Load(s.opt.ConfigPath)
+	if err == nil {
+		// A reporter whose secret is not set would fail at every try.
+		err = cfg.CheckEnv(s.opt.Getenv)
+	}
 	now := time.Now().UTC()
 	if err != nil {
 		re := &ReloadError{At: now}

@@ -111,6 +111,7 @@ type reader interface {
 	Holders(ctx context.Context) ([]store.Holder, error)
 	Waiters(ctx context.Context) ([]store.Waiter, error)
 	Owners(ctx context.Context, f store.OwnerFilter) ([]store.Owner, error)
+	ReportDeliveries(ctx context.Context, buildsetID string) ([]*store.ReportDelivery, error)
 }
 
 // ReloadError is why the last reload was refused.
@@ -136,10 +137,15 @@ func New(opt Options) (*Server, error) {
 		opt: opt, log: opt.Log, st: opt.Store, reads: opt.Store, owner: opt.Semaphores.Owner,
 		cfg: opt.Config, loadedAt: time.Now().UTC(), metrics: newMetrics(),
 	}
+	reports, err := s.newReportWorker()
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	s.metrics.reg.MustRegister(newOutboxCollector(opt.Store))
 	coord, err := coordinator.New(coordinator.Options{
 		Store: opt.Store, Runner: opt.Runner, StateDir: opt.StateDir, Config: s.Config,
 		Clock: opt.Clock, Log: opt.Log, Grace: opt.Grace, Tick: opt.Tick, AnyHost: !opt.Config.Bastion.Local(),
-		Observer: coordObserver{m: s.metrics, st: opt.Store},
+		Observer: coordObserver{m: s.metrics, st: opt.Store}, Reports: reports,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sortie-ci/sortie/internal/source"
+
 	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/logs"
 	"github.com/sortie-ci/sortie/internal/store"
@@ -258,11 +260,11 @@ func (s *Server) LogTail(ctx context.Context, id, job string, attempt int, tail 
 	return out, nil
 }
 
-// CommitSubjects returns the subjects of the commits shas (full hashes)
-// from the server's mirror, leaving out those it does not have
-// (source.Mirror.Subjects). A subject never changes: callers cache them.
-func (s *Server) CommitSubjects(ctx context.Context, shas []string) (map[string]string, error) {
-	return s.opt.Mirror.Subjects(ctx, shas...)
+// Commits returns the subjects and authors of the commits shas (full
+// hashes) from the server's mirror, leaving out those it does not have
+// (source.Mirror.Commits). A commit never changes: callers cache them.
+func (s *Server) Commits(ctx context.Context, shas []string) (map[string]source.Commit, error) {
+	return s.opt.Mirror.Commits(ctx, shas...)
 }
 
 // JobMedians is JobMedian for several jobs at once: the median duration of

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/sortie-ci/sortie/internal/flock"
 )
@@ -21,6 +23,11 @@ import (
 // review refs of a forge (refs/pull/*, refs/changes/*), which can outnumber
 // them by far.
 var refspecs = []string{"+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"}
+
+// maintenanceEvery is how many fetches the mirror makes between two runs of
+// git's automatic maintenance (gc, repacking), which then does what its
+// own thresholds say.
+const maintenanceEvery = 50
 
 // ErrUnknownRevision is returned (wrapped) by Resolve and ChangedFiles for a
 // revision that names no commit of the mirror.
@@ -42,12 +49,29 @@ func (e *FetchError) Unwrap() error { return e.Err }
 // Mirror is a bare mirror of the branches and tags of the repository at URL,
 // kept in Dir.
 //
-// Update may be called concurrently, even by several processes sharing Dir:
-// it is serialised by an flock on Dir+".lock". Resolve and ChangedFiles only
-// read and need no lock.
+// Update may be called concurrently, even by several processes sharing Dir.
+// In one process, concurrent calls share fetches: a caller waits for the
+// fetch in progress to end and then joins the next one, which starts after
+// its call and so sees every push made before it; however many callers
+// arrive meanwhile, that is one more fetch, not one each. Processes are
+// serialised by an flock on Dir+".lock". Resolve and ChangedFiles only read
+// and need no lock. A Mirror must not be copied once used.
 type Mirror struct {
 	Dir string // the bare repository; Dir+".lock" is its lock file
 	URL string // any git URL or local path
+
+	mu      sync.Mutex
+	running *fetchCall // the fetch in progress, nil when none
+	next    *fetchCall // the one that starts when it ends, nil when no one waits
+	fetches atomic.Int64
+}
+
+// fetchCall is one fetch shared by the callers that joined it.
+type fetchCall struct {
+	done  chan struct{} // closed when it ended; err is set then
+	err   error
+	head  bool // follow the remote's default branch too (ls-remote)
+	joins int  // callers waiting on it, for tests
 }
 
 // Update brings the mirror up to date with URL: it fetches branches and tags,
@@ -55,9 +79,100 @@ type Mirror struct {
 // mirror that does not exist yet is made aside and renamed into Dir, so that
 // Dir never holds a half-made mirror.
 func (m *Mirror) Update(ctx context.Context) error {
+	return m.update(ctx, true)
+}
+
+// UpdateBranches is Update without following URL's default branch, which
+// costs one more connection to the remote (git ls-remote): for a caller
+// that names the branch it wants, as a push does. HEAD keeps what the last
+// Update found.
+func (m *Mirror) UpdateBranches(ctx context.Context) error {
+	return m.update(ctx, false)
+}
+
+// Fetches is how many fetches the mirror made in this process: callers
+// that shared one count once.
+func (m *Mirror) Fetches() int64 { return m.fetches.Load() }
+
+func (m *Mirror) update(ctx context.Context, head bool) error {
 	if strings.HasPrefix(m.URL, "-") {
 		return fmt.Errorf("source: update %s: bad url %q", m.Dir, m.URL)
 	}
+	for {
+		m.mu.Lock()
+		if m.running == nil {
+			// Nothing runs: start the pending fetch, which everyone
+			// waiting joined after their call, or a new one.
+			c := m.next
+			if c == nil {
+				c = &fetchCall{done: make(chan struct{})}
+			}
+			c.head = c.head || head
+			m.running, m.next = c, nil
+			m.mu.Unlock()
+			return m.lead(ctx, c)
+		}
+		// A fetch runs, which may have started before the push our
+		// caller wants to see: join the one after it.
+		prev := m.running
+		if m.next == nil {
+			m.next = &fetchCall{done: make(chan struct{})}
+		}
+		c := m.next
+		c.head = c.head || head
+		c.joins++
+		m.mu.Unlock()
+		select {
+		case <-prev.done:
+		case <-ctx.Done():
+			m.leave(c)
+			return fmt.Errorf("source: update %s: %w", m.Dir, context.Cause(ctx))
+		}
+		m.mu.Lock()
+		c.joins--
+		started := m.running == c || m.next != c
+		m.mu.Unlock()
+		if !started {
+			continue // lead it (or join whoever started a newer one)
+		}
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return fmt.Errorf("source: update %s: %w", m.Dir, context.Cause(ctx))
+		}
+		if c.err != nil && ctx.Err() == nil && isCanceled(c.err) {
+			continue // its leader gave up, not us: fetch again
+		}
+		return c.err
+	}
+}
+
+// leave takes back a caller's join of c, a pending fetch.
+func (m *Mirror) leave(c *fetchCall) {
+	m.mu.Lock()
+	c.joins--
+	m.mu.Unlock()
+}
+
+// lead runs the fetch c, which m.running names, and ends it for everyone
+// who joined.
+func (m *Mirror) lead(ctx context.Context, c *fetchCall) error {
+	err := m.updateLocked(ctx, c.head)
+	m.mu.Lock()
+	c.err = err
+	m.running = nil
+	close(c.done)
+	m.mu.Unlock()
+	return err
+}
+
+func isCanceled(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// updateLocked fetches under the lock that serialises processes.
+func (m *Mirror) updateLocked(ctx context.Context, head bool) error {
+	m.fetches.Add(1)
 	if err := os.MkdirAll(filepath.Dir(m.Dir), 0o755); err != nil {
 		return fmt.Errorf("source: update %s: %w", m.Dir, err)
 	}
@@ -68,7 +183,7 @@ func (m *Mirror) Update(ctx context.Context) error {
 	defer lock.Close()
 
 	if _, err := os.Stat(m.Dir); err == nil {
-		if err := m.fetch(ctx, m.Dir); err != nil {
+		if err := m.fetch(ctx, m.Dir, head); err != nil {
 			return fmt.Errorf("source: fetch %s: %w", m.Dir, err)
 		}
 		return nil
@@ -93,16 +208,29 @@ func (m *Mirror) create(ctx context.Context) error {
 	if _, err := Git(ctx, "init", "--quiet", "--bare", tmp); err != nil {
 		return err
 	}
-	if err := m.fetch(ctx, tmp); err != nil {
+	if err := m.fetch(ctx, tmp, true); err != nil {
 		return err
 	}
 	return os.Rename(tmp, m.Dir)
 }
 
-func (m *Mirror) fetch(ctx context.Context, dir string) error {
-	args := append([]string{"--git-dir", dir, "fetch", "--prune", "--quiet", m.URL}, refspecs...)
+// fetch fetches branches and tags into the repository dir and, when head
+// is set, points its HEAD where the remote's points.
+func (m *Mirror) fetch(ctx context.Context, dir string, head bool) error {
+	// git starts `git maintenance run --auto` after every fetch, a process
+	// that nearly always finds nothing to do: the mirror asks for it
+	// every maintenanceEvery fetches instead.
+	args := append([]string{"--git-dir", dir, "fetch", "--prune", "--quiet", "--no-auto-maintenance", "--no-write-fetch-head", m.URL}, refspecs...)
 	if _, err := Git(ctx, args...); err != nil {
 		return &FetchError{URL: m.URL, Err: err}
+	}
+	if m.fetches.Load()%maintenanceEvery == 0 {
+		if _, err := Git(ctx, "--git-dir", dir, "maintenance", "run", "--auto", "--quiet"); err != nil {
+			return err
+		}
+	}
+	if !head {
+		return nil
 	}
 	out, err := Git(ctx, "ls-remote", "--symref", m.URL, "HEAD")
 	if err != nil {

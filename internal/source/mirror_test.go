@@ -3,6 +3,8 @@ package source_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -359,5 +362,202 @@ func TestSubjects(t *testing.T) {
 	}
 	if got, err := m.Subjects(ctx); err != nil || len(got) != 0 {
 		t.Errorf("Subjects of nothing: %q, %v", got, err)
+	}
+	cs, err := m.Commits(ctx, second, unknown)
+	if c := cs[second]; err != nil || len(cs) != 1 || c.Author != "Sortie Test" || c.Subject != want[second] {
+		t.Errorf("Commits: %+v, %v; want %s by Sortie Test", cs, err, want[second])
+	}
+}
+
+// holdLock holds the mirror's lock from another process until the returned
+// function is called, as a second Sortie on the same state dir would.
+func holdLock(t *testing.T, m *source.Mirror) (release func()) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(m.Dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	holder := exec.Command("flock", m.Dir+".lock", "sh", "-c", "echo locked; read x || true")
+	stdin, err := holder.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatalf("flock(1): %v", err)
+	}
+	buf := make([]byte, 7)
+	if _, err := io.ReadFull(stdout, buf); err != nil || string(buf) != "locked\n" {
+		t.Fatalf("holder: %q, %v", buf, err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			stdin.Close()
+			if err := holder.Wait(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// waitFor polls cond, a state another goroutine reaches, until it holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Callers that arrive while a fetch runs share the next one: sixteen
+// concurrent triggers cost two fetches, not sixteen, and each sees the
+// commits made before its call.
+func TestUpdateSharesFetches(t *testing.T) {
+	t.Parallel()
+	r := newRepo(t)
+	r.commit("one", nil)
+	m := newMirror(t, r)
+	release := holdLock(t, m)
+
+	first := make(chan error, 1)
+	go func() { first <- m.Update(context.Background()) }()
+	waitFor(t, "the first fetch to start", func() bool { return m.Fetches() == 1 })
+	// Pushed after the first fetch started: only the next one is sure to
+	// see it, so every later caller must wait for that one.
+	c2 := r.commit("two", nil)
+	const callers = 15
+	errs := make(chan error, callers)
+	for range callers {
+		go func() {
+			err := m.UpdateBranches(context.Background())
+			if err == nil {
+				if got, rerr := m.Resolve(context.Background(), "main"); rerr != nil || got != c2 {
+					err = fmt.Errorf("after Update, main = %s (%v), want %s", got, rerr, c2)
+				}
+			}
+			errs <- err
+		}()
+	}
+	waitFor(t, "every caller to join the next fetch", func() bool { return m.Waiting() == callers })
+	// One more, cancelled while it waits, leaves without harm.
+	ctx, cancel := context.WithCancel(context.Background())
+	gaveUp := make(chan error, 1)
+	go func() { gaveUp <- m.Update(ctx) }()
+	waitFor(t, "the cancelled caller to join", func() bool { return m.Waiting() == callers+1 })
+	cancel()
+	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
+		t.Errorf("a caller cancelled while it waited: %v", err)
+	}
+	if got := m.Waiting(); got != callers {
+		t.Errorf("after one left, %d wait, want %d", got, callers)
+	}
+	release()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	for range callers {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if got := m.Fetches(); got != 2 {
+		t.Errorf("%d fetches for 1+%d concurrent callers, want 2", got, callers)
+	}
+}
+
+// UpdateBranches fetches branches but leaves HEAD where the last Update put
+// it: a push names its branch and need not ask the remote for its default.
+func TestUpdateBranchesLeavesHead(t *testing.T) {
+	t.Parallel()
+	r := newRepo(t)
+	c1 := r.commit("one", nil)
+	m := newMirror(t, r)
+	if err := m.UpdateBranches(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := resolve(t, m, ""); got != c1 {
+		t.Errorf("a new mirror: Resolve(\"\") = %s, want %s", got, c1)
+	}
+	r.git("checkout", "--quiet", "-b", "trunk")
+	c2 := r.commit("two", nil)
+	if err := m.UpdateBranches(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := resolve(t, m, "trunk"); got != c2 {
+		t.Errorf("trunk = %s, want %s", got, c2)
+	}
+	if got := resolve(t, m, ""); got != c1 {
+		t.Errorf("after UpdateBranches, Resolve(\"\") = %s, want main's %s still", got, c1)
+	}
+	if err := m.Update(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := resolve(t, m, ""); got != c2 {
+		t.Errorf("after Update, Resolve(\"\") = %s, want trunk's %s", got, c2)
+	}
+}
+
+// A fetch does not start git's automatic maintenance (a process each time,
+// that nearly always has nothing to do); every 50th fetch asks for it, and
+// it then does what git's thresholds say.
+func TestMaintenanceEveryFiftyFetches(t *testing.T) {
+	t.Parallel()
+	r := newRepo(t)
+	// More objects than a fetch unpacks (fetch.unpackLimit, 100): each
+	// fetch of such a commit keeps a pack of its own.
+	many := func(tag string) map[string]string {
+		files := map[string]string{}
+		for i := range 150 {
+			files[fmt.Sprintf("%s/%d", tag, i)] = tag + fmt.Sprint(i)
+		}
+		return files
+	}
+	r.commit("one", many("a"))
+	m := newMirror(t, r)
+	if err := m.Update(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// More than one pack is too many: git's maintenance would repack,
+	// before it returns (not in the background, as by default).
+	for _, kv := range [][2]string{{"gc.autoPackLimit", "1"}, {"gc.autoDetach", "false"}} {
+		if out, err := exec.Command("git", "--git-dir", m.Dir, "config", kv[0], kv[1]).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	packs := func() string {
+		out, err := exec.Command("git", "--git-dir", m.Dir, "count-objects", "-v").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.SplitSeq(string(out), "\n") {
+			if n, ok := strings.CutPrefix(line, "packs: "); ok {
+				return n
+			}
+		}
+		t.Fatalf("count-objects -v: %s", out)
+		return ""
+	}
+	r.commit("two", many("b"))
+	for m.Fetches() < 49 {
+		if err := m.UpdateBranches(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := packs(); n != "2" {
+		t.Fatalf("after %d fetches, %s packs, want 2: maintenance ran after a fetch", m.Fetches(), n)
+	}
+	if err := m.UpdateBranches(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := packs(); n != "1" {
+		t.Errorf("after the 50th fetch, %s packs, want 1: maintenance did not run", n)
 	}
 }

@@ -10,13 +10,33 @@ import (
 // subjectBatch is how many commits one git command reads the subjects of.
 const subjectBatch = 100
 
-// Subjects returns the subject (git's %s: the first paragraph of the
-// message, on one line) of each commit of shas, full hashes, that the
-// mirror has; a hash it does not have, or that is not a full hash, is left
-// out of the map. It reads the mirror only, like Resolve, and needs no
-// lock. A commit's subject never changes: callers may cache it by hash.
+// Commit is what people tell a commit by: its subject (git's %s: the
+// first paragraph of the message, on one line) and its author's name.
+type Commit struct {
+	Subject string
+	Author  string
+}
+
+// Subjects returns the subject of each commit of shas (see Commits).
 func (m *Mirror) Subjects(ctx context.Context, shas ...string) (map[string]string, error) {
-	out := map[string]string{}
+	cs, err := m.Commits(ctx, shas...)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(cs))
+	for sha, c := range cs {
+		out[sha] = c.Subject
+	}
+	return out, nil
+}
+
+// Commits returns the subject and author of each commit of shas, full
+// hashes, that the mirror has; a hash it does not have, or that is not a
+// full hash, is left out of the map. It reads the mirror only, like
+// Resolve, and needs no lock. A commit never changes: callers may cache
+// it by hash.
+func (m *Mirror) Commits(ctx context.Context, shas ...string) (map[string]Commit, error) {
+	out := map[string]Commit{}
 	var want []string
 	seen := map[string]bool{}
 	for _, s := range shas {
@@ -35,8 +55,10 @@ func (m *Mirror) Subjects(ctx context.Context, shas ...string) (map[string]strin
 	return out, nil
 }
 
-func (m *Mirror) subjects(ctx context.Context, shas []string, out map[string]string) error {
-	args := append([]string{"--git-dir", m.Dir, "log", "--no-walk=unsorted", "--format=%H %s"}, shas...)
+func (m *Mirror) subjects(ctx context.Context, shas []string, out map[string]Commit) error {
+	// The author's name and the subject are on one line each; a unit
+	// separator, which neither holds, parts them.
+	args := append([]string{"--git-dir", m.Dir, "log", "--no-walk=unsorted", "--format=%H%x1f%an%x1f%s"}, shas...)
 	b, err := Git(ctx, args...)
 	if err != nil {
 		// One commit the mirror lacks fails the whole command: ask again
@@ -55,10 +77,9 @@ func (m *Mirror) subjects(ctx context.Context, shas []string, out map[string]str
 		return err
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if sha, subject, ok := strings.Cut(line, " "); ok && isHash(sha) {
-			out[sha] = subject
-		} else if isHash(line) {
-			out[line] = "" // an empty message
+		f := strings.SplitN(line, "\x1f", 3)
+		if len(f) == 3 && isHash(f[0]) {
+			out[f[0]] = Commit{Author: f[1], Subject: f[2]}
 		}
 	}
 	return nil

@@ -12,7 +12,7 @@
 // are refused with ErrFenced and change nothing.
 //
 // The interfaces follow the roles of their users (Buildsets, Semaphores,
-// Owners, Pauses, Triggers); Store embeds them all. A store keeps and
+// Owners, Pauses, Triggers, Outbox); Store embeds them all. A store keeps and
 // locks; it decides nothing: which request a semaphore goes to is
 // semaphore.Decide's, applied through UpdateSemaphores.
 package store
@@ -341,6 +341,7 @@ type Store interface {
 	Owners
 	Pauses
 	Triggers
+	Outbox
 	// Close releases the store's resources.
 	Close() error
 }
@@ -367,14 +368,16 @@ type Buildsets interface {
 	// fence not live.
 	AdmitBuildset(ctx context.Context, id string, f Fence, at time.Time) error
 	// StartBuildset moves QUEUED or ADMITTED -> RUNNING, its owner
-	// p.Fence's, or ErrConflict (also for a buildset pinned to another
-	// owner); ErrFenced for a fence not live.
+	// p.Fence's, and records p.Reports, in one transaction; or it is
+	// ErrConflict (also for a buildset pinned to another owner), or
+	// ErrFenced for a fence not live.
 	StartBuildset(ctx context.Context, p StartBuildsetParams) error
 	// EndBuildset is the only way a buildset becomes DONE after it was
 	// made, in one transaction: every running attempt gets
 	// p.AttemptResult, every build not DONE its result (see
-	// EndBuildsetParams), the buildset p.Result, and its semaphore holders
-	// and waiters are dropped. ended is false, and nothing changes, when
+	// EndBuildsetParams), the buildset p.Result, its semaphore holders
+	// and waiters are dropped, and p.Reports are recorded. ended is
+	// false, and nothing changes, when
 	// the buildset was DONE already; an unknown id is ErrNotFound.
 	EndBuildset(ctx context.Context, p EndBuildsetParams) (ended bool, err error)
 	// SetBuildsetOwner makes f's owner the owner of a buildset that is
@@ -430,8 +433,12 @@ type CreateBuildsetParams struct {
 	// (Jobs must be empty) and the FinishedAt of Buildset. At most one of
 	// ConfigError and Skipped is set.
 	Skipped string
+	// Reports are recorded with the buildset (those of a buildset made
+	// DONE at once).
+	Reports []NewReportDelivery
 }
 
+// StartBuildsetParams is a buildset to start.
 // EndBuildsetParams say how a buildset ends and what becomes of what it
 // left unfinished. Builds and attempts finished already keep their
 // results.
@@ -456,6 +463,8 @@ type EndBuildsetParams struct {
 	// checked (ErrFenced); nil for one that nobody runs (a queued buildset
 	// cancelled, a dead run's buildset reaped).
 	Fence *Fence
+	// Reports are recorded with the end, if the buildset ends.
+	Reports []NewReportDelivery
 }
 
 // StartBuildsetParams is a buildset to record as started.
@@ -466,6 +475,8 @@ type StartBuildsetParams struct {
 	Fence Fence
 	// At is its StartedAt; a zero At leaves it nil.
 	At time.Time
+	// Reports are recorded with the start.
+	Reports []NewReportDelivery
 }
 
 // StartAttemptParams is an attempt to record as started.

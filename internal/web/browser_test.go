@@ -388,6 +388,7 @@ pipelines:
 		Text    string `json:"text"`
 		Sha     string `json:"sha"`
 		Subject string `json:"subject"`
+		Author  string `json:"author"`
 	}
 	// nameIn reads the buildset's name in the element that selector picks.
 	nameIn := func(selector, id string) named {
@@ -396,13 +397,14 @@ pipelines:
 			const box = document.querySelector(%s);
 			const a = box?.querySelector('a.buildset[href="/buildsets/%s"]');
 			return {link: a?.getAttribute('href') ?? '', text: a?.textContent ?? '',
-				sha: box?.querySelector('code.sha')?.textContent ?? '', subject: box?.querySelector('.subject')?.textContent ?? ''};
+				sha: box?.querySelector('code.sha')?.textContent ?? '', subject: box?.querySelector('.subject')?.textContent ?? '',
+				author: box?.querySelector('.author')?.textContent ?? ''};
 		})()`, jsString(selector), id))
 	}
 	checkName := func(where, selector, id string) {
 		t.Helper()
 		got := nameIn(selector, id)
-		want := named{Link: "/buildsets/" + id, Text: short(id), Sha: sha[:10], Subject: subject}
+		want := named{Link: "/buildsets/" + id, Text: short(id), Sha: sha[:10], Subject: subject, Author: "by t"}
 		if got != want {
 			t.Errorf("%s names buildset %s as %+v, want %+v", where, id, got, want)
 		}
@@ -437,6 +439,9 @@ pipelines:
 	}
 	if got := eval[string](b, `document.querySelector('#bs-commit .subject')?.textContent ?? ''`); got != subject {
 		t.Errorf("the buildset page's subject is %q, want %q", got, subject)
+	}
+	if got := eval[string](b, `document.querySelector('#bs-commit .author')?.textContent ?? ''`); got != "by t" {
+		t.Errorf("the buildset page's author is %q, want %q", got, "by t")
 	}
 	b.open("/buildsets/" + second + "/builds/hold")
 	checkName("the build page", "#build-facts", second)

@@ -19,6 +19,7 @@ import (
 	"github.com/sortie-ci/sortie/internal/config"
 	"github.com/sortie-ci/sortie/internal/graph"
 	"github.com/sortie-ci/sortie/internal/server"
+	"github.com/sortie-ci/sortie/internal/source"
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
@@ -209,7 +210,10 @@ func (f *fakeSource) LogLines(context.Context, string, string, int) ([]string, i
 func (f *fakeSource) JobMedians(context.Context, []string) (map[string]time.Duration, error) {
 	return nil, nil
 }
-func (f *fakeSource) CommitSubjects(context.Context, []string) (map[string]string, error) {
+func (f *fakeSource) Commits(context.Context, []string) (map[string]source.Commit, error) {
+	return nil, nil
+}
+func (f *fakeSource) Reports(context.Context, string) ([]server.ReportJSON, error) {
 	return nil, nil
 }
 

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+
+	"github.com/sortie-ci/sortie/internal/source"
 )
 
 // How the pages name a buildset: its short id, linked to its page, its
@@ -21,28 +23,31 @@ type bsName struct {
 	Sha     string // the commit, short
 	Commit  string
 	Subject string // "" when the mirror does not have the commit
+	Author  string // the commit's author's name; "" likewise
 }
 
-func (h *Handler) name(id, commit string, subjects map[string]string) bsName {
-	return bsName{ID: id, Short: shortID(id), Sha: shortCommit(commit), Commit: commit, Subject: subjects[commit]}
+func (h *Handler) name(id, commit string, commits map[string]source.Commit) bsName {
+	c := commits[commit]
+	return bsName{ID: id, Short: shortID(id), Sha: shortCommit(commit), Commit: commit, Subject: c.Subject, Author: c.Author}
 }
 
-// maxSubjects bounds the cache of commit subjects; it starts again empty
+// maxSubjects bounds the cache of commits' subjects and authors; it starts again empty
 // when full (a page needs at most a few dozen at once).
 const maxSubjects = 10000
 
-// subjectCache keeps commit subjects by hash: a commit's subject never
+// subjectCache keeps commits' subjects and authors by hash: a commit never
 // changes, and the status page asks for the same ones every 2 seconds.
 type subjectCache struct {
 	mu sync.Mutex
-	m  map[string]string
+	m  map[string]source.Commit
 }
 
-// subjects returns the subjects of the commits, from the cache or the
-// server's mirror; a commit the mirror does not have maps to "". A failure
-// to read the mirror is logged, and the page goes without subjects.
-func (h *Handler) subjects(ctx context.Context, commits ...string) map[string]string {
-	out := make(map[string]string, len(commits))
+// subjects returns the subjects and authors of the commits, from the cache
+// or the server's mirror; a commit the mirror does not have maps to the
+// zero Commit. A failure to read the mirror is logged, and the page goes
+// without them.
+func (h *Handler) subjects(ctx context.Context, commits ...string) map[string]source.Commit {
+	out := make(map[string]source.Commit, len(commits))
 	var missing []string
 	c := &h.subjectCache
 	c.mu.Lock()
@@ -57,7 +62,7 @@ func (h *Handler) subjects(ctx context.Context, commits ...string) map[string]st
 	if len(missing) == 0 {
 		return out
 	}
-	got, err := h.src.CommitSubjects(ctx, missing)
+	got, err := h.src.Commits(ctx, missing)
 	if err != nil {
 		h.log().Warn("web: commit subjects", "err", err)
 		return out
@@ -65,7 +70,7 @@ func (h *Handler) subjects(ctx context.Context, commits ...string) map[string]st
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m)+len(missing) > maxSubjects {
-		c.m = map[string]string{}
+		c.m = map[string]source.Commit{}
 	}
 	for _, sha := range missing {
 		c.m[sha] = got[sha] // "" for a commit the mirror lacks: not asked again

@@ -15,6 +15,7 @@ import (
 	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/graph"
 	"github.com/sortie-ci/sortie/internal/server"
+	"github.com/sortie-ci/sortie/internal/source"
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
@@ -80,7 +81,7 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 	known := map[string]string{}
 	for _, p := range st.Pipelines {
 		for _, e := range append(slices.Clip(p.Running), p.Queued...) {
-			if s := subjects[e.Commit]; s != "" {
+			if s := subjects[e.Commit].Subject; s != "" {
 				known[e.ID] = s
 			}
 		}
@@ -207,6 +208,10 @@ type buildsetPage struct {
 	// Skipped counts the builds skipped or cancelled meanwhile.
 	Failures []failureView
 	Skipped  int
+	// Reports are the buildset's report deliveries; ReportsError says why
+	// they could not be read.
+	Reports      []server.ReportJSON
+	ReportsError string
 }
 
 // failureLines is how many of a failed build's last log lines the
@@ -316,6 +321,9 @@ func (h *Handler) buildset(w http.ResponseWriter, r *http.Request) {
 			}
 			pg.Builds = append(pg.Builds, row)
 		}
+	}
+	if pg.Reports, err = h.src.Reports(r.Context(), bs.ID); err != nil {
+		pg.ReportsError = err.Error()
 	}
 	pg.Files, pg.NoFileList = bs.Files, bs.Files == nil
 	if len(pg.Files) > maxFiles {
@@ -590,7 +598,7 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 }
 
 // rowSubjects reads the subjects of the rows' commits.
-func (h *Handler) rowSubjects(r *http.Request, rows []server.HistoryRow) map[string]string {
+func (h *Handler) rowSubjects(r *http.Request, rows []server.HistoryRow) map[string]source.Commit {
 	commits := make([]string, len(rows))
 	for i, row := range rows {
 		commits[i] = row.Commit

@@ -32,6 +32,7 @@ import (
 
 	"github.com/sortie-ci/sortie/internal/config"
 	"github.com/sortie-ci/sortie/internal/server"
+	"github.com/sortie-ci/sortie/internal/source"
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
@@ -53,7 +54,8 @@ type Source interface {
 	LogTail(ctx context.Context, id, job string, attempt int, tail int64) (*server.LogTail, error)
 	LogLines(ctx context.Context, id, job string, n int) ([]string, int, error)
 	JobMedians(ctx context.Context, jobs []string) (map[string]time.Duration, error)
-	CommitSubjects(ctx context.Context, shas []string) (map[string]string, error)
+	Commits(ctx context.Context, shas []string) (map[string]source.Commit, error)
+	Reports(ctx context.Context, id string) ([]server.ReportJSON, error)
 }
 
 // Handler serves the pages and their static files.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -730,5 +731,86 @@ pipelines:
 	}
 	if box := doc.one(t, "the error", sel("p", "error-box")); !strings.Contains(box.Text(), "needy needs base") {
 		t.Errorf("the error says %q", box.Text())
+	}
+}
+
+// TestBuildsetPageReports: the Reports section says, for each reporter
+// and event, how far the delivery got, with the receiver's error redacted;
+// the commit line names the commit's author; a SKIPPED buildset tells no
+// one, and says so.
+func TestBuildsetPageReports(t *testing.T) {
+	const secret = "hook-secret-42-abcdef"
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A receiver that echoes what it was given, the signature (the
+		// secret's HMAC) and a secret that leaked in its config.
+		http.Error(w, "refused: signature "+r.Header.Get("X-Sortie-Signature-256")+" is not that of "+secret, http.StatusServiceUnavailable)
+	}))
+	defer down.Close()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	defer up.Close()
+	u := &uiServer{t: t}
+	u.Server = servertest.Start(t, fmt.Sprintf(`
+server: {public_url: https://deploy.example.org}
+reporters:
+  down: {type: webhook, url: %q, secret_env: HOOK_SECRET}
+  up: {type: webhook, url: %q, secret_env: HOOK_SECRET}
+jobs:
+  boot: {bootstrap: true, run: "true", files: ['^playbooks/']}
+  base: {run: "true", irrelevant_files: ['^docs/']}
+pipelines:
+  deploy: {jobs: [boot, base], report: {success: [down, up]}}
+`, down.URL, up.URL), servertest.Options{
+		UI:  func(srv *server.Server) http.Handler { u.ui = New(srv); return u.ui },
+		Env: map[string]string{"HOOK_SECRET": secret},
+	})
+	id := u.Trigger("deploy", nil)
+	u.WaitDone(id)
+	path := "/buildsets/" + id
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		doc := u.page(path, http.StatusOK)
+		table := doc.byID(t, "reports")
+		rows := table.all(sel("tr", "", "data-event", "success"))
+		states := map[string]string{}
+		errs := map[string]string{}
+		for _, r := range rows {
+			states[r.attr("data-reporter")] = strings.TrimSpace(r.one(t, "state", sel("td", "state")).Text())
+			errs[r.attr("data-reporter")] = r.one(t, "error", sel("td", "reason")).Text()
+		}
+		if len(rows) == 2 && states["up"] == "delivered" && states["down"] == "pending" && errs["down"] != "" {
+			if !strings.Contains(errs["down"], "503 Service Unavailable: refused: signature sha256=") || !strings.Contains(errs["down"], "is not that of ***") {
+				t.Errorf("the failed delivery's error reads %q: want the receiver's answer, the secret as ***", errs["down"])
+			}
+			if errs["up"] != "" {
+				t.Errorf("the delivered delivery has an error: %q", errs["up"])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reports: states %v, errors %v", states, errs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, err := http.Get(u.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.Contains(string(body), secret) {
+		t.Error("the buildset page shows the secret")
+	}
+	doc := u.page(path, http.StatusOK)
+	if got := doc.one(t, "author", sel("span", "author")).Text(); got != "by t" {
+		t.Errorf("the commit line names the author as %q, want %q", got, "by t")
+	}
+
+	skipped := u.Trigger("deploy", map[string]any{"files": []string{"docs/index.md"}})
+	if bs := u.WaitDone(skipped); bs.Result != "SKIPPED" {
+		t.Fatalf("buildset %s, want SKIPPED", bs.Result)
+	}
+	doc = u.page("/buildsets/"+skipped, http.StatusOK)
+	if got := doc.byID(t, "no-reports").Text(); !strings.Contains(got, "tells no one") {
+		t.Errorf("a SKIPPED buildset's Reports say %q", got)
 	}
 }

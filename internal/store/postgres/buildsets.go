@@ -77,6 +77,9 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 		if err != nil {
 			return err
 		}
+		if err := insertReports(ctx, tx, bs.ID, p.Reports); err != nil {
+			return err
+		}
 		if len(p.Jobs) == 0 {
 			return nil
 		}
@@ -228,18 +231,22 @@ func (s *Store) AdmitBuildset(ctx context.Context, id string, f store.Fence, at 
 }
 
 // StartBuildset moves QUEUED or ADMITTED -> RUNNING with p.Fence's owner
-// as its owner, or returns ErrConflict (also for a buildset pinned to
-// another owner; ErrNotFound for an unknown id), or ErrFenced.
+// as its owner and records p.Reports, in one transaction, or returns
+// ErrConflict (also for a buildset pinned to another owner; ErrNotFound
+// for an unknown id), or ErrFenced.
 func (s *Store) StartBuildset(ctx context.Context, p store.StartBuildsetParams) error {
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		if err := checkFence(ctx, tx, p.Fence); err != nil {
 			return err
 		}
-		return txCAS(ctx, tx,
+		if err := txCAS(ctx, tx,
 			`UPDATE buildsets SET state = $1, owner = $2, started_at = $3
 			WHERE id = $4 AND state IN ($5, $6) AND pinned_to IN ('', $2)`,
 			[]any{store.BuildsetRunning, p.Fence.Owner, nullTime(p.At), p.ID, store.BuildsetQueued, store.BuildsetAdmitted},
-			`SELECT state || CASE WHEN pinned_to <> '' THEN ', pinned to ' || pinned_to ELSE '' END FROM buildsets WHERE id = $1`, p.ID)
+			`SELECT state || CASE WHEN pinned_to <> '' THEN ', pinned to ' || pinned_to ELSE '' END FROM buildsets WHERE id = $1`, p.ID); err != nil {
+			return err
+		}
+		return insertReports(ctx, tx, p.ID, p.Reports)
 	})
 	if err != nil {
 		return fmt.Errorf("postgres: start buildset %s: %w", p.ID, err)
@@ -360,6 +367,9 @@ func (s *Store) EndBuildset(ctx context.Context, p store.EndBuildsetParams) (boo
 			if _, err := tx.Exec(ctx, st.q, st.args...); err != nil {
 				return err
 			}
+		}
+		if err := insertReports(ctx, tx, p.ID, p.Reports); err != nil {
+			return err
 		}
 		ended = true
 		return nil

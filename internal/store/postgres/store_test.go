@@ -82,3 +82,12 @@ func TestSeveralProcesses(t *testing.T) {
 	t.Run("max 1", func(t *testing.T) { storetest.Contend(t, stores, 1) })
 	t.Run("max 2", func(t *testing.T) { storetest.Contend(t, stores, 2) })
 }
+
+// TestSeveralProcessesClaimReports has workers of three pools on one
+// database claim report deliveries (FOR UPDATE SKIP LOCKED): each delivery
+// is claimed once, in order per buildset and reporter.
+func TestSeveralProcessesClaimReports(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.NewDatabase(t)
+	storetest.ContendClaims(t, []store.Store{openURL(t, dbURL), openURL(t, dbURL), openURL(t, dbURL)})
+}

@@ -95,7 +95,7 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 				return fmt.Errorf("build %s: %w", job, err)
 			}
 		}
-		return nil
+		return s.insertReports(ctx, tx, bs.ID, p.Reports)
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: create buildset %s: %w", bs.ID, err)
@@ -262,16 +262,20 @@ func (s *Store) AdmitBuildset(ctx context.Context, id string, f store.Fence, at 
 }
 
 // StartBuildset moves QUEUED or ADMITTED -> RUNNING with p.Fence's owner
-// as its owner, or returns ErrConflict (also for a buildset pinned to
-// another owner; ErrNotFound for an unknown id), or ErrFenced.
+// as its owner and records p.Reports, in one transaction, or returns
+// ErrConflict (also for a buildset pinned to another owner; ErrNotFound
+// for an unknown id), or ErrFenced.
 func (s *Store) StartBuildset(ctx context.Context, p store.StartBuildsetParams) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		if err := s.checkFence(ctx, tx, p.Fence); err != nil {
 			return err
 		}
-		return s.txCAS(ctx, tx, "buildsets", "id = ?", []any{p.ID},
+		if err := s.txCAS(ctx, tx, "buildsets", "id = ?", []any{p.ID},
 			`state = ?, owner = ?, started_at = ?`, []any{store.BuildsetRunning, p.Fence.Owner, nullNanos(p.At)},
-			`pinned_to IN ('', ?)`, []any{p.Fence.Owner}, store.BuildsetQueued, store.BuildsetAdmitted)
+			`pinned_to IN ('', ?)`, []any{p.Fence.Owner}, store.BuildsetQueued, store.BuildsetAdmitted); err != nil {
+			return err
+		}
+		return s.insertReports(ctx, tx, p.ID, p.Reports)
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: start buildset %s: %w", p.ID, err)
@@ -369,6 +373,9 @@ func (s *Store) EndBuildset(ctx context.Context, p store.EndBuildsetParams) (boo
 			if _, err := s.txExec(ctx, tx, st.q, st.args...); err != nil {
 				return err
 			}
+		}
+		if err := s.insertReports(ctx, tx, p.ID, p.Reports); err != nil {
+			return err
 		}
 		ended = true
 		return nil

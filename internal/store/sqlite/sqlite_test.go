@@ -205,3 +205,12 @@ func ExampleOpen() {
 	// bs1 true <nil>
 	// bs2 false <nil>
 }
+
+// TestTwoProcessesClaimReports opens one file twice, as two sortie
+// processes would, and has workers of both claim report deliveries: each
+// delivery is claimed once, in order per buildset and reporter.
+func TestTwoProcessesClaimReports(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "sortie.db")
+	storetest.ContendClaims(t, []store.Store{open(t, path), open(t, path)})
+}

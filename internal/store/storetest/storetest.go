@@ -145,6 +145,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"EndBuildsetOnce", testEndBuildsetOnce},
 		{"StartAttemptOnce", testStartAttemptOnce},
 		{"SeqVisibleInOrder", testSeqVisibleInOrder},
+		{"OutboxWithStateChanges", testOutboxWithStateChanges},
+		{"OutboxClaims", testOutboxClaims},
+		{"OutboxClaimOnce", testOutboxClaimOnce},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

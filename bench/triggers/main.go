@@ -1,0 +1,173 @@
+// Command triggers measures how fast `sortie serve` accepts triggers: C
+// clients POST N triggers in all to /api/v1/pipelines/deploy/trigger as
+// fast as they are answered, and it prints the accepted triggers per
+// second, the latency percentiles of a trigger, and the server's CPU time
+// (its own and its git children's) per trigger. Each binary given runs on
+// a fresh state dir and repository, one after the other, so that a
+// baseline and a change are compared in the same run (docs/benchmarks.md).
+// It measures; it asserts nothing.
+//
+//	go run ./bench/triggers -n 1000 -c 16 [-bin /path/to/old/sortie,...]
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sortie-ci/sortie/bench/internal/benchkit"
+)
+
+func main() {
+	n := flag.Int("n", 1000, "triggers in all")
+	c := flag.Int("c", 16, "concurrent clients")
+	bins := flag.String("bin", "", "comma-separated sortie binaries to compare, each labelled by its path; the tree's own build is always measured last")
+	flag.Parse()
+	if err := run(*n, *c, *bins); err != nil {
+		fmt.Fprintln(os.Stderr, "triggers:", err)
+		os.Exit(1)
+	}
+}
+
+func run(n, c int, bins string) error {
+	work, err := os.MkdirTemp("", "sortie-triggers-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	own, err := benchkit.Build(work)
+	if err != nil {
+		return err
+	}
+	var list []string
+	if bins != "" {
+		list = strings.Split(bins, ",")
+	}
+	list = append(list, own)
+	fmt.Printf("%d triggers from %d clients; manager independent, one job `true` per buildset\n", n, c)
+	fmt.Printf("%-28s %10s %9s %9s %9s %12s %6s\n", "binary", "accepted/s", "p50 ms", "p99 ms", "max ms", "CPU/trigger", "errors")
+	for i, bin := range list {
+		label := bin
+		if bin == own {
+			label = "this tree"
+		}
+		r, err := measure(bin, filepath.Join(work, fmt.Sprint(i)), n, c)
+		if err != nil {
+			return fmt.Errorf("%s: %w", label, err)
+		}
+		fmt.Printf("%-28s %10.0f %9.1f %9.1f %9.1f %9.2f ms %6d\n", label, r.rate, ms(r.p50), ms(r.p99), ms(r.max), ms(r.cpu), r.errors)
+	}
+	return nil
+}
+
+type result struct {
+	rate          float64
+	p50, p99, max time.Duration
+	cpu           time.Duration // per accepted trigger
+	errors        int
+}
+
+func measure(bin, dir string, n, c int) (*result, error) {
+	repo := filepath.Join(dir, "repo")
+	if err := benchkit.Repo(repo); err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "sortie.yaml")
+	// independent: every trigger makes a buildset that runs, none is
+	// superseded, so that the server does what production does with each.
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`source: {url: %q, branch: main}
+jobs:
+  boot: {bootstrap: true, run: "true"}
+pipelines:
+  deploy:
+    manager: independent
+    jobs: [boot]
+`, repo)), 0o644); err != nil {
+		return nil, err
+	}
+	srv, err := benchkit.Start(bin, cfg, filepath.Join(dir, "state"), nil, "SORTIE_TOKENS=bench-token")
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Stop()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c}, Timeout: time.Minute}
+	cpu0, err := srv.CPU()
+	if err != nil {
+		return nil, err
+	}
+	var (
+		next     atomic.Int64
+		mu       sync.Mutex
+		lat      []time.Duration
+		failures int
+		wg       sync.WaitGroup
+	)
+	start := time.Now()
+	for range c {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				t0 := time.Now()
+				err := trigger(client, srv.Base)
+				d := time.Since(t0)
+				mu.Lock()
+				if err != nil {
+					failures++
+					if failures == 1 {
+						fmt.Fprintln(os.Stderr, "first error:", err)
+					}
+				} else {
+					lat = append(lat, d)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	cpu1, err := srv.CPU()
+	if err != nil {
+		return nil, err
+	}
+	if len(lat) == 0 {
+		return nil, fmt.Errorf("no trigger accepted")
+	}
+	slices.Sort(lat)
+	return &result{
+		rate:   float64(len(lat)) / took.Seconds(),
+		p50:    lat[len(lat)/2],
+		p99:    lat[min(len(lat)-1, len(lat)*99/100)],
+		max:    lat[len(lat)-1],
+		cpu:    (cpu1 - cpu0) / time.Duration(len(lat)),
+		errors: failures,
+	}, nil
+}
+
+func trigger(client *http.Client, base string) error {
+	req, err := http.NewRequest("POST", base+"/api/v1/pipelines/deploy/trigger", bytes.NewReader([]byte("{}")))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer bench-token")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
