@@ -445,8 +445,11 @@ func readSSE(br *bufio.Reader, ch chan<- sseEvent) {
 	}
 }
 
-// TestLogs: a log is served whole, and followed live as it is written.
-func TestLogs(t *testing.T) {
+// TestLogs: a log is served whole, and followed live as it is written,
+// alike whether it is a file or chunks in the store.
+func TestLogs(t *testing.T) { forEachLogKind(t, testLogs) }
+
+func testLogs(t *testing.T, opt envOpt) {
 	g := newGate(t)
 	e := start(t, fmt.Sprintf(`
 jobs:
@@ -454,7 +457,7 @@ jobs:
   talk: {run: 'echo first-line; %s; echo second-line'}
 pipelines:
   p: {jobs: [boot, talk]}
-`, g.wait()), envOpt{})
+`, g.wait()), opt)
 	release(t, g)
 	id := e.trigger("p", nil)
 
