@@ -178,7 +178,8 @@ pipelines:
 	srv = spawnServe(t, addr, logPath, []string{"SORTIE_TOKENS=tok"}, args...)
 	waitFor("the restarted server to wait for space", func() bool {
 		return strings.Contains(serverLog(), "waiting until the store can be opened and written") ||
-			strings.Contains(serverLog(), "recovery waits until the state can be written")
+			// its registration as an owner, or its recovery
+			strings.Contains(serverLog(), "waits until the state can be written")
 	})
 	select {
 	case <-srv.done:

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -82,39 +83,43 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return usageError("run: %s: source.url is not set; say which repository to deploy", *path)
 	}
 	// A dead `sortie run` is not resumed, only reaped by whoever comes
-	// next (coordinator.Reaper, semaphore.Client.Reap). Locally its
-	// builds are found by their tag alone, to spare a record per build.
-	env, err := openEnv(ctx, *stateDir, db, cfg, coordinator.NewOwner(coordinator.OwnerRun), false)
+	// next (coordinator.Reaper). Locally its builds are found by their
+	// tag alone, to spare a record per build.
+	env, err := openEnv(ctx, *stateDir, db, cfg, coordinator.NewOwner(), false)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
-	// The dead runs' buildsets end as a server's coordinator ends them
-	// (step 4b of issue 12 puts `sortie run` on a coordinator of its own).
-	reaper := &coordinator.Reaper{Store: env.store, Runner: env.runner, Say: stderr}
-	// Once a dead sortie run's builds are ended, and before its
-	// semaphores are freed, the buildsets it left RUNNING are ended too (a
-	// server's next pass would, but a sortie run may be the only process
-	// left, and whoever gets the semaphores next may be quick to exit).
-	env.sems.Forget = reaper.Forget
-	if err := env.sems.Start(ctx); err != nil {
-		return err
-	}
-	if _, err := reaper.ReapDeadRuns(ctx, time.Now().UTC()); err != nil {
-		return err
-	}
 	env.runner.MaxParallel = *maxPar
 	env.sems.Precedence = cfg.Pipelines[*pipeline].Precedence.Rank()
 	prog := newProgress(stdout, *quiet)
 	env.runner.Observer = prog
+	// The same coordinator as a server's, as a run: it registers this
+	// process as an owner of kind run, runs the reaper (a dead process's
+	// builds ended, its semaphores freed, a dead run's buildsets ended),
+	// and decides the turn of this run's buildset as a server's managers
+	// would. Its log is for trouble only; the progress is the run's.
+	ver, _ := buildVersion()
+	coord, err := coordinator.New(coordinator.Options{
+		Kind: store.OwnerRun, Store: env.store, Runner: env.runner, StateDir: env.stateDir,
+		AnyHost: !cfg.Bastion.Local(), Version: ver, Config: func() *config.Config { return cfg }, Say: stderr,
+		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		return err
+	}
+	if err := coord.Start(ctx); err != nil {
+		return err
+	}
+	defer coord.Stop(context.WithoutCancel(ctx))
 
 	var evFiles []string
 	if files.set {
 		evFiles = append([]string{}, files.files...)
 	}
-	// Made with this process as its owner, so that a server sharing the
-	// store does not start it first.
-	bs, err := env.runner.Create(ctx, cfg, buildset.Event{Pipeline: *pipeline, Rev: *commit, Files: evFiles, Owner: env.sems.Owner, Mode: mode})
+	// Pinned to this process, so that a server sharing the store does not
+	// start it first.
+	bs, err := env.runner.Create(ctx, cfg, buildset.Event{Pipeline: *pipeline, Rev: *commit, Files: evFiles, PinnedTo: env.sems.Owner, Mode: mode})
 	var missing *graph.MissingDependencyError
 	switch {
 	case errors.As(err, &missing):
@@ -133,24 +138,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	prog.Start()
 	// A pause set by a server on this store holds new builds here too.
 	pauses := watchPauses(ctx, env.store, *pipeline, prog.Note, time.Second)
-	var result store.Result
-	var runErr error
-	// The pipeline's manager decides when it may start, as for a server's.
-	switch err := env.runner.WaitTurn(ctx, bs, cfg.Pipelines[*pipeline].Manager, 500*time.Millisecond, prog.Note); {
-	case err == nil:
-		result, runErr = env.runner.RunWith(ctx, bs, buildset.RunOptions{Hold: pauses.Held})
-	case ctx.Err() != nil:
-		result = store.Canceled // ended CANCELED by WaitTurn
-	default:
-		result, runErr = store.Error, err
-		fence := env.sems.Fence()
-		if _, eerr := env.runner.End(context.WithoutCancel(ctx), nil, store.EndBuildsetParams{
-			ID: bs.ID, Result: store.Error, Error: err.Error(),
-			BuildResult: store.Error, Reason: "sortie error: " + err.Error(), At: time.Now().UTC(), Fence: &fence,
-		}); eerr != nil {
-			return errors.Join(err, eerr)
-		}
-	}
+	// Its turn is decided as a server's managers decide; Ctrl-C while it
+	// waits ends it CANCELED.
+	result, runErr := coord.RunOwn(ctx, bs, coordinator.RunOwnOptions{Hold: pauses.Held, Say: prog.Note})
 	pauses.stop()
 	prog.Stop()
 	rep, err := buildset.MakeReport(context.WithoutCancel(ctx), env.store, bs.ID)
@@ -178,10 +168,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 // runEnv is what a command that runs buildsets opens on a state dir.
 type runEnv struct {
-	store   store.Store
-	sems    *semaphore.Client
-	runner  *buildset.Runner
-	closers []io.Closer
+	// stateDir is the state dir, absolute.
+	stateDir string
+	store    store.Store
+	sems     *semaphore.Client
+	runner   *buildset.Runner
+	closers  []io.Closer
 }
 
 // openEnv opens the state dir for a process named owner. The bastion tags
@@ -191,7 +183,7 @@ type runEnv struct {
 // (see local.Bastion.Untracked). The store is the one db names (see
 // database): <stateDir>/sortie.db when db is "". The semaphore client (the
 // lease) is made but not started: a server's coordinator starts it, a
-// `sortie run` once it has set its Forget.
+// `sortie run` once it has said what it is (Identity).
 func openEnv(ctx context.Context, stateDir, db string, cfg *config.Config, owner string, recorded bool) (*runEnv, error) {
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
@@ -237,13 +229,8 @@ func openEnv(ctx context.Context, stateDir, db string, cfg *config.Config, owner
 		// read from any of them, also after its writer died.
 		runner.Logs = storeLogs(st)
 	}
-	runner.Semaphores = &semaphore.Client{Store: st, Owner: owner, Bastion: b,
-		OnReap: func(ctx context.Context, o string, err error) {
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "sortie: dead process %s: %v\n", o, err)
-			}
-		}}
-	return &runEnv{store: st, sems: runner.Semaphores, closers: closers, runner: runner}, nil
+	runner.Semaphores = &semaphore.Client{Store: st, Owner: owner}
+	return &runEnv{stateDir: abs, store: st, sems: runner.Semaphores, closers: closers, runner: runner}, nil
 }
 
 func (e *runEnv) Close() {

@@ -44,7 +44,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return &exitError{code: 2, msg: "serve: a reporter's secret is not set in the environment"}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	owner := coordinator.NewOwner(coordinator.OwnerNode)
+	owner := coordinator.NewOwner()
 	// A state dir that cannot be written for now (a full disk) is waited
 	// for, not a reason to exit: what the store holds goes on once space
 	// is freed.

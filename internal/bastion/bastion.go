@@ -57,14 +57,20 @@ type Bastion interface {
 	// calls it with its dead predecessor's owner id before it retries the
 	// builds that were lost. An owner with nothing left is not an error.
 	KillOwner(ctx context.Context, owner string, grace time.Duration) error
+	// SetOwner makes owner (bastion.CheckOwner) the id of the Sortie
+	// process using the bastion from now on: a process whose lease was
+	// lost goes on as a new owner, and the builds it starts after are the
+	// new owner's, which KillOwner of the old id leaves alone. It is
+	// called only while no build of this bastion runs.
+	SetOwner(owner string) error
 }
 
 // CheckOwner rejects an owner id that is not safe as a file name on a
 // bastion (the process groups of an owner's builds are recorded under
 // <workdir>/run/<owner>/): it is 1 to 100 letters, digits and '-', and
 // does not start with '-'. Sortie's own ids are made by
-// coordinator.NewOwner ("srv-" or "run-" and 16 hex digits); a bastion
-// never reads a kind from them.
+// coordinator.NewOwner ("o-" and 16 hex digits); the kind of an owner is
+// the store's, never read from its id.
 func CheckOwner(owner string) error {
 	bad := owner == "" || len(owner) > 100 || owner[0] == '-'
 	for _, c := range owner {

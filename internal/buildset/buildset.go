@@ -135,10 +135,11 @@ type Event struct {
 	// CreatedAt, when set, is the buildset's arrival time (a coalesced
 	// buildset keeps its oldest member's); zero means now.
 	CreatedAt time.Time
-	// Owner, when set, is the process that runs the buildset as soon as it
-	// is made (`sortie run`): a server sharing the store counts it as
-	// running for its pipeline and never starts it itself.
-	Owner string
+	// PinnedTo, when set, is the process that made the buildset to run it
+	// itself (`sortie run`): the buildset is pinned to it
+	// (store.Buildset.PinnedTo), and a server sharing the store never
+	// starts, supersedes nor merges it.
+	PinnedTo string
 	// Mode is the check mode and limit asked for; a pipeline with
 	// check: true runs in check mode whatever it says.
 	Mode Mode
@@ -179,7 +180,7 @@ func (r *Runner) Create(ctx context.Context, cfg *config.Config, ev Event) (*sto
 	}
 	bs := &store.Buildset{
 		Pipeline: ev.Pipeline, Commit: commit, Files: ev.Files, Cause: ev.Cause,
-		State: store.BuildsetQueued, CreatedAt: created, Owner: ev.Owner,
+		State: store.BuildsetQueued, CreatedAt: created, PinnedTo: ev.PinnedTo,
 	}
 	plan, planErr := graph.Select(cfg, ev.Pipeline, ev.Files)
 	// A graph that could not be made has no spec to keep, but its
@@ -363,7 +364,18 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 	if end == nil {
 		end = r.End
 	}
-	fail := func(err error) (store.Result, error) { return r.fail(bg, end, giveUp, bs, err) }
+	// Once the lease is lost, the buildset is left as it is, for whoever
+	// takes this owner's work over: nothing more is written of it, not
+	// even its end.
+	leftOver := func(err error) (store.Result, error) {
+		return "", fmt.Errorf("buildset %s left for whoever takes its owner's work over: %w", bs.ID, errors.Join(r.Semaphores.Err(), err))
+	}
+	fail := func(err error) (store.Result, error) {
+		if r.lost() || errors.Is(err, store.ErrFenced) {
+			return leftOver(err)
+		}
+		return r.fail(bg, end, giveUp, bs, err)
+	}
 	// Builds must not go on holding semaphores the store may hand to
 	// others: a lost lease cancels the buildset.
 	ctx, cancelLost := context.WithCancelCause(ctx)
@@ -384,9 +396,15 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 		return fail(err)
 	}
 	drained := false
-	// Whatever happens below, nothing of this buildset stays held.
+	// Whatever happens below, nothing of this buildset stays held, but
+	// for a buildset left for the next process (drained) or for whoever
+	// takes this owner's work over (lease lost): that one gets its
+	// pipeline semaphore back before anyone else.
 	defer func() {
-		if err := r.Store.ReleaseBuildset(bg, bs.ID); err != nil && !drained {
+		if drained || r.lost() {
+			return
+		}
+		if err := r.checked(r.Store.ReleaseBuildset(bg, bs.ID, r.Semaphores.Fence())); err != nil {
 			fmt.Fprintf(os.Stderr, "sortie: buildset %s: release its semaphores: %v\n", bs.ID, err)
 		}
 	}()
@@ -408,6 +426,8 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 		}
 		if err := sems.Wait(wctx, bs.ID, map[string]int{sp.Name: sp.Max}, bs.CreatedAt, r.poll()); err != nil {
 			switch {
+			case r.lost():
+				return leftOver(err)
 			case ctx.Err() != nil:
 				if bs.State == store.BuildsetRunning {
 					break // a resumed buildset is cancelled by its loop below
@@ -433,7 +453,7 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 			return fail(err)
 		}
 		if err := r.persist(giveUp, "buildset "+bs.ID+": start", func() error {
-			return r.Store.StartBuildset(bg, store.StartBuildsetParams{ID: bs.ID, Owner: r.Semaphores.Owner, At: at, Reports: reports})
+			return r.checked(r.Store.StartBuildset(bg, store.StartBuildsetParams{ID: bs.ID, Fence: r.Semaphores.Fence(), At: at, Reports: reports}))
 		}); err != nil {
 			return fail(err)
 		}
@@ -475,6 +495,10 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 	if errors.Is(runErr, scheduler.ErrDrained) {
 		drained = true
 		return "", ErrDrained
+	}
+	if r.lost() {
+		// Its checkout stays too: whoever adopts it resumes there.
+		return leftOver(runErr)
 	}
 	// The deploy itself is done; a cleanup failure is worth saying, not
 	// worth failing it.
@@ -600,6 +624,25 @@ func (r *Runner) cancelQueued(ctx context.Context, end endFunc, bs *store.Builds
 	return store.Canceled, nil
 }
 
+// lost reports whether this process's lease is lost (semaphore.Client.Lost).
+func (r *Runner) lost() bool {
+	select {
+	case <-r.Semaphores.Lost():
+		return true
+	default:
+		return false
+	}
+}
+
+// checked is err, told to the semaphore client first when the store
+// refused the write as fenced: the lease is lost then.
+func (r *Runner) checked(err error) error {
+	if errors.Is(err, store.ErrFenced) {
+		r.Semaphores.Fenced(err)
+	}
+	return err
+}
+
 // fence is the right to write of this process for the buildsets it runs.
 func (r *Runner) fence() *store.Fence {
 	f := r.Semaphores.Fence()
@@ -673,15 +716,20 @@ type recorder struct {
 	giveUp <-chan struct{}
 }
 
+// persist records a change, unless the lease is lost: then nothing more
+// is written, and the scheduler is told why.
 func (rc *recorder) persist(job, what string, write func() error) error {
-	return rc.r.persist(rc.giveUp, fmt.Sprintf("buildset %s: build %s: %s", rc.bs.ID, job, what), write)
+	if rc.r.lost() {
+		return rc.r.Semaphores.Err()
+	}
+	return rc.r.checked(rc.r.persist(rc.giveUp, fmt.Sprintf("buildset %s: build %s: %s", rc.bs.ID, job, what), write))
 }
 
 func (rc *recorder) AttemptStarted(ctx context.Context, job string, n int, at time.Time) error {
 	err := rc.persist(job, "start of attempt "+strconv.Itoa(n), func() error {
 		return rc.r.Store.StartAttempt(ctx, store.StartAttemptParams{
 			Attempt: &store.Attempt{
-				BuildsetID: rc.bs.ID, Job: job, Number: n, Owner: rc.r.Semaphores.Owner,
+				BuildsetID: rc.bs.ID, Job: job, Number: n, Owner: rc.r.Semaphores.Fence().Owner,
 				StartedAt: at, Log: rc.r.logSink().Path(store.LogKey{BuildsetID: rc.bs.ID, Job: job, Attempt: n}),
 			},
 			Fence: rc.r.Semaphores.Fence(),

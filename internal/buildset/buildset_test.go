@@ -38,7 +38,7 @@ func setup(t *testing.T, yaml string) (*buildset.Runner, *config.Config) {
 	t.Cleanup(func() { st.Close() })
 	b := local.New(filepath.Join(dir, "bastion"))
 	b.Owner = "run-test"
-	sems := &semaphore.Client{Store: st, Owner: "run-test", Bastion: b}
+	sems := &semaphore.Client{Store: st, Owner: "run-test", Identity: store.RegisterOwnerParams{Kind: store.OwnerRun}}
 	if err := sems.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,9 @@ import (
 // End is the store path of every end of a buildset: it ends the buildset
 // through the store's EndBuildset (one transaction: what it left
 // unfinished, the buildset, its semaphores) and reports whether this call
-// ended it: false when it was DONE already, which is not an error. A
+// ended it: false when it was DONE already, which is not an error. An end
+// by its runner (p.Fence set) whose lease was lost is refused
+// (store.ErrFenced), and the runner's semaphore client told. A
 // write the store refuses for now (store.ErrUnavailable) is tried again,
 // saying so on stderr, until giveUp is closed; a nil giveUp tries once.
 //
@@ -29,7 +31,7 @@ func (r *Runner) End(ctx context.Context, giveUp <-chan struct{}, p store.EndBui
 	end := func() error {
 		var err error
 		ended, err = r.Store.EndBuildset(ctx, p)
-		return err
+		return r.checked(err)
 	}
 	if giveUp == nil {
 		err = end()

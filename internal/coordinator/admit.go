@@ -40,59 +40,29 @@ func (c *Coordinator) dispatch(ctx context.Context) {
 // it, and applies it: once it returns, what they decided (admit,
 // supersede, coalesce) has been done. The managers' loop calls it at
 // every wake-up and tick; tests call it by hand. Passes run one at a
-// time. First it reaps the buildsets of dead `sortie run`s, which would
-// otherwise count as running for their pipelines for ever.
+// time. A buildset pinned to a `sortie run` is decided for with the others
+// (it takes its turn in arrival order, and is never superseded nor
+// merged), but only its run starts it: a Start of it is not applied here.
+// A process whose lease is lost decides nothing.
 func (c *Coordinator) Pass(ctx context.Context) error {
 	c.passMu.Lock()
 	defer c.passMu.Unlock()
-	cfg := c.opt.Config()
-	// Failing to reap (say, the bastion is unreachable, so their builds
-	// cannot be ended) holds up only their pipelines: the rest is
-	// decided anyway.
-	// Each buildset reaped is logged by endReaped.
-	if _, err := c.reaper.ReapDeadRuns(ctx, time.Now().UTC()); err != nil && ctx.Err() == nil {
-		c.log.Error("end the buildsets of dead sortie run processes", "err", err)
+	if c.lostNow() {
+		return nil
 	}
+	cfg := c.opt.Config()
 	active, err := c.st.ActiveBuildsets(ctx)
 	if err != nil {
 		return err
 	}
-	pauses := *c.pauses.Load()
-	snap := pipeline.Snapshot{}
-	if p := c.Paused(""); p != nil {
-		snap.PauseAll = &pipeline.Pause{By: p.By, Reason: p.Reason, At: p.At}
-	}
-	byName := map[string]int{}
-	for _, name := range cfg.PipelineNames() {
-		pl := cfg.Pipelines[name]
-		p := pipeline.Pipeline{Name: name, Manager: pl.Manager, Precedence: pl.Precedence}
-		if pz, ok := pauses[name]; ok {
-			p.Paused = &pipeline.Pause{By: pz.By, Reason: pz.Reason, At: pz.At}
-		}
-		byName[name] = len(snap.Pipelines)
-		snap.Pipelines = append(snap.Pipelines, p)
-	}
-	queued := map[string]int{}
-	for _, bs := range active {
-		i, ok := byName[bs.Pipeline]
-		if !ok {
-			if bs.AwaitsManagers() {
-				// Its pipeline is gone from the config: nothing can decide
-				// when it would run.
-				if err := c.finishQueued(ctx, bs.Pipeline, bs.ID, store.Canceled, fmt.Sprintf("pipeline %s is no longer in the config", bs.Pipeline), ""); err != nil {
-					return err
-				}
-			}
-			continue
-		}
-		b := pipeline.Buildset{ID: bs.ID, Commit: bs.Commit, Files: bs.Files, CreatedAt: bs.CreatedAt, Seq: bs.Seq}
-		// One that does not await them (a sortie run's, about to start
-		// it) counts as running.
+	snap, gone, queued := snapshot(cfg, cfg.PipelineNames(), c.Paused(""), *c.pauses.Load(), active)
+	for _, bs := range gone {
 		if bs.AwaitsManagers() {
-			snap.Pipelines[i].Queued = append(snap.Pipelines[i].Queued, b)
-			queued[bs.Pipeline]++
-		} else {
-			snap.Pipelines[i].Running = append(snap.Pipelines[i].Running, b)
+			// Its pipeline is gone from the config: nothing can decide
+			// when it would run.
+			if err := c.finishQueued(ctx, bs.Pipeline, bs.ID, store.Canceled, fmt.Sprintf("pipeline %s is no longer in the config", bs.Pipeline), ""); err != nil {
+				return err
+			}
 		}
 	}
 	if c.opt.Observer != nil {
@@ -102,15 +72,20 @@ func (c *Coordinator) Pass(ctx context.Context) error {
 	c.planMu.Lock()
 	c.lastPlan = plan
 	c.planMu.Unlock()
+	applied := 0
 	for _, act := range plan.Actions {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if a, ok := act.(pipeline.Start); ok && pinned(active, a.Buildset) {
+			continue // its run's to start
+		}
 		if err := c.apply(ctx, cfg, act, active); err != nil {
 			return fmt.Errorf("%s: %w", act, err)
 		}
+		applied++
 	}
-	if !plan.Empty() {
+	if applied > 0 {
 		// What was just applied may let more happen (a coalesced
 		// buildset's members are gone): look again soon.
 		c.wake()
@@ -153,7 +128,13 @@ func (c *Coordinator) apply(ctx context.Context, cfg *config.Config, act pipelin
 // admit lets a queued buildset go: it waits for its pipeline semaphore and
 // runs, in this process.
 func (c *Coordinator) admit(ctx context.Context, id string, active []*store.Buildset) error {
-	if err := c.st.AdmitBuildset(ctx, id, c.owner, time.Now().UTC()); err != nil {
+	fence := c.opt.Runner.Semaphores.Fence()
+	owner := fence.Owner
+	if err := c.st.AdmitBuildset(ctx, id, fence, time.Now().UTC()); err != nil {
+		if errors.Is(err, store.ErrFenced) {
+			c.opt.Runner.Semaphores.Fenced(err)
+			return nil
+		}
 		return ignoreConflict(err)
 	}
 	c.TestSignals.Admitted.Signal(id)
@@ -169,7 +150,7 @@ func (c *Coordinator) admit(ctx context.Context, id string, active []*store.Buil
 			return err
 		}
 	}
-	bs.State, bs.Owner = store.BuildsetAdmitted, c.owner
+	bs.State, bs.Owner = store.BuildsetAdmitted, owner
 	c.launch(bs)
 	return nil
 }
@@ -200,6 +181,16 @@ func (c *Coordinator) endReaped(ctx context.Context, bs *store.Buildset, p store
 		c.TestSignals.Reaped.Signal(bs.ID)
 	}
 	return ended, err
+}
+
+// pinned reports whether buildset id of active is pinned to a run.
+func pinned(active []*store.Buildset, id string) bool {
+	for _, bs := range active {
+		if bs.ID == id {
+			return bs.PinnedTo != ""
+		}
+	}
+	return false
 }
 
 // ignoreConflict: the row changed under the decision (an operator

@@ -1,9 +1,11 @@
-// Package coordinator is the one place that decides what runs when in a
-// `sortie serve`: the pipelines' managers admit, supersede and coalesce
-// buildsets (pipeline.Decide), admitted buildsets are launched on the
-// executor's shared slots (buildset.Runner.RunWith), a dead predecessor's
-// buildsets are adopted at start, dead `sortie run`s are reaped, cron and
-// polling make buildsets, and cancels reach the runs. Every end of a
+// Package coordinator is the one place that decides what runs when, in a
+// `sortie serve` and in a `sortie run` alike: the pipelines' managers
+// admit, supersede and coalesce buildsets (pipeline.Decide), admitted
+// buildsets are launched on the executor's shared slots
+// (buildset.Runner.RunWith), a run's own buildset starts when the same
+// decision starts it (RunOwn), a dead predecessor's buildsets are adopted
+// at start, dead owners are reaped (Reaper), cron and polling make
+// buildsets, and cancels reach the runs. Every end of a
 // buildset it sees goes through one path (Coordinator.end), which ends it
 // in the store and publishes one Ended event to in-process subscribers.
 //
@@ -17,12 +19,24 @@
 // what its dead predecessor left running on the bastion, releases that
 // process's semaphores, retries the builds that were lost, and runs the
 // queue on.
+//
+// Each incarnation of the process is an owner in the store (store.Owners),
+// registered at Start with its kind, node, host and state dir; every write
+// of its work carries its fence. When its lease is lost (not renewed in
+// time, or fenced by another process, which the store says by refusing a
+// write with store.ErrFenced), its runs are cancelled with
+// semaphore.ErrLeaseLost and write nothing more; once they have returned
+// a server registers again as a new owner, recovers what the old one
+// left, as a successor on the state dir would, and goes on. A run (kind
+// run) only stops.
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -32,6 +46,7 @@ import (
 	"github.com/sortie-ci/sortie/internal/config"
 	"github.com/sortie-ci/sortie/internal/pipeline"
 	"github.com/sortie-ci/sortie/internal/scheduler"
+	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/store"
 	"github.com/sortie-ci/sortie/internal/trigger"
 )
@@ -41,7 +56,7 @@ import (
 const DefaultGrace = 5 * time.Minute
 
 // Store is what the coordinator keeps and reads: buildsets, semaphores and
-// the owners' leases (adoption, reaping), pauses, and the marks of
+// the owners (registration, adoption, reaping), pauses, and the marks of
 // triggers.
 type Store interface {
 	store.Buildsets
@@ -76,15 +91,40 @@ type Options struct {
 	Store Store
 	// Runner is the template of every run: its Store, Bastion, Mirror,
 	// Semaphores and LogDir are set; the coordinator copies it per
-	// buildset. Its Semaphores client must not be started: Start sets its
-	// Forget (a dead `sortie run`'s buildsets end through the
-	// coordinator), starts it, and Stop stops it, after the runs.
+	// buildset. Its Semaphores client, with its Owner set, must not be
+	// started: New sets its Identity from these options, Start starts it
+	// (registering the owner), and Stop stops it, after the runs. A
+	// process whose lease was lost goes on with a new Owner, set on the
+	// client and on the Bastion (SetOwner).
 	Runner *buildset.Runner
-	// StateDir holds serve.owners, the owners of earlier processes on it
-	// still to be recovered. The caller holds the state dir's lock
+	// Kind is what this process is: store.OwnerNode ("" too), a `sortie
+	// serve`, which runs the managers, cron and polling, recovers its
+	// predecessors and goes on as a new owner when its lease is lost; or
+	// store.OwnerRun, a `sortie run`, which runs its own buildset in its
+	// turn (RunOwn) and the reaper, nothing else.
+	Kind store.OwnerKind
+	// StateDir is the state dir, absolute. The caller holds its lock
 	// (serve.lock) from before Start until after Stop: holding it is what
-	// proves those processes dead.
+	// proves dead the earlier servers registered with this node name,
+	// host and state dir, which Start recovers at once.
 	StateDir string
+	// Node names this server; "" means the host name.
+	Node string
+	// Host is this host's name; "" means os.Hostname.
+	Host string
+	// Version is recorded with the owner.
+	Version string
+	// AnyHost says the bastion reaches the builds of every owner,
+	// whatever host it ran on (an SSH bastion): the reaper ends what a
+	// dead owner of any host left. Otherwise (the local bastion) only the
+	// owners of this host are ended here.
+	AnyHost bool
+	// Reap is how often the reaper looks for dead owners; 0 means a third
+	// of the semaphore lease.
+	Reap time.Duration
+	// Say, when set, is told which buildsets of dead `sortie run`s the
+	// reaper ended, in a line for people (Reaper.Say).
+	Say io.Writer
 	// Config returns the config in force; it is read at every decision.
 	// After a reload, call ConfigChanged.
 	Config func() *config.Config
@@ -107,7 +147,8 @@ type Options struct {
 	Reports Service
 }
 
-// Coordinator decides what runs when, for one `sortie serve`. Make it with
+// Coordinator decides what runs when, for one `sortie serve` or `sortie
+// run` (Options.Kind). Make it with
 // New, Start it, and Stop it.
 type Coordinator struct {
 	// TestSignals let tests wait for what it did; a test calls their
@@ -117,7 +158,6 @@ type Coordinator struct {
 	opt    Options
 	log    *slog.Logger
 	st     Store
-	owner  string
 	reaper *Reaper
 	ended  broker
 	// slots are the executor's build slots, limits.max_parallel, shared by
@@ -128,7 +168,11 @@ type Coordinator struct {
 
 	admission *loop
 	triggers  *loop
-	runs      *runs
+	reaping   *loop
+	// lease watches the lease of each incarnation, and when it is lost
+	// goes on as a new owner.
+	lease *loop
+	runs  *runs
 
 	// lifeMu orders Start, the first step of Stop, and ConfigChanged's
 	// restart of the triggers.
@@ -150,6 +194,9 @@ func New(opt Options) (*Coordinator, error) {
 	if opt.Store == nil || opt.Runner == nil || opt.Runner.Semaphores == nil || opt.Runner.Bastion == nil || opt.Runner.Mirror == nil || opt.Config == nil {
 		return nil, errors.New("coordinator: Store, Runner (with its Semaphores, Bastion and Mirror) and Config are required")
 	}
+	if opt.Runner.Semaphores.Owner == "" {
+		return nil, errors.New("coordinator: the Runner's Semaphores client has no Owner")
+	}
 	if opt.Clock == nil {
 		opt.Clock = trigger.SystemClock()
 	}
@@ -162,33 +209,50 @@ func New(opt Options) (*Coordinator, error) {
 	if opt.Tick <= 0 {
 		opt.Tick = time.Second
 	}
+	sems := opt.Runner.Semaphores
+	if opt.Reap <= 0 {
+		opt.Reap = cmp.Or(sems.Lease, semaphore.DefaultLease) / 3
+	}
+	opt.Host = cmp.Or(opt.Host, hostname())
+	opt.Node = cmp.Or(opt.Node, opt.Host)
+	opt.Kind = cmp.Or(opt.Kind, store.OwnerNode)
 	c := &Coordinator{
-		opt: opt, log: opt.Log, st: opt.Store, owner: opt.Runner.Semaphores.Owner,
+		opt: opt, log: opt.Log, st: opt.Store,
 		kick: make(chan struct{}, 1), stopped: make(chan struct{}),
 		slots: scheduler.NewPool(opt.Config().Limits.MaxParallel),
 	}
+	sems.Identity = store.RegisterOwnerParams{
+		Kind: opt.Kind, Node: opt.Node, Host: opt.Host, StateDir: opt.StateDir, Version: opt.Version,
+		SlotsMax: c.slots.Max(),
+	}
+	sems.SlotsUsed = c.slots.InUse
 	c.ended.signal = &c.TestSignals.Ended
 	if w, ok := opt.Reports.(interface{ Wake() }); ok {
 		opt.Runner.Reported = w.Wake
 	}
-	c.reaper = &Reaper{Store: opt.Store, Runner: opt.Runner, End: c.endReaped}
+	c.reaper = &Reaper{
+		Store: opt.Store, Runner: opt.Runner, Self: c.Owner, Host: opt.Host, AnyHost: opt.AnyHost, End: c.endReaped, Say: opt.Say,
+	}
 	c.runs = &runs{c: c, m: map[string]*run{}}
 	c.admission = &loop{name: "managers", run: c.dispatch}
 	c.triggers = &loop{name: "triggers", run: c.runTriggers}
+	c.reaping = &loop{name: "reaper", run: c.reapLoop}
+	c.lease = &loop{name: "lease", run: c.watchLease}
 	empty := map[string]store.Pause{}
 	c.pauses.Store(&empty)
 	return c, nil
 }
 
-// Owner is this process's owner id.
-func (c *Coordinator) Owner() string { return c.owner }
+// Owner is this process's owner id: this incarnation's.
+func (c *Coordinator) Owner() string { return c.opt.Runner.Semaphores.Fence().Owner }
 
-// Start takes this process's semaphore lease, recovers what earlier
-// processes on the state dir left (Options.StateDir), and starts the
-// runs, cron and polling, and the managers. A store that cannot be
-// written for now (a full disk) is waited for until ctx is done. It
-// fails, having stopped what it started, if the lease cannot be taken or
-// the recovery fails; a Coordinator started once is not started again.
+// Start registers this process as an owner (its semaphore client's
+// Start), recovers what earlier processes on the state dir left
+// (Options.StateDir), and starts the runs, the reaper, cron and polling,
+// and the managers. A store that cannot be written for now (a full disk)
+// is waited for until ctx is done. It fails, having stopped what it
+// started, if the owner cannot be registered or the recovery fails; a
+// Coordinator started once is not started again.
 func (c *Coordinator) Start(ctx context.Context) error {
 	c.lifeMu.Lock()
 	if c.started {
@@ -204,32 +268,48 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	return err
 }
 
+// persist runs write until the store takes it (store.Persist), or ctx is
+// done; what waits is said in the log.
+func (c *Coordinator) persist(ctx context.Context, what string, write func() error) error {
+	return store.Persist(ctx.Done(), time.Second,
+		func(err error) { c.log.Error(what+" waits until the state can be written", "err", err) },
+		func() { c.log.Info("the state can be written again: " + what + " goes on") },
+		write)
+}
+
 func (c *Coordinator) start(ctx context.Context) error {
 	sems := c.opt.Runner.Semaphores
-	sems.Forget = c.reaper.Forget
-	persist := func(write func() error) error {
-		return store.Persist(ctx.Done(), time.Second,
-			func(err error) { c.log.Error("recovery waits until the state can be written", "err", err) },
-			func() { c.log.Info("the state can be written again: recovery goes on") },
-			write)
+	if err := c.persist(ctx, "registration", func() error { return sems.Start(ctx) }); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
 	}
-	if err := persist(func() error { return sems.Start(ctx) }); err != nil {
+	c.TestSignals.Registered.Signal(sems.Owner)
+	if c.opt.Kind == store.OwnerRun {
+		// A run has no predecessor to recover, and does not go on after
+		// its lease is lost: its runs stop, and the reapers end them.
+		return c.reaping.Start(ctx)
+	}
+	if err := c.lease.Start(ctx); err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}
 	if err := c.runs.Start(ctx); err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}
-	if err := persist(func() error { return c.recover(ctx) }); err != nil {
+	if err := c.persist(ctx, "recovery", func() error { return c.recover(ctx) }); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
 	if err := c.loadPauses(ctx); err != nil {
 		return fmt.Errorf("coordinator: read pauses: %w", err)
 	}
-	if err := c.triggers.Start(ctx); err != nil {
-		return fmt.Errorf("coordinator: %w", err)
-	}
-	if err := c.admission.Start(ctx); err != nil {
-		return fmt.Errorf("coordinator: %w", err)
+	return c.startServices(ctx)
+}
+
+// startServices starts the reaper, cron and polling, and the managers.
+// The caller holds lifeMu.
+func (c *Coordinator) startServices(ctx context.Context) error {
+	for _, l := range []*loop{c.reaping, c.triggers, c.admission} {
+		if err := l.Start(ctx); err != nil {
+			return fmt.Errorf("coordinator: %w", err)
+		}
 	}
 	if c.opt.Reports != nil {
 		if err := c.opt.Reports.Start(ctx); err != nil {
@@ -237,6 +317,120 @@ func (c *Coordinator) start(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// stopServices stops the managers, cron and polling, and the reaper. The
+// caller holds lifeMu.
+func (c *Coordinator) stopServices(ctx context.Context) {
+	c.triggers.Stop(ctx)
+	c.admission.Stop(ctx)
+	c.reaping.Stop(ctx)
+}
+
+// reapLoop is the reaper service: a round at once, then one every
+// Options.Reap.
+func (c *Coordinator) reapLoop(ctx context.Context) {
+	t := time.NewTicker(c.opt.Reap)
+	defer t.Stop()
+	for {
+		if err := c.Reap(ctx); err != nil && ctx.Err() == nil {
+			c.log.Error("reap dead owners", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Reap makes one round of the reaper (Reaper.Reap): the owners whose lease
+// ran out are fenced, and those this process can reach are ended and
+// released, a dead `sortie run`'s buildsets ended through the single end
+// path. The reaper service calls it; tests call it by hand.
+func (c *Coordinator) Reap(ctx context.Context) error {
+	_, err := c.reaper.Reap(ctx)
+	return err
+}
+
+// watchLease waits for the lease of this incarnation to be lost, then goes
+// on as a new owner (reincarnate), for as long as the coordinator runs.
+func (c *Coordinator) watchLease(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.opt.Runner.Semaphores.Lost():
+		}
+		c.log.Error("this process's lease is lost: its runs stop, writing nothing more, and it goes on as a new owner",
+			"owner", c.Owner(), "err", c.opt.Runner.Semaphores.Err())
+		for {
+			err := c.reincarnate(ctx)
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			c.log.Error("go on as a new owner", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// reincarnate goes on after the lease was lost: the managers, cron,
+// polling and the reaper stop, the runs (cancelled with
+// semaphore.ErrLeaseLost by the loss) are waited for, then the process
+// registers as a new owner, on the semaphore client and the bastion, and
+// recovers what the old one left, as a successor on the state dir would:
+// the old owner is one of its predecessors. The services start again. A
+// shutdown that begins meanwhile stops it.
+func (c *Coordinator) reincarnate(ctx context.Context) error {
+	sems := c.opt.Runner.Semaphores
+	c.lifeMu.Lock()
+	if c.stopping.Load() {
+		c.lifeMu.Unlock()
+		return nil
+	}
+	c.stopServices(ctx)
+	c.lifeMu.Unlock()
+	// A retry after a failed recovery finds the new owner registered.
+	if c.lostNow() {
+		c.runs.halt(semaphore.ErrLeaseLost)
+		sems.Stop()
+		owner := NewOwner()
+		if err := c.opt.Runner.Bastion.SetOwner(owner); err != nil {
+			return err
+		}
+		old := sems.Owner
+		sems.Owner = owner
+		if err := c.persist(ctx, "registration", func() error { return sems.Start(ctx) }); err != nil {
+			return err
+		}
+		c.log.Info("registered as a new owner", "owner", owner, "was", old)
+		c.TestSignals.Registered.Signal(owner)
+		c.runs.reopen(ctx)
+	}
+	if err := c.persist(ctx, "recovery", func() error { return c.recover(ctx) }); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.stopping.Load() {
+		return nil
+	}
+	return c.startServices(ctx)
+}
+
+// lostNow reports whether this incarnation's lease is lost.
+func (c *Coordinator) lostNow() bool {
+	select {
+	case <-c.opt.Runner.Semaphores.Lost():
+		return true
+	default:
+		return false
+	}
 }
 
 // errShutdown is the cause of the cancel of the builds still running when
@@ -267,8 +461,12 @@ func (c *Coordinator) Stop(ctx context.Context) {
 	}
 	c.stopping.Store(true)
 	c.log.Info("shutting down: no new builds start; waiting for running ones", "grace", c.opt.Grace)
-	c.triggers.Stop(ctx)
-	c.admission.Stop(ctx)
+	c.lifeMu.Unlock()
+	// The lease's watcher first: once it has returned, nothing starts
+	// the services again.
+	c.lease.Stop(ctx)
+	c.lifeMu.Lock()
+	c.stopServices(ctx)
 	c.lifeMu.Unlock()
 	c.runs.Stop(ctx)
 	if c.opt.Reports != nil {

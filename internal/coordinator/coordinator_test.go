@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sortie-ci/sortie/internal/bastion"
 	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/store"
 )
@@ -51,21 +53,16 @@ func TestNoHTTP(t *testing.T) {
 	}
 }
 
-// TestOwnerKinds: the kind of an owner made for a kind is that kind; any
-// other id is a node's, left for a successor rather than reaped.
-func TestOwnerKinds(t *testing.T) {
-	for _, kind := range []OwnerKind{OwnerNode, OwnerRun} {
-		a, b := NewOwner(kind), NewOwner(kind)
-		if a == b {
-			t.Errorf("two owners of kind %s named %s", kind, a)
-		}
-		if got := KindOf(a); got != kind {
-			t.Errorf("KindOf(%s) = %s, want %s", a, got, kind)
-		}
+// TestNewOwner: owner ids are new each time, say nothing of a kind, and
+// are ids a bastion takes.
+func TestNewOwner(t *testing.T) {
+	a, b := NewOwner(), NewOwner()
+	if a == b {
+		t.Errorf("two owners named %s", a)
 	}
-	for id, want := range map[string]OwnerKind{"": "", "run-x": OwnerRun, "srv-x": OwnerNode, "servertest1": OwnerNode, "runner": OwnerNode} {
-		if got := KindOf(id); got != want {
-			t.Errorf("KindOf(%q) = %q, want %q", id, got, want)
+	for _, id := range []string{a, b} {
+		if err := bastion.CheckOwner(id); err != nil {
+			t.Errorf("%s: %v", id, err)
 		}
 	}
 }
@@ -179,21 +176,29 @@ pipelines:
   q: {manager: independent, semaphore: bridge, jobs: [boot, work]}
 `)
 	ctx := t.Context()
-	const dead = "srv-dead1"
-	if err := os.WriteFile(filepath.Join(h.state, "serve.owners"), []byte(dead+"\n"), 0o644); err != nil {
+	// The predecessor: a server on this node, host and state dir, its
+	// lease still running (it was killed a moment ago); the state dir's
+	// lock, which the new one holds, proves it dead.
+	now := time.Now()
+	host := hostname()
+	dead, err := h.st.RegisterOwner(ctx, store.RegisterOwnerParams{ID: "o-dead1", Kind: store.OwnerNode,
+		Node: host, Host: host, StateDir: h.state, Lease: time.Hour, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another server elsewhere, alive: its waiter stays.
+	other, err := h.st.RegisterOwner(ctx, store.RegisterOwnerParams{ID: "o-other", Kind: store.OwnerNode,
+		Node: "elsewhere", Host: "elsewhere", StateDir: "/elsewhere", Lease: time.Hour, Now: now})
+	if err != nil {
 		t.Fatal(err)
 	}
 	running := h.create("p")
-	if err := h.st.StartBuildset(ctx, store.StartBuildsetParams{ID: running.ID, Owner: dead, At: time.Now()}); err != nil {
+	if err := h.st.StartBuildset(ctx, store.StartBuildsetParams{ID: running.ID, Fence: dead, At: now}); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.st.RenewLease(ctx, dead, time.Now().Add(time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
 	for _, r := range []semaphore.Request{
-		{Holder: running.ID, Buildset: running.ID, Owner: dead, Semaphores: map[string]int{"bridge": 1}, Since: now, Now: now},
-		{Holder: "waiter", Buildset: "waiter", Owner: "srv-other", Semaphores: map[string]int{"bridge": 1}, Since: now, Now: now},
+		{Holder: running.ID, Buildset: running.ID, Owner: dead.Owner, Fence: dead, Semaphores: map[string]int{"bridge": 1}, Since: now, Now: now},
+		{Holder: "waiter", Buildset: "waiter", Owner: other.Owner, Fence: other, Semaphores: map[string]int{"bridge": 1}, Since: now, Now: now},
 	} {
 		if _, err := semaphore.TryAcquire(ctx, h.st, r); err != nil {
 			t.Fatal(err)
@@ -207,9 +212,20 @@ pipelines:
 	if ev := h.waitEnded(running.ID, map[string][]Ended{}); ev.Result != store.Success {
 		t.Errorf("adopted buildset: %s", ev.Result)
 	}
-	owners, err := readOwners(filepath.Join(h.state, "serve.owners"))
-	if err != nil || !slices.Equal(owners, []string{h.c.Owner()}) {
-		t.Errorf("serve.owners %v (%v), want only %s", owners, err, h.c.Owner())
+	rows, err := h.st.Owners(ctx, store.OwnerFilter{IDs: []string{dead.Owner, other.Owner, h.c.Owner()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]store.OwnerState{}
+	for _, o := range rows {
+		states[o.ID] = o.State
+	}
+	want := map[string]store.OwnerState{dead.Owner: store.OwnerReleased, other.Owner: store.OwnerLive, h.c.Owner(): store.OwnerLive}
+	if !maps.Equal(states, want) {
+		t.Errorf("owners %v, want %v", states, want)
+	}
+	if ws, _ := h.st.Waiters(ctx); len(ws) != 1 || ws[0].Holder != "waiter" {
+		t.Errorf("waiters %+v, want the live server's", ws)
 	}
 }
 

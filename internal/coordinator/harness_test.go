@@ -54,11 +54,11 @@ func newHarness(t *testing.T, yaml string) *harness {
 		t.Fatal(err)
 	}
 	h.st = st
-	owner := NewOwner(OwnerNode)
+	owner := NewOwner()
 	b := local.New(filepath.Join(h.state, "bastion"))
 	b.Owner = owner
 	h.runner = &buildset.Runner{
-		Store: st, Bastion: b, Semaphores: &semaphore.Client{Store: st, Owner: owner, Bastion: b},
+		Store: st, Bastion: b, Semaphores: &semaphore.Client{Store: st, Owner: owner},
 		Mirror: &source.Mirror{Dir: filepath.Join(h.state, "mirror.git"), URL: repo},
 		LogDir: filepath.Join(h.state, "logs"), Poll: 10 * time.Millisecond, Grace: time.Second,
 	}

@@ -28,11 +28,11 @@ pipelines:
   p: {jobs: [boot, a, b, c]}
 `
 
-// TestReapDeadRuns: the buildsets of a `sortie run` that died are ended
+// TestReap: the buildsets of a `sortie run` that died are ended
 // ERROR, with their running build ERROR and its attempt LOST, once the
 // build it left running on the bastion has been ended; those of a live
 // run, and of servers, are left alone.
-func TestReapDeadRuns(t *testing.T) {
+func TestReap(t *testing.T) {
 	h := newHarness(t, twoJobs)
 	r, cfg := h.runner, h.cfg.Load()
 	ctx := context.Background()
@@ -47,14 +47,16 @@ func TestReapDeadRuns(t *testing.T) {
 		orphan <- out
 	}()
 	waitFor(t, "the orphan to start", func() bool { return len(ownerProcs(t, "run-dead")) > 0 })
-	mk := func(owner string) string {
-		id := startedBy(t, r, cfg, owner, now)
-		if err := r.Store.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: id, Job: "boot", Number: 1, Owner: owner, StartedAt: now}}); err != nil {
+	mk := func(owner string, kind store.OwnerKind, alive bool) string {
+		fence := register(t, h.st, owner, kind, alive)
+		id := startedBy(t, r, cfg, fence, now)
+		if err := r.Store.StartAttempt(ctx, store.StartAttemptParams{Fence: fence,
+			Attempt: &store.Attempt{BuildsetID: id, Job: "boot", Number: 1, Owner: owner, StartedAt: now}}); err != nil {
 			t.Fatal(err)
 		}
 		return id
 	}
-	dead, live, srv := mk("run-dead"), mk("run-live"), mk("srv-dead")
+	dead, live, srv := mk("run-dead", store.OwnerRun, false), mk("run-live", store.OwnerRun, true), mk("srv-dead", store.OwnerNode, false)
 	// The dead run had made its checkout: reaping marks it finished, for
 	// the bastion's cleanup to remove in its turn.
 	deadBS, _ := r.Store.GetBuildset(ctx, dead)
@@ -62,11 +64,8 @@ func TestReapDeadRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.st.RenewLease(ctx, "run-live", now.Add(time.Minute)); err != nil {
-		t.Fatal(err)
-	}
 	reaper := &Reaper{Store: h.st, Runner: r}
-	reaped, err := reaper.ReapDeadRuns(ctx, now)
+	reaped, err := reaper.Reap(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,6 +109,36 @@ func TestReapDeadRuns(t *testing.T) {
 			t.Errorf("%s (%s) was touched: %s", id, bs.Owner, bs.State)
 		}
 	}
+	// The dead ones are released (the server's buildset is left for its
+	// successor); the live one is not touched.
+	owners, err := h.st.Owners(ctx, store.OwnerFilter{IDs: []string{"run-dead", "run-live", "srv-dead"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range owners {
+		want := store.OwnerReleased
+		if o.ID == "run-live" {
+			want = store.OwnerLive
+		}
+		if o.State != want {
+			t.Errorf("owner %s: %s, want %s", o.ID, o.State, want)
+		}
+	}
+}
+
+// register registers owner of kind, with a lease of a minute: alive, or
+// run out an hour ago.
+func register(t *testing.T, st store.Owners, owner string, kind store.OwnerKind, alive bool) store.Fence {
+	t.Helper()
+	at := time.Now()
+	if !alive {
+		at = at.Add(-time.Hour)
+	}
+	fence, err := st.RegisterOwner(context.Background(), store.RegisterOwnerParams{ID: owner, Kind: kind, Lease: time.Minute, Now: at})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fence
 }
 
 // ownerProcs lists the live (not zombie) processes whose environment tags
@@ -153,18 +182,19 @@ func (u unreachable) KillOwner(ctx context.Context, owner string, grace time.Dur
 	return u.Bastion.KillOwner(ctx, owner, grace)
 }
 
-// TestReapDeadRunsKeepsWhatItCannotEnd: a dead run whose builds cannot be
+// TestReapKeepsWhatItCannotEnd: a dead run whose builds cannot be
 // ended on the bastion keeps its buildset RUNNING (and so its pipeline
 // held) for another try, says why, and does not stop the others' reaping.
-func TestReapDeadRunsKeepsWhatItCannotEnd(t *testing.T) {
+func TestReapKeepsWhatItCannotEnd(t *testing.T) {
 	h := newHarness(t, twoJobs)
 	r, cfg := h.runner, h.cfg.Load()
 	ctx := context.Background()
 	now := time.Now().UTC()
-	stuck, gone := startedBy(t, r, cfg, "run-stuck", now), startedBy(t, r, cfg, "run-gone", now)
+	stuck := startedBy(t, r, cfg, register(t, h.st, "run-stuck", store.OwnerRun, false), now)
+	gone := startedBy(t, r, cfg, register(t, h.st, "run-gone", store.OwnerRun, false), now)
 	r.Bastion = unreachable{Bastion: r.Bastion, owner: "run-stuck"}
 	reaper := &Reaper{Store: h.st, Runner: r}
-	reaped, err := reaper.ReapDeadRuns(ctx, now)
+	reaped, err := reaper.Reap(ctx)
 	if err == nil || !strings.Contains(err.Error(), "run-stuck") || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("error %v, want one naming run-stuck and why", err)
 	}
@@ -174,18 +204,23 @@ func TestReapDeadRunsKeepsWhatItCannotEnd(t *testing.T) {
 	if bs, _ := r.Store.GetBuildset(ctx, stuck); bs.State != store.BuildsetRunning {
 		t.Errorf("the buildset whose builds could not be ended: %s, want RUNNING", bs.State)
 	}
+	// The next round, the bastion reachable again, finishes the job.
+	r.Bastion = r.Bastion.(unreachable).Bastion
+	if reaped, err := reaper.Reap(ctx); err != nil || len(reaped) != 1 || reaped[0] != stuck {
+		t.Errorf("the next round reaped %v (%v), want [%s]", reaped, err, stuck)
+	}
 }
 
-// startedBy makes a buildset of pipeline p that owner started at now, and
-// returns its id.
-func startedBy(t *testing.T, r *buildset.Runner, cfg *config.Config, owner string, now time.Time) string {
+// startedBy makes a buildset of pipeline p that fence's owner started at
+// now, and returns its id.
+func startedBy(t *testing.T, r *buildset.Runner, cfg *config.Config, fence store.Fence, now time.Time) string {
 	t.Helper()
 	ctx := context.Background()
 	bs, err := r.Create(ctx, cfg, buildset.Event{Pipeline: "p"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Store.StartBuildset(ctx, store.StartBuildsetParams{ID: bs.ID, Owner: owner, At: now}); err != nil {
+	if err := r.Store.StartBuildset(ctx, store.StartBuildsetParams{ID: bs.ID, Fence: fence, At: now}); err != nil {
 		t.Fatal(err)
 	}
 	return bs.ID

@@ -6,20 +6,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 
-	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
-// ownersFile lists the owner ids of server processes on this state dir
-// whose leftovers may not be recovered yet: the current one, and any that
-// died before their successor finished recovering them.
-func (c *Coordinator) ownersFile() string { return filepath.Join(c.opt.StateDir, "serve.owners") }
+// legacyOwnersFile is the state dir's serve.owners of a sortie from before
+// owners were rows: the ids of earlier server processes on it, still to be
+// recovered. It is read once, by the first start that recovers them, and
+// then removed.
+func (c *Coordinator) legacyOwnersFile() string { return filepath.Join(c.opt.StateDir, "serve.owners") }
 
 func readOwners(path string) ([]string, error) {
 	f, err := os.Open(path)
@@ -40,59 +40,64 @@ func readOwners(path string) ([]string, error) {
 	return out, sc.Err()
 }
 
-func writeOwners(path string, owners []string) error {
-	err := writeOwnersFile(path, owners)
-	if errors.Is(err, syscall.ENOSPC) {
-		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
-	}
-	return err
-}
-
-func writeOwnersFile(path string, owners []string) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
+// recover takes over what the earlier server processes on this state dir
+// left: the node owners registered with this node name, host and state
+// dir but this one (and those a legacy serve.owners names). The state
+// dir's lock, which the caller holds, proves them dead, so they are
+// recovered at once, without waiting for their leases. In order, each
+// step safe to repeat if this process dies too: fence those still live
+// (FenceOwners with Force), end their process trees on the bastion
+// (KillOwner), mark them ended, release their semaphores but the pipeline
+// semaphores of their running buildsets (Kept), adopt their ADMITTED and
+// RUNNING buildsets (SetBuildsetOwner, which moves those kept holders to
+// this process) and run them, running ones first.
+func (c *Coordinator) recover(ctx context.Context) error {
+	self := c.Owner()
+	id := c.opt.Runner.Semaphores.Identity
+	earlier, err := c.st.Owners(ctx, store.OwnerFilter{Kind: store.OwnerNode, Node: id.Node, Host: id.Host, StateDir: id.StateDir})
 	if err != nil {
 		return err
+	}
+	legacy, err := readOwners(c.legacyOwnersFile())
+	if err != nil {
+		return fmt.Errorf("read %s: %w", c.legacyOwnersFile(), err)
+	}
+	dead := map[string]bool{}
+	for _, o := range earlier {
+		dead[o.ID] = true
+	}
+	for _, o := range legacy {
+		dead[o] = true
+	}
+	delete(dead, self)
+	if len(dead) == 0 {
+		return c.forgetLegacy(legacy)
+	}
+	ids := slices.Sorted(maps.Keys(dead))
+	if _, err := c.st.FenceOwners(ctx, store.FenceOwnersParams{IDs: ids, Force: true}); err != nil {
+		return err
+	}
+	owners, err := c.st.Owners(ctx, store.OwnerFilter{IDs: ids, States: []store.OwnerState{store.OwnerFenced, store.OwnerEnded}})
+	if err != nil {
+		return err
+	}
+	// A legacy owner may have no row (it died before its first
+	// renewal), or one released or carried over without its host: its
+	// process trees, if any, are ended whatever its row says.
+	for _, id := range legacy {
+		if err := c.opt.Runner.Bastion.KillOwner(ctx, id, c.opt.Runner.Grace); err != nil {
+			return fmt.Errorf("end the builds of %s: %w", id, err)
+		}
 	}
 	for _, o := range owners {
-		fmt.Fprintln(f, o)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
-// recover takes over what earlier server processes on this state dir left
-// (the state dir's lock, which the caller holds, proves them dead). In
-// order, each step safe to repeat if this process dies too: note this
-// process as one to recover (so a crash during recovery loses nothing),
-// end their process trees on the bastion, release their semaphores but
-// the pipeline semaphores of their running buildsets
-// (semaphore.ReleaseDead), adopt their buildsets (SetBuildsetOwner, which
-// moves those kept holders to this process) and run them on, running ones
-// first, then forget them.
-func (c *Coordinator) recover(ctx context.Context) error {
-	dead, err := readOwners(c.ownersFile())
-	if err != nil {
-		return err
-	}
-	dead = slices.DeleteFunc(dead, func(o string) bool { return o == c.owner })
-	if err := writeOwners(c.ownersFile(), append(slices.Clone(dead), c.owner)); err != nil {
-		return err
-	}
-	isDead := map[string]bool{}
-	for _, o := range dead {
-		isDead[o] = true
-		c.log.Info("recovering after an earlier server process", "owner", o)
-		if err := c.opt.Runner.Bastion.KillOwner(ctx, o, c.opt.Runner.Grace); err != nil {
-			return fmt.Errorf("end the builds of %s: %w", o, err)
+		if o.State != store.OwnerFenced {
+			continue
 		}
-		if err := semaphore.ReleaseDead(ctx, c.st, o); err != nil {
+		c.log.Info("recovering after an earlier server process", "owner", o.ID)
+		if err := c.opt.Runner.Bastion.KillOwner(ctx, o.ID, c.opt.Runner.Grace); err != nil {
+			return fmt.Errorf("end the builds of %s: %w", o.ID, err)
+		}
+		if err := c.st.MarkOwnerEnded(ctx, o.ID); err != nil && !errors.Is(err, store.ErrConflict) {
 			return err
 		}
 	}
@@ -100,19 +105,28 @@ func (c *Coordinator) recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Adopt them all before launching any: a running one's pipeline
-	// semaphore, kept for it by ReleaseDead, moves to this process with
-	// it, and the running ones are launched first (they hold what they
-	// need; the admitted ones wait behind them).
-	var adopted []*store.Buildset
-	for _, bs := range active {
-		if bs.State == store.BuildsetQueued || !isDead[bs.Owner] {
-			continue
-		}
-		if err := c.st.SetBuildsetOwner(ctx, bs.ID, c.owner); err != nil {
+	for _, o := range owners {
+		err := c.st.ReleaseOwner(ctx, store.ReleaseOwnerParams{ID: o.ID, Keep: Kept(o, active)})
+		if err != nil && !errors.Is(err, store.ErrConflict) {
 			return err
 		}
-		bs.Owner = c.owner
+	}
+	// Adopt them all before launching any: a running one's pipeline
+	// semaphore, kept for it, moves to this process with it, and the
+	// running ones are launched first (they hold what they need; the
+	// admitted ones wait behind them).
+	var adopted []*store.Buildset
+	for _, bs := range active {
+		if bs.State == store.BuildsetQueued || !dead[bs.Owner] {
+			continue
+		}
+		if err := c.st.SetBuildsetOwner(ctx, bs.ID, c.opt.Runner.Semaphores.Fence()); err != nil {
+			if errors.Is(err, store.ErrFenced) {
+				c.opt.Runner.Semaphores.Fenced(err)
+			}
+			return err
+		}
+		bs.Owner = self
 		adopted = append(adopted, bs)
 	}
 	slices.SortStableFunc(adopted, func(a, b *store.Buildset) int {
@@ -122,7 +136,19 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		c.log.Info("resuming buildset", "buildset", bs.ID, "pipeline", bs.Pipeline, "state", bs.State)
 		c.launch(bs)
 	}
-	return writeOwners(c.ownersFile(), []string{c.owner})
+	return c.forgetLegacy(legacy)
+}
+
+// forgetLegacy removes the legacy serve.owners once its owners are
+// recovered.
+func (c *Coordinator) forgetLegacy(legacy []string) error {
+	if legacy == nil {
+		return nil
+	}
+	if err := os.Remove(c.legacyOwnersFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // stateOrder puts running buildsets before admitted ones.

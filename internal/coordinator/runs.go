@@ -62,11 +62,12 @@ func (r *runs) Stop(ctx context.Context) {
 	r.mu.Lock()
 	r.closed = true
 	started := r.ctx != nil
+	drain, drainOnce, cancel := r.drain, &r.drainOnce, r.cancel
 	r.mu.Unlock()
 	if !started {
 		return
 	}
-	r.drainOnce.Do(func() { close(r.drain) })
+	drainOnce.Do(func() { close(drain) })
 	waited := make(chan struct{})
 	go func() {
 		r.wg.Wait()
@@ -81,8 +82,34 @@ func (r *runs) Stop(ctx context.Context) {
 	case <-ctx.Done():
 	}
 	r.c.log.Warn("grace period over: cancelling running builds")
-	r.cancel(errShutdown)
+	cancel(errShutdown)
 	<-waited
+}
+
+// halt launches nothing more, cancels every run with cause, and waits
+// for them: the lease was lost, and the runs write nothing more. reopen
+// takes the service up again, for the next owner.
+func (r *runs) halt(cause error) {
+	r.mu.Lock()
+	r.closed = true
+	if r.cancel != nil {
+		r.cancel(cause)
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
+// reopen makes the runs' parent context anew after halt, unless Stop has
+// begun.
+func (r *runs) reopen(ctx context.Context) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.c.stopping.Load() {
+		return
+	}
+	r.ctx, r.cancel = context.WithCancelCause(context.WithoutCancel(ctx))
+	r.drain, r.drainOnce = make(chan struct{}), sync.Once{}
+	r.closed = false
 }
 
 // launch runs a buildset in a goroutine of the runs service: unless it

@@ -87,6 +87,9 @@ type TestSignals struct {
 	Ended TestSignal[Ended]
 	// Reaped: a buildset's id, once ended because its `sortie run` died.
 	Reaped TestSignal[string]
+	// Registered: an owner id, once this process registered as it (at
+	// Start, and again after its lease was lost).
+	Registered TestSignal[string]
 	// Passed: the plan of each pass of the managers, once applied.
 	Passed TestSignal[pipeline.Plan]
 }
@@ -97,5 +100,6 @@ func (ts *TestSignals) Init() {
 	ts.Launched.Init()
 	ts.Ended.Init()
 	ts.Reaped.Init()
+	ts.Registered.Init()
 	ts.Passed.Init()
 }

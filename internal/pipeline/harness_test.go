@@ -78,9 +78,15 @@ func (w *world) snapshot() Snapshot {
 // queue adds a buildset without deciding; files nil means no file list.
 func (w *world) queue(pipeline, id, commit string, files []string) Buildset {
 	w.t.Helper()
+	return w.queuePinned(pipeline, id, commit, files, false)
+}
+
+// queuePinned is queue, pinned or not (a `sortie run`'s).
+func (w *world) queuePinned(pipeline, id, commit string, files []string, pinned bool) Buildset {
+	w.t.Helper()
 	w.clock = w.clock.Add(w.tick)
 	w.seq++
-	b := Buildset{ID: id, Commit: commit, Files: files, CreatedAt: w.clock, Seq: w.seq}
+	b := Buildset{ID: id, Commit: commit, Files: files, CreatedAt: w.clock, Seq: w.seq, Pinned: pinned}
 	p, ok := w.pipes[pipeline]
 	if !ok {
 		w.t.Fatalf("queue %s: no pipeline %s", id, pipeline)
@@ -107,8 +113,14 @@ func (w *world) arriveAll(pipeline, id, commit string) Plan {
 
 func (w *world) arriveFiles(pipeline, id, commit string, files []string) Plan {
 	w.t.Helper()
+	return w.arrivePinned(pipeline, id, commit, files, false)
+}
+
+// arrivePinned is arriveFiles, pinned or not.
+func (w *world) arrivePinned(pipeline, id, commit string, files []string, pinned bool) Plan {
+	w.t.Helper()
 	before := w.snapshot()
-	b := w.queue(pipeline, id, commit, files)
+	b := w.queuePinned(pipeline, id, commit, files, pinned)
 	plan, err := Enqueue(before, pipeline, b)
 	if err != nil {
 		w.t.Fatalf("enqueue: %v", err)

@@ -65,6 +65,11 @@ type Buildset struct {
 	// Seq is the store's arrival sequence; it orders buildsets created at
 	// the same instant.
 	Seq int64
+	// Pinned is a buildset that one process made to run itself (a `sortie
+	// run`'s): it is never superseded nor merged, nor does it supersede
+	// or join others; it is started in its turn, as arrival order and the
+	// manager say, by that process alone.
+	Pinned bool
 }
 
 // compareAge orders buildsets by arrival: created time, then sequence, then
@@ -342,33 +347,81 @@ func (d *decider) pipeline(all *Pause, p Pipeline) {
 		}
 
 	case config.ManagerSupercedent:
-		newest := queued[len(queued)-1]
-		for _, b := range queued[:len(queued)-1] {
-			d.bookkeeping = append(d.bookkeeping, Supersede{
-				Pipeline: p.Name, Buildset: b.ID, By: newest.ID,
-				Reason: fmt.Sprintf("superseded by %s (commit %s), a newer event of supercedent pipeline %s", newest.ID, short(newest.Commit), p.Name),
-			})
+		// The newest unpinned buildset supersedes the older unpinned
+		// ones; what is left (it and the pinned) starts one at a time,
+		// oldest first.
+		var left, unpinned []Buildset
+		for _, b := range queued {
+			if b.Pinned {
+				left = append(left, b)
+			} else {
+				unpinned = append(unpinned, b)
+			}
+		}
+		if len(unpinned) > 0 {
+			newest := unpinned[len(unpinned)-1]
+			for _, b := range unpinned[:len(unpinned)-1] {
+				d.bookkeeping = append(d.bookkeeping, Supersede{
+					Pipeline: p.Name, Buildset: b.ID, By: newest.ID,
+					Reason: fmt.Sprintf("superseded by %s (commit %s), a newer event of supercedent pipeline %s", newest.ID, short(newest.Commit), p.Name),
+				})
+			}
+			left = append(left, newest)
+			slices.SortFunc(left, compareAge)
 		}
 		switch {
 		case held != "":
-			wait(queued[len(queued)-1:], held)
+			wait(left, held)
 		case len(running) > 0:
-			wait(queued[len(queued)-1:], behind(running, "supercedent: one at a time; a newer event replaces this one"))
+			wait(left, behind(running, "supercedent: one at a time; a newer event replaces this one"))
 		default:
-			startOne(newest, "newest event and nothing running (supercedent)")
+			why := "newest event and nothing running (supercedent)"
+			if left[0].Pinned {
+				why = "a sortie run's, the oldest waiting, and nothing running (supercedent)"
+			}
+			startOne(left[0], why)
+			wait(left[1:], behind(left[:1], "supercedent: one at a time"))
 		}
 
 	case config.ManagerCoalesce:
+		// The unpinned buildsets merge into one, which takes its turn as
+		// its oldest member would; each pinned one takes its own.
+		var unpinned []Buildset
+		var turns [][]Buildset
+		for _, b := range queued {
+			if b.Pinned {
+				turns = append(turns, []Buildset{b})
+			} else {
+				if unpinned == nil {
+					turns = append(turns, nil) // the merge's turn, filled below
+				}
+				unpinned = append(unpinned, b)
+			}
+		}
+		for i, t := range turns {
+			if t == nil {
+				turns[i] = unpinned
+			}
+		}
 		switch {
 		case held != "":
 			wait(queued, held)
 		case len(running) > 0:
 			wait(queued, behind(running, "coalesce: the buildsets waiting merge into one when it finishes"))
-		case len(queued) == 1:
-			startOne(queued[0], "the only one waiting and nothing running (coalesce)")
 		default:
-			c := coalesce(p.Name, queued)
-			d.starts = append(d.starts, start{act: c, rank: rank, age: queued[0]})
+			first := turns[0]
+			switch {
+			case len(first) == 1 && len(queued) == 1:
+				startOne(first[0], "the only one waiting and nothing running (coalesce)")
+			case len(first) == 1:
+				startOne(first[0], "oldest waiting and nothing running (coalesce)")
+			default:
+				c := coalesce(p.Name, first)
+				d.starts = append(d.starts, start{act: c, rank: rank, age: first[0]})
+			}
+			for _, t := range turns[1:] {
+				wait(t, behind(turns[0][:1], "coalesce: one at a time; the buildsets waiting merge into one when it finishes"))
+			}
 		}
 
 	default: // serial

@@ -55,6 +55,40 @@ var scenarios = []struct {
 		},
 	},
 	{
+		name:  "a pinned buildset (a sortie run's) is never superseded nor merged, and starts in its turn",
+		pipes: []Pipeline{pipe("hourly", supercedent), pipe("merge", coalesceM), pipe("deploy", serial)},
+		run: func(w *world) {
+			w.arriveAll("hourly", "h1", "c1")
+			w.expect("start hourly/h1")
+			w.arrivePinned("hourly", "p2", "c2", nil, true)
+			w.arriveAll("hourly", "h3", "c3")
+			w.arriveAll("hourly", "h4", "c4")
+			w.expect("supersede hourly/h3 by h4")
+			w.finish("h1")
+			w.expect("start hourly/p2")
+			w.finish("p2")
+			w.expect("start hourly/h4")
+
+			w.arriveAll("merge", "g1", "c1")
+			w.expect("start merge/g1")
+			w.arrivePinned("merge", "q2", "c2", nil, true)
+			w.arrive("merge", "g3", "c3", "a")
+			w.arrive("merge", "g4", "c4", "b")
+			w.expect()
+			w.finish("g1")
+			w.expect("start merge/q2")
+			w.finish("q2")
+			w.expect("coalesce merge/g3+g4 -> m1 @c4 files=[a b]")
+
+			w.arrivePinned("deploy", "d1", "c1", nil, true)
+			w.expect("start deploy/d1")
+			w.arriveAll("deploy", "d2", "c2")
+			w.expect()
+			w.finish("d1")
+			w.expect("start deploy/d2")
+		},
+	},
+	{
 		name:  "supercedent: three events while one runs leave only the newest waiting",
 		pipes: []Pipeline{pipe("hourly", supercedent)},
 		run: func(w *world) {

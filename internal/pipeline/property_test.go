@@ -69,14 +69,16 @@ func randomRun(t *testing.T, seed uint64, steps int) {
 		} else {
 			w.tick = 1e9
 		}
+		// One in five is a `sortie run`'s, pinned to it.
+		pinned := func() bool { return rng.IntN(5) == 0 }
 		switch x := rng.IntN(100); {
 		case x < 45:
 			id := newID()
-			w.arriveFiles(randomPipe(), id, "c-"+id, files())
+			w.arrivePinned(randomPipe(), id, "c-"+id, files(), pinned())
 		case x < 55: // several arrive before anyone decides
 			for range 2 + rng.IntN(3) {
 				id := newID()
-				w.queue(randomPipe(), id, "c-"+id, files())
+				w.queuePinned(randomPipe(), id, "c-"+id, files(), pinned())
 			}
 			w.decide()
 		case x < 85:
@@ -167,7 +169,7 @@ func (inv *invariants) state() {
 				t.Fatalf("%s (%s): %d running: %v", p.Name, p.Manager, len(p.Running), w.running(p.Name))
 			}
 		}
-		if p.Manager == supercedent && len(p.Queued) > 1 {
+		if p.Manager == supercedent && len(unpinned(p.Queued)) > 1 {
 			t.Fatalf("%s: %d waiting: %v", p.Name, len(p.Queued), w.queued(p.Name))
 		}
 		for _, b := range p.Queued {
@@ -225,9 +227,13 @@ func (inv *invariants) plan(before Snapshot, plan Plan) {
 				t.Fatalf("supersede in %s pipeline %s", p.Manager, p.Name)
 			}
 			name(a.Buildset)
-			newest := p.Queued[len(p.Queued)-1]
+			u := unpinned(p.Queued)
+			newest := u[len(u)-1]
 			if a.By != newest.ID || a.Buildset == a.By {
-				t.Fatalf("%s: superseded by %s, want the newest queued %s", a.Buildset, a.By, newest.ID)
+				t.Fatalf("%s: superseded by %s, want the newest unpinned queued %s", a.Buildset, a.By, newest.ID)
+			}
+			if slices.ContainsFunc(p.Queued, func(b Buildset) bool { return b.ID == a.Buildset && b.Pinned }) {
+				t.Fatalf("pinned %s superseded", a.Buildset)
 			}
 			continue
 		case Start:
@@ -240,12 +246,22 @@ func (inv *invariants) plan(before Snapshot, plan Plan) {
 					t.Fatalf("serial %s started %s, not the oldest %s", p.Name, a.Buildset, p.Queued[0].ID)
 				}
 			case supercedent:
-				if i != len(p.Queued)-1 {
-					t.Fatalf("supercedent %s started %s, not the newest", p.Name, a.Buildset)
+				// The oldest of the pinned and the newest unpinned.
+				u := unpinned(p.Queued)
+				left := slices.DeleteFunc(slices.Clone(p.Queued), func(b Buildset) bool { return !b.Pinned })
+				if len(u) > 0 {
+					left = append(left, u[len(u)-1])
+				}
+				slices.SortFunc(left, compareAge)
+				if left[0].ID != a.Buildset {
+					t.Fatalf("supercedent %s started %s, not %s, the oldest of the pinned and the newest", p.Name, a.Buildset, left[0].ID)
 				}
 			case coalesceM:
-				if len(p.Queued) != 1 {
-					t.Fatalf("coalesce %s started %s alone with %d queued", p.Name, a.Buildset, len(p.Queued))
+				if !age.Pinned && len(unpinned(p.Queued)) != 1 {
+					t.Fatalf("coalesce %s started %s alone with %d unpinned queued", p.Name, a.Buildset, len(unpinned(p.Queued)))
+				}
+				if i != 0 {
+					t.Fatalf("coalesce %s started %s out of its turn", p.Name, a.Buildset)
 				}
 			}
 		case Coalesce:
@@ -253,16 +269,19 @@ func (inv *invariants) plan(before Snapshot, plan Plan) {
 				t.Fatalf("coalesce in %s pipeline %s", p.Manager, p.Name)
 			}
 			var want []string
-			for _, b := range p.Queued {
+			for _, b := range unpinned(p.Queued) {
 				want = append(want, b.ID)
 			}
 			if !slices.Equal(a.Merge, want) || len(want) < 2 {
-				t.Fatalf("coalesce merges %v, want every queued, oldest first: %v", a.Merge, want)
+				t.Fatalf("coalesce merges %v, want every unpinned queued, oldest first: %v", a.Merge, want)
+			}
+			if p.Queued[0].Pinned {
+				t.Fatalf("coalesce %s merged before the older pinned %s", p.Name, p.Queued[0].ID)
 			}
 			for _, id := range a.Merge {
 				name(id)
 			}
-			checkUnion(t, p.Queued, a)
+			checkUnion(t, unpinned(p.Queued), a)
 			age = p.Queued[0]
 		}
 		seenStart = true
@@ -352,6 +371,11 @@ func checkUnion(t *testing.T, members []Buildset, c Coalesce) {
 	if !slices.Equal(c.Files, want) {
 		t.Fatalf("merge files %v, want the union %v", c.Files, want)
 	}
+}
+
+// unpinned are the buildsets of bs that are not pinned.
+func unpinned(bs []Buildset) []Buildset {
+	return slices.DeleteFunc(slices.Clone(bs), func(b Buildset) bool { return b.Pinned })
 }
 
 func shuffled(s Snapshot, rng *rand.Rand) Snapshot {

@@ -43,6 +43,23 @@ type harness struct {
 	w      *report.Worker
 	tries  chan report.Try
 	runner *buildset.Runner
+	// owner is the fence of the process that runs the buildsets, once
+	// registered (fence).
+	owner store.Fence
+}
+
+// fence is the right to write of the process that runs the buildsets,
+// registered the first time.
+func (h *harness) fence() store.Fence {
+	h.t.Helper()
+	if h.owner.Owner == "" {
+		f, err := h.st.RegisterOwner(h.t.Context(), store.RegisterOwnerParams{ID: "o-test", Kind: store.OwnerNode, Lease: 24 * time.Hour})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		h.owner = f
+	}
+	return h.owner
 }
 
 type harnessOption func(*report.Options)
@@ -152,7 +169,7 @@ func (h *harness) start(id string, spec *buildset.Spec) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	if err := h.st.StartBuildset(h.t.Context(), store.StartBuildsetParams{ID: id, Owner: "srv-test", At: h.clock.Now(), Reports: reports}); err != nil {
+	if err := h.st.StartBuildset(h.t.Context(), store.StartBuildsetParams{ID: id, Fence: h.fence(), At: h.clock.Now(), Reports: reports}); err != nil {
 		h.t.Fatal(err)
 	}
 	h.w.Wake()
@@ -170,13 +187,13 @@ func (h *harness) finish(id string, result store.Result, jobs map[string]store.R
 			continue
 		}
 		start := h.clock.Now()
-		if err := h.st.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: id, Job: job, Number: 1, StartedAt: start}}); err != nil {
+		if err := h.st.StartAttempt(ctx, store.StartAttemptParams{Fence: h.fence(), Attempt: &store.Attempt{BuildsetID: id, Job: job, Number: 1, Owner: h.fence().Owner, StartedAt: start}}); err != nil {
 			h.t.Fatal(err)
 		}
 		h.clock.Advance(30 * time.Second)
 		if err := h.st.FinishAttemptAndBuild(ctx,
-			store.FinishAttemptParams{BuildsetID: id, Job: job, Number: 1, Result: res, At: h.clock.Now()},
-			store.FinishBuildParams{BuildsetID: id, Job: job, Result: res, At: h.clock.Now()}); err != nil {
+			store.FinishAttemptParams{BuildsetID: id, Job: job, Number: 1, Result: res, At: h.clock.Now(), Fence: h.fence()},
+			store.FinishBuildParams{BuildsetID: id, Job: job, Result: res, At: h.clock.Now(), Fence: h.fence()}); err != nil {
 			h.t.Fatal(err)
 		}
 	}

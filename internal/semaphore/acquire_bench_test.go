@@ -25,6 +25,10 @@ func BenchmarkTryAcquire(b *testing.B) {
 			}
 			defer st.Close()
 			c := &semaphore.Client{Store: st, Owner: "bench"}
+			if err := c.Start(ctx); err != nil {
+				b.Fatal(err)
+			}
+			defer c.Stop()
 			t0 := time.Now()
 			sems := map[string]int{"s": 2}
 			// The first takes "full" and one slot of "s"; the others wait.

@@ -21,7 +21,8 @@ type Request struct {
 	Buildset string
 	// Owner is the process whose lease keeps the holder (and waiter) alive.
 	Owner string
-	// Fence is Owner's right to write (Client.Fence); not checked yet.
+	// Fence is Owner's right to write (Client.Fence): the rows the
+	// request adds are refused (store.ErrFenced) unless it is live.
 	Fence store.Fence
 	// Semaphores maps each name to its max, as the acquirer's config says.
 	Semaphores map[string]int

@@ -1,11 +1,10 @@
 // Package semaphore holds the fairness rule of semaphores (Decide: who
 // gets one, and in which order; the stores only keep and lock) and a
-// process's handle on the semaphores kept in the store: it acquires and
-// releases for the scheduler, and keeps this process's lease alive so that
-// its holders are never taken away while it lives. Once a process has died (its lease ran out), any other client
-// reaps it: ends what its builds left running on the bastion, then
-// releases its holders. Never the other way round: a slot freed while the
-// build it guarded still runs would let two deployments overlap.
+// process's handle on the semaphores kept in the store: it registers the
+// process as an owner, keeps its lease alive so that its holders are never
+// taken away while it lives, and acquires and releases for the scheduler
+// under the owner's fence. Reaping the owners that died is the
+// coordinator's (coordinator.Reaper).
 package semaphore
 
 import (
@@ -24,43 +23,33 @@ import (
 // DefaultLease is how long holders outlive their process's last renewal.
 const DefaultLease = 30 * time.Second
 
-// OwnerEnder ends the process trees that the builds of a dead owner left
-// on the bastion, and returns once they are gone (bastion.Bastion).
-type OwnerEnder interface {
-	KillOwner(ctx context.Context, owner string, grace time.Duration) error
-}
-
-// Store is where a Client keeps holders, waiters and its lease, and reads
-// which buildsets a dead owner was running (ReleaseDead).
+// Store is where a Client registers its owner, renews its lease, and
+// keeps holders and waiters.
 type Store interface {
 	store.Semaphores
 	store.Owners
-	ActiveBuildsets(ctx context.Context) ([]*store.Buildset, error)
 }
 
-// Client acquires semaphores as one owner (this process). Start it before
-// acquiring and Stop it when done; Stop does not release holders, so a
-// caller releases its buildsets first.
+// Client acquires semaphores as one owner: one incarnation of this
+// process. Start registers it and keeps its lease; Stop stops the
+// renewals and does not release holders, so a caller releases its
+// buildsets first. Once its lease is lost (Lost) the incarnation is over
+// for good: a stopped client is started again with another Owner, a new
+// incarnation.
 type Client struct {
 	Store Store
-	// Owner names this process in the store (coordinator.NewOwner).
+	// Owner names this incarnation in the store and on the bastion
+	// (coordinator.NewOwner). Set it before Start, and change it only
+	// while the client is stopped.
 	Owner string
-	// Bastion ends a dead owner's builds before its holders are released.
-	// Required: Start refuses a client without one.
-	Bastion OwnerEnder
-	// Grace is how long a dead owner's builds get between SIGTERM and
-	// SIGKILL; 0: the bastion's default.
-	Grace time.Duration
-	// Forget, if set, is called for a dead owner once its builds are
-	// ended and before its holders are released: it ends what the store
-	// says the owner was doing (`sortie run`'s buildsets), so that nobody
-	// is granted its semaphores before that is done. An error keeps the
-	// holders until the next round.
-	Forget func(ctx context.Context, owner string) error
-	// OnReap, if set, hears of each dead owner reaped (err nil) or not
-	// reaped this time (it is tried again at the next round), from the
-	// goroutine that reaps.
-	OnReap func(ctx context.Context, owner string, err error)
+	// Identity is what the store records of the owner besides its id and
+	// lease (RegisterOwnerParams: Kind, Node, Host, StateDir, Version,
+	// SlotsMax); its ID, Lease and Now are the client's. A zero Kind is a
+	// node's.
+	Identity store.RegisterOwnerParams
+	// SlotsUsed, if set, is read at each renewal: the build slots in use,
+	// for the store's view of the owner.
+	SlotsUsed func() int
 	// OnGrant, if set, hears of each request granted: its semaphores and
 	// how long it waited (from the since it was asked with). Set it
 	// before the first acquire.
@@ -69,38 +58,43 @@ type Client struct {
 	Precedence int
 	// Lease is the lease length; renewed every Lease/3. 0: DefaultLease.
 	Lease time.Duration
-	// Now is the clock; nil: time.Now.
+	// Now is the clock of the requests; nil: time.Now, and the lease is
+	// judged by the store's clock (the database's, for PostgreSQL). Set,
+	// it is the lease's clock too.
 	Now func() time.Time
-	// RenewTick and ReapTick, if set, pace the renewals and the reaps in
-	// place of tickers of Lease/3, and Renewed, if set, hears of each
-	// renewal round once it is over, with its error, from the goroutine
-	// that renews: with Now, they let a test drive the rounds by hand
-	// instead of waiting for time to pass.
-	RenewTick, ReapTick <-chan time.Time
-	Renewed             func(err error)
+	// RenewTick, if set, paces the renewals in place of a ticker of
+	// Lease/3, and Renewed, if set, hears of each renewal round once it
+	// is over, with its error, from the goroutine that renews: with Now,
+	// they let a test drive the rounds by hand instead of waiting for
+	// time to pass.
+	RenewTick <-chan time.Time
+	Renewed   func(err error)
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
-	stopped chan struct{} // closed once renew and reapLoop have returned
-	// lost is the current lease epoch's channel (nil: none asked for yet);
-	// isLost is set from the moment an epoch is lost until a renewal
-	// starts the next one.
+	stopped chan struct{} // closed once renew has returned
+	fence   store.Fence
+	// lost is closed once the lease is lost (nil: none asked for yet);
+	// err says why.
 	lost   chan struct{}
 	isLost bool
 	err    error
 }
 
-// ErrLeaseLost is the cause given when the lease went unrenewed for two
-// thirds of its length: other processes may take this one's holders.
-var ErrLeaseLost = errors.New("semaphore lease lost: not renewed in time (renewals failed, or the process was stopped), so others may take its holders")
+// ErrLeaseLost is the cause given to what runs under a lease that is
+// lost: not renewed in time (renewals failed, or the process did not run
+// for two thirds of the lease), or fenced by another process. Others may
+// take its holders; it must write nothing more.
+var ErrLeaseLost = errors.New("semaphore lease lost: not renewed in time (renewals failed, or the process was stopped) or fenced by another process, so others may take its holders")
 
-// Lost returns a channel that is closed once the lease of the current
-// epoch is lost: no renewal succeeded for two thirds of the lease, because
-// renewals failed or because the process did not run (SIGSTOP, a paused
-// VM), so that other processes may consider it expired and end its builds.
-// Whoever holds semaphores through this client must stop acting on them
-// then. The next successful renewal starts a new epoch: Lost asked after
-// it returns a fresh channel; asked while the lease is lost, a closed one.
+// Lost returns a channel that is closed once the lease of this
+// incarnation is lost: no renewal succeeded for two thirds of the lease,
+// because renewals failed or because the process did not run (SIGSTOP, a
+// paused VM), or the store refused a renewal or another write as fenced
+// (Fenced). Whoever holds semaphores through this client must stop acting
+// on them then, and write nothing more: another process may take its
+// work over. It is never reopened; a client started again with a new
+// Owner has a new channel.
 func (c *Client) Lost() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -113,29 +107,34 @@ func (c *Client) Lost() <-chan struct{} {
 	return c.lost
 }
 
-// loseEpoch closes the current epoch's channel, once.
-func (c *Client) loseEpoch() {
+// Fenced tells the client that the store refused one of its owner's
+// writes with store.ErrFenced: the lease is lost (Lost), with err as why.
+func (c *Client) Fenced(err error) { c.lose(err) }
+
+// lose ends the lease, once: Lost is closed, and the owner fences itself
+// in the store, so that a write of this incarnation still on its way is
+// refused rather than taken (best effort: the store may be what failed).
+func (c *Client) lose(why error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.isLost {
+		c.mu.Unlock()
 		return
 	}
 	c.isLost = true
+	c.err = fmt.Errorf("%w: %w", ErrLeaseLost, why)
 	if c.lost != nil {
 		close(c.lost)
 	}
-}
-
-// newEpoch starts a lease epoch after a lost one.
-func (c *Client) newEpoch() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.isLost {
-		c.isLost, c.lost = false, nil
+	fence := c.fence
+	c.mu.Unlock()
+	if fence.Owner != "" && !errors.Is(why, store.ErrFenced) {
+		ctx, cancel := context.WithTimeout(context.Background(), c.lease()/3)
+		defer cancel()
+		c.Store.FenceOwners(ctx, store.FenceOwnersParams{IDs: []string{fence.Owner}, Force: true})
 	}
 }
 
-// Err returns the last renewal error, or nil.
+// Err returns why the lease was lost, or the last renewal error, or nil.
 func (c *Client) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -149,6 +148,15 @@ func (c *Client) now() time.Time {
 	return time.Now()
 }
 
+// leaseNow is the time a lease is judged at: the test clock, or zero (the
+// store's clock).
+func (c *Client) leaseNow() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Time{}
+}
+
 func (c *Client) lease() time.Duration {
 	if c.Lease > 0 {
 		return c.Lease
@@ -156,108 +164,46 @@ func (c *Client) lease() time.Duration {
 	return DefaultLease
 }
 
-// Start takes the lease, reaps the owners found dead (see Reap), and keeps
-// renewing the lease and reaping, every Lease/3, until Stop. It fails if
-// the first renewal fails or the client has no Bastion.
+// Start registers Owner as a new live owner in the store and keeps
+// renewing its lease, every Lease/3, until Stop or until the lease is
+// lost. It fails if the registration fails. A client stopped may be
+// started again with another Owner.
 func (c *Client) Start(ctx context.Context) error {
-	if c.Bastion == nil {
-		return errors.New("semaphore: no bastion to end dead owners' builds on")
+	p := c.Identity
+	p.ID, p.Lease, p.Now = c.Owner, c.lease(), c.leaseNow()
+	if p.Kind == "" {
+		p.Kind = store.OwnerNode
 	}
-	if err := c.Store.RenewLease(ctx, c.Owner, c.now().Add(c.lease())); err != nil {
-		return fmt.Errorf("semaphore: take lease: %w", err)
+	fence, err := c.Store.RegisterOwner(ctx, p)
+	if err != nil {
+		return fmt.Errorf("semaphore: register %s: %w", c.Owner, err)
 	}
-	c.Reap(ctx)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stopped := make(chan struct{})
 	c.mu.Lock()
-	c.cancel, c.stopped = cancel, stopped
+	// A channel handed out before Start is this incarnation's; a lost
+	// one is the last incarnation's.
+	lost := c.lost
+	if lost == nil || c.isLost {
+		lost = make(chan struct{})
+	}
+	c.fence, c.cancel, c.stopped = fence, cancel, stopped
+	c.lost, c.isLost, c.err = lost, false, nil
 	c.mu.Unlock()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); c.renew(ctx) }()
-	go func() { defer wg.Done(); c.reapLoop(ctx) }()
-	go func() { wg.Wait(); close(stopped) }()
+	go func() {
+		defer close(stopped)
+		c.renew(ctx, fence, lost)
+	}()
 	return nil
 }
 
-// Reap ends the builds of every other owner whose lease has run out, on
-// the bastion (KillOwner), calls Forget, then releases that owner's
-// holders and waiters (ReleaseDead). An owner whose builds could not be ended keeps its
-// holders, and is tried again at the next round.
-func (c *Client) Reap(ctx context.Context) {
-	owners, err := c.Store.ExpiredOwners(ctx, c.now())
-	if err != nil {
-		c.reaped(ctx, "", err)
-		return
-	}
-	for _, o := range owners {
-		if o == c.Owner || ctx.Err() != nil {
-			continue // this process is alive, whatever its lease says
-		}
-		if err := c.Bastion.KillOwner(ctx, o, c.Grace); err != nil {
-			c.reaped(ctx, o, fmt.Errorf("end its builds: %w", err))
-			continue
-		}
-		if c.Forget != nil {
-			if err := c.Forget(ctx, o); err != nil {
-				c.reaped(ctx, o, err)
-				continue
-			}
-		}
-		c.reaped(ctx, o, ReleaseDead(ctx, c.Store, o))
-	}
-}
-
-// ReleaseDead releases the holders, waiters and lease of owner, a process
-// known dead whose builds have been ended on the bastion, but for the
-// pipeline semaphore of each buildset it was running: that buildset is
-// resumed by whoever adopts it (a restarted server), and must get its
-// semaphore back before anyone else, or another pipeline's run would slip
-// in between two of its jobs. The kept holder stays the dead owner's until
-// the adoption moves it (store.SetBuildsetOwner). A dead `sortie run`'s
-// buildsets are ended before this (Client.Forget), so it keeps nothing.
-func ReleaseDead(ctx context.Context, st Store, owner string) error {
-	active, err := st.ActiveBuildsets(ctx)
-	if err != nil {
-		return fmt.Errorf("release dead %s: %w", owner, err)
-	}
-	var keep []string
-	for _, bs := range active {
-		if bs.Owner == owner && bs.State == store.BuildsetRunning {
-			keep = append(keep, bs.ID) // a buildset's own holder id
-		}
-	}
-	return st.ReleaseOwner(ctx, owner, keep)
-}
-
-func (c *Client) reaped(ctx context.Context, owner string, err error) {
-	if c.OnReap != nil {
-		c.OnReap(ctx, owner, err)
-	}
-}
-
-// reapLoop reaps every Lease/3, apart from renew: ending a dead owner's
-// builds can take their grace, which must not delay a renewal.
-func (c *Client) reapLoop(ctx context.Context) {
-	tick, stop := c.ticker(c.ReapTick)
-	defer stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick:
-		}
-		c.Reap(ctx)
-	}
-}
-
 // renew renews the lease every Lease/3. Once two thirds of the lease have
-// passed since the last renewal that succeeded, the epoch is lost, even if
-// the renewal now succeeds: a process that was stopped for that long may
-// have been reaped meanwhile (its builds ended, its holders freed), and
-// must not go on as if it held them. A renewal that succeeds then starts
-// a new epoch.
-func (c *Client) renew(ctx context.Context) {
+// passed since the last renewal that succeeded began, the lease is lost,
+// even if the renewal would now succeed: a process that did not run for
+// that long must not go on as if nothing could have been taken from it.
+// A renewal the store refuses as fenced loses it too. Either way the
+// renewals end.
+func (c *Client) renew(ctx context.Context, fence store.Fence, lost <-chan struct{}) {
 	tick, stop := c.ticker(c.RenewTick)
 	defer stop()
 	renewed := c.now() // when the last renewal that succeeded began
@@ -265,32 +211,56 @@ func (c *Client) renew(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-lost:
+			return
 		case <-tick:
 		}
 		at := c.now()
 		if at.Sub(renewed) >= 2*c.lease()/3 {
-			c.loseEpoch()
+			c.lose(fmt.Errorf("not renewed for %v", at.Sub(renewed).Round(time.Millisecond)))
 		}
-		// A renewal that hangs is as bad as one that fails: bound it.
-		rctx, cancel := context.WithTimeout(ctx, c.lease()/3)
-		err := c.Store.RenewLease(rctx, c.Owner, at.Add(c.lease()))
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		c.mu.Lock()
-		c.err = err
-		c.mu.Unlock()
-		if err == nil {
-			renewed = at
-			c.newEpoch()
-		} else if c.now().Sub(renewed) >= 2*c.lease()/3 {
-			c.loseEpoch()
+		var err error
+		if c.lostNow() {
+			err = c.Err()
+		} else {
+			// A renewal that hangs is as bad as one that fails: bound it.
+			rctx, cancel := context.WithTimeout(ctx, c.lease()/3)
+			p := store.RenewOwnerParams{Fence: fence, Lease: c.lease(), Now: c.leaseNow()}
+			if c.SlotsUsed != nil {
+				p.SlotsUsed = c.SlotsUsed()
+			}
+			_, err = c.Store.RenewOwner(rctx, p)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			switch {
+			case err == nil:
+				renewed = at
+			case errors.Is(err, store.ErrFenced):
+				c.lose(err)
+			case c.now().Sub(renewed) >= 2*c.lease()/3:
+				c.lose(err)
+			default:
+				c.mu.Lock()
+				c.err = err
+				c.mu.Unlock()
+			}
 		}
 		if c.Renewed != nil {
 			c.Renewed(err)
 		}
+		if c.lostNow() {
+			return
+		}
 	}
+}
+
+// lostNow reports whether the lease is lost.
+func (c *Client) lostNow() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.isLost
 }
 
 // ticker returns tick if set, else a ticker of Lease/3 and its Stop.
@@ -315,10 +285,14 @@ func (c *Client) Stop() {
 	}
 }
 
-// Fence is this process's right to write for the work it owns, which
-// writes of that work carry (store.Fence): its owner, and the epoch of its
-// lease, 0 until owners have epochs.
-func (c *Client) Fence() store.Fence { return store.Fence{Owner: c.Owner} }
+// Fence is this incarnation's right to write for the work it owns, which
+// writes of that work carry: its owner and the live epoch the store gave
+// it at Start. Once the lease is lost, the store refuses it.
+func (c *Client) Fence() store.Fence {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fence
+}
 
 // TryAcquire asks for every semaphore of sems for holder, all or nothing,
 // at the client's Precedence.
@@ -327,9 +301,33 @@ func (c *Client) TryAcquire(ctx context.Context, holder string, sems map[string]
 	return c.Ranked(c.Precedence).TryAcquire(ctx, holder, sems, since)
 }
 
-// Release drops what holder holds or waits for.
+// Release drops what holder holds or waits for. Once the lease is lost it
+// writes nothing and returns why: what holder holds is left for whoever
+// takes this owner's work over.
 func (c *Client) Release(ctx context.Context, holder string) error {
-	return c.Store.ReleaseSemaphores(ctx, holder)
+	if err := c.lostErr(); err != nil {
+		return err
+	}
+	return c.reported(c.Store.ReleaseSemaphores(ctx, holder, c.Fence()))
+}
+
+// lostErr is why the lease is lost, or nil.
+func (c *Client) lostErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.isLost {
+		return c.err
+	}
+	return nil
+}
+
+// reported is err, told to Fenced first if the store refused it as
+// fenced.
+func (c *Client) reported(err error) error {
+	if errors.Is(err, store.ErrFenced) {
+		c.Fenced(err)
+	}
+	return err
 }
 
 // Wait acquires sems for holder at the client's Precedence, waiting since
@@ -351,11 +349,16 @@ func (c *Client) Ranked(precedence int) Ranked { return Ranked{c: c, precedence:
 // TryAcquire is Client.TryAcquire at r's precedence.
 func (r Ranked) TryAcquire(ctx context.Context, holder string, sems map[string]int, since time.Time) (bool, error) {
 	bs, _, _ := strings.Cut(holder, "/")
+	if err := r.c.lostErr(); err != nil {
+		return false, err
+	}
 	now := r.c.now()
+	fence := r.c.Fence()
 	ok, err := TryAcquire(ctx, r.c.Store, Request{
-		Holder: holder, Buildset: bs, Owner: r.c.Owner, Fence: r.c.Fence(), Semaphores: sems,
+		Holder: holder, Buildset: bs, Owner: fence.Owner, Fence: fence, Semaphores: sems,
 		Precedence: r.precedence, Since: since, Now: now,
 	})
+	err = r.c.reported(err)
 	if ok && err == nil && len(sems) > 0 && r.c.OnGrant != nil {
 		names := slices.Sorted(maps.Keys(sems))
 		waited := time.Duration(0)

@@ -1,23 +1,15 @@
 package semaphore_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
-	"github.com/sortie-ci/sortie/internal/bastion"
-	"github.com/sortie-ci/sortie/internal/bastion/local"
 	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/store"
 	"github.com/sortie-ci/sortie/internal/store/sqlite"
@@ -35,180 +27,6 @@ func open(t *testing.T, path string) *sqlite.Store {
 	return st
 }
 
-// ender is a bastion whose KillOwner calls are recorded, and fail while
-// fail is set.
-type ender struct {
-	mu     sync.Mutex
-	killed []string
-	fail   bool
-}
-
-func (e *ender) KillOwner(_ context.Context, owner string, _ time.Duration) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.fail {
-		return errors.New("bastion unreachable")
-	}
-	e.killed = append(e.killed, owner)
-	return nil
-}
-
-func (e *ender) kills() []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return slices.Clone(e.killed)
-}
-
-// A process that dies while holding a semaphore stops renewing its lease;
-// once the lease has run out, another process ends the dead one's builds
-// on the bastion, and only then takes the semaphore. While the builds
-// cannot be ended, the slot stays taken. Each client opens the database on
-// its own, as two processes would.
-func TestDeadHolderIsReleasedAfterItsBuildsEnd(t *testing.T) {
-	t.Parallel()
-	db := filepath.Join(t.TempDir(), "sortie.db")
-	ctx := context.Background()
-	sems := map[string]int{"deploy": 1}
-
-	dead := &semaphore.Client{Store: open(t, db), Owner: "dead", Lease: 300 * time.Millisecond, Bastion: &ender{}}
-	if err := dead.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := dead.TryAcquire(ctx, "bs1", sems, time.Now()); !ok || err != nil {
-		t.Fatalf("first acquire: %v %v", ok, err)
-	}
-	dead.Stop() // the process dies: no release, no more renewals
-
-	b := &ender{fail: true}
-	var reapErrs, forgets atomic.Int32
-	alive := &semaphore.Client{Store: open(t, db), Owner: "alive", Lease: 300 * time.Millisecond, Bastion: b,
-		// Forgetting the dead owner fails twice, once its builds can be
-		// ended: its holders must stay until it succeeds.
-		Forget: func(_ context.Context, owner string) error {
-			if owner == "dead" && forgets.Add(1) <= 2 {
-				return errors.New("database is locked")
-			}
-			return nil
-		},
-		OnReap: func(_ context.Context, owner string, err error) {
-			if owner == "dead" && err != nil {
-				reapErrs.Add(1)
-			}
-		}}
-	if err := alive.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer alive.Stop()
-	if ok, _ := alive.TryAcquire(ctx, "bs2", sems, time.Now()); ok {
-		t.Fatal("granted while the dead holder's lease still runs")
-	}
-	// The lease runs out, but the bastion cannot end the dead one's
-	// builds: several reaps fail, and the slot stays taken.
-	for deadline := time.Now().Add(10 * time.Second); reapErrs.Load() < 3; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d failed reaps of the dead owner in 10 s, want 3", reapErrs.Load())
-		}
-	}
-	if ok, err := alive.TryAcquire(ctx, "bs2", sems, time.Now()); ok || err != nil {
-		t.Fatalf("granted while the dead holder's builds may still run: %v %v", ok, err)
-	}
-	if k := b.kills(); len(k) != 0 {
-		t.Fatalf("kills %v while failing", k)
-	}
-	if n := forgets.Load(); n != 0 {
-		t.Fatalf("Forget called %d times before the builds were ended", n)
-	}
-
-	b.mu.Lock()
-	b.fail = false
-	b.mu.Unlock()
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := alive.Wait(wctx, "bs2", sems, 20*time.Millisecond); err != nil {
-		t.Fatalf("never got the semaphore of a dead holder: %v", err)
-	}
-	if k := b.kills(); len(k) < 3 || k[0] != "dead" || slices.Contains(k, "alive") {
-		t.Errorf("KillOwner calls %v, want the dead owner, once per round until forgotten (3), never this one", k)
-	}
-	if n := forgets.Load(); n != 3 {
-		t.Errorf("Forget called %d times, want 3 (two failures, then the one after which the holder went)", n)
-	}
-	hs, err := alive.Store.Holders(ctx)
-	if err != nil || len(hs) != 1 || hs[0].Holder != "bs2" {
-		t.Fatalf("holders %+v %v", hs, err)
-	}
-}
-
-// The same with real processes: a dead owner's build still running on the
-// local bastion keeps its semaphore until the reaper has ended it; the new
-// holder is granted only once nothing of the dead owner runs.
-func TestDeadHolderBuildEndedOnLocalBastion(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	db := filepath.Join(dir, "sortie.db")
-	ctx := context.Background()
-	sems := map[string]int{"deploy": 1}
-
-	deadBastion := local.New(filepath.Join(dir, "bastion"))
-	deadBastion.Owner = "run-dead"
-	dead := &semaphore.Client{Store: open(t, db), Owner: "run-dead", Lease: 300 * time.Millisecond, Bastion: deadBastion}
-	if err := dead.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := dead.TryAcquire(ctx, "bs1", sems, time.Now()); !ok || err != nil {
-		t.Fatalf("first acquire: %v %v", ok, err)
-	}
-	pidFile := filepath.Join(dir, "pid")
-	ran := make(chan bastion.Outcome, 1)
-	go func() {
-		out, err := deadBastion.Run(ctx, bastion.Spec{Command: "echo $$ > " + pidFile + "; exec sleep 300", Dir: dir, Env: map[string]string{}, Grace: time.Second}, nil)
-		if err != nil {
-			t.Errorf("run: %v", err)
-		}
-		ran <- out
-	}()
-	var pid int
-	for deadline := time.Now().Add(10 * time.Second); pid == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the build never started")
-		}
-		data, _ := os.ReadFile(pidFile)
-		pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
-	}
-	dead.Stop() // the process dies; its build runs on
-
-	aliveBastion := local.New(filepath.Join(dir, "bastion"))
-	aliveBastion.Owner = "run-alive"
-	alive := &semaphore.Client{Store: open(t, db), Owner: "run-alive", Lease: 300 * time.Millisecond, Bastion: aliveBastion, Grace: time.Second}
-	if err := alive.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer alive.Stop()
-	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	if err := alive.Wait(wctx, "bs2", sems, 20*time.Millisecond); err != nil {
-		t.Fatalf("never got the semaphore of a dead holder: %v", err)
-	}
-	if running(pid) {
-		t.Fatalf("granted while the dead owner's build (pid %d) still runs", pid)
-	}
-	select {
-	case out := <-ran:
-		if out.ExitCode == 0 {
-			t.Errorf("the build ended by itself: %+v", out)
-		}
-	case <-time.After(10 * time.Second):
-		t.Error("the build's Run never returned")
-	}
-}
-
-// running reports whether pid is alive and not a zombie.
-func running(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	i := bytes.LastIndexByte(stat, ')')
-	return err == nil && i > 0 && i+2 < len(stat) && stat[i+2] != 'Z'
-}
-
 // clock is a fake time for Client.Now: it moves only when the test moves
 // it.
 type clock struct{ ns atomic.Int64 }
@@ -223,7 +41,7 @@ func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()).UTC(
 func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // driven is a started client on a fake clock whose renewals happen only
-// when the test calls renew, and whose reaps only when it calls Reap.
+// when the test calls renew.
 type driven struct {
 	*semaphore.Client
 	tick    chan time.Time
@@ -233,9 +51,9 @@ type driven struct {
 func startDriven(t *testing.T, st store.Store, owner string, clk *clock) *driven {
 	t.Helper()
 	d := &driven{tick: make(chan time.Time), renewed: make(chan error, 1)}
-	d.Client = &semaphore.Client{Store: st, Owner: owner, Bastion: &ender{}, Now: clk.now,
-		RenewTick: d.tick, ReapTick: make(chan time.Time),
-		Renewed: func(err error) { d.renewed <- err }}
+	d.Client = &semaphore.Client{Store: st, Owner: owner, Now: clk.now,
+		Identity:  store.RegisterOwnerParams{Kind: store.OwnerRun, Node: "host", Host: "host", StateDir: "/state"},
+		RenewTick: d.tick, Renewed: func(err error) { d.renewed <- err }}
 	if err := d.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -261,9 +79,41 @@ func (d *driven) renew(t *testing.T) error {
 	return nil
 }
 
-// A holder whose process lives keeps renewing and is never taken away,
-// however long the others wait: over six leases, renewed every third of
-// one, another client's reaps leave it alone.
+// owner returns the store's row of id.
+func owner(t *testing.T, st store.Store, id string) store.Owner {
+	t.Helper()
+	os, err := st.Owners(context.Background(), store.OwnerFilter{IDs: []string{id}})
+	if err != nil || len(os) != 1 {
+		t.Fatalf("owner %s: %v %v", id, os, err)
+	}
+	return os[0]
+}
+
+// Start registers the owner with its identity and a fresh epoch, which
+// Fence carries; two clients cannot register one id.
+func TestStartRegisters(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	st := open(t, filepath.Join(t.TempDir(), "sortie.db"))
+	c := startDriven(t, st, "o-1", clk)
+	o := owner(t, st, "o-1")
+	if o.Kind != store.OwnerRun || o.Node != "host" || o.Host != "host" || o.StateDir != "/state" || o.State != store.OwnerLive ||
+		!o.ExpiresAt.Equal(clk.now().Add(semaphore.DefaultLease)) {
+		t.Errorf("registered %+v", o)
+	}
+	if f := c.Fence(); f.Owner != "o-1" || f.Epoch != o.Epoch {
+		t.Errorf("Fence() = %+v, the store has epoch %d", f, o.Epoch)
+	}
+	twin := &semaphore.Client{Store: st, Owner: "o-1"}
+	if err := twin.Start(context.Background()); !errors.Is(err, store.ErrConflict) {
+		twin.Stop()
+		t.Errorf("a second registration of one id: %v, want a conflict", err)
+	}
+}
+
+// A holder whose process lives keeps renewing and is never fenced, however
+// long the others wait: over six leases, renewed every third of one,
+// another process's reaps (FenceOwners at the same clock) leave it alone.
 func TestLiveHolderIsKept(t *testing.T) {
 	t.Parallel()
 	db := filepath.Join(t.TempDir(), "sortie.db")
@@ -296,9 +146,9 @@ func TestLiveHolderIsKept(t *testing.T) {
 				t.Fatalf("round %d: %s's renewal: %v", round, c.Owner, err)
 			}
 		}
-		other.Reap(ctx)
-		if k := other.Bastion.(*ender).kills(); len(k) != 0 {
-			t.Fatalf("round %d: the other client ended the builds of %v", round, k)
+		fenced, err := other.Store.FenceOwners(ctx, store.FenceOwnersParams{Now: clk.now()})
+		if err != nil || len(fenced) != 0 {
+			t.Fatalf("round %d: a reap fenced %+v (%v)", round, fenced, err)
 		}
 		hs, err := other.Store.Holders(ctx)
 		if err != nil || len(hs) != 1 || hs[0].Holder != "bs1" {
@@ -326,14 +176,6 @@ func TestLiveHolderIsKept(t *testing.T) {
 	}
 }
 
-func TestStartNeedsABastion(t *testing.T) {
-	c := &semaphore.Client{Store: open(t, filepath.Join(t.TempDir(), "sortie.db")), Owner: "x"}
-	if err := c.Start(context.Background()); err == nil {
-		c.Stop()
-		t.Fatal("started without a bastion to end dead owners' builds on")
-	}
-}
-
 func TestStopIsSafeBeforeStartAndTwice(t *testing.T) {
 	c := &semaphore.Client{}
 	c.Stop()
@@ -346,11 +188,11 @@ type failingRenewals struct {
 	calls atomic.Int32
 }
 
-func (f *failingRenewals) RenewLease(ctx context.Context, owner string, until time.Time) error {
+func (f *failingRenewals) RenewOwner(ctx context.Context, p store.RenewOwnerParams) (time.Time, error) {
 	if f.calls.Add(1) > 1 {
-		return errors.New("database is locked")
+		return time.Time{}, errors.New("database is locked")
 	}
-	return f.Store.RenewLease(ctx, owner, until)
+	return f.Store.RenewOwner(ctx, p)
 }
 
 // When renewals keep failing, the client says its lease is lost before
@@ -359,7 +201,7 @@ func (f *failingRenewals) RenewLease(ctx context.Context, owner string, until ti
 func TestLeaseLostWhenRenewalsFail(t *testing.T) {
 	t.Parallel()
 	st := &failingRenewals{Store: open(t, filepath.Join(t.TempDir(), "sortie.db"))}
-	c := &semaphore.Client{Store: st, Owner: "flaky", Lease: 300 * time.Millisecond, Bastion: &ender{}}
+	c := &semaphore.Client{Store: st, Owner: "flaky", Lease: 300 * time.Millisecond}
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -369,20 +211,69 @@ func TestLeaseLostWhenRenewalsFail(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("renewals failed for 10 s and the lease was never reported lost")
 	}
-	if c.Err() == nil {
-		t.Error("Err() does not say why")
+	if err := c.Err(); !errors.Is(err, semaphore.ErrLeaseLost) {
+		t.Errorf("Err() = %v, want it to say the lease is lost, and why", err)
+	}
+}
+
+// lostForGood checks that c's lease is lost for good: Lost is closed and
+// stays so, Err says why, the client writes nothing more (its requests and
+// releases are refused without reaching the store), and the store has the
+// owner fenced, so that a write of it still on its way is refused.
+func lostForGood(t *testing.T, c *driven, st store.Store, want error) {
+	t.Helper()
+	select {
+	case <-c.Lost():
+	default:
+		t.Fatal("the lease is not lost")
+	}
+	if err := c.Err(); !errors.Is(err, semaphore.ErrLeaseLost) || !errors.Is(err, want) {
+		t.Errorf("Err() = %v, want %v and %v", err, semaphore.ErrLeaseLost, want)
+	}
+	ctx := context.Background()
+	if ok, err := c.TryAcquire(ctx, "late", map[string]int{"s": 1}, time.Now()); ok || !errors.Is(err, semaphore.ErrLeaseLost) {
+		t.Errorf("an acquire after the loss: %v %v, want refused as lost", ok, err)
+	}
+	if err := c.Release(ctx, "bs1"); !errors.Is(err, semaphore.ErrLeaseLost) {
+		t.Errorf("a release after the loss: %v, want refused as lost", err)
+	}
+	if hs, _ := st.Holders(ctx); len(hs) != 1 || hs[0].Holder != "bs1" {
+		t.Errorf("holders %+v, want bs1's, left for whoever takes the work over", hs)
+	}
+	if o := owner(t, st, c.Owner); o.State != store.OwnerFenced {
+		t.Errorf("the owner is %s in the store, want fenced", o.State)
+	}
+	_, err := st.RenewOwner(ctx, store.RenewOwnerParams{Fence: c.Fence(), Lease: time.Hour})
+	if !errors.Is(err, store.ErrFenced) {
+		t.Errorf("a renewal with the lost fence: %v, want ErrFenced", err)
+	}
+	// A tick the loop takes in a race with the loss renews nothing: the
+	// round reports the loss, and the loop ends.
+	select {
+	case c.tick <- time.Time{}:
+		if err := <-c.renewed; !errors.Is(err, semaphore.ErrLeaseLost) {
+			t.Errorf("a renewal round after the loss: %v, want the loss", err)
+		}
+	default:
+	}
+	if o := owner(t, st, c.Owner); o.State != store.OwnerFenced {
+		t.Errorf("the owner is %s in the store after the renewals, want fenced", o.State)
 	}
 }
 
 // A process that did not run for two thirds of its lease (SIGSTOP, a
-// paused VM) may have been reaped meanwhile: its next renewal succeeds,
-// yet the epoch is lost, so that its buildsets stop acting on holders
-// they may no longer have. The renewal starts a new epoch for what comes
-// after.
-func TestLateRenewalLosesTheEpoch(t *testing.T) {
+// paused VM) may have been reaped meanwhile: its lease is lost, even if
+// the store would still renew it, and for good: it fences itself, so that
+// no write of this incarnation is taken any more. What comes after runs
+// as a new owner (coordinator).
+func TestLateRenewalLosesTheLease(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
-	c := startDriven(t, open(t, filepath.Join(t.TempDir(), "sortie.db")), "sleeper", clk)
+	st := open(t, filepath.Join(t.TempDir(), "sortie.db"))
+	c := startDriven(t, st, "sleeper", clk)
+	if ok, err := c.TryAcquire(context.Background(), "bs1", map[string]int{"s": 1}, clk.now()); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
 	first := c.Lost()
 	for round := 1; round <= 3; round++ { // renewals on time: nothing lost
 		clk.advance(semaphore.DefaultLease / 3)
@@ -396,21 +287,80 @@ func TestLateRenewalLosesTheEpoch(t *testing.T) {
 		}
 	}
 	clk.advance(2 * semaphore.DefaultLease / 3) // the process "wakes up"
-	if err := c.renew(t); err != nil {
-		t.Fatalf("renewals failed (%v): this test is about late ones that succeed", err)
+	if err := c.renew(t); !errors.Is(err, semaphore.ErrLeaseLost) {
+		t.Fatalf("a renewal two thirds of a lease late: %v, want the lease lost", err)
+	}
+	if c.Lost() != first {
+		t.Error("a lost lease has a new channel: it is lost for good")
+	}
+	lostForGood(t, c, st, semaphore.ErrLeaseLost)
+}
+
+// Another process fenced this one (its lease had run out, or a successor
+// holds the state dir): the next renewal is refused as fenced, and the
+// lease is lost for good.
+func TestFencedRenewalLosesTheLease(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	st := open(t, filepath.Join(t.TempDir(), "sortie.db"))
+	c := startDriven(t, st, "fenced", clk)
+	if ok, err := c.TryAcquire(context.Background(), "bs1", map[string]int{"s": 1}, clk.now()); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if _, err := st.FenceOwners(context.Background(), store.FenceOwnersParams{IDs: []string{"fenced"}, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(semaphore.DefaultLease / 3)
+	if err := c.renew(t); !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("renewal of a fenced owner: %v, want ErrFenced", err)
+	}
+	lostForGood(t, c, st, store.ErrFenced)
+}
+
+// A write the store refuses as fenced, told to the client (as the
+// acquires and releases it makes tell it themselves), loses the lease as
+// a fenced renewal does.
+func TestFencedWriteLosesTheLease(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	st := open(t, filepath.Join(t.TempDir(), "sortie.db"))
+	c := startDriven(t, st, "writer", clk)
+	if ok, err := c.TryAcquire(context.Background(), "bs1", map[string]int{"s": 1}, clk.now()); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if _, err := st.FenceOwners(context.Background(), store.FenceOwnersParams{IDs: []string{"writer"}, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := c.TryAcquire(context.Background(), "bs2", map[string]int{"t": 1}, clk.now()); ok || !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("an acquire of a fenced owner: %v %v, want ErrFenced", ok, err)
+	}
+	lostForGood(t, c, st, store.ErrFenced)
+}
+
+// A stopped client started again with a new Owner is a new incarnation:
+// registered anew, with a lease of its own, whatever became of the old.
+func TestStartAgainAsANewOwner(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	st := open(t, filepath.Join(t.TempDir(), "sortie.db"))
+	c := startDriven(t, st, "first", clk)
+	old := c.Fence()
+	c.Fenced(store.ErrFenced)
+	c.Stop()
+	c.Owner = "second"
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	if f := c.Fence(); f.Owner != "second" || f.Epoch <= old.Epoch {
+		t.Errorf("the new incarnation's fence %+v, after %+v", f, old)
 	}
 	select {
-	case <-first:
-	default:
-		t.Fatal("a renewal two thirds of a lease late did not lose the epoch")
-	}
-	next := c.Lost()
-	select {
-	case <-next:
-		t.Fatal("no new epoch after a renewal that succeeded")
+	case <-c.Lost():
+		t.Error("the new incarnation starts lost")
 	default:
 	}
-	if next == first {
-		t.Fatal("the new epoch reuses the lost one's channel")
+	if ok, err := c.TryAcquire(context.Background(), "bs1", map[string]int{"s": 1}, clk.now()); !ok || err != nil {
+		t.Errorf("the new incarnation's acquire: %v %v", ok, err)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -739,9 +738,20 @@ func (s *Server) semaphores(ctx context.Context) ([]SemaphoreJSON, error) {
 	if err != nil {
 		return nil, err
 	}
-	expired, err := s.reads.ExpiredOwners(ctx, time.Now())
+	// An owner not alive (fenced, or its lease run out) is dead; one
+	// with no row was never registered, and is dead too.
+	ids := []string{}
+	for _, h := range hs {
+		ids = append(ids, h.Owner)
+	}
+	owners, err := s.reads.Owners(ctx, store.OwnerFilter{IDs: ids})
 	if err != nil {
 		return nil, err
+	}
+	now := time.Now()
+	alive := map[string]bool{}
+	for _, o := range owners {
+		alive[o.ID] = o.Alive(now)
 	}
 	byName := map[string]*SemaphoreJSON{}
 	for name, sem := range cfg.Semaphores {
@@ -755,7 +765,7 @@ func (s *Server) semaphores(ctx context.Context) ([]SemaphoreJSON, error) {
 	}
 	for _, h := range hs {
 		sj := get(h.Semaphore)
-		sj.Holders = append(sj.Holders, HolderJSON{Holder: h, OwnerDead: slices.Contains(expired, h.Owner)})
+		sj.Holders = append(sj.Holders, HolderJSON{Holder: h, OwnerDead: !alive[h.Owner]})
 	}
 	for _, wt := range ws {
 		sj := get(wt.Semaphore)

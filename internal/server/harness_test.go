@@ -17,6 +17,7 @@ import (
 	"github.com/sortie-ci/sortie/internal/bastion/local"
 	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/config"
+	"github.com/sortie-ci/sortie/internal/coordinator"
 	"github.com/sortie-ci/sortie/internal/logs"
 	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/source"
@@ -113,11 +114,11 @@ func (e *env) boot(opt envOpt) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	owner := fmt.Sprintf("srv-test%d", time.Now().UnixNano())
+	owner := coordinator.NewOwner()
 	b := local.New(filepath.Join(e.state, "bastion"))
 	b.Owner = owner
 	// Not started: the server's coordinator starts it.
-	sems := &semaphore.Client{Store: st, Owner: owner, Bastion: b}
+	sems := &semaphore.Client{Store: st, Owner: owner}
 	mirror := &source.Mirror{Dir: filepath.Join(e.state, "mirror.git"), URL: cfg.Source.URL}
 	getenv := func(k string) string { return e.envs[k] }
 	runner := &buildset.Runner{

@@ -45,7 +45,7 @@ func readerServer(t *testing.T, st store.Store, cfgDir string) string {
 	}
 	state := t.TempDir()
 	b := local.New(filepath.Join(state, "bastion"))
-	sems := &semaphore.Client{Store: st, Owner: "reader", Bastion: b}
+	sems := &semaphore.Client{Store: st, Owner: "reader"}
 	mirror := &source.Mirror{Dir: filepath.Join(state, "mirror.git"), URL: cfg.Source.URL}
 	srv, err := New(Options{
 		ConfigPath: cfgDir, Config: cfg, StateDir: state, Store: st, Semaphores: sems, Bastion: b, Mirror: mirror,
@@ -171,10 +171,12 @@ func testLogAttempts(t *testing.T, opt envOpt) {
 		}
 	}
 	must(st.CreateBuildset(ctx, store.CreateBuildsetParams{Buildset: bs, Jobs: []string{"j"}}))
-	must(st.StartBuildset(ctx, store.StartBuildsetParams{ID: bs.ID, Owner: "writer", At: now}))
+	writer, err := st.RegisterOwner(ctx, store.RegisterOwnerParams{ID: "writer", Kind: store.OwnerNode, Lease: time.Hour})
+	must(err)
+	must(st.StartBuildset(ctx, store.StartBuildsetParams{ID: bs.ID, Fence: writer, At: now}))
 	start := func(n int) logs.Log {
 		k := store.LogKey{BuildsetID: bs.ID, Job: "j", Attempt: n}
-		must(st.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{
+		must(st.StartAttempt(ctx, store.StartAttemptParams{Fence: writer, Attempt: &store.Attempt{
 			BuildsetID: bs.ID, Job: "j", Number: n, Owner: "writer", StartedAt: now, Log: sink.Path(k)}}))
 		return sink.Create(ctx, k, []string{"s3cret"})
 	}
@@ -197,13 +199,13 @@ func testLogAttempts(t *testing.T, opt envOpt) {
 		t.Fatalf("live event %+v, want line three", e)
 	}
 	must(l1.Close()) // "four", the partial line, written whole
-	must(st.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: bs.ID, Job: "j", Number: 1, Result: store.Lost, At: now}))
+	must(st.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: bs.ID, Job: "j", Number: 1, Result: store.Lost, At: now, Fence: writer}))
 	l2 := start(2)
 	fmt.Fprint(l2, "again\n")
 	must(l2.Close())
 	must(st.FinishAttemptAndBuild(ctx,
-		store.FinishAttemptParams{BuildsetID: bs.ID, Job: "j", Number: 2, Result: store.Success, At: now},
-		store.FinishBuildParams{BuildsetID: bs.ID, Job: "j", Result: store.Success, At: now}))
+		store.FinishAttemptParams{BuildsetID: bs.ID, Job: "j", Number: 2, Result: store.Success, At: now, Fence: writer},
+		store.FinishBuildParams{BuildsetID: bs.ID, Job: "j", Result: store.Success, At: now, Fence: writer}))
 	var rest []sse
 	for e := nextSSE(t, ev); ; e = nextSSE(t, ev) {
 		rest = append(rest, e)

@@ -19,6 +19,7 @@ import (
 	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
+	"github.com/sortie-ci/sortie/internal/store"
 	"github.com/sortie-ci/sortie/internal/trigger/triggertest"
 )
 
@@ -710,20 +711,28 @@ func TestDeadHolderShown(t *testing.T) {
 	e := start(t, "semaphores: {bridge: 2}\n"+twoPipelines, envOpt{})
 	ctx := t.Context()
 	now := time.Now()
-	for owner, until := range map[string]time.Time{"run-dead!": now.Add(-time.Minute), "run-live": now.Add(time.Hour)} {
-		if err := e.srv.st.RenewLease(ctx, owner, until); err != nil {
+	for _, owner := range []string{"run-dead!", "run-live"} {
+		fence, err := e.srv.st.RegisterOwner(ctx, store.RegisterOwnerParams{ID: owner, Kind: store.OwnerRun, Lease: time.Hour, Now: now})
+		if err != nil {
 			t.Fatal(err)
 		}
 		holder := "held-by-" + owner
-		ok, err := semaphore.TryAcquire(ctx, e.srv.st, semaphore.Request{Holder: holder, Buildset: holder, Owner: owner,
-			Semaphores: map[string]int{"bridge": 2}, Now: now.Add(-2 * time.Minute)})
+		ok, err := semaphore.TryAcquire(ctx, e.srv.st, semaphore.Request{Holder: holder, Buildset: holder, Owner: owner, Fence: fence,
+			Semaphores: map[string]int{"bridge": 2}, Now: now})
 		if !ok || err != nil {
 			t.Fatalf("acquire for %s: %v %v", owner, ok, err)
 		}
 	}
-	// A round of the reaper, by hand: it finds run-dead!'s lease over,
-	// fails to end its builds, and must leave its holder.
-	e.srv.opt.Semaphores.Reap(ctx)
+	// run-dead! dies: fenced, as a reaper fences an owner whose lease ran
+	// out.
+	if _, err := e.srv.st.FenceOwners(ctx, store.FenceOwnersParams{IDs: []string{"run-dead!"}, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	// A round of the reaper, by hand: it fails to end run-dead!'s builds,
+	// and must leave its holder.
+	if err := e.srv.Coordinator().Reap(ctx); err == nil {
+		t.Error("the reaper ended the builds of an owner no bastion accepts")
+	}
 	_, out := e.do("GET", "/api/v1/semaphores", nil, "")
 	var r struct{ Semaphores []SemaphoreJSON }
 	if err := json.Unmarshal(out, &r); err != nil {

@@ -127,14 +127,23 @@ func TestDeadRunDoesNotBlock(t *testing.T) {
 	ctx := t.Context()
 	// Made by a sortie run, it is that run's to start (the server leaves
 	// it alone); it started it and died.
-	bs, err := e.srv.opt.Runner.Create(ctx, e.srv.Config(), buildset.Event{Pipeline: "p", Cause: "a sortie run", Owner: "run-gone"})
+	fence := registerRun(t, e, "run-gone", time.Now())
+	bs, err := e.srv.opt.Runner.Create(ctx, e.srv.Config(), buildset.Event{Pipeline: "p", Cause: "a sortie run", PinnedTo: "run-gone"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.srv.st.StartBuildset(ctx, store.StartBuildsetParams{ID: bs.ID, Owner: "run-gone", At: time.Now()}); err != nil {
+	if err := e.srv.st.StartBuildset(ctx, store.StartBuildsetParams{ID: bs.ID, Fence: fence, At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	next := e.trigger("p", nil)
+	// It dies: fenced, as a reaper fences an owner whose lease ran out,
+	// then a round of the reaper, by hand.
+	if _, err := e.srv.st.FenceOwners(ctx, store.FenceOwnersParams{IDs: []string{"run-gone"}, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Coordinator().Reap(ctx); err != nil {
+		t.Fatal(err)
+	}
 	dead := e.waitDone(bs.ID)
 	if dead.Result != "ERROR" || !strings.Contains(dead.Error, "run-gone") {
 		t.Errorf("dead run's buildset: %s %q", dead.Result, dead.Error)
@@ -142,6 +151,17 @@ func TestDeadRunDoesNotBlock(t *testing.T) {
 	if r := e.waitDone(next).Result; r != "SUCCESS" {
 		t.Errorf("the buildset queued behind it: %s", r)
 	}
+}
+
+// registerRun registers a `sortie run` owner id with a lease of a minute
+// from at, and returns its fence: at an hour ago, it is dead.
+func registerRun(t *testing.T, e *env, id string, at time.Time) store.Fence {
+	t.Helper()
+	fence, err := e.srv.st.RegisterOwner(t.Context(), store.RegisterOwnerParams{ID: id, Kind: store.OwnerRun, Lease: time.Minute, Now: at})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fence
 }
 
 // TestRunsBuildsetLeftAlone: a buildset a live `sortie run` has just made
@@ -155,10 +175,8 @@ func TestRunsBuildsetLeftAlone(t *testing.T) {
 	g.open(t)
 	e := start(t, managerConfig(g, "serial"), envOpt{})
 	ctx := t.Context()
-	if err := e.srv.st.RenewLease(ctx, "run-alive", time.Now().Add(time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	mine, err := e.srv.opt.Runner.Create(ctx, e.srv.Config(), buildset.Event{Pipeline: "p", Cause: "a sortie run", Owner: "run-alive"})
+	registerRun(t, e, "run-alive", time.Now())
+	mine, err := e.srv.opt.Runner.Create(ctx, e.srv.Config(), buildset.Event{Pipeline: "p", Cause: "a sortie run", PinnedTo: "run-alive"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,8 +192,14 @@ func TestRunsBuildsetLeftAlone(t *testing.T) {
 	}
 
 	// A run that died before it started its buildset: ended for it.
-	orphan, err := e.srv.opt.Runner.Create(ctx, e.srv.Config(), buildset.Event{Pipeline: "p", Cause: "a sortie run", Owner: "run-dead"})
+	// (Made before the run's row, so that the reaper's own rounds cannot
+	// take the run away before it has a buildset.)
+	orphan, err := e.srv.opt.Runner.Create(ctx, e.srv.Config(), buildset.Event{Pipeline: "p", Cause: "a sortie run", PinnedTo: "run-dead"})
 	if err != nil {
+		t.Fatal(err)
+	}
+	registerRun(t, e, "run-dead", time.Now().Add(-time.Hour))
+	if err := e.srv.Coordinator().Reap(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.waitDone(orphan.ID); got.Result != "ERROR" || !strings.Contains(got.Error, "run-dead") {

@@ -111,7 +111,7 @@ type reader interface {
 	JobDurations(ctx context.Context, jobs []string) (map[string]time.Duration, error)
 	Holders(ctx context.Context) ([]store.Holder, error)
 	Waiters(ctx context.Context) ([]store.Waiter, error)
-	ExpiredOwners(ctx context.Context, now time.Time) ([]string, error)
+	Owners(ctx context.Context, f store.OwnerFilter) ([]store.Owner, error)
 	ReportDeliveries(ctx context.Context, buildsetID string) ([]*store.ReportDelivery, error)
 	// Logs kept in the store (logs.Open reads files by their path).
 	logs.ChunkReader
@@ -149,7 +149,7 @@ func New(opt Options) (*Server, error) {
 	s.metrics.reg.MustRegister(newOutboxCollector(opt.Store))
 	coord, err := coordinator.New(coordinator.Options{
 		Store: opt.Store, Runner: opt.Runner, StateDir: opt.StateDir, Config: s.Config,
-		Clock: opt.Clock, Log: opt.Log, Grace: opt.Grace, Tick: opt.Tick,
+		Clock: opt.Clock, Log: opt.Log, Grace: opt.Grace, Tick: opt.Tick, AnyHost: !opt.Config.Bastion.Local(),
 		Observer: coordObserver{m: s.metrics, st: opt.Store}, Reports: reports,
 	})
 	if err != nil {

@@ -6,6 +6,10 @@
 // Every process that shares one store (two `sortie run` on one state dir,
 // several servers on one database) shares its semaphores: holders and
 // waiters are rows, each owned by a process whose lease must be renewed.
+// A process registers as an owner (Owners.RegisterOwner) before it writes
+// anything of its own, and every write of its work carries its Fence: once
+// its lease has run out and another process has fenced it, those writes
+// are refused with ErrFenced and change nothing.
 //
 // The interfaces follow the roles of their users (Buildsets, Semaphores,
 // Owners, Pauses, Triggers, Outbox, Logs); Store embeds them all. A store keeps and
@@ -16,6 +20,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -31,6 +36,14 @@ var ErrConflict = errors.New("state conflict")
 // succeed later. Callers that must not act on a state before it is
 // recorded try it again rather than go on without it.
 var ErrUnavailable = errors.New("the store cannot be written for now")
+
+// ErrFenced is returned by a write whose Fence is not its owner's live
+// one: the owner's lease ran out and another process fenced it (and may
+// have taken over its work), or the owner was never registered. The
+// write changed nothing. The process that gets it stops writing for that
+// owner: it cancels its runs and waits for them (semaphore.ErrLeaseLost),
+// then registers again as a new owner, or exits.
+var ErrFenced = errors.New("fenced: this owner's lease was taken away, and its work may have been taken over")
 
 // Persist runs write until it returns anything but ErrUnavailable: a write
 // the store refused for now is tried again after delay, doubling up to
@@ -145,18 +158,22 @@ type Buildset struct {
 	Cause string
 	// RerunOf is the ID of the buildset this one runs again, or "".
 	RerunOf string
-	// Owner is the process that admits or runs it; "" while queued for a
-	// server's managers, the run's own id for a `sortie run`'s.
-	Owner      string
+	// Owner is the process that admits or runs it; "" while QUEUED.
+	Owner string
+	// PinnedTo is the `sortie run` that made the buildset to run it
+	// itself: only that owner starts it (StartBuildset), in its turn, and
+	// a server's managers never start, supersede or merge it. "" for a
+	// buildset any server's managers decide for.
+	PinnedTo   string
 	CreatedAt  time.Time
 	StartedAt  *time.Time
 	FinishedAt *time.Time
 }
 
 // AwaitsManagers reports whether the buildset waits for a server's
-// managers to start it: QUEUED and nobody's yet. A QUEUED buildset with an
-// owner is a `sortie run`'s, which starts it itself.
-func (b *Buildset) AwaitsManagers() bool { return b.State == BuildsetQueued && b.Owner == "" }
+// managers to start it: QUEUED and not pinned to a `sortie run`, which
+// starts it itself.
+func (b *Buildset) AwaitsManagers() bool { return b.State == BuildsetQueued && b.PinnedTo == "" }
 
 // Build is one job of a buildset; its attempts are kept separately.
 type Build struct {
@@ -243,16 +260,74 @@ type Pause struct {
 }
 
 // Fence is one owner incarnation's right to write: the owner and the epoch
-// of its lease. Writes that a process makes for the work it owns carry it.
-//
-// Not checked yet: the stores accept any Fence, and callers pass their
-// owner with epoch 0 (semaphore.Client.Fence). Once owners are rows with
-// epochs, a write whose Fence is not its owner's current live incarnation
-// will be refused and change nothing. A Fence is never the source of a
-// value recorded: the owner a row records is given in its own field.
+// RegisterOwner gave it. Writes that a process makes for the work it owns
+// carry it, and the store refuses them with ErrFenced, changing nothing,
+// unless the owner is live with that epoch (see Owners). A row a fenced
+// write inserts is the Fence's owner's.
 type Fence struct {
 	Owner string
 	Epoch int64
+}
+
+// OwnerKind says what kind of process an owner is.
+type OwnerKind string
+
+const (
+	// OwnerNode is a `sortie serve`: when it dies, its buildsets are
+	// adopted and resumed by a successor.
+	OwnerNode OwnerKind = "node"
+	// OwnerRun is a `sortie run`: it has no successor, so when it dies
+	// its buildsets are ended, never resumed.
+	OwnerRun OwnerKind = "run"
+)
+
+// OwnerState is where an owner is in its life, which only goes forward:
+// live -> fenced -> ended -> released, each step a compare-and-swap.
+type OwnerState string
+
+const (
+	// OwnerLive: it renews its lease, and its fenced writes are taken.
+	OwnerLive OwnerState = "live"
+	// OwnerFenced: its lease ran out (or a successor proved it dead) and
+	// its writes are refused; what it left running on the bastion may
+	// still run.
+	OwnerFenced OwnerState = "fenced"
+	// OwnerEnded: what it left running on the bastion has been ended.
+	OwnerEnded OwnerState = "ended"
+	// OwnerReleased: its waiters and holders are gone, but those kept
+	// for its buildsets' adopters.
+	OwnerReleased OwnerState = "released"
+)
+
+// Owner is one process incarnation that owns buildsets, holders and
+// waiters: a `sortie serve` (node) or a `sortie run`.
+type Owner struct {
+	// ID names it in the store and on the bastion (bastion.CheckOwner).
+	ID   string
+	Kind OwnerKind
+	// Node is a server's node name, a run's host name.
+	Node string
+	// Host is the host its local-bastion builds run on.
+	Host string
+	// StateDir is the state directory it ran on, absolute.
+	StateDir string
+	// Epoch is its fencing token: given at registration, a new one when
+	// it is fenced; every epoch given is above every earlier one.
+	Epoch int64
+	State OwnerState
+	// StartedAt is when it registered, RenewedAt its last renewal,
+	// ExpiresAt when its lease runs out (inclusive).
+	StartedAt, RenewedAt, ExpiresAt time.Time
+	Version                         string
+	// ConfigFP is the fingerprint of the config it runs with.
+	ConfigFP string
+	// SlotsMax and SlotsUsed are its build slots, as it last said.
+	SlotsMax, SlotsUsed int
+}
+
+// Alive reports whether the owner is live and its lease runs at now.
+func (o *Owner) Alive(now time.Time) bool {
+	return o.State == OwnerLive && !o.ExpiresAt.Before(now)
 }
 
 // Store is what Sortie keeps: every role below, for the wiring of a
@@ -276,10 +351,10 @@ type Store interface {
 // Buildsets keeps buildsets, their builds and attempts, and the history of
 // job durations drawn from them.
 type Buildsets interface {
-	// CreateBuildset inserts a QUEUED buildset and a WAITING build for each
-	// of p.Jobs, and sets p.Buildset.Seq. Its Owner is kept: a process
-	// that makes a buildset to run it at once (`sortie run`) names itself,
-	// and no other process starts it. With p.ConfigError (or p.Skipped)
+	// CreateBuildset inserts a QUEUED buildset, with no Owner, and a
+	// WAITING build for each of p.Jobs, and sets p.Buildset.Seq. Its
+	// PinnedTo is kept: a process that makes a buildset to run it itself
+	// (`sortie run`) names itself, and no other process starts it. With p.ConfigError (or p.Skipped)
 	// set, the buildset is made DONE with CONFIG_ERROR (or SKIPPED) in the
 	// same transaction (see CreateBuildsetParams).
 	CreateBuildset(ctx context.Context, p CreateBuildsetParams) error
@@ -290,11 +365,14 @@ type Buildsets interface {
 	// ActiveBuildsets returns every buildset not DONE (QUEUED, ADMITTED,
 	// RUNNING), oldest first (by Seq).
 	ActiveBuildsets(ctx context.Context) ([]*Buildset, error)
-	// AdmitBuildset moves QUEUED -> ADMITTED with the given owner, or
-	// ErrConflict.
-	AdmitBuildset(ctx context.Context, id, owner string, at time.Time) error
-	// StartBuildset moves QUEUED or ADMITTED -> RUNNING with p.Owner and
-	// records p.Reports, in one transaction, or is ErrConflict.
+	// AdmitBuildset moves QUEUED -> ADMITTED, its owner f's, or
+	// ErrConflict (also for a buildset pinned to a run); ErrFenced for a
+	// fence not live.
+	AdmitBuildset(ctx context.Context, id string, f Fence, at time.Time) error
+	// StartBuildset moves QUEUED or ADMITTED -> RUNNING, its owner
+	// p.Fence's, and records p.Reports, in one transaction; or it is
+	// ErrConflict (also for a buildset pinned to another owner), or
+	// ErrFenced for a fence not live.
 	StartBuildset(ctx context.Context, p StartBuildsetParams) error
 	// EndBuildset is the only way a buildset becomes DONE after it was
 	// made, in one transaction: every running attempt gets
@@ -304,12 +382,13 @@ type Buildsets interface {
 	// false, and nothing changes, when
 	// the buildset was DONE already; an unknown id is ErrNotFound.
 	EndBuildset(ctx context.Context, p EndBuildsetParams) (ended bool, err error)
-	// SetBuildsetOwner changes the owner of a buildset that is not DONE
-	// (a restarted server adopts its dead predecessor's), or ErrConflict.
-	// The buildset's semaphore holders and waiters move to owner in the
-	// same transaction: adopting a buildset adopts what it holds, so a
+	// SetBuildsetOwner makes f's owner the owner of a buildset that is
+	// not DONE (a restarted server adopts its dead predecessor's), or
+	// ErrConflict; ErrFenced for a fence not live. The buildset's
+	// semaphore holders and waiters move to that owner in the same
+	// transaction: adopting a buildset adopts what it holds, so a
 	// semaphore kept for it by ReleaseOwner is never free in between.
-	SetBuildsetOwner(ctx context.Context, id, owner string) error
+	SetBuildsetOwner(ctx context.Context, id string, f Fence) error
 
 	// Builds returns the builds of a buildset in creation order.
 	Builds(ctx context.Context, buildsetID string) ([]*Build, error)
@@ -362,15 +441,6 @@ type CreateBuildsetParams struct {
 }
 
 // StartBuildsetParams is a buildset to start.
-type StartBuildsetParams struct {
-	ID    string
-	Owner string
-	// At is its StartedAt; a zero At leaves it nil.
-	At time.Time
-	// Reports are recorded with the start.
-	Reports []NewReportDelivery
-}
-
 // EndBuildsetParams say how a buildset ends and what becomes of what it
 // left unfinished. Builds and attempts finished already keep their
 // results.
@@ -391,11 +461,23 @@ type EndBuildsetParams struct {
 	// At is when it ended: every FinishedAt set here; a zero At leaves
 	// them nil. A build that never started keeps null times.
 	At time.Time
-	// Fence is the right to write of the process that runs the buildset;
-	// nil for one that nobody runs (a queued buildset cancelled, a dead
-	// run's buildset reaped). Not checked yet (see Fence).
+	// Fence is the right to write of the process that runs the buildset,
+	// checked (ErrFenced); nil for one that nobody runs (a queued buildset
+	// cancelled, a dead run's buildset reaped).
 	Fence *Fence
 	// Reports are recorded with the end, if the buildset ends.
+	Reports []NewReportDelivery
+}
+
+// StartBuildsetParams is a buildset to record as started.
+type StartBuildsetParams struct {
+	ID string
+	// Fence is the right to write of the owner that runs it, which
+	// becomes its Owner.
+	Fence Fence
+	// At is its StartedAt; a zero At leaves it nil.
+	At time.Time
+	// Reports are recorded with the start.
 	Reports []NewReportDelivery
 }
 
@@ -403,7 +485,8 @@ type EndBuildsetParams struct {
 type StartAttemptParams struct {
 	// Attempt is recorded as given but for its result and FinishedAt.
 	Attempt *Attempt
-	// Fence is the right to write of Attempt.Owner; not checked yet.
+	// Fence is the right to write of Attempt.Owner, which must be its
+	// owner.
 	Fence Fence
 }
 
@@ -416,7 +499,7 @@ type FinishAttemptParams struct {
 	Error      string
 	// At is the attempt's FinishedAt; a zero At leaves it nil.
 	At time.Time
-	// Fence is the writer's right to write; not checked yet.
+	// Fence is the writer's right to write.
 	Fence Fence
 }
 
@@ -429,7 +512,7 @@ type FinishBuildParams struct {
 	// At is the build's FinishedAt; a zero At leaves it nil, and a build
 	// that never started keeps null times whatever At says.
 	At time.Time
-	// Fence is the writer's right to write; not checked yet.
+	// Fence is the writer's right to write.
 	Fence Fence
 }
 
@@ -450,11 +533,13 @@ type Semaphores interface {
 	// semaphore's lock (deletes happen anywhere): a decision can only find
 	// less room than there is, never more.
 	UpdateSemaphores(ctx context.Context, p LockSemaphoresParams, decide func(SemaphoreView) (SemaphoreChange, error)) error
-	// ReleaseSemaphores drops the holder's holds and waits. Releasing
-	// what is not held is not an error.
-	ReleaseSemaphores(ctx context.Context, holder string) error
-	// ReleaseBuildset drops every hold and wait of a buildset.
-	ReleaseBuildset(ctx context.Context, buildsetID string) error
+	// ReleaseSemaphores drops the holder's holds and waits that are f's
+	// owner's, or, f not live, nothing (ErrFenced). Releasing what is not
+	// held is not an error.
+	ReleaseSemaphores(ctx context.Context, holder string, f Fence) error
+	// ReleaseBuildset drops every hold and wait of a buildset that is f's
+	// owner's, or, f not live, nothing (ErrFenced).
+	ReleaseBuildset(ctx context.Context, buildsetID string, f Fence) error
 	// Holders and Waiters list the current rows, by semaphore then time.
 	Holders(ctx context.Context) ([]Holder, error)
 	Waiters(ctx context.Context) ([]Waiter, error)
@@ -469,7 +554,10 @@ type LockSemaphoresParams struct {
 	// Now is when each waiter's owner is judged alive; it must be set.
 	Now time.Time
 	// Fence is the right to write of the owner of the rows the change
-	// inserts; not checked yet (see Fence).
+	// inserts: every row added must be its owner's. A Fence given that
+	// is not live is refused with ErrFenced, applying nothing, and so is
+	// a change that adds rows without one; a change that only drops
+	// (dead waiters) needs none.
 	Fence Fence
 }
 
@@ -483,8 +571,7 @@ type SemaphoreView struct {
 }
 
 // WaiterView is a waiter row, and whether its owner was alive at the
-// view's Now: its lease has not ended, or it has no lease row (see
-// Owners).
+// view's Now: live, and its lease not ended (Owner.Alive).
 type WaiterView struct {
 	Waiter
 	Alive bool
@@ -509,25 +596,122 @@ type SemaphoreChange struct {
 	AddWaiters []Waiter
 }
 
-// Owners keeps the leases of the processes that own buildsets, holders and
-// waiters: an owner is alive while it renews its lease.
+// CheckOwner returns an error unless every row the change adds is owner's:
+// a change is made under one owner's Fence.
+func (ch SemaphoreChange) CheckOwner(owner string) error {
+	for _, h := range ch.AddHolders {
+		if h.Owner != owner {
+			return fmt.Errorf("holder %s of semaphore %s is %q's, not the fence's %q", h.Holder, h.Semaphore, h.Owner, owner)
+		}
+	}
+	for _, w := range ch.AddWaiters {
+		if w.Owner != owner {
+			return fmt.Errorf("waiter %s of semaphore %s is %q's, not the fence's %q", w.Holder, w.Semaphore, w.Owner, owner)
+		}
+	}
+	return nil
+}
+
+// Owners keeps the processes that own buildsets, holders and waiters, and
+// their leases. An owner is alive while it is live and renews its lease;
+// its life (OwnerState) goes live -> fenced -> ended -> released, each
+// step a compare-and-swap, so that two reapers never both take a step.
+//
+// Every write that carries a Fence first checks, in its own transaction,
+// that the fence's owner is live with that epoch (PostgreSQL: SELECT ...
+// FOR SHARE of the owner's row; SQLite: the same SELECT under BEGIN
+// IMMEDIATE); FenceOwners' UPDATE of the row waits for those in progress.
+// So a write of a fenced owner either committed before it was fenced, or
+// is refused with ErrFenced and changes nothing.
 type Owners interface {
-	// RenewLease keeps an owner's holders and waiters alive until until.
-	RenewLease(ctx context.Context, owner string, until time.Time) error
-	// LeaseAlive reports whether owner has a lease that has not ended at
-	// now (an owner without a lease row is dead, or never lived).
-	LeaseAlive(ctx context.Context, owner string, now time.Time) (bool, error)
-	// ExpiredOwners returns the owners whose lease ended before now,
-	// sorted, and changes nothing: a reaper ends what they left running,
-	// then calls ReleaseOwner.
-	ExpiredOwners(ctx context.Context, now time.Time) ([]string, error)
-	// ReleaseOwner drops every holder and waiter of an owner and its lease,
-	// at once, whatever the lease says (a restarted server knows its
-	// predecessor is dead), except the holders named in keep: they stay,
-	// still the dead owner's, until their buildset is adopted
-	// (SetBuildsetOwner) or released. Releasing an unknown owner is not an
-	// error.
-	ReleaseOwner(ctx context.Context, owner string, keep []string) error
+	// RegisterOwner makes p a live owner with a lease until p.Now+p.Lease
+	// and an epoch above every one given before, and returns its Fence.
+	// An ID registered before is an ErrConflict.
+	RegisterOwner(ctx context.Context, p RegisterOwnerParams) (Fence, error)
+	// RenewOwner extends the lease of p.Fence's owner to p.Now+p.Lease, and
+	// records its slots in use, if it is live with that epoch and its
+	// lease has not run out at p.Now: a lease that ran out is never
+	// renewed, even before anyone fenced it. Otherwise it is ErrFenced,
+	// changing nothing.
+	RenewOwner(ctx context.Context, p RenewOwnerParams) (expires time.Time, err error)
+	// Owners returns the owners f selects, by StartedAt then ID.
+	Owners(ctx context.Context, f OwnerFilter) ([]Owner, error)
+	// FenceOwners moves live -> fenced, with a new epoch, every owner
+	// whose lease ran out before p.Now, or with p.Force every live owner
+	// of p.IDs whatever its lease (a successor holding the state dir's
+	// lock knows it is dead); p.IDs, when set, limits it to those. It
+	// returns the owners this call fenced, as they are now.
+	FenceOwners(ctx context.Context, p FenceOwnersParams) ([]Owner, error)
+	// MarkOwnerEnded moves fenced -> ended: what the owner left running
+	// on the bastion has been ended (bastion.KillOwner). An owner in
+	// another state is an ErrConflict, an unknown one ErrNotFound.
+	MarkOwnerEnded(ctx context.Context, id string) error
+	// ReleaseOwner moves ended -> released and, in the same transaction,
+	// drops every waiter of the owner and every holder but those named in
+	// p.Keep: they stay, still the released owner's, until their buildset
+	// is adopted (SetBuildsetOwner) or ends. An owner in another state is
+	// an ErrConflict, an unknown one ErrNotFound.
+	ReleaseOwner(ctx context.Context, p ReleaseOwnerParams) error
+}
+
+// RegisterOwnerParams is an owner to register.
+type RegisterOwnerParams struct {
+	// ID is new, letters, digits and '-' (bastion.CheckOwner).
+	ID       string
+	Kind     OwnerKind
+	Node     string
+	Host     string
+	StateDir string
+	Version  string
+	ConfigFP string
+	SlotsMax int
+	// Lease is how long the owner lives without a renewal; it must be
+	// above zero.
+	Lease time.Duration
+	// Now is when it registers; zero means the database's clock.
+	Now time.Time
+}
+
+// RenewOwnerParams is a renewal of an owner's lease.
+type RenewOwnerParams struct {
+	Fence Fence
+	// Lease is how long from Now; it must be above zero.
+	Lease     time.Duration
+	SlotsUsed int
+	// ConfigFP, when set, is the fingerprint of the config it runs with
+	// now; "" keeps the one recorded.
+	ConfigFP string
+	// Now is when it renews; zero means the database's clock.
+	Now time.Time
+}
+
+// OwnerFilter selects owners. Zero fields do not filter.
+type OwnerFilter struct {
+	IDs      []string
+	Kind     OwnerKind
+	Node     string
+	Host     string
+	StateDir string
+	States   []OwnerState
+}
+
+// FenceOwnersParams say which owners to fence.
+type FenceOwnersParams struct {
+	// Now is when leases are judged; zero means the database's clock.
+	Now time.Time
+	// IDs, when set, are the only owners fenced.
+	IDs []string
+	// Force fences the live owners of IDs (which must be set) whatever
+	// their lease.
+	Force bool
+}
+
+// ReleaseOwnerParams name an owner to release and the holders it keeps.
+type ReleaseOwnerParams struct {
+	ID string
+	// Keep are holder ids left held: the pipeline semaphores of its
+	// RUNNING buildsets, for their adopter.
+	Keep []string
 }
 
 // Pauses keeps operators' pauses.

@@ -86,20 +86,25 @@ func TestLargeBuildset(t *testing.T) {
 	}
 	logDir := t.TempDir()
 	start := time.Now().Add(-10 * time.Minute)
+	// The builds are written as a `sortie run` on the store would.
+	fence, err := u.Store.RegisterOwner(ctx, store.RegisterOwnerParams{ID: "test", Kind: store.OwnerRun, Lease: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i, b := range bs.Builds {
 		at := start.Add(time.Duration(i) * time.Second)
 		switch i % 3 {
 		case 0, 1:
 			a := &store.Attempt{BuildsetID: id, Job: b.Job, Number: 1, Owner: "test", StartedAt: at, Log: filepath.Join(logDir, b.Job+".log")}
-			if err := u.Store.StartAttempt(ctx, store.StartAttemptParams{Attempt: a}); err != nil {
+			if err := u.Store.StartAttempt(ctx, store.StartAttemptParams{Attempt: a, Fence: fence}); err != nil {
 				t.Fatal(err)
 			}
 			if i%3 == 0 {
 				end := at.Add(time.Duration(5+i%40) * time.Second)
-				if err := u.Store.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: id, Job: b.Job, Number: 1, Result: store.Success, Error: "", At: end}); err != nil {
+				if err := u.Store.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: id, Job: b.Job, Number: 1, Result: store.Success, Error: "", At: end, Fence: fence}); err != nil {
 					t.Fatal(err)
 				}
-				if err := u.Store.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: id, Job: b.Job, Result: store.Success, Reason: "", At: end}); err != nil {
+				if err := u.Store.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: id, Job: b.Job, Result: store.Success, Reason: "", At: end, Fence: fence}); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -47,7 +47,7 @@ const finishedMarker = "sortie-finished"
 type Bastion struct {
 	// Owner is the id of the Sortie process using the bastion
 	// (coordinator.NewOwner; see bastion.CheckOwner), set before first
-	// use. While it is set, every process group the bastion starts is
+	// use or by SetOwner. While it is set, every process group the bastion starts is
 	// recorded under <workdir>/run/<Owner>/ until it is gone, so that
 	// another process can end them with KillOwner once this one has died,
 	// and every process it starts carries OwnerEnv=<Owner>. "" records and

@@ -62,6 +62,16 @@ func (b *Bastion) tag(env []string) []string {
 	return append(env[:len(env):len(env)], OwnerEnv+"="+b.Owner)
 }
 
+// SetOwner makes owner the bastion's Owner from now on; see
+// bastion.Bastion. It is called only while no build of the bastion runs.
+func (b *Bastion) SetOwner(owner string) error {
+	if err := bastion.CheckOwner(owner); err != nil {
+		return fmt.Errorf("local: set owner: %w", err)
+	}
+	b.Owner = owner
+	return nil
+}
+
 // checkOwner rejects a bad b.Owner; "" is fine.
 func (b *Bastion) checkOwner() error {
 	if b.Owner == "" {

@@ -47,6 +47,16 @@ for j in $jobs; do wait "$j" || failed=1; done
 rm -rf "$d"
 `
 
+// SetOwner makes owner the bastion's Config.Owner from now on; see
+// bastion.Bastion. It is called only while no build of the bastion runs.
+func (b *Bastion) SetOwner(owner string) error {
+	if err := bastion.CheckOwner(owner); err != nil {
+		return fmt.Errorf("ssh bastion: set owner: %w", err)
+	}
+	b.cfg.Owner = owner
+	return nil
+}
+
 // KillOwner ends the process groups of the builds that a Sortie process
 // with Config.Owner owner started on the bastion and that are still
 // alive, and every process carrying bastion.OwnerEnv=owner wherever it

@@ -53,10 +53,10 @@ type Config struct {
 	// DialTimeout bounds connecting and the SSH handshake; 0: 15s.
 	DialTimeout time.Duration
 	// Owner is the id of the Sortie process using the bastion
-	// (coordinator.NewOwner; see bastion.CheckOwner). The pid files of its builds
-	// live in <workdir>/run/<Owner>/, where KillOwner finds them once this
-	// process has died; "" keeps them in <workdir>/run/, out of KillOwner's
-	// reach.
+	// (coordinator.NewOwner; see bastion.CheckOwner), which SetOwner
+	// changes. The pid files of its builds live in <workdir>/run/<Owner>/,
+	// where KillOwner finds them once this process has died; "" keeps them
+	// in <workdir>/run/, out of KillOwner's reach.
 	Owner string
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/sortie-ci/sortie/internal/bastion/local"
 	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/config"
+	"github.com/sortie-ci/sortie/internal/coordinator"
 	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/server"
 	"github.com/sortie-ci/sortie/internal/source"
@@ -119,11 +120,11 @@ func Start(t testing.TB, cfg string, opt Options) *Server {
 		t.Fatal(err)
 	}
 	s.Store = st
-	owner := fmt.Sprintf("servertest%d", time.Now().UnixNano())
+	owner := coordinator.NewOwner()
 	b := local.New(filepath.Join(s.State, "bastion"))
 	b.Owner = owner
 	// Not started: the server's coordinator starts it.
-	sems := &semaphore.Client{Store: st, Owner: owner, Bastion: b}
+	sems := &semaphore.Client{Store: st, Owner: owner}
 	mirror := &source.Mirror{Dir: filepath.Join(s.State, "mirror.git"), URL: c.Source.URL}
 	getenv := func(k string) string { return env[k] }
 	runner := &buildset.Runner{

@@ -19,7 +19,7 @@ const defaultLimit = 50
 
 // CreateBuildset inserts a QUEUED buildset and a WAITING build for each job,
 // in the order given, and sets its Seq. Of p.Buildset it keeps ID,
-// Pipeline, Commit, Files, Plan, Spec, Cause, RerunOf, Owner and CreatedAt
+// Pipeline, Commit, Files, Plan, Spec, Cause, RerunOf, PinnedTo and CreatedAt
 // (which must be set); state, result and the other times start empty. With
 // p.ConfigError (p.Skipped) set it inserts the buildset DONE with
 // CONFIG_ERROR (SKIPPED) and its FinishedAt instead, in the same
@@ -65,11 +65,11 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 			return err
 		}
 		err := tx.QueryRow(ctx, `
-			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, result, error, plan, spec, cause, rerun_of, owner, created_at, finished_at)
+			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, result, error, plan, spec, cause, rerun_of, pinned_to, created_at, finished_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 			ON CONFLICT (id) DO NOTHING
 			RETURNING seq`,
-			bs.ID, bs.Pipeline, bs.Commit, bs.Files, state, result, why, bs.Plan, spec, bs.Cause, bs.RerunOf, bs.Owner,
+			bs.ID, bs.Pipeline, bs.Commit, bs.Files, state, result, why, bs.Plan, spec, bs.Cause, bs.RerunOf, bs.PinnedTo,
 			bs.CreatedAt, finished).Scan(&seq)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("already exists: %w", store.ErrConflict)
@@ -92,11 +92,11 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 	if err != nil {
 		return fmt.Errorf("postgres: create buildset %s: %w", bs.ID, err)
 	}
-	bs.Seq = seq
+	bs.Seq, bs.Owner = seq, ""
 	return nil
 }
 
-const buildsetColumns = `seq, id, pipeline, commit_sha, files, state, result, error, plan, spec, cause, rerun_of, owner, created_at, started_at, finished_at`
+const buildsetColumns = `seq, id, pipeline, commit_sha, files, state, result, error, plan, spec, cause, rerun_of, owner, pinned_to, created_at, started_at, finished_at`
 
 func scanBuildset(row pgx.Row) (*store.Buildset, error) {
 	var (
@@ -106,7 +106,7 @@ func scanBuildset(row pgx.Row) (*store.Buildset, error) {
 		state, result     string
 	)
 	err := row.Scan(&bs.Seq, &bs.ID, &bs.Pipeline, &bs.Commit, &bs.Files, &state, &result, &bs.Error,
-		&bs.Plan, &bs.Spec, &bs.Cause, &bs.RerunOf, &bs.Owner, &created, &started, &finished)
+		&bs.Plan, &bs.Spec, &bs.Cause, &bs.RerunOf, &bs.Owner, &bs.PinnedTo, &created, &started, &finished)
 	if err != nil {
 		return nil, err
 	}
@@ -210,40 +210,41 @@ func (s *Store) ActiveBuildsets(ctx context.Context) ([]*store.Buildset, error) 
 // activeStates are the states of a buildset not DONE.
 var activeStates = []store.BuildsetState{store.BuildsetQueued, store.BuildsetAdmitted, store.BuildsetRunning}
 
-// AdmitBuildset moves QUEUED -> ADMITTED with the given owner, or returns
-// ErrConflict (ErrNotFound for an unknown id). StartedAt stays nil until
+// AdmitBuildset moves QUEUED -> ADMITTED with f's owner as its owner, or
+// returns ErrConflict (also for a buildset pinned to a run; ErrNotFound
+// for an unknown id), or ErrFenced. StartedAt stays nil until
 // StartBuildset.
-func (s *Store) AdmitBuildset(ctx context.Context, id, owner string, at time.Time) error {
-	err := s.cas(ctx,
-		`UPDATE buildsets SET state = $1, owner = $2, admitted_at = $3 WHERE id = $4 AND state = $5`,
-		[]any{store.BuildsetAdmitted, owner, nullTime(at), id, store.BuildsetQueued},
-		`SELECT state FROM buildsets WHERE id = $1`, id)
+func (s *Store) AdmitBuildset(ctx context.Context, id string, f store.Fence, at time.Time) error {
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if err := checkFence(ctx, tx, f); err != nil {
+			return err
+		}
+		return txCAS(ctx, tx,
+			`UPDATE buildsets SET state = $1, owner = $2, admitted_at = $3 WHERE id = $4 AND state = $5 AND pinned_to = ''`,
+			[]any{store.BuildsetAdmitted, f.Owner, nullTime(at), id, store.BuildsetQueued},
+			`SELECT state || CASE WHEN pinned_to <> '' THEN ', pinned to ' || pinned_to ELSE '' END FROM buildsets WHERE id = $1`, id)
+	})
 	if err != nil {
 		return fmt.Errorf("postgres: admit buildset %s: %w", id, err)
 	}
 	return nil
 }
 
-// StartBuildset moves QUEUED or ADMITTED -> RUNNING with p.Owner and
-// records p.Reports in one transaction, or returns ErrConflict
-// (ErrNotFound for an unknown id).
+// StartBuildset moves QUEUED or ADMITTED -> RUNNING with p.Fence's owner
+// as its owner and records p.Reports, in one transaction, or returns
+// ErrConflict (also for a buildset pinned to another owner; ErrNotFound
+// for an unknown id), or ErrFenced.
 func (s *Store) StartBuildset(ctx context.Context, p store.StartBuildsetParams) error {
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE buildsets SET state = $1, owner = $2, started_at = $3 WHERE id = $4 AND state IN ($5, $6)`,
-			store.BuildsetRunning, p.Owner, nullTime(p.At), p.ID, store.BuildsetQueued, store.BuildsetAdmitted)
-		if err != nil {
+		if err := checkFence(ctx, tx, p.Fence); err != nil {
 			return err
 		}
-		if tag.RowsAffected() != 1 {
-			var state string
-			err := tx.QueryRow(ctx, `SELECT state FROM buildsets WHERE id = $1`, p.ID).Scan(&state)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return store.ErrNotFound
-			}
-			if err != nil {
-				return err
-			}
-			return fmt.Errorf("is %s: %w", state, store.ErrConflict)
+		if err := txCAS(ctx, tx,
+			`UPDATE buildsets SET state = $1, owner = $2, started_at = $3
+			WHERE id = $4 AND state IN ($5, $6) AND pinned_to IN ('', $2)`,
+			[]any{store.BuildsetRunning, p.Fence.Owner, nullTime(p.At), p.ID, store.BuildsetQueued, store.BuildsetAdmitted},
+			`SELECT state || CASE WHEN pinned_to <> '' THEN ', pinned to ' || pinned_to ELSE '' END FROM buildsets WHERE id = $1`, p.ID); err != nil {
+			return err
 		}
 		return insertReports(ctx, tx, p.ID, p.Reports)
 	})
@@ -258,7 +259,12 @@ func (s *Store) StartBuildset(ctx context.Context, p store.StartBuildsetParams) 
 // ErrNotFound when there is no such row, else ErrConflict. Rows are never
 // deleted, so the answer cannot go stale between the two.
 func (s *Store) cas(ctx context.Context, update string, args []any, check string, checkArgs ...any) error {
-	tag, err := s.exec(ctx, update, args...)
+	return s.tx(ctx, func(tx pgx.Tx) error { return txCAS(ctx, tx, update, args, check, checkArgs...) })
+}
+
+// txCAS is cas inside tx.
+func txCAS(ctx context.Context, tx pgx.Tx, update string, args []any, check string, checkArgs ...any) error {
+	tag, err := tx.Exec(ctx, update, args...)
 	if err != nil {
 		return err
 	}
@@ -266,22 +272,26 @@ func (s *Store) cas(ctx context.Context, update string, args []any, check string
 		return nil
 	}
 	var state string
-	err = s.pool.QueryRow(ctx, check, checkArgs...).Scan(&state)
+	err = tx.QueryRow(ctx, check, checkArgs...).Scan(&state)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.ErrNotFound
 	}
 	if err != nil {
-		return mapErr(ctx, err)
+		return err
 	}
 	return fmt.Errorf("is %s: %w", state, store.ErrConflict)
 }
 
-// SetBuildsetOwner changes the owner of a buildset that is not DONE, or
-// returns ErrConflict (ErrNotFound for an unknown id). Its state and times
-// are left alone; its semaphore holders and waiters move to the new owner
-// in the same transaction.
-func (s *Store) SetBuildsetOwner(ctx context.Context, id, owner string) error {
+// SetBuildsetOwner makes f's owner the owner of a buildset that is not
+// DONE, or returns ErrConflict (ErrNotFound for an unknown id), or
+// ErrFenced. Its state and times are left alone; its semaphore holders
+// and waiters move to the new owner in the same transaction.
+func (s *Store) SetBuildsetOwner(ctx context.Context, id string, f store.Fence) error {
+	owner := f.Owner
 	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if err := checkFence(ctx, tx, f); err != nil {
+			return err
+		}
 		var state string
 		err := tx.QueryRow(ctx, `SELECT state FROM buildsets WHERE id = $1 FOR UPDATE`, id).Scan(&state)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -321,6 +331,11 @@ func (s *Store) EndBuildset(ctx context.Context, p store.EndBuildsetParams) (boo
 	var ended bool
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		ended = false
+		if p.Fence != nil {
+			if err := checkFence(ctx, tx, *p.Fence); err != nil {
+				return err
+			}
+		}
 		var state string
 		err := tx.QueryRow(ctx, `SELECT state FROM buildsets WHERE id = $1 FOR UPDATE`, p.ID).Scan(&state)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -427,7 +442,13 @@ func (s *Store) StartAttempt(ctx context.Context, p store.StartAttemptParams) er
 	if a.StartedAt.IsZero() {
 		return fmt.Errorf("postgres: start attempt %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, errZeroTime("StartedAt"))
 	}
+	if a.Owner != p.Fence.Owner {
+		return fmt.Errorf("postgres: start attempt %s/%s #%d: owner %q is not the fence's %q", a.BuildsetID, a.Job, a.Number, a.Owner, p.Fence.Owner)
+	}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if err := checkFence(ctx, tx, p.Fence); err != nil {
+			return err
+		}
 		var (
 			state   string
 			attempt int
@@ -479,8 +500,14 @@ func (s *Store) FinishAttempt(ctx context.Context, p store.FinishAttemptParams) 
 	if p.Result == "" {
 		return fmt.Errorf("postgres: finish attempt %s/%s #%d: empty result", p.BuildsetID, p.Job, p.Number)
 	}
-	if err := finishAttempt(ctx, s.pool, p); err != nil {
-		return fmt.Errorf("postgres: finish attempt %s/%s #%d: %w", p.BuildsetID, p.Job, p.Number, mapErr(ctx, err))
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if err := checkFence(ctx, tx, p.Fence); err != nil {
+			return err
+		}
+		return finishAttempt(ctx, tx, p)
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: finish attempt %s/%s #%d: %w", p.BuildsetID, p.Job, p.Number, err)
 	}
 	return nil
 }
@@ -515,13 +542,18 @@ func (s *Store) FinishBuild(ctx context.Context, p store.FinishBuildParams) erro
 	if p.Result == "" {
 		return fmt.Errorf("postgres: finish build %s/%s: empty result", p.BuildsetID, p.Job)
 	}
-	err := s.cas(ctx, `
-		UPDATE builds SET state = $1, result = $2, reason = $3,
-			finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE $4::timestamptz END
-		WHERE buildset_id = $5 AND job = $6 AND state IN ($7, $8)`,
-		// A build that never started keeps null times (SPEC §2.4, §3).
-		[]any{store.BuildDone, p.Result, p.Reason, nullTime(p.At), p.BuildsetID, p.Job, store.BuildWaiting, store.BuildRunning},
-		`SELECT state FROM builds WHERE buildset_id = $1 AND job = $2`, p.BuildsetID, p.Job)
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if err := checkFence(ctx, tx, p.Fence); err != nil {
+			return err
+		}
+		return txCAS(ctx, tx, `
+			UPDATE builds SET state = $1, result = $2, reason = $3,
+				finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE $4::timestamptz END
+			WHERE buildset_id = $5 AND job = $6 AND state IN ($7, $8)`,
+			// A build that never started keeps null times (SPEC §2.4, §3).
+			[]any{store.BuildDone, p.Result, p.Reason, nullTime(p.At), p.BuildsetID, p.Job, store.BuildWaiting, store.BuildRunning},
+			`SELECT state FROM builds WHERE buildset_id = $1 AND job = $2`, p.BuildsetID, p.Job)
+	})
 	if err != nil {
 		return fmt.Errorf("postgres: finish build %s/%s: %w", p.BuildsetID, p.Job, err)
 	}
@@ -540,6 +572,14 @@ func (s *Store) FinishAttemptAndBuild(ctx context.Context, a store.FinishAttempt
 		return fmt.Errorf("postgres: finish attempt and build %s/%s #%d: empty result", a.BuildsetID, a.Job, a.Number)
 	}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if err := checkFence(ctx, tx, a.Fence); err != nil {
+			return err
+		}
+		if b.Fence != a.Fence {
+			if err := checkFence(ctx, tx, b.Fence); err != nil {
+				return err
+			}
+		}
 		var state string
 		err := tx.QueryRow(ctx, `SELECT state FROM builds WHERE buildset_id = $1 AND job = $2 FOR UPDATE`,
 			b.BuildsetID, b.Job).Scan(&state)

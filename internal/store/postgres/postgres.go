@@ -27,9 +27,18 @@
 // for admission); class 0x736f7274 is for semaphores, one lock per name
 // (hashtext of the name: two names that collide only share a lock).
 //
+// Fencing: a write that carries a store.Fence first reads its owner's row
+// FOR SHARE (checkFence) and is refused with store.ErrFenced unless the
+// owner is live with that epoch; FenceOwners' UPDATE of the row waits for
+// those shares, so a write is either committed before its owner was fenced
+// or refused after it. Lease times not given (a zero Now) are the
+// database's clock (statement_timestamp()), so no host's clock decides a
+// lease.
+//
 // Lock order, so that transactions cannot deadlock on each other:
-// advisory locks (semaphores in sorted order) -> buildsets -> builds ->
-// attempts -> semaphore holders and waiters -> leases. A deadlock that
+// advisory locks (semaphores in sorted order) -> owners (the fence's row
+// FOR SHARE; FenceOwners and ReleaseOwner update it) -> buildsets ->
+// builds -> attempts -> semaphore holders and waiters. A deadlock that
 // happens anyway (two multi-row deletes meeting) aborts one transaction,
 // which tx runs again.
 //

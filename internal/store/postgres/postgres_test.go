@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -97,7 +99,7 @@ func TestOpenConcurrentMigratesOnce(t *testing.T) {
 	}
 	// The schema is there.
 	for _, table := range []string{"buildsets", "builds", "attempts", "semaphore_holders",
-		"semaphore_waiters", "leases", "pauses", "marks", "deliveries"} {
+		"semaphore_waiters", "owners", "pauses", "marks", "deliveries"} {
 		if _, err := conn.Exec(t.Context(), "SELECT 1 FROM "+table+" LIMIT 1"); err != nil {
 			t.Errorf("table %s: %v", table, err)
 		}
@@ -325,5 +327,76 @@ func TestTxUniqueViolation(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("%d marks, want 1: the failed transaction was not rolled back", n)
+	}
+}
+
+// TestUpgradeLeasesToOwners: migration 0005 makes an owner of every lease
+// row, its kind read from the id's old prefix, live until its lease's end;
+// an owner of rows without a lease (released before the upgrade, its kept
+// holder waiting for an adopter) is carried over released; a `sortie
+// run`'s QUEUED buildset becomes pinned to it, with no owner.
+func TestUpgradeLeasesToOwners(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbURL := pgtest.NewDatabase(t)
+	conn := connect(t, dbURL)
+	qs := []string{`CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now())`}
+	for _, m := range ms[:2] {
+		qs = append(qs, m.SQL, fmt.Sprintf(`INSERT INTO schema_migrations (version, name) VALUES (%d, '%s')`, m.Version, m.Name))
+	}
+	qs = append(qs,
+		`INSERT INTO leases (owner, expires_at) VALUES ('run-a', '2026-01-01T00:00:01Z'), ('srv-b', '2026-01-01T00:00:02Z')`,
+		`INSERT INTO semaphore_holders (semaphore, holder, buildset, owner, acquired_at) VALUES ('P', 'bs1', 'bs1', 'srv-c', now())`,
+		`INSERT INTO buildsets (id, pipeline, commit_sha, state, owner, created_at) VALUES
+			('bs1', 'deploy', 'c', 'RUNNING', 'srv-c', now()), ('bs2', 'deploy', 'c', 'QUEUED', 'run-a', now()),
+			('bs3', 'deploy', 'c', 'ADMITTED', 'srv-b', now())`,
+	)
+	for _, q := range qs {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	s, err := Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	owners, err := s.Owners(ctx, store.OwnerFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	epochs := map[int64]bool{}
+	for _, o := range owners {
+		got[o.ID] = fmt.Sprintf("%s %s %s", o.Kind, o.State, o.ExpiresAt.Format(time.RFC3339))
+		epochs[o.Epoch] = true
+	}
+	want := map[string]string{"run-a": "run live 2026-01-01T00:00:01Z", "srv-b": "node live 2026-01-01T00:00:02Z",
+		"srv-c": "node released 1970-01-01T00:00:00Z"}
+	if !maps.Equal(got, want) || len(epochs) != 3 {
+		t.Errorf("owners after upgrade: %v (epochs %v), want %v", got, epochs, want)
+	}
+	for id, wantPin := range map[string]string{"bs1": "", "bs2": "run-a", "bs3": ""} {
+		bs, err := s.GetBuildset(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bs.PinnedTo != wantPin || (bs.State == store.BuildsetQueued) != (bs.Owner == "") {
+			t.Errorf("%s after upgrade: pinned to %q, owner %q", id, bs.PinnedTo, bs.Owner)
+		}
+	}
+	f, err := s.RegisterOwner(ctx, store.RegisterOwnerParams{ID: "o-new", Kind: store.OwnerNode, Lease: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for e := range epochs {
+		if f.Epoch <= e {
+			t.Errorf("new epoch %d, not above %d", f.Epoch, e)
+		}
 	}
 }

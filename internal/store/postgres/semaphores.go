@@ -24,8 +24,10 @@ import (
 // only here, under their semaphore's lock; deletes happen anywhere and can
 // only make room, so a decision can find less room than there is, never
 // more. Two names whose hashes collide share a lock: they are serialised,
-// not mixed up. A waiter is alive unless its owner has a lease row that
-// ended before p.Now.
+// not mixed up. A waiter is alive while its owner is live and its lease
+// runs at p.Now. p.Fence, when set, is checked (FOR SHARE) right after
+// the locks, before anything is read: the owner's row is locked after the
+// advisory locks, as everywhere (see the package's lock order).
 func (s *Store) UpdateSemaphores(ctx context.Context, p store.LockSemaphoresParams, decide func(store.SemaphoreView) (store.SemaphoreChange, error)) error {
 	if p.Now.IsZero() {
 		return fmt.Errorf("postgres: update semaphores %v: %w", p.Names, errZeroTime("Now"))
@@ -48,6 +50,11 @@ func (s *Store) UpdateSemaphores(ctx context.Context, p store.LockSemaphoresPara
 				return fmt.Errorf("lock: %w", err)
 			}
 		}
+		if p.Fence != (store.Fence{}) {
+			if err := checkFence(ctx, tx, p.Fence); err != nil {
+				return err
+			}
+		}
 		v := store.SemaphoreView{Now: p.Now}
 		var err error
 		if v.Holders, err = queryHolders(ctx, tx, `WHERE semaphore = ANY($1)`, names); err != nil {
@@ -59,6 +66,14 @@ func (s *Store) UpdateSemaphores(ctx context.Context, p store.LockSemaphoresPara
 		ch, err := decide(v)
 		if err != nil {
 			return err
+		}
+		if len(ch.AddHolders)+len(ch.AddWaiters) > 0 {
+			if p.Fence == (store.Fence{}) {
+				return fmt.Errorf("rows added without a fence: %w", store.ErrFenced)
+			}
+			if err := ch.CheckOwner(p.Fence.Owner); err != nil {
+				return err
+			}
 		}
 		for _, w := range ch.DropWaiters {
 			if !locked[w.Semaphore] {
@@ -123,12 +138,12 @@ func queryHolders(ctx context.Context, q conn, where string, args ...any) ([]sto
 }
 
 // queryWaiters reads the waiters of the semaphores names, in the order of
-// Waiters, each alive unless its owner's lease ended before now.
+// Waiters, each alive while its owner is live and its lease runs at now.
 func queryWaiters(ctx context.Context, q conn, names []string, now time.Time) ([]store.WaiterView, error) {
 	rows, err := q.Query(ctx, `
 		SELECT w.semaphore, w.holder, w.buildset, w.owner, w.precedence, w.since,
-			l.expires_at IS NULL OR l.expires_at >= $2
-		FROM semaphore_waiters w LEFT JOIN leases l ON l.owner = w.owner
+			COALESCE(o.state = 'live' AND o.expires_at >= $2, false)
+		FROM semaphore_waiters w LEFT JOIN owners o ON o.id = w.owner
 		WHERE w.semaphore = ANY($1)
 		ORDER BY w.semaphore COLLATE "C", w.since, w.holder COLLATE "C"`, names, now)
 	if err != nil {
@@ -142,12 +157,18 @@ func queryWaiters(ctx context.Context, q conn, names []string, now time.Time) ([
 	})
 }
 
-// ReleaseSemaphores drops the holder's holds and waits, in one statement.
-// Releasing what is not held is not an error.
-func (s *Store) ReleaseSemaphores(ctx context.Context, holder string) error {
-	_, err := s.exec(ctx, `
-		WITH h AS (DELETE FROM semaphore_holders WHERE holder = $1)
-		DELETE FROM semaphore_waiters WHERE holder = $1`, holder)
+// ReleaseSemaphores drops the holder's holds and waits that are f's
+// owner's, if f is live. Releasing what is not held is not an error.
+func (s *Store) ReleaseSemaphores(ctx context.Context, holder string, f store.Fence) error {
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if err := checkFence(ctx, tx, f); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `
+			WITH h AS (DELETE FROM semaphore_holders WHERE holder = $1 AND owner = $2)
+			DELETE FROM semaphore_waiters WHERE holder = $1 AND owner = $2`, holder, f.Owner)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("postgres: release %s: %w", holder, err)
 	}
@@ -155,32 +176,19 @@ func (s *Store) ReleaseSemaphores(ctx context.Context, holder string) error {
 }
 
 // ReleaseBuildset drops every hold and wait of a buildset, its pipeline
-// semaphore's and its builds', in one statement.
-func (s *Store) ReleaseBuildset(ctx context.Context, buildsetID string) error {
-	_, err := s.exec(ctx, `
-		WITH h AS (DELETE FROM semaphore_holders WHERE buildset = $1)
-		DELETE FROM semaphore_waiters WHERE buildset = $1`, buildsetID)
+// semaphore's and its builds', that are f's owner's, if f is live.
+func (s *Store) ReleaseBuildset(ctx context.Context, buildsetID string, f store.Fence) error {
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if err := checkFence(ctx, tx, f); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `
+			WITH h AS (DELETE FROM semaphore_holders WHERE buildset = $1 AND owner = $2)
+			DELETE FROM semaphore_waiters WHERE buildset = $1 AND owner = $2`, buildsetID, f.Owner)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("postgres: release buildset %s: %w", buildsetID, err)
-	}
-	return nil
-}
-
-// ReleaseOwner drops every holder and waiter of owner, but the holders
-// named in keep, and its lease row, in one statement, whatever the lease
-// says: a restarted server that holds the state directory's lock knows its
-// predecessor is dead, and a reaper has ended an expired owner's builds.
-// A kept holder has no lease row left, so no acquirer takes it for dead:
-// it waits for its buildset's adopter. ExpiredOwners will not report the
-// owner afterwards. Releasing an unknown owner is not an error.
-func (s *Store) ReleaseOwner(ctx context.Context, owner string, keep []string) error {
-	_, err := s.exec(ctx, `
-		WITH h AS (DELETE FROM semaphore_holders WHERE owner = $1 AND holder <> ALL($2)),
-		     w AS (DELETE FROM semaphore_waiters WHERE owner = $1)
-		DELETE FROM leases WHERE owner = $1`,
-		owner, append([]string{}, keep...)) // an empty array, not NULL: <> ALL(NULL) is never true
-	if err != nil {
-		return fmt.Errorf("postgres: release owner %s: %w", owner, err)
 	}
 	return nil
 }
@@ -213,47 +221,4 @@ func (s *Store) Waiters(ctx context.Context) ([]store.Waiter, error) {
 		}
 	}
 	return nil, fmt.Errorf("postgres: waiters: %w", mapErr(ctx, err))
-}
-
-// RenewLease keeps an owner's holders and waiters alive until until
-// (inclusive). It may also shorten a lease.
-func (s *Store) RenewLease(ctx context.Context, owner string, until time.Time) error {
-	if until.IsZero() {
-		return fmt.Errorf("postgres: renew lease %s: %w", owner, errZeroTime("until"))
-	}
-	_, err := s.exec(ctx, `
-		INSERT INTO leases (owner, expires_at) VALUES ($1, $2)
-		ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at`,
-		owner, until)
-	if err != nil {
-		return fmt.Errorf("postgres: renew lease %s: %w", owner, err)
-	}
-	return nil
-}
-
-// LeaseAlive reports whether owner's lease runs at now.
-func (s *Store) LeaseAlive(ctx context.Context, owner string, now time.Time) (bool, error) {
-	var alive bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM leases WHERE owner = $1 AND expires_at >= $2)`,
-		owner, now).Scan(&alive)
-	if err != nil {
-		return false, fmt.Errorf("postgres: lease of %s: %w", owner, mapErr(ctx, err))
-	}
-	return alive, nil
-}
-
-// ExpiredOwners returns the owners whose lease ended before now, sorted.
-// It changes nothing: their holders keep their slots until ReleaseOwner.
-func (s *Store) ExpiredOwners(ctx context.Context, now time.Time) ([]string, error) {
-	if now.IsZero() {
-		return nil, fmt.Errorf("postgres: expired owners: %w", errZeroTime("now"))
-	}
-	rows, err := s.pool.Query(ctx, `SELECT owner FROM leases WHERE expires_at < $1 ORDER BY owner COLLATE "C"`, now)
-	if err == nil {
-		var owners []string
-		if owners, err = pgx.CollectRows(rows, pgx.RowTo[string]); err == nil {
-			return owners, nil
-		}
-	}
-	return nil, fmt.Errorf("postgres: expired owners: %w", mapErr(ctx, err))
 }

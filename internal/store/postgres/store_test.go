@@ -43,10 +43,19 @@ func TestSeveralProcesses(t *testing.T) {
 	p1, p2, p3 := openURL(t, dbURL), openURL(t, dbURL), openURL(t, dbURL)
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	sem := map[string]int{"infra-prod-deployment": 1}
+	// Each holder is an owner of its own, registered through its store.
+	fences := map[string]store.Fence{}
 	acq := func(s *postgres.Store, holder string) bool {
 		t.Helper()
+		if _, ok := fences[holder]; !ok {
+			f, err := s.RegisterOwner(t.Context(), store.RegisterOwnerParams{ID: holder, Kind: store.OwnerNode, Lease: time.Hour, Now: now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fences[holder] = f
+		}
 		ok, err := semaphore.TryAcquire(t.Context(), s, semaphore.Request{
-			Holder: holder, Buildset: holder, Owner: holder, Semaphores: sem, Since: now, Now: now,
+			Holder: holder, Buildset: holder, Owner: holder, Fence: fences[holder], Semaphores: sem, Since: now, Now: now,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -59,13 +68,13 @@ func TestSeveralProcesses(t *testing.T) {
 	if acq(p2, "b") {
 		t.Fatal("p2 took the semaphore p1 holds")
 	}
-	if err := p1.ReleaseSemaphores(t.Context(), "a"); err != nil {
+	if err := p1.ReleaseSemaphores(t.Context(), "a", fences["a"]); err != nil {
 		t.Fatal(err)
 	}
 	if !acq(p2, "b") {
 		t.Fatal("p2 could not take the semaphore p1 released")
 	}
-	if err := p2.ReleaseSemaphores(t.Context(), "b"); err != nil {
+	if err := p2.ReleaseSemaphores(t.Context(), "b", fences["b"]); err != nil {
 		t.Fatal(err)
 	}
 

@@ -18,7 +18,7 @@ const defaultLimit = 50
 
 // CreateBuildset inserts a QUEUED buildset and a WAITING build for each job,
 // in the order given, and sets its Seq. Of p.Buildset it keeps ID,
-// Pipeline, Commit, Files, Plan, Spec, Cause, RerunOf, Owner and CreatedAt
+// Pipeline, Commit, Files, Plan, Spec, Cause, RerunOf, PinnedTo and CreatedAt
 // (which must be set); state, result and the other times start empty. With
 // p.ConfigError (p.Skipped) set it inserts the buildset DONE with
 // CONFIG_ERROR (SKIPPED) and its FinishedAt instead, in the same statement,
@@ -76,9 +76,9 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 			return fmt.Errorf("already exists: %w", store.ErrConflict)
 		}
 		res, err := s.txExec(ctx, tx, `
-			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, result, error, plan, spec, cause, rerun_of, owner, created_at, finished_at)
+			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, result, error, plan, spec, cause, rerun_of, pinned_to, created_at, finished_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			bs.ID, bs.Pipeline, bs.Commit, files, state, result, why, plan, spec, bs.Cause, bs.RerunOf, bs.Owner,
+			bs.ID, bs.Pipeline, bs.Commit, files, state, result, why, plan, spec, bs.Cause, bs.RerunOf, bs.PinnedTo,
 			nanos(bs.CreatedAt), finished)
 		if err != nil {
 			return err
@@ -100,11 +100,11 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 	if err != nil {
 		return fmt.Errorf("sqlite: create buildset %s: %w", bs.ID, err)
 	}
-	bs.Seq = seq
+	bs.Seq, bs.Owner = seq, ""
 	return nil
 }
 
-const buildsetColumns = `seq, id, pipeline, commit_sha, files, state, result, error, plan, spec, cause, rerun_of, owner, created_at, started_at, finished_at`
+const buildsetColumns = `seq, id, pipeline, commit_sha, files, state, result, error, plan, spec, cause, rerun_of, owner, pinned_to, created_at, started_at, finished_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -117,7 +117,7 @@ func scanBuildset(row scanner) (*store.Buildset, error) {
 		state, result     string
 	)
 	err := row.Scan(&bs.Seq, &bs.ID, &bs.Pipeline, &bs.Commit, &files, &state, &result, &bs.Error,
-		&bs.Plan, &bs.Spec, &bs.Cause, &bs.RerunOf, &bs.Owner, &created, &started, &finished)
+		&bs.Plan, &bs.Spec, &bs.Cause, &bs.RerunOf, &bs.Owner, &bs.PinnedTo, &created, &started, &finished)
 	if err != nil {
 		return nil, err
 	}
@@ -242,41 +242,38 @@ func (s *Store) ActiveBuildsets(ctx context.Context) ([]*store.Buildset, error) 
 	return out, nil
 }
 
-// AdmitBuildset moves QUEUED -> ADMITTED with the given owner, or returns
-// ErrConflict (ErrNotFound for an unknown id). StartedAt stays nil until
+// AdmitBuildset moves QUEUED -> ADMITTED with f's owner as its owner, or
+// returns ErrConflict (also for a buildset pinned to a run; ErrNotFound
+// for an unknown id), or ErrFenced. StartedAt stays nil until
 // StartBuildset.
-func (s *Store) AdmitBuildset(ctx context.Context, id, owner string, at time.Time) error {
-	err := s.cas(ctx, "buildsets", "id = ?", []any{id},
-		`state = ?, owner = ?, admitted_at = ?`, []any{store.BuildsetAdmitted, owner, nullNanos(at)},
-		store.BuildsetQueued)
+func (s *Store) AdmitBuildset(ctx context.Context, id string, f store.Fence, at time.Time) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.checkFence(ctx, tx, f); err != nil {
+			return err
+		}
+		return s.txCAS(ctx, tx, "buildsets", "id = ?", []any{id},
+			`state = ?, owner = ?, admitted_at = ?`, []any{store.BuildsetAdmitted, f.Owner, nullNanos(at)},
+			`pinned_to = ''`, nil, store.BuildsetQueued)
+	})
 	if err != nil {
 		return fmt.Errorf("sqlite: admit buildset %s: %w", id, err)
 	}
 	return nil
 }
 
-// StartBuildset moves QUEUED or ADMITTED -> RUNNING with p.Owner and
-// records p.Reports in one transaction, or returns ErrConflict
-// (ErrNotFound for an unknown id).
+// StartBuildset moves QUEUED or ADMITTED -> RUNNING with p.Fence's owner
+// as its owner and records p.Reports, in one transaction, or returns
+// ErrConflict (also for a buildset pinned to another owner; ErrNotFound
+// for an unknown id), or ErrFenced.
 func (s *Store) StartBuildset(ctx context.Context, p store.StartBuildsetParams) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := s.txExec(ctx, tx, `UPDATE buildsets SET state = ?, owner = ?, started_at = ? WHERE id = ? AND state IN (?, ?)`,
-			store.BuildsetRunning, p.Owner, nullNanos(p.At), p.ID, store.BuildsetQueued, store.BuildsetAdmitted)
-		if err != nil {
+		if err := s.checkFence(ctx, tx, p.Fence); err != nil {
 			return err
 		}
-		if n, err := res.RowsAffected(); err != nil {
+		if err := s.txCAS(ctx, tx, "buildsets", "id = ?", []any{p.ID},
+			`state = ?, owner = ?, started_at = ?`, []any{store.BuildsetRunning, p.Fence.Owner, nullNanos(p.At)},
+			`pinned_to IN ('', ?)`, []any{p.Fence.Owner}, store.BuildsetQueued, store.BuildsetAdmitted); err != nil {
 			return err
-		} else if n != 1 {
-			var state string
-			err := s.txRow(ctx, tx, `SELECT state FROM buildsets WHERE id = ?`, p.ID).Scan(&state)
-			if errors.Is(err, sql.ErrNoRows) {
-				return store.ErrNotFound
-			}
-			if err != nil {
-				return err
-			}
-			return fmt.Errorf("is %s: %w", state, store.ErrConflict)
 		}
 		return s.insertReports(ctx, tx, p.ID, p.Reports)
 	})
@@ -286,12 +283,16 @@ func (s *Store) StartBuildset(ctx context.Context, p store.StartBuildsetParams) 
 	return nil
 }
 
-// SetBuildsetOwner changes the owner of a buildset that is not DONE, or
-// returns ErrConflict (ErrNotFound for an unknown id). Its state and times
-// are left alone; its semaphore holders and waiters move to the new owner
-// in the same transaction.
-func (s *Store) SetBuildsetOwner(ctx context.Context, id, owner string) error {
+// SetBuildsetOwner makes f's owner the owner of a buildset that is not
+// DONE, or returns ErrConflict (ErrNotFound for an unknown id), or
+// ErrFenced. Its state and times are left alone; its semaphore holders
+// and waiters move to the new owner in the same transaction.
+func (s *Store) SetBuildsetOwner(ctx context.Context, id string, f store.Fence) error {
+	owner := f.Owner
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.checkFence(ctx, tx, f); err != nil {
+			return err
+		}
 		res, err := s.txExec(ctx, tx, `UPDATE buildsets SET owner = ? WHERE id = ? AND state IN (?, ?, ?)`,
 			owner, id, store.BuildsetQueued, store.BuildsetAdmitted, store.BuildsetRunning)
 		if err != nil {
@@ -336,6 +337,11 @@ func (s *Store) EndBuildset(ctx context.Context, p store.EndBuildsetParams) (boo
 	at := nullNanos(p.At)
 	ended := false
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if p.Fence != nil {
+			if err := s.checkFence(ctx, tx, *p.Fence); err != nil {
+				return err
+			}
+		}
 		var state string
 		err := s.txRow(ctx, tx, `SELECT state FROM buildsets WHERE id = ?`, p.ID).Scan(&state)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -380,15 +386,18 @@ func (s *Store) EndBuildset(ctx context.Context, p store.EndBuildsetParams) (boo
 	return ended, nil
 }
 
-// cas updates the row of table selected by key if its state is one of from.
-// It returns ErrNotFound when there is no such row and ErrConflict when the
-// row is in another state. The table and column names are constants of this
-// package, never input.
-func (s *Store) cas(ctx context.Context, table, key string, keyArgs []any, set string, setArgs []any, from ...any) error {
+// txCAS updates, inside tx, the row of table selected by key if its state
+// is one of from and cond ("" for none, with condArgs) holds. It returns
+// ErrNotFound when there is no such row and ErrConflict when the row is in
+// another state or fails cond. The table, column names and cond are this
+// package's constants, never input.
+func (s *Store) txCAS(ctx context.Context, tx *sql.Tx, table, key string, keyArgs []any, set string, setArgs []any, cond string, condArgs []any, from ...any) error {
 	placeholders := strings.TrimSuffix(strings.Repeat("?, ", len(from)), ", ")
-	args := slices.Concat(setArgs, keyArgs, from)
-	res, err := s.exec(ctx,
-		`UPDATE `+table+` SET `+set+` WHERE `+key+` AND state IN (`+placeholders+`)`, args...)
+	where := key + ` AND state IN (` + placeholders + `)`
+	if cond != "" {
+		where += ` AND ` + cond
+	}
+	res, err := s.txExec(ctx, tx, `UPDATE `+table+` SET `+set+` WHERE `+where, slices.Concat(setArgs, keyArgs, from, condArgs)...)
 	if err != nil {
 		return err
 	}
@@ -399,17 +408,38 @@ func (s *Store) cas(ctx context.Context, table, key string, keyArgs []any, set s
 	if n == 1 {
 		return nil
 	}
-	// No row changed: tell "missing" from "in another state". Rows are
-	// never deleted, so the answer cannot go stale between the two.
 	var state string
-	err = s.row(ctx, `SELECT state FROM `+table+` WHERE `+key, keyArgs...).Scan(&state)
+	err = s.txRow(ctx, tx, `SELECT state FROM `+table+` WHERE `+key, keyArgs...).Scan(&state)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.ErrNotFound
 	}
 	if err != nil {
 		return err
 	}
+	for _, f := range from {
+		if cond != "" && fmt.Sprint(f) == state {
+			return fmt.Errorf("is %s, but not %s: %w", state, cond, store.ErrConflict)
+		}
+	}
 	return fmt.Errorf("is %s: %w", state, store.ErrConflict)
+}
+
+// cas is txCAS in a transaction of its own, without a condition.
+func (s *Store) cas(ctx context.Context, table, key string, keyArgs []any, set string, setArgs []any, from ...any) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		return s.txCAS(ctx, tx, table, key, keyArgs, set, setArgs, "", nil, from...)
+	})
+}
+
+// txExecFunc and txRowFunc run statements inside tx (finishAttempt's).
+func (s *Store) txExecFunc(tx *sql.Tx) func(context.Context, string, ...any) (sql.Result, error) {
+	return func(ctx context.Context, q string, args ...any) (sql.Result, error) {
+		return s.txExec(ctx, tx, q, args...)
+	}
+}
+
+func (s *Store) txRowFunc(tx *sql.Tx) func(context.Context, string, ...any) *sql.Row {
+	return func(ctx context.Context, q string, args ...any) *sql.Row { return s.txRow(ctx, tx, q, args...) }
 }
 
 // Builds returns the builds of a buildset in creation order, or ErrNotFound
@@ -477,7 +507,13 @@ func (s *Store) StartAttempt(ctx context.Context, p store.StartAttemptParams) er
 	if a.StartedAt.IsZero() {
 		return fmt.Errorf("sqlite: start attempt %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, errZeroTime("StartedAt"))
 	}
+	if a.Owner != p.Fence.Owner {
+		return fmt.Errorf("sqlite: start attempt %s/%s #%d: owner %q is not the fence's %q", a.BuildsetID, a.Job, a.Number, a.Owner, p.Fence.Owner)
+	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.checkFence(ctx, tx, p.Fence); err != nil {
+			return err
+		}
 		var (
 			state   string
 			attempt int
@@ -522,7 +558,13 @@ func (s *Store) FinishAttempt(ctx context.Context, p store.FinishAttemptParams) 
 	if p.Result == "" {
 		return fmt.Errorf("sqlite: finish attempt %s/%s #%d: empty result", p.BuildsetID, p.Job, p.Number)
 	}
-	if err := finishAttempt(ctx, s.exec, s.row, p); err != nil {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.checkFence(ctx, tx, p.Fence); err != nil {
+			return err
+		}
+		return finishAttempt(ctx, s.txExecFunc(tx), s.txRowFunc(tx), p)
+	})
+	if err != nil {
 		return fmt.Errorf("sqlite: finish attempt %s/%s #%d: %w", p.BuildsetID, p.Job, p.Number, err)
 	}
 	return nil
@@ -562,11 +604,16 @@ func (s *Store) FinishBuild(ctx context.Context, p store.FinishBuildParams) erro
 	if p.Result == "" {
 		return fmt.Errorf("sqlite: finish build %s/%s: empty result", p.BuildsetID, p.Job)
 	}
-	err := s.cas(ctx, "builds", "buildset_id = ? AND job = ?", []any{p.BuildsetID, p.Job},
-		// A build that never started keeps null times (SPEC §2.4, §3).
-		`state = ?, result = ?, reason = ?, finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE ? END`,
-		[]any{store.BuildDone, p.Result, p.Reason, nullNanos(p.At)},
-		store.BuildWaiting, store.BuildRunning)
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.checkFence(ctx, tx, p.Fence); err != nil {
+			return err
+		}
+		return s.txCAS(ctx, tx, "builds", "buildset_id = ? AND job = ?", []any{p.BuildsetID, p.Job},
+			// A build that never started keeps null times (SPEC §2.4, §3).
+			`state = ?, result = ?, reason = ?, finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE ? END`,
+			[]any{store.BuildDone, p.Result, p.Reason, nullNanos(p.At)},
+			"", nil, store.BuildWaiting, store.BuildRunning)
+	})
 	if err != nil {
 		return fmt.Errorf("sqlite: finish build %s/%s: %w", p.BuildsetID, p.Job, err)
 	}
@@ -583,11 +630,15 @@ func (s *Store) FinishAttemptAndBuild(ctx context.Context, a store.FinishAttempt
 		return fmt.Errorf("sqlite: finish attempt and build %s/%s #%d: empty result", a.BuildsetID, a.Job, a.Number)
 	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		exec := func(ctx context.Context, q string, args ...any) (sql.Result, error) {
-			return s.txExec(ctx, tx, q, args...)
+		if err := s.checkFence(ctx, tx, a.Fence); err != nil {
+			return err
 		}
-		row := func(ctx context.Context, q string, args ...any) *sql.Row { return s.txRow(ctx, tx, q, args...) }
-		if err := finishAttempt(ctx, exec, row, a); err != nil {
+		if b.Fence != a.Fence {
+			if err := s.checkFence(ctx, tx, b.Fence); err != nil {
+				return err
+			}
+		}
+		if err := finishAttempt(ctx, s.txExecFunc(tx), s.txRowFunc(tx), a); err != nil {
 			return err
 		}
 		res, err := s.txExec(ctx, tx, `

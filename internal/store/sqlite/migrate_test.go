@@ -1,6 +1,8 @@
 package sqlite
 
 import (
+	"fmt"
+	"maps"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -159,7 +161,11 @@ func TestUpgradeFrom1(t *testing.T) {
 	if bs4.Seq != 4 {
 		t.Errorf("Seq of a buildset created after the upgrade = %d, want 4", bs4.Seq)
 	}
-	if err := s.AdmitBuildset(ctx, "bs4", "server", time.Unix(70, 0)); err != nil {
+	server, err := s.RegisterOwner(ctx, store.RegisterOwnerParams{ID: "server", Kind: store.OwnerNode, Lease: time.Minute, Now: time.Unix(65, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AdmitBuildset(ctx, "bs4", server, time.Unix(70, 0)); err != nil {
 		t.Errorf("admit after upgrade: %v", err)
 	}
 
@@ -179,5 +185,83 @@ func TestUpgradeFrom1(t *testing.T) {
 	}
 	if check != "ok" {
 		t.Errorf("integrity_check: %s", check)
+	}
+}
+
+// TestUpgradeLeasesToOwners: migration 0006 makes an owner of every lease
+// row, its kind read from the id's old prefix, live until its lease's end;
+// an owner of rows without a lease (released before the upgrade, its kept
+// holder waiting for an adopter) is carried over released; a `sortie
+// run`'s QUEUED buildset becomes pinned to it, with no owner.
+func TestUpgradeLeasesToOwners(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "sortie.db")
+	db, err := openDB(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	qs := []string{`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)`}
+	for _, m := range ms[:3] {
+		qs = append(qs, m.SQL, fmt.Sprintf(`INSERT INTO schema_migrations (version) VALUES (%d)`, m.Version))
+	}
+	qs = append(qs,
+		`INSERT INTO leases (owner, expires_at) VALUES ('run-a', 100), ('srv-b', 200)`,
+		`INSERT INTO semaphore_holders (semaphore, holder, buildset, owner, acquired_at) VALUES ('P', 'bs1', 'bs1', 'srv-c', 5)`,
+		`INSERT INTO buildsets (id, pipeline, commit_sha, state, owner, created_at) VALUES
+			('bs1', 'deploy', 'c', 'RUNNING', 'srv-c', 1), ('bs2', 'deploy', 'c', 'QUEUED', 'run-a', 2),
+			('bs3', 'deploy', 'c', 'ADMITTED', 'srv-b', 3)`,
+	)
+	for _, q := range qs {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	owners, err := s.Owners(ctx, store.OwnerFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	epochs := map[int64]bool{}
+	for _, o := range owners {
+		got[o.ID] = fmt.Sprintf("%s %s %d", o.Kind, o.State, o.ExpiresAt.UnixNano())
+		epochs[o.Epoch] = true
+	}
+	want := map[string]string{"run-a": "run live 100", "srv-b": "node live 200", "srv-c": "node released 0"}
+	if !maps.Equal(got, want) || len(epochs) != 3 {
+		t.Errorf("owners after upgrade: %v (epochs %v), want %v", got, epochs, want)
+	}
+	for id, wantPin := range map[string]string{"bs1": "", "bs2": "run-a", "bs3": ""} {
+		bs, err := s.GetBuildset(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bs.PinnedTo != wantPin || (bs.State == store.BuildsetQueued) != (bs.Owner == "") {
+			t.Errorf("%s after upgrade: pinned to %q, owner %q", id, bs.PinnedTo, bs.Owner)
+		}
+	}
+	// An epoch given after the upgrade is above those carried over.
+	f, err := s.RegisterOwner(ctx, store.RegisterOwnerParams{ID: "o-new", Kind: store.OwnerNode, Lease: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for e := range epochs {
+		if f.Epoch <= e {
+			t.Errorf("new epoch %d, not above %d", f.Epoch, e)
+		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/sortie-ci/sortie/internal/store"
 )
@@ -14,7 +13,8 @@ import (
 // and applies its change, in one BEGIN IMMEDIATE transaction: SQLite's
 // write lock, taken before the first read, is the lock of every semaphore
 // at once, for this process and every other on the file. A waiter is alive
-// unless its owner has a lease row that ended before p.Now.
+// while its owner is live and its lease runs at p.Now. p.Fence, when set,
+// is checked first, in the same transaction.
 func (s *Store) UpdateSemaphores(ctx context.Context, p store.LockSemaphoresParams, decide func(store.SemaphoreView) (store.SemaphoreChange, error)) error {
 	if p.Now.IsZero() {
 		return fmt.Errorf("sqlite: update semaphores %v: %w", p.Names, errZeroTime("Now"))
@@ -29,6 +29,11 @@ func (s *Store) UpdateSemaphores(ctx context.Context, p store.LockSemaphoresPara
 		locked[n] = true
 	}
 	err = s.tx(ctx, func(tx *sql.Tx) error {
+		if p.Fence != (store.Fence{}) {
+			if err := s.checkFence(ctx, tx, p.Fence); err != nil {
+				return err
+			}
+		}
 		v := store.SemaphoreView{Now: p.Now}
 		var err error
 		if v.Holders, err = s.txHolders(ctx, tx, string(names)); err != nil {
@@ -40,6 +45,14 @@ func (s *Store) UpdateSemaphores(ctx context.Context, p store.LockSemaphoresPara
 		ch, err := decide(v)
 		if err != nil {
 			return err
+		}
+		if len(ch.AddHolders)+len(ch.AddWaiters) > 0 {
+			if p.Fence == (store.Fence{}) {
+				return fmt.Errorf("rows added without a fence: %w", store.ErrFenced)
+			}
+			if err := ch.CheckOwner(p.Fence.Owner); err != nil {
+				return err
+			}
 		}
 		for _, w := range ch.DropWaiters {
 			if !locked[w.Semaphore] {
@@ -114,13 +127,13 @@ func (s *Store) txHolders(ctx context.Context, tx *sql.Tx, names string) ([]stor
 }
 
 // txWaiters reads the waiters of the semaphores named in the JSON array
-// names, in the order of Waiters, each alive unless its owner's lease
-// ended before now.
+// names, in the order of Waiters, each alive while its owner is live and
+// its lease runs at now.
 func (s *Store) txWaiters(ctx context.Context, tx *sql.Tx, names string, now int64) ([]store.WaiterView, error) {
 	rows, err := s.txQuery(ctx, tx, `
 		SELECT w.semaphore, w.holder, w.buildset, w.owner, w.precedence, w.since,
-			l.expires_at IS NULL OR l.expires_at >= ?
-		FROM semaphore_waiters w LEFT JOIN leases l ON l.owner = w.owner
+			COALESCE(o.state = 'live' AND o.expires_at >= ?, 0)
+		FROM semaphore_waiters w LEFT JOIN owners o ON o.id = w.owner
 		WHERE w.semaphore IN (SELECT value FROM json_each(?))
 		ORDER BY w.semaphore, w.since, w.holder`, now, names)
 	if err != nil {
@@ -142,14 +155,17 @@ func (s *Store) txWaiters(ctx context.Context, tx *sql.Tx, names string, now int
 	return out, rows.Err()
 }
 
-// ReleaseSemaphores drops the holder's holds and waits. Releasing what is
-// not held is not an error.
-func (s *Store) ReleaseSemaphores(ctx context.Context, holder string) error {
+// ReleaseSemaphores drops the holder's holds and waits that are f's
+// owner's, if f is live. Releasing what is not held is not an error.
+func (s *Store) ReleaseSemaphores(ctx context.Context, holder string, f store.Fence) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := s.txExec(ctx, tx, `DELETE FROM semaphore_holders WHERE holder = ?`, holder); err != nil {
+		if err := s.checkFence(ctx, tx, f); err != nil {
 			return err
 		}
-		_, err := s.txExec(ctx, tx, `DELETE FROM semaphore_waiters WHERE holder = ?`, holder)
+		if _, err := s.txExec(ctx, tx, `DELETE FROM semaphore_holders WHERE holder = ? AND owner = ?`, holder, f.Owner); err != nil {
+			return err
+		}
+		_, err := s.txExec(ctx, tx, `DELETE FROM semaphore_waiters WHERE holder = ? AND owner = ?`, holder, f.Owner)
 		return err
 	})
 	if err != nil {
@@ -158,53 +174,21 @@ func (s *Store) ReleaseSemaphores(ctx context.Context, holder string) error {
 	return nil
 }
 
-// ReleaseBuildset drops every hold and wait of a buildset: its pipeline
-// semaphore and its builds' semaphores.
-func (s *Store) ReleaseBuildset(ctx context.Context, buildsetID string) error {
+// ReleaseBuildset drops every hold and wait of a buildset, its pipeline
+// semaphore's and its builds', that are f's owner's, if f is live.
+func (s *Store) ReleaseBuildset(ctx context.Context, buildsetID string, f store.Fence) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := s.txExec(ctx, tx, `DELETE FROM semaphore_holders WHERE buildset = ?`, buildsetID); err != nil {
+		if err := s.checkFence(ctx, tx, f); err != nil {
 			return err
 		}
-		_, err := s.txExec(ctx, tx, `DELETE FROM semaphore_waiters WHERE buildset = ?`, buildsetID)
+		if _, err := s.txExec(ctx, tx, `DELETE FROM semaphore_holders WHERE buildset = ? AND owner = ?`, buildsetID, f.Owner); err != nil {
+			return err
+		}
+		_, err := s.txExec(ctx, tx, `DELETE FROM semaphore_waiters WHERE buildset = ? AND owner = ?`, buildsetID, f.Owner)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: release buildset %s: %w", buildsetID, err)
-	}
-	return nil
-}
-
-// ReleaseOwner drops every holder and waiter of owner, but the holders
-// named in keep, and its lease row, in one transaction, whatever the lease
-// says: a restarted server that holds the state directory's lock knows its
-// predecessor is dead, and a reaper has ended an expired owner's builds.
-// A kept holder has no lease row left, so no acquirer takes it for dead:
-// it waits for its buildset's adopter. ExpiredOwners will not report the
-// owner afterwards. Releasing an unknown owner is not an error.
-func (s *Store) ReleaseOwner(ctx context.Context, owner string, keep []string) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		// One statement whatever len(keep): the kept holders travel as a
-		// JSON array.
-		kept, err := json.Marshal(append([]string{}, keep...))
-		if err != nil {
-			return err
-		}
-		if _, err := s.txExec(ctx, tx, `DELETE FROM semaphore_holders
-			WHERE owner = ? AND holder NOT IN (SELECT value FROM json_each(?))`, owner, string(kept)); err != nil {
-			return err
-		}
-		for _, q := range []string{
-			`DELETE FROM semaphore_waiters WHERE owner = ?`,
-			`DELETE FROM leases WHERE owner = ?`,
-		} {
-			if _, err := s.txExec(ctx, tx, q, owner); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("sqlite: release owner %s: %w", owner, err)
 	}
 	return nil
 }
@@ -262,55 +246,4 @@ func (s *Store) Waiters(ctx context.Context) ([]store.Waiter, error) {
 		return nil, fmt.Errorf("sqlite: waiters: %w", err)
 	}
 	return out, nil
-}
-
-// RenewLease keeps an owner's holders and waiters alive until until
-// (inclusive). It may also shorten a lease.
-func (s *Store) RenewLease(ctx context.Context, owner string, until time.Time) error {
-	if until.IsZero() {
-		return fmt.Errorf("sqlite: renew lease %s: %w", owner, errZeroTime("until"))
-	}
-	_, err := s.exec(ctx, `
-		INSERT INTO leases (owner, expires_at) VALUES (?, ?)
-		ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at`,
-		owner, nanos(until))
-	if err != nil {
-		return fmt.Errorf("sqlite: renew lease %s: %w", owner, err)
-	}
-	return nil
-}
-
-// LeaseAlive reports whether owner's lease runs at now.
-func (s *Store) LeaseAlive(ctx context.Context, owner string, now time.Time) (bool, error) {
-	var n int
-	err := s.row(ctx, `SELECT COUNT(*) FROM leases WHERE owner = ? AND expires_at >= ?`, owner, nanos(now)).Scan(&n)
-	if err != nil {
-		return false, fmt.Errorf("sqlite: lease of %s: %w", owner, err)
-	}
-	return n > 0, nil
-}
-
-// ExpiredOwners returns the owners whose lease ended before now, sorted.
-// It changes nothing: their holders keep their slots until ReleaseOwner.
-func (s *Store) ExpiredOwners(ctx context.Context, now time.Time) ([]string, error) {
-	if now.IsZero() {
-		return nil, fmt.Errorf("sqlite: expired owners: %w", errZeroTime("now"))
-	}
-	rows, err := s.rows(ctx, `SELECT owner FROM leases WHERE expires_at < ? ORDER BY owner`, nanos(now))
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: expired owners: %w", err)
-	}
-	defer rows.Close()
-	var owners []string
-	for rows.Next() {
-		var o string
-		if err := rows.Scan(&o); err != nil {
-			return nil, fmt.Errorf("sqlite: expired owners: %w", err)
-		}
-		owners = append(owners, o)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: expired owners: %w", err)
-	}
-	return owners, nil
 }

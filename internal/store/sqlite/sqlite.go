@@ -9,14 +9,16 @@
 // nor both grant the last slot of a semaphore), and a busy writer is waited
 // for up to busyTimeout.
 //
-// Leases: an owner that has never called RenewLease has no lease row and is
-// treated as alive. Callers renew an owner's lease before it first acquires a
-// semaphore; until then nothing can tell a slow starter from a dead process,
-// and taking a live holder away is the worse mistake (SPEC §2.5).
-// UpdateSemaphores shows an expired owner's waiters dead, for the rule
+// Owners and fencing: an owner registers (RegisterOwner) before it writes
+// anything of its own; there is no "owner without a row". A write that
+// carries a Fence reads the owner's row inside its BEGIN IMMEDIATE
+// transaction and is refused with store.ErrFenced unless the owner is live
+// with that epoch: the write lock held from that read to the commit is
+// what orders it against FenceOwners. UpdateSemaphores shows the waiters of
+// an owner not alive (fenced, or its lease run out) dead, for the rule
 // (semaphore.Decide) to drop, and its holders as any other, since its
-// builds may still run; its lease row stays, and ExpiredOwners reports it
-// until ReleaseOwner drops its holders, waiters and lease row at once.
+// builds may still run, until ReleaseOwner drops them. Times not given
+// (a zero Now) are this host's clock: the file is one host's.
 package sqlite
 
 import (

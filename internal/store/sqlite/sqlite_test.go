@@ -50,10 +50,19 @@ func TestTwoProcesses(t *testing.T) {
 	p1, p2 := open(t, path), open(t, path)
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	sem := map[string]int{"infra-prod-deployment": 1}
+	// Each holder is an owner of its own, registered through its store.
+	fences := map[string]store.Fence{}
 	acq := func(s *sqlite.Store, holder string) bool {
 		t.Helper()
+		if _, ok := fences[holder]; !ok {
+			f, err := s.RegisterOwner(t.Context(), store.RegisterOwnerParams{ID: holder, Kind: store.OwnerNode, Lease: time.Hour, Now: now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fences[holder] = f
+		}
 		ok, err := semaphore.TryAcquire(t.Context(), s, semaphore.Request{
-			Holder: holder, Buildset: holder, Owner: holder, Semaphores: sem, Since: now, Now: now,
+			Holder: holder, Buildset: holder, Owner: holder, Fence: fences[holder], Semaphores: sem, Since: now, Now: now,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -66,13 +75,13 @@ func TestTwoProcesses(t *testing.T) {
 	if acq(p2, "b") {
 		t.Fatal("p2 took the semaphore p1 holds")
 	}
-	if err := p1.ReleaseSemaphores(t.Context(), "a"); err != nil {
+	if err := p1.ReleaseSemaphores(t.Context(), "a", fences["a"]); err != nil {
 		t.Fatal(err)
 	}
 	if !acq(p2, "b") {
 		t.Fatal("p2 could not take the semaphore p1 released")
 	}
-	if err := p2.ReleaseSemaphores(t.Context(), "b"); err != nil {
+	if err := p2.ReleaseSemaphores(t.Context(), "b", fences["b"]); err != nil {
 		t.Fatal(err)
 	}
 
@@ -176,16 +185,17 @@ func ExampleOpen() {
 	defer s.Close()
 
 	now := time.Now()
-	// Renew the owner's lease before acquiring: once it expires, the
-	// owner's waiters count for nothing, and a reaper may end its builds
-	// and release its holders.
-	if err := s.RenewLease(ctx, "proc-1", now.Add(time.Minute)); err != nil {
+	// Register the owner before acquiring: every row it adds carries its
+	// fence. Once its lease expires, its waiters count for nothing, and a
+	// reaper may fence it, end its builds and release its holders.
+	fence, err := s.RegisterOwner(ctx, store.RegisterOwnerParams{ID: "proc-1", Kind: store.OwnerRun, Lease: time.Minute, Now: now})
+	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	for _, holder := range []string{"bs1", "bs2"} {
 		ok, err := semaphore.TryAcquire(ctx, s, semaphore.Request{
-			Holder: holder, Buildset: holder, Owner: "proc-1",
+			Holder: holder, Buildset: holder, Owner: "proc-1", Fence: fence,
 			Semaphores: map[string]int{"infra-prod-deployment": 1},
 			Since:      now, Now: now,
 		})

@@ -17,20 +17,20 @@ func testEndBuildset(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "done", "running", "retrying", "waiting")
 	create(t, s, &store.Buildset{ID: "other", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "base")
-	must(t, "start bs1", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Owner: "dead", At: at(time.Second)}))
+	must(t, "start bs1", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Fence: own(t, s, "dead"), At: at(time.Second)}))
 	start := func(job string, n int) {
 		t.Helper()
 		must(t, "start "+job, s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{
-			BuildsetID: "bs1", Job: job, Number: n, Owner: "dead", StartedAt: at(time.Duration(n) * time.Second)}}))
+			BuildsetID: "bs1", Job: job, Number: n, Owner: "dead", StartedAt: at(time.Duration(n) * time.Second)}, Fence: own(t, s, "dead")}))
 	}
 	start("done", 1)
 	must(t, "finish done", s.FinishAttemptAndBuild(ctx,
-		store.FinishAttemptParams{BuildsetID: "bs1", Job: "done", Number: 1, Result: store.Success, At: at(2 * time.Second)},
-		store.FinishBuildParams{BuildsetID: "bs1", Job: "done", Result: store.Success, At: at(2 * time.Second)}))
+		store.FinishAttemptParams{BuildsetID: "bs1", Job: "done", Number: 1, Result: store.Success, At: at(2 * time.Second), Fence: writer(t, s)},
+		store.FinishBuildParams{BuildsetID: "bs1", Job: "done", Result: store.Success, At: at(2 * time.Second), Fence: writer(t, s)}))
 	start("running", 1)
 	// Between two attempts: RUNNING, with no attempt running.
 	start("retrying", 1)
-	must(t, "retry", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "retrying", Number: 1, Result: store.Retry, Error: "ssh: refused", At: at(2 * time.Second)}))
+	must(t, "retry", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "retrying", Number: 1, Result: store.Retry, Error: "ssh: refused", At: at(2 * time.Second), Fence: writer(t, s)}))
 
 	acquire(t, s, semaphore.Request{Holder: "bs1", Buildset: "bs1", Owner: "dead", Semaphores: map[string]int{"P": 1}, Since: t0, Now: t0}, true)
 	acquire(t, s, semaphore.Request{Holder: "bs1/running", Buildset: "bs1", Owner: "dead", Semaphores: map[string]int{"S": 1}, Since: t0, Now: t0}, true)
@@ -106,7 +106,7 @@ func testEndBuildsetDefaults(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "running", "waiting")
 	must(t, "start", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{
-		BuildsetID: "bs1", Job: "running", Number: 1, Owner: "p", StartedAt: at(time.Second)}}))
+		BuildsetID: "bs1", Job: "running", Number: 1, Owner: "p", StartedAt: at(time.Second)}, Fence: own(t, s, "p")}))
 	ended, err := s.EndBuildset(ctx, store.EndBuildsetParams{
 		ID: "bs1", Result: store.Canceled, Error: "cancelled by alice", BuildResult: store.Canceled, Reason: "buildset cancelled",
 	})

@@ -58,7 +58,7 @@ func testOutboxWithStateChanges(t *testing.T, s store.Store) {
 	if ds := deliveriesOf(t, s, "bs1"); len(ds) != 0 {
 		t.Errorf("a buildset made QUEUED has deliveries: %v", ds)
 	}
-	start := store.StartBuildsetParams{ID: "bs1", Owner: "p", At: at(time.Second), Reports: []store.NewReportDelivery{
+	start := store.StartBuildsetParams{ID: "bs1", Fence: own(t, s, "p"), At: at(time.Second), Reports: []store.NewReportDelivery{
 		newDelivery("bs1-start-gh", "gh", "start", time.Second), newDelivery("bs1-start-hook", "hook", "start", time.Second),
 	}}
 	must(t, "start with reports", s.StartBuildset(ctx, start))
@@ -122,10 +122,10 @@ func testOutboxClaims(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	create(t, s, &store.Buildset{ID: "a", Pipeline: "deploy", Commit: "a", CreatedAt: t0})
 	create(t, s, &store.Buildset{ID: "b", Pipeline: "deploy", Commit: "b", CreatedAt: t0})
-	must(t, "start a", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "a", Owner: "p", At: at(time.Second), Reports: []store.NewReportDelivery{
+	must(t, "start a", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "a", Fence: own(t, s, "p"), At: at(time.Second), Reports: []store.NewReportDelivery{
 		newDelivery("a-start-gh", "gh", "start", time.Second), newDelivery("a-start-hook", "hook", "start", time.Second),
 	}}))
-	must(t, "start b", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "b", Owner: "p", At: at(2 * time.Second), Reports: []store.NewReportDelivery{
+	must(t, "start b", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "b", Fence: own(t, s, "p"), At: at(2 * time.Second), Reports: []store.NewReportDelivery{
 		newDelivery("b-start-gh", "gh", "start", 2*time.Second),
 	}}))
 	ended, err := s.EndBuildset(ctx, store.EndBuildsetParams{ID: "a", Result: store.Success, BuildResult: store.Canceled, At: at(3 * time.Second),
@@ -219,7 +219,7 @@ func ContendClaims(t *testing.T, stores []store.Store) {
 	for i := range buildsets {
 		id := fmt.Sprintf("bs%02d", i)
 		create(t, s, &store.Buildset{ID: id, Pipeline: "deploy", Commit: "a", CreatedAt: t0})
-		must(t, "start "+id, s.StartBuildset(ctx, store.StartBuildsetParams{ID: id, Owner: "p", At: at(time.Second), Reports: []store.NewReportDelivery{
+		must(t, "start "+id, s.StartBuildset(ctx, store.StartBuildsetParams{ID: id, Fence: own(t, s, "p"), At: at(time.Second), Reports: []store.NewReportDelivery{
 			newDelivery(id+"-start-gh", "gh", "start", time.Second), newDelivery(id+"-start-hook", "hook", "start", time.Second),
 		}}))
 		ended, err := s.EndBuildset(ctx, store.EndBuildsetParams{ID: id, Result: store.Success, BuildResult: store.Canceled, At: at(2 * time.Second),

@@ -28,12 +28,12 @@ func testTimePrecision(t *testing.T, s store.Store) {
 	}
 
 	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: odd(0)}, "base")
-	must(t, "start", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Owner: "p", At: odd(time.Second)}))
+	must(t, "start", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Fence: own(t, s, "p"), At: odd(time.Second)}))
 	must(t, "start attempt", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{
-		BuildsetID: "bs1", Job: "base", Number: 1, Owner: "p", StartedAt: odd(2 * time.Second)}}))
+		BuildsetID: "bs1", Job: "base", Number: 1, Owner: "p", StartedAt: odd(2 * time.Second)}, Fence: own(t, s, "p")}))
 	must(t, "finish attempt", s.FinishAttemptAndBuild(ctx,
-		store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 1, Result: store.Success, At: odd(3 * time.Second)},
-		store.FinishBuildParams{BuildsetID: "bs1", Job: "base", Result: store.Success, At: odd(3 * time.Second)}))
+		store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 1, Result: store.Success, At: odd(3 * time.Second), Fence: writer(t, s)},
+		store.FinishBuildParams{BuildsetID: "bs1", Job: "base", Result: store.Success, At: odd(3 * time.Second), Fence: writer(t, s)}))
 	finish(t, s, "bs1", store.Success, "", odd(4*time.Second))
 	bs := get(t, s, "bs1")
 	same("Buildset.CreatedAt", odd(0), &bs.CreatedAt)
@@ -81,14 +81,15 @@ func testTimePrecision(t *testing.T, s store.Store) {
 
 	// A lease until a time between two microseconds runs at the first and
 	// has ended at the next.
-	must(t, "renew", s.RenewLease(ctx, "p", odd(9*time.Second)))
+	register(t, s, "leased", odd(0), 9*time.Second)
+	same("Owner.ExpiresAt", odd(9*time.Second), ptr(owner(t, s, "leased").ExpiresAt))
 	for _, tc := range []struct {
 		now  time.Time
 		want bool
 	}{{at(9 * time.Second), true}, {at(9*time.Second + time.Microsecond), false}} {
-		alive, err := s.LeaseAlive(ctx, "p", tc.now)
-		must(t, "lease alive", err)
-		if alive != tc.want {
+		fenced, err := s.FenceOwners(ctx, store.FenceOwnersParams{Now: tc.now, IDs: []string{"leased"}})
+		must(t, "fence", err)
+		if alive := len(fenced) == 0; alive != tc.want {
 			t.Errorf("a lease until %s: alive at %s = %v, want %v", odd(9*time.Second).UTC().Format(time.RFC3339Nano),
 				tc.now.UTC().Format(time.RFC3339Nano), alive, tc.want)
 		}

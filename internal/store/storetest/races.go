@@ -23,9 +23,9 @@ const racers = 8
 func testEndBuildsetOnce(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "running", "waiting")
-	must(t, "start", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Owner: "p", At: at(time.Second)}))
+	must(t, "start", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Fence: own(t, s, "p"), At: at(time.Second)}))
 	must(t, "start attempt", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{
-		BuildsetID: "bs1", Job: "running", Number: 1, Owner: "p", StartedAt: at(time.Second)}}))
+		BuildsetID: "bs1", Job: "running", Number: 1, Owner: "p", StartedAt: at(time.Second)}, Fence: own(t, s, "p")}))
 	var (
 		wg     sync.WaitGroup
 		start  = make(chan struct{})
@@ -80,11 +80,12 @@ func testStartAttemptOnce(t *testing.T, s store.Store) {
 		errs  [racers]error
 	)
 	for i := range racers {
+		fence := own(t, s, fmt.Sprint("p", i))
 		wg.Go(func() {
 			<-start
 			errs[i] = s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{
 				BuildsetID: "bs1", Job: "base", Number: 1, Owner: fmt.Sprint("p", i),
-				StartedAt: at(time.Duration(i+1) * time.Second), Log: fmt.Sprint("log-", i)}})
+				StartedAt: at(time.Duration(i+1) * time.Second), Log: fmt.Sprint("log-", i)}, Fence: fence})
 		})
 	}
 	close(start)

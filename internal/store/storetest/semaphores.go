@@ -10,12 +10,19 @@ import (
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
-// update runs UpdateSemaphores with decide, and returns the view decide
-// was given (the last one, if it ran more than once).
+// update runs UpdateSemaphores with decide as "p", whose rows the cases
+// add, and returns the view decide was given (the last one, if it ran
+// more than once).
 func update(t *testing.T, s store.Store, names []string, now time.Time, decide func(store.SemaphoreView) (store.SemaphoreChange, error)) (store.SemaphoreView, error) {
 	t.Helper()
+	return updateAs(t, s, own(t, s, "p"), names, now, decide)
+}
+
+// updateAs is update under the fence f.
+func updateAs(t *testing.T, s store.Store, f store.Fence, names []string, now time.Time, decide func(store.SemaphoreView) (store.SemaphoreChange, error)) (store.SemaphoreView, error) {
+	t.Helper()
 	var seen store.SemaphoreView
-	err := s.UpdateSemaphores(t.Context(), store.LockSemaphoresParams{Names: names, Now: now},
+	err := s.UpdateSemaphores(t.Context(), store.LockSemaphoresParams{Names: names, Now: now, Fence: f},
 		func(v store.SemaphoreView) (store.SemaphoreChange, error) {
 			seen = v
 			return decide(v)
@@ -36,15 +43,29 @@ func testUpdateView(t *testing.T, s store.Store) {
 		AddHolders: []store.Holder{
 			{Semaphore: "A", Holder: "h2", Buildset: "bs2", Owner: "p", AcquiredAt: at(2 * time.Second)},
 			{Semaphore: "A", Holder: "h1", Buildset: "bs1", Owner: "p", AcquiredAt: at(time.Second)},
-			{Semaphore: "C", Holder: "h3", Buildset: "bs3", Owner: "q", AcquiredAt: at(time.Second)},
 		},
 		AddWaiters: []store.Waiter{
 			{Semaphore: "B", Holder: "w2", Buildset: "bs4", Owner: "p", Precedence: 2, Since: at(2 * time.Second)},
+		},
+	}))
+	must(t, "fill as p", err)
+	_, err = updateAs(t, s, own(t, s, "q"), []string{"A", "C"}, t0, apply(store.SemaphoreChange{
+		AddHolders: []store.Holder{
+			{Semaphore: "C", Holder: "h3", Buildset: "bs3", Owner: "q", AcquiredAt: at(time.Second)},
+		},
+		AddWaiters: []store.Waiter{
 			{Semaphore: "A", Holder: "w1", Buildset: "bs5", Owner: "q", Precedence: 1, Since: at(time.Second)},
 			{Semaphore: "C", Holder: "w3", Buildset: "bs6", Owner: "q", Precedence: 0, Since: t0},
 		},
 	}))
-	must(t, "fill", err)
+	must(t, "fill as q", err)
+	// Rows of another owner than the fence's are refused.
+	_, err = update(t, s, []string{"A"}, t0, apply(store.SemaphoreChange{
+		AddHolders: []store.Holder{{Semaphore: "A", Holder: "h4", Buildset: "bs7", Owner: "q", AcquiredAt: t0}},
+	}))
+	if err == nil {
+		t.Error("a row of q added under p's fence: no error")
+	}
 
 	now := at(time.Minute)
 	v, err := update(t, s, []string{"B", "A"}, now, apply(store.SemaphoreChange{}))
@@ -72,22 +93,26 @@ func testUpdateView(t *testing.T, s store.Store) {
 	diff(t, "view of an unknown semaphore", store.SemaphoreView{Now: now}, v, cmpopts.EquateEmpty())
 }
 
-// testUpdateAliveFlag: a waiter is alive while its owner's lease runs
-// (until T inclusive), and when its owner has no lease at all.
+// testUpdateAliveFlag: a waiter is alive while its owner is live and its
+// lease runs (until T inclusive); not once it is fenced, whatever its
+// lease, nor when its owner was never registered.
 func testUpdateAliveFlag(t *testing.T, s store.Store) {
-	ctx := t.Context()
 	T := at(time.Minute)
-	must(t, "renew short", s.RenewLease(ctx, "short", T))
-	must(t, "renew long", s.RenewLease(ctx, "long", T.Add(time.Hour)))
-	_, err := update(t, s, []string{"S"}, t0, apply(store.SemaphoreChange{AddWaiters: []store.Waiter{
+	short := register(t, s, "short", t0, T.Sub(t0))
+	long := register(t, s, "long", t0, T.Add(time.Hour).Sub(t0))
+	fenced := register(t, s, "fenced", t0, longLease)
+	for _, w := range []store.Waiter{
 		{Semaphore: "S", Holder: "a", Buildset: "a", Owner: "short", Since: t0},
 		{Semaphore: "S", Holder: "b", Buildset: "b", Owner: "long", Since: t0},
-		{Semaphore: "S", Holder: "c", Buildset: "c", Owner: "unleased", Since: t0},
-	}}))
-	must(t, "fill", err)
+		{Semaphore: "S", Holder: "c", Buildset: "c", Owner: "fenced", Since: t0},
+	} {
+		f := map[string]store.Fence{"short": short, "long": long, "fenced": fenced}[w.Owner]
+		_, err := updateAs(t, s, f, []string{"S"}, t0, apply(store.SemaphoreChange{AddWaiters: []store.Waiter{w}}))
+		must(t, "wait "+w.Holder, err)
+	}
 	alive := func(now time.Time) map[string]bool {
 		t.Helper()
-		v, err := update(t, s, []string{"S"}, now, apply(store.SemaphoreChange{}))
+		v, err := updateAs(t, s, store.Fence{}, []string{"S"}, now, apply(store.SemaphoreChange{}))
 		must(t, "read", err)
 		out := map[string]bool{}
 		for _, w := range v.Waiters {
@@ -97,12 +122,14 @@ func testUpdateAliveFlag(t *testing.T, s store.Store) {
 	}
 	diff(t, "alive at T", map[string]bool{"a": true, "b": true, "c": true}, alive(T))
 	diff(t, "alive after T", map[string]bool{"a": false, "b": true, "c": true}, alive(T.Add(time.Microsecond)))
-	must(t, "release short", s.ReleaseOwner(ctx, "short", nil))
-	diff(t, "alive after its release", map[string]bool{"b": true, "c": true}, alive(T.Add(time.Microsecond)))
+	fence(t, s, "fenced")
+	diff(t, "alive once fenced", map[string]bool{"a": false, "b": true, "c": false}, alive(T.Add(time.Microsecond)))
 	// Reading drops nothing by itself: a dead waiter is dropped only by a
 	// change that says so.
-	must(t, "shorten long", s.RenewLease(ctx, "long", T))
-	diff(t, "a dead waiter stays until dropped", map[string]bool{"b": false, "c": true}, alive(T.Add(time.Hour)))
+	diff(t, "a dead waiter stays until dropped", map[string]bool{"a": false, "b": false, "c": false}, alive(T.Add(2*time.Hour)))
+	// Released, its waiter is gone.
+	reap(t, s, "fenced")
+	diff(t, "a released owner's waiter is gone", map[string]bool{"a": true, "b": true}, alive(T))
 }
 
 // testUpdateAtomic: a decide that fails, or a change that cannot be

@@ -25,13 +25,17 @@
 //     between two attempts (none running) gets StartedResult.
 //   - CreateBuildset with a ConfigError (or Skipped) and jobs is refused;
 //     with none it makes the buildset DONE, never seen QUEUED.
-//   - A lease "until T" is alive at T and expired a microsecond after it.
-//   - An owner that never renewed a lease is alive.
-//   - UpdateSemaphores sees a waiter alive until its owner's lease ends
-//     (an owner without a lease is alive) and drops nothing by itself;
-//     through semaphore.TryAcquire an expired owner's waiters are dropped,
-//     never its holders: they keep their slots, and ExpiredOwners keeps
-//     reporting the owner, until ReleaseOwner.
+//   - A lease "until T" is alive at T and expired a microsecond after it;
+//     FenceOwners fences an owner whose lease ended before its Now, and
+//     RenewOwner refuses a lease that ended, fenced or not.
+//   - An owner that was never registered has no right to write: its
+//     fenced writes are ErrFenced, and its waiters are dead.
+//   - UpdateSemaphores sees a waiter alive while its owner is live and its
+//     lease runs, and drops nothing by itself; through
+//     semaphore.TryAcquire a dead owner's waiters are dropped, never its
+//     holders: they keep their slots until ReleaseOwner.
+//   - Every write that carries a Fence is ErrFenced, and changes nothing,
+//     once its owner is fenced (fencing.go).
 //   - UpdateSemaphores applies all of a change or none of it, and refuses
 //     one that touches a semaphore it did not lock.
 //   - A waiter keeps the rank of its first request.
@@ -43,9 +47,8 @@
 //     moves its holders and waiters to the new owner.
 //   - RunningAttempts of an unknown buildset is ErrNotFound; an attempt
 //     finished with a zero time (a Result, no FinishedAt) is not running.
-//   - After ReleaseOwner, ExpiredOwners does not report that owner; the
-//     holders it was told to keep stay held, by the dead owner, until
-//     their buildset is adopted or released.
+//   - After ReleaseOwner the holders it was told to keep stay held, by the
+//     released owner, until their buildset is adopted or ends.
 //   - ClearPause("") clears the pause of all pipelines, not each
 //     pipeline's own.
 //   - ClaimDelivery does not move a delivery's time when it is claimed
@@ -110,7 +113,6 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Attempts", testAttempts},
 		{"AttemptConflicts", testAttemptConflicts},
 		{"FinishAttemptAndBuild", testFinishAttemptAndBuild},
-		{"LeaseAlive", testLeaseAlive},
 		{"SemaphoreAllOrNothing", testSemaphoreAllOrNothing},
 		{"SemaphoreMax", testSemaphoreMax},
 		{"SemaphoreReacquire", testSemaphoreReacquire},
@@ -123,10 +125,14 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"FairnessWaiterKeepsRank", testFairnessWaiterKeepsRank},
 		{"FairnessOtherSemaphore", testFairnessOtherSemaphore},
 		{"FairnessReservesSlots", testFairnessReservesSlots},
-		{"ExpiredOwners", testExpiredOwners},
+		{"Owners", testOwners},
+		{"OwnerLease", testOwnerLease},
+		{"OwnerStateMachine", testOwnerStateMachine},
+		{"TwoReapers", testTwoReapers},
 		{"ExpiredHolderKept", testExpiredHolderKept},
 		{"RenewedHolderKept", testRenewedHolderKept},
-		{"NoLeaseIsAlive", testNoLeaseIsAlive},
+		{"UnregisteredOwner", testUnregisteredOwner},
+		{"Fenced", testFenced},
 		{"JobDurations", testJobDurations},
 		{"Seq", testSeq},
 		{"SpecNilVersusEmpty", testSpecNilVersusEmpty},
@@ -178,6 +184,28 @@ var t0 = time.Date(2026, 3, 14, 15, 9, 26, 535897000, time.FixedZone("CET", 3600
 func at(d time.Duration) time.Time { return t0.Add(d) }
 
 func ptr[T any](v T) *T { return &v }
+
+// longLease outlives every time the suite writes: an owner made by own
+// stays alive throughout a case.
+const longLease = 100_000 * time.Hour
+
+// own returns the Fence of owner id, registering it the first time (a
+// node, with a longLease from t0).
+func own(t *testing.T, s store.Store, id string) store.Fence {
+	t.Helper()
+	os, err := s.Owners(t.Context(), store.OwnerFilter{IDs: []string{id}})
+	must(t, "owners", err)
+	if len(os) == 1 {
+		return store.Fence{Owner: id, Epoch: os[0].Epoch}
+	}
+	f, err := s.RegisterOwner(t.Context(), store.RegisterOwnerParams{ID: id, Kind: store.OwnerNode, Lease: longLease, Now: t0})
+	must(t, "register "+id, err)
+	return f
+}
+
+// writer is the Fence of the process that makes a case's writes when
+// which one does not matter.
+func writer(t *testing.T, s store.Store) store.Fence { return own(t, s, "writer") }
 
 func wantErr(t *testing.T, what string, err, target error) {
 	t.Helper()
@@ -262,11 +290,11 @@ func testCreateGet(t *testing.T, s store.Store) {
 		Cause:     "push to main by github",
 		RerunOf:   "bs0",
 		CreatedAt: t0,
-		// Kept: the process that will run it at once (a sortie run).
-		Owner: "run-someone",
-		// Ignored: a new buildset is QUEUED with no result, and the store
-		// assigns Seq.
-		State: store.BuildsetDone, Result: store.Success, Seq: -7,
+		// Kept: the process that will run it itself (a sortie run).
+		PinnedTo: "run-someone",
+		// Ignored: a new buildset is QUEUED with no owner and no result,
+		// and the store assigns Seq.
+		Owner: "someone", State: store.BuildsetDone, Result: store.Success, Seq: -7,
 	}
 	create(t, s, bs, "bootstrap", "base")
 	if bs.Seq <= 0 {
@@ -284,7 +312,7 @@ func testCreateGet(t *testing.T, s store.Store) {
 		Spec:      []byte(`{"base":{"run":"make"}}`),
 		Cause:     "push to main by github",
 		RerunOf:   "bs0",
-		Owner:     "run-someone",
+		PinnedTo:  "run-someone",
 		CreatedAt: t0,
 	}
 	diff(t, "GetBuildset", want, got)
@@ -377,12 +405,12 @@ func testList(t *testing.T, s store.Store) {
 	create(t, s, &store.Buildset{ID: "d1", Pipeline: "deploy", Commit: "b", CreatedAt: at(3 * time.Second)})
 	create(t, s, &store.Buildset{ID: "d2", Pipeline: "deploy", Commit: "c", CreatedAt: at(3 * time.Second)})
 	create(t, s, &store.Buildset{ID: "h2", Pipeline: "hourly", Commit: "c", CreatedAt: at(4*time.Second + time.Microsecond)})
-	must(t, "start d0", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "d0", Owner: "p1", At: at(5 * time.Second)}))
+	must(t, "start d0", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "d0", Fence: own(t, s, "p1"), At: at(5 * time.Second)}))
 	finish(t, s, "d0", store.Success, "", at(6*time.Second))
-	must(t, "start d1", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "d1", Owner: "p1", At: at(5 * time.Second)}))
+	must(t, "start d1", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "d1", Fence: own(t, s, "p1"), At: at(5 * time.Second)}))
 	finish(t, s, "d1", store.Failure, "base failed", at(6*time.Second))
 	finish(t, s, "h1", store.Success, "", at(6*time.Second))
-	must(t, "start h2", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "h2", Owner: "p1", At: at(5 * time.Second)}))
+	must(t, "start h2", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "h2", Fence: own(t, s, "p1"), At: at(5 * time.Second)}))
 
 	for _, tt := range []struct {
 		name string
@@ -466,8 +494,8 @@ func testBuildsetTransitions(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "bootstrap")
 
-	must(t, "start", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Owner: "proc-1", At: at(time.Second)}))
-	wantErr(t, "start twice", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Owner: "proc-2", At: at(2 * time.Second)}), store.ErrConflict)
+	must(t, "start", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Fence: own(t, s, "proc-1"), At: at(time.Second)}))
+	wantErr(t, "start twice", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Fence: own(t, s, "proc-2"), At: at(2 * time.Second)}), store.ErrConflict)
 	got := get(t, s, "bs1")
 	if got.State != store.BuildsetRunning || got.Owner != "proc-1" || got.StartedAt == nil || !got.StartedAt.Equal(at(time.Second)) {
 		t.Errorf("after start: %+v", got)
@@ -481,7 +509,7 @@ func testBuildsetTransitions(t *testing.T, s store.Store) {
 	if ended {
 		t.Error("end done: ended again")
 	}
-	wantErr(t, "start done", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Owner: "proc-2", At: at(4 * time.Second)}), store.ErrConflict)
+	wantErr(t, "start done", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs1", Fence: own(t, s, "proc-2"), At: at(4 * time.Second)}), store.ErrConflict)
 	got = get(t, s, "bs1")
 	want := &store.Buildset{
 		ID: "bs1", Pipeline: "deploy", Commit: "a", State: store.BuildsetDone, Result: store.Failure,
@@ -498,7 +526,7 @@ func testBuildsetTransitions(t *testing.T, s store.Store) {
 		t.Errorf("ended from QUEUED: %+v", got)
 	}
 
-	wantErr(t, "start unknown", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "nope", Owner: "p", At: t0}), store.ErrNotFound)
+	wantErr(t, "start unknown", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "nope", Fence: own(t, s, "p"), At: t0}), store.ErrNotFound)
 	_, err = s.EndBuildset(ctx, store.EndBuildsetParams{ID: "nope", Result: store.Success, BuildResult: store.Success, At: t0})
 	wantErr(t, "end unknown", err, store.ErrNotFound)
 }
@@ -509,19 +537,19 @@ func testBuildTransitions(t *testing.T, s store.Store) {
 
 	// Skipped without ever starting: null times, a reason, even when the
 	// caller gives the time it decided so.
-	must(t, "skip", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "zuul", Result: store.Skipped, Reason: "dependency base failed", At: at(time.Second)}))
+	must(t, "skip", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "zuul", Result: store.Skipped, Reason: "dependency base failed", At: at(time.Second), Fence: writer(t, s)}))
 	diff(t, "skipped build", &store.Build{
 		BuildsetID: "bs1", Job: "zuul", State: store.BuildDone, Result: store.Skipped, Reason: "dependency base failed",
 	}, build(t, s, "bs1", "zuul"))
-	wantErr(t, "finish skipped", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "zuul", Result: store.Success, Reason: "", At: at(time.Second)}), store.ErrConflict)
+	wantErr(t, "finish skipped", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "zuul", Result: store.Success, Reason: "", At: at(time.Second), Fence: writer(t, s)}), store.ErrConflict)
 	wantErr(t, "start attempt of done build",
-		s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "zuul", Number: 1, Owner: "p", StartedAt: at(time.Second)}}),
+		s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "zuul", Number: 1, Owner: "p", StartedAt: at(time.Second)}, Fence: own(t, s, "p")}),
 		store.ErrConflict)
 
-	must(t, "start attempt", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "p", StartedAt: at(time.Second), Log: "logs/bs1/base/1"}}))
-	must(t, "finish attempt", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 1, Result: store.Failure, Error: "exit status 2", At: at(2 * time.Second)}))
-	must(t, "finish build", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "base", Result: store.Failure, Reason: "", At: at(2 * time.Second)}))
-	wantErr(t, "finish build twice", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "base", Result: store.Failure, Reason: "", At: at(3 * time.Second)}), store.ErrConflict)
+	must(t, "start attempt", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "p", StartedAt: at(time.Second), Log: "logs/bs1/base/1"}, Fence: own(t, s, "p")}))
+	must(t, "finish attempt", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 1, Result: store.Failure, Error: "exit status 2", At: at(2 * time.Second), Fence: writer(t, s)}))
+	must(t, "finish build", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "base", Result: store.Failure, Reason: "", At: at(2 * time.Second), Fence: writer(t, s)}))
+	wantErr(t, "finish build twice", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "base", Result: store.Failure, Reason: "", At: at(3 * time.Second), Fence: writer(t, s)}), store.ErrConflict)
 	got := build(t, s, "bs1", "base")
 	diff(t, "finished build", &store.Build{
 		BuildsetID: "bs1", Job: "base", State: store.BuildDone, Result: store.Failure, Attempt: 1,
@@ -529,8 +557,8 @@ func testBuildTransitions(t *testing.T, s store.Store) {
 	}, got)
 	checkUTC(t, "build times", got.StartedAt, got.FinishedAt)
 
-	wantErr(t, "finish unknown build", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "nope", Result: store.Success, Reason: "", At: t0}), store.ErrNotFound)
-	wantErr(t, "finish build of unknown buildset", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "nope", Job: "base", Result: store.Success, Reason: "", At: t0}), store.ErrNotFound)
+	wantErr(t, "finish unknown build", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "nope", Result: store.Success, Reason: "", At: t0, Fence: writer(t, s)}), store.ErrNotFound)
+	wantErr(t, "finish build of unknown buildset", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "nope", Job: "base", Result: store.Success, Reason: "", At: t0, Fence: writer(t, s)}), store.ErrNotFound)
 }
 
 func testAttempts(t *testing.T, s store.Store) {
@@ -543,15 +571,15 @@ func testAttempts(t *testing.T, s store.Store) {
 		t.Errorf("attempts before any: %v", got)
 	}
 
-	must(t, "start #1", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "proc-1", StartedAt: at(time.Second), Log: "log-1"}}))
+	must(t, "start #1", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "proc-1", StartedAt: at(time.Second), Log: "log-1"}, Fence: own(t, s, "proc-1")}))
 	diff(t, "build after #1", &store.Build{
 		BuildsetID: "bs1", Job: "base", State: store.BuildRunning, Attempt: 1, StartedAt: ptr(at(time.Second)), Log: "log-1",
 	}, build(t, s, "bs1", "base"))
-	must(t, "finish #1", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 1, Result: store.Lost, Error: "ssh: connection refused", At: at(2 * time.Second)}))
-	wantErr(t, "finish #1 twice", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 1, Result: store.Success, Error: "", At: at(3 * time.Second)}), store.ErrConflict)
+	must(t, "finish #1", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 1, Result: store.Lost, Error: "ssh: connection refused", At: at(2 * time.Second), Fence: writer(t, s)}))
+	wantErr(t, "finish #1 twice", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 1, Result: store.Success, Error: "", At: at(3 * time.Second), Fence: writer(t, s)}), store.ErrConflict)
 
 	// A retry while the build is RUNNING.
-	must(t, "start #2", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 2, Owner: "proc-2", StartedAt: at(3 * time.Second), Log: "log-2"}}))
+	must(t, "start #2", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 2, Owner: "proc-2", StartedAt: at(3 * time.Second), Log: "log-2"}, Fence: own(t, s, "proc-2")}))
 	diff(t, "build after #2", &store.Build{
 		BuildsetID: "bs1", Job: "base", State: store.BuildRunning, Attempt: 2,
 		StartedAt: ptr(at(time.Second)), // the first attempt's start
@@ -570,8 +598,8 @@ func testAttempts(t *testing.T, s store.Store) {
 		checkUTC(t, "attempt times", &a.StartedAt, a.FinishedAt)
 	}
 
-	must(t, "finish #2", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 2, Result: store.Success, Error: "", At: at(4 * time.Second)}))
-	must(t, "finish build", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "base", Result: store.Success, Reason: "", At: at(4 * time.Second)}))
+	must(t, "finish #2", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 2, Result: store.Success, Error: "", At: at(4 * time.Second), Fence: writer(t, s)}))
+	must(t, "finish build", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "base", Result: store.Success, Reason: "", At: at(4 * time.Second), Fence: writer(t, s)}))
 	diff(t, "build after success", &store.Build{
 		BuildsetID: "bs1", Job: "base", State: store.BuildDone, Result: store.Success, Attempt: 2,
 		StartedAt: ptr(at(time.Second)), FinishedAt: ptr(at(4 * time.Second)), Log: "log-2",
@@ -581,22 +609,22 @@ func testAttempts(t *testing.T, s store.Store) {
 func testAttemptConflicts(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "base")
-	must(t, "start #1", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "p1", StartedAt: at(time.Second)}}))
-	must(t, "start #2", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 2, Owner: "p1", StartedAt: at(2 * time.Second)}}))
+	must(t, "start #1", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "p1", StartedAt: at(time.Second)}, Fence: own(t, s, "p1")}))
+	must(t, "start #2", s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 2, Owner: "p1", StartedAt: at(2 * time.Second)}, Fence: own(t, s, "p1")}))
 	wantErr(t, "start #2 again",
-		s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 2, Owner: "p2", StartedAt: at(3 * time.Second)}}),
+		s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 2, Owner: "p2", StartedAt: at(3 * time.Second)}, Fence: own(t, s, "p2")}),
 		store.ErrConflict)
 	wantErr(t, "start #1 again",
-		s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "p2", StartedAt: at(3 * time.Second)}}),
+		s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "base", Number: 1, Owner: "p2", StartedAt: at(3 * time.Second)}, Fence: own(t, s, "p2")}),
 		store.ErrConflict)
 	wantErr(t, "start attempt of unknown build",
-		s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "nope", Number: 1, Owner: "p", StartedAt: t0}}),
+		s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: "nope", Number: 1, Owner: "p", StartedAt: t0}, Fence: own(t, s, "p")}),
 		store.ErrNotFound)
 	wantErr(t, "start attempt of unknown buildset",
-		s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "nope", Job: "base", Number: 1, Owner: "p", StartedAt: t0}}),
+		s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "nope", Job: "base", Number: 1, Owner: "p", StartedAt: t0}, Fence: own(t, s, "p")}),
 		store.ErrNotFound)
-	wantErr(t, "finish unknown attempt", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 3, Result: store.Success, Error: "", At: t0}), store.ErrNotFound)
-	wantErr(t, "finish attempt of unknown build", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "nope", Number: 1, Result: store.Success, Error: "", At: t0}), store.ErrNotFound)
+	wantErr(t, "finish unknown attempt", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 3, Result: store.Success, Error: "", At: t0, Fence: writer(t, s)}), store.ErrNotFound)
+	wantErr(t, "finish attempt of unknown build", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "nope", Number: 1, Result: store.Success, Error: "", At: t0, Fence: writer(t, s)}), store.ErrNotFound)
 	_, err := s.Attempts(ctx, "bs1", "nope")
 	wantErr(t, "attempts of unknown build", err, store.ErrNotFound)
 	got, err := s.Attempts(ctx, "bs1", "base")
@@ -612,9 +640,9 @@ func testFinishAttemptAndBuild(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "base", "web", "db")
 	for _, job := range []string{"base", "web", "db"} {
-		must(t, "start "+job, s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: job, Number: 1, Owner: "p1", StartedAt: at(time.Second)}}))
+		must(t, "start "+job, s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: "bs1", Job: job, Number: 1, Owner: "p1", StartedAt: at(time.Second)}, Fence: own(t, s, "p1")}))
 	}
-	must(t, "finish base", s.FinishAttemptAndBuild(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 1, Result: store.Failure, Error: "exit status 2", At: at(3 * time.Second)}, store.FinishBuildParams{BuildsetID: "bs1", Job: "base", Result: store.Failure, Reason: "exit status 2", At: at(3 * time.Second)}))
+	must(t, "finish base", s.FinishAttemptAndBuild(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 1, Result: store.Failure, Error: "exit status 2", At: at(3 * time.Second), Fence: writer(t, s)}, store.FinishBuildParams{BuildsetID: "bs1", Job: "base", Result: store.Failure, Reason: "exit status 2", At: at(3 * time.Second), Fence: writer(t, s)}))
 	b := build(t, s, "bs1", "base")
 	if b.State != store.BuildDone || b.Result != store.Failure || b.Reason != "exit status 2" || b.FinishedAt == nil || !b.FinishedAt.Equal(at(3*time.Second)) {
 		t.Errorf("build after FinishAttemptAndBuild: %+v", b)
@@ -625,43 +653,20 @@ func testFinishAttemptAndBuild(t *testing.T, s store.Store) {
 		t.Errorf("attempt after FinishAttemptAndBuild: %+v", atts)
 	}
 	// An attempt finished already: nothing changes, the build included.
-	must(t, "finish web's attempt", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "web", Number: 1, Result: store.Lost, Error: "lost", At: at(2 * time.Second)}))
-	wantErr(t, "finish a finished attempt", s.FinishAttemptAndBuild(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "web", Number: 1, Result: store.Success, Error: "", At: at(3 * time.Second)}, store.FinishBuildParams{BuildsetID: "bs1", Job: "web", Result: store.Success, Reason: "", At: at(3 * time.Second)}), store.ErrConflict)
+	must(t, "finish web's attempt", s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "web", Number: 1, Result: store.Lost, Error: "lost", At: at(2 * time.Second), Fence: writer(t, s)}))
+	wantErr(t, "finish a finished attempt", s.FinishAttemptAndBuild(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "web", Number: 1, Result: store.Success, Error: "", At: at(3 * time.Second), Fence: writer(t, s)}, store.FinishBuildParams{BuildsetID: "bs1", Job: "web", Result: store.Success, Reason: "", At: at(3 * time.Second), Fence: writer(t, s)}), store.ErrConflict)
 	if b := build(t, s, "bs1", "web"); b.State != store.BuildRunning {
 		t.Errorf("a refused FinishAttemptAndBuild finished the build: %+v", b)
 	}
 	// A build finished already: the attempt is not finished either.
-	must(t, "cancel db", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "db", Result: store.Canceled, Reason: "cancelled", At: at(2 * time.Second)}))
-	wantErr(t, "finish the attempt of a finished build", s.FinishAttemptAndBuild(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "db", Number: 1, Result: store.Success, Error: "", At: at(3 * time.Second)}, store.FinishBuildParams{BuildsetID: "bs1", Job: "db", Result: store.Success, Reason: "", At: at(3 * time.Second)}), store.ErrConflict)
+	must(t, "cancel db", s.FinishBuild(ctx, store.FinishBuildParams{BuildsetID: "bs1", Job: "db", Result: store.Canceled, Reason: "cancelled", At: at(2 * time.Second), Fence: writer(t, s)}))
+	wantErr(t, "finish the attempt of a finished build", s.FinishAttemptAndBuild(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "db", Number: 1, Result: store.Success, Error: "", At: at(3 * time.Second), Fence: writer(t, s)}, store.FinishBuildParams{BuildsetID: "bs1", Job: "db", Result: store.Success, Reason: "", At: at(3 * time.Second), Fence: writer(t, s)}), store.ErrConflict)
 	running, err := s.RunningAttempts(ctx, "bs1")
 	must(t, "running attempts", err)
 	if len(running) != 1 || running[0].Job != "db" {
 		t.Errorf("running attempts after a refused FinishAttemptAndBuild: %+v (the attempt of db must be unfinished: all or nothing)", running)
 	}
-	wantErr(t, "unknown attempt", s.FinishAttemptAndBuild(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 2, Result: store.Success, Error: "", At: t0}, store.FinishBuildParams{BuildsetID: "bs1", Job: "base", Result: store.Success, Reason: "", At: t0}), store.ErrNotFound)
-}
-
-func testLeaseAlive(t *testing.T, s store.Store) {
-	ctx := t.Context()
-	alive := func(owner string, now time.Time) bool {
-		ok, err := s.LeaseAlive(ctx, owner, now)
-		must(t, "lease alive", err)
-		return ok
-	}
-	if alive("nobody", t0) {
-		t.Error("an owner without a lease is alive")
-	}
-	must(t, "renew", s.RenewLease(ctx, "p1", at(30*time.Second)))
-	if !alive("p1", at(10*time.Second)) || !alive("p1", at(30*time.Second)) {
-		t.Error("a running lease is not alive")
-	}
-	if alive("p1", at(31*time.Second)) {
-		t.Error("an ended lease is alive")
-	}
-	must(t, "release owner", s.ReleaseOwner(ctx, "p1", nil))
-	if alive("p1", at(10*time.Second)) {
-		t.Error("a released owner is alive")
-	}
+	wantErr(t, "unknown attempt", s.FinishAttemptAndBuild(ctx, store.FinishAttemptParams{BuildsetID: "bs1", Job: "base", Number: 2, Result: store.Success, Error: "", At: t0, Fence: writer(t, s)}, store.FinishBuildParams{BuildsetID: "bs1", Job: "base", Result: store.Success, Reason: "", At: t0, Fence: writer(t, s)}), store.ErrNotFound)
 }
 
 // req makes a request for holder "<buildset>/<job>" of owner "proc".
@@ -681,6 +686,9 @@ func req(buildset, job string, sems map[string]int) semaphore.Request {
 // cases below prove the store applies the rule's changes faithfully.
 func acquire(t *testing.T, s store.Store, a semaphore.Request, want bool) {
 	t.Helper()
+	if a.Fence == (store.Fence{}) {
+		a.Fence = own(t, s, a.Owner)
+	}
 	got, err := semaphore.TryAcquire(t.Context(), s, a)
 	must(t, "acquire "+a.Holder, err)
 	if got != want {
@@ -688,9 +696,25 @@ func acquire(t *testing.T, s store.Store, a semaphore.Request, want bool) {
 	}
 }
 
+// release releases holder as the owner of its rows.
 func release(t *testing.T, s store.Store, holder string) {
 	t.Helper()
-	must(t, "release "+holder, s.ReleaseSemaphores(t.Context(), holder))
+	owner := "writer"
+	hs, err := s.Holders(t.Context())
+	must(t, "holders", err)
+	ws, err := s.Waiters(t.Context())
+	must(t, "waiters", err)
+	for _, h := range hs {
+		if h.Holder == holder {
+			owner = h.Owner
+		}
+	}
+	for _, w := range ws {
+		if w.Holder == holder {
+			owner = w.Owner
+		}
+	}
+	must(t, "release "+holder, s.ReleaseSemaphores(t.Context(), holder, own(t, s, owner)))
 }
 
 // holding returns "semaphore:holder" for every holder row, sorted.
@@ -789,10 +813,14 @@ func testSemaphoreReleaseBuildset(t *testing.T, s store.Store) {
 	// The pipeline semaphore of bs1, held by the buildset itself.
 	acquire(t, s, semaphore.Request{Holder: "bs1", Buildset: "bs1", Owner: "proc", Semaphores: map[string]int{"P": 1}, Since: t0, Now: t0}, true)
 
-	must(t, "release buildset", s.ReleaseBuildset(ctx, "bs1"))
+	// Another owner's release takes nothing of proc's.
+	must(t, "release buildset as another", s.ReleaseBuildset(ctx, "bs1", own(t, s, "other")))
+	must(t, "release holder as another", s.ReleaseSemaphores(ctx, "bs2/a", own(t, s, "other")))
+	diff(t, "holders after others' releases", []string{"A:bs1/a", "A:bs2/a", "B:bs2/b", "P:bs1"}, holding(t, s))
+	must(t, "release buildset", s.ReleaseBuildset(ctx, "bs1", own(t, s, "proc")))
 	diff(t, "holders", []string{"A:bs2/a", "B:bs2/b"}, holding(t, s))
 	diff(t, "waiters", []string{"B:bs3/b"}, waiting(t, s))
-	must(t, "release unknown buildset", s.ReleaseBuildset(ctx, "nope"))
+	must(t, "release unknown buildset", s.ReleaseBuildset(ctx, "nope", own(t, s, "proc")))
 }
 
 func testFairnessPrecedence(t *testing.T, s store.Store) {
@@ -884,7 +912,7 @@ func testFairnessWaiterReleased(t *testing.T, s store.Store) {
 	later := req("later", "j", sem)
 	acquire(t, s, later, false)
 	// The waiter ahead gives up (its buildset was cancelled): no longer blocks.
-	must(t, "release buildset", s.ReleaseBuildset(t.Context(), "ahead"))
+	must(t, "release buildset", s.ReleaseBuildset(t.Context(), "ahead", own(t, s, "proc")))
 	acquire(t, s, later, true)
 }
 
@@ -938,93 +966,6 @@ func owned(h, o string, sems map[string]int, now time.Time) semaphore.Request {
 	return semaphore.Request{Holder: h, Buildset: h, Owner: o, Semaphores: sems, Since: now, Now: now}
 }
 
-func testExpiredOwners(t *testing.T, s store.Store) {
-	ctx := t.Context()
-	T := at(time.Minute)
-	must(t, "renew dead", s.RenewLease(ctx, "dead", T))
-	must(t, "renew live", s.RenewLease(ctx, "live", T.Add(time.Hour)))
-	must(t, "renew late", s.RenewLease(ctx, "another-dead", T))
-	sem := map[string]int{"S": 2}
-	acquire(t, s, owned("d1", "dead", sem, t0), true)
-	acquire(t, s, owned("l1", "live", sem, t0), true)
-	acquire(t, s, owned("l2", "live", sem, t0), false)
-
-	expired, err := s.ExpiredOwners(ctx, T) // alive until T, inclusive
-	must(t, "expired at T", err)
-	diff(t, "expired at T", []string(nil), expired, cmpopts.EquateEmpty())
-
-	expired, err = s.ExpiredOwners(ctx, T.Add(time.Microsecond))
-	must(t, "expired after T", err)
-	diff(t, "expired after T", []string{"another-dead", "dead"}, expired)
-	// Reporting changes nothing: asked again, the same owners; the dead
-	// owner's holder still holds.
-	expired, err = s.ExpiredOwners(ctx, T.Add(time.Second))
-	must(t, "expired again", err)
-	diff(t, "expired again", []string{"another-dead", "dead"}, expired)
-	diff(t, "holders after T", []string{"S:d1", "S:l1"}, holding(t, s))
-
-	must(t, "release dead", s.ReleaseOwner(ctx, "dead", nil))
-	expired, err = s.ExpiredOwners(ctx, T.Add(time.Second))
-	must(t, "expired after release", err)
-	diff(t, "expired after release", []string{"another-dead"}, expired)
-	diff(t, "holders after release", []string{"S:l1"}, holding(t, s))
-}
-
-// testExpiredHolderKept: the holder of a dead owner keeps its slot (its
-// build may still run on the bastion) until ReleaseOwner; its waiter, which
-// runs nothing, is dropped at once.
-func testExpiredHolderKept(t *testing.T, s store.Store) {
-	ctx := t.Context()
-	T := at(time.Minute)
-	sem := map[string]int{"S": 1}
-	must(t, "renew", s.RenewLease(ctx, "dead", T))
-	acquire(t, s, owned("d1", "dead", sem, t0), true)
-	must(t, "renew other", s.RenewLease(ctx, "other", T.Add(time.Hour)))
-	// A waiter of the dead owner, ranked ahead of "o1".
-	deadWaiter := owned("d2", "dead", sem, t0)
-	deadWaiter.Precedence = 9
-	acquire(t, s, deadWaiter, false)
-
-	acquire(t, s, owned("o1", "other", sem, T), false)
-	acquire(t, s, owned("o1", "other", sem, T.Add(time.Hour)), false)
-	diff(t, "holders while not released", []string{"S:d1"}, holding(t, s))
-	diff(t, "waiters while not released", []string{"S:o1"}, waiting(t, s))
-
-	must(t, "release dead", s.ReleaseOwner(ctx, "dead", nil))
-	acquire(t, s, owned("o1", "other", sem, T.Add(time.Hour)), true)
-	diff(t, "holders", []string{"S:o1"}, holding(t, s))
-	diff(t, "waiters", []string(nil), waiting(t, s), cmpopts.EquateEmpty())
-}
-
-func testRenewedHolderKept(t *testing.T, s store.Store) {
-	ctx := t.Context()
-	T := at(time.Minute)
-	sem := map[string]int{"S": 1}
-	must(t, "renew", s.RenewLease(ctx, "p1", T))
-	acquire(t, s, owned("h1", "p1", sem, t0), true)
-	must(t, "renew again", s.RenewLease(ctx, "p1", T.Add(time.Hour)))
-
-	later := T.Add(time.Minute)
-	acquire(t, s, owned("h2", "p2", sem, later), false)
-	expired, err := s.ExpiredOwners(ctx, later)
-	must(t, "expired owners", err)
-	diff(t, "expired", []string(nil), expired, cmpopts.EquateEmpty())
-	diff(t, "holders", []string{"S:h1"}, holding(t, s))
-	diff(t, "waiters", []string{"S:h2"}, waiting(t, s))
-}
-
-func testNoLeaseIsAlive(t *testing.T, s store.Store) {
-	ctx := t.Context()
-	sem := map[string]int{"S": 1}
-	acquire(t, s, owned("h1", "unleased", sem, t0), true)
-	far := at(1000 * time.Hour)
-	acquire(t, s, owned("h2", "other", sem, far), false)
-	expired, err := s.ExpiredOwners(ctx, far)
-	must(t, "expired owners", err)
-	diff(t, "expired", []string(nil), expired, cmpopts.EquateEmpty())
-	diff(t, "holders", []string{"S:h1"}, holding(t, s))
-}
-
 func testJobDurations(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	type run struct {
@@ -1056,9 +997,9 @@ func testJobDurations(t *testing.T, s store.Store) {
 		// Each run finishes an hour after the previous one, whatever its
 		// length, so finish order is the order above.
 		end := at(time.Duration(i+1) * time.Hour)
-		must(t, "start "+id, s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: id, Job: r.job, Number: 1, Owner: "p", StartedAt: end.Add(-r.dur)}}))
+		must(t, "start "+id, s.StartAttempt(ctx, store.StartAttemptParams{Attempt: &store.Attempt{BuildsetID: id, Job: r.job, Number: 1, Owner: "p", StartedAt: end.Add(-r.dur)}, Fence: own(t, s, "p")}))
 		if r.result != "" {
-			must(t, "finish "+id, s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: id, Job: r.job, Number: 1, Result: r.result, Error: "", At: end}))
+			must(t, "finish "+id, s.FinishAttempt(ctx, store.FinishAttemptParams{BuildsetID: id, Job: r.job, Number: 1, Result: r.result, Error: "", At: end, Fence: writer(t, s)}))
 		}
 	}
 	got, err := s.JobDurations(ctx, []string{"base", "two", "failing", "running", "never"})
@@ -1110,13 +1051,15 @@ func Contend(t *testing.T, stores []store.Store, limit int) {
 	}
 	for w := range workers {
 		s := stores[w%len(stores)]
+		fence := own(t, s, fmt.Sprintf("proc%d", w%len(stores)))
 		wg.Go(func() {
 			holder := fmt.Sprintf("w%d", w)
 			for range rounds {
 				a := semaphore.Request{
 					Holder:     holder,
 					Buildset:   holder,
-					Owner:      fmt.Sprintf("proc%d", w%len(stores)),
+					Owner:      fence.Owner,
+					Fence:      fence,
 					Semaphores: map[string]int{"S": limit},
 					Since:      t0.Add(time.Duration(since.Add(1)) * time.Microsecond),
 					Now:        t0,
@@ -1151,7 +1094,7 @@ func Contend(t *testing.T, stores []store.Store, limit int) {
 					fail("%d holder rows, max %d: %v", len(hs), limit, hs)
 				}
 				inside.Add(-1)
-				err = s.ReleaseSemaphores(ctx, holder)
+				err = s.ReleaseSemaphores(ctx, holder, fence)
 				rel.signal()
 				if err != nil {
 					if ctx.Err() == nil {
