@@ -471,7 +471,9 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 		}
 		jobs[j.Name] = scheduler.JobSpec{Semaphores: js.Semaphores, Attempts: js.Attempts}
 	}
-	remaining, fromHistory, err := r.remaining(ctx, spec, plan)
+	// Read whatever the context: a cancel arriving now is the loop's to
+	// apply (every build CANCELED), not a failure to read history.
+	remaining, fromHistory, err := r.remaining(bg, spec, plan)
 	if err != nil {
 		return fail(err)
 	}

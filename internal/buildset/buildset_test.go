@@ -12,6 +12,8 @@ import (
 	"github.com/sortie-ci/sortie/internal/bastion/local"
 	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/config"
+	"github.com/sortie-ci/sortie/internal/graph"
+	"github.com/sortie-ci/sortie/internal/scheduler"
 	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/source"
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
@@ -150,5 +152,52 @@ func TestRerun(t *testing.T) {
 	spec, _ := buildset.SpecOf(again)
 	if _, ok := spec.Jobs["c"]; ok || len(spec.Jobs) != 3 {
 		t.Errorf("re-run spec jobs %v", spec.Jobs)
+	}
+}
+
+// cancelOnStart cancels the buildset's context the moment it is started
+// in the store: the window where a cancel sees it RUNNING before any
+// build has begun.
+type cancelOnStart struct {
+	cancel context.CancelCauseFunc
+}
+
+func (o cancelOnStart) BuildsetStarted(*store.Buildset, *graph.Plan) {
+	o.cancel(scheduler.ErrCanceled)
+}
+func (cancelOnStart) AttemptStarted(string, int, time.Time)                 {}
+func (cancelOnStart) BuildFinished(string, store.Result, string, time.Time) {}
+
+// TestCancelRightAfterStart: a buildset cancelled once it is RUNNING but
+// before its first build starts ends CANCELED, every build CANCELED, not
+// ERROR (its history estimate was read with the cancelled context).
+func TestCancelRightAfterStart(t *testing.T) {
+	r, cfg := setup(t, twoJobs)
+	bs, err := r.Create(context.Background(), cfg, buildset.Event{Pipeline: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	r.Observer = cancelOnStart{cancel: cancel}
+	res, err := r.Run(ctx, bs)
+	if res != store.Canceled || err != nil {
+		t.Fatalf("Run = %s, %v; want CANCELED", res, err)
+	}
+	got, err := r.Store.GetBuildset(context.Background(), bs.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Result != store.Canceled {
+		t.Errorf("the store says %s (%s), want CANCELED", got.Result, got.Error)
+	}
+	builds, err := r.Store.Builds(context.Background(), bs.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range builds {
+		if b.Result != store.Canceled {
+			t.Errorf("%s: %s %q, want CANCELED", b.Job, b.Result, b.Reason)
+		}
 	}
 }

@@ -236,7 +236,7 @@ pipelines:
 	e.wait(slow, "running", func(b *BuildsetJSON) bool { return b.State == "RUNNING" })
 	e.post("/api/v1/buildsets/"+slow+"/cancel", map[string]string{"by": "test"}, http.StatusAccepted)
 	if bs := e.waitDone(slow); bs.Result != "CANCELED" {
-		t.Fatalf("buildset %s", bs.Result)
+		t.Fatalf("buildset %s: %+v\n%s", bs.Result, bs, e.logBuf)
 	}
 	e.waitDelivered(slow, 1)
 	if got := hook.events(slow); strings.Join(got, " ") != "cancel" {
