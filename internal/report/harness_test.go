@@ -175,25 +175,31 @@ func (h *harness) start(id string, spec *buildset.Spec) {
 	h.w.Wake()
 }
 
-// finish runs each job to its result, a minute each, then ends the
+// finish runs each job to its result, 30 seconds each, then ends the
 // buildset through the runner's End (which records the end's deliveries)
-// and wakes the worker.
+// and wakes the worker. The clock moves once, by the jobs' whole time,
+// before anything is written: the worker, which may run at any moment,
+// sees the time before or after, never one in between.
 func (h *harness) finish(id string, result store.Result, jobs map[string]store.Result) {
 	h.t.Helper()
 	ctx := h.t.Context()
+	var ran []string
 	for _, job := range []string{"boot", "base"} {
-		res, ok := jobs[job]
-		if !ok {
-			continue
+		if _, ok := jobs[job]; ok {
+			ran = append(ran, job)
 		}
-		start := h.clock.Now()
-		if err := h.st.StartAttempt(ctx, store.StartAttemptParams{Fence: h.fence(), Attempt: &store.Attempt{BuildsetID: id, Job: job, Number: 1, Owner: h.fence().Owner, StartedAt: start}}); err != nil {
+	}
+	at := h.clock.Now()
+	h.clock.Advance(time.Duration(len(ran)) * 30 * time.Second)
+	for _, job := range ran {
+		res := jobs[job]
+		if err := h.st.StartAttempt(ctx, store.StartAttemptParams{Fence: h.fence(), Attempt: &store.Attempt{BuildsetID: id, Job: job, Number: 1, Owner: h.fence().Owner, StartedAt: at}}); err != nil {
 			h.t.Fatal(err)
 		}
-		h.clock.Advance(30 * time.Second)
+		at = at.Add(30 * time.Second)
 		if err := h.st.FinishAttemptAndBuild(ctx,
-			store.FinishAttemptParams{BuildsetID: id, Job: job, Number: 1, Result: res, At: h.clock.Now(), Fence: h.fence()},
-			store.FinishBuildParams{BuildsetID: id, Job: job, Result: res, At: h.clock.Now(), Fence: h.fence()}); err != nil {
+			store.FinishAttemptParams{BuildsetID: id, Job: job, Number: 1, Result: res, At: at, Fence: h.fence()},
+			store.FinishBuildParams{BuildsetID: id, Job: job, Result: res, At: at, Fence: h.fence()}); err != nil {
 			h.t.Fatal(err)
 		}
 	}
