@@ -29,6 +29,8 @@ type metrics struct {
 	semaphoreWait    *prometheus.HistogramVec
 	reloads          *prometheus.CounterVec
 	reports          *prometheus.CounterVec
+	leader           prometheus.Gauge
+	elections        prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -72,8 +74,14 @@ func newMetrics() *metrics {
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sortie_report_deliveries_total", Help: "Tries of report deliveries made here, by reporter and outcome (delivered, retry, failed: given up).",
 		}, []string{"reporter", "outcome"}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sortie_cluster_leader", Help: "1 while this server leads the servers sharing its store (managers, cron, polling, reaping), else 0.",
+		}),
+		elections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sortie_leader_elections_total", Help: "Terms this server was elected leader for.",
+		}),
 	}
-	m.reg.MustRegister(m.buildsets, m.buildsetDuration, m.buildsetWait, m.builds, m.buildDuration,
+	m.reg.MustRegister(m.leader, m.elections, m.buildsets, m.buildsetDuration, m.buildsetWait, m.builds, m.buildDuration,
 		m.running, m.queue, m.holders, m.waiters, m.semaphoreWait, m.reloads, m.reports,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
@@ -145,6 +153,16 @@ func (o coordObserver) Passed(ctx context.Context, cfg *config.Config, queued ma
 
 // Launched observes a run.
 func (o coordObserver) Launched(bs *store.Buildset) coordinator.RunObserver { return o.m.observer(bs) }
+
+// Leading keeps sortie_cluster_leader and counts the terms begun.
+func (o coordObserver) Leading(term int64, leading bool) {
+	if leading {
+		o.m.leader.Set(1)
+		o.m.elections.Inc()
+		return
+	}
+	o.m.leader.Set(0)
+}
 
 // observer is a buildset.Observer feeding the metrics for one buildset.
 func (m *metrics) observer(bs *store.Buildset) *observer {
