@@ -3,11 +3,13 @@ package main
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/sortie-ci/sortie/internal/logs"
 	"github.com/sortie-ci/sortie/internal/store"
 	"github.com/sortie-ci/sortie/internal/store/postgres"
 	"github.com/sortie-ci/sortie/internal/store/sqlite"
@@ -68,4 +70,17 @@ func sqlitePath(db, stateDir string) string {
 		return path
 	}
 	return filepath.Join(stateDir, "sortie.db")
+}
+
+// storeLogs is the sink of build logs kept in the store, which says on
+// stderr when the store refuses a chunk for now and when it takes it.
+func storeLogs(st store.Logs) logs.Chunks {
+	return logs.Chunks{Store: st,
+		Waiting: func(k store.LogKey, err error) {
+			fmt.Fprintf(os.Stderr, "sortie: buildset %s: build %s: log of attempt %d: %v; waiting until it can be recorded\n", k.BuildsetID, k.Job, k.Attempt, err)
+		},
+		Recovered: func(k store.LogKey) {
+			fmt.Fprintf(os.Stderr, "sortie: buildset %s: build %s: log of attempt %d: recorded after all\n", k.BuildsetID, k.Job, k.Attempt)
+		},
+	}
 }

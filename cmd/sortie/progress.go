@@ -1,7 +1,7 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -317,23 +317,28 @@ func (p *progress) Failures(r *buildset.Report, tail logTail) {
 	}
 }
 
-// fileTail reads a build's log from the file the report names.
-func fileTail(b buildset.BuildReport) ([]string, string, error) {
-	if b.Log == "" {
-		return nil, "", nil
+// storeTail reads a build's log through the store: its latest attempt's,
+// from the file it names or from the store's chunks.
+func storeTail(ctx context.Context, st store.Store, id string) logTail {
+	return func(b buildset.BuildReport) ([]string, string, error) {
+		if b.Attempt == 0 {
+			return nil, "", nil
+		}
+		atts, err := st.Attempts(context.WithoutCancel(ctx), id, b.Job)
+		if err != nil || len(atts) == 0 {
+			return nil, b.Log, err
+		}
+		a := atts[len(atts)-1]
+		where := a.Log
+		if where == "" {
+			where = fmt.Sprintf("sortie logs %s %s --attempt %d (from any server on this database)", id, b.Job, a.Number)
+		}
+		log, err := logs.Open(context.WithoutCancel(ctx), st, a)
+		if err != nil {
+			return nil, where, err
+		}
+		defer log.Close()
+		lines, err := logs.TailLines(log, failureLines)
+		return lines, where, err
 	}
-	f, err := os.Open(b.Log)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, b.Log, nil // an attempt that printed nothing has no file
-	}
-	if err != nil {
-		return nil, b.Log, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, b.Log, err
-	}
-	lines, err := logs.Tail(f, fi.Size(), failureLines)
-	return lines, b.Log, err
 }

@@ -142,7 +142,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	prog.Summary(rep)
-	prog.Failures(rep, fileTail)
+	prog.Failures(rep, storeTail(ctx, env.store, bs.ID))
 	if err := writeReport(ctx, env.store, bs.ID, *report); err != nil {
 		return err
 	}
@@ -212,6 +212,11 @@ func openEnv(ctx context.Context, stateDir, db string, cfg *config.Config, owner
 		Mirror:  &source.Mirror{Dir: filepath.Join(abs, "mirror.git"), URL: cfg.Source.URL},
 		Bastion: b,
 		LogDir:  filepath.Join(abs, "logs"),
+	}
+	if isPostgres(db) {
+		// Several processes share this database: a log kept there is
+		// read from any of them, also after its writer died.
+		runner.Logs = storeLogs(st)
 	}
 	runner.Semaphores = &semaphore.Client{Store: st, Owner: owner}
 	return &runEnv{stateDir: abs, store: st, sems: runner.Semaphores, closers: closers, runner: runner}, nil

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,6 +70,10 @@ type Runner struct {
 	Semaphores *semaphore.Client
 	// LogDir holds the build logs: <LogDir>/<buildset>/<job>.<attempt>.log.
 	LogDir string
+	// Logs, if set, is where build logs go instead of LogDir's files:
+	// logs.Chunks keeps them in the store, readable from every process on
+	// it (several servers on PostgreSQL).
+	Logs logs.Sink
 	// Observer may be nil.
 	Observer Observer
 	// Getenv reads Sortie's own environment for secret_env values; nil
@@ -677,7 +680,15 @@ func (r *Runner) remaining(ctx context.Context, spec *Spec, plan *graph.Plan) (r
 // LogPath is where an attempt's log is written: one directory per
 // buildset, one file per attempt.
 func (r *Runner) LogPath(buildset, job string, attempt int) string {
-	return filepath.Join(r.LogDir, buildset, job+"."+strconv.Itoa(attempt)+".log")
+	return logs.Files{Dir: r.LogDir}.Path(store.LogKey{BuildsetID: buildset, Job: job, Attempt: attempt})
+}
+
+// logSink is where the build logs go: Logs, else files under LogDir.
+func (r *Runner) logSink() logs.Sink {
+	if r.Logs != nil {
+		return r.Logs
+	}
+	return logs.Files{Dir: r.LogDir}
 }
 
 // secrets are the values of every secret_env of the config, redacted from
@@ -716,7 +727,7 @@ func (rc *recorder) AttemptStarted(ctx context.Context, job string, n int, at ti
 		return rc.r.Store.StartAttempt(ctx, store.StartAttemptParams{
 			Attempt: &store.Attempt{
 				BuildsetID: rc.bs.ID, Job: job, Number: n, Owner: rc.r.Semaphores.Fence().Owner,
-				StartedAt: at, Log: rc.r.LogPath(rc.bs.ID, job, n),
+				StartedAt: at, Log: rc.r.logSink().Path(store.LogKey{BuildsetID: rc.bs.ID, Job: job, Attempt: n}),
 			},
 			Fence: rc.r.Semaphores.Fence(),
 		})
@@ -798,7 +809,7 @@ func (a *attempts) RunAttempt(ctx context.Context, name string, n int) scheduler
 		delete(a.running, name)
 		a.mu.Unlock()
 	}()
-	log := logs.Create(a.r.LogPath(a.bs.ID, name, n), a.secrets)
+	log := a.r.logSink().Create(ctx, store.LogKey{BuildsetID: a.bs.ID, Job: name, Attempt: n}, a.secrets)
 	o := a.run(ctx, name, n, log)
 	// A log that could not be written is an error of a build that would
 	// otherwise have passed: its output is lost.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/graph"
@@ -30,8 +31,10 @@ type BuildReport struct {
 	Attempt    int    `json:"attempt"`
 	StartedAt  Time   `json:"started_at"`
 	FinishedAt Time   `json:"finished_at"`
-	Log        string `json:"log"`
-	Reason     string `json:"reason"`
+	// Log is the latest attempt's log: its file, or, for a log kept in
+	// the store, its path in a server's API (LogURL); "" if it never ran.
+	Log    string `json:"log"`
+	Reason string `json:"reason"`
 }
 
 // Time renders RFC 3339 with nine fraction digits in UTC, or null when
@@ -94,12 +97,22 @@ func MakeReport(ctx context.Context, st ReportSource, id string) (*Report, error
 		r.Result = string(bs.State) // QUEUED or RUNNING while it is not done
 	}
 	for _, b := range builds {
+		log := b.Log
+		if log == "" && b.Attempt > 0 {
+			log = LogURL(bs.ID, b.Job, b.Attempt) // a log kept in the store
+		}
 		r.Builds = append(r.Builds, BuildReport{
 			Job: b.Job, Result: string(b.Result), Attempt: b.Attempt,
-			StartedAt: Time{b.StartedAt}, FinishedAt: Time{b.FinishedAt}, Log: b.Log, Reason: b.Reason,
+			StartedAt: Time{b.StartedAt}, FinishedAt: Time{b.FinishedAt}, Log: log, Reason: b.Reason,
 		})
 	}
 	return r, nil
+}
+
+// LogURL is the path of an attempt's log in a server's API: where a log
+// kept in the store (logs.Chunks) is read, from any server on that store.
+func LogURL(id, job string, attempt int) string {
+	return fmt.Sprintf("/api/v1/buildsets/%s/builds/%s/log?attempt=%d", url.PathEscape(id), url.PathEscape(job), attempt)
 }
 
 // Plan decodes the graph frozen into a buildset.

@@ -147,13 +147,15 @@ func TestEndedOncePerPath(t *testing.T) {
 	}
 	expect(bad.ID, store.ConfigError)
 
-	// A dead sortie run's: its lease ran out before it started it.
-	if _, err := h.st.RegisterOwner(ctx, store.RegisterOwnerParams{ID: "o-dead1", Kind: store.OwnerRun,
-		Host: h.c.opt.Host, Lease: time.Second, Now: time.Now().Add(-time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
+	// A dead sortie run's: its lease ran out before it started it. (Made
+	// before the run's row, so that the reaper's own rounds cannot take
+	// the run away before it has a buildset.)
 	orphan, err := h.runner.Create(ctx, h.cfg.Load(), buildset.Event{Pipeline: "ind", PinnedTo: "o-dead1"})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.st.RegisterOwner(ctx, store.RegisterOwnerParams{ID: "o-dead1", Kind: store.OwnerRun,
+		Host: h.c.opt.Host, Lease: time.Second, Now: time.Now().Add(-time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.c.Reap(ctx); err != nil {

@@ -1,6 +1,7 @@
 package logs
 
 import (
+	"bytes"
 	"io"
 	"regexp"
 	"strings"
@@ -81,4 +82,38 @@ func StripANSI(s string) string {
 		return s
 	}
 	return ansiEscape.ReplaceAllString(s, "")
+}
+
+// TailLines returns the last n lines of a log opened for reading (see
+// Tail).
+func TailLines(r Reader, n int) ([]string, error) { return Tail(r, r.Size(), n) }
+
+// LineStart returns where the first whole line of the last tail bytes of
+// a log of size bytes starts: 0 when tail is 0 or not less than size, size
+// when those bytes hold no line start. It reads forward from size-tail, at
+// most one line.
+func LineStart(r io.ReaderAt, size, tail int64) (int64, error) {
+	if tail <= 0 || size <= tail {
+		return 0, nil
+	}
+	off := size - tail
+	buf := make([]byte, tailChunk)
+	// The line starts at off if the byte before it ends a line.
+	if _, err := r.ReadAt(buf[:1], off-1); err != nil && err != io.EOF {
+		return 0, err
+	}
+	if buf[0] == '\n' {
+		return off, nil
+	}
+	for off < size {
+		step := min(int64(len(buf)), size-off)
+		if _, err := r.ReadAt(buf[:step], off); err != nil && err != io.EOF {
+			return 0, err
+		}
+		if i := bytes.IndexByte(buf[:step], '\n'); i >= 0 {
+			return off + int64(i) + 1, nil
+		}
+		off += step
+	}
+	return size, nil
 }

@@ -12,12 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/sortie-ci/sortie/internal/logs"
+	"github.com/sortie-ci/sortie/internal/store/postgres/pgtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain stops the PostgreSQL cluster the store sink's tests may have
+// started, and fails a run that left goroutines (a flusher not stopped).
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.FixedZone("CET", 3600))
 

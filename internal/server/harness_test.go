@@ -14,15 +14,17 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/sortie-ci/sortie/internal/bastion/local"
 	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/config"
 	"github.com/sortie-ci/sortie/internal/coordinator"
+	"github.com/sortie-ci/sortie/internal/logs"
 	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/source"
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
+	"github.com/sortie-ci/sortie/internal/store"
+	"github.com/sortie-ci/sortie/internal/store/postgres"
+	"github.com/sortie-ci/sortie/internal/store/postgres/pgtest"
 	"github.com/sortie-ci/sortie/internal/store/sqlite"
 	"github.com/sortie-ci/sortie/internal/trigger"
 )
@@ -30,8 +32,9 @@ import (
 const testToken = "test-token-1"
 
 // A server starts goroutines (managers, triggers, runs, HTTP): none may
-// outlive the tests.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// outlive the tests (pgtest.Main checks, and stops the PostgreSQL cluster
+// the tests on PostgreSQL may have started).
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // env is a real server on loopback: SQLite, the local bastion, a real git
 // repository, real HTTP.
@@ -69,6 +72,12 @@ type envOpt struct {
 	clock trigger.Clock
 	env   map[string]string
 	grace time.Duration
+	// db is a PostgreSQL database's URL; "" is a SQLite file in the
+	// state dir.
+	db string
+	// chunks keeps the build logs in the store (logs.Chunks), not in
+	// files.
+	chunks bool
 }
 
 // start writes cfg (with source.url set to a fresh repository) and starts
@@ -101,7 +110,7 @@ func (e *env) boot(opt envOpt) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(e.state, "sortie.db"))
+	st, err := openStore(ctx, opt.db, e.state)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +124,9 @@ func (e *env) boot(opt envOpt) {
 	runner := &buildset.Runner{
 		Store: st, Bastion: b, Mirror: mirror, Semaphores: sems, LogDir: filepath.Join(e.state, "logs"),
 		Getenv: getenv, Poll: 20 * time.Millisecond, Grace: time.Second,
+	}
+	if opt.chunks {
+		runner.Logs = logs.Chunks{Store: st}
 	}
 	e.logBuf = &syncBuffer{mu: make(chan struct{}, 1)}
 	srv, err := New(Options{
@@ -149,6 +161,15 @@ func (e *env) boot(opt envOpt) {
 	}
 	e.url = "http://" + srv.Addr()
 	t.Cleanup(e.stop)
+}
+
+// openStore opens the PostgreSQL database at db, or without one the state
+// dir's SQLite file.
+func openStore(ctx context.Context, db, state string) (store.Store, error) {
+	if db != "" {
+		return postgres.Open(ctx, db)
+	}
+	return sqlite.Open(ctx, filepath.Join(state, "sortie.db"))
 }
 
 // stop shuts the server down and waits for it.

@@ -3,11 +3,11 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -68,21 +68,19 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		return // never started: an empty log
 	}
-	f, err := os.Open(atts[number-1].Log)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if errors.Is(err, os.ErrNotExist) {
-		return // an attempt that printed nothing has no file
-	}
+	log, err := logs.Open(r.Context(), s.reads, atts[number-1])
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	defer f.Close()
-	if _, err := tail.seek(f); err != nil {
+	defer log.Close()
+	off, err := tail.start(log)
+	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	io.Copy(w, f)
+	io.CopyBuffer(w, io.NewSectionReader(log, off, log.Size()-off), make([]byte, 256<<10))
 }
 
 // logTail is where a log is read from: the last lines (?lines=N) or the
@@ -92,48 +90,12 @@ type logTail struct {
 	lines int
 }
 
-// seek moves f to where t starts, and returns the offset.
-func (t logTail) seek(f *os.File) (int64, error) {
+// start returns the offset in log where t starts.
+func (t logTail) start(log logs.Reader) (int64, error) {
 	if t.lines > 0 {
-		fi, err := f.Stat()
-		if err != nil {
-			return 0, err
-		}
-		off, err := logs.TailOffset(f, fi.Size(), t.lines)
-		if err != nil {
-			return 0, err
-		}
-		_, err = f.Seek(off, io.SeekStart)
-		return off, err
+		return logs.TailOffset(log, log.Size(), t.lines)
 	}
-	return seekTail(f, t.bytes)
-}
-
-// seekTail moves f to the start of the first whole line of its last tail
-// bytes (tail 0: the start), and returns the offset.
-func seekTail(f *os.File, tail int64) (int64, error) {
-	if tail <= 0 {
-		return 0, nil
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	if fi.Size() <= tail {
-		return 0, nil
-	}
-	off := fi.Size() - tail
-	if _, err := f.Seek(off-1, io.SeekStart); err != nil {
-		return 0, err
-	}
-	br := bufio.NewReader(f)
-	prev, _ := br.ReadByte()
-	if prev != '\n' {
-		skipped, _ := br.ReadBytes('\n')
-		off += int64(len(skipped))
-	}
-	_, err = f.Seek(off, io.SeekStart)
-	return off, err
+	return logs.LineStart(log, log.Size(), t.bytes)
 }
 
 func (s *Server) followLog(w http.ResponseWriter, r *http.Request, id, job string, number int, tail logTail) {
@@ -177,7 +139,7 @@ func (s *Server) followLog(w http.ResponseWriter, r *http.Request, id, job strin
 		}
 		if number > 0 && number <= len(atts) {
 			a := atts[number-1]
-			sent, err := sendLines(w, a.Log, number, &offset, &tail, &pending)
+			sent, err := s.sendLines(ctx, w, a, number, &offset, &tail, &pending)
 			if err != nil {
 				return
 			}
@@ -227,25 +189,24 @@ func (s *Server) buildDone(r *http.Request, id, job string) (store.Result, bool)
 	return "", false
 }
 
-// sendLines sends the complete lines of path from *offset on, advancing it.
-func sendLines(w io.Writer, path string, number int, offset *int64, tail *logTail, pending *[]byte) (bool, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	}
+// sendLines sends the complete lines of a's log from *offset on,
+// advancing it.
+func (s *Server) sendLines(ctx context.Context, w io.Writer, a *store.Attempt, number int, offset *int64, tail *logTail, pending *[]byte) (bool, error) {
+	log, err := logs.Open(ctx, s.reads, a)
 	if err != nil {
 		return false, err
 	}
-	defer f.Close()
+	defer log.Close()
+	if log.Size() == 0 || log.Size() <= *offset {
+		return false, nil // nothing printed yet, or nothing new
+	}
 	if *tail != (logTail{}) {
-		if *offset, err = tail.seek(f); err != nil {
+		if *offset, err = tail.start(log); err != nil {
 			return false, err
 		}
 		*tail = logTail{}
-	} else if _, err := f.Seek(*offset, io.SeekStart); err != nil {
-		return false, err
 	}
-	br := bufio.NewReaderSize(f, 64<<10)
+	br := bufio.NewReaderSize(io.NewSectionReader(log, *offset, log.Size()-*offset), 64<<10)
 	sent := false
 	for {
 		line, err := br.ReadBytes('\n')

@@ -445,8 +445,11 @@ func readSSE(br *bufio.Reader, ch chan<- sseEvent) {
 	}
 }
 
-// TestLogs: a log is served whole, and followed live as it is written.
-func TestLogs(t *testing.T) {
+// TestLogs: a log is served whole, and followed live as it is written,
+// alike whether it is a file or chunks in the store.
+func TestLogs(t *testing.T) { forEachLogKind(t, testLogs) }
+
+func testLogs(t *testing.T, opt envOpt) {
 	g := newGate(t)
 	e := start(t, fmt.Sprintf(`
 jobs:
@@ -454,7 +457,7 @@ jobs:
   talk: {run: 'echo first-line; %s; echo second-line'}
 pipelines:
   p: {jobs: [boot, talk]}
-`, g.wait()), envOpt{})
+`, g.wait()), opt)
 	release(t, g)
 	id := e.trigger("p", nil)
 
@@ -708,20 +711,25 @@ func TestDeadHolderShown(t *testing.T) {
 	e := start(t, "semaphores: {bridge: 2}\n"+twoPipelines, envOpt{})
 	ctx := t.Context()
 	now := time.Now()
-	for owner, registered := range map[string]time.Time{"run-dead!": now.Add(-2 * time.Minute), "run-live": now} {
-		fence, err := e.srv.st.RegisterOwner(ctx, store.RegisterOwnerParams{ID: owner, Kind: store.OwnerRun, Lease: time.Minute, Now: registered})
+	for _, owner := range []string{"run-dead!", "run-live"} {
+		fence, err := e.srv.st.RegisterOwner(ctx, store.RegisterOwnerParams{ID: owner, Kind: store.OwnerRun, Lease: time.Hour, Now: now})
 		if err != nil {
 			t.Fatal(err)
 		}
 		holder := "held-by-" + owner
 		ok, err := semaphore.TryAcquire(ctx, e.srv.st, semaphore.Request{Holder: holder, Buildset: holder, Owner: owner, Fence: fence,
-			Semaphores: map[string]int{"bridge": 2}, Now: registered})
+			Semaphores: map[string]int{"bridge": 2}, Now: now})
 		if !ok || err != nil {
 			t.Fatalf("acquire for %s: %v %v", owner, ok, err)
 		}
 	}
-	// A round of the reaper, by hand: it finds run-dead!'s lease over,
-	// fails to end its builds, and must leave its holder.
+	// run-dead! dies: fenced, as a reaper fences an owner whose lease ran
+	// out.
+	if _, err := e.srv.st.FenceOwners(ctx, store.FenceOwnersParams{IDs: []string{"run-dead!"}, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	// A round of the reaper, by hand: it fails to end run-dead!'s builds,
+	// and must leave its holder.
 	if err := e.srv.Coordinator().Reap(ctx); err == nil {
 		t.Error("the reaper ended the builds of an owner no bastion accepts")
 	}

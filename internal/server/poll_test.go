@@ -127,7 +127,7 @@ func TestDeadRunDoesNotBlock(t *testing.T) {
 	ctx := t.Context()
 	// Made by a sortie run, it is that run's to start (the server leaves
 	// it alone); it started it and died.
-	fence := registerRun(t, e, "run-gone", time.Now().Add(-time.Hour))
+	fence := registerRun(t, e, "run-gone", time.Now())
 	bs, err := e.srv.opt.Runner.Create(ctx, e.srv.Config(), buildset.Event{Pipeline: "p", Cause: "a sortie run", PinnedTo: "run-gone"})
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +136,11 @@ func TestDeadRunDoesNotBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	next := e.trigger("p", nil)
-	// A round of the reaper, by hand: its lease ran out an hour ago.
+	// It dies: fenced, as a reaper fences an owner whose lease ran out,
+	// then a round of the reaper, by hand.
+	if _, err := e.srv.st.FenceOwners(ctx, store.FenceOwnersParams{IDs: []string{"run-gone"}, Force: true}); err != nil {
+		t.Fatal(err)
+	}
 	if err := e.srv.Coordinator().Reap(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -188,11 +192,13 @@ func TestRunsBuildsetLeftAlone(t *testing.T) {
 	}
 
 	// A run that died before it started its buildset: ended for it.
-	registerRun(t, e, "run-dead", time.Now().Add(-time.Hour))
+	// (Made before the run's row, so that the reaper's own rounds cannot
+	// take the run away before it has a buildset.)
 	orphan, err := e.srv.opt.Runner.Create(ctx, e.srv.Config(), buildset.Event{Pipeline: "p", Cause: "a sortie run", PinnedTo: "run-dead"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	registerRun(t, e, "run-dead", time.Now().Add(-time.Hour))
 	if err := e.srv.Coordinator().Reap(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/sortie-ci/sortie/internal/config"
 	"github.com/sortie-ci/sortie/internal/coordinator"
 	"github.com/sortie-ci/sortie/internal/flock"
+	"github.com/sortie-ci/sortie/internal/logs"
 	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/source"
 	"github.com/sortie-ci/sortie/internal/store"
@@ -116,6 +117,8 @@ type reader interface {
 	Waiters(ctx context.Context) ([]store.Waiter, error)
 	Owners(ctx context.Context, f store.OwnerFilter) ([]store.Owner, error)
 	ReportDeliveries(ctx context.Context, buildsetID string) ([]*store.ReportDelivery, error)
+	// Logs kept in the store (logs.Open reads files by their path).
+	logs.ChunkReader
 }
 
 // ReloadError is why the last reload was refused.

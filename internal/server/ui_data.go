@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -230,25 +229,18 @@ func (s *Server) LogTail(ctx context.Context, id, job string, attempt int, tail 
 	}
 	a := atts[attempt-1]
 	out.Done = a.Result != ""
-	f, err := os.Open(a.Log)
-	if errors.Is(err, os.ErrNotExist) {
-		return out, nil // nothing printed yet
-	}
+	log, err := logs.Open(ctx, s.reads, a)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
+	defer log.Close()
+	out.Size = log.Size()
+	if out.Start, err = logs.LineStart(log, out.Size, tail); err != nil {
 		return nil, err
 	}
-	out.Size = fi.Size()
-	if out.Start, err = seekTail(f, tail); err != nil {
-		return nil, err
-	}
-	// Read what was there at Stat (the file may grow meanwhile).
-	data, err := io.ReadAll(io.LimitReader(f, max(out.Size-out.Start, 0)))
-	if err != nil {
+	// Read what was there when it was opened (the log may grow meanwhile).
+	data := make([]byte, out.Size-out.Start)
+	if _, err := log.ReadAt(data, out.Start); err != nil && err != io.EOF {
 		return nil, err
 	}
 	if !out.Done {
@@ -282,18 +274,11 @@ func (s *Server) LogLines(ctx context.Context, id, job string, n int) ([]string,
 		return nil, 0, err
 	}
 	a := atts[len(atts)-1]
-	f, err := os.Open(a.Log)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, a.Number, nil
-	}
+	log, err := logs.Open(ctx, s.st, a)
 	if err != nil {
 		return nil, a.Number, err
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, a.Number, err
-	}
-	lines, err := logs.Tail(f, fi.Size(), n)
+	defer log.Close()
+	lines, err := logs.TailLines(log, n)
 	return lines, a.Number, err
 }

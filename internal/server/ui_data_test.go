@@ -15,7 +15,9 @@ import (
 // a page's server-side render stopped, as Last-Event-ID does for a
 // reconnecting client (which wins when both are given); LogTail says where
 // that is.
-func TestLogFollowFrom(t *testing.T) {
+func TestLogFollowFrom(t *testing.T) { forEachLogKind(t, testLogFollowFrom) }
+
+func testLogFollowFrom(t *testing.T, opt envOpt) {
 	g := newGate(t)
 	e := start(t, fmt.Sprintf(`
 jobs:
@@ -23,7 +25,7 @@ jobs:
   talk: {run: 'echo one; echo two; %s; echo three'}
 pipelines:
   p: {jobs: [boot, talk]}
-`, g.wait()), envOpt{})
+`, g.wait()), opt)
 	release(t, g)
 	id := e.trigger("p", nil)
 	ctx := context.Background()

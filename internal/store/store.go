@@ -12,7 +12,7 @@
 // are refused with ErrFenced and change nothing.
 //
 // The interfaces follow the roles of their users (Buildsets, Semaphores,
-// Owners, Pauses, Triggers, Outbox); Store embeds them all. A store keeps and
+// Owners, Pauses, Triggers, Outbox, Logs); Store embeds them all. A store keeps and
 // locks; it decides nothing: which request a semaphore goes to is
 // semaphore.Decide's, applied through UpdateSemaphores.
 package store
@@ -198,7 +198,7 @@ type Attempt struct {
 	StartedAt  time.Time
 	FinishedAt *time.Time
 	Result     Result // "" while running
-	Log        string
+	Log        string // its log file; "" for a log kept in the store (Logs)
 	Error      string
 }
 
@@ -343,6 +343,7 @@ type Store interface {
 	Pauses
 	Triggers
 	Outbox
+	Logs
 	// Close releases the store's resources.
 	Close() error
 }
@@ -841,3 +842,78 @@ type Triggers interface {
 	// forgotten can be claimed again.
 	ClaimDelivery(ctx context.Context, c DeliveryClaim) (bool, error)
 }
+
+// Logs keeps build logs in chunks, for the processes that write their logs
+// to the store rather than to files (logs.Chunks): every process on the
+// store reads them, while they are written and after their writer died. A
+// log is its chunks put end to end in Seq order; each chunk says where it
+// starts in the whole log, so that a reader starts at any byte offset
+// without reading what comes before it.
+type Logs interface {
+	// AppendLog stores one chunk of an attempt's log. Writing again a
+	// chunk that is stored already (same Seq, Offset and bytes: a write
+	// retried after its connection broke) changes nothing and is not an
+	// error; another chunk under a Seq or at an Offset taken is
+	// ErrConflict. Empty chunks are refused.
+	AppendLog(ctx context.Context, p AppendLogParams) error
+	// ReadLog returns, in order, the chunks of an attempt's log from the
+	// one holding byte p.From on: those that start before p.From +
+	// p.MaxBytes (at least the first, whatever its size), so that a call
+	// reads about MaxBytes however the log was cut. The first chunk may
+	// start before p.From. A log with no chunk at or after From (not
+	// written yet, or printed nothing) gives none, and no error.
+	ReadLog(ctx context.Context, p ReadLogParams) ([]LogChunk, error)
+	// LogSize is the size in bytes of an attempt's log: the end of its
+	// last chunk, 0 if it has none.
+	LogSize(ctx context.Context, k LogKey) (int64, error)
+}
+
+// LogKey names the log of one attempt of a build.
+type LogKey struct {
+	BuildsetID string
+	Job        string
+	Attempt    int
+}
+
+// AppendLogParams is one chunk of a log to store.
+type AppendLogParams struct {
+	LogKey
+	// Seq numbers the chunks of a log from 0, one more each chunk.
+	Seq int
+	// Offset is where Data starts in the whole log: the previous
+	// chunk's Offset plus its length.
+	Offset int64
+	// Data is whole lines of the log, never empty.
+	Data []byte
+	// At is when the chunk was written; zero means now (the database's
+	// clock on PostgreSQL).
+	At time.Time
+	// A fencing epoch goes here: with owners as rows with epochs, a
+	// chunk is written under its owner's Fence and refused once another
+	// process took the attempt's build over.
+}
+
+// ReadLogParams selects what ReadLog returns.
+type ReadLogParams struct {
+	LogKey
+	// From is a byte offset in the whole log.
+	From int64
+	// MaxBytes bounds what one call reads (see ReadLog); 0 means
+	// DefaultReadLog.
+	MaxBytes int
+}
+
+// DefaultReadLog is what ReadLog reads at most per call when
+// ReadLogParams.MaxBytes is 0.
+const DefaultReadLog = 1 << 20
+
+// LogChunk is one stored chunk of a log.
+type LogChunk struct {
+	Seq       int
+	Offset    int64
+	Data      []byte
+	WrittenAt time.Time
+}
+
+// End is the offset just after the chunk.
+func (c LogChunk) End() int64 { return c.Offset + int64(len(c.Data)) }

@@ -174,14 +174,17 @@ pipelines:
 	// A holder whose process died, and whose builds cannot be ended (its
 	// owner id is not one a bastion accepts): it stays, marked.
 	ctx := context.Background()
-	fence, err := u.Store.RegisterOwner(ctx, store.RegisterOwnerParams{ID: "run-dead!", Kind: store.OwnerRun,
-		Lease: time.Minute, Now: time.Now().Add(-2 * time.Minute)})
+	fence, err := u.Store.RegisterOwner(ctx, store.RegisterOwnerParams{ID: "run-dead!", Kind: store.OwnerRun, Lease: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := semaphore.TryAcquire(ctx, u.Store, semaphore.Request{Holder: "gone", Buildset: "gone", Owner: "run-dead!", Fence: fence,
-		Semaphores: map[string]int{"spare": 2}, Now: time.Now().Add(-2 * time.Minute)}); !ok || err != nil {
+		Semaphores: map[string]int{"spare": 2}, Now: time.Now()}); !ok || err != nil {
 		t.Fatalf("acquire: %v %v", ok, err)
+	}
+	// It dies: fenced, as a reaper fences an owner whose lease ran out.
+	if _, err := u.Store.FenceOwners(ctx, store.FenceOwnersParams{IDs: []string{"run-dead!"}, Force: true}); err != nil {
+		t.Fatal(err)
 	}
 	doc = u.page("/", http.StatusOK)
 	spare = doc.one(t, "the spare row", sel("tr", "", "data-semaphore", "spare"))

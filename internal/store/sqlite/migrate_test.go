@@ -188,7 +188,7 @@ func TestUpgradeFrom1(t *testing.T) {
 	}
 }
 
-// TestUpgradeLeasesToOwners: migration 0005 makes an owner of every lease
+// TestUpgradeLeasesToOwners: migration 0006 makes an owner of every lease
 // row, its kind read from the id's old prefix, live until its lease's end;
 // an owner of rows without a lease (released before the upgrade, its kept
 // holder waiting for an adopter) is carried over released; a `sortie

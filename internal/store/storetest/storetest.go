@@ -61,6 +61,11 @@
 //   - Of concurrent EndBuildset calls on one buildset, exactly one reports
 //     it ended; of concurrent StartAttempt calls of one number, exactly one
 //     succeeds and the others are ErrConflict.
+//   - AppendLog of a chunk already stored (same Seq, Offset and bytes) is
+//     not an error; another chunk under its Seq or at its Offset is an
+//     ErrConflict; an empty chunk is refused. ReadLog and LogSize of a log
+//     that has no chunk give nothing and 0, not ErrNotFound: logs are not
+//     tied to attempt rows.
 //   - A reader never sees a buildset appear behind one it saw already:
 //     buildsets become visible in Seq order, so whoever takes the oldest
 //     active buildset first cannot later find an older one.
@@ -162,6 +167,11 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"CronTicks", testCronTicks},
 		{"CronTickRace", testCronTickRace},
 		{"PollSwap", testPollSwap},
+		{"LogAppendRead", testLogAppendRead},
+		{"LogEmpty", testLogEmpty},
+		{"LogKeysApart", testLogKeysApart},
+		{"LogAppendTwice", testLogAppendTwice},
+		{"LogReadBounded", testLogReadBounded},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
