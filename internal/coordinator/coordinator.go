@@ -9,6 +9,12 @@
 // buildset it sees goes through one path (Coordinator.end), which ends it
 // in the store and publishes one Ended event to in-process subscribers.
 //
+// Of the servers sharing a store, one at a time leads (the elector, through
+// store.Leadership): only the leader runs the managers, cron, polling and
+// the reaper, and what must happen once (a cron tick, a polled move) is
+// written under its term, which the store refuses once the term is over.
+// Every server runs what it owns. A `sortie run` never campaigns.
+//
 // It speaks no HTTP: internal/server serves the API and calls it
 // (Submit, Push, Cancel, CancelBuild, SetPause, Status). Its long-lived
 // parts are services (Start/Stop) that the Coordinator starts and stops,

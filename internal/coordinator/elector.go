@@ -164,8 +164,8 @@ func (e *elector) jittered() time.Duration {
 // begin starts the leader's work for term, just elected.
 func (e *elector) begin(ctx context.Context, term store.Term) {
 	e.log.Info("leadership: elected", "term", term.Term, "owner", term.Owner)
-	e.signals.Elected.Signal(term.Term)
 	e.elected(ctx, term)
+	e.signals.Elected.Signal(term.Term)
 }
 
 // hold keeps term, begun when asked at start: it renews every ttl/3, and
@@ -174,8 +174,12 @@ func (e *elector) begin(ctx context.Context, term store.Term) {
 func (e *elector) hold(ctx context.Context, term store.Term, start time.Time) {
 	trusted := start.Add(e.ttl - e.margin)
 	next := start.Add(e.ttl / 3)
-	why := e.keep(ctx, &term, trusted, next)
+	pending, why := e.keep(ctx, &term, trusted, next)
+	// The leader's work stops first, then a renewal left hanging is waited
+	// for: a database that ignores the cancel must not keep this process
+	// leading past its trusted end.
 	e.lost(term, why)
+	pending()
 	if errors.Is(why, errResigned) || errors.Is(why, errSteppedDown) {
 		// Give the term up, if it is still ours, so that another leads
 		// now rather than when it runs out. Best effort: the database
@@ -196,19 +200,22 @@ type renewal struct {
 	err  error
 }
 
-// keep renews term until it is lost, and returns why.
-func (e *elector) keep(ctx context.Context, term *store.Term, trusted, next time.Time) error {
+// keep renews term until it is lost, and returns what waits for a
+// renewal it gave up on (to call once the leader's work has stopped), and
+// why it was lost.
+func (e *elector) keep(ctx context.Context, term *store.Term, trusted, next time.Time) (func(), error) {
+	none := func() {}
 	for {
 		// Wait for the next renewal, but never past the trusted end.
 		wait := min(next.Sub(e.clock.Now()), trusted.Sub(e.clock.Now()))
 		select {
 		case <-ctx.Done():
-			return errResigned
+			return none, errResigned
 		case <-e.clock.After(wait):
 		}
 		now := e.clock.Now()
 		if !now.Before(trusted) {
-			return errSteppedDown
+			return none, errSteppedDown
 		}
 		// The renewal runs aside, so that a database that hangs does not
 		// keep this leader past the trusted end.
@@ -218,18 +225,17 @@ func (e *elector) keep(ctx context.Context, term *store.Term, trusted, next time
 			t, err := e.st.Reelect(rctx, store.ReelectParams{Term: *term, TTL: e.ttl, Now: e.now()})
 			res <- renewal{t, err}
 		}()
+		pending := func() { <-res }
 		var r renewal
 		select {
 		case r = <-res:
 			cancel()
 		case <-ctx.Done():
 			cancel()
-			<-res
-			return errResigned
+			return pending, errResigned
 		case <-e.clock.After(trusted.Sub(now)):
 			cancel()
-			<-res
-			return errSteppedDown
+			return pending, errSteppedDown
 		}
 		switch {
 		case r.err == nil:
@@ -238,7 +244,7 @@ func (e *elector) keep(ctx context.Context, term *store.Term, trusted, next time
 			next = now.Add(e.ttl / 3)
 			e.signals.Renewed.Signal(term.Term)
 		case errors.Is(r.err, store.ErrNotLeader):
-			return r.err
+			return none, r.err
 		default:
 			// The database did not answer: try again soon, while the
 			// term can still be trusted.

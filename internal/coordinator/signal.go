@@ -93,8 +93,8 @@ type TestSignals struct {
 	Registered TestSignal[string]
 	// Passed: the plan of each pass of the managers, once applied.
 	Passed TestSignal[pipeline.Plan]
-	// Elected: a term's number, once this process leads for it (before
-	// the leader's work starts).
+	// Elected: a term's number, once this process leads for it and the
+	// leader's work has started.
 	Elected TestSignal[int64]
 	// Lost: a term's number, once this process no longer leads for it
 	// (stepped down, taken, or resigned at Stop) and the leader's work
