@@ -435,3 +435,46 @@ func TestCronTickRace(t *testing.T) {
 		checkTicks(t, a.st, hour(11, 0))
 	})
 }
+
+// TestLeaderFencedGoesOn: a leader fenced by another process (its lease
+// ran out, say after a SIGSTOP) loses its term with its right to write:
+// it stops the leader's work, goes on as a new owner, and leads again for
+// a new term.
+func TestLeaderFencedGoesOn(t *testing.T) {
+	h := newHarnessWith(t, serialConfig, harnessOptions{leaderTTL: 1500 * time.Millisecond, leaderRetry: 20 * time.Millisecond})
+	h.start()
+	old, first := h.c.Owner(), h.c.Leading()
+	if first == nil {
+		t.Fatal("not leading after Start")
+	}
+	if _, err := h.st.FenceOwners(t.Context(), store.FenceOwnersParams{IDs: []string{old}, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitSignal(t, "the fenced term over", &h.c.TestSignals.Lost, first.Term)
+	var next string
+	for wctx := waitCtx(t); next == "" || next == old; {
+		var err error
+		if next, err = h.c.TestSignals.Registered.Wait(wctx); err != nil {
+			t.Fatalf("waiting for a new registration: %v", err)
+		}
+	}
+	// The terms elected since (a slow renewal may have made the old owner
+	// step down and lead again before it was fenced), until one is the
+	// new owner's.
+	for wctx := waitCtx(t); ; {
+		term, err := h.c.TestSignals.Elected.Wait(wctx)
+		if err != nil {
+			t.Fatalf("waiting to lead as the new owner: %v", err)
+		}
+		l, err := h.st.Leader(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l != nil && l.Term == term && l.Owner == next {
+			if term <= first.Term {
+				t.Errorf("the new owner's term %d, want above %d", term, first.Term)
+			}
+			return
+		}
+	}
+}
