@@ -12,9 +12,10 @@
 // are refused with ErrFenced and change nothing.
 //
 // The interfaces follow the roles of their users (Buildsets, Semaphores,
-// Owners, Leadership, Pauses, Triggers, Outbox, Logs); Store embeds them all. A store keeps and
-// locks; it decides nothing: which request a semaphore goes to is
-// semaphore.Decide's, applied through UpdateSemaphores.
+// Owners, Leadership, Pauses, Triggers, Outbox, Logs); Store embeds them
+// all. A store keeps and locks; it decides nothing: which request a
+// semaphore goes to is semaphore.Decide's, applied through
+// UpdateSemaphores.
 package store
 
 import (
