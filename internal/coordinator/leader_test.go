@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/buildset"
+	"github.com/sortie-ci/sortie/internal/source/sourcetest"
 	"github.com/sortie-ci/sortie/internal/store"
 	"github.com/sortie-ci/sortie/internal/store/postgres"
 	"github.com/sortie-ci/sortie/internal/store/postgres/pgtest"
@@ -477,4 +480,48 @@ func TestLeaderFencedGoesOn(t *testing.T) {
 			return
 		}
 	}
+}
+
+// pollConfig polls main every minute.
+const pollConfig = `
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  work: {run: "true"}
+pipelines:
+  deploy:
+    trigger: {push: {branch: main, poll: 1m}}
+    jobs: [boot, work]
+`
+
+// TestPollMoveOverFailover: a branch that moves while no server leads is
+// deployed by the next leader: the head its predecessor saw first is in
+// the store.
+func TestPollMoveOverFailover(t *testing.T) {
+	onStores(t, func(t *testing.T, open func() store.Store) {
+		clock := triggertest.NewClock(hour(10, 0))
+		o := harnessOptions{clock: clock}
+		o.store = open()
+		a := newHarnessWith(t, pollConfig, o)
+		o.store, o.repo = open(), a.repo
+		b := newHarnessWith(t, pollConfig, o)
+		a.start()
+		clock.WaitForWaiters(t, 1) // a polled once, and waits
+		a.c.Stop(context.Background())
+		if err := os.WriteFile(filepath.Join(a.repo, "README"), []byte("moved\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		head := sourcetest.Commit(t, a.repo, "move")
+		b.start()
+		ev, err := b.c.TestSignals.Ended.Wait(waitCtx(t))
+		if err != nil {
+			t.Fatalf("waiting for the deploy of the move: %v", err)
+		}
+		bs := b.get(ev.Buildset)
+		if bs.Commit != head || !strings.Contains(bs.Cause, "polling") || ev.Result != store.Success {
+			t.Errorf("buildset %s at %s (%q): %s; want the new head %s, by polling, SUCCESS", bs.ID, bs.Commit, bs.Cause, ev.Result, head)
+		}
+		if v, err := b.st.GetMark(t.Context(), pollMark("deploy")); err != nil || v != head {
+			t.Errorf("poll mark = %q, %v; want %s", v, err, head)
+		}
+	})
 }

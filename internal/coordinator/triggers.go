@@ -278,6 +278,25 @@ func (c *Coordinator) lastTick(ctx context.Context, name string) (time.Time, err
 	return last, c.st.SetMark(ctx, cronMark(name), last.UTC().Format(time.RFC3339Nano))
 }
 
+// firstHead records the head of rev as the pipeline's poll mark, and
+// returns it; "" when it cannot be had or recorded (the poller then starts
+// without one, as before any head was seen).
+func (c *Coordinator) firstHead(ctx context.Context, name, rev string) string {
+	m := c.opt.Runner.Mirror
+	if err := m.UpdateBranches(ctx); err != nil {
+		return ""
+	}
+	head, err := m.Resolve(ctx, rev)
+	if err != nil || head == "" {
+		return ""
+	}
+	if err := c.st.SetMark(ctx, pollMark(name), head); err != nil {
+		c.log.Error("poll: record head", "pipeline", name, "err", err)
+		return ""
+	}
+	return head
+}
+
 // runPoll polls a pipeline's branch while this process leads, for setups
 // without webhooks. The head last seen moves, in the store, with the
 // buildset it makes, by compare-and-set (store.MarkSwap): of two leaders
@@ -288,8 +307,14 @@ func (c *Coordinator) runPoll(ctx context.Context, name, branch string, every ti
 		c.log.Error("poll: read last head", "pipeline", name, "err", err)
 		return
 	}
+	rev := "refs/heads/" + branch
+	if last == "" {
+		// The first head seen is recorded, so that a move while no server
+		// leads (a failover, a restart) is seen by the next leader.
+		last = c.firstHead(ctx, name, rev)
+	}
 	p := &poll.Poller{
-		Resolver: c.opt.Runner.Mirror, Rev: "refs/heads/" + branch, Interval: every, Clock: c.opt.Clock, Last: last,
+		Resolver: c.opt.Runner.Mirror, Rev: rev, Interval: every, Clock: c.opt.Clock, Last: last,
 		OnError: func(err error) { c.log.Warn("poll", "pipeline", name, "err", err) },
 	}
 	// stored is the mark as this process last read or wrote it: what a
