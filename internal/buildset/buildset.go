@@ -143,6 +143,13 @@ type Event struct {
 	// Mode is the check mode and limit asked for; a pipeline with
 	// check: true runs in check mode whatever it says.
 	Mode Mode
+	// Cron, Poll and Term are claimed with the buildset, in the
+	// transaction that makes it (store.CreateBuildsetParams): a tick
+	// fired already, a poll mark moved meanwhile or a term no longer the
+	// leader's makes nothing, and Create returns the store's error.
+	Cron *store.CronTick
+	Poll *store.MarkSwap
+	Term *store.Term
 }
 
 // Create resolves the commit and freezes the graph into a QUEUED buildset.
@@ -191,7 +198,7 @@ func (r *Runner) Create(ctx context.Context, cfg *config.Config, ev Event) (*sto
 			return nil, fmt.Errorf("create buildset: %w", err)
 		}
 	}
-	return r.insert(ctx, bs, plan, spec, planErr)
+	return r.insert(ctx, bs, plan, spec, planErr, &ev)
 }
 
 // Rerun makes a QUEUED buildset that runs again, at the same commit and
@@ -244,7 +251,7 @@ func (r *Runner) Rerun(ctx context.Context, id, cause string) (*store.Buildset, 
 		Pipeline: old.Pipeline, Commit: old.Commit, Files: old.Files, RerunOf: old.ID,
 		Cause: cause, State: store.BuildsetQueued, CreatedAt: r.now(),
 	}
-	return r.insert(ctx, bs, sub, spec, nil)
+	return r.insert(ctx, bs, sub, spec, nil, nil)
 }
 
 // ErrNothingToRerun: every job of the buildset succeeded.
@@ -254,8 +261,9 @@ var ErrNothingToRerun = errors.New("every job succeeded: nothing to run again")
 var ErrNotFinished = errors.New("the buildset has not finished")
 
 // insert stores a new buildset with its plan and spec, or, when planErr is
-// set, a buildset DONE with CONFIG_ERROR.
-func (r *Runner) insert(ctx context.Context, bs *store.Buildset, plan *graph.Plan, spec *Spec, planErr error) (*store.Buildset, error) {
+// set, a buildset DONE with CONFIG_ERROR. What ev claims (a cron tick, a
+// poll mark, a leader's term) is claimed with it; ev may be nil.
+func (r *Runner) insert(ctx context.Context, bs *store.Buildset, plan *graph.Plan, spec *Spec, planErr error, ev *Event) (*store.Buildset, error) {
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, fmt.Errorf("create buildset: %w", err)
@@ -276,6 +284,9 @@ func (r *Runner) insert(ctx context.Context, bs *store.Buildset, plan *graph.Pla
 		bs.Plan = []byte("null")
 	}
 	p := store.CreateBuildsetParams{Buildset: bs, Jobs: jobs}
+	if ev != nil {
+		p.Cron, p.Poll, p.Term = ev.Cron, ev.Poll, ev.Term
+	}
 	// Made DONE at once: no reader sees it QUEUED, no manager admits it,
 	// nothing is done on the bastion.
 	switch {

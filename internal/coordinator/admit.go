@@ -43,11 +43,11 @@ func (c *Coordinator) dispatch(ctx context.Context) {
 // time. A buildset pinned to a `sortie run` is decided for with the others
 // (it takes its turn in arrival order, and is never superseded nor
 // merged), but only its run starts it: a Start of it is not applied here.
-// A process whose lease is lost decides nothing.
+// A process whose lease is lost, or that does not lead, decides nothing.
 func (c *Coordinator) Pass(ctx context.Context) error {
 	c.passMu.Lock()
 	defer c.passMu.Unlock()
-	if c.lostNow() {
+	if c.lostNow() || c.Leading() == nil {
 		return nil
 	}
 	cfg := c.opt.Config()

@@ -9,6 +9,12 @@
 // buildset it sees goes through one path (Coordinator.end), which ends it
 // in the store and publishes one Ended event to in-process subscribers.
 //
+// Of the servers sharing a store, one at a time leads (the elector, through
+// store.Leadership): only the leader runs the managers, cron, polling and
+// the reaper, and what must happen once (a cron tick, a polled move) is
+// written under its term, which the store refuses once the term is over.
+// Every server runs what it owns. A `sortie run` never campaigns.
+//
 // It speaks no HTTP: internal/server serves the API and calls it
 // (Submit, Push, Cancel, CancelBuild, SetPause, Status). Its long-lived
 // parts are services (Start/Stop) that the Coordinator starts and stops,
@@ -38,6 +44,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +69,7 @@ type Store interface {
 	store.Buildsets
 	store.Semaphores
 	store.Owners
+	store.Leadership
 	store.Pauses
 	store.Triggers
 }
@@ -76,6 +84,9 @@ type Observer interface {
 	// returns (nil: none) observes the run, and its Done is called once
 	// the run has returned.
 	Launched(bs *store.Buildset) RunObserver
+	// Leading is told when this process begins to lead for a term
+	// (leading set), and when that term is over for it.
+	Leading(term int64, leading bool)
 }
 
 // RunObserver observes one run (buildset.Observer) and hears when it is
@@ -140,6 +151,15 @@ type Options struct {
 	Tick time.Duration
 	// Observer, when set, hears of passes and runs (metrics).
 	Observer Observer
+	// LeaderTTL is how long a leader's term lasts without a renewal; 0
+	// means DefaultLeaderTTL. LeaderRetry is how often a follower asks to
+	// lead; 0 means DefaultLeaderRetry. Tests shorten them.
+	LeaderTTL, LeaderRetry time.Duration
+	// LeaderClock, when set, is the elector's clock, also handed to the
+	// store as the time of its elections and renewals (tests); nil means
+	// the system's monotonic clock, and the store's own clock for the
+	// row.
+	LeaderClock trigger.Clock
 	// Reports, when set, sends the report deliveries of the store's outbox,
 	// this process's and any other's: a service the coordinator starts
 	// last and stops after the runs, and wakes whenever a run records
@@ -169,6 +189,13 @@ type Coordinator struct {
 	admission *loop
 	triggers  *loop
 	reaping   *loop
+	// elector campaigns for leadership (a server's); while this process
+	// leads, term is the term it writes under, and the leader's work runs:
+	// the managers, cron and polling, the reaper. leadMu orders their
+	// starts and stops (elected, lost, ConfigChanged).
+	elector *elector
+	leadMu  sync.Mutex
+	term    atomic.Pointer[store.Term]
 	// lease watches the lease of each incarnation, and when it is lost
 	// goes on as a new owner.
 	lease *loop
@@ -238,6 +265,15 @@ func New(opt Options) (*Coordinator, error) {
 	c.triggers = &loop{name: "triggers", run: c.runTriggers}
 	c.reaping = &loop{name: "reaper", run: c.reapLoop}
 	c.lease = &loop{name: "lease", run: c.watchLease}
+	c.elector = &elector{
+		st: opt.Store, fence: sems.Fence, fenced: sems.Fenced, elected: c.elected, lost: c.lostLead, log: opt.Log,
+		ttl: cmp.Or(opt.LeaderTTL, DefaultLeaderTTL), retry: cmp.Or(opt.LeaderRetry, DefaultLeaderRetry),
+		clock: cmp.Or(opt.LeaderClock, trigger.SystemClock()), storeClock: opt.LeaderClock != nil,
+		signals: &c.TestSignals,
+	}
+	// The margin keeps a leader's own end of its term ahead of the row's
+	// in the database: clock drift and a slow step-down fit in it.
+	c.elector.margin = min(time.Second, c.elector.ttl/5)
 	empty := map[string]store.Pause{}
 	c.pauses.Store(&empty)
 	return c, nil
@@ -300,17 +336,11 @@ func (c *Coordinator) start(ctx context.Context) error {
 	if err := c.loadPauses(ctx); err != nil {
 		return fmt.Errorf("coordinator: read pauses: %w", err)
 	}
-	return c.startServices(ctx)
-}
-
-// startServices starts the reaper, cron and polling, and the managers.
-// The caller holds lifeMu.
-func (c *Coordinator) startServices(ctx context.Context) error {
-	for _, l := range []*loop{c.reaping, c.triggers, c.admission} {
-		if err := l.Start(ctx); err != nil {
-			return fmt.Errorf("coordinator: %w", err)
-		}
+	if err := c.startServices(ctx); err != nil {
+		return err
 	}
+	// Once, for the process: the worker sends any owner's deliveries, so
+	// it goes on across a change of owner (reincarnate).
 	if c.opt.Reports != nil {
 		if err := c.opt.Reports.Start(ctx); err != nil {
 			return fmt.Errorf("coordinator: %w", err)
@@ -319,13 +349,64 @@ func (c *Coordinator) startServices(ctx context.Context) error {
 	return nil
 }
 
-// stopServices stops the managers, cron and polling, and the reaper. The
-// caller holds lifeMu.
-func (c *Coordinator) stopServices(ctx context.Context) {
-	c.triggers.Stop(ctx)
-	c.admission.Stop(ctx)
-	c.reaping.Stop(ctx)
+// startServices starts the campaign for leadership: the managers, cron
+// and polling, and the reaper run while this process leads (elected); a
+// server alone on its store leads before it returns. The caller holds
+// lifeMu.
+func (c *Coordinator) startServices(ctx context.Context) error {
+	if err := c.elector.Start(ctx); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	return nil
 }
+
+// stopServices ends the campaign, which stops the leader's work and
+// resigns a term held. The caller holds lifeMu.
+func (c *Coordinator) stopServices(ctx context.Context) {
+	c.elector.Stop(ctx)
+	c.leadMu.Lock()
+	defer c.leadMu.Unlock()
+	for _, l := range c.leaderLoops() {
+		l.Stop(ctx)
+	}
+}
+
+// leaderLoops are the leader's work, in the order they start.
+func (c *Coordinator) leaderLoops() []*loop { return []*loop{c.reaping, c.triggers, c.admission} }
+
+// elected starts the leader's work for term (the elector's).
+func (c *Coordinator) elected(ctx context.Context, term store.Term) {
+	c.leadMu.Lock()
+	defer c.leadMu.Unlock()
+	c.term.Store(&term)
+	if c.opt.Observer != nil {
+		c.opt.Observer.Leading(term.Term, true)
+	}
+	for _, l := range c.leaderLoops() {
+		if err := l.Start(ctx); err != nil {
+			c.log.Error("leadership: start the leader's work", "err", err)
+		}
+	}
+	c.wake()
+}
+
+// lostLead stops the leader's work once term is over for this process
+// (the elector's): its contexts are cancelled, and it is waited for.
+func (c *Coordinator) lostLead(term store.Term, why error) {
+	c.leadMu.Lock()
+	defer c.leadMu.Unlock()
+	c.term.Store(nil)
+	for _, l := range slices.Backward(c.leaderLoops()) {
+		l.Stop(context.Background())
+	}
+	if c.opt.Observer != nil {
+		c.opt.Observer.Leading(term.Term, false)
+	}
+}
+
+// Leading returns the term this process leads for, or nil when it does
+// not lead.
+func (c *Coordinator) Leading() *store.Term { return c.term.Load() }
 
 // reapLoop is the reaper service: a round at once, then one every
 // Options.Reap.
@@ -487,7 +568,7 @@ func (c *Coordinator) Stopping() bool { return c.stopping.Load() }
 // graph and spec they were made with.
 func (c *Coordinator) ConfigChanged() {
 	c.slots.SetMax(c.opt.Config().Limits.MaxParallel)
-	c.lifeMu.Lock()
+	c.leadMu.Lock()
 	if c.triggers.running() {
 		// One restart at a time (lifeMu): two interleaved would leave a
 		// set of triggers running that nothing stops.
@@ -497,7 +578,7 @@ func (c *Coordinator) ConfigChanged() {
 			c.log.Error("restart cron and polling", "err", err)
 		}
 	}
-	c.lifeMu.Unlock()
+	c.leadMu.Unlock()
 	c.wake()
 }
 
@@ -509,6 +590,9 @@ type Status struct {
 	Plan pipeline.Plan
 	// Stopping is set once a shutdown has begun.
 	Stopping bool
+	// Leader is set while this process leads, for Term.
+	Leader bool
+	Term   int64
 }
 
 // Status returns the coordinator's status now.
@@ -516,7 +600,11 @@ func (c *Coordinator) Status() Status {
 	c.planMu.Lock()
 	plan := c.lastPlan
 	c.planMu.Unlock()
-	return Status{SlotsInUse: c.slots.InUse(), SlotsMax: c.slots.Max(), Plan: plan, Stopping: c.Stopping()}
+	st := Status{SlotsInUse: c.slots.InUse(), SlotsMax: c.slots.Max(), Plan: plan, Stopping: c.Stopping()}
+	if t := c.Leading(); t != nil {
+		st.Leader, st.Term = true, t.Term
+	}
+	return st
 }
 
 // wake asks the managers to look at the queue now.

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/sortie-ci/sortie/internal/bastion/local"
 	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/config"
@@ -20,19 +18,22 @@ import (
 	"github.com/sortie-ci/sortie/internal/source"
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
 	"github.com/sortie-ci/sortie/internal/store"
+	"github.com/sortie-ci/sortie/internal/store/postgres/pgtest"
 	"github.com/sortie-ci/sortie/internal/store/sqlite"
+	"github.com/sortie-ci/sortie/internal/trigger"
 )
 
 // A coordinator starts goroutines (managers, triggers, runs, the lease):
-// none may outlive the tests.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// none may outlive the tests (pgtest.Main checks, and stops the PostgreSQL
+// cluster it may have started).
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // harness is a coordinator on a real SQLite store, the local bastion and
 // a real git repository, whose config a test can swap.
 type harness struct {
 	t      *testing.T
 	c      *Coordinator
-	st     *sqlite.Store
+	st     store.Store
 	runner *buildset.Runner
 	repo   string
 	state  string
@@ -41,17 +42,46 @@ type harness struct {
 }
 
 // newHarness makes a coordinator over yaml (after a source section naming
-// a fresh repository), with its test signals on, not started. It is
-// stopped, and its store closed, when the test ends.
+// a fresh repository), with its test signals on, not started, on a SQLite
+// store of its own. It is stopped, and its store closed, when the test
+// ends.
 func newHarness(t *testing.T, yaml string) *harness {
 	t.Helper()
-	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x\n"})
+	return newHarnessWith(t, yaml, harnessOptions{})
+}
+
+// harnessOptions change a harness from newHarness's.
+type harnessOptions struct {
+	// store is the store to use (closed by the caller); nil means a SQLite
+	// store in the harness's state dir.
+	store store.Store
+	// repo is the source repository; "" means a fresh one.
+	repo string
+	// clock drives cron and polling; nil means the system clock.
+	clock trigger.Clock
+	// leaderTTL and leaderRetry shorten the elector's; leaderClock, when
+	// set, is its clock.
+	leaderTTL, leaderRetry time.Duration
+	leaderClock            trigger.Clock
+}
+
+// newHarnessWith is newHarness with o.
+func newHarnessWith(t *testing.T, yaml string, o harnessOptions) *harness {
+	t.Helper()
+	repo := o.repo
+	if repo == "" {
+		repo, _ = sourcetest.Repo(t, map[string]string{"README": "x\n"})
+	}
 	h := &harness{t: t, repo: repo, state: t.TempDir(), log: &syncWriter{}}
 	h.setConfig(yaml)
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(h.state, "sortie.db"))
-	if err != nil {
-		t.Fatal(err)
+	st := o.store
+	if st == nil {
+		sq, err := sqlite.Open(ctx, filepath.Join(h.state, "sortie.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st = sq
 	}
 	h.st = st
 	owner := NewOwner()
@@ -67,7 +97,8 @@ func newHarness(t *testing.T, yaml string) *harness {
 		Log: slog.New(slog.NewTextHandler(h.log, nil)), Grace: 5 * time.Second,
 		// Passes by their wake-ups only (and by hand): no tick decides
 		// anything behind a test's back.
-		Tick: time.Hour,
+		Tick:  time.Hour,
+		Clock: o.clock, LeaderTTL: o.leaderTTL, LeaderRetry: o.leaderRetry, LeaderClock: o.leaderClock,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +107,9 @@ func newHarness(t *testing.T, yaml string) *harness {
 	h.c = c
 	t.Cleanup(func() {
 		c.Stop(context.Background())
-		st.Close()
+		if o.store == nil {
+			st.Close()
+		}
 		if t.Failed() {
 			t.Logf("coordinator log:\n%s", h.log)
 		}

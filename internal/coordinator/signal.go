@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/sortie-ci/sortie/internal/pipeline"
 )
@@ -92,6 +93,28 @@ type TestSignals struct {
 	Registered TestSignal[string]
 	// Passed: the plan of each pass of the managers, once applied.
 	Passed TestSignal[pipeline.Plan]
+	// Elected: a term's number, once this process leads for it and the
+	// leader's work has started.
+	Elected TestSignal[int64]
+	// Lost: a term's number, once this process no longer leads for it
+	// (stepped down, taken, or resigned at Stop) and the leader's work
+	// has stopped.
+	Lost TestSignal[int64]
+	// Renewed: a term's number, at each renewal of it.
+	Renewed TestSignal[int64]
+	// Fired: each cron tick this process fired, made or not.
+	Fired TestSignal[Fired]
+}
+
+// Fired is a cron tick this process fired, and what came of it.
+type Fired struct {
+	Pipeline string
+	Tick     time.Time
+	// Buildset is the buildset made, "" when none was.
+	Buildset string
+	// Err is why none was: store.ErrTickTaken (fired already),
+	// store.ErrNotLeader (the term was over), or another error.
+	Err error
 }
 
 // Init turns every signal on.
@@ -102,4 +125,8 @@ func (ts *TestSignals) Init() {
 	ts.Reaped.Init()
 	ts.Registered.Init()
 	ts.Passed.Init()
+	ts.Elected.Init()
+	ts.Lost.Init()
+	ts.Renewed.Init()
+	ts.Fired.Init()
 }

@@ -126,7 +126,7 @@ func (c *Coordinator) Push(ctx context.Context, branch, delivery, by string) (*P
 	}
 	var errs []error
 	for _, name := range names {
-		bs, current, err := c.pushOne(ctx, name, head, fmt.Sprintf("push to %s by %s", branch, by))
+		bs, current, err := c.pushOne(ctx, name, head, fmt.Sprintf("push to %s by %s", branch, by), nil, nil)
 		if bs != nil {
 			res.Buildsets = append(res.Buildsets, bs)
 		}
@@ -148,8 +148,9 @@ func (c *Coordinator) Push(ctx context.Context, branch, delivery, by string) (*P
 // pipeline's last success. When the pipeline's newest buildset is already
 // at head and queued, running or successful, the branch has not moved
 // since: it makes none and returns that one as current. A head whose
-// newest buildset failed or was cancelled is deployed again.
-func (c *Coordinator) pushOne(ctx context.Context, name, head, cause string) (bs, current *store.Buildset, err error) {
+// newest buildset failed or was cancelled is deployed again. swap and term,
+// when set, are claimed with the buildset (a poller's).
+func (c *Coordinator) pushOne(ctx context.Context, name, head, cause string, swap *store.MarkSwap, term *store.Term) (bs, current *store.Buildset, err error) {
 	newest, err := c.st.ListBuildsets(ctx, store.Filter{Pipeline: name, Limit: 1})
 	if err != nil {
 		return nil, nil, err
@@ -165,7 +166,7 @@ func (c *Coordinator) pushOne(ctx context.Context, name, head, cause string) (bs
 	if from == "" {
 		cause += " (no earlier success: every job)"
 	}
-	bs, err = c.Submit(ctx, buildset.Event{Pipeline: name, Rev: head, Files: files, Cause: cause})
+	bs, err = c.Submit(ctx, buildset.Event{Pipeline: name, Rev: head, Files: files, Cause: cause, Poll: swap, Term: term})
 	return bs, nil, err
 }
 
@@ -213,56 +214,141 @@ func (c *Coordinator) runTriggers(ctx context.Context) {
 func cronMark(pipeline string) string { return "cron/" + pipeline }
 func pollMark(pipeline string) string { return "poll/" + pipeline }
 
-// runCron fires a pipeline's cron trigger. The last tick fired is kept in
-// the store, so that ticks missed while no server ran fire once at start.
+// runCron fires a pipeline's cron trigger while this process leads. Each
+// tick is claimed in the store with the buildset it makes (store.CronTick,
+// under the leader's term), so that a tick fires once, whichever process
+// leads: a tick claimed already ("someone fired it", store.ErrTickTaken)
+// makes nothing here. The timer starts from the latest tick claimed, so
+// that the ticks missed while nobody led (a failover, no server running)
+// fire once, at start, recorded under the latest of them.
 func (c *Coordinator) runCron(ctx context.Context, name string, sched *cron.Schedule, jitter time.Duration) {
-	var last time.Time
-	if v, err := c.st.GetMark(ctx, cronMark(name)); err != nil {
+	last, err := c.lastTick(ctx, name)
+	if err != nil {
 		c.log.Error("cron: read last tick", "pipeline", name, "err", err)
-	} else if v != "" {
-		last, _ = time.Parse(time.RFC3339Nano, v)
-	} else {
-		// First start with this pipeline: ticks before now were never
-		// due to this server.
-		last = c.opt.Clock.Now()
-		c.st.SetMark(ctx, cronMark(name), last.UTC().Format(time.RFC3339Nano))
+		return
 	}
 	t := &cron.Timer{Schedule: sched, Clock: c.opt.Clock, Last: last, Jitter: jitter, Key: name}
 	t.Run(ctx, func(tick cron.Tick) {
+		term := c.Leading()
+		if term == nil {
+			return // no longer the leader: the loop is stopping
+		}
 		cause := "cron " + sched.String()
 		if tick.Missed {
-			cause = fmt.Sprintf("cron %s: tick of %s missed while no server ran; run once now", sched.String(), tick.Time.UTC().Format(time.RFC3339))
+			cause = fmt.Sprintf("cron %s: tick of %s missed while no server led; run once now", sched.String(), tick.Time.UTC().Format(time.RFC3339))
 			c.log.Warn("cron: missed tick", "pipeline", name, "tick", tick.Time)
 		}
-		if _, err := c.Submit(ctx, buildset.Event{Pipeline: name, Cause: cause}); err != nil {
+		at := tick.Time.UTC()
+		bs, err := c.Submit(ctx, buildset.Event{Pipeline: name, Cause: cause, Cron: &store.CronTick{Tick: at}, Term: term})
+		fired := Fired{Pipeline: name, Tick: at, Err: err}
+		switch {
+		case bs != nil:
+			fired.Buildset, fired.Err = bs.ID, nil
+			if err != nil {
+				c.log.Error("cron: trigger", "pipeline", name, "err", err)
+			}
+		case errors.Is(err, store.ErrTickTaken):
+			c.log.Info("cron: tick fired already", "pipeline", name, "tick", at)
+		case errors.Is(err, store.ErrNotLeader):
+			c.log.Warn("cron: no longer the leader; the tick is left to the next", "pipeline", name, "tick", at, "term", term.Term)
+		default:
 			c.log.Error("cron: trigger", "pipeline", name, "err", err)
 		}
-		// After the buildset exists: a crash in between fires the tick
-		// again (a second deploy) rather than losing it.
-		if err := c.st.SetMark(context.WithoutCancel(ctx), cronMark(name), tick.Time.UTC().Format(time.RFC3339Nano)); err != nil {
-			c.log.Error("cron: record tick", "pipeline", name, "err", err)
-		}
+		c.TestSignals.Fired.Signal(fired)
 	})
 }
 
-// runPoll polls a pipeline's branch, for setups without webhooks.
+// lastTick is where a pipeline's cron timer starts: the latest tick
+// claimed, else the mark a sortie from before claimed ticks left, else now,
+// recorded as that mark: ticks before a pipeline's first start were never
+// due, and a restart before its first tick still fires what it missed.
+func (c *Coordinator) lastTick(ctx context.Context, name string) (time.Time, error) {
+	last, ok, err := c.st.LastCronTick(ctx, name)
+	if err != nil || ok {
+		return last, err
+	}
+	v, err := c.st.GetMark(ctx, cronMark(name))
+	if err != nil {
+		return time.Time{}, err
+	}
+	if v != "" {
+		return time.Parse(time.RFC3339Nano, v)
+	}
+	last = c.opt.Clock.Now()
+	return last, c.st.SetMark(ctx, cronMark(name), last.UTC().Format(time.RFC3339Nano))
+}
+
+// firstHead records the head of rev as the pipeline's poll mark, and
+// returns it; "" when it cannot be had or recorded (the poller then starts
+// without one, as before any head was seen).
+func (c *Coordinator) firstHead(ctx context.Context, name, rev string) string {
+	m := c.opt.Runner.Mirror
+	if err := m.UpdateBranches(ctx); err != nil {
+		return ""
+	}
+	head, err := m.Resolve(ctx, rev)
+	if err != nil || head == "" {
+		return ""
+	}
+	if err := c.st.SetMark(ctx, pollMark(name), head); err != nil {
+		c.log.Error("poll: record head", "pipeline", name, "err", err)
+		return ""
+	}
+	return head
+}
+
+// runPoll polls a pipeline's branch while this process leads, for setups
+// without webhooks. The head last seen moves, in the store, with the
+// buildset it makes, by compare-and-set (store.MarkSwap): of two leaders
+// that saw the same move, one makes a buildset.
 func (c *Coordinator) runPoll(ctx context.Context, name, branch string, every time.Duration) {
 	last, err := c.st.GetMark(ctx, pollMark(name))
 	if err != nil {
 		c.log.Error("poll: read last head", "pipeline", name, "err", err)
+		return
+	}
+	rev := "refs/heads/" + branch
+	if last == "" {
+		// The first head seen is recorded, so that a move while no server
+		// leads (a failover, a restart) is seen by the next leader.
+		last = c.firstHead(ctx, name, rev)
 	}
 	p := &poll.Poller{
-		Resolver: c.opt.Runner.Mirror, Rev: "refs/heads/" + branch, Interval: every, Clock: c.opt.Clock, Last: last,
+		Resolver: c.opt.Runner.Mirror, Rev: rev, Interval: every, Clock: c.opt.Clock, Last: last,
 		OnError: func(err error) { c.log.Warn("poll", "pipeline", name, "err", err) },
 	}
+	// stored is the mark as this process last read or wrote it: what a
+	// swap expects to find (the poller's first head is not recorded by
+	// it).
+	stored := last
 	p.Run(ctx, func(old, head string) {
-		if old != "" {
-			if _, _, err := c.pushOne(ctx, name, head, fmt.Sprintf("branch %s moved (polling)", branch)); err != nil {
-				c.log.Error("poll: trigger", "pipeline", name, "err", err)
-			}
+		term := c.Leading()
+		if term == nil {
+			return // no longer the leader: the loop is stopping
 		}
+		swap := &store.MarkSwap{Key: pollMark(name), Old: stored, New: head}
+		bs, _, err := c.pushOne(ctx, name, head, fmt.Sprintf("branch %s moved (polling)", branch), swap, term)
+		switch {
+		case bs != nil:
+			stored = head // the mark moved with it
+			return
+		case errors.Is(err, store.ErrMarkChanged):
+			c.log.Info("poll: the move was seen and handled elsewhere", "pipeline", name, "head", head)
+			if v, err := c.st.GetMark(ctx, pollMark(name)); err == nil {
+				stored = v
+			}
+			return
+		case errors.Is(err, store.ErrNotLeader):
+			return
+		case err != nil:
+			c.log.Error("poll: trigger", "pipeline", name, "err", err)
+		}
+		// No buildset (the pipeline's newest is at the head already, or it
+		// could not be made): the mark alone moves.
 		if err := c.st.SetMark(context.WithoutCancel(ctx), pollMark(name), head); err != nil {
 			c.log.Error("poll: record head", "pipeline", name, "err", err)
+			return
 		}
+		stored = head
 	})
 }

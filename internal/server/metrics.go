@@ -31,6 +31,8 @@ type metrics struct {
 	reloads          *prometheus.CounterVec
 	reports          *prometheus.CounterVec
 	hosts            *prometheus.CounterVec
+	leader           prometheus.Gauge
+	elections        prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -78,8 +80,14 @@ func newMetrics() *metrics {
 			Name: "sortie_ansible_hosts_total",
 			Help: "Hosts Ansible reported on at the end of an attempt, by pipeline, job and outcome: reported (all of them), changed, failed, unreachable (a host counts in each that its recap has).",
 		}, []string{"pipeline", "job", "outcome"}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sortie_cluster_leader", Help: "1 while this server leads the servers sharing its store (managers, cron, polling, reaping), else 0.",
+		}),
+		elections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sortie_leader_elections_total", Help: "Terms this server was elected leader for.",
+		}),
 	}
-	m.reg.MustRegister(m.buildsets, m.buildsetDuration, m.buildsetWait, m.builds, m.buildDuration,
+	m.reg.MustRegister(m.leader, m.elections, m.buildsets, m.buildsetDuration, m.buildsetWait, m.builds, m.buildDuration,
 		m.running, m.queue, m.holders, m.waiters, m.semaphoreWait, m.reloads, m.reports, m.hosts,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
@@ -151,6 +159,16 @@ func (o coordObserver) Passed(ctx context.Context, cfg *config.Config, queued ma
 
 // Launched observes a run.
 func (o coordObserver) Launched(bs *store.Buildset) coordinator.RunObserver { return o.m.observer(bs) }
+
+// Leading keeps sortie_cluster_leader and counts the terms begun.
+func (o coordObserver) Leading(term int64, leading bool) {
+	if leading {
+		o.m.leader.Set(1)
+		o.m.elections.Inc()
+		return
+	}
+	o.m.leader.Set(0)
+}
 
 // observer is a buildset.Observer feeding the metrics for one buildset.
 func (m *metrics) observer(bs *store.Buildset) *observer {

@@ -69,6 +69,10 @@ type Options struct {
 	// Grace is how long a shutdown waits for running builds; 0 means
 	// DefaultGrace.
 	Grace time.Duration
+	// LeaderTTL and LeaderRetry are the coordinator's (0: its defaults):
+	// how long a leader's term lasts unrenewed, how often a follower asks
+	// to lead. Tests shorten them.
+	LeaderTTL, LeaderRetry time.Duration
 	// Tick is how often the managers look at the queue even when nothing
 	// woke them; 0 means one second.
 	Tick time.Duration
@@ -150,6 +154,7 @@ func New(opt Options) (*Server, error) {
 	coord, err := coordinator.New(coordinator.Options{
 		Store: opt.Store, Runner: opt.Runner, StateDir: opt.StateDir, Config: s.Config,
 		Clock: opt.Clock, Log: opt.Log, Grace: opt.Grace, Tick: opt.Tick, AnyHost: !opt.Config.Bastion.Local(),
+		LeaderTTL: opt.LeaderTTL, LeaderRetry: opt.LeaderRetry,
 		Observer: coordObserver{m: s.metrics, st: opt.Store}, Reports: reports,
 	})
 	if err != nil {

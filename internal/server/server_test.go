@@ -362,3 +362,16 @@ func TestAuth(t *testing.T) {
 		t.Errorf("status without a token: %d", code)
 	}
 }
+
+// TestLeaderMetrics: a server alone on its store leads, and says so in
+// its metrics.
+func TestLeaderMetrics(t *testing.T) {
+	e := start(t, pushConfig, envOpt{})
+	_, out := e.do("GET", "/metrics", nil, "")
+	text := string(out)
+	for _, w := range []string{"sortie_cluster_leader 1", "sortie_leader_elections_total 1"} {
+		if !strings.Contains(text, w+"\n") {
+			t.Errorf("metrics lack %s:\n%s", w, grepLines(text, "leader"))
+		}
+	}
+}

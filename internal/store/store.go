@@ -12,9 +12,10 @@
 // are refused with ErrFenced and change nothing.
 //
 // The interfaces follow the roles of their users (Buildsets, Semaphores,
-// Owners, Pauses, Triggers, Outbox, Logs); Store embeds them all. A store keeps and
-// locks; it decides nothing: which request a semaphore goes to is
-// semaphore.Decide's, applied through UpdateSemaphores.
+// Owners, Leadership, Pauses, Triggers, Outbox, Logs); Store embeds them
+// all. A store keeps and locks; it decides nothing: which request a
+// semaphore goes to is semaphore.Decide's, applied through
+// UpdateSemaphores.
 package store
 
 import (
@@ -339,6 +340,7 @@ type Store interface {
 	Buildsets
 	Semaphores
 	Owners
+	Leadership
 	Pauses
 	Triggers
 	Outbox
@@ -438,7 +440,42 @@ type CreateBuildsetParams struct {
 	// Reports are recorded with the buildset (those of a buildset made
 	// DONE at once).
 	Reports []NewReportDelivery
+	// Cron, when set, claims a cron tick of the buildset's pipeline in the
+	// same transaction: a tick claimed already makes no buildset
+	// (ErrTickTaken), so that a tick fires once across processes and
+	// leader changes.
+	Cron *CronTick
+	// Poll, when set, swaps a poller's last-seen head in the same
+	// transaction: a mark that does not hold Poll.Old any more makes no
+	// buildset (ErrMarkChanged).
+	Poll *MarkSwap
+	// Term, when set, is the leader's term the buildset is made under:
+	// unless the leader row still holds it (same owner, same term), the
+	// buildset is not made (ErrNotLeader). Its Term is recorded with a
+	// Cron tick.
+	Term *Term
 }
+
+// CronTick is a tick of a pipeline's cron trigger, claimed with the
+// buildset it fires (CreateBuildsetParams.Cron).
+type CronTick struct {
+	// Tick is the tick's scheduled time, without jitter.
+	Tick time.Time
+}
+
+// MarkSwap is a compare-and-set of a trigger's mark: Key holds Old ("" for
+// a mark not set) and becomes New.
+type MarkSwap struct {
+	Key, Old, New string
+}
+
+// ErrTickTaken is CreateBuildset with a cron tick claimed before, by this
+// process or another: someone fired it already, and nothing was made.
+var ErrTickTaken = errors.New("cron tick fired already")
+
+// ErrMarkChanged is CreateBuildset with a mark swap whose mark no longer
+// holds the old value: another process moved it, and nothing was made.
+var ErrMarkChanged = errors.New("trigger mark changed meanwhile")
 
 // StartBuildsetParams is a buildset to start.
 // EndBuildsetParams say how a buildset ends and what becomes of what it
@@ -639,8 +676,10 @@ type Owners interface {
 	// FenceOwners moves live -> fenced, with a new epoch, every owner
 	// whose lease ran out before p.Now, or with p.Force every live owner
 	// of p.IDs whatever its lease (a successor holding the state dir's
-	// lock knows it is dead); p.IDs, when set, limits it to those. It
-	// returns the owners this call fenced, as they are now.
+	// lock knows it is dead); p.IDs, when set, limits it to those. A
+	// leader's term held by an owner it fences ends in the same
+	// transaction (Leadership). It returns the owners this call fenced,
+	// as they are now.
 	FenceOwners(ctx context.Context, p FenceOwnersParams) ([]Owner, error)
 	// MarkOwnerEnded moves fenced -> ended: what the owner left running
 	// on the bastion has been ended (bastion.KillOwner). An owner in
@@ -714,6 +753,65 @@ type ReleaseOwnerParams struct {
 	Keep []string
 }
 
+// ErrNotLeader is a leadership write (Reelect, or a write made under a
+// Term) whose term is no longer the leader's: it ran out, was taken by
+// another process, resigned, or ended when its owner was fenced.
+var ErrNotLeader = errors.New("not the leader for this term")
+
+// Term is one leader's tenure: the owner elected, and a number above every
+// term before it. It lasts while its owner renews it (Reelect) before
+// ExpiresAt, until it resigns, or until its owner is fenced.
+type Term struct {
+	Owner string
+	// Term is given at election, one above every term before; a renewal
+	// keeps it.
+	Term int64
+	// ElectedAt is when the term began, ExpiresAt when it runs out
+	// unless renewed (inclusive, as an owner's lease).
+	ElectedAt, ExpiresAt time.Time
+}
+
+// Leadership keeps the one leader of the processes sharing the store: at
+// most one row, held by a live owner for a term. Times not given (a zero
+// Now) are the database's clock (PostgreSQL) or this host's (SQLite).
+type Leadership interface {
+	// Elect makes p.Fence's owner the leader for a new term, until
+	// p.Now+p.TTL, if nobody leads: no row, or one that ran out before
+	// p.Now, or one of the same owner (which gave that term up: it gets
+	// a new one). Another owner's term running at p.Now returns nil, nil.
+	// A fence that is not live is ErrFenced.
+	Elect(ctx context.Context, p ElectParams) (*Term, error)
+	// Reelect extends p.Term to p.Now+p.TTL, keeping its number, if it is
+	// still the leader's and has not run out at p.Now; otherwise it is
+	// ErrNotLeader and changes nothing: a term that ran out is never
+	// renewed, even before another took it.
+	Reelect(ctx context.Context, p ReelectParams) (*Term, error)
+	// Resign ends t if it is still the leader's; a term gone already is
+	// not an error.
+	Resign(ctx context.Context, t Term) error
+	// Leader returns the leader's row as it is (its term may have run
+	// out), or nil when there is none.
+	Leader(ctx context.Context) (*Term, error)
+}
+
+// ElectParams ask for leadership.
+type ElectParams struct {
+	Fence Fence
+	// TTL is how long the term lasts without a renewal; above zero.
+	TTL time.Duration
+	// Now is when it is asked; zero means the store's clock.
+	Now time.Time
+}
+
+// ReelectParams renew a term.
+type ReelectParams struct {
+	Term Term
+	// TTL is how long from Now; above zero.
+	TTL time.Duration
+	// Now is when it renews; zero means the store's clock.
+	Now time.Time
+}
+
 // Pauses keeps operators' pauses.
 type Pauses interface {
 	// SetPause inserts or replaces the pause of p.Pipeline.
@@ -728,6 +826,10 @@ type Pauses interface {
 // Triggers keeps what triggers remember: their marks and the webhook
 // deliveries received.
 type Triggers interface {
+	// LastCronTick returns the latest tick of pipeline's cron trigger
+	// claimed with a buildset (CreateBuildsetParams.Cron), and false when
+	// none was.
+	LastCronTick(ctx context.Context, pipeline string) (time.Time, bool, error)
 	// GetMark returns the value of a trigger's mark (the last cron tick of
 	// a pipeline, the last head polled...), "" when it is unset.
 	GetMark(ctx context.Context, key string) (string, error)

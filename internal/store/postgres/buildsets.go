@@ -77,6 +77,9 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 		if err != nil {
 			return err
 		}
+		if err := claimTriggers(ctx, tx, bs, p); err != nil {
+			return err
+		}
 		if err := insertReports(ctx, tx, bs.ID, p.Reports); err != nil {
 			return err
 		}

@@ -150,7 +150,8 @@ func (s *Store) Owners(ctx context.Context, f store.OwnerFilter) ([]store.Owner,
 
 // FenceOwners fences live owners, each with a new epoch, in one UPDATE,
 // which waits for the writes in progress under their fences (FOR SHARE);
-// of two at once, the second finds them fenced and skips them. See
+// of two at once, the second finds them fenced and skips them. The leader
+// row of an owner fenced is deleted in the same transaction. See
 // store.Owners.
 func (s *Store) FenceOwners(ctx context.Context, p store.FenceOwnersParams) ([]store.Owner, error) {
 	if p.Force && len(p.IDs) == 0 {
@@ -163,13 +164,21 @@ func (s *Store) FenceOwners(ctx context.Context, p store.FenceOwnersParams) ([]s
 		where += fmt.Sprintf(` AND expires_at < COALESCE($%d::timestamptz, statement_timestamp())`, len(args))
 	}
 	var fenced []store.Owner
-	err := s.retry(ctx, func() error {
-		rows, err := s.pool.Query(ctx, `UPDATE owners SET state = $1, epoch = nextval('owner_epochs')
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `UPDATE owners SET state = $1, epoch = nextval('owner_epochs')
 			WHERE `+where+` RETURNING `+ownerColumns, args...)
 		if err != nil {
 			return err
 		}
-		fenced, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Owner, error) { return scanOwner(row) })
+		if fenced, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Owner, error) { return scanOwner(row) }); err != nil {
+			return err
+		}
+		ids := make([]string, len(fenced))
+		for i, o := range fenced {
+			ids[i] = o.ID
+		}
+		// Their right to write is gone, and with it a leadership.
+		_, err = tx.Exec(ctx, `DELETE FROM leader WHERE owner = ANY($1)`, ids)
 		return err
 	})
 	if err != nil {

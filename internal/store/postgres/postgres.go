@@ -35,6 +35,11 @@
 // database's clock (statement_timestamp()), so no host's clock decides a
 // lease.
 //
+// Leadership: the leader row's expiry is judged on the database's clock
+// too. A write under a leader's term (a cron tick, a poll mark) reads the
+// row FOR SHARE (checkTerm), so an Elect that replaces the term waits for
+// it: the write is committed before the term ended or refused after it.
+//
 // Lock order, so that transactions cannot deadlock on each other:
 // advisory locks (semaphores in sorted order) -> owners (the fence's row
 // FOR SHARE; FenceOwners and ReleaseOwner update it) -> buildsets ->

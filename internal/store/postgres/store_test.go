@@ -91,3 +91,11 @@ func TestSeveralProcessesClaimReports(t *testing.T) {
 	dbURL := pgtest.NewDatabase(t)
 	storetest.ContendClaims(t, []store.Store{openURL(t, dbURL), openURL(t, dbURL), openURL(t, dbURL)})
 }
+
+// TestSeveralProcessesFireOneTick has three pools on one database fire the
+// same cron tick at once: one buildset is made.
+func TestSeveralProcessesFireOneTick(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.NewDatabase(t)
+	storetest.ContendTick(t, []store.Store{openURL(t, dbURL), openURL(t, dbURL), openURL(t, dbURL)})
+}

@@ -87,6 +87,9 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 		if seq, err = res.LastInsertId(); err != nil {
 			return err
 		}
+		if err := s.claimTriggers(ctx, tx, bs, p); err != nil {
+			return err
+		}
 		for i, job := range p.Jobs {
 			_, err := s.txExec(ctx, tx, `
 				INSERT INTO builds (buildset_id, job, seq, state) VALUES (?, ?, ?, ?)`,

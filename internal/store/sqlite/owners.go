@@ -209,6 +209,10 @@ func (s *Store) FenceOwners(ctx context.Context, p store.FenceOwnersParams) ([]s
 				store.OwnerFenced, id, store.OwnerLive); err != nil {
 				return err
 			}
+			// Its right to write is gone, and with it its leadership.
+			if _, err := s.txExec(ctx, tx, `DELETE FROM leader WHERE owner = ?`, id); err != nil {
+				return err
+			}
 			o, err := scanOwner(s.txRow(ctx, tx, `SELECT `+ownerColumns+` FROM owners WHERE id = ?`, id))
 			if err != nil {
 				return err

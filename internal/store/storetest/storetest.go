@@ -53,6 +53,11 @@
 //     pipeline's own.
 //   - ClaimDelivery does not move a delivery's time when it is claimed
 //     again: a delivery replayed every day is still forgotten by age.
+//   - A leader's term runs until ExpiresAt inclusive, as a lease; Elect
+//     by the leader itself gives it a new term (it gave the old one up).
+//   - A buildset made under a Term that is no longer the leader's, with a
+//     cron tick claimed before, or with a poll mark that moved, is not
+//     made, and neither is its tick or mark.
 //   - Of concurrent EndBuildset calls on one buildset, exactly one reports
 //     it ended; of concurrent StartAttempt calls of one number, exactly one
 //     succeeds and the others are ErrConflict.
@@ -158,6 +163,15 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"OutboxWithStateChanges", testOutboxWithStateChanges},
 		{"OutboxClaims", testOutboxClaims},
 		{"OutboxClaimOnce", testOutboxClaimOnce},
+		{"LeaderOne", testLeaderOne},
+		{"LeaderRace", testLeaderRace},
+		{"LeaderExpiry", testLeaderExpiry},
+		{"LeaderReelectExpired", testLeaderReelectExpired},
+		{"LeaderResign", testLeaderResign},
+		{"LeaderFenced", testLeaderFenced},
+		{"CronTicks", testCronTicks},
+		{"CronTickRace", testCronTickRace},
+		{"PollSwap", testPollSwap},
 		{"LogAppendRead", testLogAppendRead},
 		{"LogEmpty", testLogEmpty},
 		{"LogKeysApart", testLogKeysApart},
