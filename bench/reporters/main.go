@@ -62,19 +62,11 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 func run(n int, delay time.Duration, job string) error {
 	var closers []func()
-	work, err := os.MkdirTemp("", "sortie-bench-reporters-")
+	work, bin, repo, cleanup, err := benchkit.Setup("sortie-bench-reporters-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
-	bin, err := benchkit.Build(work)
-	if err != nil {
-		return err
-	}
-	repo := filepath.Join(work, "repo")
-	if err := benchkit.Repo(repo); err != nil {
-		return err
-	}
+	defer cleanup()
 	jobs := fmt.Sprintf(`jobs:
   boot: {bootstrap: true, run: "true"}
   a: {run: %[1]q}

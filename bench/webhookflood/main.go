@@ -41,19 +41,11 @@ func main() {
 }
 
 func run(n int, size int64, chunked bool) error {
-	work, err := os.MkdirTemp("", "sortie-webhookflood-")
+	work, bin, repo, cleanup, err := benchkit.Setup("sortie-webhookflood-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
-	bin, err := benchkit.Build(work)
-	if err != nil {
-		return err
-	}
-	repo := filepath.Join(work, "repo")
-	if err := benchkit.Repo(repo); err != nil {
-		return err
-	}
+	defer cleanup()
 	cfg := filepath.Join(work, "sortie.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`source: {url: %q, branch: main}
 webhooks:

@@ -258,26 +258,7 @@ func TestUpdateWaitsForLock(t *testing.T) {
 	r := newRepo(t)
 	r.commit("one", nil)
 	m := newMirror(t, r)
-	if err := os.MkdirAll(filepath.Dir(m.Dir), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// Another process holds the lock.
-	holder := exec.Command("flock", m.Dir+".lock", "sh", "-c", "echo locked; read x || true")
-	stdin, err := holder.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := holder.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := holder.Start(); err != nil {
-		t.Skipf("flock(1): %v", err)
-	}
-	buf := make([]byte, 7)
-	if _, err := stdout.Read(buf); err != nil || string(buf) != "locked\n" {
-		t.Fatalf("holder: %q, %v", buf, err)
-	}
+	release := holdLock(t, m)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Update(ctx) }()
@@ -285,10 +266,7 @@ func TestUpdateWaitsForLock(t *testing.T) {
 	if err := <-done; !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "wait for lock") {
 		t.Errorf("Update while locked, then canceled: %v", err)
 	}
-	stdin.Close()
-	if err := holder.Wait(); err != nil {
-		t.Fatal(err)
-	}
+	release()
 	if err := m.Update(context.Background()); err != nil {
 		t.Errorf("Update after the lock was released: %v", err)
 	}

@@ -214,3 +214,24 @@ func Machine() string {
 	}
 	return fmt.Sprintf("%s, %d cores, %s, %s", model, runtime.NumCPU(), kind, runtime.Version())
 }
+
+// Setup makes a work dir named for prefix, builds sortie into it and makes
+// a source repository in its "repo": what every server benchmark starts
+// with. cleanup removes the work dir.
+func Setup(prefix string) (work, bin, repo string, cleanup func(), err error) {
+	work, err = os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", "", "", nil, err
+	}
+	cleanup = func() { os.RemoveAll(work) }
+	if bin, err = Build(work); err != nil {
+		cleanup()
+		return "", "", "", nil, err
+	}
+	repo = filepath.Join(work, "repo")
+	if err := Repo(repo); err != nil {
+		cleanup()
+		return "", "", "", nil, err
+	}
+	return work, bin, repo, cleanup, nil
+}
