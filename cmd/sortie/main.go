@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 )
@@ -34,7 +35,23 @@ func exitCode(code int) error { return &exitError{code: code} }
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	tuneGC(os.Args[1:])
 	os.Exit(code(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+}
+
+// runGCPercent is the garbage collector's target for `sortie run`: a
+// short-lived process whose live heap is small (tens of MiB for 10,000
+// jobs), where the default of 100 spent about 30 µs of CPU a job
+// collecting, on a run that is CPU-bound when its jobs are short. 400
+// trades that for a peak some 30 MiB higher.
+const runGCPercent = 400
+
+// tuneGC sets the collector's target for `sortie run`, unless GOGC says
+// otherwise. It is main's: tests that call run in-process keep theirs.
+func tuneGC(args []string) {
+	if len(args) > 0 && args[0] == "run" && os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(runGCPercent)
+	}
 }
 
 // code prints err (if it has something to say) and returns the exit code.
