@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 )
@@ -34,7 +35,33 @@ func exitCode(code int) error { return &exitError{code: code} }
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	tuneGC(os.Args[1:])
 	os.Exit(code(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+}
+
+// The garbage collector's settings for `sortie run`, a short-lived
+// process whose live heap is small (some 20 MiB for 10,000 jobs): with
+// Go's default GOGC of 100 it spent about 60-90 µs of CPU a job
+// collecting, on a run that is CPU-bound when its jobs are short. GOGC
+// 400 alone saved that but took the peak of a 10,000-job run from 110 to
+// 165 MB; the soft limit caps the heap's growth, for the same saving at
+// 125 MB. Past the limit (a graph several times larger, whose live heap
+// nears it) the collector runs more often, at most half the CPU, and the
+// run is slower than with the default: GOGC or GOMEMLIMIT in the
+// environment then overrides both.
+const (
+	runGCPercent   = 400
+	runMemoryLimit = 72 << 20
+)
+
+// tuneGC sets the collector for `sortie run`, unless the environment says
+// otherwise. It is main's: tests that call run in-process keep theirs.
+func tuneGC(args []string) {
+	if len(args) == 0 || args[0] != "run" || os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	debug.SetGCPercent(runGCPercent)
+	debug.SetMemoryLimit(runMemoryLimit)
 }
 
 // code prints err (if it has something to say) and returns the exit code.

@@ -273,3 +273,14 @@ func TestRunDoesNotWaitForEscapedProcess(t *testing.T) {
 		t.Errorf("%+v, log %q", o, log)
 	}
 }
+
+// A key given twice reaches the process once, with its last value, as
+// exec.Cmd did: the run id appended last must win over one in the job's
+// environment.
+func TestLastWins(t *testing.T) {
+	got := lastWins([]string{"A=1", "B=2", "A=3", "C=4", "B=5", "NOEQUALS"})
+	want := []string{"A=3", "C=4", "B=5", "NOEQUALS"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("lastWins = %q, want %q", got, want)
+	}
+}
