@@ -250,9 +250,10 @@ func New(opt Options) (*Coordinator, error) {
 	}
 	sems.Identity = store.RegisterOwnerParams{
 		Kind: opt.Kind, Node: opt.Node, Host: opt.Host, StateDir: opt.StateDir, Version: opt.Version,
-		SlotsMax: c.slots.Max(),
+		SlotsMax: c.slots.Max(), ConfigFP: opt.Config().Fingerprint(),
 	}
 	sems.SlotsUsed = c.slots.InUse
+	sems.ConfigFP = func() string { return c.opt.Config().Fingerprint() }
 	c.ended.signal = &c.TestSignals.Ended
 	if w, ok := opt.Reports.(interface{ Wake() }); ok {
 		opt.Runner.Reported = w.Wake
@@ -315,6 +316,11 @@ func (c *Coordinator) persist(ctx context.Context, what string, write func() err
 
 func (c *Coordinator) start(ctx context.Context) error {
 	sems := c.opt.Runner.Semaphores
+	if c.opt.Kind != store.OwnerRun {
+		if err := c.checkNodeName(ctx); err != nil {
+			return err
+		}
+	}
 	if err := c.persist(ctx, "registration", func() error { return sems.Start(ctx) }); err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}
