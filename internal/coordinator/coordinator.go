@@ -213,6 +213,10 @@ type Coordinator struct {
 	// run by hand (Pass), so that decisions never race each other.
 	passMu   sync.Mutex
 	planMu   sync.Mutex
+	// driftMu guards drift, the nodes CheckDrift last found running
+	// another config than this one's, as it logged them.
+	driftMu sync.Mutex
+	drift   string
 	lastPlan pipeline.Plan
 }
 
@@ -422,6 +426,9 @@ func (c *Coordinator) reapLoop(ctx context.Context) {
 	for {
 		if err := c.Reap(ctx); err != nil && ctx.Err() == nil {
 			c.log.Error("reap dead owners", "err", err)
+		}
+		if _, err := c.CheckDrift(ctx); err != nil && ctx.Err() == nil {
+			c.log.Error("compare the nodes' configs", "err", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/store"
@@ -124,4 +125,37 @@ func (c *Coordinator) ForgetNode(ctx context.Context, name string, force bool) (
 		return f, fmt.Errorf("forget node %s: %w", name, err)
 	}
 	return f, nil
+}
+
+// CheckDrift compares the config fingerprint of every live node with
+// this process's (the leader's, when the reaper calls it) and returns the
+// names of the nodes whose config differs. A change in that set is logged
+// once: a warning naming them, or, once none differs any more, that the
+// drift is over.
+func (c *Coordinator) CheckDrift(ctx context.Context) ([]string, error) {
+	owners, err := c.st.Owners(ctx, store.OwnerFilter{Kind: store.OwnerNode, States: []store.OwnerState{store.OwnerLive}})
+	if err != nil {
+		return nil, err
+	}
+	self := c.Owner()
+	mine := c.opt.Config().Fingerprint()
+	var differ []string
+	for _, o := range owners {
+		if o.ID != self && o.ConfigFP != mine {
+			differ = append(differ, fmt.Sprintf("%s (%.12s)", o.Node, o.ConfigFP))
+		}
+	}
+	now := strings.Join(differ, ", ")
+	c.driftMu.Lock()
+	defer c.driftMu.Unlock()
+	if now != c.drift {
+		if now != "" {
+			c.log.Warn("config drift: these nodes run another config than this one's; reload them with the same config",
+				"nodes", now, "this_config", fmt.Sprintf("%.12s", mine))
+		} else {
+			c.log.Info("config drift over: every node runs this node's config", "this_config", fmt.Sprintf("%.12s", mine))
+		}
+		c.drift = now
+	}
+	return differ, nil
 }

@@ -91,3 +91,50 @@ func owner(t *testing.T, st store.Owners, id string) store.Owner {
 	}
 	return os[0]
 }
+
+// TestCheckDrift: a live node with another config is named, and logged
+// once however often it is checked; once it is gone, the end of the drift
+// is logged.
+func TestCheckDrift(t *testing.T) {
+	h := newHarness(t, twoJobs)
+	h.start()
+	ctx := t.Context()
+	if differ, err := h.c.CheckDrift(ctx); err != nil || len(differ) != 0 {
+		t.Fatalf("drift alone: %v, %v; want none", differ, err)
+	}
+	other, err := h.st.RegisterOwner(ctx, store.RegisterOwnerParams{
+		ID: NewOwner(), Kind: store.OwnerNode, Node: "other", Host: "elsewhere", StateDir: "/srv/sortie",
+		ConfigFP: "0123456789abcdef", Lease: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A node with the same settings is no drift.
+	if _, err := h.st.RegisterOwner(ctx, store.RegisterOwnerParams{
+		ID: NewOwner(), Kind: store.OwnerNode, Node: "twin", Host: "elsewhere", StateDir: "/srv/twin",
+		ConfigFP: h.cfg.Load().Fingerprint(), Lease: time.Hour,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		differ, err := h.c.CheckDrift(ctx)
+		if err != nil || len(differ) != 1 || !strings.HasPrefix(differ[0], "other ") {
+			t.Fatalf("drift: %v, %v; want other alone", differ, err)
+		}
+	}
+	if n := strings.Count(h.log.String(), "config drift: "); n != 1 {
+		t.Errorf("the drift was logged %d times, want once:\n%s", n, h.log)
+	}
+	if !strings.Contains(h.log.String(), "other (0123456789ab)") {
+		t.Errorf("the log does not name the node and its fingerprint:\n%s", h.log)
+	}
+	if _, err := h.st.FenceOwners(ctx, store.FenceOwnersParams{IDs: []string{other.Owner}, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if differ, err := h.c.CheckDrift(ctx); err != nil || len(differ) != 0 {
+		t.Fatalf("drift once other is fenced: %v, %v; want none", differ, err)
+	}
+	if !strings.Contains(h.log.String(), "config drift over") {
+		t.Errorf("the end of the drift is not logged:\n%s", h.log)
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sortie-ci/sortie/internal/coordinator"
 	"github.com/sortie-ci/sortie/internal/store"
 )
@@ -143,4 +145,61 @@ func (s *Server) postForgetNode(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeJSON(w, http.StatusOK, f)
 	}
+}
+
+// nodesCollector gives the metrics of the nodes at each scrape: how many
+// servers share the store, by state, those whose config differs, this
+// node's build slots, and the writes the store refused as fenced.
+type nodesCollector struct {
+	s                              *Server
+	nodes, differs, used, slotsMax *prometheus.Desc
+	fenced                         *prometheus.Desc
+}
+
+func newNodesCollector(s *Server) *nodesCollector {
+	return &nodesCollector{
+		s: s,
+		nodes: prometheus.NewDesc("sortie_cluster_nodes",
+			"Servers sharing the store, by state: live, expired (not renewed, not fenced yet), fenced, ended.", []string{"state"}, nil),
+		differs: prometheus.NewDesc("sortie_cluster_nodes_config_differs",
+			"Servers whose config fingerprint differs from the leader's (this server's while none leads).", nil, nil),
+		used:     prometheus.NewDesc("sortie_node_slots_in_use", "Build slots of this server in use.", nil, nil),
+		slotsMax: prometheus.NewDesc("sortie_node_slots_max", "Build slots of this server (limits.slotsMaxparallel).", nil, nil),
+		fenced: prometheus.NewDesc("sortie_store_fenced_writes_total",
+			"Writes of this server the store refused because their owner was fenced (its lease was lost).", nil, nil),
+	}
+}
+
+func (c *nodesCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.nodes, c.differs, c.used, c.slotsMax, c.fenced} {
+		ch <- d
+	}
+}
+
+func (c *nodesCollector) Collect(ch chan<- prometheus.Metric) {
+	cs := c.s.coord.Status()
+	ch <- prometheus.MustNewConstMetric(c.used, prometheus.GaugeValue, float64(cs.SlotsInUse))
+	ch <- prometheus.MustNewConstMetric(c.slotsMax, prometheus.GaugeValue, float64(cs.SlotsMax))
+	if fc, ok := c.s.st.(interface{ FencedWrites() int64 }); ok {
+		ch <- prometheus.MustNewConstMetric(c.fenced, prometheus.CounterValue, float64(fc.FencedWrites()))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ns, err := c.s.Nodes(ctx)
+	if err != nil {
+		// Missing for this scrape, rather than failing the whole of it.
+		return
+	}
+	count := map[string]int{nodeLive: 0, nodeExpired: 0, string(store.OwnerFenced): 0, string(store.OwnerEnded): 0}
+	differs := 0
+	for _, n := range ns.Nodes {
+		count[n.State]++
+		if n.ConfigDiffers {
+			differs++
+		}
+	}
+	for state, n := range count {
+		ch <- prometheus.MustNewConstMetric(c.nodes, prometheus.GaugeValue, float64(n), state)
+	}
+	ch <- prometheus.MustNewConstMetric(c.differs, prometheus.GaugeValue, float64(differs))
 }

@@ -65,6 +65,16 @@ func TestNodes(t *testing.T) {
 		t.Errorf("nodes from beta: %+v", ns2)
 	}
 
+	// The metrics say the same.
+	_, out := a.do("GET", "/metrics", nil, "")
+	for _, w := range []string{`sortie_cluster_nodes{state="live"} 2`, `sortie_cluster_nodes{state="fenced"} 0`,
+		"sortie_cluster_nodes_config_differs 1", "sortie_node_slots_in_use 0", "sortie_node_slots_max 8",
+		"sortie_store_fenced_writes_total 0"} {
+		if !strings.Contains(string(out), w+"\n") {
+			t.Errorf("metrics lack %s:\n%s", w, grepLines(string(out), "sortie_"))
+		}
+	}
+
 	// Forgetting is a mutation: the token is needed.
 	if code, out := a.do("POST", "/api/v1/nodes/beta/forget", map[string]any{"force": true}, ""); code != http.StatusUnauthorized {
 		t.Fatalf("forget without a token: %d %s", code, out)

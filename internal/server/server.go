@@ -165,6 +165,7 @@ func New(opt Options) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.coord = coord
+	s.metrics.reg.MustRegister(newNodesCollector(s))
 	opt.Semaphores.OnGrant = s.metrics.granted
 	s.tokens.Store(readTokens(opt.Config, opt.Getenv))
 	return s, nil
