@@ -211,12 +211,12 @@ type Coordinator struct {
 
 	// passMu makes the managers' passes one at a time, including those
 	// run by hand (Pass), so that decisions never race each other.
-	passMu   sync.Mutex
-	planMu   sync.Mutex
+	passMu sync.Mutex
+	planMu sync.Mutex
 	// driftMu guards drift, the nodes CheckDrift last found running
 	// another config than this one's, as it logged them.
-	driftMu sync.Mutex
-	drift   string
+	driftMu  sync.Mutex
+	drift    string
 	lastPlan pipeline.Plan
 }
 
