@@ -258,6 +258,7 @@ func New(opt Options) (*Coordinator, error) {
 	}
 	sems.SlotsUsed = c.slots.InUse
 	sems.ConfigFP = func() string { return c.opt.Config().Fingerprint() }
+	sems.SlotsMax = c.slots.Max
 	c.ended.signal = &c.TestSignals.Ended
 	if w, ok := opt.Reports.(interface{ Wake() }); ok {
 		opt.Runner.Reported = w.Wake

@@ -53,6 +53,9 @@ type Client struct {
 	// ConfigFP, if set, is read at each renewal: the fingerprint of the
 	// config in force, recorded when it changed since registration.
 	ConfigFP func() string
+	// SlotsMax, if set, is read at each renewal: the build slots there are
+	// now (a reload may change them).
+	SlotsMax func() int
 	// OnGrant, if set, hears of each request granted: its semaphores and
 	// how long it waited (from the since it was asked with). Set it
 	// before the first acquire.
@@ -234,6 +237,9 @@ func (c *Client) renew(ctx context.Context, fence store.Fence, lost <-chan struc
 			}
 			if c.ConfigFP != nil {
 				p.ConfigFP = c.ConfigFP()
+			}
+			if c.SlotsMax != nil {
+				p.SlotsMax = c.SlotsMax()
 			}
 			_, err = c.Store.RenewOwner(rctx, p)
 			cancel()

@@ -734,6 +734,9 @@ type RenewOwnerParams struct {
 	// Lease is how long from Now; it must be above zero.
 	Lease     time.Duration
 	SlotsUsed int
+	// SlotsMax, when above zero, is its build slots now (a reload may
+	// change them); 0 keeps the ones recorded.
+	SlotsMax int
 	// ConfigFP, when set, is the fingerprint of the config it runs with
 	// now; "" keeps the one recorded.
 	ConfigFP string
