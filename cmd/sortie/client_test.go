@@ -60,15 +60,16 @@ var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
 // startClientServer writes the config (source.url set to a fresh git
 // repository) and starts `sortie serve --listen 127.0.0.1:0`, learning its
 // port from the "listening addr=" line of its log. The server is stopped
-// (SIGTERM, then waited for) when the test ends.
-func startClientServer(t *testing.T, yaml string) *clientServer {
+// (SIGTERM, then waited for) when the test ends. extra are more flags of
+// serve.
+func startClientServer(t *testing.T, yaml string, extra ...string) *clientServer {
 	t.Helper()
 	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
 	dir := t.TempDir()
 	cfg := writeConfig(t, dir, fmt.Sprintf("source: {url: %q, branch: main}\n%s", repo, yaml))
 	s := &clientServer{dir: dir, log: &lockedBuffer{}, done: make(chan struct{})}
-	s.cmd = exec.Command(sortieBin(t), "serve", "--config", cfg, "--listen", "127.0.0.1:0",
-		"--state-dir", filepath.Join(dir, "state"), "--grace", "1s")
+	s.cmd = exec.Command(sortieBin(t), append([]string{"serve", "--config", cfg, "--listen", "127.0.0.1:0",
+		"--state-dir", filepath.Join(dir, "state"), "--grace", "1s"}, extra...)...)
 	s.cmd.Env = append(os.Environ(), "SORTIE_TOKENS=other-token, "+clientTestToken)
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {

@@ -100,6 +100,8 @@ func commands() []command {
 		{"pause", "pause all pipelines, or one, on a server", cmdPause},
 		{"resume", "resume pipelines paused on a server", cmdResume},
 		{"reload", "make a server load its config again", cmdReload},
+		{"nodes", "list the servers sharing a server's database, the leader marked", cmdNodes},
+		{"node", "forget a server that will not come back (node forget NAME)", cmdNode},
 		{"rerun", "re-run the builds of a buildset that did not succeed", cmdRerun},
 		{"version", "print the version, commit, Go version and schema version", cmdVersion},
 	}

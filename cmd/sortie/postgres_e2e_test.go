@@ -202,7 +202,7 @@ pipelines:
 	addrA, addrB := freePort(t), freePort(t)
 	logA, logB := filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")
 	stateA := t.TempDir()
-	a := startServe(t, addrA, logA, env, "--config", cfg, "--state-dir", stateA)
+	a := startServe(t, addrA, logA, env, "--config", cfg, "--state-dir", stateA, "--node", "a")
 	t.Cleanup(a.kill)
 	tr := runSortie(t, []string{"SORTIE_TOKEN=t"}, "trigger", "--pipeline", "p", "--server", "http://"+addrA)
 	if tr.code != 0 {
@@ -218,7 +218,8 @@ pipelines:
 		time.Sleep(20 * time.Millisecond)
 	}
 	// B starts while A runs the build: A owns it, B only reads.
-	b := startServe(t, addrB, logB, env, "--config", cfg, "--state-dir", t.TempDir())
+	// Two servers on one host share a database under names of their own.
+	b := startServe(t, addrB, logB, env, "--config", cfg, "--state-dir", t.TempDir(), "--node", "b")
 	t.Cleanup(func() { b.stop(t) })
 
 	logPath := "/api/v1/buildsets/" + id + "/builds/talk/log"

@@ -17,11 +17,12 @@ import (
 )
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("serve", "--config PATH [--listen ADDR] [--database URL] [--state-dir DIR] [--grace D]", stderr)
+	fs := newFlags("serve", "--config PATH [--listen ADDR] [--database URL] [--state-dir DIR] [--node NAME] [--grace D]", stderr)
 	path := fs.String("config", "", "config file, or directory of *.yaml files")
 	listen := fs.String("listen", "", "address of the API (default: server.listen, else 127.0.0.1:8080)")
 	dbFlag := fs.String("database", "", databaseUsage)
 	stateDir := fs.String("state-dir", defaultStateDir, "where the database (SQLite), mirror, logs, lock and local bastion live")
+	node := fs.String("node", "", "this server's name among those sharing the database (default: the host name)")
 	grace := fs.Duration("grace", server.DefaultGrace, "on SIGTERM, how long running builds may finish before they are cancelled")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -60,8 +61,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer env.Close()
 	abs, _ := filepath.Abs(*stateDir)
+	ver, _ := buildVersion()
 	srv, err := server.New(server.Options{
-		ConfigPath: *path, Config: cfg, StateDir: abs, Listen: *listen,
+		ConfigPath: *path, Config: cfg, StateDir: abs, Listen: *listen, Node: *node, Version: ver,
 		Store: env.store, Semaphores: env.sems, Bastion: env.runner.Bastion, Mirror: env.runner.Mirror,
 		Runner: env.runner, Log: log, Grace: *grace,
 	})

@@ -5,6 +5,9 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"regexp"
 	"regexp/syntax"
 	"slices"
@@ -351,4 +354,49 @@ func (c *Config) PipelineNames() []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// Fingerprint is the sha256, in hex, of a canonical form of the config:
+// its JSON encoding (object keys in order) without the paths of the files
+// it was read from nor the positions in them, so that two hosts that load
+// the same settings from different places, or laid out differently, have
+// the same fingerprint.
+func (c *Config) Fingerprint() string {
+	cp := *c
+	cp.Files = nil
+	b, err := json.Marshal(&cp)
+	var v any
+	if err == nil {
+		err = json.Unmarshal(b, &v)
+	}
+	if err == nil {
+		b, err = json.Marshal(dropPositions(v))
+	}
+	if err != nil {
+		// Not expected of a loaded config; a fingerprint that differs from
+		// every other still says "not the same".
+		b = []byte("unencodable: " + err.Error())
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// dropPositions removes from a decoded JSON value every Pos (an object of
+// exactly File, Line and Col).
+func dropPositions(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			if m, ok := e.(map[string]any); ok && len(m) == 3 && m["File"] != nil && m["Line"] != nil && m["Col"] != nil {
+				delete(v, k)
+				continue
+			}
+			v[k] = dropPositions(e)
+		}
+	case []any:
+		for i, e := range v {
+			v[i] = dropPositions(e)
+		}
+	}
+	return v
 }

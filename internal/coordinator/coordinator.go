@@ -211,8 +211,12 @@ type Coordinator struct {
 
 	// passMu makes the managers' passes one at a time, including those
 	// run by hand (Pass), so that decisions never race each other.
-	passMu   sync.Mutex
-	planMu   sync.Mutex
+	passMu sync.Mutex
+	planMu sync.Mutex
+	// driftMu guards drift, the nodes CheckDrift last found running
+	// another config than this one's, as it logged them.
+	driftMu  sync.Mutex
+	drift    string
 	lastPlan pipeline.Plan
 }
 
@@ -250,9 +254,11 @@ func New(opt Options) (*Coordinator, error) {
 	}
 	sems.Identity = store.RegisterOwnerParams{
 		Kind: opt.Kind, Node: opt.Node, Host: opt.Host, StateDir: opt.StateDir, Version: opt.Version,
-		SlotsMax: c.slots.Max(),
+		SlotsMax: c.slots.Max(), ConfigFP: opt.Config().Fingerprint(),
 	}
 	sems.SlotsUsed = c.slots.InUse
+	sems.ConfigFP = func() string { return c.opt.Config().Fingerprint() }
+	sems.SlotsMax = c.slots.Max
 	c.ended.signal = &c.TestSignals.Ended
 	if w, ok := opt.Reports.(interface{ Wake() }); ok {
 		opt.Runner.Reported = w.Wake
@@ -315,6 +321,11 @@ func (c *Coordinator) persist(ctx context.Context, what string, write func() err
 
 func (c *Coordinator) start(ctx context.Context) error {
 	sems := c.opt.Runner.Semaphores
+	if c.opt.Kind != store.OwnerRun {
+		if err := c.checkNodeName(ctx); err != nil {
+			return err
+		}
+	}
 	if err := c.persist(ctx, "registration", func() error { return sems.Start(ctx) }); err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}
@@ -416,6 +427,9 @@ func (c *Coordinator) reapLoop(ctx context.Context) {
 	for {
 		if err := c.Reap(ctx); err != nil && ctx.Err() == nil {
 			c.log.Error("reap dead owners", "err", err)
+		}
+		if _, err := c.CheckDrift(ctx); err != nil && ctx.Err() == nil {
+			c.log.Error("compare the nodes' configs", "err", err)
 		}
 		select {
 		case <-ctx.Done():

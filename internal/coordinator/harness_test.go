@@ -63,6 +63,10 @@ type harnessOptions struct {
 	// set, is its clock.
 	leaderTTL, leaderRetry time.Duration
 	leaderClock            trigger.Clock
+	// node names the server; "" means the host name alone on its store,
+	// and a name of its own beside others on a shared one (two live
+	// servers may not share a name).
+	node string
 }
 
 // newHarnessWith is newHarness with o.
@@ -84,6 +88,10 @@ func newHarnessWith(t *testing.T, yaml string, o harnessOptions) *harness {
 		st = sq
 	}
 	h.st = st
+	node := o.node
+	if node == "" && o.store != nil {
+		node = "node-" + filepath.Base(filepath.Dir(h.state)) + "-" + filepath.Base(h.state)
+	}
 	owner := NewOwner()
 	b := local.New(filepath.Join(h.state, "bastion"))
 	b.Owner = owner
@@ -93,7 +101,7 @@ func newHarnessWith(t *testing.T, yaml string, o harnessOptions) *harness {
 		LogDir: filepath.Join(h.state, "logs"), Poll: 10 * time.Millisecond, Grace: time.Second,
 	}
 	c, err := New(Options{
-		Store: st, Runner: h.runner, StateDir: h.state, Config: h.cfg.Load,
+		Store: st, Runner: h.runner, StateDir: h.state, Config: h.cfg.Load, Node: node,
 		Log: slog.New(slog.NewTextHandler(h.log, nil)), Grace: 5 * time.Second,
 		// Passes by their wake-ups only (and by hand): no tick decides
 		// anything behind a test's back.

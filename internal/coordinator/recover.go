@@ -73,6 +73,22 @@ func (c *Coordinator) recover(ctx context.Context) error {
 	if len(dead) == 0 {
 		return c.forgetLegacy(legacy)
 	}
+	if err := c.takeOver(ctx, dead, legacy); err != nil {
+		return err
+	}
+	return c.forgetLegacy(legacy)
+}
+
+// takeOver takes over the work of the dead owners, known dead without
+// waiting for their leases, and of the legacy owners among them (no row,
+// perhaps): fence them (FenceOwners with Force), end their process trees
+// on the bastion (KillOwner), mark them ended, release their semaphores
+// but the pipeline semaphores of their running buildsets (Kept), adopt
+// their ADMITTED and RUNNING buildsets (SetBuildsetOwner, which moves the
+// kept holders to this process) and run them, running ones first. Each
+// step is safe to repeat if this process dies too.
+func (c *Coordinator) takeOver(ctx context.Context, dead map[string]bool, legacy []string) error {
+	self := c.Owner()
 	ids := slices.Sorted(maps.Keys(dead))
 	if _, err := c.st.FenceOwners(ctx, store.FenceOwnersParams{IDs: ids, Force: true}); err != nil {
 		return err
@@ -136,7 +152,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		c.log.Info("resuming buildset", "buildset", bs.ID, "pipeline", bs.Pipeline, "state", bs.State)
 		c.launch(bs)
 	}
-	return c.forgetLegacy(legacy)
+	return nil
 }
 
 // forgetLegacy removes the legacy serve.owners once its owners are

@@ -50,6 +50,12 @@ type Client struct {
 	// SlotsUsed, if set, is read at each renewal: the build slots in use,
 	// for the store's view of the owner.
 	SlotsUsed func() int
+	// ConfigFP, if set, is read at each renewal: the fingerprint of the
+	// config in force, recorded when it changed since registration.
+	ConfigFP func() string
+	// SlotsMax, if set, is read at each renewal: the build slots there are
+	// now (a reload may change them).
+	SlotsMax func() int
 	// OnGrant, if set, hears of each request granted: its semaphores and
 	// how long it waited (from the since it was asked with). Set it
 	// before the first acquire.
@@ -228,6 +234,12 @@ func (c *Client) renew(ctx context.Context, fence store.Fence, lost <-chan struc
 			p := store.RenewOwnerParams{Fence: fence, Lease: c.lease(), Now: c.leaseNow()}
 			if c.SlotsUsed != nil {
 				p.SlotsUsed = c.SlotsUsed()
+			}
+			if c.ConfigFP != nil {
+				p.ConfigFP = c.ConfigFP()
+			}
+			if c.SlotsMax != nil {
+				p.SlotsMax = c.SlotsMax()
 			}
 			_, err = c.Store.RenewOwner(rctx, p)
 			cancel()

@@ -50,6 +50,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/config", s.reading(s.getConfig))
 	mux.HandleFunc("GET /api/v1/pipelines", s.reading(s.getPipelines))
 	mux.HandleFunc("GET /api/v1/semaphores", s.reading(s.getSemaphores))
+	mux.HandleFunc("GET /api/v1/nodes", s.reading(s.getNodes))
 	mux.HandleFunc("GET /api/v1/buildsets", s.reading(s.listBuildsets))
 	mux.HandleFunc("GET /api/v1/buildsets/{id}", s.reading(s.getBuildset))
 	mux.HandleFunc("GET /api/v1/buildsets/{id}/reports", s.reading(s.getReports))
@@ -65,6 +66,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/pause", s.mutating(s.postPause))
 	mux.HandleFunc("POST /api/v1/resume", s.mutating(s.postResume))
 	mux.HandleFunc("POST /api/v1/reload", s.mutating(s.postReload))
+	mux.HandleFunc("POST /api/v1/nodes/{name}/forget", s.mutating(s.postForgetNode))
 
 	mux.HandleFunc("POST /webhooks/{forge}", wh.post)
 	mux.HandleFunc("GET /login", s.login)

@@ -78,6 +78,8 @@ type envOpt struct {
 	// chunks keeps the build logs in the store (logs.Chunks), not in
 	// files.
 	chunks bool
+	// node names the server; "" means the host name.
+	node string
 }
 
 // start writes cfg (with source.url set to a fresh repository) and starts
@@ -130,7 +132,7 @@ func (e *env) boot(opt envOpt) {
 	}
 	e.logBuf = &syncBuffer{mu: make(chan struct{}, 1)}
 	srv, err := New(Options{
-		ConfigPath: e.dir, Config: cfg, StateDir: e.state, Listen: "127.0.0.1:0",
+		ConfigPath: e.dir, Config: cfg, StateDir: e.state, Listen: "127.0.0.1:0", Node: opt.node, Version: "v-test",
 		Store: st, Semaphores: sems, Bastion: b, Mirror: mirror, Runner: runner,
 		Getenv: getenv, Clock: opt.clock, Grace: opt.grace, Tick: 50 * time.Millisecond,
 		Log: slog.New(slog.NewTextHandler(e.logBuf, nil)),

@@ -47,6 +47,9 @@ type Options struct {
 	StateDir string
 	// Listen overrides server.listen when set; ":0" picks a port (see Addr).
 	Listen string
+	// Node names this server among those sharing the store; "" means the
+	// host name. Version is recorded with it.
+	Node, Version string
 
 	Store store.Store
 	// Semaphores is this process's client, not started: the coordinator
@@ -116,6 +119,7 @@ type reader interface {
 	Holders(ctx context.Context) ([]store.Holder, error)
 	Waiters(ctx context.Context) ([]store.Waiter, error)
 	Owners(ctx context.Context, f store.OwnerFilter) ([]store.Owner, error)
+	Leader(ctx context.Context) (*store.Term, error)
 	ReportDeliveries(ctx context.Context, buildsetID string) ([]*store.ReportDelivery, error)
 	// Logs kept in the store (logs.Open reads files by their path).
 	logs.ChunkReader
@@ -152,7 +156,7 @@ func New(opt Options) (*Server, error) {
 	}
 	s.metrics.reg.MustRegister(newOutboxCollector(opt.Store))
 	coord, err := coordinator.New(coordinator.Options{
-		Store: opt.Store, Runner: opt.Runner, StateDir: opt.StateDir, Config: s.Config,
+		Store: opt.Store, Runner: opt.Runner, StateDir: opt.StateDir, Config: s.Config, Node: opt.Node, Version: opt.Version,
 		Clock: opt.Clock, Log: opt.Log, Grace: opt.Grace, Tick: opt.Tick, AnyHost: !opt.Config.Bastion.Local(),
 		LeaderTTL: opt.LeaderTTL, LeaderRetry: opt.LeaderRetry,
 		Observer: coordObserver{m: s.metrics, st: opt.Store}, Reports: reports,
@@ -161,6 +165,7 @@ func New(opt Options) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.coord = coord
+	s.metrics.reg.MustRegister(newNodesCollector(s))
 	opt.Semaphores.OnGrant = s.metrics.granted
 	s.tokens.Store(readTokens(opt.Config, opt.Getenv))
 	return s, nil

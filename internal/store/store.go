@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
@@ -269,6 +270,22 @@ type Fence struct {
 	Owner string
 	Epoch int64
 }
+
+// FencedCounter counts the writes a store refused with ErrFenced (a
+// renewal of a lost lease is not a write, and is not counted). A store
+// embeds it and counts each transaction that ends so (CountFenced); its
+// FencedWrites feeds the metrics.
+type FencedCounter struct{ n atomic.Int64 }
+
+// CountFenced counts err if it is an ErrFenced.
+func (c *FencedCounter) CountFenced(err error) {
+	if errors.Is(err, ErrFenced) {
+		c.n.Add(1)
+	}
+}
+
+// FencedWrites is how many writes were refused with ErrFenced.
+func (c *FencedCounter) FencedWrites() int64 { return c.n.Load() }
 
 // OwnerKind says what kind of process an owner is.
 type OwnerKind string
@@ -717,6 +734,9 @@ type RenewOwnerParams struct {
 	// Lease is how long from Now; it must be above zero.
 	Lease     time.Duration
 	SlotsUsed int
+	// SlotsMax, when above zero, is its build slots now (a reload may
+	// change them); 0 keeps the ones recorded.
+	SlotsMax int
 	// ConfigFP, when set, is the fingerprint of the config it runs with
 	// now; "" keeps the one recorded.
 	ConfigFP string

@@ -183,6 +183,9 @@ func (f *fakeSource) Config() *config.Config { return f.cfg }
 func (f *fakeSource) Status(context.Context) (*server.StatusJSON, error) {
 	return nil, store.ErrNotFound
 }
+func (f *fakeSource) Nodes(context.Context) (*server.NodesJSON, error) {
+	return nil, store.ErrNotFound
+}
 func (f *fakeSource) Buildset(_ context.Context, id string) (*server.BuildsetJSON, error) {
 	if id != f.bs.ID {
 		return nil, store.ErrNotFound

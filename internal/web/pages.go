@@ -34,6 +34,10 @@ type statusPage struct {
 	// Pipelines are StatusJSON's, with what the page shows of each
 	// buildset.
 	Pipelines []pipelineView
+	// Nodes are the servers sharing the store; Drift names those whose
+	// config differs from the reference's (NodesJSON.ConfigReference).
+	Nodes *server.NodesJSON
+	Drift []string
 }
 
 type pipelineView struct {
@@ -66,9 +70,19 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, "status")
 		return
 	}
+	nodes, err := h.src.Nodes(r.Context())
+	if err != nil {
+		h.fail(w, r, err, "status")
+		return
+	}
 	pg := &statusPage{
 		Page:       Page{Title: "Status", MainID: "status", Nav: "status", Script: "status.js"},
-		StatusJSON: st,
+		StatusJSON: st, Nodes: nodes,
+	}
+	for _, n := range nodes.Nodes {
+		if n.ConfigDiffers {
+			pg.Drift = append(pg.Drift, n.Name)
+		}
 	}
 	var commits []string
 	for _, p := range st.Pipelines {

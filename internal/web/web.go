@@ -46,6 +46,7 @@ var staticFS embed.FS
 type Source interface {
 	Config() *config.Config
 	Status(ctx context.Context) (*server.StatusJSON, error)
+	Nodes(ctx context.Context) (*server.NodesJSON, error)
 	Buildset(ctx context.Context, id string) (*server.BuildsetJSON, error)
 	Build(ctx context.Context, id, job string) (*server.BuildJSON, error)
 	History(ctx context.Context, q server.HistoryQuery) (*server.HistoryPage, error)

@@ -74,11 +74,12 @@ func (s *Store) RenewOwner(ctx context.Context, p store.RenewOwnerParams) (time.
 		return s.pool.QueryRow(ctx, `
 			WITH n AS (SELECT COALESCE($1::timestamptz, statement_timestamp()) AS t)
 			UPDATE owners SET renewed_at = n.t, expires_at = n.t + make_interval(secs => $2::float8), slots_used = $3,
-				config_fp = CASE WHEN $4 = '' THEN config_fp ELSE $4 END
+				config_fp = CASE WHEN $4 = '' THEN config_fp ELSE $4 END,
+				slots_max = CASE WHEN $8::int > 0 THEN $8::int ELSE slots_max END
 			FROM n
 			WHERE id = $5 AND epoch = $6 AND state = $7 AND expires_at >= n.t
 			RETURNING expires_at`,
-			nowArg(p.Now), p.Lease.Seconds(), p.SlotsUsed, p.ConfigFP, p.Fence.Owner, p.Fence.Epoch, store.OwnerLive).Scan(&until)
+			nowArg(p.Now), p.Lease.Seconds(), p.SlotsUsed, p.ConfigFP, p.Fence.Owner, p.Fence.Epoch, store.OwnerLive, p.SlotsMax).Scan(&until)
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = fmt.Errorf("epoch %d: not live, or its lease ran out: %w", p.Fence.Epoch, store.ErrFenced)

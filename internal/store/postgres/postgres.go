@@ -99,6 +99,7 @@ const connectTimeout = 10 * time.Second
 // Store is Sortie's PostgreSQL store. It is safe for concurrent use, and
 // several processes may open one database.
 type Store struct {
+	store.FencedCounter
 	pool *pgxpool.Pool
 }
 
@@ -150,7 +151,9 @@ const maxTxAttempts = 4
 // maxTxAttempts times in all: fn must have no effect outside the
 // transaction. The error is mapped (mapErr).
 func (s *Store) tx(ctx context.Context, fn func(pgx.Tx) error) error {
-	return s.retry(ctx, func() error { return pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, fn) })
+	err := s.retry(ctx, func() error { return pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, fn) })
+	s.CountFenced(err)
+	return err
 }
 
 // exec runs one statement, a transaction of its own, as tx runs one.

@@ -85,9 +85,10 @@ func (s *Store) RenewOwner(ctx context.Context, p store.RenewOwnerParams) (time.
 	until := now.Add(p.Lease)
 	res, err := s.exec(ctx, `
 		UPDATE owners SET renewed_at = ?, expires_at = ?, slots_used = ?,
-			config_fp = CASE WHEN ? = '' THEN config_fp ELSE ? END
+			config_fp = CASE WHEN ? = '' THEN config_fp ELSE ? END,
+			slots_max = CASE WHEN ? > 0 THEN ? ELSE slots_max END
 		WHERE id = ? AND epoch = ? AND state = ? AND expires_at >= ?`,
-		nanos(now), nanos(until), p.SlotsUsed, p.ConfigFP, p.ConfigFP, p.Fence.Owner, p.Fence.Epoch, store.OwnerLive, nanos(now))
+		nanos(now), nanos(until), p.SlotsUsed, p.ConfigFP, p.ConfigFP, p.SlotsMax, p.SlotsMax, p.Fence.Owner, p.Fence.Epoch, store.OwnerLive, nanos(now))
 	if err == nil {
 		var n int64
 		if n, err = res.RowsAffected(); err == nil && n != 1 {

@@ -51,6 +51,7 @@ var _ store.Store = (*Store)(nil)
 // concurrent use by several goroutines and by several processes that open
 // the same file.
 type Store struct {
+	store.FencedCounter
 	// w is the write pool: a single connection, so this process's writers
 	// queue in Go instead of sleeping in SQLite's busy handler; other
 	// processes are waited for by busy_timeout.
@@ -320,6 +321,7 @@ func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return unavailable(err)
 	}
 	if err := fn(tx); err != nil {
+		s.CountFenced(err)
 		err = errors.Join(err, ignoreDone(tx.Rollback()))
 		s.prepareMissed(ctx)
 		return unavailable(err)

@@ -155,10 +155,20 @@ func testLeaderFenced(t *testing.T, s store.Store) {
 	}
 	_, err := s.Reelect(ctx, store.ReelectParams{Term: *ta, TTL: ttl, Now: at(time.Second)})
 	wantErr(t, "renew a fenced owner's term", err, store.ErrNotLeader)
+	counter, counts := s.(interface{ FencedWrites() int64 })
+	var before int64
+	if counts {
+		before = counter.FencedWrites()
+	}
 	_, err = s.Elect(ctx, store.ElectParams{Fence: a, TTL: ttl, Now: at(time.Second)})
 	wantErr(t, "elect a fenced owner", err, store.ErrFenced)
 	_, err = s.Elect(ctx, store.ElectParams{Fence: store.Fence{Owner: "never-registered", Epoch: 1}, TTL: ttl, Now: at(time.Second)})
 	wantErr(t, "elect an owner never registered", err, store.ErrFenced)
+	if counts {
+		if n := counter.FencedWrites() - before; n != 2 {
+			t.Errorf("fenced writes counted: %d, want the 2 refused", n)
+		}
+	}
 	if tb := elect(t, s, b, at(time.Second)); tb == nil || tb.Term <= ta.Term {
 		t.Fatalf("b's election = %+v, want a term above %d", tb, ta.Term)
 	}

@@ -172,10 +172,15 @@ func testOwnerLease(t *testing.T, s store.Store) {
 	if !o.RenewedAt.Equal(at(20*time.Second)) || !o.ExpiresAt.Equal(at(50*time.Second)) || o.SlotsUsed != 3 || o.ConfigFP != "fp2" || o.State != store.OwnerLive {
 		t.Errorf("after renewal: %+v", o)
 	}
-	_, err = s.RenewOwner(ctx, store.RenewOwnerParams{Fence: p, Lease: 30 * time.Second, SlotsUsed: 1, Now: at(21 * time.Second)})
+	_, err = s.RenewOwner(ctx, store.RenewOwnerParams{Fence: p, Lease: 30 * time.Second, SlotsUsed: 1, SlotsMax: 6, Now: at(21 * time.Second)})
 	must(t, "renew keeping the config", err)
-	if o := owner(t, s, "p"); o.ConfigFP != "fp2" || o.SlotsUsed != 1 {
-		t.Errorf("a renewal without a config changed it: %+v", o)
+	if o := owner(t, s, "p"); o.ConfigFP != "fp2" || o.SlotsUsed != 1 || o.SlotsMax != 6 {
+		t.Errorf("a renewal without a config changed it, or with slots did not record them: %+v", o)
+	}
+	_, err = s.RenewOwner(ctx, store.RenewOwnerParams{Fence: p, Lease: 30 * time.Second, SlotsUsed: 1, Now: at(21 * time.Second)})
+	must(t, "renew keeping the slots", err)
+	if o := owner(t, s, "p"); o.SlotsMax != 6 {
+		t.Errorf("a renewal without slots changed them: %+v", o)
 	}
 	diff(t, "fenced at the renewed T", []string(nil), fenceAt(at(51*time.Second)), cmpopts.EquateEmpty())
 	diff(t, "fenced after it", []string{"p"}, fenceAt(at(51*time.Second+time.Microsecond)))

@@ -1,7 +1,7 @@
 // The status page's live parts: every 2 seconds the script reads the page
 // again from the server and swaps in the parts that changed (the
 // pipelines with their buildsets and jobs, the pause notice, the
-// semaphores, the config's health), never the whole page: the server's
+// semaphores, the nodes, the config's health), never the whole page: the server's
 // render is the only one, so a live part reads exactly as a reload would.
 import {fetchPage, startTicking, swapParts} from './common.js';
 
@@ -13,7 +13,7 @@ function apply(doc) {
   // The notice of a pause of everything comes and goes.
   const all = document.getElementById('paused-all'), nextAll = doc.getElementById('paused-all');
   if (!all && nextAll) document.getElementById('pipelines').before(document.importNode(nextAll, true));
-  swapParts(doc, ['ready', 'slots', 'paused-all', 'pipelines', 'semaphores', 'config-health']);
+  swapParts(doc, ['ready', 'slots', 'paused-all', 'pipelines', 'semaphores', 'nodes', 'config-health']);
 }
 
 async function refresh() {
