@@ -14,6 +14,7 @@ import (
 	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/server"
 	"github.com/sortie-ci/sortie/internal/store"
+	"github.com/sortie-ci/sortie/internal/store/postgres"
 	"github.com/sortie-ci/sortie/internal/web"
 )
 
@@ -71,12 +72,24 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer env.Close()
 	env.sems.Lease = *lease
+	// On PostgreSQL, another server's admission (or its death) wakes this
+	// one's claims at once, not at its next look.
+	var notices coordinator.Notices
+	if pg, ok := env.store.(*postgres.Store); ok {
+		n := postgres.NewNotifier(pg, log)
+		if err := n.Start(ctx); err != nil {
+			return err
+		}
+		defer n.Stop()
+		notices = n
+	}
 	abs, _ := filepath.Abs(*stateDir)
 	ver, _ := buildVersion()
 	srv, err := server.New(server.Options{
 		ConfigPath: *path, Config: cfg, StateDir: abs, Listen: *listen, Node: *node, Version: ver,
 		Store: env.store, Semaphores: env.sems, Bastion: env.runner.Bastion, Mirror: env.runner.Mirror,
 		Runner: env.runner, Log: log, Grace: *grace, LeaderTTL: *leaderTTL, LeaderRetry: *leaderRetry,
+		Notices: notices,
 	})
 	if err != nil {
 		return err
