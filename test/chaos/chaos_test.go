@@ -201,7 +201,10 @@ func TestChaos(t *testing.T) {
 	)
 	streamDone := make(chan struct{})
 	streamCtx, stopStream := context.WithCancel(ctx)
-	defer stopStream()
+	defer func() {
+		stopStream()
+		<-streamDone
+	}()
 	go func() {
 		defer close(streamDone)
 		rng := rand.New(rand.NewPCG(seed, 1))
@@ -213,6 +216,7 @@ func TestChaos(t *testing.T) {
 				return
 			}
 			if err != nil {
+				c.triggerErr(err)
 				time.Sleep(200 * time.Millisecond)
 				continue
 			}
@@ -442,11 +446,11 @@ func TestChaos(t *testing.T) {
 
 	t.Logf("disruptions: %s", strings.Join(log, "; "))
 	say(t, fmt.Sprintf("chaos test (seed %d): 3 nodes, %d disruptions in %s (%d kill -9, %d of the leader; %d SIGSTOP > lease %s); "+
-		"%d buildsets triggered, %d in the store %v, not DONE SUCCESS on some node: %d; builds retried: %d; "+
+		"%d buildsets triggered (%d triggers refused or lost and sent again), %d in the store %v, not DONE SUCCESS on some node: %d; builds retried: %d; "+
 		"max-1 semaphore overlaps: %d (%d holder intervals checked); holders left: %d; logs read: %d (%d builds x 3 nodes); "+
 		"cron once a minute: %d minutes checked, %d wrong [%s]",
 		seed, kills+stops, chaosOver.Sub(chaosEnd.Add(-chaosFor)).Round(time.Second), kills, leaderKills, stops, lease,
-		len(ids), len(all), perPipeline, notSuccess, retried,
+		len(ids), c.errs, len(all), perPipeline, notSuccess, retried,
 		len(crossings)+strings.Count(string(overlaps), "\n"), intervals, leftover, logsRead, logsRead/3,
 		len(minutes), cronBad, strings.Join(minutes, " ")))
 }
@@ -516,6 +520,19 @@ type cluster struct {
 	env, args []string
 	http      *http.Client
 	nodes     []*node
+
+	// errMu guards lastErr, the stream's last trigger refused or lost,
+	// and errs, how many there were: for the diagnostics.
+	errMu   sync.Mutex
+	lastErr error
+	errs    int
+}
+
+func (c *cluster) triggerErr(err error) {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	c.lastErr = err
+	c.errs++
 }
 
 // start starts n and waits until it is ready.
@@ -651,6 +668,9 @@ func (c *cluster) fatalf(format string, args ...any) {
 		out, _ := os.ReadFile(n.log)
 		fmt.Fprintf(&b, "\n--- the end of %s's log (killed: %v, stopped: %v):\n%s", n.name, n.killed, n.stopped, tail(string(out), 40))
 	}
+	c.errMu.Lock()
+	fmt.Fprintf(&b, "\n--- triggers refused or lost (sent again): %d, the last: %v", c.errs, c.lastErr)
+	c.errMu.Unlock()
 	for _, n := range c.nodes {
 		if n.stopped {
 			continue
