@@ -6,10 +6,12 @@ package chaos
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -87,7 +89,7 @@ if [ "$sem" != - ]; then
 		fi
 	done
 fi
-echo "start $(date +%%s.%%N) $bs $job $sem $SORTIE_ATTEMPT $$" >>"$d/journal"
+echo "start $(date +%%s.%%N) $bs $job $sem $SORTIE_ATTEMPT $$ ${SORTIE_OWNER:--}" >>"$d/journal"
 flock -u 9
 echo "chaos job $job of $bs attempt $SORTIE_ATTEMPT"
 sleep 0.8
@@ -445,14 +447,15 @@ func TestChaos(t *testing.T) {
 	}
 
 	t.Logf("disruptions: %s", strings.Join(log, "; "))
+	ran := c.startsPerNode(filepath.Join(dir, "journal"))
 	say(t, fmt.Sprintf("chaos test (seed %d): 3 nodes, %d disruptions in %s (%d kill -9, %d of the leader; %d SIGSTOP > lease %s); "+
 		"%d buildsets triggered (%d triggers refused or lost and sent again), %d in the store %v, not DONE SUCCESS on some node: %d; builds retried: %d; "+
 		"max-1 semaphore overlaps: %d (%d holder intervals checked); holders left: %d; logs read: %d (%d builds x 3 nodes); "+
-		"cron once a minute: %d minutes checked, %d wrong [%s]",
+		"cron once a minute: %d minutes checked, %d wrong [%s]; job starts per node: %s",
 		seed, kills+stops, chaosOver.Sub(chaosEnd.Add(-chaosFor)).Round(time.Second), kills, leaderKills, stops, lease,
 		len(ids), c.errs, len(all), perPipeline, notSuccess, retried,
 		len(crossings)+strings.Count(string(overlaps), "\n"), intervals, leftover, logsRead, logsRead/3,
-		len(minutes), cronBad, strings.Join(minutes, " ")))
+		len(minutes), cronBad, strings.Join(minutes, " "), ran))
 }
 
 func leaderMark(leads bool) string {
@@ -860,8 +863,8 @@ func overlapping(t *testing.T, path string) (int, []string) {
 	}
 	spans := map[string]map[string]*span{"bridge": {}, "pool": {}}
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		f := strings.Fields(line) // start|end TIME BUILDSET JOB SEM ATTEMPT PID
-		if len(f) != 7 {
+		f := strings.Fields(line) // start|end TIME BUILDSET JOB SEM ATTEMPT PID [OWNER]
+		if len(f) < 7 {
 			t.Errorf("journal line %q", line)
 			continue
 		}
@@ -953,4 +956,37 @@ end 2.3 C2 solo pool 1 5
 			t.Errorf("overlapping(%q) = %d, %q; want %d, %q", c.journal, spans, got, c.spans, c.want)
 		}
 	}
+}
+
+// startsPerNode counts the jobs' starts in the journal by the node that
+// ran them, known by its owner id (a job's $SORTIE_OWNER), which each
+// node's log names when it starts listening and when it goes on as a new
+// owner: "n1=12 n2=30 n3=28".
+func (c *cluster) startsPerNode(journal string) string {
+	nodeOf := map[string]string{}
+	for _, n := range c.nodes {
+		b, _ := os.ReadFile(n.log)
+		for _, line := range strings.Split(string(b), "\n") {
+			if !strings.Contains(line, "msg=listening") && !strings.Contains(line, "msg=\"registered as a new owner\"") {
+				continue
+			}
+			for _, f := range strings.Fields(line) {
+				if id, ok := strings.CutPrefix(f, "owner="); ok {
+					nodeOf[id] = n.name
+				}
+			}
+		}
+	}
+	count := map[string]int{}
+	b, _ := os.ReadFile(journal)
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 8 && f[0] == "start" {
+			count[cmp.Or(nodeOf[f[7]], "unknown")]++
+		}
+	}
+	var out []string
+	for _, name := range slices.Sorted(maps.Keys(count)) {
+		out = append(out, fmt.Sprintf("%s=%d", name, count[name]))
+	}
+	return strings.Join(out, " ")
 }
