@@ -160,7 +160,9 @@ type Buildset struct {
 	Cause string
 	// RerunOf is the ID of the buildset this one runs again, or "".
 	RerunOf string
-	// Owner is the process that admits or runs it; "" while QUEUED.
+	// Owner is the process that runs it; "" while QUEUED, and while
+	// ADMITTED or RUNNING with no server to run it (not claimed yet, or
+	// its owner released: see ClaimBuildsets).
 	Owner string
 	// PinnedTo is the `sortie run` that made the buildset to run it
 	// itself: only that owner starts it (StartBuildset), in its turn, and
@@ -414,6 +416,16 @@ type Buildsets interface {
 	// one buildset. It returns the buildsets claimed, running ones first,
 	// each oldest first; ErrFenced for a fence not live.
 	ClaimBuildsets(ctx context.Context, p ClaimParams) ([]*Buildset, error)
+
+	// RequestCancel asks the owner of a buildset not DONE to cancel it,
+	// for a process that does not run it (another server got the API
+	// call): it records by, and a store that several processes share
+	// tells them (TopicCancels). A DONE buildset is ErrConflict, an
+	// unknown one ErrNotFound.
+	RequestCancel(ctx context.Context, id, by string) error
+	// CancelRequests returns the cancels asked (RequestCancel) of the
+	// buildsets owner runs, not DONE, oldest first.
+	CancelRequests(ctx context.Context, owner string) ([]CancelRequest, error)
 
 	// Builds returns the builds of a buildset in creation order.
 	Builds(ctx context.Context, buildsetID string) ([]*Build, error)
@@ -782,6 +794,18 @@ type ClaimParams struct {
 	// ones with no owner are all taken, whatever it says.
 	Admitted int
 }
+
+// CancelRequest is a cancel asked of the owner of a buildset
+// (RequestCancel).
+type CancelRequest struct {
+	Buildset string
+	By       string
+}
+
+// TopicCancels is the notification that a store shared by several
+// processes sends when a cancel is asked of one of them
+// (RequestCancel); the owners also look on their own every little while.
+const TopicCancels = "sortie_cancels"
 
 // TopicClaims is the notification that a store shared by several
 // processes sends when there may be buildsets to claim (an admission, an
