@@ -925,7 +925,8 @@ type Logs interface {
 	// chunk that is stored already (same Seq, Offset and bytes: a write
 	// retried after its connection broke) changes nothing and is not an
 	// error; another chunk under a Seq or at an Offset taken is
-	// ErrConflict. Empty chunks are refused.
+	// ErrConflict. Empty chunks are refused; so is a chunk whose Fence is
+	// not live (ErrFenced).
 	AppendLog(ctx context.Context, p AppendLogParams) error
 	// ReadLog returns, in order, the chunks of an attempt's log from the
 	// one holding byte p.From on: those that start before p.From +
@@ -959,9 +960,11 @@ type AppendLogParams struct {
 	// At is when the chunk was written; zero means now (the database's
 	// clock on PostgreSQL).
 	At time.Time
-	// A fencing epoch goes here: with owners as rows with epochs, a
-	// chunk is written under its owner's Fence and refused once another
-	// process took the attempt's build over.
+	// Fence, when set, is the writer's (the owner that runs the
+	// attempt): the chunk is refused with ErrFenced, and nothing
+	// written, once that owner's lease was lost, so a process that comes
+	// back after its work was taken over adds nothing to the log.
+	Fence *Fence
 }
 
 // ReadLogParams selects what ReadLog returns.
@@ -1115,6 +1118,8 @@ type HostsUpdate struct {
 	Results []HostResult
 	// Recaps replace the recaps of their hosts.
 	Recaps []HostRecap
-	// Fence is the writer's right to write; not checked yet (see Fence).
+	// Fence is the writer's right to write: the owner that runs the
+	// attempt. Once its lease was lost, the update is refused with
+	// ErrFenced and changes nothing. A zero Fence is not checked.
 	Fence Fence
 }
