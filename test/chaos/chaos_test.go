@@ -45,7 +45,7 @@ const (
 
 // The shape of the run.
 const (
-	triggers     = 48                // buildsets of the stream, at least 40
+	triggers     = 50                // buildsets of the stream, at least 40
 	disruptions  = 12                // kills and stops, at least 10
 	chaosFor     = 200 * time.Second // at least this long: three minute boundaries or more
 	testDeadline = 8 * time.Minute   // the whole test, under go test's default 10 minutes
@@ -114,8 +114,10 @@ pipelines:
   tick:     {manager: independent, trigger: {cron: "* * * * *"}, jobs: [boot, a]}
 `
 
-// streamPipelines are the pipelines the stream triggers, in turn.
-var streamPipelines = []string{"deploy", "hourly", "periodic", "check"}
+// streamPipelines are the pipelines the stream triggers, in turn: check
+// twice in a row, the second at once, so that their solo jobs contend for
+// pool.
+var streamPipelines = []string{"deploy", "hourly", "periodic", "check", "check"}
 
 // TestChaos is the acceptance test of a cluster: PostgreSQL, three `sortie
 // serve` nodes (the real binary, one state dir each, on loopback), a
@@ -210,7 +212,7 @@ func TestChaos(t *testing.T) {
 	go func() {
 		defer close(streamDone)
 		rng := rand.New(rand.NewPCG(seed, 1))
-		gap := chaosFor / triggers
+		gap := chaosFor / (triggers * 4 / 5) // no gap between the two checks
 		for i := 0; i < triggers; {
 			n := c.nodes[rng.IntN(len(c.nodes))]
 			id, err := c.trigger(streamCtx, n, streamPipelines[i%len(streamPipelines)])
@@ -226,8 +228,12 @@ func TestChaos(t *testing.T) {
 			triggered = append(triggered, id)
 			streamMu.Unlock()
 			i++
+			wait := gap/2 + time.Duration(rng.Int64N(int64(gap)))
+			if streamPipelines[(i-1)%len(streamPipelines)] == "check" && streamPipelines[i%len(streamPipelines)] == "check" {
+				wait = time.Duration(rng.IntN(300)) * time.Millisecond
+			}
 			select {
-			case <-time.After(gap/2 + time.Duration(rng.Int64N(int64(gap)))):
+			case <-time.After(wait):
 			case <-streamCtx.Done():
 				return
 			}
