@@ -453,13 +453,13 @@ func TestChaos(t *testing.T) {
 	}
 
 	t.Logf("disruptions: %s", strings.Join(log, "; "))
-	ran := c.startsPerNode(filepath.Join(dir, "journal"))
+	ran, renewed := c.startsPerNode(filepath.Join(dir, "journal"))
 	say(t, fmt.Sprintf("chaos test (seed %d): 3 nodes, %d disruptions in %s (%d kill -9, %d of the leader; %d SIGSTOP > lease %s); "+
-		"%d buildsets triggered (%d triggers refused or lost and sent again), %d in the store %v, not DONE SUCCESS on some node: %d; builds retried: %d; "+
+		"leases lost and gone on as a new owner: %d; %d buildsets triggered (%d triggers refused or lost and sent again), %d in the store %v, not DONE SUCCESS on some node: %d; builds retried: %d; "+
 		"max-1 semaphore overlaps: %d (%d holder intervals checked); holders left: %d; logs read: %d (%d builds x 3 nodes); "+
 		"cron once a minute: %d minutes checked, %d wrong [%s]; job starts per node: %s",
 		seed, kills+stops, chaosOver.Sub(chaosEnd.Add(-chaosFor)).Round(time.Second), kills, leaderKills, stops, lease,
-		len(ids), c.errs, len(all), perPipeline, notSuccess, retried,
+		renewed, len(ids), c.errs, len(all), perPipeline, notSuccess, retried,
 		len(crossings)+strings.Count(string(overlaps), "\n"), intervals, leftover, logsRead, logsRead/3,
 		len(minutes), cronBad, strings.Join(minutes, " "), ran))
 }
@@ -967,14 +967,20 @@ end 2.3 C2 solo pool 1 5
 // startsPerNode counts the jobs' starts in the journal by the node that
 // ran them, known by its owner id (a job's $SORTIE_OWNER), which each
 // node's log names when it starts listening and when it goes on as a new
-// owner: "n1=12 n2=30 n3=28".
-func (c *cluster) startsPerNode(journal string) string {
+// owner: "n1=12 n2=30 n3=28". It also counts the latter, the nodes that
+// lost their lease (a stop longer than it) and went on.
+func (c *cluster) startsPerNode(journal string) (string, int) {
 	nodeOf := map[string]string{}
+	renewed := 0
 	for _, n := range c.nodes {
 		b, _ := os.ReadFile(n.log)
 		for _, line := range strings.Split(string(b), "\n") {
-			if !strings.Contains(line, "msg=listening") && !strings.Contains(line, "msg=\"registered as a new owner\"") {
+			again := strings.Contains(line, "msg=\"registered as a new owner\"")
+			if !again && !strings.Contains(line, "msg=listening") {
 				continue
+			}
+			if again {
+				renewed++
 			}
 			for _, f := range strings.Fields(line) {
 				if id, ok := strings.CutPrefix(f, "owner="); ok {
@@ -994,5 +1000,5 @@ func (c *cluster) startsPerNode(journal string) string {
 	for _, name := range slices.Sorted(maps.Keys(count)) {
 		out = append(out, fmt.Sprintf("%s=%d", name, count[name]))
 	}
-	return strings.Join(out, " ")
+	return strings.Join(out, " "), renewed
 }
