@@ -56,6 +56,7 @@ type sample struct {
 	rss     int64
 	failed  string
 	latency []time.Duration // Sortie only: dispatch latencies of one run
+	edges   edges           // Sortie only: its time before the first job and after the last
 }
 
 type result struct {
@@ -109,6 +110,7 @@ func workloads(quick bool) ([]workload, error) {
 		}, nil
 	}
 	return []workload{
+		{wide(1, noop, 0), 2, false},
 		{wide(100, noop, 0), 2, true},
 		{wide(1000, noop, 0), 2, true},
 		{wide(10_000, noop, 0), 2, true},
@@ -289,7 +291,7 @@ func runOnce(t *tool, w workload, dir string, timeout time.Duration) sample {
 		s.failed = fmt.Sprintf("%v: %s", err, msg)
 	}
 	if strings.HasPrefix(t.name, "sortie") && s.failed == "" {
-		s.latency, err = dispatchLatencies(filepath.Join(dir, "report.json"), w.dag)
+		s.latency, s.edges, err = fromReport(filepath.Join(dir, "report.json"), w.dag, start, start.Add(s.wall))
 		if err != nil {
 			s.failed = err.Error()
 		}
@@ -297,31 +299,61 @@ func runOnce(t *tool, w workload, dir string, timeout time.Duration) sample {
 	return s
 }
 
-// dispatchLatencies: for each job, its start minus the end of its last
-// dependency, from Sortie's report.
-func dispatchLatencies(path string, d *dag) ([]time.Duration, error) {
+// edges is where a run spends the time before its first job (the
+// bootstrap's checkout aside) and after its last, from the harness's clock
+// and the report's times (the same clock, the machine's): the process
+// started to the buildset started (config, database, coordinator, mirror
+// fetch, the buildset and its builds inserted, started); to the bootstrap
+// job started; the bootstrap (the checkout); its end to the first other
+// job started; the last job's end to the buildset's; that to the process's
+// exit (report, summary, closing). The process start is the harness's
+// just before it forks GNU time, which then execs the tool.
+type edges [6]time.Duration
+
+var edgeNames = [6]string{"to buildset start", "to bootstrap start", "bootstrap", "to first job", "to buildset end", "to exit"}
+
+// fromReport reads Sortie's report: for each job, its start minus the end
+// of its last dependency; and the run's edges, the process having run from
+// start to exit.
+func fromReport(path string, d *dag, start, exit time.Time) ([]time.Duration, edges, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, edges{}, err
 	}
 	var rep struct {
-		Result string `json:"result"`
-		Builds []struct {
+		Result     string     `json:"result"`
+		StartedAt  *time.Time `json:"started_at"`
+		FinishedAt *time.Time `json:"finished_at"`
+		Builds     []struct {
 			Job        string     `json:"job"`
 			StartedAt  *time.Time `json:"started_at"`
 			FinishedAt *time.Time `json:"finished_at"`
 		} `json:"builds"`
 	}
+	var e edges
 	if err := json.Unmarshal(data, &rep); err != nil {
-		return nil, err
+		return nil, e, err
 	}
 	if rep.Result != "SUCCESS" {
-		return nil, errors.New("buildset " + rep.Result)
+		return nil, e, errors.New("buildset " + rep.Result)
 	}
-	start, end := map[string]time.Time{}, map[string]time.Time{}
+	begin, end := map[string]time.Time{}, map[string]time.Time{}
+	var first, last time.Time
 	for _, b := range rep.Builds {
-		start[b.Job], end[b.Job] = *b.StartedAt, *b.FinishedAt
+		begin[b.Job], end[b.Job] = *b.StartedAt, *b.FinishedAt
+		if b.Job == d.jobs[0] {
+			continue
+		}
+		if first.IsZero() || b.StartedAt.Before(first) {
+			first = *b.StartedAt
+		}
+		if b.FinishedAt.After(last) {
+			last = *b.FinishedAt
+		}
 	}
+	boot := d.jobs[0]
+	e = edges{rep.StartedAt.Sub(start), begin[boot].Sub(*rep.StartedAt), end[boot].Sub(begin[boot]),
+		first.Sub(end[boot]), rep.FinishedAt.Sub(last), exit.Sub(*rep.FinishedAt)}
 	var out []time.Duration
 	for _, j := range d.jobs[1:] {
 		var ready time.Time
@@ -330,9 +362,9 @@ func dispatchLatencies(path string, d *dag) ([]time.Duration, error) {
 				ready = end[dep]
 			}
 		}
-		out = append(out, start[j].Sub(ready))
+		out = append(out, begin[j].Sub(ready))
 	}
-	return out, nil
+	return out, e, nil
 }
 
 func medianOf(ss []sample, f func(sample) float64) (float64, bool) {
@@ -438,6 +470,29 @@ func render(results []*result, tools []*tool, missing []string, cmd, load, dbNot
 			if len(p50) > 0 {
 				fmt.Fprintf(&b, "| %s | %.2f ms | %.2f ms |\n", label, ms(percentile(p50, 0.5)), ms(percentile(p99, 0.5)))
 			}
+		}
+	}
+	b.WriteString("\nSortie's time outside the jobs (ms, median): from the process's start (the harness's clock, just before it forks GNU time) to the buildset's start in the report (config, database, mirror fetch, the buildset and its builds inserted), to the bootstrap job's start, the bootstrap (the buildset's checkout), from its end to the first other job's start; and from the last job's end to the buildset's end, and to the process's exit (report, summary, closing):\n\n| workload |")
+	for _, n := range edgeNames {
+		fmt.Fprintf(&b, " %s |", n)
+	}
+	b.WriteString("\n|---|---|---|---|---|---|---|\n")
+	for _, r := range results {
+		for _, name := range []string{"sortie", "sortie-pg"} {
+			label := r.w.name()
+			if name != "sortie" {
+				label += " (" + name + ")"
+			}
+			ss := r.samples[name]
+			if _, ok := medianOf(ss, wallOf); !ok {
+				continue
+			}
+			fmt.Fprintf(&b, "| %s |", label)
+			for i := range edgeNames {
+				m, _ := medianOf(ss, func(s sample) float64 { return ms(s.edges[i]) })
+				fmt.Fprintf(&b, " %.1f |", m)
+			}
+			b.WriteString("\n")
 		}
 	}
 	b.WriteString("\nTargets (the per-job cost; Sortie keeps full durability: an attempt is in the store before its process starts, its result before anything depends on it):\n\n")
