@@ -54,13 +54,20 @@ type Server struct {
 // the environment, its output to log (nil: discarded), and waits until it
 // answers /readyz.
 func Start(bin, config, state string, log io.Writer, env ...string) (*Server, error) {
+	return StartArgs(bin, config, state, nil, log, env...)
+}
+
+// StartArgs is Start with more arguments to `sortie serve` (--node,
+// --database...).
+func StartArgs(bin, config, state string, args []string, log io.Writer, env ...string) (*Server, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(bin, "serve", "--config", config, "--state-dir", state, "--listen", addr)
+	argv := append([]string{"serve", "--config", config, "--state-dir", state, "--listen", addr}, args...)
+	cmd := exec.Command(bin, argv...)
 	cmd.Env = append(os.Environ(), env...)
 	if log == nil {
 		log = io.Discard
