@@ -7,7 +7,8 @@
 // nodes' APIs. It prints the buildsets per minute from the first trigger to
 // the last buildset's end, and per node how many buildsets it ran (the
 // owner of each build attempt, from the database), how busy its P build
-// slots were, and its CPU time. It measures; it asserts nothing.
+// slots were, and its CPU time; and PostgreSQL's CPU time. It measures;
+// it asserts nothing.
 //
 //	go run ./bench/cluster -n 60 -sleep 3s -parallel 2 -nodes 1,3 [-write]
 //
@@ -86,6 +87,7 @@ type result struct {
 	failed    map[string]int
 	perNode   []nodeResult
 	serverCPU time.Duration
+	dbCPU     time.Duration // PostgreSQL's
 }
 
 type nodeResult struct {
@@ -118,7 +120,7 @@ func (b *bench) run(counts []int) (string, error) {
 	fmt.Fprintf(w, "%d buildsets per run (independent: a bootstrap job `true`, then `sleep %s`), max_parallel %d per node, %d trigger clients\n",
 		b.n, b.sleep, b.parallel, b.clients)
 	fmt.Fprintf(w, "load average before: %s\n", strings.Join(strings.Fields(string(load))[:3], " "))
-	fmt.Fprintf(w, "%-6s %10s %8s %10s %7s %10s %8s\n", "nodes", "buildsets", "wall s", "per minute", "ratio", "triggers s", "CPU s")
+	fmt.Fprintf(w, "%-6s %10s %8s %10s %7s %10s %8s %8s\n", "nodes", "buildsets", "wall s", "per minute", "ratio", "triggers s", "CPU s", "DB CPU s")
 	var results []*result
 	for _, c := range counts {
 		r, err := b.measure(c)
@@ -130,7 +132,7 @@ func (b *bench) run(counts []int) (string, error) {
 		if len(results) > 1 {
 			ratio = fmt.Sprintf("%.2f×", r.rate(b.n)/results[0].rate(b.n))
 		}
-		fmt.Fprintf(w, "%-6d %10d %8.1f %10.1f %7s %10.1f %8.1f\n", c, b.n, r.wall.Seconds(), r.rate(b.n), ratio, r.triggers.Seconds(), r.serverCPU.Seconds())
+		fmt.Fprintf(w, "%-6d %10d %8.1f %10.1f %7s %10.1f %8.1f %8.1f\n", c, b.n, r.wall.Seconds(), r.rate(b.n), ratio, r.triggers.Seconds(), r.serverCPU.Seconds(), r.dbCPU.Seconds())
 		for _, nr := range r.perNode {
 			slots := r.wall * time.Duration(b.parallel)
 			fmt.Fprintf(w, "       %-8s ran %3d buildsets, build slots busy %3.0f%%, CPU %.1f s\n",
@@ -207,6 +209,10 @@ pipelines:
 		}
 	}
 
+	db0, err := b.pg.CPU()
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	if err := b.trigger(servers); err != nil {
 		return nil, err
@@ -236,6 +242,11 @@ pipelines:
 		r.perNode = append(r.perNode, nodeResult{name: names[i], cpu: cpu - cpu0[i]})
 		r.serverCPU += cpu - cpu0[i]
 	}
+	db1, err := b.pg.CPU()
+	if err != nil {
+		return nil, err
+	}
+	r.dbCPU = db1 - db0
 	var last time.Time
 	if err := conn.QueryRow(ctx, `SELECT max(finished_at) FROM buildsets`).Scan(&last); err != nil {
 		return nil, err

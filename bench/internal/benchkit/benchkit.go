@@ -133,28 +133,68 @@ func (s *Server) Memory(field string) (int64, error) {
 
 // CPU is the server's CPU time so far, user and system, its own and that
 // of the children it has waited for (the git processes it starts).
-func (s *Server) CPU() (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.Pid()))
+func (s *Server) CPU() (time.Duration, error) { return ProcessCPU(s.Pid()) }
+
+// ProcessCPU is the CPU time of process pid so far, user and system, its
+// own and that of the children it has waited for.
+func ProcessCPU(pid int) (time.Duration, error) {
+	f, err := procStat(pid)
 	if err != nil {
 		return 0, err
 	}
-	// The fields after the command's name, which is in parentheses and
-	// may hold spaces: utime, stime, cutime, cstime are fields 14-17.
-	rest := string(b[strings.LastIndexByte(string(b), ')')+2:])
-	f := strings.Fields(rest)
-	if len(f) < 15 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", s.Pid(), len(f))
-	}
+	// utime, stime, cutime, cstime are fields 14-17.
 	var ticks int64
 	for _, v := range f[11:15] {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/stat: %w", s.Pid(), err)
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 		}
 		ticks += n
 	}
 	const hz = 100 // USER_HZ on Linux
 	return time.Duration(ticks) * time.Second / hz, nil
+}
+
+// procStat returns the fields of /proc/PID/stat after the command's name
+// (which is in parentheses and may hold spaces): the state is f[0], the
+// parent's pid f[1].
+func procStat(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	if len(f) < 15 {
+		return nil, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	return f, nil
+}
+
+// TreeCPU is ProcessCPU of pid plus that of its live children: a server
+// whose children (PostgreSQL's backends) live as long as it does.
+func TreeCPU(pid int) (time.Duration, error) {
+	total, err := ProcessCPU(pid)
+	if err != nil {
+		return 0, err
+	}
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, d := range dirs {
+		child, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		f, err := procStat(child)
+		if err != nil || f[1] != strconv.Itoa(pid) {
+			continue // gone meanwhile, or not a child
+		}
+		if cpu, err := ProcessCPU(child); err == nil {
+			total += cpu
+		}
+	}
+	return total, nil
 }
 
 // Usage is what a run of a tool cost: CPU time (user and system, the

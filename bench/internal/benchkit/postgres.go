@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -111,6 +113,21 @@ func (pg *Postgres) CreateDatabase(ctx context.Context, db string) (string, erro
 		return "", fmt.Errorf("create database %s: %w", db, err)
 	}
 	return pg.URL(db), nil
+}
+
+// CPU is the CPU time of the cluster so far: the postmaster's, its live
+// processes' (the backends of open connections, the background workers),
+// and that of those it has waited for (closed connections).
+func (pg *Postgres) CPU() (time.Duration, error) {
+	b, err := os.ReadFile(filepath.Join(pg.dir, "data", "postmaster.pid"))
+	if err != nil {
+		return 0, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	if err != nil {
+		return 0, fmt.Errorf("postmaster.pid: %w", err)
+	}
+	return TreeCPU(pid)
 }
 
 // Stop stops the cluster at once and removes its directory.
