@@ -13,6 +13,7 @@ import (
 	"github.com/sortie-ci/sortie/internal/coordinator"
 	"github.com/sortie-ci/sortie/internal/server"
 	"github.com/sortie-ci/sortie/internal/store"
+	"github.com/sortie-ci/sortie/internal/store/postgres"
 	"github.com/sortie-ci/sortie/internal/web"
 )
 
@@ -60,12 +61,23 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer env.Close()
+	// On PostgreSQL, another server's admission (or its death) wakes this
+	// one's claims at once, not at its next look.
+	var notices coordinator.Notices
+	if pg, ok := env.store.(*postgres.Store); ok {
+		n := postgres.NewNotifier(pg, log)
+		if err := n.Start(ctx); err != nil {
+			return err
+		}
+		defer n.Stop()
+		notices = n
+	}
 	abs, _ := filepath.Abs(*stateDir)
 	ver, _ := buildVersion()
 	srv, err := server.New(server.Options{
 		ConfigPath: *path, Config: cfg, StateDir: abs, Listen: *listen, Node: *node, Version: ver,
 		Store: env.store, Semaphores: env.sems, Bastion: env.runner.Bastion, Mirror: env.runner.Mirror,
-		Runner: env.runner, Log: log, Grace: *grace,
+		Runner: env.runner, Log: log, Grace: *grace, Notices: notices,
 	})
 	if err != nil {
 		return err

@@ -870,7 +870,7 @@ func (a *attempts) run(ctx context.Context, name string, n int, log io.Writer, r
 			defer cancel()
 		}
 		timedOut := func() bool { return ctx.Err() == nil && errors.Is(context.Cause(bctx), errBootstrapTimeout) }
-		src, err := a.r.Bastion.Checkout(bctx, a.r.Mirror.Dir, a.bs.ID, a.bs.Commit, log)
+		src, err := a.checkoutNew(bctx, log)
 		if timedOut() {
 			fmt.Fprintf(log, "sortie: timed out after %v preparing the bastion\n", timeout)
 			return scheduler.Outcome{TimedOut: true}
@@ -958,6 +958,16 @@ func (a *attempts) putPlugin(ctx context.Context, src string, log io.Writer) {
 	}
 }
 
+// checkoutNew asks the bastion for the buildset's checkout, from this
+// process's mirror, which fetches the commit first if it lacks it (the
+// buildset was made by another server).
+func (a *attempts) checkoutNew(ctx context.Context, log io.Writer) (string, error) {
+	if err := a.r.Mirror.Ensure(ctx, a.bs.Commit); err != nil {
+		return "", err
+	}
+	return a.r.Bastion.Checkout(ctx, a.r.Mirror.Dir, a.bs.ID, a.bs.Commit, log)
+}
+
 // checkout is the path of the buildset's checkout. The bootstrap job made
 // it; a buildset resumed by another process than the one that ran its
 // bootstrap asks the bastion, which reuses the checkout it has.
@@ -970,7 +980,7 @@ func (a *attempts) checkout(ctx context.Context, log io.Writer) (string, error) 
 	if a.bs.State != store.BuildsetRunning {
 		return "", errors.New("no checkout: the bootstrap job did not run")
 	}
-	src, err := a.r.Bastion.Checkout(ctx, a.r.Mirror.Dir, a.bs.ID, a.bs.Commit, log)
+	src, err := a.checkoutNew(ctx, log)
 	if err != nil {
 		return "", err
 	}

@@ -100,7 +100,7 @@ func (c *Coordinator) apply(ctx context.Context, cfg *config.Config, act pipelin
 	case pipeline.Supersede:
 		return ignoreConflict(c.finishQueued(ctx, a.Pipeline, a.Buildset, store.Canceled, a.Reason, ""))
 	case pipeline.Start:
-		return c.admit(ctx, a.Buildset, active)
+		return c.admit(ctx, a.Buildset)
 	case pipeline.Coalesce:
 		bs, err := c.create(ctx, cfg, buildset.Event{
 			Pipeline: a.Pipeline, Rev: a.Commit, Files: a.Files, CreatedAt: a.Since,
@@ -120,16 +120,16 @@ func (c *Coordinator) apply(ctx context.Context, cfg *config.Config, act pipelin
 		if bs.State == store.BuildsetDone {
 			return nil
 		}
-		return c.admit(ctx, bs.ID, append(active, bs))
+		return c.admit(ctx, bs.ID)
 	}
 	return fmt.Errorf("unknown action %T", act)
 }
 
-// admit lets a queued buildset go: it waits for its pipeline semaphore and
-// runs, in this process.
-func (c *Coordinator) admit(ctx context.Context, id string, active []*store.Buildset) error {
+// admit lets a queued buildset go: ADMITTED, with no owner, it is run by
+// the first server with room that claims it (Claim), this one included,
+// which is woken; there it waits for its pipeline semaphore and runs.
+func (c *Coordinator) admit(ctx context.Context, id string) error {
 	fence := c.opt.Runner.Semaphores.Fence()
-	owner := fence.Owner
 	if err := c.st.AdmitBuildset(ctx, id, fence, time.Now().UTC()); err != nil {
 		if errors.Is(err, store.ErrFenced) {
 			c.opt.Runner.Semaphores.Fenced(err)
@@ -138,20 +138,7 @@ func (c *Coordinator) admit(ctx context.Context, id string, active []*store.Buil
 		return ignoreConflict(err)
 	}
 	c.TestSignals.Admitted.Signal(id)
-	var bs *store.Buildset
-	for _, b := range active {
-		if b.ID == id {
-			bs = b
-		}
-	}
-	if bs == nil {
-		var err error
-		if bs, err = c.st.GetBuildset(ctx, id); err != nil {
-			return err
-		}
-	}
-	bs.State, bs.Owner = store.BuildsetAdmitted, owner
-	c.launch(bs)
+	c.wakeClaims()
 	return nil
 }
 

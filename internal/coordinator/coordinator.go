@@ -160,6 +160,11 @@ type Options struct {
 	// the system's monotonic clock, and the store's own clock for the
 	// row.
 	LeaderClock trigger.Clock
+	// Notices, when set, tells the claims that another process sharing
+	// the store made work to claim (a PostgreSQL store's notifications);
+	// they also look every ClaimPoll, 0 meaning DefaultClaimPoll.
+	Notices   Notices
+	ClaimPoll time.Duration
 	// Reports, when set, sends the report deliveries of the store's outbox,
 	// this process's and any other's: a service the coordinator starts
 	// last and stops after the runs, and wakes whenever a run records
@@ -185,10 +190,16 @@ type Coordinator struct {
 	slots  *scheduler.Pool
 	pauses atomic.Pointer[map[string]store.Pause]
 	kick   chan struct{}
+	// claimKick wakes the claims; claimMu makes claims one at a time.
+	claimKick chan struct{}
+	claimMu   sync.Mutex
 
 	admission *loop
 	triggers  *loop
 	reaping   *loop
+	// claiming is the claims service: every server's, while it has a
+	// live lease.
+	claiming *loop
 	// elector campaigns for leadership (a server's); while this process
 	// leads, term is the term it writes under, and the leader's work runs:
 	// the managers, cron and polling, the reaper. leadMu orders their
@@ -240,6 +251,9 @@ func New(opt Options) (*Coordinator, error) {
 	if opt.Tick <= 0 {
 		opt.Tick = time.Second
 	}
+	if opt.ClaimPoll <= 0 {
+		opt.ClaimPoll = DefaultClaimPoll
+	}
 	sems := opt.Runner.Semaphores
 	if opt.Reap <= 0 {
 		opt.Reap = cmp.Or(sems.Lease, semaphore.DefaultLease) / 3
@@ -249,7 +263,7 @@ func New(opt Options) (*Coordinator, error) {
 	opt.Kind = cmp.Or(opt.Kind, store.OwnerNode)
 	c := &Coordinator{
 		opt: opt, log: opt.Log, st: opt.Store,
-		kick: make(chan struct{}, 1), stopped: make(chan struct{}),
+		kick: make(chan struct{}, 1), claimKick: make(chan struct{}, 1), stopped: make(chan struct{}),
 		slots: scheduler.NewPool(opt.Config().Limits.MaxParallel),
 	}
 	sems.Identity = store.RegisterOwnerParams{
@@ -270,6 +284,7 @@ func New(opt Options) (*Coordinator, error) {
 	c.admission = &loop{name: "managers", run: c.dispatch}
 	c.triggers = &loop{name: "triggers", run: c.runTriggers}
 	c.reaping = &loop{name: "reaper", run: c.reapLoop}
+	c.claiming = &loop{name: "claims", run: c.claimLoop}
 	c.lease = &loop{name: "lease", run: c.watchLease}
 	c.elector = &elector{
 		st: opt.Store, fence: sems.Fence, fenced: sems.Fenced, elected: c.elected, lost: c.lostLead, log: opt.Log,
@@ -360,20 +375,24 @@ func (c *Coordinator) start(ctx context.Context) error {
 	return nil
 }
 
-// startServices starts the campaign for leadership: the managers, cron
-// and polling, and the reaper run while this process leads (elected); a
-// server alone on its store leads before it returns. The caller holds
-// lifeMu.
+// startServices starts the claims, then the campaign for leadership: the
+// managers, cron and polling, and the reaper run while this process leads
+// (elected); a server alone on its store leads before it returns. The
+// caller holds lifeMu.
 func (c *Coordinator) startServices(ctx context.Context) error {
+	if err := c.claiming.Start(ctx); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
 	if err := c.elector.Start(ctx); err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}
 	return nil
 }
 
-// stopServices ends the campaign, which stops the leader's work and
-// resigns a term held. The caller holds lifeMu.
+// stopServices stops the claims and ends the campaign, which stops the
+// leader's work and resigns a term held. The caller holds lifeMu.
 func (c *Coordinator) stopServices(ctx context.Context) {
+	c.claiming.Stop(ctx)
 	c.elector.Stop(ctx)
 	c.leadMu.Lock()
 	defer c.leadMu.Unlock()
@@ -582,6 +601,7 @@ func (c *Coordinator) Stopping() bool { return c.stopping.Load() }
 // graph and spec they were made with.
 func (c *Coordinator) ConfigChanged() {
 	c.slots.SetMax(c.opt.Config().Limits.MaxParallel)
+	c.wakeClaims()
 	c.leadMu.Lock()
 	if c.triggers.running() {
 		// One restart at a time (lifeMu): two interleaved would leave a

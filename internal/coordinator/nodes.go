@@ -49,8 +49,8 @@ func (c *Coordinator) checkNodeName(ctx context.Context) error {
 type Forgotten struct {
 	Node   string        `json:"node"`
 	Owners []store.Owner `json:"owners"`
-	// Buildsets are the buildsets they owned, not finished: adopted by
-	// this node.
+	// Buildsets are the buildsets they owned, not finished: left for the
+	// servers to claim (Claim), running ones first.
 	Buildsets []string `json:"buildsets"`
 	// Holders are the semaphores they held: freed, but the pipeline
 	// semaphores of running buildsets, which move with them.
@@ -62,8 +62,8 @@ type Forgotten struct {
 // ForgetNode declares the node named gone for good: every owner of it not
 // released is fenced, what it left running is taken as ended (ended on
 // the bastion where this process can reach it), its semaphores are
-// released and its buildsets adopted by this process, as a successor on
-// its state dir would. A node that is live (it renews its lease) is
+// released and its buildsets left for the servers to claim, as a
+// successor on its state dir would. A node that is live (it renews its lease) is
 // refused with ErrNodeLive unless force; an unknown name, or one whose
 // owners are all released, is ErrNotFound.
 func (c *Coordinator) ForgetNode(ctx context.Context, name string, force bool) (*Forgotten, error) {
@@ -116,11 +116,8 @@ func (c *Coordinator) ForgetNode(ctx context.Context, name string, force bool) (
 			f.Waiters = append(f.Waiters, w)
 		}
 	}
-	c.log.Warn("forgetting a node: its owners are fenced and released, its buildsets adopted here",
+	c.log.Warn("forgetting a node: its owners are fenced and released, its buildsets left for the servers to claim",
 		"node", name, "owners", len(owners), "buildsets", len(f.Buildsets), "holders", len(f.Holders), "forced", force)
-	// One at a time with the managers' passes: the adoption launches runs.
-	c.passMu.Lock()
-	defer c.passMu.Unlock()
 	if err := c.takeOver(ctx, dead, nil); err != nil {
 		return f, fmt.Errorf("forget node %s: %w", name, err)
 	}

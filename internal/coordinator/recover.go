@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -48,9 +47,10 @@ func readOwners(path string) ([]string, error) {
 // step safe to repeat if this process dies too: fence those still live
 // (FenceOwners with Force), end their process trees on the bastion
 // (KillOwner), mark them ended, release their semaphores but the pipeline
-// semaphores of their running buildsets (Kept), adopt their ADMITTED and
-// RUNNING buildsets (SetBuildsetOwner, which moves those kept holders to
-// this process) and run them, running ones first.
+// semaphores of their running buildsets (Kept), which leaves their
+// ADMITTED and RUNNING buildsets with no owner, for the claims of this
+// process or any other server (Claim, which moves those kept holders to
+// the claimer).
 func (c *Coordinator) recover(ctx context.Context) error {
 	self := c.Owner()
 	id := c.opt.Runner.Semaphores.Identity
@@ -83,12 +83,10 @@ func (c *Coordinator) recover(ctx context.Context) error {
 // waiting for their leases, and of the legacy owners among them (no row,
 // perhaps): fence them (FenceOwners with Force), end their process trees
 // on the bastion (KillOwner), mark them ended, release their semaphores
-// but the pipeline semaphores of their running buildsets (Kept), adopt
-// their ADMITTED and RUNNING buildsets (SetBuildsetOwner, which moves the
-// kept holders to this process) and run them, running ones first. Each
-// step is safe to repeat if this process dies too.
+// but the pipeline semaphores of their running buildsets (Kept), which
+// leaves their ADMITTED and RUNNING buildsets to be claimed, and wake the
+// claims. Each step is safe to repeat if this process dies too.
 func (c *Coordinator) takeOver(ctx context.Context, dead map[string]bool, legacy []string) error {
-	self := c.Owner()
 	ids := slices.Sorted(maps.Keys(dead))
 	if _, err := c.st.FenceOwners(ctx, store.FenceOwnersParams{IDs: ids, Force: true}); err != nil {
 		return err
@@ -127,31 +125,10 @@ func (c *Coordinator) takeOver(ctx context.Context, dead map[string]bool, legacy
 			return err
 		}
 	}
-	// Adopt them all before launching any: a running one's pipeline
-	// semaphore, kept for it, moves to this process with it, and the
-	// running ones are launched first (they hold what they need; the
-	// admitted ones wait behind them).
-	var adopted []*store.Buildset
-	for _, bs := range active {
-		if bs.State == store.BuildsetQueued || !dead[bs.Owner] {
-			continue
-		}
-		if err := c.st.SetBuildsetOwner(ctx, bs.ID, c.opt.Runner.Semaphores.Fence()); err != nil {
-			if errors.Is(err, store.ErrFenced) {
-				c.opt.Runner.Semaphores.Fenced(err)
-			}
-			return err
-		}
-		bs.Owner = self
-		adopted = append(adopted, bs)
-	}
-	slices.SortStableFunc(adopted, func(a, b *store.Buildset) int {
-		return cmp.Compare(stateOrder(a.State), stateOrder(b.State))
-	})
-	for _, bs := range adopted {
-		c.log.Info("resuming buildset", "buildset", bs.ID, "pipeline", bs.Pipeline, "state", bs.State)
-		c.launch(bs)
-	}
+	// Released, their buildsets have no owner: the claims of this
+	// process, or of any other server, resume them, running ones first,
+	// each with the pipeline semaphore kept for it.
+	c.wakeClaims()
 	return nil
 }
 
@@ -165,12 +142,4 @@ func (c *Coordinator) forgetLegacy(legacy []string) error {
 		return err
 	}
 	return nil
-}
-
-// stateOrder puts running buildsets before admitted ones.
-func stateOrder(st store.BuildsetState) int {
-	if st == store.BuildsetRunning {
-		return 0
-	}
-	return 1
 }

@@ -158,6 +158,7 @@ func (c *Coordinator) launch(bs *store.Buildset) {
 		r.mu.Lock()
 		delete(r.m, bs.ID)
 		r.mu.Unlock()
+		c.wakeClaims() // room for one more
 		switch {
 		case errors.Is(err, buildset.ErrDrained):
 			c.log.Info("buildset left for the next start", "buildset", bs.ID)
@@ -202,11 +203,12 @@ func (c *Coordinator) Cancel(ctx context.Context, id, by string) error {
 		rn.cancel(scheduler.ErrCanceled)
 		return nil
 	}
-	if bs.State != store.BuildsetQueued {
-		// Admitted or running but not by this process (another process
-		// on the same database, or one being recovered).
+	if bs.State != store.BuildsetQueued && bs.Owner != "" {
+		// Run by another process on the same database.
 		return fmt.Errorf("buildset %s is run by %s: %w", id, bs.Owner, store.ErrConflict)
 	}
+	// Queued, or admitted and not claimed yet (a claim after the end
+	// finds it DONE and leaves it).
 	c.log.Info("cancel", "buildset", id, "by", by)
 	return c.finishQueued(ctx, bs.Pipeline, id, store.Canceled, scheduler.ReasonBuildsetCancelled, "cancelled by "+by+" while queued")
 }

@@ -76,6 +76,10 @@ type Options struct {
 	// how long a leader's term lasts unrenewed, how often a follower asks
 	// to lead. Tests shorten them.
 	LeaderTTL, LeaderRetry time.Duration
+	// Notices, when set, wakes the claims of buildsets when another
+	// server sharing the store admits one or releases a dead one's (a
+	// PostgreSQL store's notifications); see coordinator.Options.
+	Notices coordinator.Notices
 	// Tick is how often the managers look at the queue even when nothing
 	// woke them; 0 means one second.
 	Tick time.Duration
@@ -158,7 +162,7 @@ func New(opt Options) (*Server, error) {
 	coord, err := coordinator.New(coordinator.Options{
 		Store: opt.Store, Runner: opt.Runner, StateDir: opt.StateDir, Config: s.Config, Node: opt.Node, Version: opt.Version,
 		Clock: opt.Clock, Log: opt.Log, Grace: opt.Grace, Tick: opt.Tick, AnyHost: !opt.Config.Bastion.Local(),
-		LeaderTTL: opt.LeaderTTL, LeaderRetry: opt.LeaderRetry,
+		LeaderTTL: opt.LeaderTTL, LeaderRetry: opt.LeaderRetry, Notices: opt.Notices,
 		Observer: coordObserver{m: s.metrics, st: opt.Store}, Reports: reports,
 	})
 	if err != nil {

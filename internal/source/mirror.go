@@ -60,6 +60,9 @@ type Mirror struct {
 	Dir string // the bare repository; Dir+".lock" is its lock file
 	URL string // any git URL or local path
 
+	// have are the commits Ensure found in the mirror.
+	have sync.Map
+
 	mu      sync.Mutex
 	running *fetchCall // the fetch in progress, nil when none
 	next    *fetchCall // the one that starts when it ends, nil when no one waits
@@ -257,6 +260,30 @@ func (m *Mirror) fetch(ctx context.Context, dir string, head bool) error {
 		}
 		break
 	}
+	return nil
+}
+
+// Ensure makes sure the mirror has the commit sha, fetching from URL when
+// it does not: a buildset made by another server, whose mirror had the
+// commit, runs from this one's. A commit URL does not have (any more) is
+// an ErrUnknownRevision. Once found, a commit is not looked for again.
+func (m *Mirror) Ensure(ctx context.Context, sha string) error {
+	if _, ok := m.have.Load(sha); ok {
+		return nil
+	}
+	_, err := os.Stat(m.Dir)
+	if err == nil {
+		_, err = m.resolve(ctx, sha)
+	}
+	if err != nil {
+		if err := m.UpdateBranches(ctx); err != nil {
+			return err
+		}
+		if _, err := m.resolve(ctx, sha); err != nil {
+			return fmt.Errorf("source: commit %s is not in %s: %w", sha, m.URL, err)
+		}
+	}
+	m.have.Store(sha, true)
 	return nil
 }
 

@@ -539,3 +539,34 @@ func TestMaintenanceEveryFiftyFetches(t *testing.T) {
 		t.Errorf("after the 50th fetch, %s packs, want 1: maintenance did not run", n)
 	}
 }
+
+// TestEnsure: a mirror made after the commit (another server's buildset)
+// or behind it fetches it; one that has it fetches nothing; a commit the
+// remote does not have is an ErrUnknownRevision.
+func TestEnsure(t *testing.T) {
+	r := newRepo(t)
+	c1 := r.commit("one", map[string]string{"a": "1"})
+	m := newMirror(t, r) // never updated: no mirror on disk yet
+	ctx := t.Context()
+	if err := m.Ensure(ctx, c1); err != nil {
+		t.Fatalf("Ensure on a mirror not made yet: %v", err)
+	}
+	if got := resolve(t, m, c1); got != c1 {
+		t.Errorf("after Ensure, %s resolves to %s", c1, got)
+	}
+	c2 := r.commit("two", map[string]string{"a": "2"})
+	before := m.Fetches()
+	if err := m.Ensure(ctx, c1); err != nil || m.Fetches() != before {
+		t.Errorf("Ensure of a commit the mirror has: %v, %d fetches, want none", err, m.Fetches()-before)
+	}
+	if err := m.Ensure(ctx, c2); err != nil || m.Fetches() != before+1 {
+		t.Errorf("Ensure of a commit the mirror is behind: %v, %d fetches, want one", err, m.Fetches()-before)
+	}
+	if got := resolve(t, m, c2); got != c2 {
+		t.Errorf("after Ensure, %s resolves to %s", c2, got)
+	}
+	missing := strings.Repeat("e", 40)
+	if err := m.Ensure(ctx, missing); !errors.Is(err, source.ErrUnknownRevision) {
+		t.Errorf("Ensure of a commit the remote lacks: %v, want ErrUnknownRevision", err)
+	}
+}

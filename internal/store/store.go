@@ -384,9 +384,11 @@ type Buildsets interface {
 	// ActiveBuildsets returns every buildset not DONE (QUEUED, ADMITTED,
 	// RUNNING), oldest first (by Seq).
 	ActiveBuildsets(ctx context.Context) ([]*Buildset, error)
-	// AdmitBuildset moves QUEUED -> ADMITTED, its owner f's, or
-	// ErrConflict (also for a buildset pinned to a run); ErrFenced for a
-	// fence not live.
+	// AdmitBuildset moves QUEUED -> ADMITTED, with no owner: any server
+	// may claim it (ClaimBuildsets). f is the admitting process's, which
+	// must be live (ErrFenced). It is ErrConflict for a buildset not
+	// QUEUED or pinned to a run. A store that several processes share
+	// tells them (TopicClaims).
 	AdmitBuildset(ctx context.Context, id string, f Fence, at time.Time) error
 	// StartBuildset moves QUEUED or ADMITTED -> RUNNING, its owner
 	// p.Fence's, and records p.Reports, in one transaction; or it is
@@ -401,13 +403,17 @@ type Buildsets interface {
 	// false, and nothing changes, when
 	// the buildset was DONE already; an unknown id is ErrNotFound.
 	EndBuildset(ctx context.Context, p EndBuildsetParams) (ended bool, err error)
-	// SetBuildsetOwner makes f's owner the owner of a buildset that is
-	// not DONE (a restarted server adopts its dead predecessor's), or
-	// ErrConflict; ErrFenced for a fence not live. The buildset's
-	// semaphore holders and waiters move to that owner in the same
-	// transaction: adopting a buildset adopts what it holds, so a
-	// semaphore kept for it by ReleaseOwner is never free in between.
-	SetBuildsetOwner(ctx context.Context, id string, f Fence) error
+	// ClaimBuildsets gives p.Fence's owner buildsets that no process
+	// runs, to run: every RUNNING buildset with no owner (a dead
+	// server's, released by ReleaseOwner), then up to p.Admitted ADMITTED
+	// ones with no owner, oldest first (by Seq); never one pinned to a
+	// run. In the same transaction their semaphore holders and waiters
+	// become the claimer's: a pipeline semaphore kept for a running
+	// buildset is never free in between. Rows another transaction is
+	// claiming are skipped, not waited for, so two servers never claim
+	// one buildset. It returns the buildsets claimed, running ones first,
+	// each oldest first; ErrFenced for a fence not live.
+	ClaimBuildsets(ctx context.Context, p ClaimParams) ([]*Buildset, error)
 
 	// Builds returns the builds of a buildset in creation order.
 	Builds(ctx context.Context, buildsetID string) ([]*Build, error)
@@ -705,8 +711,11 @@ type Owners interface {
 	// ReleaseOwner moves ended -> released and, in the same transaction,
 	// drops every waiter of the owner and every holder but those named in
 	// p.Keep: they stay, still the released owner's, until their buildset
-	// is adopted (SetBuildsetOwner) or ends. An owner in another state is
-	// an ErrConflict, an unknown one ErrNotFound.
+	// is claimed (ClaimBuildsets) or ends. Its ADMITTED and RUNNING
+	// buildsets not pinned to a run lose their owner: any server may
+	// claim them (a store that several processes share tells them,
+	// TopicClaims). An owner in another state is an ErrConflict, an
+	// unknown one ErrNotFound.
 	ReleaseOwner(ctx context.Context, p ReleaseOwnerParams) error
 }
 
@@ -764,6 +773,22 @@ type FenceOwnersParams struct {
 	// their lease.
 	Force bool
 }
+
+// ClaimParams ask for buildsets to run (ClaimBuildsets).
+type ClaimParams struct {
+	// Fence is the claimer's, live.
+	Fence Fence
+	// Admitted is how many ADMITTED buildsets it takes at most; running
+	// ones with no owner are all taken, whatever it says.
+	Admitted int
+}
+
+// TopicClaims is the notification that a store shared by several
+// processes sends when there may be buildsets to claim (an admission, an
+// owner released): each server's claims listen to it, and also look on
+// their own every little while, so a notification lost costs a delay,
+// never work.
+const TopicClaims = "sortie_claims"
 
 // ReleaseOwnerParams name an owner to release and the holders it keeps.
 type ReleaseOwnerParams struct {

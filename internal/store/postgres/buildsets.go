@@ -213,24 +213,74 @@ func (s *Store) ActiveBuildsets(ctx context.Context) ([]*store.Buildset, error) 
 // activeStates are the states of a buildset not DONE.
 var activeStates = []store.BuildsetState{store.BuildsetQueued, store.BuildsetAdmitted, store.BuildsetRunning}
 
-// AdmitBuildset moves QUEUED -> ADMITTED with f's owner as its owner, or
-// returns ErrConflict (also for a buildset pinned to a run; ErrNotFound
-// for an unknown id), or ErrFenced. StartedAt stays nil until
-// StartBuildset.
+// AdmitBuildset moves QUEUED -> ADMITTED with no owner, for any server to
+// claim, and tells the servers (store.TopicClaims); or it returns
+// ErrConflict (also for a buildset pinned to a run; ErrNotFound for an
+// unknown id), or ErrFenced. StartedAt stays nil until StartBuildset.
 func (s *Store) AdmitBuildset(ctx context.Context, id string, f store.Fence, at time.Time) error {
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		if err := checkFence(ctx, tx, f); err != nil {
 			return err
 		}
-		return txCAS(ctx, tx,
-			`UPDATE buildsets SET state = $1, owner = $2, admitted_at = $3 WHERE id = $4 AND state = $5 AND pinned_to = ''`,
-			[]any{store.BuildsetAdmitted, f.Owner, nullTime(at), id, store.BuildsetQueued},
-			`SELECT state || CASE WHEN pinned_to <> '' THEN ', pinned to ' || pinned_to ELSE '' END FROM buildsets WHERE id = $1`, id)
+		if err := txCAS(ctx, tx,
+			`UPDATE buildsets SET state = $1, owner = '', admitted_at = $2 WHERE id = $3 AND state = $4 AND pinned_to = ''`,
+			[]any{store.BuildsetAdmitted, nullTime(at), id, store.BuildsetQueued},
+			`SELECT state || CASE WHEN pinned_to <> '' THEN ', pinned to ' || pinned_to ELSE '' END FROM buildsets WHERE id = $1`, id); err != nil {
+			return err
+		}
+		return Notify(ctx, tx, store.TopicClaims, "")
 	})
 	if err != nil {
 		return fmt.Errorf("postgres: admit buildset %s: %w", id, err)
 	}
 	return nil
+}
+
+// ClaimBuildsets gives p.Fence's owner the running buildsets with no owner
+// and up to p.Admitted admitted ones, oldest first, with their semaphore
+// holders and waiters; see store.Buildsets. The rows are locked FOR
+// UPDATE SKIP LOCKED: a buildset another server is claiming is left to
+// it, not waited for.
+func (s *Store) ClaimBuildsets(ctx context.Context, p store.ClaimParams) ([]*store.Buildset, error) {
+	var out []*store.Buildset
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		out = nil
+		if err := checkFence(ctx, tx, p.Fence); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `
+			WITH running AS (
+				SELECT id, seq FROM buildsets WHERE state = $1 AND owner = '' AND pinned_to = ''
+				ORDER BY seq FOR UPDATE SKIP LOCKED),
+			admitted AS (
+				SELECT id, seq FROM buildsets WHERE state = $2 AND owner = '' AND pinned_to = ''
+				ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED),
+			claimed AS (
+				UPDATE buildsets b SET owner = $4
+				WHERE b.id IN (SELECT id FROM running UNION ALL SELECT id FROM admitted)
+				RETURNING b.*)
+			SELECT `+buildsetColumns+` FROM claimed ORDER BY state = $1 DESC, seq`,
+			store.BuildsetRunning, store.BuildsetAdmitted, max(p.Admitted, 0), p.Fence.Owner)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (*store.Buildset, error) { return scanBuildset(row) })
+		if err != nil || len(out) == 0 {
+			return err
+		}
+		ids := make([]string, len(out))
+		for i, bs := range out {
+			ids[i] = bs.ID
+		}
+		_, err = tx.Exec(ctx, `
+			WITH h AS (UPDATE semaphore_holders SET owner = $1 WHERE buildset = ANY($2))
+			UPDATE semaphore_waiters SET owner = $1 WHERE buildset = ANY($2)`, p.Fence.Owner, ids)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: claim buildsets: %w", err)
+	}
+	return out, nil
 }
 
 // StartBuildset moves QUEUED or ADMITTED -> RUNNING with p.Fence's owner
@@ -283,39 +333,6 @@ func txCAS(ctx context.Context, tx pgx.Tx, update string, args []any, check stri
 		return err
 	}
 	return fmt.Errorf("is %s: %w", state, store.ErrConflict)
-}
-
-// SetBuildsetOwner makes f's owner the owner of a buildset that is not
-// DONE, or returns ErrConflict (ErrNotFound for an unknown id), or
-// ErrFenced. Its state and times are left alone; its semaphore holders
-// and waiters move to the new owner in the same transaction.
-func (s *Store) SetBuildsetOwner(ctx context.Context, id string, f store.Fence) error {
-	owner := f.Owner
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		if err := checkFence(ctx, tx, f); err != nil {
-			return err
-		}
-		var state string
-		err := tx.QueryRow(ctx, `SELECT state FROM buildsets WHERE id = $1 FOR UPDATE`, id).Scan(&state)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return store.ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		if store.BuildsetState(state) == store.BuildsetDone {
-			return fmt.Errorf("is %s: %w", state, store.ErrConflict)
-		}
-		_, err = tx.Exec(ctx, `
-			WITH b AS (UPDATE buildsets SET owner = $1 WHERE id = $2),
-			     h AS (UPDATE semaphore_holders SET owner = $1 WHERE buildset = $2)
-			UPDATE semaphore_waiters SET owner = $1 WHERE buildset = $2`, owner, id)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("postgres: set owner of buildset %s: %w", id, err)
-	}
-	return nil
 }
 
 // EndBuildset ends a buildset not DONE in one transaction: its unfinished

@@ -173,6 +173,38 @@ func (s *Subscription) Close() {
 	delete(s.n.subs, s)
 }
 
+// Wakeups subscribes to topic and turns its notifications, resyncs
+// included, into wake-ups: a value on the channel after each (several may
+// come as one, the channel holds one). stop ends the subscription and
+// waits for the goroutine that forwards them.
+func (n *Notifier) Wakeups(topic string) (wakeups <-chan struct{}, stop func()) {
+	sub := n.Subscribe(topic)
+	ch := make(chan struct{}, 1)
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			case <-sub.C():
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			sub.Close()
+			close(quit)
+			<-done
+		})
+	}
+}
+
 // send queues nt on the subscription without blocking, keeping the last
 // place of the buffer for a resync: a notification that finds only that
 // place free becomes a resync, and one that finds the buffer full is

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/sortie-ci/sortie/internal/store"
 )
 
 // patience bounds every wait for a notification: far above what a loaded
@@ -264,4 +266,66 @@ func TestNotifyInvalid(t *testing.T) {
 	if err := Notify(t.Context(), s.pool, strings.Repeat("t", maxTopicLen), strings.Repeat("p", maxPayloadLen)); err != nil {
 		t.Errorf("Notify at the limits: %v", err)
 	}
+}
+
+// TestClaimsNotified: an admission, and the release of an owner whose
+// buildsets become claimable, tell every server (store.TopicClaims), once
+// committed; Wakeups turns those into wake-ups until stopped.
+func TestClaimsNotified(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, n, _ := startNotifier(t)
+	sub := subscribe(t, n, store.TopicClaims)
+	wakeups, stop := n.Wakeups(store.TopicClaims)
+	defer stop()
+	wake := func(what string) {
+		t.Helper()
+		select {
+		case <-wakeups:
+		case <-time.After(patience):
+			t.Fatalf("%s: no wake-up within %v", what, patience)
+		}
+	}
+	wake("the first resync")
+
+	for _, id := range []string{"bs1", "bs2"} {
+		if err := s.CreateBuildset(ctx, store.CreateBuildsetParams{Buildset: &store.Buildset{ID: id, Pipeline: "deploy", Commit: "a", CreatedAt: time.Now()}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leader, err := s.RegisterOwner(ctx, store.RegisterOwnerParams{ID: "leader", Kind: store.OwnerNode, Lease: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AdmitBuildset(ctx, "bs1", leader, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(t, sub); got.Topic != store.TopicClaims {
+		t.Errorf("after an admission: %+v, want a notice of %s", got, store.TopicClaims)
+	}
+	wake("an admission")
+
+	// A node runs bs2, and dies: its release makes bs2 claimable.
+	node, err := s.RegisterOwner(ctx, store.RegisterOwnerParams{ID: "node", Kind: store.OwnerNode, Lease: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs2", Fence: node, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.FenceOwners(ctx, store.FenceOwnersParams{IDs: []string{"node"}, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkOwnerEnded(ctx, "node"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleaseOwner(ctx, store.ReleaseOwnerParams{ID: "node", Keep: []string{"bs2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(t, sub); got.Topic != store.TopicClaims {
+		t.Errorf("after a release: %+v, want a notice of %s", got, store.TopicClaims)
+	}
+	wake("a release")
+	stop()
+	stop() // twice is fine
 }

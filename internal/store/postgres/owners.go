@@ -222,7 +222,16 @@ func (s *Store) ReleaseOwner(ctx context.Context, p store.ReleaseOwnerParams) er
 			WITH h AS (DELETE FROM semaphore_holders WHERE owner = $1 AND holder <> ALL($2))
 			DELETE FROM semaphore_waiters WHERE owner = $1`,
 			p.ID, append([]string{}, p.Keep...)) // an empty array, not NULL: <> ALL(NULL) is never true
-		return err
+		if err != nil {
+			return err
+		}
+		// Its work is anyone's to claim now.
+		tag, err = tx.Exec(ctx, `UPDATE buildsets SET owner = '' WHERE owner = $1 AND state IN ($2, $3) AND pinned_to = ''`,
+			p.ID, store.BuildsetAdmitted, store.BuildsetRunning)
+		if err != nil || tag.RowsAffected() == 0 {
+			return err
+		}
+		return Notify(ctx, tx, store.TopicClaims, "")
 	})
 	if err != nil {
 		return fmt.Errorf("postgres: release owner %s: %w", p.ID, err)

@@ -245,9 +245,9 @@ func (s *Store) ActiveBuildsets(ctx context.Context) ([]*store.Buildset, error) 
 	return out, nil
 }
 
-// AdmitBuildset moves QUEUED -> ADMITTED with f's owner as its owner, or
-// returns ErrConflict (also for a buildset pinned to a run; ErrNotFound
-// for an unknown id), or ErrFenced. StartedAt stays nil until
+// AdmitBuildset moves QUEUED -> ADMITTED with no owner, for a server to
+// claim, or returns ErrConflict (also for a buildset pinned to a run;
+// ErrNotFound for an unknown id), or ErrFenced. StartedAt stays nil until
 // StartBuildset.
 func (s *Store) AdmitBuildset(ctx context.Context, id string, f store.Fence, at time.Time) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
@@ -255,13 +255,65 @@ func (s *Store) AdmitBuildset(ctx context.Context, id string, f store.Fence, at 
 			return err
 		}
 		return s.txCAS(ctx, tx, "buildsets", "id = ?", []any{id},
-			`state = ?, owner = ?, admitted_at = ?`, []any{store.BuildsetAdmitted, f.Owner, nullNanos(at)},
+			`state = ?, owner = '', admitted_at = ?`, []any{store.BuildsetAdmitted, nullNanos(at)},
 			`pinned_to = ''`, nil, store.BuildsetQueued)
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: admit buildset %s: %w", id, err)
 	}
 	return nil
+}
+
+// ClaimBuildsets gives p.Fence's owner the running buildsets with no owner
+// and up to p.Admitted admitted ones, oldest first, with their semaphore
+// holders and waiters; see store.Buildsets. The transaction is the
+// database's only writer: two claims never see the same row free.
+func (s *Store) ClaimBuildsets(ctx context.Context, p store.ClaimParams) ([]*store.Buildset, error) {
+	var out []*store.Buildset
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		out = nil
+		if err := s.checkFence(ctx, tx, p.Fence); err != nil {
+			return err
+		}
+		rows, err := s.txQuery(ctx, tx, `SELECT `+buildsetColumns+` FROM (
+				SELECT * FROM buildsets WHERE state = ? AND owner = '' AND pinned_to = ''
+				UNION ALL
+				SELECT * FROM (SELECT * FROM buildsets WHERE state = ? AND owner = '' AND pinned_to = '' ORDER BY seq LIMIT ?))
+			ORDER BY state = ? DESC, seq`,
+			store.BuildsetRunning, store.BuildsetAdmitted, max(p.Admitted, 0), store.BuildsetRunning)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			bs, err := scanBuildset(rows)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			out = append(out, bs)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, bs := range out {
+			bs.Owner = p.Fence.Owner
+			for _, table := range []string{"buildsets", "semaphore_holders", "semaphore_waiters"} {
+				col := "buildset"
+				if table == "buildsets" {
+					col = "id"
+				}
+				if _, err := s.txExec(ctx, tx, `UPDATE `+table+` SET owner = ? WHERE `+col+` = ?`, p.Fence.Owner, bs.ID); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: claim buildsets: %w", err)
+	}
+	return out, nil
 }
 
 // StartBuildset moves QUEUED or ADMITTED -> RUNNING with p.Fence's owner
@@ -282,47 +334,6 @@ func (s *Store) StartBuildset(ctx context.Context, p store.StartBuildsetParams) 
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: start buildset %s: %w", p.ID, err)
-	}
-	return nil
-}
-
-// SetBuildsetOwner makes f's owner the owner of a buildset that is not
-// DONE, or returns ErrConflict (ErrNotFound for an unknown id), or
-// ErrFenced. Its state and times are left alone; its semaphore holders
-// and waiters move to the new owner in the same transaction.
-func (s *Store) SetBuildsetOwner(ctx context.Context, id string, f store.Fence) error {
-	owner := f.Owner
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.checkFence(ctx, tx, f); err != nil {
-			return err
-		}
-		res, err := s.txExec(ctx, tx, `UPDATE buildsets SET owner = ? WHERE id = ? AND state IN (?, ?, ?)`,
-			owner, id, store.BuildsetQueued, store.BuildsetAdmitted, store.BuildsetRunning)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n != 1 {
-			var state string
-			err := s.txRow(ctx, tx, `SELECT state FROM buildsets WHERE id = ?`, id).Scan(&state)
-			if errors.Is(err, sql.ErrNoRows) {
-				return store.ErrNotFound
-			}
-			if err != nil {
-				return err
-			}
-			return fmt.Errorf("is %s: %w", state, store.ErrConflict)
-		}
-		for _, table := range []string{"semaphore_holders", "semaphore_waiters"} {
-			if _, err := s.txExec(ctx, tx, `UPDATE `+table+` SET owner = ? WHERE buildset = ?`, owner, id); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("sqlite: set owner of buildset %s: %w", id, err)
 	}
 	return nil
 }

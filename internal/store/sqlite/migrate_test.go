@@ -134,7 +134,9 @@ func TestUpgradeFrom1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bs1.Seq != 1 || bs1.State != store.BuildsetRunning || bs1.Owner != "proc" || string(bs1.Plan) != "{}" ||
+	// Its owner had no lease: carried over released, which leaves the
+	// buildset for any server to claim.
+	if bs1.Seq != 1 || bs1.State != store.BuildsetRunning || bs1.Owner != "" || string(bs1.Plan) != "{}" ||
 		len(bs1.Files) != 1 || bs1.StartedAt == nil || bs1.StartedAt.UnixNano() != 20 || bs1.Spec != nil || bs1.Cause != "" {
 		t.Errorf("bs1 after upgrade: %+v", bs1)
 	}
@@ -245,13 +247,14 @@ func TestUpgradeLeasesToOwners(t *testing.T) {
 	if !maps.Equal(got, want) || len(epochs) != 3 {
 		t.Errorf("owners after upgrade: %v (epochs %v), want %v", got, epochs, want)
 	}
-	for id, wantPin := range map[string]string{"bs1": "", "bs2": "run-a", "bs3": ""} {
+	// bs1's owner was released: the buildset is any server's to claim.
+	for id, want := range map[string][2]string{"bs1": {"", ""}, "bs2": {"run-a", ""}, "bs3": {"", "srv-b"}} {
 		bs, err := s.GetBuildset(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if bs.PinnedTo != wantPin || (bs.State == store.BuildsetQueued) != (bs.Owner == "") {
-			t.Errorf("%s after upgrade: pinned to %q, owner %q", id, bs.PinnedTo, bs.Owner)
+		if bs.PinnedTo != want[0] || bs.Owner != want[1] {
+			t.Errorf("%s after upgrade: pinned to %q, owner %q; want %q, %q", id, bs.PinnedTo, bs.Owner, want[0], want[1])
 		}
 	}
 	// An epoch given after the upgrade is above those carried over.

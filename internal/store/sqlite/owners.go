@@ -268,7 +268,12 @@ func (s *Store) ReleaseOwner(ctx context.Context, p store.ReleaseOwnerParams) er
 			WHERE owner = ? AND holder NOT IN (SELECT value FROM json_each(?))`, p.ID, string(kept)); err != nil {
 			return err
 		}
-		_, err = s.txExec(ctx, tx, `DELETE FROM semaphore_waiters WHERE owner = ?`, p.ID)
+		if _, err := s.txExec(ctx, tx, `DELETE FROM semaphore_waiters WHERE owner = ?`, p.ID); err != nil {
+			return err
+		}
+		// Its work is anyone's to claim now.
+		_, err = s.txExec(ctx, tx, `UPDATE buildsets SET owner = '' WHERE owner = ? AND state IN (?, ?) AND pinned_to = ''`,
+			p.ID, store.BuildsetAdmitted, store.BuildsetRunning)
 		return err
 	})
 	if err != nil {

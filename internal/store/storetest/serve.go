@@ -2,6 +2,9 @@ package storetest
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,12 +109,9 @@ func testAdmitTransitions(t *testing.T, s store.Store) {
 	must(t, "admit", s.AdmitBuildset(ctx, "bs1", own(t, s, "server-1"), at(time.Second)))
 	got := get(t, s, "bs1")
 	diff(t, "after admit", &store.Buildset{
-		ID: "bs1", Pipeline: "deploy", Commit: "a", State: store.BuildsetAdmitted, Owner: "server-1", CreatedAt: t0,
+		ID: "bs1", Pipeline: "deploy", Commit: "a", State: store.BuildsetAdmitted, Owner: "", CreatedAt: t0,
 	}, got, ignoreSeq)
 	wantErr(t, "admit twice", s.AdmitBuildset(ctx, "bs1", own(t, s, "server-2"), at(2*time.Second)), store.ErrConflict)
-	if got := get(t, s, "bs1"); got.Owner != "server-1" {
-		t.Errorf("a refused admit changed the owner: %+v", got)
-	}
 	list, err := s.ListBuildsets(ctx, store.Filter{State: store.BuildsetAdmitted})
 	must(t, "list admitted", err)
 	diff(t, "ListBuildsets admitted", []string{"bs1"}, ids(list))
@@ -134,7 +134,7 @@ func testAdmitTransitions(t *testing.T, s store.Store) {
 	must(t, "admit bs2", s.AdmitBuildset(ctx, "bs2", own(t, s, "server-1"), at(time.Second)))
 	finish(t, s, "bs2", store.Canceled, "", at(2*time.Second))
 	diff(t, "finished from ADMITTED", &store.Buildset{
-		ID: "bs2", Pipeline: "deploy", Commit: "a", State: store.BuildsetDone, Result: store.Canceled, Owner: "server-1",
+		ID: "bs2", Pipeline: "deploy", Commit: "a", State: store.BuildsetDone, Result: store.Canceled,
 		CreatedAt: t0, FinishedAt: ptr(at(2 * time.Second)),
 	}, get(t, s, "bs2"), ignoreSeq)
 
@@ -201,32 +201,129 @@ func testActiveBuildsets(t *testing.T, s store.Store) {
 	diff(t, "active after finish", []string{"queued", "admitted", "late"}, active())
 }
 
-func testSetBuildsetOwner(t *testing.T, s store.Store) {
+// testClaimBuildsets: admitted buildsets have no owner until claimed, a
+// released owner's running ones lose theirs, and a claim takes the
+// running ones first, then the admitted ones it asked for, oldest first,
+// each once, with their holders and waiters.
+func testClaimBuildsets(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	for _, id := range []string{"queued", "admitted", "running", "done"} {
-		create(t, s, &store.Buildset{ID: id, Pipeline: "deploy", Commit: "a", CreatedAt: t0})
+	claim := func(who string, admitted int) []string {
+		t.Helper()
+		got, err := s.ClaimBuildsets(ctx, store.ClaimParams{Fence: own(t, s, who), Admitted: admitted})
+		must(t, who+" claims", err)
+		var ids []string
+		for _, bs := range got {
+			if bs.Owner != who {
+				t.Errorf("%s claimed %s, returned with owner %q", who, bs.ID, bs.Owner)
+			}
+			ids = append(ids, bs.ID)
+		}
+		return ids
 	}
-	must(t, "admit", s.AdmitBuildset(ctx, "admitted", own(t, s, "dead"), at(time.Second)))
-	must(t, "start", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "running", Fence: own(t, s, "dead"), At: at(time.Second)}))
+	for _, id := range []string{"queued", "a1", "a2", "a3", "running", "done"} {
+		create(t, s, &store.Buildset{ID: id, Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "a")
+	}
+	create(t, s, &store.Buildset{ID: "pinned", Pipeline: "deploy", Commit: "a", CreatedAt: t0, PinnedTo: "run"}, "a")
+	diff(t, "nothing admitted yet", []string(nil), claim("n1", 10))
+	for _, id := range []string{"a1", "a2", "a3"} {
+		must(t, "admit "+id, s.AdmitBuildset(ctx, id, own(t, s, "leader"), at(time.Second)))
+		if bs := get(t, s, id); bs.State != store.BuildsetAdmitted || bs.Owner != "" {
+			t.Errorf("admitted %s: state %s, owner %q; want ADMITTED with no owner", id, bs.State, bs.Owner)
+		}
+	}
+	must(t, "start running", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "running", Fence: own(t, s, "dead"), At: at(time.Second)}))
 	must(t, "start done", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "done", Fence: own(t, s, "dead"), At: at(time.Second)}))
 	finish(t, s, "done", store.Success, "", at(2*time.Second))
+	acquire(t, s, semaphore.Request{Holder: "running", Buildset: "running", Owner: "dead", Semaphores: map[string]int{"bridge": 1}, Since: t0, Now: t0}, true)
 
-	for _, id := range []string{"queued", "admitted", "running"} {
-		before := get(t, s, id)
-		must(t, "set owner of "+id, s.SetBuildsetOwner(ctx, id, own(t, s, "heir")))
-		want := *before
-		want.Owner = "heir"
-		diff(t, "after set owner of "+id, &want, get(t, s, id))
+	// A live owner's running buildset is its own.
+	diff(t, "claim beside a live owner", []string{"a1"}, claim("n1", 1))
+	reap(t, s, "dead", "running")
+	if bs := get(t, s, "running"); bs.Owner != "" || bs.State != store.BuildsetRunning {
+		t.Errorf("a released owner's running buildset: owner %q, state %s; want RUNNING with no owner", bs.Owner, bs.State)
 	}
-	wantErr(t, "set owner of done", s.SetBuildsetOwner(ctx, "done", own(t, s, "heir")), store.ErrConflict)
-	if got := get(t, s, "done"); got.Owner != "dead" {
-		t.Errorf("a refused set owner changed it: %+v", got)
+	// Running first, whatever Admitted says, then the oldest admitted.
+	before := get(t, s, "running")
+	diff(t, "n2 claims", []string{"running", "a2"}, claim("n2", 1))
+	want := *before
+	want.Owner = "n2"
+	diff(t, "the claimed running buildset", &want, get(t, s, "running"))
+	hs, err := s.Holders(ctx)
+	must(t, "holders", err)
+	if len(hs) != 1 || hs[0].Holder != "running" || hs[0].Owner != "n2" {
+		t.Errorf("holders after the claim: %+v, want the kept holder moved to n2", hs)
 	}
-	wantErr(t, "set owner of unknown", s.SetBuildsetOwner(ctx, "nope", own(t, s, "heir")), store.ErrNotFound)
+	diff(t, "n2 asks for none", []string(nil), claim("n2", 0))
+	diff(t, "n3 claims the rest", []string{"a3"}, claim("n3", 5))
+	diff(t, "nothing left", []string(nil), claim("n3", 5))
+	for id, owner := range map[string]string{"queued": "", "pinned": "", "done": "dead", "a1": "n1", "a2": "n2", "a3": "n3"} {
+		if bs := get(t, s, id); bs.Owner != owner {
+			t.Errorf("%s: owner %q, want %q", id, bs.Owner, owner)
+		}
+	}
+	// The claimer goes on with what it claimed.
+	must(t, "start claimed", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "a2", Fence: own(t, s, "n2"), At: at(3 * time.Second)}))
+	must(t, "release claimed", s.ReleaseBuildset(ctx, "running", own(t, s, "n2")))
+}
 
-	// The heir can go on with the adopted buildsets.
-	must(t, "start adopted", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "admitted", Fence: own(t, s, "heir"), At: at(3 * time.Second)}))
-	finish(t, s, "running", store.Error, "lost", at(3*time.Second))
+// testClaimOnce: servers claiming at once never get the same buildset, and
+// between them take every one.
+func testClaimOnce(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const n = 24
+	var want []string
+	for i := range n {
+		id := fmt.Sprintf("bs%02d", i)
+		create(t, s, &store.Buildset{ID: id, Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "a")
+		must(t, "admit "+id, s.AdmitBuildset(ctx, id, own(t, s, "leader"), at(time.Second)))
+		want = append(want, id)
+	}
+	claimers := []string{"n1", "n2", "n3"}
+	fences := map[string]store.Fence{}
+	for _, c := range claimers {
+		fences[c] = own(t, s, c)
+	}
+	var (
+		mu   sync.Mutex
+		got  = map[string]string{}
+		wg   sync.WaitGroup
+		errs = make(chan error, len(claimers))
+	)
+	for _, c := range claimers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				bss, err := s.ClaimBuildsets(ctx, store.ClaimParams{Fence: fences[c], Admitted: 2})
+				if err != nil {
+					errs <- fmt.Errorf("%s: %w", c, err)
+					return
+				}
+				if len(bss) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, bs := range bss {
+					if prev, ok := got[bs.ID]; ok {
+						errs <- fmt.Errorf("%s claimed by %s and %s", bs.ID, prev, c)
+					}
+					got[bs.ID] = c
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	diff(t, "claimed", want, slices.Sorted(maps.Keys(got)))
+	for id, c := range got {
+		if bs := get(t, s, id); bs.Owner != c {
+			t.Errorf("%s claimed by %s, owner %q in the store", id, c, bs.Owner)
+		}
+	}
 }
 
 func testRunningAttempts(t *testing.T, s store.Store) {
@@ -306,7 +403,7 @@ func testReleaseOwner(t *testing.T, s store.Store) {
 }
 
 // testReleaseOwnerKeeps: a dead server's running buildset keeps its
-// pipeline semaphore until its successor adopts it (SetBuildsetOwner), and
+// pipeline semaphore until a server claims it (ClaimBuildsets), and
 // nobody is granted it in between, not even a waiter ranked ahead.
 func testReleaseOwnerKeeps(t *testing.T, s store.Store) {
 	ctx := t.Context()
@@ -326,7 +423,11 @@ func testReleaseOwnerKeeps(t *testing.T, s store.Store) {
 	acquire(t, s, semaphore.Request{Holder: "hourly", Buildset: "hourly", Owner: "heir", Semaphores: bridge, Precedence: 3, Since: t0.Add(-time.Hour), Now: T}, false)
 	acquire(t, s, semaphore.Request{Holder: "hourly", Buildset: "hourly", Owner: "heir", Semaphores: bridge, Precedence: 3, Since: t0.Add(-time.Hour), Now: at(1000 * time.Hour)}, false)
 
-	must(t, "adopt", s.SetBuildsetOwner(ctx, "deploy", own(t, s, "heir")))
+	claimed, err := s.ClaimBuildsets(ctx, store.ClaimParams{Fence: own(t, s, "heir")})
+	must(t, "claim", err)
+	if len(claimed) != 1 || claimed[0].ID != "deploy" {
+		t.Fatalf("claimed %v, want deploy", claimed)
+	}
 	hs, err := s.Holders(ctx)
 	must(t, "holders", err)
 	if len(hs) != 1 || hs[0].Owner != "heir" {

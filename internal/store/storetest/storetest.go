@@ -43,8 +43,9 @@
 //     a later request is granted only if room remains beyond those slots.
 //   - JobDurations of an even count is the mean of the middle two.
 //   - A Spec given empty comes back nil.
-//   - SetBuildsetOwner leaves a buildset's state and times alone, and
-//     moves its holders and waiters to the new owner.
+//   - ClaimBuildsets leaves a buildset's state and times alone, and
+//     moves its holders and waiters to the claimer; an admitted
+//     buildset has no owner until claimed.
 //   - RunningAttempts of an unknown buildset is ErrNotFound; an attempt
 //     finished with a zero time (a Result, no FinishedAt) is not running.
 //   - After ReleaseOwner the holders it was told to keep stay held, by the
@@ -144,7 +145,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ListByCommit", testListByCommit},
 		{"AdmitTransitions", testAdmitTransitions},
 		{"ActiveBuildsets", testActiveBuildsets},
-		{"SetBuildsetOwner", testSetBuildsetOwner},
+		{"ClaimBuildsets", testClaimBuildsets},
+		{"ClaimOnce", testClaimOnce},
 		{"RunningAttempts", testRunningAttempts},
 		{"ReleaseOwner", testReleaseOwner},
 		{"ReleaseOwnerKeeps", testReleaseOwnerKeeps},
