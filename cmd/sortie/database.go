@@ -72,10 +72,11 @@ func sqlitePath(db, stateDir string) string {
 	return filepath.Join(stateDir, "sortie.db")
 }
 
-// storeLogs is the sink of build logs kept in the store, which says on
-// stderr when the store refuses a chunk for now and when it takes it.
-func storeLogs(st store.Logs) logs.Chunks {
-	return logs.Chunks{Store: st,
+// storeLogs is the sink of build logs kept in the store, written under
+// the fence of the attempt's owner, which says on stderr when the store
+// refuses a chunk for now and when it takes it.
+func storeLogs(st store.Logs, fence func() store.Fence) logs.Chunks {
+	return logs.Chunks{Store: st, Fence: fence,
 		Waiting: func(k store.LogKey, err error) {
 			fmt.Fprintf(os.Stderr, "sortie: buildset %s: build %s: log of attempt %d: %v; waiting until it can be recorded\n", k.BuildsetID, k.Job, k.Attempt, err)
 		},

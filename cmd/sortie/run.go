@@ -224,12 +224,12 @@ func openEnv(ctx context.Context, stateDir, db string, cfg *config.Config, owner
 		Bastion: b,
 		LogDir:  filepath.Join(abs, "logs"),
 	}
+	runner.Semaphores = &semaphore.Client{Store: st, Owner: owner}
 	if isPostgres(db) {
 		// Several processes share this database: a log kept there is
 		// read from any of them, also after its writer died.
-		runner.Logs = storeLogs(st)
+		runner.Logs = storeLogs(st, runner.Semaphores.Fence)
 	}
-	runner.Semaphores = &semaphore.Client{Store: st, Owner: owner}
 	return &runEnv{stateDir: abs, store: st, sems: runner.Semaphores, closers: closers, runner: runner}, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/sortie-ci/sortie/internal/scheduler"
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
@@ -15,21 +16,22 @@ const DefaultClaimPoll = time.Second
 
 // Notices tells a process what the others sharing its store did (a
 // PostgreSQL store's notifications). Wakeups returns a channel that gets
-// a value after each notice of topic (several may come as one) and a func
-// that ends the subscription and waits until nothing more is sent.
+// a value after each notice of topics (several may come as one) and a
+// func that ends the subscription and waits until nothing more is sent.
 type Notices interface {
-	Wakeups(topic string) (wakeups <-chan struct{}, stop func())
+	Wakeups(topics ...string) (wakeups <-chan struct{}, stop func())
 }
 
-// claims is the claims service of a server: whenever woken (an admission
-// here, a notice of one elsewhere, a run of its own returned, a reload)
-// and every Options.ClaimPoll, it claims what it can run (Claim) and
-// launches it. Every server runs it, the leader as the others: the
-// leader's managers admit, whichever server has room runs.
+// claimLoop is the claims service of a server: whenever woken (an
+// admission here, a notice of one elsewhere, a run of its own returned, a
+// reload) and every Options.ClaimPoll, it claims what it can run (Claim)
+// and launches it, and cancels the runs whose cancel another server was
+// asked for (Cancels). Every server runs it, the leader as the others:
+// the leader's managers admit, whichever server has room runs.
 func (c *Coordinator) claimLoop(ctx context.Context) {
 	var notices <-chan struct{}
 	if c.opt.Notices != nil {
-		ch, stop := c.opt.Notices.Wakeups(store.TopicClaims)
+		ch, stop := c.opt.Notices.Wakeups(store.TopicClaims, store.TopicCancels)
 		defer stop()
 		notices = ch
 	}
@@ -38,6 +40,9 @@ func (c *Coordinator) claimLoop(ctx context.Context) {
 	for {
 		if err := c.Claim(ctx); err != nil && ctx.Err() == nil {
 			c.log.Error("claim buildsets to run", "err", err)
+		}
+		if err := c.Cancels(ctx); err != nil && ctx.Err() == nil {
+			c.log.Error("read the cancels asked of this server", "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -94,4 +99,28 @@ func (c *Coordinator) wakeClaims() {
 	case c.claimKick <- struct{}{}:
 	default:
 	}
+}
+
+// Cancels cancels the runs of this process whose cancel was asked of
+// another server (store.RequestCancel), each once. The claims service
+// calls it; tests call it by hand.
+func (c *Coordinator) Cancels(ctx context.Context) error {
+	reqs, err := c.st.CancelRequests(ctx, c.Owner())
+	if err != nil {
+		return err
+	}
+	for _, req := range reqs {
+		c.runs.mu.Lock()
+		rn := c.runs.m[req.Buildset]
+		first := rn != nil && !rn.cancelled
+		if first {
+			rn.cancelled = true
+		}
+		c.runs.mu.Unlock()
+		if first {
+			c.log.Info("cancel", "buildset", req.Buildset, "by", req.By, "asked", "through another server")
+			rn.cancel(scheduler.ErrCanceled)
+		}
+	}
+	return nil
 }

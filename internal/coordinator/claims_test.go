@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -64,22 +66,13 @@ func TestClaimsShareWork(t *testing.T) {
 		}
 		g.open(t)
 		for _, id := range ids {
-			for {
-				bs := a.get(id)
-				if bs.State == store.BuildsetDone {
-					if bs.Result != store.Success {
-						builds, _ := a.st.Builds(t.Context(), id)
-						for _, b := range builds {
-							t.Logf("%s: %s %s %s", b.Job, b.State, b.Result, b.Reason)
-						}
-						t.Errorf("%s ended %s: %s", id, bs.Result, bs.Error)
-					}
-					break
+			waitDone(t, ctx, a, id)
+			if bs := a.get(id); bs.Result != store.Success {
+				builds, _ := a.st.Builds(t.Context(), id)
+				for _, b := range builds {
+					t.Logf("%s: %s %s %s", b.Job, b.State, b.Result, b.Reason)
 				}
-				if ctx.Err() != nil {
-					t.Fatalf("%s is still %s", id, bs.State)
-				}
-				time.Sleep(10 * time.Millisecond)
+				t.Errorf("%s ended %s: %s", id, bs.Result, bs.Error)
 			}
 		}
 		owners := map[string]string{ranA: a.c.Owner(), ranB: b.c.Owner()}
@@ -92,4 +85,62 @@ func TestClaimsShareWork(t *testing.T) {
 			t.Errorf("the third was run by %q, neither server", got)
 		}
 	})
+}
+
+// TestCancelThroughAnotherServer: a cancel asked of a server that does not
+// run the buildset reaches the one that does, which cancels it; the other
+// buildset runs on.
+func TestCancelThroughAnotherServer(t *testing.T) {
+	onStores(t, func(t *testing.T, open func() store.Store) {
+		g := newGate(t)
+		cfg := fmt.Sprintf(claimsConfig, g.wait())
+		o := harnessOptions{store: open()}
+		a := newHarnessWith(t, cfg, o)
+		o.store, o.repo = open(), a.repo
+		b := newHarnessWith(t, cfg, o)
+		a.start()
+		b.start()
+		ctx := waitCtx(t)
+		one, two := a.submit("p").ID, a.submit("p").ID
+		ranA, err := a.c.TestSignals.Launched.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ranB, err := b.c.TestSignals.Launched.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ranA == ranB || (ranA != one && ranA != two) || (ranB != one && ranB != two) {
+			t.Fatalf("a runs %s and b %s; want %s and %s, one each", ranA, ranB, one, two)
+		}
+		if err := a.c.Cancel(t.Context(), ranB, "alice"); err != nil {
+			t.Fatalf("cancel through a of what b runs: %v", err)
+		}
+		waitDone(t, ctx, a, ranB)
+		if bs := a.get(ranB); bs.Result != store.Canceled {
+			t.Errorf("the buildset b ran ended %s (%s), want CANCELED", bs.Result, bs.Error)
+		}
+		if !a.c.Running(ranA) {
+			t.Errorf("a's buildset %s stopped running", ranA)
+		}
+		g.open(t)
+		waitDone(t, ctx, a, ranA)
+		if bs := a.get(ranA); bs.Result != store.Success {
+			t.Errorf("the buildset a ran ended %s (%s), want SUCCESS", bs.Result, bs.Error)
+		}
+		if err := a.c.Cancel(t.Context(), ranB, "bob"); !errors.Is(err, store.ErrConflict) {
+			t.Errorf("cancel of a finished buildset: %v, want ErrConflict", err)
+		}
+	})
+}
+
+// waitDone waits until buildset id is DONE in h's store.
+func waitDone(t *testing.T, ctx context.Context, h *harness, id string) {
+	t.Helper()
+	for h.get(id).State != store.BuildsetDone {
+		if ctx.Err() != nil {
+			t.Fatalf("%s is still %s", id, h.get(id).State)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -36,7 +36,10 @@ type runs struct {
 type run struct {
 	bs     *store.Buildset
 	cancel context.CancelCauseFunc
-	builds atomic.Value // buildset.BuildCanceler
+	// cancelled is set once a cancel asked through another server was
+	// applied (Cancels); guarded by runs.mu.
+	cancelled bool
+	builds    atomic.Value // buildset.BuildCanceler
 }
 
 // Start makes the runs' parent context, which keeps ctx's values but not
@@ -182,9 +185,12 @@ func (c *Coordinator) Running(id string) bool {
 }
 
 // Cancel cancels a buildset: one this process runs through its context
-// (scheduler.ErrCanceled), a queued one at once. It returns
+// (scheduler.ErrCanceled); one no process runs (queued, admitted and not
+// claimed yet, or left by a dead server) at once; one another server
+// runs by asking it (store.RequestCancel), which it does at its next
+// look, within a second or at once on PostgreSQL. It returns
 // store.ErrNotFound, or store.ErrConflict when the buildset has finished
-// or another process runs it.
+// or a `sortie run` runs it.
 func (c *Coordinator) Cancel(ctx context.Context, id, by string) error {
 	// The store first: a run whose end is recorded may not have left the
 	// runs yet, and a finished buildset cannot be cancelled.
@@ -203,12 +209,19 @@ func (c *Coordinator) Cancel(ctx context.Context, id, by string) error {
 		rn.cancel(scheduler.ErrCanceled)
 		return nil
 	}
+	if bs.PinnedTo != "" && bs.State != store.BuildsetQueued {
+		// A `sortie run` never looks for cancels asked of it: it is
+		// cancelled where it runs (Ctrl-C).
+		return fmt.Errorf("buildset %s is run by the sortie run process %s; cancel it there: %w", id, bs.PinnedTo, store.ErrConflict)
+	}
 	if bs.State != store.BuildsetQueued && bs.Owner != "" {
-		// Run by another process on the same database.
-		return fmt.Errorf("buildset %s is run by %s: %w", id, bs.Owner, store.ErrConflict)
+		// Run by another server on the same database: asked of it,
+		// which cancels it at its next look (Cancels).
+		c.log.Info("cancel asked of the server that runs it", "buildset", id, "by", by, "owner", bs.Owner)
+		return c.st.RequestCancel(ctx, id, by)
 	}
 	// Queued, or admitted and not claimed yet (a claim after the end
-	// finds it DONE and leaves it).
+	// finds it DONE and leaves it), or left by a dead server.
 	c.log.Info("cancel", "buildset", id, "by", by)
 	return c.finishQueued(ctx, bs.Pipeline, id, store.Canceled, scheduler.ReasonBuildsetCancelled, "cancelled by "+by+" while queued")
 }

@@ -47,6 +47,11 @@ type Chunks struct {
 	// Recovered of one stored after such a refusal.
 	Waiting   func(k store.LogKey, err error)
 	Recovered func(k store.LogKey)
+	// Fence, when set, returns the writer's fence, read once per log when
+	// it is opened (at the attempt's start): every chunk is written under
+	// it, so that a process whose lease was lost meanwhile adds nothing
+	// (store.ErrFenced).
+	Fence func() store.Fence
 }
 
 // Path is "": the log is in the store.
@@ -61,6 +66,10 @@ func (c Chunks) Create(ctx context.Context, k store.LogKey, secrets []string) Lo
 func (c Chunks) Open(ctx context.Context, k store.LogKey, secrets []string) *Chunked {
 	s := &chunkSink{c: c, key: k, ctx: context.WithoutCancel(ctx), giveUp: ctx.Done(),
 		stop: make(chan struct{}), done: make(chan struct{})}
+	if c.Fence != nil {
+		f := c.Fence()
+		s.fence = &f
+	}
 	if s.c.ChunkSize <= 0 {
 		s.c.ChunkSize = DefaultChunk
 	}
@@ -105,6 +114,7 @@ func (c *Chunked) Close() error {
 type chunkSink struct {
 	c      Chunks
 	key    store.LogKey
+	fence  *store.Fence // nil: not fenced
 	ctx    context.Context
 	giveUp <-chan struct{}
 
@@ -169,7 +179,7 @@ func (s *chunkSink) flush() error {
 	if err != nil || len(data) == 0 {
 		return err
 	}
-	p := store.AppendLogParams{LogKey: s.key, Seq: s.seq, Offset: s.off, Data: data}
+	p := store.AppendLogParams{LogKey: s.key, Seq: s.seq, Offset: s.off, Data: data, Fence: s.fence}
 	var waiting func(error)
 	if s.c.Waiting != nil {
 		waiting = func(err error) { s.c.Waiting(s.key, err) }

@@ -210,3 +210,23 @@ func TestChunksStickyError(t *testing.T) {
 	}
 	rec.none(t)
 }
+
+// TestChunksFenced: every chunk of a log carries the writer's fence as it
+// was when the log was opened (the attempt's start), not a later one: a
+// process that went on as a new owner does not lend its new right to
+// write to an attempt of its old self.
+func TestChunksFenced(t *testing.T) {
+	rec := newRecording()
+	fence := store.Fence{Owner: "o-1", Epoch: 7}
+	l := logs.Chunks{Store: rec, Tick: make(chan time.Time), ChunkSize: 4, Fence: func() store.Fence { return fence }}.Open(t.Context(), k1, nil)
+	fence = store.Fence{Owner: "o-2", Epoch: 8}
+	fmt.Fprint(l, "one\ntwo\n")
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if p := rec.wait(t); p.Fence == nil || *p.Fence != (store.Fence{Owner: "o-1", Epoch: 7}) {
+			t.Errorf("chunk %d written under %v, want o-1's epoch 7", p.Seq, p.Fence)
+		}
+	}
+}

@@ -160,7 +160,9 @@ type Buildset struct {
 	Cause string
 	// RerunOf is the ID of the buildset this one runs again, or "".
 	RerunOf string
-	// Owner is the process that admits or runs it; "" while QUEUED.
+	// Owner is the process that runs it; "" while QUEUED, and while
+	// ADMITTED or RUNNING with no server to run it (not claimed yet, or
+	// its owner released: see ClaimBuildsets).
 	Owner string
 	// PinnedTo is the `sortie run` that made the buildset to run it
 	// itself: only that owner starts it (StartBuildset), in its turn, and
@@ -414,6 +416,16 @@ type Buildsets interface {
 	// one buildset. It returns the buildsets claimed, running ones first,
 	// each oldest first; ErrFenced for a fence not live.
 	ClaimBuildsets(ctx context.Context, p ClaimParams) ([]*Buildset, error)
+
+	// RequestCancel asks the owner of a buildset not DONE to cancel it,
+	// for a process that does not run it (another server got the API
+	// call): it records by, and a store that several processes share
+	// tells them (TopicCancels). A DONE buildset is ErrConflict, an
+	// unknown one ErrNotFound.
+	RequestCancel(ctx context.Context, id, by string) error
+	// CancelRequests returns the cancels asked (RequestCancel) of the
+	// buildsets owner runs, not DONE, oldest first.
+	CancelRequests(ctx context.Context, owner string) ([]CancelRequest, error)
 
 	// Builds returns the builds of a buildset in creation order.
 	Builds(ctx context.Context, buildsetID string) ([]*Build, error)
@@ -783,6 +795,18 @@ type ClaimParams struct {
 	Admitted int
 }
 
+// CancelRequest is a cancel asked of the owner of a buildset
+// (RequestCancel).
+type CancelRequest struct {
+	Buildset string
+	By       string
+}
+
+// TopicCancels is the notification that a store shared by several
+// processes sends when a cancel is asked of one of them
+// (RequestCancel); the owners also look on their own every little while.
+const TopicCancels = "sortie_cancels"
+
 // TopicClaims is the notification that a store shared by several
 // processes sends when there may be buildsets to claim (an admission, an
 // owner released): each server's claims listen to it, and also look on
@@ -901,7 +925,8 @@ type Logs interface {
 	// chunk that is stored already (same Seq, Offset and bytes: a write
 	// retried after its connection broke) changes nothing and is not an
 	// error; another chunk under a Seq or at an Offset taken is
-	// ErrConflict. Empty chunks are refused.
+	// ErrConflict. Empty chunks are refused; so is a chunk whose Fence is
+	// not live (ErrFenced).
 	AppendLog(ctx context.Context, p AppendLogParams) error
 	// ReadLog returns, in order, the chunks of an attempt's log from the
 	// one holding byte p.From on: those that start before p.From +
@@ -935,9 +960,11 @@ type AppendLogParams struct {
 	// At is when the chunk was written; zero means now (the database's
 	// clock on PostgreSQL).
 	At time.Time
-	// A fencing epoch goes here: with owners as rows with epochs, a
-	// chunk is written under its owner's Fence and refused once another
-	// process took the attempt's build over.
+	// Fence, when set, is the writer's (the owner that runs the
+	// attempt): the chunk is refused with ErrFenced, and nothing
+	// written, once that owner's lease was lost, so a process that comes
+	// back after its work was taken over adds nothing to the log.
+	Fence *Fence
 }
 
 // ReadLogParams selects what ReadLog returns.
@@ -1091,6 +1118,8 @@ type HostsUpdate struct {
 	Results []HostResult
 	// Recaps replace the recaps of their hosts.
 	Recaps []HostRecap
-	// Fence is the writer's right to write; not checked yet (see Fence).
+	// Fence is the writer's right to write: the owner that runs the
+	// attempt. Once its lease was lost, the update is refused with
+	// ErrFenced and changes nothing. A zero Fence is not checked.
 	Fence Fence
 }

@@ -335,6 +335,39 @@ func txCAS(ctx context.Context, tx pgx.Tx, update string, args []any, check stri
 	return fmt.Errorf("is %s: %w", state, store.ErrConflict)
 }
 
+// RequestCancel records a cancel asked of the owner of a buildset not
+// DONE, and tells the servers (store.TopicCancels); see store.Buildsets.
+func (s *Store) RequestCancel(ctx context.Context, id, by string) error {
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if err := txCAS(ctx, tx, `UPDATE buildsets SET cancel_by = $1 WHERE id = $2 AND state <> $3`,
+			[]any{by, id, store.BuildsetDone}, `SELECT state FROM buildsets WHERE id = $1`, id); err != nil {
+			return err
+		}
+		return Notify(ctx, tx, store.TopicCancels, "")
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: request the cancel of buildset %s: %w", id, err)
+	}
+	return nil
+}
+
+// CancelRequests returns the cancels asked of owner; see store.Buildsets.
+func (s *Store) CancelRequests(ctx context.Context, owner string) ([]store.CancelRequest, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, cancel_by FROM buildsets
+		WHERE owner = $1 AND cancel_by <> '' AND state <> $2 ORDER BY seq`, owner, store.BuildsetDone)
+	if err == nil {
+		var out []store.CancelRequest
+		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.CancelRequest, error) {
+			var r store.CancelRequest
+			return r, row.Scan(&r.Buildset, &r.By)
+		})
+		if err == nil {
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("postgres: cancel requests of %s: %w", owner, mapErr(ctx, err))
+}
+
 // EndBuildset ends a buildset not DONE in one transaction: its unfinished
 // builds, its running attempts, the buildset, and its semaphore holders
 // and waiters; see store.Buildsets. It reports false, changing nothing,

@@ -19,6 +19,11 @@ func (s *Store) UpdateHosts(ctx context.Context, p store.HostsUpdate) error {
 		return fmt.Errorf("postgres: update hosts of %s/%s: attempt %d: must be at least 1", p.BuildsetID, p.Job, p.Summary.Attempt)
 	}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if p.Fence.Owner != "" {
+			if err := checkFence(ctx, tx, p.Fence); err != nil {
+				return err
+			}
+		}
 		var one int
 		err := tx.QueryRow(ctx, `SELECT 1 FROM builds WHERE buildset_id = $1 AND job = $2 FOR UPDATE`, p.BuildsetID, p.Job).Scan(&one)
 		if errors.Is(err, pgx.ErrNoRows) {

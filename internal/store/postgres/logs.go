@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/sortie-ci/sortie/internal/store"
 )
@@ -17,10 +18,25 @@ func (s *Store) AppendLog(ctx context.Context, p store.AppendLogParams) error {
 	if err := checkAppend(p); err != nil {
 		return fmt.Errorf("postgres: append log %s: %w", logName(p.LogKey), err)
 	}
-	tag, err := s.exec(ctx, `
+	const insert = `
 		INSERT INTO log_chunks (buildset_id, job, attempt, seq, start_offset, data, written_at)
-		VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, now())) ON CONFLICT DO NOTHING`,
-		p.BuildsetID, p.Job, p.Attempt, p.Seq, p.Offset, p.Data, nullTime(p.At))
+		VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, now())) ON CONFLICT DO NOTHING`
+	args := []any{p.BuildsetID, p.Job, p.Attempt, p.Seq, p.Offset, p.Data, nullTime(p.At)}
+	var (
+		tag pgconn.CommandTag
+		err error
+	)
+	if p.Fence == nil {
+		tag, err = s.exec(ctx, insert, args...)
+	} else {
+		err = s.tx(ctx, func(tx pgx.Tx) error {
+			if err := checkFence(ctx, tx, *p.Fence); err != nil {
+				return err
+			}
+			tag, err = tx.Exec(ctx, insert, args...)
+			return err
+		})
+	}
 	if err == nil && tag.RowsAffected() == 0 {
 		err = s.sameChunk(ctx, p)
 	}

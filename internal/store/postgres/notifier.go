@@ -173,12 +173,12 @@ func (s *Subscription) Close() {
 	delete(s.n.subs, s)
 }
 
-// Wakeups subscribes to topic and turns its notifications, resyncs
+// Wakeups subscribes to topics and turns their notifications, resyncs
 // included, into wake-ups: a value on the channel after each (several may
 // come as one, the channel holds one). stop ends the subscription and
 // waits for the goroutine that forwards them.
-func (n *Notifier) Wakeups(topic string) (wakeups <-chan struct{}, stop func()) {
-	sub := n.Subscribe(topic)
+func (n *Notifier) Wakeups(topics ...string) (wakeups <-chan struct{}, stop func()) {
+	sub := n.Subscribe(topics...)
 	ch := make(chan struct{}, 1)
 	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {

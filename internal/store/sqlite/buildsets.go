@@ -338,6 +338,41 @@ func (s *Store) StartBuildset(ctx context.Context, p store.StartBuildsetParams) 
 	return nil
 }
 
+// RequestCancel records a cancel asked of the owner of a buildset not
+// DONE; see store.Buildsets.
+func (s *Store) RequestCancel(ctx context.Context, id, by string) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		return s.txCAS(ctx, tx, "buildsets", "id = ?", []any{id}, `cancel_by = ?`, []any{by}, "", nil,
+			store.BuildsetQueued, store.BuildsetAdmitted, store.BuildsetRunning)
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: request the cancel of buildset %s: %w", id, err)
+	}
+	return nil
+}
+
+// CancelRequests returns the cancels asked of owner; see store.Buildsets.
+func (s *Store) CancelRequests(ctx context.Context, owner string) ([]store.CancelRequest, error) {
+	rows, err := s.rows(ctx, `SELECT id, cancel_by FROM buildsets
+		WHERE owner = ? AND cancel_by <> '' AND state <> ? ORDER BY seq`, owner, store.BuildsetDone)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: cancel requests of %s: %w", owner, err)
+	}
+	defer rows.Close()
+	var out []store.CancelRequest
+	for rows.Next() {
+		var r store.CancelRequest
+		if err := rows.Scan(&r.Buildset, &r.By); err != nil {
+			return nil, fmt.Errorf("sqlite: cancel requests of %s: %w", owner, err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: cancel requests of %s: %w", owner, err)
+	}
+	return out, nil
+}
+
 // EndBuildset ends a buildset not DONE in one transaction: its running
 // attempts, its unfinished builds, the buildset, and its semaphore holders
 // and waiters; see store.Buildsets. It reports false, changing nothing,

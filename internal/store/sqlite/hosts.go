@@ -16,6 +16,11 @@ func (s *Store) UpdateHosts(ctx context.Context, p store.HostsUpdate) error {
 		return fmt.Errorf("sqlite: update hosts of %s/%s: attempt %d: must be at least 1", p.BuildsetID, p.Job, p.Summary.Attempt)
 	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if p.Fence.Owner != "" {
+			if err := s.checkFence(ctx, tx, p.Fence); err != nil {
+				return err
+			}
+		}
 		var one int
 		err := s.txRow(ctx, tx, `SELECT 1 FROM builds WHERE buildset_id = ? AND job = ?`, p.BuildsetID, p.Job).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {

@@ -20,10 +20,25 @@ func (s *Store) AppendLog(ctx context.Context, p store.AppendLogParams) error {
 	if at.IsZero() {
 		at = time.Now()
 	}
-	res, err := s.exec(ctx, `
+	const insert = `
 		INSERT INTO log_chunks (buildset_id, job, attempt, seq, start_offset, data, written_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		p.BuildsetID, p.Job, p.Attempt, p.Seq, p.Offset, p.Data, nanos(at))
+		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`
+	args := []any{p.BuildsetID, p.Job, p.Attempt, p.Seq, p.Offset, p.Data, nanos(at)}
+	var (
+		res sql.Result
+		err error
+	)
+	if p.Fence == nil {
+		res, err = s.exec(ctx, insert, args...)
+	} else {
+		err = s.tx(ctx, func(tx *sql.Tx) error {
+			if err := s.checkFence(ctx, tx, *p.Fence); err != nil {
+				return err
+			}
+			res, err = s.txExec(ctx, tx, insert, args...)
+			return err
+		})
+	}
 	if err == nil {
 		var n int64
 		if n, err = res.RowsAffected(); err == nil && n == 0 {

@@ -64,6 +64,10 @@ func testFenced(t *testing.T, s store.Store) {
 	acquire(t, s, semaphore.Request{Holder: "bs1/a", Buildset: "bs1", Owner: "old", Fence: old, Semaphores: map[string]int{"S": 1}, Since: t0, Now: t0}, true)
 	acquire(t, s, semaphore.Request{Holder: "bs1/b", Buildset: "bs1", Owner: "old", Fence: old, Semaphores: map[string]int{"S": 1}, Since: t0, Now: t0}, false)
 
+	logKey := store.LogKey{BuildsetID: "bs1", Job: "a", Attempt: 1}
+	must(t, "append under the live fence", s.AppendLog(ctx, store.AppendLogParams{LogKey: logKey, Data: []byte("one\n"), At: at(2 * time.Second), Fence: &old}))
+	updateHosts(t, s, store.HostsUpdate{BuildsetID: "bs1", Job: "a", Summary: store.HostsSummary{Attempt: 1, Runs: 1}, Fence: old})
+
 	fenced := fence(t, s, "old")
 	if fenced.Epoch <= old.Epoch {
 		t.Errorf("fenced with epoch %d, was %d", fenced.Epoch, old.Epoch)
@@ -101,6 +105,14 @@ func testFenced(t *testing.T, s store.Store) {
 		refused("ReleaseBuildset", s.ReleaseBuildset(ctx, "bs1", f))
 		_, err = s.RenewOwner(ctx, store.RenewOwnerParams{Fence: f, Lease: time.Hour, Now: at3})
 		refused("RenewOwner", err)
+		refused("AppendLog", s.AppendLog(ctx, store.AppendLogParams{LogKey: logKey, Seq: 1, Offset: 4, Data: []byte("two\n"), At: at3, Fence: &f}))
+		if n, err := s.LogSize(ctx, logKey); err != nil || n != 4 {
+			t.Errorf("log size after a refused append: %d, %v; want 4", n, err)
+		}
+		refused("UpdateHosts", s.UpdateHosts(ctx, store.HostsUpdate{BuildsetID: "bs1", Job: "a", Summary: store.HostsSummary{Attempt: 2, Runs: 1}, Fence: f}))
+		if bh, err := s.BuildHosts(ctx, "bs1", "a"); err != nil || bh.Summary.Attempt != 1 {
+			t.Errorf("hosts after a refused update: %+v, %v; want attempt 1's", bh, err)
+		}
 	}
 
 	// What the fenced owner ran can still be ended by whoever reaps it.

@@ -266,6 +266,44 @@ func testClaimBuildsets(t *testing.T, s store.Store) {
 	must(t, "release claimed", s.ReleaseBuildset(ctx, "running", own(t, s, "n2")))
 }
 
+// testCancelRequests: a cancel asked of a buildset's owner is read by
+// that owner alone, until the buildset is DONE; one asked of a buildset
+// not claimed yet is read by whoever claims it.
+func testCancelRequests(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	reqs := func(owner string) []store.CancelRequest {
+		t.Helper()
+		rs, err := s.CancelRequests(ctx, owner)
+		must(t, "cancel requests of "+owner, err)
+		return rs
+	}
+	for _, id := range []string{"bs1", "bs2", "bs3", "done"} {
+		create(t, s, &store.Buildset{ID: id, Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "a")
+	}
+	for _, id := range []string{"bs1", "bs2", "done"} {
+		must(t, "start "+id, s.StartBuildset(ctx, store.StartBuildsetParams{ID: id, Fence: own(t, s, "n1"), At: at(time.Second)}))
+	}
+	finish(t, s, "done", store.Success, "", at(2*time.Second))
+	diff(t, "none asked", []store.CancelRequest(nil), reqs("n1"), cmpopts.EquateEmpty())
+
+	must(t, "ask bs2", s.RequestCancel(ctx, "bs2", "alice"))
+	must(t, "ask bs1", s.RequestCancel(ctx, "bs1", "bob"))
+	wantErr(t, "ask of a DONE buildset", s.RequestCancel(ctx, "done", "carol"), store.ErrConflict)
+	wantErr(t, "ask of an unknown buildset", s.RequestCancel(ctx, "nope", "carol"), store.ErrNotFound)
+	diff(t, "asked of n1", []store.CancelRequest{{Buildset: "bs1", By: "bob"}, {Buildset: "bs2", By: "alice"}}, reqs("n1"))
+	diff(t, "asked of n2", []store.CancelRequest(nil), reqs("n2"), cmpopts.EquateEmpty())
+
+	// Asked while admitted and unclaimed: the claimer reads it.
+	must(t, "admit bs3", s.AdmitBuildset(ctx, "bs3", own(t, s, "leader"), at(time.Second)))
+	must(t, "ask bs3", s.RequestCancel(ctx, "bs3", "dave"))
+	_, err := s.ClaimBuildsets(ctx, store.ClaimParams{Fence: own(t, s, "n2"), Admitted: 1})
+	must(t, "claim bs3", err)
+	diff(t, "asked of the claimer", []store.CancelRequest{{Buildset: "bs3", By: "dave"}}, reqs("n2"))
+
+	finish(t, s, "bs1", store.Canceled, "", at(3*time.Second))
+	diff(t, "once ended, no longer asked", []store.CancelRequest{{Buildset: "bs2", By: "alice"}}, reqs("n1"))
+}
+
 // testClaimOnce: servers claiming at once never get the same buildset, and
 // between them take every one.
 func testClaimOnce(t *testing.T, s store.Store) {

@@ -147,6 +147,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ActiveBuildsets", testActiveBuildsets},
 		{"ClaimBuildsets", testClaimBuildsets},
 		{"ClaimOnce", testClaimOnce},
+		{"CancelRequests", testCancelRequests},
 		{"RunningAttempts", testRunningAttempts},
 		{"ReleaseOwner", testReleaseOwner},
 		{"ReleaseOwnerKeeps", testReleaseOwnerKeeps},
