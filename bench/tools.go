@@ -6,6 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"github.com/sortie-ci/sortie/bench/internal/benchkit"
 )
 
 // tool runs a dag at a parallelism, from files it writes into dir.
@@ -17,6 +20,12 @@ type tool struct {
 	install string
 	write   func(dir string, d *dag, parallel int) error
 	command func(path, dir string, parallel int) *exec.Cmd
+	// after, when set, runs after each run (e.g. drops its database).
+	after func(dir string) error
+	// serverCPU, when set, is the CPU time so far of a server the tool
+	// uses but did not start (PostgreSQL): its difference across a run is
+	// added to the tool's CPU time.
+	serverCPU func() (time.Duration, error)
 }
 
 // sortieRun runs the bench pipeline in dir at parallelism p, keeping
@@ -26,6 +35,25 @@ func sortieRun(path, dir string, p int, extra ...string) *exec.Cmd {
 	args := []string{"run", "--config", filepath.Join(dir, "sortie.yaml"), "--pipeline", "bench",
 		"--state-dir", filepath.Join(dir, "state"), "--max-parallel", fmt.Sprint(p), "--report", filepath.Join(dir, "report.json")}
 	return exec.Command(path, append(args, extra...)...)
+}
+
+// pgTool is `sortie run --quiet` on PostgreSQL: each run on a fresh
+// database of the cluster pg, named for its dir, dropped after it.
+func pgTool(sortieBin, repo string, pg *benchkit.Postgres) *tool {
+	dbName := func(dir string) string { return strings.ReplaceAll(filepath.Base(dir), "-", "_") }
+	return &tool{name: "sortie-pg", path: sortieBin,
+		write: func(dir string, d *dag, p int) error {
+			if _, err := pg.NewDatabase(dbName(dir)); err != nil {
+				return err
+			}
+			return writeSortie(dir, d, repo)
+		},
+		command: func(path, dir string, p int) *exec.Cmd {
+			return sortieRun(path, dir, p, "--quiet", "--database", pg.URL(dbName(dir)))
+		},
+		after:     func(dir string) error { return pg.DropDatabase(dbName(dir)) },
+		serverCPU: pg.CPU,
+	}
 }
 
 func findTools(sortieBin, repo string) []*tool {

@@ -44,8 +44,9 @@ for n in $(seq "$trials"); do
 	addrs=(127.0.0.1:18311 127.0.0.1:18312)
 	pids=()
 	for i in 0 1; do
+		# A name each: two live servers may not share one (the host's).
 		"$work/sortie" serve --config "$work/sortie.yaml" --database "$db" --state-dir "$work/s$n-$i" \
-			--listen "${addrs[$i]}" >"$work/serve$n-$i.log" 2>&1 &
+			--node "n$i" --listen "${addrs[$i]}" >"$work/serve$n-$i.log" 2>&1 &
 		pids[i]=$!
 		disown "$!" # killed on purpose: no "Killed" line from the shell
 	done
@@ -53,12 +54,25 @@ for n in $(seq "$trials"); do
 		if leads "${addrs[0]}" || leads "${addrs[1]}"; then break; fi
 		sleep 0.05
 	done
+	for i in 0 1; do
+		if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+			echo "trial $n: server $i exited at start:" >&2
+			tail -n 5 "$work/serve$n-$i.log" >&2
+			exit 1
+		fi
+	done
 	if leads "${addrs[0]}"; then l=0 f=1; else l=1 f=0; fi
 	# Let the leader renew at least once, as a server that has run a while.
 	sleep 4
 	start=$(date +%s%N)
 	kill -"$sig" "${pids[$l]}"
-	until leads "${addrs[$f]}"; do sleep 0.02; done
+	until leads "${addrs[$f]}"; do
+		if (($(date +%s%N) - start > 120000000000)); then
+			echo "trial $n: no new leader 120 s after SIG$sig of the leader" >&2
+			exit 1
+		fi
+		sleep 0.02
+	done
 	end=$(date +%s%N)
 	echo "trial $n: SIG$sig of the leader -> the other leads after $(((end - start) / 1000000)) ms"
 	kill -9 "${pids[@]}" 2>/dev/null || true

@@ -154,7 +154,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	prog.Hosts(hosts)
 	prog.Failures(rep, storeTail(ctx, env.store, bs.ID))
-	if err := writeReport(ctx, env.store, bs.ID, *report); err != nil {
+	// The buildset has ended: the report just read is the one to write,
+	// not worth reading again (a thousand builds take milliseconds).
+	if err := saveReport(rep, *report); err != nil {
 		return err
 	}
 	if runErr != nil {
@@ -248,6 +250,15 @@ func writeReport(ctx context.Context, st buildset.ReportSource, id, path string)
 	rep, err := buildset.MakeReport(context.WithoutCancel(ctx), st, id)
 	if err != nil {
 		return err
+	}
+	return saveReport(rep, path)
+}
+
+// saveReport writes rep to path as JSON, replacing the file at once;
+// nothing when path is "".
+func saveReport(rep *buildset.Report, path string) error {
+	if path == "" {
+		return nil
 	}
 	data, err := json.MarshalIndent(rep, "", "  ")
 	if err != nil {

@@ -48,12 +48,18 @@ type Time struct{ t *time.Time }
 // TimeLayout is RFC 3339 with nanoseconds, never trimmed.
 const TimeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 
-// MarshalJSON implements json.Marshaler.
+// MarshalJSON implements json.Marshaler. The time's text has nothing to
+// escape (digits, "-", ":", "T", ".", "Z"), so it is quoted as it is,
+// without the encoder's reflection per time: a thousand builds' report has
+// two thousand of them.
 func (t Time) MarshalJSON() ([]byte, error) {
 	if t.t == nil {
 		return []byte("null"), nil
 	}
-	return json.Marshal(t.t.UTC().Format(TimeLayout))
+	b := make([]byte, 0, len(TimeLayout)+2)
+	b = append(b, '"')
+	b = t.t.UTC().AppendFormat(b, TimeLayout)
+	return append(b, '"'), nil
 }
 
 // UnmarshalJSON implements json.Unmarshaler.

@@ -226,8 +226,13 @@ type Coordinator struct {
 	planMu sync.Mutex
 	// driftMu guards drift, the nodes CheckDrift last found running
 	// another config than this one's, as it logged them.
-	driftMu  sync.Mutex
-	drift    string
+	driftMu sync.Mutex
+	drift   string
+	// fpMu guards fpOf and fp: the fingerprint of the config last asked
+	// for (ConfigFingerprint), computed once per config loaded.
+	fpMu     sync.Mutex
+	fpOf     *config.Config
+	fp       string
 	lastPlan pipeline.Plan
 }
 
@@ -268,11 +273,16 @@ func New(opt Options) (*Coordinator, error) {
 	}
 	sems.Identity = store.RegisterOwnerParams{
 		Kind: opt.Kind, Node: opt.Node, Host: opt.Host, StateDir: opt.StateDir, Version: opt.Version,
-		SlotsMax: c.slots.Max(), ConfigFP: opt.Config().Fingerprint(),
+		SlotsMax: c.slots.Max(),
 	}
 	sems.SlotsUsed = c.slots.InUse
-	sems.ConfigFP = func() string { return c.opt.Config().Fingerprint() }
 	sems.SlotsMax = c.slots.Max
+	if opt.Kind == store.OwnerNode {
+		// A server's config is compared with the others' (CheckDrift);
+		// a run's is its own business, and costs nothing to record.
+		sems.Identity.ConfigFP = c.ConfigFingerprint()
+		sems.ConfigFP = c.ConfigFingerprint
+	}
 	c.ended.signal = &c.TestSignals.Ended
 	if w, ok := opt.Reports.(interface{ Wake() }); ok {
 		opt.Runner.Reported = w.Wake
@@ -639,6 +649,19 @@ func (c *Coordinator) Status() Status {
 		st.Leader, st.Term = true, t.Term
 	}
 	return st
+}
+
+// ConfigFingerprint is the fingerprint of the config in force, computed once
+// per config loaded: a large config takes longer to fingerprint than to
+// load, and every lease renewal records it.
+func (c *Coordinator) ConfigFingerprint() string {
+	cfg := c.opt.Config()
+	c.fpMu.Lock()
+	defer c.fpMu.Unlock()
+	if c.fpOf != cfg {
+		c.fpOf, c.fp = cfg, cfg.Fingerprint()
+	}
+	return c.fp
 }
 
 // wake asks the managers to look at the queue now.

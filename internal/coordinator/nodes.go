@@ -135,7 +135,7 @@ func (c *Coordinator) CheckDrift(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	self := c.Owner()
-	mine := c.opt.Config().Fingerprint()
+	mine := c.ConfigFingerprint()
 	var differ []string
 	for _, o := range owners {
 		if o.ID != self && o.ConfigFP != mine {

@@ -92,7 +92,7 @@ func (s *Server) Nodes(ctx context.Context) (*NodesJSON, error) {
 	self := s.coord.Owner()
 	cs := s.coord.Status()
 	out := &NodesJSON{Nodes: []NodeJSON{}, ConfigReference: "self"}
-	selfFP := s.Config().Fingerprint()
+	selfFP := s.coord.ConfigFingerprint()
 	ref := selfFP
 	for _, o := range owners {
 		n := NodeJSON{

@@ -2,7 +2,8 @@
 // makes a source repository, runs a tool under a wrapper that measures it
 // honestly, and starts `sortie serve` on a free port for the commands that
 // measure a running server (bench/webhookflood, bench/triggers), reading
-// its memory and CPU time from /proc.
+// its memory and CPU time from /proc, and starts a throwaway PostgreSQL
+// cluster for the benchmarks that run Sortie on PostgreSQL.
 package benchkit
 
 import (
@@ -54,13 +55,18 @@ type Server struct {
 // the environment, its output to log (nil: discarded), and waits until it
 // answers /readyz.
 func Start(bin, config, state string, log io.Writer, env ...string) (*Server, error) {
+	return StartWith(bin, config, state, nil, log, env...)
+}
+
+// StartWith is Start with more arguments for serve, e.g. --database URL.
+func StartWith(bin, config, state string, args []string, log io.Writer, env ...string) (*Server, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(bin, "serve", "--config", config, "--state-dir", state, "--listen", addr)
+	cmd := exec.Command(bin, append([]string{"serve", "--config", config, "--state-dir", state, "--listen", addr}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	if log == nil {
 		log = io.Discard
@@ -127,27 +133,8 @@ func (s *Server) Memory(field string) (int64, error) {
 // CPU is the server's CPU time so far, user and system, its own and that
 // of the children it has waited for (the git processes it starts).
 func (s *Server) CPU() (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.Pid()))
-	if err != nil {
-		return 0, err
-	}
-	// The fields after the command's name, which is in parentheses and
-	// may hold spaces: utime, stime, cutime, cstime are fields 14-17.
-	rest := string(b[strings.LastIndexByte(string(b), ')')+2:])
-	f := strings.Fields(rest)
-	if len(f) < 15 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", s.Pid(), len(f))
-	}
-	var ticks int64
-	for _, v := range f[11:15] {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/stat: %w", s.Pid(), err)
-		}
-		ticks += n
-	}
-	const hz = 100 // USER_HZ on Linux
-	return time.Duration(ticks) * time.Second / hz, nil
+	cpu, _, err := procCPU(s.Pid())
+	return cpu, err
 }
 
 // Usage is what a run of a tool cost: CPU time (user and system, the
