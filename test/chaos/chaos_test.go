@@ -160,10 +160,8 @@ func TestChaos(t *testing.T) {
 	dir := t.TempDir()
 	bin := buildSortie(t, dir)
 	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x\n"})
-	for _, sub := range []string{"hold"} {
-		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.Mkdir(filepath.Join(dir, "hold"), 0o755); err != nil {
+		t.Fatal(err)
 	}
 	script := filepath.Join(dir, "job.sh")
 	if err := os.WriteFile(script, []byte(fmt.Sprintf(jobScript, dir)), 0o755); err != nil {
