@@ -342,7 +342,7 @@ func (b *bench) trigger(servers []*benchkit.Server) error {
 				if i >= int64(b.n) {
 					return
 				}
-				if err := post(client, servers[i%int64(len(servers))].Base); err != nil {
+				if err := benchkit.Post(client, servers[i%int64(len(servers))].Base+"/api/v1/pipelines/stream/trigger", token, "{}"); err != nil {
 					mu.Lock()
 					first = firstOf(first, fmt.Errorf("trigger %d: %w", i, err))
 					mu.Unlock()
@@ -360,25 +360,6 @@ func firstOf(a, b error) error {
 		return a
 	}
 	return b
-}
-
-func post(client *http.Client, base string) error {
-	req, err := http.NewRequest("POST", base+"/api/v1/pipelines/stream/trigger", strings.NewReader("{}"))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
-	}
-	return nil
 }
 
 // The section of docs/benchmarks.md that -write fills holds these markers;

@@ -11,10 +11,8 @@
 package main
 
 import (
-	"bytes"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -86,7 +84,7 @@ pipelines:
 	}
 	defer srv.Stop()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}, Timeout: time.Minute}
-	if err := post(client, srv.Base+"/api/v1/pause", `{"pipeline": "deploy", "reason": "bench"}`); err != nil {
+	if err := benchkit.Post(client, srv.Base+"/api/v1/pause", "bench-token", `{"pipeline": "deploy", "reason": "bench"}`); err != nil {
 		return 0, err
 	}
 	var (
@@ -97,7 +95,7 @@ pipelines:
 	for range 16 {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
-				if err := post(client, srv.Base+"/api/v1/pipelines/deploy/trigger", "{}"); err != nil {
+				if err := benchkit.Post(client, srv.Base+"/api/v1/pipelines/deploy/trigger", "bench-token", "{}"); err != nil {
 					first.CompareAndSwap(nil, &err)
 					return
 				}
@@ -120,23 +118,4 @@ pipelines:
 		return 0, err
 	}
 	return cpu1 - cpu0, nil
-}
-
-func post(client *http.Client, url, body string) error {
-	req, err := http.NewRequest("POST", url, bytes.NewReader([]byte(body)))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer bench-token")
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s: %s: %s", url, resp.Status, bytes.TrimSpace(b))
-	}
-	return nil
 }

@@ -14,10 +14,8 @@
 package main
 
 import (
-	"bytes"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -166,7 +164,7 @@ pipelines:
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
 				t0 := time.Now()
-				err := trigger(client, srv.Base)
+				err := benchkit.Post(client, srv.Base+"/api/v1/pipelines/deploy/trigger", "bench-token", "{}")
 				d := time.Since(t0)
 				mu.Lock()
 				if err != nil {
@@ -204,25 +202,6 @@ pipelines:
 		dbcpu:  (db1 - db0) / time.Duration(len(lat)),
 		errors: failures,
 	}, nil
-}
-
-func trigger(client *http.Client, base string) error {
-	req, err := http.NewRequest("POST", base+"/api/v1/pipelines/deploy/trigger", bytes.NewReader([]byte("{}")))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer bench-token")
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
-	}
-	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -19,6 +19,20 @@ pipelines:
   p: {manager: independent, jobs: [boot, work]}
 `
 
+// twoServers starts two servers on one store, with one build slot each,
+// whose job waits for g; a, started first, leads.
+func twoServers(t *testing.T, open func() store.Store, g gate) (a, b *harness) {
+	t.Helper()
+	cfg := fmt.Sprintf(claimsConfig, g.wait())
+	o := harnessOptions{store: open()}
+	a = newHarnessWith(t, cfg, o)
+	o.store, o.repo = open(), a.repo
+	b = newHarnessWith(t, cfg, o)
+	a.start()
+	b.start()
+	return a, b
+}
+
 // TestClaimsShareWork: the leader admits, and every server runs what it
 // claims: with one build slot each, two servers run two buildsets at once
 // (one each, the follower too), and the third waits, admitted and
@@ -26,13 +40,7 @@ pipelines:
 func TestClaimsShareWork(t *testing.T) {
 	onStores(t, func(t *testing.T, open func() store.Store) {
 		g := newGate(t)
-		cfg := fmt.Sprintf(claimsConfig, g.wait())
-		o := harnessOptions{store: open()}
-		a := newHarnessWith(t, cfg, o)
-		o.store, o.repo = open(), a.repo
-		b := newHarnessWith(t, cfg, o)
-		a.start()
-		b.start()
+		a, b := twoServers(t, open, g)
 		if a.c.Leading() == nil || b.c.Leading() != nil {
 			t.Fatal("a should lead, b follow")
 		}
@@ -93,13 +101,7 @@ func TestClaimsShareWork(t *testing.T) {
 func TestCancelThroughAnotherServer(t *testing.T) {
 	onStores(t, func(t *testing.T, open func() store.Store) {
 		g := newGate(t)
-		cfg := fmt.Sprintf(claimsConfig, g.wait())
-		o := harnessOptions{store: open()}
-		a := newHarnessWith(t, cfg, o)
-		o.store, o.repo = open(), a.repo
-		b := newHarnessWith(t, cfg, o)
-		a.start()
-		b.start()
+		a, b := twoServers(t, open, g)
 		ctx := waitCtx(t)
 		one, two := a.submit("p").ID, a.submit("p").ID
 		ranA, err := a.c.TestSignals.Launched.Wait(ctx)

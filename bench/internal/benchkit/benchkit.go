@@ -8,6 +8,7 @@ package benchkit
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -221,4 +222,25 @@ func Setup(prefix string) (work, bin, repo string, cleanup func(), err error) {
 		return "", "", "", nil, err
 	}
 	return work, bin, repo, cleanup, nil
+}
+
+// Post POSTs body (JSON) to url with the bearer token, and returns an
+// error, with the answer's body, unless the answer is a 2xx.
+func Post(client *http.Client, url, token, body string) error {
+	req, err := http.NewRequest("POST", url, strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("POST %s: %s: %s", url, resp.Status, bytes.TrimSpace(b))
+	}
+	return nil
 }
