@@ -38,9 +38,40 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		io.WriteString(stderr, "Usage: sortie "+name+" "+synopsis+"\n\nFlags:\n")
-		fs.PrintDefaults()
+		printVisible(fs)
 	}
 	return fs
+}
+
+// hiddenValue marks a flag that is accepted but not shown: not in the
+// usage, never suggested for a misspelling. Tests use such flags.
+type hiddenValue struct{ flag.Value }
+
+// hide hides the flags of fs named (defined already).
+func hide(fs *flag.FlagSet, names ...string) {
+	for _, n := range names {
+		f := fs.Lookup(n)
+		f.Value = hiddenValue{f.Value}
+	}
+}
+
+func isHidden(f *flag.Flag) bool {
+	_, ok := f.Value.(hiddenValue)
+	return ok
+}
+
+// printVisible prints the defaults of the flags of fs that are not hidden,
+// as fs.PrintDefaults does.
+func printVisible(fs *flag.FlagSet) {
+	shown := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+	shown.SetOutput(fs.Output())
+	fs.VisitAll(func(f *flag.Flag) {
+		if !isHidden(f) {
+			shown.Var(f.Value, f.Name, f.Usage)
+			shown.Lookup(f.Name).DefValue = f.DefValue
+		}
+	})
+	shown.PrintDefaults()
 }
 
 // parse parses flags; -h is a success, anything else wrong is exit 2.
@@ -120,6 +151,9 @@ func closestFlag(fs *flag.FlagSet, name string) string {
 	best, bestDist, prefixed := "", 1<<30, 0
 	var only string
 	fs.VisitAll(func(f *flag.Flag) {
+		if isHidden(f) {
+			return
+		}
 		if d := suggest.Distance(name, f.Name); d < bestDist {
 			best, bestDist = f.Name, d
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/coordinator"
+	"github.com/sortie-ci/sortie/internal/semaphore"
 	"github.com/sortie-ci/sortie/internal/server"
 	"github.com/sortie-ci/sortie/internal/store"
 	"github.com/sortie-ci/sortie/internal/store/postgres"
@@ -25,7 +26,16 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	stateDir := fs.String("state-dir", defaultStateDir, "where the database (SQLite), mirror, logs, lock and local bastion live")
 	node := fs.String("node", "", "this server's name among those sharing the database (default: the host name)")
 	grace := fs.Duration("grace", server.DefaultGrace, "on SIGTERM, how long running builds may finish before they are cancelled")
+	// For tests only (hidden): shorter time constants, so that a test of
+	// node loss and failover does not wait out the real ones.
+	lease := fs.Duration("lease", semaphore.DefaultLease, "this node's lease (its owner's and semaphores'); the reaper looks every third of it")
+	leaderTTL := fs.Duration("leader-ttl", coordinator.DefaultLeaderTTL, "how long a leader's term lasts unrenewed")
+	leaderRetry := fs.Duration("leader-retry", coordinator.DefaultLeaderRetry, "how often a follower asks to lead")
+	hide(fs, "lease", "leader-ttl", "leader-retry")
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := checkTimings(*lease, *leaderTTL, *leaderRetry); err != nil {
 		return err
 	}
 	db, err := database("serve", *dbFlag)
@@ -61,6 +71,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer env.Close()
+	env.sems.Lease = *lease
 	// On PostgreSQL, another server's admission (or its death) wakes this
 	// one's claims at once, not at its next look.
 	var notices coordinator.Notices
@@ -77,7 +88,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	srv, err := server.New(server.Options{
 		ConfigPath: *path, Config: cfg, StateDir: abs, Listen: *listen, Node: *node, Version: ver,
 		Store: env.store, Semaphores: env.sems, Bastion: env.runner.Bastion, Mirror: env.runner.Mirror,
-		Runner: env.runner, Log: log, Grace: *grace, Notices: notices,
+		Runner: env.runner, Log: log, Grace: *grace, LeaderTTL: *leaderTTL, LeaderRetry: *leaderRetry,
+		Notices: notices,
 	})
 	if err != nil {
 		return err
@@ -105,4 +117,22 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	err = srv.Run(ctx)
 	log.Info("serve ended", "uptime", time.Since(start).Round(time.Second))
 	return err
+}
+
+// checkTimings checks the hidden time constants of `sortie serve`: a
+// lease and a term of at least a second (a renewal is a round trip to
+// the store, and a leader steps down up to a second before its term
+// ends), and a follower that asks to lead more often than a term lasts.
+func checkTimings(lease, leaderTTL, leaderRetry time.Duration) error {
+	switch {
+	case lease < time.Second:
+		return usageError("serve: --lease %s: must be at least 1s", lease)
+	case leaderTTL < time.Second:
+		return usageError("serve: --leader-ttl %s: must be at least 1s", leaderTTL)
+	case leaderRetry <= 0:
+		return usageError("serve: --leader-retry %s: must be positive", leaderRetry)
+	case leaderRetry >= leaderTTL:
+		return usageError("serve: --leader-retry %s: must be shorter than --leader-ttl %s", leaderRetry, leaderTTL)
+	}
+	return nil
 }

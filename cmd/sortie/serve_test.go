@@ -112,3 +112,81 @@ func TestServeDatabaseFlag(t *testing.T) {
 		t.Errorf("serve --database mysql://: exit %d, %q; want 2 and a clear refusal, without the password", h.code, h.stderr)
 	}
 }
+
+// TestServeHiddenTimings: the test-only flags --lease, --leader-ttl and
+// --leader-retry are accepted but not listed by --help, wrong values are
+// refused clearly, and they take effect: the node's lease in
+// /api/v1/nodes runs --lease past its last renewal, and the leader's term
+// never runs more than --leader-ttl ahead (the default term, renewed every
+// third of it, always runs more than 6 s ahead).
+func TestServeHiddenTimings(t *testing.T) {
+	t.Parallel()
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x\n"})
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, fmt.Sprintf("source: {url: %q}\njobs:\n  boot: {bootstrap: true, run: \"true\"}\npipelines:\n  deploy: {jobs: [boot]}\n", repo))
+
+	h := runSortie(t, nil, "serve", "--help")
+	if h.code != 0 || !strings.Contains(h.stderr, "-grace") {
+		t.Fatalf("serve --help: exit %d\n%s", h.code, h.stderr)
+	}
+	for _, name := range []string{"lease", "leader-ttl", "leader-retry"} {
+		if strings.Contains(h.stderr, "-"+name) {
+			t.Errorf("serve --help lists the hidden --%s:\n%s", name, h.stderr)
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--lease", "500ms"}, "--lease 500ms: must be at least 1s"},
+		{[]string{"--leader-ttl", "0"}, "--leader-ttl 0s: must be at least 1s"},
+		{[]string{"--leader-retry", "-1s"}, "--leader-retry -1s: must be positive"},
+		{[]string{"--leader-ttl", "2s", "--leader-retry", "2s"}, "--leader-retry 2s: must be shorter than --leader-ttl 2s"},
+	} {
+		r := runSortie(t, nil, append([]string{"serve", "--config", cfg, "--state-dir", t.TempDir()}, c.args...)...)
+		if r.code != 2 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("serve %s: exit %d, %q; want 2 and why", strings.Join(c.args, " "), r.code, r.stderr)
+		}
+	}
+
+	addr := freePort(t)
+	srv := startServe(t, addr, filepath.Join(dir, "serve.log"), nil,
+		"--config", cfg, "--state-dir", t.TempDir(), "--lease", "3s", "--leader-ttl", "2s", "--leader-retry", "200ms")
+	defer srv.stop(t)
+	var nodes struct {
+		Leader *struct {
+			ExpiresAt time.Time `json:"expires_at"`
+		}
+		Nodes []struct {
+			Self        bool
+			LastRenewal time.Time `json:"last_renewal"`
+			ExpiresAt   time.Time `json:"expires_at"`
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/api/v1/nodes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = json.NewDecoder(resp.Body).Decode(&nodes)
+		resp.Body.Close()
+		read := time.Now()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if nodes.Leader != nil && len(nodes.Nodes) == 1 {
+			if lease := nodes.Nodes[0].ExpiresAt.Sub(nodes.Nodes[0].LastRenewal); lease != 3*time.Second {
+				t.Errorf("the node's lease: %s, want 3s (--lease)", lease)
+			}
+			if ahead := nodes.Leader.ExpiresAt.Sub(read); ahead > 3*time.Second {
+				t.Errorf("the leader's term runs %s ahead, more than --leader-ttl 2s allows", ahead)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no leader in /api/v1/nodes within 30s: %+v", nodes)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
