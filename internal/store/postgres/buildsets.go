@@ -498,41 +498,45 @@ func (s *Store) StartAttempt(ctx context.Context, p store.StartAttemptParams) er
 	if a.Owner != p.Fence.Owner {
 		return fmt.Errorf("postgres: start attempt %s/%s #%d: owner %q is not the fence's %q", a.BuildsetID, a.Job, a.Number, a.Owner, p.Fence.Owner)
 	}
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		if err := checkFence(ctx, tx, p.Fence); err != nil {
-			return err
-		}
-		var (
-			state   string
-			attempt int
-		)
-		err := tx.QueryRow(ctx, `SELECT state, attempt FROM builds WHERE buildset_id = $1 AND job = $2 FOR UPDATE`,
-			a.BuildsetID, a.Job).Scan(&state, &attempt)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return store.ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		if store.BuildState(state) == store.BuildDone {
-			return fmt.Errorf("build is %s: %w", state, store.ErrConflict)
-		}
-		if a.Number <= attempt {
-			return fmt.Errorf("build is at attempt %d: %w", attempt, store.ErrConflict)
-		}
-		_, err = tx.Exec(ctx, `
-			UPDATE builds SET state = $1, attempt = $2, log = $3, started_at = COALESCE(started_at, $4)
-			WHERE buildset_id = $5 AND job = $6`,
-			store.BuildRunning, a.Number, a.Log, a.StartedAt, a.BuildsetID, a.Job)
-		if err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `
-			INSERT INTO attempts (buildset_id, job, number, owner, started_at, log)
-			VALUES ($1, $2, $3, $4, $5, $6)`,
-			a.BuildsetID, a.Job, a.Number, a.Owner, a.StartedAt, a.Log)
-		return err
+	// One statement, so one round trip: the fence, the build and the
+	// attempt are read and written together, and what was read says why
+	// nothing was written. The fence's FOR SHARE orders it with a fencing,
+	// the build's FOR UPDATE with another writer of the build.
+	var (
+		live, inserted bool
+		state          *string
+		attempt        *int
+	)
+	err := s.retry(ctx, func() error {
+		return s.pool.QueryRow(ctx, `
+			WITH f AS (SELECT 1 FROM owners WHERE id = $1 AND epoch = $2 AND state = $3 FOR SHARE),
+			b AS (SELECT state, attempt FROM builds WHERE buildset_id = $4 AND job = $5 FOR UPDATE),
+			u AS (
+				UPDATE builds SET state = $6, attempt = $7, log = $8, started_at = COALESCE(started_at, $9)
+				WHERE buildset_id = $4 AND job = $5 AND state <> $10 AND attempt < $7 AND EXISTS (SELECT 1 FROM f)
+				RETURNING 1),
+			i AS (
+				INSERT INTO attempts (buildset_id, job, number, owner, started_at, log)
+				SELECT $4, $5, $7, $1, $9, $8 WHERE EXISTS (SELECT 1 FROM u)
+				RETURNING 1)
+			SELECT EXISTS (SELECT 1 FROM f), (SELECT state FROM b), (SELECT attempt FROM b), EXISTS (SELECT 1 FROM i)`,
+			p.Fence.Owner, p.Fence.Epoch, store.OwnerLive, a.BuildsetID, a.Job,
+			store.BuildRunning, a.Number, a.Log, a.StartedAt, store.BuildDone,
+		).Scan(&live, &state, &attempt, &inserted)
 	})
+	switch {
+	case err != nil:
+	case !live:
+		err = fmt.Errorf("owner %q epoch %d: %w", p.Fence.Owner, p.Fence.Epoch, store.ErrFenced)
+	case state == nil:
+		err = store.ErrNotFound
+	case inserted:
+	case store.BuildState(*state) == store.BuildDone:
+		err = fmt.Errorf("build is %s: %w", *state, store.ErrConflict)
+	default:
+		err = fmt.Errorf("build is at attempt %d: %w", *attempt, store.ErrConflict)
+	}
+	s.CountFenced(err)
 	if err != nil {
 		return fmt.Errorf("postgres: start attempt %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, err)
 	}
@@ -624,6 +628,9 @@ func (s *Store) FinishAttemptAndBuild(ctx context.Context, a store.FinishAttempt
 	if a.Result == "" || b.Result == "" {
 		return fmt.Errorf("postgres: finish attempt and build %s/%s #%d: empty result", a.BuildsetID, a.Job, a.Number)
 	}
+	if a.Fence == b.Fence {
+		return s.finishAttemptAndBuild(ctx, a, b)
+	}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		if err := checkFence(ctx, tx, a.Fence); err != nil {
 			return err
@@ -656,6 +663,54 @@ func (s *Store) FinishAttemptAndBuild(ctx context.Context, a store.FinishAttempt
 	})
 	if err != nil {
 		return fmt.Errorf("postgres: finish attempt and build %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, err)
+	}
+	return nil
+}
+
+// finishAttemptAndBuild is FinishAttemptAndBuild under one fence, in one
+// statement, so one round trip (the end of every build's last attempt):
+// the fence, the build and the attempt are read and written together, and
+// what was read says why nothing was written.
+func (s *Store) finishAttemptAndBuild(ctx context.Context, a store.FinishAttemptParams, b store.FinishBuildParams) error {
+	var (
+		live, done bool
+		state      *string
+		prev       *string
+	)
+	err := s.retry(ctx, func() error {
+		return s.pool.QueryRow(ctx, `
+			WITH f AS (SELECT 1 FROM owners WHERE id = $1 AND epoch = $2 AND state = $3 FOR SHARE),
+			b AS (SELECT state FROM builds WHERE buildset_id = $4 AND job = $5 FOR UPDATE),
+			a AS (SELECT result FROM attempts WHERE buildset_id = $4 AND job = $5 AND number = $6),
+			ua AS (
+				UPDATE attempts SET result = $7, error = $8, finished_at = $9
+				WHERE buildset_id = $4 AND job = $5 AND number = $6 AND result = ''
+					AND EXISTS (SELECT 1 FROM f) AND EXISTS (SELECT 1 FROM b WHERE state <> $10)
+				RETURNING 1),
+			ub AS (
+				UPDATE builds SET state = $10, result = $11, reason = $12, finished_at = $13
+				WHERE buildset_id = $4 AND job = $5 AND EXISTS (SELECT 1 FROM ua)
+				RETURNING 1)
+			SELECT EXISTS (SELECT 1 FROM f), (SELECT state FROM b), (SELECT result FROM a), EXISTS (SELECT 1 FROM ub)`,
+			a.Fence.Owner, a.Fence.Epoch, store.OwnerLive, a.BuildsetID, a.Job, a.Number,
+			a.Result, a.Error, nullTime(a.At), store.BuildDone, b.Result, b.Reason, nullTime(b.At),
+		).Scan(&live, &state, &prev, &done)
+	})
+	switch {
+	case err != nil:
+	case !live:
+		err = fmt.Errorf("owner %q epoch %d: %w", a.Fence.Owner, a.Fence.Epoch, store.ErrFenced)
+	case state == nil || prev == nil:
+		err = store.ErrNotFound // no build, or no such attempt of it
+	case done:
+	case *prev != "":
+		err = fmt.Errorf("attempt finished %s: %w", *prev, store.ErrConflict)
+	default:
+		err = fmt.Errorf("build is DONE: %w", store.ErrConflict)
+	}
+	s.CountFenced(err)
+	if err != nil {
+		return fmt.Errorf("postgres: finish attempt and build %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, mapErr(ctx, err))
 	}
 	return nil
 }
