@@ -55,10 +55,12 @@ func (c *Coordinator) claimLoop(ctx context.Context) {
 }
 
 // Claim takes from the store the buildsets this process is to run, and
-// launches them: every running buildset that no process runs (a dead
-// server's), and admitted ones while this process runs fewer buildsets
-// than its build slots (limits.max_parallel), oldest first. So a server
-// never takes more than it can start, and the others take the rest. The
+// launches them: while it runs fewer buildsets than its build slots
+// (limits.max_parallel), running buildsets that no process runs (a dead
+// server's) first, then admitted ones, oldest first; and one running one
+// even when it is full, since its own runs may wait for a semaphore that
+// one holds. So a server never takes much more than it can start, and
+// the others take the rest. The
 // claims service calls it; tests call it by hand. A process whose lease
 // is lost, or that is shutting down, claims nothing.
 func (c *Coordinator) Claim(ctx context.Context) error {
@@ -75,7 +77,7 @@ func (c *Coordinator) Claim(ctx context.Context) error {
 		return nil
 	}
 	got, err := c.st.ClaimBuildsets(ctx, store.ClaimParams{
-		Fence: c.opt.Runner.Semaphores.Fence(), Admitted: max(c.slots.Max()-running, 0),
+		Fence: c.opt.Runner.Semaphores.Fence(), Max: max(c.slots.Max()-running, 0),
 	})
 	if errors.Is(err, store.ErrFenced) {
 		c.opt.Runner.Semaphores.Fenced(err)

@@ -406,15 +406,15 @@ type Buildsets interface {
 	// the buildset was DONE already; an unknown id is ErrNotFound.
 	EndBuildset(ctx context.Context, p EndBuildsetParams) (ended bool, err error)
 	// ClaimBuildsets gives p.Fence's owner buildsets that no process
-	// runs, to run: every RUNNING buildset with no owner (a dead
-	// server's, released by ReleaseOwner), then up to p.Admitted ADMITTED
-	// ones with no owner, oldest first (by Seq); never one pinned to a
-	// run. In the same transaction their semaphore holders and waiters
-	// become the claimer's: a pipeline semaphore kept for a running
-	// buildset is never free in between. Rows another transaction is
-	// claiming are skipped, not waited for, so two servers never claim
-	// one buildset. It returns the buildsets claimed, running ones first,
-	// each oldest first; ErrFenced for a fence not live.
+	// runs, to run, up to p.Max (see ClaimParams): RUNNING ones with no
+	// owner (a dead server's, released by ReleaseOwner) first, then
+	// ADMITTED ones with no owner, each oldest first (by Seq); never one
+	// pinned to a run. In the same transaction their semaphore holders
+	// and waiters become the claimer's: a pipeline semaphore kept for a
+	// running buildset is never free in between. Rows another transaction
+	// is claiming are skipped, not waited for, so two servers never claim
+	// one buildset. It returns the buildsets claimed, running ones first;
+	// ErrFenced for a fence not live.
 	ClaimBuildsets(ctx context.Context, p ClaimParams) ([]*Buildset, error)
 
 	// RequestCancel asks the owner of a buildset not DONE to cancel it,
@@ -790,9 +790,11 @@ type FenceOwnersParams struct {
 type ClaimParams struct {
 	// Fence is the claimer's, live.
 	Fence Fence
-	// Admitted is how many ADMITTED buildsets it takes at most; running
-	// ones with no owner are all taken, whatever it says.
-	Admitted int
+	// Max is how many buildsets it takes at most, running ones first.
+	// One running buildset with no owner is taken even when Max is 0: a
+	// full server whose runs wait for a semaphore that buildset holds
+	// must be able to take it, or nothing would move.
+	Max int
 }
 
 // CancelRequest is a cancel asked of the owner of a buildset

@@ -236,8 +236,8 @@ func (s *Store) AdmitBuildset(ctx context.Context, id string, f store.Fence, at 
 	return nil
 }
 
-// ClaimBuildsets gives p.Fence's owner the running buildsets with no owner
-// and up to p.Admitted admitted ones, oldest first, with their semaphore
+// ClaimBuildsets gives p.Fence's owner up to p.Max buildsets with no
+// owner, running ones first (one at least, if any), with their semaphore
 // holders and waiters; see store.Buildsets. The rows are locked FOR
 // UPDATE SKIP LOCKED: a buildset another server is claiming is left to
 // it, not waited for.
@@ -251,16 +251,16 @@ func (s *Store) ClaimBuildsets(ctx context.Context, p store.ClaimParams) ([]*sto
 		rows, err := tx.Query(ctx, `
 			WITH running AS (
 				SELECT id, seq FROM buildsets WHERE state = $1 AND owner = '' AND pinned_to = ''
-				ORDER BY seq FOR UPDATE SKIP LOCKED),
+				ORDER BY seq LIMIT GREATEST($3, 1) FOR UPDATE SKIP LOCKED),
 			admitted AS (
 				SELECT id, seq FROM buildsets WHERE state = $2 AND owner = '' AND pinned_to = ''
-				ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED),
+				ORDER BY seq LIMIT GREATEST($3 - (SELECT count(*) FROM running), 0) FOR UPDATE SKIP LOCKED),
 			claimed AS (
 				UPDATE buildsets b SET owner = $4
 				WHERE b.id IN (SELECT id FROM running UNION ALL SELECT id FROM admitted)
 				RETURNING b.*)
 			SELECT `+buildsetColumns+` FROM claimed ORDER BY state = $1 DESC, seq`,
-			store.BuildsetRunning, store.BuildsetAdmitted, max(p.Admitted, 0), p.Fence.Owner)
+			store.BuildsetRunning, store.BuildsetAdmitted, max(p.Max, 0), p.Fence.Owner)
 		if err != nil {
 			return err
 		}

@@ -264,8 +264,8 @@ func (s *Store) AdmitBuildset(ctx context.Context, id string, f store.Fence, at 
 	return nil
 }
 
-// ClaimBuildsets gives p.Fence's owner the running buildsets with no owner
-// and up to p.Admitted admitted ones, oldest first, with their semaphore
+// ClaimBuildsets gives p.Fence's owner up to p.Max buildsets with no
+// owner, running ones first (one at least, if any), with their semaphore
 // holders and waiters; see store.Buildsets. The transaction is the
 // database's only writer: two claims never see the same row free.
 func (s *Store) ClaimBuildsets(ctx context.Context, p store.ClaimParams) ([]*store.Buildset, error) {
@@ -275,12 +275,14 @@ func (s *Store) ClaimBuildsets(ctx context.Context, p store.ClaimParams) ([]*sto
 		if err := s.checkFence(ctx, tx, p.Fence); err != nil {
 			return err
 		}
+		// Running ones first, one at least; then admitted ones, up to Max
+		// in all.
 		rows, err := s.txQuery(ctx, tx, `SELECT `+buildsetColumns+` FROM (
-				SELECT * FROM buildsets WHERE state = ? AND owner = '' AND pinned_to = ''
+				SELECT * FROM (SELECT * FROM buildsets WHERE state = ? AND owner = '' AND pinned_to = '' ORDER BY seq LIMIT max(?, 1))
 				UNION ALL
 				SELECT * FROM (SELECT * FROM buildsets WHERE state = ? AND owner = '' AND pinned_to = '' ORDER BY seq LIMIT ?))
-			ORDER BY state = ? DESC, seq`,
-			store.BuildsetRunning, store.BuildsetAdmitted, max(p.Admitted, 0), store.BuildsetRunning)
+			ORDER BY state = ? DESC, seq LIMIT max(?, 1)`,
+			store.BuildsetRunning, max(p.Max, 0), store.BuildsetAdmitted, max(p.Max, 0), store.BuildsetRunning, max(p.Max, 0))
 		if err != nil {
 			return err
 		}

@@ -86,7 +86,7 @@ func testFenced(t *testing.T, s store.Store) {
 		at3 := at(3 * time.Second)
 		refused("StartBuildset", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "bs2", Fence: f, At: at3}))
 		refused("AdmitBuildset", s.AdmitBuildset(ctx, "bs2", f, at3))
-		_, err := s.ClaimBuildsets(ctx, store.ClaimParams{Fence: f, Admitted: 1})
+		_, err := s.ClaimBuildsets(ctx, store.ClaimParams{Fence: f, Max: 1})
 		refused("ClaimBuildsets", err)
 		_, err = s.EndBuildset(ctx, store.EndBuildsetParams{ID: "bs1", Result: store.Success, BuildResult: store.Success, At: at3, Fence: &f})
 		refused("EndBuildset", err)

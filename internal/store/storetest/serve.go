@@ -202,14 +202,14 @@ func testActiveBuildsets(t *testing.T, s store.Store) {
 }
 
 // testClaimBuildsets: admitted buildsets have no owner until claimed, a
-// released owner's running ones lose theirs, and a claim takes the
-// running ones first, then the admitted ones it asked for, oldest first,
-// each once, with their holders and waiters.
+// released owner's running ones lose theirs, and a claim takes up to Max,
+// running ones first (one even when Max is 0), then admitted ones, oldest
+// first, each once, with their holders and waiters.
 func testClaimBuildsets(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	claim := func(who string, admitted int) []string {
+	claim := func(who string, most int) []string {
 		t.Helper()
-		got, err := s.ClaimBuildsets(ctx, store.ClaimParams{Fence: own(t, s, who), Admitted: admitted})
+		got, err := s.ClaimBuildsets(ctx, store.ClaimParams{Fence: own(t, s, who), Max: most})
 		must(t, who+" claims", err)
 		var ids []string
 		for _, bs := range got {
@@ -220,7 +220,7 @@ func testClaimBuildsets(t *testing.T, s store.Store) {
 		}
 		return ids
 	}
-	for _, id := range []string{"queued", "a1", "a2", "a3", "running", "done"} {
+	for _, id := range []string{"queued", "a1", "a2", "a3", "running", "running2", "done"} {
 		create(t, s, &store.Buildset{ID: id, Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "a")
 	}
 	create(t, s, &store.Buildset{ID: "pinned", Pipeline: "deploy", Commit: "a", CreatedAt: t0, PinnedTo: "run"}, "a")
@@ -232,6 +232,7 @@ func testClaimBuildsets(t *testing.T, s store.Store) {
 		}
 	}
 	must(t, "start running", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "running", Fence: own(t, s, "dead"), At: at(time.Second)}))
+	must(t, "start running2", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "running2", Fence: own(t, s, "dead"), At: at(time.Second)}))
 	must(t, "start done", s.StartBuildset(ctx, store.StartBuildsetParams{ID: "done", Fence: own(t, s, "dead"), At: at(time.Second)}))
 	finish(t, s, "done", store.Success, "", at(2*time.Second))
 	acquire(t, s, semaphore.Request{Holder: "running", Buildset: "running", Owner: "dead", Semaphores: map[string]int{"bridge": 1}, Since: t0, Now: t0}, true)
@@ -242,9 +243,10 @@ func testClaimBuildsets(t *testing.T, s store.Store) {
 	if bs := get(t, s, "running"); bs.Owner != "" || bs.State != store.BuildsetRunning {
 		t.Errorf("a released owner's running buildset: owner %q, state %s; want RUNNING with no owner", bs.Owner, bs.State)
 	}
-	// Running first, whatever Admitted says, then the oldest admitted.
+	// A full server (Max 0) still takes one running buildset: its runs
+	// may wait for what that one holds.
 	before := get(t, s, "running")
-	diff(t, "n2 claims", []string{"running", "a2"}, claim("n2", 1))
+	diff(t, "n2 claims while full", []string{"running"}, claim("n2", 0))
 	want := *before
 	want.Owner = "n2"
 	diff(t, "the claimed running buildset", &want, get(t, s, "running"))
@@ -253,10 +255,12 @@ func testClaimBuildsets(t *testing.T, s store.Store) {
 	if len(hs) != 1 || hs[0].Holder != "running" || hs[0].Owner != "n2" {
 		t.Errorf("holders after the claim: %+v, want the kept holder moved to n2", hs)
 	}
-	diff(t, "n2 asks for none", []string(nil), claim("n2", 0))
+	// Running first, then the oldest admitted, up to Max in all.
+	diff(t, "n2 claims two", []string{"running2", "a2"}, claim("n2", 2))
+	diff(t, "n2 full, nothing running left", []string(nil), claim("n2", 0))
 	diff(t, "n3 claims the rest", []string{"a3"}, claim("n3", 5))
 	diff(t, "nothing left", []string(nil), claim("n3", 5))
-	for id, owner := range map[string]string{"queued": "", "pinned": "", "done": "dead", "a1": "n1", "a2": "n2", "a3": "n3"} {
+	for id, owner := range map[string]string{"queued": "", "pinned": "", "done": "dead", "a1": "n1", "a2": "n2", "a3": "n3", "running2": "n2"} {
 		if bs := get(t, s, id); bs.Owner != owner {
 			t.Errorf("%s: owner %q, want %q", id, bs.Owner, owner)
 		}
@@ -296,7 +300,7 @@ func testCancelRequests(t *testing.T, s store.Store) {
 	// Asked while admitted and unclaimed: the claimer reads it.
 	must(t, "admit bs3", s.AdmitBuildset(ctx, "bs3", own(t, s, "leader"), at(time.Second)))
 	must(t, "ask bs3", s.RequestCancel(ctx, "bs3", "dave"))
-	_, err := s.ClaimBuildsets(ctx, store.ClaimParams{Fence: own(t, s, "n2"), Admitted: 1})
+	_, err := s.ClaimBuildsets(ctx, store.ClaimParams{Fence: own(t, s, "n2"), Max: 1})
 	must(t, "claim bs3", err)
 	diff(t, "asked of the claimer", []store.CancelRequest{{Buildset: "bs3", By: "dave"}}, reqs("n2"))
 
@@ -332,7 +336,7 @@ func testClaimOnce(t *testing.T, s store.Store) {
 		go func() {
 			defer wg.Done()
 			for {
-				bss, err := s.ClaimBuildsets(ctx, store.ClaimParams{Fence: fences[c], Admitted: 2})
+				bss, err := s.ClaimBuildsets(ctx, store.ClaimParams{Fence: fences[c], Max: 2})
 				if err != nil {
 					errs <- fmt.Errorf("%s: %w", c, err)
 					return
