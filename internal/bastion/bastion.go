@@ -177,3 +177,36 @@ func Fingerprint(commands []string) string {
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// Poller calls a function at every tick of an interval, in a goroutine of
+// its own, until Stop: how a bastion follows a build's events file.
+type Poller struct{ stop, done chan struct{} }
+
+// Poll starts calling fn every interval.
+func Poll(every time.Duration, fn func()) *Poller {
+	p := &Poller{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-t.C:
+				fn()
+			}
+		}
+	}()
+	return p
+}
+
+// Stop ends the calls and waits for the one in progress, if any. A nil
+// Poller (never started) stops at once.
+func (p *Poller) Stop() {
+	if p == nil {
+		return
+	}
+	close(p.stop)
+	<-p.done
+}

@@ -25,8 +25,7 @@ type events struct {
 	w    io.Writer
 	f    *os.File // open once it exists
 	dead bool     // w failed: read no more
-	stop chan struct{}
-	done chan struct{}
+	poll *bastion.Poller
 }
 
 // newEvents names a fresh events file for a Run and starts nothing yet.
@@ -49,22 +48,7 @@ func (e *events) env(env map[string]string) map[string]string {
 }
 
 // follow copies the file as it grows until finish.
-func (e *events) follow() {
-	e.stop, e.done = make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(e.done)
-		t := time.NewTicker(eventsPoll)
-		defer t.Stop()
-		for {
-			select {
-			case <-e.stop:
-				return
-			case <-t.C:
-				e.copy()
-			}
-		}
-	}()
-}
+func (e *events) follow() { e.poll = bastion.Poll(eventsPoll, e.copy) }
 
 // copy writes what the file holds past what was copied.
 func (e *events) copy() {
@@ -88,10 +72,7 @@ func (e *events) copy() {
 
 // finish stops following, copies the rest of the file and removes it.
 func (e *events) finish() {
-	if e.stop != nil {
-		close(e.stop)
-		<-e.done
-	}
+	e.poll.Stop()
 	e.copy()
 	if e.f != nil {
 		e.f.Close()

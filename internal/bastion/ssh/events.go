@@ -9,6 +9,8 @@ import (
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/sortie-ci/sortie/internal/bastion"
 )
 
 // eventsPoll is how often a running build's events file is read, each
@@ -38,8 +40,7 @@ type events struct {
 
 	off  int64 // bytes copied so far; only the copying goroutine touches it
 	dead bool  // w failed: copy no more
-	stop chan struct{}
-	done chan struct{}
+	poll *bastion.Poller
 }
 
 // Write takes the session's stderr.
@@ -67,22 +68,11 @@ func (e *events) Write(p []byte) (int, error) {
 
 // follow fetches what the file holds every eventsPoll until finish.
 func (e *events) follow() {
-	e.stop, e.done = make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(e.done)
-		t := time.NewTicker(eventsPoll)
-		defer t.Stop()
-		for {
-			select {
-			case <-e.stop:
-				return
-			case <-t.C:
-				ctx, cancel := context.WithTimeout(context.Background(), eventsPoll)
-				e.fetch(ctx, false)
-				cancel()
-			}
-		}
-	}()
+	e.poll = bastion.Poll(eventsPoll, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), eventsPoll)
+		defer cancel()
+		e.fetch(ctx, false)
+	})
 }
 
 // fetch copies what the file holds past what was copied, and removes
@@ -108,8 +98,7 @@ func (e *events) fetch(ctx context.Context, remove bool) {
 // events already, or anyway is set (a build ended by a timeout or a
 // cancel says nothing).
 func (e *events) finish(ctx context.Context, anyway bool) {
-	close(e.stop)
-	<-e.done
+	e.poll.Stop()
 	e.mu.Lock()
 	marked := e.marked
 	if len(e.line) > 0 {
