@@ -443,6 +443,12 @@ type Buildsets interface {
 	// transaction: both happen or neither (the end of a build's last
 	// attempt is the end of the build). a and b name the same build.
 	FinishAttemptAndBuild(ctx context.Context, a FinishAttemptParams, b FinishBuildParams) error
+	// WriteBuilds makes writes in order in one transaction: all of them,
+	// or none when one fails, whose error (as its own method would return
+	// it, StartAttempt, FinishAttempt or FinishBuild) is returned. A run
+	// records with it a build's end and the start of the builds that
+	// follow in one commit.
+	WriteBuilds(ctx context.Context, writes []BuildWrite) error
 	// Attempts returns a build's attempts in order.
 	Attempts(ctx context.Context, buildsetID, job string) ([]*Attempt, error)
 	// RunningAttempts returns the attempts of a buildset that have not
@@ -560,6 +566,27 @@ type StartAttemptParams struct {
 	// Fence is the right to write of Attempt.Owner, which must be its
 	// owner.
 	Fence Fence
+}
+
+// BuildWrite is one write of Buildsets.WriteBuilds: exactly one field is
+// set.
+type BuildWrite struct {
+	Start         *StartAttemptParams
+	FinishAttempt *FinishAttemptParams
+	FinishBuild   *FinishBuildParams
+}
+
+// Fence is the fence of the write.
+func (w BuildWrite) Fence() Fence {
+	switch {
+	case w.Start != nil:
+		return w.Start.Fence
+	case w.FinishAttempt != nil:
+		return w.FinishAttempt.Fence
+	case w.FinishBuild != nil:
+		return w.FinishBuild.Fence
+	}
+	return Fence{}
 }
 
 // FinishAttemptParams is the end of one attempt of a build.

@@ -485,6 +485,31 @@ func (s *Store) buildsetExists(ctx context.Context, id string) error {
 // both start attempt 2. A DONE build is an ErrConflict, an unknown one
 // ErrNotFound.
 func (s *Store) StartAttempt(ctx context.Context, p store.StartAttemptParams) error {
+	if err := checkStart(p); err != nil {
+		return err
+	}
+	a := p.Attempt
+	// One statement, so one round trip: the fence, the build and the
+	// attempt are read and written together, and what was read says why
+	// nothing was written. The fence's FOR SHARE orders it with a fencing,
+	// the build's FOR UPDATE with another writer of the build.
+	var r startResult
+	err := s.retry(ctx, func() error {
+		return s.pool.QueryRow(ctx, startAttemptSQL, startAttemptArgs(p)...).Scan(r.dest()...)
+	})
+	if err == nil {
+		err = r.err(p)
+	}
+	s.CountFenced(err)
+	if err != nil {
+		return fmt.Errorf("postgres: start attempt %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, err)
+	}
+	return nil
+}
+
+// checkStart refuses an attempt that cannot be started whatever the
+// store holds.
+func checkStart(p store.StartAttemptParams) error {
 	a := p.Attempt
 	if a == nil {
 		return errors.New("postgres: start attempt: nil attempt")
@@ -498,49 +523,52 @@ func (s *Store) StartAttempt(ctx context.Context, p store.StartAttemptParams) er
 	if a.Owner != p.Fence.Owner {
 		return fmt.Errorf("postgres: start attempt %s/%s #%d: owner %q is not the fence's %q", a.BuildsetID, a.Job, a.Number, a.Owner, p.Fence.Owner)
 	}
-	// One statement, so one round trip: the fence, the build and the
-	// attempt are read and written together, and what was read says why
-	// nothing was written. The fence's FOR SHARE orders it with a fencing,
-	// the build's FOR UPDATE with another writer of the build.
-	var (
-		live, inserted bool
-		state          *string
-		attempt        *int
-	)
-	err := s.retry(ctx, func() error {
-		return s.pool.QueryRow(ctx, `
-			WITH f AS (SELECT 1 FROM owners WHERE id = $1 AND epoch = $2 AND state = $3 FOR SHARE),
-			b AS (SELECT state, attempt FROM builds WHERE buildset_id = $4 AND job = $5 FOR UPDATE),
-			u AS (
-				UPDATE builds SET state = $6, attempt = $7, log = $8, started_at = COALESCE(started_at, $9)
-				WHERE buildset_id = $4 AND job = $5 AND state <> $10 AND attempt < $7 AND EXISTS (SELECT 1 FROM f)
-				RETURNING 1),
-			i AS (
-				INSERT INTO attempts (buildset_id, job, number, owner, started_at, log)
-				SELECT $4, $5, $7, $1, $9, $8 WHERE EXISTS (SELECT 1 FROM u)
-				RETURNING 1)
-			SELECT EXISTS (SELECT 1 FROM f), (SELECT state FROM b), (SELECT attempt FROM b), EXISTS (SELECT 1 FROM i)`,
-			p.Fence.Owner, p.Fence.Epoch, store.OwnerLive, a.BuildsetID, a.Job,
-			store.BuildRunning, a.Number, a.Log, a.StartedAt, store.BuildDone,
-		).Scan(&live, &state, &attempt, &inserted)
-	})
-	switch {
-	case err != nil:
-	case !live:
-		err = fmt.Errorf("owner %q epoch %d: %w", p.Fence.Owner, p.Fence.Epoch, store.ErrFenced)
-	case state == nil:
-		err = store.ErrNotFound
-	case inserted:
-	case store.BuildState(*state) == store.BuildDone:
-		err = fmt.Errorf("build is %s: %w", *state, store.ErrConflict)
-	default:
-		err = fmt.Errorf("build is at attempt %d: %w", *attempt, store.ErrConflict)
-	}
-	s.CountFenced(err)
-	if err != nil {
-		return fmt.Errorf("postgres: start attempt %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, err)
-	}
 	return nil
+}
+
+// startAttemptSQL is StartAttempt's statement (startAttemptArgs), read
+// into a startResult.
+const startAttemptSQL = `
+	WITH f AS (SELECT 1 FROM owners WHERE id = $1 AND epoch = $2 AND state = $3 FOR SHARE),
+	b AS (SELECT state, attempt FROM builds WHERE buildset_id = $4 AND job = $5 FOR UPDATE),
+	u AS (
+		UPDATE builds SET state = $6, attempt = $7, log = $8, started_at = COALESCE(started_at, $9)
+		WHERE buildset_id = $4 AND job = $5 AND state <> $10 AND attempt < $7 AND EXISTS (SELECT 1 FROM f)
+		RETURNING 1),
+	i AS (
+		INSERT INTO attempts (buildset_id, job, number, owner, started_at, log)
+		SELECT $4, $5, $7, $1, $9, $8 WHERE EXISTS (SELECT 1 FROM u)
+		RETURNING 1)
+	SELECT EXISTS (SELECT 1 FROM f), (SELECT state FROM b), (SELECT attempt FROM b), EXISTS (SELECT 1 FROM i)`
+
+func startAttemptArgs(p store.StartAttemptParams) []any {
+	a := p.Attempt
+	return []any{p.Fence.Owner, p.Fence.Epoch, store.OwnerLive, a.BuildsetID, a.Job,
+		store.BuildRunning, a.Number, a.Log, a.StartedAt, store.BuildDone}
+}
+
+// startResult is what startAttemptSQL read.
+type startResult struct {
+	live, inserted bool
+	state          *string
+	attempt        *int
+}
+
+func (r *startResult) dest() []any { return []any{&r.live, &r.state, &r.attempt, &r.inserted} }
+
+// err says why nothing was written, or nil.
+func (r *startResult) err(p store.StartAttemptParams) error {
+	switch {
+	case !r.live:
+		return fmt.Errorf("owner %q epoch %d: %w", p.Fence.Owner, p.Fence.Epoch, store.ErrFenced)
+	case r.state == nil:
+		return store.ErrNotFound
+	case r.inserted:
+		return nil
+	case store.BuildState(*r.state) == store.BuildDone:
+		return fmt.Errorf("build is %s: %w", *r.state, store.ErrConflict)
+	}
+	return fmt.Errorf("build is at attempt %d: %w", *r.attempt, store.ErrConflict)
 }
 
 // conn runs statements: the pool, or a transaction.
@@ -573,24 +601,16 @@ func (s *Store) FinishAttempt(ctx context.Context, p store.FinishAttemptParams) 
 // why when no row changed (ErrNotFound or ErrConflict). One UPDATE, atomic
 // on its own: of two finishes, the second finds a result.
 func finishAttempt(ctx context.Context, q conn, p store.FinishAttemptParams) error {
-	tag, err := q.Exec(ctx, `
-		UPDATE attempts SET result = $1, error = $2, finished_at = $3
-		WHERE buildset_id = $4 AND job = $5 AND number = $6 AND result = ''`,
-		p.Result, p.Error, nullTime(p.At), p.BuildsetID, p.Job, p.Number)
+	tag, err := q.Exec(ctx, finishAttemptSQL, p.Result, p.Error, nullTime(p.At), p.BuildsetID, p.Job, p.Number)
 	if err != nil || tag.RowsAffected() == 1 {
 		return err
 	}
-	var prev string
-	err = q.QueryRow(ctx, `SELECT result FROM attempts WHERE buildset_id = $1 AND job = $2 AND number = $3`,
-		p.BuildsetID, p.Job, p.Number).Scan(&prev)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return store.ErrNotFound
-	case err != nil:
-		return err
-	}
-	return fmt.Errorf("attempt finished %s: %w", prev, store.ErrConflict)
+	return finishAttemptWhy(ctx, q, p)
 }
+
+const finishAttemptSQL = `
+	UPDATE attempts SET result = $1, error = $2, finished_at = $3
+	WHERE buildset_id = $4 AND job = $5 AND number = $6 AND result = ''`
 
 // FinishBuild moves WAITING or RUNNING -> DONE with its result and reason,
 // or returns ErrConflict if it is already DONE (ErrNotFound if unknown). A
@@ -603,11 +623,7 @@ func (s *Store) FinishBuild(ctx context.Context, p store.FinishBuildParams) erro
 		if err := checkFence(ctx, tx, p.Fence); err != nil {
 			return err
 		}
-		return txCAS(ctx, tx, `
-			UPDATE builds SET state = $1, result = $2, reason = $3,
-				finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE $4::timestamptz END
-			WHERE buildset_id = $5 AND job = $6 AND state IN ($7, $8)`,
-			// A build that never started keeps null times (SPEC §2.4, §3).
+		return txCAS(ctx, tx, finishBuildSQL,
 			[]any{store.BuildDone, p.Result, p.Reason, nullTime(p.At), p.BuildsetID, p.Job, store.BuildWaiting, store.BuildRunning},
 			`SELECT state FROM builds WHERE buildset_id = $1 AND job = $2`, p.BuildsetID, p.Job)
 	})
@@ -616,6 +632,13 @@ func (s *Store) FinishBuild(ctx context.Context, p store.FinishBuildParams) erro
 	}
 	return nil
 }
+
+// finishBuildSQL is FinishBuild's update. A build that never started
+// keeps null times (SPEC §2.4, §3).
+const finishBuildSQL = `
+	UPDATE builds SET state = $1, result = $2, reason = $3,
+		finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE $4::timestamptz END
+	WHERE buildset_id = $5 AND job = $6 AND state IN ($7, $8)`
 
 // FinishAttemptAndBuild finishes an attempt and its build in one
 // transaction; see store.Buildsets. a and b must name the same build. The
@@ -672,47 +695,63 @@ func (s *Store) FinishAttemptAndBuild(ctx context.Context, a store.FinishAttempt
 // the fence, the build and the attempt are read and written together, and
 // what was read says why nothing was written.
 func (s *Store) finishAttemptAndBuild(ctx context.Context, a store.FinishAttemptParams, b store.FinishBuildParams) error {
-	var (
-		live, done bool
-		state      *string
-		prev       *string
-	)
+	var r finishResult
 	err := s.retry(ctx, func() error {
-		return s.pool.QueryRow(ctx, `
-			WITH f AS (SELECT 1 FROM owners WHERE id = $1 AND epoch = $2 AND state = $3 FOR SHARE),
-			b AS (SELECT state FROM builds WHERE buildset_id = $4 AND job = $5 FOR UPDATE),
-			a AS (SELECT result FROM attempts WHERE buildset_id = $4 AND job = $5 AND number = $6),
-			ua AS (
-				UPDATE attempts SET result = $7, error = $8, finished_at = $9
-				WHERE buildset_id = $4 AND job = $5 AND number = $6 AND result = ''
-					AND EXISTS (SELECT 1 FROM f) AND EXISTS (SELECT 1 FROM b WHERE state <> $10)
-				RETURNING 1),
-			ub AS (
-				UPDATE builds SET state = $10, result = $11, reason = $12, finished_at = $13
-				WHERE buildset_id = $4 AND job = $5 AND EXISTS (SELECT 1 FROM ua)
-				RETURNING 1)
-			SELECT EXISTS (SELECT 1 FROM f), (SELECT state FROM b), (SELECT result FROM a), EXISTS (SELECT 1 FROM ub)`,
-			a.Fence.Owner, a.Fence.Epoch, store.OwnerLive, a.BuildsetID, a.Job, a.Number,
-			a.Result, a.Error, nullTime(a.At), store.BuildDone, b.Result, b.Reason, nullTime(b.At),
-		).Scan(&live, &state, &prev, &done)
+		return s.pool.QueryRow(ctx, finishAttemptAndBuildSQL, finishAttemptAndBuildArgs(a, b)...).Scan(r.dest()...)
 	})
-	switch {
-	case err != nil:
-	case !live:
-		err = fmt.Errorf("owner %q epoch %d: %w", a.Fence.Owner, a.Fence.Epoch, store.ErrFenced)
-	case state == nil || prev == nil:
-		err = store.ErrNotFound // no build, or no such attempt of it
-	case done:
-	case *prev != "":
-		err = fmt.Errorf("attempt finished %s: %w", *prev, store.ErrConflict)
-	default:
-		err = fmt.Errorf("build is DONE: %w", store.ErrConflict)
+	if err == nil {
+		err = r.err(a)
 	}
 	s.CountFenced(err)
 	if err != nil {
 		return fmt.Errorf("postgres: finish attempt and build %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, mapErr(ctx, err))
 	}
 	return nil
+}
+
+// finishAttemptAndBuildSQL is finishAttemptAndBuild's statement
+// (finishAttemptAndBuildArgs), read into a finishResult.
+const finishAttemptAndBuildSQL = `
+	WITH f AS (SELECT 1 FROM owners WHERE id = $1 AND epoch = $2 AND state = $3 FOR SHARE),
+	b AS (SELECT state FROM builds WHERE buildset_id = $4 AND job = $5 FOR UPDATE),
+	a AS (SELECT result FROM attempts WHERE buildset_id = $4 AND job = $5 AND number = $6),
+	ua AS (
+		UPDATE attempts SET result = $7, error = $8, finished_at = $9
+		WHERE buildset_id = $4 AND job = $5 AND number = $6 AND result = ''
+			AND EXISTS (SELECT 1 FROM f) AND EXISTS (SELECT 1 FROM b WHERE state <> $10)
+		RETURNING 1),
+	ub AS (
+		UPDATE builds SET state = $10, result = $11, reason = $12, finished_at = $13
+		WHERE buildset_id = $4 AND job = $5 AND EXISTS (SELECT 1 FROM ua)
+		RETURNING 1)
+	SELECT EXISTS (SELECT 1 FROM f), (SELECT state FROM b), (SELECT result FROM a), EXISTS (SELECT 1 FROM ub)`
+
+func finishAttemptAndBuildArgs(a store.FinishAttemptParams, b store.FinishBuildParams) []any {
+	return []any{a.Fence.Owner, a.Fence.Epoch, store.OwnerLive, a.BuildsetID, a.Job, a.Number,
+		a.Result, a.Error, nullTime(a.At), store.BuildDone, b.Result, b.Reason, nullTime(b.At)}
+}
+
+// finishResult is what finishAttemptAndBuildSQL read.
+type finishResult struct {
+	live, done  bool
+	state, prev *string
+}
+
+func (r *finishResult) dest() []any { return []any{&r.live, &r.state, &r.prev, &r.done} }
+
+// err says why nothing was written, or nil.
+func (r *finishResult) err(a store.FinishAttemptParams) error {
+	switch {
+	case !r.live:
+		return fmt.Errorf("owner %q epoch %d: %w", a.Fence.Owner, a.Fence.Epoch, store.ErrFenced)
+	case r.state == nil || r.prev == nil:
+		return store.ErrNotFound // no build, or no such attempt of it
+	case r.done:
+		return nil
+	case *r.prev != "":
+		return fmt.Errorf("attempt finished %s: %w", *r.prev, store.ErrConflict)
+	}
+	return fmt.Errorf("build is DONE: %w", store.ErrConflict)
 }
 
 const attemptColumns = `buildset_id, job, number, owner, started_at, finished_at, result, log, error`

@@ -119,6 +119,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Attempts", testAttempts},
 		{"AttemptConflicts", testAttemptConflicts},
 		{"FinishAttemptAndBuild", testFinishAttemptAndBuild},
+		{"WriteBuilds", testWriteBuilds},
 		{"SemaphoreAllOrNothing", testSemaphoreAllOrNothing},
 		{"SemaphoreMax", testSemaphoreMax},
 		{"SemaphoreReacquire", testSemaphoreReacquire},
