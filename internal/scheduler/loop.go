@@ -56,6 +56,26 @@ type Recorder interface {
 	BuildFinished(ctx context.Context, job string, result store.Result, reason string, at time.Time) error
 }
 
+// Batcher is a Recorder that can gather writes and make them together
+// (one transaction instead of one each). The loop gathers what one turn
+// records (a build's end, the starts it makes possible) and acts on none
+// of it before the batch's Commit returns: no process starts, no
+// semaphore is released, so every change is recorded before anything
+// follows from it, as with the Recorder alone.
+type Batcher interface {
+	Batch() Batch
+}
+
+// Batch gathers writes: its Recorder and BuildEnder methods return nil
+// and write nothing until Commit, which makes them all or none of them.
+// Once Commit returns, the batch is empty and may gather again.
+type Batch interface {
+	Recorder
+	BuildEnder
+	Commit(ctx context.Context) error
+	Len() int
+}
+
 // JobSpec is what the loop needs to know of a job beyond the graph.
 type JobSpec struct {
 	Semaphores map[string]int // name -> max
@@ -190,6 +210,26 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 	// Recording and releasing must happen even while cancelling.
 	bg := context.WithoutCancel(ctx)
 
+	// Writes go to w: this turn's batch when the Recorder can gather
+	// them, else the Recorder, writing at once. What follows from a write
+	// in a batch (a process started, semaphores released) waits in after
+	// until flush commits it.
+	var batch Batch
+	var after []func()
+	w := func() Recorder {
+		if batch != nil {
+			return batch
+		}
+		return l.Recorder
+	}
+	act := func(f func()) {
+		if batch != nil && batch.Len() > 0 {
+			after = append(after, f)
+			return
+		}
+		f()
+	}
+
 	// slotted: the jobs holding one of l.Slots; all given back at the end,
 	// whatever ends the run.
 	slotted := map[string]bool{}
@@ -220,48 +260,82 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 		}
 	}
 	finishBuild := func(job string, res store.Result, reason string, att *ended) {
-		be, both := l.Recorder.(BuildEnder)
+		rec := w()
+		be, both := rec.(BuildEnder)
 		switch {
 		case att != nil && both:
 			// The attempt's end and the build's, in one write, before its
 			// semaphores go to others.
 			record(be.BuildEnded(bg, job, att.n, att.res, att.msg, res, reason, now()))
-			release(job)
+			act(func() { release(job) })
 		case att != nil:
-			record(l.Recorder.AttemptFinished(bg, job, att.n, att.res, att.msg, now()))
-			release(job)
-			record(l.Recorder.BuildFinished(bg, job, res, reason, now()))
+			record(rec.AttemptFinished(bg, job, att.n, att.res, att.msg, now()))
+			act(func() { release(job) })
+			record(rec.BuildFinished(bg, job, res, reason, now()))
 		default:
-			release(job)
-			record(l.Recorder.BuildFinished(bg, job, res, reason, now()))
+			act(func() { release(job) })
+			record(rec.BuildFinished(bg, job, res, reason, now()))
 		}
 		_, skipped := core.Finish(job, res)
 		giveSlot(job)
 		for _, s := range skipped {
-			release(s.Job)
-			record(l.Recorder.BuildFinished(bg, s.Job, s.Result, s.Reason, now()))
+			act(func() { release(s.Job) })
+			record(rec.BuildFinished(bg, s.Job, s.Result, s.Reason, now()))
 		}
 	}
 	cancelRest := func() {
 		for _, s := range core.CancelRest(ReasonBuildsetCancelled) {
-			release(s.Job)
-			record(l.Recorder.BuildFinished(bg, s.Job, s.Result, s.Reason, now()))
+			act(func() { release(s.Job) })
+			record(w().BuildFinished(bg, s.Job, s.Result, s.Reason, now()))
 		}
 	}
-	// After a crash, take up the earlier run's state before starting anything.
+	// After a crash, take up the earlier run's state before starting
+	// anything, each write made at once.
 	l.resume(bg, core, attempts, finishBuild, record, now)
+	if b, ok := l.Recorder.(Batcher); ok {
+		batch = b.Batch()
+	}
+	// commitErr is why the last batch could not be committed: the
+	// attempts it started do not run.
+	var commitErr error
 	launch := func(job string) {
 		attempts[job]++
 		n := attempts[job]
-		if err := l.Recorder.AttemptStarted(bg, job, n, now()); err != nil {
+		if err := w().AttemptStarted(bg, job, n, now()); err != nil {
 			record(err)
 			finishBuild(job, store.Error, "cannot record the attempt: "+err.Error(), nil)
 			return
 		}
 		inFlight++
-		go func() {
-			done <- attemptDone{job: job, attempt: n, outcome: l.Runner.RunAttempt(runCtx, job, n)}
-		}()
+		act(func() {
+			if commitErr != nil {
+				inFlight--
+				finishBuild(job, store.Error, "cannot record the attempt: "+commitErr.Error(), nil)
+				return
+			}
+			go func() {
+				done <- attemptDone{job: job, attempt: n, outcome: l.Runner.RunAttempt(runCtx, job, n)}
+			}()
+		})
+	}
+	// flush commits the turn's batch, then does what waited for it. After
+	// a failed commit, the run writes at once (it is ending: record made
+	// the failure fatal).
+	flush := func() {
+		for batch != nil && (batch.Len() > 0 || len(after) > 0) {
+			if batch.Len() > 0 {
+				if err := batch.Commit(bg); err != nil {
+					record(err)
+					commitErr = err
+					batch = nil
+				}
+			}
+			todo := after
+			after = nil
+			for _, f := range todo {
+				f()
+			}
+		}
 	}
 
 	// A retry waits off the loop goroutine; the job keeps its slot and
@@ -365,6 +439,7 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 				fatal = fmt.Errorf("deadlock: nothing can run: %s", strings.Join(core.Stuck(), "; "))
 			}
 		}
+		flush()
 		if core.Done() || (inFlight == 0 && (canceled || fatal != nil)) {
 			break
 		}
@@ -374,14 +449,14 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 		select {
 		case d := <-done:
 			inFlight--
-			l.attemptEnded(core, d, attempts, spec(l.Jobs, d.job), finishBuild, record, retryLater, canceled || fatal != nil, now)
+			l.attemptEnded(core, d, attempts, spec(l.Jobs, d.job), w(), finishBuild, record, retryLater, canceled || fatal != nil, now)
 		case job := <-retries:
 			inFlight--
 			switch {
 			case canceled || fatal != nil:
 				finishBuild(job, store.Canceled, "cancelled while waiting to retry", nil)
 			case drained():
-				release(job) // the next process retries it
+				act(func() { release(job) }) // the next process retries it
 			case holding():
 				retryLater(job, poll)
 			default:
@@ -407,6 +482,7 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 
 	switch {
 	case fatal != nil:
+		flush()
 		for _, s := range core.CancelRest("sortie error: " + fatal.Error()) {
 			release(s.Job)
 			l.Recorder.BuildFinished(bg, s.Job, store.Error, s.Reason, now())
@@ -414,6 +490,7 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 		return store.Error, fatal
 	case canceled:
 		cancelRest() // what the cancel found running and left unfinished
+		flush()
 		return store.Canceled, nil
 	}
 	return core.Result(), nil
@@ -463,7 +540,7 @@ func (l *Loop) resume(ctx context.Context, core *Core, attempts map[string]int,
 		attempts[j.Name] = p.Attempts
 		if p.Running {
 			d := attemptDone{job: j.Name, attempt: p.Attempts, outcome: Outcome{Lost: ErrLost}}
-			l.attemptEnded(core, d, attempts, spec(l.Jobs, j.Name), finishOnce, record, queued, false, now)
+			l.attemptEnded(core, d, attempts, spec(l.Jobs, j.Name), l.Recorder, finishOnce, record, queued, false, now)
 		}
 	}
 }
@@ -481,7 +558,7 @@ func spec(jobs map[string]JobSpec, job string) JobSpec {
 // ERROR, or a retry. An attempt lost with its process (Outcome.Lost, on
 // resume) is retried at once while attempts remain, else the build is an
 // ERROR; retryLater is then the resume's, the job being queued already.
-func (l *Loop) attemptEnded(core *Core, d attemptDone, attempts map[string]int, spec JobSpec,
+func (l *Loop) attemptEnded(core *Core, d attemptDone, attempts map[string]int, spec JobSpec, rec Recorder,
 	finishBuild func(string, store.Result, string, *ended), record func(error), retryLater func(string, time.Duration), stopping bool, now func() time.Time) {
 	o := d.outcome
 	var res store.Result
@@ -497,7 +574,7 @@ func (l *Loop) attemptEnded(core *Core, d attemptDone, attempts map[string]int, 
 	case o.Infra != nil:
 		msg = o.Infra.Error()
 		if d.attempt < spec.Attempts && !stopping {
-			record(l.Recorder.AttemptFinished(context.Background(), d.job, d.attempt, store.Retry, msg, now()))
+			record(rec.AttemptFinished(context.Background(), d.job, d.attempt, store.Retry, msg, now()))
 			retryLater(d.job, l.retryDelay(d.attempt)) // the slot and semaphores stay held
 			return
 		}
@@ -509,7 +586,7 @@ func (l *Loop) attemptEnded(core *Core, d attemptDone, attempts map[string]int, 
 	case o.Lost != nil:
 		msg = o.Lost.Error()
 		if d.attempt < spec.Attempts && !stopping {
-			record(l.Recorder.AttemptFinished(context.Background(), d.job, d.attempt, store.Lost, msg, now()))
+			record(rec.AttemptFinished(context.Background(), d.job, d.attempt, store.Lost, msg, now()))
 			retryLater(d.job, 0) // the process died, not the bastion: no wait
 			return
 		}

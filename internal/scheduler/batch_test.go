@@ -1,0 +1,184 @@
+package scheduler_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sortie-ci/sortie/internal/scheduler"
+	"github.com/sortie-ci/sortie/internal/store"
+)
+
+// batcher is the harness as a scheduler.Batcher: a batch's writes reach
+// the harness's events as one "commit [...]", and a commit fails while
+// failing is set.
+type batcher struct {
+	*harness
+	failing error
+}
+
+func (b *batcher) Batch() scheduler.Batch { return &testBatch{b: b} }
+
+type testBatch struct {
+	b       *batcher
+	pending []string
+	results map[string]store.Result
+}
+
+func (t *testBatch) add(e string) { t.pending = append(t.pending, e) }
+
+func (t *testBatch) Len() int { return len(t.pending) }
+
+func (t *testBatch) AttemptStarted(_ context.Context, job string, n int, _ time.Time) error {
+	t.add(fmt.Sprintf("start %s#%d", job, n))
+	return nil
+}
+
+func (t *testBatch) AttemptFinished(_ context.Context, job string, n int, r store.Result, _ string, _ time.Time) error {
+	t.add(fmt.Sprintf("attempt %s#%d %s", job, n, r))
+	return nil
+}
+
+func (t *testBatch) BuildEnded(_ context.Context, job string, n int, ares store.Result, _ string, res store.Result, _ string, _ time.Time) error {
+	t.add(fmt.Sprintf("ended %s#%d %s/%s", job, n, ares, res))
+	t.result(job, res)
+	return nil
+}
+
+func (t *testBatch) BuildFinished(_ context.Context, job string, r store.Result, _ string, _ time.Time) error {
+	t.add(fmt.Sprintf("build %s %s", job, r))
+	t.result(job, r)
+	return nil
+}
+
+func (t *testBatch) result(job string, r store.Result) {
+	if t.results == nil {
+		t.results = map[string]store.Result{}
+	}
+	t.results[job] = r
+}
+
+func (t *testBatch) Commit(context.Context) error {
+	h := t.b.harness
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	pending, results := t.pending, t.results
+	t.pending, t.results = nil, nil
+	if t.b.failing != nil {
+		h.events = append(h.events, "commit failed")
+		return t.b.failing
+	}
+	h.events = append(h.events, "commit ["+strings.Join(pending, ", ")+"]")
+	for job, r := range results {
+		h.results[job] = r
+	}
+	return nil
+}
+
+// eventRunner records when an attempt's process would start.
+type eventRunner struct{ *harness }
+
+func (r eventRunner) RunAttempt(ctx context.Context, job string, n int) scheduler.Outcome {
+	r.record(fmt.Sprintf("run %s#%d", job, n))
+	return r.harness.RunAttempt(ctx, job, n)
+}
+
+// startBatched runs l with h's fakes, its writes through a batcher, its
+// attempts through an eventRunner.
+func startBatched(h *harness, l *scheduler.Loop, b *batcher) <-chan run {
+	l.Runner, l.Semaphores, l.Recorder = eventRunner{h}, h, b
+	l.Buildset, l.Poll, l.RetryDelay = "bs", time.Millisecond, time.Millisecond
+	l.Remaining = map[string]time.Duration{}
+	done := make(chan run, 1)
+	go func() {
+		r, err := l.Run(context.Background())
+		done <- run{r, err}
+	}()
+	return done
+}
+
+// events returns h's events whose first word is one of kinds.
+func (h *harness) eventsOf(kinds ...string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, e := range h.events {
+		if slices.Contains(kinds, firstWord(e)) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// TestBatchedWrites: with a Batcher, a build's end and the start of the
+// build it frees are committed together, and nothing follows from either
+// before the commit: the process starts after it, the semaphores are
+// released after it; a retry's attempt end goes with the next commit.
+func TestBatchedWrites(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	l := &scheduler.Loop{
+		Plan: plan(t, "a:\nb: a", nil), Jobs: map[string]scheduler.JobSpec{"a": {Semaphores: map[string]int{"s": 1}, Attempts: 2}},
+		MaxParallel: 8,
+	}
+	done := startBatched(h, l, &batcher{harness: h})
+	h.expect("boot#1")
+	h.succeed("boot")
+	h.expect("a#1")
+	h.end("a") <- scheduler.Outcome{Infra: errors.New("unreachable")}
+	h.expect("a#2")
+	h.succeed("a")
+	h.expect("b#1")
+	h.fail("b")
+	if r := wait(t, done); r.result != store.Failure || r.err != nil {
+		t.Fatalf("result %s, %v; want FAILURE", r.result, r.err)
+	}
+	want := []string{
+		"commit [start boot#1]", "run boot#1",
+		"commit [ended boot#1 SUCCESS/SUCCESS, start a#1]", "run a#1",
+		"commit [attempt a#1 RETRY]", "commit [start a#2]", "run a#2",
+		"commit [ended a#2 SUCCESS/SUCCESS, start b#1]", "release bs/a", "run b#1",
+		"commit [ended b#1 FAILURE/FAILURE]",
+	}
+	if got := h.eventsOf("commit", "run", "release"); !slices.Equal(got, want) {
+		t.Errorf("events\n got %q\nwant %q", got, want)
+	}
+	if h.results["b"] != store.Failure || h.results["a"] != store.Success {
+		t.Errorf("results %v", h.results)
+	}
+}
+
+// TestBatchCommitFails: when a batch cannot be committed, the attempts
+// it started do not run, their builds end ERROR (their dependents
+// SKIPPED), and so does the run.
+func TestBatchCommitFails(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	l := &scheduler.Loop{Plan: plan(t, "a:\nb: a", nil), MaxParallel: 8}
+	b := &batcher{harness: h}
+	done := startBatched(h, l, b)
+	h.expect("boot#1")
+	h.mu.Lock()
+	b.failing = errors.New("disk full")
+	h.mu.Unlock()
+	h.succeed("boot")
+	r := wait(t, done)
+	if r.result != store.Error || r.err == nil || !strings.Contains(r.err.Error(), "disk full") {
+		t.Fatalf("result %s, %v; want ERROR saying why", r.result, r.err)
+	}
+	if got := h.eventsOf("run"); !slices.Equal(got, []string{"run boot#1"}) {
+		t.Errorf("attempts run: %q; want boot#1 alone (a's start was not recorded)", got)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.results["a"] != store.Error || !strings.Contains(h.reasons["a"], "cannot record the attempt") {
+		t.Errorf("a: %s %q; want ERROR, its attempt not recorded", h.results["a"], h.reasons["a"])
+	}
+	if h.results["b"] != store.Skipped {
+		t.Errorf("b: %s; want SKIPPED, after a", h.results["b"])
+	}
+}
