@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/buildset"
@@ -67,21 +69,17 @@ func (c *Coordinator) Pass(ctx context.Context) (err error) {
 	}
 	cfg := c.opt.Config()
 	pauses := c.pauses.Load()
-	if q.settled && q.cfg == cfg && q.pauses == pauses {
+	if q.settled && len(q.changed) == 0 && q.cfg == cfg && q.pauses == pauses {
 		// Nothing changed since a pass that had nothing to do: this one
 		// would decide the same.
 		if c.opt.Observer != nil {
-			c.opt.Observer.Passed(ctx, cfg, q.queued)
+			c.opt.Observer.Passed(ctx, cfg, q.queued())
 		}
 		c.TestSignals.Passed.Signal(q.plan)
 		return nil
 	}
 	q.settled = false
-	var pauseAll *store.Pause
-	if p, ok := (*pauses)[""]; ok {
-		pauseAll = &p
-	}
-	snap, gone, queued := snapshot(cfg, cfg.PipelineNames(), pauseAll, *pauses, q.list())
+	gone := q.decide(cfg, pauses)
 	applied := 0
 	for _, bs := range gone {
 		if bs.AwaitsManagers() {
@@ -94,9 +92,9 @@ func (c *Coordinator) Pass(ctx context.Context) (err error) {
 		}
 	}
 	if c.opt.Observer != nil {
-		c.opt.Observer.Passed(ctx, cfg, queued)
+		c.opt.Observer.Passed(ctx, cfg, q.queued())
 	}
-	plan := pipeline.Decide(snap)
+	plan := pipeline.Merge(slices.Collect(maps.Values(q.decisions)))
 	c.planMu.Lock()
 	c.lastPlan = plan
 	c.planMu.Unlock()
@@ -117,7 +115,7 @@ func (c *Coordinator) Pass(ctx context.Context) (err error) {
 		// buildset's members are gone): look again soon.
 		c.wake()
 	}
-	q.settled, q.cfg, q.pauses, q.plan, q.queued = applied == 0, cfg, pauses, plan, queued
+	q.settled, q.plan = applied == 0, plan
 	c.TestSignals.Passed.Signal(plan)
 	return nil
 }

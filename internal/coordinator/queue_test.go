@@ -186,6 +186,7 @@ func testPassFollowsManagers(t *testing.T, open func() store.Store) {
 	rnd := rand.New(rand.NewPCG(17, 1))
 	made := 0
 	counts := map[string]int{}
+	swapped := false
 	for step := range 250 {
 		active, err := sq.ActiveBuildsets(ctx)
 		if err != nil {
@@ -236,6 +237,15 @@ func testPassFollowsManagers(t *testing.T, open func() store.Store) {
 			if err != nil {
 				t.Fatal(err)
 			}
+		case k < 10 && rnd.IntN(3) == 0:
+			// A reload: ser's manager changes.
+			swapped = !swapped
+			if swapped {
+				h.setConfig(strings.Replace(everyManager, "manager: serial", "manager: supercedent", 1))
+			} else {
+				h.setConfig(everyManager)
+			}
+			what = "reloaded"
 		default:
 			what = "nothing"
 		}
