@@ -7,7 +7,12 @@
 // so that a queue of thousands is compared with an empty one in the same
 // run (docs/benchmarks.md). It measures; it asserts nothing.
 //
-//	go run ./bench/idle -queued 0,5000 -window 30s
+// -base PATH measures another sortie binary too (built from the commit
+// before a change), as sortie-base, alternating with this tree's at each
+// queue length, -reps times: on a shared machine, figures taken in turn
+// compare, figures taken apart do not.
+//
+//	go run ./bench/idle -queued 0,5000 -window 30s [-base /tmp/sortie-before] [-reps 2]
 package main
 
 import (
@@ -28,14 +33,16 @@ import (
 func main() {
 	queued := flag.String("queued", "0,5000", "comma-separated queue lengths to measure")
 	window := flag.Duration("window", 30*time.Second, "how long the idle server's CPU is read")
+	base := flag.String("base", "", "another sortie binary, measured as sortie-base in turn with this tree's")
+	reps := flag.Int("reps", 1, "how many times each binary is measured at each queue length")
 	flag.Parse()
-	if err := run(*queued, *window); err != nil {
+	if err := run(*queued, *window, *base, max(*reps, 1)); err != nil {
 		fmt.Fprintln(os.Stderr, "idle:", err)
 		os.Exit(1)
 	}
 }
 
-func run(queued string, window time.Duration) error {
+func run(queued string, window time.Duration, base string, reps int) error {
 	work, err := os.MkdirTemp("", "sortie-idle-")
 	if err != nil {
 		return err
@@ -45,19 +52,32 @@ func run(queued string, window time.Duration) error {
 	if err != nil {
 		return err
 	}
+	tools := []struct{ name, bin string }{{"sortie", bin}}
+	if base != "" {
+		if base, err = filepath.Abs(base); err != nil {
+			return err
+		}
+		tools = append([]struct{ name, bin string }{{"sortie-base", base}}, tools...)
+	}
 	fmt.Println(benchkit.Machine())
 	fmt.Printf("a paused serial pipeline; CPU of the idle server over %v\n", window)
-	fmt.Printf("%8s %12s %10s\n", "queued", "CPU", "% of a core")
-	for i, s := range strings.Split(queued, ",") {
+	fmt.Printf("%8s %-12s %12s %10s\n", "queued", "tool", "CPU", "% of a core")
+	runs := 0
+	for _, s := range strings.Split(queued, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil {
 			return fmt.Errorf("-queued: %w", err)
 		}
-		cpu, err := measure(bin, filepath.Join(work, fmt.Sprint(i)), n, window)
-		if err != nil {
-			return fmt.Errorf("%d queued: %w", n, err)
+		for range reps {
+			for _, tool := range tools {
+				runs++
+				cpu, err := measure(tool.bin, filepath.Join(work, fmt.Sprint(runs)), n, window)
+				if err != nil {
+					return fmt.Errorf("%s, %d queued: %w", tool.name, n, err)
+				}
+				fmt.Printf("%8d %-12s %9.0f ms %9.2f%%\n", n, tool.name, float64(cpu.Microseconds())/1000, 100*cpu.Seconds()/window.Seconds())
+			}
 		}
-		fmt.Printf("%8d %9.0f ms %9.2f%%\n", n, float64(cpu.Microseconds())/1000, 100*cpu.Seconds()/window.Seconds())
 	}
 	return nil
 }

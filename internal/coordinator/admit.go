@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/buildset"
@@ -44,18 +46,41 @@ func (c *Coordinator) dispatch(ctx context.Context) {
 // (it takes its turn in arrival order, and is never superseded nor
 // merged), but only its run starts it: a Start of it is not applied here.
 // A process whose lease is lost, or that does not lead, decides nothing.
-func (c *Coordinator) Pass(ctx context.Context) error {
+//
+// A pass reads only the buildsets that changed since the pass before (see
+// queue), and decides nothing again when nothing changed since a pass
+// that had nothing to do.
+func (c *Coordinator) Pass(ctx context.Context) (err error) {
 	c.passMu.Lock()
 	defer c.passMu.Unlock()
-	if c.lostNow() || c.Leading() == nil {
+	q := &c.queue
+	term := c.Leading()
+	if c.lostNow() || term == nil {
+		q.reset()
 		return nil
 	}
-	cfg := c.opt.Config()
-	active, err := c.st.ActiveBuildsets(ctx)
-	if err != nil {
+	defer func() {
+		if err != nil {
+			q.reset() // what this pass did is unknown: read everything again
+		}
+	}()
+	if _, err := q.refresh(ctx, c.st, *term); err != nil {
 		return err
 	}
-	snap, gone, queued := snapshot(cfg, cfg.PipelineNames(), c.Paused(""), *c.pauses.Load(), active)
+	cfg := c.opt.Config()
+	pauses := c.pauses.Load()
+	if q.settled && len(q.changed) == 0 && q.cfg == cfg && q.pauses == pauses {
+		// Nothing changed since a pass that had nothing to do: this one
+		// would decide the same.
+		if c.opt.Observer != nil {
+			c.opt.Observer.Passed(ctx, cfg, q.queued())
+		}
+		c.TestSignals.Passed.Signal(q.plan)
+		return nil
+	}
+	q.settled = false
+	gone := q.decide(cfg, pauses)
+	applied := 0
 	for _, bs := range gone {
 		if bs.AwaitsManagers() {
 			// Its pipeline is gone from the config: nothing can decide
@@ -63,24 +88,24 @@ func (c *Coordinator) Pass(ctx context.Context) error {
 			if err := c.finishQueued(ctx, bs.Pipeline, bs.ID, store.Canceled, fmt.Sprintf("pipeline %s is no longer in the config", bs.Pipeline), ""); err != nil {
 				return err
 			}
+			applied++
 		}
 	}
 	if c.opt.Observer != nil {
-		c.opt.Observer.Passed(ctx, cfg, queued)
+		c.opt.Observer.Passed(ctx, cfg, q.queued())
 	}
-	plan := pipeline.Decide(snap)
+	plan := pipeline.Merge(slices.Collect(maps.Values(q.decisions)))
 	c.planMu.Lock()
 	c.lastPlan = plan
 	c.planMu.Unlock()
-	applied := 0
 	for _, act := range plan.Actions {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if a, ok := act.(pipeline.Start); ok && pinned(active, a.Buildset) {
+		if a, ok := act.(pipeline.Start); ok && q.pinned(a.Buildset) {
 			continue // its run's to start
 		}
-		if err := c.apply(ctx, cfg, act, active); err != nil {
+		if err := c.apply(ctx, cfg, act); err != nil {
 			return fmt.Errorf("%s: %w", act, err)
 		}
 		applied++
@@ -90,11 +115,12 @@ func (c *Coordinator) Pass(ctx context.Context) error {
 		// buildset's members are gone): look again soon.
 		c.wake()
 	}
+	q.settled, q.plan = applied == 0, plan
 	c.TestSignals.Passed.Signal(plan)
 	return nil
 }
 
-func (c *Coordinator) apply(ctx context.Context, cfg *config.Config, act pipeline.Action, active []*store.Buildset) error {
+func (c *Coordinator) apply(ctx context.Context, cfg *config.Config, act pipeline.Action) error {
 	c.log.Info("manager", "action", act.String())
 	switch a := act.(type) {
 	case pipeline.Supersede:
@@ -168,16 +194,6 @@ func (c *Coordinator) endReaped(ctx context.Context, bs *store.Buildset, p store
 		c.TestSignals.Reaped.Signal(bs.ID)
 	}
 	return ended, err
-}
-
-// pinned reports whether buildset id of active is pinned to a run.
-func pinned(active []*store.Buildset, id string) bool {
-	for _, bs := range active {
-		if bs.ID == id {
-			return bs.PinnedTo != ""
-		}
-	}
-	return false
 }
 
 // ignoreConflict: the row changed under the decision (an operator

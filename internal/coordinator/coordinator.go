@@ -223,6 +223,8 @@ type Coordinator struct {
 	// passMu makes the managers' passes one at a time, including those
 	// run by hand (Pass), so that decisions never race each other.
 	passMu sync.Mutex
+	// queue is the managers' view of the active buildsets (passMu).
+	queue  queue
 	planMu sync.Mutex
 	// driftMu guards drift, the nodes CheckDrift last found running
 	// another config than this one's, as it logged them.

@@ -83,4 +83,12 @@
 // registers its starts in plan order also asks for the semaphore in
 // precedence order. Plan.Actions lists every Supersede first (by pipeline
 // name, then arrival), then the starts (Start and Coalesce) in that order.
+//
+// # Deciding again only what changed
+//
+// What the managers decide for one pipeline depends on that pipeline and
+// on the pause of all, and on nothing else: Decide is Merge of each
+// pipeline's Decision (DecidePipeline). A caller that keeps the Decisions
+// decides again only for the pipelines whose queue, config or pause
+// changed, and merges them into the same Plan.
 package pipeline

@@ -273,15 +273,49 @@ func Enqueue(s Snapshot, pipeline string, b Buildset) (Plan, error) {
 // Decide returns what the managers do with the snapshot. It is pure: the
 // same snapshot, in whatever order its lists are, gives the same plan.
 // Applying the plan and deciding again, with nothing new, gives an empty
-// plan.
+// plan. It is Merge of the Decisions of its pipelines.
 func Decide(s Snapshot) Plan {
-	pipes := slices.Clone(s.Pipelines)
-	slices.SortStableFunc(pipes, func(a, b Pipeline) int { return strings.Compare(a.Name, b.Name) })
-	d := &decider{}
-	for _, p := range pipes {
-		d.pipeline(s.PauseAll, p)
+	ds := make([]Decision, len(s.Pipelines))
+	for i, p := range s.Pipelines {
+		ds[i] = DecidePipeline(s.PauseAll, p)
 	}
-	slices.SortStableFunc(d.starts, func(a, b start) int {
+	return Merge(ds)
+}
+
+// Decision is what the managers decide for one pipeline: it depends on
+// that pipeline (its config, pause and buildsets) and on the pause of all,
+// and on nothing else. A caller that keeps the Decisions of its pipelines
+// decides again only for those whose inputs changed, and Merges them into
+// the Plan that Decide would give.
+type Decision struct {
+	pipeline    string
+	bookkeeping []Action
+	starts      []start
+	waiting     []Wait
+}
+
+// DecidePipeline decides for pipeline p under all, the pause of all
+// pipelines (nil for none).
+func DecidePipeline(all *Pause, p Pipeline) Decision {
+	d := &decider{}
+	d.pipeline(all, p)
+	return Decision{pipeline: p.Name, bookkeeping: d.bookkeeping, starts: d.starts, waiting: d.waiting}
+}
+
+// Merge makes the Plan of several pipelines' Decisions, given in any
+// order: Decide's for the snapshot of those pipelines. It does not modify
+// ds.
+func Merge(ds []Decision) Plan {
+	ds = slices.Clone(ds)
+	slices.SortStableFunc(ds, func(a, b Decision) int { return strings.Compare(a.pipeline, b.pipeline) })
+	var plan Plan
+	var starts []start
+	for _, d := range ds {
+		plan.Actions = append(plan.Actions, d.bookkeeping...)
+		plan.Waiting = append(plan.Waiting, d.waiting...)
+		starts = append(starts, d.starts...)
+	}
+	slices.SortStableFunc(starts, func(a, b start) int {
 		if c := cmp.Compare(b.rank, a.rank); c != 0 {
 			return c
 		}
@@ -290,8 +324,7 @@ func Decide(s Snapshot) Plan {
 		}
 		return strings.Compare(a.act.PipelineName(), b.act.PipelineName())
 	})
-	plan := Plan{Actions: d.bookkeeping, Waiting: d.waiting}
-	for _, st := range d.starts {
+	for _, st := range starts {
 		plan.Actions = append(plan.Actions, st.act)
 	}
 	return plan

@@ -197,6 +197,14 @@ func (inv *invariants) plan(before Snapshot, plan Plan) {
 	if got := Decide(shuffled(before, inv.rng)); !reflect.DeepEqual(got, plan) {
 		t.Fatalf("plan depends on input order:\n%s---\n%s", plan, got)
 	}
+	// Each pipeline decided alone, merged in any order, gives it too.
+	var ds []Decision
+	for _, p := range shuffled(before, inv.rng).Pipelines {
+		ds = append(ds, DecidePipeline(before.PauseAll, p))
+	}
+	if got := Merge(ds); !reflect.DeepEqual(got, plan) {
+		t.Fatalf("the merge of each pipeline's decision differs from the plan:\n%s---\n%s", plan, got)
+	}
 
 	pipes := map[string]Pipeline{}
 	for _, p := range before.Pipelines {

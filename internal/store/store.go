@@ -179,6 +179,20 @@ type Buildset struct {
 // starts it itself.
 func (b *Buildset) AwaitsManagers() bool { return b.State == BuildsetQueued && b.PinnedTo == "" }
 
+// BuildsetCursor marks how far a reader of the buildsets' changes has read
+// (Buildsets.ChangedBuildsets). Its value means something only to the
+// store that gave it; zero is before any read.
+type BuildsetCursor int64
+
+// BuildsetChanges is what one read of the buildsets' changes found.
+type BuildsetChanges struct {
+	// Buildsets are the buildsets read, without Plan and Spec, oldest
+	// first.
+	Buildsets []*Buildset
+	// Cursor is where the next read starts.
+	Cursor BuildsetCursor
+}
+
 // Build is one job of a buildset; its attempts are kept separately.
 type Build struct {
 	BuildsetID string
@@ -386,6 +400,19 @@ type Buildsets interface {
 	// ActiveBuildsets returns every buildset not DONE (QUEUED, ADMITTED,
 	// RUNNING), oldest first (by Seq).
 	ActiveBuildsets(ctx context.Context) ([]*Buildset, error)
+	// ChangedBuildsets reads what changed in the buildsets after the read
+	// that gave since: the buildsets made, and those whose State, Owner
+	// or PinnedTo changed, DONE ones included (for the reader to drop).
+	// A zero since reads every buildset not DONE instead. Either way the
+	// buildsets come without Plan and Spec (which never change), oldest
+	// first (by Seq), with the cursor of the next read. Every change that
+	// a read did not see (its transaction committed after the read) is
+	// in the next read from that read's cursor, from any process sharing
+	// the store; a read may also return buildsets that earlier reads
+	// returned, changed or not. So a reader that reads everything once,
+	// then each time from the cursor of its last read, keeps a true view
+	// of the active buildsets at the cost of what changed.
+	ChangedBuildsets(ctx context.Context, since BuildsetCursor) (*BuildsetChanges, error)
 	// AdmitBuildset moves QUEUED -> ADMITTED, with no owner: any server
 	// may claim it (ClaimBuildsets). f is the admitting process's, which
 	// must be live (ErrFenced). It is ErrConflict for a buildset not

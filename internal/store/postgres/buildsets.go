@@ -210,6 +210,33 @@ func (s *Store) ActiveBuildsets(ctx context.Context) ([]*store.Buildset, error) 
 	return out, nil
 }
 
+// lightColumns are buildsetColumns without the plan and spec, which a
+// reader of changes does not need (they never change).
+const lightColumns = `seq, id, pipeline, commit_sha, files, state, result, error, NULL::bytea, NULL::bytea, cause, rerun_of, owner, pinned_to, created_at, started_at, finished_at`
+
+// ChangedBuildsets reads the buildsets changed after since, or every one
+// not DONE for a zero since; see store.Buildsets. The cursor is the
+// oldest transaction still running when the read begins (the xmin of a
+// snapshot taken first, in a statement of its own): every change this
+// read may miss is made by it or a later transaction, and the next read
+// takes every buildset whose changed_xid is at or above it. What those
+// transactions changed that this read saw already is read again.
+func (s *Store) ChangedBuildsets(ctx context.Context, since store.BuildsetCursor) (*store.BuildsetChanges, error) {
+	var xmin int64
+	if err := s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`).Scan(&xmin); err != nil {
+		return nil, fmt.Errorf("postgres: changed buildsets: %w", mapErr(ctx, err))
+	}
+	q, args := `SELECT `+lightColumns+` FROM buildsets WHERE changed_xid >= $1::bigint::text::xid8 ORDER BY seq`, []any{int64(since)}
+	if since == 0 {
+		q, args = `SELECT `+lightColumns+` FROM buildsets WHERE state = ANY($1) ORDER BY seq`, []any{activeStates}
+	}
+	bss, err := s.queryBuildsets(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: changed buildsets: %w", err)
+	}
+	return &store.BuildsetChanges{Buildsets: bss, Cursor: store.BuildsetCursor(xmin)}, nil
+}
+
 // activeStates are the states of a buildset not DONE.
 var activeStates = []store.BuildsetState{store.BuildsetQueued, store.BuildsetAdmitted, store.BuildsetRunning}
 

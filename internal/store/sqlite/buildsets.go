@@ -245,6 +245,44 @@ func (s *Store) ActiveBuildsets(ctx context.Context) ([]*store.Buildset, error) 
 	return out, nil
 }
 
+// lightColumns are buildsetColumns without the plan and spec, which a
+// reader of changes does not need (they never change).
+const lightColumns = `seq, id, pipeline, commit_sha, files, state, result, error, NULL, NULL, cause, rerun_of, owner, pinned_to, created_at, started_at, finished_at`
+
+// ChangedBuildsets reads the buildsets changed after since, or every one
+// not DONE for a zero since; see store.Buildsets. The counter is read
+// before the buildsets, in a statement of its own: a change committed
+// after it has a larger number, and is read again next time if this read
+// saw it already.
+func (s *Store) ChangedBuildsets(ctx context.Context, since store.BuildsetCursor) (*store.BuildsetChanges, error) {
+	var n int64
+	if err := s.row(ctx, `SELECT n FROM buildset_changes`).Scan(&n); err != nil {
+		return nil, fmt.Errorf("sqlite: changed buildsets: %w", err)
+	}
+	q, args := `SELECT `+lightColumns+` FROM buildsets WHERE changed > ? ORDER BY seq`, []any{int64(since)}
+	if since == 0 {
+		q, args = `SELECT `+lightColumns+` FROM buildsets WHERE state IN (?, ?, ?) ORDER BY seq`,
+			[]any{store.BuildsetQueued, store.BuildsetAdmitted, store.BuildsetRunning}
+	}
+	rows, err := s.rows(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: changed buildsets: %w", err)
+	}
+	defer rows.Close()
+	out := &store.BuildsetChanges{Cursor: store.BuildsetCursor(n)}
+	for rows.Next() {
+		bs, err := scanBuildset(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: changed buildsets: %w", err)
+		}
+		out.Buildsets = append(out.Buildsets, bs)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: changed buildsets: %w", err)
+	}
+	return out, nil
+}
+
 // AdmitBuildset moves QUEUED -> ADMITTED with no owner, for a server to
 // claim, or returns ErrConflict (also for a buildset pinned to a run;
 // ErrNotFound for an unknown id), or ErrFenced. StartedAt stays nil until

@@ -147,6 +147,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"AdmitTransitions", testAdmitTransitions},
 		{"ActiveBuildsets", testActiveBuildsets},
 		{"ClaimBuildsets", testClaimBuildsets},
+		{"ChangedBuildsets", testChangedBuildsets},
+		{"ChangedBuildsetsConcurrent", testChangedBuildsetsConcurrent},
 		{"ClaimOnce", testClaimOnce},
 		{"CancelRequests", testCancelRequests},
 		{"RunningAttempts", testRunningAttempts},
