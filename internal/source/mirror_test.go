@@ -570,3 +570,102 @@ func TestEnsure(t *testing.T) {
 		t.Errorf("Ensure of a commit the remote lacks: %v, want ErrUnknownRevision", err)
 	}
 }
+
+// gitCalls puts a git on PATH that records its arguments and runs the real
+// one, for the rest of the test, and returns a function that returns the
+// git subcommands run since it was last called (global options left out).
+// The test cannot be parallel.
+func gitCalls(t *testing.T) func() []string {
+	t.Helper()
+	real, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	log := filepath.Join(dir, "calls")
+	script := "#!/bin/sh\nprintf '%s\\n' \"$*\" >> " + log + "\nexec " + real + " \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "git"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return func() []string {
+		t.Helper()
+		b, err := os.ReadFile(log)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		os.Remove(log)
+		var subs []string
+		for line := range strings.SplitSeq(strings.TrimSpace(string(b)), "\n") {
+			f := strings.Fields(line)
+			for len(f) > 1 && (f[0] == "--git-dir" || f[0] == "-C") {
+				f = f[2:]
+			}
+			if len(f) > 0 {
+				subs = append(subs, f[0])
+			}
+		}
+		return subs
+	}
+}
+
+// TestResolveSharedBetweenFetches: the callers that resolve a revision
+// after the same fetch share one rev-parse, and a fetch makes the next
+// Resolve read the mirror again.
+func TestResolveSharedBetweenFetches(t *testing.T) {
+	ctx := context.Background()
+	r := newRepo(t)
+	c1 := r.commit("one", map[string]string{"a": "1"})
+	m := newMirror(t, r)
+	if err := m.UpdateBranches(ctx); err != nil {
+		t.Fatal(err)
+	}
+	calls := gitCalls(t)
+	resolveAll := func(rev string, n int) []string {
+		t.Helper()
+		got := make([]string, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { got[i], errs[i] = m.Resolve(ctx, rev) })
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatalf("Resolve(%q): %v", rev, err)
+			}
+		}
+		return slices.Compact(got)
+	}
+	if got := resolveAll("main", 8); !slices.Equal(got, []string{c1}) {
+		t.Errorf("Resolve(main) = %v, want %s", got, c1)
+	}
+	if got := calls(); !slices.Equal(got, []string{"rev-parse"}) {
+		t.Errorf("8 Resolve(main) ran git %v, want one rev-parse", got)
+	}
+	for range 2 {
+		if _, err := m.Resolve(ctx, "nosuchbranch"); !errors.Is(err, source.ErrUnknownRevision) {
+			t.Errorf("Resolve(nosuchbranch): %v", err)
+		}
+	}
+	if got := calls(); !slices.Equal(got, []string{"rev-parse"}) {
+		t.Errorf("2 Resolve(nosuchbranch) ran git %v, want one rev-parse", got)
+	}
+
+	// The branch moves: after the next fetch, Resolve sees it.
+	c2 := r.commit("two", map[string]string{"a": "2"})
+	r.git("branch", "nosuchbranch")
+	if err := m.UpdateBranches(ctx); err != nil {
+		t.Fatal(err)
+	}
+	calls()
+	if got := resolveAll("main", 4); !slices.Equal(got, []string{c2}) {
+		t.Errorf("Resolve(main) after a fetch = %v, want %s", got, c2)
+	}
+	if got := resolve(t, m, "nosuchbranch"); got != c2 {
+		t.Errorf("Resolve(nosuchbranch) after a fetch = %s, want %s", got, c2)
+	}
+	if got := calls(); !slices.Equal(got, []string{"rev-parse", "rev-parse"}) {
+		t.Errorf("Resolve after a fetch ran git %v, want one rev-parse per revision", got)
+	}
+}
