@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sortie-ci/sortie/internal/source"
+	"github.com/sortie-ci/sortie/internal/source/sourcetest"
 )
 
 func TestMain(m *testing.M) {
@@ -571,44 +572,6 @@ func TestEnsure(t *testing.T) {
 	}
 }
 
-// gitCalls puts a git on PATH that records its arguments and runs the real
-// one, for the rest of the test, and returns a function that returns the
-// git subcommands run since it was last called (global options left out).
-// The test cannot be parallel.
-func gitCalls(t *testing.T) func() []string {
-	t.Helper()
-	real, err := exec.LookPath("git")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	log := filepath.Join(dir, "calls")
-	script := "#!/bin/sh\nprintf '%s\\n' \"$*\" >> " + log + "\nexec " + real + " \"$@\"\n"
-	if err := os.WriteFile(filepath.Join(dir, "git"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
-	return func() []string {
-		t.Helper()
-		b, err := os.ReadFile(log)
-		if err != nil && !os.IsNotExist(err) {
-			t.Fatal(err)
-		}
-		os.Remove(log)
-		var subs []string
-		for line := range strings.SplitSeq(strings.TrimSpace(string(b)), "\n") {
-			f := strings.Fields(line)
-			for len(f) > 1 && (f[0] == "--git-dir" || f[0] == "-C") {
-				f = f[2:]
-			}
-			if len(f) > 0 {
-				subs = append(subs, f[0])
-			}
-		}
-		return subs
-	}
-}
-
 // TestResolveSharedBetweenFetches: the callers that resolve a revision
 // after the same fetch share one rev-parse, and a fetch makes the next
 // Resolve read the mirror again.
@@ -620,7 +583,7 @@ func TestResolveSharedBetweenFetches(t *testing.T) {
 	if err := m.UpdateBranches(ctx); err != nil {
 		t.Fatal(err)
 	}
-	calls := gitCalls(t)
+	calls := sourcetest.GitCalls(t)
 	resolveAll := func(rev string, n int) []string {
 		t.Helper()
 		got := make([]string, n)

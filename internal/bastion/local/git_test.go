@@ -4,51 +4,12 @@ package local
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// gitCalls puts a git on PATH that records its arguments and runs the real
-// one, for the rest of the test, and returns a function that returns the
-// subcommands run since it was last called. Only the gits that Sortie
-// starts go through it: those git starts itself (upload-pack for a clone
-// or a fetch) run from git's own exec path. The test cannot be parallel.
-func gitCalls(t *testing.T) func() []string {
-	t.Helper()
-	real, err := exec.LookPath("git")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	log := filepath.Join(dir, "calls")
-	script := "#!/bin/sh\nprintf '%s\\n' \"$*\" >> " + log + "\nexec " + real + " \"$@\"\n"
-	if err := os.WriteFile(filepath.Join(dir, "git"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
-	return func() []string {
-		t.Helper()
-		b, err := os.ReadFile(log)
-		if err != nil && !os.IsNotExist(err) {
-			t.Fatal(err)
-		}
-		os.Remove(log)
-		var subs []string
-		for line := range strings.SplitSeq(strings.TrimSpace(string(b)), "\n") {
-			f := strings.Fields(line)
-			// Skip the global options: --git-dir DIR, -C DIR.
-			for len(f) > 1 && (f[0] == "--git-dir" || f[0] == "-C") {
-				f = f[2:]
-			}
-			if len(f) > 0 {
-				subs = append(subs, f[0])
-			}
-		}
-		return subs
-	}
-}
+	"github.com/sortie-ci/sortie/internal/source/sourcetest"
+)
 
 // A checkout of a commit the mirror has already costs two gits: one pins
 // it in the mirror, one checks it out. (It was four, and five processes
@@ -60,7 +21,7 @@ func TestCheckoutGitProcesses(t *testing.T) {
 	c2 := r.commit(map[string]string{"v": "2"})
 	work := t.TempDir()
 	b := New(work)
-	calls := gitCalls(t)
+	calls := sourcetest.GitCalls(t)
 
 	dir1, _ := checkout(t, b, r, "bs1", c1)
 	if got, want := strings.Join(calls(), " "), "init update-ref fetch checkout"; got != want {
