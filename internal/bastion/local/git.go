@@ -106,7 +106,9 @@ func writeSharedRepo(gitDir, mirror string, sha256 bool) error {
 	if err != nil {
 		return err
 	}
-	for _, d := range []string{"objects/info", "objects/pack", "refs/heads", "refs/tags"} {
+	// git makes the other directories (refs/heads, objects/pack) when it
+	// needs them.
+	for _, d := range []string{"objects/info", "refs"} {
 		if err := os.MkdirAll(filepath.Join(gitDir, d), 0o755); err != nil {
 			return err
 		}
