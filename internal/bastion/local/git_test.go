@@ -3,10 +3,15 @@
 package local
 
 import (
+	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
 )
@@ -93,4 +98,41 @@ func TestCheckoutSHA256(t *testing.T) {
 	runGit(t, "", "init", "--quiet", "--bare", "--object-format=sha256", filepath.Join(work, "mirror.git"))
 	dir, _ := checkout(t, New(work), r, "bs1", c)
 	assertCheckout(t, dir, c, "1")
+}
+
+// BenchmarkCheckout: a buildset's checkout of a commit the mirror has,
+// the common case (docs/benchmarks.md).
+func BenchmarkCheckout(b *testing.B) {
+	up := filepath.Join(b.TempDir(), "upstream")
+	for _, args := range [][]string{{"init", "--quiet", "-b", "main", up}, {"-C", up, "commit", "--quiet", "--allow-empty", "-m", "one"}} {
+		if out, err := exec.Command("git", args...).CombinedOutput(); err != nil {
+			b.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	out, err := exec.Command("git", "-C", up, "rev-parse", "HEAD").Output()
+	if err != nil {
+		b.Fatal(err)
+	}
+	commit := strings.TrimSpace(string(out))
+	bastion := New(b.TempDir())
+	ctx := context.Background()
+	if _, err := bastion.Checkout(ctx, up, "bs-first", commit, nil); err != nil {
+		b.Fatal(err)
+	}
+	// The gits' CPU time is the cost: wall time on a shared machine
+	// is not.
+	var before, after syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &before)
+	n := 0
+	for b.Loop() {
+		if _, err := bastion.Checkout(ctx, up, fmt.Sprintf("bs-%d", n), commit, nil); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &after)
+	cpu := func(r syscall.Rusage) time.Duration {
+		return time.Duration(r.Utime.Nano() + r.Stime.Nano())
+	}
+	b.ReportMetric(float64((cpu(after)-cpu(before)).Microseconds())/1000/float64(n), "git-CPU-ms/op")
 }
