@@ -44,7 +44,7 @@ func (b *Bastion) fetch(ctx context.Context, repo, buildset, commit string, log 
 	fmt.Fprintf(log, "fetching %s from %s\n", commit, repo)
 	// The refs of the mirror are the haves that keep the fetch
 	// incremental; the fetch writes ref itself.
-	_, err = git(ctx, "--git-dir", mirror, "fetch", "--quiet", "--no-tags", "--no-auto-maintenance", repo, "+"+commit+":"+ref)
+	_, err = git(ctx, "--git-dir", mirror, "fetch", "--quiet", "--no-tags", repo, "+"+commit+":"+ref)
 	if err == nil {
 		return nil
 	}
