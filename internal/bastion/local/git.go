@@ -80,8 +80,8 @@ func (b *Bastion) initMirror(ctx context.Context) error {
 // cloneShared makes dir, an empty directory, a checkout of commit, detached,
 // whose repository borrows the mirror's objects: what `git clone --shared
 // --no-checkout` of the mirror and `git checkout --detach` make, in one git
-// process instead of five (a clone of a local path still lists the
-// mirror's refs through a shell and git-upload-pack). The repository is
+// process instead of four (a clone of a local path lists the mirror's refs
+// through a shell and git-upload-pack). The repository is
 // written here as git init would write it, without the sample hooks, and
 // with the mirror as its origin, as a clone would; the checkout is its
 // own repository, with its own index and HEAD, and shares only the

@@ -17,9 +17,9 @@ import (
 )
 
 // A checkout of a commit the mirror has already costs two gits: one pins
-// it in the mirror, one checks it out. (It was four, and five processes
-// more: cat-file, update-ref, a clone that lists the mirror's refs through
-// a shell and git-upload-pack, and checkout.)
+// it in the mirror, one checks it out. (It was four gits, six processes:
+// cat-file, update-ref, a clone that lists the mirror's refs through a
+// shell and git-upload-pack, and checkout.)
 func TestCheckoutGitProcesses(t *testing.T) {
 	r := newRepo(t)
 	c1 := r.commit(map[string]string{"v": "1"})
