@@ -16,6 +16,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -34,6 +35,7 @@ func main() {
 	bins := flag.String("bin", "", "comma-separated sortie binaries to compare, each labelled by its path; the tree's own build is always measured last")
 	db := flag.String("database", "sqlite", "the server's store: sqlite, postgres or both (each binary on SQLite, then on PostgreSQL)")
 	pgSettings := flag.String("pg-settings", benchkit.PostgresSettings, "settings of the PostgreSQL cluster (postgres -c name=value ...)")
+	flag.StringVar(&serverLog, "server-log", "", "a directory to keep each server's output in (<run>-<store>.log), to look into a run")
 	flag.Parse()
 	if *db != "sqlite" && *db != "postgres" && *db != "both" {
 		fmt.Fprintln(os.Stderr, "triggers: -database: want sqlite, postgres or both")
@@ -44,6 +46,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// serverLog is the -server-log directory, "" to discard the servers' output.
+var serverLog string
 
 func run(n, c int, bins, database, pgSettings string) error {
 	work, err := os.MkdirTemp("", "sortie-triggers-")
@@ -138,7 +143,16 @@ pipelines:
 		defer pg.DropDatabase(name)
 		args, dbcpu = []string{"--database", url}, pg.CPU
 	}
-	srv, err := benchkit.StartWith(bin, cfg, filepath.Join(dir, "state"), args, nil, "SORTIE_TOKENS=bench-token")
+	var log io.Writer
+	if serverLog != "" {
+		f, err := os.Create(filepath.Join(serverLog, filepath.Base(dir)+".log"))
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		log = f
+	}
+	srv, err := benchkit.StartWith(bin, cfg, filepath.Join(dir, "state"), args, log, "SORTIE_TOKENS=bench-token")
 	if err != nil {
 		return nil, err
 	}

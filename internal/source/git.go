@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -39,8 +40,16 @@ func (e *GitError) Unwrap() error { return e.Err }
 // failure is a *GitError carrying the end of git's stderr. Sortie runs
 // git only through here.
 func Git(ctx context.Context, args ...string) ([]byte, error) {
+	return GitInput(ctx, nil, args...)
+}
+
+// GitInput is Git with stdin as git's standard input (nil: none), for the
+// commands that read their work from it (update-ref --stdin, cat-file
+// --batch): one process for many refs or objects.
+func GitInput(ctx context.Context, stdin io.Reader, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, "git", args...)
 	cmd.Env = gitEnv()
+	cmd.Stdin = stdin
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -67,7 +67,21 @@ type Mirror struct {
 	running *fetchCall // the fetch in progress, nil when none
 	next    *fetchCall // the one that starts when it ends, nil when no one waits
 	fetches atomic.Int64
+	// resolves are the Resolve calls made since the last fetch of this
+	// process ended, by revision: the triggers that shared a fetch share
+	// the rev-parse after it. Emptied when a fetch ends.
+	resolves map[string]*resolveCall
 }
+
+// resolveCall is one rev-parse shared by the Resolve calls that joined it.
+type resolveCall struct {
+	done chan struct{} // closed when it ended; sha and err are set then
+	sha  string
+	err  error
+}
+
+// maxResolves bounds the revisions Resolve remembers between two fetches.
+const maxResolves = 1024
 
 // fetchCall is one fetch shared by the callers that joined it.
 type fetchCall struct {
@@ -164,6 +178,9 @@ func (m *Mirror) lead(ctx context.Context, c *fetchCall) error {
 	m.mu.Lock()
 	c.err = err
 	m.running = nil
+	// What was resolved before may have moved: those who waited for this
+	// fetch resolve again, after it.
+	m.resolves = nil
 	close(c.done)
 	m.mu.Unlock()
 	return err
@@ -291,15 +308,61 @@ func (m *Mirror) Ensure(ctx context.Context, sha string) error {
 // a branch, a tag, a hash or any other revision git understands; "" means
 // HEAD, the remote's default branch. A rev that names no commit is an
 // ErrUnknownRevision.
+//
+// The answer is what the mirror held after the last fetch this process
+// made ended (Update, UpdateBranches, Ensure), or later: calls between two
+// fetches share one rev-parse per revision, so that the triggers that
+// shared a fetch do not each start a git to read the same branch. A
+// revision relative to the time (main@{1.hour.ago}) is read every time.
+// Refs another process moves in Dir meanwhile are seen after the next
+// fetch of this one.
 func (m *Mirror) Resolve(ctx context.Context, rev string) (string, error) {
 	if rev == "" {
 		rev = "HEAD"
 	}
-	sha, err := m.resolve(ctx, rev)
+	sha, err := m.resolveShared(ctx, rev)
 	if err != nil {
 		return "", fmt.Errorf("source: resolve %q in %s: %w", rev, m.Dir, err)
 	}
 	return sha, nil
+}
+
+// resolveShared is resolve, shared by the calls between two fetches.
+func (m *Mirror) resolveShared(ctx context.Context, rev string) (string, error) {
+	if strings.Contains(rev, "@{") {
+		return m.resolve(ctx, rev)
+	}
+	m.mu.Lock()
+	if c, ok := m.resolves[rev]; ok {
+		m.mu.Unlock()
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return "", context.Cause(ctx)
+		}
+		if c.err == nil || errors.Is(c.err, ErrUnknownRevision) {
+			return c.sha, c.err
+		}
+		// Its caller's failure (a cancel, a git that could not start)
+		// need not be ours.
+		return m.resolve(ctx, rev)
+	}
+	if m.resolves == nil || len(m.resolves) >= maxResolves {
+		m.resolves = map[string]*resolveCall{}
+	}
+	c := &resolveCall{done: make(chan struct{})}
+	resolves := m.resolves
+	resolves[rev] = c
+	m.mu.Unlock()
+
+	c.sha, c.err = m.resolve(ctx, rev)
+	m.mu.Lock()
+	if c.err != nil && !errors.Is(c.err, ErrUnknownRevision) && resolves[rev] == c {
+		delete(resolves, rev) // the next call tries again
+	}
+	m.mu.Unlock()
+	close(c.done)
+	return c.sha, c.err
 }
 
 func (m *Mirror) resolve(ctx context.Context, rev string) (string, error) {

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sortie-ci/sortie/internal/source"
+	"github.com/sortie-ci/sortie/internal/source/sourcetest"
 )
 
 func TestMain(m *testing.M) {
@@ -568,5 +569,66 @@ func TestEnsure(t *testing.T) {
 	missing := strings.Repeat("e", 40)
 	if err := m.Ensure(ctx, missing); !errors.Is(err, source.ErrUnknownRevision) {
 		t.Errorf("Ensure of a commit the remote lacks: %v, want ErrUnknownRevision", err)
+	}
+}
+
+// TestResolveSharedBetweenFetches: the callers that resolve a revision
+// after the same fetch share one rev-parse, and a fetch makes the next
+// Resolve read the mirror again.
+func TestResolveSharedBetweenFetches(t *testing.T) {
+	ctx := context.Background()
+	r := newRepo(t)
+	c1 := r.commit("one", map[string]string{"a": "1"})
+	m := newMirror(t, r)
+	if err := m.UpdateBranches(ctx); err != nil {
+		t.Fatal(err)
+	}
+	calls := sourcetest.GitCalls(t)
+	resolveAll := func(rev string, n int) []string {
+		t.Helper()
+		got := make([]string, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { got[i], errs[i] = m.Resolve(ctx, rev) })
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatalf("Resolve(%q): %v", rev, err)
+			}
+		}
+		return slices.Compact(got)
+	}
+	if got := resolveAll("main", 8); !slices.Equal(got, []string{c1}) {
+		t.Errorf("Resolve(main) = %v, want %s", got, c1)
+	}
+	if got := calls(); !slices.Equal(got, []string{"rev-parse"}) {
+		t.Errorf("8 Resolve(main) ran git %v, want one rev-parse", got)
+	}
+	for range 2 {
+		if _, err := m.Resolve(ctx, "nosuchbranch"); !errors.Is(err, source.ErrUnknownRevision) {
+			t.Errorf("Resolve(nosuchbranch): %v", err)
+		}
+	}
+	if got := calls(); !slices.Equal(got, []string{"rev-parse"}) {
+		t.Errorf("2 Resolve(nosuchbranch) ran git %v, want one rev-parse", got)
+	}
+
+	// The branch moves: after the next fetch, Resolve sees it.
+	c2 := r.commit("two", map[string]string{"a": "2"})
+	r.git("branch", "nosuchbranch")
+	if err := m.UpdateBranches(ctx); err != nil {
+		t.Fatal(err)
+	}
+	calls()
+	if got := resolveAll("main", 4); !slices.Equal(got, []string{c2}) {
+		t.Errorf("Resolve(main) after a fetch = %v, want %s", got, c2)
+	}
+	if got := resolve(t, m, "nosuchbranch"); got != c2 {
+		t.Errorf("Resolve(nosuchbranch) after a fetch = %s, want %s", got, c2)
+	}
+	if got := calls(); !slices.Equal(got, []string{"rev-parse", "rev-parse"}) {
+		t.Errorf("Resolve after a fetch ran git %v, want one rev-parse per revision", got)
 	}
 }

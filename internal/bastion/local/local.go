@@ -121,11 +121,8 @@ func (b *Bastion) checkout(ctx context.Context, repo, buildset, commit string, l
 		return "", err
 	}
 	defer os.RemoveAll(tmp) // nothing left once renamed
-	if _, err := git(ctx, "clone", "--quiet", "--shared", "--no-checkout", b.path("mirror.git"), tmp); err != nil {
-		return "", fmt.Errorf("clone %s: %w", b.path("mirror.git"), err)
-	}
-	if _, err := git(ctx, "-C", tmp, "checkout", "--quiet", "--detach", commit); err != nil {
-		return "", fmt.Errorf("checkout %s: %w", commit, err)
+	if err := b.cloneShared(ctx, tmp, commit); err != nil {
+		return "", err
 	}
 
 	lock, err := flock.Lock(ctx, b.path("src.lock"))
@@ -177,59 +174,6 @@ func (b *Bastion) reuseLocked(ctx context.Context, dst, commit string) (bool, er
 		return false, err
 	}
 	return true, nil
-}
-
-// fetch puts commit in the mirror, under refs/sortie/<buildset>.
-func (b *Bastion) fetch(ctx context.Context, repo, buildset, commit string, log io.Writer) error {
-	lock, err := flock.Lock(ctx, b.path("mirror.lock"))
-	if err != nil {
-		return err
-	}
-	defer lock.Close()
-	mirror := b.path("mirror.git")
-	if _, err := os.Stat(mirror); errors.Is(err, fs.ErrNotExist) {
-		if err := b.initMirror(ctx); err != nil {
-			return fmt.Errorf("init %s: %w", mirror, err)
-		}
-	}
-	ref := "refs/sortie/" + buildset
-	if _, err := git(ctx, "--git-dir", mirror, "cat-file", "-e", commit+"^{commit}"); err == nil {
-		fmt.Fprintf(log, "mirror has %s already\n", commit)
-	} else {
-		fmt.Fprintf(log, "fetching %s from %s\n", commit, repo)
-		// The refs of the mirror are the haves that keep the fetch
-		// incremental.
-		_, err := git(ctx, "--git-dir", mirror, "fetch", "--quiet", "--no-tags", repo, "+"+commit+":"+ref)
-		if err != nil {
-			// A server may refuse a want by hash; fetch its branches.
-			fmt.Fprintf(log, "fetching %s by hash failed, fetching all branches\n", commit)
-			if _, err2 := git(ctx, "--git-dir", mirror, "fetch", "--quiet", "--prune", repo,
-				"+refs/heads/*:refs/sortie-heads/*"); err2 != nil {
-				return fmt.Errorf("fetch %s from %s: %w", commit, repo, err2)
-			}
-			if _, err3 := git(ctx, "--git-dir", mirror, "cat-file", "-e", commit+"^{commit}"); err3 != nil {
-				return fmt.Errorf("fetch %s from %s: %w", commit, repo, err)
-			}
-		}
-	}
-	if _, err := git(ctx, "--git-dir", mirror, "update-ref", ref, commit); err != nil {
-		return fmt.Errorf("update-ref %s: %w", ref, err)
-	}
-	return nil
-}
-
-// initMirror makes mirror.git aside and renames it into place, so that a
-// crash never leaves a half-made mirror.
-func (b *Bastion) initMirror(ctx context.Context) error {
-	tmp, err := os.MkdirTemp(b.workdir, ".mirror.git.tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	if _, err := git(ctx, "init", "--quiet", "--bare", tmp); err != nil {
-		return err
-	}
-	return os.Rename(tmp, b.path("mirror.git"))
 }
 
 // Install runs commands unless the stamp holds their fingerprint. Each runs
@@ -425,28 +369,6 @@ func (b *Bastion) prune(buildset string, keep int) (trash, gone []string, err er
 		gone = append(gone, f.name)
 	}
 	return trash, gone, nil
-}
-
-// dropRefs deletes the mirror's refs of buildsets whose checkouts are gone,
-// letting git collect their objects in time.
-func (b *Bastion) dropRefs(ctx context.Context, buildsets []string) error {
-	mirror := b.path("mirror.git")
-	if _, err := os.Stat(mirror); err != nil || len(buildsets) == 0 {
-		return nil
-	}
-	lock, err := flock.Lock(ctx, b.path("mirror.lock"))
-	if err != nil {
-		return err
-	}
-	defer lock.Close()
-	var errs []error
-	for _, bs := range buildsets {
-		// update-ref -d of a ref that does not exist succeeds.
-		if _, err := git(ctx, "--git-dir", mirror, "update-ref", "-d", "refs/sortie/"+bs); err != nil {
-			errs = append(errs, fmt.Errorf("delete ref of %s: %w", bs, err))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // removeAll removes dir, making read-only directories in it writable if

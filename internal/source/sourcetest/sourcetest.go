@@ -65,3 +65,46 @@ func Commit(t testing.TB, repo, message string) string {
 	}
 	return strings.TrimSpace(string(out))
 }
+
+// GitCalls puts on PATH, for the rest of the test, a git that records its
+// arguments and runs the real one, and returns a function that returns the
+// subcommands of the gits run since it was last called (without the
+// global options --git-dir DIR and -C DIR), oldest first. Only the gits
+// started through PATH are seen, which is how Sortie starts them; those
+// git starts itself (upload-pack for a fetch) run from git's exec path.
+// It sets PATH with t.Setenv: the test cannot be parallel.
+func GitCalls(t *testing.T) func() []string {
+	t.Helper()
+	real, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	log := filepath.Join(dir, "calls")
+	script := "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '" + log + "'\nexec '" + real + "' \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "git"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return func() []string {
+		t.Helper()
+		b, err := os.ReadFile(log)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		if err := os.Remove(log); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		var subs []string
+		for line := range strings.SplitSeq(strings.TrimSpace(string(b)), "\n") {
+			f := strings.Fields(line)
+			for len(f) > 1 && (f[0] == "--git-dir" || f[0] == "-C") {
+				f = f[2:]
+			}
+			if len(f) > 0 {
+				subs = append(subs, f[0])
+			}
+		}
+		return subs
+	}
+}
