@@ -169,10 +169,15 @@ func (r *Runner) Create(ctx context.Context, cfg *config.Config, ev Event) (*sto
 		rev = cfg.Source.Branch
 	}
 	update := r.Mirror.UpdateBranches
-	if rev == "" || strings.HasPrefix(rev, "HEAD") {
+	switch {
+	case rev == "" || strings.HasPrefix(rev, "HEAD"):
 		// Only HEAD needs the remote's default branch, one more
 		// connection to it.
 		update = r.Mirror.Update
+	case source.IsHash(rev):
+		// A commit named in full is what it is wherever the branches
+		// went: fetched only when the mirror lacks it.
+		update = func(ctx context.Context) error { return r.Mirror.Ensure(ctx, rev) }
 	}
 	if err := update(ctx); err != nil {
 		return nil, fmt.Errorf("create buildset: %w", err)

@@ -40,3 +40,30 @@ func TestPushWebhookGits(t *testing.T) {
 		t.Errorf("push buildset at %s, want %s", bs.Commit, head)
 	}
 }
+
+// TestTriggerCommitGits: a trigger that names a commit in full fetches
+// nothing when the mirror has that commit, and fetches when it does not.
+func TestTriggerCommitGits(t *testing.T) {
+	e := start(t, pushConfig, envOpt{env: map[string]string{"GH_SECRET": "s3cret"}})
+	first := e.buildset(e.waitDone(e.trigger("deploy", nil)).ID)
+	calls := sourcetest.GitCalls(t)
+
+	id := e.trigger("deploy", map[string]any{"commit": first.Commit})
+	if got := calls(); slices.Contains(got, "fetch") || slices.Contains(got, "ls-remote") {
+		t.Errorf("a trigger of commit %s, which the mirror has, ran git %v; want no fetch", first.Commit, got)
+	}
+	if bs := e.waitDone(id); bs.Commit != first.Commit {
+		t.Errorf("buildset at %s, want %s", bs.Commit, first.Commit)
+	}
+
+	os.WriteFile(filepath.Join(e.repo, "docs", "index.md"), []byte("newer docs\n"), 0o644)
+	head := sourcetest.Commit(t, e.repo, "docs")
+	calls()
+	id = e.trigger("deploy", map[string]any{"commit": head})
+	if got := calls(); !slices.Contains(got, "fetch") {
+		t.Errorf("a trigger of commit %s, which the mirror lacks, ran git %v; want a fetch", head, got)
+	}
+	if bs := e.waitDone(id); bs.Commit != head {
+		t.Errorf("buildset at %s, want %s", bs.Commit, head)
+	}
+}

@@ -378,7 +378,7 @@ func (m *Mirror) resolve(ctx context.Context, rev string) (string, error) {
 		return "", err
 	}
 	sha := strings.TrimSpace(string(out))
-	if !isHash(sha) {
+	if !IsHash(sha) {
 		return "", fmt.Errorf("rev-parse printed %q", sha)
 	}
 	return sha, nil
@@ -434,7 +434,9 @@ func (m *Mirror) changedFiles(ctx context.Context, from, to string) ([]string, e
 }
 
 // isHash reports whether s is a full SHA-1 or SHA-256 object name.
-func isHash(s string) bool {
+// IsHash says whether s is a commit's id in full (SHA-1 or SHA-256, in
+// lower case), which names the same commit in every repository.
+func IsHash(s string) bool {
 	if len(s) != 40 && len(s) != 64 {
 		return false
 	}

@@ -40,7 +40,7 @@ func (m *Mirror) Commits(ctx context.Context, shas ...string) (map[string]Commit
 	var want []string
 	seen := map[string]bool{}
 	for _, s := range shas {
-		if isHash(s) && !seen[s] {
+		if IsHash(s) && !seen[s] {
 			seen[s] = true
 			want = append(want, s)
 		}
@@ -78,7 +78,7 @@ func (m *Mirror) subjects(ctx context.Context, shas []string, out map[string]Com
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
 		f := strings.SplitN(line, "\x1f", 3)
-		if len(f) == 3 && isHash(f[0]) {
+		if len(f) == 3 && IsHash(f[0]) {
 			out[f[0]] = Commit{Author: f[1], Subject: f[2]}
 		}
 	}
