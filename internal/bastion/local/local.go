@@ -97,7 +97,7 @@ func (b *Bastion) checkout(ctx context.Context, repo, buildset, commit string, l
 	if err := checkBuildset(buildset); err != nil {
 		return "", err
 	}
-	if !IsHash(commit) {
+	if !isHash(commit) {
 		return "", fmt.Errorf("commit %q is not a full hash", commit)
 	}
 	if repo == "" || strings.HasPrefix(repo, "-") {
@@ -405,7 +405,7 @@ func checkBuildset(id string) error {
 }
 
 // isHash reports whether s is a full SHA-1 or SHA-256 object name.
-func IsHash(s string) bool {
+func isHash(s string) bool {
 	if len(s) != 40 && len(s) != 64 {
 		return false
 	}

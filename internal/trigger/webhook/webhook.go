@@ -201,7 +201,7 @@ func parseVerified(forge Forge, h http.Header, body []byte) (*Push, error) {
 	if !strings.HasPrefix(p.Ref, "refs/") {
 		return nil, fmt.Errorf("%s: ref %.100q is not a full ref: %w", op, p.Ref, ErrBadPayload)
 	}
-	if !IsHash(p.Before) || !IsHash(p.After) {
+	if !isHash(p.Before) || !isHash(p.After) {
 		return nil, fmt.Errorf("%s: before %.80q, after %.80q: want commit hashes: %w", op, p.Before, p.After, ErrBadPayload)
 	}
 	push.Branch, _ = strings.CutPrefix(p.Ref, "refs/heads/")
@@ -571,7 +571,7 @@ func jsonBody(h http.Header, body []byte) ([]byte, error) {
 
 // isHash reports whether s is a full commit hash: 40 (SHA-1) or 64
 // (SHA-256) lowercase hex digits.
-func IsHash(s string) bool {
+func isHash(s string) bool {
 	if len(s) != 40 && len(s) != 64 {
 		return false
 	}
