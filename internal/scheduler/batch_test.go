@@ -182,3 +182,53 @@ func TestBatchCommitFails(t *testing.T) {
 		t.Errorf("b: %s; want SKIPPED, after a", h.results["b"])
 	}
 }
+
+// runBatched is startBatched with the caller's context and poll.
+func runBatched(ctx context.Context, h *harness, l *scheduler.Loop, b *batcher, poll time.Duration) <-chan run {
+	l.Runner, l.Semaphores, l.Recorder = eventRunner{h}, h, b
+	l.Buildset, l.Poll = "bs", poll
+	if l.RetryDelay == 0 {
+		l.RetryDelay = time.Millisecond
+	}
+	l.Remaining = map[string]time.Duration{}
+	done := make(chan run, 1)
+	go func() {
+		r, err := l.Run(ctx)
+		done <- run{r, err}
+	}()
+	return done
+}
+
+// TestBatchSemaphoreHandoff: a build that waits for the semaphore of the
+// build it follows gets it in the turn that build ends, as without a
+// batch, not at the next poll: the ended build's release waits for the
+// commit of its end, and the follower asks again once it is made. The
+// poll is an hour, so only the end can start b.
+func TestBatchSemaphoreHandoff(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	s := map[string]int{"s": 1}
+	l := &scheduler.Loop{
+		Plan: plan(t, "a:\nb: a", nil), Jobs: map[string]scheduler.JobSpec{"a": {Semaphores: s}, "b": {Semaphores: s}},
+		MaxParallel: 8,
+	}
+	done := runBatched(context.Background(), h, l, &batcher{harness: h}, time.Hour)
+	h.expect("boot#1")
+	h.succeed("boot")
+	h.expect("a#1")
+	h.succeed("a")
+	h.expect("b#1")
+	h.succeed("b")
+	if r := wait(t, done); r.result != store.Success || r.err != nil {
+		t.Fatalf("result %s, %v; want SUCCESS", r.result, r.err)
+	}
+	want := []string{
+		"commit [start boot#1]", "run boot#1",
+		"acquire bs/a", "commit [ended boot#1 SUCCESS/SUCCESS, start a#1]", "run a#1",
+		"commit [ended a#1 SUCCESS/SUCCESS]", "release bs/a", "acquire bs/b", "commit [start b#1]", "run b#1",
+		"commit [ended b#1 SUCCESS/SUCCESS]", "release bs/b",
+	}
+	if got := h.eventsOf("commit", "run", "acquire", "release"); !slices.Equal(got, want) {
+		t.Errorf("events\n got %q\nwant %q", got, want)
+	}
+}
