@@ -232,3 +232,39 @@ func TestBatchSemaphoreHandoff(t *testing.T) {
 		t.Errorf("events\n got %q\nwant %q", got, want)
 	}
 }
+
+// TestBatchCancelWhileWaitingToRetry: a build cancelled while it waits to
+// be retried (holding its semaphores) has its end committed before its
+// semaphores are released, as every build's.
+func TestBatchCancelWhileWaitingToRetry(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// An hour: the retry must not come by itself during the test.
+	l := &scheduler.Loop{
+		Plan: plan(t, "a:", nil), MaxParallel: 8, RetryDelay: time.Hour,
+		Jobs: map[string]scheduler.JobSpec{"a": {Semaphores: map[string]int{"s": 1}, Attempts: 3}},
+	}
+	done := runBatched(ctx, h, l, &batcher{harness: h}, time.Millisecond)
+	h.expect("boot#1")
+	h.succeed("boot")
+	h.expect("a#1")
+	h.end("a") <- scheduler.Outcome{Infra: errors.New("connection refused")}
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Contains(h.eventsOf("commit"), "commit [attempt a#1 RETRY]") {
+		if time.Now().After(deadline) {
+			t.Fatal("the failed attempt was never recorded as retried")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if r := wait(t, done); r.result != store.Canceled {
+		t.Fatalf("result %s, %v; want CANCELED", r.result, r.err)
+	}
+	want := []string{"commit [attempt a#1 RETRY]", "commit [build a CANCELED]", "release bs/a"}
+	got := h.eventsOf("commit", "release")
+	if i := slices.Index(got, want[0]); i < 0 || !slices.Equal(got[i:], want) {
+		t.Errorf("events\n got %q\nwant %q at the end", got, want)
+	}
+}

@@ -283,8 +283,9 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 			releaseAfter(job)
 			record(rec.BuildFinished(bg, job, res, reason, now()))
 		default:
-			releaseAfter(job)
+			// Recorded first: in a batch, the release waits for its commit.
 			record(rec.BuildFinished(bg, job, res, reason, now()))
+			releaseAfter(job)
 		}
 		_, skipped := core.Finish(job, res)
 		giveSlot(job)
