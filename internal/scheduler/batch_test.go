@@ -268,3 +268,70 @@ func TestBatchCancelWhileWaitingToRetry(t *testing.T) {
 		t.Errorf("events\n got %q\nwant %q at the end", got, want)
 	}
 }
+
+// TestBatchDrain: with a batch, a drain still records what ended before
+// Run returns ErrDrained (the last end committed, its semaphores released
+// after the commit) and starts nothing more, c's start included.
+func TestBatchDrain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	drain := make(chan struct{})
+	l := &scheduler.Loop{
+		Plan: plan(t, "a:\nb:\nc: a b", nil), MaxParallel: 8, Drain: drain,
+		Jobs: map[string]scheduler.JobSpec{"b": {Semaphores: map[string]int{"s": 1}}},
+	}
+	done := runBatched(context.Background(), h, l, &batcher{harness: h}, time.Millisecond)
+	h.expect("boot#1")
+	h.succeed("boot")
+	h.expect("a#1", "b#1")
+	close(drain)
+	h.succeed("a")
+	h.await("commit [ended a#1 SUCCESS/SUCCESS]")
+	h.succeed("b") // c is ready now, but must not start
+	r := wait(t, done)
+	if r.result != "" || !errors.Is(r.err, scheduler.ErrDrained) {
+		t.Fatalf("result %q %v, want ErrDrained", r.result, r.err)
+	}
+	got := h.eventsOf("commit", "run", "release")
+	want := []string{"commit [ended b#1 SUCCESS/SUCCESS]", "release bs/b"}
+	if len(got) < 2 || !slices.Equal(got[len(got)-2:], want) {
+		t.Errorf("events\n got %q\nwant %q at the end", got, want)
+	}
+	for _, e := range got {
+		if strings.Contains(e, " c#") {
+			t.Errorf("%q after the drain", e)
+		}
+	}
+}
+
+// TestBatchCommitFailsWhileOthersRun: a batch that cannot be committed
+// stops the run: the attempt still running is cancelled and its end
+// recorded (written at once, the batch given up), the build that had
+// not started ends ERROR, and Run waits for the attempt before it
+// returns ERROR.
+func TestBatchCommitFailsWhileOthersRun(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	l := &scheduler.Loop{Plan: plan(t, "a:\nb:\nc: a", nil), MaxParallel: 8}
+	b := &batcher{harness: h}
+	done := runBatched(context.Background(), h, l, b, time.Millisecond)
+	h.expect("boot#1")
+	h.succeed("boot")
+	h.expect("a#1", "b#1")
+	h.mu.Lock()
+	b.failing = errors.New("disk full")
+	h.mu.Unlock()
+	h.succeed("a")
+	r := wait(t, done)
+	if r.result != store.Error || r.err == nil || !strings.Contains(r.err.Error(), "disk full") {
+		t.Fatalf("result %s, %v; want ERROR saying why", r.result, r.err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.results["b"] != store.Canceled || h.results["c"] != store.Error {
+		t.Errorf("results %v; want b CANCELED (cancelled as it ran), c ERROR", h.results)
+	}
+	if h.running != 0 {
+		t.Errorf("%d attempts still running after Run returned", h.running)
+	}
+}
