@@ -141,16 +141,18 @@ func TestWriteBuildsCanceled(t *testing.T) {
 // transaction, and is the one PostgreSQL aborts (40P01), is run again
 // whole once the other commits: every write made once. The other
 // transaction never looks for the deadlock (deadlock_timeout an hour),
-// so the batch is the victim.
+// so the batch is the victim: it looks 2s after it starts waiting, long
+// after the other closed the cycle (lock_timeout ends the test, rather
+// than hang it, if a loaded machine got that wrong).
 func TestWriteBuildsRetriesDeadlock(t *testing.T) {
 	t.Parallel()
-	s, dbURL := openWith(t, map[string]string{"deadlock_timeout": "200ms"})
+	s, dbURL := openWith(t, map[string]string{"deadlock_timeout": "2s"})
 	start, end := writesFixture(t, s)
 	if err := s.WriteBuilds(t.Context(), append(start("x"), start("y")...)); err != nil {
 		t.Fatal(err)
 	}
 	other := connect(t, dbURL)
-	if _, err := other.Exec(t.Context(), `SET deadlock_timeout = '1h'`); err != nil {
+	if _, err := other.Exec(t.Context(), `SET deadlock_timeout = '1h'; SET lock_timeout = '30s'`); err != nil {
 		t.Fatal(err)
 	}
 	tx, err := other.Begin(t.Context())
