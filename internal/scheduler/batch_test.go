@@ -182,3 +182,156 @@ func TestBatchCommitFails(t *testing.T) {
 		t.Errorf("b: %s; want SKIPPED, after a", h.results["b"])
 	}
 }
+
+// runBatched is startBatched with the caller's context and poll.
+func runBatched(ctx context.Context, h *harness, l *scheduler.Loop, b *batcher, poll time.Duration) <-chan run {
+	l.Runner, l.Semaphores, l.Recorder = eventRunner{h}, h, b
+	l.Buildset, l.Poll = "bs", poll
+	if l.RetryDelay == 0 {
+		l.RetryDelay = time.Millisecond
+	}
+	l.Remaining = map[string]time.Duration{}
+	done := make(chan run, 1)
+	go func() {
+		r, err := l.Run(ctx)
+		done <- run{r, err}
+	}()
+	return done
+}
+
+// TestBatchSemaphoreHandoff: a build that waits for the semaphore of the
+// build it follows gets it in the turn that build ends, as without a
+// batch, not at the next poll: the ended build's release waits for the
+// commit of its end, and the follower asks again once it is made. The
+// poll is an hour, so only the end can start b.
+func TestBatchSemaphoreHandoff(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	s := map[string]int{"s": 1}
+	l := &scheduler.Loop{
+		Plan: plan(t, "a:\nb: a", nil), Jobs: map[string]scheduler.JobSpec{"a": {Semaphores: s}, "b": {Semaphores: s}},
+		MaxParallel: 8,
+	}
+	done := runBatched(context.Background(), h, l, &batcher{harness: h}, time.Hour)
+	h.expect("boot#1")
+	h.succeed("boot")
+	h.expect("a#1")
+	h.succeed("a")
+	h.expect("b#1")
+	h.succeed("b")
+	if r := wait(t, done); r.result != store.Success || r.err != nil {
+		t.Fatalf("result %s, %v; want SUCCESS", r.result, r.err)
+	}
+	want := []string{
+		"commit [start boot#1]", "run boot#1",
+		"acquire bs/a", "commit [ended boot#1 SUCCESS/SUCCESS, start a#1]", "run a#1",
+		"commit [ended a#1 SUCCESS/SUCCESS]", "release bs/a", "acquire bs/b", "commit [start b#1]", "run b#1",
+		"commit [ended b#1 SUCCESS/SUCCESS]", "release bs/b",
+	}
+	if got := h.eventsOf("commit", "run", "acquire", "release"); !slices.Equal(got, want) {
+		t.Errorf("events\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestBatchCancelWhileWaitingToRetry: a build cancelled while it waits to
+// be retried (holding its semaphores) has its end committed before its
+// semaphores are released, as every build's.
+func TestBatchCancelWhileWaitingToRetry(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// An hour: the retry must not come by itself during the test.
+	l := &scheduler.Loop{
+		Plan: plan(t, "a:", nil), MaxParallel: 8, RetryDelay: time.Hour,
+		Jobs: map[string]scheduler.JobSpec{"a": {Semaphores: map[string]int{"s": 1}, Attempts: 3}},
+	}
+	done := runBatched(ctx, h, l, &batcher{harness: h}, time.Millisecond)
+	h.expect("boot#1")
+	h.succeed("boot")
+	h.expect("a#1")
+	h.end("a") <- scheduler.Outcome{Infra: errors.New("connection refused")}
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Contains(h.eventsOf("commit"), "commit [attempt a#1 RETRY]") {
+		if time.Now().After(deadline) {
+			t.Fatal("the failed attempt was never recorded as retried")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if r := wait(t, done); r.result != store.Canceled {
+		t.Fatalf("result %s, %v; want CANCELED", r.result, r.err)
+	}
+	want := []string{"commit [attempt a#1 RETRY]", "commit [build a CANCELED]", "release bs/a"}
+	got := h.eventsOf("commit", "release")
+	if i := slices.Index(got, want[0]); i < 0 || !slices.Equal(got[i:], want) {
+		t.Errorf("events\n got %q\nwant %q at the end", got, want)
+	}
+}
+
+// TestBatchDrain: with a batch, a drain still records what ended before
+// Run returns ErrDrained (the last end committed, its semaphores released
+// after the commit) and starts nothing more, c's start included.
+func TestBatchDrain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	drain := make(chan struct{})
+	l := &scheduler.Loop{
+		Plan: plan(t, "a:\nb:\nc: a b", nil), MaxParallel: 8, Drain: drain,
+		Jobs: map[string]scheduler.JobSpec{"b": {Semaphores: map[string]int{"s": 1}}},
+	}
+	done := runBatched(context.Background(), h, l, &batcher{harness: h}, time.Millisecond)
+	h.expect("boot#1")
+	h.succeed("boot")
+	h.expect("a#1", "b#1")
+	close(drain)
+	h.succeed("a")
+	h.await("commit [ended a#1 SUCCESS/SUCCESS]")
+	h.succeed("b") // c is ready now, but must not start
+	r := wait(t, done)
+	if r.result != "" || !errors.Is(r.err, scheduler.ErrDrained) {
+		t.Fatalf("result %q %v, want ErrDrained", r.result, r.err)
+	}
+	got := h.eventsOf("commit", "run", "release")
+	want := []string{"commit [ended b#1 SUCCESS/SUCCESS]", "release bs/b"}
+	if len(got) < 2 || !slices.Equal(got[len(got)-2:], want) {
+		t.Errorf("events\n got %q\nwant %q at the end", got, want)
+	}
+	for _, e := range got {
+		if strings.Contains(e, " c#") {
+			t.Errorf("%q after the drain", e)
+		}
+	}
+}
+
+// TestBatchCommitFailsWhileOthersRun: a batch that cannot be committed
+// stops the run: the attempt still running is cancelled and its end
+// recorded (written at once, the batch given up), the build that had
+// not started ends ERROR, and Run waits for the attempt before it
+// returns ERROR.
+func TestBatchCommitFailsWhileOthersRun(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	l := &scheduler.Loop{Plan: plan(t, "a:\nb:\nc: a", nil), MaxParallel: 8}
+	b := &batcher{harness: h}
+	done := runBatched(context.Background(), h, l, b, time.Millisecond)
+	h.expect("boot#1")
+	h.succeed("boot")
+	h.expect("a#1", "b#1")
+	h.mu.Lock()
+	b.failing = errors.New("disk full")
+	h.mu.Unlock()
+	h.succeed("a")
+	r := wait(t, done)
+	if r.result != store.Error || r.err == nil || !strings.Contains(r.err.Error(), "disk full") {
+		t.Fatalf("result %s, %v; want ERROR saying why", r.result, r.err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.results["b"] != store.Canceled || h.results["c"] != store.Error {
+		t.Errorf("results %v; want b CANCELED (cancelled as it ran), c ERROR", h.results)
+	}
+	if h.running != 0 {
+		t.Errorf("%d attempts still running after Run returned", h.running)
+	}
+}

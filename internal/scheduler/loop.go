@@ -229,6 +229,8 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 		}
 		f()
 	}
+	// releasing: a release waits in after, for the commit of a build's end.
+	releasing := false
 
 	// slotted: the jobs holding one of l.Slots; all given back at the end,
 	// whatever ends the run.
@@ -253,6 +255,14 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 			delete(waitingSince, job)
 		}
 	}
+	// releaseAfter releases job's semaphores once what the turn recorded
+	// of it is committed.
+	releaseAfter := func(job string) {
+		if batch != nil && batch.Len() > 0 {
+			releasing = true
+		}
+		act(func() { release(job) })
+	}
 	record := func(err error) {
 		if err != nil && fatal == nil {
 			fatal = err
@@ -267,25 +277,26 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 			// The attempt's end and the build's, in one write, before its
 			// semaphores go to others.
 			record(be.BuildEnded(bg, job, att.n, att.res, att.msg, res, reason, now()))
-			act(func() { release(job) })
+			releaseAfter(job)
 		case att != nil:
 			record(rec.AttemptFinished(bg, job, att.n, att.res, att.msg, now()))
-			act(func() { release(job) })
+			releaseAfter(job)
 			record(rec.BuildFinished(bg, job, res, reason, now()))
 		default:
-			act(func() { release(job) })
+			// Recorded first: in a batch, the release waits for its commit.
 			record(rec.BuildFinished(bg, job, res, reason, now()))
+			releaseAfter(job)
 		}
 		_, skipped := core.Finish(job, res)
 		giveSlot(job)
 		for _, s := range skipped {
-			act(func() { release(s.Job) })
+			releaseAfter(s.Job)
 			record(rec.BuildFinished(bg, s.Job, s.Result, s.Reason, now()))
 		}
 	}
 	cancelRest := func() {
 		for _, s := range core.CancelRest(ReasonBuildsetCancelled) {
-			act(func() { release(s.Job) })
+			releaseAfter(s.Job)
 			record(w().BuildFinished(bg, s.Job, s.Result, s.Reason, now()))
 		}
 	}
@@ -331,7 +342,7 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 				}
 			}
 			todo := after
-			after = nil
+			after, releasing = nil, false
 			for _, f := range todo {
 				f()
 			}
@@ -408,6 +419,18 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 						waitingSince[job] = now()
 					}
 					ok, err := l.Semaphores.TryAcquire(bg, l.holder(job), spec.Semaphores, waitingSince[job])
+					if err == nil && !ok && releasing {
+						// What it waits for may be a build's that ended this
+						// turn, released once that end is committed: commit
+						// now and ask again, rather than at the next poll.
+						flush()
+						if fatal != nil {
+							giveSlot(job)
+							blocked = append(blocked, job)
+							break
+						}
+						ok, err = l.Semaphores.TryAcquire(bg, l.holder(job), spec.Semaphores, waitingSince[job])
+					}
 					if err != nil {
 						// A store that fails once (a busy database) must not
 						// cancel the builds that run: try again at the next
@@ -456,7 +479,7 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 			case canceled || fatal != nil:
 				finishBuild(job, store.Canceled, "cancelled while waiting to retry", nil)
 			case drained():
-				act(func() { release(job) }) // the next process retries it
+				releaseAfter(job) // the next process retries it
 			case holding():
 				retryLater(job, poll)
 			default:

@@ -28,7 +28,9 @@ func (s *Store) WriteBuilds(ctx context.Context, writes []store.BuildWrite) erro
 		failed, err = s.writeBuilds(ctx, ops)
 		return err
 	})
-	if err == nil {
+	if err != nil {
+		err = fmt.Errorf("postgres: write builds: %w", err)
+	} else {
 		err = failed
 	}
 	s.CountFenced(err)
