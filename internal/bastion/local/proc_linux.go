@@ -3,10 +3,13 @@ package local
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -166,3 +169,166 @@ var bootID = sync.OnceValues(func() (string, error) {
 })
 
 func checkSupported() error { return nil }
+
+// newPipe returns the read end of a new pipe, close-on-exec and
+// non-blocking, for a watcher, and the write end as a blocking file to give
+// a child. Neither is in Go's poller: the watcher's epoll instance is.
+func newPipe() (r int, w *os.File, err error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return -1, nil, err
+	}
+	if err := unix.SetNonblock(p[0], true); err != nil {
+		unix.Close(p[0])
+		unix.Close(p[1])
+		return -1, nil, err
+	}
+	return p[0], os.NewFile(uintptr(p[1]), "|1"), nil
+}
+
+// watcher waits in its caller's goroutine for what a build's leader does:
+// output on its pipe, the pipe's end, and, given a pidfd, its exit. It is
+// an epoll instance holding the pipe's read end and the pidfd, itself
+// parked in Go's poller, so that waiting for a build takes no goroutine or
+// thread of its own and a deadline (SetDeadline) interrupts it. One
+// goroutine at a time calls poll and read; SetDeadline may come from any.
+type watcher struct {
+	ep    *os.File // the epoll instance
+	rc    syscall.RawConn
+	out   int // the pipe's read end; -1 once it reached its end
+	pidfd int // -1 when none, or once the exit was reported
+	evs   [2]unix.EpollEvent
+}
+
+// newWatcher watches out (a non-blocking pipe it then owns) and, if not -1,
+// pidfd (which it then owns too).
+func newWatcher(out, pidfd int) (*watcher, error) {
+	w := &watcher{out: out, pidfd: pidfd}
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		w.closeFDs()
+		return nil, fmt.Errorf("epoll: %w", err)
+	}
+	for _, fd := range []int{out, pidfd} {
+		if fd < 0 {
+			continue
+		}
+		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			unix.Close(epfd)
+			w.closeFDs()
+			return nil, fmt.Errorf("epoll: %w", err)
+		}
+	}
+	// Non-blocking, so that os.NewFile puts it in Go's poller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		w.closeFDs()
+		return nil, fmt.Errorf("epoll: %w", err)
+	}
+	w.ep = os.NewFile(uintptr(epfd), "epoll")
+	if w.rc, err = w.ep.SyscallConn(); err != nil {
+		w.close()
+		return nil, fmt.Errorf("epoll: %w", err)
+	}
+	return w, nil
+}
+
+// hasPidfd reports whether the watcher reports the leader's exit.
+func (w *watcher) hasPidfd() bool { return w.pidfd >= 0 }
+
+// SetDeadline makes a poll in progress or to come return
+// os.ErrDeadlineExceeded once t has passed; zero means none.
+func (w *watcher) SetDeadline(t time.Time) error { return w.ep.SetReadDeadline(t) }
+
+// poll waits until the pipe can be read (or has reached its end), the
+// leader has exited, or the deadline passes. An exit is reported once.
+func (w *watcher) poll() (readable, exited bool, err error) {
+	var werr error
+	err = w.rc.Read(func(uintptr) bool {
+		n, err := unix.EpollWait(int(w.ep.Fd()), w.evs[:], 0)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				return false
+			}
+			werr = err
+			return true
+		}
+		for _, e := range w.evs[:n] {
+			switch {
+			case int(e.Fd) == w.out && w.out >= 0:
+				readable = true
+			case int(e.Fd) == w.pidfd && w.pidfd >= 0:
+				exited = true
+			}
+		}
+		return n > 0
+	})
+	if err == nil {
+		err = werr
+	}
+	if exited {
+		// Readable for good now: watch the pipe alone.
+		_ = unix.EpollCtl(int(w.ep.Fd()), unix.EPOLL_CTL_DEL, w.pidfd, nil)
+		unix.Close(w.pidfd)
+		w.pidfd = -1
+	}
+	return readable, exited, err
+}
+
+// read reads what the pipe holds into buf, calling fn with each part, until
+// it would block; at the pipe's end it stops watching it.
+func (w *watcher) read(buf []byte, fn func([]byte)) {
+	for w.out >= 0 {
+		n, err := unix.Read(w.out, buf)
+		switch {
+		case n > 0:
+			fn(buf[:n])
+		case errors.Is(err, unix.EINTR):
+		case errors.Is(err, unix.EAGAIN):
+			return
+		default: // the end, or a broken pipe that will not mend
+			_ = unix.EpollCtl(int(w.ep.Fd()), unix.EPOLL_CTL_DEL, w.out, nil)
+			unix.Close(w.out)
+			w.out = -1
+		}
+	}
+}
+
+// done reports whether the pipe reached its end and no exit is left to
+// report.
+func (w *watcher) done() bool { return w.out < 0 && w.pidfd < 0 }
+
+// outDone reports whether the pipe reached its end.
+func (w *watcher) outDone() bool { return w.out < 0 }
+
+func (w *watcher) closeFDs() {
+	if w.out >= 0 {
+		unix.Close(w.out)
+		w.out = -1
+	}
+	if w.pidfd >= 0 {
+		unix.Close(w.pidfd)
+		w.pidfd = -1
+	}
+}
+
+// close releases everything; the watcher is not used after.
+func (w *watcher) close() {
+	w.closeFDs()
+	if w.ep != nil {
+		w.ep.Close()
+	}
+}
+
+// closeFD closes fd unless it is -1.
+func closeFD(fd int) {
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+}
+
+// sysProcAttr makes a child lead a process group of its own and has its
+// pidfd stored in *pidfd (-1 when the kernel has none).
+func sysProcAttr(pidfd *int) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, PidFD: pidfd}
+}
