@@ -98,8 +98,10 @@ type Recorder struct {
 	changed    bool            // anything at all since the last write
 	note       string          // the note written last
 
-	flushMu sync.Mutex // one write to the sink at a time
-	stop    chan struct{}
+	flushMu sync.Mutex      // one write to the sink at a time
+	ctx     context.Context // Start's, once called
+	closed  bool            // Close was called
+	stop    chan struct{}   // the goroutine of Start, once launched
 	done    chan struct{}
 }
 
@@ -128,14 +130,22 @@ func NewRecorder(sink Sink, t Target) *Recorder {
 	}
 }
 
-// Start writes what was read to the sink every Flush until Close. Calling
-// it twice starts nothing more.
+// Start writes what was read to the sink every Flush until Close. The
+// goroutine that does starts with the first event written, so that an
+// attempt that runs no Ansible, most of them, costs none. Calling it twice
+// starts nothing more; after Close it starts nothing.
 func (r *Recorder) Start(ctx context.Context) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.stop != nil {
+	if r.ctx != nil || r.closed {
 		return
 	}
+	r.ctx = ctx
+}
+
+// launch starts the goroutine of Start; r.mu is held.
+func (r *Recorder) launch() {
+	ctx := r.ctx
 	every := r.Flush
 	if every <= 0 {
 		every = DefaultFlush
@@ -164,6 +174,9 @@ func (r *Recorder) Write(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := len(p)
+	if n > 0 && r.ctx != nil && r.stop == nil && !r.closed {
+		r.launch()
+	}
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
@@ -534,7 +547,7 @@ type Outcome struct {
 func (r *Recorder) Close(ctx context.Context) Outcome {
 	r.mu.Lock()
 	stop, done := r.stop, r.done
-	r.stop = nil
+	r.stop, r.closed = nil, true
 	if len(r.partial) > 0 && !r.overlong {
 		r.line(r.partial)
 	}
