@@ -174,10 +174,12 @@ func (b *Bastion) startProcess(command, dir string, env []string, id string, log
 	// Last, so that it overrides a value in env: exec keeps the last.
 	mark := bastion.RunEnv + "=" + id
 	env = append(env[:len(env):len(env)], mark)
-	argv := []string{"/bin/sh", "-c", command}
-	if direct, ok := directArgv(command, env); ok {
+	sh := []string{"/bin/sh", "-c", command}
+	argv, procEnv := sh, env
+	direct, isDirect := directArgv(command, env)
+	if isDirect {
 		// sh exports PWD to what it runs; so does a direct start.
-		argv, env = direct, append(env, "PWD="+dir)
+		argv, procEnv = direct, append(env, "PWD="+dir)
 	}
 	// os.StartProcess rather than exec.Cmd, which costs some 25 µs more a
 	// start (a look-up, a context, goroutines) on runs of short jobs. The
@@ -190,10 +192,14 @@ func (b *Bastion) startProcess(command, dir string, env []string, id string, log
 	if b.noPidfd {
 		pidfdp = nil
 	}
-	proc, err := os.StartProcess(argv[0], argv, &os.ProcAttr{
-		Dir: dir, Env: lastWins(env), Files: []*os.File{null, pw, pw},
-		Sys: sysProcAttr(pidfdp),
-	})
+	attr := &os.ProcAttr{Dir: dir, Env: lastWins(procEnv), Files: []*os.File{null, pw, pw}, Sys: sysProcAttr(pidfdp)}
+	proc, err := os.StartProcess(argv[0], argv, attr)
+	if err != nil && isDirect {
+		// What sh makes of what could not be exec'd: a script without
+		// #!, or the message and status of a program not found.
+		attr.Env = lastWins(env)
+		proc, err = os.StartProcess(sh[0], sh, attr)
+	}
 	pw.Close()
 	if err != nil {
 		closeFD(pr)
