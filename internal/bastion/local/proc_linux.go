@@ -178,7 +178,8 @@ func newPipe() (r int, w *os.File, err error) {
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		return -1, nil, err
 	}
-	if err := unix.SetNonblock(p[0], true); err != nil {
+	// The read end's flags are O_RDONLY alone: one fcntl sets them.
+	if _, err := unix.FcntlInt(uintptr(p[0]), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
 		unix.Close(p[0])
 		unix.Close(p[1])
 		return -1, nil, err
@@ -193,11 +194,12 @@ func newPipe() (r int, w *os.File, err error) {
 // thread of its own and a deadline (SetDeadline) interrupts it. One
 // goroutine at a time calls poll and read; SetDeadline may come from any.
 type watcher struct {
-	ep    *os.File // the epoll instance
-	rc    syscall.RawConn
-	out   int // the pipe's read end; -1 once it reached its end
-	pidfd int // -1 when none, or once the exit was reported
-	evs   [2]unix.EpollEvent
+	ep     *os.File // the epoll instance
+	rc     syscall.RawConn
+	out    int  // the pipe's read end; -1 once it reached its end
+	pidfd  int  // -1 when none
+	exited bool // the exit was reported
+	evs    [2]unix.EpollEvent
 }
 
 // newWatcher watches out (a non-blocking pipe it then owns) and, if not -1,
@@ -209,18 +211,22 @@ func newWatcher(out, pidfd int) (*watcher, error) {
 		w.closeFDs()
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
-	for _, fd := range []int{out, pidfd} {
-		if fd < 0 {
+	// The pipe leaves the set when closed at its end (nothing else holds
+	// its read end); the pidfd, readable for good once the leader has
+	// exited, is reported once (EPOLLONESHOT).
+	for _, e := range []unix.EpollEvent{{Events: unix.EPOLLIN, Fd: int32(out)}, {Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(pidfd)}} {
+		if e.Fd < 0 {
 			continue
 		}
-		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, int(e.Fd), &e); err != nil {
 			unix.Close(epfd)
 			w.closeFDs()
 			return nil, fmt.Errorf("epoll: %w", err)
 		}
 	}
-	// Non-blocking, so that os.NewFile puts it in Go's poller.
-	if err := unix.SetNonblock(epfd, true); err != nil {
+	// Non-blocking, so that os.NewFile puts it in Go's poller; its flags
+	// are O_RDWR alone.
+	if _, err := unix.FcntlInt(uintptr(epfd), unix.F_SETFL, unix.O_RDWR|unix.O_NONBLOCK); err != nil {
 		unix.Close(epfd)
 		w.closeFDs()
 		return nil, fmt.Errorf("epoll: %w", err)
@@ -257,7 +263,7 @@ func (w *watcher) poll() (readable, exited bool, err error) {
 			switch {
 			case int(e.Fd) == w.out && w.out >= 0:
 				readable = true
-			case int(e.Fd) == w.pidfd && w.pidfd >= 0:
+			case int(e.Fd) == w.pidfd && w.pidfd >= 0 && !w.exited:
 				exited = true
 			}
 		}
@@ -267,10 +273,7 @@ func (w *watcher) poll() (readable, exited bool, err error) {
 		err = werr
 	}
 	if exited {
-		// Readable for good now: watch the pipe alone.
-		_ = unix.EpollCtl(int(w.ep.Fd()), unix.EPOLL_CTL_DEL, w.pidfd, nil)
-		unix.Close(w.pidfd)
-		w.pidfd = -1
+		w.exited = true
 	}
 	return readable, exited, err
 }
@@ -287,7 +290,6 @@ func (w *watcher) read(buf []byte, fn func([]byte)) {
 		case errors.Is(err, unix.EAGAIN):
 			return
 		default: // the end, or a broken pipe that will not mend
-			_ = unix.EpollCtl(int(w.ep.Fd()), unix.EPOLL_CTL_DEL, w.out, nil)
 			unix.Close(w.out)
 			w.out = -1
 		}
@@ -296,7 +298,7 @@ func (w *watcher) read(buf []byte, fn func([]byte)) {
 
 // done reports whether the pipe reached its end and no exit is left to
 // report.
-func (w *watcher) done() bool { return w.out < 0 && w.pidfd < 0 }
+func (w *watcher) done() bool { return w.out < 0 && (w.pidfd < 0 || w.exited) }
 
 // outDone reports whether the pipe reached its end.
 func (w *watcher) outDone() bool { return w.out < 0 }
