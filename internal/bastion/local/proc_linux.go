@@ -200,6 +200,12 @@ type watcher struct {
 	pidfd  int  // -1 when none
 	exited bool // the exit was reported
 	evs    [2]unix.EpollEvent
+	// check is w.check, made once: a closure made at every poll was
+	// most of what watching a build allocated.
+	check func(uintptr) bool
+	// What the last check saw.
+	readable, exit bool
+	err            error
 }
 
 // newWatcher watches out (a non-blocking pipe it then owns) and, if not -1,
@@ -231,6 +237,7 @@ func newWatcher(out, pidfd int) (*watcher, error) {
 		w.closeFDs()
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
+	w.check = w.checkOnce
 	w.ep = os.NewFile(uintptr(epfd), "epoll")
 	if w.rc, err = w.ep.SyscallConn(); err != nil {
 		w.close()
@@ -249,33 +256,37 @@ func (w *watcher) SetDeadline(t time.Time) error { return w.ep.SetReadDeadline(t
 // poll waits until the pipe can be read (or has reached its end), the
 // leader has exited, or the deadline passes. An exit is reported once.
 func (w *watcher) poll() (readable, exited bool, err error) {
-	var werr error
-	err = w.rc.Read(func(uintptr) bool {
-		n, err := unix.EpollWait(int(w.ep.Fd()), w.evs[:], 0)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				return false
-			}
-			werr = err
-			return true
-		}
-		for _, e := range w.evs[:n] {
-			switch {
-			case int(e.Fd) == w.out && w.out >= 0:
-				readable = true
-			case int(e.Fd) == w.pidfd && w.pidfd >= 0 && !w.exited:
-				exited = true
-			}
-		}
-		return n > 0
-	})
+	w.readable, w.exit, w.err = false, false, nil
+	err = w.rc.Read(w.check)
 	if err == nil {
-		err = werr
+		err = w.err
 	}
-	if exited {
+	if w.exit {
 		w.exited = true
 	}
-	return readable, exited, err
+	return w.readable, w.exit, err
+}
+
+// checkOnce takes what the epoll instance has ready, without waiting, and
+// reports whether there was anything.
+func (w *watcher) checkOnce(fd uintptr) bool {
+	n, err := unix.EpollWait(int(fd), w.evs[:], 0)
+	if err != nil {
+		if errors.Is(err, unix.EINTR) {
+			return false
+		}
+		w.err = err
+		return true
+	}
+	for _, e := range w.evs[:n] {
+		switch {
+		case int(e.Fd) == w.out && w.out >= 0:
+			w.readable = true
+		case int(e.Fd) == w.pidfd && w.pidfd >= 0 && !w.exited:
+			w.exit = true
+		}
+	}
+	return n > 0
 }
 
 // read reads what the pipe holds into buf, calling fn with each part, until
