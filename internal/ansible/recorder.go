@@ -124,10 +124,9 @@ type task struct {
 
 // NewRecorder returns a Recorder of the attempt t writing to sink.
 func NewRecorder(sink Sink, t Target) *Recorder {
-	return &Recorder{
-		sink: sink, target: t, runs: map[string]*run{}, plays: map[string]string{},
-		tasks: map[string]*task{}, hosts: map[string]bool{}, dirty: map[string]bool{},
-	}
+	// The maps are made with the first line read: most attempts run no
+	// Ansible.
+	return &Recorder{sink: sink, target: t}
 }
 
 // Start writes what was read to the sink every Flush until Close. The
@@ -250,6 +249,10 @@ type stats struct {
 
 // line reads one event; r.mu is held.
 func (r *Recorder) line(b []byte) {
+	if r.runs == nil {
+		r.runs, r.plays, r.tasks = map[string]*run{}, map[string]string{}, map[string]*task{}
+		r.hosts, r.dirty = map[string]bool{}, map[string]bool{}
+	}
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 {
 		return
