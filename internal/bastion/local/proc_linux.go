@@ -243,6 +243,12 @@ func newWatcher(out, pidfd int) (*watcher, error) {
 		w.close()
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
+	// Only a file in Go's poller takes a deadline: without one, a poll
+	// could not be interrupted.
+	if err := w.ep.SetReadDeadline(time.Time{}); err != nil {
+		w.close()
+		return nil, fmt.Errorf("epoll: %w", err)
+	}
 	return w, nil
 }
 

@@ -36,7 +36,7 @@ func newPipe() (int, *os.File, error) { return -1, nil, checkSupported() }
 
 func closeFD(fd int) {}
 
-type watcher struct{}
+type watcher struct{ exited bool }
 
 func newWatcher(out, pidfd int) (*watcher, error)           { return nil, checkSupported() }
 func (w *watcher) hasPidfd() bool                           { return false }

@@ -267,6 +267,11 @@ func (p *process) goCopy() {
 				p.exited <- nil
 			}
 			if err != nil {
+				if p.w.hasPidfd() && !p.w.exited && !errors.Is(err, os.ErrDeadlineExceeded) {
+					// The watcher failed before the exit (it never has):
+					// whoever waits for it must still hear of it.
+					p.exited <- waitExited(p.proc.Pid)
+				}
 				return
 			}
 		}
