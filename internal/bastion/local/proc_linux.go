@@ -194,11 +194,11 @@ func newPipe() (r int, w *os.File, err error) {
 // thread of its own and a deadline (SetDeadline) interrupts it. One
 // goroutine at a time calls poll and read; SetDeadline may come from any.
 type watcher struct {
-	ep     *os.File // the epoll instance
-	rc     syscall.RawConn
+	ep     *epoll
 	out    int  // the pipe's read end; -1 once it reached its end
 	pidfd  int  // -1 when none
 	exited bool // the exit was reported
+	dirty  bool // a descriptor may be left in ep: close it, do not reuse it
 	evs    [2]unix.EpollEvent
 	// check is w.check, made once: a closure made at every poll was
 	// most of what watching a build allocated.
@@ -208,48 +208,89 @@ type watcher struct {
 	err            error
 }
 
-// newWatcher watches out (a non-blocking pipe it then owns) and, if not -1,
-// pidfd (which it then owns too).
-func newWatcher(out, pidfd int) (*watcher, error) {
-	w := &watcher{out: out, pidfd: pidfd}
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err != nil {
-		w.closeFDs()
-		return nil, fmt.Errorf("epoll: %w", err)
+// epoll is an epoll instance in Go's poller.
+type epoll struct {
+	f  *os.File
+	rc syscall.RawConn
+}
+
+// idleEpolls keeps a few empty epoll instances for the next builds:
+// making one, putting it in Go's poller and undoing both for every build
+// cost more system time than the goroutines the watcher replaced. An
+// instance is put back only once every descriptor of its build was
+// removed from it, so that it never reports one of an earlier build.
+var idleEpolls = make(chan *epoll, 4)
+
+// getEpoll returns an idle epoll instance, or a new one.
+func getEpoll() (*epoll, error) {
+	select {
+	case e := <-idleEpolls:
+		// Only a file in Go's poller takes a deadline; an earlier build's
+		// is cleared.
+		if err := e.f.SetReadDeadline(time.Time{}); err == nil {
+			return e, nil
+		}
+		e.f.Close()
+	default:
 	}
-	// The pipe leaves the set when closed at its end (nothing else holds
-	// its read end); the pidfd, readable for good once the leader has
-	// exited, is reported once (EPOLLONESHOT).
-	for _, e := range []unix.EpollEvent{{Events: unix.EPOLLIN, Fd: int32(out)}, {Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(pidfd)}} {
-		if e.Fd < 0 {
-			continue
-		}
-		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, int(e.Fd), &e); err != nil {
-			unix.Close(epfd)
-			w.closeFDs()
-			return nil, fmt.Errorf("epoll: %w", err)
-		}
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll: %w", err)
 	}
 	// Non-blocking, so that os.NewFile puts it in Go's poller; its flags
 	// are O_RDWR alone.
-	if _, err := unix.FcntlInt(uintptr(epfd), unix.F_SETFL, unix.O_RDWR|unix.O_NONBLOCK); err != nil {
-		unix.Close(epfd)
-		w.closeFDs()
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, unix.O_RDWR|unix.O_NONBLOCK); err != nil {
+		unix.Close(fd)
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
-	w.check = w.checkOnce
-	w.ep = os.NewFile(uintptr(epfd), "epoll")
-	if w.rc, err = w.ep.SyscallConn(); err != nil {
-		w.close()
+	e := &epoll{f: os.NewFile(uintptr(fd), "epoll")}
+	if e.rc, err = e.f.SyscallConn(); err != nil {
+		e.f.Close()
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
 	// Only a file in Go's poller takes a deadline: without one, a poll
 	// could not be interrupted.
-	if err := w.ep.SetReadDeadline(time.Time{}); err != nil {
-		w.close()
+	if err := e.f.SetReadDeadline(time.Time{}); err != nil {
+		e.f.Close()
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
+	return e, nil
+}
+
+// newWatcher watches out (a non-blocking pipe it then owns) and, if not -1,
+// pidfd (which it then owns too).
+func newWatcher(out, pidfd int) (*watcher, error) {
+	w := &watcher{out: out, pidfd: pidfd}
+	ep, err := getEpoll()
+	if err != nil {
+		w.closeFDs()
+		return nil, err
+	}
+	w.ep = ep
+	w.check = w.checkOnce
+	// The pidfd, readable for good once the leader has exited, is
+	// reported once (EPOLLONESHOT).
+	for _, e := range []unix.EpollEvent{{Events: unix.EPOLLIN, Fd: int32(out)}, {Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(pidfd)}} {
+		if e.Fd < 0 {
+			continue
+		}
+		if err := unix.EpollCtl(w.epfd(), unix.EPOLL_CTL_ADD, int(e.Fd), &e); err != nil {
+			w.dirty = true
+			w.close()
+			return nil, fmt.Errorf("epoll: %w", err)
+		}
+	}
 	return w, nil
+}
+
+func (w *watcher) epfd() int { return int(w.ep.f.Fd()) }
+
+// forget removes fd from the epoll instance and closes it.
+func (w *watcher) forget(fd int) {
+	if err := unix.EpollCtl(w.epfd(), unix.EPOLL_CTL_DEL, fd, nil); err != nil {
+		w.dirty = true
+	}
+	unix.Close(fd)
 }
 
 // hasPidfd reports whether the watcher reports the leader's exit.
@@ -257,13 +298,13 @@ func (w *watcher) hasPidfd() bool { return w.pidfd >= 0 }
 
 // SetDeadline makes a poll in progress or to come return
 // os.ErrDeadlineExceeded once t has passed; zero means none.
-func (w *watcher) SetDeadline(t time.Time) error { return w.ep.SetReadDeadline(t) }
+func (w *watcher) SetDeadline(t time.Time) error { return w.ep.f.SetReadDeadline(t) }
 
 // poll waits until the pipe can be read (or has reached its end), the
 // leader has exited, or the deadline passes. An exit is reported once.
 func (w *watcher) poll() (readable, exited bool, err error) {
 	w.readable, w.exit, w.err = false, false, nil
-	err = w.rc.Read(w.check)
+	err = w.ep.rc.Read(w.check)
 	if err == nil {
 		err = w.err
 	}
@@ -307,7 +348,7 @@ func (w *watcher) read(buf []byte, fn func([]byte)) {
 		case errors.Is(err, unix.EAGAIN):
 			return
 		default: // the end, or a broken pipe that will not mend
-			unix.Close(w.out)
+			w.forget(w.out)
 			w.out = -1
 		}
 	}
@@ -321,22 +362,36 @@ func (w *watcher) done() bool { return w.out < 0 && (w.pidfd < 0 || w.exited) }
 func (w *watcher) outDone() bool { return w.out < 0 }
 
 func (w *watcher) closeFDs() {
-	if w.out >= 0 {
-		unix.Close(w.out)
-		w.out = -1
-	}
-	if w.pidfd >= 0 {
-		unix.Close(w.pidfd)
-		w.pidfd = -1
+	for _, fd := range []*int{&w.out, &w.pidfd} {
+		if *fd < 0 {
+			continue
+		}
+		if w.ep != nil {
+			w.forget(*fd)
+		} else {
+			unix.Close(*fd)
+		}
+		*fd = -1
 	}
 }
 
-// close releases everything; the watcher is not used after.
+// close releases everything, and keeps the epoll instance for another
+// build if it is empty; the watcher is not used after.
 func (w *watcher) close() {
 	w.closeFDs()
-	if w.ep != nil {
-		w.ep.Close()
+	if w.ep == nil {
+		return
 	}
+	if !w.dirty {
+		select {
+		case idleEpolls <- w.ep:
+			w.ep = nil
+			return
+		default:
+		}
+	}
+	w.ep.f.Close()
+	w.ep = nil
 }
 
 // closeFD closes fd unless it is -1.
