@@ -206,19 +206,15 @@ func (b *Bastion) startProcess(command, dir string, env []string, id string, log
 		return nil, fmt.Errorf("start: %w", err)
 	}
 	pid := proc.Pid
-	untrack := func() {}
-	{
-		// The leader is alive or an unreaped zombie: pid is its group's id.
-		u, err := b.record(pid)
-		if err != nil {
-			// Out of KillOwner's reach, it must not run at all.
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
-			_, _ = proc.Wait()
-			closeFD(pr)
-			closeFD(pidfd)
-			return nil, fmt.Errorf("record the process group: %w", err)
-		}
-		untrack = u
+	// The leader is alive or an unreaped zombie: pid is its group's id.
+	untrack, err := b.record(pid)
+	if err != nil {
+		// Out of KillOwner's reach, it must not run at all.
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		_, _ = proc.Wait()
+		closeFD(pr)
+		closeFD(pidfd)
+		return nil, fmt.Errorf("record the process group: %w", err)
 	}
 	w, err := newWatcher(pr, pidfd)
 	if err != nil {
