@@ -98,8 +98,10 @@ type Recorder struct {
 	changed    bool            // anything at all since the last write
 	note       string          // the note written last
 
-	flushMu sync.Mutex // one write to the sink at a time
-	stop    chan struct{}
+	flushMu sync.Mutex      // one write to the sink at a time
+	ctx     context.Context // Start's, once called
+	closed  bool            // Close was called
+	stop    chan struct{}   // the goroutine of Start, once launched
 	done    chan struct{}
 }
 
@@ -122,20 +124,27 @@ type task struct {
 
 // NewRecorder returns a Recorder of the attempt t writing to sink.
 func NewRecorder(sink Sink, t Target) *Recorder {
-	return &Recorder{
-		sink: sink, target: t, runs: map[string]*run{}, plays: map[string]string{},
-		tasks: map[string]*task{}, hosts: map[string]bool{}, dirty: map[string]bool{},
-	}
+	// The maps are made with the first line read: most attempts run no
+	// Ansible.
+	return &Recorder{sink: sink, target: t}
 }
 
-// Start writes what was read to the sink every Flush until Close. Calling
-// it twice starts nothing more.
+// Start writes what was read to the sink every Flush until Close. The
+// goroutine that does starts with the first event written, so that an
+// attempt that runs no Ansible, most of them, costs none. Calling it twice
+// starts nothing more; after Close it starts nothing.
 func (r *Recorder) Start(ctx context.Context) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.stop != nil {
+	if r.ctx != nil || r.closed {
 		return
 	}
+	r.ctx = ctx
+}
+
+// launch starts the goroutine of Start; r.mu is held.
+func (r *Recorder) launch() {
+	ctx := r.ctx
 	every := r.Flush
 	if every <= 0 {
 		every = DefaultFlush
@@ -164,6 +173,9 @@ func (r *Recorder) Write(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := len(p)
+	if n > 0 && r.ctx != nil && r.stop == nil && !r.closed {
+		r.launch()
+	}
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
@@ -237,6 +249,10 @@ type stats struct {
 
 // line reads one event; r.mu is held.
 func (r *Recorder) line(b []byte) {
+	if r.runs == nil {
+		r.runs, r.plays, r.tasks = map[string]*run{}, map[string]string{}, map[string]*task{}
+		r.hosts, r.dirty = map[string]bool{}, map[string]bool{}
+	}
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 {
 		return
@@ -534,7 +550,7 @@ type Outcome struct {
 func (r *Recorder) Close(ctx context.Context) Outcome {
 	r.mu.Lock()
 	stop, done := r.stop, r.done
-	r.stop = nil
+	r.stop, r.closed = nil, true
 	if len(r.partial) > 0 && !r.overlong {
 		r.line(r.partial)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -396,4 +397,40 @@ func TestInstallCommand(t *testing.T) {
 	if env["ANSIBLE_CALLBACK_PLUGINS"] != "/x:plugins/callback" {
 		t.Errorf("env %v", env)
 	}
+}
+
+// TestNoGoroutineWithoutEvents: a started Recorder runs no goroutine
+// until the first event comes, as most attempts run no Ansible; then one,
+// until Close. Not parallel, so that no other test's Recorder runs.
+func TestNoGoroutineWithoutEvents(t *testing.T) {
+	r := ansible.NewRecorder(&ansibletest.Sink{}, ansible.Target{Buildset: "bs", Job: "j", Attempt: 1})
+	r.Start(t.Context())
+	if n := flushers(r); n != 0 {
+		t.Errorf("%d flushing goroutines before any event, want 0", n)
+	}
+	r.Write([]byte(`{"ev":"start","run":"r"}` + "\n"))
+	if n := flushers(r); n != 1 {
+		t.Errorf("%d flushing goroutines after an event, want 1", n)
+	}
+	r.Close(t.Context())
+	if n := flushers(r); n != 0 {
+		t.Errorf("%d flushing goroutines after Close, want 0", n)
+	}
+	r.Write([]byte(`{"ev":"start","run":"r2"}` + "\n"))
+	if n := flushers(r); n != 0 {
+		t.Errorf("%d flushing goroutines after a write past Close, want 0", n)
+	}
+}
+
+// flushers counts the goroutines a Recorder's Start launched.
+func flushers(*ansible.Recorder) int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "ansible.(*Recorder).") {
+			n++
+		}
+	}
+	return n
 }

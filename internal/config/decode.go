@@ -76,12 +76,18 @@ type field func(key, val *yaml.Node, path string)
 // mapping checks that n is a mapping whose keys are all known, and calls the
 // handler of each key. Unknown and repeated keys are errors.
 func (d *decoder) mapping(n *yaml.Node, path string, fields map[string]field) {
+	mappingOf(d, n, path, fields, func(f field, k, v *yaml.Node, p string) { f(k, v, p) })
+}
+
+// mappingOf is mapping with handlers of any type, which call calls: a
+// table of handlers made once, not a map of closures made for every
+// mapping read (a job's).
+func mappingOf[F any](d *decoder, n *yaml.Node, path string, fields map[string]F, call func(f F, k, v *yaml.Node, p string)) {
 	n = resolve(n)
 	if n.Kind != yaml.MappingNode {
 		d.fail(n, path, "must be a mapping", "write it as key: value lines")
 		return
 	}
-	seen := map[string]*yaml.Node{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], resolve(n.Content[i+1])
 		if k.Kind != yaml.ScalarNode {
@@ -89,11 +95,11 @@ func (d *decoder) mapping(n *yaml.Node, path string, fields map[string]field) {
 			continue
 		}
 		kp := join(path, k.Value)
-		if first, ok := seen[k.Value]; ok {
+		// Known keys are few: a look back costs less than a map.
+		if first := firstKey(n, i, k.Value); first != nil {
 			d.errs.add(d.pos(k), kp, fmt.Sprintf("key is defined twice, first at %s", d.pos(first)), "", "remove one of them")
 			continue
 		}
-		seen[k.Value] = k
 		f, ok := fields[k.Value]
 		if !ok {
 			keys := slices.Sorted(maps.Keys(fields))
@@ -103,8 +109,19 @@ func (d *decoder) mapping(n *yaml.Node, path string, fields map[string]field) {
 			}
 			continue
 		}
-		f(k, v, kp)
+		call(f, k, v, kp)
 	}
+}
+
+// firstKey returns the first plain key of mapping n before its content
+// index i that is key, or nil.
+func firstKey(n *yaml.Node, i int, key string) *yaml.Node {
+	for j := 0; j < i; j += 2 {
+		if k := n.Content[j]; k.Kind == yaml.ScalarNode && k.Value == key {
+			return k
+		}
+	}
+	return nil
 }
 
 // entries iterates over a mapping whose keys are names chosen by the user.

@@ -94,8 +94,10 @@ func Select(cfg *config.Config, pipeline string, files []string) (*Plan, error) 
 		return nil, fmt.Errorf("config has no bootstrap job")
 	}
 	// The pipeline's jobs in listed order, the bootstrap job first.
-	order := []string{cfg.Bootstrap}
-	index := map[string]int{cfg.Bootstrap: 0}
+	order := make([]string, 1, len(pl.Jobs)+1)
+	order[0] = cfg.Bootstrap
+	index := make(map[string]int, len(pl.Jobs)+1)
+	index[cfg.Bootstrap] = 0
 	for _, r := range pl.Jobs {
 		if _, dup := index[r.Name]; !dup {
 			index[r.Name] = len(order)
@@ -103,8 +105,9 @@ func Select(cfg *config.Config, pipeline string, files []string) (*Plan, error) 
 		}
 	}
 
-	why := map[string]string{}
-	detail := map[string]string{}
+	// Sized for every job, as most runs select them all.
+	why := make(map[string]string, len(order))
+	detail := make(map[string]string, len(order))
 	notWhy := map[string]string{}
 	changed := newFileSet(files)
 	for _, name := range order {
@@ -176,7 +179,7 @@ func Select(cfg *config.Config, pipeline string, files []string) (*Plan, error) 
 	}
 
 	p := &Plan{Pipeline: pipeline, Bootstrap: cfg.Bootstrap, Jobs: []Job{}, NotSelected: []NotSelected{}}
-	deps := map[string][]string{}
+	deps := make(map[string][]string, len(why))
 	for _, name := range order {
 		if _, sel := why[name]; !sel {
 			p.NotSelected = append(p.NotSelected, NotSelected{Name: name, Reason: notWhy[name]})
@@ -196,7 +199,7 @@ func Select(cfg *config.Config, pipeline string, files []string) (*Plan, error) 
 
 	// Waves: longest chain above each job. The config has no cycles, so a
 	// memoised depth-first walk terminates.
-	wave := map[string]int{}
+	wave := make(map[string]int, len(why))
 	var depth func(string) int
 	depth = func(name string) int {
 		if w, ok := wave[name]; ok {
@@ -209,7 +212,7 @@ func Select(cfg *config.Config, pipeline string, files []string) (*Plan, error) 
 		wave[name] = w
 		return w
 	}
-	var selected []string
+	selected := make([]string, 0, len(why))
 	for _, name := range order {
 		if _, sel := why[name]; sel {
 			depth(name)
@@ -224,6 +227,7 @@ func Select(cfg *config.Config, pipeline string, files []string) (*Plan, error) 
 		}
 		return index[a] - index[b]
 	})
+	p.Jobs = make([]Job, 0, len(selected))
 	for _, name := range selected {
 		ds := deps[name]
 		if ds == nil {

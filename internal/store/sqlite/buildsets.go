@@ -66,8 +66,12 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 	if len(bs.Spec) > 0 {
 		spec = bs.Spec
 	}
+	jobs, err := json.Marshal(p.Jobs)
+	if err != nil {
+		return fmt.Errorf("sqlite: create buildset %s: %w", bs.ID, err)
+	}
 	var seq int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *sql.Tx) error {
 		var exists bool
 		if err := s.txRow(ctx, tx, `SELECT EXISTS (SELECT 1 FROM buildsets WHERE id = ?)`, bs.ID).Scan(&exists); err != nil {
 			return err
@@ -90,12 +94,16 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 		if err := s.claimTriggers(ctx, tx, bs, p); err != nil {
 			return err
 		}
-		for i, job := range p.Jobs {
+		if len(p.Jobs) > 0 {
+			// One statement for all the builds: one each cost 10 µs or
+			// more a build, over 100 ms before a run of 10,000 jobs
+			// started (BenchmarkCreateBuildset10k: 105-245 ms, now 40-50).
 			_, err := s.txExec(ctx, tx, `
-				INSERT INTO builds (buildset_id, job, seq, state) VALUES (?, ?, ?, ?)`,
-				bs.ID, job, i, store.BuildWaiting)
+				INSERT INTO builds (buildset_id, job, seq, state)
+				SELECT ?, value, key, ? FROM json_each(?)`,
+				bs.ID, store.BuildWaiting, string(jobs))
 			if err != nil {
-				return fmt.Errorf("build %s: %w", job, err)
+				return fmt.Errorf("builds: %w", err)
 			}
 		}
 		return s.insertReports(ctx, tx, bs.ID, p.Reports)
