@@ -3,13 +3,9 @@
 package local
 
 import (
-	"context"
-	"io"
 	"os"
 	"os/exec"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/sortie-ci/sortie/internal/bastion"
 )
@@ -36,33 +32,4 @@ func BenchmarkScanProcs(b *testing.B) {
 	for b.Loop() {
 		scanProcs(-1, -1, mark)
 	}
-}
-
-// BenchmarkRunNoop runs /bin/true as a build, two at a time as the bench's
-// wide graph at parallelism 2 does, with an events writer as every build
-// has, and reports Sortie's own CPU time a build (user and system, the
-// children's excluded), which is what the bastion's share of a job costs:
-//
-//	go test ./internal/bastion/local -run '^$' -bench RunNoop -count 5
-func BenchmarkRunNoop(b *testing.B) {
-	bs := New(b.TempDir())
-	dir := b.TempDir()
-	env := map[string]string{"PATH": os.Getenv("PATH"), "SORTIE_JOB": "j"}
-	var before, after syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &before)
-	b.SetParallelism(1) // GOMAXPROCS goroutines: 2 on the bench's machine
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			o, err := bs.Run(context.Background(), bastion.Spec{Command: "/bin/true", Dir: dir, Env: env, Events: io.Discard}, io.Discard)
-			if err != nil || o.ExitCode != 0 {
-				b.Errorf("%+v %v", o, err)
-				return
-			}
-		}
-	})
-	syscall.Getrusage(syscall.RUSAGE_SELF, &after)
-	user := time.Duration(after.Utime.Nano() - before.Utime.Nano())
-	sys := time.Duration(after.Stime.Nano() - before.Stime.Nano())
-	b.ReportMetric(float64((user+sys).Microseconds())/float64(b.N), "self-cpu-µs/op")
-	b.ReportMetric(float64(sys.Microseconds())/float64(b.N), "self-sys-µs/op")
 }

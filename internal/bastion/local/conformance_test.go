@@ -24,23 +24,12 @@ func TestConformanceUntracked(t *testing.T) {
 	bastiontest.Run(t, newHost(true))
 }
 
-// TestConformanceWithoutPidfd runs the suite on bastions that wait for a
-// build's exit as on a kernel without pidfds (before 5.3): with a
-// goroutine blocked in waitid.
-func TestConformanceWithoutPidfd(t *testing.T) {
-	t.Parallel()
-	bastiontest.Run(t, newHost(false, local.NoPidfd))
-}
-
-func newHost(untracked bool, opts ...func(*local.Bastion)) bastiontest.NewHost {
+func newHost(untracked bool) bastiontest.NewHost {
 	return func(t *testing.T) func(owner string) bastion.Bastion {
 		work := t.TempDir()
 		return func(owner string) bastion.Bastion {
 			b := local.New(work)
 			b.Owner, b.Untracked = owner, untracked
-			for _, o := range opts {
-				o(b)
-			}
 			return b
 		}
 	}

@@ -62,16 +62,11 @@ func directArgv(command string, env []string) ([]string, bool) {
 
 // lookPath finds name as sh would: as is when it has a slash, else in
 // the directories of the PATH of env.
-//
-// An absolute path is not looked at: a stat a build cost as much as a
-// tenth of Sortie's own time for a job, on runs of /bin/true, and the
-// start falls back on the shell when the exec fails (not there, not
-// executable, a script without #!), as sh would have run it.
 func lookPath(name string, env []string) (string, bool) {
 	if strings.Contains(name, "/") {
 		// A relative path is the shell's business (it is relative to the
 		// job's directory, not Sortie's).
-		return name, filepath.IsAbs(name)
+		return name, filepath.IsAbs(name) && executable(name)
 	}
 	pathVar := ""
 	for _, kv := range env {

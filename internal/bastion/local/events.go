@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/sortie-ci/sortie/internal/bastion"
 )
 
 // eventsPoll is how often a build's events file is read while it runs.
@@ -16,27 +18,37 @@ const eventsPoll = 250 * time.Millisecond
 // no Run removed (its Sortie process died).
 const eventsMaxAge = 24 * time.Hour
 
-// events copies a Run's events file (bastion.Spec.Events) as it grows,
-// when the Run's wait calls copy. The file is <workdir>/events/<run
-// id>.jsonl; the job creates it, or not.
+// events copies a Run's events file (bastion.Spec.Events) as it grows. The
+// file is <workdir>/events/<random>.jsonl; the job creates it, or not.
 type events struct {
 	path string
 	w    io.Writer
 	f    *os.File // open once it exists
 	dead bool     // w failed: read no more
-	none bool     // the last open found no file
+	poll *bastion.Poller
 }
 
-// newEvents names the events file of Run id, and starts nothing.
-func (b *Bastion) newEvents(id string, w io.Writer) (*events, error) {
-	if !b.eventsDir.Load() {
-		if err := os.MkdirAll(b.path("events"), 0o700); err != nil {
-			return nil, err
-		}
-		b.eventsDir.Store(true)
+// newEvents names a fresh events file for a Run and starts nothing yet.
+func (b *Bastion) newEvents(w io.Writer) (*events, error) {
+	dir := b.path("events")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
 	}
-	return &events{path: b.path("events", id+".jsonl"), w: w}, nil
+	return &events{path: filepath.Join(dir, bastion.NewRunID()+".jsonl"), w: w}, nil
 }
+
+// env returns env with the events file named in it, as a new map.
+func (e *events) env(env map[string]string) map[string]string {
+	out := make(map[string]string, len(env)+1)
+	for k, v := range env {
+		out[k] = v
+	}
+	out[bastion.EventsEnv] = e.path
+	return out
+}
+
+// follow copies the file as it grows until finish.
+func (e *events) follow() { e.poll = bastion.Poll(eventsPoll, e.copy) }
 
 // copy writes what the file holds past what was copied.
 func (e *events) copy() {
@@ -46,7 +58,6 @@ func (e *events) copy() {
 	if e.f == nil {
 		f, err := os.Open(e.path)
 		if err != nil {
-			e.none = errors.Is(err, fs.ErrNotExist)
 			return // not made yet
 		}
 		e.f = f
@@ -59,14 +70,12 @@ func (e *events) copy() {
 	}
 }
 
-// finish copies the rest of the file and removes it. A file never made,
-// as by most jobs, costs one failed open.
+// finish stops following, copies the rest of the file and removes it.
 func (e *events) finish() {
+	e.poll.Stop()
 	e.copy()
 	if e.f != nil {
 		e.f.Close()
-	} else if e.none {
-		return
 	}
 	os.Remove(e.path)
 }

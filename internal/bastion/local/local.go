@@ -27,7 +27,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/bastion"
@@ -63,12 +62,6 @@ type Bastion struct {
 
 	workdir string
 	clock   func() time.Time
-	// eventsDir says that <workdir>/events was made: once is enough, as
-	// nothing removes it.
-	eventsDir atomic.Bool
-	// noPidfd makes it watch a build's exit as on a kernel without
-	// pidfds (tests).
-	noPidfd bool
 }
 
 var _ bastion.Bastion = (*Bastion)(nil)
@@ -203,7 +196,7 @@ func (b *Bastion) Install(ctx context.Context, commands []string, env map[string
 	if err := b.checkOwner(); err != nil {
 		return false, &bastion.InfraError{Op: "install", Err: err}
 	}
-	envList, err := environ(env, "")
+	envList, err := environ(env)
 	if err != nil {
 		return false, &bastion.InfraError{Op: "install", Err: err}
 	}
@@ -231,11 +224,11 @@ func (b *Bastion) Install(ctx context.Context, commands []string, env map[string
 	}
 	for i, c := range commands {
 		fmt.Fprintf(log, "+ %s\n", c)
-		p, err := b.startProcess(c, b.workdir, b.tag(envList), bastion.NewRunID(), log)
+		p, err := startProcess(c, b.workdir, b.tag(envList), log, b.record)
 		if err != nil {
 			return false, &bastion.InfraError{Op: "install", Err: err}
 		}
-		o := p.wait(ctx, 0, bastion.DefaultGrace, nil)
+		o := p.wait(ctx, 0, bastion.DefaultGrace)
 		if o.Canceled {
 			return false, fmt.Errorf("local: install: command %d: %w", i+1, context.Cause(ctx))
 		}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -284,69 +283,4 @@ func TestLastWins(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("lastWins = %q, want %q", got, want)
 	}
-}
-
-// TestRunWaitsInItsCallersGoroutine checks that a running build costs no
-// goroutine of the bastion's, with a timeout, a ctx that can be canceled
-// and an events file to follow all set: Run copies the output, follows the
-// events and watches the exit, the timeout and ctx in its caller's
-// goroutine. Not parallel, so that no other test's Run is counted.
-func TestRunWaitsInItsCallersGoroutine(t *testing.T) {
-	for _, pidfd := range []bool{true, false} {
-		dir := t.TempDir()
-		gate := filepath.Join(dir, "gate")
-		b := New(dir)
-		b.noPidfd = !pidfd
-		ctx, cancel := context.WithCancel(context.Background())
-		var log, events buffer
-		done := make(chan bastion.Outcome, 1)
-		go func() {
-			o, err := b.Run(ctx, bastion.Spec{
-				Command: `echo ready; echo '{}' >> "$SORTIE_EVENTS"; while [ ! -e "$GATE" ]; do sleep 0.01; done; echo done`,
-				Dir:     dir, Env: pathEnv("GATE", gate), Timeout: time.Hour, Events: &events,
-			}, &log)
-			if err != nil {
-				t.Error(err)
-			}
-			done <- o
-		}()
-		eventually(t, "the first line in the log", func() bool { return log.String() == "ready\n" })
-		// Within eventsPoll of the write: the events were followed.
-		eventually(t, "the events copied", func() bool { return events.String() == "{}\n" })
-		got := goroutinesRunning()
-		if err := os.WriteFile(gate, nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		o := <-done
-		cancel()
-		if o.ExitCode != 0 || log.String() != "ready\ndone\n" {
-			t.Errorf("pidfd %v: %+v, log %q", pidfd, o, log.String())
-		}
-		// With a pidfd, only the goroutine that called Run; without, a
-		// goroutine waits for the exit and one copies the output.
-		want := 1
-		if !pidfd {
-			want = 3
-		}
-		if got != want {
-			t.Errorf("pidfd %v: %d goroutines in the local bastion while the build ran, want %d", pidfd, got, want)
-		}
-	}
-}
-
-// goroutinesRunning counts the goroutines running a build: a Run, or
-// what waits for or copies a process's output.
-func goroutinesRunning() int {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	n := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		for _, f := range []string{"local.(*Bastion).Run(", "local.(*process).", "local.waitExited(", "bastion.Poll"} {
-			if strings.Contains(g, f) {
-				n++
-				break
-			}
-		}
-	}
-	return n
 }
