@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -195,13 +196,19 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 	return p, nil
 }
 
+// copyBufs are the output copies' buffers: 32 KiB a build was most of
+// what a build allocated, on runs of thousands of short jobs.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // copy copies the output to log until every holder of the pipe closed it,
 // or wait gives up on them. After a failed log write it keeps reading and
 // drops the output, so that the build is not killed by SIGPIPE because its
 // log could not be written; a logs.Writer keeps the error for its Close.
 func (p *process) copy(log io.Writer) {
 	defer close(p.copied)
-	buf := make([]byte, 32<<10)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	failed := false
 	for {
 		n, err := p.out.Read(buf)
