@@ -603,6 +603,38 @@ type BuildWrite struct {
 	FinishBuild   *FinishBuildParams
 }
 
+// Check refuses a write that no store could make, whatever it holds: a
+// start without an attempt, a number or a time, or whose owner is not its
+// fence's; an end without a result; a write with no field set. The error
+// names the write.
+func (w BuildWrite) Check() error {
+	switch {
+	case w.Start != nil:
+		a := w.Start.Attempt
+		switch {
+		case a == nil:
+			return errors.New("start attempt: nil attempt")
+		case a.Number < 1:
+			return fmt.Errorf("start attempt %s/%s #%d: number must be at least 1", a.BuildsetID, a.Job, a.Number)
+		case a.StartedAt.IsZero():
+			return fmt.Errorf("start attempt %s/%s #%d: StartedAt is zero", a.BuildsetID, a.Job, a.Number)
+		case a.Owner != w.Start.Fence.Owner:
+			return fmt.Errorf("start attempt %s/%s #%d: owner %q is not the fence's %q", a.BuildsetID, a.Job, a.Number, a.Owner, w.Start.Fence.Owner)
+		}
+	case w.FinishAttempt != nil:
+		if p := w.FinishAttempt; p.Result == "" {
+			return fmt.Errorf("finish attempt %s/%s #%d: empty result", p.BuildsetID, p.Job, p.Number)
+		}
+	case w.FinishBuild != nil:
+		if p := w.FinishBuild; p.Result == "" {
+			return fmt.Errorf("finish build %s/%s: empty result", p.BuildsetID, p.Job)
+		}
+	default:
+		return errors.New("write builds: an empty write")
+	}
+	return nil
+}
+
 // Fence is the fence of the write.
 func (w BuildWrite) Fence() Fence {
 	switch {

@@ -512,8 +512,8 @@ func (s *Store) buildsetExists(ctx context.Context, id string) error {
 // both start attempt 2. A DONE build is an ErrConflict, an unknown one
 // ErrNotFound.
 func (s *Store) StartAttempt(ctx context.Context, p store.StartAttemptParams) error {
-	if err := checkStart(p); err != nil {
-		return err
+	if err := (store.BuildWrite{Start: &p}).Check(); err != nil {
+		return fmt.Errorf("postgres: %w", err)
 	}
 	a := p.Attempt
 	// One statement, so one round trip: the fence, the build and the
@@ -530,25 +530,6 @@ func (s *Store) StartAttempt(ctx context.Context, p store.StartAttemptParams) er
 	s.CountFenced(err)
 	if err != nil {
 		return fmt.Errorf("postgres: start attempt %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, err)
-	}
-	return nil
-}
-
-// checkStart refuses an attempt that cannot be started whatever the
-// store holds.
-func checkStart(p store.StartAttemptParams) error {
-	a := p.Attempt
-	if a == nil {
-		return errors.New("postgres: start attempt: nil attempt")
-	}
-	if a.Number < 1 {
-		return fmt.Errorf("postgres: start attempt %s/%s #%d: number must be at least 1", a.BuildsetID, a.Job, a.Number)
-	}
-	if a.StartedAt.IsZero() {
-		return fmt.Errorf("postgres: start attempt %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, errZeroTime("StartedAt"))
-	}
-	if a.Owner != p.Fence.Owner {
-		return fmt.Errorf("postgres: start attempt %s/%s #%d: owner %q is not the fence's %q", a.BuildsetID, a.Job, a.Number, a.Owner, p.Fence.Owner)
 	}
 	return nil
 }
@@ -609,8 +590,8 @@ type conn interface {
 // ErrConflict if it has one already (ErrNotFound if there is no such
 // attempt). A zero p.At leaves FinishedAt nil.
 func (s *Store) FinishAttempt(ctx context.Context, p store.FinishAttemptParams) error {
-	if p.Result == "" {
-		return fmt.Errorf("postgres: finish attempt %s/%s #%d: empty result", p.BuildsetID, p.Job, p.Number)
+	if err := (store.BuildWrite{FinishAttempt: &p}).Check(); err != nil {
+		return fmt.Errorf("postgres: %w", err)
 	}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		if err := checkFence(ctx, tx, p.Fence); err != nil {
@@ -643,8 +624,8 @@ const finishAttemptSQL = `
 // or returns ErrConflict if it is already DONE (ErrNotFound if unknown). A
 // zero p.At leaves FinishedAt nil, as a SKIPPED build's times are.
 func (s *Store) FinishBuild(ctx context.Context, p store.FinishBuildParams) error {
-	if p.Result == "" {
-		return fmt.Errorf("postgres: finish build %s/%s: empty result", p.BuildsetID, p.Job)
+	if err := (store.BuildWrite{FinishBuild: &p}).Check(); err != nil {
+		return fmt.Errorf("postgres: %w", err)
 	}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		if err := checkFence(ctx, tx, p.Fence); err != nil {

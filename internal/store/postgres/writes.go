@@ -47,35 +47,28 @@ type writeOp struct {
 // planWrites checks writes and pairs an attempt's end with its build's
 // end that follows it.
 func planWrites(writes []store.BuildWrite) ([]writeOp, error) {
+	for _, w := range writes {
+		if err := w.Check(); err != nil {
+			return nil, fmt.Errorf("postgres: %w", err)
+		}
+	}
 	var ops []writeOp
 	for i := 0; i < len(writes); i++ {
-		w := writes[i]
-		switch {
+		switch w := writes[i]; {
 		case w.Start != nil:
-			if err := checkStart(*w.Start); err != nil {
-				return nil, err
-			}
 			ops = append(ops, writeOp{start: w.Start})
 		case w.FinishAttempt != nil:
 			p := w.FinishAttempt
-			if p.Result == "" {
-				return nil, fmt.Errorf("postgres: finish attempt %s/%s #%d: empty result", p.BuildsetID, p.Job, p.Number)
-			}
 			op := writeOp{finish: p}
 			if i+1 < len(writes) {
-				if b := writes[i+1].FinishBuild; b != nil && b.BuildsetID == p.BuildsetID && b.Job == p.Job && b.Fence == p.Fence && b.Result != "" {
+				if b := writes[i+1].FinishBuild; b != nil && b.BuildsetID == p.BuildsetID && b.Job == p.Job && b.Fence == p.Fence {
 					op.build = b
 					i++
 				}
 			}
 			ops = append(ops, op)
-		case w.FinishBuild != nil:
-			if p := w.FinishBuild; p.Result == "" {
-				return nil, fmt.Errorf("postgres: finish build %s/%s: empty result", p.BuildsetID, p.Job)
-			}
-			ops = append(ops, writeOp{build: w.FinishBuild})
 		default:
-			return nil, errors.New("postgres: write builds: an empty write")
+			ops = append(ops, writeOp{build: w.FinishBuild})
 		}
 	}
 	return ops, nil

@@ -594,8 +594,8 @@ func (s *Store) buildsetExists(ctx context.Context, id string) error {
 // ErrConflict: two processes cannot both start attempt 2. A DONE build is
 // an ErrConflict, an unknown one ErrNotFound.
 func (s *Store) StartAttempt(ctx context.Context, p store.StartAttemptParams) error {
-	if err := checkStart(p); err != nil {
-		return err
+	if err := (store.BuildWrite{Start: &p}).Check(); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
 	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		if err := s.checkFence(ctx, tx, p.Fence); err != nil {
@@ -606,25 +606,6 @@ func (s *Store) StartAttempt(ctx context.Context, p store.StartAttemptParams) er
 	if err != nil {
 		a := p.Attempt
 		return fmt.Errorf("sqlite: start attempt %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, err)
-	}
-	return nil
-}
-
-// checkStart refuses an attempt that cannot be started whatever the
-// store holds.
-func checkStart(p store.StartAttemptParams) error {
-	a := p.Attempt
-	if a == nil {
-		return errors.New("sqlite: start attempt: nil attempt")
-	}
-	if a.Number < 1 {
-		return fmt.Errorf("sqlite: start attempt %s/%s #%d: number must be at least 1", a.BuildsetID, a.Job, a.Number)
-	}
-	if a.StartedAt.IsZero() {
-		return fmt.Errorf("sqlite: start attempt %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, errZeroTime("StartedAt"))
-	}
-	if a.Owner != p.Fence.Owner {
-		return fmt.Errorf("sqlite: start attempt %s/%s #%d: owner %q is not the fence's %q", a.BuildsetID, a.Job, a.Number, a.Owner, p.Fence.Owner)
 	}
 	return nil
 }
@@ -670,8 +651,8 @@ func (s *Store) startAttempt(ctx context.Context, tx *sql.Tx, a *store.Attempt) 
 // ErrConflict if it has one already (ErrNotFound if there is no such
 // attempt). A zero p.At leaves FinishedAt nil.
 func (s *Store) FinishAttempt(ctx context.Context, p store.FinishAttemptParams) error {
-	if p.Result == "" {
-		return fmt.Errorf("sqlite: finish attempt %s/%s #%d: empty result", p.BuildsetID, p.Job, p.Number)
+	if err := (store.BuildWrite{FinishAttempt: &p}).Check(); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
 	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		if err := s.checkFence(ctx, tx, p.Fence); err != nil {
@@ -716,8 +697,8 @@ func finishAttempt(ctx context.Context,
 // or returns ErrConflict if it is already DONE (ErrNotFound if unknown). A
 // zero p.At leaves FinishedAt nil, as a SKIPPED build's times are.
 func (s *Store) FinishBuild(ctx context.Context, p store.FinishBuildParams) error {
-	if p.Result == "" {
-		return fmt.Errorf("sqlite: finish build %s/%s: empty result", p.BuildsetID, p.Job)
+	if err := (store.BuildWrite{FinishBuild: &p}).Check(); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
 	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		if err := s.checkFence(ctx, tx, p.Fence); err != nil {
@@ -744,21 +725,8 @@ func (s *Store) finishBuild(ctx context.Context, tx *sql.Tx, p store.FinishBuild
 // store.Buildsets. Each fence is checked once.
 func (s *Store) WriteBuilds(ctx context.Context, writes []store.BuildWrite) error {
 	for _, w := range writes {
-		switch {
-		case w.Start != nil:
-			if err := checkStart(*w.Start); err != nil {
-				return err
-			}
-		case w.FinishAttempt != nil:
-			if p := w.FinishAttempt; p.Result == "" {
-				return fmt.Errorf("sqlite: finish attempt %s/%s #%d: empty result", p.BuildsetID, p.Job, p.Number)
-			}
-		case w.FinishBuild != nil:
-			if p := w.FinishBuild; p.Result == "" {
-				return fmt.Errorf("sqlite: finish build %s/%s: empty result", p.BuildsetID, p.Job)
-			}
-		default:
-			return errors.New("sqlite: write builds: an empty write")
+		if err := w.Check(); err != nil {
+			return fmt.Errorf("sqlite: %w", err)
 		}
 	}
 	var failed error // the failing write's error, saying which it was
