@@ -20,7 +20,8 @@ func (rc *recorder) Batch() scheduler.Batch { return &batch{rc: rc} }
 type batch struct {
 	rc     *recorder
 	writes []store.BuildWrite
-	what   string   // the first write, to name the batch in messages
+	job    string   // the first write's build and what it is, to name
+	what   string   // the batch in messages
 	told   []func() // the observer's calls, made after the commit
 }
 
@@ -28,7 +29,7 @@ func (b *batch) Len() int { return len(b.writes) }
 
 func (b *batch) add(job, what string, told func(), writes ...store.BuildWrite) {
 	if len(b.writes) == 0 {
-		b.what = "build " + job + ": " + what
+		b.job, b.what = job, what
 	}
 	b.writes = append(b.writes, writes...)
 	if told != nil && b.rc.r.Observer != nil {
@@ -82,20 +83,12 @@ func (b *batch) Commit(ctx context.Context) error {
 	if len(b.writes) == 0 {
 		return nil
 	}
-	writes, told, what := b.writes, b.told, b.what
+	writes, told, job, what := b.writes, b.told, b.job, b.what
 	if len(writes) > 1 {
 		what += fmt.Sprintf(" and %d more writes", len(writes)-1)
 	}
-	b.writes, b.told, b.what = nil, nil, ""
-	rc := b.rc
-	var err error
-	if rc.r.lost() {
-		err = rc.r.Semaphores.Err()
-	} else {
-		err = rc.r.checked(rc.r.persist(rc.giveUp, fmt.Sprintf("buildset %s: %s", rc.bs.ID, what), func() error {
-			return rc.r.Store.WriteBuilds(ctx, writes)
-		}))
-	}
+	b.writes, b.told, b.job, b.what = nil, nil, "", ""
+	err := b.rc.persist(job, what, func() error { return b.rc.r.Store.WriteBuilds(ctx, writes) })
 	if err != nil {
 		return err
 	}
