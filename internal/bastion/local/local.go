@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/bastion"
@@ -62,6 +63,9 @@ type Bastion struct {
 
 	workdir string
 	clock   func() time.Time
+	// eventsDir is set once <workdir>/events exists: made once, not
+	// looked for again by every build.
+	eventsDir atomic.Bool
 }
 
 var _ bastion.Bastion = (*Bastion)(nil)
@@ -196,7 +200,7 @@ func (b *Bastion) Install(ctx context.Context, commands []string, env map[string
 	if err := b.checkOwner(); err != nil {
 		return false, &bastion.InfraError{Op: "install", Err: err}
 	}
-	envList, err := environ(env)
+	envList, err := environ(env, "")
 	if err != nil {
 		return false, &bastion.InfraError{Op: "install", Err: err}
 	}
