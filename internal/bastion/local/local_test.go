@@ -55,12 +55,12 @@ func TestCheckout(t *testing.T) {
 	t.Parallel()
 	r := newRepo(t)
 	c1 := r.commit(map[string]string{"v": "1"})
-	c2 := r.commit(map[string]string{"v": "2"})
 	work := t.TempDir()
 	b := New(work)
 
+	// The repository is a path on this machine: the mirror is its clone.
 	dir, log := checkout(t, b, r, "bs1", c1)
-	if dir != filepath.Join(work, "src", "bs1") || !strings.Contains(log, "fetching") {
+	if dir != filepath.Join(work, "src", "bs1") || !strings.Contains(log, "local clone of "+r.dir) {
 		t.Errorf("Checkout = %s, log %q", dir, log)
 	}
 	assertCheckout(t, dir, c1, "1")
@@ -77,6 +77,7 @@ func TestCheckout(t *testing.T) {
 	assertCheckout(t, dir, c1, "1")
 
 	// A new commit for another buildset: fetched into the same mirror.
+	c2 := r.commit(map[string]string{"v": "2"})
 	dir2, log := checkout(t, b, r, "bs2", c2)
 	if !strings.Contains(log, "fetching") {
 		t.Errorf("log %q", log)
