@@ -948,11 +948,25 @@ func (a *attempts) recorded(ctx context.Context, name string, n int, rec *ansibl
 	}
 }
 
+// fileWriter is a Bastion that puts a file in place itself, directories
+// above it included, without starting a process: the local bastion, where
+// the shell of ansible.InstallCommand took four processes of every
+// bootstrap.
+type fileWriter interface {
+	WriteFile(ctx context.Context, path string, data []byte) error
+}
+
 // putPlugin puts Sortie's Ansible callback plugin in the buildset's
 // checkout on the bastion (ansible.PluginDir), where every job's
 // ANSIBLE_CALLBACK_PLUGINS names it. A failure is said in the log and
 // fails nothing: the jobs' results per host are not recorded then.
 func (a *attempts) putPlugin(ctx context.Context, src string, log io.Writer) {
+	if fw, ok := a.r.Bastion.(fileWriter); ok {
+		if err := fw.WriteFile(ctx, ansible.PluginPath(ansible.PluginDir(src)), ansible.Plugin()); err != nil {
+			fmt.Fprintf(log, "sortie: the Ansible callback plugin could not be put in the checkout (no results per host will be recorded): %v\n", err)
+		}
+		return
+	}
 	var out bytes.Buffer
 	o, err := a.r.Bastion.Run(ctx, bastion.Spec{Command: ansible.InstallCommand(ansible.PluginDir(src)), Dir: src, Grace: a.r.Grace}, &out)
 	switch {

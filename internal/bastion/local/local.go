@@ -420,3 +420,32 @@ func isHash(s string) bool {
 	}
 	return true
 }
+
+// WriteFile puts data in the file at path, making the directories above
+// it: written aside, then renamed, so that no reader sees half of it. It
+// is what a shell's mkdir, cat and mv do, without their processes.
+func (b *Bastion) WriteFile(ctx context.Context, path string, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // nothing left once renamed
+	_, err = f.Write(data)
+	if err2 := f.Chmod(0o644); err == nil {
+		err = err2
+	}
+	if err2 := f.Close(); err == nil {
+		err = err2
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}

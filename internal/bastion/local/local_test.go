@@ -373,3 +373,30 @@ func TestCheckBuildset(t *testing.T) {
 		}
 	}
 }
+
+// WriteFile makes the directories, replaces a file there before, and
+// leaves no temporary file behind.
+func TestWriteFile(t *testing.T) {
+	t.Parallel()
+	b := New(t.TempDir())
+	dir := filepath.Join(t.TempDir(), "a", "b")
+	path := filepath.Join(dir, "plugin.py")
+	for _, content := range []string{"first\n", "second, longer\n"} {
+		if err := b.WriteFile(t.Context(), path, []byte(content)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(path)
+		if err != nil || string(got) != content {
+			t.Errorf("read %q, %v; want %q", got, err, content)
+		}
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o644 {
+			t.Errorf("stat: %v, %v", fi, err)
+		}
+		assertNoTemporaries(t, dir)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := b.WriteFile(ctx, filepath.Join(dir, "other"), nil); err == nil {
+		t.Error("WriteFile with a done context succeeded")
+	}
+}
