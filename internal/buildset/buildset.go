@@ -150,6 +150,39 @@ type Event struct {
 	Cron *store.CronTick
 	Poll *store.MarkSwap
 	Term *store.Term
+	// Fetched says that UpdateMirror brought the mirror up to date for
+	// this event already: Create does not fetch again.
+	Fetched bool
+}
+
+// revOf is the revision an event names: "" is source.branch's head.
+func revOf(cfg *config.Config, ev Event) string {
+	if ev.Rev == "" {
+		return cfg.Source.Branch
+	}
+	return ev.Rev
+}
+
+// UpdateMirror brings the mirror up to date for what Create makes of ev,
+// as Create does unless ev.Fetched: a caller with other work to do first
+// (`sortie run` opening its store) may have the fetch done meanwhile.
+func (r *Runner) UpdateMirror(ctx context.Context, cfg *config.Config, ev Event) error {
+	rev := revOf(cfg, ev)
+	update := r.Mirror.UpdateBranches
+	switch {
+	case rev == "" || strings.HasPrefix(rev, "HEAD"):
+		// Only HEAD needs the remote's default branch, one more
+		// connection to it.
+		update = r.Mirror.Update
+	case source.IsHash(rev):
+		// A commit named in full is what it is wherever the branches
+		// went: fetched only when the mirror lacks it.
+		update = func(ctx context.Context) error { return r.Mirror.Ensure(ctx, rev) }
+	}
+	if err := update(ctx); err != nil {
+		return fmt.Errorf("create buildset: %w", err)
+	}
+	return nil
 }
 
 // Create resolves the commit and freezes the graph into a QUEUED buildset.
@@ -164,23 +197,11 @@ func (r *Runner) Create(ctx context.Context, cfg *config.Config, ev Event) (*sto
 	if _, ok := cfg.Pipelines[ev.Pipeline]; !ok {
 		return nil, &graph.UnknownPipelineError{Pipeline: ev.Pipeline}
 	}
-	rev := ev.Rev
-	if rev == "" {
-		rev = cfg.Source.Branch
-	}
-	update := r.Mirror.UpdateBranches
-	switch {
-	case rev == "" || strings.HasPrefix(rev, "HEAD"):
-		// Only HEAD needs the remote's default branch, one more
-		// connection to it.
-		update = r.Mirror.Update
-	case source.IsHash(rev):
-		// A commit named in full is what it is wherever the branches
-		// went: fetched only when the mirror lacks it.
-		update = func(ctx context.Context) error { return r.Mirror.Ensure(ctx, rev) }
-	}
-	if err := update(ctx); err != nil {
-		return nil, fmt.Errorf("create buildset: %w", err)
+	rev := revOf(cfg, ev)
+	if !ev.Fetched {
+		if err := r.UpdateMirror(ctx, cfg, ev); err != nil {
+			return nil, err
+		}
 	}
 	commit, err := r.Mirror.Resolve(ctx, rev)
 	if err != nil {
