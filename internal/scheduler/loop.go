@@ -314,12 +314,15 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 	// goroutine's stack was grown anew by every attempt (the bastion's
 	// and the store's calls run deep), which cost more than the hand-over.
 	// A worker is made when none waits; all of them are stopped with the
-	// loop, every attempt having ended by then.
+	// loop, every attempt having ended by then (only a panic leaves the
+	// loop with attempts in flight: those are not waited for).
 	work := make(chan attemptWork)
 	var workers sync.WaitGroup
 	defer func() {
 		close(work)
-		workers.Wait()
+		if inFlight == 0 {
+			workers.Wait()
+		}
 	}()
 	runAttempt := func(a attemptWork) {
 		select {
