@@ -85,7 +85,21 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// A dead `sortie run` is not resumed, only reaped by whoever comes
 	// next (coordinator.Reaper). Locally its builds are found by their
 	// tag alone, to spare a record per build.
-	env, err := openEnv(ctx, *stateDir, db, cfg, coordinator.NewOwner(), false)
+	var evFiles []string
+	if files.set {
+		evFiles = append([]string{}, files.files...)
+	}
+	ev := buildset.Event{Pipeline: *pipeline, Rev: *commit, Files: evFiles, Mode: mode, Fetched: true}
+	// The mirror's fetch waits on the remote, the store's opening on the
+	// disk: the fetch runs while the store opens and the coordinator
+	// starts.
+	mirror, err := newMirror(*stateDir, cfg)
+	if err != nil {
+		return err
+	}
+	fetched := goFetch(ctx, &buildset.Runner{Mirror: mirror}, cfg, ev)
+	defer fetched.stop()
+	env, err := openEnv(ctx, *stateDir, db, cfg, coordinator.NewOwner(), false, mirror)
 	if err != nil {
 		return err
 	}
@@ -113,13 +127,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer coord.Stop(context.WithoutCancel(ctx))
 
-	var evFiles []string
-	if files.set {
-		evFiles = append([]string{}, files.files...)
-	}
 	// Pinned to this process, so that a server sharing the store does not
 	// start it first.
-	bs, err := env.runner.Create(ctx, cfg, buildset.Event{Pipeline: *pipeline, Rev: *commit, Files: evFiles, PinnedTo: env.sems.Owner, Mode: mode})
+	ev.PinnedTo = env.sems.Owner
+	var bs *store.Buildset
+	if err = fetched.wait(); err == nil {
+		bs, err = env.runner.Create(ctx, cfg, ev)
+	}
 	var missing *graph.MissingDependencyError
 	switch {
 	case errors.As(err, &missing):
@@ -186,13 +200,15 @@ type runEnv struct {
 // database): <stateDir>/sortie.db when db is "". The semaphore client (the
 // lease) is made but not started: a server's coordinator starts it, a
 // `sortie run` once it has said what it is (Identity).
-func openEnv(ctx context.Context, stateDir, db string, cfg *config.Config, owner string, recorded bool) (*runEnv, error) {
-	if err := os.MkdirAll(stateDir, 0o755); err != nil {
-		return nil, fmt.Errorf("state dir: %w", err)
-	}
-	abs, err := filepath.Abs(stateDir)
+func openEnv(ctx context.Context, stateDir, db string, cfg *config.Config, owner string, recorded bool, mirror *source.Mirror) (*runEnv, error) {
+	abs, err := absStateDir(stateDir)
 	if err != nil {
-		return nil, fmt.Errorf("state dir: %w", err)
+		return nil, err
+	}
+	if mirror == nil {
+		if mirror, err = newMirror(abs, cfg); err != nil {
+			return nil, err
+		}
 	}
 	st, err := openStore(ctx, db, abs)
 	if err != nil {
@@ -222,7 +238,7 @@ func openEnv(ctx context.Context, stateDir, db string, cfg *config.Config, owner
 	}
 	runner := &buildset.Runner{
 		Store:   st,
-		Mirror:  &source.Mirror{Dir: filepath.Join(abs, "mirror.git"), URL: cfg.Source.URL},
+		Mirror:  mirror,
 		Bastion: b,
 		LogDir:  filepath.Join(abs, "logs"),
 	}
@@ -233,6 +249,60 @@ func openEnv(ctx context.Context, stateDir, db string, cfg *config.Config, owner
 		runner.Logs = storeLogs(st, runner.Semaphores.Fence)
 	}
 	return &runEnv{stateDir: abs, store: st, sems: runner.Semaphores, closers: closers, runner: runner}, nil
+}
+
+// absStateDir makes the state dir if it is missing and returns its
+// absolute path.
+func absStateDir(stateDir string) (string, error) {
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		return "", fmt.Errorf("state dir: %w", err)
+	}
+	abs, err := filepath.Abs(stateDir)
+	if err != nil {
+		return "", fmt.Errorf("state dir: %w", err)
+	}
+	return abs, nil
+}
+
+// newMirror is the mirror of cfg's repository in the state dir.
+func newMirror(stateDir string, cfg *config.Config) (*source.Mirror, error) {
+	abs, err := absStateDir(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	return &source.Mirror{Dir: filepath.Join(abs, "mirror.git"), URL: cfg.Source.URL}, nil
+}
+
+// fetch is a mirror's fetch for an event, running in a goroutine of its
+// own (goFetch).
+type fetch struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+// goFetch starts runner.UpdateMirror for ev. Its caller waits for it, or
+// stops it, before returning.
+func goFetch(ctx context.Context, runner *buildset.Runner, cfg *config.Config, ev buildset.Event) *fetch {
+	ctx, cancel := context.WithCancel(ctx)
+	f := &fetch{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		f.err = runner.UpdateMirror(ctx, cfg, ev)
+	}()
+	return f
+}
+
+// wait returns the fetch's error once it has ended.
+func (f *fetch) wait() error {
+	<-f.done
+	return f.err
+}
+
+// stop cancels the fetch if it still runs and waits for it.
+func (f *fetch) stop() {
+	f.cancel()
+	<-f.done
 }
 
 func (e *runEnv) Close() {

@@ -66,7 +66,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			log.Error("waiting until the store can be opened and written", "state_dir", *stateDir, "err", err)
 		},
 		func() { log.Info("the store can be written again") },
-		func() (err error) { env, err = openEnv(ctx, *stateDir, db, cfg, owner, true); return err })
+		func() (err error) { env, err = openEnv(ctx, *stateDir, db, cfg, owner, true, nil); return err })
 	if err != nil {
 		return err
 	}

@@ -39,6 +39,9 @@ func Plugin() []byte { return append([]byte(nil), plugin...) }
 // removed with the checkout.
 func PluginDir(checkout string) string { return checkout + "/.git/sortie/ansible" }
 
+// PluginPath is the plugin's file in dir (PluginDir).
+func PluginPath(dir string) string { return dir + "/" + pluginFile }
+
 // heredoc ends the plugin's text in InstallCommand; the plugin never has
 // a line like it (TestPluginHasNoTerminator).
 const heredoc = "SORTIE_ANSIBLE_PLUGIN_END"

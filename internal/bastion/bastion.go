@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 )
 
@@ -178,27 +179,35 @@ func Fingerprint(commands []string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// Poller calls a function at every tick of an interval, in a goroutine of
-// its own, until Stop: how a bastion follows a build's events file.
-type Poller struct{ stop, done chan struct{} }
+// Poller calls a function at every tick of an interval until Stop: how a
+// bastion follows a build's events file. It runs on a timer, not a
+// goroutine of its own, so that a build shorter than the interval, as
+// most no-op builds are, costs a timer set and stopped.
+type Poller struct {
+	every   time.Duration
+	fn      func()
+	t       *time.Timer
+	mu      sync.Mutex // held through a call of fn
+	stopped bool
+}
 
-// Poll starts calling fn every interval.
+// Poll starts calling fn every interval; calls never overlap.
 func Poll(every time.Duration, fn func()) *Poller {
-	p := &Poller{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-p.stop:
-				return
-			case <-t.C:
-				fn()
-			}
-		}
-	}()
+	p := &Poller{every: every, fn: fn}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.t = time.AfterFunc(every, p.tick)
 	return p
+}
+
+func (p *Poller) tick() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return
+	}
+	p.fn()
+	p.t.Reset(p.every)
 }
 
 // Stop ends the calls and waits for the one in progress, if any. A nil
@@ -207,6 +216,8 @@ func (p *Poller) Stop() {
 	if p == nil {
 		return
 	}
-	close(p.stop)
-	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopped = true
+	p.t.Stop()
 }

@@ -150,6 +150,39 @@ type Event struct {
 	Cron *store.CronTick
 	Poll *store.MarkSwap
 	Term *store.Term
+	// Fetched says that UpdateMirror brought the mirror up to date for
+	// this event already: Create does not fetch again.
+	Fetched bool
+}
+
+// revOf is the revision an event names: "" is source.branch's head.
+func revOf(cfg *config.Config, ev Event) string {
+	if ev.Rev == "" {
+		return cfg.Source.Branch
+	}
+	return ev.Rev
+}
+
+// UpdateMirror brings the mirror up to date for what Create makes of ev,
+// as Create does unless ev.Fetched: a caller with other work to do first
+// (`sortie run` opening its store) may have the fetch done meanwhile.
+func (r *Runner) UpdateMirror(ctx context.Context, cfg *config.Config, ev Event) error {
+	rev := revOf(cfg, ev)
+	update := r.Mirror.UpdateBranches
+	switch {
+	case rev == "" || strings.HasPrefix(rev, "HEAD"):
+		// Only HEAD needs the remote's default branch, one more
+		// connection to it.
+		update = r.Mirror.Update
+	case source.IsHash(rev):
+		// A commit named in full is what it is wherever the branches
+		// went: fetched only when the mirror lacks it.
+		update = func(ctx context.Context) error { return r.Mirror.Ensure(ctx, rev) }
+	}
+	if err := update(ctx); err != nil {
+		return fmt.Errorf("create buildset: %w", err)
+	}
+	return nil
 }
 
 // Create resolves the commit and freezes the graph into a QUEUED buildset.
@@ -164,23 +197,11 @@ func (r *Runner) Create(ctx context.Context, cfg *config.Config, ev Event) (*sto
 	if _, ok := cfg.Pipelines[ev.Pipeline]; !ok {
 		return nil, &graph.UnknownPipelineError{Pipeline: ev.Pipeline}
 	}
-	rev := ev.Rev
-	if rev == "" {
-		rev = cfg.Source.Branch
-	}
-	update := r.Mirror.UpdateBranches
-	switch {
-	case rev == "" || strings.HasPrefix(rev, "HEAD"):
-		// Only HEAD needs the remote's default branch, one more
-		// connection to it.
-		update = r.Mirror.Update
-	case source.IsHash(rev):
-		// A commit named in full is what it is wherever the branches
-		// went: fetched only when the mirror lacks it.
-		update = func(ctx context.Context) error { return r.Mirror.Ensure(ctx, rev) }
-	}
-	if err := update(ctx); err != nil {
-		return nil, fmt.Errorf("create buildset: %w", err)
+	rev := revOf(cfg, ev)
+	if !ev.Fetched {
+		if err := r.UpdateMirror(ctx, cfg, ev); err != nil {
+			return nil, err
+		}
 	}
 	commit, err := r.Mirror.Resolve(ctx, rev)
 	if err != nil {
@@ -948,11 +969,25 @@ func (a *attempts) recorded(ctx context.Context, name string, n int, rec *ansibl
 	}
 }
 
+// fileWriter is a Bastion that puts a file in place itself, directories
+// above it included, without starting a process: the local bastion, where
+// the shell of ansible.InstallCommand took four processes of every
+// bootstrap.
+type fileWriter interface {
+	WriteFile(ctx context.Context, path string, data []byte) error
+}
+
 // putPlugin puts Sortie's Ansible callback plugin in the buildset's
 // checkout on the bastion (ansible.PluginDir), where every job's
 // ANSIBLE_CALLBACK_PLUGINS names it. A failure is said in the log and
 // fails nothing: the jobs' results per host are not recorded then.
 func (a *attempts) putPlugin(ctx context.Context, src string, log io.Writer) {
+	if fw, ok := a.r.Bastion.(fileWriter); ok {
+		if err := fw.WriteFile(ctx, ansible.PluginPath(ansible.PluginDir(src)), ansible.Plugin()); err != nil {
+			fmt.Fprintf(log, "sortie: the Ansible callback plugin could not be put in the checkout (no results per host will be recorded): %v\n", err)
+		}
+		return
+	}
 	var out bytes.Buffer
 	o, err := a.r.Bastion.Run(ctx, bastion.Spec{Command: ansible.InstallCommand(ansible.PluginDir(src)), Dir: src, Grace: a.r.Grace}, &out)
 	switch {

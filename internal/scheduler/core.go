@@ -40,7 +40,8 @@ const (
 
 type jobState struct {
 	name      string
-	index     int // plan order, the tie-break
+	index     int           // plan order, the tie-break
+	remaining time.Duration // its longest remaining critical path
 	deps      []string
 	waitingOn int // dependencies not yet succeeded
 	state     JobState
@@ -62,7 +63,6 @@ type Core struct {
 	jobs       map[string]*jobState
 	order      []*jobState
 	dependents map[string][]string
-	remaining  map[string]time.Duration
 	ready      readyHeap // jobs in state Ready, best on top
 	running    int
 	finished   int
@@ -72,10 +72,10 @@ type Core struct {
 // remaining critical path (graph.Plan.Remaining); ready jobs with more go
 // first.
 func NewCore(p *graph.Plan, remaining map[string]time.Duration) *Core {
-	c := &Core{jobs: map[string]*jobState{}, dependents: p.Dependents(), remaining: remaining}
-	c.ready.less = c.better
+	c := &Core{jobs: map[string]*jobState{}, dependents: p.Dependents()}
+	c.ready.less = better
 	for i, j := range p.Jobs {
-		js := &jobState{name: j.Name, index: i, deps: j.Dependencies, waitingOn: len(j.Dependencies), queued: -1}
+		js := &jobState{name: j.Name, index: i, remaining: remaining[j.Name], deps: j.Dependencies, waitingOn: len(j.Dependencies), queued: -1}
 		c.jobs[j.Name] = js
 		c.order = append(c.order, js)
 	}
@@ -91,9 +91,10 @@ func NewCore(p *graph.Plan, remaining map[string]time.Duration) *Core {
 }
 
 // better orders ready jobs: the longest remaining critical path first,
-// then plan order.
-func (c *Core) better(a, b *jobState) bool {
-	return cmp.Or(cmp.Compare(c.remaining[b.name], c.remaining[a.name]), cmp.Compare(a.index, b.index)) < 0
+// then plan order. It reads no map: the ready queue of a wide graph
+// compares some 13 pairs a pop.
+func better(a, b *jobState) bool {
+	return cmp.Or(cmp.Compare(b.remaining, a.remaining), cmp.Compare(a.index, b.index)) < 0
 }
 
 // PopReady takes the best ready job off the ready queue. The caller either

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/graph"
@@ -309,6 +310,38 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 	// commitErr is why the last batch could not be committed: the
 	// attempts it started do not run.
 	var commitErr error
+	// Attempts run on workers kept from one attempt to the next: a new
+	// goroutine's stack was grown anew by every attempt (the bastion's
+	// and the store's calls run deep), which cost more than the hand-over.
+	// A worker is made when none waits; all of them are stopped with the
+	// loop, every attempt having ended by then (only a panic leaves the
+	// loop with attempts in flight: those are not waited for).
+	work := make(chan attemptWork)
+	var workers sync.WaitGroup
+	defer func() {
+		close(work)
+		if inFlight == 0 {
+			workers.Wait()
+		}
+	}()
+	runAttempt := func(a attemptWork) {
+		select {
+		case work <- a:
+			return
+		default:
+		}
+		workers.Add(1)
+		go func(a attemptWork) {
+			defer workers.Done()
+			for {
+				done <- attemptDone{job: a.job, attempt: a.n, outcome: l.Runner.RunAttempt(runCtx, a.job, a.n)}
+				var ok bool
+				if a, ok = <-work; !ok {
+					return
+				}
+			}
+		}(a)
+	}
 	launch := func(job string) {
 		attempts[job]++
 		n := attempts[job]
@@ -324,9 +357,7 @@ func (l *Loop) Run(ctx context.Context) (store.Result, error) {
 				finishBuild(job, store.Error, "cannot record the attempt: "+commitErr.Error(), nil)
 				return
 			}
-			go func() {
-				done <- attemptDone{job: job, attempt: n, outcome: l.Runner.RunAttempt(runCtx, job, n)}
-			}()
+			runAttempt(attemptWork{job, n})
 		})
 	}
 	// flush commits the turn's batch, then does what waited for it. After
@@ -628,6 +659,12 @@ func (l *Loop) attemptEnded(core *Core, d attemptDone, attempts map[string]int, 
 		reason = msg
 	}
 	finishBuild(d.job, res, reason, &ended{n: d.attempt, res: cmp.Or(attemptRes, res), msg: msg})
+}
+
+// attemptWork is an attempt handed to a worker of Loop.Run.
+type attemptWork struct {
+	job string
+	n   int
 }
 
 // ended is the end of the attempt that ends a build, recorded with it.

@@ -9,3 +9,12 @@ func (m *Mirror) Waiting() int {
 	}
 	return m.next.joins
 }
+
+// Found is found, for TestHaveBounded.
+func (m *Mirror) Found(sha string) { m.found(sha) }
+
+// Haves is how many commits m remembers having.
+func (m *Mirror) Haves() int64 { return m.haves.Load() }
+
+// MaxHave is maxHave.
+const MaxHave = maxHave

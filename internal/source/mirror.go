@@ -60,8 +60,10 @@ type Mirror struct {
 	Dir string // the bare repository; Dir+".lock" is its lock file
 	URL string // any git URL or local path
 
-	// have are the commits Ensure found in the mirror.
-	have sync.Map
+	// have are the commits Ensure or Resolve found in the mirror, up to
+	// maxHave of them; haves counts them.
+	have  sync.Map
+	haves atomic.Int64
 
 	mu      sync.Mutex
 	running *fetchCall // the fetch in progress, nil when none
@@ -82,6 +84,18 @@ type resolveCall struct {
 
 // maxResolves bounds the revisions Resolve remembers between two fetches.
 const maxResolves = 1024
+
+// maxHave bounds the commits a Mirror remembers having: past it, it
+// forgets them all and looks for each again once.
+const maxHave = 10000
+
+// found remembers that the mirror has commit sha.
+func (m *Mirror) found(sha string) {
+	if _, loaded := m.have.LoadOrStore(sha, true); !loaded && m.haves.Add(1) > maxHave {
+		m.have.Clear()
+		m.haves.Store(0)
+	}
+}
 
 // fetchCall is one fetch shared by the callers that joined it.
 type fetchCall struct {
@@ -241,6 +255,17 @@ func (m *Mirror) fetch(ctx context.Context, dir string, head bool) error {
 	// that nearly always finds nothing to do: the mirror asks for it
 	// every maintenanceEvery fetches instead.
 	args := append([]string{"--git-dir", dir, "fetch", "--prune", "--quiet", "--no-auto-maintenance", "--no-write-fetch-head", m.URL}, refspecs...)
+	// The remote's HEAD is asked for at the same time as the fetch: both
+	// wait on the remote, and one need not wait for the other.
+	var remoteHead func() ([]byte, error)
+	if head {
+		hctx, cancel := context.WithCancel(ctx)
+		remoteHead = goGit(hctx, "ls-remote", "--symref", m.URL, "HEAD")
+		defer func() {
+			cancel()
+			remoteHead() // its answer may be of no use; not left running
+		}()
+	}
 	if _, err := Git(ctx, args...); err != nil {
 		return &FetchError{URL: m.URL, Err: err}
 	}
@@ -252,7 +277,7 @@ func (m *Mirror) fetch(ctx context.Context, dir string, head bool) error {
 	if !head {
 		return nil
 	}
-	out, err := Git(ctx, "ls-remote", "--symref", m.URL, "HEAD")
+	out, err := remoteHead()
 	if err != nil {
 		return &FetchError{URL: m.URL, Err: err}
 	}
@@ -300,7 +325,7 @@ func (m *Mirror) Ensure(ctx context.Context, sha string) error {
 			return fmt.Errorf("source: commit %s is not in %s: %w", sha, m.URL, err)
 		}
 	}
-	m.have.Store(sha, true)
+	m.found(sha)
 	return nil
 }
 
@@ -381,6 +406,8 @@ func (m *Mirror) resolve(ctx context.Context, rev string) (string, error) {
 	if !IsHash(sha) {
 		return "", fmt.Errorf("rev-parse printed %q", sha)
 	}
+	// The bootstrap's Ensure of the commit just resolved needs no git.
+	m.found(sha)
 	return sha, nil
 }
 
@@ -446,4 +473,22 @@ func IsHash(s string) bool {
 		}
 	}
 	return true
+}
+
+// goGit starts Git(ctx, args...) in a goroutine and returns what waits for
+// its answer; it must be called.
+func goGit(ctx context.Context, args ...string) func() ([]byte, error) {
+	var (
+		out  []byte
+		err  error
+		done = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		out, err = Git(ctx, args...)
+	}()
+	return func() ([]byte, error) {
+		<-done
+		return out, err
+	}
 }

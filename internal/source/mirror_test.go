@@ -631,4 +631,29 @@ func TestResolveSharedBetweenFetches(t *testing.T) {
 	if got := calls(); !slices.Equal(got, []string{"rev-parse", "rev-parse"}) {
 		t.Errorf("Resolve after a fetch ran git %v, want one rev-parse per revision", got)
 	}
+	// A commit resolved is one the mirror has: the bootstrap's Ensure of
+	// it needs no git.
+	if err := m.Ensure(ctx, c2); err != nil {
+		t.Fatal(err)
+	}
+	if got := calls(); len(got) != 0 {
+		t.Errorf("Ensure of a commit resolved ran git %v, want none", got)
+	}
+}
+
+// TestHaveBounded: the commits a mirror remembers having are bounded: past
+// MaxHave, it forgets them (and looks for each again once).
+func TestHaveBounded(t *testing.T) {
+	m := &source.Mirror{}
+	for i := range source.MaxHave {
+		m.Found(fmt.Sprintf("%040x", i))
+	}
+	m.Found(fmt.Sprintf("%040x", 0)) // known: not counted twice
+	if got := m.Haves(); got != source.MaxHave {
+		t.Fatalf("%d commits remembered, want %d", got, source.MaxHave)
+	}
+	m.Found("ffffffffffffffffffffffffffffffffffffffff")
+	if got := m.Haves(); got != 0 {
+		t.Errorf("%d commits remembered past the bound, want 0 (all forgotten)", got)
+	}
 }

@@ -21,30 +21,24 @@ const eventsMaxAge = 24 * time.Hour
 // events copies a Run's events file (bastion.Spec.Events) as it grows. The
 // file is <workdir>/events/<random>.jsonl; the job creates it, or not.
 type events struct {
-	path string
-	w    io.Writer
-	f    *os.File // open once it exists
-	dead bool     // w failed: read no more
-	poll *bastion.Poller
+	path    string
+	w       io.Writer
+	f       *os.File // open once it exists
+	missing bool     // the last look found no file
+	dead    bool     // w failed: read no more
+	poll    *bastion.Poller
 }
 
 // newEvents names a fresh events file for a Run and starts nothing yet.
 func (b *Bastion) newEvents(w io.Writer) (*events, error) {
 	dir := b.path("events")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
+	if !b.eventsDir.Load() {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		b.eventsDir.Store(true)
 	}
 	return &events{path: filepath.Join(dir, bastion.NewRunID()+".jsonl"), w: w}, nil
-}
-
-// env returns env with the events file named in it, as a new map.
-func (e *events) env(env map[string]string) map[string]string {
-	out := make(map[string]string, len(env)+1)
-	for k, v := range env {
-		out[k] = v
-	}
-	out[bastion.EventsEnv] = e.path
-	return out
 }
 
 // follow copies the file as it grows until finish.
@@ -58,9 +52,10 @@ func (e *events) copy() {
 	if e.f == nil {
 		f, err := os.Open(e.path)
 		if err != nil {
+			e.missing = errors.Is(err, fs.ErrNotExist)
 			return // not made yet
 		}
-		e.f = f
+		e.f, e.missing = f, false
 	}
 	if _, err := io.Copy(e.w, e.f); err != nil {
 		var pe *fs.PathError
@@ -77,7 +72,11 @@ func (e *events) finish() {
 	if e.f != nil {
 		e.f.Close()
 	}
-	os.Remove(e.path)
+	if !e.missing {
+		// Most jobs never make the file: the look above said so, and
+		// the process that could have made it has ended.
+		os.Remove(e.path)
+	}
 }
 
 // pruneEvents removes the events files older than eventsMaxAge.

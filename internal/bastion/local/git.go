@@ -29,8 +29,12 @@ func (b *Bastion) fetch(ctx context.Context, repo, buildset, commit string, log 
 	defer lock.Close()
 	mirror := b.path("mirror.git")
 	if _, err := os.Stat(mirror); errors.Is(err, fs.ErrNotExist) {
-		if err := b.initMirror(ctx); err != nil {
+		cloned, err := b.initMirror(ctx, repo)
+		if err != nil {
 			return fmt.Errorf("init %s: %w", mirror, err)
+		}
+		if cloned {
+			fmt.Fprintf(log, "mirror made as a local clone of %s\n", repo)
 		}
 	}
 	ref := "refs/sortie/" + buildset
@@ -64,17 +68,32 @@ func (b *Bastion) fetch(ctx context.Context, repo, buildset, commit string, log 
 }
 
 // initMirror makes mirror.git aside and renames it into place, so that a
-// crash never leaves a half-made mirror.
-func (b *Bastion) initMirror(ctx context.Context) error {
+// crash never leaves a half-made mirror. When repo is a repository on this
+// machine, as Sortie's own mirror is for `sortie run`, the mirror starts as
+// a local clone of it: git links its objects rather than packing and
+// unpacking them, three processes where init and a fetch take eight. It
+// says whether it cloned.
+func (b *Bastion) initMirror(ctx context.Context, repo string) (cloned bool, err error) {
 	tmp, err := os.MkdirTemp(b.workdir, ".mirror.git.tmp-")
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer os.RemoveAll(tmp)
-	if _, err := git(ctx, "init", "--quiet", "--bare", tmp); err != nil {
-		return err
+	if fi, err := os.Stat(repo); err == nil && fi.IsDir() && filepath.IsAbs(repo) {
+		// tmp is empty, as clone wants its destination.
+		_, err := git(ctx, "clone", "--quiet", "--bare", "--local", "--no-tags", repo, tmp)
+		cloned = err == nil
 	}
-	return os.Rename(tmp, b.path("mirror.git"))
+	if !cloned {
+		// What a failed clone left is not a repository to fetch into.
+		if err := os.RemoveAll(tmp); err != nil {
+			return false, err
+		}
+		if _, err := git(ctx, "init", "--quiet", "--bare", tmp); err != nil {
+			return false, err
+		}
+	}
+	return cloned, os.Rename(tmp, b.path("mirror.git"))
 }
 
 // cloneShared makes dir, an empty directory, a checkout of commit, detached,

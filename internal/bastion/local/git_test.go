@@ -19,19 +19,28 @@ import (
 // A checkout of a commit the mirror has already costs two gits: one pins
 // it in the mirror, one checks it out. (It was four gits, six processes:
 // cat-file, update-ref, a clone that lists the mirror's refs through a
-// shell and git-upload-pack, and checkout.)
+// shell and git-upload-pack, and checkout.) The first checkout makes the
+// mirror as a local clone of a repository on this machine, and by a fetch
+// from one elsewhere.
 func TestCheckoutGitProcesses(t *testing.T) {
 	r := newRepo(t)
 	c1 := r.commit(map[string]string{"v": "1"})
-	c2 := r.commit(map[string]string{"v": "2"})
 	work := t.TempDir()
 	b := New(work)
 	calls := sourcetest.GitCalls(t)
 
-	dir1, _ := checkout(t, b, r, "bs1", c1)
-	if got, want := strings.Join(calls(), " "), "init update-ref fetch checkout"; got != want {
-		t.Errorf("first checkout ran git %s, want %s", got, want)
+	if _, err := New(t.TempDir()).Checkout(t.Context(), "file://"+r.dir, "bs1", c1, nil); err != nil {
+		t.Fatal(err)
 	}
+	if got, want := strings.Join(calls(), " "), "init update-ref fetch checkout"; got != want {
+		t.Errorf("first checkout from a URL ran git %s, want %s", got, want)
+	}
+	dir1, _ := checkout(t, b, r, "bs1", c1)
+	if got, want := strings.Join(calls(), " "), "clone update-ref checkout"; got != want {
+		t.Errorf("first checkout from a path ran git %s, want %s", got, want)
+	}
+	c2 := r.commit(map[string]string{"v": "2"})
+	calls() // the test's own
 	dir2, log := checkout(t, b, r, "bs2", c1)
 	if got, want := strings.Join(calls(), " "), "update-ref checkout"; got != want {
 		t.Errorf("checkout of a commit the mirror has ran git %s, want %s", got, want)

@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/bastion"
@@ -62,6 +63,9 @@ type Bastion struct {
 
 	workdir string
 	clock   func() time.Time
+	// eventsDir is set once <workdir>/events exists: made once, not
+	// looked for again by every build.
+	eventsDir atomic.Bool
 }
 
 var _ bastion.Bastion = (*Bastion)(nil)
@@ -196,7 +200,7 @@ func (b *Bastion) Install(ctx context.Context, commands []string, env map[string
 	if err := b.checkOwner(); err != nil {
 		return false, &bastion.InfraError{Op: "install", Err: err}
 	}
-	envList, err := environ(env)
+	envList, err := environ(env, "")
 	if err != nil {
 		return false, &bastion.InfraError{Op: "install", Err: err}
 	}
@@ -415,4 +419,33 @@ func isHash(s string) bool {
 		}
 	}
 	return true
+}
+
+// WriteFile puts data in the file at path, making the directories above
+// it: written aside, then renamed, so that no reader sees half of it. It
+// is what a shell's mkdir, cat and mv do, without their processes.
+func (b *Bastion) WriteFile(ctx context.Context, path string, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // nothing left once renamed
+	_, err = f.Write(data)
+	if err2 := f.Chmod(0o644); err == nil {
+		err = err2
+	}
+	if err2 := f.Close(); err == nil {
+		err = err2
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }

@@ -55,12 +55,12 @@ func TestCheckout(t *testing.T) {
 	t.Parallel()
 	r := newRepo(t)
 	c1 := r.commit(map[string]string{"v": "1"})
-	c2 := r.commit(map[string]string{"v": "2"})
 	work := t.TempDir()
 	b := New(work)
 
+	// The repository is a path on this machine: the mirror is its clone.
 	dir, log := checkout(t, b, r, "bs1", c1)
-	if dir != filepath.Join(work, "src", "bs1") || !strings.Contains(log, "fetching") {
+	if dir != filepath.Join(work, "src", "bs1") || !strings.Contains(log, "local clone of "+r.dir) {
 		t.Errorf("Checkout = %s, log %q", dir, log)
 	}
 	assertCheckout(t, dir, c1, "1")
@@ -77,6 +77,7 @@ func TestCheckout(t *testing.T) {
 	assertCheckout(t, dir, c1, "1")
 
 	// A new commit for another buildset: fetched into the same mirror.
+	c2 := r.commit(map[string]string{"v": "2"})
 	dir2, log := checkout(t, b, r, "bs2", c2)
 	if !strings.Contains(log, "fetching") {
 		t.Errorf("log %q", log)
@@ -370,5 +371,32 @@ func TestCheckBuildset(t *testing.T) {
 		if err := checkBuildset(id); err == nil {
 			t.Errorf("checkBuildset(%q) accepted it", id)
 		}
+	}
+}
+
+// WriteFile makes the directories, replaces a file there before, and
+// leaves no temporary file behind.
+func TestWriteFile(t *testing.T) {
+	t.Parallel()
+	b := New(t.TempDir())
+	dir := filepath.Join(t.TempDir(), "a", "b")
+	path := filepath.Join(dir, "plugin.py")
+	for _, content := range []string{"first\n", "second, longer\n"} {
+		if err := b.WriteFile(t.Context(), path, []byte(content)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(path)
+		if err != nil || string(got) != content {
+			t.Errorf("read %q, %v; want %q", got, err, content)
+		}
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o644 {
+			t.Errorf("stat: %v, %v", fi, err)
+		}
+		assertNoTemporaries(t, dir)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := b.WriteFile(ctx, filepath.Join(dir, "other"), nil); err == nil {
+		t.Error("WriteFile with a done context succeeded")
 	}
 }

@@ -58,18 +58,18 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 	if err := b.checkOwner(); err != nil {
 		return bastion.Outcome{}, &bastion.InfraError{Op: "run", Err: err}
 	}
-	jobEnv := spec.Env
 	var ev *events
+	var evEntry string // the events file named in the environment
 	if spec.Events != nil {
 		var err error
 		if ev, err = b.newEvents(spec.Events); err != nil {
 			// The side channel is never worth failing the build for.
 			fmt.Fprintf(log, "sortie: no events file: %v\n", err)
 		} else {
-			jobEnv = ev.env(spec.Env)
+			evEntry = bastion.EventsEnv + "=" + ev.path
 		}
 	}
-	env, err := environ(jobEnv)
+	env, err := environ(spec.Env, evEntry)
 	if err != nil {
 		return bastion.Outcome{}, &bastion.InfraError{Op: "run", Err: err}
 	}
@@ -95,25 +95,30 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 }
 
 // environ is the process environment: this machine's values of
-// bastion.BaseEnv, then env over them, as a sorted KEY=VALUE list; never
-// nil, so that exec does not fall back to inheriting Sortie's whole
-// environment.
-func environ(env map[string]string) ([]string, error) {
-	all := map[string]string{}
+// bastion.BaseEnv, then env over them, then entry ("KEY=value", or "")
+// over both, as a sorted KEY=VALUE list; never nil, so that exec does not
+// fall back to inheriting Sortie's whole environment.
+func environ(env map[string]string, entry string) ([]string, error) {
+	entryKey, _, _ := strings.Cut(entry, "=")
+	list := make([]string, 0, len(bastion.BaseEnv)+len(env)+1)
 	for _, k := range bastion.BaseEnv {
+		if _, set := env[k]; set || k == entryKey {
+			continue
+		}
 		if v, ok := os.LookupEnv(k); ok {
-			all[k] = v
+			list = append(list, k+"="+v)
 		}
 	}
 	for k, v := range env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
 			return nil, fmt.Errorf("bad environment variable %q", k)
 		}
-		all[k] = v
+		if k != entryKey {
+			list = append(list, k+"="+v)
+		}
 	}
-	list := make([]string, 0, len(all))
-	for k, v := range all {
-		list = append(list, k+"="+v)
+	if entry != "" {
+		list = append(list, entry)
 	}
 	slices.Sort(list)
 	return list, nil
@@ -143,7 +148,7 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 	if log == nil {
 		log = io.Discard
 	}
-	pr, pw, err := os.Pipe()
+	pr, pw, err := outputPipe()
 	if err != nil {
 		return nil, fmt.Errorf("pipe: %w", err)
 	}
@@ -160,7 +165,7 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 	// child gets the write end of the pipe directly, so no copying
 	// goroutine's wait blocks while a leftover child holds it; stdin is
 	// /dev/null, as exec.Cmd would make it.
-	null, err := os.Open(os.DevNull)
+	null, err := devNull()
 	if err != nil {
 		pr.Close()
 		pw.Close()
@@ -170,7 +175,6 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 		Dir: dir, Env: lastWins(env), Files: []*os.File{null, pw, pw},
 		Sys: &syscall.SysProcAttr{Setpgid: true},
 	})
-	null.Close()
 	pw.Close()
 	if err != nil {
 		pr.Close()
@@ -195,6 +199,36 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 	go p.copy(log)
 	return p, nil
 }
+
+// outputPipe makes the pipe of a build's output. Only the read end, which
+// Sortie reads, is in Go's poller; the write end, the child's, is left
+// blocking, as the child needs it, rather than registered with the poller,
+// made blocking again for the child and unregistered: three system calls
+// a build that os.Pipe would cost.
+func outputPipe() (r, w *os.File, err error) {
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		return nil, nil, err
+	}
+	if err := syscall.SetNonblock(p[0], true); err != nil {
+		syscall.Close(p[0])
+		syscall.Close(p[1])
+		return nil, nil, err
+	}
+	// os.NewFile puts a non-blocking descriptor in the poller.
+	return os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1"), nil
+}
+
+// devNull is /dev/null open for reading, every build's stdin: opened once
+// for the life of the process, not once a build.
+// Blocking, out of the poller, like the pipe's write end.
+var devNull = sync.OnceValues(func() (*os.File, error) {
+	fd, err := syscall.Open(os.DevNull, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: os.DevNull, Err: err}
+	}
+	return os.NewFile(uintptr(fd), os.DevNull), nil
+})
 
 // copyBufs are the output copies' buffers: 32 KiB a build was most of
 // what a build allocated, on runs of thousands of short jobs.

@@ -4,6 +4,7 @@ package local
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -69,19 +70,31 @@ func TestRunOutput(t *testing.T) {
 }
 
 // The environment is this machine's values of bastion.BaseEnv, the job's
-// Env over them, and the run's id (which the job cannot set), and nothing
-// else of Sortie's.
+// Env over them, the run's id and, with Spec.Events, the events file
+// (which the job cannot set), and nothing else of Sortie's.
 func TestRunEnvIsExact(t *testing.T) {
 	t.Parallel()
-	for _, env := range []map[string]string{
-		{"A": "1", "B": "two words", "EMPTY": "", "NL": "x\ny", "HOME": "/job/home", bastion.RunEnv: "forged"},
-		{},
+	for _, c := range []struct {
+		env    map[string]string
+		events io.Writer
+	}{
+		{env: map[string]string{"A": "1", "B": "two words", "EMPTY": "", "NL": "x\ny", "HOME": "/job/home", bastion.RunEnv: "forged"}},
+		{env: map[string]string{}},
+		{env: map[string]string{"PATH": "/job/bin", bastion.EventsEnv: "forged"}, events: io.Discard},
 	} {
+		env := c.env
 		// The shell's own environment, before it adds PWD for its children.
-		o, log := run(t, context.Background(), bastion.Spec{
+		b := New(t.TempDir())
+		var out buffer
+		o, err := b.Run(context.Background(), bastion.Spec{
 			Command: `/usr/bin/tr '\0' '\n' < /proc/$$/environ`,
 			Env:     env,
-		})
+			Events:  c.events,
+		}, &out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log := out.String()
 		all := map[string]string{}
 		for _, k := range bastion.BaseEnv {
 			if v, ok := os.LookupEnv(k); ok {
@@ -96,6 +109,15 @@ func TestRunEnvIsExact(t *testing.T) {
 		if _, after, ok := strings.Cut(log, bastion.RunEnv+"="); ok {
 			if id, _, _ := strings.Cut(after, "\n"); len(id) == 32 {
 				all[bastion.RunEnv] = id
+			}
+		}
+		if c.events != nil {
+			// A file of this run's, in the bastion's events directory.
+			all[bastion.EventsEnv] = "?"
+			if _, after, ok := strings.Cut(log, bastion.EventsEnv+"="); ok {
+				if p, _, _ := strings.Cut(after, "\n"); filepath.Dir(p) == b.path("events") && strings.HasSuffix(p, ".jsonl") {
+					all[bastion.EventsEnv] = p
+				}
 			}
 		}
 		var want []string

@@ -894,35 +894,44 @@ const durationHistory = 5
 // pipeline. With an even count the median is the mean of the middle two.
 func (s *Store) JobDurations(ctx context.Context, jobs []string) (map[string]time.Duration, error) {
 	out := make(map[string]time.Duration, len(jobs))
-	for _, job := range jobs {
-		if _, done := out[job]; done {
-			continue
+	if len(jobs) == 0 {
+		return out, nil
+	}
+	names, err := json.Marshal(jobs)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: job durations: %w", err)
+	}
+	// One statement for every job, where a statement per job cost 50 ms
+	// before the first build of a 10,000-job buildset: each job's latest
+	// successful attempts, found through attempts_job_result_finished.
+	rows, err := s.rows(ctx, `
+		SELECT j.value, a.finished_at - a.started_at
+		FROM (SELECT DISTINCT value FROM json_each(?)) AS j
+		JOIN attempts AS a ON a.rowid IN (
+			SELECT rowid FROM attempts
+			WHERE job = j.value AND result = ? AND finished_at IS NOT NULL
+			ORDER BY finished_at DESC, number DESC LIMIT ?)`,
+		string(names), store.Success, durationHistory)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: job durations: %w", err)
+	}
+	defer rows.Close()
+	durations := map[string][]time.Duration{}
+	for rows.Next() {
+		var (
+			job string
+			d   int64
+		)
+		if err := rows.Scan(&job, &d); err != nil {
+			return nil, fmt.Errorf("sqlite: job durations: %w", err)
 		}
-		rows, err := s.rows(ctx, `
-			SELECT finished_at - started_at FROM attempts
-			WHERE job = ? AND result = ? AND finished_at IS NOT NULL
-			ORDER BY finished_at DESC, number DESC LIMIT ?`,
-			job, store.Success, durationHistory)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: job durations %s: %w", job, err)
-		}
-		var ds []time.Duration
-		for rows.Next() {
-			var d int64
-			if err := rows.Scan(&d); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("sqlite: job durations %s: %w", job, err)
-			}
-			ds = append(ds, time.Duration(d))
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: job durations %s: %w", job, err)
-		}
-		if len(ds) > 0 {
-			out[job] = median(ds)
-		}
+		durations[job] = append(durations[job], time.Duration(d))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: job durations: %w", err)
+	}
+	for job, ds := range durations {
+		out[job] = median(ds)
 	}
 	return out, nil
 }
