@@ -489,12 +489,23 @@ func (s *Store) EndBuildset(ctx context.Context, p store.EndBuildsetParams) (boo
 // another state or fails cond. The table, column names and cond are this
 // package's constants, never input.
 func (s *Store) txCAS(ctx context.Context, tx *sql.Tx, table, key string, keyArgs []any, set string, setArgs []any, cond string, condArgs []any, from ...any) error {
+	return s.txFencedCAS(ctx, tx, nil, table, key, keyArgs, set, setArgs, cond, condArgs, from...)
+}
+
+// txFencedCAS is txCAS that also checks fence, when not nil, in the same
+// statement (fenceCond), and returns ErrFenced before any other reason.
+func (s *Store) txFencedCAS(ctx context.Context, tx *sql.Tx, fence *store.Fence, table, key string, keyArgs []any, set string, setArgs []any, cond string, condArgs []any, from ...any) error {
 	placeholders := strings.TrimSuffix(strings.Repeat("?, ", len(from)), ", ")
 	where := key + ` AND state IN (` + placeholders + `)`
 	if cond != "" {
 		where += ` AND ` + cond
 	}
-	res, err := s.txExec(ctx, tx, `UPDATE `+table+` SET `+set+` WHERE `+where, slices.Concat(setArgs, keyArgs, from, condArgs)...)
+	args := slices.Concat(setArgs, keyArgs, from, condArgs)
+	if fence != nil {
+		where += ` AND ` + fenceCond
+		args = append(args, fenceArgs(*fence)...)
+	}
+	res, err := s.txExec(ctx, tx, `UPDATE `+table+` SET `+set+` WHERE `+where, args...)
 	if err != nil {
 		return err
 	}
@@ -504,6 +515,11 @@ func (s *Store) txCAS(ctx context.Context, tx *sql.Tx, table, key string, keyArg
 	}
 	if n == 1 {
 		return nil
+	}
+	if fence != nil {
+		if err := s.checkFence(ctx, tx, *fence); err != nil {
+			return err
+		}
 	}
 	var state string
 	err = s.txRow(ctx, tx, `SELECT state FROM `+table+` WHERE `+key, keyArgs...).Scan(&state)
@@ -526,17 +542,6 @@ func (s *Store) cas(ctx context.Context, table, key string, keyArgs []any, set s
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		return s.txCAS(ctx, tx, table, key, keyArgs, set, setArgs, "", nil, from...)
 	})
-}
-
-// txExecFunc and txRowFunc run statements inside tx (finishAttempt's).
-func (s *Store) txExecFunc(tx *sql.Tx) func(context.Context, string, ...any) (sql.Result, error) {
-	return func(ctx context.Context, q string, args ...any) (sql.Result, error) {
-		return s.txExec(ctx, tx, q, args...)
-	}
-}
-
-func (s *Store) txRowFunc(tx *sql.Tx) func(context.Context, string, ...any) *sql.Row {
-	return func(ctx context.Context, q string, args ...any) *sql.Row { return s.txRow(ctx, tx, q, args...) }
 }
 
 // Builds returns the builds of a buildset in creation order, or ErrNotFound
@@ -598,10 +603,7 @@ func (s *Store) StartAttempt(ctx context.Context, p store.StartAttemptParams) er
 		return fmt.Errorf("sqlite: %w", err)
 	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.checkFence(ctx, tx, p.Fence); err != nil {
-			return err
-		}
-		return s.startAttempt(ctx, tx, p.Attempt)
+		return s.startAttempt(ctx, tx, p.Attempt, &p.Fence)
 	})
 	if err != nil {
 		a := p.Attempt
@@ -610,20 +612,35 @@ func (s *Store) StartAttempt(ctx context.Context, p store.StartAttemptParams) er
 	return nil
 }
 
-// startAttempt is StartAttempt inside tx, its fence checked. The build is
-// updated where it may be, and only when it may not is it read again to
-// say why: two statements on the path of every job instead of three.
-func (s *Store) startAttempt(ctx context.Context, tx *sql.Tx, a *store.Attempt) error {
-	res, err := s.txExec(ctx, tx, `
-		UPDATE builds SET state = ?, attempt = ?, log = ?, started_at = COALESCE(started_at, ?)
-		WHERE buildset_id = ? AND job = ? AND state <> ? AND attempt < ?`,
-		store.BuildRunning, a.Number, a.Log, nanos(a.StartedAt), a.BuildsetID, a.Job, store.BuildDone, a.Number)
+// startBuild is the first statement of startAttempt, and startBuildFenced
+// that one with a fence (fenceCond).
+const (
+	startBuild = `UPDATE builds SET state = ?, attempt = ?, log = ?, started_at = COALESCE(started_at, ?)
+		WHERE buildset_id = ? AND job = ? AND state <> ? AND attempt < ?`
+	startBuildFenced = startBuild + ` AND ` + fenceCond
+)
+
+// startAttempt is StartAttempt inside tx, with fence checked in its first
+// statement, or nil for one checked already. The build is updated where it
+// may be, and only when it may not is it read again to say why: two
+// statements on the path of every job instead of four.
+func (s *Store) startAttempt(ctx context.Context, tx *sql.Tx, a *store.Attempt, fence *store.Fence) error {
+	q, args := startBuild, []any{store.BuildRunning, a.Number, a.Log, nanos(a.StartedAt), a.BuildsetID, a.Job, store.BuildDone, a.Number}
+	if fence != nil {
+		q, args = startBuildFenced, append(args, fenceArgs(*fence)...)
+	}
+	res, err := s.txExec(ctx, tx, q, args...)
 	if err != nil {
 		return err
 	}
 	if n, err := res.RowsAffected(); err != nil {
 		return err
 	} else if n == 0 {
+		if fence != nil {
+			if err := s.checkFence(ctx, tx, *fence); err != nil {
+				return err
+			}
+		}
 		var (
 			state   string
 			attempt int
@@ -655,10 +672,7 @@ func (s *Store) FinishAttempt(ctx context.Context, p store.FinishAttemptParams) 
 		return fmt.Errorf("sqlite: %w", err)
 	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.checkFence(ctx, tx, p.Fence); err != nil {
-			return err
-		}
-		return finishAttempt(ctx, s.txExecFunc(tx), s.txRowFunc(tx), p)
+		return s.finishAttempt(ctx, tx, p, &p.Fence)
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: finish attempt %s/%s #%d: %w", p.BuildsetID, p.Job, p.Number, err)
@@ -666,23 +680,36 @@ func (s *Store) FinishAttempt(ctx context.Context, p store.FinishAttemptParams) 
 	return nil
 }
 
-// finishAttempt sets the result of a running attempt through exec, and
-// tells through row why when no row changed (ErrNotFound or ErrConflict).
-func finishAttempt(ctx context.Context,
-	exec func(context.Context, string, ...any) (sql.Result, error), row func(context.Context, string, ...any) *sql.Row,
-	p store.FinishAttemptParams) error {
-	res, err := exec(ctx, `
-		UPDATE attempts SET result = ?, error = ?, finished_at = ?
-		WHERE buildset_id = ? AND job = ? AND number = ? AND result = ''`,
-		p.Result, p.Error, nullNanos(p.At), p.BuildsetID, p.Job, p.Number)
+// finishAttemptSQL is the statement of finishAttempt, and
+// finishAttemptFenced that one with a fence (fenceCond).
+const (
+	finishAttemptSQL = `UPDATE attempts SET result = ?, error = ?, finished_at = ?
+		WHERE buildset_id = ? AND job = ? AND number = ? AND result = ''`
+	finishAttemptFenced = finishAttemptSQL + ` AND ` + fenceCond
+)
+
+// finishAttempt sets the result of a running attempt inside tx, with fence
+// checked in the same statement, or nil for one checked already, and tells
+// why when no row changed (ErrFenced, ErrNotFound or ErrConflict).
+func (s *Store) finishAttempt(ctx context.Context, tx *sql.Tx, p store.FinishAttemptParams, fence *store.Fence) error {
+	q, args := finishAttemptSQL, []any{p.Result, p.Error, nullNanos(p.At), p.BuildsetID, p.Job, p.Number}
+	if fence != nil {
+		q, args = finishAttemptFenced, append(args, fenceArgs(*fence)...)
+	}
+	res, err := s.txExec(ctx, tx, q, args...)
 	if err != nil {
 		return err
 	}
 	if n, err := res.RowsAffected(); err != nil || n == 1 {
 		return err
 	}
+	if fence != nil {
+		if err := s.checkFence(ctx, tx, *fence); err != nil {
+			return err
+		}
+	}
 	var prev string
-	err = row(ctx, `SELECT result FROM attempts WHERE buildset_id = ? AND job = ? AND number = ?`,
+	err = s.txRow(ctx, tx, `SELECT result FROM attempts WHERE buildset_id = ? AND job = ? AND number = ?`,
 		p.BuildsetID, p.Job, p.Number).Scan(&prev)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -701,10 +728,7 @@ func (s *Store) FinishBuild(ctx context.Context, p store.FinishBuildParams) erro
 		return fmt.Errorf("sqlite: %w", err)
 	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.checkFence(ctx, tx, p.Fence); err != nil {
-			return err
-		}
-		return s.finishBuild(ctx, tx, p)
+		return s.finishBuild(ctx, tx, p, &p.Fence)
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: finish build %s/%s: %w", p.BuildsetID, p.Job, err)
@@ -712,9 +736,10 @@ func (s *Store) FinishBuild(ctx context.Context, p store.FinishBuildParams) erro
 	return nil
 }
 
-// finishBuild is FinishBuild inside tx, its fence checked.
-func (s *Store) finishBuild(ctx context.Context, tx *sql.Tx, p store.FinishBuildParams) error {
-	return s.txCAS(ctx, tx, "builds", "buildset_id = ? AND job = ?", []any{p.BuildsetID, p.Job},
+// finishBuild is FinishBuild inside tx, with fence checked in the same
+// statement, or nil for one checked already.
+func (s *Store) finishBuild(ctx context.Context, tx *sql.Tx, p store.FinishBuildParams, fence *store.Fence) error {
+	return s.txFencedCAS(ctx, tx, fence, "builds", "buildset_id = ? AND job = ?", []any{p.BuildsetID, p.Job},
 		// A build that never started keeps null times (SPEC §2.4, §3).
 		`state = ?, result = ?, reason = ?, finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE ? END`,
 		[]any{store.BuildDone, p.Result, p.Reason, nullNanos(p.At)},
@@ -722,7 +747,9 @@ func (s *Store) finishBuild(ctx context.Context, tx *sql.Tx, p store.FinishBuild
 }
 
 // WriteBuilds makes writes in order in one transaction; see
-// store.Buildsets. Each fence is checked once.
+// store.Buildsets. Each fence is checked once, by the first write that
+// carries it, in that write's own statement; a fenced owner's batch is
+// refused with ErrFenced, as if its fence had been read before that write.
 func (s *Store) WriteBuilds(ctx context.Context, writes []store.BuildWrite) error {
 	for _, w := range writes {
 		if err := w.Check(); err != nil {
@@ -731,33 +758,30 @@ func (s *Store) WriteBuilds(ctx context.Context, writes []store.BuildWrite) erro
 	}
 	var failed error // the failing write's error, saying which it was
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		checked := map[store.Fence]bool{}
+		var checked []store.Fence // few: one a batch, as a rule
 		for _, w := range writes {
-			if f := w.Fence(); !checked[f] {
-				if err := s.checkFence(ctx, tx, f); err != nil {
-					return err
-				}
-				checked[f] = true
+			var fence *store.Fence
+			if f := w.Fence(); !slices.Contains(checked, f) {
+				checked = append(checked, f)
+				fence = &f
 			}
+			var err error
 			switch {
 			case w.Start != nil:
-				a := w.Start.Attempt
-				if err := s.startAttempt(ctx, tx, a); err != nil {
-					failed = fmt.Errorf("sqlite: start attempt %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, err)
-					return failed
-				}
+				err = s.startAttempt(ctx, tx, w.Start.Attempt, fence)
 			case w.FinishAttempt != nil:
-				p := *w.FinishAttempt
-				if err := finishAttempt(ctx, s.txExecFunc(tx), s.txRowFunc(tx), p); err != nil {
-					failed = fmt.Errorf("sqlite: finish attempt %s/%s #%d: %w", p.BuildsetID, p.Job, p.Number, err)
-					return failed
-				}
+				err = s.finishAttempt(ctx, tx, *w.FinishAttempt, fence)
 			case w.FinishBuild != nil:
-				p := *w.FinishBuild
-				if err := s.finishBuild(ctx, tx, p); err != nil {
-					failed = fmt.Errorf("sqlite: finish build %s/%s: %w", p.BuildsetID, p.Job, err)
-					return failed
-				}
+				err = s.finishBuild(ctx, tx, *w.FinishBuild, fence)
+			}
+			switch {
+			case errors.Is(err, store.ErrFenced):
+				// The batch's refusal rather than its write's, told as
+				// when the fence was read before the write.
+				return err
+			case err != nil:
+				failed = fmt.Errorf("sqlite: %s: %w", writeName(w), err)
+				return failed
 			}
 		}
 		return nil
@@ -766,6 +790,22 @@ func (s *Store) WriteBuilds(ctx context.Context, writes []store.BuildWrite) erro
 		return fmt.Errorf("sqlite: write builds: %w", err)
 	}
 	return err
+}
+
+// writeName names w in an error, as its own method does.
+func writeName(w store.BuildWrite) string {
+	switch {
+	case w.Start != nil:
+		a := w.Start.Attempt
+		return fmt.Sprintf("start attempt %s/%s #%d", a.BuildsetID, a.Job, a.Number)
+	case w.FinishAttempt != nil:
+		p := w.FinishAttempt
+		return fmt.Sprintf("finish attempt %s/%s #%d", p.BuildsetID, p.Job, p.Number)
+	case w.FinishBuild != nil:
+		p := w.FinishBuild
+		return fmt.Sprintf("finish build %s/%s", p.BuildsetID, p.Job)
+	}
+	return "write builds"
 }
 
 // FinishAttemptAndBuild finishes an attempt and its build in one
@@ -786,7 +826,7 @@ func (s *Store) FinishAttemptAndBuild(ctx context.Context, a store.FinishAttempt
 				return err
 			}
 		}
-		if err := finishAttempt(ctx, s.txExecFunc(tx), s.txRowFunc(tx), a); err != nil {
+		if err := s.finishAttempt(ctx, tx, a, nil); err != nil {
 			return err
 		}
 		res, err := s.txExec(ctx, tx, `
