@@ -929,6 +929,13 @@ func (s *Store) RunningAttempts(ctx context.Context, buildsetID string) ([]*stor
 // JobDurations takes the median of.
 const durationHistory = 5
 
+// jobDurationsSQL reads a job's latest successful attempts by the partial
+// index attempts_succeeded, which it can use only with the result written
+// in the statement, not bound.
+const jobDurationsSQL = `SELECT finished_at - started_at FROM attempts
+	WHERE job = ? AND result = '` + string(store.Success) + `' AND finished_at IS NOT NULL
+	ORDER BY finished_at DESC, number DESC LIMIT ?`
+
 // JobDurations returns, for each named job that has history, the median
 // duration of its last 5 successful attempts (by finish time), in any
 // pipeline. With an even count the median is the mean of the middle two.
@@ -938,11 +945,7 @@ func (s *Store) JobDurations(ctx context.Context, jobs []string) (map[string]tim
 		if _, done := out[job]; done {
 			continue
 		}
-		rows, err := s.rows(ctx, `
-			SELECT finished_at - started_at FROM attempts
-			WHERE job = ? AND result = ? AND finished_at IS NOT NULL
-			ORDER BY finished_at DESC, number DESC LIMIT ?`,
-			job, store.Success, durationHistory)
+		rows, err := s.rows(ctx, jobDurationsSQL, job, durationHistory)
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: job durations %s: %w", job, err)
 		}
