@@ -489,12 +489,12 @@ func (s *Store) EndBuildset(ctx context.Context, p store.EndBuildsetParams) (boo
 // another state or fails cond. The table, column names and cond are this
 // package's constants, never input.
 func (s *Store) txCAS(ctx context.Context, tx *sql.Tx, table, key string, keyArgs []any, set string, setArgs []any, cond string, condArgs []any, from ...any) error {
-	return s.txFencedCAS(ctx, tx, nil, table, key, keyArgs, set, setArgs, cond, condArgs, from...)
+	return txFencedCAS(ctx, sqlTx{s, tx}, nil, table, key, keyArgs, set, setArgs, cond, condArgs, from...)
 }
 
 // txFencedCAS is txCAS that also checks fence, when not nil, in the same
 // statement (fenceCond), and returns ErrFenced before any other reason.
-func (s *Store) txFencedCAS(ctx context.Context, tx *sql.Tx, fence *store.Fence, table, key string, keyArgs []any, set string, setArgs []any, cond string, condArgs []any, from ...any) error {
+func txFencedCAS(ctx context.Context, x wtx, fence *store.Fence, table, key string, keyArgs []any, set string, setArgs []any, cond string, condArgs []any, from ...any) error {
 	placeholders := strings.TrimSuffix(strings.Repeat("?, ", len(from)), ", ")
 	where := key + ` AND state IN (` + placeholders + `)`
 	if cond != "" {
@@ -505,11 +505,7 @@ func (s *Store) txFencedCAS(ctx context.Context, tx *sql.Tx, fence *store.Fence,
 		where += ` AND ` + fenceCond
 		args = append(args, fenceArgs(*fence)...)
 	}
-	res, err := s.txExec(ctx, tx, `UPDATE `+table+` SET `+set+` WHERE `+where, args...)
-	if err != nil {
-		return err
-	}
-	n, err := res.RowsAffected()
+	n, err := x.exec(ctx, `UPDATE `+table+` SET `+set+` WHERE `+where, args...)
 	if err != nil {
 		return err
 	}
@@ -517,12 +513,12 @@ func (s *Store) txFencedCAS(ctx context.Context, tx *sql.Tx, fence *store.Fence,
 		return nil
 	}
 	if fence != nil {
-		if err := s.checkFence(ctx, tx, *fence); err != nil {
+		if err := checkFence(ctx, x, *fence); err != nil {
 			return err
 		}
 	}
 	var state string
-	err = s.txRow(ctx, tx, `SELECT state FROM `+table+` WHERE `+key, keyArgs...).Scan(&state)
+	err = x.row(ctx, `SELECT state FROM `+table+` WHERE `+key, keyArgs...).Scan(&state)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.ErrNotFound
 	}
@@ -602,8 +598,8 @@ func (s *Store) StartAttempt(ctx context.Context, p store.StartAttemptParams) er
 	if err := (store.BuildWrite{Start: &p}).Check(); err != nil {
 		return fmt.Errorf("sqlite: %w", err)
 	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		return s.startAttempt(ctx, tx, p.Attempt, &p.Fence)
+	err := s.rawTx(ctx, func(x wtx) error {
+		return startAttempt(ctx, x, p.Attempt, &p.Fence)
 	})
 	if err != nil {
 		a := p.Attempt
@@ -624,20 +620,16 @@ const (
 // statement, or nil for one checked already. The build is updated where it
 // may be, and only when it may not is it read again to say why: two
 // statements on the path of every job instead of four.
-func (s *Store) startAttempt(ctx context.Context, tx *sql.Tx, a *store.Attempt, fence *store.Fence) error {
+func startAttempt(ctx context.Context, x wtx, a *store.Attempt, fence *store.Fence) error {
 	q, args := startBuild, []any{store.BuildRunning, a.Number, a.Log, nanos(a.StartedAt), a.BuildsetID, a.Job, store.BuildDone, a.Number}
 	if fence != nil {
 		q, args = startBuildFenced, append(args, fenceArgs(*fence)...)
 	}
-	res, err := s.txExec(ctx, tx, q, args...)
-	if err != nil {
-		return err
-	}
-	if n, err := res.RowsAffected(); err != nil {
+	if n, err := x.exec(ctx, q, args...); err != nil {
 		return err
 	} else if n == 0 {
 		if fence != nil {
-			if err := s.checkFence(ctx, tx, *fence); err != nil {
+			if err := checkFence(ctx, x, *fence); err != nil {
 				return err
 			}
 		}
@@ -645,7 +637,7 @@ func (s *Store) startAttempt(ctx context.Context, tx *sql.Tx, a *store.Attempt, 
 			state   string
 			attempt int
 		)
-		err := s.txRow(ctx, tx, `SELECT state, attempt FROM builds WHERE buildset_id = ? AND job = ?`,
+		err := x.row(ctx, `SELECT state, attempt FROM builds WHERE buildset_id = ? AND job = ?`,
 			a.BuildsetID, a.Job).Scan(&state, &attempt)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
@@ -657,7 +649,7 @@ func (s *Store) startAttempt(ctx context.Context, tx *sql.Tx, a *store.Attempt, 
 		}
 		return fmt.Errorf("build is at attempt %d: %w", attempt, store.ErrConflict)
 	}
-	_, err = s.txExec(ctx, tx, `
+	_, err := x.exec(ctx, `
 		INSERT INTO attempts (buildset_id, job, number, owner, started_at, log)
 		VALUES (?, ?, ?, ?, ?, ?)`,
 		a.BuildsetID, a.Job, a.Number, a.Owner, nanos(a.StartedAt), a.Log)
@@ -671,8 +663,8 @@ func (s *Store) FinishAttempt(ctx context.Context, p store.FinishAttemptParams) 
 	if err := (store.BuildWrite{FinishAttempt: &p}).Check(); err != nil {
 		return fmt.Errorf("sqlite: %w", err)
 	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		return s.finishAttempt(ctx, tx, p, &p.Fence)
+	err := s.rawTx(ctx, func(x wtx) error {
+		return finishAttempt(ctx, x, p, &p.Fence)
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: finish attempt %s/%s #%d: %w", p.BuildsetID, p.Job, p.Number, err)
@@ -691,25 +683,21 @@ const (
 // finishAttempt sets the result of a running attempt inside tx, with fence
 // checked in the same statement, or nil for one checked already, and tells
 // why when no row changed (ErrFenced, ErrNotFound or ErrConflict).
-func (s *Store) finishAttempt(ctx context.Context, tx *sql.Tx, p store.FinishAttemptParams, fence *store.Fence) error {
+func finishAttempt(ctx context.Context, x wtx, p store.FinishAttemptParams, fence *store.Fence) error {
 	q, args := finishAttemptSQL, []any{p.Result, p.Error, nullNanos(p.At), p.BuildsetID, p.Job, p.Number}
 	if fence != nil {
 		q, args = finishAttemptFenced, append(args, fenceArgs(*fence)...)
 	}
-	res, err := s.txExec(ctx, tx, q, args...)
-	if err != nil {
-		return err
-	}
-	if n, err := res.RowsAffected(); err != nil || n == 1 {
+	if n, err := x.exec(ctx, q, args...); err != nil || n == 1 {
 		return err
 	}
 	if fence != nil {
-		if err := s.checkFence(ctx, tx, *fence); err != nil {
+		if err := checkFence(ctx, x, *fence); err != nil {
 			return err
 		}
 	}
 	var prev string
-	err = s.txRow(ctx, tx, `SELECT result FROM attempts WHERE buildset_id = ? AND job = ? AND number = ?`,
+	err := x.row(ctx, `SELECT result FROM attempts WHERE buildset_id = ? AND job = ? AND number = ?`,
 		p.BuildsetID, p.Job, p.Number).Scan(&prev)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -727,8 +715,8 @@ func (s *Store) FinishBuild(ctx context.Context, p store.FinishBuildParams) erro
 	if err := (store.BuildWrite{FinishBuild: &p}).Check(); err != nil {
 		return fmt.Errorf("sqlite: %w", err)
 	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		return s.finishBuild(ctx, tx, p, &p.Fence)
+	err := s.rawTx(ctx, func(x wtx) error {
+		return finishBuild(ctx, x, p, &p.Fence)
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: finish build %s/%s: %w", p.BuildsetID, p.Job, err)
@@ -738,8 +726,8 @@ func (s *Store) FinishBuild(ctx context.Context, p store.FinishBuildParams) erro
 
 // finishBuild is FinishBuild inside tx, with fence checked in the same
 // statement, or nil for one checked already.
-func (s *Store) finishBuild(ctx context.Context, tx *sql.Tx, p store.FinishBuildParams, fence *store.Fence) error {
-	return s.txFencedCAS(ctx, tx, fence, "builds", "buildset_id = ? AND job = ?", []any{p.BuildsetID, p.Job},
+func finishBuild(ctx context.Context, x wtx, p store.FinishBuildParams, fence *store.Fence) error {
+	return txFencedCAS(ctx, x, fence, "builds", "buildset_id = ? AND job = ?", []any{p.BuildsetID, p.Job},
 		// A build that never started keeps null times (SPEC §2.4, §3).
 		`state = ?, result = ?, reason = ?, finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE ? END`,
 		[]any{store.BuildDone, p.Result, p.Reason, nullNanos(p.At)},
@@ -757,7 +745,7 @@ func (s *Store) WriteBuilds(ctx context.Context, writes []store.BuildWrite) erro
 		}
 	}
 	var failed error // the failing write's error, saying which it was
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.rawTx(ctx, func(x wtx) error {
 		var checked []store.Fence // few: one a batch, as a rule
 		for _, w := range writes {
 			var fence *store.Fence
@@ -768,11 +756,11 @@ func (s *Store) WriteBuilds(ctx context.Context, writes []store.BuildWrite) erro
 			var err error
 			switch {
 			case w.Start != nil:
-				err = s.startAttempt(ctx, tx, w.Start.Attempt, fence)
+				err = startAttempt(ctx, x, w.Start.Attempt, fence)
 			case w.FinishAttempt != nil:
-				err = s.finishAttempt(ctx, tx, *w.FinishAttempt, fence)
+				err = finishAttempt(ctx, x, *w.FinishAttempt, fence)
 			case w.FinishBuild != nil:
-				err = s.finishBuild(ctx, tx, *w.FinishBuild, fence)
+				err = finishBuild(ctx, x, *w.FinishBuild, fence)
 			}
 			switch {
 			case errors.Is(err, store.ErrFenced):
@@ -817,26 +805,24 @@ func (s *Store) FinishAttemptAndBuild(ctx context.Context, a store.FinishAttempt
 	if a.Result == "" || b.Result == "" {
 		return fmt.Errorf("sqlite: finish attempt and build %s/%s #%d: empty result", a.BuildsetID, a.Job, a.Number)
 	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.checkFence(ctx, tx, a.Fence); err != nil {
-			return err
-		}
+	err := s.rawTx(ctx, func(x wtx) error {
+		fence := &a.Fence // checked by the attempt's end, when it is b's too
 		if b.Fence != a.Fence {
-			if err := s.checkFence(ctx, tx, b.Fence); err != nil {
+			if err := checkFence(ctx, x, a.Fence); err != nil {
 				return err
 			}
+			if err := checkFence(ctx, x, b.Fence); err != nil {
+				return err
+			}
+			fence = nil
 		}
-		if err := s.finishAttempt(ctx, tx, a, nil); err != nil {
+		if err := finishAttempt(ctx, x, a, fence); err != nil {
 			return err
 		}
-		res, err := s.txExec(ctx, tx, `
+		if n, err := x.exec(ctx, `
 			UPDATE builds SET state = ?, result = ?, reason = ?, finished_at = ?
 			WHERE buildset_id = ? AND job = ? AND state IN (?, ?)`,
-			store.BuildDone, b.Result, b.Reason, nullNanos(b.At), b.BuildsetID, b.Job, store.BuildWaiting, store.BuildRunning)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
+			store.BuildDone, b.Result, b.Reason, nullNanos(b.At), b.BuildsetID, b.Job, store.BuildWaiting, store.BuildRunning); err != nil {
 			return err
 		} else if n == 0 {
 			// The attempt row exists, so its build does: it is DONE.

@@ -17,8 +17,13 @@ import (
 // from before this read to the commit, so no FenceOwners can come between
 // the check and the write.
 func (s *Store) checkFence(ctx context.Context, tx *sql.Tx, f store.Fence) error {
+	return checkFence(ctx, sqlTx{s, tx}, f)
+}
+
+// checkFence is Store.checkFence on any write transaction.
+func checkFence(ctx context.Context, x wtx, f store.Fence) error {
 	var live bool
-	err := s.txRow(ctx, tx, `SELECT EXISTS (SELECT 1 FROM owners WHERE id = ? AND epoch = ? AND state = ?)`,
+	err := x.row(ctx, `SELECT EXISTS (SELECT 1 FROM owners WHERE id = ? AND epoch = ? AND state = ?)`,
 		f.Owner, f.Epoch, store.OwnerLive).Scan(&live)
 	if err != nil {
 		return err

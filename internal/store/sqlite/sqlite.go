@@ -63,6 +63,9 @@ type Store struct {
 	// 10,000-job buildset.
 	stmts     sync.Map // stmtKey -> *sql.Stmt
 	toPrepare sync.Map // query -> true: missed inside a transaction
+	// raw is the write connection's own statements (rawTx), used by
+	// whoever holds that connection.
+	raw rawConn
 }
 
 type stmtKey struct {
@@ -310,7 +313,11 @@ func (s *Store) Close() error {
 		st.(*sql.Stmt).Close()
 		return true
 	})
-	return errors.Join(s.r.Close(), s.w.Close())
+	var raw error
+	if s.raw.conn != nil {
+		raw = s.closeRaw(context.Background())
+	}
+	return errors.Join(raw, s.r.Close(), s.w.Close())
 }
 
 // tx runs fn in a write transaction (BEGIN IMMEDIATE) and commits it if fn

@@ -1,0 +1,259 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// wtx runs the statements of a write transaction: database/sql's (sqlTx),
+// or the write connection's own (rawTx), which WriteBuilds, the path of
+// every job, takes.
+type wtx interface {
+	// exec runs a statement and returns how many rows it changed.
+	exec(ctx context.Context, query string, args ...any) (int64, error)
+	// row runs a single-row query; Scan says sql.ErrNoRows for none.
+	row(ctx context.Context, query string, args ...any) scanner
+}
+
+// sqlTx is a wtx on a database/sql transaction (Store.tx).
+type sqlTx struct {
+	s  *Store
+	tx *sql.Tx
+}
+
+func (x sqlTx) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := x.s.txExec(ctx, x.tx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (x sqlTx) row(ctx context.Context, query string, args ...any) scanner {
+	return x.s.txRow(ctx, x.tx, query, args...)
+}
+
+// rawConn is the write pool's one connection as the driver has it, with the
+// statements prepared on it by rawTx. Only the goroutine that holds the
+// connection (database/sql hands it over under its own lock) reads or
+// writes it.
+type rawConn struct {
+	conn  driver.ConnPrepareContext // nil until the first rawTx
+	stmts map[string]driver.Stmt
+}
+
+// rawTx is a write transaction run on the driver's connection itself,
+// BEGIN IMMEDIATE to COMMIT, the same statements as Store.tx: database/sql
+// costs a job's batch more than its own statements do (its Tx, a Stmt of
+// the Tx's for each statement, BEGIN and COMMIT parsed again each time by
+// the driver), about a sixth of the batch (docs/benchmarks.md).
+type rawTx struct {
+	rc   *rawConn
+	args []driver.NamedValue // reused from statement to statement
+}
+
+// rawTx runs fn in a write transaction on the write connection's driver
+// connection, with Store.tx's guarantees: BEGIN IMMEDIATE, committed if fn
+// returns nil, rolled back otherwise, the fenced counted and the
+// unavailable marked. fn must use x only.
+func (s *Store) rawTx(ctx context.Context, fn func(x wtx) error) error {
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return unavailable(err)
+	}
+	defer conn.Close()
+	var fnErr error
+	err = conn.Raw(func(dc any) error {
+		c, ok := dc.(driver.ConnPrepareContext)
+		if !ok {
+			return fmt.Errorf("the driver's connection %T prepares no statement", dc)
+		}
+		if s.raw.conn != c {
+			// A new connection: database/sql dropped the last one, which
+			// is closed, and with it the statements prepared on it.
+			s.raw = rawConn{conn: c, stmts: map[string]driver.Stmt{}}
+		}
+		x := &rawTx{rc: &s.raw}
+		if _, err := x.exec(ctx, "BEGIN IMMEDIATE"); err != nil {
+			return err
+		}
+		end := "COMMIT"
+		if fnErr = fn(x); fnErr != nil {
+			end = "ROLLBACK"
+		}
+		_, err := x.exec(context.WithoutCancel(ctx), end)
+		if err == nil {
+			return nil
+		}
+		if end == "COMMIT" {
+			// As the driver's own Commit: a COMMIT that failed may have
+			// left the transaction open.
+			if _, rerr := x.exec(context.WithoutCancel(ctx), "ROLLBACK"); rerr == nil {
+				return err
+			}
+		}
+		// The transaction may still be open, and a connection in one
+		// cannot go back to the pool: database/sql drops it for
+		// ErrBadConn, once its statements are closed.
+		return errors.Join(err, s.raw.close(), driver.ErrBadConn)
+	})
+	if fnErr != nil {
+		s.CountFenced(fnErr)
+		return unavailable(errors.Join(fnErr, err))
+	}
+	return unavailable(err)
+}
+
+// closeRaw closes the statements rawTx prepared; called by Close, before
+// the write pool is closed.
+func (s *Store) closeRaw(ctx context.Context) error {
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		if c, ok := dc.(driver.ConnPrepareContext); ok && s.raw.conn == c {
+			return s.raw.close()
+		}
+		return nil
+	})
+}
+
+// close closes the statements, with their connection held.
+func (rc *rawConn) close() error {
+	var errs []error
+	for _, st := range rc.stmts {
+		errs = append(errs, st.Close())
+	}
+	*rc = rawConn{}
+	return errors.Join(errs...)
+}
+
+// stmt returns the statement of query on the connection, prepared once.
+func (x *rawTx) stmt(ctx context.Context, query string) (driver.Stmt, error) {
+	if st, ok := x.rc.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := x.rc.conn.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	x.rc.stmts[query] = st
+	return st, nil
+}
+
+// named converts args as database/sql does for a driver that checks none:
+// the driver's own types as they are, the others (named string types,
+// int, sql.Null*) by driver.DefaultParameterConverter.
+func (x *rawTx) named(args []any) ([]driver.NamedValue, error) {
+	x.args = x.args[:0]
+	for i, a := range args {
+		var v driver.Value
+		switch a := a.(type) {
+		case string, int64, nil, []byte:
+			v = a
+		case int:
+			v = int64(a)
+		default:
+			var err error
+			if v, err = driver.DefaultParameterConverter.ConvertValue(a); err != nil {
+				return nil, fmt.Errorf("argument %d: %w", i+1, err)
+			}
+		}
+		x.args = append(x.args, driver.NamedValue{Ordinal: i + 1, Value: v})
+	}
+	return x.args, nil
+}
+
+func (x *rawTx) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	st, err := x.stmt(ctx, query)
+	if err != nil {
+		return 0, err
+	}
+	nv, err := x.named(args)
+	if err != nil {
+		return 0, err
+	}
+	res, err := st.(driver.StmtExecContext).ExecContext(ctx, nv)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (x *rawTx) row(ctx context.Context, query string, args ...any) scanner {
+	st, err := x.stmt(ctx, query)
+	if err != nil {
+		return rawRow{err: err}
+	}
+	nv, err := x.named(args)
+	if err != nil {
+		return rawRow{err: err}
+	}
+	rows, err := st.(driver.StmtQueryContext).QueryContext(ctx, nv)
+	return rawRow{rows: rows, err: err}
+}
+
+// rawRow is the first row of rows, for the few types the build writes'
+// reasons scan into.
+type rawRow struct {
+	rows driver.Rows
+	err  error
+}
+
+func (r rawRow) Scan(dest ...any) (err error) {
+	if r.err != nil {
+		return r.err
+	}
+	defer func() { err = errors.Join(err, r.rows.Close()) }()
+	vals := make([]driver.Value, len(r.rows.Columns()))
+	if len(vals) != len(dest) {
+		return fmt.Errorf("scan: %d columns into %d values", len(vals), len(dest))
+	}
+	if err := r.rows.Next(vals); errors.Is(err, io.EOF) {
+		return sql.ErrNoRows
+	} else if err != nil {
+		return err
+	}
+	for i, v := range vals {
+		if err := scanValue(dest[i], v); err != nil {
+			return fmt.Errorf("scan column %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+func scanValue(dest any, v driver.Value) error {
+	switch d := dest.(type) {
+	case *string:
+		switch v := v.(type) {
+		case string:
+			*d = v
+			return nil
+		case []byte:
+			*d = string(v)
+			return nil
+		}
+	case *int64:
+		if v, ok := v.(int64); ok {
+			*d = v
+			return nil
+		}
+	case *int:
+		if v, ok := v.(int64); ok {
+			*d = int(v)
+			return nil
+		}
+	case *bool:
+		if v, ok := v.(int64); ok {
+			*d = v != 0
+			return nil
+		}
+	}
+	return fmt.Errorf("%T into %T", v, dest)
+}
