@@ -489,36 +489,24 @@ func (s *Store) EndBuildset(ctx context.Context, p store.EndBuildsetParams) (boo
 // another state or fails cond. The table, column names and cond are this
 // package's constants, never input.
 func (s *Store) txCAS(ctx context.Context, tx *sql.Tx, table, key string, keyArgs []any, set string, setArgs []any, cond string, condArgs []any, from ...any) error {
-	return txFencedCAS(ctx, sqlTx{s, tx}, nil, table, key, keyArgs, set, setArgs, cond, condArgs, from...)
-}
-
-// txFencedCAS is txCAS that also checks fence, when not nil, in the same
-// statement (fenceCond), and returns ErrFenced before any other reason.
-func txFencedCAS(ctx context.Context, x wtx, fence *store.Fence, table, key string, keyArgs []any, set string, setArgs []any, cond string, condArgs []any, from ...any) error {
 	placeholders := strings.TrimSuffix(strings.Repeat("?, ", len(from)), ", ")
 	where := key + ` AND state IN (` + placeholders + `)`
 	if cond != "" {
 		where += ` AND ` + cond
 	}
-	args := slices.Concat(setArgs, keyArgs, from, condArgs)
-	if fence != nil {
-		where += ` AND ` + fenceCond
-		args = append(args, fenceArgs(*fence)...)
-	}
-	n, err := x.exec(ctx, `UPDATE `+table+` SET `+set+` WHERE `+where, args...)
-	if err != nil {
+	x := sqlTx{s, tx}
+	n, err := x.exec(ctx, `UPDATE `+table+` SET `+set+` WHERE `+where, slices.Concat(setArgs, keyArgs, from, condArgs)...)
+	if err != nil || n == 1 {
 		return err
 	}
-	if n == 1 {
-		return nil
-	}
-	if fence != nil {
-		if err := checkFence(ctx, x, *fence); err != nil {
-			return err
-		}
-	}
+	return casRefused(ctx, x, table, key, keyArgs, cond, from...)
+}
+
+// casRefused says why a compare-and-set of txCAS's changed no row:
+// ErrNotFound, or ErrConflict with the row's state.
+func casRefused(ctx context.Context, x wtx, table, key string, keyArgs []any, cond string, from ...any) error {
 	var state string
-	err = x.row(ctx, `SELECT state FROM `+table+` WHERE `+key, keyArgs...).Scan(&state)
+	err := x.row(ctx, `SELECT state FROM `+table+` WHERE `+key, keyArgs...).Scan(&state)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.ErrNotFound
 	}
@@ -611,8 +599,8 @@ func (s *Store) StartAttempt(ctx context.Context, p store.StartAttemptParams) er
 // startBuild is the first statement of startAttempt, and startBuildFenced
 // that one with a fence (fenceCond).
 const (
-	startBuild = `UPDATE builds SET state = ?, attempt = ?, log = ?, started_at = COALESCE(started_at, ?)
-		WHERE buildset_id = ? AND job = ? AND state <> ? AND attempt < ?`
+	startBuild = `UPDATE builds SET state = '` + string(store.BuildRunning) + `', attempt = ?, log = ?, started_at = COALESCE(started_at, ?)
+		WHERE buildset_id = ? AND job = ? AND state <> '` + string(store.BuildDone) + `' AND attempt < ?`
 	startBuildFenced = startBuild + ` AND ` + fenceCond
 )
 
@@ -621,7 +609,7 @@ const (
 // may be, and only when it may not is it read again to say why: two
 // statements on the path of every job instead of four.
 func startAttempt(ctx context.Context, x wtx, a *store.Attempt, fence *store.Fence) error {
-	q, args := startBuild, []any{store.BuildRunning, a.Number, a.Log, nanos(a.StartedAt), a.BuildsetID, a.Job, store.BuildDone, a.Number}
+	q, args := startBuild, []any{a.Number, a.Log, nanos(a.StartedAt), a.BuildsetID, a.Job, a.Number}
 	if fence != nil {
 		q, args = startBuildFenced, append(args, fenceArgs(*fence)...)
 	}
@@ -684,7 +672,7 @@ const (
 // checked in the same statement, or nil for one checked already, and tells
 // why when no row changed (ErrFenced, ErrNotFound or ErrConflict).
 func finishAttempt(ctx context.Context, x wtx, p store.FinishAttemptParams, fence *store.Fence) error {
-	q, args := finishAttemptSQL, []any{p.Result, p.Error, nullNanos(p.At), p.BuildsetID, p.Job, p.Number}
+	q, args := finishAttemptSQL, []any{string(p.Result), p.Error, optNanos(p.At), p.BuildsetID, p.Job, p.Number}
 	if fence != nil {
 		q, args = finishAttemptFenced, append(args, fenceArgs(*fence)...)
 	}
@@ -724,14 +712,32 @@ func (s *Store) FinishBuild(ctx context.Context, p store.FinishBuildParams) erro
 	return nil
 }
 
+// finishBuildSQL is the statement of finishBuild, and finishBuildFenced
+// that one with a fence (fenceCond). A build that never started keeps null
+// times (SPEC §2.4, §3).
+const (
+	finishBuildSQL = `UPDATE builds SET state = '` + string(store.BuildDone) + `', result = ?, reason = ?,
+			finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE ? END
+		WHERE buildset_id = ? AND job = ? AND state IN ('` + string(store.BuildWaiting) + `', '` + string(store.BuildRunning) + `')`
+	finishBuildFenced = finishBuildSQL + ` AND ` + fenceCond
+)
+
 // finishBuild is FinishBuild inside tx, with fence checked in the same
 // statement, or nil for one checked already.
 func finishBuild(ctx context.Context, x wtx, p store.FinishBuildParams, fence *store.Fence) error {
-	return txFencedCAS(ctx, x, fence, "builds", "buildset_id = ? AND job = ?", []any{p.BuildsetID, p.Job},
-		// A build that never started keeps null times (SPEC §2.4, §3).
-		`state = ?, result = ?, reason = ?, finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE ? END`,
-		[]any{store.BuildDone, p.Result, p.Reason, nullNanos(p.At)},
-		"", nil, store.BuildWaiting, store.BuildRunning)
+	q, args := finishBuildSQL, []any{string(p.Result), p.Reason, optNanos(p.At), p.BuildsetID, p.Job}
+	if fence != nil {
+		q, args = finishBuildFenced, append(args, fenceArgs(*fence)...)
+	}
+	if n, err := x.exec(ctx, q, args...); err != nil || n == 1 {
+		return err
+	}
+	if fence != nil {
+		if err := checkFence(ctx, x, *fence); err != nil {
+			return err
+		}
+	}
+	return casRefused(ctx, x, "builds", "buildset_id = ? AND job = ?", []any{p.BuildsetID, p.Job}, "", store.BuildWaiting, store.BuildRunning)
 }
 
 // WriteBuilds makes writes in order in one transaction; see

@@ -44,6 +44,7 @@ func (x sqlTx) row(ctx context.Context, query string, args ...any) scanner {
 type rawConn struct {
 	conn  driver.ConnPrepareContext // nil until the first rawTx
 	stmts map[string]driver.Stmt
+	args  []driver.NamedValue // a statement's, reused by the next
 }
 
 // rawTx is a write transaction run on the driver's connection itself,
@@ -52,8 +53,7 @@ type rawConn struct {
 // the Tx's for each statement, BEGIN and COMMIT parsed again each time by
 // the driver), about a sixth of the batch (docs/benchmarks.md).
 type rawTx struct {
-	rc   *rawConn
-	args []driver.NamedValue // reused from statement to statement
+	rc *rawConn
 }
 
 // rawTx runs fn in a write transaction on the write connection's driver
@@ -78,21 +78,34 @@ func (s *Store) rawTx(ctx context.Context, fn func(x wtx) error) error {
 			s.raw = rawConn{conn: c, stmts: map[string]driver.Stmt{}}
 		}
 		x := &rawTx{rc: &s.raw}
+		// ROLLBACK and COMMIT run whatever becomes of ctx; as
+		// database/sql's, a transaction whose ctx is done before its
+		// COMMIT is rolled back.
+		endCtx := ctx
+		if ctx.Done() != nil {
+			endCtx = context.WithoutCancel(ctx)
+		}
 		if _, err := x.exec(ctx, "BEGIN IMMEDIATE"); err != nil {
+			// A BEGIN that took effect as ctx ended is reported failed:
+			// end it (a ROLLBACK with no transaction fails, harmlessly).
+			x.exec(endCtx, "ROLLBACK")
 			return err
 		}
 		end := "COMMIT"
-		if fnErr = fn(x); fnErr != nil {
+		if fnErr = fn(x); fnErr == nil {
+			fnErr = ctx.Err()
+		}
+		if fnErr != nil {
 			end = "ROLLBACK"
 		}
-		_, err := x.exec(context.WithoutCancel(ctx), end)
+		_, err := x.exec(endCtx, end)
 		if err == nil {
 			return nil
 		}
 		if end == "COMMIT" {
 			// As the driver's own Commit: a COMMIT that failed may have
 			// left the transaction open.
-			if _, rerr := x.exec(context.WithoutCancel(ctx), "ROLLBACK"); rerr == nil {
+			if _, rerr := x.exec(endCtx, "ROLLBACK"); rerr == nil {
 				return err
 			}
 		}
@@ -151,7 +164,7 @@ func (x *rawTx) stmt(ctx context.Context, query string) (driver.Stmt, error) {
 // the driver's own types as they are, the others (named string types,
 // int, sql.Null*) by driver.DefaultParameterConverter.
 func (x *rawTx) named(args []any) ([]driver.NamedValue, error) {
-	x.args = x.args[:0]
+	nv := x.rc.args[:0]
 	for i, a := range args {
 		var v driver.Value
 		switch a := a.(type) {
@@ -165,9 +178,10 @@ func (x *rawTx) named(args []any) ([]driver.NamedValue, error) {
 				return nil, fmt.Errorf("argument %d: %w", i+1, err)
 			}
 		}
-		x.args = append(x.args, driver.NamedValue{Ordinal: i + 1, Value: v})
+		nv = append(nv, driver.NamedValue{Ordinal: i + 1, Value: v})
 	}
-	return x.args, nil
+	x.rc.args = nv
+	return nv, nil
 }
 
 func (x *rawTx) exec(ctx context.Context, query string, args ...any) (int64, error) {
