@@ -9,12 +9,18 @@
 // nor both grant the last slot of a semaphore), and a busy writer is waited
 // for up to busyTimeout.
 //
+// The build writes, a run's per-job path, run on the write connection's
+// driver connection with statements prepared once (rawTx), the others in
+// database/sql transactions (Store.tx): the same statements, BEGIN
+// IMMEDIATE to COMMIT, on the same connection.
+//
 // Owners and fencing: an owner registers (RegisterOwner) before it writes
 // anything of its own; there is no "owner without a row". A write that
 // carries a Fence reads the owner's row inside its BEGIN IMMEDIATE
-// transaction and is refused with store.ErrFenced unless the owner is live
-// with that epoch: the write lock held from that read to the commit is
-// what orders it against FenceOwners. UpdateSemaphores shows the waiters of
+// transaction (a build's write, in its own statement: fenceCond) and is
+// refused with store.ErrFenced unless the owner is live with that epoch:
+// the write lock held from that read to the commit is what orders it
+// against FenceOwners. UpdateSemaphores shows the waiters of
 // an owner not alive (fenced, or its lease run out) dead, for the rule
 // (semaphore.Decide) to drop, and its holders as any other, since its
 // builds may still run, until ReleaseOwner drops them. Times not given
