@@ -69,9 +69,6 @@ type Store struct {
 	// 10,000-job buildset.
 	stmts     sync.Map // stmtKey -> *sql.Stmt
 	toPrepare sync.Map // query -> true: missed inside a transaction
-	// raw is the write connection's own statements (rawTx), used by
-	// whoever holds that connection.
-	raw rawConn
 }
 
 type stmtKey struct {
@@ -305,11 +302,14 @@ func openDB(abs string, readOnly bool) (*sql.DB, error) {
 		q.Set("_synchronous", "NORMAL")
 	}
 	u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: q.Encode()}
-	db, err := sql.Open("sqlite", u.String())
+	if readOnly {
+		return sql.Open("sqlite", u.String())
+	}
+	c, err := sqlite.NewConnector(u.String())
 	if err != nil {
 		return nil, err
 	}
-	return db, nil
+	return sql.OpenDB(writeConnector{c}), nil
 }
 
 // Close closes both connection pools. It waits for nothing: callers stop
@@ -319,11 +319,7 @@ func (s *Store) Close() error {
 		st.(*sql.Stmt).Close()
 		return true
 	})
-	var raw error
-	if s.raw.conn != nil {
-		raw = s.closeRaw(context.Background())
-	}
-	return errors.Join(raw, s.r.Close(), s.w.Close())
+	return errors.Join(s.r.Close(), s.w.Close())
 }
 
 // tx runs fn in a write transaction (BEGIN IMMEDIATE) and commits it if fn

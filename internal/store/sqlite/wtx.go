@@ -37,23 +37,64 @@ func (x sqlTx) row(ctx context.Context, query string, args ...any) scanner {
 	return x.s.txRow(ctx, x.tx, query, args...)
 }
 
-// rawConn is the write pool's one connection as the driver has it, with the
-// statements prepared on it by rawTx. Only the goroutine that holds the
-// connection (database/sql hands it over under its own lock) reads or
-// writes it.
-type rawConn struct {
-	conn  driver.ConnPrepareContext // nil until the first rawTx
+// writeConnector opens the write pool's connections as writeConns.
+type writeConnector struct{ driver.Connector }
+
+func (c writeConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	dc, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	inner, ok := dc.(driverConn)
+	if !ok {
+		dc.Close()
+		return nil, fmt.Errorf("the driver's connection %T lacks what database/sql uses of it", dc)
+	}
+	return &writeConn{driverConn: inner, stmts: map[string]driver.Stmt{}}, nil
+}
+
+// driverConn is what database/sql uses of a connection of
+// modernc.org/sqlite, which writeConn passes on (no NamedValueChecker:
+// the driver has none, and database/sql converts the arguments).
+type driverConn interface {
+	driver.Conn
+	driver.ConnBeginTx
+	driver.ConnPrepareContext
+	driver.ExecerContext
+	driver.QueryerContext
+	driver.Pinger
+	driver.SessionResetter
+	driver.Validator
+}
+
+// writeConn is a connection of the write pool: the driver's, and the
+// statements rawTx prepared on it, which its Close closes first (SQLite
+// keeps a connection closed with statements left open, its page cache
+// with it, until they are finalized). Only the goroutine that holds the
+// connection, which database/sql hands over under its own lock, uses
+// stmts and args.
+type writeConn struct {
+	driverConn
 	stmts map[string]driver.Stmt
 	args  []driver.NamedValue // a statement's, reused by the next
+}
+
+func (c *writeConn) Close() error {
+	var errs []error
+	for _, st := range c.stmts {
+		errs = append(errs, st.Close())
+	}
+	c.stmts = nil
+	return errors.Join(errors.Join(errs...), c.driverConn.Close())
 }
 
 // rawTx is a write transaction run on the driver's connection itself,
 // BEGIN IMMEDIATE to COMMIT, the same statements as Store.tx: database/sql
 // costs a job's batch more than its own statements do (its Tx, a Stmt of
 // the Tx's for each statement, BEGIN and COMMIT parsed again each time by
-// the driver), about a sixth of the batch (docs/benchmarks.md).
+// the driver; docs/benchmarks.md).
 type rawTx struct {
-	rc *rawConn
+	c *writeConn
 }
 
 // rawTx runs fn in a write transaction on the write connection's driver
@@ -68,16 +109,11 @@ func (s *Store) rawTx(ctx context.Context, fn func(x wtx) error) error {
 	defer conn.Close()
 	var fnErr error
 	err = conn.Raw(func(dc any) error {
-		c, ok := dc.(driver.ConnPrepareContext)
+		c, ok := dc.(*writeConn)
 		if !ok {
-			return fmt.Errorf("the driver's connection %T prepares no statement", dc)
+			return fmt.Errorf("the write pool's connection is a %T", dc)
 		}
-		if s.raw.conn != c {
-			// A new connection: database/sql dropped the last one, which
-			// is closed, and with it the statements prepared on it.
-			s.raw = rawConn{conn: c, stmts: map[string]driver.Stmt{}}
-		}
-		x := &rawTx{rc: &s.raw}
+		x := &rawTx{c}
 		// ROLLBACK and COMMIT run whatever becomes of ctx; as
 		// database/sql's, a transaction whose ctx is done before its
 		// COMMIT is rolled back.
@@ -110,9 +146,9 @@ func (s *Store) rawTx(ctx context.Context, fn func(x wtx) error) error {
 			}
 		}
 		// The transaction may still be open, and a connection in one
-		// cannot go back to the pool: database/sql drops it for
-		// ErrBadConn, once its statements are closed.
-		return errors.Join(err, s.raw.close(), driver.ErrBadConn)
+		// cannot go back to the pool: database/sql closes it for
+		// ErrBadConn.
+		return errors.Join(err, driver.ErrBadConn)
 	})
 	if fnErr != nil {
 		s.CountFenced(fnErr)
@@ -121,42 +157,16 @@ func (s *Store) rawTx(ctx context.Context, fn func(x wtx) error) error {
 	return unavailable(err)
 }
 
-// closeRaw closes the statements rawTx prepared; called by Close, before
-// the write pool is closed.
-func (s *Store) closeRaw(ctx context.Context) error {
-	conn, err := s.w.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return conn.Raw(func(dc any) error {
-		if c, ok := dc.(driver.ConnPrepareContext); ok && s.raw.conn == c {
-			return s.raw.close()
-		}
-		return nil
-	})
-}
-
-// close closes the statements, with their connection held.
-func (rc *rawConn) close() error {
-	var errs []error
-	for _, st := range rc.stmts {
-		errs = append(errs, st.Close())
-	}
-	*rc = rawConn{}
-	return errors.Join(errs...)
-}
-
 // stmt returns the statement of query on the connection, prepared once.
 func (x *rawTx) stmt(ctx context.Context, query string) (driver.Stmt, error) {
-	if st, ok := x.rc.stmts[query]; ok {
+	if st, ok := x.c.stmts[query]; ok {
 		return st, nil
 	}
-	st, err := x.rc.conn.PrepareContext(ctx, query)
+	st, err := x.c.PrepareContext(ctx, query)
 	if err != nil {
 		return nil, err
 	}
-	x.rc.stmts[query] = st
+	x.c.stmts[query] = st
 	return st, nil
 }
 
@@ -164,7 +174,7 @@ func (x *rawTx) stmt(ctx context.Context, query string) (driver.Stmt, error) {
 // the driver's own types as they are, the others (named string types,
 // int, sql.Null*) by driver.DefaultParameterConverter.
 func (x *rawTx) named(args []any) ([]driver.NamedValue, error) {
-	nv := x.rc.args[:0]
+	nv := x.c.args[:0]
 	for i, a := range args {
 		var v driver.Value
 		switch a := a.(type) {
@@ -180,7 +190,7 @@ func (x *rawTx) named(args []any) ([]driver.NamedValue, error) {
 		}
 		nv = append(nv, driver.NamedValue{Ordinal: i + 1, Value: v})
 	}
-	x.rc.args = nv
+	x.c.args = nv
 	return nv, nil
 }
 

@@ -80,9 +80,10 @@ func TestRawTxFull(t *testing.T) {
 	}
 }
 
-// TestRawTxNewConnection: once database/sql drops the write connection,
-// the statements prepared on it are not used again: the next batch
-// prepares its own on the new one.
+// TestRawTxNewConnection: when database/sql drops the write connection,
+// the statements prepared on it are closed with it (SQLite would keep the
+// closed connection, and its page cache, for as long as one is open), and
+// the next batch prepares its own on the new one.
 func TestRawTxNewConnection(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -94,14 +95,22 @@ func TestRawTxNewConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var old any
-	conn.Raw(func(dc any) error { old = dc; return driver.ErrBadConn })
+	var old *writeConn
+	var prepared int
+	conn.Raw(func(dc any) error {
+		old = dc.(*writeConn)
+		prepared = len(old.stmts)
+		return driver.ErrBadConn // as for a connection the driver finds unusable
+	})
 	conn.Close()
+	if prepared == 0 {
+		t.Fatal("the batch prepared no statement on the write connection")
+	}
+	if old.stmts != nil {
+		t.Errorf("the dropped connection's %d statements were not closed", len(old.stmts))
+	}
 	if err := s.WriteBuilds(ctx, []store.BuildWrite{start(1)}); err != nil {
 		t.Fatalf("a batch on a new connection: %v", err)
-	}
-	if s.raw.conn == old {
-		t.Error("the batch ran on the dropped connection's statements")
 	}
 	if running, err := s.RunningAttempts(ctx, "bs"); err != nil || len(running) != 2 {
 		t.Fatalf("running attempts: %d, %v; want 2", len(running), err)
