@@ -10,8 +10,8 @@ import (
 )
 
 // wtx runs the statements of a write transaction: database/sql's (sqlTx),
-// or the write connection's own (rawTx), which WriteBuilds, the path of
-// every job, takes.
+// or the write connection's own (connTx), which the build writes, the path
+// of every job, take.
 type wtx interface {
 	// exec runs a statement and returns how many rows it changed.
 	exec(ctx context.Context, query string, args ...any) (int64, error)
@@ -85,15 +85,15 @@ func (c *writeConn) Close() error {
 		errs = append(errs, st.Close())
 	}
 	c.stmts = nil
-	return errors.Join(errors.Join(errs...), c.driverConn.Close())
+	return errors.Join(append(errs, c.driverConn.Close())...)
 }
 
-// rawTx is a write transaction run on the driver's connection itself,
-// BEGIN IMMEDIATE to COMMIT, the same statements as Store.tx: database/sql
-// costs a job's batch more than its own statements do (its Tx, a Stmt of
-// the Tx's for each statement, BEGIN and COMMIT parsed again each time by
-// the driver; docs/benchmarks.md).
-type rawTx struct {
+// connTx is a write transaction run on the driver's connection itself
+// (Store.rawTx), BEGIN IMMEDIATE to COMMIT, the same statements as
+// Store.tx: database/sql costs a job's batch more than its own statements
+// do (its Tx, a Stmt of the Tx's for each statement, BEGIN and COMMIT
+// parsed again each time by the driver; docs/benchmarks.md).
+type connTx struct {
 	c *writeConn
 }
 
@@ -113,7 +113,7 @@ func (s *Store) rawTx(ctx context.Context, fn func(x wtx) error) error {
 		if !ok {
 			return fmt.Errorf("the write pool's connection is a %T", dc)
 		}
-		x := &rawTx{c}
+		x := &connTx{c}
 		// ROLLBACK and COMMIT run whatever becomes of ctx; as
 		// database/sql's, a transaction whose ctx is done before its
 		// COMMIT is rolled back.
@@ -158,7 +158,7 @@ func (s *Store) rawTx(ctx context.Context, fn func(x wtx) error) error {
 }
 
 // stmt returns the statement of query on the connection, prepared once.
-func (x *rawTx) stmt(ctx context.Context, query string) (driver.Stmt, error) {
+func (x *connTx) stmt(ctx context.Context, query string) (driver.Stmt, error) {
 	if st, ok := x.c.stmts[query]; ok {
 		return st, nil
 	}
@@ -173,7 +173,7 @@ func (x *rawTx) stmt(ctx context.Context, query string) (driver.Stmt, error) {
 // named converts args as database/sql does for a driver that checks none:
 // the driver's own types as they are, the others (named string types,
 // int, sql.Null*) by driver.DefaultParameterConverter.
-func (x *rawTx) named(args []any) ([]driver.NamedValue, error) {
+func (x *connTx) named(args []any) ([]driver.NamedValue, error) {
 	nv := x.c.args[:0]
 	for i, a := range args {
 		var v driver.Value
@@ -194,7 +194,7 @@ func (x *rawTx) named(args []any) ([]driver.NamedValue, error) {
 	return nv, nil
 }
 
-func (x *rawTx) exec(ctx context.Context, query string, args ...any) (int64, error) {
+func (x *connTx) exec(ctx context.Context, query string, args ...any) (int64, error) {
 	st, err := x.stmt(ctx, query)
 	if err != nil {
 		return 0, err
@@ -210,7 +210,7 @@ func (x *rawTx) exec(ctx context.Context, query string, args ...any) (int64, err
 	return res.RowsAffected()
 }
 
-func (x *rawTx) row(ctx context.Context, query string, args ...any) scanner {
+func (x *connTx) row(ctx context.Context, query string, args ...any) scanner {
 	st, err := x.stmt(ctx, query)
 	if err != nil {
 		return rawRow{err: err}
@@ -224,7 +224,8 @@ func (x *rawTx) row(ctx context.Context, query string, args ...any) scanner {
 }
 
 // rawRow is the first row of rows, for the few types the build writes'
-// reasons scan into.
+// reasons scan into. Its Scan must be called: it closes rows, which
+// releases the statement for its next use.
 type rawRow struct {
 	rows driver.Rows
 	err  error
