@@ -494,19 +494,19 @@ func (s *Store) txCAS(ctx context.Context, tx *sql.Tx, table, key string, keyArg
 	if cond != "" {
 		where += ` AND ` + cond
 	}
-	res, err := s.txExec(ctx, tx, `UPDATE `+table+` SET `+set+` WHERE `+where, slices.Concat(setArgs, keyArgs, from, condArgs)...)
-	if err != nil {
+	x := sqlTx{s, tx}
+	n, err := x.exec(ctx, `UPDATE `+table+` SET `+set+` WHERE `+where, slices.Concat(setArgs, keyArgs, from, condArgs)...)
+	if err != nil || n == 1 {
 		return err
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return err
-	}
-	if n == 1 {
-		return nil
-	}
+	return casRefused(ctx, x, table, key, keyArgs, cond, from...)
+}
+
+// casRefused says why a compare-and-set of txCAS's changed no row:
+// ErrNotFound, or ErrConflict with the row's state.
+func casRefused(ctx context.Context, x wtx, table, key string, keyArgs []any, cond string, from ...any) error {
 	var state string
-	err = s.txRow(ctx, tx, `SELECT state FROM `+table+` WHERE `+key, keyArgs...).Scan(&state)
+	err := x.row(ctx, `SELECT state FROM `+table+` WHERE `+key, keyArgs...).Scan(&state)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.ErrNotFound
 	}
@@ -526,17 +526,6 @@ func (s *Store) cas(ctx context.Context, table, key string, keyArgs []any, set s
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		return s.txCAS(ctx, tx, table, key, keyArgs, set, setArgs, "", nil, from...)
 	})
-}
-
-// txExecFunc and txRowFunc run statements inside tx (finishAttempt's).
-func (s *Store) txExecFunc(tx *sql.Tx) func(context.Context, string, ...any) (sql.Result, error) {
-	return func(ctx context.Context, q string, args ...any) (sql.Result, error) {
-		return s.txExec(ctx, tx, q, args...)
-	}
-}
-
-func (s *Store) txRowFunc(tx *sql.Tx) func(context.Context, string, ...any) *sql.Row {
-	return func(ctx context.Context, q string, args ...any) *sql.Row { return s.txRow(ctx, tx, q, args...) }
 }
 
 // Builds returns the builds of a buildset in creation order, or ErrNotFound
@@ -597,11 +586,8 @@ func (s *Store) StartAttempt(ctx context.Context, p store.StartAttemptParams) er
 	if err := (store.BuildWrite{Start: &p}).Check(); err != nil {
 		return fmt.Errorf("sqlite: %w", err)
 	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.checkFence(ctx, tx, p.Fence); err != nil {
-			return err
-		}
-		return s.startAttempt(ctx, tx, p.Attempt)
+	err := s.rawTx(ctx, func(x wtx) error {
+		return startAttempt(ctx, x, p.Attempt, &p.Fence)
 	})
 	if err != nil {
 		a := p.Attempt
@@ -610,25 +596,36 @@ func (s *Store) StartAttempt(ctx context.Context, p store.StartAttemptParams) er
 	return nil
 }
 
-// startAttempt is StartAttempt inside tx, its fence checked. The build is
-// updated where it may be, and only when it may not is it read again to
-// say why: two statements on the path of every job instead of three.
-func (s *Store) startAttempt(ctx context.Context, tx *sql.Tx, a *store.Attempt) error {
-	res, err := s.txExec(ctx, tx, `
-		UPDATE builds SET state = ?, attempt = ?, log = ?, started_at = COALESCE(started_at, ?)
-		WHERE buildset_id = ? AND job = ? AND state <> ? AND attempt < ?`,
-		store.BuildRunning, a.Number, a.Log, nanos(a.StartedAt), a.BuildsetID, a.Job, store.BuildDone, a.Number)
-	if err != nil {
-		return err
+// startBuild is the first statement of startAttempt, and startBuildFenced
+// that one with a fence (fenceCond).
+const (
+	startBuild = `UPDATE builds SET state = '` + string(store.BuildRunning) + `', attempt = ?, log = ?, started_at = COALESCE(started_at, ?)
+		WHERE buildset_id = ? AND job = ? AND state <> '` + string(store.BuildDone) + `' AND attempt < ?`
+	startBuildFenced = startBuild + ` AND ` + fenceCond
+)
+
+// startAttempt is StartAttempt inside tx, with fence checked in its first
+// statement, or nil for one checked already. The build is updated where it
+// may be, and only when it may not is it read again to say why: two
+// statements on the path of every job instead of four.
+func startAttempt(ctx context.Context, x wtx, a *store.Attempt, fence *store.Fence) error {
+	q, args := startBuild, []any{a.Number, a.Log, nanos(a.StartedAt), a.BuildsetID, a.Job, a.Number}
+	if fence != nil {
+		q, args = startBuildFenced, append(args, fenceArgs(*fence)...)
 	}
-	if n, err := res.RowsAffected(); err != nil {
+	if n, err := x.exec(ctx, q, args...); err != nil {
 		return err
 	} else if n == 0 {
+		if fence != nil {
+			if err := checkFence(ctx, x, *fence); err != nil {
+				return err
+			}
+		}
 		var (
 			state   string
 			attempt int
 		)
-		err := s.txRow(ctx, tx, `SELECT state, attempt FROM builds WHERE buildset_id = ? AND job = ?`,
+		err := x.row(ctx, `SELECT state, attempt FROM builds WHERE buildset_id = ? AND job = ?`,
 			a.BuildsetID, a.Job).Scan(&state, &attempt)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
@@ -640,7 +637,7 @@ func (s *Store) startAttempt(ctx context.Context, tx *sql.Tx, a *store.Attempt) 
 		}
 		return fmt.Errorf("build is at attempt %d: %w", attempt, store.ErrConflict)
 	}
-	_, err = s.txExec(ctx, tx, `
+	_, err := x.exec(ctx, `
 		INSERT INTO attempts (buildset_id, job, number, owner, started_at, log)
 		VALUES (?, ?, ?, ?, ?, ?)`,
 		a.BuildsetID, a.Job, a.Number, a.Owner, nanos(a.StartedAt), a.Log)
@@ -654,11 +651,8 @@ func (s *Store) FinishAttempt(ctx context.Context, p store.FinishAttemptParams) 
 	if err := (store.BuildWrite{FinishAttempt: &p}).Check(); err != nil {
 		return fmt.Errorf("sqlite: %w", err)
 	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.checkFence(ctx, tx, p.Fence); err != nil {
-			return err
-		}
-		return finishAttempt(ctx, s.txExecFunc(tx), s.txRowFunc(tx), p)
+	err := s.rawTx(ctx, func(x wtx) error {
+		return finishAttempt(ctx, x, p, &p.Fence)
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: finish attempt %s/%s #%d: %w", p.BuildsetID, p.Job, p.Number, err)
@@ -666,23 +660,32 @@ func (s *Store) FinishAttempt(ctx context.Context, p store.FinishAttemptParams) 
 	return nil
 }
 
-// finishAttempt sets the result of a running attempt through exec, and
-// tells through row why when no row changed (ErrNotFound or ErrConflict).
-func finishAttempt(ctx context.Context,
-	exec func(context.Context, string, ...any) (sql.Result, error), row func(context.Context, string, ...any) *sql.Row,
-	p store.FinishAttemptParams) error {
-	res, err := exec(ctx, `
-		UPDATE attempts SET result = ?, error = ?, finished_at = ?
-		WHERE buildset_id = ? AND job = ? AND number = ? AND result = ''`,
-		p.Result, p.Error, nullNanos(p.At), p.BuildsetID, p.Job, p.Number)
-	if err != nil {
+// finishAttemptSQL is the statement of finishAttempt, and
+// finishAttemptFenced that one with a fence (fenceCond).
+const (
+	finishAttemptSQL = `UPDATE attempts SET result = ?, error = ?, finished_at = ?
+		WHERE buildset_id = ? AND job = ? AND number = ? AND result = ''`
+	finishAttemptFenced = finishAttemptSQL + ` AND ` + fenceCond
+)
+
+// finishAttempt sets the result of a running attempt inside tx, with fence
+// checked in the same statement, or nil for one checked already, and tells
+// why when no row changed (ErrFenced, ErrNotFound or ErrConflict).
+func finishAttempt(ctx context.Context, x wtx, p store.FinishAttemptParams, fence *store.Fence) error {
+	q, args := finishAttemptSQL, []any{string(p.Result), p.Error, optNanos(p.At), p.BuildsetID, p.Job, p.Number}
+	if fence != nil {
+		q, args = finishAttemptFenced, append(args, fenceArgs(*fence)...)
+	}
+	if n, err := x.exec(ctx, q, args...); err != nil || n == 1 {
 		return err
 	}
-	if n, err := res.RowsAffected(); err != nil || n == 1 {
-		return err
+	if fence != nil {
+		if err := checkFence(ctx, x, *fence); err != nil {
+			return err
+		}
 	}
 	var prev string
-	err = row(ctx, `SELECT result FROM attempts WHERE buildset_id = ? AND job = ? AND number = ?`,
+	err := x.row(ctx, `SELECT result FROM attempts WHERE buildset_id = ? AND job = ? AND number = ?`,
 		p.BuildsetID, p.Job, p.Number).Scan(&prev)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -700,11 +703,8 @@ func (s *Store) FinishBuild(ctx context.Context, p store.FinishBuildParams) erro
 	if err := (store.BuildWrite{FinishBuild: &p}).Check(); err != nil {
 		return fmt.Errorf("sqlite: %w", err)
 	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.checkFence(ctx, tx, p.Fence); err != nil {
-			return err
-		}
-		return s.finishBuild(ctx, tx, p)
+	err := s.rawTx(ctx, func(x wtx) error {
+		return finishBuild(ctx, x, p, &p.Fence)
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: finish build %s/%s: %w", p.BuildsetID, p.Job, err)
@@ -712,17 +712,38 @@ func (s *Store) FinishBuild(ctx context.Context, p store.FinishBuildParams) erro
 	return nil
 }
 
-// finishBuild is FinishBuild inside tx, its fence checked.
-func (s *Store) finishBuild(ctx context.Context, tx *sql.Tx, p store.FinishBuildParams) error {
-	return s.txCAS(ctx, tx, "builds", "buildset_id = ? AND job = ?", []any{p.BuildsetID, p.Job},
-		// A build that never started keeps null times (SPEC §2.4, §3).
-		`state = ?, result = ?, reason = ?, finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE ? END`,
-		[]any{store.BuildDone, p.Result, p.Reason, nullNanos(p.At)},
-		"", nil, store.BuildWaiting, store.BuildRunning)
+// finishBuildSQL is the statement of finishBuild, and finishBuildFenced
+// that one with a fence (fenceCond). A build that never started keeps null
+// times (SPEC §2.4, §3).
+const (
+	finishBuildSQL = `UPDATE builds SET state = '` + string(store.BuildDone) + `', result = ?, reason = ?,
+			finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE ? END
+		WHERE buildset_id = ? AND job = ? AND state IN ('` + string(store.BuildWaiting) + `', '` + string(store.BuildRunning) + `')`
+	finishBuildFenced = finishBuildSQL + ` AND ` + fenceCond
+)
+
+// finishBuild is FinishBuild inside tx, with fence checked in the same
+// statement, or nil for one checked already.
+func finishBuild(ctx context.Context, x wtx, p store.FinishBuildParams, fence *store.Fence) error {
+	q, args := finishBuildSQL, []any{string(p.Result), p.Reason, optNanos(p.At), p.BuildsetID, p.Job}
+	if fence != nil {
+		q, args = finishBuildFenced, append(args, fenceArgs(*fence)...)
+	}
+	if n, err := x.exec(ctx, q, args...); err != nil || n == 1 {
+		return err
+	}
+	if fence != nil {
+		if err := checkFence(ctx, x, *fence); err != nil {
+			return err
+		}
+	}
+	return casRefused(ctx, x, "builds", "buildset_id = ? AND job = ?", []any{p.BuildsetID, p.Job}, "", store.BuildWaiting, store.BuildRunning)
 }
 
 // WriteBuilds makes writes in order in one transaction; see
-// store.Buildsets. Each fence is checked once.
+// store.Buildsets. Each fence is checked once, by the first write that
+// carries it, in that write's own statement; a fenced owner's batch is
+// refused with ErrFenced, as if its fence had been read before that write.
 func (s *Store) WriteBuilds(ctx context.Context, writes []store.BuildWrite) error {
 	for _, w := range writes {
 		if err := w.Check(); err != nil {
@@ -730,34 +751,31 @@ func (s *Store) WriteBuilds(ctx context.Context, writes []store.BuildWrite) erro
 		}
 	}
 	var failed error // the failing write's error, saying which it was
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		checked := map[store.Fence]bool{}
+	err := s.rawTx(ctx, func(x wtx) error {
+		var checked []store.Fence // few: one a batch, as a rule
 		for _, w := range writes {
-			if f := w.Fence(); !checked[f] {
-				if err := s.checkFence(ctx, tx, f); err != nil {
-					return err
-				}
-				checked[f] = true
+			var fence *store.Fence
+			if f := w.Fence(); !slices.Contains(checked, f) {
+				checked = append(checked, f)
+				fence = &f
 			}
+			var err error
 			switch {
 			case w.Start != nil:
-				a := w.Start.Attempt
-				if err := s.startAttempt(ctx, tx, a); err != nil {
-					failed = fmt.Errorf("sqlite: start attempt %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, err)
-					return failed
-				}
+				err = startAttempt(ctx, x, w.Start.Attempt, fence)
 			case w.FinishAttempt != nil:
-				p := *w.FinishAttempt
-				if err := finishAttempt(ctx, s.txExecFunc(tx), s.txRowFunc(tx), p); err != nil {
-					failed = fmt.Errorf("sqlite: finish attempt %s/%s #%d: %w", p.BuildsetID, p.Job, p.Number, err)
-					return failed
-				}
+				err = finishAttempt(ctx, x, *w.FinishAttempt, fence)
 			case w.FinishBuild != nil:
-				p := *w.FinishBuild
-				if err := s.finishBuild(ctx, tx, p); err != nil {
-					failed = fmt.Errorf("sqlite: finish build %s/%s: %w", p.BuildsetID, p.Job, err)
-					return failed
-				}
+				err = finishBuild(ctx, x, *w.FinishBuild, fence)
+			}
+			switch {
+			case errors.Is(err, store.ErrFenced):
+				// The batch's refusal rather than its write's, told as
+				// when the fence was read before the write.
+				return err
+			case err != nil:
+				failed = fmt.Errorf("sqlite: %s: %w", writeName(w), err)
+				return failed
 			}
 		}
 		return nil
@@ -766,6 +784,22 @@ func (s *Store) WriteBuilds(ctx context.Context, writes []store.BuildWrite) erro
 		return fmt.Errorf("sqlite: write builds: %w", err)
 	}
 	return err
+}
+
+// writeName names w in an error, as its own method does.
+func writeName(w store.BuildWrite) string {
+	switch {
+	case w.Start != nil:
+		a := w.Start.Attempt
+		return fmt.Sprintf("start attempt %s/%s #%d", a.BuildsetID, a.Job, a.Number)
+	case w.FinishAttempt != nil:
+		p := w.FinishAttempt
+		return fmt.Sprintf("finish attempt %s/%s #%d", p.BuildsetID, p.Job, p.Number)
+	case w.FinishBuild != nil:
+		p := w.FinishBuild
+		return fmt.Sprintf("finish build %s/%s", p.BuildsetID, p.Job)
+	}
+	return "write builds"
 }
 
 // FinishAttemptAndBuild finishes an attempt and its build in one
@@ -777,26 +811,24 @@ func (s *Store) FinishAttemptAndBuild(ctx context.Context, a store.FinishAttempt
 	if a.Result == "" || b.Result == "" {
 		return fmt.Errorf("sqlite: finish attempt and build %s/%s #%d: empty result", a.BuildsetID, a.Job, a.Number)
 	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.checkFence(ctx, tx, a.Fence); err != nil {
-			return err
-		}
+	err := s.rawTx(ctx, func(x wtx) error {
+		fence := &a.Fence // checked by the attempt's end, when it is b's too
 		if b.Fence != a.Fence {
-			if err := s.checkFence(ctx, tx, b.Fence); err != nil {
+			if err := checkFence(ctx, x, a.Fence); err != nil {
 				return err
 			}
+			if err := checkFence(ctx, x, b.Fence); err != nil {
+				return err
+			}
+			fence = nil
 		}
-		if err := finishAttempt(ctx, s.txExecFunc(tx), s.txRowFunc(tx), a); err != nil {
+		if err := finishAttempt(ctx, x, a, fence); err != nil {
 			return err
 		}
-		res, err := s.txExec(ctx, tx, `
+		if n, err := x.exec(ctx, `
 			UPDATE builds SET state = ?, result = ?, reason = ?, finished_at = ?
 			WHERE buildset_id = ? AND job = ? AND state IN (?, ?)`,
-			store.BuildDone, b.Result, b.Reason, nullNanos(b.At), b.BuildsetID, b.Job, store.BuildWaiting, store.BuildRunning)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
+			store.BuildDone, b.Result, b.Reason, nullNanos(b.At), b.BuildsetID, b.Job, store.BuildWaiting, store.BuildRunning); err != nil {
 			return err
 		} else if n == 0 {
 			// The attempt row exists, so its build does: it is DONE.
@@ -889,6 +921,18 @@ func (s *Store) RunningAttempts(ctx context.Context, buildsetID string) ([]*stor
 // JobDurations takes the median of.
 const durationHistory = 5
 
+// jobDurationsSQL reads the latest successful attempts of each job of a
+// JSON list (?1), ?2 of them at most a job: for each job, a search of
+// the partial index attempts_succeeded, which SQLite uses only with the
+// result written in the statement, not bound, and whose order is the
+// ORDER BY's.
+const jobDurationsSQL = `SELECT j.value, a.finished_at - a.started_at
+	FROM (SELECT DISTINCT value FROM json_each(?1)) AS j
+	JOIN attempts AS a ON a.rowid IN (
+		SELECT rowid FROM attempts
+		WHERE job = j.value AND result = '` + string(store.Success) + `' AND finished_at IS NOT NULL
+		ORDER BY finished_at DESC, number DESC LIMIT ?2)`
+
 // JobDurations returns, for each named job that has history, the median
 // duration of its last 5 successful attempts (by finish time), in any
 // pipeline. With an even count the median is the mean of the middle two.
@@ -902,16 +946,8 @@ func (s *Store) JobDurations(ctx context.Context, jobs []string) (map[string]tim
 		return nil, fmt.Errorf("sqlite: job durations: %w", err)
 	}
 	// One statement for every job, where a statement per job cost 50 ms
-	// before the first build of a 10,000-job buildset: each job's latest
-	// successful attempts, found through attempts_job_result_finished.
-	rows, err := s.rows(ctx, `
-		SELECT j.value, a.finished_at - a.started_at
-		FROM (SELECT DISTINCT value FROM json_each(?)) AS j
-		JOIN attempts AS a ON a.rowid IN (
-			SELECT rowid FROM attempts
-			WHERE job = j.value AND result = ? AND finished_at IS NOT NULL
-			ORDER BY finished_at DESC, number DESC LIMIT ?)`,
-		string(names), store.Success, durationHistory)
+	// before the first build of a 10,000-job buildset.
+	rows, err := s.rows(ctx, jobDurationsSQL, string(names), durationHistory)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: job durations: %w", err)
 	}

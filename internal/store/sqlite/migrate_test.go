@@ -268,3 +268,51 @@ func TestUpgradeLeasesToOwners(t *testing.T) {
 		}
 	}
 }
+
+// TestJobDurationsByIndex: JobDurations reads a job's latest successful
+// attempts from the partial index attempts_succeeded (migration 0012), in
+// its order, without sorting them: the index that every attempt's start
+// and end wrote to is gone, and nothing else reads attempts by job.
+func TestJobDurationsByIndex(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "sortie.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rows, err := s.r.QueryContext(ctx, `EXPLAIN QUERY PLAN `+jobDurationsSQL, `["base"]`, durationHistory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, notUsed int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notUsed, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, step := range plan {
+		found = found || strings.Contains(step, "INDEX attempts_succeeded (job=?")
+		if strings.Contains(step, "TEMP B-TREE") && strings.Contains(step, "ORDER BY") {
+			t.Errorf("JobDurations sorts: %q", step)
+		}
+	}
+	if !found {
+		t.Errorf("JobDurations' plan: %q; want a search by attempts_succeeded for each job, no sort", plan)
+	}
+	var n int
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_schema WHERE name = 'attempts_job_result_finished'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Error("attempts_job_result_finished is still there: every attempt's start and end still writes it")
+	}
+}

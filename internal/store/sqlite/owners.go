@@ -17,8 +17,13 @@ import (
 // from before this read to the commit, so no FenceOwners can come between
 // the check and the write.
 func (s *Store) checkFence(ctx context.Context, tx *sql.Tx, f store.Fence) error {
+	return checkFence(ctx, sqlTx{s, tx}, f)
+}
+
+// checkFence is Store.checkFence on any write transaction.
+func checkFence(ctx context.Context, x wtx, f store.Fence) error {
 	var live bool
-	err := s.txRow(ctx, tx, `SELECT EXISTS (SELECT 1 FROM owners WHERE id = ? AND epoch = ? AND state = ?)`,
+	err := x.row(ctx, `SELECT EXISTS (SELECT 1 FROM owners WHERE id = ? AND epoch = ? AND state = ?)`,
 		f.Owner, f.Epoch, store.OwnerLive).Scan(&live)
 	if err != nil {
 		return err
@@ -28,6 +33,16 @@ func (s *Store) checkFence(ctx context.Context, tx *sql.Tx, f store.Fence) error
 	}
 	return nil
 }
+
+// fenceCond is checkFence as a term of a write's WHERE, with fenceArgs:
+// under BEGIN IMMEDIATE nothing changes between the statements of a
+// transaction, so a write that carries it and changes its row was the live
+// owner's, one statement instead of two. A write that changes no row asks
+// why, the fence first (checkFence), so that a fenced owner is told so
+// whatever else is wrong with its write.
+const fenceCond = `EXISTS (SELECT 1 FROM owners WHERE id = ? AND epoch = ? AND state = '` + string(store.OwnerLive) + `')`
+
+func fenceArgs(f store.Fence) []any { return []any{f.Owner, f.Epoch} }
 
 // clock is now, or the time of this host when now is zero: SQLite is one
 // host's database.

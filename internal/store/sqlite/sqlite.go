@@ -9,12 +9,18 @@
 // nor both grant the last slot of a semaphore), and a busy writer is waited
 // for up to busyTimeout.
 //
+// The build writes, a run's per-job path, run on the write connection's
+// driver connection with statements prepared once (rawTx), the others in
+// database/sql transactions (Store.tx): the same statements, BEGIN
+// IMMEDIATE to COMMIT, on the same connection.
+//
 // Owners and fencing: an owner registers (RegisterOwner) before it writes
 // anything of its own; there is no "owner without a row". A write that
 // carries a Fence reads the owner's row inside its BEGIN IMMEDIATE
-// transaction and is refused with store.ErrFenced unless the owner is live
-// with that epoch: the write lock held from that read to the commit is
-// what orders it against FenceOwners. UpdateSemaphores shows the waiters of
+// transaction (a build's write, in its own statement: fenceCond) and is
+// refused with store.ErrFenced unless the owner is live with that epoch:
+// the write lock held from that read to the commit is what orders it
+// against FenceOwners. UpdateSemaphores shows the waiters of
 // an owner not alive (fenced, or its lease run out) dead, for the rule
 // (semaphore.Decide) to drop, and its holders as any other, since its
 // builds may still run, until ReleaseOwner drops them. Times not given
@@ -296,11 +302,14 @@ func openDB(abs string, readOnly bool) (*sql.DB, error) {
 		q.Set("_synchronous", "NORMAL")
 	}
 	u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: q.Encode()}
-	db, err := sql.Open("sqlite", u.String())
+	if readOnly {
+		return sql.Open("sqlite", u.String())
+	}
+	c, err := sqlite.NewConnector(u.String())
 	if err != nil {
 		return nil, err
 	}
-	return db, nil
+	return sql.OpenDB(writeConnector{c}), nil
 }
 
 // Close closes both connection pools. It waits for nothing: callers stop
@@ -348,6 +357,14 @@ func nullNanos(t time.Time) sql.NullInt64 {
 		return sql.NullInt64{}
 	}
 	return sql.NullInt64{Int64: t.UnixNano(), Valid: true}
+}
+
+// optNanos is nullNanos as a driver's value: nil, or the int64 itself.
+func optNanos(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixNano()
 }
 
 func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }

@@ -15,8 +15,11 @@ import (
 // as store.ErrUnavailable, so that a caller tries the write again once
 // space is freed instead of going on without it.
 func unavailable(err error) error {
+	if err == nil {
+		return nil // before se, which escapes: no allocation on every write
+	}
 	var se *sqlite.Error
-	if err == nil || errors.Is(err, store.ErrUnavailable) || !errors.As(err, &se) {
+	if errors.Is(err, store.ErrUnavailable) || !errors.As(err, &se) {
 		return err
 	}
 	switch se.Code() & 0xff {

@@ -120,6 +120,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"AttemptConflicts", testAttemptConflicts},
 		{"FinishAttemptAndBuild", testFinishAttemptAndBuild},
 		{"WriteBuilds", testWriteBuilds},
+		{"WriteBuildsFenced", testWriteBuildsFenced},
 		{"SemaphoreAllOrNothing", testSemaphoreAllOrNothing},
 		{"SemaphoreMax", testSemaphoreMax},
 		{"SemaphoreReacquire", testSemaphoreReacquire},

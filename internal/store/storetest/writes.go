@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp/cmpopts"
+
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
@@ -81,5 +83,58 @@ func testWriteBuilds(t *testing.T, s store.Store) {
 	}), store.ErrFenced)
 	if b := build(t, s, "bs1", "db"); b.State != store.BuildRunning {
 		t.Errorf("db after a fenced batch: %+v", b)
+	}
+}
+
+// testWriteBuildsFenced: each fence of a batch is checked by the first
+// write that carries it, of any kind; a fenced owner's batch writes
+// nothing, whatever the write its fence comes with, whatever else is wrong
+// with that write, and whatever writes of a live owner come before it.
+func testWriteBuildsFenced(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "a", CreatedAt: t0}, "done", "running", "waiting")
+	live, doomed := own(t, s, "live"), own(t, s, "doomed")
+	start := func(f store.Fence, job string, n int) store.BuildWrite {
+		return store.BuildWrite{Start: &store.StartAttemptParams{
+			Attempt: &store.Attempt{BuildsetID: "bs1", Job: job, Number: n, Owner: f.Owner, StartedAt: at(time.Second), Log: job + ".log"}, Fence: f}}
+	}
+	finishAttempt := func(f store.Fence, job string, n int) store.BuildWrite {
+		return store.BuildWrite{FinishAttempt: &store.FinishAttemptParams{BuildsetID: "bs1", Job: job, Number: n, Result: store.Success, At: at(2 * time.Second), Fence: f}}
+	}
+	finishBuild := func(f store.Fence, job string, res store.Result) store.BuildWrite {
+		return store.BuildWrite{FinishBuild: &store.FinishBuildParams{BuildsetID: "bs1", Job: job, Result: res, At: at(2 * time.Second), Fence: f}}
+	}
+	// Two live fences in one batch: each checked, both written.
+	must(t, "two owners' batch", s.WriteBuilds(ctx, []store.BuildWrite{
+		start(live, "done", 1), start(doomed, "running", 1), finishAttempt(live, "done", 1), finishBuild(live, "done", store.Success),
+	}))
+	if b := build(t, s, "bs1", "done"); b.State != store.BuildDone {
+		t.Fatalf("done after the two owners' batch: %+v", b)
+	}
+	if b := build(t, s, "bs1", "running"); b.State != store.BuildRunning || b.Attempt != 1 {
+		t.Fatalf("running after the two owners' batch: %+v", b)
+	}
+
+	fence(t, s, "doomed")
+	before := snapshot(t, s)
+	for _, c := range []struct {
+		name  string
+		batch []store.BuildWrite
+	}{
+		{"a skipped build's end first", []store.BuildWrite{finishBuild(doomed, "waiting", store.Skipped)}},
+		{"a start first", []store.BuildWrite{start(doomed, "waiting", 1), finishBuild(doomed, "waiting", store.Skipped)}},
+		{"an attempt's end first", []store.BuildWrite{finishAttempt(doomed, "running", 1), finishBuild(doomed, "running", store.Success)}},
+		{"the end of a DONE build", []store.BuildWrite{finishBuild(doomed, "done", store.Failure)}},
+		{"the end of an unknown attempt", []store.BuildWrite{finishAttempt(doomed, "running", 7)}},
+		{"the start of an unknown build", []store.BuildWrite{start(doomed, "nope", 1)}},
+		{"after a live owner's writes", []store.BuildWrite{
+			start(live, "waiting", 1), finishAttempt(live, "waiting", 1), finishBuild(doomed, "running", store.Success)}},
+		{"after a live owner's writes, of the same build", []store.BuildWrite{
+			finishAttempt(live, "running", 1), finishBuild(doomed, "running", store.Success)}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			wantErr(t, c.name, s.WriteBuilds(ctx, c.batch), store.ErrFenced)
+			diff(t, "the store after a fenced batch", before, snapshot(t, s), cmpopts.EquateEmpty())
+		})
 	}
 }
