@@ -203,20 +203,21 @@ func (p *progress) BastionPrepared(job string, checkout time.Duration, hasInstal
 func (p *progress) BuildFinished(job string, res store.Result, reason string, at time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	line := fmt.Sprintf("%s %-7s %s", stamp(at), strings.ToLower(string(res)), job)
-	if start, ok := p.running[job]; ok {
-		line += " in " + at.Sub(start).Round(10*time.Millisecond).String()
-	}
-	if reason != "" {
-		line += ": " + reason
-	}
+	start, started := p.running[job]
 	delete(p.running, job)
 	p.finishedJobs[job] = true
 	p.done++
 	if res != store.Success {
 		p.failed++
 	} else if p.quiet {
-		return
+		return // no line to make
+	}
+	line := fmt.Sprintf("%s %-7s %s", stamp(at), strings.ToLower(string(res)), job)
+	if started {
+		line += " in " + at.Sub(start).Round(10*time.Millisecond).String()
+	}
+	if reason != "" {
+		line += ": " + reason
 	}
 	p.print(line)
 }
