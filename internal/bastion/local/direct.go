@@ -65,8 +65,10 @@ func directArgv(command string, env []string) ([]string, bool) {
 func lookPath(name string, env []string) (string, bool) {
 	if strings.Contains(name, "/") {
 		// A relative path is the shell's business (it is relative to the
-		// job's directory, not Sortie's).
-		return name, filepath.IsAbs(name) && executable(name)
+		// job's directory, not Sortie's). An absolute one is exec'd
+		// without a look first: startProcess hands the command to sh
+		// when the exec fails.
+		return name, filepath.IsAbs(name)
 	}
 	pathVar := ""
 	for _, kv := range env {

@@ -2,6 +2,8 @@ package local
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -72,5 +74,37 @@ func TestRunDirectLikeShell(t *testing.T) {
 	o, log = run(t, context.Background(), bastion.Spec{Command: "no-such-program-sortie-x arg", Env: env})
 	if o.ExitCode != 127 || !strings.Contains(log, "not found") {
 		t.Errorf("missing program: %+v %q, want 127 and sh's message", o, log)
+	}
+
+	// An absolute path is exec'd without a look first; what cannot be
+	// exec'd is the shell's, as it was.
+	o, log = run(t, context.Background(), bastion.Spec{Command: dir + "/missing arg", Env: env})
+	if o.ExitCode != 127 || !strings.Contains(log, "not found") {
+		t.Errorf("missing absolute path: %+v %q, want 127 and sh's message", o, log)
+	}
+	for name, c := range map[string]struct {
+		content string
+		mode    os.FileMode
+		code    int
+		log     string
+	}{
+		"not-executable": {"#!/bin/sh\necho ran\n", 0o644, 126, "ermission denied"},
+		"no-shebang":     {"echo ran without a shebang\n", 0o755, 0, "ran without a shebang"},
+		"shebang":        {"#!/bin/sh\necho ran with $0\n", 0o755, 0, "ran with " + filepath.Join(dir, "shebang")},
+	} {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(c.content), c.mode); err != nil {
+			t.Fatal(err)
+		}
+		o, log := run(t, context.Background(), bastion.Spec{Command: path, Env: env})
+		if o.ExitCode != c.code || !strings.Contains(log, c.log) {
+			t.Errorf("%s: %+v %q, want exit %d and %q", name, o, log, c.code, c.log)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(dir, "a-dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if o, log := run(t, context.Background(), bastion.Spec{Command: filepath.Join(dir, "a-dir"), Env: env}); o.ExitCode != 126 {
+		t.Errorf("a directory: %+v %q, want 126", o, log)
 	}
 }

@@ -155,7 +155,8 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 	// Last, so that it overrides a value in env: exec keeps the last.
 	mark := bastion.RunEnv + "=" + bastion.NewRunID()
 	env = append(env[:len(env):len(env)], mark)
-	argv := []string{"/bin/sh", "-c", command}
+	shArgv, shEnv := []string{"/bin/sh", "-c", command}, env
+	argv := shArgv
 	if direct, ok := directArgv(command, env); ok {
 		// sh exports PWD to what it runs; so does a direct start.
 		argv, env = direct, append(env, "PWD="+dir)
@@ -171,10 +172,16 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 		pw.Close()
 		return nil, fmt.Errorf("start: %w", err)
 	}
-	proc, err := os.StartProcess(argv[0], argv, &os.ProcAttr{
-		Dir: dir, Env: lastWins(env), Files: []*os.File{null, pw, pw},
-		Sys: &syscall.SysProcAttr{Setpgid: true},
-	})
+	attr := &os.ProcAttr{Dir: dir, Env: lastWins(env), Files: []*os.File{null, pw, pw}, Sys: &syscall.SysProcAttr{Setpgid: true}}
+	proc, err := os.StartProcess(argv[0], argv, attr)
+	if err != nil && argv[0] != shArgv[0] && execFailed(err) {
+		// A program started directly that cannot be exec'd (missing, not
+		// executable, a script without #!) is the shell's to run or to
+		// say why not, with its message and exit status, as it would
+		// have been without the direct start.
+		attr.Env = lastWins(shEnv)
+		proc, err = os.StartProcess(shArgv[0], shArgv, attr)
+	}
 	pw.Close()
 	if err != nil {
 		pr.Close()
@@ -198,6 +205,18 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 	go func() { p.exited <- waitExited(pid) }()
 	go p.copy(log)
 	return p, nil
+}
+
+// execFailed says whether a start failed at the program's exec (or at
+// the directory, where the shell fails the same way), not for a want of
+// resources.
+func execFailed(err error) bool {
+	var pe *os.PathError
+	if !errors.As(err, &pe) || pe.Op != "fork/exec" {
+		return false
+	}
+	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.EACCES) ||
+		errors.Is(err, syscall.ENOEXEC) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.ELOOP)
 }
 
 // outputPipe makes the pipe of a build's output. Only the read end, which
