@@ -330,10 +330,8 @@ func saveReport(rep *buildset.Report, path string) error {
 	if path == "" {
 		return nil
 	}
-	data, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
+	// As json.MarshalIndent(rep, "", "  ") writes it, faster.
+	data := rep.AppendIndented(nil)
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
 		return fmt.Errorf("write report: %w", err)

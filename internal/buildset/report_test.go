@@ -1,8 +1,10 @@
 package buildset_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -20,11 +22,18 @@ func BenchmarkReportJSON1000(b *testing.B) {
 		rep.Builds = append(rep.Builds, buildset.BuildReport{Job: fmt.Sprintf("l%03d-%04d", i/50, i%50), Result: "SUCCESS", Attempt: 1,
 			StartedAt: buildset.TimeOf(&s), FinishedAt: buildset.TimeOf(&e), Log: "/state/logs/x/job.1.log"})
 	}
-	for b.Loop() {
-		if _, err := json.MarshalIndent(rep, "", "  "); err != nil {
-			b.Fatal(err)
+	b.Run("MarshalIndent", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := json.MarshalIndent(rep, "", "  "); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+	})
+	b.Run("AppendIndented", func(b *testing.B) {
+		for b.Loop() {
+			rep.AppendIndented(nil)
+		}
+	})
 }
 
 // A report's times are RFC 3339 in UTC with nine fraction digits, never
@@ -46,5 +55,49 @@ func TestTimeJSON(t *testing.T) {
 	}
 	if a := back.A.Get(); a == nil || !a.Equal(at) || back.B.Get() != nil {
 		t.Fatalf("read back %v, %v; want %v, nil", back.A.Get(), back.B.Get(), at)
+	}
+}
+
+// TestAppendIndented: AppendIndented writes what json.MarshalIndent
+// writes, byte for byte, for reports with and without their optional
+// fields, builds or times, and strings with everything encoding/json
+// escapes.
+func TestAppendIndented(t *testing.T) {
+	t0 := time.Date(2026, 12, 5, 3, 0, 0, 123456789, time.FixedZone("X", 3600))
+	nasty := []string{"", "plain", "a\"b", `back\slash`, "tab\tnew\nline\r", "\x00\x01\x1f", "<a href=x>&amp;</a>",
+		"ünïcødé ✓", "\u2028\u2029", "bad \xff utf8", "\ufffd", "mixed ✓ <", "a<b", "a>b", "a&b", "x\"y", "/state/logs/01a2/job-1.1.log", "emoji 🚀"}
+	r := rand.New(rand.NewPCG(1, 2))
+	pick := func() string { return nasty[r.IntN(len(nasty))] }
+	tm := func() buildset.Time {
+		if r.IntN(4) == 0 {
+			return buildset.TimeOf(nil)
+		}
+		at := t0.Add(time.Duration(r.Int64N(1e12)))
+		return buildset.TimeOf(&at)
+	}
+	reports := []*buildset.Report{{}, {Builds: []buildset.BuildReport{}}}
+	for range 200 {
+		rep := &buildset.Report{ID: pick(), Pipeline: pick(), Commit: pick(), Result: pick(), Error: pick(),
+			StartedAt: tm(), FinishedAt: tm(), Check: r.IntN(2) == 0, Limit: pick()}
+		switch n := r.IntN(5); n {
+		case 0:
+			rep.Builds = nil
+		default:
+			rep.Builds = []buildset.BuildReport{}
+			for range n - 1 {
+				rep.Builds = append(rep.Builds, buildset.BuildReport{Job: pick(), Result: pick(), Attempt: r.IntN(3) - 1,
+					StartedAt: tm(), FinishedAt: tm(), Log: pick(), Reason: pick()})
+			}
+		}
+		reports = append(reports, rep)
+	}
+	for i, rep := range reports {
+		want, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := rep.AppendIndented(nil); !bytes.Equal(got, want) {
+			t.Fatalf("report %d:\n%s\nMarshalIndent:\n%s", i, got, want)
+		}
 	}
 }
