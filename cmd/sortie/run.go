@@ -93,13 +93,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// The mirror's fetch waits on the remote, the store's opening on the
 	// disk: the fetch runs while the store opens and the coordinator
 	// starts.
-	mirror, err := newMirror(*stateDir, cfg)
+	abs, err := absStateDir(*stateDir)
 	if err != nil {
 		return err
 	}
+	mirror := newMirror(abs, cfg)
 	fetched := goFetch(ctx, &buildset.Runner{Mirror: mirror}, cfg, ev)
 	defer fetched.stop()
-	env, err := openEnv(ctx, *stateDir, db, cfg, coordinator.NewOwner(), false, mirror)
+	env, err := openEnv(ctx, abs, db, cfg, coordinator.NewOwner(), false, mirror)
 	if err != nil {
 		return err
 	}
@@ -206,9 +207,7 @@ func openEnv(ctx context.Context, stateDir, db string, cfg *config.Config, owner
 		return nil, err
 	}
 	if mirror == nil {
-		if mirror, err = newMirror(abs, cfg); err != nil {
-			return nil, err
-		}
+		mirror = newMirror(abs, cfg)
 	}
 	st, err := openStore(ctx, db, abs)
 	if err != nil {
@@ -264,13 +263,10 @@ func absStateDir(stateDir string) (string, error) {
 	return abs, nil
 }
 
-// newMirror is the mirror of cfg's repository in the state dir.
-func newMirror(stateDir string, cfg *config.Config) (*source.Mirror, error) {
-	abs, err := absStateDir(stateDir)
-	if err != nil {
-		return nil, err
-	}
-	return &source.Mirror{Dir: filepath.Join(abs, "mirror.git"), URL: cfg.Source.URL}, nil
+// newMirror is the mirror of cfg's repository in the state dir abs,
+// an absolute path (absStateDir).
+func newMirror(abs string, cfg *config.Config) *source.Mirror {
+	return &source.Mirror{Dir: filepath.Join(abs, "mirror.git"), URL: cfg.Source.URL}
 }
 
 // fetch is a mirror's fetch for an event, running in a goroutine of its
