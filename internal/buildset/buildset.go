@@ -982,20 +982,24 @@ type fileWriter interface {
 // ANSIBLE_CALLBACK_PLUGINS names it. A failure is said in the log and
 // fails nothing: the jobs' results per host are not recorded then.
 func (a *attempts) putPlugin(ctx context.Context, src string, log io.Writer) {
+	if err := a.writePlugin(ctx, src); err != nil {
+		fmt.Fprintf(log, "sortie: the Ansible callback plugin could not be put in the checkout (no results per host will be recorded): %v\n", err)
+	}
+}
+
+// writePlugin puts the plugin in the checkout src: with the bastion's own
+// WriteFile when it has one, else with ansible.InstallCommand's shell.
+func (a *attempts) writePlugin(ctx context.Context, src string) error {
+	dir := ansible.PluginDir(src)
 	if fw, ok := a.r.Bastion.(fileWriter); ok {
-		if err := fw.WriteFile(ctx, ansible.PluginPath(ansible.PluginDir(src)), ansible.Plugin()); err != nil {
-			fmt.Fprintf(log, "sortie: the Ansible callback plugin could not be put in the checkout (no results per host will be recorded): %v\n", err)
-		}
-		return
+		return fw.WriteFile(ctx, ansible.PluginPath(dir), ansible.Plugin())
 	}
 	var out bytes.Buffer
-	o, err := a.r.Bastion.Run(ctx, bastion.Spec{Command: ansible.InstallCommand(ansible.PluginDir(src)), Dir: src, Grace: a.r.Grace}, &out)
-	switch {
-	case err != nil:
-		fmt.Fprintf(log, "sortie: the Ansible callback plugin could not be put in the checkout (no results per host will be recorded): %v\n", err)
-	case o.ExitCode != 0:
-		fmt.Fprintf(log, "sortie: the Ansible callback plugin could not be put in the checkout (no results per host will be recorded): exit %d: %s\n", o.ExitCode, bytes.TrimSpace(out.Bytes()))
+	o, err := a.r.Bastion.Run(ctx, bastion.Spec{Command: ansible.InstallCommand(dir), Dir: src, Grace: a.r.Grace}, &out)
+	if err == nil && o.ExitCode != 0 {
+		err = fmt.Errorf("exit %d: %s", o.ExitCode, bytes.TrimSpace(out.Bytes()))
 	}
+	return err
 }
 
 // checkoutNew asks the bastion for the buildset's checkout, from this
