@@ -156,10 +156,10 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 	mark := bastion.RunEnv + "=" + bastion.NewRunID()
 	env = append(env[:len(env):len(env)], mark)
 	shArgv, shEnv := []string{"/bin/sh", "-c", command}, env
-	argv := shArgv
-	if direct, ok := directArgv(command, env); ok {
+	argv, direct := shArgv, false
+	if d, ok := directArgv(command, env); ok {
 		// sh exports PWD to what it runs; so does a direct start.
-		argv, env = direct, append(env, "PWD="+dir)
+		argv, env, direct = d, append(env, "PWD="+dir), true
 	}
 	// os.StartProcess rather than exec.Cmd, which costs some 25 µs more a
 	// start (a look-up, a context, goroutines) on runs of short jobs. The
@@ -174,7 +174,7 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 	}
 	attr := &os.ProcAttr{Dir: dir, Env: lastWins(env), Files: []*os.File{null, pw, pw}, Sys: &syscall.SysProcAttr{Setpgid: true}}
 	proc, err := os.StartProcess(argv[0], argv, attr)
-	if err != nil && argv[0] != shArgv[0] && execFailed(err) {
+	if err != nil && direct && execFailed(err) {
 		// A program started directly that cannot be exec'd (missing, not
 		// executable, a script without #!) is the shell's to run or to
 		// say why not, with its message and exit status, as it would
