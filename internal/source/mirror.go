@@ -232,13 +232,21 @@ func (m *Mirror) updateLocked(ctx context.Context, head bool) error {
 
 // create makes the mirror in a temporary directory next to Dir and renames
 // it into place. It uses init and fetch rather than clone --mirror, which
-// would copy every ref of the remote, review refs included.
+// would copy every ref of the remote, review refs included; a repository
+// on this machine is cloned instead (see cloneLocal).
 func (m *Mirror) create(ctx context.Context) error {
 	tmp, err := os.MkdirTemp(filepath.Dir(m.Dir), "."+filepath.Base(m.Dir)+".tmp-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp) // a no-op once renamed
+	if m.cloneLocal(ctx, tmp) {
+		return os.Rename(tmp, m.Dir)
+	}
+	// What a failed clone left is not a repository to fetch into.
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
 	if _, err := Git(ctx, "init", "--quiet", "--bare", tmp); err != nil {
 		return err
 	}
@@ -246,6 +254,29 @@ func (m *Mirror) create(ctx context.Context) error {
 		return err
 	}
 	return os.Rename(tmp, m.Dir)
+}
+
+// cloneLocal makes tmp, an empty directory, the mirror of URL when URL is
+// the absolute path of a repository on this machine, as it is for most
+// `sortie run`s: a bare clone links the repository's objects instead of
+// packing and unpacking them, and keeps what a fetch with refspecs keeps
+// (branches and tags, no other refs) with HEAD on the remote's default
+// branch; three processes where init, a fetch and an ls-remote take ten.
+// It says whether tmp is that mirror. A remote whose HEAD is not on a
+// branch (detached, or the clone failed) is left to init and fetch, which
+// leave HEAD where init put it.
+func (m *Mirror) cloneLocal(ctx context.Context, tmp string) bool {
+	if !filepath.IsAbs(m.URL) {
+		return false
+	}
+	if fi, err := os.Stat(m.URL); err != nil || !fi.IsDir() {
+		return false
+	}
+	if _, err := Git(ctx, "clone", "--quiet", "--bare", "--local", "--", m.URL, tmp); err != nil {
+		return false
+	}
+	head, err := os.ReadFile(filepath.Join(tmp, "HEAD"))
+	return err == nil && strings.HasPrefix(string(head), "ref: refs/heads/")
 }
 
 // fetch fetches branches and tags into the repository dir and, when head

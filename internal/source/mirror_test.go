@@ -500,7 +500,10 @@ func TestMaintenanceEveryFiftyFetches(t *testing.T) {
 		return files
 	}
 	r.commit("one", many("a"))
+	// Fetched through a URL, so that the first commit is a pack too: a
+	// mirror cloned from the path links the repository's loose objects.
 	m := newMirror(t, r)
+	m.URL = "file://" + r.dir
 	if err := m.Update(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -655,5 +658,79 @@ func TestHaveBounded(t *testing.T) {
 	m.Found("ffffffffffffffffffffffffffffffffffffffff")
 	if got := m.Haves(); got != 0 {
 		t.Errorf("%d commits remembered past the bound, want 0 (all forgotten)", got)
+	}
+}
+
+// TestCreateGitProcesses: a mirror of a repository on this machine starts
+// as a bare clone of it, one git where init, a fetch and an ls-remote take
+// three; through a URL, or from a repository whose HEAD is detached, it is
+// made by init and fetch. Both follow the remote's default branch and keep
+// its branches and tags, nothing else.
+func TestCreateGitProcesses(t *testing.T) {
+	r := newRepo(t)
+	c1 := r.commit("one", nil)
+	r.git("tag", "v1")
+	r.git("checkout", "--quiet", "-b", "trunk")
+	c2 := r.commit("two", nil)
+	r.git("update-ref", "refs/changes/01/1/1", c1)
+	r.git("update-ref", "refs/remotes/origin/old", c1)
+	calls := sourcetest.GitCalls(t)
+	sorted := func() string {
+		c := calls()
+		slices.Sort(c)
+		return strings.Join(c, " ")
+	}
+	refs := func(m *source.Mirror) string {
+		out, err := exec.Command("git", "--git-dir", m.Dir, "for-each-ref", "--format=%(refname)").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(strings.Fields(string(out)), " ")
+	}
+	const wantRefs = "refs/heads/main refs/heads/trunk refs/tags/v1"
+
+	for _, tc := range []struct {
+		name, url, gits string
+	}{
+		{"path", r.dir, "clone"},
+		{"url", "file://" + r.dir, "fetch init ls-remote symbolic-ref"},
+	} {
+		m := newMirror(t, r)
+		m.URL = tc.url
+		if err := m.Update(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if got := sorted(); got != tc.gits {
+			t.Errorf("%s: a new mirror ran git %s, want %s", tc.name, got, tc.gits)
+		}
+		if got := resolve(t, m, ""); got != c2 {
+			t.Errorf("%s: HEAD is %s, want trunk's %s", tc.name, got, c2)
+		}
+		if got := refs(m); got != wantRefs {
+			t.Errorf("%s: refs %s, want %s", tc.name, got, wantRefs)
+		}
+		calls()
+	}
+
+	// A HEAD detached at a commit no branch holds names no default
+	// branch: the clone is given up for init and fetch, as through a URL.
+	r.git("checkout", "--quiet", "--detach", c1)
+	r.commit("detached", nil)
+	calls() // the test's own
+	m := newMirror(t, r)
+	if err := m.Update(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := sorted(); got != "clone fetch init ls-remote" {
+		t.Errorf("a new mirror of a detached repository ran git %s", got)
+	}
+	if got := refs(m); got != wantRefs {
+		t.Errorf("detached: refs %s, want %s", got, wantRefs)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(m.Dir))
+	for _, e := range entries {
+		if strings.Contains(e.Name(), ".tmp-") {
+			t.Errorf("temporary %s left behind", e.Name())
+		}
 	}
 }
