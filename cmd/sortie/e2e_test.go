@@ -454,6 +454,11 @@ pipelines:
 	if string(data) != "v1\nv2\n" {
 		t.Fatalf("install ran: %q, want v1 then v2 once each", data)
 	}
+	// The bastion's mirror was made while the first buildset was, not by
+	// its bootstrap, which found the commit there.
+	if !strings.Contains(bootLog(first), "| mirror has "+first.Commit+" already") || strings.Contains(bootLog(first), "mirror made") {
+		t.Errorf("first bootstrap log:\n%s", bootLog(first))
+	}
 	if !strings.Contains(bootLog(first), "| installed") || !strings.Contains(bootLog(second), "| already up to date") || !strings.Contains(bootLog(third), "| installed") {
 		t.Fatalf("bootstrap logs:\n%s\n%s\n%s", bootLog(first), bootLog(second), bootLog(third))
 	}

@@ -133,7 +133,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	ev.PinnedTo = env.sems.Owner
 	var bs *store.Buildset
 	if err = fetched.wait(); err == nil {
+		// With Sortie's mirror there, the bastion makes its own (on a
+		// first run) while the buildset is made, rather than in the
+		// bootstrap, which then finds it; what fails here is the
+		// bootstrap's to say.
+		prepared := goBackground(ctx, env.runner.PrepareBastion)
 		bs, err = env.runner.Create(ctx, cfg, ev)
+		_ = prepared.wait()
 	}
 	var missing *graph.MissingDependencyError
 	switch {
@@ -269,36 +275,41 @@ func newMirror(abs string, cfg *config.Config) *source.Mirror {
 	return &source.Mirror{Dir: filepath.Join(abs, "mirror.git"), URL: cfg.Source.URL}
 }
 
-// fetch is a mirror's fetch for an event, running in a goroutine of its
-// own (goFetch).
-type fetch struct {
+// background is work a command has done in a goroutine of its own while
+// it does other work: a mirror's fetch, the bastion's preparation.
+type background struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error
 }
 
-// goFetch starts runner.UpdateMirror for ev. Its caller waits for it, or
-// stops it, before returning.
-func goFetch(ctx context.Context, runner *buildset.Runner, cfg *config.Config, ev buildset.Event) *fetch {
+// goBackground starts f. Its caller waits for it, or stops it, before
+// returning.
+func goBackground(ctx context.Context, f func(context.Context) error) *background {
 	ctx, cancel := context.WithCancel(ctx)
-	f := &fetch{cancel: cancel, done: make(chan struct{})}
+	b := &background{cancel: cancel, done: make(chan struct{})}
 	go func() {
-		defer close(f.done)
-		f.err = runner.UpdateMirror(ctx, cfg, ev)
+		defer close(b.done)
+		b.err = f(ctx)
 	}()
-	return f
+	return b
 }
 
-// wait returns the fetch's error once it has ended.
-func (f *fetch) wait() error {
-	<-f.done
-	return f.err
+// goFetch starts runner.UpdateMirror for ev.
+func goFetch(ctx context.Context, runner *buildset.Runner, cfg *config.Config, ev buildset.Event) *background {
+	return goBackground(ctx, func(ctx context.Context) error { return runner.UpdateMirror(ctx, cfg, ev) })
 }
 
-// stop cancels the fetch if it still runs and waits for it.
-func (f *fetch) stop() {
-	f.cancel()
-	<-f.done
+// wait returns f's error once it has ended.
+func (b *background) wait() error {
+	<-b.done
+	return b.err
+}
+
+// stop cancels f if it still runs and waits for it.
+func (b *background) stop() {
+	b.cancel()
+	<-b.done
 }
 
 func (e *runEnv) Close() {

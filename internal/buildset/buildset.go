@@ -185,6 +185,23 @@ func (r *Runner) UpdateMirror(ctx context.Context, cfg *config.Config, ev Event)
 	return nil
 }
 
+// preparer is a Bastion that can make ahead what a first checkout from a
+// repository needs (the local bastion's mirror).
+type preparer interface {
+	Prepare(ctx context.Context, repo string) error
+}
+
+// PrepareBastion has the bastion make ahead what the bootstrap's checkout
+// from the mirror needs, when it can (see local.Bastion.Prepare), so that
+// a caller with other work before the bootstrap (`sortie run` making its
+// buildset) has it done meanwhile. Other bastions do nothing.
+func (r *Runner) PrepareBastion(ctx context.Context) error {
+	if p, ok := r.Bastion.(preparer); ok {
+		return p.Prepare(ctx, r.Mirror.Dir)
+	}
+	return nil
+}
+
 // Create resolves the commit and freezes the graph into a QUEUED buildset.
 // A buildset error of SPEC §2.2 (a hard dependency the pipeline does not
 // run) still makes a buildset, DONE with CONFIG_ERROR, its message in Error

@@ -28,14 +28,8 @@ func (b *Bastion) fetch(ctx context.Context, repo, buildset, commit string, log 
 	}
 	defer lock.Close()
 	mirror := b.path("mirror.git")
-	if _, err := os.Stat(mirror); errors.Is(err, fs.ErrNotExist) {
-		cloned, err := b.initMirror(ctx, repo)
-		if err != nil {
-			return fmt.Errorf("init %s: %w", mirror, err)
-		}
-		if cloned {
-			fmt.Fprintf(log, "mirror made as a local clone of %s\n", repo)
-		}
+	if err := b.makeMirror(ctx, repo, log); err != nil {
+		return err
 	}
 	ref := "refs/sortie/" + buildset
 	// update-ref refuses a ref to an object the mirror lacks: when the
@@ -63,6 +57,45 @@ func (b *Bastion) fetch(ctx context.Context, repo, buildset, commit string, log 
 	}
 	if _, err := git(ctx, "--git-dir", mirror, "update-ref", ref, commit); err != nil {
 		return fmt.Errorf("update-ref %s: %w", ref, err)
+	}
+	return nil
+}
+
+// Prepare makes the mirror, from repo, if there is none yet, as the first
+// Checkout would: a caller that knows a checkout follows (`sortie run`,
+// once Sortie's own mirror is there) has it made while it does other work,
+// and the checkout finds it made. Nothing else is done.
+func (b *Bastion) Prepare(ctx context.Context, repo string) error {
+	if repo == "" || strings.HasPrefix(repo, "-") {
+		return fmt.Errorf("prepare: bad repository %q", repo)
+	}
+	if err := os.MkdirAll(b.workdir, 0o755); err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	lock, err := flock.Lock(ctx, b.path("mirror.lock"))
+	if err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	defer lock.Close()
+	if err := b.makeMirror(ctx, repo, io.Discard); err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	return nil
+}
+
+// makeMirror makes mirror.git, from repo, if it does not exist. The
+// caller holds mirror.lock.
+func (b *Bastion) makeMirror(ctx context.Context, repo string, log io.Writer) error {
+	mirror := b.path("mirror.git")
+	if _, err := os.Stat(mirror); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	cloned, err := b.initMirror(ctx, repo)
+	if err != nil {
+		return fmt.Errorf("init %s: %w", mirror, err)
+	}
+	if cloned {
+		fmt.Fprintf(log, "mirror made as a local clone of %s\n", repo)
 	}
 	return nil
 }

@@ -94,6 +94,37 @@ func TestCheckoutGitProcesses(t *testing.T) {
 	}
 }
 
+// TestPrepare: Prepare makes the mirror a first checkout would make, in a
+// workdir that does not exist yet, and the checkout that follows only pins
+// its commit; a second Prepare, with the mirror there, runs no git.
+func TestPrepare(t *testing.T) {
+	r := newRepo(t)
+	c1 := r.commit(map[string]string{"v": "1"})
+	b := New(filepath.Join(t.TempDir(), "bastion"))
+	calls := sourcetest.GitCalls(t)
+	calls() // the test's own
+	if err := b.Prepare(t.Context(), r.dir); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(calls(), " "), "clone"; got != want {
+		t.Errorf("Prepare ran git %s, want %s", got, want)
+	}
+	if err := b.Prepare(t.Context(), r.dir); err != nil {
+		t.Fatal(err)
+	}
+	if got := calls(); len(got) > 0 {
+		t.Errorf("a second Prepare ran git %v", got)
+	}
+	dir, _ := checkout(t, b, r, "bs1", c1)
+	if got, want := strings.Join(calls(), " "), "update-ref checkout"; got != want {
+		t.Errorf("a checkout after Prepare ran git %s, want %s", got, want)
+	}
+	assertCheckout(t, dir, c1, "1")
+	if err := b.Prepare(t.Context(), "-x"); err == nil {
+		t.Error("Prepare took a repository named like an option")
+	}
+}
+
 // A mirror that names its objects by SHA-256 gets checkouts that do too.
 func TestCheckoutSHA256(t *testing.T) {
 	t.Parallel()
