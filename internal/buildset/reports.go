@@ -123,9 +123,23 @@ func (r *Runner) endReports(ctx context.Context, p store.EndBuildsetParams) ([]s
 	if err != nil {
 		return nil, err
 	}
-	at := p.At
-	if at.IsZero() {
-		at = r.now()
+	if p.At.IsZero() {
+		p.At = r.now()
 	}
-	return spec.Deliveries(ev, at)
+	return spec.Deliveries(ev, p.At)
+}
+
+// endDeliveries are the deliveries of a buildset's end as p says it ends,
+// from its spec, never nil (End reads the spec for nil Reports); none for a
+// result that reports nothing. p.At is set.
+func endDeliveries(spec *Spec, p store.EndBuildsetParams) ([]store.NewReportDelivery, error) {
+	ev, ok := EventOf(p.Result)
+	if !ok {
+		return []store.NewReportDelivery{}, nil
+	}
+	out, err := spec.Deliveries(ev, p.At)
+	if out == nil && err == nil {
+		out = []store.NewReportDelivery{}
+	}
+	return out, err
 }
