@@ -164,6 +164,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	result, runErr := coord.RunOwn(ctx, bs, coordinator.RunOwnOptions{Hold: pauses.Held, Say: prog.Note})
 	pauses.stop()
 	prog.Stop()
+	// The store's log is copied into its file while the report is made
+	// and written, rather than when the store closes.
+	if c, ok := env.store.(checkpointer); ok {
+		checkpointed := goBackground(context.WithoutCancel(ctx), c.Checkpoint)
+		defer func() { _ = checkpointed.wait() }()
+	}
 	rep, err := buildset.MakeReport(context.WithoutCancel(ctx), env.store, bs.ID)
 	if err != nil {
 		return err
@@ -273,6 +279,12 @@ func absStateDir(stateDir string) (string, error) {
 // an absolute path (absStateDir).
 func newMirror(abs string, cfg *config.Config) *source.Mirror {
 	return &source.Mirror{Dir: filepath.Join(abs, "mirror.git"), URL: cfg.Source.URL}
+}
+
+// checkpointer is a store that can copy its write-ahead log into its file
+// ahead of closing (sqlite.Store.Checkpoint).
+type checkpointer interface {
+	Checkpoint(ctx context.Context) error
 }
 
 // background is work a command has done in a goroutine of its own while

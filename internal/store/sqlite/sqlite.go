@@ -312,6 +312,18 @@ func openDB(abs string, readOnly bool) (*sql.DB, error) {
 	return sql.OpenDB(writeConnector{c}), nil
 }
 
+// Checkpoint copies into the database file every page the write-ahead log
+// holds that no reader still needs (a passive checkpoint, which waits for
+// no one). Close checkpoints what is left, which is then little: a caller
+// with other work before closing (`sortie run` writing its report) has the
+// copy done meanwhile. Writes made after it are Close's to copy.
+func (s *Store) Checkpoint(ctx context.Context) error {
+	if _, err := s.w.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`); err != nil {
+		return fmt.Errorf("sqlite: checkpoint: %w", err)
+	}
+	return nil
+}
+
 // Close closes both connection pools. It waits for nothing: callers stop
 // using the store first. Calling it twice is harmless.
 func (s *Store) Close() error {

@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -213,4 +214,41 @@ func TestTwoProcessesClaimReports(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "sortie.db")
 	storetest.ContendClaims(t, []store.Store{open(t, path), open(t, path)})
+}
+
+// TestCheckpoint: after Checkpoint, every frame of the write-ahead log is
+// in the database file, where before it none was.
+func TestCheckpoint(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "sortie.db")
+	s := open(t, path)
+	for i := range 5 {
+		if _, err := s.RegisterOwner(t.Context(), store.RegisterOwnerParams{ID: fmt.Sprint("owner", i), Kind: store.OwnerNode, Lease: time.Hour, Now: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Another connection asks, without copying (a NOOP checkpoint), how
+	// many frames the log holds and how many are in the file.
+	frames := func() (log, copied int) {
+		t.Helper()
+		db, err := sql.Open("sqlite", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var busy int
+		if err := db.QueryRowContext(t.Context(), `PRAGMA wal_checkpoint(NOOP)`).Scan(&busy, &log, &copied); err != nil {
+			t.Fatal(err)
+		}
+		return log, copied
+	}
+	if log, copied := frames(); log == 0 || copied == log {
+		t.Fatalf("before Checkpoint: %d frames in the log, %d copied; want some not copied", log, copied)
+	}
+	if err := s.Checkpoint(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if log, copied := frames(); log == 0 || copied != log {
+		t.Errorf("after Checkpoint: %d frames in the log, %d copied; want all", log, copied)
+	}
 }
