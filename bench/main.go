@@ -55,6 +55,7 @@ type sample struct {
 	wall    time.Duration
 	cpu     time.Duration // user+sys, the tool's and its children's (and its database server's)
 	dbcpu   time.Duration // of cpu, the database server's (sortie-pg)
+	own     time.Duration // Sortie only: of cpu, its own (not its children's); 0 if unknown
 	rss     int64
 	failed  string
 	latency []time.Duration // Sortie only: dispatch latencies of one run
@@ -249,7 +250,14 @@ func runOnce(t *tool, w workload, dir string, timeout time.Duration) sample {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd, usage, err := benchkit.Measure(t.command(t.path, dir, w.parallel), dir)
+	c := t.command(t.path, dir, w.parallel)
+	rusage := filepath.Join(dir, ".rusage")
+	if strings.HasPrefix(t.name, "sortie") {
+		// Sortie writes its own CPU time and its children's there as it
+		// exits (older builds ignore the variable).
+		c.Env = append(os.Environ(), "SORTIE_RUSAGE="+rusage)
+	}
+	cmd, usage, err := benchkit.Measure(c, dir)
 	if err != nil {
 		return sample{failed: err.Error()}
 	}
@@ -304,8 +312,26 @@ func runOnce(t *tool, w workload, dir string, timeout time.Duration) sample {
 		if err != nil {
 			s.failed = err.Error()
 		}
+		s.own = ownCPU(rusage)
 	}
 	return s
+}
+
+// ownCPU is the CPU time Sortie used itself, from the file SORTIE_RUSAGE
+// named (see cmd/sortie/rusage.go); 0 when there is none (an older build).
+func ownCPU(path string) time.Duration {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	var u struct {
+		User time.Duration `json:"self_user_ns"`
+		Sys  time.Duration `json:"self_sys_ns"`
+	}
+	if json.Unmarshal(data, &u) != nil {
+		return 0
+	}
+	return u.User + u.Sys
 }
 
 // edges is where a run spends the time before its first job (the
@@ -393,6 +419,7 @@ func medianOf(ss []sample, f func(sample) float64) (float64, bool) {
 
 func wallOf(s sample) float64 { return s.wall.Seconds() }
 func cpuOf(s sample) float64  { return s.cpu.Seconds() }
+func ownOf(s sample) float64  { return s.own.Seconds() }
 func rssOf(s sample) float64  { return float64(s.rss) / (1 << 20) }
 
 func percentile(ds []time.Duration, p float64) time.Duration {
@@ -552,7 +579,10 @@ func targets(b *strings.Builder, r *result, name string) {
 		mc, _ := medianOf(r.samples["make"], cpuOf)
 		// Both start the same n processes; what Sortie spends beyond
 		// make is its own cost less make's own (about 70 µs a job).
-		fmt.Fprintf(b, "- %s: Sortie's CPU beyond make's = **%.0f µs/job** (target: Sortie's own ≤ 250 µs/job, make's own being about 70).\n", label, (sc-mc)/float64(n)*1e6)
+		fmt.Fprintf(b, "- %s: Sortie's CPU beyond make's = **%.0f µs/job** (make's own being about 70).\n", label, (sc-mc)/float64(n)*1e6)
+		if own, ok := medianOf(r.samples[name], ownOf); ok && own > 0 {
+			fmt.Fprintf(b, "- %s: Sortie's own CPU = **%.0f µs/job** (target ≤ 250 µs/job).\n", label, own/float64(n)*1e6)
+		}
 		if m, ok := medianOf(r.samples[name], rssOf); ok {
 			fmt.Fprintf(b, "- %s: peak memory %.1f MiB (target < 150 MB).\n", label, m)
 		}

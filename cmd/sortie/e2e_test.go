@@ -879,3 +879,44 @@ pipelines:
 		}
 	}
 }
+
+// TestRusageFile: with SORTIE_RUSAGE set, a run writes its own CPU time and
+// its children's there as it exits; the jobs' CPU is the children's, not
+// its own. Another command writes nothing.
+func TestRusageFile(t *testing.T) {
+	t.Parallel()
+	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
+	dir := t.TempDir()
+	// A job that spends CPU of its own: about a quarter of a second of a shell loop.
+	cfg := writeConfig(t, dir, fmt.Sprintf(`source: {url: %s}
+jobs:
+  boot: {bootstrap: true, install: ["true"]}
+  spin: {run: "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"}
+pipelines:
+  deploy: {jobs: [boot, spin]}
+`, repo))
+	path := filepath.Join(dir, "rusage.json")
+	if r := runSortie(t, []string{"SORTIE_RUSAGE=" + path}, "validate", "--config", cfg); r.code != 0 {
+		t.Fatalf("validate: exit %d\n%s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("validate wrote %s (%v)", path, err)
+	}
+	r := runSortie(t, []string{"SORTIE_RUSAGE=" + path}, "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", filepath.Join(dir, "state"), "--quiet")
+	if r.code != 0 {
+		t.Fatalf("run: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var u Rusage
+	if err := json.Unmarshal(data, &u); err != nil {
+		t.Fatalf("%v: %s", err, data)
+	}
+	self, kids := u.SelfUser+u.SelfSys, u.ChildrenUser+u.ChildrenSys
+	t.Logf("own CPU %v, children's %v", self, kids)
+	if self <= 0 || kids <= self {
+		t.Errorf("own CPU %v, children's %v: want both, the spinning job's in the children's: %s", self, kids, data)
+	}
+}

@@ -36,7 +36,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	tuneGC(os.Args[1:])
-	os.Exit(code(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+	c := code(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
+	writeRusage(os.Args[1:])
+	os.Exit(c)
 }
 
 // The garbage collector's settings for `sortie run`, a short-lived
