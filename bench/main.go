@@ -255,7 +255,11 @@ func runOnce(t *tool, w workload, dir string, timeout time.Duration) sample {
 	if strings.HasPrefix(t.name, "sortie") {
 		// Sortie writes its own CPU time and its children's there as it
 		// exits (older builds ignore the variable).
-		c.Env = append(os.Environ(), "SORTIE_RUSAGE="+rusage)
+		env := c.Env
+		if env == nil {
+			env = os.Environ()
+		}
+		c.Env = append(env, "SORTIE_RUSAGE="+rusage)
 	}
 	cmd, usage, err := benchkit.Measure(c, dir)
 	if err != nil {
