@@ -108,9 +108,8 @@ func (s *Spec) Deliveries(ev ReportEvent, at time.Time) ([]store.NewReportDelive
 // from the spec frozen into it; none for a result that reports nothing
 // (SKIPPED) or a buildset without a spec.
 func (r *Runner) endReports(ctx context.Context, p store.EndBuildsetParams) ([]store.NewReportDelivery, error) {
-	ev, ok := EventOf(p.Result)
-	if !ok {
-		return nil, nil
+	if _, ok := EventOf(p.Result); !ok {
+		return nil, nil // not worth reading the buildset
 	}
 	bs, err := r.Store.GetBuildset(ctx, p.ID)
 	if err != nil {
@@ -126,7 +125,7 @@ func (r *Runner) endReports(ctx context.Context, p store.EndBuildsetParams) ([]s
 	if p.At.IsZero() {
 		p.At = r.now()
 	}
-	return spec.Deliveries(ev, p.At)
+	return endDeliveries(spec, p)
 }
 
 // endDeliveries are the deliveries of a buildset's end as p says it ends,
