@@ -231,14 +231,14 @@ jobs:
     run: |
       echo gated-start
       touch %[1]s/started-$SORTIE_BUILDSET
-      while [ ! -e %[1]s/gate-$SORTIE_BUILDSET ]; do sleep 0.05; done
+      %[2]s
       echo gated-done
 pipelines:
   deploy: {jobs: [hello]}
   broken: {jobs: [fail]}
   unrunnable: {jobs: [needy]}
   gate: {manager: independent, jobs: [gated]}
-`, marks))
+`, marks, waitFor(marks+"/gate-$SORTIE_BUILDSET", marks)))
 
 	var okID, failID string
 	t.Run("TriggerWaitSuccess", func(t *testing.T) {

@@ -103,11 +103,11 @@ func TestHistoryOfARunningBuildset(t *testing.T) {
 source: {url: %q}
 jobs:
   boot: {bootstrap: true, run: "true"}
-  slow: {run: 'touch %s; while [ ! -e %s ]; do sleep 0.02; done'}
+  slow: {run: 'touch %s; %s'}
   next: {run: "true", dependencies: [slow]}
 pipelines:
   deploy: {jobs: [slow, next]}
-`, repo, started, gate))
+`, repo, started, waitFor(gate, dir)))
 	state := filepath.Join(dir, "state")
 	cmd := exec.Command(sortieBin(t), "run", "--config", cfg, "--pipeline", "deploy", "--state-dir", state)
 	if err := cmd.Start(); err != nil {

@@ -29,8 +29,8 @@ func TestCrashGivesThePipelineSemaphoreBack(t *testing.T) {
 	os.Mkdir(started, 0o755)
 	os.Mkdir(gates, 0o755)
 	// A job records its start, then waits for its pipeline's gate.
-	job := fmt.Sprintf(`%s; touch %s/"$SORTIE_BUILDSET.$SORTIE_JOB.$SORTIE_ATTEMPT"; `+
-		`while [ ! -e %s/"$SORTIE_PIPELINE" ]; do sleep 0.02; done`, journalLine(journal), started, gates)
+	job := fmt.Sprintf(`%s; touch %s/"$SORTIE_BUILDSET.$SORTIE_JOB.$SORTIE_ATTEMPT"; %s`,
+		journalLine(journal), started, waitFor(gates+`/"$SORTIE_PIPELINE"`, gates))
 	cfgPath := writeConfig(t, dir, fmt.Sprintf(`
 source: {url: %q, branch: main}
 semaphores: {bridge: 1}

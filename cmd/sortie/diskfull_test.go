@@ -74,11 +74,11 @@ func TestFullDiskLosesNothing(t *testing.T) {
 source: {url: %q, branch: main}
 jobs:
   boot: {bootstrap: true, run: "true"}
-  a: {run: 'touch %s.$SORTIE_BUILDSET.$SORTIE_ATTEMPT; while [ ! -e %s ]; do sleep 0.02; done; echo the end of a'}
+  a: {run: 'touch %s.$SORTIE_BUILDSET.$SORTIE_ATTEMPT; %s; echo the end of a'}
   b: {run: 'echo b', dependencies: [a]}
 pipelines:
   deploy: {jobs: [boot, a, b]}
-`, repo, started, gate))
+`, repo, started, waitFor(gate, dir)))
 	addr := freePort(t)
 	logPath := filepath.Join(dir, "serve.log")
 	args := []string{"--config", cfgPath, "--state-dir", state, "--grace", "2s"}

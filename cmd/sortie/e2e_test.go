@@ -87,6 +87,15 @@ func readReport(t *testing.T, path string) *buildset.Report {
 	return &r
 }
 
+// waitFor is a job's shell loop that waits for the file gate (which may
+// name shell variables) to exist. It also ends once dir, the test's
+// directory that holds the gate, is gone: a job can outlive the server a
+// test killed, and its test's cleanup may remove the dir before the loop
+// sees the gate, which would leave the loop polling forever.
+func waitFor(gate, dir string) string {
+	return fmt.Sprintf(`while [ ! -e %s ] && [ -d %s ]; do sleep 0.02; done`, gate, dir)
+}
+
 func writeConfig(t *testing.T, dir, yaml string) string {
 	t.Helper()
 	p := filepath.Join(dir, "sortie.yaml")
@@ -770,10 +779,10 @@ func TestSerialRunsTakeTurns(t *testing.T) {
 source: {url: %s}
 jobs:
   boot: {bootstrap: true, install: ["true"]}
-  one: {run: 'touch %[2]s/started-$SORTIE_BUILDSET; while [ ! -e %[3]s ]; do sleep 0.05; done'}
+  one: {run: 'touch %[2]s/started-$SORTIE_BUILDSET; %[3]s'}
 pipelines:
   deploy: {manager: serial, jobs: [one]}
-`, repo, dir, gate))
+`, repo, dir, waitFor(gate, dir)))
 	t.Cleanup(func() { os.WriteFile(gate, nil, 0o644) })
 	state := filepath.Join(dir, "state")
 	startedIDs := func() []string {

@@ -29,7 +29,7 @@ func TestRunHonoursPauses(t *testing.T) {
 	dir := t.TempDir()
 	ran := filepath.Join(dir, "ran")
 	holdGate, lateGate := filepath.Join(dir, "hold-gate"), filepath.Join(dir, "late-gate")
-	wait := func(gate string) string { return fmt.Sprintf("while [ ! -e %s ]; do sleep 0.02; done", gate) }
+	wait := func(gate string) string { return waitFor(gate, dir) }
 	cfg := writeConfig(t, dir, fmt.Sprintf(`
 source: {url: %s}
 jobs:

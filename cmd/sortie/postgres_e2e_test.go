@@ -187,11 +187,7 @@ func TestPostgresLogFromAnotherNode(t *testing.T) {
 	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x\n"})
 	dir := t.TempDir()
 	started, gate, end := filepath.Join(dir, "started"), filepath.Join(dir, "gate"), filepath.Join(dir, "end")
-	// A wait ends when the test's dir is gone too: the job outlives its
-	// killed server, and the dir may be removed before the loop sees end.
-	wait := func(f string) string {
-		return fmt.Sprintf(`while [ ! -e %s ] && [ -d %s ]; do sleep 0.02; done`, f, dir)
-	}
+	wait := func(f string) string { return waitFor(f, dir) }
 	cfg := writeConfig(t, dir, fmt.Sprintf(`
 source: {url: %q}
 jobs:

@@ -232,7 +232,11 @@ func (g gate) open(t *testing.T) {
 	}
 }
 
-func (g gate) wait() string { return fmt.Sprintf(`while [ ! -e %q ]; do sleep 0.01; done`, string(g)) }
+// wait is the shell loop that waits for the gate, or until its directory
+// is gone (the test over: a job can outlive a node the test killed).
+func (g gate) wait() string {
+	return fmt.Sprintf(`while [ ! -e %q ] && [ -d %q ]; do sleep 0.01; done`, string(g), filepath.Dir(string(g)))
+}
 
 // syncWriter is a log buffer safe for concurrent writes.
 type syncWriter struct {

@@ -271,7 +271,9 @@ func jobs(bs *BuildsetJSON) []string {
 	return out
 }
 
-// gate is a file a job waits for: `while [ ! -e GATE ]; do sleep 0.02; done`.
+// gate is a file a job waits for: `while [ ! -e GATE ]; do sleep 0.02; done`,
+// or until the gate's directory is gone (the test over: a job can outlive
+// a server the test stopped).
 type gate string
 
 func newGate(t *testing.T) gate { return gate(filepath.Join(t.TempDir(), "gate")) }
@@ -284,7 +286,7 @@ func (g gate) open(t *testing.T) {
 }
 
 func (g gate) wait() string {
-	return fmt.Sprintf(`while [ ! -e %q ]; do sleep 0.02; done`, string(g))
+	return fmt.Sprintf(`while [ ! -e %q ] && [ -d %q ]; do sleep 0.02; done`, string(g), filepath.Dir(string(g)))
 }
 
 func contains(list []string, s string) bool {

@@ -458,11 +458,11 @@ func TestBrowserStatusProgress(t *testing.T) {
 	e := startSortie(t, fmt.Sprintf(`
 jobs:
   boot: {bootstrap: true, run: "true"}
-  work: {run: 'sleep 3; while [ ! -e %[1]q ]; do sleep 0.02; done'}
+  work: {run: 'sleep 3; while [ ! -e %[1]q ] && [ -d %[2]q ]; do sleep 0.02; done'}
   after: {dependencies: [work], run: "true"}
 pipelines:
   deploy: {jobs: [boot, work, after]}
-`, open), servertest.Gate(open))
+`, open, filepath.Dir(open)), servertest.Gate(open))
 	// A first run, gate open, is the history: work takes about 3s.
 	os.WriteFile(open, nil, 0o644)
 	if r := e.WaitDone(e.Trigger("deploy", nil)).Result; r != "SUCCESS" {

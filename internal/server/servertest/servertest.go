@@ -320,9 +320,11 @@ type Gate string
 // NewGate makes a gate, closed.
 func NewGate(t testing.TB) Gate { return Gate(filepath.Join(t.TempDir(), "gate")) }
 
-// Wait is the shell loop that waits for the gate.
+// Wait is the shell loop that waits for the gate, or until the gate's
+// directory is gone (the test over: a job can outlive a server the test
+// stopped or killed).
 func (g Gate) Wait() string {
-	return fmt.Sprintf(`while [ ! -e %q ]; do sleep 0.02; done`, string(g))
+	return fmt.Sprintf(`while [ ! -e %q ] && [ -d %q ]; do sleep 0.02; done`, string(g), filepath.Dir(string(g)))
 }
 
 // Open opens the gate.
