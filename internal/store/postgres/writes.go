@@ -132,6 +132,7 @@ func (s *Store) writeBuilds(ctx context.Context, ops []writeOp) (failed, err err
 // failed, asked why in the transaction still open.
 func readWrites(ctx context.Context, conn *pgx.Conn, br pgx.BatchResults, fences []store.Fence, ops []writeOp) (failed, err error) {
 	var why func() error // asks the database why the failed write was not made
+	var whyOf string     // names that write
 	read := func() error {
 		if _, err := br.Exec(); err != nil {
 			return err
@@ -173,10 +174,8 @@ func readWrites(ctx context.Context, conn *pgx.Conn, br pgx.BatchResults, fences
 				}
 				if tag.RowsAffected() != 1 && failed == nil && why == nil {
 					p := *op.finish
-					why = func() error {
-						err := finishAttemptWhy(ctx, conn, p)
-						return fmt.Errorf("postgres: finish attempt %s/%s #%d: %w", p.BuildsetID, p.Job, p.Number, err)
-					}
+					why = func() error { return finishAttemptWhy(ctx, conn, p) }
+					whyOf = fmt.Sprintf("finish attempt %s/%s #%d", p.BuildsetID, p.Job, p.Number)
 				}
 			default:
 				tag, err := br.Exec()
@@ -185,10 +184,8 @@ func readWrites(ctx context.Context, conn *pgx.Conn, br pgx.BatchResults, fences
 				}
 				if tag.RowsAffected() != 1 && failed == nil && why == nil {
 					p := *op.build
-					why = func() error {
-						err := buildStateWhy(ctx, conn, p.BuildsetID, p.Job)
-						return fmt.Errorf("postgres: finish build %s/%s: %w", p.BuildsetID, p.Job, err)
-					}
+					why = func() error { return buildStateWhy(ctx, conn, p.BuildsetID, p.Job) }
+					whyOf = fmt.Sprintf("finish build %s/%s", p.BuildsetID, p.Job)
 				}
 			}
 			if werr != nil && failed == nil && why == nil {
@@ -202,9 +199,26 @@ func readWrites(ctx context.Context, conn *pgx.Conn, br pgx.BatchResults, fences
 		err = cerr
 	}
 	if err == nil && failed == nil && why != nil {
-		failed = why()
+		failed, err = whyNot(whyOf, why())
 	}
 	return failed, err
+}
+
+// whyNot sorts the answer of a question asked after a write of the batch,
+// named name, changed no row: the reason the write could not be made
+// (ErrNotFound, ErrConflict), failed; or a failure of the database to
+// answer, err, which the caller treats as any other error of the
+// database's (retried, or mapped to ErrUnavailable by mapErr), not as
+// the write refused.
+func whyNot(name string, answer error) (failed, err error) {
+	switch {
+	case errors.Is(answer, store.ErrNotFound) || errors.Is(answer, store.ErrConflict):
+		return fmt.Errorf("postgres: %s: %w", name, answer), nil
+	case answer == nil:
+		// Not made all the same: the batch must not commit.
+		return fmt.Errorf("postgres: %s: changed no row", name), nil
+	}
+	return nil, answer
 }
 
 // finishAttemptWhy says why finishAttemptSQL changed no row.

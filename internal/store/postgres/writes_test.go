@@ -3,10 +3,13 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/sortie-ci/sortie/internal/store"
 	"github.com/sortie-ci/sortie/internal/store/postgres/pgtest"
@@ -187,5 +190,45 @@ func TestWriteBuildsRetriesDeadlock(t *testing.T) {
 		if len(atts) != 1 || atts[0].Result != store.Success {
 			t.Errorf("attempts of %s: %+v; want one, SUCCESS", job, atts)
 		}
+	}
+}
+
+// TestWhyNot: when a write of a batch changed no row, the database's
+// answer to "why" is the write's failure (not retried) only if it is a
+// reason; a failure to answer (the connection lost meanwhile) is an
+// error of the database, which WriteBuilds retries or reports as
+// ErrUnavailable, not a write refused for good.
+func TestWhyNot(t *testing.T) {
+	t.Parallel()
+	lost := fmt.Errorf("query: %w", &pgconn.PgError{Severity: "FATAL", Code: "08006"})
+	for _, tc := range []struct {
+		name        string
+		answer      error
+		failed      error // wrapped by failed; nil: failed must be nil
+		err         error // wrapped by err; nil: err must be nil
+		unavailable bool  // mapErr(err) says ErrUnavailable
+	}{
+		{"not found", store.ErrNotFound, store.ErrNotFound, nil, false},
+		{"conflict", fmt.Errorf("is DONE: %w", store.ErrConflict), store.ErrConflict, nil, false},
+		{"connection lost", lost, nil, lost, true},
+		{"no answer", nil, nil, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			failed, err := whyNot("finish build bs1/x", tc.answer)
+			switch {
+			case tc.failed != nil && (!errors.Is(failed, tc.failed) || !strings.Contains(failed.Error(), "finish build bs1/x")):
+				t.Errorf("failed = %v; want it to wrap %v and name the write", failed, tc.failed)
+			case tc.failed == nil && tc.answer != nil && failed != nil:
+				t.Errorf("failed = %v; want nil", failed)
+			case tc.answer == nil && failed == nil:
+				t.Error("no answer, and the write is not failed: the batch would commit without it")
+			}
+			if tc.err == nil && err != nil || tc.err != nil && !errors.Is(err, tc.err) {
+				t.Errorf("err = %v; want %v", err, tc.err)
+			}
+			if got := errors.Is(mapErr(t.Context(), err), store.ErrUnavailable); got != tc.unavailable {
+				t.Errorf("mapErr(%v) unavailable = %v; want %v", err, got, tc.unavailable)
+			}
+		})
 	}
 }
