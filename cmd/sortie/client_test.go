@@ -137,6 +137,13 @@ func (s *clientServer) stop(t *testing.T) {
 	}
 }
 
+// kill kills s with SIGKILL, as a crash or a lost host would end it, and
+// waits for it.
+func (s *clientServer) kill() {
+	s.cmd.Process.Kill()
+	<-s.done
+}
+
 // client runs the binary as an API client of s, with the token unless env
 // says otherwise, and a deadline.
 func (s *clientServer) client(t *testing.T, env []string, args ...string) result {

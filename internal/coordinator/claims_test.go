@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -145,4 +147,85 @@ func waitDone(t *testing.T, ctx context.Context, h *harness, id string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestCleanStopHandsOver: a server stopped cleanly in the middle of a
+// buildset (its running build done within the grace, the next not
+// started) hands it over: the buildset is left RUNNING with no owner, and
+// the other server claims and resumes it as soon as it has a slot, with
+// the stopped server's lease (an hour here) far from run out.
+func TestCleanStopHandsOver(t *testing.T) {
+	onStores(t, func(t *testing.T, open func() store.Store) {
+		gates := t.TempDir()
+		cfg := fmt.Sprintf(`
+limits: {max_parallel: 1}
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  first: {run: 'while [ ! -e %[1]s/"$SORTIE_BUILDSET" ] && [ -d %[1]s ]; do sleep 0.01; done'}
+  second: {run: "true", dependencies: [first]}
+pipelines:
+  p: {manager: independent, jobs: [boot, first, second]}
+`, gates)
+		openGate := func(id string) {
+			t.Helper()
+			if err := os.WriteFile(filepath.Join(gates, id), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		o := harnessOptions{store: open(), lease: time.Hour, grace: time.Minute}
+		a := newHarnessWith(t, cfg, o)
+		o.store, o.repo = open(), a.repo
+		b := newHarnessWith(t, cfg, o)
+		a.start()
+		b.start()
+		ctx := waitCtx(t)
+		a.submit("p")
+		a.submit("p")
+		ranA, err := a.c.TestSignals.Launched.Wait(ctx)
+		if err != nil {
+			t.Fatalf("waiting for a to run one: %v", err)
+		}
+		ranB, err := b.c.TestSignals.Launched.Wait(ctx)
+		if err != nil {
+			t.Fatalf("waiting for b to run one: %v", err)
+		}
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			a.c.Stop(ctx)
+		}()
+		waitSignal(t, "a's drain", &a.c.TestSignals.Draining, a.c.Owner())
+		// a's first build ends within the grace; its second does not start.
+		openGate(ranA)
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			t.Fatal("a did not stop")
+		}
+		if bs := b.get(ranA); bs.State != store.BuildsetRunning || bs.Owner != "" {
+			t.Errorf("after a clean stop, a's buildset is %s %s owned by %q; want RUNNING and no one's", bs.State, bs.Result, bs.Owner)
+		}
+		owners, err := b.st.Owners(ctx, store.OwnerFilter{IDs: []string{a.c.Owner()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(owners) != 1 || owners[0].State != store.OwnerReleased {
+			t.Errorf("a's owner after a clean stop: %+v; want it released", owners)
+		}
+		// b, full with its own, takes a's once its own is done.
+		openGate(ranB)
+		waitDone(t, ctx, b, ranB)
+		waitSignal(t, "b resuming a's buildset", &b.c.TestSignals.Launched, ranA)
+		waitDone(t, ctx, b, ranA)
+		if bs := b.get(ranA); bs.Result != store.Success || bs.Owner != b.c.Owner() {
+			t.Errorf("a's buildset ended %s (%s) owned by %q; want SUCCESS, by b", bs.Result, bs.Error, bs.Owner)
+		}
+		atts, err := b.st.Attempts(ctx, ranA, "first")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(atts) != 1 {
+			t.Errorf("first ran %d times; want once, on a", len(atts))
+		}
+	})
 }

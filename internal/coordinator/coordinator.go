@@ -568,8 +568,11 @@ var errShutdown = errors.New("sortie serve shut down")
 // attempt (Loop.Drain) while the ones running finish, until the grace
 // period is over or ctx is done. Then it cancels what still runs, with
 // errShutdown as the cause, and always waits for it. A buildset stopped
-// either way is left RUNNING in the store for the next start to resume.
-// Then it stops the report worker, and last the semaphore lease. Stop is
+// either way is left RUNNING in the store for the next start, or another
+// server, to resume. Then it stops the report worker and the semaphore
+// lease, and last, a server's, hands its owner over (handOver): the other
+// servers claim its buildsets at once instead of once its lease has run
+// out. Stop is
 // safe to call twice (the second call waits for the first) and before
 // Start (it does nothing).
 func (c *Coordinator) Stop(ctx context.Context) {
@@ -600,6 +603,7 @@ func (c *Coordinator) Stop(ctx context.Context) {
 		c.opt.Reports.Stop(ctx)
 	}
 	c.opt.Runner.Semaphores.Stop()
+	c.handOver(ctx)
 	close(c.stopped)
 }
 

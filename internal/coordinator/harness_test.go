@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -67,6 +68,10 @@ type harnessOptions struct {
 	// and a name of its own beside others on a shared one (two live
 	// servers may not share a name).
 	node string
+	// lease is the owner's lease; 0 means semaphore.DefaultLease.
+	lease time.Duration
+	// grace is how long Stop lets builds run on; 0 means 5s.
+	grace time.Duration
 }
 
 // newHarnessWith is newHarness with o.
@@ -96,13 +101,13 @@ func newHarnessWith(t *testing.T, yaml string, o harnessOptions) *harness {
 	b := local.New(filepath.Join(h.state, "bastion"))
 	b.Owner = owner
 	h.runner = &buildset.Runner{
-		Store: st, Bastion: b, Semaphores: &semaphore.Client{Store: st, Owner: owner},
+		Store: st, Bastion: b, Semaphores: &semaphore.Client{Store: st, Owner: owner, Lease: o.lease},
 		Mirror: &source.Mirror{Dir: filepath.Join(h.state, "mirror.git"), URL: repo},
 		LogDir: filepath.Join(h.state, "logs"), Poll: 10 * time.Millisecond, Grace: time.Second,
 	}
 	c, err := New(Options{
 		Store: st, Runner: h.runner, StateDir: h.state, Config: h.cfg.Load, Node: node,
-		Log: slog.New(slog.NewTextHandler(h.log, nil)), Grace: 5 * time.Second,
+		Log: slog.New(slog.NewTextHandler(h.log, nil)), Grace: cmp.Or(o.grace, 5*time.Second),
 		// Passes by their wake-ups only (and by hand): no tick decides
 		// anything behind a test's back.
 		Tick:  time.Hour,

@@ -71,6 +71,7 @@ func (r *runs) Stop(ctx context.Context) {
 		return
 	}
 	drainOnce.Do(func() { close(drain) })
+	r.c.TestSignals.Draining.Signal(r.c.Owner())
 	waited := make(chan struct{})
 	go func() {
 		r.wg.Wait()

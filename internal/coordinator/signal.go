@@ -104,6 +104,9 @@ type TestSignals struct {
 	Renewed TestSignal[int64]
 	// Fired: each cron tick this process fired, made or not.
 	Fired TestSignal[Fired]
+	// Draining: the owner id, once Stop has told the running buildsets to
+	// start nothing more (their running builds may still finish).
+	Draining TestSignal[string]
 }
 
 // Fired is a cron tick this process fired, and what came of it.
@@ -129,4 +132,5 @@ func (ts *TestSignals) Init() {
 	ts.Lost.Init()
 	ts.Renewed.Init()
 	ts.Fired.Init()
+	ts.Draining.Init()
 }

@@ -5,8 +5,10 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sortie-ci/sortie/internal/coordinator"
+	"github.com/sortie-ci/sortie/internal/store"
 	"github.com/sortie-ci/sortie/internal/store/postgres/pgtest"
 )
 
@@ -32,8 +34,10 @@ func nodesByName(t *testing.T, e *env) (*NodesJSON, map[string]NodeJSON) {
 // TestNodes: two servers on one PostgreSQL database each list both, the
 // first (alone at its start) as the leader, with their versions, slots and
 // config fingerprints, the second's config (another source) flagged as
-// differing from the leader's. Forgetting the second needs the token, is refused while it is
-// live, and, once it has stopped, forced, fences and releases it.
+// differing from the leader's. Forgetting a node needs the token; the
+// second, stopped cleanly, has handed itself over and is gone; a dead
+// node's forget is refused while its lease runs, and, forced, fences and
+// releases it.
 func TestNodes(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	a := start(t, nodesConfig, envOpt{db: db, node: "alpha"})
@@ -79,19 +83,38 @@ func TestNodes(t *testing.T) {
 	if code, out := a.do("POST", "/api/v1/nodes/beta/forget", map[string]any{"force": true}, ""); code != http.StatusUnauthorized {
 		t.Fatalf("forget without a token: %d %s", code, out)
 	}
+	// Stopped cleanly, beta hands its owner over: it leaves the list at
+	// once, and there is nothing left to forget.
 	b.stop()
-	// Stopped, its lease still runs: refused without force.
-	if code, out := a.do("POST", "/api/v1/nodes/beta/forget", nil, testToken); code != http.StatusConflict || !strings.Contains(string(out), "live") {
+	if _, m := nodesByName(t, a); len(m) != 1 || m["beta"].Name != "" {
+		t.Errorf("nodes after beta's clean stop: %+v, want alpha alone", m)
+	}
+	if code, out := a.do("POST", "/api/v1/nodes/beta/forget", map[string]any{"force": true}, testToken); code != http.StatusNotFound {
+		t.Errorf("forget a node stopped cleanly: %d %s, want 404", code, out)
+	}
+	// A node that died (killed, its host gone) leaves its owner live
+	// until its lease runs out: forgetting it is refused without force.
+	st, err := openStore(t.Context(), db, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const gammaOwner = "o-00000000000000ga"
+	if _, err := st.RegisterOwner(t.Context(), store.RegisterOwnerParams{ID: gammaOwner, Kind: store.OwnerNode,
+		Node: "gamma", Host: "gone", StateDir: "/gone", Lease: time.Hour, Now: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := a.do("POST", "/api/v1/nodes/gamma/forget", nil, testToken); code != http.StatusConflict || !strings.Contains(string(out), "live") {
 		t.Fatalf("forget a node whose lease runs: %d %s, want 409", code, out)
 	}
 	var f coordinator.Forgotten
-	if err := json.Unmarshal(a.post("/api/v1/nodes/beta/forget", map[string]any{"force": true}, http.StatusOK), &f); err != nil {
+	if err := json.Unmarshal(a.post("/api/v1/nodes/gamma/forget", map[string]any{"force": true}, http.StatusOK), &f); err != nil {
 		t.Fatal(err)
 	}
-	if f.Node != "beta" || len(f.Owners) != 1 || f.Owners[0].ID != be.Owner {
-		t.Errorf("forgotten %+v, want beta's owner %s", f, be.Owner)
+	if f.Node != "gamma" || len(f.Owners) != 1 || f.Owners[0].ID != gammaOwner {
+		t.Errorf("forgotten %+v, want gamma's owner %s", f, gammaOwner)
 	}
-	if _, m := nodesByName(t, a); len(m) != 1 || m["beta"].Name != "" {
+	if _, m := nodesByName(t, a); len(m) != 1 || m["gamma"].Name != "" {
 		t.Errorf("nodes after the forget: %+v, want alpha alone", m)
 	}
 	if code, out := a.do("POST", "/api/v1/nodes/alpha/forget", map[string]any{"force": true}, testToken); code != http.StatusConflict {
