@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -151,7 +154,8 @@ func waitDone(t *testing.T, ctx context.Context, h *harness, id string) {
 
 // TestCleanStopHandsOver: a server stopped cleanly in the middle of a
 // buildset (its running build done within the grace, the next not
-// started) hands it over: the buildset is left RUNNING with no owner, and
+// started) hands it over: what its builds left on the bastion is ended
+// (a daemon), the buildset is left RUNNING with no owner, and
 // the other server claims and resumes it as soon as it has a slot, with
 // the stopped server's lease (an hour here) far from run out.
 func TestCleanStopHandsOver(t *testing.T) {
@@ -161,11 +165,30 @@ func TestCleanStopHandsOver(t *testing.T) {
 limits: {max_parallel: 1}
 jobs:
   boot: {bootstrap: true, run: "true"}
-  first: {run: 'while [ ! -e %[1]s/"$SORTIE_BUILDSET" ] && [ -d %[1]s ]; do sleep 0.01; done'}
+  first:
+    run: |
+      setsid sh -c 'echo $$ > %[1]s/daemon-$SORTIE_BUILDSET.tmp; mv %[1]s/daemon-$SORTIE_BUILDSET.tmp %[1]s/daemon-$SORTIE_BUILDSET; exec sleep 300' </dev/null >/dev/null 2>&1 &
+      while [ ! -e %[1]s/daemon-$SORTIE_BUILDSET ]; do sleep 0.01; done
+      while [ ! -e %[1]s/"$SORTIE_BUILDSET" ] && [ -d %[1]s ]; do sleep 0.01; done
   second: {run: "true", dependencies: [first]}
 pipelines:
   p: {manager: independent, jobs: [boot, first, second]}
 `, gates)
+		// Each first build leaves a daemon, as a job may mean to (an ssh
+		// master): it carries its server's owner id.
+		daemon := func(id string) int {
+			t.Helper()
+			b, err := os.ReadFile(filepath.Join(gates, "daemon-"+id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+			return pid
+		}
 		openGate := func(id string) {
 			t.Helper()
 			if err := os.WriteFile(filepath.Join(gates, id), nil, 0o644); err != nil {
@@ -205,6 +228,9 @@ pipelines:
 		if bs := b.get(ranA); bs.State != store.BuildsetRunning || bs.Owner != "" {
 			t.Errorf("after a clean stop, a's buildset is %s %s owned by %q; want RUNNING and no one's", bs.State, bs.Result, bs.Owner)
 		}
+		if pid := daemon(ranA); !processGone(pid) {
+			t.Errorf("the daemon %d a's job left runs on after a's clean stop", pid)
+		}
 		owners, err := b.st.Owners(ctx, store.OwnerFilter{IDs: []string{a.c.Owner()}})
 		if err != nil {
 			t.Fatal(err)
@@ -215,6 +241,9 @@ pipelines:
 		// b, full with its own, takes a's once its own is done.
 		openGate(ranB)
 		waitDone(t, ctx, b, ranB)
+		if pid := daemon(ranB); processGone(pid) {
+			t.Errorf("the daemon %d b's job left is gone while b runs; only a's should be", pid)
+		}
 		waitSignal(t, "b resuming a's buildset", &b.c.TestSignals.Launched, ranA)
 		waitDone(t, ctx, b, ranA)
 		if bs := b.get(ranA); bs.Result != store.Success || bs.Owner != b.c.Owner() {
@@ -228,4 +257,15 @@ pipelines:
 			t.Errorf("first ran %d times; want once, on a", len(atts))
 		}
 	})
+}
+
+// processGone reports whether pid no longer runs: no such process, or a
+// zombie waiting for a parent that never reaps it (this sandbox's init).
+func processGone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
 }

@@ -567,9 +567,10 @@ var errShutdown = errors.New("sortie serve shut down")
 // polling and the managers stop, and running buildsets start no new
 // attempt (Loop.Drain) while the ones running finish, until the grace
 // period is over or ctx is done. Then it cancels what still runs, with
-// errShutdown as the cause, and always waits for it. A buildset stopped
-// either way is left RUNNING in the store for the next start, or another
-// server, to resume. Then it stops the report worker and the semaphore
+// errShutdown as the cause, and always waits for it: those builds, and
+// their buildsets, end CANCELED. A buildset drained (its running builds
+// done, the next not started) is left RUNNING in the store for the next
+// start, or another server, to resume. Then it stops the report worker and the semaphore
 // lease, and last, a server's, hands its owner over (handOver): the other
 // servers claim its buildsets at once instead of once its lease has run
 // out. Stop is

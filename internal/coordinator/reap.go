@@ -127,7 +127,7 @@ func (r *Reaper) reap(ctx context.Context, o store.Owner, active []*store.Builds
 	return ended, err
 }
 
-// Kept are the holders of owner o, dead, that stay held when it is
+// Kept are the holders of owner o, dead or stopped, that stay held when it is
 // released: the pipeline semaphore of each buildset it was running, if it
 // was a server, for its successor, which resumes the buildset and must
 // get the semaphore back before anyone else, or another pipeline's run

@@ -165,7 +165,7 @@ func (c *Coordinator) launch(bs *store.Buildset) {
 		c.wakeClaims() // room for one more
 		switch {
 		case errors.Is(err, buildset.ErrDrained):
-			c.log.Info("buildset left for the next start", "buildset", bs.ID)
+			c.log.Info("buildset left unfinished, for the next server to claim it", "buildset", bs.ID)
 		case errors.Is(err, store.ErrUnavailable):
 			// Its end is not in the store: say nothing of a result the
 			// store does not have. The next start resumes it.

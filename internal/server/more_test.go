@@ -685,8 +685,9 @@ func TestShutdownDrain(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the server did not stop after its running build finished")
 	}
-	if !strings.Contains(e.logBuf.String(), "left for the next start") {
-		t.Errorf("the server did not leave the buildset for the next start:\n%s", e.logBuf)
+	if !strings.Contains(e.logBuf.String(), "left unfinished, for the next server to claim it") ||
+		!strings.Contains(e.logBuf.String(), "handed this server's buildsets over") {
+		t.Errorf("the server did not leave the buildset, handed over, for the next start:\n%s", e.logBuf)
 	}
 	restarted := time.Now()
 	e.boot(opt)
