@@ -2,14 +2,13 @@
 // tests only.
 //
 // URL finds a server: $SORTIE_TEST_DATABASE_URL when set (CI starts one
-// cluster for the whole run, see .ci/run), else a throwaway cluster that
-// this test binary starts once, with initdb and pg_ctl as the postgres user,
-// listening only on a unix socket in a temporary directory. NewDatabase
+// cluster for the whole run, see .ci/run), else a throwaway cluster
+// (pgcluster) that this test binary starts once. NewDatabase
 // makes each test a database of its own on it, because NOTIFY channels and
 // advisory locks are per database: tests cannot wake or block each other.
 // A package that uses pgtest calls Main from its TestMain, which stops the
-// cluster it started; a watchdog process stops it too if the test binary
-// dies first (killed, or a go test -timeout panic).
+// cluster it started; the cluster's watchdog stops it too if the test
+// binary dies first (killed, or a go test -timeout panic).
 //
 // Without PostgreSQL's binaries and without $SORTIE_TEST_DATABASE_URL, the
 // tests that ask for a database are skipped, except in CI (CI set), where
@@ -22,19 +21,15 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
+
+	"github.com/sortie-ci/sortie/internal/store/postgres/pgcluster"
 )
 
 // EnvURL names the variable that points the tests at a running server, as a
@@ -42,13 +37,10 @@ import (
 // test refusals.
 const EnvURL = "SORTIE_TEST_DATABASE_URL"
 
-// errNoBinaries is why a cluster could not be started when no initdb was found.
-var errNoBinaries = errors.New("no PostgreSQL binaries (initdb, pg_ctl): install Debian's postgresql package, or set " + EnvURL)
-
 var (
 	mu      sync.Mutex
-	tried   bool     // a cluster was asked for: started, or err says why not
-	running *cluster // the cluster this binary started; nil with an external URL
+	tried   bool               // a cluster was asked for: started, or err says why not
+	running *pgcluster.Cluster // the cluster this binary started; nil with an external URL
 	baseURL string
 	baseErr error
 	dbSeq   atomic.Int64
@@ -70,11 +62,11 @@ func URL(tb testing.TB) string {
 		tried = true
 		running, baseErr = startCluster()
 		if baseErr == nil {
-			baseURL = running.url
+			baseURL = running.URL("postgres")
 		}
 	}
 	switch {
-	case errors.Is(baseErr, errNoBinaries) && os.Getenv("CI") == "":
+	case errors.Is(baseErr, pgcluster.ErrNoBinaries) && os.Getenv("CI") == "":
 		tb.Skipf("pgtest: %v", baseErr)
 	case baseErr != nil:
 		tb.Fatalf("pgtest: %v", baseErr)
@@ -135,7 +127,7 @@ func Main(m *testing.M) int {
 	running, tried, baseURL, baseErr = nil, false, "", nil
 	mu.Unlock()
 	if c != nil {
-		if err := c.stop(); err != nil {
+		if err := c.Stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)
 			code = max(code, 1)
 		}
@@ -149,163 +141,15 @@ func Main(m *testing.M) int {
 	return code
 }
 
-// cluster is a throwaway PostgreSQL cluster: a data directory and a
-// postmaster listening on a unix socket in dir only, so that two test
-// binaries never race for a port.
-type cluster struct {
-	dir, pgCtl string
-	url        string
-	// asPostgres prefixes commands with runuser when this process is root,
-	// as initdb refuses to run as root.
-	asPostgres []string
-	// watchdog stops the cluster if this process dies without Main (a
-	// killed binary, a go test -timeout panic): it waits for EOF on its
-	// stdin, whose write end is keep, open only in this process.
-	watchdog *exec.Cmd
-	keep     *os.File
-}
+// testSettings are the test cluster's: fast, not durable (a test's data
+// outlives nothing), and connections for many tests' pools at once.
+const testSettings = "-c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 
-// startCluster runs the memo's commands (initdb, then pg_ctl start): about
-// 1.5 s here. On failure nothing is left behind.
-func startCluster() (_ *cluster, err error) {
-	bin, err := binDir()
-	if err != nil {
-		return nil, err
+// startCluster starts the throwaway cluster of this test binary.
+func startCluster() (*pgcluster.Cluster, error) {
+	c, err := pgcluster.Start("sortie-pg-", testSettings)
+	if errors.Is(err, pgcluster.ErrNoBinaries) {
+		return nil, fmt.Errorf("%w, or set %s", err, EnvURL)
 	}
-	c := &cluster{pgCtl: filepath.Join(bin, "pg_ctl")}
-	// t.TempDir's parent is 0700 and root's: the postgres user could not
-	// enter it.
-	if c.dir, err = os.MkdirTemp("", "sortie-pg-"); err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			c.remove()
-		}
-	}()
-	if os.Geteuid() == 0 {
-		pg, err := user.Lookup("postgres")
-		if err != nil {
-			return nil, fmt.Errorf("initdb refuses root and there is no postgres user to run it: %w", err)
-		}
-		uid, _ := strconv.Atoi(pg.Uid)
-		gid, _ := strconv.Atoi(pg.Gid)
-		if err := os.Chown(c.dir, uid, gid); err != nil {
-			return nil, err
-		}
-		c.asPostgres = []string{"runuser", "-u", "postgres", "--"}
-	}
-	data := filepath.Join(c.dir, "data")
-	if err := c.run(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"); err != nil {
-		return nil, err
-	}
-	opts := "-c listen_addresses= -k " + c.dir +
-		" -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-	if err := c.run(c.pgCtl, "-D", data, "-l", filepath.Join(c.dir, "server.log"), "-w", "-t", "60", "-o", opts, "start"); err != nil {
-		return nil, fmt.Errorf("%w\n%s", err, tail(filepath.Join(c.dir, "server.log")))
-	}
-	if err := c.startWatchdog(); err != nil {
-		c.stopServer()
-		return nil, err
-	}
-	c.url = (&url.URL{Scheme: "postgres", User: url.User("postgres"), Path: "/postgres",
-		RawQuery: url.Values{"host": {c.dir}, "sslmode": {"disable"}}.Encode()}).String()
-	return c, nil
-}
-
-// binDir returns the directory of the newest Debian PostgreSQL binaries,
-// else that of an initdb on PATH.
-func binDir() (string, error) {
-	found, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
-	if len(found) > 0 {
-		version := func(p string) int {
-			v, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(p))))
-			return v
-		}
-		slices.SortFunc(found, func(a, b string) int { return version(a) - version(b) })
-		return filepath.Dir(found[len(found)-1]), nil
-	}
-	if p, err := exec.LookPath("initdb"); err == nil {
-		p, _ = filepath.EvalSymlinks(p)
-		return filepath.Dir(p), nil
-	}
-	return "", errNoBinaries
-}
-
-// run runs a PostgreSQL command as the postgres user. Its output goes to a
-// file, not a pipe: pg_ctl's postmaster would otherwise hold the pipe open
-// and the wait would last as long as the server.
-func (c *cluster) run(name string, args ...string) error {
-	out, err := os.CreateTemp("", "sortie-pg-out-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(out.Name())
-	defer out.Close()
-	argv := append(append(slices.Clone(c.asPostgres), name), args...)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Run(); err != nil {
-		b, _ := os.ReadFile(out.Name())
-		return fmt.Errorf("%s %s: %w\n%s", filepath.Base(name), args[len(args)-1], err, b)
-	}
-	return nil
-}
-
-// startWatchdog starts a shell that, once its stdin reaches EOF, stops the
-// server and removes dir. It runs in its own session, so a Ctrl-C meant for
-// the test binary does not kill it first.
-func (c *cluster) startWatchdog() error {
-	r, w, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	const script = `read -r line; dir=$1; shift; "$@" >/dev/null 2>&1; rm -rf "$dir"`
-	argv := append([]string{"-c", script, "pgtest-watchdog", c.dir}, c.stopArgv()...)
-	c.watchdog = exec.Command("sh", argv...)
-	c.watchdog.Stdin = r
-	c.watchdog.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := c.watchdog.Start(); err != nil {
-		w.Close()
-		return fmt.Errorf("start watchdog: %w", err)
-	}
-	c.keep = w
-	return nil
-}
-
-// stopArgv is the command that stops the server at once (no checkpoint:
-// nothing in it is kept).
-func (c *cluster) stopArgv() []string {
-	return append(append(slices.Clone(c.asPostgres), c.pgCtl), "-D", filepath.Join(c.dir, "data"), "-m", "immediate", "-w", "stop")
-}
-
-// stopServer stops the server without the watchdog.
-func (c *cluster) stopServer() {
-	argv := c.stopArgv()
-	_ = exec.Command(argv[0], argv[1:]...).Run()
-}
-
-// stop has the watchdog stop the server and remove its directory, and
-// waits for it.
-func (c *cluster) stop() error {
-	c.keep.Close()
-	if err := c.watchdog.Wait(); err != nil {
-		return fmt.Errorf("stop the test cluster in %s: %w", c.dir, err)
-	}
-	if _, err := os.Stat(c.dir); !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("stop the test cluster: %s is left", c.dir)
-	}
-	return nil
-}
-
-func (c *cluster) remove() { _ = os.RemoveAll(c.dir) }
-
-// tail returns the end of a server log, for an error message.
-func tail(path string) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return string(b)
+	return c, err
 }

@@ -2,7 +2,6 @@ package pgtest
 
 import (
 	"context"
-	"errors"
 	"os"
 	"testing"
 
@@ -44,49 +43,5 @@ func TestNewDatabase(t *testing.T) {
 	}
 	if name == "" || left != 0 {
 		t.Errorf("database %q: %d left after its test", name, left)
-	}
-}
-
-// TestCluster starts and stops a cluster of its own, even where
-// $SORTIE_TEST_DATABASE_URL points elsewhere (as in CI), so that the way a
-// developer's tests get a server is tested in CI too. Stopping closes the
-// watchdog's pipe, as the death of the test binary would.
-func TestCluster(t *testing.T) {
-	c, err := startCluster()
-	switch {
-	case errors.Is(err, errNoBinaries) && os.Getenv("CI") == "":
-		t.Skip(err)
-	case err != nil:
-		t.Fatal(err)
-	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			c.stop()
-		}
-	}()
-	conn, err := pgx.Connect(t.Context(), c.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var maxConns string
-	err = conn.QueryRow(t.Context(), `SHOW max_connections`).Scan(&maxConns)
-	conn.Close(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if maxConns != "300" {
-		t.Errorf("max_connections = %s, want 300", maxConns)
-	}
-	stopped = true
-	if err := c.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(c.dir); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("%s left after stop: %v", c.dir, err)
-	}
-	if conn, err := pgx.Connect(t.Context(), c.url); err == nil {
-		conn.Close(context.Background())
-		t.Error("the cluster answers after stop")
 	}
 }
