@@ -126,7 +126,10 @@ var streamPipelines = []string{"deploy", "hourly", "periodic", "check", "check"}
 // each trigger sent to a node drawn at random, and a pipeline on a cron of
 // every minute. Meanwhile, at random moments, a node is killed (kill -9;
 // every third disruption kills the leader) and restarted on its state
-// dir, or stopped (SIGSTOP) for longer than its lease and continued. Then,
+// dir, stopped (SIGSTOP) for longer than its lease and continued, or (every
+// third disruption) shut down cleanly (SIGTERM: it lets its running builds
+// finish, then hands its unfinished buildsets over, which its log says)
+// and restarted. Then,
 // from every node's API: every buildset is DONE SUCCESS; no two holders of
 // a max-1 semaphore overlapped (the jobs' journal and hold locks,
 // jobScript); no holder is left; every build's log is readable, with the
@@ -175,7 +178,9 @@ func TestChaos(t *testing.T) {
 	c := &cluster{t: t, ctx: ctx, bin: bin, dir: dir,
 		env: []string{"SORTIE_TOKENS=" + token, "SORTIE_DATABASE=" + db},
 		args: []string{"--config", cfg, "--lease", lease.String(), "--leader-ttl", leaderTTL.String(),
-			"--leader-retry", leaderRetry.String(), "--grace", "2s"},
+			// A clean stop's grace: far above a job's 0.8 s, so that
+			// its running builds finish rather than end CANCELED.
+			"--leader-retry", leaderRetry.String(), "--grace", "20s"},
 		http: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}},
 	}
 	t.Cleanup(c.killAll)
@@ -242,7 +247,7 @@ func TestChaos(t *testing.T) {
 	// for long enough, and the stream is over.
 	rng := rand.New(rand.NewPCG(seed, 7))
 	chaosEnd := time.Now().Add(chaosFor)
-	var kills, leaderKills, stops int
+	var kills, leaderKills, stops, terms int
 	var log []string
 	for i := 0; ; i++ {
 		streamOver := false
@@ -255,12 +260,14 @@ func TestChaos(t *testing.T) {
 			break
 		}
 		c.pause(time.Duration(3000+rng.IntN(9000)) * time.Millisecond)
-		var victim *node
-		action := rng.IntN(2)
-		if i%3 == 0 {
+		// Every third disruption kills the leader, every third stops a
+		// node cleanly, the others kill or SIGSTOP one.
+		victim, action := c.nodes[rng.IntN(len(c.nodes))], rng.IntN(2)
+		switch i % 3 {
+		case 0:
 			victim, action = c.leader(), 0
-		} else {
-			victim = c.nodes[rng.IntN(len(c.nodes))]
+		case 1:
+			action = 2
 		}
 		wasLeader := c.leads(victim)
 		switch action {
@@ -281,8 +288,17 @@ func TestChaos(t *testing.T) {
 			log = append(log, fmt.Sprintf("SIGSTOP %s%s for %s", victim.name, leaderMark(wasLeader), stopped))
 			c.pause(stopped)
 			c.signal(victim, syscall.SIGCONT)
+		case 2:
+			began := time.Now()
+			c.term(victim)
+			terms++
+			down := time.Duration(500+rng.IntN(3500)) * time.Millisecond
+			log = append(log, fmt.Sprintf("SIGTERM %s%s, stopped in %s, down %s", victim.name, leaderMark(wasLeader),
+				time.Since(began).Round(time.Millisecond), down))
+			c.pause(down)
+			c.start(victim)
 		}
-		t.Logf("disruption %d at %s: %s", kills+stops, time.Now().Format(time.TimeOnly), log[len(log)-1])
+		t.Logf("disruption %d at %s: %s", kills+stops+terms, time.Now().Format(time.TimeOnly), log[len(log)-1])
 		c.checkAlive()
 	}
 	chaosOver := time.Now()
@@ -443,8 +459,8 @@ func TestChaos(t *testing.T) {
 	if len(minutes) < 3 {
 		t.Errorf("the chaos spanned %d whole minutes, want at least 3", len(minutes))
 	}
-	if kills+stops < 10 || leaderKills < 3 {
-		t.Errorf("%d disruptions, %d kills of the leader: want at least 10 and 3", kills+stops, leaderKills)
+	if kills+stops+terms < 10 || leaderKills < 3 {
+		t.Errorf("%d disruptions, %d kills of the leader: want at least 10 and 3", kills+stops+terms, leaderKills)
 	}
 	if len(ids) < 40 {
 		t.Errorf("%d buildsets triggered, want at least 40", len(ids))
@@ -452,11 +468,11 @@ func TestChaos(t *testing.T) {
 
 	t.Logf("disruptions: %s", strings.Join(log, "; "))
 	ran, renewed := c.startsPerNode(filepath.Join(dir, "journal"))
-	say(t, fmt.Sprintf("chaos test (seed %d): 3 nodes, %d disruptions in %s (%d kill -9, %d of the leader; %d SIGSTOP > lease %s); "+
+	say(t, fmt.Sprintf("chaos test (seed %d): 3 nodes, %d disruptions in %s (%d kill -9, %d of the leader; %d SIGSTOP > lease %s; %d SIGTERM); "+
 		"leases lost and gone on as a new owner: %d; %d buildsets triggered (%d triggers refused or lost and sent again), %d in the store %v, not DONE SUCCESS on some node: %d; builds retried: %d; "+
 		"max-1 semaphore overlaps: %d (%d holder intervals checked); holders left: %d; logs read: %d (%d builds x 3 nodes); "+
 		"cron once a minute: %d minutes checked, %d wrong [%s]; job starts per node: %s",
-		seed, kills+stops, chaosOver.Sub(chaosEnd.Add(-chaosFor)).Round(time.Second), kills, leaderKills, stops, lease,
+		seed, kills+stops+terms, chaosOver.Sub(chaosEnd.Add(-chaosFor)).Round(time.Second), kills, leaderKills, stops, lease, terms,
 		renewed, len(ids), c.errs, len(all), perPipeline, notSuccess, retried,
 		len(crossings)+strings.Count(string(overlaps), "\n"), intervals, leftover, logsRead, logsRead/3,
 		len(minutes), cronBad, strings.Join(minutes, " "), ran))
@@ -584,6 +600,26 @@ func (c *cluster) kill(n *node) {
 	n.killed = true
 	n.cmd.Process.Signal(syscall.SIGKILL)
 	<-n.done
+}
+
+// term stops n cleanly (SIGTERM), waits for it to exit, and checks that
+// it handed its buildsets over.
+func (c *cluster) term(n *node) {
+	n.killed = true
+	c.signal(n, syscall.SIGTERM)
+	select {
+	case <-n.done:
+	case <-time.After(time.Minute):
+		c.fatalf("%s did not exit within a minute of SIGTERM", n.name)
+	}
+	out, err := os.ReadFile(n.log)
+	if err != nil {
+		c.fatalf("%s's log: %v", n.name, err)
+	}
+	last := out[bytes.LastIndex(out, []byte("=== chaos test: start ")):]
+	if !bytes.Contains(last, []byte("handed this server's buildsets over")) {
+		c.fatalf("%s stopped cleanly without handing its buildsets over", n.name)
+	}
 }
 
 func (c *cluster) signal(n *node, sig syscall.Signal) {
