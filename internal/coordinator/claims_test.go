@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/store"
+	"github.com/sortie-ci/sortie/internal/store/sqlite"
 )
 
 const claimsConfig = `
@@ -268,4 +269,30 @@ func processGone(pid int) bool {
 	}
 	i := strings.LastIndexByte(string(b), ')')
 	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+}
+
+// TestCleanStopWithoutStore: a server whose store is gone when it stops
+// (a database down) still stops, says it could not hand its buildsets
+// over, and leaves its owner for the lease path: nothing hangs on it.
+func TestCleanStopWithoutStore(t *testing.T) {
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "sortie.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessWith(t, fmt.Sprintf(claimsConfig, "true"), harnessOptions{store: st})
+	h.start()
+	st.Close()
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		h.c.Stop(context.Background())
+	}()
+	select {
+	case <-stopped:
+	case <-waitCtx(t).Done():
+		t.Fatal("Stop hangs on a store that is gone")
+	}
+	if log := h.log.String(); !strings.Contains(log, "could not hand this server's buildsets over") {
+		t.Errorf("no word of the failed hand-over in the log:\n%s", log)
+	}
 }
