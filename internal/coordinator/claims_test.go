@@ -29,8 +29,14 @@ pipelines:
 // whose job waits for g; a, started first, leads.
 func twoServers(t *testing.T, open func() store.Store, g gate) (a, b *harness) {
 	t.Helper()
-	cfg := fmt.Sprintf(claimsConfig, g.wait())
-	o := harnessOptions{store: open()}
+	return twoServersWith(t, open, fmt.Sprintf(claimsConfig, g.wait()), harnessOptions{})
+}
+
+// twoServersWith starts two servers on one store (each its own of open),
+// with config cfg and options o; a, started first, leads.
+func twoServersWith(t *testing.T, open func() store.Store, cfg string, o harnessOptions) (a, b *harness) {
+	t.Helper()
+	o.store = open()
 	a = newHarnessWith(t, cfg, o)
 	o.store, o.repo = open(), a.repo
 	b = newHarnessWith(t, cfg, o)
@@ -196,12 +202,7 @@ pipelines:
 				t.Fatal(err)
 			}
 		}
-		o := harnessOptions{store: open(), lease: time.Hour, grace: time.Minute}
-		a := newHarnessWith(t, cfg, o)
-		o.store, o.repo = open(), a.repo
-		b := newHarnessWith(t, cfg, o)
-		a.start()
-		b.start()
+		a, b := twoServersWith(t, open, cfg, harnessOptions{lease: time.Hour, grace: time.Minute})
 		ctx := waitCtx(t)
 		a.submit("p")
 		a.submit("p")
