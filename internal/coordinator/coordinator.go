@@ -570,12 +570,11 @@ var errShutdown = errors.New("sortie serve shut down")
 // errShutdown as the cause, and always waits for it: those builds, and
 // their buildsets, end CANCELED. A buildset drained (its running builds
 // done, the next not started) is left RUNNING in the store for the next
-// start, or another server, to resume. Then it stops the report worker and the semaphore
-// lease, and last, a server's, hands its owner over (handOver): the other
-// servers claim its buildsets at once instead of once its lease has run
-// out. Stop is
-// safe to call twice (the second call waits for the first) and before
-// Start (it does nothing).
+// start, or another server, to resume. Then it stops the report worker
+// and the semaphore lease, and last, a server's, hands its owner over
+// (handOver): the other servers claim its buildsets at once instead of
+// once its lease has run out. Stop is safe to call twice (the second
+// call waits for the first) and before Start (it does nothing).
 func (c *Coordinator) Stop(ctx context.Context) {
 	c.lifeMu.Lock()
 	if !c.started {
