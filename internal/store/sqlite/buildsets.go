@@ -80,9 +80,9 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 			return fmt.Errorf("already exists: %w", store.ErrConflict)
 		}
 		res, err := s.txExec(ctx, tx, `
-			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, result, error, plan, spec, cause, rerun_of, pinned_to, created_at, finished_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			bs.ID, bs.Pipeline, bs.Commit, files, state, result, why, plan, spec, bs.Cause, bs.RerunOf, bs.PinnedTo,
+			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, result, error, cause, rerun_of, pinned_to, created_at, finished_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			bs.ID, bs.Pipeline, bs.Commit, files, state, result, why, bs.Cause, bs.RerunOf, bs.PinnedTo,
 			nanos(bs.CreatedAt), finished)
 		if err != nil {
 			return err
@@ -90,6 +90,11 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 		// seq is the table's INTEGER PRIMARY KEY, so the rowid.
 		if seq, err = res.LastInsertId(); err != nil {
 			return err
+		}
+		if plan != nil || spec != nil {
+			if _, err := s.txExec(ctx, tx, `INSERT INTO buildset_specs (seq, plan, spec) VALUES (?, ?, ?)`, seq, plan, spec); err != nil {
+				return err
+			}
 		}
 		if err := s.claimTriggers(ctx, tx, bs, p); err != nil {
 			return err
@@ -116,6 +121,10 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 }
 
 const buildsetColumns = `seq, id, pipeline, commit_sha, files, state, result, error, plan, spec, cause, rerun_of, owner, pinned_to, created_at, started_at, finished_at`
+
+// withSpecs is what buildsetColumns are read from: the buildsets and,
+// apart, their plans and specs (migration 0013), which are never changed.
+const withSpecs = `buildsets LEFT JOIN buildset_specs USING (seq)`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -153,7 +162,7 @@ func scanBuildset(row scanner) (*store.Buildset, error) {
 
 // GetBuildset returns the buildset with the given id, or ErrNotFound.
 func (s *Store) GetBuildset(ctx context.Context, id string) (*store.Buildset, error) {
-	row := s.row(ctx, `SELECT `+buildsetColumns+` FROM buildsets WHERE id = ?`, id)
+	row := s.row(ctx, `SELECT `+buildsetColumns+` FROM `+withSpecs+` WHERE id = ?`, id)
 	bs, err := scanBuildset(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = store.ErrNotFound
@@ -204,7 +213,7 @@ func (s *Store) ListBuildsets(ctx context.Context, f store.Filter) ([]*store.Bui
 	if limit <= 0 {
 		limit = defaultLimit
 	}
-	q := `SELECT ` + buildsetColumns + ` FROM buildsets`
+	q := `SELECT ` + buildsetColumns + ` FROM ` + withSpecs
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
@@ -233,7 +242,7 @@ func (s *Store) ListBuildsets(ctx context.Context, f store.Filter) ([]*store.Bui
 // ActiveBuildsets returns every buildset not DONE (QUEUED, ADMITTED,
 // RUNNING), oldest first (by Seq).
 func (s *Store) ActiveBuildsets(ctx context.Context) ([]*store.Buildset, error) {
-	rows, err := s.rows(ctx, `SELECT `+buildsetColumns+` FROM buildsets WHERE state IN (?, ?, ?) ORDER BY seq`,
+	rows, err := s.rows(ctx, `SELECT `+buildsetColumns+` FROM `+withSpecs+` WHERE state IN (?, ?, ?) ORDER BY seq`,
 		store.BuildsetQueued, store.BuildsetAdmitted, store.BuildsetRunning)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: active buildsets: %w", err)
@@ -327,6 +336,7 @@ func (s *Store) ClaimBuildsets(ctx context.Context, p store.ClaimParams) ([]*sto
 				SELECT * FROM (SELECT * FROM buildsets WHERE state = ? AND owner = '' AND pinned_to = '' ORDER BY seq LIMIT max(?, 1))
 				UNION ALL
 				SELECT * FROM (SELECT * FROM buildsets WHERE state = ? AND owner = '' AND pinned_to = '' ORDER BY seq LIMIT ?))
+			LEFT JOIN buildset_specs USING (seq)
 			ORDER BY state = ? DESC, seq LIMIT max(?, 1)`,
 			store.BuildsetRunning, max(p.Max, 0), store.BuildsetAdmitted, max(p.Max, 0), store.BuildsetRunning, max(p.Max, 0))
 		if err != nil {
