@@ -91,10 +91,14 @@ func (c *Coordinator) turn(ctx context.Context, bs *store.Buildset) (*store.Buil
 	if _, ok := cfg.Pipelines[bs.Pipeline]; !ok {
 		return nil, fmt.Errorf("pipeline %s is not in the config", bs.Pipeline)
 	}
-	active, err := c.st.ActiveBuildsets(ctx)
+	// Every active buildset, without the plans and specs that the
+	// managers' decision does not read: a run's own plan and spec are
+	// most of what ActiveBuildsets would read, every poll.
+	ch, err := c.st.ChangedBuildsets(ctx, 0)
 	if err != nil {
 		return nil, err
 	}
+	active := ch.Buildsets
 	servers, err := c.serverAlive(ctx)
 	if err != nil {
 		return nil, err
