@@ -106,6 +106,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer env.Close()
 	env.runner.MaxParallel = *maxPar
+	// The buildset made below runs at once, from the plan and spec just
+	// made rather than from its stored copies decoded again.
+	env.runner.Fresh = &buildset.Fresh{}
 	env.sems.Precedence = cfg.Pipelines[*pipeline].Precedence.Rank()
 	prog := newProgress(stdout, *quiet)
 	env.runner.Observer = prog

@@ -106,6 +106,10 @@ type Runner struct {
 	// report deliveries (the coordinator wakes its report worker). It
 	// must not block.
 	Reported func()
+	// Fresh, when set, keeps the plan and spec of the last buildset this
+	// runner made, for RunWith to take rather than decode the copies it
+	// was given: `sortie run` makes a buildset and runs it at once.
+	Fresh *Fresh
 }
 
 func (r *Runner) now() time.Time {
@@ -346,6 +350,9 @@ func (r *Runner) insert(ctx context.Context, bs *store.Buildset, plan *graph.Pla
 	if err := r.Store.CreateBuildset(ctx, p); err != nil {
 		return nil, fmt.Errorf("create buildset: %w", err)
 	}
+	if planErr == nil && p.Skipped == "" {
+		r.Fresh.put(bs.ID, plan, spec)
+	}
 	r.reported(p.Reports)
 	switch {
 	case planErr != nil:
@@ -441,13 +448,15 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 		case <-ctx.Done():
 		}
 	}()
-	plan, err := Plan(bs)
-	if err != nil {
-		return fail(err)
-	}
-	spec, err := SpecOf(bs)
-	if err != nil {
-		return fail(err)
+	plan, spec := r.Fresh.take(bs.ID)
+	var err error
+	if plan == nil {
+		if plan, err = Plan(bs); err != nil {
+			return fail(err)
+		}
+		if spec, err = SpecOf(bs); err != nil {
+			return fail(err)
+		}
 	}
 	drained := false
 	// Whatever happens below, nothing of this buildset stays held, but
