@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -314,5 +315,95 @@ func TestJobDurationsByIndex(t *testing.T) {
 	}
 	if n != 0 {
 		t.Error("attempts_job_result_finished is still there: every attempt's start and end still writes it")
+	}
+}
+
+// TestUpgradeMovesPlansAndSpecs: migration 0013 moves every buildset's
+// plan and spec out of its row into buildset_specs, as they were, and
+// leaves a buildset that had neither without a row there; the buildsets
+// read after the upgrade are those read before it, and one made after it
+// reads back as made.
+func TestUpgradeMovesPlansAndSpecs(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := slices.IndexFunc(ms, func(m store.Migration) bool { return m.Version == 13 })
+	if at < 0 {
+		t.Fatal("no migration 13")
+	}
+	path := filepath.Join(t.TempDir(), "sortie.db")
+	db, err := openDB(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	qs := []string{`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)`}
+	for _, m := range ms[:at] {
+		qs = append(qs, m.SQL, fmt.Sprintf(`INSERT INTO schema_migrations (version) VALUES (%d)`, m.Version))
+	}
+	big := `{"jobs":"` + strings.Repeat("x", 50_000) + `"}` // on overflow pages
+	qs = append(qs,
+		`INSERT INTO buildsets (id, pipeline, commit_sha, state, plan, spec, created_at) VALUES
+			('both', 'deploy', 'c', 'RUNNING', CAST('`+big+`' AS BLOB), CAST('{"max_parallel":2}' AS BLOB), 1),
+			('config-error', 'deploy', 'c', 'DONE', CAST('null' AS BLOB), NULL, 2),
+			('neither', 'deploy', 'c', 'DONE', NULL, NULL, 3)`,
+	)
+	for _, q := range qs {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%.200s: %v", q, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for id, want := range map[string][2]string{
+		"both":         {big, `{"max_parallel":2}`},
+		"config-error": {"null", ""},
+		"neither":      {"", ""},
+	} {
+		bs, err := s.GetBuildset(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(bs.Plan) != want[0] || string(bs.Spec) != want[1] || (want[0] == "") != (bs.Plan == nil) {
+			t.Errorf("%s after the upgrade: plan %.40q (nil %v), spec %q; want %.40q, %q", id, bs.Plan, bs.Plan == nil, bs.Spec, want[0], want[1])
+		}
+	}
+	var rows int
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM buildset_specs`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 2 {
+		t.Errorf("buildset_specs has %d rows, want 2 (none for a buildset with neither)", rows)
+	}
+	if _, err := s.r.ExecContext(ctx, `SELECT plan FROM buildsets`); err == nil {
+		t.Error("buildsets still has its plan column")
+	}
+	bs := &store.Buildset{ID: "after", Pipeline: "deploy", Commit: "c", CreatedAt: time.Unix(4, 0), Plan: []byte(`{"jobs":[]}`), Spec: []byte(`{}`)}
+	if err := s.CreateBuildset(ctx, store.CreateBuildsetParams{Buildset: bs, Skipped: "nothing selected"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetBuildset(ctx, "after")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Plan) != `{"jobs":[]}` || string(got.Spec) != `{}` || got.Seq != 4 {
+		t.Errorf("made after the upgrade: seq %d, plan %q, spec %q", got.Seq, got.Plan, got.Spec)
+	}
+	var check string
+	if err := s.w.QueryRowContext(ctx, `PRAGMA integrity_check`).Scan(&check); err != nil {
+		t.Fatal(err)
+	}
+	if check != "ok" {
+		t.Errorf("integrity_check: %s", check)
 	}
 }
