@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/sortie-ci/sortie/internal/store"
 	"github.com/sortie-ci/sortie/internal/store/postgres/pgtest"
+	"github.com/sortie-ci/sortie/internal/store/storetest"
 )
 
 // open opens a store on a fresh database, closed when the test ends.
@@ -417,7 +417,6 @@ func TestUpgradeLeasesToOwners(t *testing.T) {
 // own database, whatever other tests write to the cluster).
 func TestStateChangesLeavePlanAndSpec(t *testing.T) {
 	t.Parallel()
-	ctx := t.Context()
 	s, dbURL := open(t)
 	conn := connect(t, dbURL)
 	// Random, so that compression does not shrink them: 300 KB each.
@@ -429,46 +428,19 @@ func TestStateChangesLeavePlanAndSpec(t *testing.T) {
 		return []byte(`{"x":"` + hex.EncodeToString(b) + `"}`)
 	}
 	plan, spec := random(), random()
-	bs := &store.Buildset{ID: "bs", Pipeline: "deploy", Commit: "c", CreatedAt: time.Now(), Plan: plan, Spec: spec}
-	if err := s.CreateBuildset(ctx, store.CreateBuildsetParams{Buildset: bs, Jobs: []string{"boot"}}); err != nil {
-		t.Fatal(err)
-	}
-	f, err := s.RegisterOwner(ctx, store.RegisterOwnerParams{ID: "server", Kind: store.OwnerNode, Lease: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
 	toast := func() int64 {
 		t.Helper()
 		var n int64
-		if err := conn.QueryRow(ctx, `SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE relname = 'buildsets'`).Scan(&n); err != nil {
+		if err := conn.QueryRow(t.Context(), `SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE relname = 'buildsets'`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
 	}
-	before := toast()
+	before, after := storetest.ThroughStates(t, s, plan, spec, toast)
 	if before < int64(len(plan)+len(spec)) {
-		t.Fatalf("the TOAST relation holds %d bytes, less than the plan and spec (%d): not stored apart", before, len(plan)+len(spec))
+		t.Errorf("the TOAST relation held %d bytes, less than the plan and spec (%d): not stored apart", before, len(plan)+len(spec))
 	}
-	if err := s.AdmitBuildset(ctx, bs.ID, f, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	if claimed, err := s.ClaimBuildsets(ctx, store.ClaimParams{Fence: f, Max: 1}); err != nil || len(claimed) != 1 {
-		t.Fatalf("claim: %d buildsets, %v", len(claimed), err)
-	}
-	if err := s.StartBuildset(ctx, store.StartBuildsetParams{ID: bs.ID, Fence: f, At: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.EndBuildset(ctx, store.EndBuildsetParams{ID: bs.ID, Result: store.Success, BuildResult: store.Success, At: time.Now(), Fence: &f}); err != nil {
-		t.Fatal(err)
-	}
-	if after := toast(); after != before {
+	if after != before {
 		t.Errorf("four state changes took the TOAST relation from %d to %d bytes: the plan and spec were written again", before, after)
-	}
-	got, err := s.GetBuildset(ctx, bs.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got.Plan, plan) || !bytes.Equal(got.Spec, spec) || got.State != store.BuildsetDone {
-		t.Errorf("after its end: %s, plan of %d bytes, spec of %d; want DONE with both as made", got.State, len(got.Plan), len(got.Spec))
 	}
 }

@@ -1,7 +1,6 @@
 package sqlite_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -262,60 +261,31 @@ func TestCheckpoint(t *testing.T) {
 // overflow pages and all.
 func TestStateChangesLeavePlanAndSpec(t *testing.T) {
 	t.Parallel()
-	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "sortie.db")
 	s := open(t, path)
 	// 25 pages each, as JSON of the size of a 1,000-job buildset's.
 	plan := []byte(`{"jobs":"` + strings.Repeat("p", 100_000) + `"}`)
 	spec := []byte(`{"jobs":"` + strings.Repeat("s", 100_000) + `"}`)
-	bs := &store.Buildset{ID: "bs", Pipeline: "deploy", Commit: "c", CreatedAt: time.Now(), Plan: plan, Spec: spec}
-	if err := s.CreateBuildset(ctx, store.CreateBuildsetParams{Buildset: bs, Jobs: []string{"boot"}}); err != nil {
-		t.Fatal(err)
-	}
-	f, err := s.RegisterOwner(ctx, store.RegisterOwnerParams{ID: "server", Kind: store.OwnerNode, Lease: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// How many frames the log holds, asked by another connection without
 	// copying any (a NOOP checkpoint). Nothing here reaches the thousand
 	// frames at which SQLite would copy them and start the log again.
-	frames := func() int {
+	frames := func() int64 {
 		t.Helper()
 		db, err := sql.Open("sqlite", path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer db.Close()
-		var busy, log, copied int
-		if err := db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(NOOP)`).Scan(&busy, &log, &copied); err != nil {
+		var busy, log, copied int64
+		if err := db.QueryRowContext(t.Context(), `PRAGMA wal_checkpoint(NOOP)`).Scan(&busy, &log, &copied); err != nil {
 			t.Fatal(err)
 		}
 		return log
 	}
-	before := frames()
-	if err := s.AdmitBuildset(ctx, bs.ID, f, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	if claimed, err := s.ClaimBuildsets(ctx, store.ClaimParams{Fence: f, Max: 1}); err != nil || len(claimed) != 1 {
-		t.Fatalf("claim: %d buildsets, %v", len(claimed), err)
-	}
-	if err := s.StartBuildset(ctx, store.StartBuildsetParams{ID: bs.ID, Fence: f, At: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.EndBuildset(ctx, store.EndBuildsetParams{ID: bs.ID, Result: store.Success, BuildResult: store.Success, At: time.Now(), Fence: &f}); err != nil {
-		t.Fatal(err)
-	}
-	after := frames()
+	before, after := storetest.ThroughStates(t, s, plan, spec, frames)
 	// Four transactions of a few pages each (the buildset's row and its
 	// indexes, the counter, the build); 200 and more with the row whole.
 	if n := after - before; n < 4 || n > 40 {
 		t.Errorf("four state changes wrote %d frames to the log (%d to %d); want a few pages each", n, before, after)
-	}
-	got, err := s.GetBuildset(ctx, bs.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got.Plan, plan) || !bytes.Equal(got.Spec, spec) || got.State != store.BuildsetDone {
-		t.Errorf("after its end: %s, plan of %d bytes, spec of %d; want DONE with both as made", got.State, len(got.Plan), len(got.Spec))
 	}
 }
