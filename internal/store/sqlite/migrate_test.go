@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"maps"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,12 +79,11 @@ func TestNewerSchema(t *testing.T) {
 	}
 }
 
-// TestUpgradeFrom1 opens a database of the first schema that holds data:
-// rebuilding buildsets keeps every row and its seq, does not cascade to the
-// builds and attempts, keeps the AUTOINCREMENT counter, and leaves foreign
-// keys on.
-func TestUpgradeFrom1(t *testing.T) {
-	t.Parallel()
+// upgraded makes a database with the migrations up to version only, runs
+// rows on it (a version's data), then opens it as a store, which applies
+// the rest; the store is closed when the test ends.
+func upgraded(t *testing.T, version int, rows ...string) *Store {
+	t.Helper()
 	ctx := t.Context()
 	ms, err := migrations()
 	if err != nil {
@@ -97,10 +95,40 @@ func TestUpgradeFrom1(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.SetMaxOpenConns(1)
-	for _, q := range []string{
-		`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)`,
-		ms[0].SQL,
-		`INSERT INTO schema_migrations (version) VALUES (1)`,
+	qs := []string{`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)`}
+	for _, m := range ms {
+		if m.Version <= version {
+			qs = append(qs, m.SQL, fmt.Sprintf(`INSERT INTO schema_migrations (version) VALUES (%d)`, m.Version))
+		}
+	}
+	for _, q := range append(qs, rows...) {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%.200s: %v", q, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestUpgradeFrom1 opens a database of the first schema that holds data:
+// rebuilding buildsets keeps every row and its seq, does not cascade to the
+// builds and attempts, keeps the AUTOINCREMENT counter, and leaves foreign
+// keys on.
+func TestUpgradeFrom1(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := upgraded(t, 1,
 		`INSERT INTO buildsets (id, pipeline, commit_sha, files, state, plan, owner, created_at, started_at)
 			VALUES ('bs1', 'deploy', 'c1', '["a.yaml"]', 'RUNNING', x'7b7d', 'proc', 10, 20)`,
 		`INSERT INTO buildsets (id, pipeline, commit_sha, state, result, created_at, finished_at)
@@ -109,20 +137,7 @@ func TestUpgradeFrom1(t *testing.T) {
 		`INSERT INTO builds (buildset_id, job, seq, state) VALUES ('bs1', 'bootstrap', 0, 'DONE'), ('bs1', 'base', 1, 'RUNNING')`,
 		`INSERT INTO attempts (buildset_id, job, number, owner, started_at) VALUES ('bs1', 'base', 1, 'proc', 25)`,
 		`DELETE FROM buildsets WHERE id = 'bs3'`, // its seq, 3, must not come back
-	} {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	)
 	var versions int
 	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations`).Scan(&versions); err != nil {
 		t.Fatal(err)
@@ -199,41 +214,13 @@ func TestUpgradeFrom1(t *testing.T) {
 func TestUpgradeLeasesToOwners(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	ms, err := migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "sortie.db")
-	db, err := openDB(path, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.SetMaxOpenConns(1)
-	qs := []string{`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)`}
-	for _, m := range ms[:3] {
-		qs = append(qs, m.SQL, fmt.Sprintf(`INSERT INTO schema_migrations (version) VALUES (%d)`, m.Version))
-	}
-	qs = append(qs,
+	s := upgraded(t, 3,
 		`INSERT INTO leases (owner, expires_at) VALUES ('run-a', 100), ('srv-b', 200)`,
 		`INSERT INTO semaphore_holders (semaphore, holder, buildset, owner, acquired_at) VALUES ('P', 'bs1', 'bs1', 'srv-c', 5)`,
 		`INSERT INTO buildsets (id, pipeline, commit_sha, state, owner, created_at) VALUES
 			('bs1', 'deploy', 'c', 'RUNNING', 'srv-c', 1), ('bs2', 'deploy', 'c', 'QUEUED', 'run-a', 2),
 			('bs3', 'deploy', 'c', 'ADMITTED', 'srv-b', 3)`,
 	)
-	for _, q := range qs {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	owners, err := s.Owners(ctx, store.OwnerFilter{})
 	if err != nil {
 		t.Fatal(err)
@@ -326,45 +313,13 @@ func TestJobDurationsByIndex(t *testing.T) {
 func TestUpgradeMovesPlansAndSpecs(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	ms, err := migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := slices.IndexFunc(ms, func(m store.Migration) bool { return m.Version == 13 })
-	if at < 0 {
-		t.Fatal("no migration 13")
-	}
-	path := filepath.Join(t.TempDir(), "sortie.db")
-	db, err := openDB(path, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.SetMaxOpenConns(1)
-	qs := []string{`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)`}
-	for _, m := range ms[:at] {
-		qs = append(qs, m.SQL, fmt.Sprintf(`INSERT INTO schema_migrations (version) VALUES (%d)`, m.Version))
-	}
 	big := `{"jobs":"` + strings.Repeat("x", 50_000) + `"}` // on overflow pages
-	qs = append(qs,
+	s := upgraded(t, 12,
 		`INSERT INTO buildsets (id, pipeline, commit_sha, state, plan, spec, created_at) VALUES
 			('both', 'deploy', 'c', 'RUNNING', CAST('`+big+`' AS BLOB), CAST('{"max_parallel":2}' AS BLOB), 1),
 			('config-error', 'deploy', 'c', 'DONE', CAST('null' AS BLOB), NULL, 2),
 			('neither', 'deploy', 'c', 'DONE', NULL, NULL, 3)`,
 	)
-	for _, q := range qs {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%.200s: %v", q, err)
-		}
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	for id, want := range map[string][2]string{
 		"both":         {big, `{"max_parallel":2}`},
 		"config-error": {"null", ""},
