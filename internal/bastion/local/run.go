@@ -127,14 +127,14 @@ func environ(env map[string]string, entry string) ([]string, error) {
 // process is a command started by startProcess: the leader of its process
 // group, whose output a goroutine copies to the log.
 type process struct {
-	proc    *os.Process
-	state   *os.ProcessState // once reaped
-	mark    []byte           // "<bastion.RunEnv>=<id>": the environment entry of its processes
-	log     io.Writer        // written by copy, then by wait once copy is done
-	out     *os.File         // the read end of the output pipe
-	exited  chan error       // the leader has exited, not yet reaped; buffered
-	copied  chan struct{}    // the copy goroutine is done; closed
-	untrack func()           // removes the group's record once it is gone
+	pid     int                 // the leader's, and its group's id
+	status  *syscall.WaitStatus // once reaped
+	mark    []byte              // "<bastion.RunEnv>=<id>": the environment entry of its processes
+	log     io.Writer           // written by copy, then by wait once copy is done
+	out     *os.File            // the read end of the output pipe
+	exited  chan error          // the leader has exited, not yet reaped; buffered
+	copied  chan struct{}       // the copy goroutine is done; closed
+	untrack func()              // removes the group's record once it is gone
 }
 
 // startProcess starts /bin/sh -c command. It starts two goroutines that
@@ -161,33 +161,34 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 		// sh exports PWD to what it runs; so does a direct start.
 		argv, env, direct = d, append(env, "PWD="+dir), true
 	}
-	// os.StartProcess rather than exec.Cmd, which costs some 25 µs more a
-	// start (a look-up, a context, goroutines) on runs of short jobs. The
-	// child gets the write end of the pipe directly, so no copying
-	// goroutine's wait blocks while a leftover child holds it; stdin is
-	// /dev/null, as exec.Cmd would make it.
+	// syscall.ForkExec rather than exec.Cmd, which costs some 25 µs more a
+	// start (a look-up, a context, goroutines) on runs of short jobs, or
+	// os.StartProcess, which also opens a pidfd for every process and
+	// registers its cleanup with the runtime (see forkExec). The child
+	// gets the write end of the pipe directly, so no copying goroutine's
+	// wait blocks while a leftover child holds it; stdin is /dev/null, as
+	// exec.Cmd would make it.
 	null, err := devNull()
 	if err != nil {
 		pr.Close()
 		pw.Close()
 		return nil, fmt.Errorf("start: %w", err)
 	}
-	attr := &os.ProcAttr{Dir: dir, Env: lastWins(env), Files: []*os.File{null, pw, pw}, Sys: &syscall.SysProcAttr{Setpgid: true}}
-	proc, err := os.StartProcess(argv[0], argv, attr)
+	attr := &syscall.ProcAttr{Dir: dir, Env: lastWins(env), Files: []uintptr{null.Fd(), pw.Fd(), pw.Fd()}, Sys: &syscall.SysProcAttr{Setpgid: true}}
+	pid, err := forkExec(argv, attr)
 	if err != nil && direct && execFailed(err) {
 		// A program started directly that cannot be exec'd (missing, not
 		// executable, a script without #!) is the shell's to run or to
 		// say why not, with its message and exit status, as it would
 		// have been without the direct start.
 		attr.Env = lastWins(shEnv)
-		proc, err = os.StartProcess(shArgv[0], shArgv, attr)
+		pid, err = forkExec(shArgv, attr)
 	}
 	pw.Close()
 	if err != nil {
 		pr.Close()
 		return nil, fmt.Errorf("start: %w", err)
 	}
-	pid := proc.Pid
 	untrack := func() {}
 	if track != nil {
 		// The leader is alive or an unreaped zombie: pid is its group's id.
@@ -195,13 +196,13 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 		if err != nil {
 			// Out of KillOwner's reach, it must not run at all.
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
-			_, _ = proc.Wait()
+			_, _ = wait4(pid)
 			pr.Close()
 			return nil, fmt.Errorf("record the process group: %w", err)
 		}
 		untrack = u
 	}
-	p := &process{proc: proc, mark: []byte(mark), log: log, out: pr, exited: make(chan error, 1), copied: make(chan struct{}), untrack: untrack}
+	p := &process{pid: pid, mark: []byte(mark), log: log, out: pr, exited: make(chan error, 1), copied: make(chan struct{}), untrack: untrack}
 	go func() { p.exited <- waitExited(pid) }()
 	go p.copy(log)
 	return p, nil
@@ -303,7 +304,7 @@ func (p *process) wait(ctx context.Context, timeout, grace time.Duration) bastio
 		// there are none, the id is free, but a pid just freed is not
 		// reissued before the pid space wraps around.
 		p.reap()
-		if err := syscall.Kill(-p.proc.Pid, 0); !errors.Is(err, syscall.ESRCH) {
+		if err := syscall.Kill(-p.pid, 0); !errors.Is(err, syscall.ESRCH) {
 			stuck = p.end(true, false, grace)
 		}
 	} else {
@@ -313,8 +314,8 @@ func (p *process) wait(ctx context.Context, timeout, grace time.Duration) bastio
 	}
 	p.untrack()
 	out.ExitCode = -1
-	if p.state != nil {
-		out.ExitCode = p.state.ExitCode()
+	if p.status != nil && p.status.Exited() {
+		out.ExitCode = p.status.ExitStatus()
 	}
 
 	if err := p.out.SetReadDeadline(time.Now().Add(drainDelay)); err != nil {
@@ -331,8 +332,8 @@ func (p *process) wait(ctx context.Context, timeout, grace time.Duration) bastio
 // reap waits for the leader, which has exited or been killed, and keeps
 // its state.
 func (p *process) reap() {
-	if st, err := p.proc.Wait(); err == nil {
-		p.state = st
+	if ws, err := wait4(p.pid); err == nil {
+		p.status = &ws
 	}
 }
 
@@ -365,7 +366,7 @@ func lastWins(env []string) []string {
 // exited and nothing else is left, or, for processes that outlive SIGKILL
 // by killWait, once the leader has exited; it returns those.
 func (p *process) end(exited, sweep bool, grace time.Duration) (stuck []int) {
-	pgid := p.proc.Pid
+	pgid := p.pid
 	var mark []byte
 	if sweep {
 		mark = p.mark
@@ -447,5 +448,31 @@ func exitError(o bastion.Outcome) error {
 		return fmt.Errorf("exit status %d", o.ExitCode)
 	default:
 		return errors.New("killed by a signal")
+	}
+}
+
+// forkExec starts argv[0] and returns its pid; a failure is an
+// *os.PathError, as os.StartProcess gives it, for execFailed. The process
+// is known by its pid alone, as the rest of this file needs it (its group
+// is killed by id, its exit seen by waitExited): no pidfd is opened, to
+// be closed again, and nothing is left for the garbage collector, which
+// took some 7 µs of Sortie's CPU a job on a run of 10,000 no-op jobs
+// (docs/benchmarks.md). The pid stays this process's until wait4 reaps it.
+func forkExec(argv []string, attr *syscall.ProcAttr) (int, error) {
+	pid, err := syscall.ForkExec(argv[0], argv, attr)
+	if err != nil {
+		return 0, &os.PathError{Op: "fork/exec", Path: argv[0], Err: err}
+	}
+	return pid, nil
+}
+
+// wait4 reaps the exited (or killed) process pid and returns its status.
+func wait4(pid int) (syscall.WaitStatus, error) {
+	for {
+		var ws syscall.WaitStatus
+		_, err := syscall.Wait4(pid, &ws, 0, nil)
+		if err != syscall.EINTR {
+			return ws, err
+		}
 	}
 }
