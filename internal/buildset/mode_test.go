@@ -1,6 +1,7 @@
 package buildset_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -82,4 +83,50 @@ func BenchmarkModeOf10k(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestModeKeptApart: a buildset is made with its mode kept apart from its
+// spec (store.Buildset.Mode), and so is its rerun; the lists, which
+// leave specs out, show it; and the mode kept apart is the one read.
+func TestModeKeptApart(t *testing.T) {
+	r, cfg := setup(t, twoJobs)
+	ctx := context.Background()
+	mode := buildset.Mode{Check: true, Limit: "web*"}
+	checked, err := r.Create(ctx, cfg, buildset.Event{Pipeline: "p", Mode: mode})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := r.Create(ctx, cfg, buildset.Event{Pipeline: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := r.Run(ctx, checked); res == store.Success {
+		t.Fatalf("buildset %s: %s, want a failure to rerun", checked.ID, res)
+	}
+	rerun, err := r.Rerun(ctx, checked.ID, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := r.Store.ListBuildsets(ctx, store.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]buildset.Mode{checked.ID: mode, plain.ID: {}, rerun.ID: mode}
+	for _, bs := range list {
+		if bs.Spec != nil || bs.Mode == nil {
+			t.Errorf("listed %s with spec %.30q, mode %q: want its mode alone", bs.ID, bs.Spec, bs.Mode)
+		}
+		if got := buildset.ModeOf(bs); got != want[bs.ID] {
+			t.Errorf("listed %s: mode %+v, want %+v", bs.ID, got, want[bs.ID])
+		}
+		delete(want, bs.ID)
+	}
+	if len(want) != 0 {
+		t.Errorf("not listed: %v", want)
+	}
+	// The mode kept apart wins over a spec that says otherwise.
+	got := buildset.ModeOf(&store.Buildset{Mode: []byte(`{"limit":"db*"}`), Spec: []byte(`{"check":true}`)})
+	if got != (buildset.Mode{Limit: "db*"}) {
+		t.Errorf("ModeOf with a mode and a spec: %+v, want the mode's", got)
+	}
 }

@@ -186,11 +186,19 @@ func Freeze(cfg *config.Config, plan *graph.Plan, mode Mode) (*Spec, error) {
 	return s, nil
 }
 
-// ModeOf reads the mode frozen into a buildset's spec: the zero Mode when
-// it has none.
+// ModeOf reads the mode a buildset was made with: the one kept apart
+// (store.Buildset.Mode), else the one frozen into its spec; the zero Mode
+// when it has neither.
 func ModeOf(bs *store.Buildset) Mode {
 	var m Mode
-	// Only the top-level "check" and "limit" are decoded: the rest of a
+	if bs.Mode != nil {
+		if json.Unmarshal(bs.Mode, &m) != nil {
+			return Mode{}
+		}
+		return m
+	}
+	// A buildset made before the mode was kept apart: only the spec's
+	// top-level "check" and "limit" are decoded: the rest of a
 	// 10,000-job spec (some 650 KB) is skipped, not parsed, where
 	// json.Unmarshal parsed it all for every report and hosts read.
 	err := topLevel(bs.Spec, func(key string, value []byte) error {

@@ -667,10 +667,11 @@ type PipelineJSON struct {
 
 func (s *Server) pipelines(ctx context.Context) ([]PipelineJSON, error) {
 	cfg := s.Config()
-	active, err := s.reads.ActiveBuildsets(ctx)
+	ch, err := s.reads.ChangedBuildsets(ctx, 0)
 	if err != nil {
 		return nil, err
 	}
+	active := ch.Buildsets
 	waits := map[string]string{}
 	for _, wt := range s.coord.Status().Plan.Waiting {
 		waits[wt.Buildset] = wt.Reason

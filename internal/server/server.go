@@ -116,8 +116,11 @@ type Server struct {
 type reader interface {
 	GetBuildset(ctx context.Context, id string) (*store.Buildset, error)
 	ListBuildsets(ctx context.Context, f store.Filter) ([]*store.Buildset, error)
-	ActiveBuildsets(ctx context.Context) ([]*store.Buildset, error)
+	// ChangedBuildsets from a zero cursor: the active buildsets, without
+	// their plans and specs, which the pages of queues do not show.
+	ChangedBuildsets(ctx context.Context, since store.BuildsetCursor) (*store.BuildsetChanges, error)
 	Builds(ctx context.Context, buildsetID string) ([]*store.Build, error)
+	Build(ctx context.Context, buildsetID, job string) (*store.Build, error)
 	Attempts(ctx context.Context, buildsetID, job string) ([]*store.Attempt, error)
 	JobDurations(ctx context.Context, jobs []string) (map[string]time.Duration, error)
 	Holders(ctx context.Context) ([]store.Holder, error)

@@ -155,6 +155,13 @@ type Buildset struct {
 	// Spec is an opaque JSON document (the frozen job specs), kept as
 	// given; nil when there is none.
 	Spec []byte
+	// Mode is an opaque JSON document (how the buildset runs its
+	// playbooks: check mode, a host limit), kept as given apart from
+	// Spec, which also holds it, so that a list of buildsets shows it
+	// without reading every spec. nil for a buildset made without one
+	// (by a Sortie older than the column): a read that leaves Spec out
+	// then gives Spec, for the reader to find the mode there.
+	Mode []byte
 	// Cause says what made the buildset: "push to main by github",
 	// "cron", "manual"...
 	Cause string
@@ -186,8 +193,8 @@ type BuildsetCursor int64
 
 // BuildsetChanges is what one read of the buildsets' changes found.
 type BuildsetChanges struct {
-	// Buildsets are the buildsets read, without Plan and Spec, oldest
-	// first.
+	// Buildsets are the buildsets read, without Plan, and without Spec
+	// unless Mode is nil; oldest first.
 	Buildsets []*Buildset
 	// Cursor is where the next read starts.
 	Cursor BuildsetCursor
@@ -395,7 +402,9 @@ type Buildsets interface {
 	CreateBuildset(ctx context.Context, p CreateBuildsetParams) error
 	// GetBuildset returns ErrNotFound for an unknown id.
 	GetBuildset(ctx context.Context, id string) (*Buildset, error)
-	// ListBuildsets returns buildsets newest first.
+	// ListBuildsets returns buildsets newest first, without Plan, and
+	// without Spec unless Mode is nil. A list is for showing buildsets;
+	// GetBuildset gives one whole.
 	ListBuildsets(ctx context.Context, f Filter) ([]*Buildset, error)
 	// ActiveBuildsets returns every buildset not DONE (QUEUED, ADMITTED,
 	// RUNNING), oldest first (by Seq).
@@ -404,7 +413,8 @@ type Buildsets interface {
 	// that gave since: the buildsets made, and those whose State, Owner
 	// or PinnedTo changed, DONE ones included (for the reader to drop).
 	// A zero since reads every buildset not DONE instead. Either way the
-	// buildsets come without Plan and Spec (which never change), oldest
+	// buildsets come without Plan, and without Spec unless Mode is nil
+	// (both never change), oldest
 	// first (by Seq), with the cursor of the next read. Every change that
 	// a read did not see (its transaction committed after the read) is
 	// in the next read from that read's cursor, from any process sharing
@@ -456,6 +466,10 @@ type Buildsets interface {
 
 	// Builds returns the builds of a buildset in creation order.
 	Builds(ctx context.Context, buildsetID string) ([]*Build, error)
+	// Build returns the build of job in a buildset, or ErrNotFound when
+	// the buildset has none (or is unknown): one row, where Builds reads
+	// them all.
+	Build(ctx context.Context, buildsetID, job string) (*Build, error)
 	// StartAttempt moves the build WAITING or RUNNING (a retry) -> RUNNING,
 	// sets its Attempt and Log, and inserts the attempt row.
 	StartAttempt(ctx context.Context, p StartAttemptParams) error

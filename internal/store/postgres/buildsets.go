@@ -55,9 +55,12 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 	if state == store.BuildsetDone && bs.FinishedAt != nil {
 		finished = nullTime(*bs.FinishedAt)
 	}
-	var spec []byte // nil and empty are both NULL
+	var spec, mode []byte // nil and empty are both NULL
 	if len(bs.Spec) > 0 {
 		spec = bs.Spec
+	}
+	if len(bs.Mode) > 0 {
+		mode = bs.Mode
 	}
 	var seq int64
 	err := s.tx(ctx, func(tx pgx.Tx) error {
@@ -65,11 +68,11 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 			return err
 		}
 		err := tx.QueryRow(ctx, `
-			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, result, error, plan, spec, cause, rerun_of, pinned_to, created_at, finished_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, result, error, plan, spec, mode, cause, rerun_of, pinned_to, created_at, finished_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 			ON CONFLICT (id) DO NOTHING
 			RETURNING seq`,
-			bs.ID, bs.Pipeline, bs.Commit, bs.Files, state, result, why, bs.Plan, spec, bs.Cause, bs.RerunOf, bs.PinnedTo,
+			bs.ID, bs.Pipeline, bs.Commit, bs.Files, state, result, why, bs.Plan, spec, mode, bs.Cause, bs.RerunOf, bs.PinnedTo,
 			bs.CreatedAt, finished).Scan(&seq)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("already exists: %w", store.ErrConflict)
@@ -99,7 +102,7 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 	return nil
 }
 
-const buildsetColumns = `seq, id, pipeline, commit_sha, files, state, result, error, plan, spec, cause, rerun_of, owner, pinned_to, created_at, started_at, finished_at`
+const buildsetColumns = `seq, id, pipeline, commit_sha, files, state, result, error, plan, spec, mode, cause, rerun_of, owner, pinned_to, created_at, started_at, finished_at`
 
 func scanBuildset(row pgx.Row) (*store.Buildset, error) {
 	var (
@@ -109,12 +112,15 @@ func scanBuildset(row pgx.Row) (*store.Buildset, error) {
 		state, result     string
 	)
 	err := row.Scan(&bs.Seq, &bs.ID, &bs.Pipeline, &bs.Commit, &bs.Files, &state, &result, &bs.Error,
-		&bs.Plan, &bs.Spec, &bs.Cause, &bs.RerunOf, &bs.Owner, &bs.PinnedTo, &created, &started, &finished)
+		&bs.Plan, &bs.Spec, &bs.Mode, &bs.Cause, &bs.RerunOf, &bs.Owner, &bs.PinnedTo, &created, &started, &finished)
 	if err != nil {
 		return nil, err
 	}
 	if len(bs.Spec) == 0 {
 		bs.Spec = nil
+	}
+	if len(bs.Mode) == 0 {
+		bs.Mode = nil
 	}
 	bs.State = store.BuildsetState(state)
 	bs.Result = store.Result(result)
@@ -187,7 +193,7 @@ func (s *Store) ListBuildsets(ctx context.Context, f store.Filter) ([]*store.Bui
 	if limit <= 0 {
 		limit = defaultLimit
 	}
-	q := `SELECT ` + buildsetColumns + ` FROM buildsets`
+	q := `SELECT ` + lightColumns + ` FROM buildsets`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
@@ -210,9 +216,12 @@ func (s *Store) ActiveBuildsets(ctx context.Context) ([]*store.Buildset, error) 
 	return out, nil
 }
 
-// lightColumns are buildsetColumns without the plan and spec, which a
-// reader of changes does not need (they never change).
-const lightColumns = `seq, id, pipeline, commit_sha, files, state, result, error, NULL::bytea, NULL::bytea, cause, rerun_of, owner, pinned_to, created_at, started_at, finished_at`
+// lightColumns are buildsetColumns without the plan, and without the
+// spec unless the mode is not kept apart (a buildset made before
+// migration 0011), for the reads that list buildsets: a reader of
+// changes, a page of history. A TOASTed spec the CASE does not pick is
+// not read.
+const lightColumns = `seq, id, pipeline, commit_sha, files, state, result, error, NULL::bytea, CASE WHEN mode IS NULL THEN spec END, mode, cause, rerun_of, owner, pinned_to, created_at, started_at, finished_at`
 
 // ChangedBuildsets reads the buildsets changed after since, or every one
 // not DONE for a zero since; see store.Buildsets. The cursor is the
@@ -463,27 +472,11 @@ func (s *Store) EndBuildset(ctx context.Context, p store.EndBuildsetParams) (boo
 // Builds returns the builds of a buildset in creation order, or ErrNotFound
 // for an unknown buildset.
 func (s *Store) Builds(ctx context.Context, buildsetID string) ([]*store.Build, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT buildset_id, job, state, result, attempt, started_at, finished_at, log, reason
-		FROM builds WHERE buildset_id = $1 ORDER BY seq`, buildsetID)
+	rows, err := s.pool.Query(ctx, `SELECT `+buildColumns+` FROM builds WHERE buildset_id = $1 ORDER BY seq`, buildsetID)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: builds of %s: %w", buildsetID, mapErr(ctx, err))
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*store.Build, error) {
-		var (
-			b                 store.Build
-			state, result     string
-			started, finished *time.Time
-		)
-		if err := row.Scan(&b.BuildsetID, &b.Job, &state, &result, &b.Attempt, &started, &finished, &b.Log, &b.Reason); err != nil {
-			return nil, err
-		}
-		b.State = store.BuildState(state)
-		b.Result = store.Result(result)
-		b.StartedAt = utc(started)
-		b.FinishedAt = utc(finished)
-		return &b, nil
-	})
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*store.Build, error) { return scanBuild(row) })
 	if err == nil && len(out) == 0 {
 		err = s.buildsetExists(ctx, buildsetID)
 	}
@@ -491,6 +484,36 @@ func (s *Store) Builds(ctx context.Context, buildsetID string) ([]*store.Build, 
 		return nil, fmt.Errorf("postgres: builds of %s: %w", buildsetID, mapErr(ctx, err))
 	}
 	return out, nil
+}
+
+// Build returns the build of job in a buildset, or ErrNotFound.
+func (s *Store) Build(ctx context.Context, buildsetID, job string) (*store.Build, error) {
+	b, err := scanBuild(s.pool.QueryRow(ctx, `SELECT `+buildColumns+` FROM builds WHERE buildset_id = $1 AND job = $2`, buildsetID, job))
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: build %s/%s: %w", buildsetID, job, mapErr(ctx, err))
+	}
+	return b, nil
+}
+
+const buildColumns = `buildset_id, job, state, result, attempt, started_at, finished_at, log, reason`
+
+func scanBuild(row pgx.Row) (*store.Build, error) {
+	var (
+		b                 store.Build
+		state, result     string
+		started, finished *time.Time
+	)
+	if err := row.Scan(&b.BuildsetID, &b.Job, &state, &result, &b.Attempt, &started, &finished, &b.Log, &b.Reason); err != nil {
+		return nil, err
+	}
+	b.State = store.BuildState(state)
+	b.Result = store.Result(result)
+	b.StartedAt = utc(started)
+	b.FinishedAt = utc(finished)
+	return &b, nil
 }
 
 // buildsetExists returns ErrNotFound for an unknown buildset.

@@ -62,9 +62,12 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 	if bs.Plan != nil {
 		plan = bs.Plan
 	}
-	var spec any // nil and empty are both NULL
+	var spec, mode any // nil and empty are both NULL
 	if len(bs.Spec) > 0 {
 		spec = bs.Spec
+	}
+	if len(bs.Mode) > 0 {
+		mode = bs.Mode
 	}
 	jobs, err := json.Marshal(p.Jobs)
 	if err != nil {
@@ -80,9 +83,9 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 			return fmt.Errorf("already exists: %w", store.ErrConflict)
 		}
 		res, err := s.txExec(ctx, tx, `
-			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, result, error, cause, rerun_of, pinned_to, created_at, finished_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			bs.ID, bs.Pipeline, bs.Commit, files, state, result, why, bs.Cause, bs.RerunOf, bs.PinnedTo,
+			INSERT INTO buildsets (id, pipeline, commit_sha, files, state, result, error, mode, cause, rerun_of, pinned_to, created_at, finished_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			bs.ID, bs.Pipeline, bs.Commit, files, state, result, why, mode, bs.Cause, bs.RerunOf, bs.PinnedTo,
 			nanos(bs.CreatedAt), finished)
 		if err != nil {
 			return err
@@ -120,7 +123,7 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 	return nil
 }
 
-const buildsetColumns = `seq, id, pipeline, commit_sha, files, state, result, error, plan, spec, cause, rerun_of, owner, pinned_to, created_at, started_at, finished_at`
+const buildsetColumns = `seq, id, pipeline, commit_sha, files, state, result, error, plan, spec, mode, cause, rerun_of, owner, pinned_to, created_at, started_at, finished_at`
 
 // withSpecs is what buildsetColumns are read from: the buildsets and,
 // apart, their plans and specs (migration 0013), which are never changed.
@@ -137,12 +140,15 @@ func scanBuildset(row scanner) (*store.Buildset, error) {
 		state, result     string
 	)
 	err := row.Scan(&bs.Seq, &bs.ID, &bs.Pipeline, &bs.Commit, &files, &state, &result, &bs.Error,
-		&bs.Plan, &bs.Spec, &bs.Cause, &bs.RerunOf, &bs.Owner, &bs.PinnedTo, &created, &started, &finished)
+		&bs.Plan, &bs.Spec, &bs.Mode, &bs.Cause, &bs.RerunOf, &bs.Owner, &bs.PinnedTo, &created, &started, &finished)
 	if err != nil {
 		return nil, err
 	}
 	if len(bs.Spec) == 0 {
 		bs.Spec = nil
+	}
+	if len(bs.Mode) == 0 {
+		bs.Mode = nil
 	}
 	if files.Valid {
 		if err := json.Unmarshal([]byte(files.String), &bs.Files); err != nil {
@@ -213,7 +219,7 @@ func (s *Store) ListBuildsets(ctx context.Context, f store.Filter) ([]*store.Bui
 	if limit <= 0 {
 		limit = defaultLimit
 	}
-	q := `SELECT ` + buildsetColumns + ` FROM ` + withSpecs
+	q := `SELECT ` + lightColumns + ` FROM ` + withSpecs
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
@@ -262,9 +268,12 @@ func (s *Store) ActiveBuildsets(ctx context.Context) ([]*store.Buildset, error) 
 	return out, nil
 }
 
-// lightColumns are buildsetColumns without the plan and spec, which a
-// reader of changes does not need (they never change).
-const lightColumns = `seq, id, pipeline, commit_sha, files, state, result, error, NULL, NULL, cause, rerun_of, owner, pinned_to, created_at, started_at, finished_at`
+// lightColumns are buildsetColumns, read from withSpecs, without the
+// plan, and without the spec unless the mode is not kept apart (a
+// buildset made before 0014), for the reads that list buildsets: a
+// reader of changes, a page of history. SQLite reads a column's overflow
+// pages only when the CASE picks it.
+const lightColumns = `seq, id, pipeline, commit_sha, files, state, result, error, NULL, CASE WHEN mode IS NULL THEN spec END, mode, cause, rerun_of, owner, pinned_to, created_at, started_at, finished_at`
 
 // ChangedBuildsets reads the buildsets changed after since, or every one
 // not DONE for a zero since; see store.Buildsets. The counter is read
@@ -276,9 +285,9 @@ func (s *Store) ChangedBuildsets(ctx context.Context, since store.BuildsetCursor
 	if err := s.row(ctx, `SELECT n FROM buildset_changes`).Scan(&n); err != nil {
 		return nil, fmt.Errorf("sqlite: changed buildsets: %w", err)
 	}
-	q, args := `SELECT `+lightColumns+` FROM buildsets WHERE changed > ? ORDER BY seq`, []any{int64(since)}
+	q, args := `SELECT `+lightColumns+` FROM `+withSpecs+` WHERE changed > ? ORDER BY seq`, []any{int64(since)}
 	if since == 0 {
-		q, args = `SELECT `+lightColumns+` FROM buildsets WHERE state IN (?, ?, ?) ORDER BY seq`,
+		q, args = `SELECT `+lightColumns+` FROM `+withSpecs+` WHERE state IN (?, ?, ?) ORDER BY seq`,
 			[]any{store.BuildsetQueued, store.BuildsetAdmitted, store.BuildsetRunning}
 	}
 	rows, err := s.rows(ctx, q, args...)
@@ -541,29 +550,18 @@ func (s *Store) cas(ctx context.Context, table, key string, keyArgs []any, set s
 // Builds returns the builds of a buildset in creation order, or ErrNotFound
 // for an unknown buildset.
 func (s *Store) Builds(ctx context.Context, buildsetID string) ([]*store.Build, error) {
-	rows, err := s.rows(ctx, `
-		SELECT buildset_id, job, state, result, attempt, started_at, finished_at, log, reason
-		FROM builds WHERE buildset_id = ? ORDER BY seq`, buildsetID)
+	rows, err := s.rows(ctx, `SELECT `+buildColumns+` FROM builds WHERE buildset_id = ? ORDER BY seq`, buildsetID)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: builds of %s: %w", buildsetID, err)
 	}
 	defer rows.Close()
 	var out []*store.Build
 	for rows.Next() {
-		var (
-			b                 store.Build
-			state, result     string
-			started, finished sql.NullInt64
-		)
-		err := rows.Scan(&b.BuildsetID, &b.Job, &state, &result, &b.Attempt, &started, &finished, &b.Log, &b.Reason)
+		b, err := scanBuild(rows)
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: builds of %s: %w", buildsetID, err)
 		}
-		b.State = store.BuildState(state)
-		b.Result = store.Result(result)
-		b.StartedAt = fromNullNanos(started)
-		b.FinishedAt = fromNullNanos(finished)
-		out = append(out, &b)
+		out = append(out, b)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("sqlite: builds of %s: %w", buildsetID, err)
@@ -574,6 +572,36 @@ func (s *Store) Builds(ctx context.Context, buildsetID string) ([]*store.Build, 
 		}
 	}
 	return out, nil
+}
+
+// Build returns the build of job in a buildset, or ErrNotFound.
+func (s *Store) Build(ctx context.Context, buildsetID, job string) (*store.Build, error) {
+	b, err := scanBuild(s.row(ctx, `SELECT `+buildColumns+` FROM builds WHERE buildset_id = ? AND job = ?`, buildsetID, job))
+	if errors.Is(err, sql.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: build %s/%s: %w", buildsetID, job, err)
+	}
+	return b, nil
+}
+
+const buildColumns = `buildset_id, job, state, result, attempt, started_at, finished_at, log, reason`
+
+func scanBuild(row scanner) (*store.Build, error) {
+	var (
+		b                 store.Build
+		state, result     string
+		started, finished sql.NullInt64
+	)
+	if err := row.Scan(&b.BuildsetID, &b.Job, &state, &result, &b.Attempt, &started, &finished, &b.Log, &b.Reason); err != nil {
+		return nil, err
+	}
+	b.State = store.BuildState(state)
+	b.Result = store.Result(result)
+	b.StartedAt = fromNullNanos(started)
+	b.FinishedAt = fromNullNanos(finished)
+	return &b, nil
 }
 
 func (s *Store) buildsetExists(ctx context.Context, id string) error {

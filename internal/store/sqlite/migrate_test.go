@@ -362,3 +362,28 @@ func TestUpgradeMovesPlansAndSpecs(t *testing.T) {
 		t.Errorf("integrity_check: %s", check)
 	}
 }
+
+// TestUpgradeLeavesModeInSpec: a buildset made before migration 0014 has
+// no mode of its own; the lists, which leave specs out, give its spec for
+// its mode to be read there.
+func TestUpgradeLeavesModeInSpec(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := upgraded(t, 13,
+		`INSERT INTO buildsets (id, pipeline, commit_sha, state, created_at) VALUES ('old', 'deploy', 'c', 'QUEUED', 1)`,
+		`INSERT INTO buildset_specs (seq, plan, spec) VALUES (1, CAST('{"jobs":[]}' AS BLOB), CAST('{"check":true}' AS BLOB))`,
+	)
+	list, err := s.ListBuildsets(ctx, store.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := s.ChangedBuildsets(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, got := range map[string][]*store.Buildset{"ListBuildsets": list, "ChangedBuildsets": ch.Buildsets} {
+		if len(got) != 1 || got[0].Mode != nil || string(got[0].Spec) != `{"check":true}` || got[0].Plan != nil {
+			t.Errorf("%s after the upgrade: %+v, want old with its spec, no mode and no plan", what, got)
+		}
+	}
+}

@@ -104,6 +104,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	}{
 		{"CreateGet", testCreateGet},
 		{"FilesNilVersusEmpty", testFilesNilVersusEmpty},
+		{"ModeNotKept", testModeNotKept},
+		{"BuildByJob", testBuildByJob},
 		{"CreateDuplicate", testCreateDuplicate},
 		{"GetUnknown", testGetUnknown},
 		{"CreateMakesWaitingBuilds", testCreateMakesWaitingBuilds},
@@ -308,6 +310,7 @@ func testCreateGet(t *testing.T, s store.Store) {
 		Files:     []string{"playbooks/base.yaml", "inventory/hosts"},
 		Plan:      []byte(`{"pipeline":"deploy","jobs":[{"name":"base"}]}`),
 		Spec:      []byte(`{"base":{"run":"make"}}`),
+		Mode:      []byte(`{"check":true}`),
 		Cause:     "push to main by github",
 		RerunOf:   "bs0",
 		CreatedAt: t0,
@@ -331,21 +334,77 @@ func testCreateGet(t *testing.T, s store.Store) {
 		State:     store.BuildsetQueued,
 		Plan:      []byte(`{"pipeline":"deploy","jobs":[{"name":"base"}]}`),
 		Spec:      []byte(`{"base":{"run":"make"}}`),
+		Mode:      []byte(`{"check":true}`),
 		Cause:     "push to main by github",
 		RerunOf:   "bs0",
 		PinnedTo:  "run-someone",
 		CreatedAt: t0,
 	}
 	diff(t, "GetBuildset", want, got)
-	list, err := s.ListBuildsets(t.Context(), store.Filter{})
-	must(t, "list", err)
-	diff(t, "ListBuildsets", []*store.Buildset{want}, list)
 	active, err := s.ActiveBuildsets(t.Context())
 	must(t, "active", err)
 	diff(t, "ActiveBuildsets", []*store.Buildset{want}, active)
+	// The reads that list buildsets leave out the plan, and the spec,
+	// the mode being kept apart.
+	light := *want
+	light.Plan, light.Spec = nil, nil
+	list, err := s.ListBuildsets(t.Context(), store.Filter{})
+	must(t, "list", err)
+	diff(t, "ListBuildsets", []*store.Buildset{&light}, list)
+	ch, err := s.ChangedBuildsets(t.Context(), 0)
+	must(t, "changed", err)
+	diff(t, "ChangedBuildsets", []*store.Buildset{&light}, ch.Buildsets)
 	checkUTC(t, "CreatedAt", &got.CreatedAt)
 	if got.CreatedAt.Nanosecond() != t0.Nanosecond() {
 		t.Errorf("CreatedAt sub-second = %d ns, want %d", got.CreatedAt.Nanosecond(), t0.Nanosecond())
+	}
+}
+
+// testBuildByJob: Build reads one build by its job, the same as Builds
+// has it, and is ErrNotFound for a job the buildset does not run or a
+// buildset that does not exist.
+func testBuildByJob(t *testing.T, s store.Store) {
+	create(t, s, &store.Buildset{ID: "bs1", Pipeline: "deploy", Commit: "c", CreatedAt: t0}, "boot", "a", "b")
+	f := own(t, s, "n1")
+	must(t, "start a", s.StartAttempt(t.Context(), store.StartAttemptParams{
+		Attempt: &store.Attempt{BuildsetID: "bs1", Job: "a", Number: 1, Owner: f.Owner, StartedAt: at(time.Second), Log: "a.log"}, Fence: f}))
+	all, err := s.Builds(t.Context(), "bs1")
+	must(t, "builds", err)
+	for _, want := range all {
+		got, err := s.Build(t.Context(), "bs1", want.Job)
+		must(t, "build "+want.Job, err)
+		diff(t, "Build "+want.Job, want, got)
+	}
+	if got := build(t, s, "bs1", "a"); got.State != store.BuildRunning || got.Attempt != 1 {
+		t.Errorf("build a: %+v, want RUNNING, attempt 1", got)
+	}
+	for _, c := range [][2]string{{"bs1", "nope"}, {"nope", "a"}} {
+		if b, err := s.Build(t.Context(), c[0], c[1]); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("Build(%s, %s) = %+v, %v; want ErrNotFound", c[0], c[1], b, err)
+		}
+	}
+}
+
+// testModeNotKept: a buildset made without its mode kept apart (by an
+// older Sortie, before the column) is listed with its spec, where the
+// mode is then read; its plan is still left out.
+func testModeNotKept(t *testing.T, s store.Store) {
+	bs := &store.Buildset{
+		ID: "old", Pipeline: "deploy", Commit: "c", CreatedAt: t0,
+		Plan: []byte(`{"pipeline":"deploy"}`), Spec: []byte(`{"check":true,"limit":"web*"}`),
+	}
+	create(t, s, bs, "boot")
+	if got := get(t, s, "old"); got.Mode != nil || string(got.Spec) != string(bs.Spec) {
+		t.Errorf("GetBuildset: Mode %q Spec %q, want no mode and the spec", got.Mode, got.Spec)
+	}
+	list, err := s.ListBuildsets(t.Context(), store.Filter{})
+	must(t, "list", err)
+	ch, err := s.ChangedBuildsets(t.Context(), 0)
+	must(t, "changed", err)
+	for what, got := range map[string][]*store.Buildset{"ListBuildsets": list, "ChangedBuildsets": ch.Buildsets} {
+		if len(got) != 1 || got[0].Mode != nil || string(got[0].Spec) != string(bs.Spec) || got[0].Plan != nil {
+			t.Errorf("%s: %+v, want old with its spec, no mode and no plan", what, got)
+		}
 	}
 }
 
