@@ -47,13 +47,13 @@ func HostsBuildOf(job string, s store.HostsSummary) HostsBuild {
 
 // HostsSource is what MakeHosts reads a buildset from.
 type HostsSource interface {
-	GetBuildset(ctx context.Context, id string) (*store.Buildset, error)
+	GetBuildsetLight(ctx context.Context, id string) (*store.Buildset, error)
 	BuildsetHosts(ctx context.Context, buildsetID string) ([]*store.BuildHosts, error)
 }
 
 // MakeHosts reads what Ansible reported of a buildset.
 func MakeHosts(ctx context.Context, st HostsSource, id string) (*Hosts, error) {
-	bs, err := st.GetBuildset(ctx, id)
+	bs, err := st.GetBuildsetLight(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("hosts of %s: %w", id, err)
 	}

@@ -85,13 +85,15 @@ func (t Time) Get() *time.Time { return t.t }
 
 // ReportSource is what MakeReport reads a buildset from.
 type ReportSource interface {
-	GetBuildset(ctx context.Context, id string) (*store.Buildset, error)
+	// GetBuildsetLight: a report shows nothing of the plan, and of the
+	// spec only the mode.
+	GetBuildsetLight(ctx context.Context, id string) (*store.Buildset, error)
 	Builds(ctx context.Context, buildsetID string) ([]*store.Build, error)
 }
 
 // MakeReport reads a buildset and its builds, in the order of its plan.
 func MakeReport(ctx context.Context, st ReportSource, id string) (*Report, error) {
-	bs, err := st.GetBuildset(ctx, id)
+	bs, err := st.GetBuildsetLight(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("report %s: %w", id, err)
 	}

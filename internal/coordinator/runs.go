@@ -195,7 +195,7 @@ func (c *Coordinator) Running(id string) bool {
 func (c *Coordinator) Cancel(ctx context.Context, id, by string) error {
 	// The store first: a run whose end is recorded may not have left the
 	// runs yet, and a finished buildset cannot be cancelled.
-	bs, err := c.st.GetBuildset(ctx, id)
+	bs, err := c.st.GetBuildsetLight(ctx, id)
 	if err != nil {
 		return err
 	}

@@ -50,7 +50,7 @@ func (s *Server) BuildsetHosts(ctx context.Context, id string) (*buildset.Hosts,
 // BuildHosts is what Ansible reported of one build (GET
 // /api/v1/buildsets/{id}/builds/{job}/hosts).
 func (s *Server) BuildHosts(ctx context.Context, id, job string) (*BuildHostsJSON, error) {
-	bs, err := s.reads.GetBuildset(ctx, id)
+	bs, err := s.reads.GetBuildsetLight(ctx, id)
 	if err != nil {
 		return nil, noBuildset(err, id)
 	}

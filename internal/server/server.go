@@ -115,6 +115,7 @@ type Server struct {
 // reader is what the read paths of the server read from the store.
 type reader interface {
 	GetBuildset(ctx context.Context, id string) (*store.Buildset, error)
+	GetBuildsetLight(ctx context.Context, id string) (*store.Buildset, error)
 	ListBuildsets(ctx context.Context, f store.Filter) ([]*store.Buildset, error)
 	// ChangedBuildsets from a zero cursor: the active buildsets, without
 	// their plans and specs, which the pages of queues do not show.

@@ -402,6 +402,10 @@ type Buildsets interface {
 	CreateBuildset(ctx context.Context, p CreateBuildsetParams) error
 	// GetBuildset returns ErrNotFound for an unknown id.
 	GetBuildset(ctx context.Context, id string) (*Buildset, error)
+	// GetBuildsetLight is GetBuildset for a reader of what the lists
+	// show: the buildset as ListBuildsets gives it, without Plan, and
+	// without Spec unless Mode is nil.
+	GetBuildsetLight(ctx context.Context, id string) (*Buildset, error)
 	// ListBuildsets returns buildsets newest first, without Plan, and
 	// without Spec unless Mode is nil. A list is for showing buildsets;
 	// GetBuildset gives one whole.

@@ -132,7 +132,17 @@ func scanBuildset(row pgx.Row) (*store.Buildset, error) {
 
 // GetBuildset returns the buildset with the given id, or ErrNotFound.
 func (s *Store) GetBuildset(ctx context.Context, id string) (*store.Buildset, error) {
-	bs, err := scanBuildset(s.pool.QueryRow(ctx, `SELECT `+buildsetColumns+` FROM buildsets WHERE id = $1`, id))
+	return s.getBuildset(ctx, buildsetColumns, id)
+}
+
+// GetBuildsetLight returns the buildset with the given id as the lists
+// give it (lightColumns), or ErrNotFound.
+func (s *Store) GetBuildsetLight(ctx context.Context, id string) (*store.Buildset, error) {
+	return s.getBuildset(ctx, lightColumns, id)
+}
+
+func (s *Store) getBuildset(ctx context.Context, columns, id string) (*store.Buildset, error) {
+	bs, err := scanBuildset(s.pool.QueryRow(ctx, `SELECT `+columns+` FROM buildsets WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = store.ErrNotFound
 	}

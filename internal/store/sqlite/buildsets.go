@@ -168,7 +168,17 @@ func scanBuildset(row scanner) (*store.Buildset, error) {
 
 // GetBuildset returns the buildset with the given id, or ErrNotFound.
 func (s *Store) GetBuildset(ctx context.Context, id string) (*store.Buildset, error) {
-	row := s.row(ctx, `SELECT `+buildsetColumns+` FROM `+withSpecs+` WHERE id = ?`, id)
+	return s.getBuildset(ctx, buildsetColumns, id)
+}
+
+// GetBuildsetLight returns the buildset with the given id as the lists
+// give it (lightColumns), or ErrNotFound.
+func (s *Store) GetBuildsetLight(ctx context.Context, id string) (*store.Buildset, error) {
+	return s.getBuildset(ctx, lightColumns, id)
+}
+
+func (s *Store) getBuildset(ctx context.Context, columns, id string) (*store.Buildset, error) {
+	row := s.row(ctx, `SELECT `+columns+` FROM `+withSpecs+` WHERE id = ?`, id)
 	bs, err := scanBuildset(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = store.ErrNotFound

@@ -354,6 +354,12 @@ func testCreateGet(t *testing.T, s store.Store) {
 	ch, err := s.ChangedBuildsets(t.Context(), 0)
 	must(t, "changed", err)
 	diff(t, "ChangedBuildsets", []*store.Buildset{&light}, ch.Buildsets)
+	one, err := s.GetBuildsetLight(t.Context(), "bs1")
+	must(t, "get light", err)
+	diff(t, "GetBuildsetLight", &light, one)
+	if _, err := s.GetBuildsetLight(t.Context(), "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetBuildsetLight of an unknown id: %v, want ErrNotFound", err)
+	}
 	checkUTC(t, "CreatedAt", &got.CreatedAt)
 	if got.CreatedAt.Nanosecond() != t0.Nanosecond() {
 		t.Errorf("CreatedAt sub-second = %d ns, want %d", got.CreatedAt.Nanosecond(), t0.Nanosecond())
@@ -401,7 +407,9 @@ func testModeNotKept(t *testing.T, s store.Store) {
 	must(t, "list", err)
 	ch, err := s.ChangedBuildsets(t.Context(), 0)
 	must(t, "changed", err)
-	for what, got := range map[string][]*store.Buildset{"ListBuildsets": list, "ChangedBuildsets": ch.Buildsets} {
+	one, err := s.GetBuildsetLight(t.Context(), "old")
+	must(t, "get light", err)
+	for what, got := range map[string][]*store.Buildset{"ListBuildsets": list, "ChangedBuildsets": ch.Buildsets, "GetBuildsetLight": {one}} {
 		if len(got) != 1 || got[0].Mode != nil || string(got[0].Spec) != string(bs.Spec) || got[0].Plan != nil {
 			t.Errorf("%s: %+v, want old with its spec, no mode and no plan", what, got)
 		}
