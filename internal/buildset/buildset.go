@@ -318,11 +318,10 @@ func (r *Runner) insert(ctx context.Context, bs *store.Buildset, plan *graph.Pla
 	bs.ID = id.String()
 	var jobs []string
 	// The mode is kept apart from the spec as well, for the lists that
-	// show it (store.Buildset.Mode).
-	if spec != nil {
-		if bs.Mode, err = json.Marshal(spec.Mode); err != nil {
-			return nil, fmt.Errorf("create buildset: %w", err)
-		}
+	// show it (store.Buildset.Mode). Every caller has a spec, a config
+	// error's included.
+	if bs.Mode, err = json.Marshal(spec.Mode); err != nil {
+		return nil, fmt.Errorf("create buildset: %w", err)
 	}
 	if planErr == nil {
 		if bs.Plan, err = json.Marshal(plan); err != nil {
