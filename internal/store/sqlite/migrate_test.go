@@ -1,9 +1,12 @@
 package sqlite
 
 import (
+	"context"
+	"database/sql"
 	"fmt"
 	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +87,18 @@ func TestNewerSchema(t *testing.T) {
 // the rest; the store is closed when the test ends.
 func upgraded(t *testing.T, version int, rows ...string) *Store {
 	t.Helper()
+	s, err := Open(t.Context(), databaseAt(t, version, rows...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// databaseAt makes a database file at schema version, with rows inserted
+// by the statements given, and returns its path.
+func databaseAt(t *testing.T, version int, rows ...string) string {
+	t.Helper()
 	ctx := t.Context()
 	ms, err := migrations()
 	if err != nil {
@@ -109,12 +124,7 @@ func upgraded(t *testing.T, version int, rows ...string) *Store {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return path
 }
 
 // TestUpgradeFrom1 opens a database of the first schema that holds data:
@@ -385,5 +395,123 @@ func TestUpgradeLeavesModeInSpec(t *testing.T) {
 		if len(got) != 1 || got[0].Mode != nil || string(got[0].Spec) != `{"check":true}` || got[0].Plan != nil {
 			t.Errorf("%s after the upgrade: %+v, want old with its spec, no mode and no plan", what, got)
 		}
+	}
+}
+
+// TestChecksCompared: from migration 0015 on, a write of a build's, a
+// buildset's, an owner's, a delivery's or a host result's state builds no
+// temporary index for its CHECK constraint, as an IN list of three values
+// or more did on every write; on a new database, on the connection that
+// migrated, and on one opened before the upgrade. Each constraint still
+// refuses a value out of its list, and the rows are kept.
+func TestChecksCompared(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	writes := map[string]string{
+		"builds start":      startBuild,
+		"builds end":        finishBuildSQL,
+		"buildsets":         `UPDATE buildsets SET state = 'DONE' WHERE id = 'b'`,
+		"owners":            `UPDATE owners SET state = 'ended' WHERE id = 'o'`,
+		"report_deliveries": `UPDATE report_deliveries SET state = 'failed' WHERE id = 'd'`,
+		"host_results":      `INSERT INTO host_results (buildset_id, job, seq, task, host, status) VALUES ('b', 'j', 2, 1, 'h', 'ok')`,
+	}
+	// ephemeral is the writes whose program opens a temporary index.
+	ephemeral := func(q interface {
+		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+	}) []string {
+		var found []string
+		for what, w := range writes {
+			rows, err := q.QueryContext(ctx, `EXPLAIN `+w, make([]any, strings.Count(w, "?"))...)
+			if err != nil {
+				t.Fatalf("EXPLAIN %s: %v", what, err)
+			}
+			for rows.Next() {
+				var addr, p1, p2, p3, p5 int
+				var op string
+				var p4, comment sql.NullString
+				if err := rows.Scan(&addr, &op, &p1, &p2, &p3, &p4, &p5, &comment); err != nil {
+					t.Fatal(err)
+				}
+				if op == "OpenEphemeral" {
+					found = append(found, what)
+				}
+			}
+			if err := rows.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		slices.Sort(found)
+		return found
+	}
+
+	fresh, err := Open(ctx, filepath.Join(t.TempDir(), "sortie.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if got := ephemeral(fresh.w); got != nil {
+		t.Errorf("a new database: %v build a temporary index", got)
+	}
+
+	path := databaseAt(t, 14,
+		`INSERT INTO buildsets (id, pipeline, commit_sha, state, created_at) VALUES ('b', 'deploy', 'c', 'RUNNING', 1)`,
+		`INSERT INTO builds (buildset_id, job, seq, state) VALUES ('b', 'j', 0, 'RUNNING')`,
+		`INSERT INTO owners (id, kind, epoch, started_at, renewed_at, expires_at) VALUES ('o', 'run', 1, 1, 1, 1)`,
+		`INSERT INTO report_deliveries (id, buildset_id, reporter, event, target, state, created_at, next_at) VALUES ('d', 'b', 'r', 'end', X'7B7D', 'pending', 1, 1)`,
+		`INSERT INTO host_builds (buildset_id, job, attempt) VALUES ('b', 'j', 1)`,
+		`INSERT INTO host_results (buildset_id, job, seq, task, host, status) VALUES ('b', 'j', 1, 1, 'h', 'changed')`,
+	)
+	before, err := openDB(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer before.Close()
+	before.SetMaxOpenConns(1)
+	if got := ephemeral(before); len(got) != len(writes) {
+		t.Fatalf("at version 14, %v build a temporary index; want all %d writes", got, len(writes))
+	}
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := ephemeral(s.w); got != nil {
+		t.Errorf("after the upgrade, on the connection that migrated: %v build a temporary index", got)
+	}
+	// A statement run checks the schema's version (an EXPLAIN does not),
+	// and reads the schema again if it moved, as any write would.
+	var n int
+	if err := before.QueryRowContext(ctx, `SELECT COUNT(*) FROM builds`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if got := ephemeral(before); got != nil {
+		t.Errorf("after the upgrade, on a connection opened before it: %v build a temporary index", got)
+	}
+
+	for _, bad := range []string{
+		`UPDATE builds SET state = 'QUEUED'`,
+		`UPDATE buildsets SET state = 'WAITING'`,
+		`UPDATE owners SET state = 'run'`,
+		`UPDATE report_deliveries SET state = 'sent'`,
+		`UPDATE host_results SET status = 'pending'`,
+	} {
+		if _, err := s.w.ExecContext(ctx, bad); err == nil || !strings.Contains(err.Error(), "CHECK constraint failed") {
+			t.Errorf("%s: %v, want a CHECK constraint failure", bad, err)
+		}
+	}
+	var got string
+	if err := s.w.QueryRowContext(ctx, `SELECT b.state || ' ' || bs.state || ' ' || o.state || ' ' || d.state || ' ' || h.status
+		FROM builds b, buildsets bs, owners o, report_deliveries d, host_results h`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != "RUNNING RUNNING live pending changed" {
+		t.Errorf("rows after the upgrade: %q", got)
+	}
+	var check string
+	if err := s.w.QueryRowContext(ctx, `PRAGMA integrity_check`).Scan(&check); err != nil {
+		t.Fatal(err)
+	}
+	if check != "ok" {
+		t.Errorf("integrity_check: %s", check)
 	}
 }
