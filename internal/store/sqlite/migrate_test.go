@@ -3,8 +3,10 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"flag"
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -514,4 +516,236 @@ func TestChecksCompared(t *testing.T) {
 	if check != "ok" {
 		t.Errorf("integrity_check: %s", check)
 	}
+}
+
+var updateSchema = flag.Bool("update", false, "write schema.sql again from the migrations (TestSchemaSnapshot)")
+
+// TestSchemaSnapshot: a new database, made from schema.sql at once, is the
+// database the migrations make in turn: the same tables, indexes and
+// triggers, written the same, and the same rows; and it was made at once,
+// not by the migrations (its schema changed fewer times). After adding a
+// migration, write schema.sql again with
+//
+//	go test ./internal/store/sqlite -run TestSchemaSnapshot -update
+func TestSchemaSnapshot(t *testing.T) {
+	ctx := t.Context()
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	replayed, err := openDB(databaseAt(t, len(ms)), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replayed.Close()
+	replayed.SetMaxOpenConns(1)
+	if *updateSchema {
+		if err := os.WriteFile("schema.sql", []byte(schemaText(t, replayed, ms[len(ms)-1])), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Skip("schema.sql written; run the test again without -update")
+	}
+	if v := schemaVersion(); v != len(ms) {
+		t.Fatalf("schema.sql holds migration %d, the last is %d: write it again with -update", v, len(ms))
+	}
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "sortie.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, want := dumpDatabase(t, s.w), dumpDatabase(t, replayed); !slices.Equal(got, want) {
+		t.Errorf("a new database is not the migrations' (run -update after adding a migration):\n%s", firstDifference(got, want))
+	}
+	var made, migrated int
+	if err := s.w.QueryRowContext(ctx, `PRAGMA schema_version`).Scan(&made); err != nil {
+		t.Fatal(err)
+	}
+	if err := replayed.QueryRowContext(ctx, `PRAGMA schema_version`).Scan(&migrated); err != nil {
+		t.Fatal(err)
+	}
+	if made >= migrated {
+		t.Errorf("a new database's schema changed %d times, the migrations' %d: it was not made from schema.sql at once", made, migrated)
+	}
+}
+
+// TestSchemaOlderThanMigrations: a schema.sql that holds fewer migrations
+// than there are is followed by the migrations it lacks. Not parallel: it
+// swaps schemaFile.
+func TestSchemaOlderThanMigrations(t *testing.T) {
+	ctx := t.Context()
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	older, err := openDB(databaseAt(t, 13), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	older.SetMaxOpenConns(1)
+	text := schemaText(t, older, ms[12])
+	older.Close()
+	saved := schemaFile
+	schemaFile = text
+	defer func() { schemaFile = saved }()
+	if v := schemaVersion(); v != 13 {
+		t.Fatalf("schemaVersion of a schema.sql of migration 13 = %d", v)
+	}
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "sortie.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	replayed, err := openDB(databaseAt(t, len(ms)), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replayed.Close()
+	replayed.SetMaxOpenConns(1)
+	if got, want := dumpDatabase(t, s.w), dumpDatabase(t, replayed); !slices.Equal(got, want) {
+		t.Errorf("a new database from an older schema.sql is not the migrations':\n%s", firstDifference(got, want))
+	}
+}
+
+// schemaText is schema.sql for the database db, made by the migrations up
+// to last: its tables, then its indexes, then its triggers, each as SQLite
+// keeps its text, then the rows the migrations inserted.
+func schemaText(t *testing.T, db *sql.DB, last store.Migration) string {
+	t.Helper()
+	ctx := t.Context()
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s%d (%s), written from the migrations\n", schemaHeader, last.Version, last.Name)
+	b.WriteString("-- by `go test ./internal/store/sqlite -run TestSchemaSnapshot -update`\n")
+	b.WriteString("-- for a new database, which gets it at once. Not to be edited.\n\n")
+	rows, err := db.QueryContext(ctx, `SELECT sql FROM sqlite_schema
+		WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\_%' ESCAPE '\' AND name <> 'schema_migrations'
+		ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 ELSE 2 END, rowid`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables []string
+	for rows.Next() {
+		var q string
+		if err := rows.Scan(&q); err != nil {
+			t.Fatal(err)
+		}
+		b.WriteString(q + ";\n\n")
+	}
+	if err := rows.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rows, err = db.QueryContext(ctx, `SELECT name FROM sqlite_schema WHERE type = 'table' AND name <> 'schema_migrations' ORDER BY rowid`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		tables = append(tables, name)
+	}
+	if err := rows.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range tables {
+		var cols []string
+		crows, err := db.QueryContext(ctx, `SELECT name FROM pragma_table_info(?) ORDER BY cid`, table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for crows.Next() {
+			var c string
+			if err := crows.Scan(&c); err != nil {
+				t.Fatal(err)
+			}
+			cols = append(cols, c)
+		}
+		crows.Close()
+		quoted := make([]string, len(cols))
+		for i, c := range cols {
+			quoted[i] = "quote(" + c + ")"
+		}
+		vrows, err := db.QueryContext(ctx, `SELECT `+strings.Join(quoted, " || ', ' || ")+` FROM "`+table+`"`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for vrows.Next() {
+			var values string
+			if err := vrows.Scan(&values); err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&b, "INSERT INTO %s (%s) VALUES (%s);\n", table, strings.Join(cols, ", "), values)
+		}
+		if err := vrows.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.String()
+}
+
+// dumpDatabase is every object of db's schema with its text, and every
+// row of every table, as lines.
+func dumpDatabase(t *testing.T, db *sql.DB) []string {
+	t.Helper()
+	ctx := t.Context()
+	var out, tables []string
+	rows, err := db.QueryContext(ctx, `SELECT type, name, tbl_name, COALESCE(sql, '') FROM sqlite_schema ORDER BY type, name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var typ, name, table, text string
+		if err := rows.Scan(&typ, &name, &table, &text); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%s %s on %s: %s", typ, name, table, text))
+		if typ == "table" {
+			tables = append(tables, name)
+		}
+	}
+	if err := rows.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range tables {
+		rows, err := db.QueryContext(ctx, `SELECT * FROM "`+table+`"`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cols, err := rows.Columns()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, fmt.Sprintf("row of %s: %v", table, vals))
+		}
+		if err := rows.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// firstDifference says where two dumps part.
+func firstDifference(got, want []string) string {
+	for i := range max(len(got), len(want)) {
+		var g, w string
+		if i < len(got) {
+			g = got[i]
+		}
+		if i < len(want) {
+			w = want[i]
+		}
+		if g != w {
+			return fmt.Sprintf("line %d:\n  new database: %.300s\n  migrations:   %.300s", i, g, w)
+		}
+	}
+	return "(none)"
 }
