@@ -214,6 +214,19 @@ pipelines:
 		if err != nil {
 			t.Fatalf("waiting for b to run one: %v", err)
 		}
+		// a's first build runs (its daemon is up) before a stops: a
+		// drain starts no attempt, and a launched run may not have
+		// started its first yet.
+		for {
+			if _, err := os.Stat(filepath.Join(gates, "daemon-"+ranA)); err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatal("a's first build did not start")
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
 		stopped := make(chan struct{})
 		go func() {
 			defer close(stopped)
