@@ -161,14 +161,21 @@ func TestRunWavesInParallel(t *testing.T) {
 	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
 	dir := t.TempDir()
 	// 20 jobs: 1 bootstrap, then 3 layers of 6 wide, then one at the end.
+	// Each job of a layer waits until all six have started (a marker
+	// each), for at most 30 s: run one at a time, they fail; run
+	// together, they overlap whatever the machine's load.
 	var b strings.Builder
 	fmt.Fprintf(&b, "source: {url: %s}\nlimits: {max_parallel: 6}\njobs:\n  boot: {bootstrap: true, install: [\"true\"]}\n", repo)
 	var names []string
 	for layer := range 3 {
+		marks := filepath.Join(dir, fmt.Sprintf("layer-%d", layer))
+		if err := os.Mkdir(marks, 0o755); err != nil {
+			t.Fatal(err)
+		}
 		for i := range 6 {
 			name := fmt.Sprintf("l%d-%d", layer, i)
 			names = append(names, name)
-			fmt.Fprintf(&b, "  %s:\n    run: sleep 0.3\n", name)
+			fmt.Fprintf(&b, "  %s:\n    run: |\n      touch %s/%d\n      n=0; until [ \"$(ls %[2]s | wc -l)\" -ge 6 ]; do n=$((n+1)); [ $n -lt 3000 ] || { echo 'the layer never ran together' >&2; exit 1; }; sleep 0.01; done\n", name, marks, i)
 			if layer > 0 {
 				fmt.Fprintf(&b, "    dependencies: [l%d-%d, l%d-%d]\n", layer-1, i, layer-1, (i+1)%6)
 			}
