@@ -656,19 +656,29 @@ func TestLiveProgressOnATerminal(t *testing.T) {
 	}
 	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
 	dir := t.TempDir()
+	out := filepath.Join(dir, "tty.out")
+	second := filepath.Join(dir, "second")
+	// slowpoke runs until the terminal shows what the test looks for
+	// (the live counts; on the second run, the time left), 30 s at most,
+	// so that a redraw comes while it runs however slow the machine.
 	cfg := writeConfig(t, dir, fmt.Sprintf(`
 source: {url: %s}
 jobs:
   boot: {bootstrap: true, install: ["true"]}
-  slowpoke: {run: "sleep 0.6"}
+  slowpoke:
+    run: |
+      sleep 0.6
+      want='1 running'; [ -e %s ] && want=' left'
+      n=0; until grep -q "$want" %s; do n=$((n+1)); [ $n -lt 600 ] || exit 1; sleep 0.05; done
 pipelines:
   deploy: {jobs: [slowpoke]}
-`, repo))
-	out := filepath.Join(dir, "tty.out")
+`, repo, second, out))
 	cmdline := fmt.Sprintf("%s run --config %s --pipeline deploy --state-dir %s", sortieBin(t), cfg, filepath.Join(dir, "state"))
 	run := func() string {
 		t.Helper()
-		if o, err := exec.Command(scriptCmd, "-qec", cmdline, out).CombinedOutput(); err != nil {
+		// -f: script writes what it gets to the file at once, for
+		// slowpoke to read.
+		if o, err := exec.Command(scriptCmd, "-qefc", cmdline, out).CombinedOutput(); err != nil {
 			t.Fatalf("%v\n%s", err, o)
 		}
 		data, _ := os.ReadFile(out)
@@ -690,6 +700,9 @@ pipelines:
 	// Without history there is no estimate; the second run has one.
 	if strings.Contains(s, " left") {
 		t.Errorf("the first run estimates the time left without any history:\n%s", s)
+	}
+	if err := os.WriteFile(second, nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	s = run()
 	if !regexp.MustCompile(`elapsed, about \d+(\.\d+)?m?s left`).MatchString(s) {
