@@ -212,7 +212,9 @@ func TestRunTimeoutEndsTree(t *testing.T) {
 			o, log := run(t, context.Background(), bastion.Spec{
 				Command: script,
 				Env:     pathEnv("PIDS", pids),
-				Timeout: 500 * time.Millisecond,
+				// Ample for the tree to start on a loaded machine; it
+				// then waits for the timeout.
+				Timeout: 3 * time.Second,
 			})
 			if !o.TimedOut || o.Canceled || o.ExitCode != -1 {
 				t.Errorf("%+v, want TimedOut", o)

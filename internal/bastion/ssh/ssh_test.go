@@ -427,7 +427,9 @@ func TestCancelRightAfterStart(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan bastion.Outcome, 1)
 		go func() {
-			o, _, _ := run(t, b, ctx, bastion.Spec{Command: fmt.Sprintf("echo $$ >> %s; exec sleep 300", file), Grace: 300 * time.Millisecond})
+			// The grace is also how long a cancel waits for the build's
+			// pid: ample for a slow session; sleep ends at TERM.
+			o, _, _ := run(t, b, ctx, bastion.Spec{Command: fmt.Sprintf("echo $$ >> %s; exec sleep 300", file), Grace: 5 * time.Second})
 			done <- o
 		}()
 		time.Sleep(delay) // the moment of the cancel is what this test varies
