@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -88,6 +87,7 @@ func migrate(ctx context.Context, db *sql.DB) (err error) {
 		}
 	}()
 	const createTable = `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)`
+	snapshot := schemaVersion()
 	made := 0 // the versions schemaFile made, on a new database
 	for _, m := range ms {
 		if m.Version <= made {
@@ -112,20 +112,21 @@ func migrate(ctx context.Context, db *sql.DB) (err error) {
 			if newest >= m.Version {
 				return nil
 			}
-			if v := schemaVersion(); newest == 0 && v > 0 && v <= len(ms) {
+			if newest == 0 && snapshot > 0 && snapshot <= len(ms) {
 				if _, err := tx.ExecContext(ctx, schemaFile); err != nil {
 					return fmt.Errorf("schema.sql: %w", err)
 				}
 				if err := checkForeignKeys(ctx, tx); err != nil {
 					return err
 				}
-				if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version) SELECT value FROM json_each(?)`, upTo(v)); err != nil {
+				if _, err := tx.ExecContext(ctx, `WITH RECURSIVE v(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM v WHERE n < ?)
+					INSERT INTO schema_migrations (version) SELECT n FROM v`, snapshot); err != nil {
 					return err
 				}
 				if err := tx.Commit(); err != nil {
 					return err
 				}
-				made = v
+				made = snapshot
 				return nil
 			}
 			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
@@ -149,16 +150,6 @@ func migrate(ctx context.Context, db *sql.DB) (err error) {
 		}
 	}
 	return nil
-}
-
-// upTo is the JSON list of the versions from 1 to v.
-func upTo(v int) string {
-	vs := make([]int, v)
-	for i := range vs {
-		vs[i] = i + 1
-	}
-	b, _ := json.Marshal(vs)
-	return string(b)
 }
 
 // schemaRewrites are the migrations that change the text of a table's
