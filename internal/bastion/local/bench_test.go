@@ -38,16 +38,16 @@ func BenchmarkScanProcs(b *testing.B) {
 	}
 }
 
-// BenchmarkRunTrue is a build of a no-op job on the local bastion, two at
-// a time as in the bench's wide graph: reported as Sortie's own CPU time
-// a build (user and system, without the children's), which is steadier on
+// BenchmarkRunTrue is a build of a no-op job on the local bastion, as many
+// at a time as GOMAXPROCS (two on the two cores of the bench's machines,
+// as in its wide graph): reported as Sortie's own CPU time a build (user and system, without the children's), which is steadier on
 // a shared machine than the wall time, most of which is the children's:
 //
 //	go test ./internal/bastion/local -run '^$' -bench RunTrue -benchtime 5000x
 func BenchmarkRunTrue(b *testing.B) {
 	bst := New(b.TempDir())
 	spec := bastion.Spec{Command: "true", Env: map[string]string{"PATH": os.Getenv("PATH")}}
-	b.SetParallelism(1) // GOMAXPROCS goroutines: two on two cores
+	b.SetParallelism(1) // GOMAXPROCS goroutines
 	before := selfCPU(b)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
