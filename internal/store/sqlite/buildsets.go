@@ -506,6 +506,9 @@ func (s *Store) EndBuildset(ctx context.Context, p store.EndBuildsetParams) (boo
 		ended = true
 		return nil
 	})
+	// Its builds are written no more; if they were, the model would not
+	// know of what this transaction made of them.
+	s.j.forget(p.ID)
 	if err != nil {
 		return false, fmt.Errorf("sqlite: end buildset %s: %w", p.ID, err)
 	}
@@ -637,6 +640,7 @@ func (s *Store) StartAttempt(ctx context.Context, p store.StartAttemptParams) er
 	err := s.rawTx(ctx, func(x wtx) error {
 		return startAttempt(ctx, x, p.Attempt, &p.Fence)
 	})
+	s.j.made(err, p.Attempt.BuildsetID, store.BuildWrite{Start: &p})
 	if err != nil {
 		a := p.Attempt
 		return fmt.Errorf("sqlite: start attempt %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, err)
@@ -702,6 +706,7 @@ func (s *Store) FinishAttempt(ctx context.Context, p store.FinishAttemptParams) 
 	err := s.rawTx(ctx, func(x wtx) error {
 		return finishAttempt(ctx, x, p, &p.Fence)
 	})
+	s.j.made(err, p.BuildsetID, store.BuildWrite{FinishAttempt: &p})
 	if err != nil {
 		return fmt.Errorf("sqlite: finish attempt %s/%s #%d: %w", p.BuildsetID, p.Job, p.Number, err)
 	}
@@ -754,6 +759,7 @@ func (s *Store) FinishBuild(ctx context.Context, p store.FinishBuildParams) erro
 	err := s.rawTx(ctx, func(x wtx) error {
 		return finishBuild(ctx, x, p, &p.Fence)
 	})
+	s.j.made(err, p.BuildsetID, store.BuildWrite{FinishBuild: &p})
 	if err != nil {
 		return fmt.Errorf("sqlite: finish build %s/%s: %w", p.BuildsetID, p.Job, err)
 	}
@@ -788,50 +794,72 @@ func finishBuild(ctx context.Context, x wtx, p store.FinishBuildParams, fence *s
 	return casRefused(ctx, x, "builds", "buildset_id = ? AND job = ?", []any{p.BuildsetID, p.Job}, "", store.BuildWaiting, store.BuildRunning)
 }
 
-// WriteBuilds makes writes in order in one transaction; see
-// store.Buildsets. Each fence is checked once, by the first write that
-// carries it, in that write's own statement; a fenced owner's batch is
-// refused with ErrFenced, as if its fence had been read before that write.
+// WriteBuilds makes writes in order, all or none; see store.Buildsets. A
+// batch the store can vouch for is journaled (journal.go); any other is
+// made in one transaction, where each fence is checked once, by the first
+// write that carries it, in that write's own statement; a fenced owner's
+// batch is refused with ErrFenced, as if its fence had been read before
+// that write.
 func (s *Store) WriteBuilds(ctx context.Context, writes []store.BuildWrite) error {
 	for _, w := range writes {
 		if err := w.Check(); err != nil {
 			return fmt.Errorf("sqlite: %w", err)
 		}
 	}
+	if err := s.j.refusedFor(writes); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	if s.journalWrites(ctx, writes) {
+		return nil
+	}
 	var failed error // the failing write's error, saying which it was
 	err := s.rawTx(ctx, func(x wtx) error {
-		var checked []store.Fence // few: one a batch, as a rule
-		for _, w := range writes {
-			var fence *store.Fence
-			if f := w.Fence(); !slices.Contains(checked, f) {
-				checked = append(checked, f)
-				fence = &f
-			}
-			var err error
-			switch {
-			case w.Start != nil:
-				err = startAttempt(ctx, x, w.Start.Attempt, fence)
-			case w.FinishAttempt != nil:
-				err = finishAttempt(ctx, x, *w.FinishAttempt, fence)
-			case w.FinishBuild != nil:
-				err = finishBuild(ctx, x, *w.FinishBuild, fence)
-			}
-			switch {
-			case errors.Is(err, store.ErrFenced):
-				// The batch's refusal rather than its write's, told as
-				// when the fence was read before the write.
-				return err
-			case err != nil:
-				failed = fmt.Errorf("sqlite: %s: %w", writeName(w), err)
-				return failed
-			}
+		err := writeBuilds(ctx, x, writes)
+		if err != nil && !errors.Is(err, store.ErrFenced) {
+			failed = err
 		}
-		return nil
+		return err
 	})
-	if err != nil && failed == nil {
+	if err == nil {
+		s.j.learn(writes...)
+		return nil
+	}
+	if failed == nil {
 		return fmt.Errorf("sqlite: write builds: %w", err)
 	}
 	return err
+}
+
+// writeBuilds makes writes in order in the transaction x, each fence
+// checked once, by the first write that carries it. ErrFenced is returned
+// as it is, any other error naming its write.
+func writeBuilds(ctx context.Context, x wtx, writes []store.BuildWrite) error {
+	var checked []store.Fence // few: one a batch, as a rule
+	for _, w := range writes {
+		var fence *store.Fence
+		if f := w.Fence(); !slices.Contains(checked, f) {
+			checked = append(checked, f)
+			fence = &f
+		}
+		var err error
+		switch {
+		case w.Start != nil:
+			err = startAttempt(ctx, x, w.Start.Attempt, fence)
+		case w.FinishAttempt != nil:
+			err = finishAttempt(ctx, x, *w.FinishAttempt, fence)
+		case w.FinishBuild != nil:
+			err = finishBuild(ctx, x, *w.FinishBuild, fence)
+		}
+		switch {
+		case errors.Is(err, store.ErrFenced):
+			// The batch's refusal rather than its write's, told as
+			// when the fence was read before the write.
+			return err
+		case err != nil:
+			return fmt.Errorf("sqlite: %s: %w", writeName(w), err)
+		}
+	}
+	return nil
 }
 
 // writeName names w in an error, as its own method does.
@@ -884,6 +912,7 @@ func (s *Store) FinishAttemptAndBuild(ctx context.Context, a store.FinishAttempt
 		}
 		return nil
 	})
+	s.j.made(err, a.BuildsetID, store.BuildWrite{FinishAttempt: &a}, store.BuildWrite{FinishBuild: &b})
 	if err != nil {
 		return fmt.Errorf("sqlite: finish attempt and build %s/%s #%d: %w", a.BuildsetID, a.Job, a.Number, err)
 	}

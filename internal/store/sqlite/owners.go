@@ -167,6 +167,7 @@ func ownerWhere(f store.OwnerFilter) (string, []any) {
 // Owners returns the owners f selects, by StartedAt then ID.
 func (s *Store) Owners(ctx context.Context, f store.OwnerFilter) ([]store.Owner, error) {
 	where, args := ownerWhere(f)
+	_ = s.settle(ctx)
 	rows, err := s.r.QueryContext(ctx, `SELECT `+ownerColumns+` FROM owners`+where+` ORDER BY started_at, id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: owners: %w", err)
@@ -193,6 +194,11 @@ func (s *Store) FenceOwners(ctx context.Context, p store.FenceOwnersParams) ([]s
 		return nil, errors.New("sqlite: fence owners: Force without IDs")
 	}
 	now := clock(p.Now)
+	// A dead process's journal is applied while its owner may still write:
+	// once fenced, its batches would be refused.
+	if err := s.recoverJournals(ctx); err != nil {
+		return nil, fmt.Errorf("sqlite: fence owners: %w", err)
+	}
 	var fenced []store.Owner
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		fenced = nil
@@ -237,6 +243,8 @@ func (s *Store) FenceOwners(ctx context.Context, p store.FenceOwnersParams) ([]s
 		}
 		return nil
 	})
+	// The fences this store saw live are read again.
+	s.j.forgetFences()
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: fence owners: %w", err)
 	}

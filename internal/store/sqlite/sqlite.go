@@ -69,6 +69,9 @@ type Store struct {
 	// 10,000-job buildset.
 	stmts     sync.Map // stmtKey -> *sql.Stmt
 	toPrepare sync.Map // query -> true: missed inside a transaction
+	// j is the build writes' journal (journal.go): every read and write
+	// of the store applies what it holds first (settle).
+	j *journal
 }
 
 type stmtKey struct {
@@ -95,6 +98,9 @@ func (s *Store) prepared(ctx context.Context, db *sql.DB, query string) (*sql.St
 
 // exec runs a statement on the write pool, outside a transaction.
 func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if err := s.settle(ctx); err != nil {
+		return nil, unavailable(err)
+	}
 	st, err := s.prepared(ctx, s.w, query)
 	if err != nil {
 		return nil, unavailable(err)
@@ -103,8 +109,16 @@ func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result
 	return res, unavailable(err)
 }
 
-// row runs a single-row query on the read pool.
+// row runs a single-row query on the read pool, once the journal is
+// applied: this process reads what it wrote. A journal that cannot be
+// applied now is not waited for; its error is the next write's.
 func (s *Store) row(ctx context.Context, query string, args ...any) *sql.Row {
+	_ = s.settle(ctx)
+	return s.rowNow(ctx, query, args...)
+}
+
+// rowNow is row without applying the journal first.
+func (s *Store) rowNow(ctx context.Context, query string, args ...any) *sql.Row {
 	st, err := s.prepared(ctx, s.r, query)
 	if err != nil {
 		// A Row carries no error of its own making; let the read pool
@@ -114,8 +128,14 @@ func (s *Store) row(ctx context.Context, query string, args ...any) *sql.Row {
 	return st.QueryRowContext(ctx, args...)
 }
 
-// rows runs a query on the read pool.
+// rows runs a query on the read pool, once the journal is applied (row).
 func (s *Store) rows(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	_ = s.settle(ctx)
+	return s.rowsNow(ctx, query, args...)
+}
+
+// rowsNow is rows without applying the journal first.
+func (s *Store) rowsNow(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	st, err := s.prepared(ctx, s.r, query)
 	if err != nil {
 		return nil, err
@@ -201,7 +221,15 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		r.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	return &Store{w: w, r: r}, nil
+	s := &Store{w: w, r: r, j: newJournal(journalDir(abs))}
+	// A process that died with build writes not yet applied left them in
+	// its journal: they are the database's before anything reads it.
+	if err := s.recoverJournals(ctx); err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	return s, nil
 }
 
 // CorruptError is a database file that SQLite finds damaged, or that is not
@@ -213,9 +241,10 @@ type CorruptError struct {
 }
 
 func (e *CorruptError) Error() string {
+	b := filepath.Base(e.Path)
 	return fmt.Sprintf("sqlite: open %s: the database is damaged (%s); stop every sortie process that uses it, "+
-		"put your latest backup in its place and delete %s-wal and %s-shm beside it "+
-		"(docs/operations.md, \"Backups of the state\")", e.Path, e.Detail, filepath.Base(e.Path), filepath.Base(e.Path))
+		"put your latest backup in its place and delete %s-wal, %s-shm and %s-writes beside it "+
+		"(docs/operations.md, \"Backups of the state\")", e.Path, e.Detail, b, b, b)
 }
 
 // quickCheck runs SQLite's PRAGMA quick_check: every page of the file is
@@ -324,19 +353,24 @@ func (s *Store) Checkpoint(ctx context.Context) error {
 	return nil
 }
 
-// Close closes both connection pools. It waits for nothing: callers stop
-// using the store first. Calling it twice is harmless.
+// Close applies the journal and closes both connection pools. It waits for
+// nothing else: callers stop using the store first. Calling it twice is
+// harmless.
 func (s *Store) Close() error {
+	jerr := s.closeJournal()
 	s.stmts.Range(func(_, st any) bool {
 		st.(*sql.Stmt).Close()
 		return true
 	})
-	return errors.Join(s.r.Close(), s.w.Close())
+	return errors.Join(jerr, s.r.Close(), s.w.Close())
 }
 
 // tx runs fn in a write transaction (BEGIN IMMEDIATE) and commits it if fn
 // returns nil. fn must use tx only: the write pool has one connection.
 func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if err := s.settle(ctx); err != nil {
+		return unavailable(err)
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return unavailable(err)

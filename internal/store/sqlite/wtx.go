@@ -102,6 +102,15 @@ type connTx struct {
 // returns nil, rolled back otherwise, the fenced counted and the
 // unavailable marked. fn must use x only.
 func (s *Store) rawTx(ctx context.Context, fn func(x wtx) error) error {
+	if err := s.settle(ctx); err != nil {
+		return unavailable(err)
+	}
+	return s.rawTxNow(ctx, fn)
+}
+
+// rawTxNow is rawTx without applying the journal first: the journal's own
+// transactions.
+func (s *Store) rawTxNow(ctx context.Context, fn func(x wtx) error) error {
 	conn, err := s.w.Conn(ctx)
 	if err != nil {
 		return unavailable(err)

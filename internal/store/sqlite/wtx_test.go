@@ -51,6 +51,7 @@ func TestRawTxFull(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	s, start := rawFixture(t, 500)
+	s.j.off = true // the transaction's refusal, not the journal's
 	var batch []store.BuildWrite
 	for i := range 500 {
 		batch = append(batch, start(i))
@@ -88,6 +89,7 @@ func TestRawTxNewConnection(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	s, start := rawFixture(t, 2)
+	s.j.off = true // the transaction's statements
 	if err := s.WriteBuilds(ctx, []store.BuildWrite{start(0)}); err != nil {
 		t.Fatal(err)
 	}
