@@ -120,6 +120,12 @@ func (s *Store) CreateBuildset(ctx context.Context, p store.CreateBuildsetParams
 		return fmt.Errorf("sqlite: create buildset %s: %w", bs.ID, err)
 	}
 	bs.Seq, bs.Owner = seq, ""
+	if bs.PinnedTo != "" && state == store.BuildsetQueued {
+		// Made to be run by this process (`sortie run`): its builds'
+		// states are known, rather than read again at its first write
+		// (some 10 ms for 10,000 builds).
+		s.j.seed(bs.ID, p.Jobs)
+	}
 	return nil
 }
 

@@ -19,6 +19,9 @@ import (
 	"syscall"
 	"time"
 
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
@@ -41,9 +44,9 @@ import (
 //     first (settle): it reads what it wrote, and no write of its own
 //     overtakes a build write made before it.
 //   - The fence, all but a few milliseconds. A batch is journaled only if
-//     every fence it carries was read live in the database within
-//     journalDelay; else it takes the transaction, which refuses it at once
-//     if fenced. (The read, made for every batch, cost more than the rest
+//     every fence it carries was seen live in the database within
+//     journalDelay (read, or checked by an apply that committed); else it
+//     takes the transaction, which refuses it at once if fenced. (The read, made for every batch, cost more than the rest
 //     of the journaled path: SQLite drops a reader's page cache after every
 //     commit, and the applier commits every few milliseconds.) A fence
 //     taken by this store's FenceOwners is seen at once; one taken by
@@ -105,20 +108,23 @@ type journal struct {
 	// refused is why a journaled batch of a buildset was refused when
 	// applied, for its next WriteBuilds to return.
 	refused map[string]error
-	// live is when each fence was last read live. A fence read live
-	// within journalDelay is not read again.
+	// live is when each fence was last seen live: read so, or carried by
+	// an apply that committed (its statements check it). A fence seen
+	// live within journalDelay is not read again.
 	live    map[store.Fence]time.Time
+	fenced  int   // FenceOwners calls of this store: an apply begun before one marks nothing live
 	broken  error // the file could not be written: no more journaling
 	failing bool  // the last apply failed: write in transactions meanwhile
 	closed  bool
 	off     bool // for the tests of the transaction path
 
-	n       atomic.Int64  // len(pending), read without mu
-	applyMu sync.Mutex    // one apply at a time
-	kick    chan struct{} // a first batch is pending
-	full    chan struct{} // journalBatch are
-	stop    chan struct{}
-	done    chan struct{} // closed when the applier has returned; nil if none
+	n        atomic.Int64  // len(pending), read without mu
+	oneByOne atomic.Int64  // applies that met a refusal and were made again batch by batch
+	applyMu  sync.Mutex    // one apply at a time
+	kick     chan struct{} // a first batch is pending
+	full     chan struct{} // journalBatch are
+	stop     chan struct{}
+	done     chan struct{} // closed when the applier has returned; nil if none
 }
 
 func newJournal(dir string) *journal {
@@ -191,6 +197,17 @@ func (j *journal) learnLocked(writes []store.BuildWrite) {
 func (j *journal) learn(writes ...store.BuildWrite) {
 	j.mu.Lock()
 	j.learnLocked(writes)
+	j.mu.Unlock()
+}
+
+// seed sets the model of a buildset just made, all of whose jobs wait.
+func (j *journal) seed(buildset string, jobs []string) {
+	m := make(map[string]*buildModel, len(jobs))
+	for _, job := range jobs {
+		m[job] = &buildModel{state: store.BuildWaiting}
+	}
+	j.mu.Lock()
+	j.model[buildset] = m
 	j.mu.Unlock()
 }
 
@@ -295,11 +312,12 @@ func (s *Store) journalWrites(ctx context.Context, writes []store.BuildWrite) bo
 func (j *journal) forgetFences() {
 	j.mu.Lock()
 	clear(j.live)
+	j.fenced++
 	j.mu.Unlock()
 }
 
 // fencesLive reports whether every fence writes carry is live: seen live
-// within journalDelay, or read so now.
+// within journalDelay (read, or by an apply), or read so now.
 func (s *Store) fencesLive(ctx context.Context, writes []store.BuildWrite) bool {
 	j := s.j
 	var seen store.Fence
@@ -312,6 +330,7 @@ func (s *Store) fencesLive(ctx context.Context, writes []store.BuildWrite) bool 
 		now := time.Now()
 		j.mu.Lock()
 		at, ok := j.live[f]
+		fenced := j.fenced
 		j.mu.Unlock()
 		if ok && now.Sub(at) < journalDelay {
 			continue
@@ -321,7 +340,9 @@ func (s *Store) fencesLive(ctx context.Context, writes []store.BuildWrite) bool 
 			return false
 		}
 		j.mu.Lock()
-		j.live[f] = now
+		if j.fenced == fenced {
+			j.live[f] = now
+		}
 		j.mu.Unlock()
 	}
 	return true
@@ -500,20 +521,22 @@ func (s *Store) settle(ctx context.Context) error {
 }
 
 // flush applies the pending batches in one transaction, in order. A batch
-// the database refuses (store.ErrFenced, ErrConflict, ErrNotFound) is
-// dropped, and its refusal kept for the next WriteBuilds of its buildset;
-// any other error leaves them all pending. Once none is pending, the
-// journal's file is emptied.
+// the database refuses (store.ErrFenced, ErrConflict, ErrNotFound, or any
+// failure of its own) is dropped, and its refusal kept for the next
+// WriteBuilds of its buildset; the database failing for now (transient)
+// leaves them all pending. Once none is pending, the journal's file is
+// emptied.
 func (s *Store) flush(ctx context.Context) error {
 	j := s.j
 	j.applyMu.Lock()
 	defer j.applyMu.Unlock()
 	j.mu.Lock()
-	batches := j.pending
+	batches, fenced := j.pending, j.fenced
 	j.mu.Unlock()
 	if len(batches) == 0 {
 		return nil
 	}
+	began := time.Now()
 	refused, err := s.applyBatches(ctx, batches)
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -523,6 +546,15 @@ func (s *Store) flush(ctx context.Context) error {
 	}
 	for i, err := range refused {
 		if err == nil {
+			if j.fenced != fenced {
+				continue // seen live before a fence of this store's: read again
+			}
+			// Its statements found its fences live, after began.
+			for _, w := range batches[i] {
+				if f := w.Fence(); j.live[f].Before(began) {
+					j.live[f] = began
+				}
+			}
 			continue
 		}
 		s.CountFenced(err)
@@ -549,25 +581,16 @@ func (s *Store) flush(ctx context.Context) error {
 
 // applyBatches applies batches in one transaction and returns the refusal
 // of each batch that was refused (nil for the others), or the error that
-// stopped the transaction. The batches are first tried as one; only when
-// one is refused are they applied again, each in a savepoint.
+// stopped the transaction. The batches are first applied together, as few
+// statements (applyMerged); only when that meets a refusal are they
+// applied again, each with its own statements in a savepoint.
 func (s *Store) applyBatches(ctx context.Context, batches [][]store.BuildWrite) ([]error, error) {
 	refused := make([]error, len(batches))
-	errRefused := errors.New("a batch was refused")
-	err := s.rawTxNow(ctx, func(x wtx) error {
-		for _, b := range batches {
-			if err := writeBuilds(ctx, x, b); err != nil {
-				if isRefusal(err) {
-					return errRefused
-				}
-				return err
-			}
-		}
-		return nil
-	})
+	err := s.rawTxNow(ctx, func(x wtx) error { return applyMerged(ctx, x, batches) })
 	if !errors.Is(err, errRefused) {
 		return refused, err
 	}
+	s.j.oneByOne.Add(1)
 	err = s.rawTxNow(ctx, func(x wtx) error {
 		clear(refused)
 		return applyEach(ctx, x, batches, func(i int, err error) { refused[i] = err })
@@ -575,15 +598,128 @@ func (s *Store) applyBatches(ctx context.Context, batches [][]store.BuildWrite) 
 	return refused, err
 }
 
+// errRefused is applyMerged finding a write that would be refused.
+var errRefused = errors.New("a journaled batch was refused")
+
+// Statements of applyMerged: an attempt started and finished in the same
+// apply is inserted finished, and a build started and finished in it is
+// updated once, with the conditions of the statements they stand for
+// (startBuild; a build just started is RUNNING with a start time, as
+// finishBuildSQL wants it).
+const (
+	insertAttempt         = `INSERT INTO attempts (buildset_id, job, number, owner, started_at, log) VALUES (?, ?, ?, ?, ?, ?)`
+	insertFinishedAttempt = `INSERT INTO attempts (buildset_id, job, number, owner, started_at, log, result, error, finished_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	startAndFinishBuild = `UPDATE builds SET state = '` + string(store.BuildDone) + `', attempt = ?, log = ?,
+			started_at = COALESCE(started_at, ?), result = ?, reason = ?, finished_at = ?
+		WHERE buildset_id = ? AND job = ? AND state <> '` + string(store.BuildDone) + `' AND attempt < ?`
+)
+
+// applyMerged applies batches in the transaction x: every fence they carry
+// checked once, then each build's writes in order, a start merged with
+// the end of its attempt and its build that follow it. A no-op job's
+// start and end are then two statements instead of four. It returns
+// errRefused if a fence or a write would be refused: one statement that
+// changes no row, or fails but for the database being unavailable.
+func applyMerged(ctx context.Context, x wtx, batches [][]store.BuildWrite) error {
+	type key struct{ buildset, job string }
+	var (
+		order  []key
+		fences []store.Fence
+	)
+	writes := map[key][]store.BuildWrite{}
+	for _, b := range batches {
+		for _, w := range b {
+			if f := w.Fence(); !slices.Contains(fences, f) {
+				fences = append(fences, f)
+			}
+			bs, job := writeKey(w)
+			k := key{bs, job}
+			if _, ok := writes[k]; !ok {
+				order = append(order, k)
+			}
+			writes[k] = append(writes[k], w)
+		}
+	}
+	for _, f := range fences {
+		if err := checkFence(ctx, x, f); err != nil {
+			return refusal(err)
+		}
+	}
+	one := func(n int64, err error) error {
+		if err != nil {
+			return refusal(err)
+		}
+		if n != 1 {
+			return errRefused
+		}
+		return nil
+	}
+	for _, k := range order {
+		ws := writes[k]
+		for i := 0; i < len(ws); i++ {
+			var err error
+			switch w := ws[i]; {
+			case w.Start != nil:
+				a := w.Start.Attempt
+				var fin *store.FinishAttemptParams
+				var end *store.FinishBuildParams
+				if i+1 < len(ws) && ws[i+1].FinishAttempt != nil && ws[i+1].FinishAttempt.Number == a.Number {
+					fin = ws[i+1].FinishAttempt
+					i++
+					if i+1 < len(ws) && ws[i+1].FinishBuild != nil {
+						end = ws[i+1].FinishBuild
+						i++
+					}
+				}
+				if end != nil {
+					err = one(x.exec(ctx, startAndFinishBuild, a.Number, a.Log, nanos(a.StartedAt),
+						string(end.Result), end.Reason, optNanos(end.At), a.BuildsetID, a.Job, a.Number))
+				} else {
+					err = one(x.exec(ctx, startBuild, a.Number, a.Log, nanos(a.StartedAt), a.BuildsetID, a.Job, a.Number))
+				}
+				if err == nil && fin != nil {
+					err = one(x.exec(ctx, insertFinishedAttempt, a.BuildsetID, a.Job, a.Number, a.Owner, nanos(a.StartedAt), a.Log,
+						string(fin.Result), fin.Error, optNanos(fin.At)))
+				} else if err == nil {
+					err = one(x.exec(ctx, insertAttempt, a.BuildsetID, a.Job, a.Number, a.Owner, nanos(a.StartedAt), a.Log))
+				}
+			case w.FinishAttempt != nil:
+				p := w.FinishAttempt
+				err = one(x.exec(ctx, finishAttemptSQL, string(p.Result), p.Error, optNanos(p.At), p.BuildsetID, p.Job, p.Number))
+			case w.FinishBuild != nil:
+				p := w.FinishBuild
+				err = one(x.exec(ctx, finishBuildSQL, string(p.Result), p.Reason, optNanos(p.At), p.BuildsetID, p.Job))
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// refusal is err as applyMerged returns it: errRefused, unless the
+// database is unavailable for now.
+func refusal(err error) error {
+	if transient(err) {
+		return err
+	}
+	return errRefused
+}
+
 // applyEach applies batches in order in the transaction x, each in a
 // savepoint: a batch refused is rolled back alone and told to refuse.
+// Whatever fails a batch's writes but the database being unavailable is
+// its refusal: a batch that can never be applied must not hold up the
+// others, nor every write of the process after them.
 func applyEach(ctx context.Context, x wtx, batches [][]store.BuildWrite, refuse func(i int, err error)) error {
 	for i, b := range batches {
 		if _, err := x.exec(ctx, `SAVEPOINT journal_batch`); err != nil {
 			return err
 		}
 		if err := writeBuilds(ctx, x, b); err != nil {
-			if !isRefusal(err) {
+			if transient(err) {
 				return err
 			}
 			if _, err := x.exec(ctx, `ROLLBACK TO journal_batch`); err != nil {
@@ -598,10 +734,21 @@ func applyEach(ctx context.Context, x wtx, batches [][]store.BuildWrite, refuse 
 	return nil
 }
 
-// isRefusal reports whether err is the database refusing a build write
-// for what the tables hold, rather than failing to make it.
-func isRefusal(err error) bool {
-	return errors.Is(err, store.ErrFenced) || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound)
+// transient reports whether err is the database failing for now (a full
+// disk, an I/O error, a lock held too long, a context ended) rather than
+// refusing a write.
+func transient(err error) bool {
+	if errors.Is(unavailable(err), store.ErrUnavailable) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_INTERRUPT:
+			return true
+		}
+	}
+	return false
 }
 
 // closeJournal stops the applier, applies what is pending and removes the
@@ -636,7 +783,8 @@ func (s *Store) closeJournal() error {
 // recoverJournals applies the journals of dead processes: those whose lock
 // can be taken. Each batch is applied in a savepoint, and skipped if it no
 // longer applies (applied already, or its owner fenced since); the file is
-// removed once applied.
+// removed once applied. Journals are not merged (applyMerged): most of a
+// dead process's batches may be applied already.
 func (s *Store) recoverJournals(ctx context.Context) error {
 	entries, err := os.ReadDir(s.j.dir)
 	if errors.Is(err, fs.ErrNotExist) {

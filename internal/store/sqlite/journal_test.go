@@ -213,6 +213,9 @@ func TestJournalFencedBeforeApply(t *testing.T) {
 	if got, want := states(t, s), "a:WAITING::0:0 b:WAITING::0:0"; got != want {
 		t.Fatalf("after the refused apply: %s, want %s", got, want)
 	}
+	if n := s.j.oneByOne.Load(); n != 1 {
+		t.Errorf("%d applies made batch by batch, want the refused one", n)
+	}
 	err := s.WriteBuilds(ctx, []store.BuildWrite{startW(f, "b", 1)})
 	if !errors.Is(err, store.ErrFenced) || !strings.Contains(err.Error(), "applied late") {
 		t.Fatalf("the next batch: %v, want the refusal of the one before", err)
@@ -234,8 +237,8 @@ func TestJournalRecoveredAfterKill(t *testing.T) {
 			t.Parallel()
 			ctx := t.Context()
 			path := filepath.Join(t.TempDir(), "sortie.db")
-			cmd := exec.Command(os.Args[0], "-test.run=^TestJournalHelperProcess$")
-			cmd.Env = append(os.Environ(), "SORTIE_JOURNAL_HELPER="+path)
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), JournalHelperEnv+"="+path)
 			stdin, err := cmd.StdinPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -291,36 +294,34 @@ func TestJournalRecoveredAfterKill(t *testing.T) {
 	}
 }
 
-// TestJournalHelperProcess is TestJournalRecoveredAfterKill's process to
-// kill: it journals two batches, says so, and waits.
-func TestJournalHelperProcess(t *testing.T) {
-	path := os.Getenv("SORTIE_JOURNAL_HELPER")
-	if path == "" {
-		t.Skip("the helper of TestJournalRecoveredAfterKill, run by it")
-	}
+// journalHelper is TestJournalRecoveredAfterKill's process to kill (the
+// test binary again, TestMain calling it): it journals two batches, says
+// so, and waits.
+func journalHelper(path string) error {
 	ctx := context.Background()
 	s, err := Open(ctx, path)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	s.j.delay = time.Hour
 	f, err := s.RegisterOwner(ctx, store.RegisterOwnerParams{ID: "helper", Kind: store.OwnerRun, Lease: time.Hour})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if err := s.CreateBuildset(ctx, store.CreateBuildsetParams{
 		Buildset: &store.Buildset{ID: "bs", Pipeline: "p", Commit: "c", CreatedAt: time.Now()}, Jobs: []string{"a", "b", "c"},
 	}); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if err := s.WriteBuilds(ctx, []store.BuildWrite{startW(f, "a", 1)}); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if err := s.WriteBuilds(ctx, append(endW(f, "a", 1, store.Success), startW(f, "b", 1))); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	fmt.Printf("journaled %d\n", s.j.n.Load())
 	os.Stdin.Read(make([]byte, 1)) // killed meanwhile
+	return errors.New("not killed")
 }
 
 // TestJournalRecoveredOnce: a dead process's journal whose first batches
@@ -416,5 +417,190 @@ func TestJournalRecordRoundTrip(t *testing.T) {
 	damaged[len(damaged)-1] ^= 1
 	if got := readRecords(append(data, damaged...)); len(got) != 1 {
 		t.Errorf("a damaged second record: read %d records, want the first only", len(got))
+	}
+}
+
+// TestJournalMergedAsWritten: batches applied together, a start merged
+// with the ends that follow it, leave every column of every build and
+// attempt as the same batches written one transaction each: retries,
+// skipped builds, zero times, a build ended in a later apply than its
+// start.
+func TestJournalMergedAsWritten(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	jobs := []string{"a", "b", "c", "d", "e"}
+	merged, f := journalFixture(t, filepath.Join(t.TempDir(), "sortie.db"), jobs...)
+	plain, g := journalFixture(t, filepath.Join(t.TempDir(), "sortie.db"), jobs...)
+	plain.j.off = true
+	if f != g {
+		t.Fatalf("fences %v and %v: the two stores should hand out the same", f, g)
+	}
+	at := time.Date(2026, 12, 5, 23, 0, 0, 0, time.UTC)
+	tick := func() time.Time { at = at.Add(time.Millisecond); return at }
+	start := func(job string, n int) store.BuildWrite {
+		w := startW(f, job, n)
+		w.Start.Attempt.StartedAt = tick()
+		return w
+	}
+	endA := func(job string, n int, res store.Result, msg string) store.BuildWrite {
+		return store.BuildWrite{FinishAttempt: &store.FinishAttemptParams{BuildsetID: "bs", Job: job, Number: n, Result: res, Error: msg, At: tick(), Fence: f}}
+	}
+	endB := func(job string, res store.Result, reason string, zero bool) store.BuildWrite {
+		p := &store.FinishBuildParams{BuildsetID: "bs", Job: job, Result: res, Reason: reason, At: tick(), Fence: f}
+		if zero {
+			p.At = time.Time{}
+		}
+		return store.BuildWrite{FinishBuild: p}
+	}
+	applies := [][][]store.BuildWrite{
+		{
+			{start("a", 1)},
+			{endA("a", 1, store.Failure, "exit 1"), start("a", 2)},
+			{endA("a", 2, store.Success, ""), endB("a", store.Success, "", false), start("b", 1), start("c", 1)},
+			{endB("d", store.Skipped, "a dependency failed", true)},
+			{endA("c", 1, store.Success, ""), endB("c", store.Success, "", true)},
+		},
+		{
+			{endA("b", 1, store.Failure, "exit 2"), endB("b", store.Failure, "its attempt failed", false), start("e", 1)},
+		},
+	}
+	for _, apply := range applies {
+		for _, b := range apply {
+			if err := merged.WriteBuilds(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+			if err := plain.WriteBuilds(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := merged.j.n.Load(); n != int64(len(apply)) {
+			t.Fatalf("%d batches journaled, want %d", n, len(apply))
+		}
+		if err := merged.settle(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dump := func(s *Store) string {
+		var out []string
+		for _, q := range []string{
+			`SELECT buildset_id, job, seq, state, result, attempt, started_at, finished_at, log, reason FROM builds ORDER BY seq`,
+			`SELECT buildset_id, job, number, owner, started_at, finished_at, result, log, error FROM attempts ORDER BY job, number`,
+		} {
+			rows, err := s.rowsNow(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cols, _ := rows.Columns()
+			for rows.Next() {
+				vals := make([]any, len(cols))
+				ptrs := make([]any, len(cols))
+				for i := range vals {
+					ptrs[i] = &vals[i]
+				}
+				if err := rows.Scan(ptrs...); err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, fmt.Sprint(vals...))
+			}
+			rows.Close()
+		}
+		return strings.Join(out, "\n")
+	}
+	if n := merged.j.oneByOne.Load(); n != 0 {
+		t.Fatalf("%d applies made batch by batch, want none: every batch applies", n)
+	}
+	got, want := dump(merged), dump(plain)
+	if got != want {
+		t.Fatalf("merged:\n%s\n\nwritten one by one:\n%s", got, want)
+	}
+	if !strings.Contains(want, "FAILURE") || !strings.Contains(want, "a dependency failed") {
+		t.Fatalf("the rows lack what was written:\n%s", want)
+	}
+}
+
+// TestJournalModel: the builds' states a batch is checked against are
+// known at once for a buildset made to be run by this process (pinned to
+// it), and read at its first batch for any other.
+func TestJournalModel(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, f := journalFixture(t, filepath.Join(t.TempDir(), "sortie.db"), "a")
+	if err := s.CreateBuildset(ctx, store.CreateBuildsetParams{
+		Buildset: &store.Buildset{ID: "pinned", Pipeline: "p", Commit: "c", CreatedAt: time.Now(), PinnedTo: f.Owner}, Jobs: []string{"x", "y"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.j.mu.Lock()
+	pinned, other := s.j.model["pinned"], s.j.model["bs"]
+	s.j.mu.Unlock()
+	if len(pinned) != 2 || pinned["x"].state != store.BuildWaiting || other != nil {
+		t.Fatalf("models after making them: pinned %v, other %v; want the pinned one's two waiting builds only", pinned, other)
+	}
+	if err := s.WriteBuilds(ctx, []store.BuildWrite{startW(f, "a", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	s.j.mu.Lock()
+	m := s.j.model["bs"]["a"]
+	s.j.mu.Unlock()
+	if m == nil || m.state != store.BuildRunning || m.attempt != 1 || len(m.open) != 1 {
+		t.Fatalf("bs's model after its first batch: %+v, want a RUNNING at attempt 1", m)
+	}
+	if n := s.j.n.Load(); n != 1 {
+		t.Fatalf("%d batches journaled, want the first batch of a model read for it", n)
+	}
+	if _, err := s.EndBuildset(ctx, store.EndBuildsetParams{ID: "bs", Result: store.Canceled, BuildResult: store.Canceled, Fence: &f}); err != nil {
+		t.Fatal(err)
+	}
+	s.j.mu.Lock()
+	_, kept := s.j.model["bs"]
+	s.j.mu.Unlock()
+	if kept {
+		t.Error("the model of an ended buildset is kept")
+	}
+}
+
+// TestJournalBadBatch: a journaled batch that fails for a reason of its
+// own (here a row the model did not know of) is refused alone: the
+// batches around it are applied, its buildset's next batch gets the
+// refusal, and another buildset's go on.
+func TestJournalBadBatch(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, f := journalFixture(t, filepath.Join(t.TempDir(), "sortie.db"), "a", "b")
+	if err := s.CreateBuildset(ctx, store.CreateBuildsetParams{
+		Buildset: &store.Buildset{ID: "other", Pipeline: "p", Commit: "c", CreatedAt: time.Now()}, Jobs: []string{"c"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	startC := startW(f, "c", 1)
+	startC.Start.Attempt.BuildsetID = "other"
+	if err := s.WriteBuilds(ctx, []store.BuildWrite{startW(f, "a", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	// Behind the model's back, as a bug would: b's attempt 1 exists.
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO attempts (buildset_id, job, number, started_at) VALUES ('bs', 'b', 1, 1)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteBuilds(ctx, []store.BuildWrite{startW(f, "b", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteBuilds(ctx, []store.BuildWrite{startC}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Attempts(ctx, "bs", "a"); err != nil {
+		t.Fatalf("a read after a batch that cannot be applied: %v", err)
+	}
+	if got, want := states(t, s), "a:RUNNING::1:1 b:WAITING::0:1"; got != want {
+		t.Fatalf("after the apply: %s, want %s (b's batch refused alone)", got, want)
+	}
+	if running, err := s.RunningAttempts(ctx, "other"); err != nil || len(running) != 1 {
+		t.Fatalf("the other buildset's running attempts: %v, %v; want c's", running, err)
+	}
+	if err := s.WriteBuilds(ctx, []store.BuildWrite{startW(f, "b", 2)}); err == nil || !strings.Contains(err.Error(), "applied late") {
+		t.Fatalf("bs's next batch: %v, want the refusal of the one before", err)
+	}
+	endC := store.BuildWrite{FinishAttempt: &store.FinishAttemptParams{BuildsetID: "other", Job: "c", Number: 1, Result: store.Success, Fence: f}}
+	if err := s.WriteBuilds(ctx, []store.BuildWrite{endC}); err != nil {
+		t.Fatalf("the other buildset's next batch: %v", err)
 	}
 }

@@ -21,6 +21,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(sqlite.JournalHelperEnv); path != "" {
+		// A process for a test to kill (TestJournalRecoveredAfterKill).
+		fmt.Fprintln(os.Stderr, sqlite.JournalHelper(path))
+		os.Exit(2)
+	}
 	goleak.VerifyTestMain(m)
 }
 
