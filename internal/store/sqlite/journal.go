@@ -99,6 +99,7 @@ type journal struct {
 	mu      sync.Mutex
 	f       *os.File // nil until the first journaled batch; flock'd
 	path    string
+	size    int64                // of the file: where the next record goes
 	pending [][]store.BuildWrite // appended, not yet applied, in order
 	buf     []byte
 	// model is the states of the builds of the buildsets this store
@@ -113,7 +114,7 @@ type journal struct {
 	// live within journalDelay is not read again.
 	live    map[store.Fence]time.Time
 	fenced  int   // FenceOwners calls of this store: an apply begun before one marks nothing live
-	broken  error // the file could not be written: no more journaling
+	broken  error // the file could not be cut back or emptied: no more journaling
 	failing bool  // the last apply failed: write in transactions meanwhile
 	closed  bool
 	off     bool // for the tests of the transaction path
@@ -291,7 +292,6 @@ func (s *Store) journalWrites(ctx context.Context, writes []store.BuildWrite) bo
 	}
 	if err := s.appendLocked(writes); err != nil {
 		// The model has the writes: it is forgotten, to be read again.
-		j.broken = err
 		for _, w := range writes {
 			bs, _ := writeKey(w)
 			delete(j.model, bs)
@@ -438,8 +438,17 @@ func (s *Store) appendLocked(writes []store.BuildWrite) error {
 		go s.applyLoop()
 	}
 	j.buf = appendRecord(j.buf[:0], writes)
-	_, err := j.f.Write(j.buf)
-	return err
+	if _, err := j.f.Write(j.buf); err != nil {
+		// A full disk, as a rule: what was written of the record goes,
+		// so that the next record follows the last whole one. If it
+		// cannot go, nothing more is journaled.
+		if terr := j.f.Truncate(j.size); terr != nil {
+			j.broken = errors.Join(err, terr)
+		}
+		return err
+	}
+	j.size += int64(len(j.buf))
+	return nil
 }
 
 // create makes this store's journal file, locked for as long as the store
@@ -573,6 +582,7 @@ func (s *Store) flush(ctx context.Context) error {
 			if err := j.f.Truncate(0); err != nil && j.broken == nil {
 				j.broken = err
 			}
+			j.size = 0
 		}
 	}
 	j.n.Store(int64(len(j.pending)))

@@ -604,3 +604,33 @@ func TestJournalBadBatch(t *testing.T) {
 		t.Fatalf("the other buildset's next batch: %v", err)
 	}
 }
+
+// TestJournalCannotWrite: a batch the journal's file refuses (a full disk,
+// here a file that cannot be written) is written in a transaction instead,
+// and WriteBuilds says nothing of it.
+func TestJournalCannotWrite(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, f := journalFixture(t, filepath.Join(t.TempDir(), "sortie.db"), "a", "b")
+	if err := s.WriteBuilds(ctx, []store.BuildWrite{startW(f, "a", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := os.Open(s.j.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.j.mu.Lock()
+	rw := s.j.f
+	s.j.f = ro
+	s.j.mu.Unlock()
+	defer rw.Close()
+	if err := s.WriteBuilds(ctx, append(endW(f, "a", 1, store.Success), startW(f, "b", 1))); err != nil {
+		t.Fatalf("a batch the journal cannot take: %v", err)
+	}
+	if got, want := states(t, s), "a:DONE:SUCCESS:1:0 b:RUNNING::1:1"; got != want {
+		t.Fatalf("after it: %s, want %s (written in a transaction, after the journaled batch)", got, want)
+	}
+	if s.j.broken == nil {
+		t.Error("a journal whose file can be neither written nor cut back is still used")
+	}
+}
