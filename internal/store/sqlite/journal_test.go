@@ -634,3 +634,45 @@ func TestJournalCannotWrite(t *testing.T) {
 		t.Error("a journal whose file can be neither written nor cut back is still used")
 	}
 }
+
+// TestJournalAppliedInTheBackground: with nothing reading or writing, the
+// store's applier applies a batch after journalDelay, and at once when
+// journalBatch batches wait; another process sees them then.
+func TestJournalAppliedInTheBackground(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name    string
+		delay   time.Duration
+		batches int
+	}{{"after the delay", journalDelay, 1}, {"a full journal", time.Hour, journalBatch}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			path := filepath.Join(t.TempDir(), "sortie.db")
+			jobs := make([]string, c.batches)
+			for i := range jobs {
+				jobs[i] = fmt.Sprintf("j%02d", i)
+			}
+			s, f := journalFixture(t, path, jobs...)
+			s.j.delay = c.delay
+			other := open2(t, path)
+			for _, job := range jobs {
+				if err := s.WriteBuilds(ctx, []store.BuildWrite{startW(f, job, 1)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				running, err := other.RunningAttempts(ctx, "bs")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(running) == c.batches {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("another process sees %d running attempts after 30 s, want %d", len(running), c.batches)
+				}
+			}
+		})
+	}
+}
