@@ -490,19 +490,9 @@ func TestJournalMergedAsWritten(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cols, _ := rows.Columns()
-			for rows.Next() {
-				vals := make([]any, len(cols))
-				ptrs := make([]any, len(cols))
-				for i := range vals {
-					ptrs[i] = &vals[i]
-				}
-				if err := rows.Scan(ptrs...); err != nil {
-					t.Fatal(err)
-				}
+			for _, vals := range scanAll(t, rows) {
 				out = append(out, fmt.Sprint(vals...))
 			}
-			rows.Close()
 		}
 		return strings.Join(out, "\n")
 	}
