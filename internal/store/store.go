@@ -492,7 +492,11 @@ type Buildsets interface {
 	// or none when one fails, whose error (as its own method would return
 	// it, StartAttempt, FinishAttempt or FinishBuild) is returned. A run
 	// records with it a build's end and the start of the builds that
-	// follow in one commit.
+	// follow in one commit. A store may make the writes durable first and
+	// apply them to what it reads from later (SQLite's journal), when it
+	// knows they apply: it reads them first itself, and a refusal met
+	// when they are applied (a fence taken meanwhile) is the error of the
+	// buildset's next WriteBuilds.
 	WriteBuilds(ctx context.Context, writes []BuildWrite) error
 	// Attempts returns a build's attempts in order.
 	Attempts(ctx context.Context, buildsetID, job string) ([]*Attempt, error)
