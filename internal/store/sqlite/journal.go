@@ -217,14 +217,18 @@ func (j *journal) seed(buildset string, jobs []string) {
 // model said otherwise, or did not know).
 func (j *journal) made(err error, buildset string, writes ...store.BuildWrite) {
 	if err != nil {
-		j.forget(buildset)
+		// Its model only: a refusal of a journaled batch of it, not
+		// returned yet, still is.
+		j.mu.Lock()
+		delete(j.model, buildset)
+		j.mu.Unlock()
 		return
 	}
 	j.learn(writes...)
 }
 
-// forget drops what the store knows of a buildset: it ended, or a write
-// of it went otherwise than the model said.
+// forget drops what the store knows of a buildset that ended: its model,
+// and a refusal no batch of it will be told.
 func (j *journal) forget(buildset string) {
 	j.mu.Lock()
 	delete(j.model, buildset)

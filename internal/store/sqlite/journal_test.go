@@ -216,12 +216,16 @@ func TestJournalFencedBeforeApply(t *testing.T) {
 	if n := s.j.oneByOne.Load(); n != 1 {
 		t.Errorf("%d applies made batch by batch, want the refused one", n)
 	}
+	// A write of its own, refused too, leaves the refusal to be told.
+	if err := s.StartAttempt(ctx, *startW(f, "b", 1).Start); !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("a start of its own: %v, want ErrFenced", err)
+	}
 	err := s.WriteBuilds(ctx, []store.BuildWrite{startW(f, "b", 1)})
 	if !errors.Is(err, store.ErrFenced) || !strings.Contains(err.Error(), "applied late") {
 		t.Fatalf("the next batch: %v, want the refusal of the one before", err)
 	}
-	if got := s.FencedWrites(); got != 1 {
-		t.Errorf("fenced writes counted: %d, want 1", got)
+	if got := s.FencedWrites(); got != 2 {
+		t.Errorf("fenced writes counted: %d, want 2 (the batch applied late, the start)", got)
 	}
 }
 
