@@ -367,57 +367,18 @@ const fenceLiveSQL = `SELECT EXISTS (SELECT 1 FROM owners WHERE id = ? AND epoch
 // has not read yet: its builds' states and its attempts without a result.
 func (s *Store) loadModels(ctx context.Context, writes []store.BuildWrite) error {
 	j := s.j
+	var missing []string
+	j.mu.Lock()
 	for _, w := range writes {
 		bs, _ := writeKey(w)
-		j.mu.Lock()
-		_, ok := j.model[bs]
-		j.mu.Unlock()
-		if ok {
-			continue
+		if _, ok := j.model[bs]; !ok && !slices.Contains(missing, bs) {
+			missing = append(missing, bs)
 		}
-		// What this store still has to apply of it is in the tables
-		// first: none, as a rule, since its batches were journaled only
-		// once it had a model.
-		if err := s.settle(ctx); err != nil {
-			return err
-		}
-		m := map[string]*buildModel{}
-		rows, err := s.rowsNow(ctx, `SELECT job, state, attempt FROM builds WHERE buildset_id = ?`, bs)
+	}
+	j.mu.Unlock()
+	for _, bs := range missing {
+		m, err := s.readModel(ctx, bs)
 		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var (
-				job, state string
-				attempt    int
-			)
-			if err := rows.Scan(&job, &state, &attempt); err != nil {
-				rows.Close()
-				return err
-			}
-			m[job] = &buildModel{state: store.BuildState(state), attempt: attempt}
-		}
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-			return err
-		}
-		rows, err = s.rowsNow(ctx, `SELECT job, number FROM attempts WHERE buildset_id = ? AND result = ''`, bs)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var (
-				job string
-				n   int
-			)
-			if err := rows.Scan(&job, &n); err != nil {
-				rows.Close()
-				return err
-			}
-			if b := m[job]; b != nil {
-				b.open = append(b.open, n)
-			}
-		}
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return err
 		}
 		j.mu.Lock()
@@ -427,6 +388,52 @@ func (s *Store) loadModels(ctx context.Context, writes []store.BuildWrite) error
 		j.mu.Unlock()
 	}
 	return nil
+}
+
+// readModel reads a buildset's model from the tables, once what this
+// store still has to apply is there: none of the buildset's, as a rule,
+// since its batches are journaled only once it has a model.
+func (s *Store) readModel(ctx context.Context, buildset string) (map[string]*buildModel, error) {
+	if err := s.settle(ctx); err != nil {
+		return nil, err
+	}
+	m := map[string]*buildModel{}
+	rows, err := s.rowsNow(ctx, `SELECT job, state, attempt FROM builds WHERE buildset_id = ?`, buildset)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			job, state string
+			attempt    int
+		)
+		if err := rows.Scan(&job, &state, &attempt); err != nil {
+			return nil, err
+		}
+		m[job] = &buildModel{state: store.BuildState(state), attempt: attempt}
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, err
+	}
+	open, err := s.rowsNow(ctx, `SELECT job, number FROM attempts WHERE buildset_id = ? AND result = ''`, buildset)
+	if err != nil {
+		return nil, err
+	}
+	defer open.Close()
+	for open.Next() {
+		var (
+			job string
+			n   int
+		)
+		if err := open.Scan(&job, &n); err != nil {
+			return nil, err
+		}
+		if b := m[job]; b != nil {
+			b.open = append(b.open, n)
+		}
+	}
+	return m, errors.Join(open.Err(), open.Close())
 }
 
 // appendLocked writes one record of writes at the end of the journal,
