@@ -61,7 +61,9 @@ func directArgv(command string, env []string) ([]string, bool) {
 }
 
 // lookPath finds name as sh would: as is when it has a slash, else in
-// the directories of the PATH of env.
+// the directories of the PATH of env. It says false, for the shell to
+// search, when an empty or relative directory of PATH comes before the
+// program: sh looks there relative to the job's directory.
 func lookPath(name string, env []string) (string, bool) {
 	if strings.Contains(name, "/") {
 		// A relative path is the shell's business (it is relative to the
@@ -76,9 +78,14 @@ func lookPath(name string, env []string) (string, bool) {
 			pathVar = v
 		}
 	}
+	return programs.look(name, pathVar)
+}
+
+// searchPath looks for name in each directory of pathVar, in order.
+func searchPath(name, pathVar string) (string, bool) {
 	for _, dir := range filepath.SplitList(pathVar) {
-		if dir == "" {
-			continue // the current directory: leave that to sh
+		if !filepath.IsAbs(dir) {
+			return "", false // "" is the current directory: sh's, as any relative one
 		}
 		if p := filepath.Join(dir, name); executable(p) {
 			return p, true

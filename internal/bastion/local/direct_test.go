@@ -41,6 +41,37 @@ func TestDirectArgv(t *testing.T) {
 	}
 }
 
+// TestDirectArgvRelativePath: sh looks in an empty or relative directory of
+// PATH relative to the job's directory, so a program must not be looked
+// for past one.
+func TestDirectArgvRelativePath(t *testing.T) {
+	for path, want := range map[string][]string{
+		":/usr/bin":        nil,
+		"bin:/usr/bin":     nil,
+		"/usr/bin:":        {"/usr/bin/env"},
+		"/usr/bin:bin":     {"/usr/bin/env"},
+		"/nonexistent::/x": nil,
+	} {
+		got, ok := directArgv("env", []string{"PATH=" + path})
+		if !slices.Equal(got, want) || ok != (want != nil) {
+			t.Errorf("PATH=%s: directArgv(env) = %q, %v; want %q", path, got, ok, want)
+		}
+	}
+	// What sh then runs is the job's.
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "env"), []byte("#!/bin/sh\necho the job env\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := pathEnv()
+	env["PATH"] = "bin:" + env["PATH"]
+	if o, log := run(t, context.Background(), bastion.Spec{Command: "env", Dir: dir, Env: env}); o.ExitCode != 0 || strings.TrimSpace(log) != "the job env" {
+		t.Errorf("env with bin first in PATH: %+v %q, want the job's bin/env", o, log)
+	}
+}
+
 // TestRunDirectLikeShell: a command started without the shell sees what it
 // would have seen with it: the same environment (PWD included), directory,
 // arguments and exit status; a missing program still gets sh's 127.
