@@ -69,3 +69,31 @@ func selfCPU(b *testing.B) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkLookPath is the look-up of a job's program (true) in this
+// machine's PATH: searched, one stat a directory, and remembered while
+// no directory of PATH changes:
+//
+//	go test ./internal/bastion/local -run '^$' -bench LookPath
+func BenchmarkLookPath(b *testing.B) {
+	pathVar := os.Getenv("PATH")
+	b.Run("searched", func(b *testing.B) {
+		for b.Loop() {
+			if _, ok := searchPath("true", pathVar); !ok {
+				b.Fatal("true not in PATH")
+			}
+		}
+	})
+	b.Run("remembered", func(b *testing.B) {
+		c := newPathCache()
+		defer c.reset()
+		for b.Loop() {
+			if _, ok := c.look("true", pathVar); !ok {
+				b.Fatal("true not in PATH")
+			}
+		}
+		if c.searches != 1 {
+			b.Fatalf("%d searches", c.searches)
+		}
+	})
+}

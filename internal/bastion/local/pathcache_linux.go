@@ -30,9 +30,11 @@ type pathCache struct {
 	mu sync.Mutex
 	fd int // the inotify instance, or -1
 	// watched says, for each PATH value met, whether all its
-	// directories are watched; found, by PATH value and name, where the program was found in it.
+	// directories are watched; found, by PATH value and name, where the
+	// program was found in it; nfound counts its entries.
 	watched map[string]bool
-	found   map[string]string
+	found   map[string]map[string]string
+	nfound  int
 	buf     []byte
 	// searches counts the searches of PATH, for tests.
 	searches int
@@ -55,7 +57,7 @@ const (
 )
 
 func newPathCache() *pathCache {
-	return &pathCache{fd: -1, watched: map[string]bool{}, found: map[string]string{}}
+	return &pathCache{fd: -1, watched: map[string]bool{}, found: map[string]map[string]string{}}
 }
 
 // look returns where name is in pathVar, as searchPath would find it now.
@@ -65,17 +67,20 @@ func (c *pathCache) look(name, pathVar string) (string, bool) {
 	if c.changed() {
 		c.reset()
 	}
-	key := pathVar + "\x00" + name
-	if p, ok := c.found[key]; ok {
+	if p, ok := c.found[pathVar][name]; ok {
 		return p, true
 	}
 	// Watch first: a change made during the search is then seen at the
 	// next look.
-	keep := c.watch(pathVar) && len(c.found) < maxPrograms
+	keep := c.watch(pathVar) && c.nfound < maxPrograms
 	c.searches++
 	p, ok := searchPath(name, pathVar)
 	if ok && keep {
-		c.found[key] = p
+		if c.found[pathVar] == nil {
+			c.found[pathVar] = map[string]string{}
+		}
+		c.found[pathVar][name] = p
+		c.nfound++
 	}
 	return p, ok
 }
@@ -102,6 +107,7 @@ func (c *pathCache) reset() {
 	}
 	clear(c.watched)
 	clear(c.found)
+	c.nfound = 0
 }
 
 // watch watches every directory of pathVar, and says whether what is found
