@@ -35,35 +35,37 @@ var builtins = map[string]bool{
 	"case": true, "esac": true, "while": true, "until": true, "for": true, "in": true, "!": true,
 }
 
-// directArgv returns the argv to exec for command without a shell, with
-// argv[0] resolved in the job's PATH, or false when the shell must run it.
-func directArgv(command string, env []string) ([]string, bool) {
+// directArgv returns the program to exec for command without a shell,
+// found in the job's PATH, and its argv, whose argv[0] is the command's
+// first word as sh would pass it; or false when the shell must run it.
+func directArgv(command string, env []string) (string, []string, bool) {
 	words := strings.Fields(command)
 	if len(words) == 0 || builtins[words[0]] {
-		return nil, false
+		return "", nil, false
 	}
 	for i := 0; i < len(command); i++ {
 		c := command[i]
 		if c != ' ' && c != '\t' && !plainChar(c) {
-			return nil, false
+			return "", nil, false
 		}
 	}
 	// A first word with "=" is an assignment; "%" and ":" at the start are
 	// not programs anyone means.
 	if strings.ContainsAny(words[0], "=%:") {
-		return nil, false
+		return "", nil, false
 	}
 	path, ok := lookPath(words[0], env)
 	if !ok {
-		return nil, false
+		return "", nil, false
 	}
-	return append([]string{path}, words[1:]...), true
+	return path, words, true
 }
 
 // lookPath finds name as sh would: as is when it has a slash, else in
 // the directories of the PATH of env. It says false, for the shell to
-// search, when an empty or relative directory of PATH comes before the
-// program: sh looks there relative to the job's directory.
+// search, when a directory of PATH that sh reads differently comes before
+// the program: an empty or relative one (sh looks there relative to the
+// job's directory), or one with a "%" (dash's mark of a builtin).
 func lookPath(name string, env []string) (string, bool) {
 	if strings.Contains(name, "/") {
 		// A relative path is the shell's business (it is relative to the
@@ -78,16 +80,13 @@ func lookPath(name string, env []string) (string, bool) {
 			pathVar = v
 		}
 	}
-	return programs.look(name, pathVar)
-}
-
-// searchPath looks for name in each directory of pathVar, in order.
-func searchPath(name, pathVar string) (string, bool) {
 	for _, dir := range filepath.SplitList(pathVar) {
-		if !filepath.IsAbs(dir) {
-			return "", false // "" is the current directory: sh's, as any relative one
+		if !filepath.IsAbs(dir) || strings.Contains(dir, "%") {
+			return "", false
 		}
-		if p := filepath.Join(dir, name); executable(p) {
+		// Joined as sh joins them, not cleaned: "/a/missing/../bin"
+		// holds nothing for sh, whose kernel walks "missing".
+		if p := dir + "/" + name; executable(p) {
 			return p, true
 		}
 	}

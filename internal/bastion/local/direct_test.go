@@ -34,9 +34,16 @@ func TestDirectArgv(t *testing.T) {
 		"ansible-playbook -e x=1 p.ya": nil, // "=" in a word: the shell's
 		"":                             nil,
 	} {
-		got, ok := directArgv(cmd, env)
+		path, argv, ok := directArgv(cmd, env)
+		got := argv
+		if ok {
+			got = append([]string{path}, argv[1:]...)
+			if w := strings.Fields(cmd)[0]; argv[0] != w {
+				t.Errorf("directArgv(%q): argv[0] %q, want %q as sh passes it", cmd, argv[0], w)
+			}
+		}
 		if !slices.Equal(got, want) || ok != (want != nil) {
-			t.Errorf("directArgv(%q) = %q, %v; want %q", cmd, got, ok, want)
+			t.Errorf("directArgv(%q) = %q, %q, %v; want %q", cmd, path, argv, ok, want)
 		}
 	}
 }
@@ -46,15 +53,23 @@ func TestDirectArgv(t *testing.T) {
 // for past one.
 func TestDirectArgvRelativePath(t *testing.T) {
 	for path, want := range map[string][]string{
-		":/usr/bin":        nil,
-		"bin:/usr/bin":     nil,
-		"/usr/bin:":        {"/usr/bin/env"},
-		"/usr/bin:bin":     {"/usr/bin/env"},
-		"/nonexistent::/x": nil,
+		":/usr/bin":                  nil,
+		"bin:/usr/bin":               nil,
+		"/nonexistent::/usr/bin":     nil,
+		"/usr/bin:":                  {"/usr/bin/env"},
+		"/usr/bin:bin":               {"/usr/bin/env"},
+		"/usr/bin/":                  {"/usr/bin//env"},
+		"/nonexistent/../usr/bin":    nil, // sh's kernel walks "nonexistent"
+		"/usr/bin%builtin:/usr/bin":  nil, // dash's mark
+		"/nonexistent:/usr/bin%func": nil,
 	} {
-		got, ok := directArgv("env", []string{"PATH=" + path})
-		if !slices.Equal(got, want) || ok != (want != nil) {
-			t.Errorf("PATH=%s: directArgv(env) = %q, %v; want %q", path, got, ok, want)
+		p, _, ok := directArgv("env", []string{"PATH=" + path})
+		var got []string
+		if ok {
+			got = []string{p}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("PATH=%s: directArgv(env) = %q, %v; want %q", path, p, ok, want)
 		}
 	}
 	// What sh then runs is the job's.
@@ -94,6 +109,10 @@ func TestRunDirectLikeShell(t *testing.T) {
 	}
 	if !slices.Contains(sorted(direct), "PWD="+dir) {
 		t.Errorf("no PWD=%s in %q", dir, direct)
+	}
+	// The program's argv[0] is the word as typed, as sh passes it.
+	if o, log := run(t, context.Background(), bastion.Spec{Command: "cat /proc/self/cmdline", Env: env}); o.ExitCode != 0 || log != "cat\x00/proc/self/cmdline\x00" {
+		t.Errorf("cat /proc/self/cmdline: %+v %q, want cat's own argv", o, log)
 	}
 	o, log := run(t, context.Background(), bastion.Spec{Command: "pwd", Dir: dir, Env: env})
 	if o.ExitCode != 0 || strings.TrimSpace(log) != dir {
@@ -137,5 +156,28 @@ func TestRunDirectLikeShell(t *testing.T) {
 	}
 	if o, log := run(t, context.Background(), bastion.Spec{Command: filepath.Join(dir, "a-dir"), Env: env}); o.ExitCode != 126 {
 		t.Errorf("a directory: %+v %q, want 126", o, log)
+	}
+}
+
+// TestRunFindsWhatAJobInstalled: a program a job installs in a directory
+// of PATH before the one where it was found is what the next job runs,
+// as with sh (the bootstrap job's tools): nothing may remember the
+// first look.
+func TestRunFindsWhatAJobInstalled(t *testing.T) {
+	t.Parallel()
+	early := t.TempDir()
+	env := pathEnv()
+	env["PATH"] = early + ":" + env["PATH"]
+	o, log := run(t, context.Background(), bastion.Spec{Command: "hostname", Env: env})
+	if o.ExitCode != 0 || strings.Contains(log, "installed") {
+		t.Fatalf("hostname before: %+v %q", o, log)
+	}
+	install := "printf '#!/bin/sh\\necho installed hostname\\n' >" + early + "/hostname.tmp && chmod +x " + early + "/hostname.tmp && mv " + early + "/hostname.tmp " + early + "/hostname"
+	if o, log := run(t, context.Background(), bastion.Spec{Command: install, Env: env}); o.ExitCode != 0 {
+		t.Fatalf("install: %+v %q", o, log)
+	}
+	o, log = run(t, context.Background(), bastion.Spec{Command: "hostname", Env: env})
+	if o.ExitCode != 0 || strings.TrimSpace(log) != "installed hostname" {
+		t.Errorf("hostname after the install: %+v %q, want the installed one", o, log)
 	}
 }

@@ -156,10 +156,10 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 	mark := bastion.RunEnv + "=" + bastion.NewRunID()
 	env = append(env[:len(env):len(env)], mark)
 	shArgv, shEnv := []string{"/bin/sh", "-c", command}, env
-	argv, direct := shArgv, false
-	if d, ok := directArgv(command, env); ok {
+	path, argv, direct := shArgv[0], shArgv, false
+	if p, d, ok := directArgv(command, env); ok {
 		// sh exports PWD to what it runs; so does a direct start.
-		argv, env, direct = d, append(env, "PWD="+dir), true
+		path, argv, env, direct = p, d, append(env, "PWD="+dir), true
 	}
 	// syscall.ForkExec rather than exec.Cmd, which costs some 25 µs more a
 	// start (a look-up, a context, goroutines) on runs of short jobs, or
@@ -175,14 +175,14 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 		return nil, fmt.Errorf("start: %w", err)
 	}
 	attr := &syscall.ProcAttr{Dir: dir, Env: lastWins(env), Files: []uintptr{null.Fd(), pw.Fd(), pw.Fd()}, Sys: &syscall.SysProcAttr{Setpgid: true}}
-	pid, err := forkExec(argv, attr)
+	pid, err := forkExec(path, argv, attr)
 	if err != nil && direct && execFailed(err) {
 		// A program started directly that cannot be exec'd (missing, not
 		// executable, a script without #!) is the shell's to run or to
 		// say why not, with its message and exit status, as it would
 		// have been without the direct start.
 		attr.Env = lastWins(shEnv)
-		pid, err = forkExec(shArgv, attr)
+		pid, err = forkExec(shArgv[0], shArgv, attr)
 	}
 	pw.Close()
 	if err != nil {
@@ -451,17 +451,18 @@ func exitError(o bastion.Outcome) error {
 	}
 }
 
-// forkExec starts argv[0] and returns its pid; a failure is an
-// *os.PathError, as os.StartProcess gives it, for execFailed. The process
-// is known by its pid alone, as the rest of this file needs it (its group
-// is killed by id, its exit seen by waitExited): no pidfd is opened, to
-// be closed again, and nothing is left for the garbage collector, which
-// took some 7 µs of Sortie's CPU a job on a run of 10,000 no-op jobs
-// (docs/benchmarks.md). The pid stays this process's until wait4 reaps it.
-func forkExec(argv []string, attr *syscall.ProcAttr) (int, error) {
-	pid, err := syscall.ForkExec(argv[0], argv, attr)
+// forkExec starts the program at path with argv and returns its pid; a
+// failure is an *os.PathError, as os.StartProcess gives it, for
+// execFailed. The process is known by its pid alone, as the rest of this
+// file needs it (its group is killed by id, its exit seen by
+// waitExited): no pidfd is opened, to be closed again, and nothing is
+// left for the garbage collector, which took some 7 µs of Sortie's CPU a
+// job on a run of 10,000 no-op jobs (docs/benchmarks.md). The pid stays
+// this process's until wait4 reaps it.
+func forkExec(path string, argv []string, attr *syscall.ProcAttr) (int, error) {
+	pid, err := syscall.ForkExec(path, argv, attr)
 	if err != nil {
-		return 0, &os.PathError{Op: "fork/exec", Path: argv[0], Err: err}
+		return 0, &os.PathError{Op: "fork/exec", Path: path, Err: err}
 	}
 	return pid, nil
 }
