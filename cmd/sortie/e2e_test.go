@@ -239,7 +239,7 @@ source: {url: %s}
 jobs:
   boot: {bootstrap: true, install: ["true"]}
   slow:
-    timeout: 1s
+    timeout: 5s
     run: |
       sleep 300 & echo $! >> %[2]s/pids
       (sleep 300 & echo $! >> %[2]s/pids; wait) &
@@ -621,7 +621,7 @@ source: {url: %s}
 jobs:
   boot:
     bootstrap: true
-    timeout: 1s
+    timeout: 5s
     install: ['echo $$ >> %[2]s/pids; exec sleep 300']
   a: {run: "true"}
 pipelines:

@@ -37,10 +37,11 @@ type Bastion interface {
 	Install(ctx context.Context, commands []string, env map[string]string, log io.Writer) (installed bool, err error)
 	// Run runs one attempt of a build and waits for it. Every process of
 	// the build carries RunEnv, set to an id of this Run alone. When
-	// spec.Timeout passes or ctx is done, every process the build started
-	// is ended (TERM, then KILL after spec.Grace): its process group, and
-	// every process carrying its RunEnv wherever it went (setsid, a double
-	// fork, nohup); Run returns once they are gone. When the command ends
+	// spec.Timeout passes (or spec.Expire is closed) or ctx is done,
+	// every process the build started is ended (TERM, then KILL after
+	// spec.Grace): its process group, and every process carrying its
+	// RunEnv wherever it went (setsid, a double fork, nohup); Run returns
+	// once they are gone. When the command ends
 	// by itself, what it left in its process group is ended the same way,
 	// and what left the group is let be (a daemon a job means to start).
 	// Output (stdout and stderr merged) goes to log as it comes. A failure
@@ -97,6 +98,11 @@ type Spec struct {
 	// Timeout ends the process tree after it; 0 means none. It counts from
 	// the start of the process.
 	Timeout time.Duration
+	// Expire, when not nil, ends the process tree as Timeout does once it
+	// is closed: a deadline its caller keeps (tests end a build at the
+	// moment they choose, rather than racing a timer). With Timeout too,
+	// the first to come ends it.
+	Expire <-chan struct{}
 	// Grace is the time between TERM and KILL; 0 means DefaultGrace.
 	Grace time.Duration
 	// Events, when set, gets the run's side channel: the bastion names in

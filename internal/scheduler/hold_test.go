@@ -203,12 +203,10 @@ func TestDrainWhileWaitingToRetry(t *testing.T) {
 	h.end("a") <- scheduler.Outcome{Infra: errors.New("ssh: connection refused")}
 	h.await("attempt a#1 RETRY")
 	before := len(h.eventsNow())
-	start := time.Now()
+	// The retry is an hour away: wait's bound says the drain did not
+	// wait for it.
 	close(drain)
 	r := wait(t, done)
-	if took := time.Since(start); took > 5*time.Second {
-		t.Errorf("drain took %s", took)
-	}
 	if r.result != "" || !errors.Is(r.err, scheduler.ErrDrained) {
 		t.Fatalf("result %q %v, want ErrDrained", r.result, r.err)
 	}

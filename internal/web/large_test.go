@@ -145,9 +145,6 @@ func TestLargeBuildset(t *testing.T) {
 		t.Errorf("states %v", states)
 	}
 	t.Logf("buildset page of %d jobs: %v, %d KB", jobs+1, d.Round(time.Millisecond), len(body)>>10)
-	if d > 5*time.Second {
-		t.Errorf("the %d-job buildset page took %v", jobs+1, d)
-	}
 
 	d, body = timeGet(t, u.URL+"/buildsets/"+id+"/builds/"+big)
 	doc, err = parseHTML(body)
@@ -164,9 +161,6 @@ func TestLargeBuildset(t *testing.T) {
 		t.Errorf("data-offset %s, want the log's size %d", pre.attr("data-offset"), 100*chunk.Len())
 	}
 	doc.byID(t, "log-truncated")
-	if d > 5*time.Second {
-		t.Errorf("the build page took %v", d)
-	}
 	d, _ = timeGet(t, u.URL+"/")
 	t.Logf("status page: %v", d.Round(time.Millisecond))
 	d, _ = timeGet(t, u.URL+"/history?job=service-499")

@@ -96,9 +96,11 @@ func testEscapee(t *testing.T, newHost NewHost, start string, end ending) {
 	owner := "run-" + bastion.NewRunID()
 	b := host(owner)
 	spec := bastion.Spec{Command: script(start), Grace: grace}
+	// The timeout comes once the escapee is up, however long a loaded
+	// machine takes to start it: a timer could come first.
+	expire := make(chan struct{})
 	if end == timedOut {
-		// Ample time to start the escapee on a loaded machine.
-		spec.Timeout = 3 * time.Second
+		spec.Expire = expire
 	}
 	target := startBuild(t, b, spec)
 
@@ -121,6 +123,8 @@ func testEscapee(t *testing.T, newHost NewHost, start string, end ending) {
 	}
 
 	switch end {
+	case timedOut:
+		close(expire)
 	case canceled:
 		target.cancel()
 	case killedOwner:

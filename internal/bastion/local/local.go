@@ -232,7 +232,7 @@ func (b *Bastion) Install(ctx context.Context, commands []string, env map[string
 		if err != nil {
 			return false, &bastion.InfraError{Op: "install", Err: err}
 		}
-		o := p.wait(ctx, 0, bastion.DefaultGrace)
+		o := p.wait(ctx, 0, nil, bastion.DefaultGrace)
 		if o.Canceled {
 			return false, fmt.Errorf("local: install: command %d: %w", i+1, context.Cause(ctx))
 		}

@@ -40,10 +40,10 @@ const (
 //
 // The command leads a process group of its own, and every process it
 // starts carries bastion.RunEnv, set to an id of this Run alone. When
-// spec.Timeout passes or ctx is done, the group and every process carrying
-// that id, wherever it went (setsid, a daemon's double fork), get SIGTERM,
-// then SIGKILL once spec.Grace has passed with one still alive, and Run
-// returns once none is. When the command ends by itself, any process it
+// spec.Timeout passes (or spec.Expire is closed) or ctx is done, the
+// group and every process carrying that id, wherever it went (setsid, a
+// daemon's double fork), get SIGTERM, then SIGKILL once spec.Grace has
+// passed with one still alive, and Run returns once none is. When the command ends by itself, any process it
 // left in its group (a "cmd &") is ended the same way, so a build leaves
 // nothing behind; a process that left the group is let be, as a daemon a
 // job starts on purpose (ssh's ControlPersist master) must, and Run does
@@ -86,10 +86,10 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 		return bastion.Outcome{}, &bastion.InfraError{Op: "run", Err: err}
 	}
 	if ev == nil {
-		return p.wait(ctx, spec.Timeout, grace), nil
+		return p.wait(ctx, spec.Timeout, spec.Expire, grace), nil
 	}
 	ev.follow()
-	o := p.wait(ctx, spec.Timeout, grace)
+	o := p.wait(ctx, spec.Timeout, spec.Expire, grace)
 	ev.finish()
 	return o, nil
 }
@@ -278,7 +278,7 @@ func (p *process) copy(log io.Writer) {
 
 // wait waits for the process, ends what Run says it ends, reaps it, and
 // stops the goroutines of startProcess.
-func (p *process) wait(ctx context.Context, timeout, grace time.Duration) bastion.Outcome {
+func (p *process) wait(ctx context.Context, timeout time.Duration, expire <-chan struct{}, grace time.Duration) bastion.Outcome {
 	var out bastion.Outcome
 	var timer <-chan time.Time
 	if timeout > 0 {
@@ -291,6 +291,8 @@ func (p *process) wait(ctx context.Context, timeout, grace time.Duration) bastio
 	case <-p.exited:
 		exited = true
 	case <-timer:
+		out.TimedOut = true
+	case <-expire:
 		out.TimedOut = true
 	case <-ctx.Done():
 		out.Canceled = true

@@ -209,25 +209,38 @@ func TestRunTimeoutEndsTree(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			pids := filepath.Join(t.TempDir(), "pids")
-			o, log := run(t, context.Background(), bastion.Spec{
-				Command: script,
-				Env:     pathEnv("PIDS", pids),
-				// Ample for the tree to start on a loaded machine; it
-				// then waits for the timeout.
-				Timeout: 3 * time.Second,
-			})
-			if !o.TimedOut || o.Canceled || o.ExitCode != -1 {
-				t.Errorf("%+v, want TimedOut", o)
+			// The timeout comes once the whole tree is up, however long
+			// a loaded machine takes to start it.
+			expire := make(chan struct{})
+			type result struct {
+				o   bastion.Outcome
+				log string
 			}
-			if strings.Contains(log, "never") {
-				t.Errorf("log %q", log)
+			done := make(chan result, 1)
+			go func() {
+				o, log := run(t, context.Background(), bastion.Spec{Command: script, Env: pathEnv("PIDS", pids), Expire: expire})
+				done <- result{o, log}
+			}()
+			p := waitPids(t, pids, 5)
+			close(expire)
+			r := <-done
+			if !r.o.TimedOut || r.o.Canceled || r.o.ExitCode != -1 {
+				t.Errorf("%+v, want TimedOut", r.o)
 			}
-			p := readPids(t, pids)
-			if len(p) != 5 {
-				t.Fatalf("pids %v: the script did not get to its end before the timeout", p)
+			if strings.Contains(r.log, "never") {
+				t.Errorf("log %q", r.log)
 			}
 			assertGone(t, p)
 		})
+	}
+}
+
+// TestRunTimeoutFires: spec.Timeout's own timer ends a build.
+func TestRunTimeoutFires(t *testing.T) {
+	t.Parallel()
+	o, _ := run(t, context.Background(), bastion.Spec{Command: "sleep 300", Env: pathEnv(), Timeout: 100 * time.Millisecond})
+	if !o.TimedOut || o.Canceled || o.ExitCode != -1 {
+		t.Errorf("%+v, want TimedOut", o)
 	}
 }
 

@@ -29,8 +29,12 @@ import (
 func TestKeepaliveToleratesASlowLink(t *testing.T) {
 	t.Parallel()
 	srv := sshtest.Start(t)
-	b := newBastion(t, srv, srv.KnownHosts) // keepalive every 500ms
-	const interval = 500 * time.Millisecond
+	// A second between keepalives: the link is hung for one and a half,
+	// and the bastion gives up at three, which leaves a second and a half
+	// for the test to resume it and the answer to reach the bastion on a
+	// loaded machine.
+	const interval = time.Second
+	b := newBastionKeepalive(t, srv, srv.KnownHosts, interval)
 	events := b.Keepalives()
 	next := func() ssh.KeepaliveEvent {
 		t.Helper()

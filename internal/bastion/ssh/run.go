@@ -262,6 +262,9 @@ func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (ba
 	case <-timeout:
 		out.TimedOut, ended = true, true
 		err = b.end(c, sess, id, grace, done)
+	case <-spec.Expire:
+		out.TimedOut, ended = true, true
+		err = b.end(c, sess, id, grace, done)
 	case <-ctx.Done():
 		out.Canceled, ended = true, true
 		err = b.end(c, sess, id, grace, done)
