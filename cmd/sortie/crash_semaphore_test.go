@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
+	"github.com/sortie-ci/sortie/internal/testport"
 )
 
 // TestCrashGivesThePipelineSemaphoreBack: deploy (high), hourly and
@@ -43,7 +44,7 @@ pipelines:
   hourly:   {manager: serial, precedence: low, semaphore: bridge, jobs: [boot, a, b]}
   periodic: {manager: serial, precedence: low, semaphore: bridge, jobs: [boot, a, b]}
 `, repo, journalLine(journal), job))
-	addr := freePort(t)
+	addr := testport.Addr(t)
 	logPath := filepath.Join(dir, "serve.log")
 	env := []string{"SORTIE_TOKENS=crash-token"}
 	args := []string{"--config", cfgPath, "--state-dir", state, "--grace", "2s"}

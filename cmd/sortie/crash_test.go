@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
+	"github.com/sortie-ci/sortie/internal/testport"
 )
 
 // serveProc is a real `sortie serve` process.
@@ -26,17 +26,6 @@ type serveProc struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	log  *os.File
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 // startServe starts the binary and waits until /readyz answers 200.
@@ -187,7 +176,7 @@ pipelines:
   check:    {manager: independent, jobs: [boot, a, b, c, d]}
 `, repo, job, journalLine(journal))
 	cfgPath := writeConfig(t, dir, cfg)
-	addr := freePort(t)
+	addr := testport.Addr(t)
 	logPath := filepath.Join(dir, "serve.log")
 	env := []string{"SORTIE_TOKENS=crash-token"}
 	args := []string{"--config", cfgPath, "--state-dir", state, "--grace", "2s"}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
+	"github.com/sortie-ci/sortie/internal/testport"
 )
 
 // tmpfs mounts a tmpfs of size bytes on a new directory for the test, or
@@ -79,7 +80,7 @@ jobs:
 pipelines:
   deploy: {jobs: [boot, a, b]}
 `, repo, started, waitFor(gate, dir)))
-	addr := freePort(t)
+	addr := testport.Addr(t)
 	logPath := filepath.Join(dir, "serve.log")
 	args := []string{"--config", cfgPath, "--state-dir", state, "--grace", "2s"}
 	srv := startServe(t, addr, logPath, []string{"SORTIE_TOKENS=tok"}, args...)

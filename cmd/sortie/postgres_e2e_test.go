@@ -16,6 +16,7 @@ import (
 	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
 	"github.com/sortie-ci/sortie/internal/store/postgres/pgtest"
+	"github.com/sortie-ci/sortie/internal/testport"
 )
 
 // quickstartYAML is a config shaped like examples/quickstart (a bootstrap
@@ -110,7 +111,7 @@ func TestPostgresRunHistoryServe(t *testing.T) {
 	}
 
 	serveState := t.TempDir()
-	addr := freePort(t)
+	addr := testport.Addr(t)
 	logPath := filepath.Join(dir, "serve.log")
 	srv := startServe(t, addr, logPath, []string{"SORTIE_TOKENS=t", "SORTIE_DATABASE=" + db},
 		"--config", cfg, "--state-dir", serveState)
@@ -199,7 +200,7 @@ pipelines:
 	// The job outlives its killed server: it ends once the test does.
 	t.Cleanup(func() { os.WriteFile(end, nil, 0o644) })
 	env := []string{"SORTIE_TOKENS=t", "SORTIE_DATABASE=" + db}
-	addrA, addrB := freePort(t), freePort(t)
+	addrA, addrB := testport.Addr(t), testport.Addr(t)
 	logA, logB := filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")
 	stateA := t.TempDir()
 	a := startServe(t, addrA, logA, env, "--config", cfg, "--state-dir", stateA, "--node", "a")

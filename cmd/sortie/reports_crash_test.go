@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
+	"github.com/sortie-ci/sortie/internal/testport"
 )
 
 // hookLog is a webhook receiver that takes the deliveries signed with
@@ -128,7 +129,7 @@ jobs:
 pipelines:
   deploy: {manager: independent, jobs: [boot, a], report: {start: [hook], success: [hook]}}
 `, repo, recv.URL))
-	addr := freePort(t)
+	addr := testport.Addr(t)
 	logPath := filepath.Join(dir, "serve.log")
 	env := []string{"SORTIE_TOKENS=crash-token", "HOOK_SECRET=" + downSecret}
 	args := []string{"--config", cfgPath, "--state-dir", state}

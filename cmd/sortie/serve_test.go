@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
+	"github.com/sortie-ci/sortie/internal/testport"
 )
 
 // TestServeReloadsOnSIGHUP: SIGHUP with a broken config keeps the server
@@ -23,7 +24,7 @@ func TestServeReloadsOnSIGHUP(t *testing.T) {
 	dir, state := t.TempDir(), t.TempDir()
 	good := fmt.Sprintf("source: {url: %q}\njobs:\n  boot: {bootstrap: true, run: \"true\"}\npipelines:\n  deploy: {jobs: [boot]}\n", repo)
 	cfg := writeConfig(t, dir, good)
-	addr := freePort(t)
+	addr := testport.Addr(t)
 	srv := startServe(t, addr, filepath.Join(dir, "serve.log"), []string{"SORTIE_TOKENS=t"}, "--config", cfg, "--state-dir", state)
 	t.Cleanup(func() { srv.stop(t) })
 
@@ -93,7 +94,7 @@ func TestServeDatabaseFlag(t *testing.T) {
 	dir, state := t.TempDir(), t.TempDir()
 	cfg := writeConfig(t, dir, fmt.Sprintf("source: {url: %q}\njobs:\n  boot: {bootstrap: true, run: \"true\"}\npipelines:\n  deploy: {jobs: [boot]}\n", repo))
 	db := filepath.Join(dir, "elsewhere.db")
-	addr := freePort(t)
+	addr := testport.Addr(t)
 	srv := startServe(t, addr, filepath.Join(dir, "serve.log"), []string{"SORTIE_TOKENS=t"},
 		"--config", cfg, "--state-dir", state, "--database", "sqlite:"+db)
 	r := runSortie(t, []string{"SORTIE_TOKEN=t"}, "trigger", "--pipeline", "deploy", "--wait", "--server", "http://"+addr)
@@ -149,7 +150,7 @@ func TestServeHiddenTimings(t *testing.T) {
 		}
 	}
 
-	addr := freePort(t)
+	addr := testport.Addr(t)
 	srv := startServe(t, addr, filepath.Join(dir, "serve.log"), nil,
 		"--config", cfg, "--state-dir", t.TempDir(), "--lease", "3s", "--leader-ttl", "2s", "--leader-retry", "200ms")
 	defer srv.stop(t)

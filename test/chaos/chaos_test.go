@@ -13,7 +13,6 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/sortie-ci/sortie/internal/source/sourcetest"
 	"github.com/sortie-ci/sortie/internal/store/postgres/pgtest"
+	"github.com/sortie-ci/sortie/internal/testport"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -185,7 +185,7 @@ func TestChaos(t *testing.T) {
 	}
 	t.Cleanup(c.killAll)
 	for i := range 3 {
-		n := &node{name: fmt.Sprintf("n%d", i+1), addr: freePort(t), state: filepath.Join(dir, fmt.Sprintf("state%d", i+1)),
+		n := &node{name: fmt.Sprintf("n%d", i+1), addr: testport.Addr(t), state: filepath.Join(dir, fmt.Sprintf("state%d", i+1)),
 			log: filepath.Join(dir, fmt.Sprintf("n%d.log", i+1))}
 		c.nodes = append(c.nodes, n)
 	}
@@ -510,16 +510,6 @@ func buildSortie(t *testing.T, dir string) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // node is one `sortie serve`: its name, address, state dir and log are
