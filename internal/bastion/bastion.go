@@ -41,9 +41,9 @@ type Bastion interface {
 	// every process the build started is ended (TERM, then KILL after
 	// spec.Grace): its process group, and every process carrying its
 	// RunEnv wherever it went (setsid, a double fork, nohup); Run returns
-	// once they are gone. When the command ends
-	// by itself, what it left in its process group is ended the same way,
-	// and what left the group is let be (a daemon a job means to start).
+	// once they are gone. When the command ends by itself, what it left in
+	// its process group is ended the same way, and what left the group is
+	// let be (a daemon a job means to start).
 	// Output (stdout and stderr merged) goes to log as it comes. A failure
 	// to start or reach the bastion is an *InfraError; a command that ran
 	// is described by the Outcome with a nil error.

@@ -43,9 +43,9 @@ const (
 // spec.Timeout passes (or spec.Expire is closed) or ctx is done, the
 // group and every process carrying that id, wherever it went (setsid, a
 // daemon's double fork), get SIGTERM, then SIGKILL once spec.Grace has
-// passed with one still alive, and Run returns once none is. When the command ends by itself, any process it
-// left in its group (a "cmd &") is ended the same way, so a build leaves
-// nothing behind; a process that left the group is let be, as a daemon a
+// passed with one still alive, and Run returns once none is. When the
+// command ends by itself, any process it left in its group (a "cmd &")
+// is ended the same way, so a build leaves nothing behind; a process that left the group is let be, as a daemon a
 // job starts on purpose (ssh's ControlPersist master) must, and Run does
 // not wait for it to close its output. While b.Owner is set, the group is
 // recorded for KillOwner until it is gone.
