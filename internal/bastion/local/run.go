@@ -45,10 +45,11 @@ const (
 // daemon's double fork), get SIGTERM, then SIGKILL once spec.Grace has
 // passed with one still alive, and Run returns once none is. When the
 // command ends by itself, any process it left in its group (a "cmd &")
-// is ended the same way, so a build leaves nothing behind; a process that left the group is let be, as a daemon a
-// job starts on purpose (ssh's ControlPersist master) must, and Run does
-// not wait for it to close its output. While b.Owner is set, the group is
-// recorded for KillOwner until it is gone.
+// is ended the same way, so a build leaves nothing behind; a process that
+// left the group is let be, as a daemon a job starts on purpose (ssh's
+// ControlPersist master) must, and Run does not wait for it to close its
+// output. While b.Owner is set, the group is recorded for KillOwner until
+// it is gone.
 //
 // A ctx done before the start gives Canceled without running anything.
 func (b *Bastion) Run(ctx context.Context, spec bastion.Spec, log io.Writer) (bastion.Outcome, error) {
