@@ -160,6 +160,28 @@ func assertGone(t *testing.T, ps []int, n int) {
 	}
 }
 
+// treeStarted is closed once tree(file) has recorded every pid. It stops
+// looking when the test ends.
+func treeStarted(t *testing.T, file string) <-chan struct{} {
+	started, stop, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if _, err := os.Stat(file + ".started"); err == nil {
+				close(started)
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	return started
+}
+
 // treeSize is the number of pids tree records.
 const treeSize = 4
 
@@ -185,17 +207,7 @@ func TestTimeoutEndsTheWholeTree(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "pids")
 	// The timeout comes once the whole tree (a daemon among it) is up,
 	// however long a loaded machine takes to start it over SSH.
-	expire := make(chan struct{})
-	go func() {
-		defer close(expire)
-		for {
-			if _, err := os.Stat(file + ".started"); err == nil {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
-	o, _, err := run(t, b, context.Background(), bastion.Spec{Command: tree(file), Expire: expire, Grace: 300 * time.Millisecond})
+	o, _, err := run(t, b, context.Background(), bastion.Spec{Command: tree(file), Expire: treeStarted(t, file), Grace: 300 * time.Millisecond})
 	if err != nil || !o.TimedOut {
 		t.Fatalf("%+v %v", o, err)
 	}
@@ -214,13 +226,13 @@ func TestCancelEndsTheWholeTree(t *testing.T) {
 	b := newBastion(t, srv, srv.KnownHosts)
 	file := filepath.Join(t.TempDir(), "pids")
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := treeStarted(t, file)
 	go func() {
-		for {
-			if _, err := os.Stat(file + ".started"); err == nil {
-				cancel()
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
+		select {
+		case <-started:
+			cancel()
+		case <-ctx.Done():
 		}
 	}()
 	o, _, err := run(t, b, ctx, bastion.Spec{Command: tree(file), Grace: 300 * time.Millisecond})
