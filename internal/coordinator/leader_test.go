@@ -188,7 +188,10 @@ func TestElectorRenews(t *testing.T) {
 	}
 	term, _ := sig.Elected.Wait(waitCtx(t))
 	for i := 1; i <= 5; i++ {
-		clock.WaitForWaiters(t, 1)
+		// The wait for the next renewal, a third of the TTL on: each
+		// renewal also leaves the wait for the trusted end it gave up on
+		// pending, which WaitForWaiters would count.
+		clock.WaitForWaiterAt(t, clock.Now().Add(e.ttl/3))
 		clock.Advance(e.ttl / 3)
 		if got, err := sig.Renewed.Wait(waitCtx(t)); err != nil || got != term {
 			t.Fatalf("renewal %d: term %d, %v; want %d", i, got, err, term)
@@ -230,9 +233,9 @@ func TestElectorStepsDown(t *testing.T) {
 	st.mu.Unlock()
 	// The renewal at TTL/3 hangs; the leader waits for it only until it
 	// can no longer trust its term.
-	clock.WaitForWaiters(t, 1)
+	clock.WaitForWaiterAt(t, t0.Add(e.ttl/3))
 	clock.Advance(e.ttl / 3)
-	clock.WaitForWaiters(t, 1) // the trusted end
+	clock.WaitForWaiterAt(t, t0.Add(e.ttl-e.margin)) // the trusted end
 	row, err := st.Leader(t.Context())
 	if err != nil || row == nil {
 		t.Fatalf("leader row: %+v, %v", row, err)

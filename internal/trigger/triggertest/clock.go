@@ -4,6 +4,7 @@
 package triggertest
 
 import (
+	"fmt"
 	"sort"
 	"sync"
 	"testing"
@@ -130,19 +131,42 @@ func (c *Clock) Next() (time.Time, bool) {
 // happen within a generous deadline.
 func (c *Clock) WaitForWaiters(tb testing.TB, n int) {
 	tb.Helper()
+	c.waitFor(tb, func(ws []waiter) bool { return len(ws) >= n }, fmt.Sprintf("%d clock waiters", n))
+}
+
+// WaitForWaiterAt blocks until an After channel due at t is pending: the
+// code under test waits for that time. Unlike WaitForWaiters, it is not
+// misled by a channel a select gave up on, which stays pending until its
+// time comes.
+func (c *Clock) WaitForWaiterAt(tb testing.TB, t time.Time) {
+	tb.Helper()
+	c.waitFor(tb, func(ws []waiter) bool {
+		for _, w := range ws {
+			if w.at.Equal(t) {
+				return true
+			}
+		}
+		return false
+	}, "a clock waiter due at "+t.String())
+}
+
+// waitFor blocks until ok holds of the pending waiters, or fails the test
+// after waitTimeout.
+func (c *Clock) waitFor(tb testing.TB, ok func([]waiter) bool, what string) {
+	tb.Helper()
 	deadline := time.NewTimer(waitTimeout)
 	defer deadline.Stop()
 	for {
 		c.mu.Lock()
-		got, changed := len(c.waiters), c.changed
+		done, got, changed := ok(c.waiters), len(c.waiters), c.changed
 		c.mu.Unlock()
-		if got >= n {
+		if done {
 			return
 		}
 		select {
 		case <-changed:
 		case <-deadline.C:
-			tb.Fatalf("triggertest: %d clock waiters after %v, want %d", got, waitTimeout, n)
+			tb.Fatalf("triggertest: %d clock waiters after %v; want %s", got, waitTimeout, what)
 		}
 	}
 }
