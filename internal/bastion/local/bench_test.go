@@ -45,8 +45,20 @@ func BenchmarkScanProcs(b *testing.B) {
 //
 //	go test ./internal/bastion/local -run '^$' -bench RunTrue -benchtime 5000x
 func BenchmarkRunTrue(b *testing.B) {
+	benchmarkRun(b, bastion.Spec{Command: "true", Env: map[string]string{"PATH": os.Getenv("PATH")}})
+}
+
+// BenchmarkRunTrueEvents is BenchmarkRunTrue with an events file offered,
+// as every build of Sortie's has, which the job does not make, as most
+// jobs do not:
+//
+//	go test ./internal/bastion/local -run '^$' -bench RunTrueEvents -benchtime 5000x
+func BenchmarkRunTrueEvents(b *testing.B) {
+	benchmarkRun(b, bastion.Spec{Command: "true", Env: map[string]string{"PATH": os.Getenv("PATH")}, Events: io.Discard})
+}
+
+func benchmarkRun(b *testing.B, spec bastion.Spec) {
 	bst := New(b.TempDir())
-	spec := bastion.Spec{Command: "true", Env: map[string]string{"PATH": os.Getenv("PATH")}}
 	b.SetParallelism(1) // GOMAXPROCS goroutines
 	before := selfCPU(b)
 	b.RunParallel(func(pb *testing.PB) {
