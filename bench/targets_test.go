@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestTargetsWide: the wide graph's lines give the ratios and per-job
+// figures of the medians, and make's own CPU as what is left of Sortie's
+// once what it spends beyond make is taken out; without Sortie's own CPU,
+// nothing is said of make's.
+func TestTargetsWide(t *testing.T) {
+	d := newDAG("wide", "/bin/true", 0)
+	for i := range 10_000 {
+		d.jobs = append(d.jobs, fmt.Sprintf("j%05d", i))
+	}
+	w := workload{dag: d, parallel: 2}
+	r := &result{w: w, samples: map[string][]sample{
+		// Medians: Sortie 2.4 s wall, 4.0 s CPU, 1.2 s own; make 2.0 s, 3.2 s.
+		"sortie": {
+			{wall: 2400 * time.Millisecond, cpu: 4000 * time.Millisecond, own: 1200 * time.Millisecond, rss: 100 << 20},
+			{wall: 2500 * time.Millisecond, cpu: 4100 * time.Millisecond, own: 1300 * time.Millisecond, rss: 110 << 20},
+			{wall: 2300 * time.Millisecond, cpu: 3900 * time.Millisecond, own: 1100 * time.Millisecond, rss: 90 << 20},
+		},
+		"make": {
+			{wall: 2000 * time.Millisecond, cpu: 3200 * time.Millisecond},
+			{wall: 2100 * time.Millisecond, cpu: 3300 * time.Millisecond},
+			{wall: 1900 * time.Millisecond, cpu: 3100 * time.Millisecond},
+		},
+	}}
+	var b strings.Builder
+	targets(&b, r, "sortie")
+	got := b.String()
+	for _, want := range []string{
+		"Sortie / make wall = **1.20** (target ≤ 1.30)",
+		"Sortie's CPU beyond make's = **80 µs/job** (so make's own is about 40, if the jobs cost both tools the same)",
+		"Sortie's own CPU = **120 µs/job** (target ≤ 250 µs/job)",
+		"peak memory 100.0 MiB",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("targets say:\n%s\nwant a line with %q", got, want)
+		}
+	}
+
+	for i := range r.samples["sortie"] {
+		r.samples["sortie"][i].own = 0
+	}
+	b.Reset()
+	targets(&b, r, "sortie")
+	got = b.String()
+	if !strings.Contains(got, "Sortie's CPU beyond make's = **80 µs/job**.\n") || strings.Contains(got, "make's own") || strings.Contains(got, "Sortie's own CPU") {
+		t.Errorf("without Sortie's own CPU, targets say:\n%s\nwant the CPU beyond make's alone", got)
+	}
+}
