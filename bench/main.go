@@ -586,15 +586,12 @@ func targets(b *strings.Builder, r *result, name string) {
 		// Sortie's own (SORTIE_RUSAGE), not make's: make's is what is
 		// left, if the jobs cost both tools the same.
 		beyond := (sc - mc) / float64(n) * 1e6
-		own, ownOK := medianOf(r.samples[name], ownOf)
-		ownOK = ownOK && own > 0
-		if ownOK {
-			fmt.Fprintf(b, "- %s: Sortie's CPU beyond make's = **%.0f µs/job** (so make's own is about %.0f, if the jobs cost both tools the same).\n", label, beyond, own/float64(n)*1e6-beyond)
+		if own, ok := medianOf(r.samples[name], ownOf); ok && own > 0 {
+			perJob := own / float64(n) * 1e6
+			fmt.Fprintf(b, "- %s: Sortie's CPU beyond make's = **%.0f µs/job** (so make's own is about %.0f, if the jobs cost both tools the same).\n", label, beyond, perJob-beyond)
+			fmt.Fprintf(b, "- %s: Sortie's own CPU = **%.0f µs/job** (target ≤ 250 µs/job).\n", label, perJob)
 		} else {
 			fmt.Fprintf(b, "- %s: Sortie's CPU beyond make's = **%.0f µs/job**.\n", label, beyond)
-		}
-		if ownOK {
-			fmt.Fprintf(b, "- %s: Sortie's own CPU = **%.0f µs/job** (target ≤ 250 µs/job).\n", label, own/float64(n)*1e6)
 		}
 		if m, ok := medianOf(r.samples[name], rssOf); ok {
 			fmt.Fprintf(b, "- %s: peak memory %.1f MiB (target < 150 MB).\n", label, m)
