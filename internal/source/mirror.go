@@ -161,10 +161,21 @@ func (m *Mirror) update(ctx context.Context, head bool) error {
 		}
 		m.mu.Lock()
 		c.joins--
+		// Nothing runs and c waits: lead it now. Going back to the top
+		// to do so would let another of c's callers lead it first, and
+		// this one would then take it for a fetch begun before its call
+		// and wait for one more.
+		lead := m.running == nil && m.next == c
+		if lead {
+			m.running, m.next = c, nil
+		}
 		started := m.running == c || m.next != c
 		m.mu.Unlock()
+		if lead {
+			return m.lead(ctx, c)
+		}
 		if !started {
-			continue // lead it (or join whoever started a newer one)
+			continue // a newer fetch runs first: wait for it, still joined to c
 		}
 		select {
 		case <-c.done:
