@@ -90,6 +90,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		evFiles = append([]string{}, files.files...)
 	}
 	ev := buildset.Event{Pipeline: *pipeline, Rev: *commit, Files: evFiles, Mode: mode, Fetched: true}
+	// The graph and its spec need the config only: they are made on the
+	// other core while the store opens (some 25 ms on 10,000 jobs).
+	var prep *buildset.Prepared
+	prepared := goBackground(ctx, func(context.Context) error { prep = buildset.Prepare(cfg, ev); return nil })
+	defer prepared.stop()
 	// The mirror's fetch waits on the remote, the store's opening on the
 	// disk: the fetch runs while the store opens and the coordinator
 	// starts.
@@ -140,9 +145,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		// first run) while the buildset is made, rather than in the
 		// bootstrap, which then finds it; what fails here is the
 		// bootstrap's to say.
-		prepared := goBackground(ctx, env.runner.PrepareBastion)
-		bs, err = env.runner.Create(ctx, cfg, ev)
+		bastionReady := goBackground(ctx, env.runner.PrepareBastion)
 		_ = prepared.wait()
+		bs, err = env.runner.CreatePrepared(ctx, cfg, ev, prep)
+		_ = bastionReady.wait()
 	}
 	var missing *graph.MissingDependencyError
 	switch {

@@ -7,7 +7,6 @@ package buildset
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -215,6 +214,12 @@ func (r *Runner) PrepareBastion(ctx context.Context) error {
 // kept, no builds), returned without an error: there is nothing to run.
 // An unknown pipeline or commit makes nothing.
 func (r *Runner) Create(ctx context.Context, cfg *config.Config, ev Event) (*store.Buildset, error) {
+	return r.CreatePrepared(ctx, cfg, ev, nil)
+}
+
+// CreatePrepared is Create with the graph and spec that Prepare made of
+// cfg and ev beforehand; nil prepares them here.
+func (r *Runner) CreatePrepared(ctx context.Context, cfg *config.Config, ev Event, p *Prepared) (*store.Buildset, error) {
 	if _, ok := cfg.Pipelines[ev.Pipeline]; !ok {
 		return nil, &graph.UnknownPipelineError{Pipeline: ev.Pipeline}
 	}
@@ -236,16 +241,13 @@ func (r *Runner) Create(ctx context.Context, cfg *config.Config, ev Event) (*sto
 		Pipeline: ev.Pipeline, Commit: commit, Files: ev.Files, Cause: ev.Cause,
 		State: store.BuildsetQueued, CreatedAt: created, PinnedTo: ev.PinnedTo,
 	}
-	plan, planErr := graph.Select(cfg, ev.Pipeline, ev.Files)
-	// A graph that could not be made has no spec to keep, but its
-	// failure is reported.
-	spec := &Spec{Pipeline: ev.Pipeline, Reports: freezeReports(cfg, cfg.Pipelines[ev.Pipeline])}
-	if planErr == nil {
-		if spec, err = Freeze(cfg, plan, ev.Mode); err != nil {
-			return nil, fmt.Errorf("create buildset: %w", err)
-		}
+	if p == nil {
+		p = Prepare(cfg, ev)
 	}
-	return r.insert(ctx, bs, plan, spec, planErr, &ev)
+	if p.err != nil {
+		return nil, p.err
+	}
+	return r.insert(ctx, bs, p, &ev)
 }
 
 // Rerun makes a QUEUED buildset that runs again, at the same commit and
@@ -298,7 +300,11 @@ func (r *Runner) Rerun(ctx context.Context, id, cause string) (*store.Buildset, 
 		Pipeline: old.Pipeline, Commit: old.Commit, Files: old.Files, RerunOf: old.ID,
 		Cause: cause, State: store.BuildsetQueued, CreatedAt: r.now(),
 	}
-	return r.insert(ctx, bs, sub, spec, nil, nil)
+	p := prepared(sub, spec, nil)
+	if p.err != nil {
+		return nil, p.err
+	}
+	return r.insert(ctx, bs, p, nil)
 }
 
 // ErrNothingToRerun: every job of the buildset succeeded.
@@ -307,34 +313,24 @@ var ErrNothingToRerun = errors.New("every job succeeded: nothing to run again")
 // ErrNotFinished: the buildset has not finished yet.
 var ErrNotFinished = errors.New("the buildset has not finished")
 
-// insert stores a new buildset with its plan and spec, or, when planErr is
-// set, a buildset DONE with CONFIG_ERROR. What ev claims (a cron tick, a
-// poll mark, a leader's term) is claimed with it; ev may be nil.
-func (r *Runner) insert(ctx context.Context, bs *store.Buildset, plan *graph.Plan, spec *Spec, planErr error, ev *Event) (*store.Buildset, error) {
+// insert stores a new buildset with its prepared plan and spec, or, when
+// their plan could not be made, a buildset DONE with CONFIG_ERROR. What ev
+// claims (a cron tick, a poll mark, a leader's term) is claimed with it;
+// ev may be nil.
+func (r *Runner) insert(ctx context.Context, bs *store.Buildset, prep *Prepared, ev *Event) (*store.Buildset, error) {
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, fmt.Errorf("create buildset: %w", err)
 	}
 	bs.ID = id.String()
+	plan, spec, planErr := prep.plan, prep.spec, prep.planErr
+	bs.Mode, bs.Plan, bs.Spec = prep.mode, prep.planJSON, prep.specJSON
 	var jobs []string
-	// The mode is kept apart from the spec as well, for the lists that
-	// show it (store.Buildset.Mode). Every caller has a spec, a config
-	// error's included.
-	if bs.Mode, err = json.Marshal(spec.Mode); err != nil {
-		return nil, fmt.Errorf("create buildset: %w", err)
-	}
-	if planErr == nil {
-		if bs.Plan, err = json.Marshal(plan); err != nil {
-			return nil, fmt.Errorf("create buildset: %w", err)
+	if planErr == nil && len(plan.Jobs) > 0 {
+		jobs = make([]string, len(plan.Jobs))
+		for i, j := range plan.Jobs {
+			jobs[i] = j.Name
 		}
-		if bs.Spec, err = json.Marshal(spec); err != nil {
-			return nil, fmt.Errorf("create buildset: %w", err)
-		}
-		for _, j := range plan.Jobs {
-			jobs = append(jobs, j.Name)
-		}
-	} else {
-		bs.Plan = []byte("null")
 	}
 	p := store.CreateBuildsetParams{Buildset: bs, Jobs: jobs}
 	if ev != nil {
@@ -353,11 +349,25 @@ func (r *Runner) insert(ctx context.Context, bs *store.Buildset, plan *graph.Pla
 		p.Skipped = graph.NothingSelected
 		bs.FinishedAt = ptr(r.now())
 	}
-	if err := r.Store.CreateBuildset(ctx, p); err != nil {
+	// The run of this buildset that Fresh keeps it for needs its jobs'
+	// priorities: they are read from the history beside the insert, on
+	// the other core.
+	var prio *priorities
+	var read sync.WaitGroup
+	if r.Fresh != nil && planErr == nil && p.Skipped == "" {
+		read.Go(func() {
+			if rem, hist, err := r.remaining(ctx, spec, plan); err == nil {
+				prio = &priorities{remaining: rem, fromHistory: hist}
+			}
+		})
+	}
+	err = r.Store.CreateBuildset(ctx, p)
+	read.Wait()
+	if err != nil {
 		return nil, fmt.Errorf("create buildset: %w", err)
 	}
 	if planErr == nil && p.Skipped == "" {
-		r.Fresh.put(bs.ID, plan, spec)
+		r.Fresh.put(bs.ID, plan, spec, prio)
 	}
 	r.reported(p.Reports)
 	switch {
@@ -454,7 +464,7 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 		case <-ctx.Done():
 		}
 	}()
-	plan, spec := r.Fresh.take(bs.ID)
+	plan, spec, prio := r.Fresh.take(bs.ID)
 	var err error
 	if plan == nil {
 		if plan, err = Plan(bs); err != nil {
@@ -542,10 +552,13 @@ func (r *Runner) RunWith(ctx context.Context, bs *store.Buildset, opt RunOptions
 	}
 	// Read whatever the context: a cancel arriving now is the loop's to
 	// apply (every build CANCELED), not a failure to read history.
-	remaining, fromHistory, err := r.remaining(bg, spec, plan)
-	if err != nil {
-		return fail(err)
+	if prio == nil {
+		prio = &priorities{}
+		if prio.remaining, prio.fromHistory, err = r.remaining(bg, spec, plan); err != nil {
+			return fail(err)
+		}
 	}
+	remaining, fromHistory := prio.remaining, prio.fromHistory
 	if o, ok := r.Observer.(EstimateObserver); ok && fromHistory {
 		o.Estimated(remaining)
 	}

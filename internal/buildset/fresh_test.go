@@ -4,11 +4,13 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sortie-ci/sortie/internal/buildset"
 	"github.com/sortie-ci/sortie/internal/config"
+	"github.com/sortie-ci/sortie/internal/graph"
 	"github.com/sortie-ci/sortie/internal/store"
 )
 
@@ -89,5 +91,80 @@ func TestFreshIsDecoded(t *testing.T) {
 	}
 	if plan, _ := r.Fresh.TakeFresh(first.ID); plan != nil {
 		t.Error("an older buildset's plan was handed over")
+	}
+}
+
+// estimates records what an EstimateObserver hears.
+type estimates struct {
+	remaining []map[string]time.Duration
+}
+
+func (*estimates) BuildsetStarted(*store.Buildset, *graph.Plan)          {}
+func (*estimates) AttemptStarted(string, int, time.Time)                 {}
+func (*estimates) BuildFinished(string, store.Result, string, time.Time) {}
+func (e *estimates) Estimated(rem map[string]time.Duration)              { e.remaining = append(e.remaining, rem) }
+
+// TestFreshPriorities: the jobs' priorities that a Runner's Fresh reads
+// while it inserts the buildset are those of the jobs' history, as a run
+// that reads them as it starts has them.
+func TestFreshPriorities(t *testing.T) {
+	r, cfg := setup(t, `
+jobs:
+  boot: {bootstrap: true, run: "true"}
+  a: {run: "true"}
+  b: {run: "true", dependencies: [a]}
+  c: {run: "true"}
+pipelines:
+  p: {jobs: [boot, a, b, c]}
+`)
+	ctx := context.Background()
+	obs := &estimates{}
+	r.Observer = obs
+	run := func() {
+		t.Helper()
+		bs, err := r.Create(ctx, cfg, buildset.Event{Pipeline: "p"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res, err := r.Run(ctx, bs); res != store.Success || err != nil {
+			t.Fatalf("Run = %s, %v", res, err)
+		}
+	}
+	plan, err := graph.Select(cfg, "p", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the jobs' history gives each job's remaining path now.
+	want := func() map[string]time.Duration {
+		t.Helper()
+		hist, err := r.Store.JobDurations(ctx, []string{"boot", "a", "b", "c"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(hist) != 4 {
+			t.Fatalf("history of %d jobs, want 4: %v", len(hist), hist)
+		}
+		return plan.Remaining(func(job string) time.Duration { return hist[job] })
+	}
+	run() // the history: no estimate yet
+	if len(obs.remaining) != 0 {
+		t.Fatalf("estimated without history: %v", obs.remaining)
+	}
+	wantStarted := want()
+	run() // read as the run starts
+	wantFresh := want()
+	r.Fresh = &buildset.Fresh{}
+	run() // read beside the insert
+	if len(obs.remaining) != 2 {
+		t.Fatalf("%d estimates, want 2 (the runs with history)", len(obs.remaining))
+	}
+	if d := cmp.Diff(wantStarted, obs.remaining[0]); d != "" {
+		t.Errorf("read as the run starts (-history +estimated):\n%s", d)
+	}
+	if d := cmp.Diff(wantFresh, obs.remaining[1]); d != "" {
+		t.Errorf("read beside the insert (-history +estimated):\n%s", d)
+	}
+	if wantFresh["boot"] <= wantFresh["a"] || wantFresh["a"] <= wantFresh["b"] {
+		t.Errorf("remaining paths %v do not follow the graph", wantFresh)
 	}
 }
