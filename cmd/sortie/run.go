@@ -90,11 +90,6 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		evFiles = append([]string{}, files.files...)
 	}
 	ev := buildset.Event{Pipeline: *pipeline, Rev: *commit, Files: evFiles, Mode: mode, Fetched: true}
-	// The graph and its spec need the config only: they are made on the
-	// other core while the store opens (some 25 ms on 10,000 jobs).
-	var prep *buildset.Prepared
-	prepared := goBackground(ctx, func(context.Context) error { prep = buildset.Prepare(cfg, ev); return nil })
-	defer prepared.stop()
 	// The mirror's fetch waits on the remote, the store's opening on the
 	// disk: the fetch runs while the store opens and the coordinator
 	// starts.
@@ -105,6 +100,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	mirror := newMirror(abs, cfg)
 	fetched := goFetch(ctx, &buildset.Runner{Mirror: mirror}, cfg, ev)
 	defer fetched.stop()
+	// The graph and its spec need the config only: they are made on the
+	// other core while the store opens (some 25 ms on 10,000 jobs). Started
+	// after the fetch, which needs little of a core to start git and would
+	// otherwise wait for one.
+	var prep *buildset.Prepared
+	prepared := goBackground(ctx, func(context.Context) error { prep = buildset.Prepare(cfg, ev); return nil })
+	defer prepared.stop()
 	env, err := openEnv(ctx, abs, db, cfg, coordinator.NewOwner(), false, mirror)
 	if err != nil {
 		return err
