@@ -29,7 +29,7 @@ func (l *loader) inherit(jobNames []string) (incomplete map[string]bool) {
 		busy
 		done
 	)
-	state := map[string]int{}
+	state := make(map[string]int, len(c.Jobs))
 	incomplete = map[string]bool{}
 	reported := map[string]bool{}
 	var stack []string

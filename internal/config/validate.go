@@ -220,7 +220,7 @@ func (l *loader) cycles() {
 		grey
 		black
 	)
-	color := map[string]int{}
+	color := make(map[string]int, len(c.Jobs))
 	var stack []string
 	reported := map[string]bool{}
 	var visit func(name string)
