@@ -56,6 +56,7 @@ type sample struct {
 	cpu     time.Duration // user+sys, the tool's and its children's (and its database server's)
 	dbcpu   time.Duration // of cpu, the database server's (sortie-pg)
 	own     time.Duration // Sortie only: of cpu, its own (not its children's); 0 if unknown
+	waits   int64         // Sortie only: its threads' voluntary context switches; 0 if unknown
 	rss     int64
 	failed  string
 	latency []time.Duration // Sortie only: dispatch latencies of one run
@@ -316,26 +317,28 @@ func runOnce(t *tool, w workload, dir string, timeout time.Duration) sample {
 		if err != nil {
 			s.failed = err.Error()
 		}
-		s.own = ownCPU(rusage)
+		s.own, s.waits = ownUsage(rusage)
 	}
 	return s
 }
 
-// ownCPU is the CPU time Sortie used itself, from the file SORTIE_RUSAGE
-// named (see cmd/sortie/rusage.go); 0 when there is none (an older build).
-func ownCPU(path string) time.Duration {
+// ownUsage is the CPU time Sortie used itself and its threads' voluntary
+// context switches, from the file SORTIE_RUSAGE named (see
+// cmd/sortie/rusage.go); 0 for what it does not hold (an older build).
+func ownUsage(path string) (time.Duration, int64) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	var u struct {
-		User time.Duration `json:"self_user_ns"`
-		Sys  time.Duration `json:"self_sys_ns"`
+		User     time.Duration `json:"self_user_ns"`
+		Sys      time.Duration `json:"self_sys_ns"`
+		Switches int64         `json:"self_voluntary_switches"`
 	}
 	if json.Unmarshal(data, &u) != nil {
-		return 0
+		return 0, 0
 	}
-	return u.User + u.Sys
+	return u.User + u.Sys, u.Switches
 }
 
 // edges is where a run spends the time before its first job (the
@@ -440,10 +443,11 @@ func pairedOf(a, b []sample, f func(sample) float64) (float64, bool) {
 	return xs[len(xs)/2], true
 }
 
-func wallOf(s sample) float64 { return s.wall.Seconds() }
-func cpuOf(s sample) float64  { return s.cpu.Seconds() }
-func ownOf(s sample) float64  { return s.own.Seconds() }
-func rssOf(s sample) float64  { return float64(s.rss) / (1 << 20) }
+func wallOf(s sample) float64  { return s.wall.Seconds() }
+func cpuOf(s sample) float64   { return s.cpu.Seconds() }
+func ownOf(s sample) float64   { return s.own.Seconds() }
+func waitsOf(s sample) float64 { return float64(s.waits) }
+func rssOf(s sample) float64   { return float64(s.rss) / (1 << 20) }
 
 func percentile(ds []time.Duration, p float64) time.Duration {
 	s := slices.Clone(ds)
@@ -623,6 +627,23 @@ func targets(b *strings.Builder, r *result, name string) {
 		}
 		if m, ok := medianOf(r.samples[name], rssOf); ok {
 			fmt.Fprintf(b, "- %s: peak memory %.1f MiB (target < 150 MB).\n", label, m)
+		}
+		// The repetitions one by one, in the order they ran: a median
+		// hides whether the runs vary together or apart.
+		walls := func(ss []sample) string {
+			var w []string
+			for _, s := range ss {
+				w = append(w, fmt.Sprintf("%.2f", s.wall.Seconds()))
+			}
+			return strings.Join(w, " ")
+		}
+		fmt.Fprintf(b, "- %s: each repetition's wall (s), Sortie %s; make %s.\n", label, walls(r.samples[name]), walls(r.samples["make"]))
+		if sw, ok := medianOf(r.samples[name], waitsOf); ok && sw > 0 {
+			var w []string
+			for _, s := range r.samples[name] {
+				w = append(w, fmt.Sprintf("%.1f", float64(s.waits)/float64(n)))
+			}
+			fmt.Fprintf(b, "- %s: Sortie's threads' voluntary context switches = %.1f a job (each repetition: %s).\n", label, sw/float64(n), strings.Join(w, " "))
 		}
 	case r.w.dag.family == "chain" && n == 1000 && r.w.dag.sleep == 0:
 		fmt.Fprintf(b, "- %s: Sortie / make wall = **%.2f** (target ≤ 1.40)%s\n", label, s/mk, paired(2))

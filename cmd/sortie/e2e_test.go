@@ -910,8 +910,9 @@ pipelines:
 }
 
 // TestRusageFile: with SORTIE_RUSAGE set, a run writes its own CPU time and
-// its children's there as it exits; the jobs' CPU is the children's, not
-// its own. Another command writes nothing.
+// its children's there as it exits, and its threads' voluntary switches;
+// the jobs' CPU is the children's, not its own. Another command writes
+// nothing.
 func TestRusageFile(t *testing.T) {
 	t.Parallel()
 	repo, _ := sourcetest.Repo(t, map[string]string{"README": "x"})
@@ -947,5 +948,9 @@ pipelines:
 	t.Logf("own CPU %v, children's %v", self, kids)
 	if self <= 0 || kids <= self {
 		t.Errorf("own CPU %v, children's %v: want both, the spinning job's in the children's: %s", self, kids, data)
+	}
+	// Waiting for the jobs alone takes a thread off its core.
+	if u.SelfSwitches <= 0 {
+		t.Errorf("own voluntary switches %d, want some: %s", u.SelfSwitches, data)
 	}
 }

@@ -22,6 +22,10 @@ type Rusage struct {
 	SelfSys      time.Duration `json:"self_sys_ns"`
 	ChildrenUser time.Duration `json:"children_user_ns"`
 	ChildrenSys  time.Duration `json:"children_sys_ns"`
+	// SelfSwitches counts the times one of Sortie's threads gave up its
+	// core to wait (voluntary context switches): a run that hands its
+	// threads' work around more waits more.
+	SelfSwitches int64 `json:"self_voluntary_switches"`
 }
 
 // writeRusage writes the process's Rusage to the file rusageEnv names,
@@ -40,6 +44,7 @@ func writeRusage(args []string) {
 	data, err := json.Marshal(Rusage{
 		SelfUser: tv(self.Utime), SelfSys: tv(self.Stime),
 		ChildrenUser: tv(kids.Utime), ChildrenSys: tv(kids.Stime),
+		SelfSwitches: self.Nvcsw,
 	})
 	if err != nil {
 		return
