@@ -11,6 +11,8 @@ func checkSupported() error { return errors.New("the local bastion needs linux")
 
 func waitExited(pid int) error { return checkSupported() }
 
+func waitBriefly(fd int) bool { return false }
+
 func scanProcs(pgid, leader int, mark []byte) (group, marked []int) { return nil, nil }
 
 type procStat struct {

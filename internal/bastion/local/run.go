@@ -149,7 +149,7 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 	if log == nil {
 		log = io.Discard
 	}
-	pr, pw, err := outputPipe()
+	pr, pw, rfd, err := outputPipe()
 	if err != nil {
 		return nil, fmt.Errorf("pipe: %w", err)
 	}
@@ -204,7 +204,12 @@ func startProcess(command, dir string, env []string, log io.Writer, track func(p
 		untrack = u
 	}
 	p := &process{pid: pid, mark: []byte(mark), log: log, out: pr, exited: make(chan error, 1), copied: make(chan struct{}), untrack: untrack}
-	go func() { p.exited <- waitExited(pid) }()
+	go func() {
+		// pr, whose descriptor rfd is, stays open until wait has
+		// received from p.exited.
+		_ = waitBriefly(rfd)
+		p.exited <- waitExited(pid)
+	}()
 	go p.copy(log)
 	return p, nil
 }
@@ -226,18 +231,19 @@ func execFailed(err error) bool {
 // blocking, as the child needs it, rather than registered with the poller,
 // made blocking again for the child and unregistered: three system calls
 // a build that os.Pipe would cost.
-func outputPipe() (r, w *os.File, err error) {
+func outputPipe() (r, w *os.File, rfd int, err error) {
 	var p [2]int
 	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
-		return nil, nil, err
+		return nil, nil, -1, err
 	}
 	if err := syscall.SetNonblock(p[0], true); err != nil {
 		syscall.Close(p[0])
 		syscall.Close(p[1])
-		return nil, nil, err
+		return nil, nil, -1, err
 	}
-	// os.NewFile puts a non-blocking descriptor in the poller.
-	return os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1"), nil
+	// os.NewFile puts a non-blocking descriptor in the poller. r.Fd()
+	// would make it blocking again, hence rfd.
+	return os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1"), p[0], nil
 }
 
 // devNull is /dev/null open for reading, every build's stdin: opened once
