@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command gofloor measures the floor of running no-op jobs from Go: N
 // /bin/true processes on P workers, each in a process group of its own
 // with its output on a pipe, as Sortie's local bastion starts a build, and

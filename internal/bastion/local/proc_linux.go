@@ -56,6 +56,26 @@ func waitBriefly(fd int) bool {
 	return errno == 0 && n == 1 && fds[0].Revents != 0
 }
 
+// outputPipe makes the pipe of a build's output. Only the read end, which
+// Sortie reads, is in Go's poller; the write end, the child's, is left
+// blocking, as the child needs it, rather than registered with the poller,
+// made blocking again for the child and unregistered: three system calls
+// a build that os.Pipe would cost.
+func outputPipe() (r, w *os.File, rfd int, err error) {
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		return nil, nil, -1, err
+	}
+	if err := syscall.SetNonblock(p[0], true); err != nil {
+		syscall.Close(p[0])
+		syscall.Close(p[1])
+		return nil, nil, -1, err
+	}
+	// os.NewFile puts a non-blocking descriptor in the poller. r.Fd()
+	// would make it blocking again, hence rfd.
+	return os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1"), p[0], nil
+}
+
 // scanProcs reads /proc once. It returns the live processes of process
 // group pgid other than leader, and, if mark ("KEY=value") is not nil, the
 // live processes whose environment holds it. Zombies are dead and do not

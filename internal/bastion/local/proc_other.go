@@ -2,7 +2,10 @@
 
 package local
 
-import "errors"
+import (
+	"errors"
+	"os"
+)
 
 // The local bastion needs to wait for a process without reaping it and to
 // list the members of a process group, which it does the Linux way.
@@ -28,3 +31,5 @@ func readProcStat(pid int) (procStat, error) { return procStat{}, checkSupported
 func allProcs() (map[int]procStat, error) { return nil, checkSupported() }
 
 func bootID() (string, error) { return "", checkSupported() }
+
+func outputPipe() (r, w *os.File, rfd int, err error) { return nil, nil, -1, checkSupported() }

@@ -226,26 +226,6 @@ func execFailed(err error) bool {
 		errors.Is(err, syscall.ENOEXEC) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.ELOOP)
 }
 
-// outputPipe makes the pipe of a build's output. Only the read end, which
-// Sortie reads, is in Go's poller; the write end, the child's, is left
-// blocking, as the child needs it, rather than registered with the poller,
-// made blocking again for the child and unregistered: three system calls
-// a build that os.Pipe would cost.
-func outputPipe() (r, w *os.File, rfd int, err error) {
-	var p [2]int
-	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
-		return nil, nil, -1, err
-	}
-	if err := syscall.SetNonblock(p[0], true); err != nil {
-		syscall.Close(p[0])
-		syscall.Close(p[1])
-		return nil, nil, -1, err
-	}
-	// os.NewFile puts a non-blocking descriptor in the poller. r.Fd()
-	// would make it blocking again, hence rfd.
-	return os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1"), p[0], nil
-}
-
 // devNull is /dev/null open for reading, every build's stdin: opened once
 // for the life of the process, not once a build.
 // Blocking, out of the poller, like the pipe's write end.

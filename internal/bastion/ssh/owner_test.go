@@ -148,7 +148,8 @@ func TestKillOwnerAfterTheOwnerDied(t *testing.T) {
 	helper := exec.Command(os.Args[0], "-test.run=^TestHelperSSHOwnerProcess$", "-test.count=1")
 	helper.Env = append(os.Environ(), "SORTIE_SSH_HELPER="+strings.Join([]string{srv.Host, strconv.Itoa(srv.Port), srv.User,
 		srv.IdentityFile, srv.KnownHosts, workdir, deadOwner, deadFile}, " "))
-	helper.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	helper.SysProcAttr = &syscall.SysProcAttr{}
+	sshtest.DieWithParent(helper.SysProcAttr)
 	if err := helper.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -290,10 +290,10 @@ func (s *Server) start() (*run, error) {
 		// ends it. Note that the per-connection processes are not in this
 		// group: sshd calls setsid() in each, and again for each command.
 		Setpgid: true,
-		// If the test binary dies (panic, timeout) before cleanup, the
-		// listener must not outlive it.
-		Pdeathsig: syscall.SIGKILL,
 	}
+	// If the test binary dies (panic, timeout) before cleanup, the
+	// listener must not outlive it.
+	DieWithParent(cmd.SysProcAttr)
 	started := make(chan error, 1)
 	// The goroutine lives exactly as long as sshd and is waited for through
 	// r.exited by stop. It keeps its OS thread because Pdeathsig fires when
